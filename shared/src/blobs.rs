@@ -1,0 +1,219 @@
+//! Message bodies: content-addressed, immutable files under `DATA/blobs/ab/abcdef…` (sha256).
+//!
+//! A blob is written to `DATA/blobs/tmp/<random>`, fsynced, renamed to its name, and the
+//! directory fsynced, before any metadata points at it: a crash leaves either no blob or a whole
+//! one. References are counted in the `blobs` table inside the same transaction as the message
+//! rows; [`BlobStore::sweep`] removes blobs nobody references and temp files left by crashes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+
+/// A blob's name: the lowercase hex sha256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlobId(pub String);
+
+impl BlobId {
+    /// The id of `bytes`.
+    pub fn of(bytes: &[u8]) -> BlobId {
+        BlobId(hex::encode(Sha256::digest(bytes)))
+    }
+
+    fn is_valid(text: &str) -> bool {
+        text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+}
+
+impl std::fmt::Display for BlobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a sweep removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+    pub temp_files_removed: u64,
+}
+
+/// The blob folder.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+impl BlobStore {
+    /// The store at `root` (normally `DATA/blobs`); folders are made on first write.
+    pub fn new(root: impl Into<PathBuf>) -> BlobStore {
+        BlobStore { root: root.into() }
+    }
+
+    /// Where a blob's file is.
+    pub fn path(&self, id: &BlobId) -> PathBuf {
+        self.root.join(&id.0[..2]).join(&id.0)
+    }
+
+    fn temp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Store `bytes` durably and return their id. Storing the same bytes twice writes once.
+    pub async fn put(&self, bytes: &[u8]) -> std::io::Result<BlobId> {
+        let id = BlobId::of(bytes);
+        let store = self.clone();
+        let data = bytes.to_vec();
+        let id2 = id.clone();
+        tokio::task::spawn_blocking(move || store.put_blocking(&id2, &data))
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(id)
+    }
+
+    fn put_blocking(&self, id: &BlobId, bytes: &[u8]) -> std::io::Result<()> {
+        let target = self.path(id);
+        if target.exists() {
+            return Ok(());
+        }
+        let temp_dir = self.temp_dir();
+        std::fs::create_dir_all(&temp_dir)?;
+        let dir = target.parent().expect("blob paths have a parent");
+        std::fs::create_dir_all(dir)?;
+        let mut temp = tempfile::Builder::new().prefix("blob-").tempfile_in(&temp_dir)?;
+        temp.write_all(bytes)?;
+        temp.as_file().sync_all()?;
+        temp.persist(&target).map_err(|e| e.error)?;
+        sync_dir(dir)?;
+        Ok(())
+    }
+
+    /// Read a whole blob.
+    pub async fn read(&self, id: &BlobId) -> std::io::Result<Vec<u8>> {
+        tokio::fs::read(self.path(id)).await
+    }
+
+    /// Open a blob for streaming.
+    pub async fn open(&self, id: &BlobId) -> std::io::Result<tokio::fs::File> {
+        tokio::fs::File::open(self.path(id)).await
+    }
+
+    /// Remove blobs whose reference count has been zero for longer than `grace`, blob files the
+    /// database does not know (a crash between write and commit) older than `grace`, and temp
+    /// files older than `grace`. The grace period protects writes in progress.
+    pub async fn sweep(&self, db: &PgPool, grace: Duration) -> anyhow::Result<SweepReport> {
+        let mut report = SweepReport::default();
+        let dead: Vec<(String, i64)> = sqlx::query_as(
+            "DELETE FROM blobs WHERE refcount = 0 AND zero_since < now() - make_interval(secs => $1)
+             RETURNING id, size",
+        )
+        .bind(grace.as_secs_f64())
+        .fetch_all(db)
+        .await?;
+        for (id, size) in dead {
+            if BlobId::is_valid(&id) {
+                match tokio::fs::remove_file(self.path(&BlobId(id))).await {
+                    Ok(()) => {
+                        report.blobs_removed += 1;
+                        report.bytes_freed += size.max(0) as u64;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let known: std::collections::HashSet<String> = sqlx::query_scalar("SELECT id FROM blobs")
+            .fetch_all(db)
+            .await?
+            .into_iter()
+            .collect();
+        let store = self.clone();
+        let (orphans, temps) = tokio::task::spawn_blocking(move || store.sweep_files(&known, grace)).await??;
+        report.blobs_removed += orphans.0;
+        report.bytes_freed += orphans.1;
+        report.temp_files_removed += temps;
+        Ok(report)
+    }
+
+    /// Returns ((orphan blobs removed, bytes), temp files removed).
+    fn sweep_files(
+        &self,
+        known: &std::collections::HashSet<String>,
+        grace: Duration,
+    ) -> std::io::Result<((u64, u64), u64)> {
+        let old_enough = |path: &Path| -> bool {
+            path.symlink_metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age >= grace)
+        };
+        let mut temps = 0;
+        if let Ok(entries) = std::fs::read_dir(self.temp_dir()) {
+            for entry in entries.flatten() {
+                if old_enough(&entry.path()) && std::fs::remove_file(entry.path()).is_ok() {
+                    temps += 1;
+                }
+            }
+        }
+        let mut orphans = (0, 0);
+        let Ok(shards) = std::fs::read_dir(&self.root) else {
+            return Ok((orphans, temps));
+        };
+        for shard in shards.flatten() {
+            if shard.file_name() == "tmp" || !shard.path().is_dir() {
+                continue;
+            }
+            for entry in std::fs::read_dir(shard.path())?.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if BlobId::is_valid(&name) && !known.contains(&name) && old_enough(&entry.path()) {
+                    let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    if std::fs::remove_file(entry.path()).is_ok() {
+                        orphans.0 += 1;
+                        orphans.1 += size;
+                    }
+                }
+            }
+        }
+        Ok((orphans, temps))
+    }
+}
+
+/// Inside a transaction: count one more reference to a stored blob (recording it if new).
+pub async fn add_ref(conn: &mut PgConnection, id: &BlobId, size: u64, count: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO blobs (id, size, refcount) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO UPDATE SET refcount = blobs.refcount + $3, zero_since = NULL",
+    )
+    .bind(&id.0)
+    .bind(size as i64)
+    .bind(count)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Inside a transaction: drop `count` references to each of `ids` (repeats allowed).
+pub async fn drop_refs(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "WITH refs AS (SELECT id, count(*) AS n FROM unnest($1::text[]) AS t(id) GROUP BY id)
+         UPDATE blobs SET refcount = greatest(blobs.refcount - refs.n, 0),
+                          zero_since = CASE WHEN blobs.refcount - refs.n <= 0 THEN now() ELSE NULL END
+         FROM refs WHERE blobs.id = refs.id",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// fsync a directory so a rename inside it is durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

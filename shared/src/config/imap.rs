@@ -1,0 +1,60 @@
+//! `[imap]`: tinydc-imapd's listeners and limits.
+
+use std::net::SocketAddr;
+
+use super::Section;
+
+/// `[imap]`
+#[derive(Debug, Clone)]
+pub struct ImapConfig {
+    /// IMAP with STARTTLS (port 143 in production). Empty: off.
+    pub listen: Option<SocketAddr>,
+    /// IMAP with implicit TLS (port 993 in production). Empty: off.
+    pub tls_listen: Option<SocketAddr>,
+    /// Longest command line (outside literals), in bytes.
+    pub max_line_length: u64,
+    /// Largest literal (APPEND message) accepted, in bytes.
+    pub max_literal_size: u64,
+    /// Seconds of silence before an idle connection is closed (RFC 3501 asks for 30 minutes at least).
+    pub idle_timeout_secs: u64,
+    /// Connections open at once.
+    pub max_connections: u64,
+    /// Offer COMPRESS=DEFLATE.
+    pub compress: bool,
+    /// Offer CONDSTORE (off by default, as Thunderbird's default is).
+    pub condstore: bool,
+}
+
+pub(super) const TEMPLATE: &str = r#"[imap]
+# IMAP with STARTTLS (143 in production) and with implicit TLS (993). Empty turns one off.
+listen = "0.0.0.0:10143"
+tls_listen = "0.0.0.0:10993"
+# Longest command line outside literals, in bytes; largest literal (an APPENDed message).
+max_line_length = 65536
+max_literal_size = "50M"
+# Seconds of silence before an idle connection is closed (at least 30 minutes, RFC 3501).
+idle_timeout_secs = 1800
+# Connections open at once.
+max_connections = 500
+# Offer COMPRESS=DEFLATE and CONDSTORE.
+compress = true
+condstore = false
+"#;
+
+impl ImapConfig {
+    pub(super) fn read(root: &toml::Table, problems: &mut Vec<String>) -> ImapConfig {
+        let mut s = Section::new(root, "imap", problems);
+        let config = ImapConfig {
+            listen: s.listen("listen", "0.0.0.0:10143"),
+            tls_listen: s.listen("tls_listen", "0.0.0.0:10993"),
+            max_line_length: s.number("max_line_length", 65536, 1024, 16 << 20),
+            max_literal_size: s.size("max_literal_size", 50 << 20),
+            idle_timeout_secs: s.number("idle_timeout_secs", 1800, 1, 86_400),
+            max_connections: s.number("max_connections", 500, 1, 1_000_000),
+            compress: s.bool("compress", true),
+            condstore: s.bool("condstore", false),
+        };
+        s.finish();
+        config
+    }
+}

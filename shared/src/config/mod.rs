@@ -1,0 +1,322 @@
+//! The one config file, `DATA/tinydc.toml`.
+//!
+//! Every field has a default, so a file may hold only what differs. Reading never stops at the
+//! first problem: every bad value and every unknown key is collected, each named by its
+//! `section.field`, and reported together (see [`ConfigError`]).
+
+mod dav;
+mod imap;
+mod reader;
+mod smtp;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub use dav::DavConfig;
+pub use imap::ImapConfig;
+pub use reader::Section;
+pub use smtp::{SmarthostConfig, SmtpConfig};
+
+/// The name of the config file inside the data directory.
+pub const CONFIG_FILE: &str = "tinydc.toml";
+
+/// Everything a tinydc process reads from `DATA/tinydc.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The data directory: the folder that holds `tinydc.toml` (not a key in the file).
+    pub data_dir: PathBuf,
+    /// `[server]`: who this server is.
+    pub server: ServerConfig,
+    /// `[database]`: where the metadata lives.
+    pub database: DatabaseConfig,
+    /// `[tls]`: the certificate every listener presents.
+    pub tls: TlsConfig,
+    /// `[auth]`: login rules shared by the three daemons.
+    pub auth: AuthConfig,
+    /// `[smtp]`: tinydc-smtpd.
+    pub smtp: SmtpConfig,
+    /// `[imap]`: tinydc-imapd.
+    pub imap: ImapConfig,
+    /// `[dav]`: tinydc-davd.
+    pub dav: DavConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The host name this server answers as (SMTP greeting, certificate name, autoconfig).
+    pub hostname: String,
+    /// The first mail domain, made at `tinydc init`; more are added with `tinydc domain add`.
+    pub domain: String,
+}
+
+/// `[database]`
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// A PostgreSQL URL (`postgres://user:pass@host/db`). Empty: tinydc runs its own private
+    /// cluster in `DATA/pg`, reached over a unix socket, with no TCP port.
+    pub url: Option<String>,
+    /// Connections each process keeps open at most.
+    pub max_connections: u32,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// PEM certificate chain (relative paths are inside the data directory).
+    pub cert_file: PathBuf,
+    /// PEM private key (relative paths are inside the data directory).
+    pub key_file: PathBuf,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Allow passwords without TLS when the client connects from the loopback address
+    /// (127.0.0.1 or ::1). Never applies to other addresses.
+    pub allow_plaintext_on_loopback: bool,
+    /// Failed logins one IP address may make per minute before it is throttled.
+    pub failures_per_ip_per_minute: u32,
+    /// Failed logins one account may receive per minute before addresses that have failed
+    /// are throttled for it (an address with no failures can still log in).
+    pub failures_per_account_per_minute: u32,
+}
+
+/// Every problem found in a config file, each naming its `section.field`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file that was read.
+    pub path: PathBuf,
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} has {} problem{}:",
+            self.path.display(),
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Read `DATA/tinydc.toml`.
+    pub fn load(data_dir: &Path) -> Result<Config, ConfigError> {
+        let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+        let path = data_dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            path: path.clone(),
+            problems: vec![if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "not found: is {} a tinydc data directory? (create one with `tinydc init`)",
+                    data_dir.display()
+                )
+            } else {
+                format!("cannot be read: {e}")
+            }],
+        })?;
+        Self::parse(&text, &data_dir).map_err(|problems| ConfigError { path, problems })
+    }
+
+    /// Parse config text for a data directory; `Err` lists every problem.
+    pub fn parse(text: &str, data_dir: &Path) -> Result<Config, Vec<String>> {
+        let root: toml::Table = toml::from_str(text).map_err(|e| vec![format!("not valid TOML: {e}")])?;
+        let mut problems = Vec::new();
+        let known = ["server", "database", "tls", "auth", "smtp", "imap", "dav"];
+        for key in root.keys() {
+            if !known.contains(&key.as_str()) {
+                problems.push(format!("{key}: unknown section (known: {})", known.join(", ")));
+            }
+        }
+
+        let mut s = Section::new(&root, "server", &mut problems);
+        let server = ServerConfig {
+            hostname: s.string("hostname", "localhost"),
+            domain: s.string("domain", "localhost"),
+        };
+        s.finish();
+
+        let mut s = Section::new(&root, "database", &mut problems);
+        let url = s.string("url", "");
+        let database = DatabaseConfig {
+            url: (!url.is_empty()).then_some(url),
+            max_connections: s.number("max_connections", 10, 1, 1000) as u32,
+        };
+        s.finish();
+
+        let mut s = Section::new(&root, "tls", &mut problems);
+        let tls = TlsConfig {
+            cert_file: data_dir.join(s.string("cert_file", "tls/cert.pem")),
+            key_file: data_dir.join(s.string("key_file", "tls/key.pem")),
+        };
+        s.finish();
+
+        let mut s = Section::new(&root, "auth", &mut problems);
+        let auth = AuthConfig {
+            allow_plaintext_on_loopback: s.bool("allow_plaintext_on_loopback", true),
+            failures_per_ip_per_minute: s.number("failures_per_ip_per_minute", 10, 1, 100_000) as u32,
+            failures_per_account_per_minute: s.number("failures_per_account_per_minute", 5, 1, 100_000) as u32,
+        };
+        s.finish();
+
+        let smtp = SmtpConfig::read(&root, &mut problems);
+        let imap = ImapConfig::read(&root, &mut problems);
+        let dav = DavConfig::read(&root, &mut problems);
+
+        if problems.is_empty() {
+            Ok(Config {
+                data_dir: data_dir.to_path_buf(),
+                server,
+                database,
+                tls,
+                auth,
+                smtp,
+                imap,
+                dav,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The defaults, as for an empty file (used by tests).
+    pub fn defaults(data_dir: &Path) -> Config {
+        Self::parse("", data_dir).expect("the defaults are valid")
+    }
+
+    /// `DATA/pg`: the private PostgreSQL cluster.
+    pub fn pg_dir(&self) -> PathBuf {
+        self.data_dir.join("pg")
+    }
+
+    /// `DATA/blobs`: message bodies.
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.data_dir.join("blobs")
+    }
+
+    /// `DATA/files`: every person's WebDAV tree, one folder each.
+    pub fn files_dir(&self) -> PathBuf {
+        self.data_dir.join("files")
+    }
+
+    /// Whether the private cluster is used (no database URL configured).
+    pub fn uses_private_cluster(&self) -> bool {
+        self.database.url.is_none()
+    }
+}
+
+/// Whether a listener address is one a plaintext password may cross (loopback only).
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// The commented config file written by `tinydc init`: every setting present with its default.
+pub fn template(domain: &str, database_url: Option<&str>) -> String {
+    let url = database_url.unwrap_or("");
+    format!(
+        r#"# tinydc configuration. Every setting is shown with its default; relative paths are
+# inside this data directory. Restart the daemons (or `tinydc up`) after a change.
+
+[server]
+# The host name this server answers as (SMTP greeting, certificate name, client autoconfig).
+hostname = "{domain}"
+# The first mail domain; add more with `tinydc domain add`.
+domain = "{domain}"
+
+[database]
+# A PostgreSQL URL. Empty: tinydc runs its own private cluster in DATA/pg (unix socket only).
+url = "{url}"
+# Connections each process keeps open at most.
+max_connections = 10
+
+[tls]
+# PEM certificate chain and key. `tinydc init` made a self-signed pair; replace them with real ones.
+cert_file = "tls/cert.pem"
+key_file = "tls/key.pem"
+
+[auth]
+# Allow passwords without TLS from 127.0.0.1 / ::1 only (never from other addresses).
+allow_plaintext_on_loopback = true
+# Failed logins one IP address may make per minute before it is throttled.
+failures_per_ip_per_minute = 10
+# Failed logins one account may take per minute before addresses that failed are throttled for it.
+failures_per_account_per_minute = 5
+
+{smtp}
+{imap}
+{dav}"#,
+        smtp = smtp::TEMPLATE,
+        imap = imap::TEMPLATE,
+        dav = dav::TEMPLATE,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_parses_to_the_defaults() {
+        let dir = Path::new("/srv/tinydc");
+        let config = Config::parse(&template("example.test", None), dir).unwrap();
+        assert_eq!(config.server.domain, "example.test");
+        assert!(config.uses_private_cluster());
+        assert_eq!(config.tls.cert_file, dir.join("tls/cert.pem"));
+        let defaults = Config::defaults(dir);
+        assert_eq!(config.imap.listen, defaults.imap.listen);
+        assert_eq!(config.smtp.max_message_size, defaults.smtp.max_message_size);
+        assert_eq!(config.dav.https_listen, defaults.dav.https_listen);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_field() {
+        let text = r#"
+            [server]
+            hostname = 5
+            [database]
+            max_connections = "many"
+            colour = "blue"
+            [smtp]
+            max_message_size = "huge"
+            [imap]
+            listen = "not an address"
+            [nonsense]
+        "#;
+        let problems = Config::parse(text, Path::new("/d")).unwrap_err();
+        let all = problems.join("\n");
+        for needle in [
+            "server.hostname",
+            "database.max_connections",
+            "database.colour",
+            "smtp.max_message_size",
+            "imap.listen",
+            "nonsense",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+        assert_eq!(problems.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn a_database_url_turns_the_private_cluster_off() {
+        let config = Config::parse("[database]\nurl = \"postgres://x@h/db\"\n", Path::new("/d")).unwrap();
+        assert!(!config.uses_private_cluster());
+    }
+
+    #[test]
+    fn broken_toml_is_one_clear_error() {
+        let problems = Config::parse("[server\nhostname=", Path::new("/d")).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("not valid TOML"));
+    }
+}

@@ -1,0 +1,49 @@
+//! What every daemon holds: the config, the database pool, the stores, auth and events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::auth::Auth;
+use crate::blobs::BlobStore;
+use crate::config::Config;
+use crate::events::Events;
+use crate::mailstore::MailStore;
+
+/// Shared state of one process.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub db: PgPool,
+    pub blobs: BlobStore,
+    pub mail: MailStore,
+    pub auth: Auth,
+    pub events: Events,
+}
+
+impl Context {
+    /// Build a context over an open pool (schema already migrated) and start listening for events.
+    pub async fn new(config: Config, db: PgPool) -> anyhow::Result<Arc<Context>> {
+        let blobs = BlobStore::new(config.blobs_dir());
+        let events = Events::start(&db).await?;
+        Ok(Arc::new(Context {
+            mail: MailStore::new(db.clone(), blobs.clone()),
+            auth: Auth::new(db.clone(), &config.auth),
+            config: Arc::new(config),
+            db,
+            blobs,
+            events,
+        }))
+    }
+
+    /// Connect to the configured database (waiting up to `wait` for it), migrate, and build.
+    pub async fn open(config: Config, wait: Duration) -> anyhow::Result<Arc<Context>> {
+        let db = crate::db::connect(&config, wait).await?;
+        Context::new(config, db).await
+    }
+
+    /// `DATA/files/<address>`: a user's WebDAV tree.
+    pub fn user_files_dir(&self, address: &str) -> std::path::PathBuf {
+        self.config.files_dir().join(address)
+    }
+}

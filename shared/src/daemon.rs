@@ -1,0 +1,70 @@
+//! Start-up shared by the three daemons: arguments, logging, crypto provider, config, database,
+//! signals.
+//!
+//! Contract with `tinydc up` (and systemd units): a daemon is started as
+//! `tinydc-<name> --data DIR` (or with `TINYDC_DATA` set), connects to the database (the private
+//! cluster must already be running; it waits up to 30 s for it), migrates, binds its listeners,
+//! logs each address it listens on, and exits 0 after SIGTERM or SIGINT once connections are done.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::net::{Shutdown, cancel_on_signals};
+
+/// Log to stderr; `RUST_LOG` chooses the level (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The data directory from `--data DIR`, `--data=DIR` or `TINYDC_DATA`.
+pub fn data_dir_from_args(name: &str) -> anyhow::Result<PathBuf> {
+    let mut args = std::env::args().skip(1);
+    let mut data = std::env::var_os("TINYDC_DATA").map(PathBuf::from);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--data" => match args.next() {
+                Some(dir) => data = Some(PathBuf::from(dir)),
+                None => bail!("--data needs a directory"),
+            },
+            "-h" | "--help" => {
+                println!(
+                    "{name} {}: part of tinydc (started by `tinydc up`)\n\nUsage: {name} --data DIR\n\n\
+                     Options:\n  --data DIR   the tinydc data directory (or set TINYDC_DATA)\n  -h, --help   this help\n  -V, --version",
+                    env!("CARGO_PKG_VERSION")
+                );
+                std::process::exit(0);
+            }
+            "-V" | "--version" => {
+                println!("{name} {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            other => match other.strip_prefix("--data=") {
+                Some(dir) => data = Some(PathBuf::from(dir)),
+                None => bail!("unknown argument {other:?} (see {name} --help)"),
+            },
+        }
+    }
+    data.ok_or_else(|| anyhow::anyhow!("no data directory: pass --data DIR or set TINYDC_DATA"))
+}
+
+/// Everything a daemon needs before binding: logging, crypto, config, database, signals.
+pub async fn start(name: &str) -> anyhow::Result<(Arc<Context>, Shutdown)> {
+    init_logging();
+    crate::tls::install_crypto_provider();
+    let data = data_dir_from_args(name)?;
+    let config = Config::load(&data)?;
+    let context = Context::open(config, Duration::from_secs(30)).await?;
+    let shutdown = Shutdown::new();
+    cancel_on_signals(shutdown.clone());
+    Ok((context, shutdown))
+}

@@ -1,0 +1,58 @@
+//! The metadata database: connecting (private cluster or configured URL) and the embedded
+//! migrations, which every daemon and `tinydc` run at start.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::Config;
+use crate::pg::PrivateCluster;
+
+/// The schema, `shared/migrations/NNNN_*.sql`, embedded in every binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Connection options for the configured database.
+pub fn connect_options(config: &Config) -> anyhow::Result<PgConnectOptions> {
+    match &config.database.url {
+        Some(url) => PgConnectOptions::from_str(url).context("database.url is not a valid PostgreSQL URL"),
+        None => Ok(PrivateCluster::new(&config.pg_dir())?.connect_options()),
+    }
+}
+
+/// A pool over `options`, waiting up to `wait` for the server to accept connections.
+pub async fn pool(options: PgConnectOptions, max_connections: u32, wait: Duration) -> anyhow::Result<PgPool> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let attempt = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(30))
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .connect_with(options.clone())
+            .await;
+        match attempt {
+            Ok(pool) => return Ok(pool),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e).context("cannot connect to the database");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Connect to the configured database and bring its schema up to date.
+pub async fn connect(config: &Config, wait: Duration) -> anyhow::Result<PgPool> {
+    let pool = pool(connect_options(config)?, config.database.max_connections, wait).await?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// Apply every migration not yet applied (safe to run from several processes at once: sqlx
+/// takes an advisory lock).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.context("applying database migrations")
+}

@@ -1,0 +1,25 @@
+//! tinydc's shared core, used by the three daemons (`tinydc-smtpd`, `tinydc-imapd`,
+//! `tinydc-davd`) and the admin CLI (`tinydc`).
+//!
+//! Every module here keeps one of the contracts of DESIGN.md: durability (blobs, mailstore),
+//! quota (quota), isolation (every mailstore and quota call takes the user it acts for),
+//! authentication (auth) and bad input (config reports every error at once).
+
+pub mod accounts;
+pub mod auth;
+pub mod blobs;
+pub mod config;
+pub mod context;
+pub mod daemon;
+pub mod db;
+pub mod events;
+pub mod mailstore;
+pub mod net;
+pub mod pg;
+pub mod quota;
+pub mod size;
+pub mod testing;
+pub mod tls;
+
+pub use config::Config;
+pub use context::Context;

@@ -1,0 +1,873 @@
+//! Mailboxes and messages: every operation takes the user it acts for and touches only that
+//! user's mailboxes (isolation), runs in one transaction, and announces itself with an event.
+//!
+//! UIDs come from the mailbox row, updated under its row lock in the delivering transaction, so
+//! they strictly increase in commit order even with concurrent writers (RFC 3501 §2.3.1.1).
+//! Each change takes a new MODSEQ from the same row (RFC 7162 §3.1).
+
+pub mod parsed;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool, Row};
+use thiserror::Error;
+
+use crate::blobs::{self, BlobId, BlobStore};
+use crate::events::{self, Event};
+use crate::quota::{self, QuotaError, Reservation, Usage};
+
+/// RFC 6154 special uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpecialUse {
+    Sent,
+    Drafts,
+    Trash,
+    Junk,
+    Archive,
+}
+
+impl SpecialUse {
+    /// The attribute as IMAP writes it (`\Sent`).
+    pub fn as_imap(self) -> &'static str {
+        match self {
+            SpecialUse::Sent => "\\Sent",
+            SpecialUse::Drafts => "\\Drafts",
+            SpecialUse::Trash => "\\Trash",
+            SpecialUse::Junk => "\\Junk",
+            SpecialUse::Archive => "\\Archive",
+        }
+    }
+
+    /// Read `\Sent` etc. (case-insensitive).
+    pub fn from_imap(text: &str) -> Option<SpecialUse> {
+        [
+            SpecialUse::Sent,
+            SpecialUse::Drafts,
+            SpecialUse::Trash,
+            SpecialUse::Junk,
+            SpecialUse::Archive,
+        ]
+        .into_iter()
+        .find(|s| s.as_imap().eq_ignore_ascii_case(text))
+    }
+}
+
+/// The mailboxes every user starts with.
+pub const DEFAULT_MAILBOXES: [(&str, Option<SpecialUse>); 6] = [
+    ("INBOX", None),
+    ("Sent", Some(SpecialUse::Sent)),
+    ("Drafts", Some(SpecialUse::Drafts)),
+    ("Trash", Some(SpecialUse::Trash)),
+    ("Junk", Some(SpecialUse::Junk)),
+    ("Archive", Some(SpecialUse::Archive)),
+];
+
+/// The hierarchy delimiter of mailbox names.
+pub const DELIMITER: char = '/';
+
+/// A UIDVALIDITY for a new mailbox: the current time in seconds (never 0), so a mailbox deleted
+/// and created again gets a new one.
+pub fn new_uidvalidity() -> i64 {
+    (Utc::now().timestamp() & 0xFFFF_FFFF).max(1)
+}
+
+/// Mailbox names are stored with `INBOX` in upper case; other names as given.
+pub fn normalize_mailbox_name(name: &str) -> String {
+    let name = name.trim_matches(DELIMITER);
+    if name.eq_ignore_ascii_case("INBOX") {
+        return "INBOX".into();
+    }
+    match name.split_once(DELIMITER) {
+        Some((first, rest)) if first.eq_ignore_ascii_case("INBOX") => format!("INBOX{DELIMITER}{rest}"),
+        _ => name.to_string(),
+    }
+}
+
+/// What went wrong, in terms each protocol can translate.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("no such mailbox")]
+    NoSuchMailbox,
+    #[error("mailbox already exists")]
+    AlreadyExists,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+    #[error("storage error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether this is a quota refusal.
+    pub fn is_over_quota(&self) -> bool {
+        matches!(self, StoreError::Quota(QuotaError::Exceeded { .. }))
+    }
+}
+
+/// A mailbox as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highestmodseq: u64,
+    pub special_use: Option<SpecialUse>,
+    pub subscribed: bool,
+}
+
+const MAILBOX_COLUMNS: &str = "id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed";
+
+fn mailbox_from_row(row: &sqlx::postgres::PgRow) -> Mailbox {
+    let special: Option<String> = row.get("special_use");
+    Mailbox {
+        id: row.get("id"),
+        user_id: row.get("user_id"),
+        name: row.get("name"),
+        uidvalidity: row.get::<i64, _>("uidvalidity") as u32,
+        uidnext: row.get::<i64, _>("uidnext") as u32,
+        highestmodseq: row.get::<i64, _>("highestmodseq") as u64,
+        special_use: special.as_deref().and_then(SpecialUse::from_imap),
+        subscribed: row.get("subscribed"),
+    }
+}
+
+/// A message's changing state, for synchronisation (UID, MODSEQ, flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageState {
+    pub uid: u32,
+    pub modseq: u64,
+    pub flags: Vec<String>,
+}
+
+/// A message's stored metadata (everything but the body).
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub uid: u32,
+    pub modseq: u64,
+    pub flags: Vec<String>,
+    pub internal_date: DateTime<Utc>,
+    pub size: u64,
+    pub blob: BlobId,
+    pub envelope: parsed::Envelope,
+    pub body_structure: parsed::BodyStructure,
+    pub header: Vec<u8>,
+}
+
+/// Where a new message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub user_id: i64,
+    pub mailbox_id: i64,
+    pub uidvalidity: u32,
+    pub uid: u32,
+    pub modseq: u64,
+}
+
+/// One recipient of a delivery.
+#[derive(Debug)]
+pub struct DeliveryTarget {
+    pub user_id: i64,
+    /// The mailbox (None: INBOX).
+    pub mailbox_id: Option<i64>,
+    /// Space reserved earlier (SMTP RCPT, IMAP APPEND); without one the size is checked now.
+    pub reservation: Option<Reservation>,
+}
+
+/// How STORE changes flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOp {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// What a flag change did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlagChange {
+    /// Messages whose flags changed, with their new state.
+    pub changed: Vec<MessageState>,
+    /// UIDs refused by UNCHANGEDSINCE (RFC 7162 §3.2).
+    pub modified: Vec<u32>,
+}
+
+/// The mail store of one process.
+#[derive(Debug, Clone)]
+pub struct MailStore {
+    db: PgPool,
+    blobs: BlobStore,
+}
+
+fn uids_param(uids: &[u32]) -> Vec<i64> {
+    uids.iter().map(|&u| u as i64).collect()
+}
+
+impl MailStore {
+    /// The store over `db` and `blobs`.
+    pub fn new(db: PgPool, blobs: BlobStore) -> MailStore {
+        MailStore { db, blobs }
+    }
+
+    /// The blob store (for reading bodies).
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Every mailbox of a user, by name.
+    pub async fn list_mailboxes(&self, user_id: i64) -> Result<Vec<Mailbox>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = $1 ORDER BY name"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.db)
+        .await?;
+        Ok(rows.iter().map(mailbox_from_row).collect())
+    }
+
+    /// A mailbox by name (`INBOX` in any case).
+    pub async fn mailbox(&self, user_id: i64, name: &str) -> Result<Mailbox, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = $1 AND name = $2"
+        ))
+        .bind(user_id)
+        .bind(normalize_mailbox_name(name))
+        .fetch_optional(&self.db)
+        .await?;
+        row.as_ref().map(mailbox_from_row).ok_or(StoreError::NoSuchMailbox)
+    }
+
+    /// A mailbox by id, if it is the user's.
+    pub async fn mailbox_by_id(&self, user_id: i64, mailbox_id: i64) -> Result<Mailbox, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = $1 AND id = $2"
+        ))
+        .bind(user_id)
+        .bind(mailbox_id)
+        .fetch_optional(&self.db)
+        .await?;
+        row.as_ref().map(mailbox_from_row).ok_or(StoreError::NoSuchMailbox)
+    }
+
+    /// The user's mailbox with a special use (e.g. Junk for filtered mail).
+    pub async fn mailbox_with_use(&self, user_id: i64, special_use: SpecialUse) -> Result<Mailbox, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = $1 AND special_use = $2 ORDER BY id LIMIT 1"
+        ))
+        .bind(user_id)
+        .bind(special_use.as_imap())
+        .fetch_optional(&self.db)
+        .await?;
+        row.as_ref().map(mailbox_from_row).ok_or(StoreError::NoSuchMailbox)
+    }
+
+    /// Create a mailbox (RFC 3501 §6.3.3), optionally with a special use (RFC 6154 CREATE USE).
+    pub async fn create_mailbox(
+        &self,
+        user_id: i64,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<Mailbox, StoreError> {
+        let name = normalize_mailbox_name(name);
+        if name.is_empty() || name.split(DELIMITER).any(str::is_empty) || name.len() > 1000 {
+            return Err(StoreError::Invalid("invalid mailbox name".into()));
+        }
+        let mut tx = self.db.begin().await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO mailboxes (user_id, name, uidvalidity, special_use) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (user_id, name) DO NOTHING RETURNING {MAILBOX_COLUMNS}"
+        ))
+        .bind(user_id)
+        .bind(&name)
+        .bind(new_uidvalidity())
+        .bind(special_use.map(SpecialUse::as_imap))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mailbox = row.as_ref().map(mailbox_from_row).ok_or(StoreError::AlreadyExists)?;
+        events::notify(&mut tx, &Event::MailboxList { user_id }).await?;
+        tx.commit().await?;
+        Ok(mailbox)
+    }
+
+    /// Delete a mailbox and its messages (RFC 3501 §6.3.4); INBOX cannot be deleted. Inferior
+    /// mailboxes stay.
+    pub async fn delete_mailbox(&self, user_id: i64, name: &str) -> Result<(), StoreError> {
+        let name = normalize_mailbox_name(name);
+        if name == "INBOX" {
+            return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
+        }
+        let mut tx = self.db.begin().await?;
+        let mailbox_id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM mailboxes WHERE user_id = $1 AND name = $2 FOR UPDATE")
+                .bind(user_id)
+                .bind(&name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let mailbox_id = mailbox_id.ok_or(StoreError::NoSuchMailbox)?;
+        let removed: Vec<(String, i64)> =
+            sqlx::query_as("DELETE FROM messages WHERE mailbox_id = $1 RETURNING blob_id, size")
+                .bind(mailbox_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        release_messages(&mut tx, user_id, &removed).await?;
+        sqlx::query("DELETE FROM mailboxes WHERE id = $1")
+            .bind(mailbox_id)
+            .execute(&mut *tx)
+            .await?;
+        events::notify(&mut tx, &Event::MailboxList { user_id }).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rename a mailbox and its inferiors (RFC 3501 §6.3.5). Renaming INBOX moves its messages
+    /// into a new mailbox and leaves INBOX empty.
+    pub async fn rename_mailbox(&self, user_id: i64, from: &str, to: &str) -> Result<(), StoreError> {
+        let from = normalize_mailbox_name(from);
+        let to = normalize_mailbox_name(to);
+        if to.is_empty() || to.split(DELIMITER).any(str::is_empty) {
+            return Err(StoreError::Invalid("invalid mailbox name".into()));
+        }
+        if to == "INBOX" || to.starts_with(&format!("{from}{DELIMITER}")) {
+            return Err(StoreError::Invalid("cannot rename to that name".into()));
+        }
+        if from == "INBOX" {
+            let inbox = self.mailbox(user_id, "INBOX").await?;
+            let target = self.create_mailbox(user_id, &to, None).await?;
+            let uids: Vec<u32> = self
+                .message_states(user_id, inbox.id)
+                .await?
+                .iter()
+                .map(|m| m.uid)
+                .collect();
+            self.move_messages(user_id, inbox.id, &uids, target.id).await?;
+            return Ok(());
+        }
+        let mut tx = self.db.begin().await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM mailboxes WHERE user_id = $1 AND name = $2)")
+                .bind(user_id)
+                .bind(&to)
+                .fetch_one(&mut *tx)
+                .await?;
+        if exists {
+            return Err(StoreError::AlreadyExists);
+        }
+        let renamed = sqlx::query(
+            "UPDATE mailboxes SET name = $3 || substr(name, length($2) + 1)
+             WHERE user_id = $1 AND (name = $2 OR left(name, length($2) + 1) = $2 || '/')",
+        )
+        .bind(user_id)
+        .bind(&from)
+        .bind(&to)
+        .execute(&mut *tx)
+        .await?;
+        if renamed.rows_affected() == 0 {
+            return Err(StoreError::NoSuchMailbox);
+        }
+        events::notify(&mut tx, &Event::MailboxList { user_id }).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// SUBSCRIBE / UNSUBSCRIBE (RFC 3501 §6.3.6).
+    pub async fn set_subscribed(&self, user_id: i64, name: &str, subscribed: bool) -> Result<(), StoreError> {
+        let updated = sqlx::query("UPDATE mailboxes SET subscribed = $3 WHERE user_id = $1 AND name = $2")
+            .bind(user_id)
+            .bind(normalize_mailbox_name(name))
+            .bind(subscribed)
+            .execute(&self.db)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NoSuchMailbox);
+        }
+        Ok(())
+    }
+
+    /// Store one message in one mailbox (IMAP APPEND). The body is durable and the quota
+    /// charged before this returns `Ok`.
+    pub async fn append(
+        &self,
+        user_id: i64,
+        mailbox_id: i64,
+        raw: &[u8],
+        flags: &[String],
+        internal_date: DateTime<Utc>,
+        reservation: Option<Reservation>,
+    ) -> Result<Appended, StoreError> {
+        let target = DeliveryTarget {
+            user_id,
+            mailbox_id: Some(mailbox_id),
+            reservation,
+        };
+        let mut appended = self.deliver(vec![target], raw, flags, internal_date).await?;
+        Ok(appended.remove(0))
+    }
+
+    /// Store one message for several recipients, all or none (SMTP DATA): the body is written
+    /// once, then one transaction adds every copy, charges every quota and commits.
+    pub async fn deliver(
+        &self,
+        targets: Vec<DeliveryTarget>,
+        raw: &[u8],
+        flags: &[String],
+        internal_date: DateTime<Utc>,
+    ) -> Result<Vec<Appended>, StoreError> {
+        let parsed = parsed::parse(raw);
+        let envelope = serde_json::to_value(&parsed.envelope).expect("envelope serializes");
+        let structure = serde_json::to_value(&parsed.body_structure).expect("structure serializes");
+        let blob = self.blobs.put(raw).await?;
+        let size = raw.len() as u64;
+        let flags = normalize_flags(flags);
+
+        let mut tx = self.db.begin().await?;
+        let mut appended = Vec::with_capacity(targets.len());
+        // Lock mailboxes in id order so concurrent multi-recipient deliveries cannot deadlock.
+        let mut resolved = Vec::with_capacity(targets.len());
+        for target in targets {
+            let mailbox_id = match target.mailbox_id {
+                Some(id) => id,
+                None => sqlx::query_scalar("SELECT id FROM mailboxes WHERE user_id = $1 AND name = 'INBOX'")
+                    .bind(target.user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NoSuchMailbox)?,
+            };
+            resolved.push((mailbox_id, target));
+        }
+        resolved.sort_by_key(|(mailbox_id, _)| *mailbox_id);
+        for (mailbox_id, target) in resolved {
+            let user_id = target.user_id;
+            match target.reservation {
+                Some(reservation) => quota::commit(&mut tx, reservation, size, Usage::Mail).await?,
+                None => quota::charge(&mut tx, user_id, Usage::Mail, size).await?,
+            }
+            let (uidvalidity, uid, modseq) = next_uid(&mut tx, user_id, mailbox_id).await?;
+            sqlx::query(
+                "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id, envelope, body_structure, header)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(mailbox_id)
+            .bind(uid as i64)
+            .bind(modseq as i64)
+            .bind(&flags)
+            .bind(internal_date)
+            .bind(size as i64)
+            .bind(&blob.0)
+            .bind(&envelope)
+            .bind(&structure)
+            .bind(&parsed.header)
+            .execute(&mut *tx)
+            .await?;
+            events::notify(&mut tx, &Event::Mailbox { user_id, mailbox_id }).await?;
+            appended.push(Appended {
+                user_id,
+                mailbox_id,
+                uidvalidity,
+                uid,
+                modseq,
+            });
+        }
+        blobs::add_ref(&mut tx, &blob, size, appended.len() as i64).await?;
+        tx.commit().await?;
+        Ok(appended)
+    }
+
+    /// UID, MODSEQ and flags of every message in a mailbox, by UID.
+    pub async fn message_states(&self, user_id: i64, mailbox_id: i64) -> Result<Vec<MessageState>, StoreError> {
+        self.message_states_since(user_id, mailbox_id, 0).await
+    }
+
+    /// Like [`Self::message_states`], only messages with MODSEQ above `modseq`.
+    pub async fn message_states_since(
+        &self,
+        user_id: i64,
+        mailbox_id: i64,
+        modseq: u64,
+    ) -> Result<Vec<MessageState>, StoreError> {
+        let rows: Vec<(i64, i64, Vec<String>)> = sqlx::query_as(
+            "SELECT m.uid, m.modseq, m.flags FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+             WHERE b.user_id = $1 AND m.mailbox_id = $2 AND m.modseq > $3 ORDER BY m.uid",
+        )
+        .bind(user_id)
+        .bind(mailbox_id)
+        .bind(modseq as i64)
+        .fetch_all(&self.db)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(uid, modseq, flags)| MessageState {
+                uid: uid as u32,
+                modseq: modseq as u64,
+                flags,
+            })
+            .collect())
+    }
+
+    /// Full metadata of the given UIDs (missing ones are skipped), by UID.
+    pub async fn fetch(&self, user_id: i64, mailbox_id: i64, uids: &[u32]) -> Result<Vec<StoredMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, m.envelope, m.body_structure, m.header
+             FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+             WHERE b.user_id = $1 AND m.mailbox_id = $2 AND m.uid = ANY($3) ORDER BY m.uid",
+        )
+        .bind(user_id)
+        .bind(mailbox_id)
+        .bind(uids_param(uids))
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let invalid =
+                    |e: serde_json::Error| StoreError::Invalid(format!("stored message metadata unreadable: {e}"));
+                Ok(StoredMessage {
+                    uid: row.get::<i64, _>("uid") as u32,
+                    modseq: row.get::<i64, _>("modseq") as u64,
+                    flags: row.get("flags"),
+                    internal_date: row.get("internal_date"),
+                    size: row.get::<i64, _>("size") as u64,
+                    blob: BlobId(row.get("blob_id")),
+                    envelope: serde_json::from_value(row.get("envelope")).map_err(invalid)?,
+                    body_structure: serde_json::from_value(row.get("body_structure")).map_err(invalid)?,
+                    header: row.get("header"),
+                })
+            })
+            .collect()
+    }
+
+    /// Change flags (RFC 3501 §6.4.6), honouring UNCHANGEDSINCE (RFC 7162 §3.2) when given.
+    /// Messages whose flags end up the same are not touched and keep their MODSEQ.
+    pub async fn store_flags(
+        &self,
+        user_id: i64,
+        mailbox_id: i64,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<FlagChange, StoreError> {
+        let flags = normalize_flags(flags);
+        let mut tx = self.db.begin().await?;
+        lock_mailbox(&mut tx, user_id, mailbox_id).await?;
+        let rows: Vec<(i64, i64, Vec<String>)> = sqlx::query_as(
+            "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) ORDER BY uid FOR UPDATE",
+        )
+        .bind(mailbox_id)
+        .bind(uids_param(uids))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut result = FlagChange::default();
+        let mut updates: Vec<(i64, Vec<String>)> = Vec::new();
+        for (uid, modseq, current) in rows {
+            if unchanged_since.is_some_and(|since| modseq as u64 > since) {
+                result.modified.push(uid as u32);
+                continue;
+            }
+            let new_flags = apply_flags(&current, op, &flags);
+            if !same_flags(&current, &new_flags) {
+                updates.push((uid, new_flags));
+            }
+        }
+        if !updates.is_empty() {
+            let modseq = bump_modseq(&mut tx, mailbox_id).await?;
+            for (uid, new_flags) in updates {
+                sqlx::query("UPDATE messages SET flags = $3, modseq = $4 WHERE mailbox_id = $1 AND uid = $2")
+                    .bind(mailbox_id)
+                    .bind(uid)
+                    .bind(&new_flags)
+                    .bind(modseq as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                result.changed.push(MessageState {
+                    uid: uid as u32,
+                    modseq,
+                    flags: new_flags,
+                });
+            }
+            events::notify(&mut tx, &Event::Mailbox { user_id, mailbox_id }).await?;
+        }
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// Copy messages (RFC 3501 §6.4.7); the copies are charged to the quota. Returns
+    /// (source UID, new UID) pairs for COPYUID (RFC 4315).
+    pub async fn copy(&self, user_id: i64, from: i64, uids: &[u32], to: i64) -> Result<Vec<(u32, u32)>, StoreError> {
+        self.transfer(user_id, from, uids, to, false).await
+    }
+
+    /// Move messages (RFC 6851): copy and expunge in one transaction; quota unchanged.
+    pub async fn move_messages(
+        &self,
+        user_id: i64,
+        from: i64,
+        uids: &[u32],
+        to: i64,
+    ) -> Result<Vec<(u32, u32)>, StoreError> {
+        self.transfer(user_id, from, uids, to, true).await
+    }
+
+    async fn transfer(
+        &self,
+        user_id: i64,
+        from: i64,
+        uids: &[u32],
+        to: i64,
+        remove: bool,
+    ) -> Result<Vec<(u32, u32)>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        // Lock in id order (deadlock-free against concurrent transfers the other way).
+        let (first, second) = if from <= to { (from, to) } else { (to, from) };
+        lock_mailbox(&mut tx, user_id, first).await?;
+        if second != first {
+            lock_mailbox(&mut tx, user_id, second).await?;
+        }
+        let rows: Vec<MessageRow> = sqlx::query_as(
+            "SELECT uid, flags, internal_date, size, blob_id, envelope, body_structure, header
+                 FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) ORDER BY uid",
+        )
+        .bind(from)
+        .bind(uids_param(uids))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !remove {
+            let total: u64 = rows.iter().map(|r| r.3 as u64).sum();
+            quota::charge(&mut tx, user_id, Usage::Mail, total).await?;
+        }
+        let modseq = bump_modseq(&mut tx, to).await?;
+        let first_uid: i64 =
+            sqlx::query_scalar("UPDATE mailboxes SET uidnext = uidnext + $2 WHERE id = $1 RETURNING uidnext - $2")
+                .bind(to)
+                .bind(rows.len() as i64)
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut pairs = Vec::with_capacity(rows.len());
+        let mut blob_ids = Vec::with_capacity(rows.len());
+        for (i, (uid, flags, date, size, blob, envelope, structure, header)) in rows.into_iter().enumerate() {
+            let new_uid = first_uid + i as i64;
+            sqlx::query(
+                "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id, envelope, body_structure, header)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(to)
+            .bind(new_uid)
+            .bind(modseq as i64)
+            .bind(&flags)
+            .bind(date)
+            .bind(size)
+            .bind(&blob)
+            .bind(&envelope)
+            .bind(&structure)
+            .bind(&header)
+            .execute(&mut *tx)
+            .await?;
+            pairs.push((uid as u32, new_uid as u32));
+            blob_ids.push(blob);
+        }
+        if remove {
+            sqlx::query("DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)")
+                .bind(from)
+                .bind(pairs.iter().map(|p| p.0 as i64).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
+            bump_modseq(&mut tx, from).await?;
+            events::notify(
+                &mut tx,
+                &Event::Mailbox {
+                    user_id,
+                    mailbox_id: from,
+                },
+            )
+            .await?;
+        } else {
+            // One more reference per copy.
+            for blob in &blob_ids {
+                sqlx::query("UPDATE blobs SET refcount = refcount + 1, zero_since = NULL WHERE id = $1")
+                    .bind(blob)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        events::notify(
+            &mut tx,
+            &Event::Mailbox {
+                user_id,
+                mailbox_id: to,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(pairs)
+    }
+
+    /// Remove messages flagged `\Deleted` (RFC 3501 §6.4.3), only among `uids` when given
+    /// (UID EXPUNGE, RFC 4315). Returns the expunged UIDs in ascending order; refunds quota.
+    pub async fn expunge(&self, user_id: i64, mailbox_id: i64, uids: Option<&[u32]>) -> Result<Vec<u32>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        lock_mailbox(&mut tx, user_id, mailbox_id).await?;
+        let removed: Vec<(i64, String, i64)> = match uids {
+            Some(uids) => {
+                sqlx::query_as(
+                    "DELETE FROM messages WHERE mailbox_id = $1 AND '\\Deleted' = ANY(flags) AND uid = ANY($2)
+                 RETURNING uid, blob_id, size",
+                )
+                .bind(mailbox_id)
+                .bind(uids_param(uids))
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            None => sqlx::query_as(
+                "DELETE FROM messages WHERE mailbox_id = $1 AND '\\Deleted' = ANY(flags) RETURNING uid, blob_id, size",
+            )
+            .bind(mailbox_id)
+            .fetch_all(&mut *tx)
+            .await?,
+        };
+        if removed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let released: Vec<(String, i64)> = removed.iter().map(|(_, b, s)| (b.clone(), *s)).collect();
+        release_messages(&mut tx, user_id, &released).await?;
+        bump_modseq(&mut tx, mailbox_id).await?;
+        events::notify(&mut tx, &Event::Mailbox { user_id, mailbox_id }).await?;
+        tx.commit().await?;
+        let mut uids: Vec<u32> = removed.iter().map(|r| r.0 as u32).collect();
+        uids.sort_unstable();
+        Ok(uids)
+    }
+}
+
+/// A message row as copied by COPY and MOVE: uid, flags, internal date, size, blob, envelope,
+/// body structure, header.
+type MessageRow = (
+    i64,
+    Vec<String>,
+    DateTime<Utc>,
+    i64,
+    String,
+    serde_json::Value,
+    serde_json::Value,
+    Vec<u8>,
+);
+
+/// Lock a mailbox row that must belong to the user.
+async fn lock_mailbox(conn: &mut PgConnection, user_id: i64, mailbox_id: i64) -> Result<(), StoreError> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM mailboxes WHERE id = $1 AND user_id = $2 FOR UPDATE")
+        .bind(mailbox_id)
+        .bind(user_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    found.map(|_| ()).ok_or(StoreError::NoSuchMailbox)
+}
+
+/// Take the next UID and a new MODSEQ of a user's mailbox (row-locked until commit).
+async fn next_uid(conn: &mut PgConnection, user_id: i64, mailbox_id: i64) -> Result<(u32, u32, u64), StoreError> {
+    let row: Option<(i64, i64, i64)> = sqlx::query_as(
+        "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
+         WHERE id = $1 AND user_id = $2 RETURNING uidvalidity, uidnext - 1, highestmodseq",
+    )
+    .bind(mailbox_id)
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (uidvalidity, uid, modseq) = row.ok_or(StoreError::NoSuchMailbox)?;
+    Ok((uidvalidity as u32, uid as u32, modseq as u64))
+}
+
+/// A new MODSEQ for a mailbox (row-locked until commit).
+async fn bump_modseq(conn: &mut PgConnection, mailbox_id: i64) -> Result<u64, StoreError> {
+    let modseq: i64 = sqlx::query_scalar(
+        "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 RETURNING highestmodseq",
+    )
+    .bind(mailbox_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(modseq as u64)
+}
+
+/// Refund quota and drop blob references for removed messages (blob id, size).
+async fn release_messages(conn: &mut PgConnection, user_id: i64, removed: &[(String, i64)]) -> Result<(), StoreError> {
+    if removed.is_empty() {
+        return Ok(());
+    }
+    let bytes: i64 = removed.iter().map(|r| r.1).sum();
+    quota::refund(conn, user_id, Usage::Mail, bytes as u64).await?;
+    let ids: Vec<String> = removed.iter().map(|r| r.0.clone()).collect();
+    blobs::drop_refs(conn, &ids).await?;
+    Ok(())
+}
+
+/// System flags in their canonical case (`\seen` → `\Seen`), keywords as given, no
+/// duplicates (case-insensitive), `\Recent` dropped (it is per session, RFC 3501 §2.3.2).
+pub fn normalize_flags(flags: &[String]) -> Vec<String> {
+    const SYSTEM: [&str; 5] = ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"];
+    let mut out: Vec<String> = Vec::with_capacity(flags.len());
+    for flag in flags {
+        let flag = match SYSTEM.iter().find(|s| s.eq_ignore_ascii_case(flag)) {
+            Some(system) => system.to_string(),
+            None if flag.eq_ignore_ascii_case("\\Recent") || flag.is_empty() => continue,
+            None => flag.clone(),
+        };
+        if !out.iter().any(|f| f.eq_ignore_ascii_case(&flag)) {
+            out.push(flag);
+        }
+    }
+    out
+}
+
+fn apply_flags(current: &[String], op: FlagOp, flags: &[String]) -> Vec<String> {
+    match op {
+        FlagOp::Replace => flags.to_vec(),
+        FlagOp::Add => {
+            let mut out = current.to_vec();
+            for f in flags {
+                if !out.iter().any(|c| c.eq_ignore_ascii_case(f)) {
+                    out.push(f.clone());
+                }
+            }
+            out
+        }
+        FlagOp::Remove => current
+            .iter()
+            .filter(|c| !flags.iter().any(|f| f.eq_ignore_ascii_case(c)))
+            .cloned()
+            .collect(),
+    }
+}
+
+fn same_flags(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.eq_ignore_ascii_case(y)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_normalized() {
+        let flags = normalize_flags(&["\\seen".into(), "$Junk".into(), "\\SEEN".into(), "\\Recent".into()]);
+        assert_eq!(flags, vec!["\\Seen".to_string(), "$Junk".to_string()]);
+    }
+
+    #[test]
+    fn inbox_is_case_insensitive() {
+        assert_eq!(normalize_mailbox_name("inbox"), "INBOX");
+        assert_eq!(normalize_mailbox_name("Inbox/Sub"), "INBOX/Sub");
+        assert_eq!(normalize_mailbox_name("Inboxes"), "Inboxes");
+    }
+
+    #[test]
+    fn flag_operations() {
+        let cur = vec!["\\Seen".to_string()];
+        assert_eq!(
+            apply_flags(&cur, FlagOp::Add, &["\\Flagged".into()]),
+            vec!["\\Seen", "\\Flagged"]
+        );
+        assert!(apply_flags(&cur, FlagOp::Remove, &["\\seen".into()]).is_empty());
+        assert_eq!(apply_flags(&cur, FlagOp::Replace, &["\\Draft".into()]), vec!["\\Draft"]);
+    }
+}

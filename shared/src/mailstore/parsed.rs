@@ -1,0 +1,389 @@
+//! What a message is parsed into once, at delivery, so IMAP can answer ENVELOPE, BODYSTRUCTURE
+//! and header fetches without reading or parsing the body again (RFC 3501 §7.4.2).
+//!
+//! Strings keep the header's raw text (unfolded), as IMAP servers return them: a Subject with
+//! RFC 2047 encoded words is stored encoded. Display names are decoded UTF-8.
+
+use mail_parser::{Address, HeaderName, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use serde::{Deserialize, Serialize};
+
+/// An address as IMAP's ENVELOPE lists it (RFC 3501 §7.4.2, "address structure"). A group is
+/// a start marker (`mailbox` = group name, `host` = None) and an end marker (all None).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EnvelopeAddress {
+    pub name: Option<String>,
+    pub adl: Option<String>,
+    pub mailbox: Option<String>,
+    pub host: Option<String>,
+}
+
+/// RFC 3501 ENVELOPE. Sender and Reply-To default to From, as §7.4.2 requires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Envelope {
+    pub date: Option<String>,
+    pub subject: Option<String>,
+    pub from: Vec<EnvelopeAddress>,
+    pub sender: Vec<EnvelopeAddress>,
+    pub reply_to: Vec<EnvelopeAddress>,
+    pub to: Vec<EnvelopeAddress>,
+    pub cc: Vec<EnvelopeAddress>,
+    pub bcc: Vec<EnvelopeAddress>,
+    pub in_reply_to: Option<String>,
+    pub message_id: Option<String>,
+}
+
+/// Content-Disposition: value and parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disposition {
+    pub kind: String,
+    pub params: Vec<(String, String)>,
+}
+
+/// RFC 3501 BODYSTRUCTURE, with the extension data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BodyStructure {
+    Single {
+        /// Lowercase media type and subtype (`text`, `plain`).
+        media_type: String,
+        media_subtype: String,
+        params: Vec<(String, String)>,
+        id: Option<String>,
+        description: Option<String>,
+        /// Content-Transfer-Encoding, `7BIT` when absent.
+        encoding: String,
+        /// Octets of the body as stored (still transfer-encoded).
+        size: u64,
+        /// Lines of the body, for `text/*` and `message/rfc822`.
+        lines: Option<u64>,
+        md5: Option<String>,
+        disposition: Option<Disposition>,
+        language: Vec<String>,
+        location: Option<String>,
+        /// For `message/rfc822`: the enclosed message's envelope and structure.
+        message: Option<Box<(Envelope, BodyStructure)>>,
+    },
+    Multipart {
+        parts: Vec<BodyStructure>,
+        media_subtype: String,
+        params: Vec<(String, String)>,
+        disposition: Option<Disposition>,
+        language: Vec<String>,
+        location: Option<String>,
+    },
+}
+
+/// Everything stored per message besides the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub envelope: Envelope,
+    pub body_structure: BodyStructure,
+    /// The header block, up to and including the blank line.
+    pub header: Vec<u8>,
+}
+
+/// Parse a whole message. Never fails: a message mail-parser cannot read is stored as one
+/// `text/plain` part with an empty envelope, and can still be fetched whole.
+pub fn parse(raw: &[u8]) -> Parsed {
+    let header_len = header_length(raw);
+    let header = raw[..header_len].to_vec();
+    match MessageParser::default().parse(raw) {
+        Some(message) if !message.parts.is_empty() => Parsed {
+            envelope: envelope_of(&message),
+            body_structure: structure_of(&message, 0, 0),
+            header,
+        },
+        _ => Parsed {
+            envelope: Envelope::default(),
+            body_structure: BodyStructure::Single {
+                media_type: "text".into(),
+                media_subtype: "plain".into(),
+                params: vec![("charset".into(), "us-ascii".into())],
+                id: None,
+                description: None,
+                encoding: "7BIT".into(),
+                size: (raw.len() - header_len) as u64,
+                lines: Some(count_lines(&raw[header_len..])),
+                md5: None,
+                disposition: None,
+                language: Vec::new(),
+                location: None,
+                message: None,
+            },
+            header,
+        },
+    }
+}
+
+/// Length of the header block including the empty line that ends it (CRLF CRLF or LF LF);
+/// the whole message when there is no body.
+pub fn header_length(raw: &[u8]) -> usize {
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\n' {
+            if raw.get(i + 1) == Some(&b'\n') {
+                return i + 2;
+            }
+            if raw.get(i + 1) == Some(&b'\r') && raw.get(i + 2) == Some(&b'\n') {
+                return i + 3;
+            }
+        }
+        i += 1;
+    }
+    // A message that starts with the blank line has an empty header.
+    if raw.starts_with(b"\r\n") {
+        return 2;
+    }
+    raw.len()
+}
+
+fn count_lines(body: &[u8]) -> u64 {
+    body.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// Bytes `start..end` of a message. mail-parser's offsets count from the start of the outermost
+/// message, while a nested message's `raw_message` starts at its own first header.
+fn slice<'m>(message: &'m Message<'_>, start: u32, end: u32) -> Option<&'m [u8]> {
+    let base = message.parts.first().map_or(0, |p| p.offset_header) as usize;
+    let (start, end) = ((start as usize).checked_sub(base)?, (end as usize).checked_sub(base)?);
+    message.raw_message().get(start..end)
+}
+
+/// A header's raw value, unfolded and trimmed.
+fn raw_value(message: &Message<'_>, part: &MessagePart<'_>, name: HeaderName<'_>) -> Option<String> {
+    let header = part.headers.iter().rev().find(|h| h.name == name)?;
+    let bytes = slice(message, header.offset_start, header.offset_end)?;
+    let text = String::from_utf8_lossy(bytes);
+    let unfolded: String = text.replace("\r\n", "").replace('\n', "");
+    let trimmed = unfolded.trim();
+    (!trimmed.is_empty()).then(|| trimmed.to_string())
+}
+
+fn addresses(value: Option<&HeaderValue<'_>>) -> Vec<EnvelopeAddress> {
+    let mut out = Vec::new();
+    let one = |name: Option<&str>, address: Option<&str>| {
+        let (mailbox, host) = match address.and_then(|a| a.rsplit_once('@')) {
+            Some((local, domain)) => (Some(local.to_string()), Some(domain.to_string())),
+            None => (address.map(str::to_string), None),
+        };
+        EnvelopeAddress {
+            name: name.map(str::to_string),
+            adl: None,
+            mailbox,
+            host,
+        }
+    };
+    match value.and_then(|v| v.as_address()) {
+        Some(Address::List(list)) => {
+            for addr in list {
+                if addr.address.is_some() {
+                    out.push(one(addr.name.as_deref(), addr.address.as_deref()));
+                }
+            }
+        }
+        Some(Address::Group(groups)) => {
+            for group in groups {
+                if let Some(name) = &group.name {
+                    out.push(EnvelopeAddress {
+                        mailbox: Some(name.to_string()),
+                        ..Default::default()
+                    });
+                }
+                for addr in &group.addresses {
+                    if addr.address.is_some() {
+                        out.push(one(addr.name.as_deref(), addr.address.as_deref()));
+                    }
+                }
+                if group.name.is_some() {
+                    out.push(EnvelopeAddress::default());
+                }
+            }
+        }
+        None => {}
+    }
+    out
+}
+
+fn envelope_of(message: &Message<'_>) -> Envelope {
+    let root = &message.parts[0];
+    let header = |name: HeaderName<'static>| root.headers.iter().rev().find(|h| h.name == name).map(|h| &h.value);
+    let from = addresses(header(HeaderName::From));
+    let sender = addresses(header(HeaderName::Sender));
+    let reply_to = addresses(header(HeaderName::ReplyTo));
+    Envelope {
+        date: raw_value(message, root, HeaderName::Date),
+        subject: raw_value(message, root, HeaderName::Subject),
+        sender: if sender.is_empty() { from.clone() } else { sender },
+        reply_to: if reply_to.is_empty() { from.clone() } else { reply_to },
+        from,
+        to: addresses(header(HeaderName::To)),
+        cc: addresses(header(HeaderName::Cc)),
+        bcc: addresses(header(HeaderName::Bcc)),
+        in_reply_to: raw_value(message, root, HeaderName::InReplyTo),
+        message_id: raw_value(message, root, HeaderName::MessageId),
+    }
+}
+
+fn params_of(attributes: Option<&[mail_parser::Attribute<'_>]>) -> Vec<(String, String)> {
+    attributes
+        .unwrap_or_default()
+        .iter()
+        .map(|a| (a.name.to_ascii_lowercase(), a.value.to_string()))
+        .collect()
+}
+
+fn language_of(value: &HeaderValue<'_>) -> Vec<String> {
+    match value {
+        HeaderValue::Text(t) => t
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        HeaderValue::TextList(list) => list.iter().map(|s| s.to_string()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The structure of part `index` of `message`, `depth` levels of message/rfc822 deep.
+fn structure_of(message: &Message<'_>, index: usize, depth: usize) -> BodyStructure {
+    let part = &message.parts[index];
+    let content_type = part.content_type();
+    let disposition = part.content_disposition().map(|d| Disposition {
+        kind: d.ctype().to_ascii_lowercase(),
+        params: params_of(d.attributes()),
+    });
+    let language = language_of(part.content_language());
+    let location = part.content_location().map(str::to_string);
+    let params = params_of(content_type.and_then(|c| c.attributes()));
+
+    if let PartType::Multipart(children) = &part.body {
+        return BodyStructure::Multipart {
+            // RFC 3501 §7.4.2 caps nesting implicitly; a hostile depth is cut to keep the stored
+            // structure (and the IMAP answer) bounded.
+            parts: if depth > 20 {
+                Vec::new()
+            } else {
+                children
+                    .iter()
+                    .map(|&child| structure_of(message, child as usize, depth + 1))
+                    .collect()
+            },
+            media_subtype: content_type
+                .and_then(|c| c.subtype())
+                .unwrap_or("mixed")
+                .to_ascii_lowercase(),
+            params,
+            disposition,
+            language,
+            location,
+        };
+    }
+
+    let raw = message.raw_message();
+    let body = raw
+        .get(part.offset_body as usize..part.offset_end as usize)
+        .unwrap_or_default();
+    let (media_type, media_subtype) = match content_type {
+        Some(c) => (
+            c.ctype().to_ascii_lowercase(),
+            c.subtype().unwrap_or("plain").to_ascii_lowercase(),
+        ),
+        None => ("text".to_string(), "plain".to_string()),
+    };
+    let mut params = params;
+    if media_type == "text" && !params.iter().any(|(k, _)| k == "charset") {
+        params.push(("charset".into(), "us-ascii".into()));
+    }
+    let nested = match &part.body {
+        PartType::Message(inner) if !inner.parts.is_empty() && depth <= 20 => {
+            Some(Box::new((envelope_of(inner), structure_of(inner, 0, depth + 1))))
+        }
+        _ => None,
+    };
+    let lines = (media_type == "text" || nested.is_some()).then(|| count_lines(body));
+    BodyStructure::Single {
+        media_type,
+        media_subtype,
+        params,
+        id: part.content_id().map(|id| format!("<{id}>")),
+        description: part.content_description().map(str::to_string),
+        encoding: part
+            .content_transfer_encoding()
+            .map(|e| e.to_ascii_uppercase())
+            .unwrap_or_else(|| "7BIT".into()),
+        size: body.len() as u64,
+        lines,
+        md5: None,
+        disposition,
+        language,
+        location,
+        message: nested,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_simple_message() {
+        let raw = b"From: Alice <alice@example.test>\r\nTo: bob@example.test, \"Carol C\" <carol@example.test>\r\n\
+Subject: =?utf-8?q?caf=C3=A9?=\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m1@example.test>\r\n\r\nHello\r\nWorld\r\n";
+        let parsed = parse(raw);
+        assert!(parsed.header.ends_with(b"\r\n\r\n"));
+        let env = &parsed.envelope;
+        assert_eq!(env.subject.as_deref(), Some("=?utf-8?q?caf=C3=A9?="));
+        assert_eq!(env.message_id.as_deref(), Some("<m1@example.test>"));
+        assert_eq!(env.from[0].name.as_deref(), Some("Alice"));
+        assert_eq!(env.from[0].mailbox.as_deref(), Some("alice"));
+        assert_eq!(env.from[0].host.as_deref(), Some("example.test"));
+        assert_eq!(env.sender, env.from);
+        assert_eq!(env.to.len(), 2);
+        match &parsed.body_structure {
+            BodyStructure::Single {
+                media_type,
+                size,
+                lines,
+                params,
+                ..
+            } => {
+                assert_eq!(media_type, "text");
+                assert_eq!(*size, 14);
+                assert_eq!(*lines, Some(2));
+                assert!(params.contains(&("charset".into(), "us-ascii".into())));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_multipart_with_an_attached_message() {
+        let raw = b"From: a@x.test\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n\
+--b1\r\nContent-Type: message/rfc822\r\n\r\nFrom: inner@x.test\r\nSubject: inner\r\n\r\nbody\r\n\
+--b1--\r\n";
+        let parsed = parse(raw);
+        let BodyStructure::Multipart {
+            parts, media_subtype, ..
+        } = &parsed.body_structure
+        else {
+            panic!("{:?}", parsed.body_structure)
+        };
+        assert_eq!(media_subtype, "mixed");
+        assert_eq!(parts.len(), 2);
+        let BodyStructure::Single {
+            message: Some(inner), ..
+        } = &parts[1]
+        else {
+            panic!("{:?}", parts[1])
+        };
+        assert_eq!(inner.0.subject.as_deref(), Some("inner"));
+    }
+
+    #[test]
+    fn garbage_is_still_stored() {
+        let parsed = parse(b"\x00\x01 not a message");
+        assert!(matches!(parsed.body_structure, BodyStructure::Single { .. }));
+        assert_eq!(header_length(b"no header end"), 13);
+    }
+}

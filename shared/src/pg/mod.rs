@@ -1,0 +1,311 @@
+//! The private PostgreSQL cluster in `DATA/pg`, run with the system's PostgreSQL binaries.
+//!
+//! It listens only on a unix socket in `DATA/pg/run` (no TCP port) and trusts local connections:
+//! the socket folder is readable only by the user the cluster runs as. PostgreSQL refuses to run
+//! as root, so when tinydc is started as root the cluster runs as the `postgres` system user.
+//!
+//! Layout: `DATA/pg/data` (the cluster), `DATA/pg/run` (socket), `DATA/pg/postgres.log`.
+
+mod privilege;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use sqlx::postgres::PgConnectOptions;
+
+pub use privilege::RunAs;
+
+/// The database role and database name inside the private cluster.
+pub const DB_NAME: &str = "tinydc";
+/// The port number in the socket's name (`.s.PGSQL.5432`); nothing listens on TCP.
+pub const SOCKET_PORT: u16 = 5432;
+
+/// How a cluster is tuned when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Production: every commit is fsynced (the durability contract).
+    Full,
+    /// Throwaway test clusters: no fsync at all, for speed.
+    Throwaway,
+}
+
+/// A private cluster at `DATA/pg`.
+#[derive(Debug, Clone)]
+pub struct PrivateCluster {
+    root: PathBuf,
+    bin_dir: PathBuf,
+    run_as: Option<RunAs>,
+}
+
+impl PrivateCluster {
+    /// The cluster at `root` (normally `DATA/pg`). Finds the PostgreSQL binaries and the user to
+    /// run them as; fails with an explanation when either is missing.
+    pub fn new(root: &Path) -> anyhow::Result<PrivateCluster> {
+        let root = std::path::absolute(root)?;
+        let socket = root.join("run").join(format!(".s.PGSQL.{SOCKET_PORT}"));
+        // sockaddr_un holds 107 bytes of path.
+        if socket.as_os_str().len() > 100 {
+            bail!(
+                "the data directory path is too long for PostgreSQL's unix socket ({}); use a shorter path",
+                socket.display()
+            );
+        }
+        Ok(PrivateCluster {
+            root,
+            bin_dir: find_bin_dir()?,
+            run_as: RunAs::for_postgres()?,
+        })
+    }
+
+    /// `DATA/pg/data`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    /// `DATA/pg/run`: the folder holding the unix socket.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    /// `DATA/pg/postgres.log`.
+    pub fn log_file(&self) -> PathBuf {
+        self.root.join("postgres.log")
+    }
+
+    /// Whether `initdb` has run here.
+    pub fn exists(&self) -> bool {
+        self.data_dir().join("PG_VERSION").exists()
+    }
+
+    /// Connection options for the `tinydc` database over the socket.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .socket(self.socket_dir())
+            .port(SOCKET_PORT)
+            .username(DB_NAME)
+            .database(DB_NAME)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join(program));
+        if let Some(run_as) = &self.run_as {
+            run_as.apply(&mut cmd);
+        }
+        // Never inherit a locale PostgreSQL might not have; the cluster is created with C.
+        cmd.env("LC_ALL", "C").env("LANG", "C");
+        cmd
+    }
+
+    /// Create the cluster (initdb) and the `tinydc` database. `Throwaway` skips fsyncs.
+    pub fn init(&self, durability: Durability) -> anyhow::Result<()> {
+        if self.exists() {
+            bail!("a PostgreSQL cluster already exists in {}", self.data_dir().display());
+        }
+        for dir in [self.root.clone(), self.data_dir(), self.socket_dir()] {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            set_mode(&dir, 0o700)?;
+            if let Some(run_as) = &self.run_as {
+                run_as.chown(&dir)?;
+            }
+        }
+        let mut cmd = self.command("initdb");
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .args(["-U", DB_NAME, "--auth=trust", "--encoding=UTF8", "--locale=C"]);
+        if durability == Durability::Throwaway {
+            cmd.arg("--no-sync");
+        }
+        run_quietly(cmd, "initdb")?;
+
+        // Settings for a small machine; the socket is the only way in.
+        let settings = format!(
+            "\n# tinydc: private cluster settings\n\
+             listen_addresses = ''\n\
+             unix_socket_directories = '{}'\n\
+             unix_socket_permissions = 0700\n\
+             max_connections = 200\n\
+             shared_buffers = 32MB\n\
+             dynamic_shared_memory_type = posix\n\
+             log_min_messages = warning\n",
+            self.socket_dir().display()
+        );
+        let conf = self.data_dir().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).context("reading postgresql.conf")?;
+        text.push_str(&settings);
+        std::fs::write(&conf, text).context("writing postgresql.conf")?;
+
+        self.start(durability)?;
+        let created = self.create_database();
+        if created.is_err() {
+            let _ = self.stop();
+        }
+        created
+    }
+
+    fn create_database(&self) -> anyhow::Result<()> {
+        let mut cmd = self.command("psql");
+        cmd.arg("-h")
+            .arg(self.socket_dir())
+            .args([
+                "-p",
+                &SOCKET_PORT.to_string(),
+                "-U",
+                DB_NAME,
+                "-d",
+                "postgres",
+                "-q",
+                "-c",
+            ])
+            .arg(format!("CREATE DATABASE {DB_NAME}"));
+        run_quietly(cmd, "psql CREATE DATABASE")
+    }
+
+    /// The pid of the running postmaster of this cluster, if any. A pid file left by a power
+    /// cut whose pid now belongs to another process does not count.
+    pub fn running_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let data_dir = self.data_dir();
+        (cmdline.contains("postgres") && cmdline.contains(&*data_dir.to_string_lossy())).then_some(pid)
+    }
+
+    /// Remove what an unclean stop left behind (pid file, socket lock files) when no postmaster
+    /// of this cluster is alive, so that a reused pid cannot block the start.
+    fn clear_stale_files(&self) {
+        if self.running_pid().is_some() {
+            return;
+        }
+        let pid_file = self.data_dir().join("postmaster.pid");
+        if pid_file.exists() {
+            tracing::warn!("removing stale {} after an unclean stop", pid_file.display());
+            let _ = std::fs::remove_file(&pid_file);
+        }
+        if let Ok(entries) = std::fs::read_dir(self.socket_dir()) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(".s.PGSQL.") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+
+    /// Start the cluster and wait until it accepts connections. Returns `false` when it was
+    /// already running (nothing was started).
+    pub fn start(&self, durability: Durability) -> anyhow::Result<bool> {
+        if !self.exists() {
+            bail!(
+                "no PostgreSQL cluster in {} (run `tinydc init`)",
+                self.data_dir().display()
+            );
+        }
+        if self.running_pid().is_some() {
+            return Ok(false);
+        }
+        self.clear_stale_files();
+        let mut options = format!("-k {}", self.socket_dir().display());
+        if durability == Durability::Throwaway {
+            options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.log_file())
+            .args(["-w", "-t", "60", "-o", &options, "start"]);
+        if let Err(e) = run_quietly(cmd, "pg_ctl start") {
+            let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!("{e}\n{}", tail.join("\n"));
+        }
+        Ok(true)
+    }
+
+    /// Stop the cluster (fast shutdown: sessions are ended, everything committed is kept).
+    pub fn stop(&self) -> anyhow::Result<()> {
+        if self.running_pid().is_none() {
+            return Ok(());
+        }
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .args(["-m", "fast", "-w", "-t", "60", "stop"]);
+        run_quietly(cmd, "pg_ctl stop")
+    }
+
+    /// Wait up to `timeout` for the socket to accept connections (a cluster started elsewhere).
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match sqlx::ConnectOptions::connect(&self.connect_options()).await {
+                Ok(conn) => {
+                    let _ = sqlx::Connection::close(conn).await;
+                    return Ok(());
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    bail!(
+                        "the private PostgreSQL in {} is not answering: {e}",
+                        self.root.display()
+                    )
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting permissions of {}", path.display()))
+}
+
+fn run_quietly(mut cmd: Command, what: &str) -> anyhow::Result<()> {
+    let output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !output.status.success() {
+        let mut text = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        if text.is_empty() {
+            text = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        }
+        bail!("{what} failed ({}): {text}", output.status);
+    }
+    Ok(())
+}
+
+/// The folder with `initdb`, `pg_ctl` and `postgres`: `TINYDC_PG_BIN`, else the newest
+/// `/usr/lib/postgresql/N/bin` (Debian), else wherever `pg_ctl` is on the PATH.
+pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("TINYDC_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        if dir.join("pg_ctl").exists() && dir.join("initdb").exists() {
+            return Ok(dir);
+        }
+    }
+    bail!(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found: install them (Debian: apt-get install postgresql) \
+         or set TINYDC_PG_BIN, or configure [database] url"
+    )
+}

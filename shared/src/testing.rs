@@ -1,0 +1,183 @@
+//! Real PostgreSQL for tests: one throwaway private cluster per test binary (fsync off), a fresh
+//! database per test cloned from a migrated template. With `DATABASE_URL` set, that server is
+//! used instead (databases named `tinydc_t_*` are created on it).
+//!
+//! The throwaway cluster lives in a temp folder and is stopped and removed by a small guardian
+//! process when the test binary exits, however it exits.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+use crate::accounts;
+use crate::config::Config;
+use crate::context::Context;
+use crate::pg::{Durability, PrivateCluster};
+
+struct Server {
+    /// Options for the server's maintenance database (`postgres`).
+    admin: PgConnectOptions,
+}
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            let options = PgConnectOptions::from_str(&url).expect("DATABASE_URL is a PostgreSQL URL");
+            return Server {
+                admin: options.database("postgres"),
+            };
+        }
+        let root = tempfile::Builder::new()
+            .prefix("tinydc-test-pg-")
+            .tempdir_in("/tmp")
+            .expect("temp dir for the test cluster")
+            .keep();
+        let cluster = PrivateCluster::new(&root.join("pg")).expect("PostgreSQL binaries for tests");
+        // The temp dir is ours; PostgreSQL may run as another user and must reach its folder.
+        set_traversable(&root);
+        cluster
+            .init(Durability::Throwaway)
+            .expect("initdb for the test cluster");
+        spawn_guardian(&cluster, &root);
+        Server {
+            admin: cluster.connect_options().database("postgres"),
+        }
+    })
+}
+
+fn set_traversable(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+}
+
+/// A `sh` that waits for our end of a pipe to close (we exited), then stops the cluster
+/// immediately and removes its folder.
+fn spawn_guardian(cluster: &PrivateCluster, root: &std::path::Path) {
+    let script = format!(
+        "read _ignored; pid=$(head -n1 '{pidfile}' 2>/dev/null); \
+         if [ -n \"$pid\" ]; then kill -QUIT \"$pid\" 2>/dev/null; \
+         for i in $(seq 50); do kill -0 \"$pid\" 2>/dev/null || break; sleep 0.1; done; fi; \
+         rm -rf '{root}'",
+        pidfile = cluster.data_dir().join("postmaster.pid").display(),
+        root = root.display()
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawning the test cluster guardian");
+    // Keep the write end open for the life of the process; never write to it.
+    let stdin = child.stdin.take().expect("piped stdin");
+    std::mem::forget(stdin);
+    std::mem::forget(child);
+    let _ = std::io::stdout().flush();
+}
+
+use std::os::unix::process::CommandExt as _;
+
+fn unique_name(prefix: &str) -> String {
+    use rand::Rng;
+    let n: u64 = rand::thread_rng().r#gen();
+    format!("{prefix}_{}_{n:016x}", std::process::id())
+}
+
+/// The migrated template database of this test process (created once).
+async fn template() -> &'static str {
+    static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = unique_name("tinydc_tpl");
+            let mut admin = server().admin.connect().await.expect("connect to the test server");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .await
+                .expect("create template");
+            admin.close().await.ok();
+            let pool = crate::db::pool(server().admin.clone().database(&name), 2, Duration::from_secs(10))
+                .await
+                .expect("connect to the template");
+            crate::db::migrate(&pool).await.expect("migrate the template");
+            pool.close().await;
+            name
+        })
+        .await
+}
+
+/// A fresh, migrated, empty database for one test.
+pub async fn test_db() -> PgPool {
+    let template = template().await;
+    let name = unique_name("tinydc_t");
+    let mut admin = server().admin.connect().await.expect("connect to the test server");
+    // CREATE DATABASE ... TEMPLATE fails while another session is connected to the template;
+    // that only happens during the template's own creation, so a short retry is enough.
+    let mut tries = 0;
+    loop {
+        match sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                tracing::debug!("retrying CREATE DATABASE: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("create test database: {e}"),
+        }
+    }
+    admin.close().await.ok();
+    crate::db::pool(server().admin.clone().database(&name), 20, Duration::from_secs(10))
+        .await
+        .expect("connect to the test database")
+}
+
+/// A data directory in a temp folder with default config (listeners on 127.0.0.1 port 0,
+/// plaintext allowed on loopback), a self-signed certificate for `localhost`, the domain
+/// `example.test`, and a fresh database.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub context: Arc<Context>,
+}
+
+impl TestEnv {
+    /// Build one.
+    pub async fn new() -> TestEnv {
+        crate::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temp data dir");
+        let text = "[server]\nhostname = \"localhost\"\ndomain = \"example.test\"\n\
+                    [smtp]\nmx_listen = \"127.0.0.1:0\"\nsubmission_listen = \"127.0.0.1:0\"\nsubmissions_listen = \"127.0.0.1:0\"\n\
+                    [imap]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n\
+                    [dav]\nhttps_listen = \"127.0.0.1:0\"\n";
+        std::fs::write(dir.path().join(crate::config::CONFIG_FILE), text).expect("write test config");
+        let config = Config::load(dir.path()).expect("test config is valid");
+        crate::tls::generate_self_signed(
+            &["localhost".to_string(), "127.0.0.1".to_string()],
+            &config.tls.cert_file,
+            &config.tls.key_file,
+        )
+        .expect("test certificate");
+        let db = test_db().await;
+        accounts::add_domain(&db, "example.test")
+            .await
+            .expect("add test domain");
+        let context = Context::new(config, db).await.expect("test context");
+        TestEnv { dir, context }
+    }
+
+    /// Add a user with a password and an optional quota limit (bytes).
+    pub async fn add_user(&self, address: &str, password: &str, quota: Option<u64>) -> accounts::User {
+        accounts::add_user(&self.context.db, address, password, quota)
+            .await
+            .expect("add test user")
+    }
+}
