@@ -1,1 +1,77 @@
-fn main() {}
+//! `tinydc`: the admin command line of tinydc.
+//!
+//! Every command works whether or not `tinydc up` is running: with the private cluster, a
+//! command starts PostgreSQL for its own use when it is not running, and stops it afterwards.
+
+mod admin;
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// tinydc: mail (IMAP, SMTP) and file storage (WebDAV) for a family or a small business.
+#[derive(Parser)]
+#[command(name = "tinydc", version, about, propagate_version = true)]
+struct Cli {
+    /// The data directory (default: $TINYDC_DATA, else ./tinydc-data).
+    #[arg(long, global = true, env = "TINYDC_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data directory: config, self-signed certificate, private PostgreSQL, schema.
+    Init(cmd::init::InitArgs),
+    /// Run the suite: PostgreSQL (if private) and the three daemons, until Ctrl-C.
+    Up,
+    /// Add, change, delete and list users.
+    #[command(subcommand)]
+    User(cmd::user::UserCommand),
+    /// Set and show storage quotas (mail + files).
+    #[command(subcommand)]
+    Quota(cmd::quota::QuotaCommand),
+    /// Mail domains served here.
+    #[command(subcommand)]
+    Domain(cmd::domain::DomainCommand),
+    /// Aliases and catch-alls.
+    #[command(subcommand)]
+    Alias(cmd::alias::AliasCommand),
+    /// Show what is configured and whether the database is running.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    shared::tls::install_crypto_provider();
+    shared::daemon::init_logging_with("warn");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let explicit_data = cli.data.is_some();
+    let data = cli.data.unwrap_or_else(|| PathBuf::from("tinydc-data"));
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Init(args) => cmd::init::run(&data, args).await,
+            Command::Up => cmd::up::run(&data, explicit_data).await,
+            Command::User(c) => cmd::user::run(&data, c).await,
+            Command::Quota(c) => cmd::quota::run(&data, c).await,
+            Command::Domain(c) => cmd::domain::run(&data, c).await,
+            Command::Alias(c) => cmd::alias::run(&data, c).await,
+            Command::Status => cmd::status::run(&data).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tinydc: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -18,8 +18,13 @@ use crate::net::{Shutdown, cancel_on_signals};
 
 /// Log to stderr; `RUST_LOG` chooses the level (default `info`).
 pub fn init_logging() {
+    init_logging_with("info,sqlx=warn");
+}
+
+/// Log to stderr at `default_filter` unless `RUST_LOG` says otherwise.
+pub fn init_logging_with(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

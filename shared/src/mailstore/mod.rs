@@ -299,6 +299,10 @@ impl MailStore {
             return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
         }
         let mut tx = self.db.begin().await?;
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         let mailbox_id: Option<i64> =
             sqlx::query_scalar("SELECT id FROM mailboxes WHERE user_id = $1 AND name = $2 FOR UPDATE")
                 .bind(user_id)
@@ -437,6 +441,8 @@ impl MailStore {
             resolved.push((mailbox_id, target));
         }
         resolved.sort_by_key(|(mailbox_id, _)| *mailbox_id);
+        // The blob row first: messages reference it.
+        blobs::add_ref(&mut tx, &blob, size, resolved.len() as i64).await?;
         for (mailbox_id, target) in resolved {
             let user_id = target.user_id;
             match target.reservation {
@@ -469,7 +475,6 @@ impl MailStore {
                 modseq,
             });
         }
-        blobs::add_ref(&mut tx, &blob, size, appended.len() as i64).await?;
         tx.commit().await?;
         Ok(appended)
     }
@@ -754,8 +759,13 @@ type MessageRow = (
     Vec<u8>,
 );
 
-/// Lock a mailbox row that must belong to the user.
+/// Lock a mailbox row that must belong to the user. The user's row is locked first: every
+/// transaction that changes usage locks user before mailbox, so none can deadlock another.
 async fn lock_mailbox(conn: &mut PgConnection, user_id: i64, mailbox_id: i64) -> Result<(), StoreError> {
+    sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
     let found: Option<i64> = sqlx::query_scalar("SELECT id FROM mailboxes WHERE id = $1 AND user_id = $2 FOR UPDATE")
         .bind(mailbox_id)
         .bind(user_id)

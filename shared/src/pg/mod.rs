@@ -90,6 +90,8 @@ impl PrivateCluster {
 
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin_dir.join(program));
+        // Its own process group: a Ctrl-C meant for `tinydc up` must not reach PostgreSQL directly.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         if let Some(run_as) = &self.run_as {
             run_as.apply(&mut cmd);
         }

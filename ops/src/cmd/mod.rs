@@ -1,0 +1,9 @@
+//! One module per noun of the command line.
+
+pub mod alias;
+pub mod domain;
+pub mod init;
+pub mod quota;
+pub mod status;
+pub mod up;
+pub mod user;

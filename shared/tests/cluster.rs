@@ -1,0 +1,84 @@
+//! The private cluster with the system's PostgreSQL binaries: create, start, stop, and start
+//! again after an unclean stop whose pid file names a process that is not PostgreSQL.
+
+use std::time::Duration;
+
+use shared::pg::{Durability, PrivateCluster};
+use sqlx::ConnectOptions;
+
+fn cluster_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("tinydc-cluster-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Stops the cluster when a test ends, passed or failed.
+struct StopOnDrop(PrivateCluster);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.stop();
+    }
+}
+
+async fn answers(cluster: &PrivateCluster) -> i32 {
+    let mut conn = cluster.connect_options().connect().await.unwrap();
+    sqlx::query_scalar("SELECT 40 + 2").fetch_one(&mut conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn starts_after_an_unclean_stop_with_a_reused_pid() {
+    let dir = cluster_dir();
+    let guard = StopOnDrop(PrivateCluster::new(&dir.path().join("pg")).unwrap());
+    let cluster = &guard.0;
+    cluster.init(Durability::Throwaway).unwrap();
+    assert_eq!(answers(cluster).await, 42);
+    assert!(
+        !cluster.start(Durability::Throwaway).unwrap(),
+        "already running: nothing to start"
+    );
+
+    // A power cut: the postmaster dies without cleaning up...
+    let pid = cluster.running_pid().expect("running");
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    for _ in 0..100 {
+        if cluster.running_pid().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Children may linger for a moment after the postmaster is killed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ...and after the reboot its pid belongs to some other process (here: this test).
+    let pid_file = cluster.data_dir().join("postmaster.pid");
+    let text = std::fs::read_to_string(&pid_file).expect("the pid file is left behind");
+    let rest: Vec<&str> = text.lines().skip(1).collect();
+    std::fs::write(&pid_file, format!("{}\n{}\n", std::process::id(), rest.join("\n"))).unwrap();
+    assert_eq!(
+        cluster.running_pid(),
+        None,
+        "a pid that is not this cluster's postmaster is stale"
+    );
+
+    assert!(cluster.start(Durability::Throwaway).unwrap());
+    assert_eq!(answers(cluster).await, 42);
+    cluster.stop().unwrap();
+    assert_eq!(cluster.running_pid(), None);
+}
+
+#[tokio::test]
+async fn init_refuses_an_existing_cluster() {
+    let dir = cluster_dir();
+    let guard = StopOnDrop(PrivateCluster::new(&dir.path().join("pg")).unwrap());
+    let cluster = &guard.0;
+    cluster.init(Durability::Throwaway).unwrap();
+    assert!(cluster.init(Durability::Throwaway).is_err());
+    cluster.stop().unwrap();
+}

@@ -1,0 +1,250 @@
+//! The mail store against real PostgreSQL: delivery, UIDs under concurrency, flags, copy, move,
+//! expunge, quota charging and events.
+
+use std::collections::HashSet;
+
+use chrono::Utc;
+use shared::events::Event;
+use shared::mailstore::{DeliveryTarget, FlagOp, SpecialUse};
+use shared::quota;
+use shared::testing::TestEnv;
+
+fn message(n: usize) -> Vec<u8> {
+    format!("From: a@example.test\r\nTo: alice@example.test\r\nSubject: message {n}\r\n\r\nbody {n}\r\n").into_bytes()
+}
+
+#[tokio::test]
+async fn new_users_get_the_default_mailboxes() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let boxes = env.context.mail.list_mailboxes(user.id).await.unwrap();
+    let names: Vec<&str> = boxes.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["Archive", "Drafts", "INBOX", "Junk", "Sent", "Trash"]);
+    let trash = env
+        .context
+        .mail
+        .mailbox_with_use(user.id, SpecialUse::Trash)
+        .await
+        .unwrap();
+    assert_eq!(trash.name, "Trash");
+    assert_eq!(env.context.mail.mailbox(user.id, "inbox").await.unwrap().name, "INBOX");
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_get_unique_increasing_uids() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let inbox = env.context.mail.mailbox(user.id, "INBOX").await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..48 {
+        let mail = env.context.mail.clone();
+        tasks.push(tokio::spawn(async move {
+            mail.append(user.id, inbox.id, &message(n), &[], Utc::now(), None)
+                .await
+                .unwrap()
+                .uid
+        }));
+    }
+    let mut uids = Vec::new();
+    for t in tasks {
+        uids.push(t.await.unwrap());
+    }
+    let unique: HashSet<u32> = uids.iter().copied().collect();
+    assert_eq!(unique.len(), 48, "duplicate UIDs: {uids:?}");
+    let stored: Vec<u32> = env
+        .context
+        .mail
+        .message_states(user.id, inbox.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.uid)
+        .collect();
+    assert_eq!(stored, (1..=48).collect::<Vec<u32>>());
+    let after = env.context.mail.mailbox(user.id, "INBOX").await.unwrap();
+    assert_eq!(after.uidnext, 49);
+    // Every message was charged, and all 48 bodies are distinct blobs.
+    let info = quota::info(&env.context.db, user.id).await.unwrap();
+    let total: u64 = (0..48).map(|n| message(n).len() as u64).sum();
+    assert_eq!(info.mail_bytes, total);
+}
+
+#[tokio::test]
+async fn flags_copy_move_expunge_keep_quota_and_modseq_right() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    let trash = mail.mailbox(user.id, "Trash").await.unwrap();
+    for n in 0..3 {
+        mail.append(user.id, inbox.id, &message(n), &["\\seen".into()], Utc::now(), None)
+            .await
+            .unwrap();
+    }
+    let size: u64 = (0..3).map(|n| message(n).len() as u64).sum();
+
+    let change = mail
+        .store_flags(user.id, inbox.id, &[1, 2], FlagOp::Add, &["\\Deleted".into()], None)
+        .await
+        .unwrap();
+    assert_eq!(change.changed.len(), 2);
+    assert_eq!(change.changed[0].flags, vec!["\\Seen", "\\Deleted"]);
+    let modseq = change.changed[0].modseq;
+    // UNCHANGEDSINCE below the current MODSEQ refuses the change (RFC 7162 §3.2).
+    let refused = mail
+        .store_flags(
+            user.id,
+            inbox.id,
+            &[1],
+            FlagOp::Remove,
+            &["\\Seen".into()],
+            Some(modseq - 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.modified, vec![1]);
+    // Setting a flag that is already there changes nothing.
+    let same = mail
+        .store_flags(user.id, inbox.id, &[1], FlagOp::Add, &["\\Seen".into()], None)
+        .await
+        .unwrap();
+    assert!(same.changed.is_empty());
+
+    let copied = mail.copy(user.id, inbox.id, &[3], trash.id).await.unwrap();
+    assert_eq!(copied, vec![(3, 1)]);
+    assert_eq!(
+        quota::info(&env.context.db, user.id).await.unwrap().mail_bytes,
+        size + message(2).len() as u64
+    );
+
+    let moved = mail.move_messages(user.id, inbox.id, &[3], trash.id).await.unwrap();
+    assert_eq!(moved, vec![(3, 2)]);
+    assert_eq!(
+        quota::info(&env.context.db, user.id).await.unwrap().mail_bytes,
+        size + message(2).len() as u64
+    );
+
+    let expunged = mail.expunge(user.id, inbox.id, None).await.unwrap();
+    assert_eq!(expunged, vec![1, 2]);
+    assert!(mail.message_states(user.id, inbox.id).await.unwrap().is_empty());
+    assert_eq!(
+        quota::info(&env.context.db, user.id).await.unwrap().mail_bytes,
+        2 * message(2).len() as u64
+    );
+
+    let fetched = mail.fetch(user.id, trash.id, &[1, 2]).await.unwrap();
+    assert_eq!(fetched.len(), 2);
+    assert_eq!(fetched[0].envelope.subject.as_deref(), Some("message 2"));
+    assert_eq!(mail.blobs().read(&fetched[0].blob).await.unwrap(), message(2));
+}
+
+#[tokio::test]
+async fn one_user_cannot_touch_anothers_mailboxes() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let alice = env.add_user("alice@example.test", "pw", None).await;
+    let bob = env.add_user("bob@example.test", "pw", None).await;
+    let alice_inbox = mail.mailbox(alice.id, "INBOX").await.unwrap();
+    mail.append(alice.id, alice_inbox.id, &message(1), &[], Utc::now(), None)
+        .await
+        .unwrap();
+    let bob_inbox = mail.mailbox(bob.id, "INBOX").await.unwrap();
+    assert!(mail.fetch(bob.id, alice_inbox.id, &[1]).await.unwrap().is_empty());
+    assert!(mail.message_states(bob.id, alice_inbox.id).await.unwrap().is_empty());
+    assert!(
+        mail.append(bob.id, alice_inbox.id, &message(2), &[], Utc::now(), None)
+            .await
+            .is_err()
+    );
+    assert!(mail.copy(bob.id, alice_inbox.id, &[1], bob_inbox.id).await.is_err());
+    assert!(
+        mail.store_flags(bob.id, alice_inbox.id, &[1], FlagOp::Add, &["\\Deleted".into()], None)
+            .await
+            .is_err()
+    );
+    assert!(mail.expunge(bob.id, alice_inbox.id, None).await.is_err());
+    assert!(mail.mailbox_by_id(bob.id, alice_inbox.id).await.is_err());
+}
+
+#[tokio::test]
+async fn delivery_over_quota_is_refused_and_stores_nothing() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let user = env.add_user("alice@example.test", "pw", Some(100)).await;
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    let big = vec![b'x'; 200];
+    let err = mail
+        .append(user.id, inbox.id, &big, &[], Utc::now(), None)
+        .await
+        .unwrap_err();
+    assert!(err.is_over_quota(), "{err}");
+    assert!(mail.message_states(user.id, inbox.id).await.unwrap().is_empty());
+    assert_eq!(quota::info(&env.context.db, user.id).await.unwrap().mail_bytes, 0);
+}
+
+#[tokio::test]
+async fn multi_recipient_delivery_is_one_blob_and_wakes_listeners() {
+    let env = TestEnv::new().await;
+    let mut events = env.context.events.subscribe();
+    let alice = env.add_user("alice@example.test", "pw", None).await;
+    let bob = env.add_user("bob@example.test", "pw", None).await;
+    let targets = vec![
+        DeliveryTarget {
+            user_id: alice.id,
+            mailbox_id: None,
+            reservation: None,
+        },
+        DeliveryTarget {
+            user_id: bob.id,
+            mailbox_id: None,
+            reservation: None,
+        },
+    ];
+    let done = env
+        .context
+        .mail
+        .deliver(targets, &message(7), &[], Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 2);
+    let refs: i64 = sqlx::query_scalar("SELECT refcount FROM blobs")
+        .fetch_one(&env.context.db)
+        .await
+        .unwrap();
+    assert_eq!(refs, 2);
+    let mut woken = HashSet::new();
+    while woken.len() < 2 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Event::Mailbox { user_id, .. } = event {
+            woken.insert(user_id);
+        }
+    }
+    assert_eq!(woken, HashSet::from([alice.id, bob.id]));
+}
+
+#[tokio::test]
+async fn mailboxes_create_rename_delete() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    mail.create_mailbox(user.id, "Projects", None).await.unwrap();
+    mail.create_mailbox(user.id, "Projects/2026", None).await.unwrap();
+    assert!(mail.create_mailbox(user.id, "Projects", None).await.is_err());
+    mail.rename_mailbox(user.id, "Projects", "Work").await.unwrap();
+    assert!(mail.mailbox(user.id, "Work/2026").await.is_ok());
+    assert!(mail.mailbox(user.id, "Projects").await.is_err());
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    mail.append(user.id, inbox.id, &message(1), &[], Utc::now(), None)
+        .await
+        .unwrap();
+    mail.rename_mailbox(user.id, "INBOX", "Old").await.unwrap();
+    let old = mail.mailbox(user.id, "Old").await.unwrap();
+    assert_eq!(mail.message_states(user.id, old.id).await.unwrap().len(), 1);
+    assert!(mail.message_states(user.id, inbox.id).await.unwrap().is_empty());
+    mail.delete_mailbox(user.id, "Old").await.unwrap();
+    assert!(mail.delete_mailbox(user.id, "INBOX").await.is_err());
+    assert_eq!(quota::info(&env.context.db, user.id).await.unwrap().mail_bytes, 0);
+}
