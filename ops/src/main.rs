@@ -43,6 +43,9 @@ enum Command {
     Alias(cmd::alias::AliasCommand),
     /// Show what is configured and whether the database is running.
     Status,
+    /// Measure throughput on a throwaway data directory (prints messages/s, MB/s, RSS).
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
             Command::Domain(c) => cmd::domain::run(&data, c).await,
             Command::Alias(c) => cmd::alias::run(&data, c).await,
             Command::Status => cmd::status::run(&data).await,
+            Command::Bench(c) => cmd::bench::run(c).await,
         }
     });
     match result {

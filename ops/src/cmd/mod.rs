@@ -1,6 +1,7 @@
 //! One module per noun of the command line.
 
 pub mod alias;
+pub mod bench;
 pub mod domain;
 pub mod init;
 pub mod quota;
