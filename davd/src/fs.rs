@@ -1,0 +1,839 @@
+//! davd's file system backend: a dav-server `GuardedFileSystem` whose credentials are the
+//! authenticated user, over `DATA/files/<address>/`.
+//!
+//! Why not dav-server's LocalFs: it writes in place (an aborted PUT destroys the old file),
+//! keeps no dead properties and knows nothing of quotas. Here:
+//! - a PUT writes to `.tinydc-upload-<uuid>` next to the target, and only `flush()` (called by
+//!   dav-server once the whole body arrived) fsyncs it, charges the quota and renames it over
+//!   the target in one database transaction; dropping an unflushed upload removes the temp file
+//!   and gives the reserved space back;
+//! - quota is reserved before the first byte is written (507 when it cannot fit), grown while
+//!   a body of unknown length streams in, charged on commit, refunded on delete and overwrite;
+//! - dead properties live in PostgreSQL (props.rs) and follow their resource;
+//! - every path goes through `paths::resolve` (no symlinks, no escape from the user's root).
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use bytes::{Buf, Bytes, BytesMut};
+use dav_server::davpath::DavPath;
+use dav_server::fs::{
+    DavDirEntry, DavFile, DavMetaData, DavProp, FsError, FsFuture, FsResult, FsStream, GuardedFileSystem, OpenOptions,
+    ReadDirMeta,
+};
+use futures::FutureExt;
+use http::StatusCode;
+use shared::quota::{self, QuotaError, Reservation, UPLOAD_TEMP_PREFIX, Usage};
+use sqlx::{PgConnection, PgPool};
+
+use crate::{paths, props};
+
+/// Bytes of an upload buffered before they are written out (bounded memory per upload).
+const WRITE_CHUNK: usize = 1 << 20;
+/// How much more quota an upload of unknown length reserves each time it outgrows its reservation.
+const GROW_STEP: u64 = 64 << 20;
+
+/// The authenticated user, handed by dav-server to every file system call.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: i64,
+    pub address: String,
+    /// `DATA/files/<address>`.
+    pub root: PathBuf,
+}
+
+/// The file system of all users; each call acts in the tree of the user it is given.
+#[derive(Clone)]
+pub struct TinyFs {
+    db: PgPool,
+}
+
+impl TinyFs {
+    pub fn new(db: PgPool) -> TinyFs {
+        TinyFs { db }
+    }
+}
+
+fn db_error(e: sqlx::Error) -> FsError {
+    tracing::error!("database: {e}");
+    FsError::GeneralFailure
+}
+
+fn quota_error(e: QuotaError) -> FsError {
+    match e {
+        QuotaError::Exceeded { requested, available } => {
+            tracing::info!(requested, available, "refused: over quota");
+            FsError::InsufficientStorage
+        }
+        QuotaError::UnknownUser => FsError::Forbidden,
+        QuotaError::Db(e) => db_error(e),
+    }
+}
+
+/// Run blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> FsResult<T> + Send + 'static) -> FsResult<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        tracing::error!("blocking file task failed: {e}");
+        Err(FsError::GeneralFailure)
+    })
+}
+
+fn io(e: std::io::Error) -> FsError {
+    paths::fs_error(&e)
+}
+
+/// fsync a directory, so a rename or unlink in it survives a power cut.
+fn sync_dir(dir: &Path) -> FsResult<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+}
+
+fn parent_of(path: &Path) -> FsResult<&Path> {
+    path.parent().ok_or(FsError::Forbidden)
+}
+
+/// Lock the user's row for the rest of the transaction: file commits of one user run one at a
+/// time, so an overwritten file's size is refunded exactly once.
+async fn lock_user(conn: &mut PgConnection, user_id: i64) -> FsResult<()> {
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+        .bind(user_id)
+        .execute(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Size of the regular file at `path` (0 when absent); a directory there is refused.
+fn existing_file_len(path: &Path) -> FsResult<u64> {
+    match path.symlink_metadata() {
+        Ok(m) if m.is_file() => Ok(m.len()),
+        Ok(_) => Err(FsError::Forbidden),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn temp_path_beside(target: &Path) -> FsResult<PathBuf> {
+    Ok(parent_of(target)?.join(format!("{UPLOAD_TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple())))
+}
+
+fn create_temp(path: &Path) -> FsResult<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io)
+}
+
+fn open_read(path: &Path) -> FsResult<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io)?;
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(FsError::Forbidden);
+    }
+    Ok(file)
+}
+
+/// Metadata of a file or directory.
+#[derive(Debug, Clone)]
+pub struct Meta(std::fs::Metadata);
+
+impl DavMetaData for Meta {
+    fn len(&self) -> u64 {
+        // A directory's st_size means nothing to a client (and would be reported as its usage).
+        if self.0.is_dir() { 0 } else { self.0.len() }
+    }
+    fn modified(&self) -> FsResult<SystemTime> {
+        self.0.modified().map_err(io)
+    }
+    fn is_dir(&self) -> bool {
+        self.0.is_dir()
+    }
+    fn is_symlink(&self) -> bool {
+        self.0.file_type().is_symlink()
+    }
+    fn accessed(&self) -> FsResult<SystemTime> {
+        self.0.accessed().map_err(io)
+    }
+    fn created(&self) -> FsResult<SystemTime> {
+        self.0.created().map_err(io)
+    }
+    fn status_changed(&self) -> FsResult<SystemTime> {
+        Ok(SystemTime::UNIX_EPOCH + std::time::Duration::new(self.0.ctime().max(0) as u64, self.0.ctime_nsec() as u32))
+    }
+    fn executable(&self) -> FsResult<bool> {
+        Ok(self.0.is_file() && self.0.permissions().mode() & 0o100 != 0)
+    }
+    /// RFC 4918 section 8.6: a strong validator that changes with every new version. Inode,
+    /// size and modification time: a rename-over (every PUT) always gives a new inode.
+    fn etag(&self) -> Option<String> {
+        let m = &self.0;
+        Some(format!(
+            "{:x}-{:x}-{:x}.{:x}",
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec()
+        ))
+    }
+}
+
+fn stat(path: &Path) -> FsResult<Meta> {
+    let meta = path.symlink_metadata().map_err(io)?;
+    if meta.file_type().is_symlink() {
+        return Err(FsError::NotFound);
+    }
+    Ok(Meta(meta))
+}
+
+struct Entry {
+    name: Vec<u8>,
+    meta: Meta,
+}
+
+impl DavDirEntry for Entry {
+    fn name(&self) -> Vec<u8> {
+        self.name.clone()
+    }
+    fn metadata(&'_ self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        let meta: Box<dyn DavMetaData> = Box::new(self.meta.clone());
+        Box::pin(futures::future::ready(Ok(meta)))
+    }
+}
+
+/// A file opened for reading (GET, with Range through `seek`).
+#[derive(Debug)]
+struct ReadFile {
+    file: Option<File>,
+}
+
+impl ReadFile {
+    fn take(&mut self) -> FsResult<File> {
+        self.file.take().ok_or(FsError::GeneralFailure)
+    }
+}
+
+impl DavFile for ReadFile {
+    fn metadata(&'_ mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        async move {
+            let meta = self
+                .file
+                .as_ref()
+                .ok_or(FsError::GeneralFailure)?
+                .metadata()
+                .map_err(io)?;
+            Ok(Box::new(Meta(meta)) as Box<dyn DavMetaData>)
+        }
+        .boxed()
+    }
+    fn write_buf(&'_ mut self, _buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
+        Box::pin(futures::future::ready(Err(FsError::NotImplemented)))
+    }
+    fn write_bytes(&'_ mut self, _buf: Bytes) -> FsFuture<'_, ()> {
+        Box::pin(futures::future::ready(Err(FsError::NotImplemented)))
+    }
+    fn read_bytes(&'_ mut self, count: usize) -> FsFuture<'_, Bytes> {
+        async move {
+            let mut file = self.take()?;
+            let (file, data) = blocking(move || {
+                let mut buf = BytesMut::zeroed(count);
+                let n = file.read(&mut buf).map_err(io)?;
+                buf.truncate(n);
+                Ok((file, buf.freeze()))
+            })
+            .await?;
+            self.file = Some(file);
+            Ok(data)
+        }
+        .boxed()
+    }
+    fn seek(&'_ mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
+        async move {
+            let mut file = self.take()?;
+            let (file, at) = blocking(move || {
+                let at = file.seek(pos).map_err(io)?;
+                Ok((file, at))
+            })
+            .await?;
+            self.file = Some(file);
+            Ok(at)
+        }
+        .boxed()
+    }
+    fn flush(&'_ mut self) -> FsFuture<'_, ()> {
+        Box::pin(futures::future::ready(Ok(())))
+    }
+}
+
+/// A PUT in progress: a temp file beside the target, committed by `flush`.
+#[derive(Debug)]
+struct Upload {
+    db: PgPool,
+    user_id: i64,
+    target: PathBuf,
+    temp: PathBuf,
+    file: Option<File>,
+    pending: BytesMut,
+    /// Content-Length or X-Expected-Entity-Length, when the client said.
+    expected: Option<u64>,
+    written: u64,
+    /// Size of the file this upload replaces (refunded on commit, so it counts as room now).
+    replaces: u64,
+    /// Quota reservations held: (id, bytes).
+    reservations: Vec<(i64, u64)>,
+    committed: bool,
+}
+
+impl Upload {
+    fn reserved(&self) -> u64 {
+        self.reservations.iter().map(|r| r.1).sum()
+    }
+
+    /// DESIGN.md "Quota": a body that grows past its reservation must fit too, else 507.
+    async fn ensure_quota(&mut self) -> FsResult<()> {
+        let allowed = self.reserved() + self.replaces;
+        if self.written <= allowed {
+            return Ok(());
+        }
+        let short = self.written - allowed;
+        let r = match quota::reserve(&self.db, self.user_id, short.max(GROW_STEP)).await {
+            Ok(r) => r,
+            Err(QuotaError::Exceeded { .. }) if short < GROW_STEP => quota::reserve(&self.db, self.user_id, short)
+                .await
+                .map_err(quota_error)?,
+            Err(e) => return Err(quota_error(e)),
+        };
+        self.reservations.push((r.id, r.bytes));
+        Ok(())
+    }
+
+    async fn write_pending(&mut self) -> FsResult<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let data = self.pending.split().freeze();
+        let mut file = self.file.take().ok_or(FsError::GeneralFailure)?;
+        let file = blocking(move || {
+            file.write_all(&data).map_err(io)?;
+            Ok(file)
+        })
+        .await?;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    async fn accept(&mut self, data: &[u8]) -> FsResult<()> {
+        self.written += data.len() as u64;
+        if let Some(expected) = self.expected
+            && self.written > expected
+        {
+            tracing::warn!(expected, written = self.written, "PUT body longer than announced");
+            return Err(FsError::TooLarge);
+        }
+        self.ensure_quota().await?;
+        self.pending.extend_from_slice(data);
+        if self.pending.len() >= WRITE_CHUNK {
+            self.write_pending().await?;
+        }
+        Ok(())
+    }
+
+    /// Everything arrived: make it durable and put it in place (DESIGN.md "Durability").
+    async fn commit(&mut self) -> FsResult<()> {
+        self.write_pending().await?;
+        if let Some(expected) = self.expected
+            && self.written != expected
+        {
+            tracing::warn!(
+                expected,
+                written = self.written,
+                "PUT body shorter than announced: not committed"
+            );
+            return Err(FsError::GeneralFailure);
+        }
+        let file = self.file.take().ok_or(FsError::GeneralFailure)?;
+        blocking(move || file.sync_all().map_err(io)).await?;
+
+        let mut tx = self.db.begin().await.map_err(db_error)?;
+        lock_user(&mut tx, self.user_id).await?;
+        let target = self.target.clone();
+        let old = blocking(move || existing_file_len(&target)).await?;
+        quota::refund(&mut tx, self.user_id, Usage::Files, old)
+            .await
+            .map_err(quota_error)?;
+        let mut first = true;
+        for &(id, bytes) in &self.reservations {
+            let r = Reservation {
+                id,
+                user_id: self.user_id,
+                bytes,
+            };
+            let actual = if first { self.written } else { 0 };
+            first = false;
+            quota::commit(&mut tx, r, actual, Usage::Files)
+                .await
+                .map_err(quota_error)?;
+        }
+        if first {
+            quota::charge(&mut tx, self.user_id, Usage::Files, self.written)
+                .await
+                .map_err(quota_error)?;
+        }
+        let (temp, target) = (self.temp.clone(), self.target.clone());
+        blocking(move || {
+            std::fs::rename(&temp, &target).map_err(io)?;
+            sync_dir(parent_of(&target)?)
+        })
+        .await?;
+        // The file is in place; from here on the temp name is gone whatever the database says.
+        self.committed = true;
+        self.reservations.clear();
+        if let Err(e) = tx.commit().await {
+            tracing::error!(path = %self.target.display(), "upload stored but usage not recorded ({e}); `tinydc quota recalc` fixes it");
+            return Err(FsError::GeneralFailure);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        // An aborted or refused upload: the old file is untouched; remove our temp file.
+        if let Err(e) = std::fs::remove_file(&self.temp)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::error!(path = %self.temp.display(), "cannot remove an abandoned upload: {e}");
+        } else {
+            tracing::info!(path = %self.target.display(), written = self.written, "upload abandoned; previous content kept");
+        }
+        let reservations = std::mem::take(&mut self.reservations);
+        if !reservations.is_empty()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let (db, user_id) = (self.db.clone(), self.user_id);
+            rt.spawn(async move {
+                for (id, bytes) in reservations {
+                    if let Err(e) = quota::release(&db, Reservation { id, user_id, bytes }).await {
+                        tracing::warn!("releasing a reservation: {e} (it expires by itself)");
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl DavFile for Upload {
+    fn metadata(&'_ mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        let path = if self.committed {
+            self.target.clone()
+        } else {
+            self.temp.clone()
+        };
+        async move { Ok(Box::new(blocking(move || stat(&path)).await?) as Box<dyn DavMetaData>) }.boxed()
+    }
+    fn write_buf(&'_ mut self, mut buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
+        async move {
+            while buf.has_remaining() {
+                let chunk = buf.chunk().to_vec();
+                buf.advance(chunk.len());
+                self.accept(&chunk).await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+    fn write_bytes(&'_ mut self, buf: Bytes) -> FsFuture<'_, ()> {
+        async move { self.accept(&buf).await }.boxed()
+    }
+    fn read_bytes(&'_ mut self, _count: usize) -> FsFuture<'_, Bytes> {
+        Box::pin(futures::future::ready(Err(FsError::NotImplemented)))
+    }
+    fn seek(&'_ mut self, _pos: SeekFrom) -> FsFuture<'_, u64> {
+        // Partial PUT (Content-Range, PATCH) is refused before it gets here.
+        Box::pin(futures::future::ready(Err(FsError::NotImplemented)))
+    }
+    fn flush(&'_ mut self) -> FsFuture<'_, ()> {
+        async move {
+            if self.committed {
+                return Ok(());
+            }
+            self.commit().await
+        }
+        .boxed()
+    }
+}
+
+impl TinyFs {
+    async fn open_for_write(&self, path: &DavPath, options: OpenOptions, user: &User) -> FsResult<Box<dyn DavFile>> {
+        let target = paths::resolve(&user.root, path)?;
+        let t = target.clone();
+        let existing = blocking(move || match t.symlink_metadata() {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        })
+        .await?;
+        match &existing {
+            Some(m) if !m.is_file() => return Err(FsError::Forbidden),
+            Some(_) if options.create_new => return Err(FsError::Exists),
+            None if !options.create => return Err(FsError::NotFound),
+            _ => {}
+        }
+        let parent = parent_of(&target)?.to_path_buf();
+        let p = parent.clone();
+        if !blocking(move || Ok(p.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false))).await? {
+            return Err(FsError::NotFound);
+        }
+        if options.append || !options.truncate {
+            if existing.is_some() {
+                return Err(FsError::NotImplemented);
+            }
+            // LOCK on an unmapped URL creates an empty resource (RFC 4918 section 7.3).
+            let file = blocking(move || {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&target)
+                    .map_err(io)?;
+                file.sync_all().map_err(io)?;
+                sync_dir(&parent)?;
+                Ok(file)
+            })
+            .await?;
+            return Ok(Box::new(ReadFile { file: Some(file) }));
+        }
+        let replaces = existing.map(|m| m.len()).unwrap_or(0);
+        let mut reservations = Vec::new();
+        // DESIGN.md "Quota": reserve the announced size before the first byte (507 if it cannot fit).
+        if let Some(size) = options.size {
+            let need = size.saturating_sub(replaces);
+            if need > 0 {
+                let r = quota::reserve(&self.db, user.id, need).await.map_err(quota_error)?;
+                reservations.push((r.id, r.bytes));
+            }
+        }
+        let temp = temp_path_beside(&target)?;
+        let t = temp.clone();
+        let file = match blocking(move || create_temp(&t)).await {
+            Ok(f) => f,
+            Err(e) => {
+                for (id, bytes) in reservations {
+                    let _ = quota::release(
+                        &self.db,
+                        Reservation {
+                            id,
+                            user_id: user.id,
+                            bytes,
+                        },
+                    )
+                    .await;
+                }
+                return Err(e);
+            }
+        };
+        Ok(Box::new(Upload {
+            db: self.db.clone(),
+            user_id: user.id,
+            target,
+            temp,
+            file: Some(file),
+            pending: BytesMut::with_capacity(WRITE_CHUNK),
+            expected: options.size,
+            written: 0,
+            replaces,
+            reservations,
+            committed: false,
+        }))
+    }
+
+    async fn do_copy(&self, from: &DavPath, to: &DavPath, user: &User) -> FsResult<()> {
+        let src = paths::resolve(&user.root, from)?;
+        let dst = paths::resolve(&user.root, to)?;
+        let s = src.clone();
+        let len = blocking(move || {
+            let m = stat(&s)?;
+            if !m.0.is_file() {
+                return Err(FsError::Forbidden);
+            }
+            Ok(m.0.len())
+        })
+        .await?;
+        // COPY charges the new file (DESIGN.md "Quota"); reserve first so a big copy is refused early.
+        let reservation = quota::reserve(&self.db, user.id, len).await.map_err(quota_error)?;
+        let temp = temp_path_beside(&dst)?;
+        let (s, t) = (src.clone(), temp.clone());
+        let copied = blocking(move || {
+            let mut input = open_read(&s)?;
+            let mut output = create_temp(&t)?;
+            let n = std::io::copy(&mut input, &mut output).map_err(io)?;
+            output.sync_all().map_err(io)?;
+            Ok(n)
+        })
+        .await;
+        let result = match copied {
+            Ok(n) => self.commit_copy(user, reservation, n, &temp, &dst, from, to).await,
+            Err(e) => {
+                let _ = quota::release(&self.db, reservation).await;
+                Err(e)
+            }
+        };
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_copy(
+        &self,
+        user: &User,
+        reservation: Reservation,
+        n: u64,
+        temp: &Path,
+        dst: &Path,
+        from: &DavPath,
+        to: &DavPath,
+    ) -> FsResult<()> {
+        let reservation_id = reservation.id;
+        let result: FsResult<()> = async {
+            let mut tx = self.db.begin().await.map_err(db_error)?;
+            lock_user(&mut tx, user.id).await?;
+            let d = dst.to_path_buf();
+            let old = blocking(move || existing_file_len(&d)).await?;
+            quota::refund(&mut tx, user.id, Usage::Files, old)
+                .await
+                .map_err(quota_error)?;
+            quota::commit(&mut tx, reservation, n, Usage::Files)
+                .await
+                .map_err(quota_error)?;
+            props::copy_one(&mut tx, user.id, &paths::key(from), &paths::key(to))
+                .await
+                .map_err(db_error)?;
+            let (t, d) = (temp.to_path_buf(), dst.to_path_buf());
+            blocking(move || {
+                std::fs::rename(&t, &d).map_err(io)?;
+                sync_dir(parent_of(&d)?)
+            })
+            .await?;
+            tx.commit().await.map_err(db_error)
+        }
+        .await;
+        if result.is_err() {
+            let r = Reservation {
+                id: reservation_id,
+                user_id: user.id,
+                bytes: 0,
+            };
+            let _ = quota::release(&self.db, r).await;
+        }
+        result
+    }
+}
+
+impl GuardedFileSystem<User> for TinyFs {
+    fn open<'a>(&'a self, path: &'a DavPath, options: OpenOptions, user: &'a User) -> FsFuture<'a, Box<dyn DavFile>> {
+        async move {
+            if options.write || options.append {
+                return self.open_for_write(path, options, user).await;
+            }
+            let target = paths::resolve(&user.root, path)?;
+            let file = blocking(move || open_read(&target)).await?;
+            Ok(Box::new(ReadFile { file: Some(file) }) as Box<dyn DavFile>)
+        }
+        .boxed()
+    }
+
+    fn read_dir<'a>(
+        &'a self,
+        path: &'a DavPath,
+        _meta: ReadDirMeta,
+        user: &'a User,
+    ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
+        async move {
+            let dir = paths::resolve(&user.root, path)?;
+            let entries = blocking(move || std::fs::read_dir(&dir).map_err(io)).await?;
+            // Streamed: a folder of any size is listed with bounded memory.
+            let (tx, rx) = tokio::sync::mpsc::channel::<FsResult<Box<dyn DavDirEntry>>>(64);
+            tokio::task::spawn_blocking(move || {
+                for entry in entries {
+                    let Ok(entry) = entry else { continue };
+                    let name = entry.file_name().into_encoded_bytes();
+                    if paths::is_hidden_name(&name) {
+                        continue;
+                    }
+                    let Ok(meta) = entry.path().symlink_metadata() else {
+                        continue;
+                    };
+                    // Symlinks, sockets, fifos: not part of the share.
+                    if !meta.is_file() && !meta.is_dir() {
+                        continue;
+                    }
+                    let item: Box<dyn DavDirEntry> = Box::new(Entry { name, meta: Meta(meta) });
+                    if tx.blocking_send(Ok(item)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+            Ok(Box::pin(stream) as FsStream<Box<dyn DavDirEntry>>)
+        }
+        .boxed()
+    }
+
+    fn metadata<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, Box<dyn DavMetaData>> {
+        async move {
+            let target = paths::resolve(&user.root, path)?;
+            Ok(Box::new(blocking(move || stat(&target)).await?) as Box<dyn DavMetaData>)
+        }
+        .boxed()
+    }
+
+    fn create_dir<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
+        async move {
+            let target = paths::resolve(&user.root, path)?;
+            blocking(move || {
+                std::fs::DirBuilder::new().mode(0o750).create(&target).map_err(io)?;
+                sync_dir(parent_of(&target)?)
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn remove_dir<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
+        async move {
+            let target = paths::resolve(&user.root, path)?;
+            if target == user.root {
+                return Err(FsError::Forbidden);
+            }
+            let mut tx = self.db.begin().await.map_err(db_error)?;
+            props::delete_tree(&mut tx, user.id, &paths::key(path))
+                .await
+                .map_err(db_error)?;
+            blocking(move || {
+                std::fs::remove_dir(&target).map_err(io)?;
+                sync_dir(parent_of(&target)?)
+            })
+            .await?;
+            tx.commit().await.map_err(db_error)
+        }
+        .boxed()
+    }
+
+    fn remove_file<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
+        async move {
+            let target = paths::resolve(&user.root, path)?;
+            let mut tx = self.db.begin().await.map_err(db_error)?;
+            lock_user(&mut tx, user.id).await?;
+            let len = blocking(move || {
+                let m = stat(&target)?;
+                if !m.0.is_file() {
+                    return Err(FsError::Forbidden);
+                }
+                std::fs::remove_file(&target).map_err(io)?;
+                sync_dir(parent_of(&target)?)?;
+                Ok(m.0.len())
+            })
+            .await?;
+            // DELETE refunds (DESIGN.md "Quota").
+            quota::refund(&mut tx, user.id, Usage::Files, len)
+                .await
+                .map_err(quota_error)?;
+            props::delete_tree(&mut tx, user.id, &paths::key(path))
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)
+        }
+        .boxed()
+    }
+
+    fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
+        async move {
+            let src = paths::resolve(&user.root, from)?;
+            let dst = paths::resolve(&user.root, to)?;
+            if src == user.root || dst == user.root {
+                return Err(FsError::Forbidden);
+            }
+            let mut tx = self.db.begin().await.map_err(db_error)?;
+            lock_user(&mut tx, user.id).await?;
+            let replaced = blocking(move || {
+                let replaced = match dst.symlink_metadata() {
+                    Ok(m) if m.is_file() => m.len(),
+                    _ => 0,
+                };
+                std::fs::rename(&src, &dst).map_err(io)?;
+                sync_dir(parent_of(&dst)?)?;
+                if parent_of(&src)? != parent_of(&dst)? {
+                    sync_dir(parent_of(&src)?)?;
+                }
+                Ok(replaced)
+            })
+            .await?;
+            quota::refund(&mut tx, user.id, Usage::Files, replaced)
+                .await
+                .map_err(quota_error)?;
+            props::move_tree(&mut tx, user.id, &paths::key(from), &paths::key(to))
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)
+        }
+        .boxed()
+    }
+
+    fn copy<'a>(&'a self, from: &'a DavPath, to: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
+        async move { self.do_copy(from, to, user).await }.boxed()
+    }
+
+    fn have_props<'a>(
+        &'a self,
+        _path: &'a DavPath,
+        _user: &'a User,
+    ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(futures::future::ready(true))
+    }
+
+    fn patch_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        patch: Vec<(bool, DavProp)>,
+        user: &'a User,
+    ) -> FsFuture<'a, Vec<(StatusCode, DavProp)>> {
+        async move {
+            let target = paths::resolve(&user.root, path)?;
+            blocking(move || stat(&target)).await?;
+            props::patch(&self.db, user.id, &paths::key(path), patch).await
+        }
+        .boxed()
+    }
+
+    fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool, user: &'a User) -> FsFuture<'a, Vec<DavProp>> {
+        async move { props::list(&self.db, user.id, &paths::key(path), do_content).await }.boxed()
+    }
+
+    fn get_prop<'a>(&'a self, path: &'a DavPath, prop: DavProp, user: &'a User) -> FsFuture<'a, Vec<u8>> {
+        async move { props::get(&self.db, user.id, &paths::key(path), &prop).await }.boxed()
+    }
+
+    /// RFC 4331: used bytes (mail and files: one quota) and used + available.
+    fn get_quota<'a>(&'a self, user: &'a User) -> FsFuture<'a, (u64, Option<u64>)> {
+        async move {
+            let info = quota::info(&self.db, user.id).await.map_err(quota_error)?;
+            let used = info.used();
+            Ok((used, info.limit.map(|_| used.saturating_add(info.available()))))
+        }
+        .boxed()
+    }
+}

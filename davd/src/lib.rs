@@ -1,0 +1,16 @@
+//! tinydc-davd: a WebDAV share per person (DESIGN.md "WebDAV"), on dav-server with davd's own
+//! file system backend (atomic uploads, quota, dead properties in PostgreSQL), a PostgreSQL
+//! lock system, HTTP Basic auth through the shared throttled login, and Thunderbird autoconfig.
+//!
+//! `run(context, shutdown)` serves the configured listeners; tests use [`Server::bind`] to
+//! learn the bound addresses first.
+
+pub mod auth;
+pub mod autoconfig;
+pub mod fs;
+pub mod locks;
+pub mod paths;
+pub mod props;
+pub mod server;
+
+pub use server::{Server, run};

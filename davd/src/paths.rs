@@ -1,0 +1,151 @@
+//! Confining client paths to a user's tree (DESIGN.md "Isolation").
+//!
+//! dav-server has already percent-decoded and normalised the request path (`.` and `..`
+//! resolved, `..` above the root refused with 403, NUL and `/` inside a segment refused). Here
+//! we map it under the user's root and walk it component by component without following
+//! symbolic links: a symlink anywhere on the way (put there by an admin, or by a restore) is
+//! treated as if it did not exist, so nothing outside `DATA/files/<address>/` is ever reached.
+//! Upload temp files (`.tinydc-upload-*`) are invisible to clients too.
+
+use std::path::{Component, Path, PathBuf};
+
+use dav_server::davpath::DavPath;
+use dav_server::fs::FsError;
+use shared::quota::UPLOAD_TEMP_PREFIX;
+
+/// The key under which properties and locks of `path` are stored: the URL-encoded path
+/// inside the user's tree, without a trailing slash (`/` for the root).
+pub fn key(path: &DavPath) -> String {
+    let mut s = path.as_url_string();
+    while s.len() > 1 && s.ends_with('/') {
+        s.pop();
+    }
+    if s.is_empty() {
+        s.push('/');
+    }
+    s
+}
+
+/// Whether `key` is `ancestor` itself or below it.
+pub fn is_at_or_below(key: &str, ancestor: &str) -> bool {
+    ancestor == "/" || key == ancestor || (key.starts_with(ancestor) && key.as_bytes()[ancestor.len()] == b'/')
+}
+
+/// The keys of `key` and every ancestor, root first.
+pub fn ancestors_and_self(key: &str) -> Vec<String> {
+    let mut out = vec!["/".to_string()];
+    let mut acc = String::new();
+    for seg in key.split('/').filter(|s| !s.is_empty()) {
+        acc.push('/');
+        acc.push_str(seg);
+        out.push(acc.clone());
+    }
+    out
+}
+
+/// A name a client may not use or see.
+pub fn is_hidden_name(name: &[u8]) -> bool {
+    name.starts_with(UPLOAD_TEMP_PREFIX.as_bytes())
+}
+
+/// Map `path` under `root`, refusing symlinks and hidden names on the way. A component that
+/// does not exist ends the walk (the caller gets the would-be path, for creating it).
+pub fn resolve(root: &Path, path: &DavPath) -> Result<PathBuf, FsError> {
+    let rel = path.as_rel_ospath();
+    let mut current = root.to_path_buf();
+    let mut exists = true;
+    for component in rel.components() {
+        let Component::Normal(name) = component else {
+            // dav-server never hands us `..`, `.` or a root here; refuse rather than trust it.
+            tracing::warn!(path = %path, "refusing a path with a non-normal component");
+            return Err(FsError::Forbidden);
+        };
+        if is_hidden_name(name.as_encoded_bytes()) {
+            return Err(FsError::NotFound);
+        }
+        current.push(name);
+        if exists {
+            match current.symlink_metadata() {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    tracing::warn!(path = %path, "refusing to follow a symbolic link");
+                    return Err(FsError::NotFound);
+                }
+                Ok(_) => {}
+                Err(_) => exists = false,
+            }
+        }
+    }
+    Ok(current)
+}
+
+/// Map an I/O error to the dav-server result code (and so to its HTTP status).
+pub fn fs_error(e: &std::io::Error) -> FsError {
+    if let Some(errno) = e.raw_os_error() {
+        match errno {
+            libc::ENOSPC | libc::EDQUOT | libc::EMLINK => return FsError::InsufficientStorage,
+            libc::EFBIG => return FsError::TooLarge,
+            libc::EACCES | libc::EPERM | libc::EROFS | libc::ENOTDIR | libc::EISDIR => return FsError::Forbidden,
+            libc::ENOTEMPTY | libc::EEXIST => return FsError::Exists,
+            libc::ELOOP => return FsError::LoopDetected,
+            libc::ENAMETOOLONG => return FsError::PathTooLong,
+            libc::ENOENT => return FsError::NotFound,
+            libc::EXDEV => return FsError::IsRemote,
+            _ => {}
+        }
+    }
+    match e.kind() {
+        std::io::ErrorKind::NotFound => FsError::NotFound,
+        std::io::ErrorKind::PermissionDenied => FsError::Forbidden,
+        _ => {
+            tracing::error!("file system error: {e}");
+            FsError::GeneralFailure
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_one_form() {
+        assert_eq!(key(&DavPath::new("/").unwrap()), "/");
+        assert_eq!(key(&DavPath::new("/a/b/").unwrap()), "/a/b");
+        assert_eq!(
+            key(&DavPath::new("/a%20b/c").unwrap()),
+            key(&DavPath::new("/a%20b/./c").unwrap())
+        );
+        assert!(DavPath::new("/%2e%2e/x").is_err());
+        assert!(DavPath::new("/a/../../x").is_err());
+    }
+
+    #[test]
+    fn ancestry() {
+        assert!(is_at_or_below("/a/b", "/a"));
+        assert!(is_at_or_below("/a", "/a"));
+        assert!(!is_at_or_below("/ab", "/a"));
+        assert!(is_at_or_below("/x", "/"));
+        assert_eq!(ancestors_and_self("/a/b"), vec!["/", "/a", "/a/b"]);
+        assert_eq!(ancestors_and_self("/"), vec!["/"]);
+    }
+
+    #[test]
+    fn symlinks_and_temp_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("u");
+        std::fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("evil")).unwrap();
+        assert_eq!(
+            resolve(&root, &DavPath::new("/evil/passwd").unwrap()),
+            Err(FsError::NotFound)
+        );
+        assert_eq!(
+            resolve(&root, &DavPath::new("/.tinydc-upload-x").unwrap()),
+            Err(FsError::NotFound)
+        );
+        assert_eq!(
+            resolve(&root, &DavPath::new("/new/file").unwrap()).unwrap(),
+            root.join("new/file")
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Dead properties (RFC 4918 section 4 and 9.2, PROPPATCH) in PostgreSQL, keyed by user and path
+//! (see `paths::key`), so they survive restarts and follow their resource through MOVE, COPY and
+//! DELETE. Windows stores its Win32 timestamps here after every upload.
+
+use dav_server::fs::{DavProp, FsError};
+use http::StatusCode;
+use sqlx::{PgConnection, PgPool};
+
+/// Most dead properties one resource may carry (bounded storage per resource).
+pub const MAX_PROPS_PER_RESOURCE: i64 = 256;
+
+fn db_error(e: sqlx::Error) -> FsError {
+    tracing::error!("dead property store: {e}");
+    FsError::GeneralFailure
+}
+
+/// Apply a PROPPATCH: `(true, prop)` sets, `(false, prop)` removes. All or nothing (RFC 4918
+/// section 9.2: the instructions are applied atomically).
+pub async fn patch(
+    db: &PgPool,
+    user_id: i64,
+    key: &str,
+    patch: Vec<(bool, DavProp)>,
+) -> Result<Vec<(StatusCode, DavProp)>, FsError> {
+    let mut tx = db.begin().await.map_err(db_error)?;
+    let mut out = Vec::with_capacity(patch.len());
+    for (set, prop) in patch {
+        let namespace = prop.namespace.clone().unwrap_or_default();
+        if set {
+            let xml = prop.xml.clone().unwrap_or_default();
+            sqlx::query(
+                "INSERT INTO dav_props (user_id, path, namespace, name, prefix, xml) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (user_id, path, namespace, name) DO UPDATE SET prefix = EXCLUDED.prefix, xml = EXCLUDED.xml",
+            )
+            .bind(user_id)
+            .bind(key)
+            .bind(&namespace)
+            .bind(&prop.name)
+            .bind(&prop.prefix)
+            .bind(&xml)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        } else {
+            sqlx::query("DELETE FROM dav_props WHERE user_id = $1 AND path = $2 AND namespace = $3 AND name = $4")
+                .bind(user_id)
+                .bind(key)
+                .bind(&namespace)
+                .bind(&prop.name)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        out.push((StatusCode::OK, without_value(&prop)));
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM dav_props WHERE user_id = $1 AND path = $2")
+        .bind(user_id)
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    if count > MAX_PROPS_PER_RESOURCE {
+        tracing::warn!(user_id, key, count, "PROPPATCH refused: too many dead properties");
+        tx.rollback().await.map_err(db_error)?;
+        return Ok(out
+            .into_iter()
+            .map(|(_, p)| (StatusCode::INSUFFICIENT_STORAGE, p))
+            .collect());
+    }
+    tx.commit().await.map_err(db_error)?;
+    Ok(out)
+}
+
+fn without_value(p: &DavProp) -> DavProp {
+    DavProp {
+        name: p.name.clone(),
+        prefix: p.prefix.clone(),
+        namespace: p.namespace.clone(),
+        xml: None,
+    }
+}
+
+type PropRow = (String, String, Option<String>, Vec<u8>);
+
+fn to_prop((namespace, name, prefix, xml): PropRow, with_value: bool) -> DavProp {
+    DavProp {
+        name,
+        prefix,
+        namespace: (!namespace.is_empty()).then_some(namespace),
+        xml: with_value.then_some(xml),
+    }
+}
+
+/// Every dead property of a resource.
+pub async fn list(db: &PgPool, user_id: i64, key: &str, with_values: bool) -> Result<Vec<DavProp>, FsError> {
+    let rows: Vec<PropRow> = sqlx::query_as(
+        "SELECT namespace, name, prefix, xml FROM dav_props WHERE user_id = $1 AND path = $2 ORDER BY namespace, name",
+    )
+    .bind(user_id)
+    .bind(key)
+    .fetch_all(db)
+    .await
+    .map_err(db_error)?;
+    Ok(rows.into_iter().map(|r| to_prop(r, with_values)).collect())
+}
+
+/// One dead property's XML.
+pub async fn get(db: &PgPool, user_id: i64, key: &str, prop: &DavProp) -> Result<Vec<u8>, FsError> {
+    let xml: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT xml FROM dav_props WHERE user_id = $1 AND path = $2 AND namespace = $3 AND name = $4",
+    )
+    .bind(user_id)
+    .bind(key)
+    .bind(prop.namespace.clone().unwrap_or_default())
+    .bind(&prop.name)
+    .fetch_optional(db)
+    .await
+    .map_err(db_error)?;
+    xml.ok_or(FsError::NotFound)
+}
+
+/// SQL condition "path is `$2` or below it".
+const AT_OR_BELOW: &str = "(path = $2 OR $2 = '/' OR left(path, length($2) + 1) = $2 || '/')";
+
+/// Inside a transaction: forget the properties of `key` and everything below it.
+pub async fn delete_tree(conn: &mut PgConnection, user_id: i64, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("DELETE FROM dav_props WHERE user_id = $1 AND {AT_OR_BELOW}"))
+        .bind(user_id)
+        .bind(key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Inside a transaction: move the properties of `from` (and below) to `to`, replacing what
+/// was at `to`.
+pub async fn move_tree(conn: &mut PgConnection, user_id: i64, from: &str, to: &str) -> Result<(), sqlx::Error> {
+    delete_tree(conn, user_id, to).await?;
+    sqlx::query(&format!(
+        "UPDATE dav_props SET path = $3 || substr(path, length($2) + 1) WHERE user_id = $1 AND {AT_OR_BELOW}"
+    ))
+    .bind(user_id)
+    .bind(from)
+    .bind(to)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Inside a transaction: copy the properties of the single resource `from` to `to`.
+pub async fn copy_one(conn: &mut PgConnection, user_id: i64, from: &str, to: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM dav_props WHERE user_id = $1 AND path = $2")
+        .bind(user_id)
+        .bind(to)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO dav_props (user_id, path, namespace, name, prefix, xml)
+         SELECT user_id, $3, namespace, name, prefix, xml FROM dav_props WHERE user_id = $1 AND path = $2",
+    )
+    .bind(user_id)
+    .bind(from)
+    .bind(to)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,471 @@
+//! HTTP(S) listeners, authentication and routing to the per-user WebDAV handler.
+//!
+//! - HTTPS on `dav.https_listen`; plain HTTP on `dav.http_listen` (loopback only, for a local
+//!   reverse proxy; the config refuses anything else);
+//! - the autoconfig document and OPTIONS are answered without credentials (Windows probes
+//!   OPTIONS at the root before it authenticates);
+//! - everything else needs HTTP Basic (RFC 7617) checked by shared::auth; throttled logins get
+//!   429 with Retry-After, bad ones 401 with the realm;
+//! - a user sees only `DATA/files/<address>/`, at `/` and at `/dav/<address>/`.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dav_server::DavHandler;
+use dav_server::body::Body;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::{Body as HttpBody, Frame};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use shared::Context;
+use shared::auth::AuthError;
+use shared::net::Shutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{CHALLENGE, parse_basic};
+use crate::autoconfig;
+use crate::fs::{TinyFs, User};
+use crate::locks::PgLocks;
+
+/// How long a client may take to send its request headers, and to finish the TLS handshake.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What OPTIONS answers (RFC 4918 section 10.1: class 1 and 2, since locks are implemented).
+const DAV_CLASSES: &str = "1, 2";
+const ALLOW: &str = "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, MKCOL, COPY, MOVE, LOCK, UNLOCK";
+
+/// The listeners of one davd, bound and ready to serve.
+pub struct Server {
+    context: Arc<Context>,
+    https: Option<(TcpListener, TlsAcceptor)>,
+    http: Option<TcpListener>,
+}
+
+struct App {
+    context: Arc<Context>,
+    fs: TinyFs,
+}
+
+impl Server {
+    /// Bind the configured listeners (load the certificate for HTTPS).
+    pub async fn bind(context: Arc<Context>) -> anyhow::Result<Server> {
+        let config = &context.config;
+        let https = match config.dav.https_listen {
+            Some(addr) => {
+                let acceptor = shared::tls::acceptor(&config.tls.cert_file, &config.tls.key_file)?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("dav.https_listen {addr}: {e}"))?;
+                Some((listener, acceptor))
+            }
+            None => None,
+        };
+        let http = match config.dav.http_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("dav.http_listen {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+        if https.is_none() && http.is_none() {
+            anyhow::bail!("dav: neither https_listen nor http_listen is set");
+        }
+        Ok(Server { context, https, http })
+    }
+
+    /// The bound HTTPS address.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The bound plain HTTP address.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serve until `shutdown`.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let max = self.context.config.dav.max_connections as usize;
+        let app = Arc::new(App {
+            fs: TinyFs::new(self.context.db.clone()),
+            context: self.context.clone(),
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some((listener, acceptor)) = self.https {
+            tracing::info!("listening on {} (webdav https)", listener.local_addr()?);
+            let app = app.clone();
+            tasks.spawn(shared::net::serve(
+                listener,
+                max,
+                shutdown.clone(),
+                move |stream, peer, shutdown| {
+                    let (app, acceptor) = (app.clone(), acceptor.clone());
+                    async move {
+                        match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => serve_connection(tls, peer, app, shutdown).await,
+                            Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
+                            Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                        }
+                    }
+                },
+            ));
+        }
+        if let Some(listener) = self.http {
+            tracing::info!("listening on {} (webdav http, loopback)", listener.local_addr()?);
+            let app = app.clone();
+            tasks.spawn(shared::net::serve(
+                listener,
+                max,
+                shutdown.clone(),
+                move |stream, peer, shutdown| serve_connection(stream, peer, app.clone(), shutdown),
+            ));
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// Bind and serve the configured listeners until `shutdown`.
+pub async fn run(context: Arc<Context>, shutdown: Shutdown) -> anyhow::Result<()> {
+    Server::bind(context).await?.run(shutdown).await
+}
+
+/// The last credentials that succeeded on this connection: a keep-alive connection does not
+/// pay for argon2 on every request.
+type AuthCache = Arc<Mutex<Option<(HeaderValue, User)>>>;
+
+async fn serve_connection<IO>(io: IO, peer: SocketAddr, app: Arc<App>, shutdown: Shutdown)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cache: AuthCache = Arc::new(Mutex::new(None));
+    let service = service_fn(move |req| {
+        let (app, cache) = (app.clone(), cache.clone());
+        async move { Ok::<_, Infallible>(app.handle(req, peer, cache).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => if let Err(e) = r {
+            tracing::debug!(%peer, "connection ended: {e}");
+        },
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+fn simple(status: StatusCode, text: &str) -> Response<Body> {
+    let mut res = Response::new(Body::from(text.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut res = simple(StatusCode::UNAUTHORIZED, "authentication required\n");
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+    res
+}
+
+/// Decode %XX escapes (for the address in `/dav/<address>/`).
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `/dav/<address>/...` for the logged-in user: the prefix dav-server strips (as it appears
+/// decoded in the request); any other path is inside the user's tree from `/`.
+pub fn dav_prefix(path: &str, address: &str) -> Option<String> {
+    let rest = path.strip_prefix("/dav/")?;
+    let segment = rest.split('/').next().unwrap_or("");
+    let decoded = percent_decode(segment)?;
+    decoded.eq_ignore_ascii_case(address).then(|| format!("/dav/{decoded}"))
+}
+
+/// Bounds a request body: an error instead of more bytes than announced, and an error
+/// instead of a clean end before the announced length. dav-server then never calls `flush`,
+/// so a short or overlong upload is never committed.
+struct LengthChecked {
+    inner: Incoming,
+    expected: Option<u64>,
+    seen: u64,
+}
+
+impl HttpBody for LengthChecked {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.seen += data.len() as u64;
+                    if let Some(expected) = self.expected
+                        && self.seen > expected
+                    {
+                        tracing::warn!(expected, seen = self.seen, "request body longer than announced");
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "body longer than announced",
+                        ))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::info!("request body broke off: {e}");
+                Poll::Ready(Some(Err(io::Error::other(e))))
+            }
+            Poll::Ready(None) => match self.expected {
+                Some(expected) if self.seen < expected => {
+                    tracing::warn!(expected, seen = self.seen, "request body shorter than announced");
+                    Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "body shorter than announced",
+                    ))))
+                }
+                _ => Poll::Ready(None),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+}
+
+/// The size a PUT announces: Content-Length, or X-Expected-Entity-Length (macOS Finder sends
+/// its uploads chunked with the real size there).
+fn announced_length(req: &Request<Incoming>) -> Result<Option<u64>, ()> {
+    for name in [header::CONTENT_LENGTH.as_str(), "x-expected-entity-length"] {
+        if let Some(v) = req.headers().get(name) {
+            return v.to_str().ok().and_then(|s| s.trim().parse().ok()).map(Some).ok_or(());
+        }
+    }
+    Ok(None)
+}
+
+impl App {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, cache: AuthCache) -> Response<Body> {
+        let method = req.method().clone();
+        let uri_path = req.uri().path().to_string();
+        let response = self.route(req, peer, cache).await;
+        let status = response.status();
+        if status.is_client_error() || status.is_server_error() {
+            tracing::info!(%peer, %method, path = uri_path, status = status.as_u16(), "refused");
+        } else {
+            tracing::debug!(%peer, %method, path = uri_path, status = status.as_u16());
+        }
+        response
+    }
+
+    async fn route(&self, req: Request<Incoming>, peer: SocketAddr, cache: AuthCache) -> Response<Body> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+
+        if (method == Method::GET || method == Method::HEAD) && autoconfig::is_autoconfig_path(&path) {
+            return self.autoconfig(method == Method::HEAD).await;
+        }
+        if method == Method::OPTIONS {
+            // RFC 4918 section 10.1 / MS-WDV: DAV classes and MS-Author-Via, before any login.
+            let mut res = Response::new(Body::empty());
+            let h = res.headers_mut();
+            h.insert("DAV", HeaderValue::from_static(DAV_CLASSES));
+            h.insert("MS-Author-Via", HeaderValue::from_static("DAV"));
+            h.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            return res;
+        }
+
+        let user = match self.authenticate(&req, peer, &cache).await {
+            Ok(user) => user,
+            Err(res) => return res,
+        };
+
+        if method.as_str() == "PATCH" {
+            // sabredav partial updates are not implemented (and not advertised).
+            let mut res = simple(StatusCode::METHOD_NOT_ALLOWED, "PATCH is not supported\n");
+            res.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+            return res;
+        }
+        let mut expected = None;
+        if method == Method::PUT {
+            // RFC 9110 section 14.5: a server that does not do partial PUT must refuse Content-Range.
+            if req.headers().contains_key(header::CONTENT_RANGE) {
+                return simple(
+                    StatusCode::BAD_REQUEST,
+                    "partial PUT (Content-Range) is not supported\n",
+                );
+            }
+            match announced_length(&req) {
+                Ok(n) => expected = n,
+                Err(()) => return simple(StatusCode::BAD_REQUEST, "bad Content-Length\n"),
+            }
+        } else if let Ok(Some(n)) = announced_length(&req)
+            && n > self.context.config.dav.max_xml_body
+        {
+            return simple(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+        }
+
+        let prefix = dav_prefix(&path, &user.address).unwrap_or_default();
+        let handler = DavHandler::builder()
+            .filesystem(Box::new(self.fs.clone()))
+            .locksystem(Box::new(PgLocks::new(self.context.db.clone(), user.id, &prefix)))
+            .strip_prefix(prefix)
+            .hide_symlinks(true)
+            .autoindex(false)
+            .build_handler();
+        let req = req.map(|inner| LengthChecked {
+            inner,
+            expected,
+            seen: 0,
+        });
+        handler.handle_guarded(req, user.address.clone(), user).await
+    }
+
+    async fn autoconfig(&self, head: bool) -> Response<Body> {
+        let domains = match shared::accounts::list_domains(&self.context.db).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("autoconfig: {e}");
+                return simple(StatusCode::SERVICE_UNAVAILABLE, "try again later\n");
+            }
+        };
+        let xml = autoconfig::document(&self.context.config, &domains);
+        let len = xml.len();
+        let mut res = Response::new(if head { Body::empty() } else { Body::from(xml) });
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/xml; charset=utf-8"),
+        );
+        res.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        res
+    }
+
+    async fn authenticate(
+        &self,
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+        cache: &AuthCache,
+    ) -> Result<User, Response<Body>> {
+        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+            return Err(unauthorized());
+        };
+        if let Some((cached, user)) = cache.lock().expect("auth cache lock").as_ref()
+            && cached == value
+        {
+            return Ok(user.clone());
+        }
+        let Some((name, password)) = parse_basic(value.as_bytes()) else {
+            tracing::info!(%peer, "malformed Authorization header");
+            return Err(unauthorized());
+        };
+        match self.context.auth.login(&name, &password, peer.ip()).await {
+            Ok(authed) => {
+                let root = self.context.user_files_dir(&authed.address);
+                let r = root.clone();
+                let made = tokio::task::spawn_blocking(move || ensure_root(&r)).await;
+                if !matches!(made, Ok(Ok(()))) {
+                    tracing::error!(root = %root.display(), "cannot prepare the user's folder: {made:?}");
+                    return Err(simple(StatusCode::INTERNAL_SERVER_ERROR, "storage unavailable\n"));
+                }
+                let user = User {
+                    id: authed.id,
+                    address: authed.address,
+                    root,
+                };
+                *cache.lock().expect("auth cache lock") = Some((value.clone(), user.clone()));
+                Ok(user)
+            }
+            Err(AuthError::Invalid) => Err(unauthorized()),
+            Err(AuthError::Throttled { retry_after }) => {
+                let mut res = simple(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many failed logins; try again later\n",
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+                Err(res)
+            }
+            Err(AuthError::Internal(e)) => {
+                tracing::error!("login check failed: {e}");
+                Err(simple(StatusCode::SERVICE_UNAVAILABLE, "try again later\n"))
+            }
+        }
+    }
+}
+
+/// Create the user's folder (and DATA/files) if needed; refuse one that is not a real directory.
+fn ensure_root(root: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = root.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o750).create(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = root.symlink_metadata()?;
+    if !meta.is_dir() {
+        return Err(io::Error::other("the user's folder is not a directory"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dav_prefix_only_for_ones_own_address() {
+        assert_eq!(
+            dav_prefix("/dav/alice@example.test/x", "alice@example.test"),
+            Some("/dav/alice@example.test".into())
+        );
+        assert_eq!(
+            dav_prefix("/dav/alice%40example.test/", "alice@example.test"),
+            Some("/dav/alice@example.test".into())
+        );
+        assert_eq!(dav_prefix("/dav/bob@example.test/x", "alice@example.test"), None);
+        assert_eq!(dav_prefix("/docs/x", "alice@example.test"), None);
+    }
+}

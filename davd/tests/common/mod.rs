@@ -1,0 +1,153 @@
+//! Shared test harness: davd in-process over real HTTPS on 127.0.0.1:0 against a throwaway
+//! PostgreSQL (shared::testing), driven by real clients (curl, litmus, rclone).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use shared::net::Shutdown;
+use shared::testing::TestEnv;
+
+pub const ALICE: &str = "alice@example.test";
+pub const BOB: &str = "bob@example.test";
+pub const PW: &str = "correct horse";
+
+pub struct Dav {
+    pub env: TestEnv,
+    pub addr: SocketAddr,
+    pub shutdown: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Dav {
+    /// A fresh environment with alice (quota `alice_quota`) and bob, and davd serving it.
+    pub async fn start(alice_quota: Option<u64>) -> Dav {
+        let env = TestEnv::new().await;
+        env.add_user(ALICE, PW, alice_quota).await;
+        env.add_user(BOB, PW, None).await;
+        Dav::serve(env).await
+    }
+
+    /// Serve an existing environment (a "restart" after `stop`).
+    pub async fn serve(env: TestEnv) -> Dav {
+        let server = davd::Server::bind(env.context.clone()).await.expect("bind davd");
+        let addr = server.https_addr().expect("https listener");
+        let shutdown = Shutdown::new();
+        let s = shutdown.clone();
+        let task = tokio::spawn(async move { server.run(s).await.expect("davd runs") });
+        Dav {
+            env,
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Stop the server and hand back the environment (database and data dir stay).
+    pub async fn stop(self) -> TestEnv {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+        self.env
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{}", self.addr.port(), path)
+    }
+
+    pub fn files_dir(&self, address: &str) -> PathBuf {
+        self.env.context.user_files_dir(address)
+    }
+
+    /// curl as `user` with extra arguments; the URL is the last argument.
+    pub async fn curl(&self, user: &str, args: &[&str]) -> Reply {
+        let mut all = vec!["-u".to_string(), format!("{user}:{PW}")];
+        all.extend(args.iter().map(|s| s.to_string()));
+        curl(&all).await
+    }
+}
+
+/// One HTTP exchange as curl saw it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// Raw header block(s), as received.
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The value of the last header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let prefix = format!("{}:", name.to_ascii_lowercase());
+        self.headers
+            .lines()
+            .rfind(|l| l.to_ascii_lowercase().starts_with(&prefix))
+            .map(|l| l[prefix.len()..].trim().to_string())
+    }
+}
+
+/// Fail (with CI=true) or skip when an outside tool is missing.
+pub fn require_tool(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("{tool} is required (Debian package: {tool})");
+        }
+        eprintln!("SKIPPED: {tool} is not installed (install the Debian package `{tool}`)");
+    }
+    found
+}
+
+/// Run curl (insecure: the test certificate is self-signed) and collect status, headers, body.
+pub async fn curl(args: &[String]) -> Reply {
+    assert!(require_tool("curl"), "curl is needed");
+    let dir = tempfile::tempdir().unwrap();
+    let (headers, body) = (dir.path().join("h"), dir.path().join("b"));
+    let out = tokio::process::Command::new("curl")
+        .args(["-k", "-s", "-S", "-D"])
+        .arg(&headers)
+        .arg("-o")
+        .arg(&body)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .await
+        .expect("run curl");
+    let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    Reply {
+        status,
+        headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+        body: std::fs::read(&body).unwrap_or_default(),
+    }
+}
+
+/// Names in `dir` (to look for leftover temp files).
+pub fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|it| {
+            it.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A user's file usage as stored.
+pub async fn file_bytes(dav: &Dav, address: &str) -> u64 {
+    let user = shared::accounts::get_user(&dav.env.context.db, address).await.unwrap();
+    shared::quota::info(&dav.env.context.db, user.id)
+        .await
+        .unwrap()
+        .file_bytes
+}
