@@ -43,6 +43,8 @@ enum Command {
     Alias(cmd::alias::AliasCommand),
     /// Show what is configured and whether the database is running.
     Status,
+    /// Remove unreferenced message bodies and leftover temp files (safe while running).
+    Sweep(cmd::sweep::SweepArgs),
     /// Measure throughput on a throwaway data directory (prints messages/s, MB/s, RSS).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
             Command::Alias(c) => cmd::alias::run(&data, c).await,
             Command::Status => cmd::status::run(&data).await,
             Command::Bench(c) => cmd::bench::run(c).await,
+            Command::Sweep(args) => cmd::sweep::run(&data, args).await,
         }
     });
     match result {

@@ -6,5 +6,6 @@ pub mod domain;
 pub mod init;
 pub mod quota;
 pub mod status;
+pub mod sweep;
 pub mod up;
 pub mod user;
