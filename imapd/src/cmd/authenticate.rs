@@ -1,0 +1,46 @@
+//! AUTHENTICATE PLAIN (RFC 3501 §6.2.2, RFC 4616), with an initial response (SASL-IR, RFC 4959).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::session::conn::Line;
+use crate::session::{CmdResult, Failure, Reply, Session};
+
+impl Session {
+    pub(crate) async fn cmd_authenticate(&mut self, mechanism: &str, initial: Option<String>) -> CmdResult {
+        if mechanism != "PLAIN" {
+            return Ok(Reply::no("unsupported mechanism").code("CANNOT"));
+        }
+        if !self.may_authenticate() {
+            return Ok(Reply::no("use STARTTLS first").code("PRIVACYREQUIRED"));
+        }
+        let response = match initial {
+            // RFC 4959 §3: "=" is an empty initial response.
+            Some(text) if text == "=" => String::new(),
+            Some(text) => text,
+            None => {
+                self.conn.send(b"+ \r\n").await?;
+                self.conn.flush().await?;
+                let max = self.ctx.config.imap.max_line_length as usize;
+                match self.conn.read_line(max).await? {
+                    Line::Line(line) => {
+                        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                        if text == "*" {
+                            return Ok(Reply::bad("authentication cancelled"));
+                        }
+                        text
+                    }
+                    Line::TooLong => return Ok(Reply::bad("response too long")),
+                    Line::Eof => return Err(Failure::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                }
+            }
+        };
+        let Ok(decoded) = STANDARD.decode(response.as_bytes()) else {
+            return Ok(Reply::bad("invalid base64"));
+        };
+        let Some((user, password)) = shared::auth::parse_sasl_plain(&decoded) else {
+            return Ok(Reply::no("malformed PLAIN response").code("AUTHENTICATIONFAILED"));
+        };
+        self.log_in(&user, &password).await
+    }
+}

@@ -1,0 +1,24 @@
+//! COMPRESS DEFLATE (RFC 4978).
+
+use crate::session::{CmdResult, Failure, Reply, Session};
+
+impl Session {
+    pub(crate) async fn cmd_compress(&mut self, tag: &str, mechanism: &str) -> CmdResult {
+        if !self.ctx.config.imap.compress {
+            return Ok(Reply::bad("COMPRESS is not offered"));
+        }
+        if mechanism != "DEFLATE" {
+            return Ok(Reply::bad("unknown compression mechanism"));
+        }
+        if self.conn.is_compressed() {
+            return Ok(Reply::no("compression already active").code("COMPRESSIONACTIVE"));
+        }
+        // RFC 4978 §3: the OK is the last uncompressed data.
+        self.conn
+            .send(format!("{tag} OK DEFLATE active\r\n").as_bytes())
+            .await?;
+        self.conn.flush().await?;
+        self.conn.start_compress();
+        Err(Failure::Answered)
+    }
+}

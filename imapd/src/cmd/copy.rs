@@ -1,0 +1,61 @@
+//! COPY and MOVE with their UID forms (RFC 3501 §6.4.7, RFC 6851), answering COPYUID
+//! (RFC 4315 §3).
+
+use shared::mailstore::StoreError;
+
+use crate::session::{CmdResult, Reply, Session, State};
+use crate::wire::sequence::{SequenceSet, compact};
+
+impl Session {
+    pub(crate) async fn cmd_copy(&mut self, uid: bool, set: &SequenceSet, raw: &str, is_move: bool) -> CmdResult {
+        let targets = self.resolve(uid, set)?;
+        let name = self.mailbox_in(raw)?;
+        let State::Selected { user, selected } = &self.state else {
+            return Ok(Reply::bad("no mailbox selected"));
+        };
+        if is_move && selected.read_only {
+            return Ok(Reply::no("mailbox is read-only").code("READ-ONLY"));
+        }
+        let (user_id, from) = (user.id, selected.mailbox.id);
+        let verb = match (uid, is_move) {
+            (false, false) => "COPY",
+            (true, false) => "UID COPY",
+            (false, true) => "MOVE",
+            (true, true) => "UID MOVE",
+        };
+        let target = match self.ctx.mail.mailbox(user_id, &name).await {
+            Ok(m) => m,
+            // RFC 3501 §6.4.7: TRYCREATE tells the client it may create the target.
+            Err(StoreError::NoSuchMailbox) => return Ok(Reply::no("no such mailbox").code("TRYCREATE")),
+            Err(e) => return Err(e.into()),
+        };
+        let uids: Vec<u32> = targets.iter().map(|t| t.1).collect();
+        if uids.is_empty() {
+            return Ok(Reply::ok(format!("{verb} completed (nothing to do)")));
+        }
+        let pairs = if is_move {
+            self.ctx.mail.move_messages(user_id, from, &uids, target.id).await?
+        } else {
+            self.ctx.mail.copy(user_id, from, &uids, target.id).await?
+        };
+        let code = (!pairs.is_empty()).then(|| {
+            let src: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+            let dst: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+            format!("COPYUID {} {} {}", target.uidvalidity, compact(&src), compact(&dst))
+        });
+        if is_move {
+            // RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGEs.
+            if let Some(code) = &code {
+                self.untagged(&format!("OK [{code}] moved")).await?;
+            }
+            let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+            self.announce_expunged(&moved).await?;
+            return Ok(Reply::ok(format!("{verb} completed")));
+        }
+        let reply = Reply::ok(format!("{verb} completed"));
+        Ok(match code {
+            Some(code) => reply.code(code),
+            None => reply,
+        })
+    }
+}

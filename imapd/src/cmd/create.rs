@@ -1,0 +1,36 @@
+//! CREATE (RFC 3501 §6.3.3), with USE (RFC 6154 §3).
+
+use shared::mailstore::{DELIMITER, SpecialUse, StoreError, normalize_mailbox_name};
+
+use crate::session::{CmdResult, Reply, Session};
+
+impl Session {
+    pub(crate) async fn cmd_create(&mut self, raw: &str, uses: &[String]) -> CmdResult {
+        let user = self.user()?;
+        let name = self.mailbox_in(raw)?;
+        // A trailing delimiter only says the client means to create inferiors later.
+        let name = normalize_mailbox_name(&name);
+        if name == "INBOX" {
+            return Ok(Reply::no("INBOX always exists").code("ALREADYEXISTS"));
+        }
+        let special_use = match uses {
+            [] => None,
+            [one] => match SpecialUse::from_imap(one) {
+                Some(u) => Some(u),
+                None => return Ok(Reply::no("unsupported special use").code("USEATTR")),
+            },
+            _ => return Ok(Reply::no("only one special use per mailbox").code("USEATTR")),
+        };
+        // RFC 3501 §6.3.3: create the superior names that are needed.
+        let parts: Vec<&str> = name.split(DELIMITER).collect();
+        for i in 1..parts.len() {
+            let parent = parts[..i].join(&DELIMITER.to_string());
+            match self.ctx.mail.create_mailbox(user.id, &parent, None).await {
+                Ok(_) | Err(StoreError::AlreadyExists) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.ctx.mail.create_mailbox(user.id, &name, special_use).await?;
+        Ok(Reply::ok("CREATE completed"))
+    }
+}

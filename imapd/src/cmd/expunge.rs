@@ -1,0 +1,27 @@
+//! EXPUNGE (RFC 3501 §6.4.3) and UID EXPUNGE (RFC 4315 §2.1).
+
+use crate::session::{CmdResult, Reply, Session, State};
+use crate::wire::sequence::SequenceSet;
+
+impl Session {
+    pub(crate) async fn cmd_expunge(&mut self, set: Option<SequenceSet>) -> CmdResult {
+        let uids = match &set {
+            Some(set) => Some(self.resolve(true, set)?.into_iter().map(|t| t.1).collect::<Vec<_>>()),
+            None => None,
+        };
+        let State::Selected { user, selected } = &self.state else {
+            return Ok(Reply::bad("no mailbox selected"));
+        };
+        if selected.read_only {
+            return Ok(Reply::no("mailbox is read-only").code("READ-ONLY"));
+        }
+        let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
+        let removed = self.ctx.mail.expunge(user_id, mailbox_id, uids.as_deref()).await?;
+        self.announce_expunged(&removed).await?;
+        Ok(Reply::ok(if set.is_some() {
+            "UID EXPUNGE completed"
+        } else {
+            "EXPUNGE completed"
+        }))
+    }
+}

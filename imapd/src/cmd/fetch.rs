@@ -1,0 +1,239 @@
+//! FETCH and UID FETCH (RFC 3501 §6.4.5, §6.4.8), with CHANGEDSINCE and MODSEQ (RFC 7162
+//! §3.1.4). Metadata comes from the database in batches; the body file is read only for
+//! sections that need it; responses are written message by message (never built whole).
+
+use shared::mailstore::{FlagOp, StoredMessage};
+
+use crate::fetch::{mime, structure};
+use crate::session::{CmdResult, Failure, Reply, Session, State};
+use crate::wire::encode;
+use crate::wire::parse::{FetchItem, Section, SectionText};
+use crate::wire::sequence::SequenceSet;
+
+/// Messages whose metadata is read in one query.
+const BATCH: usize = 250;
+
+impl Session {
+    pub(crate) async fn cmd_fetch(
+        &mut self,
+        uid: bool,
+        set: &SequenceSet,
+        mut items: Vec<FetchItem>,
+        changed_since: Option<u64>,
+    ) -> CmdResult {
+        // Fresh flags first (untagged updates are allowed here; EXPUNGE only for UID FETCH).
+        self.sync(uid).await?;
+        if changed_since.is_some() || items.contains(&FetchItem::ModSeq) {
+            if !self.ctx.config.imap.condstore {
+                return Ok(Reply::bad("CONDSTORE is not offered"));
+            }
+            self.condstore = true;
+        }
+        if uid && !items.contains(&FetchItem::Uid) {
+            items.insert(0, FetchItem::Uid);
+        }
+        if changed_since.is_some() && !items.contains(&FetchItem::ModSeq) {
+            items.push(FetchItem::ModSeq);
+        }
+        let mut targets = self.resolve(uid, set)?;
+        let (user_id, mailbox_id, read_only) = {
+            let State::Selected { user, selected } = &self.state else {
+                return Ok(Reply::bad("no mailbox selected"));
+            };
+            (user.id, selected.mailbox.id, selected.read_only)
+        };
+        if let Some(since) = changed_since {
+            let selected = self.selected()?;
+            targets.retain(|(seq, _)| selected.modseqs[*seq as usize - 1] > since);
+        }
+        let needs_stored = items
+            .iter()
+            .any(|i| !matches!(i, FetchItem::Flags | FetchItem::Uid | FetchItem::ModSeq));
+        let needs_body = items.iter().any(|i| match i {
+            FetchItem::Rfc822 | FetchItem::Rfc822Text => true,
+            FetchItem::Section(s) => !s.part.is_empty() || matches!(s.text, SectionText::Full | SectionText::Text),
+            _ => false,
+        });
+        let sets_seen = !read_only
+            && items.iter().any(|i| match i {
+                FetchItem::Rfc822 | FetchItem::Rfc822Text => true,
+                FetchItem::Section(s) => !s.peek,
+                _ => false,
+            });
+
+        for chunk in targets.chunks(BATCH) {
+            let stored: Vec<StoredMessage> = if needs_stored {
+                let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();
+                self.ctx.mail.fetch(user_id, mailbox_id, &uids).await?
+            } else {
+                Vec::new()
+            };
+            // RFC 3501 §6.4.5: fetching a body section sets \Seen.
+            let mut newly_seen: Vec<u32> = Vec::new();
+            if sets_seen {
+                let unseen: Vec<u32> = {
+                    let selected = self.selected()?;
+                    chunk
+                        .iter()
+                        .filter(|(seq, _)| !selected.flags[*seq as usize - 1].iter().any(|f| f == "\\Seen"))
+                        .map(|c| c.1)
+                        .collect()
+                };
+                if !unseen.is_empty() {
+                    let change = self
+                        .ctx
+                        .mail
+                        .store_flags(user_id, mailbox_id, &unseen, FlagOp::Add, &["\\Seen".into()], None)
+                        .await?;
+                    let selected = self.selected_mut()?;
+                    for state in change.changed {
+                        if let Some(seq) = selected.seq_of(state.uid) {
+                            selected.flags[seq as usize - 1] = state.flags;
+                            selected.modseqs[seq as usize - 1] = state.modseq;
+                            newly_seen.push(state.uid);
+                        }
+                    }
+                }
+            }
+            let mut stored_iter = stored.into_iter().peekable();
+            for &(seq, msg_uid) in chunk {
+                let message = if needs_stored {
+                    // Both lists are in UID order; a message expunged meanwhile is skipped.
+                    while stored_iter.peek().is_some_and(|m| m.uid < msg_uid) {
+                        stored_iter.next();
+                    }
+                    match stored_iter.peek() {
+                        Some(m) if m.uid == msg_uid => stored_iter.next(),
+                        _ => continue,
+                    }
+                } else {
+                    None
+                };
+                let body = match (&message, needs_body) {
+                    (Some(m), true) => match self.ctx.blobs.read(&m.blob).await {
+                        Ok(b) => Some(b),
+                        Err(e) => {
+                            tracing::error!(uid = msg_uid, "reading message body: {e}");
+                            return Ok(Reply::no("message body unavailable").code("SERVERBUG"));
+                        }
+                    },
+                    _ => None,
+                };
+                let add_flags = newly_seen.contains(&msg_uid) && !items.contains(&FetchItem::Flags);
+                let out = self.fetch_one(seq, msg_uid, &items, message.as_ref(), body.as_deref(), add_flags)?;
+                self.conn.send(&out).await?;
+            }
+        }
+        Ok(Reply::ok(if uid { "UID FETCH completed" } else { "FETCH completed" }))
+    }
+
+    fn fetch_one(
+        &self,
+        seq: u32,
+        uid: u32,
+        items: &[FetchItem],
+        message: Option<&StoredMessage>,
+        body: Option<&[u8]>,
+        add_flags: bool,
+    ) -> Result<Vec<u8>, Failure> {
+        let selected = self.selected()?;
+        let i = seq as usize - 1;
+        let mut out = format!("* {seq} FETCH (").into_bytes();
+        let mut first = true;
+        let mut sep = |out: &mut Vec<u8>| {
+            if !first {
+                out.push(b' ');
+            }
+            first = false;
+        };
+        let missing = || Failure::Reply(Reply::no("message metadata unavailable").code("SERVERBUG"));
+        for item in items {
+            sep(&mut out);
+            match item {
+                FetchItem::Uid => out.extend_from_slice(format!("UID {uid}").as_bytes()),
+                FetchItem::Flags => {
+                    out.extend_from_slice(b"FLAGS ");
+                    encode::flag_list(&mut out, &selected.flags[i]);
+                }
+                FetchItem::ModSeq => out.extend_from_slice(format!("MODSEQ ({})", selected.modseqs[i]).as_bytes()),
+                FetchItem::InternalDate => {
+                    let m = message.ok_or_else(missing)?;
+                    out.extend_from_slice(
+                        format!("INTERNALDATE \"{}\"", m.internal_date.format("%d-%b-%Y %H:%M:%S +0000")).as_bytes(),
+                    );
+                }
+                FetchItem::Rfc822Size => {
+                    let m = message.ok_or_else(missing)?;
+                    out.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes());
+                }
+                FetchItem::Envelope => {
+                    let m = message.ok_or_else(missing)?;
+                    out.extend_from_slice(b"ENVELOPE ");
+                    structure::envelope(&mut out, &m.envelope, self.utf8);
+                }
+                FetchItem::Body => {
+                    let m = message.ok_or_else(missing)?;
+                    out.extend_from_slice(b"BODY ");
+                    structure::body(&mut out, &m.body_structure, false, self.utf8);
+                }
+                FetchItem::BodyStructure => {
+                    let m = message.ok_or_else(missing)?;
+                    out.extend_from_slice(b"BODYSTRUCTURE ");
+                    structure::body(&mut out, &m.body_structure, true, self.utf8);
+                }
+                FetchItem::Rfc822 => {
+                    out.extend_from_slice(b"RFC822 ");
+                    encode::literal(&mut out, body.ok_or_else(missing)?);
+                }
+                FetchItem::Rfc822Header => {
+                    out.extend_from_slice(b"RFC822.HEADER ");
+                    encode::literal(&mut out, &message.ok_or_else(missing)?.header);
+                }
+                FetchItem::Rfc822Text => {
+                    let raw = body.ok_or_else(missing)?;
+                    out.extend_from_slice(b"RFC822.TEXT ");
+                    encode::literal(&mut out, mime::split(raw).body);
+                }
+                FetchItem::Section(section) => {
+                    let data = section_data(section, message.ok_or_else(missing)?, body);
+                    out.extend_from_slice(format!("BODY[{}]", section.spec()).as_bytes());
+                    let data = data.unwrap_or_default();
+                    match section.partial {
+                        Some((start, len)) => {
+                            out.extend_from_slice(format!("<{start}> ").as_bytes());
+                            let s = (start as usize).min(data.len());
+                            let e = s.saturating_add(len as usize).min(data.len());
+                            encode::literal(&mut out, &data[s..e]);
+                        }
+                        None => {
+                            out.push(b' ');
+                            encode::literal(&mut out, &data);
+                        }
+                    }
+                }
+            }
+        }
+        if add_flags {
+            sep(&mut out);
+            out.extend_from_slice(b"FLAGS ");
+            encode::flag_list(&mut out, &selected.flags[i]);
+        }
+        out.extend_from_slice(b")\r\n");
+        Ok(out)
+    }
+}
+
+/// A section's bytes: top-level headers from the stored header block, the rest from the body.
+fn section_data(section: &Section, message: &StoredMessage, body: Option<&[u8]>) -> Option<Vec<u8>> {
+    if section.part.is_empty() {
+        match &section.text {
+            SectionText::Header => return Some(message.header.clone()),
+            SectionText::HeaderFields(names) => return Some(mime::filter_header(&message.header, names, true)),
+            SectionText::HeaderFieldsNot(names) => {
+                return Some(mime::filter_header(&message.header, names, false));
+            }
+            _ => {}
+        }
+    }
+    mime::section(body?, &section.part, &section.text)
+}

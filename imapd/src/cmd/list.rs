@@ -1,0 +1,165 @@
+//! LIST and LSUB (RFC 3501 §6.3.8, §6.3.9) with CHILDREN (RFC 3348) and SPECIAL-USE
+//! (RFC 6154) attributes.
+
+use std::collections::BTreeMap;
+
+use shared::mailstore::DELIMITER;
+
+use crate::session::{CmdResult, Reply, Session};
+
+/// One name to show: a real mailbox, or a superior name that only exists through its inferiors.
+struct Entry {
+    real: bool,
+    subscribed: bool,
+    special_use: Option<&'static str>,
+    has_children: bool,
+}
+
+impl Session {
+    pub(crate) async fn cmd_list(
+        &mut self,
+        reference: &str,
+        pattern: &str,
+        lsub: bool,
+        special_use_only: bool,
+        return_special_use: bool,
+    ) -> CmdResult {
+        let user = self.user()?;
+        let verb = if lsub { "LSUB" } else { "LIST" };
+        if pattern.is_empty() {
+            // RFC 3501 §6.3.8: the hierarchy delimiter and root name.
+            self.untagged(&format!("{verb} (\\Noselect) \"{DELIMITER}\" \"\""))
+                .await?;
+            return Ok(Reply::ok(format!("{verb} completed")));
+        }
+        let reference = self.mailbox_in(reference)?;
+        let pattern = self.mailbox_in(pattern)?;
+        let full = format!("{reference}{pattern}");
+        let mailboxes = self.ctx.mail.list_mailboxes(user.id).await?;
+        let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+        for m in &mailboxes {
+            entries.insert(
+                m.name.clone(),
+                Entry {
+                    real: true,
+                    subscribed: m.subscribed,
+                    special_use: m.special_use.map(|u| u.as_imap()),
+                    has_children: false,
+                },
+            );
+        }
+        for m in &mailboxes {
+            let mut parent = m.name.as_str();
+            while let Some((up, _)) = parent.rsplit_once(DELIMITER) {
+                entries
+                    .entry(up.to_string())
+                    .or_insert(Entry {
+                        real: false,
+                        subscribed: false,
+                        special_use: None,
+                        has_children: false,
+                    })
+                    .has_children = true;
+                parent = up;
+            }
+        }
+        let mut out = Vec::new();
+        for (name, entry) in &entries {
+            if !matches(&full, name) {
+                continue;
+            }
+            if lsub && !entry.subscribed {
+                continue;
+            }
+            if special_use_only && entry.special_use.is_none() {
+                continue;
+            }
+            let mut attrs: Vec<&str> = Vec::new();
+            if !entry.real {
+                attrs.push("\\Noselect");
+            }
+            if !lsub {
+                attrs.push(if entry.has_children {
+                    "\\HasChildren"
+                } else {
+                    "\\HasNoChildren"
+                });
+                // RFC 6154 §2: servers may always include the special-use attributes.
+                let _ = return_special_use;
+                if let Some(u) = entry.special_use {
+                    attrs.push(u);
+                }
+            }
+            out.extend_from_slice(format!("* {verb} ({}) \"{DELIMITER}\" ", attrs.join(" ")).as_bytes());
+            out.extend_from_slice(&self.mailbox_out(name));
+            out.extend_from_slice(b"\r\n");
+        }
+        self.conn.send(&out).await?;
+        Ok(Reply::ok(format!("{verb} completed")))
+    }
+}
+
+/// Whether `name` matches a LIST pattern: `*` matches anything, `%` anything but the
+/// delimiter (RFC 3501 §6.3.8). `INBOX` matches case-insensitively.
+pub fn matches(pattern: &str, name: &str) -> bool {
+    let pattern = inbox_upper(pattern);
+    wildcard(pattern.as_bytes(), name.as_bytes())
+}
+
+fn inbox_upper(pattern: &str) -> String {
+    if pattern.len() >= 5 && pattern[..5].eq_ignore_ascii_case("INBOX") {
+        let rest = &pattern[5..];
+        if rest.is_empty() || rest.starts_with(DELIMITER) || rest.starts_with(['*', '%']) {
+            return format!("INBOX{rest}");
+        }
+    }
+    pattern.to_string()
+}
+
+fn wildcard(p: &[u8], n: &[u8]) -> bool {
+    // Iterative matching with backtracking over the last star (bounded: O(len(p) * len(n))).
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize, bool)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == b'*' || p[pi] == b'%') {
+            star = Some((pi, ni, p[pi] == b'%'));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == n[ni] {
+            pi += 1;
+            ni += 1;
+        } else if let Some((sp, sn, percent)) = star {
+            if percent && n[sn] == DELIMITER as u8 {
+                return false;
+            }
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1, percent));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && (p[pi] == b'*' || p[pi] == b'%') {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn wildcards() {
+        assert!(matches("*", "INBOX"));
+        assert!(matches("*", "a/b/c"));
+        assert!(matches("%", "Sent"));
+        assert!(!matches("%", "a/b"));
+        assert!(matches("a/%", "a/b"));
+        assert!(!matches("a/%", "a/b/c"));
+        assert!(matches("inbox", "INBOX"));
+        assert!(matches("Inbox/*", "INBOX/x"));
+        assert!(!matches("sent", "Sent"));
+        assert!(matches("S*t", "Sent"));
+        assert!(matches("%/%", "a/b"));
+    }
+}

@@ -1,0 +1,263 @@
+//! SEARCH and UID SEARCH (RFC 3501 §6.4.4) with every key, CHARSET UTF-8 / US-ASCII, and MODSEQ
+//! (RFC 7162 §3.1.5). Flags come from the session's view; dates, sizes and headers from the
+//! stored metadata; the body is read only for BODY and TEXT.
+
+use chrono::NaiveDate;
+use shared::mailstore::StoredMessage;
+
+use crate::fetch::mime;
+use crate::session::{CmdResult, Reply, Session, State};
+use crate::wire::parse::SearchKey;
+
+const BATCH: usize = 250;
+
+/// What a search key needs beyond the session's view.
+fn needs(key: &SearchKey) -> (bool, bool) {
+    use SearchKey as K;
+    match key {
+        K::Body(_) | K::Text(_) => (true, true),
+        K::Bcc(_)
+        | K::Cc(_)
+        | K::From(_)
+        | K::To(_)
+        | K::Subject(_)
+        | K::Header(..)
+        | K::Before(_)
+        | K::On(_)
+        | K::Since(_)
+        | K::SentBefore(_)
+        | K::SentOn(_)
+        | K::SentSince(_)
+        | K::Larger(_)
+        | K::Smaller(_) => (true, false),
+        K::Not(k) => needs(k),
+        K::Or(a, b) => {
+            let (a, b) = (needs(a), needs(b));
+            (a.0 || b.0, a.1 || b.1)
+        }
+        K::And(keys) => keys
+            .iter()
+            .map(needs)
+            .fold((false, false), |acc, n| (acc.0 || n.0, acc.1 || n.1)),
+        _ => (false, false),
+    }
+}
+
+fn uses_modseq(key: &SearchKey) -> bool {
+    match key {
+        SearchKey::ModSeq(_) => true,
+        SearchKey::Not(k) => uses_modseq(k),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        SearchKey::And(keys) => keys.iter().any(uses_modseq),
+        _ => false,
+    }
+}
+
+/// One message as the evaluator sees it.
+struct Candidate<'a> {
+    seq: u32,
+    uid: u32,
+    count: u32,
+    max_uid: u32,
+    flags: &'a [String],
+    modseq: u64,
+    stored: Option<&'a StoredMessage>,
+    /// Lower-cased text of the body parts (decoded), for BODY and TEXT.
+    body_text: Option<&'a str>,
+}
+
+fn contains(haystack: &str, needle: &str) -> bool {
+    haystack.to_lowercase().contains(&needle.to_lowercase())
+}
+
+/// A header field's values, raw and decoded (RFC 2047), for substring matching.
+fn header_matches(stored: &StoredMessage, name: &str, needle: &str) -> bool {
+    let values = mime::header_values(&stored.header, name);
+    if needle.is_empty() {
+        // RFC 3501: HEADER name "" matches every message that has the field.
+        return !values.is_empty();
+    }
+    values
+        .iter()
+        .any(|v| contains(v, needle) || contains(&decode_words(v), needle))
+}
+
+/// Decode RFC 2047 encoded words in a header value.
+fn decode_words(value: &str) -> String {
+    if !value.contains("=?") {
+        return value.to_string();
+    }
+    let raw = format!("Subject: {value}\r\n\r\n");
+    mail_parser::MessageParser::default()
+        .parse(raw.as_bytes())
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_else(|| value.to_string())
+}
+
+fn sent_date(stored: &StoredMessage) -> Option<NaiveDate> {
+    let date = mail_parser::DateTime::parse_rfc822(stored.envelope.date.as_deref()?)?;
+    NaiveDate::from_ymd_opt(date.year as i32, date.month as u32, date.day as u32)
+}
+
+fn has(flags: &[String], flag: &str) -> bool {
+    flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+}
+
+fn eval(key: &SearchKey, c: &Candidate<'_>) -> bool {
+    use SearchKey as K;
+    let stored = c.stored;
+    let internal = || stored.map(|s| s.internal_date.date_naive());
+    match key {
+        K::All | K::Old => true,
+        K::New | K::Recent => false,
+        K::Answered => has(c.flags, "\\Answered"),
+        K::Deleted => has(c.flags, "\\Deleted"),
+        K::Draft => has(c.flags, "\\Draft"),
+        K::Flagged => has(c.flags, "\\Flagged"),
+        K::Seen => has(c.flags, "\\Seen"),
+        K::Unanswered => !has(c.flags, "\\Answered"),
+        K::Undeleted => !has(c.flags, "\\Deleted"),
+        K::Undraft => !has(c.flags, "\\Draft"),
+        K::Unflagged => !has(c.flags, "\\Flagged"),
+        K::Unseen => !has(c.flags, "\\Seen"),
+        K::Keyword(k) => has(c.flags, k),
+        K::Unkeyword(k) => !has(c.flags, k),
+        K::Bcc(s) => stored.is_some_and(|m| header_matches(m, "Bcc", s)),
+        K::Cc(s) => stored.is_some_and(|m| header_matches(m, "Cc", s)),
+        K::From(s) => stored.is_some_and(|m| header_matches(m, "From", s)),
+        K::To(s) => stored.is_some_and(|m| header_matches(m, "To", s)),
+        K::Subject(s) => stored.is_some_and(|m| header_matches(m, "Subject", s)),
+        K::Header(name, s) => stored.is_some_and(|m| header_matches(m, name, s)),
+        K::Before(d) => internal().is_some_and(|x| x < *d),
+        K::On(d) => internal().is_some_and(|x| x == *d),
+        K::Since(d) => internal().is_some_and(|x| x >= *d),
+        K::SentBefore(d) => stored.and_then(sent_date).is_some_and(|x| x < *d),
+        K::SentOn(d) => stored.and_then(sent_date).is_some_and(|x| x == *d),
+        K::SentSince(d) => stored.and_then(sent_date).is_some_and(|x| x >= *d),
+        K::Larger(n) => stored.is_some_and(|m| m.size > *n),
+        K::Smaller(n) => stored.is_some_and(|m| m.size < *n),
+        K::Body(s) => c.body_text.is_some_and(|t| t.contains(&s.to_lowercase())),
+        K::Text(s) => {
+            c.body_text.is_some_and(|t| t.contains(&s.to_lowercase()))
+                || stored.is_some_and(|m| {
+                    let header = String::from_utf8_lossy(&m.header);
+                    contains(&header, s) || contains(&decode_words(&header), s)
+                })
+        }
+        K::Uid(set) => set.contains(c.uid, c.max_uid),
+        K::Sequence(set) => set.contains(c.seq, c.count),
+        K::ModSeq(n) => c.modseq >= *n,
+        K::Not(k) => !eval(k, c),
+        K::Or(a, b) => eval(a, c) || eval(b, c),
+        K::And(keys) => keys.iter().all(|k| eval(k, c)),
+    }
+}
+
+/// The decoded, lower-cased text of a message's text parts.
+fn body_text(raw: &[u8]) -> String {
+    let Some(message) = mail_parser::MessageParser::default().parse(raw) else {
+        return String::from_utf8_lossy(raw).to_lowercase();
+    };
+    let mut text = String::new();
+    for i in 0..message.text_body_count().max(message.html_body_count()) {
+        if let Some(t) = message.body_text(i) {
+            text.push_str(&t);
+            text.push('\n');
+        }
+    }
+    for part in message.attachments() {
+        if let Some(t) = part.text_contents() {
+            text.push_str(t);
+            text.push('\n');
+        }
+    }
+    text.to_lowercase()
+}
+
+impl Session {
+    pub(crate) async fn cmd_search(&mut self, uid: bool, charset: Option<&str>, key: &SearchKey) -> CmdResult {
+        if let Some(charset) = charset
+            && !matches!(charset, "UTF-8" | "US-ASCII" | "UTF8")
+        {
+            return Ok(Reply::no("unsupported charset").code("BADCHARSET (UTF-8 US-ASCII)"));
+        }
+        let modseq_search = uses_modseq(key);
+        if modseq_search {
+            if !self.ctx.config.imap.condstore {
+                return Ok(Reply::bad("CONDSTORE is not offered"));
+            }
+            self.condstore = true;
+        }
+        self.sync(uid).await?;
+        let (needs_stored, needs_body) = needs(key);
+        let State::Selected { user, selected } = &self.state else {
+            return Ok(Reply::bad("no mailbox selected"));
+        };
+        let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
+        let count = selected.uids.len() as u32;
+        let max_uid = selected.max_uid();
+        let mut hits: Vec<(u32, u32)> = Vec::new();
+        let mut highest_hit = 0u64;
+        let all: Vec<(u32, u32)> = selected
+            .uids
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (i as u32 + 1, *u))
+            .collect();
+        for chunk in all.chunks(BATCH) {
+            let stored = if needs_stored {
+                let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();
+                self.ctx.mail.fetch(user_id, mailbox_id, &uids).await?
+            } else {
+                Vec::new()
+            };
+            for &(seq, msg_uid) in chunk {
+                let message = stored.iter().find(|m| m.uid == msg_uid);
+                if needs_stored && message.is_none() {
+                    continue;
+                }
+                let text = match (needs_body, message) {
+                    (true, Some(m)) => match self.ctx.blobs.read(&m.blob).await {
+                        Ok(raw) => Some(body_text(&raw)),
+                        Err(e) => {
+                            tracing::error!(uid = msg_uid, "reading message body for SEARCH: {e}");
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                let selected = self.selected()?;
+                let i = seq as usize - 1;
+                let candidate = Candidate {
+                    seq,
+                    uid: msg_uid,
+                    count,
+                    max_uid,
+                    flags: &selected.flags[i],
+                    modseq: selected.modseqs[i],
+                    stored: message,
+                    body_text: text.as_deref(),
+                };
+                if eval(key, &candidate) {
+                    hits.push((seq, msg_uid));
+                    highest_hit = highest_hit.max(selected.modseqs[i]);
+                }
+            }
+        }
+        let mut line = String::from("* SEARCH");
+        for (seq, msg_uid) in &hits {
+            line.push(' ');
+            line.push_str(&(if uid { *msg_uid } else { *seq }).to_string());
+        }
+        if modseq_search && !hits.is_empty() {
+            line.push_str(&format!(" (MODSEQ {highest_hit})"));
+        }
+        line.push_str("\r\n");
+        self.conn.send(line.as_bytes()).await?;
+        Ok(Reply::ok(if uid {
+            "UID SEARCH completed"
+        } else {
+            "SEARCH completed"
+        }))
+    }
+}

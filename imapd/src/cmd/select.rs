@@ -1,0 +1,90 @@
+//! SELECT and EXAMINE (RFC 3501 §6.3.1, §6.3.2), with CONDSTORE (RFC 7162 §3.1.8, §3.1.2.1).
+
+use crate::session::{CmdResult, Reply, Selected, Session, State};
+
+/// The system flags (RFC 3501 §2.3.2).
+pub const SYSTEM_FLAGS: [&str; 5] = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"];
+
+impl Session {
+    pub(crate) async fn cmd_select(&mut self, raw: &str, read_only: bool, condstore: bool) -> CmdResult {
+        let user = self.user()?;
+        // Selecting (even unsuccessfully) leaves the current mailbox without expunging.
+        if let State::Selected { user, .. } = &self.state {
+            self.state = State::Authenticated { user: user.clone() };
+        }
+        if condstore {
+            if !self.ctx.config.imap.condstore {
+                return Ok(Reply::bad("CONDSTORE is not offered"));
+            }
+            self.condstore = true;
+        }
+        let name = self.mailbox_in(raw)?;
+        let mailbox = self.ctx.mail.mailbox(user.id, &name).await?;
+        let states = self.ctx.mail.message_states(user.id, mailbox.id).await?;
+
+        let mut keywords: Vec<String> = Vec::new();
+        for state in &states {
+            for flag in &state.flags {
+                if !flag.starts_with('\\') && !keywords.iter().any(|k| k.eq_ignore_ascii_case(flag)) {
+                    keywords.push(flag.clone());
+                }
+            }
+        }
+        let mut flags: Vec<String> = SYSTEM_FLAGS.iter().map(|s| s.to_string()).collect();
+        flags.extend(keywords);
+        let first_unseen = states
+            .iter()
+            .position(|s| !s.flags.iter().any(|f| f == "\\Seen"))
+            .map(|i| i + 1);
+
+        self.untagged(&format!("FLAGS ({})", flags.join(" "))).await?;
+        let mut permanent = flags.clone();
+        permanent.push("\\*".into());
+        if read_only {
+            self.untagged("OK [PERMANENTFLAGS ()] read-only").await?;
+        } else {
+            self.untagged(&format!("OK [PERMANENTFLAGS ({})] flags stored", permanent.join(" ")))
+                .await?;
+        }
+        self.untagged(&format!("{} EXISTS", states.len())).await?;
+        self.untagged("0 RECENT").await?;
+        if let Some(seq) = first_unseen {
+            self.untagged(&format!("OK [UNSEEN {seq}] first unseen")).await?;
+        }
+        self.untagged(&format!("OK [UIDVALIDITY {}] UIDs valid", mailbox.uidvalidity))
+            .await?;
+        self.untagged(&format!("OK [UIDNEXT {}] predicted next UID", mailbox.uidnext))
+            .await?;
+        if self.ctx.config.imap.condstore {
+            // RFC 7162 §3.1.2.1: every successful SELECT of a server offering CONDSTORE.
+            self.untagged(&format!("OK [HIGHESTMODSEQ {}] highest", mailbox.highestmodseq.max(1)))
+                .await?;
+        }
+        let mut uids = Vec::with_capacity(states.len());
+        let mut all_flags = Vec::with_capacity(states.len());
+        let mut modseqs = Vec::with_capacity(states.len());
+        for state in states {
+            uids.push(state.uid);
+            all_flags.push(state.flags);
+            modseqs.push(state.modseq);
+        }
+        let known_modseq = mailbox.highestmodseq;
+        self.state = State::Selected {
+            user,
+            selected: Box::new(Selected {
+                mailbox,
+                read_only,
+                uids,
+                flags: all_flags,
+                modseqs,
+                ghosts: Vec::new(),
+                known_modseq,
+            }),
+        };
+        Ok(if read_only {
+            Reply::ok("EXAMINE completed").code("READ-ONLY")
+        } else {
+            Reply::ok("SELECT completed").code("READ-WRITE")
+        })
+    }
+}

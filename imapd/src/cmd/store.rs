@@ -1,0 +1,93 @@
+//! STORE and UID STORE (RFC 3501 §6.4.6), with UNCHANGEDSINCE (RFC 7162 §3.2).
+
+use shared::mailstore::{FlagOp, normalize_flags};
+
+use crate::session::{CmdResult, Reply, Session, State};
+use crate::wire::encode;
+use crate::wire::parse::StoreOp;
+use crate::wire::sequence::{SequenceSet, compact};
+
+impl Session {
+    pub(crate) async fn cmd_store(
+        &mut self,
+        uid: bool,
+        set: &SequenceSet,
+        op: StoreOp,
+        silent: bool,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+    ) -> CmdResult {
+        if unchanged_since.is_some() {
+            if !self.ctx.config.imap.condstore {
+                return Ok(Reply::bad("CONDSTORE is not offered"));
+            }
+            self.condstore = true;
+        }
+        let targets = self.resolve(uid, set)?;
+        let State::Selected { user, selected } = &self.state else {
+            return Ok(Reply::bad("no mailbox selected"));
+        };
+        if selected.read_only {
+            return Ok(Reply::no("mailbox is read-only").code("READ-ONLY"));
+        }
+        let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
+        let flags = normalize_flags(flags);
+        let op = match op {
+            StoreOp::Add => FlagOp::Add,
+            StoreOp::Remove => FlagOp::Remove,
+            StoreOp::Replace => FlagOp::Replace,
+        };
+        let uids: Vec<u32> = targets.iter().map(|t| t.1).collect();
+        let change = self
+            .ctx
+            .mail
+            .store_flags(user_id, mailbox_id, &uids, op, &flags, unchanged_since)
+            .await?;
+        let condstore = self.condstore;
+        let selected = self.selected_mut()?;
+        let mut changed_uids = Vec::with_capacity(change.changed.len());
+        for state in &change.changed {
+            if let Some(seq) = selected.seq_of(state.uid) {
+                selected.flags[seq as usize - 1] = state.flags.clone();
+                selected.modseqs[seq as usize - 1] = state.modseq;
+                changed_uids.push(state.uid);
+            }
+        }
+        let mut out = Vec::new();
+        for &(seq, msg_uid) in &targets {
+            if change.modified.contains(&msg_uid) {
+                continue;
+            }
+            let i = seq as usize - 1;
+            if silent {
+                // RFC 7162 §3.2: with CONDSTORE, .SILENT still reports the new MODSEQ.
+                if condstore && changed_uids.contains(&msg_uid) {
+                    out.extend_from_slice(
+                        format!("* {seq} FETCH (UID {msg_uid} MODSEQ ({}))\r\n", selected.modseqs[i]).as_bytes(),
+                    );
+                }
+                continue;
+            }
+            out.extend_from_slice(format!("* {seq} FETCH (UID {msg_uid} FLAGS ").as_bytes());
+            encode::flag_list(&mut out, &selected.flags[i]);
+            if condstore {
+                out.extend_from_slice(format!(" MODSEQ ({})", selected.modseqs[i]).as_bytes());
+            }
+            out.extend_from_slice(b")\r\n");
+        }
+        self.conn.send(&out).await?;
+        if !change.modified.is_empty() {
+            let selected = self.selected()?;
+            let mut numbers: Vec<u32> = if uid {
+                change.modified.clone()
+            } else {
+                change.modified.iter().filter_map(|u| selected.seq_of(*u)).collect()
+            };
+            numbers.sort_unstable();
+            return Ok(
+                Reply::ok("some messages were changed meanwhile").code(format!("MODIFIED {}", compact(&numbers)))
+            );
+        }
+        Ok(Reply::ok(if uid { "UID STORE completed" } else { "STORE completed" }))
+    }
+}

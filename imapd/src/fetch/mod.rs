@@ -1,0 +1,5 @@
+//! Answering FETCH items: from what was parsed at delivery where possible (ENVELOPE,
+//! BODYSTRUCTURE, header fields), from the body only when a section needs it.
+
+pub mod mime;
+pub mod structure;

@@ -1,0 +1,680 @@
+//! One IMAP connection: the state enum (RFC 3501 §3), the one gate deciding which command is
+//! allowed in which state, the connection loop, and keeping the selected mailbox's view
+//! (sequence numbers, flags) in step with other sessions.
+
+pub mod conn;
+mod sync;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::Context;
+use shared::auth::AuthedUser;
+use shared::events::Event;
+use shared::mailstore::{Mailbox, StoreError};
+use shared::net::Shutdown;
+use shared::quota::{self, Reservation};
+use tokio::sync::broadcast;
+use tokio_rustls::TlsAcceptor;
+
+use crate::wire::frame;
+use crate::wire::mutf7;
+use crate::wire::parse::{self, Command, CommandBody};
+use crate::wire::sequence::SequenceSet;
+use conn::{Conn, Line};
+
+/// Malformed commands in a row before the connection is closed.
+const MAX_GARBAGE: u32 = 10;
+
+/// The selected mailbox as this session sees it: message sequence number `n` is `uids[n-1]`.
+#[derive(Debug)]
+pub struct Selected {
+    pub mailbox: Mailbox,
+    pub read_only: bool,
+    pub uids: Vec<u32>,
+    pub flags: Vec<Vec<String>>,
+    pub modseqs: Vec<u64>,
+    /// UIDs expunged by others but not yet announced (RFC 3501 §7.4.1 forbids EXPUNGE
+    /// responses during FETCH, STORE and SEARCH); they keep their sequence numbers until then.
+    pub ghosts: Vec<u32>,
+    /// The mailbox's HIGHESTMODSEQ this view is in step with.
+    pub known_modseq: u64,
+}
+
+impl Selected {
+    /// The sequence number of a UID.
+    pub fn seq_of(&self, uid: u32) -> Option<u32> {
+        self.uids.binary_search(&uid).ok().map(|i| i as u32 + 1)
+    }
+
+    pub fn max_uid(&self) -> u32 {
+        self.uids.last().copied().unwrap_or(0)
+    }
+}
+
+/// RFC 3501 §3: the states of a connection, each carrying what it knows.
+#[derive(Debug)]
+pub enum State {
+    NotAuthenticated,
+    Authenticated { user: AuthedUser },
+    Selected { user: AuthedUser, selected: Box<Selected> },
+    Logout,
+}
+
+impl State {
+    pub fn user(&self) -> Option<&AuthedUser> {
+        match self {
+            State::Authenticated { user } | State::Selected { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+}
+
+/// A tagged response's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    No,
+    Bad,
+}
+
+/// A command's tagged answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: Status,
+    pub code: Option<String>,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn ok(text: impl Into<String>) -> Reply {
+        Reply {
+            status: Status::Ok,
+            code: None,
+            text: text.into(),
+        }
+    }
+
+    pub fn no(text: impl Into<String>) -> Reply {
+        Reply {
+            status: Status::No,
+            code: None,
+            text: text.into(),
+        }
+    }
+
+    pub fn bad(text: impl Into<String>) -> Reply {
+        Reply {
+            status: Status::Bad,
+            code: None,
+            text: text.into(),
+        }
+    }
+
+    pub fn code(mut self, code: impl Into<String>) -> Reply {
+        self.code = Some(code.into());
+        self
+    }
+}
+
+/// Why a command stopped: an answer to send, or a broken connection.
+#[derive(Debug)]
+pub enum Failure {
+    Reply(Reply),
+    /// The tagged answer was already sent (STARTTLS, COMPRESS: it must precede the switch).
+    Answered,
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+impl From<Reply> for Failure {
+    fn from(r: Reply) -> Self {
+        Failure::Reply(r)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Reply(store_error(e))
+    }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        Failure::Reply(store_error(StoreError::Db(e)))
+    }
+}
+
+impl From<quota::QuotaError> for Failure {
+    fn from(e: quota::QuotaError) -> Self {
+        Failure::Reply(store_error(StoreError::Quota(e)))
+    }
+}
+
+/// A store error in IMAP's words (RFC 5530 response codes).
+pub fn store_error(e: StoreError) -> Reply {
+    match e {
+        StoreError::NoSuchMailbox => Reply::no("no such mailbox").code("NONEXISTENT"),
+        StoreError::AlreadyExists => Reply::no("mailbox already exists").code("ALREADYEXISTS"),
+        StoreError::Invalid(text) => Reply::no(text).code("CANNOT"),
+        e if e.is_over_quota() => Reply::no("over quota").code("OVERQUOTA"),
+        e => {
+            tracing::error!("store error: {e}");
+            Reply::no("internal error, try again later").code("SERVERBUG")
+        }
+    }
+}
+
+pub type CmdResult = Result<Reply, Failure>;
+
+/// Whether the loop goes on after a command.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Everything one connection holds.
+pub struct Session {
+    pub ctx: Arc<Context>,
+    pub conn: Conn,
+    pub peer: SocketAddr,
+    pub state: State,
+    pub tls: TlsAcceptor,
+    pub shutdown: Shutdown,
+    pub events: broadcast::Receiver<Event>,
+    /// RFC 7162 §3.1: CONDSTORE was enabled (ENABLE, SELECT (CONDSTORE), a MODSEQ fetch ...).
+    pub condstore: bool,
+    /// RFC 6855: UTF8=ACCEPT was enabled.
+    pub utf8: bool,
+    /// Quota reserved for the APPEND whose literal is being read (DESIGN.md: reserve first).
+    pub reservation: Option<Reservation>,
+    garbage: u32,
+}
+
+impl Session {
+    pub fn new(ctx: Arc<Context>, conn: Conn, peer: SocketAddr, tls: TlsAcceptor, shutdown: Shutdown) -> Session {
+        let events = ctx.events.subscribe();
+        Session {
+            ctx,
+            conn,
+            peer,
+            state: State::NotAuthenticated,
+            tls,
+            shutdown,
+            events,
+            condstore: false,
+            utf8: false,
+            reservation: None,
+            garbage: 0,
+        }
+    }
+
+    /// Whether passwords may be sent now (RFC 3501 §6.2.3 LOGINDISABLED otherwise).
+    pub fn may_authenticate(&self) -> bool {
+        self.conn.is_tls()
+            || (self.ctx.config.auth.allow_plaintext_on_loopback && shared::config::is_loopback(&self.peer))
+    }
+
+    /// The CAPABILITY list for the current state (RFC 3501 §7.2.1). Each extension appears only
+    /// when it is implemented and tested.
+    pub fn capabilities(&self) -> String {
+        let mut caps = vec!["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE"];
+        match &self.state {
+            State::NotAuthenticated => {
+                if !self.conn.is_tls() {
+                    caps.push("STARTTLS");
+                }
+                if self.may_authenticate() {
+                    caps.push("AUTH=PLAIN");
+                } else {
+                    caps.push("LOGINDISABLED");
+                }
+            }
+            _ => {
+                caps.extend([
+                    "UIDPLUS",
+                    "MOVE",
+                    "UNSELECT",
+                    "CHILDREN",
+                    "SPECIAL-USE",
+                    "CREATE-SPECIAL-USE",
+                    "QUOTA",
+                    "UTF8=ACCEPT",
+                ]);
+                if self.ctx.config.imap.condstore {
+                    caps.push("CONDSTORE");
+                }
+                if self.ctx.config.imap.compress && !self.conn.is_compressed() {
+                    caps.push("COMPRESS=DEFLATE");
+                }
+            }
+        }
+        caps.join(" ")
+    }
+
+    /// Queue an untagged response line (`* ` + text + CRLF).
+    pub async fn untagged(&mut self, text: &str) -> std::io::Result<()> {
+        let mut line = Vec::with_capacity(text.len() + 4);
+        line.extend_from_slice(b"* ");
+        line.extend_from_slice(text.as_bytes());
+        line.extend_from_slice(b"\r\n");
+        self.conn.send(&line).await
+    }
+
+    async fn tagged(&mut self, tag: &str, reply: &Reply) -> std::io::Result<()> {
+        let status = match reply.status {
+            Status::Ok => "OK",
+            Status::No => "NO",
+            Status::Bad => "BAD",
+        };
+        let line = match &reply.code {
+            Some(code) => format!("{tag} {status} [{code}] {}\r\n", reply.text),
+            None => format!("{tag} {status} {}\r\n", reply.text),
+        };
+        self.conn.send(line.as_bytes()).await
+    }
+
+    /// A mailbox name from the client: modified UTF-7 unless UTF8=ACCEPT is on (RFC 6855 §3).
+    pub fn mailbox_in(&self, raw: &str) -> Result<String, Reply> {
+        if self.utf8 {
+            return Ok(raw.to_string());
+        }
+        mutf7::decode(raw).ok_or_else(|| Reply::bad("mailbox name is not valid modified UTF-7"))
+    }
+
+    /// A mailbox name for the client, as a quoted string or literal.
+    pub fn mailbox_out(&self, name: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let text = if self.utf8 {
+            name.to_string()
+        } else {
+            mutf7::encode(name)
+        };
+        crate::wire::encode::string(&mut out, text.as_bytes());
+        out
+    }
+
+    /// Serve the connection until LOGOUT, EOF, a fatal error or shutdown.
+    pub async fn run(mut self) {
+        let greeting = format!("* OK [CAPABILITY {}] tinydc IMAP ready\r\n", self.capabilities());
+        if self.conn.send(greeting.as_bytes()).await.is_err() {
+            return;
+        }
+        let idle_timeout = Duration::from_secs(self.ctx.config.imap.idle_timeout_secs);
+        loop {
+            if self.conn.flush().await.is_err() {
+                break;
+            }
+            let shutdown = self.shutdown.clone();
+            let read = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = self.untagged("BYE server shutting down").await;
+                    let _ = self.conn.flush().await;
+                    break;
+                }
+                read = tokio::time::timeout(idle_timeout, self.read_command()) => read,
+            };
+            let input = match read {
+                Err(_) => {
+                    tracing::info!(peer = %self.peer, "idle timeout");
+                    let _ = self.untagged("BYE idle for too long").await;
+                    let _ = self.conn.flush().await;
+                    break;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %self.peer, "connection ended: {e}");
+                    break;
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(Input::Handled))) => {
+                    if self.garbage >= MAX_GARBAGE {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(Ok(Some(Input::Close))) => break,
+                Ok(Ok(Some(Input::Command(bytes)))) => bytes,
+            };
+            let flow = match parse::parse_command(&input) {
+                Ok(command) => {
+                    self.garbage = 0;
+                    self.execute(command).await
+                }
+                Err(e) => {
+                    self.garbage += 1;
+                    tracing::info!(peer = %self.peer, "bad command: {}", e.message);
+                    let tag = e.tag.as_deref().unwrap_or("*");
+                    let reply = Reply::bad(format!("{} (command not understood)", e.message));
+                    match self.tagged(tag, &reply).await {
+                        Ok(()) => Flow::Continue,
+                        Err(_) => Flow::Close,
+                    }
+                }
+            };
+            self.release_reservation().await;
+            if flow == Flow::Close || self.garbage >= MAX_GARBAGE {
+                if self.garbage >= MAX_GARBAGE {
+                    tracing::warn!(peer = %self.peer, "too many bad commands: disconnecting");
+                    let _ = self.untagged("BYE too many bad commands").await;
+                }
+                let _ = self.conn.flush().await;
+                break;
+            }
+        }
+        self.release_reservation().await;
+    }
+
+    async fn release_reservation(&mut self) {
+        if let Some(reservation) = self.reservation.take()
+            && let Err(e) = quota::release(&self.ctx.db, reservation).await
+        {
+            tracing::warn!("releasing a quota reservation: {e}");
+        }
+    }
+
+    /// Read one whole command: its line and literals (RFC 3501 §4.3, RFC 7888), asking for
+    /// synchronizing literals with a continuation request, and refusing over-long lines,
+    /// literals over the limit and APPENDs over quota before their bytes are read.
+    async fn read_command(&mut self) -> std::io::Result<Option<Input>> {
+        let max_line = self.ctx.config.imap.max_line_length as usize;
+        let max_literal = self.ctx.config.imap.max_literal_size;
+        let mut buf = Vec::new();
+        let mut lines = 0;
+        loop {
+            let line = match self.conn.read_line(max_line).await? {
+                Line::Eof => return Ok(None),
+                Line::TooLong => {
+                    self.garbage += 1;
+                    tracing::info!(peer = %self.peer, "line too long");
+                    let tag = parse::peek_tag(&buf).unwrap_or_else(|| "*".into());
+                    self.tagged(&tag, &Reply::bad("line too long")).await?;
+                    return Ok(Some(Input::Handled));
+                }
+                Line::Line(line) => line,
+            };
+            buf.extend_from_slice(&line);
+            lines += 1;
+            if lines > 1000 || buf.len() as u64 > max_literal.saturating_add(max_line as u64 * 4) {
+                self.garbage += 1;
+                self.untagged("BYE command too large").await?;
+                return Ok(Some(Input::Close));
+            }
+            let Some(literal) = frame::literal_at_end(&line) else {
+                return Ok(Some(Input::Command(buf)));
+            };
+            let tag = parse::peek_tag(&buf).unwrap_or_else(|| "*".into());
+            if literal.size > max_literal {
+                tracing::info!(peer = %self.peer, size = literal.size, "literal too large");
+                if literal.synchronizing {
+                    // RFC 7889 §4: refuse before the client sends it.
+                    self.tagged(&tag, &Reply::no("literal too large").code("TOOBIG"))
+                        .await?;
+                    return Ok(Some(Input::Handled));
+                }
+                self.untagged("BYE literal too large").await?;
+                return Ok(Some(Input::Close));
+            }
+            if let Some(refusal) = self.reserve_for_append(&buf, &line, literal.size).await {
+                if !literal.synchronizing {
+                    // LITERAL+: the bytes are coming anyway; drop them and the rest of the line.
+                    self.conn.skip(literal.size).await?;
+                    let _ = self.conn.read_line(max_line).await?;
+                }
+                self.tagged(&tag, &refusal).await?;
+                return Ok(Some(Input::Handled));
+            }
+            if literal.synchronizing {
+                self.conn.send(b"+ go ahead\r\n").await?;
+                self.conn.flush().await?;
+            }
+            self.conn.read_exact(literal.size as usize, &mut buf).await?;
+        }
+    }
+
+    /// When `line` announces the message literal of an APPEND, reserve its size in the user's
+    /// quota; `Some(reply)` refuses it (RFC 9208 §4.1 OVERQUOTA).
+    async fn reserve_for_append(&mut self, buf: &[u8], line: &[u8], size: u64) -> Option<Reply> {
+        let user_id = self.state.user()?.id;
+        let mut words = buf.splitn(3, |&b| b == b' ');
+        let _tag = words.next()?;
+        if !words.next()?.eq_ignore_ascii_case(b"APPEND") {
+            return None;
+        }
+        // `tag APPEND {n}`: this literal is the mailbox name, not the message.
+        let after_verb = words.next()?;
+        if after_verb.starts_with(b"{") && buf.len() == line.len() {
+            return None;
+        }
+        self.release_reservation().await;
+        match quota::reserve(&self.ctx.db, user_id, size).await {
+            Ok(reservation) => {
+                self.reservation = Some(reservation);
+                None
+            }
+            Err(quota::QuotaError::Exceeded { .. }) => {
+                tracing::info!(peer = %self.peer, user_id, size, "APPEND refused: over quota");
+                Some(Reply::no("message does not fit in the quota").code("OVERQUOTA"))
+            }
+            Err(e) => {
+                tracing::error!("quota reserve: {e}");
+                Some(Reply::no("internal error").code("SERVERBUG"))
+            }
+        }
+    }
+
+    /// The one gate (RFC 3501 §6): which command may run in which state.
+    fn allowed(&self, body: &CommandBody) -> bool {
+        use CommandBody as C;
+        match body {
+            C::Capability | C::Noop | C::Logout | C::Id => true,
+            C::StartTls | C::Authenticate { .. } | C::Login { .. } => matches!(self.state, State::NotAuthenticated),
+            C::Select { .. }
+            | C::Examine { .. }
+            | C::Create { .. }
+            | C::Delete { .. }
+            | C::Rename { .. }
+            | C::Subscribe { .. }
+            | C::Unsubscribe { .. }
+            | C::List { .. }
+            | C::Lsub { .. }
+            | C::Status { .. }
+            | C::Append { .. }
+            | C::Idle
+            | C::Enable(_)
+            | C::Compress(_)
+            | C::GetQuota(_)
+            | C::GetQuotaRoot(_)
+            | C::Namespace => matches!(self.state, State::Authenticated { .. } | State::Selected { .. }),
+            C::Check
+            | C::Close
+            | C::Unselect
+            | C::Expunge
+            | C::UidExpunge(_)
+            | C::Search { .. }
+            | C::Fetch { .. }
+            | C::Store { .. }
+            | C::Copy { .. }
+            | C::Move { .. } => matches!(self.state, State::Selected { .. }),
+        }
+    }
+
+    async fn execute(&mut self, command: Command) -> Flow {
+        let Command { tag, body } = command;
+        let name = body.name();
+        if !self.allowed(&body) {
+            tracing::info!(peer = %self.peer, "{name} not allowed in this state");
+            let reply = Reply::bad(format!("{name} not allowed now"));
+            return match self.tagged(&tag, &reply).await {
+                Ok(()) => Flow::Continue,
+                Err(_) => Flow::Close,
+            };
+        }
+        // RFC 3501 §7.4.1: no EXPUNGE responses while answering FETCH, STORE or SEARCH (the
+        // UID forms may have them).
+        let expunge_ok = !matches!(
+            body,
+            CommandBody::Fetch { uid: false, .. }
+                | CommandBody::Store { uid: false, .. }
+                | CommandBody::Search { uid: false, .. }
+        );
+        let result = self.dispatch(&tag, body).await;
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(Failure::Reply(reply)) => reply,
+            Err(Failure::Answered) => return Flow::Continue,
+            Err(Failure::Io(e)) => {
+                tracing::debug!(peer = %self.peer, "{name}: connection error: {e}");
+                return Flow::Close;
+            }
+        };
+        if reply.status != Status::Ok {
+            tracing::info!(peer = %self.peer, "{name}: {:?} {}", reply.status, reply.text);
+        }
+        if matches!(self.state, State::Logout) {
+            let _ = self.tagged(&tag, &reply).await;
+            return Flow::Close;
+        }
+        if matches!(self.state, State::Selected { .. })
+            && let Err(e) = self.sync(expunge_ok).await
+        {
+            match e {
+                Failure::Io(_) => return Flow::Close,
+                Failure::Answered => {}
+                Failure::Reply(r) => tracing::warn!("sync after {name}: {}", r.text),
+            }
+        }
+        match self.tagged(&tag, &reply).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close,
+        }
+    }
+
+    async fn dispatch(&mut self, tag: &str, body: CommandBody) -> CmdResult {
+        use CommandBody as C;
+        match body {
+            C::Capability => self.cmd_capability().await,
+            C::Noop | C::Check => Ok(Reply::ok(format!("{} completed", body.name()))),
+            C::Logout => self.cmd_logout().await,
+            C::StartTls => self.cmd_starttls(tag).await,
+            C::Authenticate { mechanism, initial } => self.cmd_authenticate(&mechanism, initial).await,
+            C::Login { user, password } => self.cmd_login(&user, &password).await,
+            C::Select { mailbox, condstore } => self.cmd_select(&mailbox, false, condstore).await,
+            C::Examine { mailbox, condstore } => self.cmd_select(&mailbox, true, condstore).await,
+            C::Create { mailbox, special_use } => self.cmd_create(&mailbox, &special_use).await,
+            C::Delete { mailbox } => self.cmd_delete(&mailbox).await,
+            C::Rename { from, to } => self.cmd_rename(&from, &to).await,
+            C::Subscribe { mailbox } => self.cmd_subscribe(&mailbox, true).await,
+            C::Unsubscribe { mailbox } => self.cmd_subscribe(&mailbox, false).await,
+            C::List {
+                reference,
+                pattern,
+                special_use_only,
+                return_special_use,
+            } => {
+                self.cmd_list(&reference, &pattern, false, special_use_only, return_special_use)
+                    .await
+            }
+            C::Lsub { reference, pattern } => self.cmd_list(&reference, &pattern, true, false, false).await,
+            C::Status { mailbox, items } => self.cmd_status(&mailbox, &items).await,
+            C::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => self.cmd_append(&mailbox, flags, date, message).await,
+            C::Close => self.cmd_close(true).await,
+            C::Unselect => self.cmd_close(false).await,
+            C::Expunge => self.cmd_expunge(None).await,
+            C::UidExpunge(set) => self.cmd_expunge(Some(set)).await,
+            C::Search { uid, charset, key } => self.cmd_search(uid, charset.as_deref(), &key).await,
+            C::Fetch {
+                uid,
+                set,
+                items,
+                changed_since,
+            } => self.cmd_fetch(uid, &set, items, changed_since).await,
+            C::Store {
+                uid,
+                set,
+                op,
+                silent,
+                flags,
+                unchanged_since,
+            } => self.cmd_store(uid, &set, op, silent, &flags, unchanged_since).await,
+            C::Copy { uid, set, mailbox } => self.cmd_copy(uid, &set, &mailbox, false).await,
+            C::Move { uid, set, mailbox } => self.cmd_copy(uid, &set, &mailbox, true).await,
+            C::Idle => self.cmd_idle().await,
+            C::Enable(caps) => self.cmd_enable(&caps).await,
+            C::Compress(mechanism) => self.cmd_compress(tag, &mechanism).await,
+            C::GetQuota(root) => self.cmd_getquota(&root).await,
+            C::GetQuotaRoot(mailbox) => self.cmd_getquotaroot(&mailbox).await,
+            C::Namespace => self.cmd_namespace().await,
+            C::Id => self.cmd_id().await,
+        }
+    }
+
+    /// The user (for commands the gate allows only after login).
+    pub fn user(&self) -> Result<AuthedUser, Failure> {
+        self.state
+            .user()
+            .cloned()
+            .ok_or_else(|| Failure::Reply(Reply::bad("not authenticated")))
+    }
+
+    /// The selected mailbox (for commands the gate allows only in the selected state).
+    pub fn selected(&self) -> Result<&Selected, Failure> {
+        match &self.state {
+            State::Selected { selected, .. } => Ok(selected),
+            _ => Err(Failure::Reply(Reply::bad("no mailbox selected"))),
+        }
+    }
+
+    /// The (sequence number, UID) pairs a set names, in order. Sequence numbers past the end
+    /// are an error (RFC 3501 §9 seq-number); UIDs that do not exist are skipped.
+    pub fn resolve(&self, uid: bool, set: &SequenceSet) -> Result<Vec<(u32, u32)>, Failure> {
+        let selected = self.selected()?;
+        let count = selected.uids.len() as u32;
+        if uid {
+            let max = selected.max_uid();
+            return Ok(selected
+                .uids
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| set.contains(**u, max))
+                .map(|(i, u)| (i as u32 + 1, *u))
+                .collect());
+        }
+        if count == 0 || !set.within(count) {
+            return Err(Failure::Reply(Reply::bad("no such message sequence number")));
+        }
+        Ok(selected
+            .uids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| set.contains(*i as u32 + 1, count))
+            .map(|(i, u)| (i as u32 + 1, *u))
+            .collect())
+    }
+
+    pub fn selected_mut(&mut self) -> Result<&mut Selected, Failure> {
+        match &mut self.state {
+            State::Selected { selected, .. } => Ok(selected),
+            _ => Err(Failure::Reply(Reply::bad("no mailbox selected"))),
+        }
+    }
+}
+
+/// What reading a command gave.
+enum Input {
+    Command(Vec<u8>),
+    /// Refused and answered already (line too long, literal too large, over quota).
+    Handled,
+    Close,
+}

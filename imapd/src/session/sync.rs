@@ -1,0 +1,122 @@
+//! Keeping the selected mailbox's view in step with the store (RFC 3501 §5.2, §7.3.1, §7.4.1):
+//! new messages become `EXISTS`, flag changes by others become `FETCH (FLAGS)`, and messages
+//! expunged by others become `EXPUNGE`, only at the moments the RFC allows.
+
+use super::{Failure, Session, State};
+use crate::wire::encode;
+
+impl Session {
+    /// Bring the view up to date and tell the client; `expunge_ok` says whether EXPUNGE
+    /// responses may be sent now.
+    pub async fn sync(&mut self, expunge_ok: bool) -> Result<(), Failure> {
+        let State::Selected { user, selected } = &mut self.state else {
+            return Ok(());
+        };
+        let user_id = user.id;
+        let mailbox_id = selected.mailbox.id;
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT b.highestmodseq, (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id)
+             FROM mailboxes b WHERE b.id = $1 AND b.user_id = $2",
+        )
+        .bind(mailbox_id)
+        .bind(user_id)
+        .fetch_optional(&self.ctx.db)
+        .await?;
+        let Some((highest, count)) = row else {
+            // The mailbox was deleted under us: nothing more to show.
+            return Ok(());
+        };
+        let highest = highest as u64;
+        let mut out: Vec<u8> = Vec::new();
+        let live = selected.uids.len() - selected.ghosts.len();
+        if highest != selected.known_modseq || count as usize != live {
+            let changed = self
+                .ctx
+                .mail
+                .message_states_since(user_id, mailbox_id, selected.known_modseq)
+                .await?;
+            let before = selected.uids.len();
+            for state in changed {
+                if state.uid > selected.max_uid() {
+                    selected.uids.push(state.uid);
+                    selected.flags.push(state.flags);
+                    selected.modseqs.push(state.modseq);
+                    continue;
+                }
+                let Ok(i) = selected.uids.binary_search(&state.uid) else {
+                    continue;
+                };
+                selected.modseqs[i] = state.modseq;
+                if !same_flags(&selected.flags[i], &state.flags) {
+                    selected.flags[i] = state.flags;
+                    out.extend_from_slice(format!("* {} FETCH (UID {} FLAGS ", i + 1, state.uid).as_bytes());
+                    encode::flag_list(&mut out, &selected.flags[i]);
+                    if self.condstore {
+                        out.extend_from_slice(format!(" MODSEQ ({})", state.modseq).as_bytes());
+                    }
+                    out.extend_from_slice(b")\r\n");
+                }
+            }
+            let live = selected.uids.len() - selected.ghosts.len();
+            if count as usize != live {
+                // Some messages went away: find which.
+                let all = self.ctx.mail.message_states(user_id, mailbox_id).await?;
+                let mut present = all.iter().map(|m| m.uid).peekable();
+                let mut gone = Vec::new();
+                for &uid in &selected.uids {
+                    while present.peek().is_some_and(|&p| p < uid) {
+                        present.next();
+                    }
+                    if present.peek() != Some(&uid) {
+                        gone.push(uid);
+                    }
+                }
+                selected.ghosts = gone;
+            }
+            if selected.uids.len() != before {
+                out.extend_from_slice(format!("* {} EXISTS\r\n", selected.uids.len()).as_bytes());
+            }
+            selected.known_modseq = highest;
+        }
+        if expunge_ok && !selected.ghosts.is_empty() {
+            let ghosts = std::mem::take(&mut selected.ghosts);
+            for uid in ghosts {
+                if let Ok(i) = selected.uids.binary_search(&uid) {
+                    selected.uids.remove(i);
+                    selected.flags.remove(i);
+                    selected.modseqs.remove(i);
+                    out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+                }
+            }
+        }
+        if !out.is_empty() {
+            self.conn.send(&out).await?;
+        }
+        Ok(())
+    }
+
+    /// Remove expunged UIDs from the view, announcing each (`* n EXPUNGE`), or with
+    /// `vanished` nothing else.
+    pub async fn announce_expunged(&mut self, uids: &[u32]) -> Result<(), Failure> {
+        let State::Selected { selected, .. } = &mut self.state else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        for uid in uids {
+            if let Ok(i) = selected.uids.binary_search(uid) {
+                selected.uids.remove(i);
+                selected.flags.remove(i);
+                selected.modseqs.remove(i);
+                selected.ghosts.retain(|g| g != uid);
+                out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+            }
+        }
+        self.conn.send(&out).await?;
+        Ok(())
+    }
+}
+
+/// Flags equal as sets (case-insensitive).
+pub fn same_flags(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.eq_ignore_ascii_case(y)))
+}

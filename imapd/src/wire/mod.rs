@@ -1,0 +1,7 @@
+//! The IMAP wire format: framing, command parsing and response encoding, all without I/O.
+
+pub mod encode;
+pub mod frame;
+pub mod mutf7;
+pub mod parse;
+pub mod sequence;

@@ -1,0 +1,1485 @@
+//! The command parser (RFC 3501 §9 grammar plus the extensions tinydc offers). No I/O: it takes
+//! one whole command (the line and any literals, as the connection loop framed them, see
+//! [`super::frame`]) and answers a [`Command`] or a [`ParseError`] with the text for `BAD`.
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+
+use super::sequence::SequenceSet;
+
+/// A parsed command: its tag and what it asks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub tag: String,
+    pub body: CommandBody,
+}
+
+/// Why a command could not be read. `tag` is known when the line started with one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub tag: Option<String>,
+    pub message: String,
+}
+
+/// Status data items (RFC 3501 §6.3.10, RFC 7162 §3.1.9 HIGHESTMODSEQ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusItem {
+    Messages,
+    Recent,
+    UidNext,
+    UidValidity,
+    Unseen,
+    HighestModSeq,
+}
+
+/// STORE's way of changing flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// A part of a message named by a section spec (RFC 3501 §6.4.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SectionText {
+    /// The whole part (or message).
+    Full,
+    Header,
+    HeaderFields(Vec<String>),
+    HeaderFieldsNot(Vec<String>),
+    Text,
+    Mime,
+}
+
+/// `BODY[1.2.HEADER]<0.100>` and friends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    pub part: Vec<u32>,
+    pub text: SectionText,
+    pub partial: Option<(u32, u32)>,
+    pub peek: bool,
+}
+
+impl Section {
+    /// The section spec as a FETCH response names it (`1.HEADER.FIELDS (SUBJECT)`), without
+    /// the partial range and the `.PEEK`.
+    pub fn spec(&self) -> String {
+        let mut out = self.part.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(".");
+        let text = match &self.text {
+            SectionText::Full => String::new(),
+            SectionText::Header => "HEADER".into(),
+            SectionText::HeaderFields(f) => format!("HEADER.FIELDS ({})", f.join(" ")),
+            SectionText::HeaderFieldsNot(f) => format!("HEADER.FIELDS.NOT ({})", f.join(" ")),
+            SectionText::Text => "TEXT".into(),
+            SectionText::Mime => "MIME".into(),
+        };
+        if !out.is_empty() && !text.is_empty() {
+            out.push('.');
+        }
+        out.push_str(&text);
+        out
+    }
+}
+
+/// FETCH data items (RFC 3501 §6.4.5, RFC 7162 MODSEQ).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchItem {
+    Envelope,
+    Flags,
+    InternalDate,
+    Rfc822,
+    Rfc822Header,
+    Rfc822Size,
+    Rfc822Text,
+    /// BODY (without a section): the non-extensible BODYSTRUCTURE.
+    Body,
+    BodyStructure,
+    Uid,
+    ModSeq,
+    Section(Section),
+}
+
+/// SEARCH keys (RFC 3501 §6.4.4, RFC 7162 §3.1.5 MODSEQ).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SearchKey {
+    All,
+    Answered,
+    Bcc(String),
+    Before(NaiveDate),
+    Body(String),
+    Cc(String),
+    Deleted,
+    Draft,
+    Flagged,
+    From(String),
+    Header(String, String),
+    Keyword(String),
+    Larger(u64),
+    New,
+    Not(Box<SearchKey>),
+    Old,
+    On(NaiveDate),
+    Or(Box<SearchKey>, Box<SearchKey>),
+    Recent,
+    Seen,
+    SentBefore(NaiveDate),
+    SentOn(NaiveDate),
+    SentSince(NaiveDate),
+    Since(NaiveDate),
+    Smaller(u64),
+    Subject(String),
+    Text(String),
+    To(String),
+    Uid(SequenceSet),
+    Unanswered,
+    Undeleted,
+    Undraft,
+    Unflagged,
+    Unkeyword(String),
+    Unseen,
+    Sequence(SequenceSet),
+    And(Vec<SearchKey>),
+    ModSeq(u64),
+}
+
+/// What a command asks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandBody {
+    Capability,
+    Noop,
+    Logout,
+    StartTls,
+    /// `initial` is the SASL-IR (RFC 4959) text as sent (base64, or `=` for empty).
+    Authenticate {
+        mechanism: String,
+        initial: Option<String>,
+    },
+    Login {
+        user: String,
+        password: String,
+    },
+    Select {
+        mailbox: String,
+        condstore: bool,
+    },
+    Examine {
+        mailbox: String,
+        condstore: bool,
+    },
+    /// `use_` holds RFC 6154 §5 CREATE-PARAMS USE attributes.
+    Create {
+        mailbox: String,
+        special_use: Vec<String>,
+    },
+    Delete {
+        mailbox: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Subscribe {
+        mailbox: String,
+    },
+    Unsubscribe {
+        mailbox: String,
+    },
+    /// `special_use_only`: LIST (SPECIAL-USE) selection (RFC 6154 §5.1);
+    /// `return_special_use`: RETURN (SPECIAL-USE).
+    List {
+        reference: String,
+        pattern: String,
+        special_use_only: bool,
+        return_special_use: bool,
+    },
+    Lsub {
+        reference: String,
+        pattern: String,
+    },
+    Status {
+        mailbox: String,
+        items: Vec<StatusItem>,
+    },
+    Append {
+        mailbox: String,
+        flags: Vec<String>,
+        date: Option<DateTime<FixedOffset>>,
+        message: Vec<u8>,
+    },
+    Check,
+    Close,
+    Unselect,
+    Expunge,
+    UidExpunge(SequenceSet),
+    Search {
+        uid: bool,
+        charset: Option<String>,
+        key: SearchKey,
+    },
+    Fetch {
+        uid: bool,
+        set: SequenceSet,
+        items: Vec<FetchItem>,
+        changed_since: Option<u64>,
+    },
+    Store {
+        uid: bool,
+        set: SequenceSet,
+        op: StoreOp,
+        silent: bool,
+        flags: Vec<String>,
+        unchanged_since: Option<u64>,
+    },
+    Copy {
+        uid: bool,
+        set: SequenceSet,
+        mailbox: String,
+    },
+    Move {
+        uid: bool,
+        set: SequenceSet,
+        mailbox: String,
+    },
+    Idle,
+    Enable(Vec<String>),
+    Compress(String),
+    GetQuota(String),
+    GetQuotaRoot(String),
+    Namespace,
+    Id,
+}
+
+impl CommandBody {
+    /// The command's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CommandBody::Capability => "CAPABILITY",
+            CommandBody::Noop => "NOOP",
+            CommandBody::Logout => "LOGOUT",
+            CommandBody::StartTls => "STARTTLS",
+            CommandBody::Authenticate { .. } => "AUTHENTICATE",
+            CommandBody::Login { .. } => "LOGIN",
+            CommandBody::Select { .. } => "SELECT",
+            CommandBody::Examine { .. } => "EXAMINE",
+            CommandBody::Create { .. } => "CREATE",
+            CommandBody::Delete { .. } => "DELETE",
+            CommandBody::Rename { .. } => "RENAME",
+            CommandBody::Subscribe { .. } => "SUBSCRIBE",
+            CommandBody::Unsubscribe { .. } => "UNSUBSCRIBE",
+            CommandBody::List { .. } => "LIST",
+            CommandBody::Lsub { .. } => "LSUB",
+            CommandBody::Status { .. } => "STATUS",
+            CommandBody::Append { .. } => "APPEND",
+            CommandBody::Check => "CHECK",
+            CommandBody::Close => "CLOSE",
+            CommandBody::Unselect => "UNSELECT",
+            CommandBody::Expunge => "EXPUNGE",
+            CommandBody::UidExpunge(_) => "UID EXPUNGE",
+            CommandBody::Search { .. } => "SEARCH",
+            CommandBody::Fetch { .. } => "FETCH",
+            CommandBody::Store { .. } => "STORE",
+            CommandBody::Copy { .. } => "COPY",
+            CommandBody::Move { .. } => "MOVE",
+            CommandBody::Idle => "IDLE",
+            CommandBody::Enable(_) => "ENABLE",
+            CommandBody::Compress(_) => "COMPRESS",
+            CommandBody::GetQuota(_) => "GETQUOTA",
+            CommandBody::GetQuotaRoot(_) => "GETQUOTAROOT",
+            CommandBody::Namespace => "NAMESPACE",
+            CommandBody::Id => "ID",
+        }
+    }
+}
+
+/// Most nesting of parentheses accepted in SEARCH (bounds recursion on hostile input).
+const MAX_DEPTH: usize = 32;
+
+/// Parse one whole command (line with CRLF, literals inline).
+pub fn parse_command(input: &[u8]) -> Result<Command, ParseError> {
+    let mut p = Parser {
+        input,
+        pos: 0,
+        depth: 0,
+    };
+    let tag = p.tag().map_err(|message| ParseError { tag: None, message })?;
+    let body = p
+        .command_body()
+        .and_then(|body| {
+            p.crlf()?;
+            Ok(body)
+        })
+        .map_err(|message| ParseError {
+            tag: Some(tag.clone()),
+            message,
+        })?;
+    Ok(Command { tag, body })
+}
+
+/// The tag at the start of a line, if there is a syntactically valid one.
+pub fn peek_tag(input: &[u8]) -> Option<String> {
+    Parser {
+        input,
+        pos: 0,
+        depth: 0,
+    }
+    .tag()
+    .ok()
+}
+
+type PResult<T> = Result<T, String>;
+
+struct Parser<'a> {
+    input: &'a [u8],
+    pos: usize,
+    depth: usize,
+}
+
+fn is_atom_char(b: u8) -> bool {
+    // RFC 3501 §9: ATOM-CHAR = any CHAR except atom-specials.
+    b > 0x20 && b < 0x7f && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
+}
+
+fn is_astring_char(b: u8) -> bool {
+    is_atom_char(b) || b == b']'
+}
+
+fn is_tag_char(b: u8) -> bool {
+    is_astring_char(b) && b != b'+'
+}
+
+fn is_list_char(b: u8) -> bool {
+    is_atom_char(b) || matches!(b, b'%' | b'*' | b']')
+}
+
+impl<'a> Parser<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.input.get(self.pos).copied()
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        &self.input[self.pos.min(self.input.len())..]
+    }
+
+    fn tag(&mut self) -> PResult<String> {
+        let start = self.pos;
+        while self.peek().is_some_and(is_tag_char) {
+            self.pos += 1;
+        }
+        if self.pos == start {
+            return Err("missing tag".into());
+        }
+        let tag = String::from_utf8_lossy(&self.input[start..self.pos]).into_owned();
+        self.sp()?;
+        Ok(tag)
+    }
+
+    fn sp(&mut self) -> PResult<()> {
+        if self.peek() == Some(b' ') {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err("expected a space".into())
+        }
+    }
+
+    fn try_sp(&mut self) -> bool {
+        if self.peek() == Some(b' ') {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn crlf(&mut self) -> PResult<()> {
+        // Be lenient about a bare LF and trailing spaces some clients send.
+        while self.peek() == Some(b' ') {
+            self.pos += 1;
+        }
+        match self.rest() {
+            b"\r\n" | b"\n" => {
+                self.pos = self.input.len();
+                Ok(())
+            }
+            [] => Ok(()),
+            _ => Err("unexpected text at the end of the command".into()),
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> PResult<()> {
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(format!("expected {:?}", byte as char))
+        }
+    }
+
+    fn at_end(&self) -> bool {
+        matches!(self.rest(), b"\r\n" | b"\n" | [])
+    }
+
+    /// An atom, as bytes (may be empty).
+    fn atom_raw(&mut self) -> &'a [u8] {
+        let start = self.pos;
+        while self.peek().is_some_and(is_atom_char) {
+            self.pos += 1;
+        }
+        &self.input[start..self.pos]
+    }
+
+    fn atom(&mut self) -> PResult<String> {
+        let raw = self.atom_raw();
+        if raw.is_empty() {
+            return Err("expected an atom".into());
+        }
+        Ok(String::from_utf8_lossy(raw).into_owned())
+    }
+
+    /// Upper-cased keyword made of atom characters (stops at `[`, `.` is included).
+    fn keyword(&mut self) -> PResult<String> {
+        let start = self.pos;
+        while self.peek().is_some_and(|b| is_atom_char(b) && b != b'[' && b != b'<') {
+            self.pos += 1;
+        }
+        if self.pos == start {
+            return Err("expected a keyword".into());
+        }
+        Ok(String::from_utf8_lossy(&self.input[start..self.pos]).to_ascii_uppercase())
+    }
+
+    fn number(&mut self) -> PResult<u64> {
+        let start = self.pos;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        if self.pos == start || self.pos - start > 19 {
+            return Err("expected a number".into());
+        }
+        std::str::from_utf8(&self.input[start..self.pos])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| "number too large".into())
+    }
+
+    fn number32(&mut self) -> PResult<u32> {
+        u32::try_from(self.number()?).map_err(|_| "number too large".into())
+    }
+
+    fn quoted(&mut self) -> PResult<Vec<u8>> {
+        self.expect(b'"')?;
+        let mut out = Vec::new();
+        loop {
+            match self.peek() {
+                None | Some(b'\r') | Some(b'\n') => return Err("unterminated quoted string".into()),
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    match self.peek() {
+                        Some(c @ (b'"' | b'\\')) => {
+                            out.push(c);
+                            self.pos += 1;
+                        }
+                        _ => return Err("bad escape in quoted string".into()),
+                    }
+                }
+                Some(c) => {
+                    out.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+
+    /// `{n}CRLF` or `{n+}CRLF` (RFC 7888), then n octets; `~{n}` (literal8) when `eight` is set.
+    fn literal(&mut self, eight: bool) -> PResult<Vec<u8>> {
+        if eight && self.peek() == Some(b'~') {
+            self.pos += 1;
+        }
+        self.expect(b'{')?;
+        let n = self.number()? as usize;
+        if self.peek() == Some(b'+') {
+            self.pos += 1;
+        }
+        self.expect(b'}')?;
+        if self.rest().starts_with(b"\r\n") {
+            self.pos += 2;
+        } else if self.rest().starts_with(b"\n") {
+            self.pos += 1;
+        } else {
+            return Err("literal length must end the line".into());
+        }
+        let rest = self.rest();
+        if rest.len() < n {
+            return Err("literal shorter than announced".into());
+        }
+        self.pos += n;
+        Ok(rest[..n].to_vec())
+    }
+
+    fn string(&mut self) -> PResult<Vec<u8>> {
+        match self.peek() {
+            Some(b'"') => self.quoted(),
+            Some(b'{') | Some(b'~') => self.literal(true),
+            _ => Err("expected a string".into()),
+        }
+    }
+
+    fn astring_bytes(&mut self) -> PResult<Vec<u8>> {
+        match self.peek() {
+            Some(b'"') | Some(b'{') => self.string(),
+            _ => {
+                let start = self.pos;
+                // 8-bit atoms are accepted for UTF8=ACCEPT clients (RFC 6855 §3).
+                while self.peek().is_some_and(|b| is_astring_char(b) || b >= 0x80) {
+                    self.pos += 1;
+                }
+                if self.pos == start {
+                    return Err("expected an atom or a string".into());
+                }
+                Ok(self.input[start..self.pos].to_vec())
+            }
+        }
+    }
+
+    fn astring(&mut self) -> PResult<String> {
+        String::from_utf8(self.astring_bytes()?).map_err(|_| "not UTF-8".into())
+    }
+
+    fn mailbox(&mut self) -> PResult<String> {
+        self.astring()
+    }
+
+    /// list-mailbox: list-chars (with wildcards) or a string.
+    fn list_mailbox(&mut self) -> PResult<String> {
+        match self.peek() {
+            Some(b'"') | Some(b'{') => String::from_utf8(self.string()?).map_err(|_| "not UTF-8".into()),
+            _ => {
+                let start = self.pos;
+                while self.peek().is_some_and(|b| is_list_char(b) || b >= 0x80) {
+                    self.pos += 1;
+                }
+                if self.pos == start {
+                    return Err("expected a mailbox pattern".into());
+                }
+                String::from_utf8(self.input[start..self.pos].to_vec()).map_err(|_| "not UTF-8".into())
+            }
+        }
+    }
+
+    fn flag(&mut self) -> PResult<String> {
+        let start = self.pos;
+        if self.peek() == Some(b'\\') {
+            self.pos += 1;
+        }
+        let atom = self.atom_raw();
+        if atom.is_empty() {
+            if start + 1 == self.pos && self.peek() == Some(b'*') {
+                return Err("\\* is not a flag".into());
+            }
+            return Err("expected a flag".into());
+        }
+        Ok(String::from_utf8_lossy(&self.input[start..self.pos]).into_owned())
+    }
+
+    fn flag_list(&mut self) -> PResult<Vec<String>> {
+        self.expect(b'(')?;
+        let mut flags = Vec::new();
+        if self.peek() == Some(b')') {
+            self.pos += 1;
+            return Ok(flags);
+        }
+        loop {
+            flags.push(self.flag()?);
+            if self.try_sp() {
+                continue;
+            }
+            self.expect(b')')?;
+            return Ok(flags);
+        }
+    }
+
+    fn sequence_set(&mut self) -> PResult<SequenceSet> {
+        let start = self.pos;
+        while self
+            .peek()
+            .is_some_and(|b| b.is_ascii_digit() || matches!(b, b':' | b',' | b'*' | b'$'))
+        {
+            self.pos += 1;
+        }
+        SequenceSet::parse(&self.input[start..self.pos]).ok_or_else(|| "bad sequence set".into())
+    }
+
+    fn command_body(&mut self) -> PResult<CommandBody> {
+        let name = self.keyword()?;
+        let body = match name.as_str() {
+            "CAPABILITY" => CommandBody::Capability,
+            "NOOP" => CommandBody::Noop,
+            "LOGOUT" => CommandBody::Logout,
+            "STARTTLS" => CommandBody::StartTls,
+            "AUTHENTICATE" => {
+                self.sp()?;
+                let mechanism = self.atom()?.to_ascii_uppercase();
+                let initial = if self.try_sp() {
+                    // RFC 4959: base64 or "=".
+                    let start = self.pos;
+                    while self
+                        .peek()
+                        .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+                    {
+                        self.pos += 1;
+                    }
+                    if start == self.pos {
+                        return Err("bad initial response".into());
+                    }
+                    Some(String::from_utf8_lossy(&self.input[start..self.pos]).into_owned())
+                } else {
+                    None
+                };
+                CommandBody::Authenticate { mechanism, initial }
+            }
+            "LOGIN" => {
+                self.sp()?;
+                let user = self.astring()?;
+                self.sp()?;
+                let password = self.astring()?;
+                CommandBody::Login { user, password }
+            }
+            "SELECT" | "EXAMINE" => {
+                self.sp()?;
+                let mailbox = self.mailbox()?;
+                let mut condstore = false;
+                if self.try_sp() {
+                    // RFC 7162 §3.1.8: (CONDSTORE)
+                    self.expect(b'(')?;
+                    loop {
+                        let p = self.keyword()?;
+                        if p != "CONDSTORE" {
+                            return Err(format!("unknown SELECT parameter {p}"));
+                        }
+                        condstore = true;
+                        if !self.try_sp() {
+                            break;
+                        }
+                    }
+                    self.expect(b')')?;
+                }
+                if name == "SELECT" {
+                    CommandBody::Select { mailbox, condstore }
+                } else {
+                    CommandBody::Examine { mailbox, condstore }
+                }
+            }
+            "CREATE" => {
+                self.sp()?;
+                let mailbox = self.mailbox()?;
+                let mut special_use = Vec::new();
+                if self.try_sp() {
+                    // RFC 6154 §3: CREATE name (USE (\Sent))
+                    self.expect(b'(')?;
+                    if self.keyword()? != "USE" {
+                        return Err("unknown CREATE parameter".into());
+                    }
+                    self.sp()?;
+                    special_use = self.flag_list()?;
+                    self.expect(b')')?;
+                }
+                CommandBody::Create { mailbox, special_use }
+            }
+            "DELETE" => {
+                self.sp()?;
+                CommandBody::Delete {
+                    mailbox: self.mailbox()?,
+                }
+            }
+            "RENAME" => {
+                self.sp()?;
+                let from = self.mailbox()?;
+                self.sp()?;
+                let to = self.mailbox()?;
+                CommandBody::Rename { from, to }
+            }
+            "SUBSCRIBE" => {
+                self.sp()?;
+                CommandBody::Subscribe {
+                    mailbox: self.mailbox()?,
+                }
+            }
+            "UNSUBSCRIBE" => {
+                self.sp()?;
+                CommandBody::Unsubscribe {
+                    mailbox: self.mailbox()?,
+                }
+            }
+            "LIST" => self.list()?,
+            "LSUB" => {
+                self.sp()?;
+                let reference = self.mailbox()?;
+                self.sp()?;
+                let pattern = self.list_mailbox()?;
+                CommandBody::Lsub { reference, pattern }
+            }
+            "STATUS" => {
+                self.sp()?;
+                let mailbox = self.mailbox()?;
+                self.sp()?;
+                self.expect(b'(')?;
+                let mut items = Vec::new();
+                loop {
+                    items.push(match self.keyword()?.as_str() {
+                        "MESSAGES" => StatusItem::Messages,
+                        "RECENT" => StatusItem::Recent,
+                        "UIDNEXT" => StatusItem::UidNext,
+                        "UIDVALIDITY" => StatusItem::UidValidity,
+                        "UNSEEN" => StatusItem::Unseen,
+                        "HIGHESTMODSEQ" => StatusItem::HighestModSeq,
+                        other => return Err(format!("unknown STATUS item {other}")),
+                    });
+                    if !self.try_sp() {
+                        break;
+                    }
+                }
+                self.expect(b')')?;
+                CommandBody::Status { mailbox, items }
+            }
+            "APPEND" => self.append()?,
+            "CHECK" => CommandBody::Check,
+            "CLOSE" => CommandBody::Close,
+            "UNSELECT" => CommandBody::Unselect,
+            "EXPUNGE" => CommandBody::Expunge,
+            "SEARCH" => self.search(false)?,
+            "FETCH" => self.fetch(false)?,
+            "STORE" => self.store(false)?,
+            "COPY" => self.copy_move(false, false)?,
+            "MOVE" => self.copy_move(false, true)?,
+            "UID" => {
+                self.sp()?;
+                match self.keyword()?.as_str() {
+                    "FETCH" => self.fetch(true)?,
+                    "STORE" => self.store(true)?,
+                    "SEARCH" => self.search(true)?,
+                    "COPY" => self.copy_move(true, false)?,
+                    "MOVE" => self.copy_move(true, true)?,
+                    "EXPUNGE" => {
+                        self.sp()?;
+                        CommandBody::UidExpunge(self.sequence_set()?)
+                    }
+                    other => return Err(format!("unknown UID command {other}")),
+                }
+            }
+            "IDLE" => CommandBody::Idle,
+            "ENABLE" => {
+                let mut caps = Vec::new();
+                while self.try_sp() {
+                    caps.push(self.atom()?.to_ascii_uppercase());
+                }
+                if caps.is_empty() {
+                    return Err("ENABLE needs a capability".into());
+                }
+                CommandBody::Enable(caps)
+            }
+            "COMPRESS" => {
+                self.sp()?;
+                CommandBody::Compress(self.atom()?.to_ascii_uppercase())
+            }
+            "GETQUOTA" => {
+                self.sp()?;
+                CommandBody::GetQuota(self.astring()?)
+            }
+            "GETQUOTAROOT" => {
+                self.sp()?;
+                CommandBody::GetQuotaRoot(self.mailbox()?)
+            }
+            "NAMESPACE" => CommandBody::Namespace,
+            "ID" => {
+                // RFC 2971: ID ("name" "value" ...) or ID NIL; the values are only logged.
+                self.sp()?;
+                if self.peek() == Some(b'(') {
+                    self.pos += 1;
+                    let mut count = 0;
+                    while self.peek() != Some(b')') {
+                        if count > 0 {
+                            self.sp()?;
+                        }
+                        self.nstring()?;
+                        count += 1;
+                        if count > 60 {
+                            return Err("too many ID fields".into());
+                        }
+                    }
+                    self.pos += 1;
+                } else if self.keyword()? != "NIL" {
+                    return Err("expected NIL or a list".into());
+                }
+                CommandBody::Id
+            }
+            other => return Err(format!("unknown command {other}")),
+        };
+        Ok(body)
+    }
+
+    fn nstring(&mut self) -> PResult<Option<Vec<u8>>> {
+        if self.rest().len() >= 3 && self.rest()[..3].eq_ignore_ascii_case(b"NIL") {
+            self.pos += 3;
+            return Ok(None);
+        }
+        self.string().map(Some)
+    }
+
+    fn list(&mut self) -> PResult<CommandBody> {
+        self.sp()?;
+        let mut special_use_only = false;
+        let mut return_special_use = false;
+        // RFC 5258 selection options; only SPECIAL-USE (RFC 6154 §5.1) and SUBSCRIBED are known.
+        if self.peek() == Some(b'(') {
+            self.pos += 1;
+            while self.peek() != Some(b')') {
+                self.try_sp();
+                match self.keyword()?.as_str() {
+                    "SPECIAL-USE" => special_use_only = true,
+                    other => return Err(format!("unsupported LIST selection option {other}")),
+                }
+            }
+            self.pos += 1;
+            self.sp()?;
+        }
+        let reference = self.mailbox()?;
+        self.sp()?;
+        let pattern = self.list_mailbox()?;
+        if self.try_sp() {
+            if self.keyword()? != "RETURN" {
+                return Err("expected RETURN".into());
+            }
+            self.sp()?;
+            self.expect(b'(')?;
+            while self.peek() != Some(b')') {
+                self.try_sp();
+                match self.keyword()?.as_str() {
+                    "SPECIAL-USE" => return_special_use = true,
+                    "CHILDREN" => {}
+                    other => return Err(format!("unsupported LIST return option {other}")),
+                }
+            }
+            self.pos += 1;
+        }
+        Ok(CommandBody::List {
+            reference,
+            pattern,
+            special_use_only,
+            return_special_use,
+        })
+    }
+
+    fn append(&mut self) -> PResult<CommandBody> {
+        self.sp()?;
+        let mailbox = self.mailbox()?;
+        self.sp()?;
+        let mut flags = Vec::new();
+        if self.peek() == Some(b'(') {
+            flags = self.flag_list()?;
+            self.sp()?;
+        }
+        let mut date = None;
+        if self.peek() == Some(b'"') {
+            let text = self.quoted()?;
+            date = Some(parse_date_time(&text).ok_or("bad date-time")?);
+            self.sp()?;
+        }
+        let message = if self.rest().len() >= 4 && self.rest()[..4].eq_ignore_ascii_case(b"UTF8") {
+            // RFC 6855 §4: APPEND ... UTF8 (~{n}...)
+            self.pos += 4;
+            self.sp()?;
+            self.expect(b'(')?;
+            let m = self.literal(true)?;
+            self.expect(b')')?;
+            m
+        } else {
+            self.literal(true)?
+        };
+        Ok(CommandBody::Append {
+            mailbox,
+            flags,
+            date,
+            message,
+        })
+    }
+
+    fn copy_move(&mut self, uid: bool, is_move: bool) -> PResult<CommandBody> {
+        self.sp()?;
+        let set = self.sequence_set()?;
+        self.sp()?;
+        let mailbox = self.mailbox()?;
+        Ok(if is_move {
+            CommandBody::Move { uid, set, mailbox }
+        } else {
+            CommandBody::Copy { uid, set, mailbox }
+        })
+    }
+
+    fn store(&mut self, uid: bool) -> PResult<CommandBody> {
+        self.sp()?;
+        let set = self.sequence_set()?;
+        self.sp()?;
+        let mut unchanged_since = None;
+        if self.peek() == Some(b'(') {
+            // RFC 7162 §3.1.3: (UNCHANGEDSINCE n)
+            self.pos += 1;
+            if self.keyword()? != "UNCHANGEDSINCE" {
+                return Err("unknown STORE modifier".into());
+            }
+            self.sp()?;
+            unchanged_since = Some(self.number()?);
+            self.expect(b')')?;
+            self.sp()?;
+        }
+        let item = self.keyword()?;
+        let (op, rest) = match item.as_bytes().first() {
+            Some(b'+') => (StoreOp::Add, &item[1..]),
+            Some(b'-') => (StoreOp::Remove, &item[1..]),
+            _ => (StoreOp::Replace, &item[..]),
+        };
+        let silent = match rest {
+            "FLAGS" => false,
+            "FLAGS.SILENT" => true,
+            _ => return Err("expected FLAGS or FLAGS.SILENT".into()),
+        };
+        self.sp()?;
+        let flags = if self.peek() == Some(b'(') {
+            self.flag_list()?
+        } else {
+            let mut flags = vec![self.flag()?];
+            while self.try_sp() {
+                flags.push(self.flag()?);
+            }
+            flags
+        };
+        Ok(CommandBody::Store {
+            uid,
+            set,
+            op,
+            silent,
+            flags,
+            unchanged_since,
+        })
+    }
+
+    fn fetch(&mut self, uid: bool) -> PResult<CommandBody> {
+        self.sp()?;
+        let set = self.sequence_set()?;
+        self.sp()?;
+        let mut items = Vec::new();
+        if self.peek() == Some(b'(') {
+            self.pos += 1;
+            loop {
+                self.fetch_att(&mut items)?;
+                if self.try_sp() {
+                    continue;
+                }
+                self.expect(b')')?;
+                break;
+            }
+        } else {
+            let save = self.pos;
+            match self.keyword()?.as_str() {
+                // RFC 3501 §6.4.5 macros.
+                "ALL" => items.extend([
+                    FetchItem::Flags,
+                    FetchItem::InternalDate,
+                    FetchItem::Rfc822Size,
+                    FetchItem::Envelope,
+                ]),
+                "FAST" => items.extend([FetchItem::Flags, FetchItem::InternalDate, FetchItem::Rfc822Size]),
+                "FULL" => items.extend([
+                    FetchItem::Flags,
+                    FetchItem::InternalDate,
+                    FetchItem::Rfc822Size,
+                    FetchItem::Envelope,
+                    FetchItem::Body,
+                ]),
+                _ => {
+                    self.pos = save;
+                    self.fetch_att(&mut items)?;
+                }
+            }
+        }
+        let mut changed_since = None;
+        if self.try_sp() {
+            // RFC 7162 §3.1.4: (CHANGEDSINCE n)
+            self.expect(b'(')?;
+            if self.keyword()? != "CHANGEDSINCE" {
+                return Err("unknown FETCH modifier".into());
+            }
+            self.sp()?;
+            changed_since = Some(self.number()?);
+            self.expect(b')')?;
+        }
+        Ok(CommandBody::Fetch {
+            uid,
+            set,
+            items,
+            changed_since,
+        })
+    }
+
+    fn fetch_att(&mut self, items: &mut Vec<FetchItem>) -> PResult<()> {
+        let name = self.keyword()?;
+        let item = match name.as_str() {
+            "ENVELOPE" => FetchItem::Envelope,
+            "FLAGS" => FetchItem::Flags,
+            "INTERNALDATE" => FetchItem::InternalDate,
+            "RFC822" => FetchItem::Rfc822,
+            "RFC822.HEADER" => FetchItem::Rfc822Header,
+            "RFC822.SIZE" => FetchItem::Rfc822Size,
+            "RFC822.TEXT" => FetchItem::Rfc822Text,
+            "BODYSTRUCTURE" => FetchItem::BodyStructure,
+            "UID" => FetchItem::Uid,
+            "MODSEQ" => FetchItem::ModSeq,
+            "BODY" | "BODY.PEEK" => {
+                if self.peek() != Some(b'[') {
+                    if name == "BODY.PEEK" {
+                        return Err("BODY.PEEK needs a section".into());
+                    }
+                    items.push(FetchItem::Body);
+                    return Ok(());
+                }
+                let mut section = self.section()?;
+                section.peek = name == "BODY.PEEK";
+                FetchItem::Section(section)
+            }
+            other => return Err(format!("unknown FETCH item {other}")),
+        };
+        items.push(item);
+        Ok(())
+    }
+
+    fn section(&mut self) -> PResult<Section> {
+        self.expect(b'[')?;
+        let mut part = Vec::new();
+        let mut text = SectionText::Full;
+        loop {
+            match self.peek() {
+                Some(b) if b.is_ascii_digit() => {
+                    let n = self.number32()?;
+                    if n == 0 {
+                        return Err("section part numbers start at 1".into());
+                    }
+                    part.push(n);
+                    if part.len() > 64 {
+                        return Err("section too deep".into());
+                    }
+                    if self.peek() == Some(b'.') {
+                        self.pos += 1;
+                        continue;
+                    }
+                    break;
+                }
+                Some(b']') => break,
+                _ => {
+                    let start = self.pos;
+                    while self.peek().is_some_and(|b| b.is_ascii_alphabetic() || b == b'.') {
+                        self.pos += 1;
+                    }
+                    let word = String::from_utf8_lossy(&self.input[start..self.pos]).to_ascii_uppercase();
+                    text = match word.as_str() {
+                        "HEADER" => SectionText::Header,
+                        "TEXT" => SectionText::Text,
+                        "MIME" if !part.is_empty() => SectionText::Mime,
+                        "HEADER.FIELDS" | "HEADER.FIELDS.NOT" => {
+                            self.sp()?;
+                            self.expect(b'(')?;
+                            let mut fields = Vec::new();
+                            loop {
+                                let f = self.astring()?;
+                                fields.push(f);
+                                if fields.len() > 200 {
+                                    return Err("too many header fields".into());
+                                }
+                                if !self.try_sp() {
+                                    break;
+                                }
+                            }
+                            self.expect(b')')?;
+                            if word == "HEADER.FIELDS" {
+                                SectionText::HeaderFields(fields)
+                            } else {
+                                SectionText::HeaderFieldsNot(fields)
+                            }
+                        }
+                        _ => return Err(format!("bad section {word:?}")),
+                    };
+                    break;
+                }
+            }
+        }
+        self.expect(b']')?;
+        let mut partial = None;
+        if self.peek() == Some(b'<') {
+            self.pos += 1;
+            let start = self.number32()?;
+            self.expect(b'.')?;
+            let len = self.number32()?;
+            if len == 0 {
+                return Err("partial length must be positive".into());
+            }
+            self.expect(b'>')?;
+            partial = Some((start, len));
+        }
+        Ok(Section {
+            part,
+            text,
+            partial,
+            peek: false,
+        })
+    }
+
+    fn search(&mut self, uid: bool) -> PResult<CommandBody> {
+        self.sp()?;
+        let mut charset = None;
+        let save = self.pos;
+        if self.keyword().ok().as_deref() == Some("CHARSET") {
+            self.sp()?;
+            charset = Some(self.astring()?.to_ascii_uppercase());
+            self.sp()?;
+        } else {
+            self.pos = save;
+        }
+        let mut keys = vec![self.search_key()?];
+        while self.try_sp() {
+            if self.at_end() {
+                break;
+            }
+            keys.push(self.search_key()?);
+        }
+        let key = if keys.len() == 1 {
+            keys.pop().expect("one key")
+        } else {
+            SearchKey::And(keys)
+        };
+        Ok(CommandBody::Search { uid, charset, key })
+    }
+
+    fn search_string(&mut self) -> PResult<String> {
+        self.sp()?;
+        String::from_utf8(self.astring_bytes()?).map_err(|_| "search string is not UTF-8".into())
+    }
+
+    fn search_date(&mut self) -> PResult<NaiveDate> {
+        self.sp()?;
+        let raw = if self.peek() == Some(b'"') {
+            self.quoted()?
+        } else {
+            let start = self.pos;
+            while self.peek().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                self.pos += 1;
+            }
+            self.input[start..self.pos].to_vec()
+        };
+        parse_date(&raw).ok_or_else(|| "bad date".into())
+    }
+
+    fn search_key(&mut self) -> PResult<SearchKey> {
+        if self.peek() == Some(b'(') {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return Err("search nested too deep".into());
+            }
+            self.pos += 1;
+            let mut keys = vec![self.search_key()?];
+            while self.try_sp() {
+                keys.push(self.search_key()?);
+            }
+            self.expect(b')')?;
+            self.depth -= 1;
+            return Ok(SearchKey::And(keys));
+        }
+        if self
+            .peek()
+            .is_some_and(|b| b.is_ascii_digit() || b == b'*' || b == b'$')
+        {
+            return Ok(SearchKey::Sequence(self.sequence_set()?));
+        }
+        let word = self.keyword()?;
+        Ok(match word.as_str() {
+            "ALL" => SearchKey::All,
+            "ANSWERED" => SearchKey::Answered,
+            "BCC" => SearchKey::Bcc(self.search_string()?),
+            "BEFORE" => SearchKey::Before(self.search_date()?),
+            "BODY" => SearchKey::Body(self.search_string()?),
+            "CC" => SearchKey::Cc(self.search_string()?),
+            "DELETED" => SearchKey::Deleted,
+            "DRAFT" => SearchKey::Draft,
+            "FLAGGED" => SearchKey::Flagged,
+            "FROM" => SearchKey::From(self.search_string()?),
+            "HEADER" => {
+                let name = self.search_string()?;
+                SearchKey::Header(name, self.search_string()?)
+            }
+            "KEYWORD" => {
+                self.sp()?;
+                SearchKey::Keyword(self.flag()?)
+            }
+            "LARGER" => {
+                self.sp()?;
+                SearchKey::Larger(self.number()?)
+            }
+            "NEW" => SearchKey::New,
+            "NOT" => {
+                self.sp()?;
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return Err("search nested too deep".into());
+                }
+                let key = self.search_key()?;
+                self.depth -= 1;
+                SearchKey::Not(Box::new(key))
+            }
+            "OLD" => SearchKey::Old,
+            "ON" => SearchKey::On(self.search_date()?),
+            "OR" => {
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return Err("search nested too deep".into());
+                }
+                self.sp()?;
+                let a = self.search_key()?;
+                self.sp()?;
+                let b = self.search_key()?;
+                self.depth -= 1;
+                SearchKey::Or(Box::new(a), Box::new(b))
+            }
+            "RECENT" => SearchKey::Recent,
+            "SEEN" => SearchKey::Seen,
+            "SENTBEFORE" => SearchKey::SentBefore(self.search_date()?),
+            "SENTON" => SearchKey::SentOn(self.search_date()?),
+            "SENTSINCE" => SearchKey::SentSince(self.search_date()?),
+            "SINCE" => SearchKey::Since(self.search_date()?),
+            "SMALLER" => {
+                self.sp()?;
+                SearchKey::Smaller(self.number()?)
+            }
+            "SUBJECT" => SearchKey::Subject(self.search_string()?),
+            "TEXT" => SearchKey::Text(self.search_string()?),
+            "TO" => SearchKey::To(self.search_string()?),
+            "UID" => {
+                self.sp()?;
+                SearchKey::Uid(self.sequence_set()?)
+            }
+            "UNANSWERED" => SearchKey::Unanswered,
+            "UNDELETED" => SearchKey::Undeleted,
+            "UNDRAFT" => SearchKey::Undraft,
+            "UNFLAGGED" => SearchKey::Unflagged,
+            "UNKEYWORD" => {
+                self.sp()?;
+                SearchKey::Unkeyword(self.flag()?)
+            }
+            "UNSEEN" => SearchKey::Unseen,
+            "MODSEQ" => {
+                // RFC 7162 §3.1.5: MODSEQ [entry-name entry-type-req] mod-sequence-valzer
+                self.sp()?;
+                if self.peek() == Some(b'"') {
+                    self.quoted()?;
+                    self.sp()?;
+                    self.keyword()?;
+                    self.sp()?;
+                }
+                SearchKey::ModSeq(self.number()?)
+            }
+            other => return Err(format!("unknown search key {other}")),
+        })
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+
+/// `1-Feb-1994` (RFC 3501 date-text).
+pub fn parse_date(raw: &[u8]) -> Option<NaiveDate> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut it = text.trim().split('-');
+    let day: u32 = it.next()?.trim().parse().ok()?;
+    let month = it.next()?.to_ascii_uppercase();
+    let month = MONTHS.iter().position(|m| *m == month)? as u32 + 1;
+    let year: i32 = it.next()?.parse().ok()?;
+    if it.next().is_some() {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(year, month, day)
+}
+
+/// `17-Jul-1996 02:44:25 -0700` (RFC 3501 date-time, day may be space-padded).
+pub fn parse_date_time(raw: &[u8]) -> Option<DateTime<FixedOffset>> {
+    let text = std::str::from_utf8(raw).ok()?.trim_start();
+    let (date, rest) = text.split_once(' ')?;
+    let (time, zone) = rest.split_once(' ')?;
+    let date = parse_date(date.as_bytes())?;
+    let time = chrono::NaiveTime::parse_from_str(time, "%H:%M:%S").ok()?;
+    if zone.len() != 5 {
+        return None;
+    }
+    let sign = match zone.as_bytes()[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let hours: i32 = zone[1..3].parse().ok()?;
+    let minutes: i32 = zone[3..5].parse().ok()?;
+    let offset = FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))?;
+    date.and_time(time).and_local_timezone(offset).single()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> CommandBody {
+        parse_command(s.as_bytes())
+            .unwrap_or_else(|e| panic!("{s:?}: {e:?}"))
+            .body
+    }
+
+    #[test]
+    fn simple_commands() {
+        assert_eq!(parse("a CAPABILITY\r\n"), CommandBody::Capability);
+        assert_eq!(parse("a noop\r\n"), CommandBody::Noop);
+        assert_eq!(
+            parse("a LOGIN alice@example.test \"p a\\\"ss\"\r\n"),
+            CommandBody::Login {
+                user: "alice@example.test".into(),
+                password: "p a\"ss".into()
+            }
+        );
+        assert_eq!(
+            parse("a LOGIN {5}\r\nalice {2+}\r\npw\r\n"),
+            CommandBody::Login {
+                user: "alice".into(),
+                password: "pw".into()
+            }
+        );
+        assert_eq!(
+            parse("a AUTHENTICATE PLAIN AGEAYg==\r\n"),
+            CommandBody::Authenticate {
+                mechanism: "PLAIN".into(),
+                initial: Some("AGEAYg==".into())
+            }
+        );
+        assert_eq!(parse("a UID EXPUNGE 1:3\r\n").name(), "UID EXPUNGE");
+        assert_eq!(parse("a ENABLE CONDSTORE UTF8=ACCEPT\r\n").name(), "ENABLE");
+        assert_eq!(parse("a COMPRESS DEFLATE\r\n"), CommandBody::Compress("DEFLATE".into()));
+        assert_eq!(parse("a ID (\"name\" \"tb\" \"version\" NIL)\r\n"), CommandBody::Id);
+        assert_eq!(parse("a ID NIL\r\n"), CommandBody::Id);
+    }
+
+    #[test]
+    fn create_with_use_and_list_options() {
+        assert_eq!(
+            parse("a CREATE Sent2 (USE (\\Sent))\r\n"),
+            CommandBody::Create {
+                mailbox: "Sent2".into(),
+                special_use: vec!["\\Sent".into()]
+            }
+        );
+        assert_eq!(
+            parse("a LIST (SPECIAL-USE) \"\" *\r\n"),
+            CommandBody::List {
+                reference: "".into(),
+                pattern: "*".into(),
+                special_use_only: true,
+                return_special_use: false
+            }
+        );
+        assert!(matches!(
+            parse("a LIST \"\" % RETURN (SPECIAL-USE)\r\n"),
+            CommandBody::List {
+                return_special_use: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn fetch_items() {
+        let CommandBody::Fetch { uid, items, .. } =
+            parse("a UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Subject)])\r\n")
+        else {
+            panic!()
+        };
+        assert!(uid);
+        assert_eq!(items.len(), 4);
+        let FetchItem::Section(s) = &items[3] else { panic!() };
+        assert!(s.peek);
+        assert_eq!(s.spec(), "HEADER.FIELDS (From To Subject)");
+        let CommandBody::Fetch { items, .. } = parse("a FETCH 2 BODY[1.2.MIME]<10.20>\r\n") else {
+            panic!()
+        };
+        let FetchItem::Section(s) = &items[0] else { panic!() };
+        assert_eq!(s.part, vec![1, 2]);
+        assert_eq!(s.partial, Some((10, 20)));
+        assert_eq!(s.spec(), "1.2.MIME");
+        assert!(matches!(
+            parse("a FETCH 1:* (FLAGS) (CHANGEDSINCE 12)\r\n"),
+            CommandBody::Fetch {
+                changed_since: Some(12),
+                ..
+            }
+        ));
+        let CommandBody::Fetch { items, .. } = parse("a FETCH 1 FULL\r\n") else {
+            panic!()
+        };
+        assert_eq!(items.len(), 5);
+    }
+
+    #[test]
+    fn store_and_search() {
+        assert!(matches!(
+            parse("a UID STORE 1,3 (UNCHANGEDSINCE 5) +FLAGS.SILENT (\\Seen $Label1)\r\n"),
+            CommandBody::Store {
+                uid: true,
+                op: StoreOp::Add,
+                silent: true,
+                unchanged_since: Some(5),
+                ..
+            }
+        ));
+        let CommandBody::Search { key, charset, .. } =
+            parse("a SEARCH CHARSET UTF-8 OR FROM alice (SUBJECT {5}\r\ncafé) NOT 1:3 SINCE 1-Feb-2020\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!(charset.as_deref(), Some("UTF-8"));
+        let SearchKey::And(keys) = key else { panic!() };
+        assert_eq!(keys.len(), 3);
+        assert!(parse_command(b"a SEARCH NOT\r\n").is_err());
+        let deep = format!("a SEARCH {}ALL{}\r\n", "(".repeat(100), ")".repeat(100));
+        assert!(parse_command(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn append_forms() {
+        let CommandBody::Append {
+            flags, date, message, ..
+        } = parse("a APPEND Sent (\\Seen) \"24-Nov-2026 10:00:00 +0100\" {5+}\r\nhello\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!(flags, vec!["\\Seen"]);
+        assert_eq!(date.unwrap().to_rfc3339(), "2026-11-24T10:00:00+01:00");
+        assert_eq!(message, b"hello");
+        assert!(matches!(
+            parse("a APPEND INBOX UTF8 (~{2}\r\nhi)\r\n"),
+            CommandBody::Append { .. }
+        ));
+    }
+
+    #[test]
+    fn errors_keep_the_tag() {
+        let e = parse_command(b"x1 FROB\r\n").unwrap_err();
+        assert_eq!(e.tag.as_deref(), Some("x1"));
+        assert!(parse_command(b"\r\n").unwrap_err().tag.is_none());
+        assert!(parse_command(b"a LOGIN {10}\r\nab\r\n").is_err());
+        assert!(parse_command(b"a FETCH 0 FLAGS\r\n").is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! Sequence sets (RFC 3501 §9 `sequence-set`): `1:4,7,9:*`.
+
+/// One end of a range: a number, or `*` (the largest number in use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    Num(u32),
+    Star,
+}
+
+impl Bound {
+    fn value(self, largest: u32) -> u32 {
+        match self {
+            Bound::Num(n) => n,
+            Bound::Star => largest,
+        }
+    }
+}
+
+/// A parsed set of ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceSet(pub Vec<(Bound, Bound)>);
+
+/// At most this many ranges in one set (bounds work per command).
+const MAX_RANGES: usize = 100_000;
+
+impl SequenceSet {
+    /// Parse `1:4,7,*`; numbers are non-zero (RFC 3501 `nz-number`).
+    pub fn parse(raw: &[u8]) -> Option<SequenceSet> {
+        let text = std::str::from_utf8(raw).ok()?;
+        if text.is_empty() {
+            return None;
+        }
+        let bound = |s: &str| -> Option<Bound> {
+            if s == "*" {
+                return Some(Bound::Star);
+            }
+            if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            match s.parse::<u32>().ok()? {
+                0 => None,
+                n => Some(Bound::Num(n)),
+            }
+        };
+        let mut ranges = Vec::new();
+        for item in text.split(',') {
+            let range = match item.split_once(':') {
+                Some((a, b)) => (bound(a)?, bound(b)?),
+                None => {
+                    let b = bound(item)?;
+                    (b, b)
+                }
+            };
+            ranges.push(range);
+            if ranges.len() > MAX_RANGES {
+                return None;
+            }
+        }
+        Some(SequenceSet(ranges))
+    }
+
+    /// A set of explicit numbers.
+    pub fn from_numbers(numbers: &[u32]) -> SequenceSet {
+        SequenceSet(numbers.iter().map(|&n| (Bound::Num(n), Bound::Num(n))).collect())
+    }
+
+    /// Whether `n` is in the set, `*` meaning `largest`.
+    pub fn contains(&self, n: u32, largest: u32) -> bool {
+        self.0.iter().any(|&(a, b)| {
+            let (a, b) = (a.value(largest), b.value(largest));
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            lo <= n && n <= hi
+        })
+    }
+
+    /// Whether every number of the set is at most `largest` (for message sequence numbers,
+    /// where a number past the end is an error, RFC 3501 §9 `seq-number`).
+    pub fn within(&self, largest: u32) -> bool {
+        self.0
+            .iter()
+            .all(|&(a, b)| a.value(largest) <= largest && b.value(largest) <= largest)
+    }
+}
+
+/// Write numbers as a compact set (`1:3,7`), for COPYUID and APPENDUID (RFC 4315).
+pub fn compact(numbers: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < numbers.len() {
+        let start = numbers[i];
+        let mut end = start;
+        while i + 1 < numbers.len() && numbers[i + 1] == end.wrapping_add(1) {
+            i += 1;
+            end = numbers[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_star() {
+        let set = SequenceSet::parse(b"1:3,7,9:*").unwrap();
+        assert!(set.contains(2, 20));
+        assert!(!set.contains(5, 20));
+        assert!(set.contains(20, 20));
+        // n:* with n past the end still names the last message (RFC 3501 §6.4.8).
+        let set = SequenceSet::parse(b"50:*").unwrap();
+        assert!(set.contains(20, 20));
+        assert!(!set.contains(19, 20));
+        assert!(SequenceSet::parse(b"0").is_none());
+        assert!(SequenceSet::parse(b"1,,2").is_none());
+        assert!(SequenceSet::parse(b"").is_none());
+        assert!(SequenceSet::parse(b"$").is_none());
+    }
+
+    #[test]
+    fn compact_sets() {
+        assert_eq!(compact(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+        assert_eq!(compact(&[5]), "5");
+        assert_eq!(compact(&[]), "");
+    }
+}

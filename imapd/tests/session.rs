@@ -1,0 +1,161 @@
+//! Connection-level scenarios: greeting, CAPABILITY, LOGIN, AUTHENTICATE PLAIN (SASL-IR and
+//! continuation), LOGINDISABLED, STARTTLS, implicit TLS, throttling, state gate, malformed
+//! input and limits.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn capability_login_logout() {
+    let server = Server::start().await;
+    let mut c = server.connect().await;
+    let caps = c.ok("CAPABILITY").await;
+    let line = caps.find("* CAPABILITY");
+    assert!(line.contains("IMAP4rev1") && line.contains("STARTTLS") && line.contains("AUTH=PLAIN"));
+    assert!(line.contains("SASL-IR") && line.contains("LITERAL+"));
+    // Commands of later states are refused before login.
+    c.bad("SELECT INBOX").await;
+    c.no(&format!("LOGIN {USER} wrong")).await;
+    let r = c.cmd(&format!("LOGIN {USER} wrong")).await;
+    assert!(r.tagged.contains("[AUTHENTICATIONFAILED]"), "{r:?}");
+    let r = c.ok(&format!("LOGIN {USER} \"{PASS}\"")).await;
+    assert!(r.tagged.contains("[CAPABILITY IMAP4rev1"), "{r:?}");
+    assert!(r.tagged.contains("UIDPLUS") && r.tagged.contains("MOVE"));
+    c.bad(&format!("LOGIN {USER} \"{PASS}\"")).await;
+    let r = c.ok("LOGOUT").await;
+    assert!(r.has("* BYE"));
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn authenticate_plain_both_ways() {
+    let server = Server::start().await;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("\0{USER}\0{PASS}"));
+    let mut c = server.connect().await;
+    c.ok(&format!("AUTHENTICATE PLAIN {b64}")).await;
+    c.ok("SELECT INBOX").await;
+
+    let mut c = server.connect().await;
+    c.write(b"a1 AUTHENTICATE PLAIN\r\n").await;
+    assert_eq!(c.raw_line().await, "+ ");
+    c.write(format!("{b64}\r\n").as_bytes()).await;
+    let r = c.until("a1").await;
+    assert!(r.tagged.starts_with("a1 OK"), "{r:?}");
+
+    let mut c = server.connect().await;
+    c.write(b"a1 AUTHENTICATE PLAIN\r\n").await;
+    assert_eq!(c.raw_line().await, "+ ");
+    c.write(b"*\r\n").await;
+    assert!(c.until("a1").await.tagged.starts_with("a1 BAD"));
+    let bad = base64::engine::general_purpose::STANDARD.encode(format!("\0{USER}\0nope"));
+    let r = c.no(&format!("AUTHENTICATE PLAIN {bad}")).await;
+    assert!(r.tagged.contains("[AUTHENTICATIONFAILED]"));
+    c.no("AUTHENTICATE CRAM-MD5").await;
+}
+
+#[tokio::test]
+async fn logindisabled_until_starttls() {
+    let server = Server::start_with(|c| c.auth.allow_plaintext_on_loopback = false, None).await;
+    let mut c = server.connect().await;
+    let caps = c.ok("CAPABILITY").await;
+    assert!(caps.find("* CAPABILITY").contains("LOGINDISABLED"));
+    assert!(!caps.find("* CAPABILITY").contains("AUTH=PLAIN"));
+    let r = c.no(&format!("LOGIN {USER} \"{PASS}\"")).await;
+    assert!(r.tagged.contains("PRIVACYREQUIRED"));
+    drop(c);
+    let connector = server.tls_connector();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    // Real STARTTLS flow over a concrete TcpStream.
+    let mut tcp = TcpStream::connect(server.plain).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 4096];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"* OK"));
+    // A command pipelined after STARTTLS was sent in clear and must be dropped.
+    tcp.write_all(b"s1 STARTTLS\r\ns2 LOGOUT\r\n").await.unwrap();
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"s1 OK"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let mut c = Client::new(Box::new(tls));
+    let caps = c.ok("CAPABILITY").await;
+    let line = caps.find("* CAPABILITY");
+    assert!(line.contains("AUTH=PLAIN") && !line.contains("STARTTLS") && !line.contains("LOGINDISABLED"));
+    c.ok(&format!("LOGIN {USER} \"{PASS}\"")).await;
+    c.ok("SELECT INBOX").await;
+}
+
+#[tokio::test]
+async fn implicit_tls() {
+    let server = Server::start_with(|c| c.auth.allow_plaintext_on_loopback = false, None).await;
+    let tcp = TcpStream::connect(server.tls).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = server.tls_connector().connect(name, tcp).await.expect("TLS");
+    let mut c = Client::new(Box::new(tls));
+    assert!(c.line().await.starts_with("* OK"));
+    c.ok(&format!("LOGIN {USER} \"{PASS}\"")).await;
+    c.ok("LIST \"\" *").await;
+    c.ok("LOGOUT").await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled() {
+    let server = Server::start().await;
+    let mut c = server.connect().await;
+    let mut throttled = false;
+    for _ in 0..15 {
+        let r = c.no(&format!("LOGIN {USER} wrong")).await;
+        if r.tagged.contains("[UNAVAILABLE]") {
+            throttled = true;
+            break;
+        }
+    }
+    assert!(throttled, "no throttling after 15 failures");
+}
+
+#[tokio::test]
+async fn malformed_input() {
+    let server = Server::start().await;
+    let mut c = server.login().await;
+    let r = c.bad("FROB").await;
+    assert!(r.tagged.starts_with("t1 BAD") || r.tagged.contains("BAD"));
+    c.bad("FETCH").await;
+    c.bad("SELECT").await;
+    c.bad("LIST \"unterminated").await;
+    c.write(b"\r\n").await;
+    assert!(c.raw_line().await.starts_with("* BAD"));
+    // Still usable afterwards.
+    c.ok("NOOP").await;
+    // A line over the limit is refused, the connection kept.
+    let long = format!("a1 NOOP {}\r\n", "x".repeat(70_000));
+    c.write(long.as_bytes()).await;
+    assert!(c.raw_line().await.contains("BAD"));
+    c.ok("NOOP").await;
+    // A literal over the limit is refused before it is sent.
+    c.write(b"a2 APPEND INBOX {999999999999}\r\n").await;
+    let line = c.raw_line().await;
+    assert!(line.starts_with("a2 NO [TOOBIG]"), "{line}");
+    c.ok("NOOP").await;
+    // Repeated garbage disconnects.
+    for _ in 0..10 {
+        c.write(b"garbage garbage\r\n").await;
+    }
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn binary_garbage_does_not_hang() {
+    let server = Server::start().await;
+    let mut c = server.connect().await;
+    c.write(&[0xff, 0x00, 0x10, b'\r', b'\n']).await;
+    assert!(c.raw_line().await.contains("BAD"));
+    c.write(b"x LOGIN {5}\r\n").await;
+    assert!(c.raw_line().await.starts_with('+'));
+    c.write(b"alice {3}\r\n").await;
+    assert!(c.raw_line().await.starts_with('+'));
+    c.write(b"xyz\r\n").await;
+    let r = c.until("x").await;
+    assert!(r.tagged.starts_with("x NO"), "{r:?}");
+}
