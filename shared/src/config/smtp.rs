@@ -39,6 +39,11 @@ pub struct SmtpConfig {
     /// Per-domain routes: `"domain" = "host:port"` sends that domain's mail to that host
     /// (plain SMTP, opportunistic STARTTLS). Used for tests and split setups.
     pub routes: BTreeMap<String, String>,
+    /// Seconds before the first retry of a temporarily failed delivery; each later retry waits
+    /// twice as long as the one before (at most 4 hours).
+    pub queue_retry_secs: u64,
+    /// Seconds a message may stay in the outbound queue before it is bounced (5 days).
+    pub queue_lifetime_secs: u64,
 }
 
 /// `[smtp.smarthost]`
@@ -81,6 +86,10 @@ messages_per_user_per_hour = 500
 dmarc_reject = true
 # File mail that fails DMARC (quarantine) or SPF into Junk.
 junk_on_fail = true
+# Outbound queue: first retry after this many seconds (doubling up to 4 hours), and bounce
+# to the sender after this long (5 days).
+queue_retry_secs = 60
+queue_lifetime_secs = 432000
 
 # Outgoing mail through a relay (many home connections block port 25):
 # [smtp.smarthost]
@@ -114,6 +123,8 @@ impl SmtpConfig {
             junk_on_fail: s.bool("junk_on_fail", true),
             smarthost: None,
             routes: s.string_map("routes"),
+            queue_retry_secs: s.number("queue_retry_secs", 60, 1, 86_400),
+            queue_lifetime_secs: s.number("queue_lifetime_secs", 432_000, 0, 30 * 86_400),
         };
         let smarthost = s.table("smarthost");
         s.finish();

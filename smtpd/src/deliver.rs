@@ -1,0 +1,225 @@
+//! End of a message (after DATA or the last BDAT): submission checks, trace headers
+//! (RFC 5321 §4.4), inbound authentication, DKIM signing, local delivery through the shared mail
+//! store and queueing for remote recipients. `250` is answered only after every copy is durable.
+
+use std::collections::HashSet;
+
+use mail_parser::MessageParser;
+use shared::mailstore::{DeliveryTarget, SpecialUse};
+use shared::quota::Reservation;
+
+use crate::ListenerKind;
+use crate::reply::Reply;
+use crate::session::{Session, State, Target, Transaction};
+
+/// A short random id for trace headers and logs.
+pub fn new_id() -> String {
+    use rand::Rng;
+    format!("{:016x}", rand::thread_rng().r#gen::<u64>())
+}
+
+/// The `From:` addresses of a message (lower-case).
+pub fn header_from(message: &[u8]) -> Vec<String> {
+    let Some(parsed) = MessageParser::new().parse_headers(message) else {
+        return Vec::new();
+    };
+    parsed
+        .from()
+        .map(|from| {
+            from.iter()
+                .filter_map(|a| a.address())
+                .map(|a| a.trim().to_lowercase())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Session {
+    /// The with-protocol of the Received header (RFC 3848, RFC 6531 §3.7.3).
+    fn protocol(&self, smtputf8: bool) -> String {
+        let mut p = String::from(if smtputf8 {
+            "UTF8SMTP"
+        } else if self.esmtp {
+            "ESMTP"
+        } else {
+            "SMTP"
+        });
+        if self.tls {
+            p.push('S');
+        }
+        if self.user.is_some() {
+            p.push('A');
+        }
+        p
+    }
+
+    fn received(&self, tx: &Transaction, id: &str) -> String {
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let helo: String = helo.chars().filter(|c| !c.is_control()).take(255).collect();
+        let rcpt = match tx.recipients.as_slice() {
+            [only] => format!("\r\n\tfor <{}>", only.address),
+            _ => String::new(),
+        };
+        format!(
+            "Received: from {helo} ({ip})\r\n\tby {host} (tinydc) with {proto} id {id}{rcpt};\r\n\t{date}\r\n",
+            ip = self.peer.ip(),
+            host = self.hostname(),
+            proto = self.protocol(tx.smtputf8),
+            date = chrono::Utc::now().to_rfc2822(),
+        )
+    }
+
+    pub async fn finish_message(&mut self, body: Vec<u8>) -> Reply {
+        let State::Mail(tx) = std::mem::replace(&mut self.state, State::Ready) else {
+            return Reply::new(503, "5.5.1", "No transaction");
+        };
+        let mut reservations = Vec::new();
+        let mut local_users = Vec::new();
+        let mut remote = Vec::new();
+        let mut seen = HashSet::new();
+        let id = new_id();
+        let received = self.received(&tx, &id);
+        for r in &tx.recipients {
+            if let Target::Remote = r.target {
+                remote.push(r.address.clone());
+            }
+        }
+        let from = tx.from.clone();
+        for r in tx.recipients {
+            if let Target::Local(rs) = r.target {
+                for reservation in rs {
+                    // An alias and its target in one message: one copy each.
+                    if seen.insert(reservation.user_id) {
+                        local_users.push(reservation.user_id);
+                        reservations.push(reservation);
+                    } else {
+                        let _ = shared::quota::release(&self.server.ctx.db, reservation).await;
+                    }
+                }
+            }
+        }
+        let reply = self.store(&from, &id, &received, body, reservations, remote).await;
+        if reply.is_positive() {
+            tracing::info!(peer = %self.peer, id, from, local = local_users.len(), "message accepted");
+        }
+        reply
+    }
+
+    async fn release_all(&self, reservations: Vec<Reservation>) {
+        for r in reservations {
+            let _ = shared::quota::release(&self.server.ctx.db, r).await;
+        }
+    }
+
+    async fn store(
+        &mut self,
+        from: &str,
+        id: &str,
+        received: &str,
+        body: Vec<u8>,
+        reservations: Vec<Reservation>,
+        remote: Vec<String>,
+    ) -> Reply {
+        let ctx = self.server.ctx.clone();
+        let mut message = Vec::with_capacity(body.len() + 1024);
+        let mut junk = false;
+        if self.kind == ListenerKind::Mx {
+            let verdict = crate::verify::verify(
+                &self.server.dns,
+                self.hostname(),
+                self.peer.ip(),
+                self.helo.as_deref().unwrap_or(""),
+                from,
+                &body,
+            )
+            .await;
+            if verdict.dmarc_reject && ctx.config.smtp.dmarc_reject {
+                self.release_all(reservations).await;
+                tracing::warn!(peer = %self.peer, from, "DMARC policy reject");
+                return Reply::new(550, "5.7.1", "Message rejected by the sender domain's DMARC policy");
+            }
+            junk = verdict.suspicious && ctx.config.smtp.junk_on_fail;
+            message.extend_from_slice(verdict.header.as_bytes());
+            message.extend_from_slice(received.as_bytes());
+            message.extend_from_slice(&body);
+        } else {
+            // Submission: the From header must be the user's too (the envelope was checked at MAIL).
+            let user = self.user.clone().expect("the gate requires AUTH on submission");
+            let allowed = match shared::accounts::sender_addresses(&ctx.db, user.id).await {
+                Ok(a) => a,
+                Err(e) => {
+                    self.release_all(reservations).await;
+                    tracing::error!("sender lookup failed: {e}");
+                    return Reply::new(451, "4.3.0", "Temporary lookup failure");
+                }
+            };
+            let header = header_from(&body);
+            if header.is_empty() || !header.iter().all(|a| allowed.iter().any(|b| b.eq_ignore_ascii_case(a))) {
+                self.release_all(reservations).await;
+                tracing::warn!(user = user.address, from = ?header, "From header not owned");
+                return Reply::new(553, "5.7.1", "From header address not owned by the authenticated user");
+            }
+            message.extend_from_slice(received.as_bytes());
+            let domain = shared::accounts::domain_of(&header[0]).to_string();
+            match crate::dkim::key_for(&ctx.db, &domain).await {
+                Ok(Some(key)) => match crate::dkim::sign(&body, &key) {
+                    Ok(signature) => message.extend_from_slice(signature.as_bytes()),
+                    Err(e) => tracing::error!("{e}"),
+                },
+                Ok(None) => tracing::debug!(domain, "no DKIM key: sending unsigned"),
+                Err(e) => tracing::error!("reading the DKIM key of {domain}: {e}"),
+            }
+            message.extend_from_slice(&body);
+        }
+
+        if !reservations.is_empty() {
+            // RFC 5321 §4.4: the delivering server adds Return-Path.
+            let mut local = format!("Return-Path: <{from}>\r\n").into_bytes();
+            local.extend_from_slice(&message);
+            let mut targets = Vec::with_capacity(reservations.len());
+            let copies: Vec<Reservation> = reservations
+                .iter()
+                .map(|r| Reservation {
+                    id: r.id,
+                    user_id: r.user_id,
+                    bytes: r.bytes,
+                })
+                .collect();
+            for reservation in reservations {
+                let mailbox_id = if junk {
+                    ctx.mail
+                        .mailbox_with_use(reservation.user_id, SpecialUse::Junk)
+                        .await
+                        .ok()
+                        .map(|m| m.id)
+                } else {
+                    None
+                };
+                targets.push(DeliveryTarget {
+                    user_id: reservation.user_id,
+                    mailbox_id,
+                    reservation: Some(reservation),
+                });
+            }
+            // deliver() returns after the blob is fsynced and the rows committed.
+            if let Err(e) = ctx.mail.deliver(targets, &local, &[], chrono::Utc::now()).await {
+                // The transaction rolled back: give the reserved space back.
+                self.release_all(copies).await;
+                if e.is_over_quota() {
+                    tracing::info!(id, "over quota at end of data");
+                    return Reply::new(552, "5.2.2", "Mailbox full");
+                }
+                tracing::error!(id, "local delivery failed: {e}");
+                return Reply::new(451, "4.3.0", "Local delivery failed, try again later");
+            }
+        }
+        if !remote.is_empty() {
+            let user_id = self.user.as_ref().map(|u| u.id);
+            if let Err(e) = crate::queue::enqueue(&ctx, from, &remote, &message, user_id).await {
+                tracing::error!(id, "queueing failed: {e}");
+                return Reply::new(451, "4.3.0", "Queueing failed, try again later");
+            }
+        }
+        Reply::new(250, "2.0.0", format!("OK id={id}"))
+    }
+}

@@ -1,0 +1,353 @@
+//! The outbound queue, in PostgreSQL (`smtp_queue`, one row per remote recipient) with the
+//! message in the blob store. A worker delivers due rows with lettre: through a per-domain route,
+//! the smarthost, or the domain's MX hosts (opportunistic STARTTLS). Temporary failures are
+//! retried with doubling delays until `queue_lifetime_secs` (5 days); permanent failures and
+//! expiry send a DSN (RFC 3464) to the sender. The worker sleeps until the next retry is due or
+//! an `Event::Queue` arrives; the queue survives restarts because it is only rows and blobs.
+
+pub mod dsn;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use shared::Context;
+use shared::blobs::BlobId;
+use shared::events::Event;
+use shared::net::Shutdown;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::dns::Dns;
+
+/// Rows delivered at once.
+const BATCH: i64 = 8;
+/// How long a claimed row stays claimed if its worker dies.
+const CLAIM_SECS: f64 = 900.0;
+/// Longest wait between retries.
+const MAX_DELAY: Duration = Duration::from_secs(4 * 3600);
+/// Longest sleep of an idle worker (a safety net; events and the timer normally wake it).
+const IDLE: Duration = Duration::from_secs(3600);
+
+/// Put a message in the queue for `recipients`: the blob is durable and the rows committed
+/// before this returns.
+pub async fn enqueue(
+    ctx: &Context,
+    sender: &str,
+    recipients: &[String],
+    message: &[u8],
+    user_id: Option<i64>,
+) -> anyhow::Result<()> {
+    let blob = ctx.blobs.put(message).await?;
+    let mut tx = ctx.db.begin().await?;
+    for recipient in recipients {
+        sqlx::query("INSERT INTO smtp_queue (blob_id, size, sender, recipient, user_id) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&blob.0)
+            .bind(message.len() as i64)
+            .bind(sender)
+            .bind(recipient)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    shared::blobs::add_ref(&mut tx, &blob, message.len() as u64, recipients.len() as i64).await?;
+    shared::events::notify(&mut tx, &Event::Queue).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A claimed row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Entry {
+    pub id: i64,
+    pub blob_id: String,
+    pub sender: String,
+    pub recipient: String,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How one attempt ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Delivered,
+    /// Try again later.
+    Temporary(String),
+    /// Give up and bounce.
+    Permanent(String),
+}
+
+/// Claim due rows (several workers or processes never take the same row).
+async fn claim(ctx: &Context) -> sqlx::Result<Vec<Entry>> {
+    sqlx::query_as(
+        "UPDATE smtp_queue SET locked_until = now() + make_interval(secs => $2), attempts = attempts + 1
+         WHERE id IN (SELECT id FROM smtp_queue
+                      WHERE next_attempt <= now() AND (locked_until IS NULL OR locked_until < now())
+                      ORDER BY next_attempt LIMIT $1 FOR UPDATE SKIP LOCKED)
+         RETURNING id, blob_id, sender, recipient, attempts, created_at",
+    )
+    .bind(BATCH)
+    .bind(CLAIM_SECS)
+    .fetch_all(&ctx.db)
+    .await
+}
+
+/// The delay before retry number `attempts + 1`.
+pub fn retry_delay(first: Duration, attempts: i32) -> Duration {
+    let factor = 1u32 << (attempts.clamp(1, 20) - 1) as u32;
+    first.saturating_mul(factor).min(MAX_DELAY)
+}
+
+/// The queue worker: runs until shutdown.
+pub async fn worker(ctx: Arc<Context>, dns: Arc<Dns>, shutdown: Shutdown) {
+    let mut events = ctx.events.subscribe();
+    loop {
+        loop {
+            let batch = match claim(&ctx).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("queue: claiming rows failed: {e}");
+                    break;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            let attempts = batch.into_iter().map(|entry| process(&ctx, &dns, entry));
+            tokio::select! {
+                _ = futures::future::join_all(attempts) => {}
+                // Claimed rows are released by their claim timeout after a restart.
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        let next: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT min(greatest(next_attempt, coalesce(locked_until, next_attempt))) FROM smtp_queue",
+        )
+        .fetch_one(&ctx.db)
+        .await
+        .unwrap_or(None);
+        let sleep = match next {
+            Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(IDLE),
+            None => IDLE,
+        };
+        let timer = tokio::time::sleep(sleep.max(Duration::from_millis(50)));
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = &mut timer => break,
+                event = events.recv() => match event {
+                    Ok(Event::Queue) | Err(RecvError::Lagged(_)) => break,
+                    Ok(_) => continue,
+                    Err(RecvError::Closed) => {
+                        // No more events: the timer alone wakes us.
+                        (&mut timer).await;
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+async fn process(ctx: &Context, dns: &Dns, entry: Entry) {
+    let outcome = match ctx.blobs.read(&BlobId(entry.blob_id.clone())).await {
+        Ok(message) => attempt(ctx, dns, &entry, &message).await,
+        Err(e) => Outcome::Temporary(format!("reading the queued message: {e}")),
+    };
+    if let Err(e) = settle(ctx, &entry, outcome).await {
+        tracing::error!(id = entry.id, "queue: recording the outcome failed: {e}");
+    }
+}
+
+async fn settle(ctx: &Context, entry: &Entry, outcome: Outcome) -> anyhow::Result<()> {
+    let config = &ctx.config.smtp;
+    let expired = Utc::now() - entry.created_at > chrono::Duration::seconds(config.queue_lifetime_secs as i64);
+    let failure = match outcome {
+        Outcome::Delivered => {
+            tracing::info!(id = entry.id, rcpt = entry.recipient, "queue: delivered");
+            remove(ctx, entry.id).await?;
+            return Ok(());
+        }
+        Outcome::Temporary(error) if !expired => {
+            let delay = retry_delay(Duration::from_secs(config.queue_retry_secs), entry.attempts);
+            tracing::info!(
+                id = entry.id,
+                rcpt = entry.recipient,
+                "queue: temporary failure, retry in {delay:?}: {error}"
+            );
+            sqlx::query(
+                "UPDATE smtp_queue SET next_attempt = now() + make_interval(secs => $2), last_error = $3,
+                 locked_until = NULL WHERE id = $1",
+            )
+            .bind(entry.id)
+            .bind(delay.as_secs_f64())
+            .bind(&error)
+            .execute(&ctx.db)
+            .await?;
+            return Ok(());
+        }
+        Outcome::Temporary(error) => dsn::Failure {
+            status: "4.4.7".into(),
+            diagnostic: format!("gave up after {} attempts; last error: {error}", entry.attempts),
+        },
+        Outcome::Permanent(error) => dsn::Failure {
+            status: dsn::status_of(&error).unwrap_or_else(|| "5.0.0".into()),
+            diagnostic: error,
+        },
+    };
+    tracing::warn!(
+        id = entry.id,
+        rcpt = entry.recipient,
+        "queue: delivery failed: {}",
+        failure.diagnostic
+    );
+    if !entry.sender.is_empty() {
+        let original = ctx.blobs.read(&BlobId(entry.blob_id.clone())).await.unwrap_or_default();
+        dsn::bounce(ctx, entry, &failure, &original).await?;
+    }
+    remove(ctx, entry.id).await?;
+    Ok(())
+}
+
+/// Delete a row and its blob reference.
+pub async fn remove(ctx: &Context, id: i64) -> sqlx::Result<bool> {
+    let mut tx = ctx.db.begin().await?;
+    let blob: Option<String> = sqlx::query_scalar("DELETE FROM smtp_queue WHERE id = $1 RETURNING blob_id")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(blob) = &blob {
+        shared::blobs::drop_refs(&mut tx, std::slice::from_ref(blob)).await?;
+    }
+    tx.commit().await?;
+    Ok(blob.is_some())
+}
+
+/// Where a domain's mail goes: (host, port, TLS, credentials).
+struct Hop {
+    host: String,
+    port: u16,
+    tls: TlsMode,
+    credentials: Option<Credentials>,
+}
+
+#[derive(Clone, Copy)]
+enum TlsMode {
+    Opportunistic,
+    Required,
+    Wrapper,
+    None,
+}
+
+async fn hops(ctx: &Context, dns: &Dns, domain: &str) -> Result<Vec<Hop>, Outcome> {
+    let config = &ctx.config.smtp;
+    if let Some(route) = config.routes.get(domain) {
+        let (host, port) = route.rsplit_once(':').unwrap_or((route.as_str(), "25"));
+        let port = port
+            .parse()
+            .map_err(|_| Outcome::Temporary(format!("bad route {route:?}")))?;
+        return Ok(vec![Hop {
+            host: host.to_string(),
+            port,
+            tls: TlsMode::Opportunistic,
+            credentials: None,
+        }]);
+    }
+    if let Some(relay) = &config.smarthost {
+        let tls = match relay.security.as_str() {
+            "tls" => TlsMode::Wrapper,
+            "none" => TlsMode::None,
+            _ => TlsMode::Required,
+        };
+        return Ok(vec![Hop {
+            host: relay.host.clone(),
+            port: relay.port,
+            tls,
+            credentials: (!relay.username.is_empty())
+                .then(|| Credentials::new(relay.username.clone(), relay.password.clone())),
+        }]);
+    }
+    let hosts = dns
+        .mail_hosts(domain)
+        .await
+        .map_err(|e| Outcome::Temporary(e.to_string()))?;
+    Ok(hosts
+        .into_iter()
+        .map(|host| Hop {
+            host,
+            port: 25,
+            tls: TlsMode::Opportunistic,
+            credentials: None,
+        })
+        .collect())
+}
+
+/// Try to deliver one row's message.
+pub async fn attempt(ctx: &Context, dns: &Dns, entry: &Entry, message: &[u8]) -> Outcome {
+    let from = if entry.sender.is_empty() {
+        None
+    } else {
+        match lettre::Address::from_str(&entry.sender) {
+            Ok(a) => Some(a),
+            Err(e) => return Outcome::Permanent(format!("bad sender address: {e}")),
+        }
+    };
+    let to = match lettre::Address::from_str(&entry.recipient) {
+        Ok(a) => a,
+        Err(e) => return Outcome::Permanent(format!("bad recipient address: {e}")),
+    };
+    let envelope = match Envelope::new(from, vec![to.clone()]) {
+        Ok(e) => e,
+        Err(e) => return Outcome::Permanent(format!("bad envelope: {e}")),
+    };
+    let hops = match hops(ctx, dns, &to.domain().to_lowercase()).await {
+        Ok(h) => h,
+        Err(outcome) => return outcome,
+    };
+    let mut last = Outcome::Temporary("no mail host".into());
+    for hop in hops {
+        match send(ctx, &hop, &envelope, message).await {
+            Ok(()) => return Outcome::Delivered,
+            Err(e) if e.is_permanent() => return Outcome::Permanent(format!("{}: {e}", hop.host)),
+            Err(e) => last = Outcome::Temporary(format!("{}: {e}", hop.host)),
+        }
+    }
+    last
+}
+
+async fn send(
+    ctx: &Context,
+    hop: &Hop,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<(), lettre::transport::smtp::Error> {
+    let params = || {
+        // Opportunistic TLS to MX hosts cannot verify names (RFC 7435); a smarthost is verified.
+        let lenient = matches!(hop.tls, TlsMode::Opportunistic);
+        TlsParameters::builder(hop.host.clone())
+            .dangerous_accept_invalid_certs(lenient)
+            .dangerous_accept_invalid_hostnames(lenient)
+            .build_rustls()
+    };
+    let tls = match hop.tls {
+        TlsMode::Opportunistic => Tls::Opportunistic(params()?),
+        TlsMode::Required => Tls::Required(params()?),
+        TlsMode::Wrapper => Tls::Wrapper(params()?),
+        TlsMode::None => Tls::None,
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(hop.host.clone())
+        .port(hop.port)
+        .tls(tls)
+        .hello_name(ClientId::Domain(ctx.config.server.hostname.clone()))
+        .timeout(Some(Duration::from_secs(120)));
+    if let Some(credentials) = &hop.credentials {
+        builder = builder.credentials(credentials.clone());
+    }
+    builder.build().send_raw(envelope, message).await.map(|_| ())
+}

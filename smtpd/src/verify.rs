@@ -1,0 +1,61 @@
+//! Inbound authentication on the MX: SPF (RFC 7208) for the MAIL FROM (or HELO) domain, DKIM
+//! (RFC 6376) signatures, DMARC (RFC 7489) alignment and policy, recorded in an
+//! Authentication-Results header (RFC 8601).
+
+use std::net::IpAddr;
+
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dmarc::Policy;
+use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{AuthenticatedMessage, AuthenticationResults, DmarcResult, SpfResult};
+
+use crate::dns::Dns;
+
+/// What the checks concluded.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// `Authentication-Results: ...` with its CRLF.
+    pub header: String,
+    /// DMARC failed and the domain's policy is reject.
+    pub dmarc_reject: bool,
+    /// DMARC failed with policy quarantine, or SPF failed.
+    pub suspicious: bool,
+}
+
+/// Check one message received from `ip` that said `helo` and `MAIL FROM:<mail_from>`.
+pub async fn verify(dns: &Dns, hostname: &str, ip: IpAddr, helo: &str, mail_from: &str, message: &[u8]) -> Verdict {
+    let Some(msg) = AuthenticatedMessage::parse(message) else {
+        return Verdict {
+            header: format!("Authentication-Results: {hostname}; none\r\n"),
+            dmarc_reject: false,
+            suspicious: false,
+        };
+    };
+    let dkim = dns.authenticator.verify_dkim(dns.params(&msg)).await;
+    let spf_params = if mail_from.is_empty() {
+        SpfParameters::verify_ehlo(ip, helo, hostname)
+    } else {
+        SpfParameters::verify_mail_from(ip, helo, hostname, mail_from)
+    };
+    let spf = dns.authenticator.verify_spf(dns.params(spf_params)).await;
+    let mail_from_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d).to_lowercase();
+    let dmarc = dns
+        .authenticator
+        .verify_dmarc(dns.params(DmarcParameters::new(&msg, &dkim, &mail_from_domain, &spf)))
+        .await;
+    let header_from = msg.from.first().cloned().unwrap_or_default();
+    let results = AuthenticationResults::new(hostname)
+        .with_dkim_results(&dkim, &header_from)
+        .with_spf_mailfrom_result(&spf, ip, mail_from, helo)
+        .with_dmarc_result(&dmarc);
+    let passed = matches!(dmarc.dkim_result(), DmarcResult::Pass) || matches!(dmarc.spf_result(), DmarcResult::Pass);
+    let failed = !passed
+        && (matches!(dmarc.dkim_result(), DmarcResult::Fail(_)) || matches!(dmarc.spf_result(), DmarcResult::Fail(_)));
+    let policy = dmarc.policy();
+    Verdict {
+        header: results.to_header(),
+        dmarc_reject: failed && policy == Policy::Reject,
+        suspicious: (failed && policy == Policy::Quarantine) || spf.result() == SpfResult::Fail,
+    }
+}
