@@ -1,0 +1,114 @@
+//! Several sessions on one mailbox: sequence numbers stay right, EXPUNGE is reported only when
+//! RFC 3501 §7.4.1 allows, flag changes and new messages reach other sessions, and IDLE wakes
+//! for a delivery through the shared mail store.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test]
+async fn expunge_reaches_the_other_session_at_the_right_time() {
+    let server = Server::start().await;
+    let mut a = server.login().await;
+    let mut b = server.login().await;
+    for i in 0..4 {
+        a.append("INBOX", "()", &message(&format!("m{i}"), "x")).await;
+    }
+    a.ok("SELECT INBOX").await;
+    b.ok("SELECT INBOX").await;
+    a.ok("STORE 2 +FLAGS.SILENT (\\Deleted)").await;
+    let r = a.ok("EXPUNGE").await;
+    assert!(r.has("* 2 EXPUNGE"));
+    // B's FETCH must not carry EXPUNGE; its sequence numbers still include the gone message.
+    let r = b.ok("FETCH 1:4 (UID)").await;
+    assert!(!r.has("EXPUNGE"), "{r:#?}");
+    assert!(
+        r.has("* 1 FETCH (UID 1)") && r.has("* 3 FETCH (UID 3)") && r.has("* 4 FETCH (UID 4)"),
+        "{r:#?}"
+    );
+    let r = b.ok("STORE 4 +FLAGS (\\Flagged)").await;
+    assert!(!r.has("EXPUNGE"));
+    assert!(r.has("* 4 FETCH (UID 4"), "{r:#?}");
+    let r = b.ok("SEARCH ALL").await;
+    assert!(!r.has("EXPUNGE"));
+    // NOOP may report it; afterwards numbering follows.
+    let r = b.ok("NOOP").await;
+    assert!(r.has("* 2 EXPUNGE"), "{r:#?}");
+    let r = b.ok("FETCH 3 (UID)").await;
+    assert!(r.has("* 3 FETCH (UID 4)"), "{r:#?}");
+    // A's view hears about B's flag change.
+    let r = a.ok("NOOP").await;
+    assert!(r.has("* 3 FETCH (UID 4 FLAGS (\\Flagged))"), "{r:#?}");
+    // UID commands may carry EXPUNGE.
+    b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    b.ok("EXPUNGE").await;
+    let r = a.ok("UID FETCH 1:* (FLAGS)").await;
+    assert!(r.has("* 1 EXPUNGE"), "{r:#?}");
+}
+
+#[tokio::test]
+async fn new_messages_reach_other_sessions() {
+    let server = Server::start().await;
+    let mut a = server.login().await;
+    a.ok("SELECT INBOX").await;
+    server.deliver(&message("new", "x")).await;
+    let r = a.ok("NOOP").await;
+    assert!(r.has("* 1 EXISTS"), "{r:#?}");
+    let mut b = server.login().await;
+    b.append("INBOX", "()", &message("appended", "y")).await;
+    let r = a.ok("CHECK").await;
+    assert!(r.has("* 2 EXISTS"), "{r:#?}");
+    let r = a.ok("FETCH 2 (ENVELOPE)").await;
+    assert!(r.find("ENVELOPE").contains("appended"));
+}
+
+#[tokio::test]
+async fn idle_wakes_on_delivery() {
+    let server = Server::start().await;
+    let mut a = server.login().await;
+    a.ok("SELECT INBOX").await;
+    a.write(b"i1 IDLE\r\n").await;
+    assert!(a.raw_line().await.starts_with('+'));
+    // Let the idling session settle, then deliver as smtpd does.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    server.deliver(&message("while idle", "z")).await;
+    let line = a.raw_line().await;
+    assert_eq!(line, "* 1 EXISTS");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "woken after {:?}",
+        start.elapsed()
+    );
+    // A flag change by another session wakes it too.
+    let mut b = server.login().await;
+    b.ok("SELECT INBOX").await;
+    b.ok("STORE 1 +FLAGS (\\Seen)").await;
+    let line = a.raw_line().await;
+    assert!(line.starts_with("* 1 FETCH (UID 1 FLAGS (\\Seen))"), "{line}");
+    a.write(b"DONE\r\n").await;
+    let r = a.until("i1").await;
+    assert!(r.tagged.starts_with("i1 OK"), "{r:?}");
+    a.ok("NOOP").await;
+}
+
+#[tokio::test]
+async fn idle_sees_expunge_by_other_session() {
+    let server = Server::start().await;
+    let mut a = server.login().await;
+    a.append("INBOX", "()", &message("one", "x")).await;
+    a.append("INBOX", "()", &message("two", "x")).await;
+    a.ok("SELECT INBOX").await;
+    a.write(b"i1 IDLE\r\n").await;
+    assert!(a.raw_line().await.starts_with('+'));
+    let mut b = server.login().await;
+    b.ok("SELECT INBOX").await;
+    b.ok("MOVE 1 Trash").await;
+    assert_eq!(a.raw_line().await, "* 1 EXPUNGE");
+    a.write(b"DONE\r\n").await;
+    a.until("i1").await;
+    let r = a.ok("FETCH 1 (UID)").await;
+    assert!(r.has("* 1 FETCH (UID 2)"));
+}
