@@ -147,14 +147,14 @@ impl Deflated {
         let mut raw = [0u8; 16384];
         loop {
             let text = String::from_utf8_lossy(&self.plain).to_string();
-            if let Some(pos) = text
+            let pos = text
                 .find(&format!("\n{tag} "))
-                .or(text.starts_with(&format!("{tag} ")).then_some(0))
+                .or(text.starts_with(&format!("{tag} ")).then_some(0));
+            if let Some(pos) = pos
+                && text[pos + 1..].contains('\n')
             {
-                if text[pos..].contains("\r\n") && text[pos + 1..].contains('\n') {
-                    self.plain.clear();
-                    return text;
-                }
+                self.plain.clear();
+                return text;
             }
             let n = tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut raw))
                 .await
