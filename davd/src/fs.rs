@@ -143,7 +143,7 @@ fn open_read(path: &Path) -> FsResult<File> {
 
 /// Metadata of a file or directory.
 #[derive(Debug, Clone)]
-pub struct Meta(std::fs::Metadata);
+pub struct Meta(std::fs::Metadata, Option<SystemTime>);
 
 impl DavMetaData for Meta {
     fn len(&self) -> u64 {
@@ -162,8 +162,12 @@ impl DavMetaData for Meta {
     fn accessed(&self) -> FsResult<SystemTime> {
         self.0.accessed().map_err(io)
     }
+    /// The creation time Windows set (win32.rs), else the file's birth time.
     fn created(&self) -> FsResult<SystemTime> {
-        self.0.created().map_err(io)
+        match self.1 {
+            Some(t) => Ok(t),
+            None => self.0.created().map_err(io),
+        }
     }
     fn status_changed(&self) -> FsResult<SystemTime> {
         Ok(SystemTime::UNIX_EPOCH + std::time::Duration::new(self.0.ctime().max(0) as u64, self.0.ctime_nsec() as u32))
@@ -190,7 +194,7 @@ fn stat(path: &Path) -> FsResult<Meta> {
     if meta.file_type().is_symlink() {
         return Err(FsError::NotFound);
     }
-    Ok(Meta(meta))
+    Ok(Meta(meta, None))
 }
 
 struct Entry {
@@ -229,7 +233,7 @@ impl DavFile for ReadFile {
                 .ok_or(FsError::GeneralFailure)?
                 .metadata()
                 .map_err(io)?;
-            Ok(Box::new(Meta(meta)) as Box<dyn DavMetaData>)
+            Ok(Box::new(Meta(meta, None)) as Box<dyn DavMetaData>)
         }
         .boxed()
     }
@@ -643,6 +647,41 @@ impl TinyFs {
     }
 }
 
+impl TinyFs {
+    /// Make Windows' PROPPATCH of its Win32 properties true (see win32.rs): apply the times to
+    /// the file and keep all of them as dead properties.
+    pub async fn apply_win32(&self, path: &DavPath, user: &User, sets: Vec<DavProp>) -> FsResult<()> {
+        let target = paths::resolve(&user.root, path)?;
+        let modified = sets
+            .iter()
+            .find_map(|p| crate::win32::time_of(p, "Win32LastModifiedTime"));
+        let accessed = sets
+            .iter()
+            .find_map(|p| crate::win32::time_of(p, "Win32LastAccessTime"));
+        if modified.is_some() || accessed.is_some() {
+            blocking(move || {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&target)
+                    .map_err(io)?;
+                let mut times = std::fs::FileTimes::new();
+                if let Some(t) = modified {
+                    times = times.set_modified(t);
+                }
+                if let Some(t) = accessed {
+                    times = times.set_accessed(t);
+                }
+                file.set_times(times).map_err(io)
+            })
+            .await?;
+        }
+        let patch = sets.into_iter().map(|p| (true, p)).collect();
+        props::patch(&self.db, user.id, &paths::key(path), patch).await?;
+        Ok(())
+    }
+}
+
 impl GuardedFileSystem<User> for TinyFs {
     fn open<'a>(&'a self, path: &'a DavPath, options: OpenOptions, user: &'a User) -> FsFuture<'a, Box<dyn DavFile>> {
         async move {
@@ -665,6 +704,7 @@ impl GuardedFileSystem<User> for TinyFs {
         async move {
             let dir = paths::resolve(&user.root, path)?;
             let entries = blocking(move || std::fs::read_dir(&dir).map_err(io)).await?;
+            let created = props::win32_created(&self.db, user.id, &paths::key(path), true).await?;
             // Streamed: a folder of any size is listed with bounded memory.
             let (tx, rx) = tokio::sync::mpsc::channel::<FsResult<Box<dyn DavDirEntry>>>(64);
             tokio::task::spawn_blocking(move || {
@@ -681,7 +721,11 @@ impl GuardedFileSystem<User> for TinyFs {
                     if !meta.is_file() && !meta.is_dir() {
                         continue;
                     }
-                    let item: Box<dyn DavDirEntry> = Box::new(Entry { name, meta: Meta(meta) });
+                    let created = created.get(&name).copied();
+                    let item: Box<dyn DavDirEntry> = Box::new(Entry {
+                        name,
+                        meta: Meta(meta, created),
+                    });
                     if tx.blocking_send(Ok(item)).is_err() {
                         break;
                     }
@@ -696,7 +740,12 @@ impl GuardedFileSystem<User> for TinyFs {
     fn metadata<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, Box<dyn DavMetaData>> {
         async move {
             let target = paths::resolve(&user.root, path)?;
-            Ok(Box::new(blocking(move || stat(&target)).await?) as Box<dyn DavMetaData>)
+            let mut meta = blocking(move || stat(&target)).await?;
+            meta.1 = props::win32_created(&self.db, user.id, &paths::key(path), false)
+                .await?
+                .into_values()
+                .next();
+            Ok(Box::new(meta) as Box<dyn DavMetaData>)
         }
         .boxed()
     }

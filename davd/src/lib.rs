@@ -12,5 +12,6 @@ pub mod locks;
 pub mod paths;
 pub mod props;
 pub mod server;
+pub mod win32;
 
 pub use server::{Server, run};

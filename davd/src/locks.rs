@@ -17,9 +17,12 @@ use xmltree::Element;
 
 use crate::paths;
 
-/// Longest lock lifetime granted; "Infinite" requests get this too (RFC 4918 section 10.7 lets
-/// the server choose), so an abandoned lock cannot block a file forever.
+/// Longest lock lifetime granted (RFC 4918 section 10.7 lets the server choose), so an
+/// abandoned lock cannot block a file forever. dav-server already caps what clients ask for
+/// (600 s exclusive, 1 day shared).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The lifetime of a lock whose request named none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The lock system of one user, for one request.
 #[derive(Clone)]
@@ -44,12 +47,13 @@ struct Row {
     principal: Option<String>,
     owner: Option<String>,
     remaining_secs: Option<f64>,
+    timeout_secs: Option<i64>,
     shared: bool,
     deep: bool,
 }
 
 const COLUMNS: &str = "token, path, principal, owner, \
-    extract(epoch FROM timeout_at - now())::float8 AS remaining_secs, shared, deep";
+    extract(epoch FROM timeout_at - now())::float8 AS remaining_secs, timeout_secs, shared, deep";
 const LIVE: &str = "(timeout_at IS NULL OR timeout_at > now())";
 
 impl PgLocks {
@@ -157,7 +161,7 @@ impl PgLocks {
             tx.rollback().await?;
             return Ok(Err(self.to_lock(conflict)));
         }
-        let timeout = Some(timeout.unwrap_or(MAX_TIMEOUT).min(MAX_TIMEOUT));
+        let timeout = Some(timeout.unwrap_or(DEFAULT_TIMEOUT).min(MAX_TIMEOUT));
         let token = format!("urn:uuid:{}", uuid::Uuid::new_v4());
         let owner_xml = owner.and_then(owner_to_xml);
         let secs = timeout.map(|t| t.as_secs() as i64);
@@ -313,8 +317,12 @@ impl DavLockSystem for PgLocks {
             let Some(Some(row)) = log_db("refresh", self.find_token(&key, &token).await) else {
                 return Err(());
             };
-            // RFC 4918 section 9.10.2: a refresh restarts the timeout.
-            let secs = timeout.unwrap_or(MAX_TIMEOUT).min(MAX_TIMEOUT).as_secs() as i64;
+            // RFC 4918 section 9.10.2: a refresh restarts the timeout (the same one, unless
+            // the client asks for another).
+            let secs = match timeout {
+                Some(t) => t.min(MAX_TIMEOUT).as_secs() as i64,
+                None => row.timeout_secs.unwrap_or(DEFAULT_TIMEOUT.as_secs() as i64),
+            };
             let r = sqlx::query(
                 "UPDATE dav_locks SET timeout_at = now() + make_interval(secs => $3::float8), timeout_secs = $3
                  WHERE user_id = $1 AND token = $2",

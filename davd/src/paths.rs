@@ -26,6 +26,28 @@ pub fn key(path: &DavPath) -> String {
     s
 }
 
+/// Decode a percent-encoded key segment to the raw name bytes.
+pub fn decode_segment(segment: &str) -> Vec<u8> {
+    let b = segment.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
 /// Whether `key` is `ancestor` itself or below it.
 pub fn is_at_or_below(key: &str, ancestor: &str) -> bool {
     ancestor == "/" || key == ancestor || (key.starts_with(ancestor) && key.as_bytes()[ancestor.len()] == b'/')

@@ -165,3 +165,50 @@ pub async fn copy_one(conn: &mut PgConnection, user_id: i64, from: &str, to: &st
     .await?;
     Ok(())
 }
+
+/// Windows' stored creation times (see win32.rs) of `key` itself (`children == false`) or of
+/// the entries directly inside it, by raw name (`children == true`).
+pub async fn win32_created(
+    db: &PgPool,
+    user_id: i64,
+    key: &str,
+    children: bool,
+) -> Result<std::collections::HashMap<Vec<u8>, std::time::SystemTime>, FsError> {
+    let rows: Vec<(String, Vec<u8>)> = if children {
+        let pattern = if key == "/" { "/".to_string() } else { format!("{key}/") };
+        sqlx::query_as(
+            "SELECT path, xml FROM dav_props WHERE user_id = $1 AND namespace = $2 AND name = 'Win32CreationTime'
+             AND left(path, length($3)) = $3 AND path <> $4 AND strpos(substr(path, length($3) + 1), '/') = 0",
+        )
+        .bind(user_id)
+        .bind(crate::win32::NS)
+        .bind(&pattern)
+        .bind(key)
+        .fetch_all(db)
+        .await
+    } else {
+        sqlx::query_as(
+            "SELECT path, xml FROM dav_props WHERE user_id = $1 AND namespace = $2 AND name = 'Win32CreationTime'
+             AND path = $3",
+        )
+        .bind(user_id)
+        .bind(crate::win32::NS)
+        .bind(key)
+        .fetch_all(db)
+        .await
+    }
+    .map_err(db_error)?;
+    let mut out = std::collections::HashMap::new();
+    for (path, xml) in rows {
+        let Some(time) = crate::win32::text_of(&xml).and_then(|t| crate::win32::parse_time(&t)) else {
+            continue;
+        };
+        let name = path
+            .rsplit('/')
+            .next()
+            .map(crate::paths::decode_segment)
+            .unwrap_or_default();
+        out.insert(name, time);
+    }
+    Ok(out)
+}

@@ -349,16 +349,77 @@ impl App {
         let handler = DavHandler::builder()
             .filesystem(Box::new(self.fs.clone()))
             .locksystem(Box::new(PgLocks::new(self.context.db.clone(), user.id, &prefix)))
-            .strip_prefix(prefix)
+            .strip_prefix(prefix.clone())
             .hide_symlinks(true)
             .autoindex(false)
             .build_handler();
+        if method.as_str() == "PROPPATCH" {
+            return self.proppatch(req, handler, user, &path, &prefix).await;
+        }
         let req = req.map(|inner| LengthChecked {
             inner,
             expected,
             seen: 0,
         });
         handler.handle_guarded(req, user.address.clone(), user).await
+    }
+
+    /// PROPPATCH through dav-server, then make the Win32 properties it accepted true (win32.rs).
+    async fn proppatch(
+        &self,
+        req: Request<Incoming>,
+        handler: DavHandler<User>,
+        user: User,
+        uri_path: &str,
+        prefix: &str,
+    ) -> Response<Body> {
+        let limit = self.context.config.dav.max_xml_body as usize;
+        let (parts, body) = req.into_parts();
+        let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                tracing::info!("PROPPATCH body refused: {e}");
+                return simple(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+            }
+        };
+        let sets = crate::win32::sets_in(&body);
+        let req = Request::from_parts(parts, http_body_util::Full::new(body));
+        let response = handler.handle_guarded(req, user.address.clone(), user.clone()).await;
+        if sets.is_empty() || response.status() != StatusCode::MULTI_STATUS {
+            return response;
+        }
+        // The answer to a PROPPATCH is small (bounded by the request); read it to see whether
+        // everything was applied (RFC 4918 section 9.2: all or nothing).
+        let (parts, body) = response.into_parts();
+        let bytes = match http_body_util::BodyExt::collect(body).await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                tracing::error!("PROPPATCH answer: {e}");
+                return simple(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+            }
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let all_ok = text
+            .split("<D:status>")
+            .skip(1)
+            .all(|s| s.trim_start().starts_with("HTTP/1.1 200"));
+        if all_ok {
+            let path = dav_server::davpath::DavPath::new(uri_path).and_then(|mut p| {
+                if !prefix.is_empty() {
+                    p.set_prefix(prefix)?;
+                }
+                Ok(p)
+            });
+            let applied = match path {
+                Ok(p) => self.fs.apply_win32(&p, &user, sets).await.map_err(|e| format!("{e:?}")),
+                Err(e) => Err(format!("{e:?}")),
+            };
+            if let Err(e) = applied {
+                tracing::error!(path = uri_path, "storing Win32 properties failed: {e}");
+                return simple(StatusCode::INTERNAL_SERVER_ERROR, "properties not stored\n");
+            }
+        }
+        Response::from_parts(parts, Body::from(bytes))
     }
 
     async fn autoconfig(&self, head: bool) -> Response<Body> {

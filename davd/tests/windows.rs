@@ -1,0 +1,209 @@
+//! Windows Explorer's upload sequence: PUT, LOCK, PROPPATCH of the Win32 properties (with the
+//! lock token), UNLOCK; the properties are stored and follow the file through MOVE and COPY.
+
+mod common;
+
+use common::*;
+
+const UA: &str = "Microsoft-WebDAV-MiniRedir/10.0.19045";
+
+const LOCK_BODY: &str = r#"<?xml version="1.0" encoding="utf-8" ?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner><D:href>WIN10\alice</D:href></D:owner></D:lockinfo>"#;
+
+const WIN32_PROPPATCH: &str = r#"<?xml version="1.0" encoding="utf-8" ?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop><Z:Win32CreationTime>Tue, 24 Nov 2026 02:00:00 GMT</Z:Win32CreationTime><Z:Win32LastAccessTime>Tue, 24 Nov 2026 02:01:00 GMT</Z:Win32LastAccessTime><Z:Win32LastModifiedTime>Tue, 24 Nov 2026 02:02:00 GMT</Z:Win32LastModifiedTime><Z:Win32FileAttributes>00000020</Z:Win32FileAttributes></D:prop></D:set></D:propertyupdate>"#;
+
+const ALLPROP: &str = r#"<?xml version="1.0" encoding="utf-8" ?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>"#;
+
+async fn propfind(dav: &Dav, path: &str) -> String {
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-A",
+                UA,
+                "-X",
+                "PROPFIND",
+                "-H",
+                "Depth: 0",
+                "--data-binary",
+                ALLPROP,
+                &dav.url(path),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 207, "{}", r.text());
+    r.text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_put_lock_proppatch_sequence() {
+    let dav = Dav::start(None).await;
+    let url = dav.url("/Report.docx");
+
+    // Explorer first creates the file empty, then locks it, writes it, sets its times, unlocks.
+    let r = dav
+        .curl(ALICE, &["-A", UA, "-X", "PUT", "--data-binary", "", &url])
+        .await;
+    assert_eq!(r.status, 201);
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-A",
+                UA,
+                "-X",
+                "LOCK",
+                "-H",
+                "Timeout: Second-3600",
+                "--data-binary",
+                LOCK_BODY,
+                &url,
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.header("lock-token").expect("Lock-Token header");
+    let token = token.trim_matches(|c| c == '<' || c == '>').to_string();
+    let if_header = format!("If: (<{token}>)");
+
+    // Without the token the file is protected.
+    let r = dav.curl(ALICE, &["-X", "PUT", "--data-binary", "intruder", &url]).await;
+    assert_eq!(r.status, 423);
+    let r = dav
+        .curl(ALICE, &["-X", "PROPPATCH", "--data-binary", WIN32_PROPPATCH, &url])
+        .await;
+    assert_eq!(r.status, 423);
+
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-A",
+                UA,
+                "-X",
+                "PUT",
+                "-H",
+                &if_header,
+                "--data-binary",
+                "document body",
+                &url,
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-A",
+                UA,
+                "-X",
+                "PROPPATCH",
+                "-H",
+                &if_header,
+                "--data-binary",
+                WIN32_PROPPATCH,
+                &url,
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 207, "{}", r.text());
+    let text = r.text();
+    assert!(
+        text.contains("200 OK") && !text.contains("403") && !text.contains("409"),
+        "{text}"
+    );
+    let r = dav
+        .curl(
+            ALICE,
+            &["-A", UA, "-X", "UNLOCK", "-H", &format!("Lock-Token: <{token}>"), &url],
+        )
+        .await;
+    assert_eq!(r.status, 204);
+
+    let props = propfind(&dav, "/Report.docx").await;
+    for (name, value) in [
+        ("Win32CreationTime", "Tue, 24 Nov 2026 02:00:00 GMT"),
+        ("Win32LastAccessTime", "Tue, 24 Nov 2026 02:01:00 GMT"),
+        ("Win32LastModifiedTime", "Tue, 24 Nov 2026 02:02:00 GMT"),
+        ("getlastmodified", "Tue, 24 Nov 2026 02:02:00 GMT"),
+        ("Win32FileAttributes", "00000020"),
+    ] {
+        assert!(
+            props.contains(&format!("{name}>{value}<")),
+            "{name} = {value} in {props}"
+        );
+    }
+    // The file itself carries the time Windows gave it.
+    let mtime = std::fs::metadata(dav.files_dir(ALICE).join("Report.docx"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        mtime.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+        1_795_485_720
+    );
+    assert_eq!(dav.curl(ALICE, &[&url]).await.text(), "document body");
+
+    // The properties follow the file.
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-X",
+                "MOVE",
+                "-H",
+                &format!("Destination: {}", dav.url("/Moved.docx")),
+                &url,
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert!(
+        propfind(&dav, "/Moved.docx")
+            .await
+            .contains("Win32CreationTime>Tue, 24 Nov 2026 02:00:00 GMT<")
+    );
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-X",
+                "COPY",
+                "-H",
+                &format!("Destination: {}", dav.url("/Copy.docx")),
+                &dav.url("/Moved.docx"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert!(
+        propfind(&dav, "/Copy.docx")
+            .await
+            .contains("Win32CreationTime>Tue, 24 Nov 2026 02:00:00 GMT<")
+    );
+
+    // Deleted with their file: a new file of the same name starts clean.
+    assert_eq!(
+        dav.curl(ALICE, &["-X", "DELETE", &dav.url("/Copy.docx")]).await.status,
+        204
+    );
+    let r = dav
+        .curl(ALICE, &["-X", "PUT", "--data-binary", "x", &dav.url("/Copy.docx")])
+        .await;
+    assert_eq!(r.status, 201);
+    assert!(
+        !propfind(&dav, "/Copy.docx")
+            .await
+            .contains("Tue, 24 Nov 2026 02:00:00 GMT")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_at_the_root_without_credentials() {
+    let dav = Dav::start(None).await;
+    let r = curl(&["-X".into(), "OPTIONS".into(), "-A".into(), UA.into(), dav.url("/")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("dav").as_deref(), Some("1, 2"));
+    assert_eq!(r.header("ms-author-via").as_deref(), Some("DAV"));
+    assert!(r.header("allow").unwrap().contains("PROPFIND"));
+}
