@@ -49,9 +49,8 @@ pub async fn verify(dns: &Dns, hostname: &str, ip: IpAddr, helo: &str, mail_from
         .with_dkim_results(&dkim, &header_from)
         .with_spf_mailfrom_result(&spf, ip, mail_from, helo)
         .with_dmarc_result(&dmarc);
-    let passed = matches!(dmarc.dkim_result(), DmarcResult::Pass) || matches!(dmarc.spf_result(), DmarcResult::Pass);
-    let failed = !passed
-        && (matches!(dmarc.dkim_result(), DmarcResult::Fail(_)) || matches!(dmarc.spf_result(), DmarcResult::Fail(_)));
+    // RFC 7489 §6.6.2: pass when an aligned SPF or DKIM passes; a record without one fails.
+    let failed = matches!(dmarc.result(), DmarcResult::Fail(_));
     let policy = dmarc.policy();
     Verdict {
         header: results.to_header(),

@@ -45,6 +45,8 @@ pub async fn enqueue(
 ) -> anyhow::Result<()> {
     let blob = ctx.blobs.put(message).await?;
     let mut tx = ctx.db.begin().await?;
+    // The blob row first: queue rows reference it.
+    shared::blobs::add_ref(&mut tx, &blob, message.len() as u64, recipients.len() as i64).await?;
     for recipient in recipients {
         sqlx::query("INSERT INTO smtp_queue (blob_id, size, sender, recipient, user_id) VALUES ($1, $2, $3, $4, $5)")
             .bind(&blob.0)
@@ -55,7 +57,6 @@ pub async fn enqueue(
             .execute(&mut *tx)
             .await?;
     }
-    shared::blobs::add_ref(&mut tx, &blob, message.len() as u64, recipients.len() as i64).await?;
     shared::events::notify(&mut tx, &Event::Queue).await?;
     tx.commit().await?;
     Ok(())

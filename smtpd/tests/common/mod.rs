@@ -2,6 +2,8 @@
 //! client that speaks plain text and TLS.
 #![allow(dead_code)]
 
+pub mod sink;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
