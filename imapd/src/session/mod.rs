@@ -642,23 +642,24 @@ impl Session {
         let selected = self.selected()?;
         let count = selected.uids.len() as u32;
         if uid {
-            let max = selected.max_uid();
+            let ranges = set.ranges(selected.max_uid());
             return Ok(selected
                 .uids
                 .iter()
                 .enumerate()
-                .filter(|(_, u)| set.contains(**u, max))
+                .filter(|(_, u)| ranges.contains(**u))
                 .map(|(i, u)| (i as u32 + 1, *u))
                 .collect());
         }
         if count == 0 || !set.within(count) {
             return Err(Failure::Reply(Reply::bad("no such message sequence number")));
         }
+        let ranges = set.ranges(count);
         Ok(selected
             .uids
             .iter()
             .enumerate()
-            .filter(|(i, _)| set.contains(*i as u32 + 1, count))
+            .filter(|(i, _)| ranges.contains(*i as u32 + 1))
             .map(|(i, u)| (i as u32 + 1, *u))
             .collect())
     }

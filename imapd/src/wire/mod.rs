@@ -2,6 +2,7 @@
 
 pub mod encode;
 pub mod frame;
+pub mod fuzz;
 pub mod mutf7;
 pub mod parse;
 pub mod sequence;

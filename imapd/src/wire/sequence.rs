@@ -73,12 +73,45 @@ impl SequenceSet {
         })
     }
 
+    /// The set as sorted, merged `(low, high)` ranges, `*` meaning `largest`: membership is
+    /// then a binary search, however many ranges a client sends.
+    pub fn ranges(&self, largest: u32) -> Ranges {
+        let mut ranges: Vec<(u32, u32)> = self
+            .0
+            .iter()
+            .map(|&(a, b)| {
+                let (a, b) = (a.value(largest), b.value(largest));
+                (a.min(b), a.max(b))
+            })
+            .collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+        for (lo, hi) in ranges {
+            match merged.last_mut() {
+                Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        Ranges(merged)
+    }
+
     /// Whether every number of the set is at most `largest` (for message sequence numbers,
     /// where a number past the end is an error, RFC 3501 §9 `seq-number`).
     pub fn within(&self, largest: u32) -> bool {
         self.0
             .iter()
             .all(|&(a, b)| a.value(largest) <= largest && b.value(largest) <= largest)
+    }
+}
+
+/// Sorted, disjoint ranges (see [`SequenceSet::ranges`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ranges(Vec<(u32, u32)>);
+
+impl Ranges {
+    pub fn contains(&self, n: u32) -> bool {
+        let i = self.0.partition_point(|&(lo, _)| lo <= n);
+        i > 0 && self.0[i - 1].1 >= n
     }
 }
 
@@ -124,6 +157,10 @@ mod tests {
         assert!(SequenceSet::parse(b"1,,2").is_none());
         assert!(SequenceSet::parse(b"").is_none());
         assert!(SequenceSet::parse(b"$").is_none());
+        let ranges = SequenceSet::parse(b"9:*,1,3:4,2").unwrap().ranges(20);
+        assert_eq!(ranges, Ranges(vec![(1, 4), (9, 20)]));
+        assert!(ranges.contains(1) && ranges.contains(4) && ranges.contains(15));
+        assert!(!ranges.contains(5) && !ranges.contains(21) && !ranges.contains(0));
     }
 
     #[test]
