@@ -12,10 +12,12 @@
 //! - dead properties live in PostgreSQL (props.rs) and follow their resource;
 //! - every path goes through `paths::resolve` (no symlinks, no escape from the user's root).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -36,6 +38,45 @@ const WRITE_CHUNK: usize = 1 << 20;
 /// How much more quota an upload of unknown length reserves each time it outgrows its reservation.
 const GROW_STEP: u64 = 64 << 20;
 
+/// How old a leftover upload temp file must be before the start-up sweep removes it (an
+/// upload in progress writes to its file all the time).
+pub const STALE_UPLOAD_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Remove upload temp files left by a crash or power cut under `files_dir` (all users' trees).
+/// They were never renamed into place, so no content is lost; returns how many were removed.
+pub fn sweep_stale_uploads(files_dir: &Path, older_than: std::time::Duration) -> usize {
+    let mut removed = 0;
+    let mut stack = vec![files_dir.to_path_buf()];
+    let now = SystemTime::now();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file()
+                && paths::is_hidden_name(entry.file_name().as_encoded_bytes())
+                && meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|age| age >= older_than)
+            {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => {
+                        tracing::info!(path = %entry.path().display(), "removed an upload left by a crash");
+                        removed += 1;
+                    }
+                    Err(e) => tracing::warn!(path = %entry.path().display(), "cannot remove a stale upload: {e}"),
+                }
+            }
+        }
+    }
+    removed
+}
+
 /// The authenticated user, handed by dav-server to every file system call.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -45,15 +86,35 @@ pub struct User {
     pub root: PathBuf,
 }
 
-/// The file system of all users; each call acts in the tree of the user it is given.
+/// The file system of all users; each call acts in the tree of the user it is given. Made
+/// per request: it remembers the dead properties of the last folder listed, so a PROPFIND of
+/// a folder costs one query for all its entries' properties.
 #[derive(Clone)]
 pub struct TinyFs {
     db: PgPool,
+    listing: Arc<Mutex<Option<Listing>>>,
+}
+
+/// Dead properties of one folder's entries, by key.
+struct Listing {
+    dir: String,
+    props: HashMap<String, Vec<DavProp>>,
 }
 
 impl TinyFs {
     pub fn new(db: PgPool) -> TinyFs {
-        TinyFs { db }
+        TinyFs {
+            db,
+            listing: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The dead properties of `key` if its folder was just listed.
+    fn listed_props(&self, key: &str) -> Option<Vec<DavProp>> {
+        let listing = self.listing.lock().expect("listing cache lock");
+        let listing = listing.as_ref()?;
+        (key != "/" && listing.dir == props::parent_key(key))
+            .then(|| listing.props.get(key).cloned().unwrap_or_default())
     }
 }
 
@@ -704,7 +765,22 @@ impl GuardedFileSystem<User> for TinyFs {
         async move {
             let dir = paths::resolve(&user.root, path)?;
             let entries = blocking(move || std::fs::read_dir(&dir).map_err(io)).await?;
-            let created = props::win32_created(&self.db, user.id, &paths::key(path), true).await?;
+            let dir_key = paths::key(path);
+            let listed = props::list_children(&self.db, user.id, &dir_key).await?;
+            let created: HashMap<Vec<u8>, SystemTime> = listed
+                .iter()
+                .filter_map(|(key, props)| {
+                    let p = props
+                        .iter()
+                        .find(|p| p.name == "Win32CreationTime" && p.namespace.as_deref() == Some(crate::win32::NS))?;
+                    let name = key.rsplit('/').next().map(paths::decode_segment)?;
+                    Some((name, props::created_from(p.xml.as_deref()?)?))
+                })
+                .collect();
+            *self.listing.lock().expect("listing cache lock") = Some(Listing {
+                dir: dir_key,
+                props: listed,
+            });
             // Streamed: a folder of any size is listed with bounded memory.
             let (tx, rx) = tokio::sync::mpsc::channel::<FsResult<Box<dyn DavDirEntry>>>(64);
             tokio::task::spawn_blocking(move || {
@@ -741,10 +817,7 @@ impl GuardedFileSystem<User> for TinyFs {
         async move {
             let target = paths::resolve(&user.root, path)?;
             let mut meta = blocking(move || stat(&target)).await?;
-            meta.1 = props::win32_created(&self.db, user.id, &paths::key(path), false)
-                .await?
-                .into_values()
-                .next();
+            meta.1 = props::win32_created(&self.db, user.id, &paths::key(path)).await?;
             Ok(Box::new(meta) as Box<dyn DavMetaData>)
         }
         .boxed()
@@ -869,11 +942,32 @@ impl GuardedFileSystem<User> for TinyFs {
     }
 
     fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool, user: &'a User) -> FsFuture<'a, Vec<DavProp>> {
-        async move { props::list(&self.db, user.id, &paths::key(path), do_content).await }.boxed()
+        async move {
+            let key = paths::key(path);
+            if let Some(mut listed) = self.listed_props(&key) {
+                if !do_content {
+                    listed.iter_mut().for_each(|p| p.xml = None);
+                }
+                return Ok(listed);
+            }
+            props::list(&self.db, user.id, &key, do_content).await
+        }
+        .boxed()
     }
 
     fn get_prop<'a>(&'a self, path: &'a DavPath, prop: DavProp, user: &'a User) -> FsFuture<'a, Vec<u8>> {
-        async move { props::get(&self.db, user.id, &paths::key(path), &prop).await }.boxed()
+        async move {
+            let key = paths::key(path);
+            if let Some(listed) = self.listed_props(&key) {
+                return listed
+                    .into_iter()
+                    .find(|p| p.name == prop.name && p.namespace == prop.namespace)
+                    .and_then(|p| p.xml)
+                    .ok_or(FsError::NotFound);
+            }
+            props::get(&self.db, user.id, &key, &prop).await
+        }
+        .boxed()
     }
 
     /// RFC 4331: used bytes (mail and files: one quota) and used + available.
@@ -884,5 +978,34 @@ impl GuardedFileSystem<User> for TinyFs {
             Ok((used, info.limit.map(|_| used.saturating_add(info.available()))))
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_removes_only_old_upload_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("alice@example.test/sub");
+        std::fs::create_dir_all(&user).unwrap();
+        let old = user.join(format!("{UPLOAD_TEMP_PREFIX}old"));
+        let fresh = user.join(format!("{UPLOAD_TEMP_PREFIX}fresh"));
+        let kept = user.join("notes.txt");
+        for f in [&old, &fresh, &kept] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        let two_hours_ago = SystemTime::now() - std::time::Duration::from_secs(7200);
+        for f in [&old, &kept] {
+            File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(two_hours_ago)
+                .unwrap();
+        }
+        assert_eq!(sweep_stale_uploads(dir.path(), STALE_UPLOAD_AGE), 1);
+        assert!(!old.exists() && fresh.exists() && kept.exists());
     }
 }

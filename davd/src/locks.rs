@@ -7,6 +7,7 @@
 //! conflicts with every other lock on the same resource, shared locks coexist; a depth-infinity
 //! lock on a collection covers everything below it.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use dav_server::davpath::DavPath;
@@ -31,6 +32,9 @@ pub struct PgLocks {
     user_id: i64,
     /// The URL prefix of this request (`""` or `/dav/<address>`), for lock roots in answers.
     prefix: String,
+    /// The user's live locks, loaded by the first `discover` of this request (a PROPFIND of a
+    /// big folder asks for every entry) and dropped by any change.
+    known: Arc<Mutex<Option<Vec<Row>>>>,
 }
 
 impl std::fmt::Debug for PgLocks {
@@ -62,7 +66,35 @@ impl PgLocks {
             db,
             user_id,
             prefix: prefix.to_string(),
+            known: Arc::new(Mutex::new(None)),
         }
+    }
+
+    fn forget_known(&self) {
+        *self.known.lock().expect("lock cache") = None;
+    }
+
+    /// Live locks reaching `key` (as `covering`), from the per-request copy of the user's locks.
+    async fn covering_cached(&self, key: &str) -> Result<Vec<Row>, sqlx::Error> {
+        let cached = self.known.lock().expect("lock cache").clone();
+        let all = match cached {
+            Some(all) => all,
+            None => {
+                let all: Vec<Row> = sqlx::query_as(&format!(
+                    "SELECT {COLUMNS} FROM dav_locks WHERE user_id = $1 AND {LIVE} ORDER BY created_at"
+                ))
+                .bind(self.user_id)
+                .fetch_all(&self.db)
+                .await?;
+                *self.known.lock().expect("lock cache") = Some(all.clone());
+                all
+            }
+        };
+        let chain = paths::ancestors_and_self(key);
+        Ok(all
+            .into_iter()
+            .filter(|l| chain.contains(&l.path) && (l.deep || l.path == key))
+            .collect())
     }
 
     fn to_lock(&self, row: Row) -> DavLock {
@@ -284,6 +316,7 @@ impl DavLockSystem for PgLocks {
         let principal = principal.map(str::to_string);
         let owner = owner.cloned();
         async move {
+            self.forget_known();
             let key = paths::key(&path);
             let r = self
                 .try_lock(&key, &path, principal.as_deref(), owner.as_ref(), timeout, shared, deep)
@@ -297,6 +330,7 @@ impl DavLockSystem for PgLocks {
         let key = paths::key(path);
         let token = token.to_string();
         async move {
+            self.forget_known();
             let Some(Some(row)) = log_db("unlock", self.find_token(&key, &token).await) else {
                 return Err(());
             };
@@ -314,6 +348,7 @@ impl DavLockSystem for PgLocks {
         let key = paths::key(path);
         let token = token.to_string();
         async move {
+            self.forget_known();
             let Some(Some(row)) = log_db("refresh", self.find_token(&key, &token).await) else {
                 return Err(());
             };
@@ -366,7 +401,7 @@ impl DavLockSystem for PgLocks {
     fn discover(&'_ self, path: &DavPath) -> LsFuture<'_, Vec<DavLock>> {
         let key = paths::key(path);
         async move {
-            let rows = log_db("discover", self.covering(&key).await).unwrap_or_default();
+            let rows = log_db("discover", self.covering_cached(&key).await).unwrap_or_default();
             rows.into_iter().map(|r| self.to_lock(r)).collect()
         }
         .boxed()
@@ -375,6 +410,7 @@ impl DavLockSystem for PgLocks {
     fn delete(&'_ self, path: &DavPath) -> LsFuture<'_, Result<(), ()>> {
         let key = paths::key(path);
         async move {
+            self.forget_known();
             let r = sqlx::query(
                 "DELETE FROM dav_locks WHERE user_id = $1
                  AND (path = $2 OR $2 = '/' OR left(path, length($2) + 1) = $2 || '/')",

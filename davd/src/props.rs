@@ -166,49 +166,57 @@ pub async fn copy_one(conn: &mut PgConnection, user_id: i64, from: &str, to: &st
     Ok(())
 }
 
-/// Windows' stored creation times (see win32.rs) of `key` itself (`children == false`) or of
-/// the entries directly inside it, by raw name (`children == true`).
-pub async fn win32_created(
+/// Windows' stored creation time (see win32.rs) of one resource.
+pub async fn win32_created(db: &PgPool, user_id: i64, key: &str) -> Result<Option<std::time::SystemTime>, FsError> {
+    let xml: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT xml FROM dav_props WHERE user_id = $1 AND path = $2 AND namespace = $3 AND name = 'Win32CreationTime'",
+    )
+    .bind(user_id)
+    .bind(key)
+    .bind(crate::win32::NS)
+    .fetch_optional(db)
+    .await
+    .map_err(db_error)?;
+    Ok(xml.and_then(|x| created_from(&x)))
+}
+
+/// The time in a stored Win32CreationTime element.
+pub fn created_from(xml: &[u8]) -> Option<std::time::SystemTime> {
+    crate::win32::text_of(xml).and_then(|t| crate::win32::parse_time(&t))
+}
+
+/// Every dead property of the entries directly inside `key`, by their key (one query for a
+/// whole folder listing instead of one per entry).
+pub async fn list_children(
     db: &PgPool,
     user_id: i64,
     key: &str,
-    children: bool,
-) -> Result<std::collections::HashMap<Vec<u8>, std::time::SystemTime>, FsError> {
-    let rows: Vec<(String, Vec<u8>)> = if children {
-        let pattern = if key == "/" { "/".to_string() } else { format!("{key}/") };
-        sqlx::query_as(
-            "SELECT path, xml FROM dav_props WHERE user_id = $1 AND namespace = $2 AND name = 'Win32CreationTime'
-             AND left(path, length($3)) = $3 AND path <> $4 AND strpos(substr(path, length($3) + 1), '/') = 0",
-        )
-        .bind(user_id)
-        .bind(crate::win32::NS)
-        .bind(&pattern)
-        .bind(key)
-        .fetch_all(db)
-        .await
-    } else {
-        sqlx::query_as(
-            "SELECT path, xml FROM dav_props WHERE user_id = $1 AND namespace = $2 AND name = 'Win32CreationTime'
-             AND path = $3",
-        )
-        .bind(user_id)
-        .bind(crate::win32::NS)
-        .bind(key)
-        .fetch_all(db)
-        .await
-    }
+) -> Result<std::collections::HashMap<String, Vec<DavProp>>, FsError> {
+    let pattern = if key == "/" { "/".to_string() } else { format!("{key}/") };
+    let rows: Vec<(String, String, String, Option<String>, Vec<u8>)> = sqlx::query_as(
+        "SELECT path, namespace, name, prefix, xml FROM dav_props WHERE user_id = $1
+         AND left(path, length($2)) = $2 AND path <> $3 AND strpos(substr(path, length($2) + 1), '/') = 0
+         ORDER BY path, namespace, name",
+    )
+    .bind(user_id)
+    .bind(&pattern)
+    .bind(key)
+    .fetch_all(db)
+    .await
     .map_err(db_error)?;
-    let mut out = std::collections::HashMap::new();
-    for (path, xml) in rows {
-        let Some(time) = crate::win32::text_of(&xml).and_then(|t| crate::win32::parse_time(&t)) else {
-            continue;
-        };
-        let name = path
-            .rsplit('/')
-            .next()
-            .map(crate::paths::decode_segment)
-            .unwrap_or_default();
-        out.insert(name, time);
+    let mut out: std::collections::HashMap<String, Vec<DavProp>> = std::collections::HashMap::new();
+    for (path, namespace, name, prefix, xml) in rows {
+        out.entry(path)
+            .or_default()
+            .push(to_prop((namespace, name, prefix, xml), true));
     }
     Ok(out)
+}
+
+/// The parent key of `key` (`/` for top-level entries and the root).
+pub fn parent_key(key: &str) -> &str {
+    match key.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &key[..i],
+    }
 }

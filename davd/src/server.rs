@@ -53,7 +53,6 @@ pub struct Server {
 
 struct App {
     context: Arc<Context>,
-    fs: TinyFs,
 }
 
 impl Server {
@@ -98,9 +97,10 @@ impl Server {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let max = self.context.config.dav.max_connections as usize;
         let app = Arc::new(App {
-            fs: TinyFs::new(self.context.db.clone()),
             context: self.context.clone(),
         });
+        let files_dir = self.context.config.files_dir();
+        tokio::task::spawn_blocking(move || crate::fs::sweep_stale_uploads(&files_dir, crate::fs::STALE_UPLOAD_AGE));
         let mut tasks = tokio::task::JoinSet::new();
         if let Some((listener, acceptor)) = self.https {
             tracing::info!("listening on {} (webdav https)", listener.local_addr()?);
@@ -347,7 +347,7 @@ impl App {
 
         let prefix = dav_prefix(&path, &user.address).unwrap_or_default();
         let handler = DavHandler::builder()
-            .filesystem(Box::new(self.fs.clone()))
+            .filesystem(Box::new(TinyFs::new(self.context.db.clone())))
             .locksystem(Box::new(PgLocks::new(self.context.db.clone(), user.id, &prefix)))
             .strip_prefix(prefix.clone())
             .hide_symlinks(true)
@@ -411,7 +411,10 @@ impl App {
                 Ok(p)
             });
             let applied = match path {
-                Ok(p) => self.fs.apply_win32(&p, &user, sets).await.map_err(|e| format!("{e:?}")),
+                Ok(p) => TinyFs::new(self.context.db.clone())
+                    .apply_win32(&p, &user, sets)
+                    .await
+                    .map_err(|e| format!("{e:?}")),
                 Err(e) => Err(format!("{e:?}")),
             };
             if let Err(e) = applied {
