@@ -213,27 +213,31 @@ fn up_runs_the_suite_and_ctrl_c_leaves_no_process() {
     }
     let (_dir, data) = data_dir();
     ok(&data, &["init", "--domain", "example.test"], None);
-    // Free ports chosen by the kernel, so the test never collides with anything.
+    // Free ports, so the test never collides with anything; every listener must answer.
+    let keys = [
+        "mx_listen",
+        "submission_listen",
+        "submissions_listen",
+        "listen",
+        "tls_listen",
+        "https_listen",
+    ];
+    let ports: Vec<u16> = keys
+        .iter()
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
     let config = std::fs::read_to_string(data.join("tinydc.toml")).unwrap();
     let config = config
         .lines()
-        .map(|line| {
-            let listener = [
-                "mx_listen",
-                "submission_listen",
-                "submissions_listen",
-                "listen",
-                "tls_listen",
-                "https_listen",
-            ]
-            .iter()
-            .any(|k| line.starts_with(&format!("{k} =")));
-            if listener {
-                format!("{} = \"127.0.0.1:0\"", line.split(" =").next().unwrap())
-            } else {
-                line.to_string()
-            }
-        })
+        .map(
+            |line| match keys.iter().position(|k| line.starts_with(&format!("{k} ="))) {
+                Some(i) => format!("{} = \"127.0.0.1:{}\"", keys[i], ports[i]),
+                None => line.to_string(),
+            },
+        )
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(data.join("tinydc.toml"), config).unwrap();
@@ -256,18 +260,29 @@ fn up_runs_the_suite_and_ctrl_c_leaves_no_process() {
         }
         assert!(started.elapsed() < Duration::from_secs(60), "tinydc up did not come up");
     }
-    // Give the daemons time to start and connect.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let running = processes_using(&data);
-        let daemons = ["tinydc-smtpd", "tinydc-imapd", "tinydc-davd"];
-        if daemons.iter().all(|d| running.iter().any(|p| p.contains(d))) {
-            break;
+    // Every listener of every daemon accepts connections.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for port in &ports {
+        while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nothing listens on port {port}: {:?}",
+                processes_using(&data)
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
-        assert!(Instant::now() < deadline, "daemons not all running: {running:?}");
-        std::thread::sleep(Duration::from_millis(200));
     }
-    std::thread::sleep(Duration::from_secs(1));
+    let running = processes_using(&data);
+    for daemon in ["tinydc-smtpd", "tinydc-imapd", "tinydc-davd"] {
+        assert!(
+            running.iter().any(|p| p.contains(daemon)),
+            "{daemon} not running: {running:?}"
+        );
+    }
+
+    // Admin commands work while the suite runs, and leave its PostgreSQL running.
+    ok(&data, &["user", "add", "dave@example.test", "--password-stdin"], Some("pw\n"));
+    assert!(ok(&data, &["status"], None).contains("running"));
 
     // Ctrl-C.
     Command::new("kill")
