@@ -281,7 +281,11 @@ fn up_runs_the_suite_and_ctrl_c_leaves_no_process() {
     }
 
     // Admin commands work while the suite runs, and leave its PostgreSQL running.
-    ok(&data, &["user", "add", "dave@example.test", "--password-stdin"], Some("pw\n"));
+    ok(
+        &data,
+        &["user", "add", "dave@example.test", "--password-stdin"],
+        Some("pw\n"),
+    );
     assert!(ok(&data, &["status"], None).contains("running"));
 
     // Ctrl-C.
