@@ -81,6 +81,7 @@ fn without_value(p: &DavProp) -> DavProp {
 }
 
 type PropRow = (String, String, Option<String>, Vec<u8>);
+type ChildRow = (String, String, String, Option<String>, Vec<u8>);
 
 fn to_prop((namespace, name, prefix, xml): PropRow, with_value: bool) -> DavProp {
     DavProp {
@@ -193,7 +194,7 @@ pub async fn list_children(
     key: &str,
 ) -> Result<std::collections::HashMap<String, Vec<DavProp>>, FsError> {
     let pattern = if key == "/" { "/".to_string() } else { format!("{key}/") };
-    let rows: Vec<(String, String, String, Option<String>, Vec<u8>)> = sqlx::query_as(
+    let rows: Vec<ChildRow> = sqlx::query_as(
         "SELECT path, namespace, name, prefix, xml FROM dav_props WHERE user_id = $1
          AND left(path, length($2)) = $2 AND path <> $3 AND strpos(substr(path, length($2) + 1), '/') = 0
          ORDER BY path, namespace, name",
