@@ -73,6 +73,7 @@ impl Session {
         let State::Mail(tx) = std::mem::replace(&mut self.state, State::Ready) else {
             return Reply::new(503, "5.5.1", "No transaction");
         };
+        let body = crate::verify::strip_own_results(&body, self.hostname());
         let mut reservations = Vec::new();
         let mut local_users = Vec::new();
         let mut remote = Vec::new();

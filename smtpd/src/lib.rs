@@ -56,6 +56,8 @@ pub struct Server {
     pub dns: Arc<dns::Dns>,
     pub tls: TlsAcceptor,
     pub limits: limits::Limits,
+    /// Connections open at once over all listeners (`smtp.max_connections`).
+    pub connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// The addresses actually bound (useful with port 0).
@@ -78,6 +80,7 @@ pub async fn start(
         shared::tls::acceptor(&config.tls.cert_file, &config.tls.key_file).context("loading the TLS certificate")?;
     let server = Arc::new(Server {
         limits: limits::Limits::new(&config.smtp),
+        connections: Arc::new(tokio::sync::Semaphore::new(config.smtp.max_connections as usize)),
         ctx: ctx.clone(),
         dns: dns.clone(),
         tls,
@@ -134,15 +137,26 @@ async fn handle(
     peer: SocketAddr,
     shutdown: Shutdown,
 ) {
-    if !server.limits.connection_allowed(peer.ip()) {
+    let permit = server.connections.clone().try_acquire_owned();
+    let refusal = if permit.is_err() {
+        tracing::warn!(%peer, "connection limit reached");
+        Some(Reply::new(421, "4.3.2", "Too many connections, try again later"))
+    } else if !server.limits.connection_allowed(peer.ip()) {
         tracing::warn!(%peer, "too many connections from this address");
+        Some(Reply::new(421, "4.7.0", "Too many connections, try again later"))
+    } else {
+        None
+    };
+    if let Some(reply) = refusal {
         let mut conn = Conn::new(plain(stream));
+        // On the implicit-TLS port a plaintext line would only confuse the client.
         if kind != ListenerKind::Submissions {
-            conn.write(&Reply::new(421, "4.7.0", "Too many connections, try again later").to_wire());
+            conn.write(&reply.to_wire());
         }
         conn.shutdown().await;
         return;
     }
+    let _permit = permit;
     let (conn, tls) = if kind == ListenerKind::Submissions {
         let timeout = std::time::Duration::from_secs(server.ctx.config.smtp.command_timeout_secs);
         match tokio::time::timeout(timeout, server.tls.accept(stream)).await {

@@ -58,3 +58,67 @@ pub async fn verify(dns: &Dns, hostname: &str, ip: IpAddr, helo: &str, mail_from
         suspicious: (failed && policy == Policy::Quarantine) || spf.result() == SpfResult::Fail,
     }
 }
+
+/// RFC 8601 §5: remove `Authentication-Results` fields that claim our authserv-id, so a sender
+/// cannot forge results that look like ours. Only the header section is looked at.
+pub fn strip_own_results(message: &[u8], authserv_id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len());
+    let mut rest = message;
+    let mut dropping = false;
+    while !rest.is_empty() {
+        let end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |p| p + 1);
+        let (line, tail) = rest.split_at(end);
+        if line == b"\r\n" || line == b"\n" {
+            // End of the header section: the body is copied as it is.
+            out.extend_from_slice(rest);
+            return out;
+        }
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation {
+            dropping = is_own_result(line, authserv_id);
+            if dropping {
+                tracing::info!("removed a forged Authentication-Results field");
+            }
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+        rest = tail;
+    }
+    out
+}
+
+fn is_own_result(line: &[u8], authserv_id: &str) -> bool {
+    let text = String::from_utf8_lossy(line);
+    let Some((name, value)) = text.split_once(':') else {
+        return false;
+    };
+    if !name.trim().eq_ignore_ascii_case("authentication-results") {
+        return false;
+    }
+    let id = value
+        .trim_start()
+        .split([';', ' ', '\t', '\r', '\n'])
+        .next()
+        .unwrap_or("");
+    id.eq_ignore_ascii_case(authserv_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_own_results;
+
+    #[test]
+    fn forged_results_are_removed() {
+        let m = b"Authentication-Results: mx.example; dkim=pass\r\n\theader.d=bank.example\r\n\
+                  Authentication-Results: other.example; spf=fail\r\n\
+                  Subject: x\r\n\r\nAuthentication-Results: mx.example; in the body\r\n";
+        let out = strip_own_results(m, "MX.example");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Authentication-Results: other.example; spf=fail\r\nSubject: x\r\n\r\n\
+             Authentication-Results: mx.example; in the body\r\n"
+        );
+        assert_eq!(strip_own_results(b"Subject: y\r\n\r\nz", "a"), b"Subject: y\r\n\r\nz");
+    }
+}

@@ -260,3 +260,45 @@ async fn starttls_on_mx_resets_the_session() {
     let inbox = h.inbox(alice).await;
     assert!(inbox[0].contains("with ESMTPS id"), "{}", inbox[0]);
 }
+
+#[tokio::test]
+async fn forged_authentication_results_are_removed() {
+    let h = start().await;
+    let alice = h.add_user("alice@example.test", "pw", None).await;
+    let mut c = Client::connect(h.mx()).await;
+    c.expect("EHLO x.org", 250).await;
+    c.expect("MAIL FROM:<a@x.org>", 250).await;
+    c.expect("RCPT TO:<alice@example.test>", 250).await;
+    let forged = "Authentication-Results: localhost; dkim=pass header.d=bank.test\r\nSubject: trust me\r\n\r\nx\r\n";
+    assert_eq!(c.data(forged).await.code, 250);
+    let m = &h.inbox(alice).await[0];
+    assert!(!m.contains("bank.test"), "{m}");
+    assert_eq!(m.matches("Authentication-Results:").count(), 1, "{m}");
+}
+
+#[tokio::test]
+async fn recipient_limit_and_command_timeout() {
+    let h = common::start_with(
+        |c| {
+            c.smtp.max_recipients = 2;
+            c.smtp.command_timeout_secs = 1;
+        },
+        tinydc_smtpd::dns::Dns::fixed(),
+    )
+    .await;
+    h.add_user("alice@example.test", "pw", None).await;
+    h.add_user("bob@example.test", "pw", None).await;
+    h.add_user("carol@example.test", "pw", None).await;
+    let mut c = Client::connect(h.mx()).await;
+    c.expect("EHLO x.org", 250).await;
+    c.expect("MAIL FROM:<a@x.org>", 250).await;
+    c.expect("RCPT TO:<alice@example.test>", 250).await;
+    c.expect("RCPT TO:<bob@example.test>", 250).await;
+    let a = c.expect("RCPT TO:<carol@example.test>", 452).await;
+    assert!(a.text().starts_with("4.5.3"), "{a:?}");
+    // Silence: the server gives up with 421 and closes.
+    let a = c.read().await;
+    assert_eq!(a.code, 421, "{a:?}");
+    assert!(a.text().starts_with("4.4.2"), "{a:?}");
+    assert_eq!(c.read().await.code, 0);
+}

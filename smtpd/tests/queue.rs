@@ -196,3 +196,47 @@ async fn dkim_generate_refuses_unknown_domains() {
     assert!(dkim_cmd::create_key(&h.ctx.db, "not-ours.test").await.is_err());
     assert!(dkim_cmd::show(&h.ctx.db, "example.test").await.is_err());
 }
+
+#[tokio::test]
+async fn queue_survives_a_restart() {
+    let sink = Sink::start().await;
+    // First run: the route points at a closed port, so the delivery fails temporarily.
+    let h = start_with(
+        |c| {
+            c.smtp.routes.insert("remote.test".into(), "127.0.0.1:1".into());
+        },
+        Dns::fixed(),
+    )
+    .await;
+    h.add_user("alice@example.test", "secret-a", None).await;
+    submit(&h, "carol@remote.test", "restart").await;
+    wait_until(|| async {
+        queue_cmd::rows(&h.ctx.db)
+            .await
+            .unwrap()
+            .first()
+            .is_some_and(|r| r.attempts == 1)
+    })
+    .await;
+    h.shutdown.cancel();
+    // Second run over the same database and blobs, now routed to the sink.
+    let mut config = (*h.ctx.config).clone();
+    config.smtp.routes.insert("remote.test".into(), sink.addr.to_string());
+    let ctx = std::sync::Arc::new(shared::Context {
+        config: std::sync::Arc::new(config),
+        db: h.ctx.db.clone(),
+        blobs: h.ctx.blobs.clone(),
+        mail: shared::mailstore::MailStore::new(h.ctx.db.clone(), h.ctx.blobs.clone()),
+        auth: shared::auth::Auth::new(h.ctx.db.clone(), &h.ctx.config.auth),
+        events: h.ctx.events.clone(),
+    });
+    let shutdown = shared::net::Shutdown::new();
+    let _server = tinydc_smtpd::start(ctx, std::sync::Arc::new(Dns::fixed()), shutdown.clone())
+        .await
+        .unwrap();
+    queue_cmd::retry(&h.ctx.db, queue_cmd::Which::All).await.unwrap();
+    let got = sink.wait_for(1).await;
+    assert!(got[0].2.contains("Subject: restart"));
+    wait_until(|| async { queue_len(&h).await == 0 }).await;
+    shutdown.cancel();
+}

@@ -10,7 +10,7 @@ impl Session {
         // Whether the chunk can be kept; it is read in any case to stay in step (§2).
         let keep = match &self.state {
             State::Mail(tx) if !tx.recipients.is_empty() => {
-                tx.chunk_error.is_none() && tx.chunks.as_ref().map_or(0, Vec::len) + size <= limit
+                tx.chunk_error.is_none() && tx.chunks.as_ref().map_or(0, Vec::len).saturating_add(size) <= limit
             }
             _ => false,
         };

@@ -31,6 +31,8 @@ const BATCH: i64 = 8;
 const CLAIM_SECS: f64 = 900.0;
 /// Longest wait between retries.
 const MAX_DELAY: Duration = Duration::from_secs(4 * 3600);
+/// Wait before asking the database again after an error.
+const DB_RETRY: Duration = Duration::from_secs(30);
 /// Longest sleep of an idle worker (a safety net; events and the timer normally wake it).
 const IDLE: Duration = Duration::from_secs(3600);
 
@@ -119,22 +121,36 @@ pub async fn worker(ctx: Arc<Context>, dns: Arc<Dns>, shutdown: Shutdown) {
             if batch.is_empty() {
                 break;
             }
+            let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
             let attempts = batch.into_iter().map(|entry| process(&ctx, &dns, entry));
             tokio::select! {
                 _ = futures::future::join_all(attempts) => {}
-                // Claimed rows are released by their claim timeout after a restart.
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    // Give the unfinished rows back so a restart retries them at once
+                    // (a remote that already took one may get it twice, never zero times).
+                    let _ = sqlx::query(
+                        "UPDATE smtp_queue SET locked_until = NULL, attempts = greatest(attempts - 1, 0)
+                         WHERE id = ANY($1) AND locked_until IS NOT NULL",
+                    )
+                    .bind(&ids)
+                    .execute(&ctx.db)
+                    .await;
+                    return;
+                }
             }
         }
-        let next: Option<DateTime<Utc>> = sqlx::query_scalar(
+        let next: Result<Option<DateTime<Utc>>, _> = sqlx::query_scalar(
             "SELECT min(greatest(next_attempt, coalesce(locked_until, next_attempt))) FROM smtp_queue",
         )
         .fetch_one(&ctx.db)
-        .await
-        .unwrap_or(None);
+        .await;
         let sleep = match next {
-            Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(IDLE),
-            None => IDLE,
+            Ok(Some(t)) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(IDLE),
+            Ok(None) => IDLE,
+            Err(e) => {
+                tracing::error!("queue: reading the next due time failed: {e}");
+                DB_RETRY
+            }
         };
         let timer = tokio::time::sleep(sleep.max(Duration::from_millis(50)));
         tokio::pin!(timer);
