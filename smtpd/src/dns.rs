@@ -210,3 +210,30 @@ impl Dns {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fixed_mx_records_best_first() {
+        let dns = Dns::fixed();
+        dns.add_mx("example.org", "backup.example.org", 20);
+        dns.add_mx("Example.org", "mx1.example.org.", 10);
+        assert_eq!(
+            dns.mail_hosts("example.org").await.unwrap(),
+            ["mx1.example.org", "backup.example.org"]
+        );
+        // RFC 5321 §5.1: no MX record, the domain itself.
+        assert_eq!(dns.mail_hosts("nomx.example").await.unwrap(), ["nomx.example"]);
+    }
+
+    #[tokio::test]
+    async fn fixed_txt_records_and_misses() {
+        let dns = Dns::fixed();
+        dns.add_txt("example.org", "v=spf1 ip4:192.0.2.1 -all").unwrap();
+        assert!(dns.add_txt("_dmarc.example.org", "nonsense").is_err());
+        assert!(matches!(dns.txt.get("example.org."), Some(Txt::Spf(_))));
+        assert!(matches!(dns.txt.get("other.example."), Some(Txt::Error(_))));
+    }
+}
