@@ -189,3 +189,49 @@ async fn put_into_a_missing_folder_conflicts() {
     assert_eq!(r.status, 409);
     assert!(names_in(&dav.files_dir(ALICE)).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finder_appledouble_and_ds_store_files_work() {
+    let dav = Dav::start(None).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let ad = write_file(&tmp, "ad", 4096, 0);
+    let ua = "WebDAVFS/3.0.0 (03008000) Darwin/22.1.0 (x86_64)";
+    // Finder probes for the resource fork and the folder settings first: cheap 404s.
+    for path in ["/._photo.jpg", "/.DS_Store"] {
+        let r = dav
+            .curl(ALICE, &["-A", ua, "-X", "PROPFIND", "-H", "Depth: 0", &dav.url(path)])
+            .await;
+        assert_eq!(r.status, 404, "{path}");
+    }
+    for path in ["/._photo.jpg", "/.DS_Store", "/photo.jpg"] {
+        let r = dav
+            .curl(
+                ALICE,
+                &[
+                    "-A",
+                    ua,
+                    "-T",
+                    &ad,
+                    "-H",
+                    "Transfer-Encoding: chunked",
+                    "-H",
+                    "X-Expected-Entity-Length: 4096",
+                    &dav.url(path),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{path}");
+    }
+    let r = dav
+        .curl(ALICE, &["-A", ua, "-X", "PROPFIND", "-H", "Depth: 1", &dav.url("/")])
+        .await;
+    assert_eq!(r.status, 207);
+    assert!(r.text().contains("._photo.jpg") && r.text().contains(".DS_Store"));
+    assert_eq!(
+        dav.curl(ALICE, &["-A", ua, "-X", "DELETE", &dav.url("/._photo.jpg")])
+            .await
+            .status,
+        204
+    );
+    assert_eq!(file_bytes(&dav, ALICE).await, 8192);
+}
