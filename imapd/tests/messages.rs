@@ -233,3 +233,42 @@ async fn search_keys() {
     assert!(r.tagged.contains("[BADCHARSET"));
     c.bad("SEARCH BOGUS").await;
 }
+
+/// Not a pass/fail test: times the open and header download of a big INBOX, as Thunderbird
+/// does it. Run with `cargo test -p tinydc-imapd --release --test messages -- --ignored
+/// --nocapture header_download` (IMAPD_BENCH_MESSAGES sets the count, default 2000).
+#[tokio::test]
+#[ignore]
+async fn header_download_timing() {
+    let n: usize = std::env::var("IMAPD_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let server = std::sync::Arc::new(Server::start().await);
+    let start = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let server = server.clone();
+        tasks.spawn(async move {
+            for i in (w..n).step_by(8) {
+                server
+                    .deliver(&message(&format!("bench{i}"), &"line of text\r\n".repeat(100)))
+                    .await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    println!("delivered {n} messages in {:?}", start.elapsed());
+    let mut c = server.login().await;
+    let start = std::time::Instant::now();
+    c.ok("SELECT INBOX").await;
+    println!("SELECT of {n} messages: {:?}", start.elapsed());
+    let start = std::time::Instant::now();
+    let r = c
+        .ok("UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date Message-ID Priority X-Priority References Newsgroups In-Reply-To Content-Type Reply-To)])")
+        .await;
+    println!("header download of {} messages: {:?}", r.lines.len(), start.elapsed());
+    let start = std::time::Instant::now();
+    let r = c.ok("UID FETCH 1:* (FLAGS)").await;
+    println!("flag resync of {} messages: {:?}", r.lines.len(), start.elapsed());
+}

@@ -28,11 +28,26 @@ impl Session {
         let flags = normalize_flags(&flags);
         let date = date.map(|d| d.with_timezone(&Utc)).unwrap_or_else(Utc::now);
         let reservation = self.reservation.take();
-        let appended = self
+        // The store consumes the reservation; if its transaction fails, the reservation row
+        // is still there and is given back here rather than held until it expires.
+        let held = reservation.as_ref().map(|r| (r.id, r.user_id, r.bytes));
+        let appended = match self
             .ctx
             .mail
             .append(user.id, mailbox.id, &message, &flags, date, reservation)
-            .await?;
+            .await
+        {
+            Ok(appended) => appended,
+            Err(e) => {
+                if let Some((id, user_id, bytes)) = held {
+                    let reservation = shared::quota::Reservation { id, user_id, bytes };
+                    if let Err(e) = shared::quota::release(&self.ctx.db, reservation).await {
+                        tracing::warn!("releasing a quota reservation: {e}");
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         Ok(Reply::ok("APPEND completed").code(format!("APPENDUID {} {}", appended.uidvalidity, appended.uid)))
     }
 }

@@ -2,6 +2,7 @@
 //! §3.1.4). Metadata comes from the database in batches; the body file is read only for
 //! sections that need it; responses are written message by message (never built whole).
 
+use shared::mailstore::parsed::BodyStructure;
 use shared::mailstore::{FlagOp, StoredMessage};
 
 use crate::fetch::{mime, structure};
@@ -49,6 +50,11 @@ impl Session {
         let needs_stored = items
             .iter()
             .any(|i| !matches!(i, FetchItem::Flags | FetchItem::Uid | FetchItem::ModSeq));
+        // ENVELOPE and BODYSTRUCTURE need the stored parse; Thunderbird's header download
+        // (sizes, flags, header fields) does not, and skips decoding it.
+        let needs_parse = items
+            .iter()
+            .any(|i| matches!(i, FetchItem::Envelope | FetchItem::Body | FetchItem::BodyStructure));
         let needs_body = items.iter().any(|i| match i {
             FetchItem::Rfc822 | FetchItem::Rfc822Text => true,
             FetchItem::Section(s) => !s.part.is_empty() || matches!(s.text, SectionText::Full | SectionText::Text),
@@ -64,7 +70,11 @@ impl Session {
         for chunk in targets.chunks(BATCH) {
             let stored: Vec<StoredMessage> = if needs_stored {
                 let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();
-                self.ctx.mail.fetch(user_id, mailbox_id, &uids).await?
+                if needs_parse {
+                    self.ctx.mail.fetch(user_id, mailbox_id, &uids).await?
+                } else {
+                    fetch_light(&self.ctx.db, user_id, mailbox_id, &uids).await?
+                }
             } else {
                 Vec::new()
             };
@@ -221,6 +231,64 @@ impl Session {
         out.extend_from_slice(b")\r\n");
         Ok(out)
     }
+}
+
+/// uid, modseq, flags, internal date, size, blob id, header.
+type LightRow = (
+    i64,
+    i64,
+    Vec<String>,
+    chrono::DateTime<chrono::Utc>,
+    i64,
+    String,
+    Vec<u8>,
+);
+
+/// Metadata without the stored envelope and structure (left empty), for FETCHes that do not
+/// ask for them: one light query per batch.
+async fn fetch_light(
+    db: &sqlx::PgPool,
+    user_id: i64,
+    mailbox_id: i64,
+    uids: &[u32],
+) -> Result<Vec<StoredMessage>, sqlx::Error> {
+    let uids: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
+    let rows: Vec<LightRow> = sqlx::query_as(
+        "SELECT m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, m.header
+         FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+         WHERE b.user_id = $1 AND m.mailbox_id = $2 AND m.uid BETWEEN $4 AND $5 AND m.uid = ANY($3)
+         ORDER BY m.uid",
+    )
+    .bind(user_id)
+    .bind(mailbox_id)
+    .bind(&uids)
+    .bind(uids.iter().min().copied().unwrap_or(0))
+    .bind(uids.iter().max().copied().unwrap_or(0))
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(uid, modseq, flags, internal_date, size, blob, header)| StoredMessage {
+                uid: uid as u32,
+                modseq: modseq as u64,
+                flags,
+                internal_date,
+                size: size as u64,
+                blob: shared::blobs::BlobId(blob),
+                envelope: Default::default(),
+                body_structure: BodyStructure::Multipart {
+                    parts: Vec::new(),
+                    media_subtype: String::new(),
+                    params: Vec::new(),
+                    disposition: None,
+                    language: Vec::new(),
+                    location: None,
+                },
+                header,
+            },
+        )
+        .collect())
 }
 
 /// A section's bytes: top-level headers from the stored header block, the rest from the body.

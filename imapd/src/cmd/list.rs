@@ -107,7 +107,7 @@ pub fn matches(pattern: &str, name: &str) -> bool {
 }
 
 fn inbox_upper(pattern: &str) -> String {
-    if pattern.len() >= 5 && pattern[..5].eq_ignore_ascii_case("INBOX") {
+    if pattern.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("INBOX")) {
         let rest = &pattern[5..];
         if rest.is_empty() || rest.starts_with(DELIMITER) || rest.starts_with(['*', '%']) {
             return format!("INBOX{rest}");
@@ -161,5 +161,7 @@ mod tests {
         assert!(!matches("sent", "Sent"));
         assert!(matches("S*t", "Sent"));
         assert!(matches("%/%", "a/b"));
+        assert!(!matches("abcdé*", "INBOX"));
+        assert!(!matches("inbo€", "INBOX"));
     }
 }

@@ -246,6 +246,7 @@ impl Session {
                     "SPECIAL-USE",
                     "CREATE-SPECIAL-USE",
                     "QUOTA",
+                    "QUOTA=RES-STORAGE",
                     "UTF8=ACCEPT",
                 ]);
                 if self.ctx.config.imap.condstore {

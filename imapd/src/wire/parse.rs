@@ -1317,7 +1317,7 @@ pub fn parse_date_time(raw: &[u8]) -> Option<DateTime<FixedOffset>> {
     let (time, zone) = rest.split_once(' ')?;
     let date = parse_date(date.as_bytes())?;
     let time = chrono::NaiveTime::parse_from_str(time, "%H:%M:%S").ok()?;
-    if zone.len() != 5 {
+    if zone.len() != 5 || !zone.is_ascii() {
         return None;
     }
     let sign = match zone.as_bytes()[0] {
@@ -1468,6 +1468,7 @@ mod tests {
         assert_eq!(flags, vec!["\\Seen"]);
         assert_eq!(date.unwrap().to_rfc3339(), "2026-11-24T10:00:00+01:00");
         assert_eq!(message, b"hello");
+        assert!(parse_date_time(b"24-Nov-2026 10:00:00 +0\xc3\xa90").is_none());
         assert!(matches!(
             parse("a APPEND INBOX UTF8 (~{2}\r\nhi)\r\n"),
             CommandBody::Append { .. }
