@@ -159,3 +159,105 @@ async fn binary_garbage_does_not_hang() {
     let r = c.until("x").await;
     assert!(r.tagged.starts_with("x NO"), "{r:?}");
 }
+
+#[tokio::test]
+async fn oversized_nonsync_literal_and_idle_timeout() {
+    let server = Server::start_with(
+        |c| {
+            c.imap.max_literal_size = 1000;
+            c.imap.idle_timeout_secs = 1;
+        },
+        None,
+    )
+    .await;
+    let mut c = server.login().await;
+    // LITERAL+ over the limit cannot be refused before it is sent: the server says BYE.
+    c.write(b"a1 APPEND INBOX {5000+}\r\n").await;
+    assert!(c.raw_line().await.starts_with("* BYE"));
+    assert!(c.closed().await);
+    // A silent client is logged out after idle_timeout_secs.
+    let mut c = server.login().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(c.raw_line().await.starts_with("* BYE"));
+    assert!(c.closed().await);
+}
+
+/// The real binary, as `tinydc up` starts it: `tinydc-imapd --data DIR` logs one line per
+/// listener, serves, and exits 0 after SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_and_stops_on_sigterm() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let env = shared::testing::TestEnv::new().await;
+    env.add_user(USER, PASS, None).await;
+    // Point the data directory's config at this test's database.
+    let o = env.context.db.connect_options();
+    let host = match o.get_socket() {
+        Some(dir) => format!(
+            "localhost:{}/{}?host={}",
+            o.get_port(),
+            o.get_database().unwrap(),
+            dir.display()
+        ),
+        None => format!("{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap()),
+    };
+    let url = format!("postgres://{}@{host}", o.get_username());
+    let config = env.dir.path().join(shared::config::CONFIG_FILE);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("[database]\nurl = \"{url}\"\n"));
+    std::fs::write(&config, text).unwrap();
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tinydc-imapd"))
+        .arg("--data")
+        .arg(env.dir.path())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start tinydc-imapd");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut listening = Vec::new();
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            eprintln!("{line}");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                listening.push(rest.to_string());
+                if listening.len() == 2 {
+                    let plain = listening
+                        .iter()
+                        .find(|l| l.contains("STARTTLS"))
+                        .expect("STARTTLS listener");
+                    let addr: std::net::SocketAddr = plain.split_whitespace().next().unwrap().parse().unwrap();
+                    return addr;
+                }
+            }
+        }
+        panic!("tinydc-imapd exited before listening");
+    })
+    .await
+    .expect("tinydc-imapd listens within 30 s");
+    assert!(listening.iter().any(|l| l.contains("implicit TLS")), "{listening:?}");
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("{line}");
+        }
+    });
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut c = Client::new(Box::new(stream));
+    assert!(c.line().await.starts_with("* OK"));
+    c.ok(&format!("LOGIN {USER} \"{PASS}\"")).await;
+    c.ok("SELECT INBOX").await;
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The open session is told goodbye, and the process exits 0.
+    assert!(c.raw_line().await.starts_with("* BYE"));
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

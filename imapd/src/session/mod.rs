@@ -340,7 +340,10 @@ impl Session {
                     }
                     continue;
                 }
-                Ok(Ok(Some(Input::Close))) => break,
+                Ok(Ok(Some(Input::Close))) => {
+                    let _ = self.conn.flush().await;
+                    break;
+                }
                 Ok(Ok(Some(Input::Command(bytes)))) => bytes,
             };
             let flow = match parse::parse_command(&input) {
