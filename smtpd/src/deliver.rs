@@ -18,6 +18,14 @@ pub fn new_id() -> String {
     format!("{:016x}", rand::thread_rng().r#gen::<u64>())
 }
 
+/// An address as it may appear inside a header we write: no control characters, no brackets.
+pub fn header_safe(address: &str) -> String {
+    address
+        .chars()
+        .filter(|c| !c.is_control() && *c != '<' && *c != '>')
+        .collect()
+}
+
 /// The `From:` addresses of a message (lower-case).
 pub fn header_from(message: &[u8]) -> Vec<String> {
     let Some(parsed) = MessageParser::new().parse_headers(message) else {
@@ -57,7 +65,7 @@ impl Session {
         let helo = self.helo.as_deref().unwrap_or("unknown");
         let helo: String = helo.chars().filter(|c| !c.is_control()).take(255).collect();
         let rcpt = match tx.recipients.as_slice() {
-            [only] => format!("\r\n\tfor <{}>", only.address),
+            [only] => format!("\r\n\tfor <{}>", header_safe(&only.address)),
             _ => String::new(),
         };
         format!(
@@ -81,7 +89,9 @@ impl Session {
         let id = new_id();
         let received = self.received(&tx, &id);
         for r in &tx.recipients {
-            if let Target::Remote = r.target {
+            if let Target::Remote = r.target
+                && !remote.iter().any(|a: &String| a.eq_ignore_ascii_case(&r.address))
+            {
                 remote.push(r.address.clone());
             }
         }
@@ -175,7 +185,7 @@ impl Session {
 
         if !reservations.is_empty() {
             // RFC 5321 §4.4: the delivering server adds Return-Path.
-            let mut local = format!("Return-Path: <{from}>\r\n").into_bytes();
+            let mut local = format!("Return-Path: <{}>\r\n", header_safe(from)).into_bytes();
             local.extend_from_slice(&message);
             let mut targets = Vec::with_capacity(reservations.len());
             let copies: Vec<Reservation> = reservations

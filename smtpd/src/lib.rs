@@ -58,6 +58,8 @@ pub struct Server {
     pub limits: limits::Limits,
     /// Connections open at once over all listeners (`smtp.max_connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// Message bytes held in memory by all sessions.
+    pub memory: limits::Memory,
 }
 
 /// The addresses actually bound (useful with port 0).
@@ -81,6 +83,7 @@ pub async fn start(
     let server = Arc::new(Server {
         limits: limits::Limits::new(&config.smtp),
         connections: Arc::new(tokio::sync::Semaphore::new(config.smtp.max_connections as usize)),
+        memory: limits::Memory::new(config.smtp.max_message_size),
         ctx: ctx.clone(),
         dns: dns.clone(),
         tls,

@@ -4,8 +4,55 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 
+use std::sync::Arc;
+
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use shared::config::SmtpConfig;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Bytes of message data all sessions together may hold in memory (at least one whole message).
+pub const MEMORY_BUDGET: u64 = 256 << 20;
+const KIB: u64 = 1024;
+
+/// Memory held by one message being received, grown as its bytes arrive.
+#[derive(Debug, Default)]
+pub struct Held {
+    permit: Option<OwnedSemaphorePermit>,
+    kib: u64,
+}
+
+/// A budget for message bytes held in memory by all sessions: a session that would pass it
+/// waits (and stops reading, so TCP pushes back) until others finish.
+#[derive(Debug, Clone)]
+pub struct Memory {
+    semaphore: Arc<Semaphore>,
+}
+
+impl Memory {
+    pub fn new(max_message_size: u64) -> Memory {
+        let kib = MEMORY_BUDGET.max(max_message_size + KIB) / KIB;
+        Memory {
+            semaphore: Arc::new(Semaphore::new(kib as usize)),
+        }
+    }
+
+    /// Make `held` cover `bytes`, waiting for the budget when needed.
+    pub async fn grow(&self, held: &mut Held, bytes: usize) {
+        let want = (bytes as u64).div_ceil(KIB);
+        if want <= held.kib {
+            return;
+        }
+        let more = (want - held.kib) as u32;
+        let Ok(permit) = self.semaphore.clone().acquire_many_owned(more).await else {
+            return;
+        };
+        match held.permit.as_mut() {
+            Some(p) => p.merge(permit),
+            None => held.permit = Some(permit),
+        }
+        held.kib = want;
+    }
+}
 
 pub struct Limits {
     connections: DefaultKeyedRateLimiter<IpAddr>,
@@ -36,5 +83,28 @@ impl Limits {
     /// Whether the user may start another message now.
     pub fn message_allowed(&self, user_id: i64) -> bool {
         self.messages.check_key(&user_id).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn memory_budget_makes_sessions_wait() {
+        let memory = Memory::new(0);
+        let mut first = Held::default();
+        memory.grow(&mut first, (MEMORY_BUDGET - 1024) as usize).await;
+        memory.grow(&mut first, (MEMORY_BUDGET - 1024) as usize).await; // already covered
+        let mut second = Held::default();
+        memory.grow(&mut second, 1024).await;
+        let mut third = Held::default();
+        let waiting = tokio::time::timeout(Duration::from_millis(100), memory.grow(&mut third, 1)).await;
+        assert!(waiting.is_err(), "over budget must wait");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(1), memory.grow(&mut third, 1))
+            .await
+            .expect("budget freed");
     }
 }

@@ -14,6 +14,11 @@ impl Session {
             }
             _ => false,
         };
+        if keep && let State::Mail(tx) = &mut self.state {
+            // Take the memory before reading, so the budget bounds what is buffered.
+            let total = tx.chunks.as_ref().map_or(0, Vec::len) + size;
+            self.server.memory.grow(&mut tx.held, total).await;
+        }
         let mut chunk = Vec::new();
         let mut left = size;
         let timeout = self.data_timeout();
@@ -65,6 +70,7 @@ impl Session {
             return Some(error);
         }
         let body = tx.chunks.take().unwrap_or_default();
+        // finish_message drops the transaction, and with it the memory it held.
         Some(self.finish_message(body).await)
     }
 }

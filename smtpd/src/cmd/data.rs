@@ -1,5 +1,6 @@
 //! DATA (RFC 5321 §4.1.1.4): 354, then the dot-stuffed message up to CRLF.CRLF.
 
+use crate::limits::Held;
 use crate::parser::DataDecoder;
 use crate::reply::Reply;
 use crate::session::Session;
@@ -11,9 +12,11 @@ impl Session {
         let limit = self.server.ctx.config.smtp.max_message_size as usize;
         let mut decoder = DataDecoder::new(limit);
         let timeout = self.data_timeout();
+        let mut held = Held::default();
         loop {
             let (used, done) = decoder.feed(self.conn.pending());
             self.conn.consume(used);
+            self.server.memory.grow(&mut held, decoder.body.len()).await;
             if done {
                 break;
             }
@@ -52,6 +55,8 @@ impl Session {
             self.reset().await;
             return Some(Reply::new(554, "5.6.0", "Bare CR or LF in message (RFC 5321 2.3.8)"));
         }
-        Some(self.finish_message(decoder.body).await)
+        let reply = self.finish_message(decoder.body).await;
+        drop(held);
+        Some(reply)
     }
 }

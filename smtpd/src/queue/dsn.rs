@@ -72,9 +72,9 @@ pub fn build(hostname: &str, entry: &Entry, failure: &Failure, original: &[u8]) 
          \r\n\
          {original_headers}\r\n\
          --{boundary}--\r\n",
-        sender = entry.sender,
+        sender = crate::deliver::header_safe(&entry.sender),
         id = crate::deliver::new_id(),
-        rcpt = entry.recipient,
+        rcpt = crate::deliver::header_safe(&entry.recipient),
         arrival = entry.created_at.to_rfc2822(),
         status = failure.status,
     )

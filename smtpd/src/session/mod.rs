@@ -46,6 +46,8 @@ pub struct Transaction {
     pub chunks: Option<Vec<u8>>,
     /// A refusal decided while reading BDAT chunks, answered at the LAST chunk.
     pub chunk_error: Option<Reply>,
+    /// The memory budget held by `chunks`.
+    pub held: crate::limits::Held,
 }
 
 /// An accepted recipient.
