@@ -221,3 +221,28 @@ pub fn parent_key(key: &str) -> &str {
         Some(i) => &key[..i],
     }
 }
+
+/// Inside a transaction: after a COPY of a collection, give the copies the properties of the
+/// collections copied (files got theirs as they were copied; existing rows are kept). With
+/// `deep == false` (Depth: 0) only the collection itself.
+pub async fn copy_tree(
+    conn: &mut PgConnection,
+    user_id: i64,
+    from: &str,
+    to: &str,
+    deep: bool,
+) -> Result<(), sqlx::Error> {
+    let scope = if deep { AT_OR_BELOW } else { "path = $2" };
+    sqlx::query(&format!(
+        "INSERT INTO dav_props (user_id, path, namespace, name, prefix, xml)
+         SELECT user_id, CASE WHEN $3 = '/' THEN '' ELSE $3 END || substr(path, length($2) + 1), namespace, name, prefix, xml
+         FROM dav_props WHERE user_id = $1 AND {scope}
+         ON CONFLICT (user_id, path, namespace, name) DO NOTHING"
+    ))
+    .bind(user_id)
+    .bind(from)
+    .bind(to)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

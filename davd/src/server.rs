@@ -216,6 +216,25 @@ pub fn dav_prefix(path: &str, address: &str) -> Option<String> {
     decoded.eq_ignore_ascii_case(address).then(|| format!("/dav/{decoded}"))
 }
 
+/// For a COPY: the source and destination keys and whether it is deep (RFC 4918 section 9.8.3).
+fn copy_keys(req: &Request<Incoming>, path: &str, prefix: &str) -> Option<(String, String, bool)> {
+    let parse = |p: &str| {
+        let mut d = dav_server::davpath::DavPath::new(p).ok()?;
+        if !prefix.is_empty() {
+            d.set_prefix(prefix).ok()?;
+        }
+        Some(crate::paths::key(&d))
+    };
+    let dest = req.headers().get("destination")?.to_str().ok()?;
+    let dest_path = dest.parse::<http::Uri>().ok()?.path().to_string();
+    let deep = !req
+        .headers()
+        .get("depth")
+        .and_then(|d| d.to_str().ok())
+        .is_some_and(|d| d.trim() == "0");
+    Some((parse(path)?, parse(&dest_path)?, deep))
+}
+
 /// Bounds a request body: an error instead of more bytes than announced, and an error
 /// instead of a clean end before the announced length. dav-server then never calls `flush`,
 /// so a short or overlong upload is never committed.
@@ -356,12 +375,32 @@ impl App {
         if method.as_str() == "PROPPATCH" {
             return self.proppatch(req, handler, user, &path, &prefix).await;
         }
+        let copy = (method.as_str() == "COPY")
+            .then(|| copy_keys(&req, &path, &prefix))
+            .flatten();
         let req = req.map(|inner| LengthChecked {
             inner,
             expected,
             seen: 0,
         });
-        handler.handle_guarded(req, user.address.clone(), user).await
+        let user_id = user.id;
+        let response = handler.handle_guarded(req, user.address.clone(), user).await;
+        if let Some((from, to, deep)) = copy
+            && (response.status() == StatusCode::CREATED || response.status() == StatusCode::NO_CONTENT)
+        {
+            // dav-server copies a collection by creating folders and copying files; the
+            // folders' dead properties are copied here.
+            let r = async {
+                let mut tx = self.context.db.begin().await?;
+                crate::props::copy_tree(&mut tx, user_id, &from, &to, deep).await?;
+                tx.commit().await
+            }
+            .await;
+            if let Err(e) = r {
+                tracing::error!(from, to, "copying collection properties: {e}");
+            }
+        }
+        response
     }
 
     /// PROPPATCH through dav-server, then make the Win32 properties it accepted true (win32.rs).

@@ -207,3 +207,68 @@ async fn options_at_the_root_without_credentials() {
     assert_eq!(r.header("ms-author-via").as_deref(), Some("DAV"));
     assert!(r.header("allow").unwrap().contains("PROPFIND"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_properties_follow_copy_and_move() {
+    let dav = Dav::start(None).await;
+    assert_eq!(dav.curl(ALICE, &["-X", "MKCOL", &dav.url("/f/")]).await.status, 201);
+    assert_eq!(dav.curl(ALICE, &["-X", "MKCOL", &dav.url("/f/sub/")]).await.status, 201);
+    assert_eq!(
+        dav.curl(ALICE, &["-X", "PUT", "--data-binary", "x", &dav.url("/f/sub/x.txt")])
+            .await
+            .status,
+        201
+    );
+    let patch = |v: &str| {
+        format!(
+            r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:T="urn:tinydc:test"><D:set><D:prop><T:tag>{v}</T:tag></D:prop></D:set></D:propertyupdate>"#
+        )
+    };
+    for (path, v) in [("/f/", "top"), ("/f/sub/", "sub"), ("/f/sub/x.txt", "file")] {
+        let r = dav
+            .curl(ALICE, &["-X", "PROPPATCH", "--data-binary", &patch(v), &dav.url(path)])
+            .await;
+        assert_eq!(r.status, 207);
+    }
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-X",
+                "COPY",
+                "-H",
+                &format!("Destination: {}", dav.url("/g/")),
+                &dav.url("/f/"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-X",
+                "MOVE",
+                "-H",
+                &format!("Destination: {}", dav.url("/h/")),
+                &dav.url("/g/"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    for (path, v) in [
+        ("/h/", "top"),
+        ("/h/sub/", "sub"),
+        ("/h/sub/x.txt", "file"),
+        ("/f/sub/", "sub"),
+    ] {
+        assert!(propfind(&dav, path).await.contains(&format!(">{v}</T:tag>")), "{path}");
+    }
+    assert_eq!(propfind_status(&dav, "/g/").await, 404);
+}
+
+async fn propfind_status(dav: &Dav, path: &str) -> u16 {
+    dav.curl(ALICE, &["-X", "PROPFIND", "-H", "Depth: 0", &dav.url(path)])
+        .await
+        .status
+}
