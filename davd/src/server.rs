@@ -227,11 +227,11 @@ fn copy_keys(req: &Request<Incoming>, path: &str, prefix: &str) -> Option<(Strin
     };
     let dest = req.headers().get("destination")?.to_str().ok()?;
     let dest_path = dest.parse::<http::Uri>().ok()?.path().to_string();
-    let deep = !req
+    let deep = req
         .headers()
         .get("depth")
         .and_then(|d| d.to_str().ok())
-        .is_some_and(|d| d.trim() == "0");
+        .is_none_or(|d| d.trim() != "0");
     Some((parse(path)?, parse(&dest_path)?, deep))
 }
 
