@@ -272,3 +272,30 @@ async fn header_download_timing() {
     let r = c.ok("UID FETCH 1:* (FLAGS)").await;
     println!("flag resync of {} messages: {:?}", r.lines.len(), start.elapsed());
 }
+
+#[tokio::test]
+async fn big_message_is_streamed_whole_and_in_ranges() {
+    let server = Server::start().await;
+    let mut c = server.login().await;
+    let body: String = (0..60_000).map(|i| format!("line {i:06}\r\n")).collect();
+    let msg = message("big", &body);
+    let r = c.append("INBOX", "()", &msg).await;
+    assert!(r.tagged.contains("OK"), "{r:?}");
+    c.ok("SELECT INBOX").await;
+    let r = c.ok("FETCH 1 (RFC822.SIZE BODY.PEEK[])").await;
+    let line = r.find("BODY[]");
+    assert!(line.contains(&format!("RFC822.SIZE {}", msg.len())));
+    let literal = format!("BODY[] {{{}}}\r\n", msg.len());
+    let at = line.find(&literal).expect("literal header") + literal.len();
+    assert_eq!(&line.as_bytes()[at..at + msg.len()], &msg[..]);
+    let r = c.ok("FETCH 1 (BODY.PEEK[]<300000.12>)").await;
+    let expected = String::from_utf8_lossy(&msg[300_000..300_012]).to_string();
+    assert!(
+        r.find("BODY[]<300000>").ends_with(&format!("{{12}}\r\n{expected})")),
+        "{r:#?}"
+    );
+    let r = c.ok("FETCH 1 (BODY.PEEK[]<99999999.10>)").await;
+    assert!(r.find("BODY[]<99999999> {0}").ends_with(')'), "{r:#?}");
+    let r = c.ok("FETCH 1 (RFC822 FLAGS)").await;
+    assert!(r.find("RFC822 {").contains("\\Seen"));
+}

@@ -55,9 +55,11 @@ impl Session {
         let needs_parse = items
             .iter()
             .any(|i| matches!(i, FetchItem::Envelope | FetchItem::Body | FetchItem::BodyStructure));
+        // The whole message is streamed from its file; only parts need it in memory.
+        let needs_file = items.iter().any(is_whole_message);
         let needs_body = items.iter().any(|i| match i {
-            FetchItem::Rfc822 | FetchItem::Rfc822Text => true,
-            FetchItem::Section(s) => !s.part.is_empty() || matches!(s.text, SectionText::Full | SectionText::Text),
+            FetchItem::Rfc822Text => true,
+            FetchItem::Section(s) => !s.part.is_empty() || matches!(s.text, SectionText::Text),
             _ => false,
         });
         let sets_seen = !read_only
@@ -129,14 +131,67 @@ impl Session {
                     },
                     _ => None,
                 };
+                let mut file = match (&message, needs_file) {
+                    (Some(m), true) => match self.ctx.blobs.open(&m.blob).await {
+                        Ok(f) => {
+                            let len = f.metadata().await.map(|md| md.len()).unwrap_or(m.size);
+                            Some((f, len))
+                        }
+                        Err(e) => {
+                            tracing::error!(uid = msg_uid, "opening message body: {e}");
+                            return Ok(Reply::no("message body unavailable").code("SERVERBUG"));
+                        }
+                    },
+                    _ => None,
+                };
                 let add_flags = newly_seen.contains(&msg_uid) && !items.contains(&FetchItem::Flags);
-                let out = self.fetch_one(seq, msg_uid, &items, message.as_ref(), body.as_deref(), add_flags)?;
-                self.conn.send(&out).await?;
+                let pieces = self.fetch_one(
+                    seq,
+                    msg_uid,
+                    &items,
+                    message.as_ref(),
+                    body.as_deref(),
+                    file.as_ref().map(|f| f.1),
+                    add_flags,
+                )?;
+                for piece in pieces {
+                    match piece {
+                        Piece::Bytes(bytes) => self.conn.send(&bytes).await?,
+                        Piece::File { start, len } => {
+                            let Some((f, _)) = file.as_mut() else {
+                                continue;
+                            };
+                            self.stream_file(f, start, len).await?;
+                        }
+                    }
+                }
             }
         }
         Ok(Reply::ok(if uid { "UID FETCH completed" } else { "FETCH completed" }))
     }
 
+    /// Copy `len` bytes of a message file from `start` to the client, in chunks.
+    async fn stream_file(&mut self, file: &mut tokio::fs::File, start: u64, len: u64) -> Result<(), Failure> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+        let mut remaining = len;
+        let mut buf = vec![0u8; 64 * 1024];
+        while remaining > 0 {
+            let want = (remaining as usize).min(buf.len());
+            let n = file.read(&mut buf[..want]).await?;
+            if n == 0 {
+                // The literal length was promised: a shrunken file cannot be answered.
+                return Err(Failure::Io(std::io::Error::other("message file shorter than its size")));
+            }
+            self.conn.send(&buf[..n]).await?;
+            remaining -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// One message's FETCH response, as bytes and spans of the message file (`file_len`
+    /// long) to stream in between.
+    #[allow(clippy::too_many_arguments)]
     fn fetch_one(
         &self,
         seq: u32,
@@ -144,8 +199,10 @@ impl Session {
         items: &[FetchItem],
         message: Option<&StoredMessage>,
         body: Option<&[u8]>,
+        file_len: Option<u64>,
         add_flags: bool,
-    ) -> Result<Vec<u8>, Failure> {
+    ) -> Result<Vec<Piece>, Failure> {
+        let mut pieces = Vec::new();
         let selected = self.selected()?;
         let i = seq as usize - 1;
         let mut out = format!("* {seq} FETCH (").into_bytes();
@@ -192,8 +249,10 @@ impl Session {
                     structure::body(&mut out, &m.body_structure, true, self.utf8);
                 }
                 FetchItem::Rfc822 => {
-                    out.extend_from_slice(b"RFC822 ");
-                    encode::literal(&mut out, body.ok_or_else(missing)?);
+                    let len = file_len.ok_or_else(missing)?;
+                    out.extend_from_slice(format!("RFC822 {{{len}}}\r\n").as_bytes());
+                    pieces.push(Piece::Bytes(std::mem::take(&mut out)));
+                    pieces.push(Piece::File { start: 0, len });
                 }
                 FetchItem::Rfc822Header => {
                     out.extend_from_slice(b"RFC822.HEADER ");
@@ -203,6 +262,24 @@ impl Session {
                     let raw = body.ok_or_else(missing)?;
                     out.extend_from_slice(b"RFC822.TEXT ");
                     encode::literal(&mut out, mime::split(raw).body);
+                }
+                FetchItem::Section(section) if is_whole_message(item) => {
+                    let total = file_len.ok_or_else(missing)?;
+                    let (start, len) = match section.partial {
+                        Some((start, len)) => {
+                            let s = u64::from(start).min(total);
+                            (s, u64::from(len).min(total - s))
+                        }
+                        None => (0, total),
+                    };
+                    out.extend_from_slice(b"BODY[]");
+                    if let Some((origin, _)) = section.partial {
+                        // RFC 3501 §7.4.2: the origin octet as requested.
+                        out.extend_from_slice(format!("<{origin}>").as_bytes());
+                    }
+                    out.extend_from_slice(format!(" {{{len}}}\r\n").as_bytes());
+                    pieces.push(Piece::Bytes(std::mem::take(&mut out)));
+                    pieces.push(Piece::File { start, len });
                 }
                 FetchItem::Section(section) => {
                     let data = section_data(section, message.ok_or_else(missing)?, body);
@@ -229,7 +306,23 @@ impl Session {
             encode::flag_list(&mut out, &selected.flags[i]);
         }
         out.extend_from_slice(b")\r\n");
-        Ok(out)
+        pieces.push(Piece::Bytes(out));
+        Ok(pieces)
+    }
+}
+
+/// Part of a FETCH response: bytes, or a span of the message file streamed from disk.
+enum Piece {
+    Bytes(Vec<u8>),
+    File { start: u64, len: u64 },
+}
+
+/// RFC822 and BODY[] (with or without a partial range): the whole message, streamed.
+fn is_whole_message(item: &FetchItem) -> bool {
+    match item {
+        FetchItem::Rfc822 => true,
+        FetchItem::Section(s) => s.part.is_empty() && s.text == SectionText::Full,
+        _ => false,
     }
 }
 
