@@ -158,6 +158,9 @@ async fn binary_garbage_does_not_hang() {
     c.write(b"xyz\r\n").await;
     let r = c.until("x").await;
     assert!(r.tagged.starts_with("x NO"), "{r:?}");
+    // Before login, literals are limited to the line length.
+    c.write(b"y LOGIN {1000000}\r\n").await;
+    assert!(c.raw_line().await.starts_with("y NO [TOOBIG]"));
 }
 
 #[tokio::test]

@@ -388,7 +388,11 @@ impl Session {
     /// literals over the limit and APPENDs over quota before their bytes are read.
     async fn read_command(&mut self) -> std::io::Result<Option<Input>> {
         let max_line = self.ctx.config.imap.max_line_length as usize;
-        let max_literal = self.ctx.config.imap.max_literal_size;
+        // Before login only small literals (a user name, a password) have any use.
+        let max_literal = match self.state {
+            State::NotAuthenticated => max_line as u64,
+            _ => self.ctx.config.imap.max_literal_size,
+        };
         let mut buf = Vec::new();
         let mut lines = 0;
         loop {
