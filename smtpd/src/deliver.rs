@@ -12,6 +12,10 @@ use crate::ListenerKind;
 use crate::reply::Reply;
 use crate::session::{Session, State, Target, Transaction};
 
+/// How long inbound SPF/DKIM/DMARC checks may take (RFC 5321 §4.5.3.2.6 gives the client
+/// 10 minutes after the final dot; DNS answers within seconds or not at all).
+const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A short random id for trace headers and logs.
 pub fn new_id() -> String {
     use rand::Rng;
@@ -101,7 +105,7 @@ impl Session {
                 for reservation in rs {
                     // An alias and its target in one message: one copy each.
                     if seen.insert(reservation.user_id) {
-                        local_users.push(reservation.user_id);
+                        local_users.push((reservation.user_id, r.address.clone()));
                         reservations.push(reservation);
                     } else {
                         let _ = shared::quota::release(&self.server.ctx.db, reservation).await;
@@ -109,11 +113,74 @@ impl Session {
                 }
             }
         }
-        let reply = self.store(&from, &id, &received, body, reservations, remote).await;
+        let reply = self
+            .store(&from, &id, &received, body, reservations, &local_users, remote)
+            .await;
         if reply.is_positive() {
             tracing::info!(peer = %self.peer, id, from, local = local_users.len(), "message accepted");
         }
         reply
+    }
+
+    /// Deliver copy by copy; `Err` when nobody could take it. Full mailboxes are reported to the
+    /// sender with a DSN (RFC 3464).
+    async fn deliver_each(
+        &self,
+        id: &str,
+        from: &str,
+        local: &[u8],
+        plan: &[(i64, Option<i64>)],
+        addresses: &[(i64, String)],
+    ) -> Result<(), Reply> {
+        let ctx = &self.server.ctx;
+        let mut delivered = 0;
+        let mut full = Vec::new();
+        for &(user_id, mailbox_id) in plan {
+            let target = DeliveryTarget {
+                user_id,
+                mailbox_id,
+                reservation: None,
+            };
+            match ctx.mail.deliver(vec![target], local, &[], chrono::Utc::now()).await {
+                Ok(_) => delivered += 1,
+                Err(e) if e.is_over_quota() => full.push(user_id),
+                Err(e) => {
+                    tracing::error!(id, "local delivery failed: {e}");
+                    if delivered == 0 {
+                        return Err(Reply::new(451, "4.3.0", "Local delivery failed, try again later"));
+                    }
+                }
+            }
+        }
+        if delivered == 0 {
+            return Err(Reply::new(552, "5.2.2", "Mailbox full"));
+        }
+        if from.is_empty() {
+            return Ok(());
+        }
+        for user_id in full {
+            let recipient = addresses
+                .iter()
+                .find(|(u, _)| *u == user_id)
+                .map(|(_, a)| a.clone())
+                .unwrap_or_default();
+            let entry = crate::queue::Entry {
+                id: 0,
+                blob_id: String::new(),
+                sender: from.to_string(),
+                recipient,
+                attempts: 1,
+                created_at: chrono::Utc::now(),
+            };
+            let failure = crate::queue::dsn::Failure {
+                status: "5.2.2".into(),
+                diagnostic: "552 5.2.2 Mailbox full".into(),
+            };
+            if let Err(e) = crate::queue::dsn::bounce(ctx, &entry, &failure, local).await {
+                tracing::error!(id, "DSN for a full mailbox failed: {e}");
+            }
+        }
+        Ok(())
     }
 
     async fn release_all(&self, reservations: Vec<Reservation>) {
@@ -122,6 +189,7 @@ impl Session {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn store(
         &mut self,
         from: &str,
@@ -129,21 +197,29 @@ impl Session {
         received: &str,
         body: Vec<u8>,
         reservations: Vec<Reservation>,
+        local_users: &[(i64, String)],
         remote: Vec<String>,
     ) -> Reply {
         let ctx = self.server.ctx.clone();
         let mut message = Vec::with_capacity(body.len() + 1024);
         let mut junk = false;
         if self.kind == ListenerKind::Mx {
-            let verdict = crate::verify::verify(
+            let checks = crate::verify::verify(
                 &self.server.dns,
                 self.hostname(),
                 self.peer.ip(),
                 self.helo.as_deref().unwrap_or(""),
                 from,
                 &body,
-            )
-            .await;
+            );
+            // Slow DNS must not hold the client past its own DATA timeout.
+            let verdict = match tokio::time::timeout(VERIFY_TIMEOUT, checks).await {
+                Ok(v) => v,
+                Err(_) => {
+                    tracing::warn!(peer = %self.peer, "SPF/DKIM/DMARC checks timed out");
+                    crate::verify::Verdict::temperror(self.hostname())
+                }
+            };
             if verdict.dmarc_reject && ctx.config.smtp.dmarc_reject {
                 self.release_all(reservations).await;
                 tracing::warn!(peer = %self.peer, from, "DMARC policy reject");
@@ -196,6 +272,7 @@ impl Session {
                     bytes: r.bytes,
                 })
                 .collect();
+            let mut plan = Vec::with_capacity(reservations.len());
             for reservation in reservations {
                 let mailbox_id = if junk {
                     ctx.mail
@@ -206,6 +283,7 @@ impl Session {
                 } else {
                     None
                 };
+                plan.push((reservation.user_id, mailbox_id));
                 targets.push(DeliveryTarget {
                     user_id: reservation.user_id,
                     mailbox_id,
@@ -216,12 +294,19 @@ impl Session {
             if let Err(e) = ctx.mail.deliver(targets, &local, &[], chrono::Utc::now()).await {
                 // The transaction rolled back: give the reserved space back.
                 self.release_all(copies).await;
-                if e.is_over_quota() {
-                    tracing::info!(id, "over quota at end of data");
+                if !e.is_over_quota() {
+                    tracing::error!(id, "local delivery failed: {e}");
+                    return Reply::new(451, "4.3.0", "Local delivery failed, try again later");
+                }
+                tracing::info!(id, "over quota at end of data");
+                if plan.len() == 1 {
                     return Reply::new(552, "5.2.2", "Mailbox full");
                 }
-                tracing::error!(id, "local delivery failed: {e}");
-                return Reply::new(451, "4.3.0", "Local delivery failed, try again later");
+                // Several recipients, at least one full: the others still get the message and the
+                // sender gets a DSN for the full ones (one reply after DATA cannot say both).
+                if let Err(reply) = self.deliver_each(id, from, &local, &plan, local_users).await {
+                    return reply;
+                }
             }
         }
         if !remote.is_empty() {

@@ -23,6 +23,19 @@ pub struct Verdict {
     pub suspicious: bool,
 }
 
+impl Verdict {
+    /// Results when the checks could not finish (RFC 8601 §2.7: temperror).
+    pub fn temperror(hostname: &str) -> Verdict {
+        Verdict {
+            header: format!(
+                "Authentication-Results: {hostname};\r\n\tdkim=temperror;\r\n\tspf=temperror;\r\n\tdmarc=temperror\r\n"
+            ),
+            dmarc_reject: false,
+            suspicious: false,
+        }
+    }
+}
+
 /// Check one message received from `ip` that said `helo` and `MAIL FROM:<mail_from>`.
 pub async fn verify(dns: &Dns, hostname: &str, ip: IpAddr, helo: &str, mail_from: &str, message: &[u8]) -> Verdict {
     let Some(msg) = AuthenticatedMessage::parse(message) else {

@@ -302,3 +302,33 @@ async fn recipient_limit_and_command_timeout() {
     assert!(a.text().starts_with("4.4.2"), "{a:?}");
     assert_eq!(c.read().await.code, 0);
 }
+
+#[tokio::test]
+async fn one_full_mailbox_does_not_block_the_others() {
+    let h = start().await;
+    let alice = h.add_user("alice@example.test", "pw", Some(6000)).await;
+    let bob = h.add_user("bob@example.test", "pw", None).await;
+    let carol = h.add_user("carol@example.test", "pw", None).await;
+    shared::accounts::add_alias(
+        &h.ctx.db,
+        "family@example.test",
+        &["alice@example.test".into(), "bob@example.test".into()],
+    )
+    .await
+    .unwrap();
+    let mut c = Client::connect(h.mx()).await;
+    c.expect("EHLO x.org", 250).await;
+    c.expect("MAIL FROM:<carol@example.test>", 250).await;
+    c.expect("RCPT TO:<family@example.test>", 250).await;
+    let big = format!("Subject: photos\r\n\r\n{}\r\n", "p".repeat(8000));
+    assert_eq!(c.data(&big).await.code, 250);
+    assert!(h.inbox(alice).await.is_empty());
+    assert_eq!(h.inbox(bob).await.len(), 1);
+    let dsn = &h.inbox(carol).await[0];
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; family@example.test") && dsn.contains("Status: 5.2.2"),
+        "{dsn}"
+    );
+    let info = shared::quota::info(&h.ctx.db, alice).await.unwrap();
+    assert_eq!((info.mail_bytes, info.reserved_bytes), (0, 0));
+}
