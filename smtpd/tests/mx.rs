@@ -332,3 +332,16 @@ async fn one_full_mailbox_does_not_block_the_others() {
     let info = shared::quota::info(&h.ctx.db, alice).await.unwrap();
     assert_eq!((info.mail_bytes, info.reserved_bytes), (0, 0));
 }
+
+#[tokio::test]
+async fn postmaster_is_always_accepted() {
+    let h = start().await;
+    let first = h.add_user("admin@example.test", "pw", None).await;
+    h.add_user("other@example.test", "pw", None).await;
+    let mut c = Client::connect(h.mx()).await;
+    c.expect("EHLO x.org", 250).await;
+    c.expect("MAIL FROM:<a@x.org>", 250).await;
+    c.expect("RCPT TO:<PostMaster@example.test>", 250).await;
+    assert_eq!(c.data("Subject: abuse report\r\n\r\nx\r\n").await.code, 250);
+    assert_eq!(h.inbox(first).await.len(), 1);
+}
