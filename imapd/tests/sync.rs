@@ -114,3 +114,67 @@ async fn idle_sees_expunge_by_other_session() {
     let r = a.ok("FETCH 1 (UID)").await;
     assert!(r.has("* 1 FETCH (UID 2)"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_and_a_watching_session() {
+    let server = std::sync::Arc::new(Server::start().await);
+    let mut watcher = server.login().await;
+    watcher.ok("SELECT INBOX").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let server = server.clone();
+        tasks.spawn(async move {
+            let mut c = server.login().await;
+            c.ok("SELECT INBOX").await;
+            for i in 0..15 {
+                let r = c.append("INBOX", "()", &message(&format!("w{w}m{i}"), "x")).await;
+                assert!(r.tagged.contains("OK"), "{r:?}");
+                if i % 5 == 4 {
+                    // Delete one of our own messages now and then.
+                    let r = c.ok(&format!("UID SEARCH SUBJECT w{w}m{}", i - 2)).await;
+                    let uid = r.find("* SEARCH ").trim_start_matches("* SEARCH ").to_string();
+                    c.ok(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)")).await;
+                    c.ok(&format!("UID EXPUNGE {uid}")).await;
+                }
+            }
+        });
+    }
+    let mut count = 0usize;
+    while !tasks.is_empty() {
+        let r = watcher.ok("NOOP").await;
+        follow(&r, &mut count);
+        if let Some(done) = tasks.try_join_next() {
+            done.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = watcher.ok("NOOP").await;
+    follow(&r, &mut count);
+    // 60 appended, 12 expunged: the watcher's view must agree with the store.
+    assert_eq!(count, 48);
+    let r = watcher.ok("FETCH 1:* (UID)").await;
+    assert_eq!(r.lines.len(), 48);
+    let uids: Vec<u32> = r
+        .lines
+        .iter()
+        .map(|l| l.split("UID ").nth(1).unwrap().trim_end_matches(')').parse().unwrap())
+        .collect();
+    assert!(uids.windows(2).all(|w| w[0] < w[1]), "{uids:?}");
+    for (i, line) in r.lines.iter().enumerate() {
+        assert!(line.starts_with(&format!("* {} FETCH", i + 1)), "{line}");
+    }
+}
+
+/// Follow EXISTS and EXPUNGE responses in order (RFC 3501 §7.3.1, §7.4.1).
+fn follow(r: &Response, count: &mut usize) {
+    for line in &r.lines {
+        if let Some(n) = line.strip_prefix("* ").and_then(|l| l.strip_suffix(" EXISTS")) {
+            *count = n.parse().unwrap();
+        }
+        if let Some(n) = line.strip_prefix("* ").and_then(|l| l.strip_suffix(" EXPUNGE")) {
+            let n: usize = n.parse().unwrap();
+            assert!(n >= 1 && n <= *count, "EXPUNGE {n} with {count} messages");
+            *count -= 1;
+        }
+    }
+}
