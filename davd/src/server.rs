@@ -9,6 +9,7 @@
 //! - a user sees only `DATA/files/<address>/`, at `/` and at `/dav/<address>/`.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -39,6 +40,11 @@ use crate::locks::PgLocks;
 
 /// How long a client may take to send its request headers, and to finish the TLS handshake.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request body may stall before the request is dropped (no hang on a dead client).
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a connection reuses a checked password before checking it again (a changed
+/// password or a deleted account takes effect within this time on open connections).
+const AUTH_CACHE_FOR: Duration = Duration::from_secs(300);
 
 /// What OPTIONS answers (RFC 4918 section 10.1: class 1 and 2, since locks are implemented).
 const DAV_CLASSES: &str = "1, 2";
@@ -143,7 +149,7 @@ pub async fn run(context: Arc<Context>, shutdown: Shutdown) -> anyhow::Result<()
 
 /// The last credentials that succeeded on this connection: a keep-alive connection does not
 /// pay for argon2 on every request.
-type AuthCache = Arc<Mutex<Option<(HeaderValue, User)>>>;
+type AuthCache = Arc<Mutex<Option<(HeaderValue, User, std::time::Instant)>>>;
 
 async fn serve_connection<IO>(io: IO, peer: SocketAddr, app: Arc<App>, shutdown: Shutdown)
 where
@@ -242,6 +248,19 @@ struct LengthChecked {
     inner: Incoming,
     expected: Option<u64>,
     seen: u64,
+    /// Fires when the body stalls for BODY_IDLE_TIMEOUT.
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl LengthChecked {
+    fn new(inner: Incoming, expected: Option<u64>) -> LengthChecked {
+        LengthChecked {
+            inner,
+            expected,
+            seen: 0,
+            idle: Box::pin(tokio::time::sleep(BODY_IDLE_TIMEOUT)),
+        }
+    }
 }
 
 impl HttpBody for LengthChecked {
@@ -253,8 +272,19 @@ impl HttpBody for LengthChecked {
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    tracing::info!(seen = self.seen, "request body stalled; dropping the request");
+                    Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request body stalled",
+                    ))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
             Poll::Ready(Some(Ok(frame))) => {
+                let deadline = tokio::time::Instant::now() + BODY_IDLE_TIMEOUT;
+                self.idle.as_mut().reset(deadline);
                 if let Some(data) = frame.data_ref() {
                     self.seen += data.len() as u64;
                     if let Some(expected) = self.expected
@@ -378,11 +408,7 @@ impl App {
         let copy = (method.as_str() == "COPY")
             .then(|| copy_keys(&req, &path, &prefix))
             .flatten();
-        let req = req.map(|inner| LengthChecked {
-            inner,
-            expected,
-            seen: 0,
-        });
+        let req = req.map(|inner| LengthChecked::new(inner, expected));
         let user_id = user.id;
         let response = handler.handle_guarded(req, user.address.clone(), user).await;
         if let Some((from, to, deep)) = copy
@@ -492,8 +518,9 @@ impl App {
         let Some(value) = req.headers().get(header::AUTHORIZATION) else {
             return Err(unauthorized());
         };
-        if let Some((cached, user)) = cache.lock().expect("auth cache lock").as_ref()
+        if let Some((cached, user, at)) = cache.lock().expect("auth cache lock").as_ref()
             && cached == value
+            && at.elapsed() < AUTH_CACHE_FOR
         {
             return Ok(user.clone());
         }
@@ -515,7 +542,8 @@ impl App {
                     address: authed.address,
                     root,
                 };
-                *cache.lock().expect("auth cache lock") = Some((value.clone(), user.clone()));
+                *cache.lock().expect("auth cache lock") =
+                    Some((value.clone(), user.clone(), std::time::Instant::now()));
                 Ok(user)
             }
             Err(AuthError::Invalid) => Err(unauthorized()),
