@@ -107,3 +107,19 @@ pub async fn bounce(ctx: &Context, entry: &Entry, failure: &Failure, original: &
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::status_of;
+
+    #[test]
+    fn enhanced_status_from_a_reply() {
+        assert_eq!(
+            status_of("permanent error (550): 5.1.1 no such user").as_deref(),
+            Some("5.1.1")
+        );
+        assert_eq!(status_of("552 5.2.2 Mailbox full").as_deref(), Some("5.2.2"));
+        assert_eq!(status_of("550 rejected, version 1.2.3"), None);
+        assert_eq!(status_of("no code"), None);
+    }
+}

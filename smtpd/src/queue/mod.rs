@@ -368,3 +368,17 @@ async fn send(
     }
     builder.build().send_raw(envelope, message).await.map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_up_to_a_cap() {
+        let first = Duration::from_secs(60);
+        let delays: Vec<u64> = (1..=10).map(|n| retry_delay(first, n).as_secs()).collect();
+        assert_eq!(&delays[..5], &[60, 120, 240, 480, 960]);
+        assert_eq!(retry_delay(first, 1000), MAX_DELAY);
+        assert_eq!(retry_delay(first, 0).as_secs(), 60);
+    }
+}
