@@ -345,3 +345,47 @@ async fn postmaster_is_always_accepted() {
     assert_eq!(c.data("Subject: abuse report\r\n\r\nx\r\n").await.code, 250);
     assert_eq!(h.inbox(first).await.len(), 1);
 }
+
+#[tokio::test]
+async fn smtputf8_and_8bitmime() {
+    let h = start().await;
+    let jose = h.add_user("josé@example.test", "pw", None).await;
+    let mut c = Client::connect(h.mx()).await;
+    c.expect("EHLO x.org", 250).await;
+    // RFC 6531 §3.4: a UTF-8 address needs the SMTPUTF8 parameter.
+    c.expect("MAIL FROM:<ñandú@ejemplo.org>", 553).await;
+    c.expect("MAIL FROM:<ñandú@ejemplo.org> SMTPUTF8 BODY=8BITMIME", 250)
+        .await;
+    c.expect("RCPT TO:<josé@example.test>", 250).await;
+    assert_eq!(c.data("Subject: café\r\n\r\nsmörgåsbord ☃\r\n").await.code, 250);
+    let m = &h.inbox(jose).await[0];
+    assert!(m.starts_with("Return-Path: <ñandú@ejemplo.org>"), "{m}");
+    assert!(
+        m.contains("with UTF8SMTP id") && m.ends_with("smörgåsbord ☃\r\n"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn helo_and_ehlo_reset() {
+    let h = start().await;
+    let alice = h.add_user("alice@example.test", "pw", None).await;
+    let mut c = Client::connect(h.mx()).await;
+    let helo = c.expect("HELO old.client", 250).await;
+    assert_eq!(helo.lines.len(), 1, "HELO lists no extensions");
+    c.expect("STARTTLS", 503).await;
+    c.expect("MAIL FROM:<a@x.org>", 250).await;
+    c.expect("RCPT TO:<alice@example.test>", 250).await;
+    // §4.1.4: EHLO drops the transaction.
+    c.expect("EHLO new.client", 250).await;
+    c.expect("DATA", 503).await;
+    c.expect("MAIL FROM:<a@x.org>", 250).await;
+    c.expect("RCPT TO:<alice@example.test>", 250).await;
+    assert_eq!(c.data("Subject: after ehlo\r\n\r\nx\r\n").await.code, 250);
+    assert_eq!(h.inbox(alice).await.len(), 1);
+    let info = shared::quota::info(&h.ctx.db, alice).await.unwrap();
+    assert_eq!(
+        info.reserved_bytes, 0,
+        "the dropped transaction released its reservation"
+    );
+}
