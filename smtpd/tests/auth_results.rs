@@ -12,6 +12,7 @@ use tinydc_smtpd::dns::Dns;
 
 /// A key for `domain` and its DNS record value.
 fn key(domain: &str) -> (DomainKey, String) {
+    // 2048 bits: ring signs with nothing smaller.
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
     let private = key.to_pkcs8_der().unwrap().as_bytes().to_vec();
     let public = B64.encode(key.to_public_key().to_public_key_der().unwrap().as_bytes());
