@@ -93,6 +93,8 @@ pub struct User {
 pub struct TinyFs {
     db: PgPool,
     listing: Arc<Mutex<Option<Listing>>>,
+    /// The account's usage, when this request (a PROPFIND asking for quota) needs it.
+    account_usage: Option<u64>,
 }
 
 /// Dead properties of one folder's entries, by key.
@@ -106,7 +108,14 @@ impl TinyFs {
         TinyFs {
             db,
             listing: Arc::new(Mutex::new(None)),
+            account_usage: None,
         }
+    }
+
+    /// Report `used` as every collection's RFC 4331 quota-used-bytes in this request.
+    pub fn with_account_usage(mut self, used: u64) -> TinyFs {
+        self.account_usage = Some(used);
+        self
     }
 
     /// The dead properties of `key` if its folder was just listed.
@@ -204,12 +213,18 @@ fn open_read(path: &Path) -> FsResult<File> {
 
 /// Metadata of a file or directory.
 #[derive(Debug, Clone)]
-pub struct Meta(std::fs::Metadata, Option<SystemTime>);
+pub struct Meta(std::fs::Metadata, Option<SystemTime>, Option<u64>);
 
 impl DavMetaData for Meta {
     fn len(&self) -> u64 {
         // A directory's st_size means nothing to a client (and would be reported as its usage).
-        if self.0.is_dir() { 0 } else { self.0.len() }
+        // For a collection, dav-server reports len() as its RFC 4331 quota-used-bytes; the
+        // quota covers the whole account, so that is the account's usage when known.
+        if self.0.is_dir() {
+            self.2.unwrap_or(0)
+        } else {
+            self.0.len()
+        }
     }
     fn modified(&self) -> FsResult<SystemTime> {
         self.0.modified().map_err(io)
@@ -255,7 +270,7 @@ fn stat(path: &Path) -> FsResult<Meta> {
     if meta.file_type().is_symlink() {
         return Err(FsError::NotFound);
     }
-    Ok(Meta(meta, None))
+    Ok(Meta(meta, None, None))
 }
 
 struct Entry {
@@ -294,7 +309,7 @@ impl DavFile for ReadFile {
                 .ok_or(FsError::GeneralFailure)?
                 .metadata()
                 .map_err(io)?;
-            Ok(Box::new(Meta(meta, None)) as Box<dyn DavMetaData>)
+            Ok(Box::new(Meta(meta, None, None)) as Box<dyn DavMetaData>)
         }
         .boxed()
     }
@@ -782,6 +797,7 @@ impl GuardedFileSystem<User> for TinyFs {
                 props: listed,
             });
             // Streamed: a folder of any size is listed with bounded memory.
+            let dir_len = self.account_usage;
             let (tx, rx) = tokio::sync::mpsc::channel::<FsResult<Box<dyn DavDirEntry>>>(64);
             tokio::task::spawn_blocking(move || {
                 for entry in entries {
@@ -800,7 +816,7 @@ impl GuardedFileSystem<User> for TinyFs {
                     let created = created.get(&name).copied();
                     let item: Box<dyn DavDirEntry> = Box::new(Entry {
                         name,
-                        meta: Meta(meta, created),
+                        meta: Meta(meta, created, dir_len),
                     });
                     if tx.blocking_send(Ok(item)).is_err() {
                         break;
@@ -818,6 +834,7 @@ impl GuardedFileSystem<User> for TinyFs {
             let target = paths::resolve(&user.root, path)?;
             let mut meta = blocking(move || stat(&target)).await?;
             meta.1 = props::win32_created(&self.db, user.id, &paths::key(path)).await?;
+            meta.2 = self.account_usage;
             Ok(Box::new(meta) as Box<dyn DavMetaData>)
         }
         .boxed()

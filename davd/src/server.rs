@@ -222,6 +222,15 @@ pub fn dav_prefix(path: &str, address: &str) -> Option<String> {
     decoded.eq_ignore_ascii_case(address).then(|| format!("/dav/{decoded}"))
 }
 
+/// The account's usage (mail and files), without locking anything.
+async fn account_usage(db: &sqlx::PgPool, user_id: i64) -> Result<u64, sqlx::Error> {
+    let used: i64 = sqlx::query_scalar("SELECT mail_bytes + file_bytes FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_one(db)
+        .await?;
+    Ok(used.max(0) as u64)
+}
+
 /// For a COPY: the source and destination keys and whether it is deep (RFC 4918 section 9.8.3).
 fn copy_keys(req: &Request<Incoming>, path: &str, prefix: &str) -> Option<(String, String, bool)> {
     let parse = |p: &str| {
@@ -395,13 +404,38 @@ impl App {
         }
 
         let prefix = dav_prefix(&path, &user.address).unwrap_or_default();
-        let handler = DavHandler::builder()
-            .filesystem(Box::new(TinyFs::new(self.context.db.clone())))
-            .locksystem(Box::new(PgLocks::new(self.context.db.clone(), user.id, &prefix)))
-            .strip_prefix(prefix.clone())
-            .hide_symlinks(true)
-            .autoindex(false)
-            .build_handler();
+        let db = self.context.db.clone();
+        let build = |fs: TinyFs| {
+            DavHandler::builder()
+                .filesystem(Box::new(fs))
+                .locksystem(Box::new(PgLocks::new(db.clone(), user.id, &prefix)))
+                .strip_prefix(prefix.clone())
+                .hide_symlinks(true)
+                .autoindex(false)
+                .build_handler()
+        };
+        if method.as_str() == "PROPFIND" {
+            // Read the (small, bounded) body first to see whether it asks for quota.
+            let (parts, body) = req.into_parts();
+            let limit = self.context.config.dav.max_xml_body as usize;
+            let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    tracing::info!("PROPFIND body refused: {e}");
+                    return simple(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+                }
+            };
+            let mut fs = TinyFs::new(db.clone());
+            if body.windows(6).any(|w| w == b"quota-") {
+                match account_usage(&db, user.id).await {
+                    Ok(used) => fs = fs.with_account_usage(used),
+                    Err(e) => tracing::error!("reading usage: {e}"),
+                }
+            }
+            let req = Request::from_parts(parts, http_body_util::Full::new(body));
+            return build(fs).handle_guarded(req, user.address.clone(), user.clone()).await;
+        }
+        let handler = build(TinyFs::new(db.clone()));
         if method.as_str() == "PROPPATCH" {
             return self.proppatch(req, handler, user, &path, &prefix).await;
         }

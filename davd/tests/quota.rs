@@ -140,6 +140,12 @@ async fn quota_is_enforced_and_reported() {
     assert_eq!(file_bytes(&dav, ALICE).await, 60_000);
     assert_eq!(quota_props(&dav, "/").await, (Some(60_000), Some(40_000)));
 
+    // Every collection reports the account's quota (RFC 4331 section 3: the quota is the
+    // account's, shared by all its collections).
+    assert_eq!(dav.curl(ALICE, &["-X", "MKCOL", &dav.url("/sub/")]).await.status, 201);
+    assert_eq!(quota_props(&dav, "/sub/").await, (Some(60_000), Some(40_000)));
+    assert_eq!(dav.curl(ALICE, &["-X", "DELETE", &dav.url("/sub/")]).await.status, 204);
+
     // Deleting a folder refunds everything in it.
     assert_eq!(dav.curl(ALICE, &["-X", "MKCOL", &dav.url("/dir/")]).await.status, 201);
     assert_eq!(
