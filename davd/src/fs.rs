@@ -833,7 +833,11 @@ impl GuardedFileSystem<User> for TinyFs {
         async move {
             let target = paths::resolve(&user.root, path)?;
             let mut meta = blocking(move || stat(&target)).await?;
-            meta.1 = props::win32_created(&self.db, user.id, &paths::key(path)).await?;
+            // Finder's AppleDouble (`._*`) and `.DS_Store` files come in swarms and never get
+            // Windows times: keep them to a stat.
+            if !paths::is_finder_metadata(path.file_name_bytes()) {
+                meta.1 = props::win32_created(&self.db, user.id, &paths::key(path)).await?;
+            }
             meta.2 = self.account_usage;
             Ok(Box::new(meta) as Box<dyn DavMetaData>)
         }

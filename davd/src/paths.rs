@@ -70,6 +70,11 @@ pub fn is_hidden_name(name: &[u8]) -> bool {
     name.starts_with(UPLOAD_TEMP_PREFIX.as_bytes())
 }
 
+/// Finder's side files: AppleDouble resource forks (`._name`) and folder settings (`.DS_Store`).
+pub fn is_finder_metadata(name: &[u8]) -> bool {
+    name.starts_with(b"._") || name == b".DS_Store"
+}
+
 /// Map `path` under `root`, refusing symlinks and hidden names on the way. A component that
 /// does not exist ends the walk (the caller gets the would-be path, for creating it).
 pub fn resolve(root: &Path, path: &DavPath) -> Result<PathBuf, FsError> {
