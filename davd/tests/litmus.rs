@@ -19,8 +19,16 @@ async fn run_litmus(dav: &Dav, url: &str) {
         .await
         .expect("run litmus");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    // Written to the real stderr (not the captured print macros), so every test run shows it.
+    {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "litmus against {url}:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     assert!(out.status.success(), "litmus failed against {url}:\n{stdout}");
     let summaries: Vec<&str> = stdout.lines().filter(|l| l.contains("<- summary for")).collect();
     assert_eq!(summaries.len(), 5, "five suites ran: {summaries:?}");
@@ -54,4 +62,29 @@ async fn litmus_passes_at_the_root_and_at_dav_address() {
             .iter()
             .any(|n| n.starts_with(".tinydc-upload-"))
     );
+}
+
+/// Over the loopback plain-HTTP listener too, where litmus also runs its Expect: 100-continue test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn litmus_passes_over_loopback_http() {
+    if !require_tool("litmus") {
+        return;
+    }
+    let env = shared::testing::TestEnv::new().await;
+    env.add_user(ALICE, PW, None).await;
+    let path = env.dir.path().join(shared::config::CONFIG_FILE);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[dav]\n", "[dav]\nhttp_listen = \"127.0.0.1:0\"\n");
+    std::fs::write(&path, text).unwrap();
+    let config = shared::Config::load(env.dir.path()).unwrap();
+    let context = shared::Context::new(config, env.context.db.clone()).await.unwrap();
+    let server = davd::Server::bind(context).await.unwrap();
+    let addr = server.http_addr().unwrap();
+    let shutdown = shared::net::Shutdown::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    let dav = Dav::serve(env).await;
+    run_litmus(&dav, &format!("http://127.0.0.1:{}/", addr.port())).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }
