@@ -41,6 +41,17 @@ enum Command {
     /// Aliases and catch-alls.
     #[command(subcommand)]
     Alias(cmd::alias::AliasCommand),
+    /// DKIM signing keys for outgoing mail.
+    #[command(subcommand)]
+    Dkim(cmd::mail_admin::DkimCommand),
+    /// The outbound mail queue.
+    #[command(subcommand)]
+    Queue(cmd::mail_admin::QueueCommand),
+    /// Print the DNS records to publish for a domain (MX, SPF, DKIM, DMARC, autoconfig).
+    Dns {
+        /// A mail domain served here.
+        domain: String,
+    },
     /// Show what is configured and whether the database is running.
     Status,
     /// Remove unreferenced message bodies and leftover temp files (safe while running).
@@ -53,7 +64,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     shared::tls::install_crypto_provider();
-    shared::daemon::init_logging_with("warn");
+    // sqlx pool internals (a connection checked while the private cluster stops) are not the admin's business.
+    shared::daemon::init_logging_with("warn,sqlx=error");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -70,6 +82,9 @@ fn main() -> ExitCode {
             Command::Domain(c) => cmd::domain::run(&data, c).await,
             Command::Alias(c) => cmd::alias::run(&data, c).await,
             Command::Status => cmd::status::run(&data).await,
+            Command::Dkim(c) => cmd::mail_admin::dkim(&data, c).await,
+            Command::Queue(c) => cmd::mail_admin::queue(&data, c).await,
+            Command::Dns { domain } => cmd::mail_admin::dns(&data, &domain).await,
             Command::Bench(c) => cmd::bench::run(c).await,
             Command::Sweep(args) => cmd::sweep::run(&data, args).await,
         }

@@ -175,6 +175,25 @@ fn a_new_admin_sets_up_users_and_quotas() {
     );
     ok(&data, &["alias", "del", "team@example.test"], None);
 
+    // DKIM key, the DNS records to publish, and the (empty) outbound queue.
+    let dkim = ok(&data, &["dkim", "generate", "example.test"], None);
+    assert!(
+        dkim.contains("._domainkey.example.test. IN TXT \"v=DKIM1; k=rsa; p="),
+        "{dkim}"
+    );
+    let dns = ok(&data, &["dns", "example.test"], None);
+    for record in [
+        "IN MX 10",
+        "v=spf1",
+        "v=DKIM1",
+        "_dmarc.example.test.",
+        "autoconfig.example.test.",
+    ] {
+        assert!(dns.contains(record), "{record} missing from {dns}");
+    }
+    fails(&data, &["dkim", "generate", "nowhere.test"], None, "not served here");
+    assert!(ok(&data, &["queue", "list"], None).contains("empty"));
+
     // A recount finds files written behind the database's back and corrects the usage.
     std::fs::write(data.join("files/alice@example.test/notes.txt"), vec![b'x'; 1000]).unwrap();
     let recalc = ok(&data, &["quota", "recalc"], None);

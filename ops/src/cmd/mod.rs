@@ -2,8 +2,11 @@
 
 pub mod alias;
 pub mod bench;
+pub mod dkim;
 pub mod domain;
 pub mod init;
+pub mod mail_admin;
+pub mod queue;
 pub mod quota;
 pub mod status;
 pub mod sweep;

@@ -43,17 +43,18 @@ pub async fn list(db: &PgPool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:>6}  {:<30}  {:<30}  {:>9}  {:>8}  {:<20}  last error",
-        "id", "from", "to", "bytes", "attempts", "next attempt (UTC)"
+        "{:>6}  {:<30}  {:<30}  {:>9}  {:<20}  {:>8}  {:<20}  last error",
+        "id", "from", "to", "bytes", "queued (UTC)", "attempts", "next attempt (UTC)"
     );
     for r in &rows {
         let sender = if r.sender.is_empty() { "<>" } else { r.sender.as_str() };
         println!(
-            "{:>6}  {:<30}  {:<30}  {:>9}  {:>8}  {:<20}  {}",
+            "{:>6}  {:<30}  {:<30}  {:>9}  {:<20}  {:>8}  {:<20}  {}",
             r.id,
             sender,
             r.recipient,
             r.size,
+            r.created_at.format("%Y-%m-%d %H:%M:%S"),
             r.attempts,
             r.next_attempt.format("%Y-%m-%d %H:%M:%S"),
             r.last_error.as_deref().unwrap_or("-")
