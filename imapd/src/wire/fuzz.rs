@@ -39,10 +39,9 @@ pub fn mime_section(data: &[u8]) {
         _ => SectionText::Mime,
     };
     let _ = crate::fetch::mime::section(message, &part, &text);
-    let parsed = shared::mailstore::parsed::parse(message);
-    let mut out = Vec::new();
-    crate::fetch::structure::body(&mut out, &parsed.body_structure, true, false);
-    crate::fetch::structure::envelope(&mut out, &parsed.envelope, false);
+    let header = crate::fetch::mime::split(message).header;
+    let _ = crate::fetch::mime::filter_header(header, &["subject".into(), "from".into()], selector & 1 == 0);
+    let _ = crate::fetch::mime::content_type(header);
 }
 
 #[cfg(test)]
