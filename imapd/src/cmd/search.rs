@@ -95,7 +95,9 @@ fn decode_words(value: &str) -> String {
 }
 
 fn sent_date(stored: &StoredMessage) -> Option<NaiveDate> {
-    let date = mail_parser::DateTime::parse_rfc822(stored.envelope.date.as_deref()?)?;
+    // From the stored header block (the light metadata query leaves the envelope empty).
+    let value = mime::header_values(&stored.header, "Date").pop()?;
+    let date = mail_parser::DateTime::parse_rfc822(&value)?;
     NaiveDate::from_ymd_opt(date.year as i32, date.month as u32, date.day as u32)
 }
 
@@ -207,7 +209,7 @@ impl Session {
         for chunk in all.chunks(BATCH) {
             let stored = if needs_stored {
                 let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();
-                self.ctx.mail.fetch(user_id, mailbox_id, &uids).await?
+                crate::fetch::fetch_light(&self.ctx.db, user_id, mailbox_id, &uids).await?
             } else {
                 Vec::new()
             };
