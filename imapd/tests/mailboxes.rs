@@ -89,6 +89,14 @@ async fn modified_utf7_and_utf8_accept() {
     let r = c.ok("LIST \"\" Entw*").await;
     assert!(r.has("\"Entwürfe\""), "{r:#?}");
     c.ok("SELECT \"Entwürfe\"").await;
+    // RFC 6855 §4: APPEND with the UTF8 data item.
+    let msg = "Subject: Grüße\r\n\r\nhallo\r\n";
+    let r = c
+        .ok(&format!("APPEND \"Entwürfe\" UTF8 (~{{{}+}}\r\n{msg})", msg.len()))
+        .await;
+    assert!(r.tagged.contains("[APPENDUID"), "{r:?}");
+    let r = c.ok("FETCH 1 (BODY.PEEK[HEADER.FIELDS (Subject)])").await;
+    assert!(r.find("Subject").contains("Grüße"), "{r:#?}");
 }
 
 #[tokio::test]

@@ -346,7 +346,10 @@ impl Session {
                 }
                 Ok(Ok(Some(Input::Command(bytes)))) => bytes,
             };
-            let flow = match parse::parse_command(&input) {
+            let parsed = parse::parse_command(&input);
+            // The command owns its literals now; a large APPEND is not held twice.
+            drop(input);
+            let flow = match parsed {
                 Ok(command) => {
                     self.garbage = 0;
                     self.execute(command).await
