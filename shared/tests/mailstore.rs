@@ -183,6 +183,30 @@ async fn delivery_over_quota_is_refused_and_stores_nothing() {
 }
 
 #[tokio::test]
+async fn a_failed_delivery_gives_its_reservation_back() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("alice@example.test", "pw", Some(1000)).await;
+    let reservation = quota::reserve(&env.context.db, user.id, 500).await.unwrap();
+    // 1200 bytes against a 500-byte reservation under a 1000-byte limit: the delivery is refused.
+    let target = DeliveryTarget {
+        user_id: user.id,
+        mailbox_id: None,
+        reservation: Some(reservation),
+    };
+    let big = vec![b'x'; 1200];
+    assert!(
+        env.context
+            .mail
+            .deliver(vec![target], &big, &[], Utc::now())
+            .await
+            .unwrap_err()
+            .is_over_quota()
+    );
+    let info = quota::info(&env.context.db, user.id).await.unwrap();
+    assert_eq!((info.mail_bytes, info.reserved_bytes), (0, 0));
+}
+
+#[tokio::test]
 async fn multi_recipient_delivery_is_one_blob_and_wakes_listeners() {
     let env = TestEnv::new().await;
     let mut events = env.context.events.subscribe();

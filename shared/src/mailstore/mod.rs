@@ -410,8 +410,34 @@ impl MailStore {
     }
 
     /// Store one message for several recipients, all or none (SMTP DATA): the body is written
-    /// once, then one transaction adds every copy, charges every quota and commits.
+    /// once, then one transaction adds every copy, charges every quota and commits. The targets'
+    /// reservations are used up either way: committed on success, released on failure.
     pub async fn deliver(
+        &self,
+        targets: Vec<DeliveryTarget>,
+        raw: &[u8],
+        flags: &[String],
+        internal_date: DateTime<Utc>,
+    ) -> Result<Vec<Appended>, StoreError> {
+        let reservations: Vec<i64> = targets
+            .iter()
+            .filter_map(|t| t.reservation.as_ref().map(|r| r.id))
+            .collect();
+        let result = self.deliver_once(targets, raw, flags, internal_date).await;
+        if result.is_err() && !reservations.is_empty() {
+            // The rolled-back transaction left the reservations in place; give the space back.
+            if let Err(e) = sqlx::query("DELETE FROM quota_reservations WHERE id = ANY($1)")
+                .bind(&reservations)
+                .execute(&self.db)
+                .await
+            {
+                tracing::warn!("releasing reservations after a failed delivery: {e}");
+            }
+        }
+        result
+    }
+
+    async fn deliver_once(
         &self,
         targets: Vec<DeliveryTarget>,
         raw: &[u8],

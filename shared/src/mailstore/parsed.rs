@@ -85,6 +85,42 @@ pub struct Parsed {
 /// Parse a whole message. Never fails: a message mail-parser cannot read is stored as one
 /// `text/plain` part with an empty envelope, and can still be fetched whole.
 pub fn parse(raw: &[u8]) -> Parsed {
+    // mail-parser has debug assertions that crafted MIME can reach; in a debug build they would
+    // panic inside the delivering task. Treat that like any unreadable message.
+    match std::panic::catch_unwind(|| parse_unguarded(raw)) {
+        Ok(parsed) => parsed,
+        Err(_) => {
+            tracing::warn!("message structure could not be parsed; storing it as plain text");
+            let header_len = header_length(raw);
+            Parsed {
+                envelope: Envelope::default(),
+                body_structure: plain_body(raw, header_len),
+                header: raw[..header_len].to_vec(),
+            }
+        }
+    }
+}
+
+/// A whole body as one `text/plain` part.
+fn plain_body(raw: &[u8], header_len: usize) -> BodyStructure {
+    BodyStructure::Single {
+        media_type: "text".into(),
+        media_subtype: "plain".into(),
+        params: vec![("charset".into(), "us-ascii".into())],
+        id: None,
+        description: None,
+        encoding: "7BIT".into(),
+        size: (raw.len() - header_len) as u64,
+        lines: Some(count_lines(&raw[header_len..])),
+        md5: None,
+        disposition: None,
+        language: Vec::new(),
+        location: None,
+        message: None,
+    }
+}
+
+fn parse_unguarded(raw: &[u8]) -> Parsed {
     let header_len = header_length(raw);
     let header = raw[..header_len].to_vec();
     match MessageParser::default().parse(raw) {
@@ -95,21 +131,7 @@ pub fn parse(raw: &[u8]) -> Parsed {
         },
         _ => Parsed {
             envelope: Envelope::default(),
-            body_structure: BodyStructure::Single {
-                media_type: "text".into(),
-                media_subtype: "plain".into(),
-                params: vec![("charset".into(), "us-ascii".into())],
-                id: None,
-                description: None,
-                encoding: "7BIT".into(),
-                size: (raw.len() - header_len) as u64,
-                lines: Some(count_lines(&raw[header_len..])),
-                md5: None,
-                disposition: None,
-                language: Vec::new(),
-                location: None,
-                message: None,
-            },
+            body_structure: plain_body(raw, header_len),
             header,
         },
     }
