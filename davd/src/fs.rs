@@ -5,8 +5,10 @@
 //! keeps no dead properties and knows nothing of quotas. Here:
 //! - a PUT writes to `.tinydc-upload-<uuid>` next to the target, and only `flush()` (called by
 //!   dav-server once the whole body arrived) fsyncs it, charges the quota and renames it over
-//!   the target in one database transaction; dropping an unflushed upload removes the temp file
-//!   and gives the reserved space back;
+//!   the target; dropping an unflushed upload removes the temp file and gives the reserved
+//!   space back;
+//! - every quota change and the rename/unlink it pays for (PUT, COPY, DELETE, MOVE) go through
+//!   the intent journal (journal.rs), so a crash between the two is finished at restart;
 //! - quota is reserved before the first byte is written (507 when it cannot fit), grown while
 //!   a body of unknown length streams in, charged on commit, refunded on delete and overwrite;
 //! - dead properties live in PostgreSQL (props.rs) and follow their resource;
@@ -29,8 +31,9 @@ use dav_server::fs::{
 use futures::FutureExt;
 use http::StatusCode;
 use shared::quota::{self, QuotaError, Reservation, UPLOAD_TEMP_PREFIX, Usage};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
+use crate::journal::{Journal, Step};
 use crate::{paths, props};
 
 /// Bytes of an upload buffered before they are written out (bounded memory per upload).
@@ -38,16 +41,14 @@ const WRITE_CHUNK: usize = 1 << 20;
 /// How much more quota an upload of unknown length reserves each time it outgrows its reservation.
 const GROW_STEP: u64 = 64 << 20;
 
-/// How old a leftover upload temp file must be before the start-up sweep removes it (an
-/// upload in progress writes to its file all the time).
-pub const STALE_UPLOAD_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Remove upload temp files left by a crash or power cut under `files_dir` (all users' trees).
-/// They were never renamed into place, so no content is lost; returns how many were removed.
-pub fn sweep_stale_uploads(files_dir: &Path, older_than: std::time::Duration) -> usize {
+/// Remove upload temp files left by a crash or power cut under `files_dir` (all users' trees):
+/// those last written before `started` (when this davd started; its own uploads are newer).
+/// Run after the journal's recovery, which has placed every temp file a committed PUT or
+/// COPY still needed; the rest were never acknowledged, so no content is lost. Returns how
+/// many were removed.
+pub fn sweep_stale_uploads(files_dir: &Path, started: SystemTime) -> usize {
     let mut removed = 0;
     let mut stack = vec![files_dir.to_path_buf()];
-    let now = SystemTime::now();
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
@@ -58,11 +59,7 @@ pub fn sweep_stale_uploads(files_dir: &Path, older_than: std::time::Duration) ->
                 stack.push(entry.path());
             } else if meta.is_file()
                 && paths::is_hidden_name(entry.file_name().as_encoded_bytes())
-                && meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| now.duration_since(m).ok())
-                    .is_some_and(|age| age >= older_than)
+                && meta.modified().is_ok_and(|m| m < started)
             {
                 match std::fs::remove_file(entry.path()) {
                     Ok(()) => {
@@ -92,6 +89,7 @@ pub struct User {
 #[derive(Clone)]
 pub struct TinyFs {
     db: PgPool,
+    journal: Arc<Journal>,
     listing: Arc<Mutex<Option<Listing>>>,
     /// The account's usage, when this request (a PROPFIND asking for quota) needs it.
     account_usage: Option<u64>,
@@ -104,9 +102,10 @@ struct Listing {
 }
 
 impl TinyFs {
-    pub fn new(db: PgPool) -> TinyFs {
+    pub fn new(db: PgPool, journal: Arc<Journal>) -> TinyFs {
         TinyFs {
             db,
+            journal,
             listing: Arc::new(Mutex::new(None)),
             account_usage: None,
         }
@@ -162,17 +161,6 @@ fn sync_dir(dir: &Path) -> FsResult<()> {
 
 fn parent_of(path: &Path) -> FsResult<&Path> {
     path.parent().ok_or(FsError::Forbidden)
-}
-
-/// Lock the user's row for the rest of the transaction: file commits of one user run one at a
-/// time, so an overwritten file's size is refunded exactly once.
-async fn lock_user(conn: &mut PgConnection, user_id: i64) -> FsResult<()> {
-    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
-        .bind(user_id)
-        .execute(conn)
-        .await
-        .map_err(db_error)?;
-    Ok(())
 }
 
 /// Size of the regular file at `path` (0 when absent); a directory there is refused.
@@ -356,7 +344,10 @@ impl DavFile for ReadFile {
 #[derive(Debug)]
 struct Upload {
     db: PgPool,
+    journal: Arc<Journal>,
     user_id: i64,
+    /// The user's root.
+    root: PathBuf,
     target: PathBuf,
     temp: PathBuf,
     file: Option<File>,
@@ -439,47 +430,124 @@ impl Upload {
             return Err(FsError::GeneralFailure);
         }
         let file = self.file.take().ok_or(FsError::GeneralFailure)?;
-        blocking(move || file.sync_all().map_err(io)).await?;
-
-        let mut tx = self.db.begin().await.map_err(db_error)?;
-        lock_user(&mut tx, self.user_id).await?;
-        let target = self.target.clone();
-        let old = blocking(move || existing_file_len(&target)).await?;
-        quota::refund(&mut tx, self.user_id, Usage::Files, old)
-            .await
-            .map_err(quota_error)?;
-        let mut first = true;
-        for &(id, bytes) in &self.reservations {
-            let r = Reservation {
-                id,
-                user_id: self.user_id,
-                bytes,
-            };
-            let actual = if first { self.written } else { 0 };
-            first = false;
-            quota::commit(&mut tx, r, actual, Usage::Files)
-                .await
-                .map_err(quota_error)?;
-        }
-        if first {
-            quota::charge(&mut tx, self.user_id, Usage::Files, self.written)
-                .await
-                .map_err(quota_error)?;
-        }
-        let (temp, target) = (self.temp.clone(), self.target.clone());
-        blocking(move || {
-            std::fs::rename(&temp, &target).map_err(io)?;
-            sync_dir(parent_of(&target)?)
+        let ino = blocking(move || {
+            file.sync_all().map_err(io)?;
+            Ok(file.metadata().map_err(io)?.ino())
         })
         .await?;
-        // The file is in place; from here on the temp name is gone whatever the database says.
+        // From here the temp file and the reservations belong to the commit task, which runs
+        // to its end even if this request is dropped (a client hanging up must not cut a
+        // commit between the database and the rename).
         self.committed = true;
-        self.reservations.clear();
-        if let Err(e) = tx.commit().await {
-            tracing::error!(path = %self.target.display(), "upload stored but usage not recorded ({e}); `tinydc quota recalc` fixes it");
-            return Err(FsError::GeneralFailure);
+        let commit = PlaceCommit {
+            journal: self.journal.clone(),
+            user_id: self.user_id,
+            root: self.root.clone(),
+            temp: self.temp.clone(),
+            target: self.target.clone(),
+            ino,
+            written: self.written,
+            reservations: std::mem::take(&mut self.reservations),
+            props_from: None,
+        };
+        tokio::spawn(commit.run()).await.unwrap_or_else(|e| {
+            tracing::error!("upload commit task failed: {e}");
+            Err(FsError::GeneralFailure)
+        })
+    }
+}
+
+/// Putting a finished temp file in place (PUT, COPY), through the journal (journal.rs).
+struct PlaceCommit {
+    journal: Arc<Journal>,
+    user_id: i64,
+    root: PathBuf,
+    temp: PathBuf,
+    target: PathBuf,
+    ino: u64,
+    /// Bytes in the temp file: the usage charged.
+    written: u64,
+    /// Quota reservations held: (id, bytes).
+    reservations: Vec<(i64, u64)>,
+    /// COPY: the dead properties of this key go to the target's key (from, to).
+    props_from: Option<(String, String)>,
+}
+
+impl PlaceCommit {
+    async fn run(self) -> FsResult<()> {
+        let result = self.commit().await;
+        if result.is_err() {
+            // Given back whatever happened: a committed reservation is already gone.
+            for &(id, bytes) in &self.reservations {
+                let r = Reservation {
+                    id,
+                    user_id: self.user_id,
+                    bytes,
+                };
+                if let Err(e) = quota::release(self.journal.db(), r).await {
+                    tracing::warn!("releasing a reservation: {e} (it expires by itself)");
+                }
+            }
         }
-        Ok(())
+        result
+    }
+
+    async fn commit(&self) -> FsResult<()> {
+        let mut guard = match self.journal.lock(self.user_id, &self.root).await {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.temp);
+                return Err(e);
+            }
+        };
+        let prepared: FsResult<_> = async {
+            let mut tx = guard.db().begin().await.map_err(db_error)?;
+            // Under the user's journal lock: the file replaced cannot change until our rename.
+            let target = self.target.clone();
+            let old = blocking(move || existing_file_len(&target)).await?;
+            quota::refund(&mut tx, self.user_id, Usage::Files, old)
+                .await
+                .map_err(quota_error)?;
+            let mut first = true;
+            for &(id, bytes) in &self.reservations {
+                let r = Reservation {
+                    id,
+                    user_id: self.user_id,
+                    bytes,
+                };
+                let actual = if first { self.written } else { 0 };
+                first = false;
+                quota::commit(&mut tx, r, actual, Usage::Files)
+                    .await
+                    .map_err(quota_error)?;
+            }
+            if first {
+                quota::charge(&mut tx, self.user_id, Usage::Files, self.written)
+                    .await
+                    .map_err(quota_error)?;
+            }
+            if let Some((from, to)) = &self.props_from {
+                props::copy_one(&mut tx, self.user_id, from, to)
+                    .await
+                    .map_err(db_error)?;
+            }
+            let step = Step::Place {
+                temp: self.temp.clone(),
+                target: self.target.clone(),
+                ino: self.ino,
+            };
+            let id = guard.record(&mut tx, &step).await?;
+            Ok((tx, id, step))
+        }
+        .await;
+        match prepared {
+            Ok((tx, id, step)) => guard.commit_and_apply(tx, id, step).await,
+            Err(e) => {
+                // Nothing committed: the old file stays, the temp file goes.
+                let _ = std::fs::remove_file(&self.temp);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -578,7 +646,11 @@ impl TinyFs {
             if existing.is_some() {
                 return Err(FsError::NotImplemented);
             }
-            // LOCK on an unmapped URL creates an empty resource (RFC 4918 section 7.3).
+            // LOCK on an unmapped URL creates an empty resource (RFC 4918 section 7.3). Under
+            // the journal lock with its done rows gone: a new file must never be taken for
+            // one an earlier DELETE's row names (inode numbers are reused).
+            let mut guard = self.journal.lock(user.id, &user.root).await?;
+            guard.settle().await?;
             let file = blocking(move || {
                 let file = std::fs::OpenOptions::new()
                     .read(true)
@@ -626,7 +698,9 @@ impl TinyFs {
         };
         Ok(Box::new(Upload {
             db: self.db.clone(),
+            journal: self.journal.clone(),
             user_id: user.id,
+            root: user.root.clone(),
             target,
             temp,
             file: Some(file),
@@ -660,66 +734,119 @@ impl TinyFs {
             let mut output = create_temp(&t)?;
             let n = std::io::copy(&mut input, &mut output).map_err(io)?;
             output.sync_all().map_err(io)?;
-            Ok(n)
+            Ok((n, output.metadata().map_err(io)?.ino()))
         })
         .await;
-        let result = match copied {
-            Ok(n) => self.commit_copy(user, reservation, n, &temp, &dst, from, to).await,
+        let (n, ino) = match copied {
+            Ok(v) => v,
             Err(e) => {
+                let _ = std::fs::remove_file(&temp);
                 let _ = quota::release(&self.db, reservation).await;
-                Err(e)
+                return Err(e);
             }
         };
-        if result.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        result
+        let commit = PlaceCommit {
+            journal: self.journal.clone(),
+            user_id: user.id,
+            root: user.root.clone(),
+            temp,
+            target: dst,
+            ino,
+            written: n,
+            reservations: vec![(reservation.id, reservation.bytes)],
+            props_from: Some((paths::key(from), paths::key(to))),
+        };
+        tokio::spawn(commit.run()).await.unwrap_or_else(|e| {
+            tracing::error!("copy commit task failed: {e}");
+            Err(FsError::GeneralFailure)
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn commit_copy(
-        &self,
-        user: &User,
-        reservation: Reservation,
-        n: u64,
-        temp: &Path,
-        dst: &Path,
-        from: &DavPath,
-        to: &DavPath,
-    ) -> FsResult<()> {
-        let reservation_id = reservation.id;
-        let result: FsResult<()> = async {
-            let mut tx = self.db.begin().await.map_err(db_error)?;
-            lock_user(&mut tx, user.id).await?;
-            let d = dst.to_path_buf();
-            let old = blocking(move || existing_file_len(&d)).await?;
-            quota::refund(&mut tx, user.id, Usage::Files, old)
-                .await
-                .map_err(quota_error)?;
-            quota::commit(&mut tx, reservation, n, Usage::Files)
-                .await
-                .map_err(quota_error)?;
-            props::copy_one(&mut tx, user.id, &paths::key(from), &paths::key(to))
-                .await
-                .map_err(db_error)?;
-            let (t, d) = (temp.to_path_buf(), dst.to_path_buf());
-            blocking(move || {
-                std::fs::rename(&t, &d).map_err(io)?;
-                sync_dir(parent_of(&d)?)
+    /// DELETE of a file: refund and unlink, through the journal (journal.rs).
+    async fn do_remove_file(&self, path: &DavPath, user: &User) -> FsResult<()> {
+        let target = paths::resolve(&user.root, path)?;
+        let (journal, user, key) = (self.journal.clone(), user.clone(), paths::key(path));
+        // A task of its own: a dropped request must not cut between commit and unlink.
+        let task = async move {
+            let mut guard = journal.lock(user.id, &user.root).await?;
+            let t = target.clone();
+            let (len, ino) = blocking(move || {
+                let m = stat(&t)?;
+                if !m.0.is_file() {
+                    return Err(FsError::Forbidden);
+                }
+                Ok((m.0.len(), m.0.ino()))
             })
             .await?;
-            tx.commit().await.map_err(db_error)
+            let mut tx = guard.db().begin().await.map_err(db_error)?;
+            // DELETE refunds (DESIGN.md "Quota").
+            quota::refund(&mut tx, user.id, Usage::Files, len)
+                .await
+                .map_err(quota_error)?;
+            props::delete_tree(&mut tx, user.id, &key).await.map_err(db_error)?;
+            let step = Step::Delete { target, ino };
+            let id = guard.record(&mut tx, &step).await?;
+            guard.commit_and_apply(tx, id, step).await
+        };
+        tokio::spawn(task).await.unwrap_or_else(|e| {
+            tracing::error!("delete task failed: {e}");
+            Err(FsError::GeneralFailure)
+        })
+    }
+
+    /// MOVE: refund a replaced file, move the dead properties, rename, through the journal.
+    async fn do_rename(&self, from: &DavPath, to: &DavPath, user: &User) -> FsResult<()> {
+        let src = paths::resolve(&user.root, from)?;
+        let dst = paths::resolve(&user.root, to)?;
+        if src == user.root || dst == user.root {
+            return Err(FsError::Forbidden);
         }
-        .await;
-        if result.is_err() {
-            let r = Reservation {
-                id: reservation_id,
-                user_id: user.id,
-                bytes: 0,
+        let (journal, user) = (self.journal.clone(), user.clone());
+        let (from_key, to_key) = (paths::key(from), paths::key(to));
+        let task = async move {
+            let mut guard = journal.lock(user.id, &user.root).await?;
+            let (s, d) = (src.clone(), dst.clone());
+            // Everything that would make the rename fail is checked before the commit.
+            let (ino, replaced) = blocking(move || {
+                let m = s.symlink_metadata().map_err(io)?;
+                if !m.is_file() && !m.is_dir() {
+                    return Err(FsError::NotFound);
+                }
+                if m.is_dir() && d.starts_with(&s) {
+                    return Err(FsError::Forbidden);
+                }
+                if !parent_of(&d)?.symlink_metadata().is_ok_and(|p| p.is_dir()) {
+                    return Err(FsError::NotFound);
+                }
+                let replaced = match d.symlink_metadata() {
+                    Ok(dm) if dm.is_file() && m.is_file() => dm.len(),
+                    Ok(dm) if dm.ino() == m.ino() => 0,
+                    Ok(_) => return Err(FsError::Exists),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                    Err(e) => return Err(io(e)),
+                };
+                Ok((m.ino(), replaced))
+            })
+            .await?;
+            let mut tx = guard.db().begin().await.map_err(db_error)?;
+            quota::refund(&mut tx, user.id, Usage::Files, replaced)
+                .await
+                .map_err(quota_error)?;
+            props::move_tree(&mut tx, user.id, &from_key, &to_key)
+                .await
+                .map_err(db_error)?;
+            let step = Step::Move {
+                from: src,
+                to: dst,
+                ino,
             };
-            let _ = quota::release(&self.db, r).await;
-        }
-        result
+            let id = guard.record(&mut tx, &step).await?;
+            guard.commit_and_apply(tx, id, step).await
+        };
+        tokio::spawn(task).await.unwrap_or_else(|e| {
+            tracing::error!("move task failed: {e}");
+            Err(FsError::GeneralFailure)
+        })
     }
 }
 
@@ -877,63 +1004,11 @@ impl GuardedFileSystem<User> for TinyFs {
     }
 
     fn remove_file<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
-        async move {
-            let target = paths::resolve(&user.root, path)?;
-            let mut tx = self.db.begin().await.map_err(db_error)?;
-            lock_user(&mut tx, user.id).await?;
-            let len = blocking(move || {
-                let m = stat(&target)?;
-                if !m.0.is_file() {
-                    return Err(FsError::Forbidden);
-                }
-                std::fs::remove_file(&target).map_err(io)?;
-                sync_dir(parent_of(&target)?)?;
-                Ok(m.0.len())
-            })
-            .await?;
-            // DELETE refunds (DESIGN.md "Quota").
-            quota::refund(&mut tx, user.id, Usage::Files, len)
-                .await
-                .map_err(quota_error)?;
-            props::delete_tree(&mut tx, user.id, &paths::key(path))
-                .await
-                .map_err(db_error)?;
-            tx.commit().await.map_err(db_error)
-        }
-        .boxed()
+        async move { self.do_remove_file(path, user).await }.boxed()
     }
 
     fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
-        async move {
-            let src = paths::resolve(&user.root, from)?;
-            let dst = paths::resolve(&user.root, to)?;
-            if src == user.root || dst == user.root {
-                return Err(FsError::Forbidden);
-            }
-            let mut tx = self.db.begin().await.map_err(db_error)?;
-            lock_user(&mut tx, user.id).await?;
-            let replaced = blocking(move || {
-                let replaced = match dst.symlink_metadata() {
-                    Ok(m) if m.is_file() => m.len(),
-                    _ => 0,
-                };
-                std::fs::rename(&src, &dst).map_err(io)?;
-                sync_dir(parent_of(&dst)?)?;
-                if parent_of(&src)? != parent_of(&dst)? {
-                    sync_dir(parent_of(&src)?)?;
-                }
-                Ok(replaced)
-            })
-            .await?;
-            quota::refund(&mut tx, user.id, Usage::Files, replaced)
-                .await
-                .map_err(quota_error)?;
-            props::move_tree(&mut tx, user.id, &paths::key(from), &paths::key(to))
-                .await
-                .map_err(db_error)?;
-            tx.commit().await.map_err(db_error)
-        }
-        .boxed()
+        async move { self.do_rename(from, to, user).await }.boxed()
     }
 
     fn copy<'a>(&'a self, from: &'a DavPath, to: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
@@ -1007,7 +1082,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sweep_removes_only_old_upload_temp_files() {
+    fn the_sweep_removes_only_temp_files_older_than_the_start() {
         let dir = tempfile::tempdir().unwrap();
         let user = dir.path().join("alice@example.test/sub");
         std::fs::create_dir_all(&user).unwrap();
@@ -1026,7 +1101,8 @@ mod tests {
                 .set_modified(two_hours_ago)
                 .unwrap();
         }
-        assert_eq!(sweep_stale_uploads(dir.path(), STALE_UPLOAD_AGE), 1);
+        let started = SystemTime::now() - std::time::Duration::from_secs(60);
+        assert_eq!(sweep_stale_uploads(dir.path(), started), 1);
         assert!(!old.exists() && fresh.exists() && kept.exists());
     }
 }

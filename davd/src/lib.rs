@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod autoconfig;
 pub mod fs;
+pub mod journal;
 pub mod locks;
 pub mod paths;
 pub mod props;

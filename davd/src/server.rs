@@ -36,6 +36,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::{CHALLENGE, parse_basic};
 use crate::autoconfig;
 use crate::fs::{TinyFs, User};
+use crate::journal::Journal;
 use crate::locks::PgLocks;
 
 /// How long a client may take to send its request headers, and to finish the TLS handshake.
@@ -59,6 +60,7 @@ pub struct Server {
 
 struct App {
     context: Arc<Context>,
+    journal: Arc<Journal>,
 }
 
 impl Server {
@@ -102,11 +104,17 @@ impl Server {
     /// Serve until `shutdown`.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let max = self.context.config.dav.max_connections as usize;
+        let started = std::time::SystemTime::now();
+        let files_dir = self.context.config.files_dir();
+        let journal = Arc::new(Journal::new(self.context.db.clone(), files_dir.clone()));
+        // Before serving: finish file operations a crash interrupted (journal.rs), so usage
+        // matches every tree; only then may the sweep remove old temp files.
+        journal.recover_all().await?;
         let app = Arc::new(App {
             context: self.context.clone(),
+            journal,
         });
-        let files_dir = self.context.config.files_dir();
-        tokio::task::spawn_blocking(move || crate::fs::sweep_stale_uploads(&files_dir, crate::fs::STALE_UPLOAD_AGE));
+        tokio::task::spawn_blocking(move || crate::fs::sweep_stale_uploads(&files_dir, started));
         let mut tasks = tokio::task::JoinSet::new();
         if let Some((listener, acceptor)) = self.https {
             tracing::info!("listening on {} (webdav https)", listener.local_addr()?);
@@ -377,6 +385,14 @@ impl App {
             Ok(user) => user,
             Err(res) => return res,
         };
+        // A file operation of this user that a crash or an I/O error interrupted is finished
+        // before anything of theirs is served (journal.rs).
+        if self.journal.ready(user.id, &user.root).await.is_err() {
+            return simple(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable; try again later\n",
+            );
+        }
 
         if method.as_str() == "PATCH" {
             // sabredav partial updates are not implemented (and not advertised).
@@ -425,7 +441,7 @@ impl App {
                     return simple(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
                 }
             };
-            let mut fs = TinyFs::new(db.clone());
+            let mut fs = TinyFs::new(db.clone(), self.journal.clone());
             if body.windows(6).any(|w| w == b"quota-") {
                 match account_usage(&db, user.id).await {
                     Ok(used) => fs = fs.with_account_usage(used),
@@ -435,7 +451,7 @@ impl App {
             let req = Request::from_parts(parts, http_body_util::Full::new(body));
             return build(fs).handle_guarded(req, user.address.clone(), user.clone()).await;
         }
-        let handler = build(TinyFs::new(db.clone()));
+        let handler = build(TinyFs::new(db.clone(), self.journal.clone()));
         if method.as_str() == "PROPPATCH" {
             return self.proppatch(req, handler, user, &path, &prefix).await;
         }
@@ -510,7 +526,7 @@ impl App {
                 Ok(p)
             });
             let applied = match path {
-                Ok(p) => TinyFs::new(self.context.db.clone())
+                Ok(p) => TinyFs::new(self.context.db.clone(), self.journal.clone())
                     .apply_win32(&p, &user, sets)
                     .await
                     .map_err(|e| format!("{e:?}")),

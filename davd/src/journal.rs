@@ -1,0 +1,473 @@
+//! The intent journal: file usage and the file tree agree across a crash (DESIGN.md
+//! "Durability": "never ... usage that disagrees with what is stored").
+//!
+//! A quota change and the file system step it pays for cannot be one atomic act: the step
+//! (rename or unlink) is not in the database. So every PUT, COPY, DELETE and MOVE:
+//! 1. takes the user's journal lock (davd's file writes of one user run one at a time, so the
+//!    size of a file being replaced cannot change under it);
+//! 2. in one transaction charges/refunds the quota and inserts a `dav_journal` row naming the
+//!    step (and removes the rows of earlier steps of this user, which are known to be done);
+//! 3. commits, does the step and fsyncs the folder.
+//!
+//! The row is deleted lazily, by the user's next journaled transaction (no extra database
+//! commit, so no extra fsync, on the normal path). A crash leaves at most the last row of a
+//! user, and [`Journal::recover_all`] (at start, before serving) finishes it: a temp file still
+//! there is renamed into place, a file still there is unlinked or moved; a step that already
+//! happened (told by the inode number it recorded) just loses its row. If a step can be
+//! neither found done nor redone (e.g. a temp file lost by a power cut before its folder entry
+//! reached the disk), the user's file usage is recounted from the tree. Either way, once
+//! recovery has run, usage equals `shared::quota::tree_bytes` of the tree.
+//!
+//! Assumes one davd per data directory (the lock is in this process).
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use dav_server::fs::{FsError, FsResult};
+use shared::events::{self, Event};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tokio::sync::OwnedMutexGuard;
+
+/// The one file system step a journaled operation does after its transaction commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Rename the fsynced temp file `temp` (inode `ino`) over `target` (PUT, COPY).
+    Place { temp: PathBuf, target: PathBuf, ino: u64 },
+    /// Unlink the file `target` (inode `ino`) (DELETE).
+    Delete { target: PathBuf, ino: u64 },
+    /// Rename `from` (inode `ino`, a file or a folder) to `to` (MOVE).
+    Move { from: PathBuf, to: PathBuf, ino: u64 },
+}
+
+/// What replaying a leftover step found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replayed {
+    /// The step had happened before the crash.
+    AlreadyDone,
+    /// The step had not happened; it has been done now.
+    Finished,
+    /// Neither: what the step needed is gone. Usage is recounted from the tree.
+    Lost,
+}
+
+impl Step {
+    fn op(&self) -> &'static str {
+        match self {
+            Step::Place { .. } => "place",
+            Step::Delete { .. } => "delete",
+            Step::Move { .. } => "move",
+        }
+    }
+
+    fn ino(&self) -> u64 {
+        match self {
+            Step::Place { ino, .. } | Step::Delete { ino, .. } | Step::Move { ino, .. } => *ino,
+        }
+    }
+
+    /// (path, source) as stored: relative to the user's root.
+    fn stored(&self, root: &Path) -> FsResult<(Vec<u8>, Option<Vec<u8>>)> {
+        let rel = |p: &Path| -> FsResult<Vec<u8>> {
+            let r = p.strip_prefix(root).map_err(|_| FsError::Forbidden)?;
+            Ok(r.as_os_str().as_bytes().to_vec())
+        };
+        Ok(match self {
+            Step::Place { temp, target, .. } => (rel(target)?, Some(rel(temp)?)),
+            Step::Delete { target, .. } => (rel(target)?, None),
+            Step::Move { from, to, .. } => (rel(to)?, Some(rel(from)?)),
+        })
+    }
+
+    fn from_stored(root: &Path, op: &str, path: &[u8], source: Option<&[u8]>, ino: i64) -> Option<Step> {
+        let abs = |b: &[u8]| {
+            let rel = Path::new(std::ffi::OsStr::from_bytes(b));
+            // Stored by us, but a row is still input: nothing absolute or with `..`.
+            rel.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+                .then(|| root.join(rel))
+        };
+        let ino = ino as u64;
+        match (op, source) {
+            ("place", Some(s)) => Some(Step::Place {
+                temp: abs(s)?,
+                target: abs(path)?,
+                ino,
+            }),
+            ("delete", None) => Some(Step::Delete {
+                target: abs(path)?,
+                ino,
+            }),
+            ("move", Some(s)) => Some(Step::Move {
+                from: abs(s)?,
+                to: abs(path)?,
+                ino,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Do the step and make it durable.
+    fn apply(&self) -> std::io::Result<()> {
+        match self {
+            Step::Place { temp, target, .. } => {
+                std::fs::rename(temp, target)?;
+                sync_dir(target)
+            }
+            Step::Delete { target, .. } => {
+                std::fs::remove_file(target)?;
+                sync_dir(target)
+            }
+            Step::Move { from, to, .. } => {
+                std::fs::rename(from, to)?;
+                sync_dir(to)?;
+                if from.parent() != to.parent() {
+                    sync_dir(from)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Finish the step if it had not happened (idempotent).
+    pub fn replay(&self) -> std::io::Result<Replayed> {
+        let has = |p: &Path, file_only: bool| {
+            p.symlink_metadata()
+                .is_ok_and(|m| m.ino() == self.ino() && (m.is_file() || (!file_only && m.is_dir())))
+        };
+        match self {
+            Step::Place { temp, target, .. } => {
+                if temp.symlink_metadata().is_ok_and(|m| m.is_file()) {
+                    self.apply()?;
+                    Ok(Replayed::Finished)
+                } else if has(target, true) {
+                    Ok(Replayed::AlreadyDone)
+                } else {
+                    Ok(Replayed::Lost)
+                }
+            }
+            Step::Delete { target, .. } => {
+                if has(target, true) {
+                    self.apply()?;
+                    Ok(Replayed::Finished)
+                } else {
+                    Ok(Replayed::AlreadyDone)
+                }
+            }
+            Step::Move { from, to, .. } => {
+                if has(from, false) {
+                    self.apply()?;
+                    Ok(Replayed::Finished)
+                } else if has(to, false) {
+                    Ok(Replayed::AlreadyDone)
+                } else {
+                    Ok(Replayed::Lost)
+                }
+            }
+        }
+    }
+}
+
+/// fsync the folder holding `path`, so a rename or unlink in it survives a power cut.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = path.parent().ok_or(std::io::ErrorKind::InvalidInput)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// A `dav_journal` row: id, op, path, source, ino.
+type Row = (i64, String, Vec<u8>, Option<Vec<u8>>, i64);
+
+/// Per-user journal state, behind the user's lock.
+#[derive(Debug, Default)]
+struct UserLog {
+    /// Rows whose step is done; deleted by the user's next journaled transaction.
+    done: Vec<i64>,
+}
+
+/// The journal of all users of this davd.
+#[derive(Debug)]
+pub struct Journal {
+    db: PgPool,
+    files_dir: PathBuf,
+    users: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<UserLog>>>>,
+    /// Users with a row whose step may not be done: replayed before their next request.
+    dirty: Mutex<HashSet<i64>>,
+}
+
+/// Test hook: simulate a crash at a point of an operation (see [`crash_at`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// The transaction (quota + journal row) committed; the file system step is not done.
+    AfterCommit,
+}
+
+static CRASH_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static CRASHES: Mutex<Vec<(PathBuf, CrashPoint)>> = Mutex::new(Vec::new());
+
+/// Test hook: the next journaled operation in the user tree `root` stops dead at `point`, as
+/// if the process had died there (its client gets an error; nothing is cleaned up). A restart
+/// of davd then has to recover. (Keyed by the tree, which is unique per test environment.)
+#[doc(hidden)]
+pub fn crash_at(root: &Path, point: CrashPoint) {
+    CRASHES
+        .lock()
+        .expect("crash hook lock")
+        .push((root.to_path_buf(), point));
+    CRASH_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn crashes_here(root: &Path, point: CrashPoint) -> bool {
+    if !CRASH_ARMED.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    let mut crashes = CRASHES.lock().expect("crash hook lock");
+    match crashes.iter().position(|c| c.0 == root && c.1 == point) {
+        Some(i) => {
+            crashes.remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+fn db_error(e: sqlx::Error) -> FsError {
+    tracing::error!("database: {e}");
+    FsError::GeneralFailure
+}
+
+impl Journal {
+    pub fn new(db: PgPool, files_dir: PathBuf) -> Journal {
+        Journal {
+            db,
+            files_dir,
+            users: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn db(&self) -> &PgPool {
+        &self.db
+    }
+
+    fn root_of(&self, address: &str) -> PathBuf {
+        self.files_dir.join(address)
+    }
+
+    fn is_dirty(&self, user_id: i64) -> bool {
+        self.dirty.lock().expect("journal dirty lock").contains(&user_id)
+    }
+
+    fn set_dirty(&self, user_id: i64, dirty: bool) {
+        let mut set = self.dirty.lock().expect("journal dirty lock");
+        if dirty {
+            set.insert(user_id);
+        } else {
+            set.remove(&user_id);
+        }
+    }
+
+    /// Take `user_id`'s journal lock, finishing leftover steps first when there may be any.
+    pub async fn lock(self: &Arc<Self>, user_id: i64, root: &Path) -> FsResult<UserGuard> {
+        let log = self
+            .users
+            .lock()
+            .expect("journal users lock")
+            .entry(user_id)
+            .or_default()
+            .clone();
+        let mut guard = UserGuard {
+            journal: self.clone(),
+            user_id,
+            root: root.to_path_buf(),
+            log: log.lock_owned().await,
+            clearing: 0,
+        };
+        if self.is_dirty(user_id) {
+            guard.recover().await.map_err(|e| {
+                tracing::error!(user_id, "journal recovery: {e}");
+                FsError::GeneralFailure
+            })?;
+        }
+        Ok(guard)
+    }
+
+    /// Before serving `user_id`: make sure no step of theirs is left unfinished.
+    pub async fn ready(self: &Arc<Self>, user_id: i64, root: &Path) -> FsResult<()> {
+        if self.is_dirty(user_id) {
+            self.lock(user_id, root).await?;
+        }
+        Ok(())
+    }
+
+    /// At start, before serving: finish every user's leftover steps. A user whose recovery
+    /// fails is retried before their next request.
+    pub async fn recover_all(self: &Arc<Self>) -> anyhow::Result<()> {
+        let users: Vec<(i64, String)> =
+            sqlx::query_as("SELECT DISTINCT u.id, u.address FROM dav_journal j JOIN users u ON u.id = j.user_id")
+                .fetch_all(&self.db)
+                .await?;
+        for (user_id, address) in users {
+            self.set_dirty(user_id, true);
+            let root = self.root_of(&address);
+            if let Err(e) = self.lock(user_id, &root).await {
+                tracing::error!(address, "cannot finish interrupted file operations yet: {e:?}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A user's journal lock: held from before the transaction until the step is done.
+pub struct UserGuard {
+    journal: Arc<Journal>,
+    user_id: i64,
+    root: PathBuf,
+    log: OwnedMutexGuard<UserLog>,
+    /// How many of `log.done` the open transaction deletes.
+    clearing: usize,
+}
+
+impl UserGuard {
+    pub fn db(&self) -> &PgPool {
+        &self.journal.db
+    }
+
+    /// In the operation's transaction: record `step` (and forget rows known done). Returns
+    /// the row id for [`UserGuard::commit_and_apply`].
+    pub async fn record(&mut self, conn: &mut PgConnection, step: &Step) -> FsResult<i64> {
+        let (path, source) = step.stored(&self.root)?;
+        self.clearing = self.log.done.len();
+        // A data-modifying WITH runs whether or not it is referenced: one round trip.
+        let id: i64 = sqlx::query_scalar(
+            "WITH done AS (DELETE FROM dav_journal WHERE id = ANY($1))
+             INSERT INTO dav_journal (user_id, op, path, source, ino) VALUES ($2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&self.log.done)
+        .bind(self.user_id)
+        .bind(step.op())
+        .bind(path)
+        .bind(source)
+        .bind(step.ino() as i64)
+        .fetch_one(conn)
+        .await
+        .map_err(db_error)?;
+        Ok(id)
+    }
+
+    /// Forget the rows known done (before a file system change that is not journaled).
+    pub async fn settle(&mut self) -> FsResult<()> {
+        if self.log.done.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM dav_journal WHERE id = ANY($1)")
+            .bind(&self.log.done)
+            .execute(&self.journal.db)
+            .await
+            .map_err(db_error)?;
+        self.log.done.clear();
+        Ok(())
+    }
+
+    /// Commit the operation's transaction, then do its step. On failure the user is marked
+    /// for recovery, which is tried at once (so usage matches the tree again).
+    pub async fn commit_and_apply(mut self, tx: Transaction<'static, Postgres>, id: i64, step: Step) -> FsResult<()> {
+        if let Err(e) = tx.commit().await {
+            // Committed or not? The recovery reads the journal and knows.
+            tracing::error!(?step, "journaled commit failed: {e}");
+            self.journal.set_dirty(self.user_id, true);
+            if self.recover().await.is_ok()
+                && let Step::Place { temp, .. } = &step
+            {
+                // The row was not there (else the temp would have been placed): not committed.
+                let _ = std::fs::remove_file(temp);
+            }
+            return Err(FsError::GeneralFailure);
+        }
+        let cleared = self.clearing;
+        self.log.done.drain(..cleared);
+        self.clearing = 0;
+        if crashes_here(&self.root, CrashPoint::AfterCommit) {
+            tracing::warn!(?step, "test hook: crash after commit");
+            return Err(FsError::GeneralFailure);
+        }
+        let s = step.clone();
+        match tokio::task::spawn_blocking(move || s.apply()).await {
+            Ok(Ok(())) => {
+                self.log.done.push(id);
+                Ok(())
+            }
+            outcome => {
+                tracing::error!(?step, "file step after commit failed: {outcome:?}");
+                self.journal.set_dirty(self.user_id, true);
+                if let Err(e) = self.recover().await {
+                    tracing::error!(user_id = self.user_id, "journal recovery: {e}");
+                }
+                Err(FsError::GeneralFailure)
+            }
+        }
+    }
+
+    /// Finish or settle every row of this user; recount usage if a step was lost.
+    async fn recover(&mut self) -> anyhow::Result<()> {
+        let db = self.journal.db.clone();
+        let rows: Vec<Row> =
+            sqlx::query_as("SELECT id, op, path, source, ino FROM dav_journal WHERE user_id = $1 ORDER BY id")
+                .bind(self.user_id)
+                .fetch_all(&db)
+                .await?;
+        let mut recount = false;
+        let mut ids = Vec::with_capacity(rows.len());
+        for (id, op, path, source, ino) in rows {
+            ids.push(id);
+            let Some(step) = Step::from_stored(&self.root, &op, &path, source.as_deref(), ino) else {
+                tracing::error!(id, op, "unreadable journal row; recounting usage");
+                recount = true;
+                continue;
+            };
+            let s = step.clone();
+            let outcome = tokio::task::spawn_blocking(move || s.replay()).await?;
+            match outcome {
+                Ok(Replayed::AlreadyDone) => tracing::debug!(?step, "journal: step was done"),
+                Ok(Replayed::Finished) => tracing::info!(?step, "journal: finished an interrupted step"),
+                Ok(Replayed::Lost) => {
+                    tracing::warn!(?step, "journal: interrupted step cannot be finished; recounting usage");
+                    recount = true;
+                }
+                Err(e) => {
+                    // Give up on it (it is retried forever otherwise): drop a temp file, recount.
+                    tracing::error!(
+                        ?step,
+                        "journal: cannot finish an interrupted step ({e}); recounting usage"
+                    );
+                    if let Step::Place { temp, .. } = &step {
+                        let _ = std::fs::remove_file(temp);
+                    }
+                    recount = true;
+                }
+            }
+        }
+        let mut tx = db.begin().await?;
+        sqlx::query("DELETE FROM dav_journal WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        if recount {
+            let root = self.root.clone();
+            let bytes = tokio::task::spawn_blocking(move || shared::quota::tree_bytes(&root)).await?;
+            sqlx::query("UPDATE users SET file_bytes = $2 WHERE id = $1")
+                .bind(self.user_id)
+                .bind(bytes as i64)
+                .execute(&mut *tx)
+                .await?;
+            events::notify(&mut tx, &Event::Quota { user_id: self.user_id }).await?;
+            tracing::info!(user_id = self.user_id, bytes, "file usage recounted");
+        }
+        tx.commit().await?;
+        self.log.done.clear();
+        self.journal.set_dirty(self.user_id, false);
+        Ok(())
+    }
+}
