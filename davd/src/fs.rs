@@ -508,20 +508,20 @@ impl PlaceCommit {
             quota::refund(&mut tx, self.user_id, Usage::Files, old)
                 .await
                 .map_err(quota_error)?;
-            let mut first = true;
-            for &(id, bytes) in &self.reservations {
+            // The whole size is charged on the first reservation, after the others are gone:
+            // while they are live they count against the room the charge is checked with.
+            for (i, &(id, bytes)) in self.reservations.iter().enumerate().rev() {
                 let r = Reservation {
                     id,
                     user_id: self.user_id,
                     bytes,
                 };
-                let actual = if first { self.written } else { 0 };
-                first = false;
+                let actual = if i == 0 { self.written } else { 0 };
                 quota::commit(&mut tx, r, actual, Usage::Files)
                     .await
                     .map_err(quota_error)?;
             }
-            if first {
+            if self.reservations.is_empty() {
                 quota::charge(&mut tx, self.user_id, Usage::Files, self.written)
                     .await
                     .map_err(quota_error)?;
@@ -668,35 +668,12 @@ impl TinyFs {
             return Ok(Box::new(ReadFile { file: Some(file) }));
         }
         let replaces = existing.map(|m| m.len()).unwrap_or(0);
-        let mut reservations = Vec::new();
-        // DESIGN.md "Quota": reserve the announced size before the first byte (507 if it cannot fit).
-        if let Some(size) = options.size {
-            let need = size.saturating_sub(replaces);
-            if need > 0 {
-                let r = quota::reserve(&self.db, user.id, need).await.map_err(quota_error)?;
-                reservations.push((r.id, r.bytes));
-            }
-        }
         let temp = temp_path_beside(&target)?;
         let t = temp.clone();
-        let file = match blocking(move || create_temp(&t)).await {
-            Ok(f) => f,
-            Err(e) => {
-                for (id, bytes) in reservations {
-                    let _ = quota::release(
-                        &self.db,
-                        Reservation {
-                            id,
-                            user_id: user.id,
-                            bytes,
-                        },
-                    )
-                    .await;
-                }
-                return Err(e);
-            }
-        };
-        Ok(Box::new(Upload {
+        let file = blocking(move || create_temp(&t)).await?;
+        // The upload owns its temp file and reservations from here: dropped at any point
+        // (a refusal, a client gone), it removes the one and gives the others back.
+        let mut upload = Box::new(Upload {
             db: self.db.clone(),
             journal: self.journal.clone(),
             user_id: user.id,
@@ -708,9 +685,18 @@ impl TinyFs {
             expected: options.size,
             written: 0,
             replaces,
-            reservations,
+            reservations: Vec::new(),
             committed: false,
-        }))
+        });
+        // DESIGN.md "Quota": reserve the announced size before the first byte (507 if it cannot fit).
+        if let Some(size) = options.size {
+            let need = size.saturating_sub(replaces);
+            if need > 0 {
+                let r = quota::reserve(&self.db, user.id, need).await.map_err(quota_error)?;
+                upload.reservations.push((r.id, r.bytes));
+            }
+        }
+        Ok(upload)
     }
 
     async fn do_copy(&self, from: &DavPath, to: &DavPath, user: &User) -> FsResult<()> {

@@ -159,3 +159,24 @@ async fn quota_is_enforced_and_reported() {
     // What is stored agrees with the recorded usage.
     assert_eq!(shared::quota::tree_bytes(&dav.files_dir(ALICE)), 60_000);
 }
+
+/// A body of unknown length grows its reservation in steps (64 MiB); an upload that fits must
+/// be committed even when its steps together reserved more than the room left after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_upload_that_fits_is_not_refused_at_commit() {
+    let dav = Dav::start(Some(130 << 20)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let body = file(&tmp, "hundred", 100 << 20);
+    let r = dav
+        .curl(
+            ALICE,
+            &["-T", &body, "-H", "Transfer-Encoding: chunked", &dav.url("/h.bin")],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(file_bytes(&dav, ALICE).await, 100 << 20);
+    assert_eq!(shared::quota::tree_bytes(&dav.files_dir(ALICE)), 100 << 20);
+    let user = shared::accounts::get_user(&dav.env.context.db, ALICE).await.unwrap();
+    let info = shared::quota::info(&dav.env.context.db, user.id).await.unwrap();
+    assert_eq!(info.reserved_bytes, 0, "no reservation left");
+}
