@@ -1,40 +1,12 @@
-//! `tinydc bench`: figures anyone can rerun, measured on a throwaway data directory with full
-//! durability (fsync on, as in production). Nothing here touches an existing install.
+//! `tinydc bench store`: deliveries straight through the shared mail store (no daemon, no
+//! socket), from several writers at once, as smtpd and imapd do.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Subcommand;
 use shared::Config;
 use shared::mailstore::DeliveryTarget;
 use shared::pg::{Durability, PrivateCluster};
-
-#[derive(Subcommand)]
-pub enum BenchCommand {
-    /// Deliver messages through the shared mail store (blob fsync + one transaction each),
-    /// from several writers at once, as smtpd and imapd do.
-    Store {
-        /// Messages to deliver.
-        #[arg(long, default_value_t = 2000)]
-        messages: usize,
-        /// Writers delivering at the same time.
-        #[arg(long, default_value_t = 8)]
-        writers: usize,
-        /// Size of each message in bytes.
-        #[arg(long, default_value_t = 4096)]
-        size: usize,
-    },
-}
-
-pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Store {
-            messages,
-            writers,
-            size,
-        } => store(messages, writers.max(1), size).await,
-    }
-}
 
 fn message(n: usize, size: usize) -> Vec<u8> {
     let mut raw = format!(
@@ -58,7 +30,7 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn store(messages: usize, writers: usize, size: usize) -> anyhow::Result<()> {
+pub(super) async fn store(messages: usize, writers: usize, size: usize) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("tinydc-bench-").tempdir_in("/tmp")?;
     {
         use std::os::unix::fs::PermissionsExt;

@@ -1,0 +1,299 @@
+//! A throwaway install for the daemon benchmarks: a data directory in /tmp with a private
+//! PostgreSQL cluster at full durability, a self-signed certificate, a config with free
+//! 127.0.0.1 ports and the per-IP / per-user rate limits raised (the defaults would throttle a
+//! benchmark), three users, and the real daemon binaries started as `tinydc up` starts them.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use shared::Config;
+use shared::config::CONFIG_FILE;
+use shared::pg::{Durability, PrivateCluster};
+use tokio::process::{Child, Command};
+
+pub const DOMAIN: &str = "example.test";
+pub const PASSWORD: &str = "bench password 1";
+/// Receives the SMTP deliveries.
+pub const SMTP_USER: &str = "alice@example.test";
+/// Appends and downloads headers over IMAP.
+pub const IMAP_USER: &str = "bob@example.test";
+/// Owns the WebDAV files.
+pub const DAV_USER: &str = "carol@example.test";
+
+const DAEMONS: [&str; 3] = ["tinydc-smtpd", "tinydc-imapd", "tinydc-davd"];
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+pub struct Daemon {
+    pub name: &'static str,
+    pub pid: u32,
+    child: Child,
+}
+
+pub struct Suite {
+    /// `None` once kept (`--keep`).
+    dir: Option<tempfile::TempDir>,
+    pub data: PathBuf,
+    pub config: Config,
+    cluster: PrivateCluster,
+    pub daemons: Vec<Daemon>,
+}
+
+impl Suite {
+    pub async fn start(keep: bool) -> anyhow::Result<Suite> {
+        let binaries = find_daemons()?;
+        let dir = tempfile::Builder::new().prefix("tinydc-bench-").tempdir_in("/tmp")?;
+        {
+            // The private cluster runs as the postgres user when we are root: it must enter here.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        }
+        let data = dir.path().to_path_buf();
+        std::fs::write(data.join(CONFIG_FILE), config_text()?)?;
+        let config = Config::load(&data)?;
+        for d in [config.blobs_dir(), config.files_dir(), data.join("logs")] {
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        shared::tls::generate_self_signed(&["localhost".to_string()], &config.tls.cert_file, &config.tls.key_file)?;
+        let cluster = PrivateCluster::new(&config.pg_dir())?;
+        cluster.init(Durability::Full)?;
+        let mut suite = Suite {
+            dir: Some(dir),
+            data,
+            config,
+            cluster,
+            daemons: Vec::new(),
+        };
+        if keep {
+            let dir = suite.dir.take().expect("just made");
+            let path = dir.keep();
+            eprintln!("bench: keeping {}", path.display());
+        }
+        if let Err(e) = suite.populate_and_spawn(&binaries).await {
+            let _ = suite.stop().await;
+            return Err(e);
+        }
+        Ok(suite)
+    }
+
+    async fn populate_and_spawn(&mut self, binaries: &[PathBuf]) -> anyhow::Result<()> {
+        // Schema and users first, so three daemons do not race to migrate an empty database.
+        let db = shared::db::connect(&self.config, Duration::from_secs(30)).await?;
+        shared::accounts::add_domain(&db, DOMAIN).await?;
+        for user in [SMTP_USER, IMAP_USER, DAV_USER] {
+            shared::accounts::add_user(&db, user, PASSWORD, None).await?;
+        }
+        db.close().await;
+
+        for (name, binary) in DAEMONS.iter().zip(binaries) {
+            let log = std::fs::File::create(self.log_path(name))?;
+            let child = Command::new(binary)
+                .arg("--data")
+                .arg(&self.data)
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .process_group(0)
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            let pid = child.id().context("the daemon has no pid")?;
+            self.daemons.push(Daemon { name, pid, child });
+        }
+        let c = &self.config;
+        let ports = [
+            ("tinydc-smtpd", c.smtp.mx_listen),
+            ("tinydc-imapd", c.imap.listen),
+            ("tinydc-davd", c.dav.https_listen),
+        ];
+        let started = Instant::now();
+        for (name, addr) in ports {
+            let addr = addr.context("a listener is off in the bench config")?;
+            loop {
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    break;
+                }
+                let mut exited = None;
+                for d in &mut self.daemons {
+                    if let Some(status) = d.child.try_wait()? {
+                        exited = Some((d.name, status));
+                    }
+                }
+                if let Some((name, status)) = exited {
+                    bail!("{name} exited ({status}) while starting:\n{}", self.log_tail(name));
+                }
+                if started.elapsed() > START_TIMEOUT {
+                    bail!("{name} does not listen on {addr}:\n{}", self.log_tail(name));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.data.join("logs").join(format!("{name}.log"))
+    }
+
+    /// The last lines a daemon logged, for error messages.
+    pub fn log_tail(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Log lines at WARN or ERROR a daemon wrote (a daemon that misbehaves under load says so).
+    pub fn complaints(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for name in DAEMONS {
+            let text = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
+            for line in text.lines().map(strip_ansi) {
+                if line.contains(" WARN ") || line.contains(" ERROR ") {
+                    out.push(format!("{name}: {line}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// The private PostgreSQL's postmaster pid.
+    pub fn postgres_pid(&self) -> Option<u32> {
+        self.cluster.running_pid()
+    }
+
+    pub fn addr_smtp(&self) -> SocketAddr {
+        self.config.smtp.mx_listen.expect("set in the bench config")
+    }
+
+    pub fn addr_imap(&self) -> SocketAddr {
+        self.config.imap.listen.expect("set in the bench config")
+    }
+
+    pub fn addr_dav(&self) -> SocketAddr {
+        self.config.dav.https_listen.expect("set in the bench config")
+    }
+
+    /// SIGTERM every daemon (SIGKILL after a grace period), stop PostgreSQL, remove the directory.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        for d in &self.daemons {
+            send_sigterm(d.pid);
+        }
+        for d in &mut self.daemons {
+            match tokio::time::timeout(STOP_GRACE, d.child.wait()).await {
+                Ok(Ok(status)) if status.success() => {}
+                Ok(Ok(status)) => problems.push(format!("{} exited with {status} after SIGTERM", d.name)),
+                Ok(Err(e)) => problems.push(format!("{}: {e}", d.name)),
+                Err(_) => {
+                    let _ = d.child.kill().await;
+                    problems.push(format!(
+                        "{} did not stop within {} s of SIGTERM",
+                        d.name,
+                        STOP_GRACE.as_secs()
+                    ));
+                }
+            }
+        }
+        if let Err(e) = self.cluster.stop() {
+            problems.push(format!("stopping PostgreSQL: {e:#}"));
+        }
+        if let Some(dir) = self.dir.take() {
+            let path = dir.path().to_path_buf();
+            if let Err(e) = dir.close() {
+                problems.push(format!("removing {}: {e}", path.display()));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", problems.join("; "))
+        }
+    }
+}
+
+/// A log line without terminal colour codes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The daemon binaries, next to this `tinydc` binary (as `tinydc up` finds them).
+fn find_daemons() -> anyhow::Result<Vec<PathBuf>> {
+    let exe = std::env::current_exe().context("locating the tinydc binary")?;
+    let dir = exe.parent().context("the tinydc binary has no folder")?;
+    DAEMONS
+        .iter()
+        .map(|name| {
+            let path = dir.join(name);
+            if path.exists() {
+                Ok(path)
+            } else {
+                bail!(
+                    "{name} not found next to {} (build them: cargo build --release -p tinydc-ops -p tinydc-smtpd -p tinydc-imapd -p tinydc-davd)",
+                    exe.display()
+                )
+            }
+        })
+        .collect()
+}
+
+fn config_text() -> anyhow::Result<String> {
+    // Free ports, the kernel's picks: every probe stays open until all are picked, so no two are the same.
+    let probes: Vec<TcpListener> = (0..4)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let ports: Vec<u16> = probes
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?;
+    drop(probes);
+    Ok(format!(
+        r#"[server]
+hostname = "localhost"
+domain = "{DOMAIN}"
+
+[smtp]
+mx_listen = "127.0.0.1:{mx}"
+submission_listen = "127.0.0.1:{sub}"
+submissions_listen = ""
+max_connections = 1000
+connections_per_ip_per_minute = 1000000
+messages_per_user_per_hour = 1000000
+
+[imap]
+listen = "127.0.0.1:{imap}"
+tls_listen = ""
+
+[dav]
+https_listen = "127.0.0.1:{dav}"
+"#,
+        mx = ports[0],
+        sub = ports[1],
+        imap = ports[2],
+        dav = ports[3],
+    ))
+}
+
+#[allow(unsafe_code)] // kill(2): std offers only SIGKILL for children.
+fn send_sigterm(pid: u32) {
+    // SAFETY: kill has no memory-safety preconditions; pid is our own child's.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+}
