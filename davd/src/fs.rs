@@ -503,8 +503,16 @@ impl PlaceCommit {
         let prepared: FsResult<_> = async {
             let mut tx = guard.db().begin().await.map_err(db_error)?;
             // Under the user's journal lock: the file replaced cannot change until our rename.
-            let target = self.target.clone();
-            let old = blocking(move || existing_file_len(&target)).await?;
+            let (temp, target, ino) = (self.temp.clone(), self.target.clone(), self.ino);
+            let old = blocking(move || {
+                // Its folder may have been moved or deleted while the body streamed in.
+                if !temp.symlink_metadata().is_ok_and(|m| m.ino() == ino) {
+                    tracing::info!(path = %target.display(), "the upload's folder went away");
+                    return Err(FsError::NotFound);
+                }
+                existing_file_len(&target)
+            })
+            .await?;
             quota::refund(&mut tx, self.user_id, Usage::Files, old)
                 .await
                 .map_err(quota_error)?;

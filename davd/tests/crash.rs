@@ -391,3 +391,56 @@ async fn parallel_writes_of_every_kind_keep_usage_equal_to_the_tree() {
         assert!(temp_files(&root).is_empty());
     }
 }
+
+/// A folder moved away while an upload into it streams: the upload fails, nothing is charged
+/// for it, and usage still equals the tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_moved_during_an_upload_into_it() {
+    let dav = Dav::start(None).await;
+    assert_eq!(dav.curl(ALICE, &["-X", "MKCOL", &dav.url("/d/")]).await.status, 201);
+    assert_eq!(put(&dav, "/d/small.txt", "small").await, 201);
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("big");
+    std::fs::write(&big, vec![b'b'; 3 << 20]).unwrap();
+    let big = big.to_string_lossy().into_owned();
+    let url = dav.url("/d/big.bin");
+    let upload_args = ["--limit-rate", "2M", "-T", &big, &url];
+    let upload = dav.curl(ALICE, &upload_args);
+    let mv = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        dav.curl(
+            ALICE,
+            &[
+                "-X",
+                "MOVE",
+                "-H",
+                &format!("Destination: {}", dav.url("/e/")),
+                &dav.url("/d/"),
+            ],
+        )
+        .await
+    };
+    let (up, mv) = tokio::join!(upload, mv);
+    assert_eq!(mv.status, 201);
+    assert!(
+        !(200..300).contains(&up.status),
+        "the upload lost its folder: {}",
+        up.status
+    );
+    let root = dav.files_dir(ALICE);
+    assert_eq!(file_bytes(&dav, ALICE).await, tree_bytes(&root));
+    assert_eq!(file_bytes(&dav, ALICE).await, 5);
+    assert_eq!(get(&dav, "/e/small.txt").await, (200, "small".to_string()));
+    // The temp file moved with the folder; the next start sweeps it.
+    let dav = restart(dav).await;
+    let mut clean = false;
+    for _ in 0..50 {
+        if temp_files(&root).is_empty() {
+            clean = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(clean);
+    assert_consistent(&dav).await;
+}
