@@ -202,6 +202,8 @@ pub struct Journal {
 pub enum CrashPoint {
     /// The transaction (quota + journal row) committed; the file system step is not done.
     AfterCommit,
+    /// The file system step fails once (an I/O error); davd itself has to recover at once.
+    StepFails,
 }
 
 static CRASH_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -394,7 +396,14 @@ impl UserGuard {
             return Err(FsError::GeneralFailure);
         }
         let s = step.clone();
-        match tokio::task::spawn_blocking(move || s.apply()).await {
+        let fail = crashes_here(&self.root, CrashPoint::StepFails);
+        let applied = tokio::task::spawn_blocking(move || {
+            if fail {
+                return Err(std::io::Error::other("test hook: the step fails"));
+            }
+            s.apply()
+        });
+        match applied.await {
             Ok(Ok(())) => {
                 self.log.done.push(id);
                 Ok(())

@@ -444,3 +444,20 @@ async fn a_folder_moved_during_an_upload_into_it() {
     assert!(clean);
     assert_consistent(&dav).await;
 }
+
+/// The rename after a committed PUT fails (an I/O error): davd recovers at once, so the
+/// upload's bytes and the usage agree without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_step_is_recovered_without_a_restart() {
+    let dav = Dav::start(None).await;
+    assert_eq!(put(&dav, "/doc.txt", &"o".repeat(100)).await, 201);
+    crash_at(&dav.files_dir(ALICE), CrashPoint::StepFails);
+    assert_eq!(put(&dav, "/doc.txt", &"n".repeat(250)).await, 500);
+    // Committed, so recovery finished the rename.
+    assert_eq!(get(&dav, "/doc.txt").await, (200, "n".repeat(250)));
+    assert_consistent(&dav).await;
+    // And the user goes on as usual.
+    assert_eq!(put(&dav, "/doc.txt", "again").await, 204);
+    assert_eq!(file_bytes(&dav, ALICE).await, 5);
+    assert_eq!(tree_bytes(&dav.files_dir(ALICE)), 5);
+}
