@@ -968,6 +968,10 @@ impl GuardedFileSystem<User> for TinyFs {
     fn create_dir<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
         async move {
             let target = paths::resolve(&user.root, path)?;
+            // Every change of the tree forgets the journal's done rows first, so a row left
+            // at a crash is always the user's last change (journal.rs).
+            let mut guard = self.journal.lock(user.id, &user.root).await?;
+            guard.settle().await?;
             blocking(move || {
                 std::fs::DirBuilder::new().mode(0o750).create(&target).map_err(io)?;
                 sync_dir(parent_of(&target)?)
@@ -983,6 +987,8 @@ impl GuardedFileSystem<User> for TinyFs {
             if target == user.root {
                 return Err(FsError::Forbidden);
             }
+            let mut guard = self.journal.lock(user.id, &user.root).await?;
+            guard.settle().await?;
             let mut tx = self.db.begin().await.map_err(db_error)?;
             props::delete_tree(&mut tx, user.id, &paths::key(path))
                 .await

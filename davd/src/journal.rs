@@ -10,15 +10,18 @@
 //! 3. commits, does the step and fsyncs the folder.
 //!
 //! The row is deleted lazily, by the user's next journaled transaction (no extra database
-//! commit, so no extra fsync, on the normal path). A crash leaves at most the last row of a
-//! user, and [`Journal::recover_all`] (at start, before serving) finishes it: a temp file still
-//! there is renamed into place, a file still there is unlinked or moved; a step that already
-//! happened (told by the inode number it recorded) just loses its row. If a step can be
-//! neither found done nor redone (e.g. a temp file lost by a power cut before its folder entry
-//! reached the disk), the user's file usage is recounted from the tree. Either way, once
-//! recovery has run, usage equals `shared::quota::tree_bytes` of the tree.
+//! commit, so no extra fsync, on the normal path); davd's other changes of the tree (MKCOL,
+//! removing a folder, LOCK creating an empty file) delete it first too. So a crash leaves at
+//! most one row per user, naming the user's last change of the tree, and
+//! [`Journal::recover_all`] (at start, before serving) finishes it: a temp file still there is
+//! renamed into place, a file still there is unlinked or moved; a step that already happened
+//! (told by the inode number it recorded) just loses its row. If a step can be neither found
+//! done nor redone (e.g. a temp file lost by a power cut before its folder entry reached the
+//! disk), the user's file usage is recounted from the tree. Either way, once recovery has
+//! run, usage equals `shared::quota::tree_bytes` of the tree.
 //!
-//! Assumes one davd per data directory (the lock is in this process).
+//! Assumes one davd per data directory (the lock is in this process; two davds of one data
+//! directory cannot both bind its configured ports anyway).
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
