@@ -17,8 +17,10 @@
 //! renamed into place, a file still there is unlinked or moved; a step that already happened
 //! (told by the inode number it recorded) just loses its row. If a step can be neither found
 //! done nor redone (e.g. a temp file lost by a power cut before its folder entry reached the
-//! disk), the user's file usage is recounted from the tree. Either way, once recovery has
-//! run, usage equals `shared::quota::tree_bytes` of the tree.
+//! disk), the user's file usage is recounted from the tree; so it is after a step finished by
+//! recovery (a crash is rare; the walk makes usage exact whatever happened in between, such as
+//! a `tinydc quota recalc` while davd was down). Either way, once recovery has run, usage
+//! equals `shared::quota::tree_bytes` of the tree.
 //!
 //! Assumes one davd per data directory (the lock is in this process; two davds of one data
 //! directory cannot both bind its configured ports anyway).
@@ -443,7 +445,12 @@ impl UserGuard {
             let outcome = tokio::task::spawn_blocking(move || s.replay()).await?;
             match outcome {
                 Ok(Replayed::AlreadyDone) => tracing::debug!(?step, "journal: step was done"),
-                Ok(Replayed::Finished) => tracing::info!(?step, "journal: finished an interrupted step"),
+                Ok(Replayed::Finished) => {
+                    tracing::info!(?step, "journal: finished an interrupted step");
+                    // The committed usage already counts the step, unless it was changed in
+                    // between (`tinydc quota recalc` while davd was down): recount to be sure.
+                    recount = true;
+                }
                 Ok(Replayed::Lost) => {
                     tracing::warn!(?step, "journal: interrupted step cannot be finished; recounting usage");
                     recount = true;

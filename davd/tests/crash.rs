@@ -461,3 +461,20 @@ async fn a_failed_step_is_recovered_without_a_restart() {
     assert_eq!(file_bytes(&dav, ALICE).await, 5);
     assert_eq!(tree_bytes(&dav.files_dir(ALICE)), 5);
 }
+
+/// `tinydc quota recalc` while davd is down after a crash counts the tree without the step the
+/// crash interrupted; finishing it at start must not leave usage off by that step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recalc_between_the_crash_and_the_restart() {
+    let dav = Dav::start(None).await;
+    assert_eq!(put(&dav, "/doc.txt", &"o".repeat(100)).await, 201);
+    crash_at(&dav.files_dir(ALICE), CrashPoint::AfterCommit);
+    assert_eq!(put(&dav, "/doc.txt", &"n".repeat(900)).await, 500);
+    let root = dav.files_dir(ALICE);
+    let id = user_id(&dav, ALICE).await;
+    let env = dav.stop().await;
+    shared::quota::recalc(&env.context.db, id, &root).await.unwrap();
+    let dav = serve_again(env).await;
+    assert_eq!(get(&dav, "/doc.txt").await, (200, "n".repeat(900)));
+    assert_consistent(&dav).await;
+}
