@@ -1,83 +1,10 @@
 //! The `tinydc` command as an admin uses it, against a real private PostgreSQL cluster.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const TINYDC: &str = env!("CARGO_BIN_EXE_tinydc");
+use std::time::Duration;
 
-/// A data directory path under /tmp (PostgreSQL, run as another user when we are root, must reach it).
-fn data_dir() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("tinydc-cli-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let data = dir.path().join("data");
-    (dir, data)
-}
-
-fn tinydc(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(TINYDC)
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env_remove("TINYDC_DATA")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-fn ok(data: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let out = tinydc(data, args, stdin);
-    assert!(
-        out.status.success(),
-        "tinydc {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The command fails with exit code 1 and one clear line containing `needle`.
-fn fails(data: &Path, args: &[&str], stdin: Option<&str>, needle: &str) {
-    let out = tinydc(data, args, stdin);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "tinydc {args:?} should fail: {stderr}");
-    assert!(
-        stderr.contains(needle),
-        "tinydc {args:?}: expected {needle:?} in {stderr:?}"
-    );
-    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr:?}");
-}
-
-/// No process mentions the data directory (daemons, PostgreSQL).
-fn processes_using(data: &Path) -> Vec<String> {
-    let needle = data.to_string_lossy().to_string();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        let zombie = status.lines().any(|l| l.starts_with("State:") && l.contains('Z'));
-        if cmdline.contains(&needle) && !zombie && !cmdline.contains("tinydc-cli-guard") {
-            found.push(cmdline);
-        }
-    }
-    found
-}
+use common::{Suite, daemons_built, data_dir, fails, ok, processes_using};
 
 #[test]
 fn a_new_admin_sets_up_users_and_quotas() {
@@ -216,81 +143,13 @@ fn a_new_admin_sets_up_users_and_quotas() {
 
 #[test]
 fn up_runs_the_suite_and_ctrl_c_leaves_no_process() {
-    let bin_dir = Path::new(TINYDC).parent().unwrap();
-    let missing: Vec<&str> = ["tinydc-smtpd", "tinydc-imapd", "tinydc-davd"]
-        .into_iter()
-        .filter(|d| !bin_dir.join(d).exists())
-        .collect();
-    if !missing.is_empty() {
-        // `cargo test --workspace` builds them; a lone `cargo test -p tinydc-ops` may not.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "daemon binaries not built: {missing:?}"
-        );
-        eprintln!("skipping: {missing:?} not built (run cargo test --workspace)");
+    if !daemons_built() {
         return;
     }
     let (_dir, data) = data_dir();
     ok(&data, &["init", "--domain", "example.test"], None);
-    // Free ports, so the test never collides with anything; every listener must answer.
-    let keys = [
-        "mx_listen",
-        "submission_listen",
-        "submissions_listen",
-        "listen",
-        "tls_listen",
-        "https_listen",
-    ];
-    let ports: Vec<u16> = keys
-        .iter()
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect::<Vec<_>>()
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
-    let config = std::fs::read_to_string(data.join("tinydc.toml")).unwrap();
-    let config = config
-        .lines()
-        .map(
-            |line| match keys.iter().position(|k| line.starts_with(&format!("{k} ="))) {
-                Some(i) => format!("{} = \"127.0.0.1:{}\"", keys[i], ports[i]),
-                None => line.to_string(),
-            },
-        )
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(data.join("tinydc.toml"), config).unwrap();
-
-    let mut up = Command::new(TINYDC)
-        .arg("--data")
-        .arg(&data)
-        .arg("up")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(up.stdout.take().unwrap());
-    let mut lines = stdout.lines();
-    let started = Instant::now();
-    loop {
-        let line = lines.next().expect("tinydc up ended early").unwrap();
-        if line.contains("tinydc is up") {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "tinydc up did not come up");
-    }
     // Every listener of every daemon accepts connections.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for port in &ports {
-        while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nothing listens on port {port}: {:?}",
-                processes_using(&data)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+    let suite = Suite::start(&data);
     let running = processes_using(&data);
     for daemon in ["tinydc-smtpd", "tinydc-imapd", "tinydc-davd"] {
         assert!(
@@ -307,20 +166,8 @@ fn up_runs_the_suite_and_ctrl_c_leaves_no_process() {
     );
     assert!(ok(&data, &["status"], None).contains("running"));
 
-    // Ctrl-C.
-    Command::new("kill")
-        .args(["-INT", &up.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let status = loop {
-        if let Some(status) = up.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "tinydc up did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "tinydc up exited with {status}");
+    // Ctrl-C stops everything.
+    suite.stop();
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         processes_using(&data).is_empty(),

@@ -54,19 +54,25 @@ impl Events {
         listener.listen(CHANNEL).await?;
         let tx = sender.clone();
         tokio::spawn(async move {
+            // While the database is away, retry with a growing pause (and one log line each).
+            let mut pause = Duration::from_millis(500);
             loop {
                 match listener.try_recv().await {
-                    Ok(Some(notification)) => match serde_json::from_str::<Event>(notification.payload()) {
-                        Ok(event) => {
-                            let _ = tx.send(event);
+                    Ok(Some(notification)) => {
+                        pause = Duration::from_millis(500);
+                        match serde_json::from_str::<Event>(notification.payload()) {
+                            Ok(event) => {
+                                let _ = tx.send(event);
+                            }
+                            Err(e) => tracing::warn!("ignoring unreadable event {:?}: {e}", notification.payload()),
                         }
-                        Err(e) => tracing::warn!("ignoring unreadable event {:?}: {e}", notification.payload()),
-                    },
+                    }
                     // The connection was lost; PgListener reconnects on the next call.
                     Ok(None) => tracing::warn!("event listener reconnecting"),
                     Err(e) => {
-                        tracing::warn!("event listener error: {e}");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tracing::warn!("event listener error (next try in {} ms): {e}", pause.as_millis());
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(30));
                     }
                 }
                 if tx.receiver_count() == 0 && tx.strong_count() <= 1 {

@@ -6,14 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::PgPool;
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::Config;
 use crate::pg::PrivateCluster;
-
-/// The schema, `shared/migrations/NNNN_*.sql`, embedded in every binary.
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Connection options for the configured database.
 pub fn connect_options(config: &Config) -> anyhow::Result<PgConnectOptions> {
@@ -52,7 +48,11 @@ pub async fn connect(config: &Config, wait: Duration) -> anyhow::Result<PgPool> 
 }
 
 /// Apply every migration not yet applied (safe to run from several processes at once: sqlx
-/// takes an advisory lock).
+/// takes an advisory lock). A schema newer than this binary is accepted: migrations only add,
+/// so a daemon not yet upgraded keeps running beside an upgraded `tinydc`.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await.context("applying database migrations")
+    // The schema, `shared/migrations/NNNN_*.sql`, embedded in every binary.
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await.context("applying database migrations")
 }
