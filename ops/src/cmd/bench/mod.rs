@@ -110,6 +110,11 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         size: args.size.max(512),
         ..args
     };
+    println!(
+        "tinydc bench on {} cores, load average {} (other work on the machine skews the figures)",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
+    );
     let suite = suite::Suite::start(args.keep).await?;
     let work = async {
         if matches!(part, Part::All | Part::Idle) {
@@ -142,6 +147,14 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     };
     let stopped = suite.stop().await;
     result.and(stopped)
+}
+
+/// The 1-minute load average, as /proc/loadavg has it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// One figure per line, with the classic stack's beside it.
