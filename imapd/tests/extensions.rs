@@ -158,18 +158,28 @@ impl Deflated {
             }
             let n = tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut raw))
                 .await
-                .unwrap()
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no answer to {tag}; so far: {:?}",
+                        &text[text.len().saturating_sub(300)..]
+                    )
+                })
                 .unwrap();
             assert!(n > 0, "closed");
             let mut input = &raw[..n];
-            while !input.is_empty() {
-                let before = self.inflate.total_in();
+            // Until the input is used up and the inflater holds no more output: when the
+            // output buffer fills, the inflater keeps the rest inside, even with no input left.
+            loop {
+                let (before_in, before_out) = (self.inflate.total_in(), self.inflate.total_out());
                 self.plain.reserve(65536);
                 self.inflate
                     .decompress_vec(input, &mut self.plain, FlushDecompress::Sync)
                     .unwrap();
-                let used = (self.inflate.total_in() - before) as usize;
+                let used = (self.inflate.total_in() - before_in) as usize;
                 input = &input[used..];
+                if input.is_empty() && self.inflate.total_out() == before_out {
+                    break;
+                }
             }
         }
     }

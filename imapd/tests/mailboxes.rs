@@ -107,7 +107,8 @@ async fn select_examine_status() {
     c.append("INBOX", "($Label1)", &message("two", "2")).await;
     let r = c.ok("SELECT INBOX").await;
     assert!(r.has("* 2 EXISTS"));
-    assert!(r.has("* 0 RECENT"));
+    // RFC 3501 §2.3.2: the first SELECT claims both as \Recent.
+    assert!(r.has("* 2 RECENT"), "{r:#?}");
     assert!(r.has("* OK [UNSEEN 2]"));
     assert!(r.has("[UIDVALIDITY "));
     assert!(r.has("* OK [UIDNEXT 3]"));
@@ -116,12 +117,16 @@ async fn select_examine_status() {
     assert!(r.tagged.contains("[READ-WRITE]"));
     let r = c.ok("EXAMINE INBOX").await;
     assert!(r.tagged.contains("[READ-ONLY]"));
+    assert!(r.has("* 0 RECENT"), "{r:#?}");
     c.no("STORE 1 +FLAGS (\\Deleted)").await;
     c.no("EXPUNGE").await;
     let r = c.ok("STATUS INBOX (MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN)").await;
     let line = r.find("* STATUS");
     assert!(
-        line.contains("MESSAGES 2") && line.contains("UNSEEN 1") && line.contains("UIDNEXT 3"),
+        line.contains("MESSAGES 2")
+            && line.contains("RECENT 0")
+            && line.contains("UNSEEN 1")
+            && line.contains("UIDNEXT 3"),
         "{line}"
     );
     let r = c.no("SELECT Nope").await;

@@ -103,7 +103,10 @@ async fn fetch_items() {
     // BODY[TEXT] sets \Seen and reports FLAGS.
     let r = c.ok("FETCH 1 BODY[TEXT]").await;
     let line = r.find("BODY[TEXT]");
-    assert!(line.contains("--XX") && line.contains("FLAGS (\\Seen)"), "{line}");
+    assert!(
+        line.contains("--XX") && line.contains("FLAGS (\\Seen \\Recent)"),
+        "{line}"
+    );
     let r = c.ok("FETCH 1 (RFC822.TEXT)").await;
     assert!(r.find("RFC822.TEXT").contains("quarterly"));
     let r = c.ok("FETCH 1 RFC822").await;
@@ -135,8 +138,9 @@ async fn store_flags() {
     let r = c.ok("UID STORE 3 FLAGS (\\Answered)").await;
     assert!(r.find("* 3 FETCH").contains("UID 3"));
     let r = c.ok("FETCH 1:3 FLAGS").await;
-    assert!(r.find("* 1 FETCH").contains("FLAGS (\\Seen)"), "{r:#?}");
-    assert!(r.find("* 3 FETCH").contains("FLAGS (\\Answered)"));
+    // \Recent: this session selected the mailbox first (RFC 3501 §2.3.2); STORE cannot drop it.
+    assert!(r.find("* 1 FETCH").contains("FLAGS (\\Seen \\Recent)"), "{r:#?}");
+    assert!(r.find("* 3 FETCH").contains("FLAGS (\\Answered \\Recent)"));
     c.bad("STORE 1 +FLAGS (\\Bogus(").await;
 }
 
@@ -227,8 +231,9 @@ async fn search_keys() {
     assert_eq!(s(c.ok("SEARCH SENTSINCE 1-Mar-2026").await), "* SEARCH 1 3");
     assert_eq!(s(c.ok("SEARCH SINCE 1-Jan-2000").await), "* SEARCH 1 2 3");
     assert_eq!(s(c.ok("SEARCH BEFORE 1-Jan-2000").await), "* SEARCH");
-    assert_eq!(s(c.ok("SEARCH NEW").await), "* SEARCH");
-    assert_eq!(s(c.ok("SEARCH OLD ANSWERED").await), "* SEARCH");
+    // All three are \Recent in this session (it selected first): NEW is RECENT UNSEEN.
+    assert_eq!(s(c.ok("SEARCH NEW").await), "* SEARCH 2 3");
+    assert_eq!(s(c.ok("SEARCH OLD").await), "* SEARCH");
     let r = c.no("SEARCH CHARSET KOI8-R ALL").await;
     assert!(r.tagged.contains("[BADCHARSET"));
     c.bad("SEARCH BOGUS").await;

@@ -219,7 +219,7 @@ impl Session {
                 FetchItem::Uid => out.extend_from_slice(format!("UID {uid}").as_bytes()),
                 FetchItem::Flags => {
                     out.extend_from_slice(b"FLAGS ");
-                    encode::flag_list(&mut out, &selected.flags[i]);
+                    selected.flag_list(&mut out, i);
                 }
                 FetchItem::ModSeq => out.extend_from_slice(format!("MODSEQ ({})", selected.modseqs[i]).as_bytes()),
                 FetchItem::InternalDate => {
@@ -302,7 +302,7 @@ impl Session {
         if add_flags {
             sep(&mut out);
             out.extend_from_slice(b"FLAGS ");
-            encode::flag_list(&mut out, &selected.flags[i]);
+            selected.flag_list(&mut out, i);
         }
         out.extend_from_slice(b")\r\n");
         pieces.push(Piece::Bytes(out));

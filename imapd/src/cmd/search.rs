@@ -60,6 +60,8 @@ struct Candidate<'a> {
     count: u32,
     max_uid: u32,
     flags: &'a [String],
+    /// \Recent in this session (RFC 3501 §2.3.2).
+    recent: bool,
     modseq: u64,
     stored: Option<&'a StoredMessage>,
     /// Lower-cased text of the body parts (decoded), for BODY and TEXT.
@@ -110,8 +112,11 @@ fn eval(key: &SearchKey, c: &Candidate<'_>) -> bool {
     let stored = c.stored;
     let internal = || stored.map(|s| s.internal_date.date_naive());
     match key {
-        K::All | K::Old => true,
-        K::New | K::Recent => false,
+        K::All => true,
+        // RFC 3501 §6.4.4: NEW is RECENT UNSEEN, OLD is NOT RECENT.
+        K::Recent => c.recent,
+        K::New => c.recent && !has(c.flags, "\\Seen"),
+        K::Old => !c.recent,
         K::Answered => has(c.flags, "\\Answered"),
         K::Deleted => has(c.flags, "\\Deleted"),
         K::Draft => has(c.flags, "\\Draft"),
@@ -236,6 +241,7 @@ impl Session {
                     count,
                     max_uid,
                     flags: &selected.flags[i],
+                    recent: selected.is_recent(msg_uid),
                     modseq: selected.modseqs[i],
                     stored: message,
                     body_text: text.as_deref(),

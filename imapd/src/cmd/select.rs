@@ -37,29 +37,7 @@ impl Session {
             .position(|s| !s.flags.iter().any(|f| f == "\\Seen"))
             .map(|i| i + 1);
 
-        self.untagged(&format!("FLAGS ({})", flags.join(" "))).await?;
-        let mut permanent = flags.clone();
-        permanent.push("\\*".into());
-        if read_only {
-            self.untagged("OK [PERMANENTFLAGS ()] read-only").await?;
-        } else {
-            self.untagged(&format!("OK [PERMANENTFLAGS ({})] flags stored", permanent.join(" ")))
-                .await?;
-        }
-        self.untagged(&format!("{} EXISTS", states.len())).await?;
-        self.untagged("0 RECENT").await?;
-        if let Some(seq) = first_unseen {
-            self.untagged(&format!("OK [UNSEEN {seq}] first unseen")).await?;
-        }
-        self.untagged(&format!("OK [UIDVALIDITY {}] UIDs valid", mailbox.uidvalidity))
-            .await?;
-        self.untagged(&format!("OK [UIDNEXT {}] predicted next UID", mailbox.uidnext))
-            .await?;
-        if self.ctx.config.imap.condstore {
-            // RFC 7162 §3.1.2.1: every successful SELECT of a server offering CONDSTORE.
-            self.untagged(&format!("OK [HIGHESTMODSEQ {}] highest", mailbox.highestmodseq.max(1)))
-                .await?;
-        }
+        // The view first: RECENT counts what this SELECT claims (RFC 3501 §2.3.2).
         let mut uids = Vec::with_capacity(states.len());
         let mut all_flags = Vec::with_capacity(states.len());
         let mut modseqs = Vec::with_capacity(states.len());
@@ -69,18 +47,42 @@ impl Session {
             modseqs.push(state.modseq);
         }
         let known_modseq = mailbox.highestmodseq;
-        self.state = State::Selected {
-            user,
-            selected: Box::new(Selected {
-                mailbox,
-                read_only,
-                uids,
-                flags: all_flags,
-                modseqs,
-                ghosts: Vec::new(),
-                known_modseq,
-            }),
-        };
+        let mut selected = Box::new(Selected {
+            mailbox,
+            read_only,
+            uids,
+            flags: all_flags,
+            modseqs,
+            ghosts: Vec::new(),
+            known_modseq,
+            recent: Vec::new(),
+        });
+        // EXAMINE claims nothing (`claim` leaves read-only views alone): it shows 0 RECENT.
+        crate::session::recent::claim(&self.ctx.db, user.id, &mut selected).await?;
+        let mailbox = &selected.mailbox;
+        let mut lines = vec![format!("FLAGS ({})", flags.join(" "))];
+        let mut permanent = flags.clone();
+        permanent.push("\\*".into());
+        if read_only {
+            lines.push("OK [PERMANENTFLAGS ()] read-only".into());
+        } else {
+            lines.push(format!("OK [PERMANENTFLAGS ({})] flags stored", permanent.join(" ")));
+        }
+        lines.push(format!("{} EXISTS", selected.uids.len()));
+        lines.push(format!("{} RECENT", selected.recent.len()));
+        if let Some(seq) = first_unseen {
+            lines.push(format!("OK [UNSEEN {seq}] first unseen"));
+        }
+        lines.push(format!("OK [UIDVALIDITY {}] UIDs valid", mailbox.uidvalidity));
+        lines.push(format!("OK [UIDNEXT {}] predicted next UID", mailbox.uidnext));
+        if self.ctx.config.imap.condstore {
+            // RFC 7162 §3.1.2.1: every successful SELECT of a server offering CONDSTORE.
+            lines.push(format!("OK [HIGHESTMODSEQ {}] highest", mailbox.highestmodseq.max(1)));
+        }
+        for line in lines {
+            self.untagged(&line).await?;
+        }
+        self.state = State::Selected { user, selected };
         Ok(if read_only {
             Reply::ok("EXAMINE completed").code("READ-ONLY")
         } else {

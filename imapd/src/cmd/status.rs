@@ -8,8 +8,11 @@ impl Session {
         let user = self.user()?;
         let name = self.mailbox_in(raw)?;
         let mailbox = self.ctx.mail.mailbox(user.id, &name).await?;
-        let (messages, unseen): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE NOT ('\\Seen' = ANY(flags))) FROM messages WHERE mailbox_id = $1",
+        // RFC 3501 §2.3.2: RECENT counts the messages no session has claimed yet.
+        let (messages, unseen, recent): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE NOT ('\\Seen' = ANY(flags))),
+                    count(*) FILTER (WHERE uid > (SELECT recent_claimed_uid FROM mailboxes WHERE id = $1))
+             FROM messages WHERE mailbox_id = $1",
         )
         .bind(mailbox.id)
         .fetch_one(&self.ctx.db)
@@ -18,7 +21,7 @@ impl Session {
         for item in items {
             parts.push(match item {
                 StatusItem::Messages => format!("MESSAGES {messages}"),
-                StatusItem::Recent => "RECENT 0".to_string(),
+                StatusItem::Recent => format!("RECENT {recent}"),
                 StatusItem::UidNext => format!("UIDNEXT {}", mailbox.uidnext),
                 StatusItem::UidValidity => format!("UIDVALIDITY {}", mailbox.uidvalidity),
                 StatusItem::Unseen => format!("UNSEEN {unseen}"),

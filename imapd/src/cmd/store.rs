@@ -3,7 +3,6 @@
 use shared::mailstore::{FlagOp, normalize_flags};
 
 use crate::session::{CmdResult, Reply, Session, State};
-use crate::wire::encode;
 use crate::wire::parse::StoreOp;
 use crate::wire::sequence::{SequenceSet, compact};
 
@@ -69,7 +68,7 @@ impl Session {
                 continue;
             }
             out.extend_from_slice(format!("* {seq} FETCH (UID {msg_uid} FLAGS ").as_bytes());
-            encode::flag_list(&mut out, &selected.flags[i]);
+            selected.flag_list(&mut out, i);
             if condstore {
                 out.extend_from_slice(format!(" MODSEQ ({})", selected.modseqs[i]).as_bytes());
             }

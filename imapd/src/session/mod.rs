@@ -3,6 +3,7 @@
 //! (sequence numbers, flags) in step with other sessions.
 
 pub mod conn;
+pub mod recent;
 mod sync;
 
 use std::net::SocketAddr;
@@ -40,6 +41,9 @@ pub struct Selected {
     pub ghosts: Vec<u32>,
     /// The mailbox's HIGHESTMODSEQ this view is in step with.
     pub known_modseq: u64,
+    /// RFC 3501 §2.3.2: the UIDs (ascending) that are \Recent in this session: those it claimed
+    /// first (see `recent.rs`). Always empty for EXAMINE.
+    pub recent: Vec<u32>,
 }
 
 impl Selected {
@@ -50,6 +54,32 @@ impl Selected {
 
     pub fn max_uid(&self) -> u32 {
         self.uids.last().copied().unwrap_or(0)
+    }
+
+    pub fn is_recent(&self, uid: u32) -> bool {
+        self.recent.binary_search(&uid).is_ok()
+    }
+
+    /// Append the flag list of the message at index `i`, with `\Recent` when it is recent in
+    /// this session (RFC 3501 §2.3.2: a session flag, never stored).
+    pub fn flag_list(&self, out: &mut Vec<u8>, i: usize) {
+        if self.is_recent(self.uids[i]) {
+            let mut flags = self.flags[i].clone();
+            flags.push("\\Recent".into());
+            crate::wire::encode::flag_list(out, &flags);
+        } else {
+            crate::wire::encode::flag_list(out, &self.flags[i]);
+        }
+    }
+
+    /// Forget a message that left the view.
+    pub fn remove_at(&mut self, i: usize) {
+        let uid = self.uids.remove(i);
+        self.flags.remove(i);
+        self.modseqs.remove(i);
+        if let Ok(r) = self.recent.binary_search(&uid) {
+            self.recent.remove(r);
+        }
     }
 }
 

@@ -3,7 +3,6 @@
 //! expunged by others become `EXPUNGE`, only at the moments the RFC allows.
 
 use super::{Failure, Session, State};
-use crate::wire::encode;
 
 impl Session {
     /// Bring the view up to date and tell the client; `expunge_ok` says whether EXPUNGE
@@ -50,7 +49,7 @@ impl Session {
                 if !same_flags(&selected.flags[i], &state.flags) {
                     selected.flags[i] = state.flags;
                     out.extend_from_slice(format!("* {} FETCH (UID {} FLAGS ", i + 1, state.uid).as_bytes());
-                    encode::flag_list(&mut out, &selected.flags[i]);
+                    selected.flag_list(&mut out, i);
                     if self.condstore {
                         out.extend_from_slice(format!(" MODSEQ ({})", state.modseq).as_bytes());
                     }
@@ -74,7 +73,13 @@ impl Session {
                 selected.ghosts = gone;
             }
             if selected.uids.len() != before {
+                // RFC 3501 §2.3.2: new messages nobody has claimed yet are \Recent here.
+                if let Err(e) = super::recent::claim(&self.ctx.db, user_id, selected).await {
+                    tracing::warn!("claiming \\Recent messages: {e}");
+                }
                 out.extend_from_slice(format!("* {} EXISTS\r\n", selected.uids.len()).as_bytes());
+                // RFC 3501 §7.3.2: RECENT goes with a change of the mailbox's size.
+                out.extend_from_slice(format!("* {} RECENT\r\n", selected.recent.len()).as_bytes());
             }
             selected.known_modseq = highest;
         }
@@ -82,9 +87,7 @@ impl Session {
             let ghosts = std::mem::take(&mut selected.ghosts);
             for uid in ghosts {
                 if let Ok(i) = selected.uids.binary_search(&uid) {
-                    selected.uids.remove(i);
-                    selected.flags.remove(i);
-                    selected.modseqs.remove(i);
+                    selected.remove_at(i);
                     out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
                 }
             }
@@ -104,9 +107,7 @@ impl Session {
         let mut out = Vec::new();
         for uid in uids {
             if let Ok(i) = selected.uids.binary_search(uid) {
-                selected.uids.remove(i);
-                selected.flags.remove(i);
-                selected.modseqs.remove(i);
+                selected.remove_at(i);
                 selected.ghosts.retain(|g| g != uid);
                 out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
             }
