@@ -11,6 +11,9 @@ use super::wire::{Conn, show};
 use super::{SuiteArgs, figure, median_ms, message};
 
 /// What Thunderbird asks for when it opens a folder (its default header list).
+/// APPENDs in flight at once in the pipelined run.
+const PIPELINE: usize = 8;
+
 pub const THUNDERBIRD_HEADERS: &str = "UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Subject Date Message-ID Priority X-Priority References Newsgroups In-Reply-To Content-Type Reply-To)])";
 
 pub async fn run(suite: &Suite, args: &SuiteArgs) -> anyhow::Result<()> {
@@ -39,6 +42,25 @@ pub async fn run(suite: &Suite, args: &SuiteArgs) -> anyhow::Result<()> {
             args.messages
         );
     }
+    // The same, pipelined, into another folder (so the header download below sees one set).
+    imap.command(b"CREATE Pipelined").await?;
+    let started = Instant::now();
+    imap.append_pipelined("Pipelined", &bodies, PIPELINE).await?;
+    let elapsed = started.elapsed();
+    figure(
+        &format!("imap   APPEND in one session, {PIPELINE} in flight (LITERAL+)"),
+        format!("{:.0} messages/s", args.messages as f64 / elapsed.as_secs_f64()),
+        "(not in DESIGN.md)",
+    );
+    let exists = imap.select("Pipelined").await?;
+    if exists != args.messages {
+        bail!(
+            "imapd: SELECT Pipelined says {exists} EXISTS after {} pipelined APPENDs",
+            args.messages
+        );
+    }
+    imap.select("INBOX").await?;
+
     let mut samples = Vec::new();
     for _ in 0..args.repeat {
         let started = Instant::now();
@@ -114,6 +136,12 @@ impl Imap {
 
     /// Send `tag command`, return the untagged responses; an error unless the answer is OK.
     pub async fn command(&mut self, command: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+        let tag = self.send(command).await?;
+        self.finish(&tag, command).await
+    }
+
+    /// Send `tag command` without waiting; its tag.
+    async fn send(&mut self, command: &[u8]) -> anyhow::Result<String> {
         self.tag += 1;
         let tag = format!("b{}", self.tag);
         let mut out = Vec::with_capacity(command.len() + 16);
@@ -122,6 +150,11 @@ impl Imap {
         out.extend_from_slice(command);
         out.extend_from_slice(b"\r\n");
         self.conn.send(&out).await?;
+        Ok(tag)
+    }
+
+    /// Read responses up to `tag`'s; an error unless it is OK.
+    async fn finish(&mut self, tag: &str, command: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut responses = Vec::new();
         self.last_bytes = 0;
         loop {
@@ -145,8 +178,33 @@ impl Imap {
                     show(&response)
                 );
             }
+            if response.starts_with(b"b") {
+                bail!(
+                    "imapd answered out of order: {} while waiting for {tag}",
+                    show(&response)
+                );
+            }
             responses.push(response);
         }
+    }
+
+    /// APPEND every body with up to `window` commands in flight (LITERAL+ lets a client send
+    /// the next before the last is answered); answers must come in order, each OK.
+    pub async fn append_pipelined(&mut self, mailbox: &str, bodies: &[Vec<u8>], window: usize) -> anyhow::Result<()> {
+        let mut in_flight = std::collections::VecDeque::new();
+        for body in bodies {
+            if in_flight.len() >= window {
+                let tag: String = in_flight.pop_front().expect("not empty");
+                self.finish(&tag, b"APPEND (pipelined)").await?;
+            }
+            let mut cmd = format!("APPEND \"{mailbox}\" {{{}+}}\r\n", body.len()).into_bytes();
+            cmd.extend_from_slice(body);
+            in_flight.push_back(self.send(&cmd).await?);
+        }
+        while let Some(tag) = in_flight.pop_front() {
+            self.finish(&tag, b"APPEND (pipelined)").await?;
+        }
+        Ok(())
     }
 
     /// One response: a line, with any literals it announces and the rest of the line after them.
