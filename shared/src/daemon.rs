@@ -62,8 +62,23 @@ pub fn data_dir_from_args(name: &str) -> anyhow::Result<PathBuf> {
     data.ok_or_else(|| anyhow::anyhow!("no data directory: pass --data DIR or set TINYDC_DATA"))
 }
 
+/// Keep memory that large, short-lived buffers used (argon2 needs 19 MiB per password check)
+/// from staying in the process after they are freed. glibc raises its mmap threshold after the
+/// first such buffer is freed, so every later one comes from the heap and is kept; a fixed
+/// threshold makes blocks of 1 MiB and more always mmapped, and unmapped when freed.
+#[allow(unsafe_code)] // mallopt(3): a process-wide allocator setting with no safe equivalent.
+pub fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; it is called once, before other threads
+    // allocate heavily, and any value is valid for M_MMAP_THRESHOLD below 32 MiB.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// Everything a daemon needs before binding: logging, crypto, config, database, signals.
 pub async fn start(name: &str) -> anyhow::Result<(Arc<Context>, Shutdown)> {
+    return_large_buffers_to_the_system();
     init_logging();
     crate::tls::install_crypto_provider();
     let data = data_dir_from_args(name)?;
