@@ -106,9 +106,22 @@ fn fqdn(name: &str) -> Box<str> {
 impl Dns {
     /// The system's resolver (/etc/resolv.conf), caching by TTL.
     pub fn system() -> anyhow::Result<Dns> {
-        let authenticator = MessageAuthenticator::new_system_conf()
-            .or_else(|_| MessageAuthenticator::new_cloudflare())
-            .map_err(|e| anyhow::anyhow!("no DNS resolver: {e}"))?;
+        let authenticator = match mail_auth::hickory_resolver::system_conf::read_system_conf() {
+            Ok((config, mut options)) => {
+                // A lost UDP answer must not hold a whole SMTP session for the default 5 s:
+                // ask again sooner, a few more times. "No such record" answers are kept for a
+                // minute at least, since SPF and DMARC ask for the same missing names repeatedly.
+                options.timeout = std::time::Duration::from_millis(1500);
+                options.attempts = 3;
+                options.negative_min_ttl = Some(std::time::Duration::from_secs(60));
+                MessageAuthenticator::new(config, options)
+            }
+            Err(e) => {
+                tracing::warn!("cannot read the system's resolver config ({e}); using Cloudflare over TLS");
+                MessageAuthenticator::new_cloudflare_tls()
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("no DNS resolver: {e}"))?;
         Ok(Dns {
             authenticator,
             txt: Cache::new(None),
