@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// The daemons, by binary name.
-const DAEMONS: [&str; 3] = ["tinydc-smtpd", "tinydc-imapd", "tinydc-davd"];
+pub const DAEMONS: [&str; 3] = ["tinydc-smtpd", "tinydc-imapd", "tinydc-davd"];
 /// How long daemons get to finish after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
@@ -67,7 +67,7 @@ pub async fn run(data: &Path, explicit_data: bool) -> anyhow::Result<()> {
 }
 
 /// The daemon binaries, next to this `tinydc` binary.
-fn find_daemons() -> anyhow::Result<Vec<PathBuf>> {
+pub fn find_daemons() -> anyhow::Result<Vec<PathBuf>> {
     let exe = std::env::current_exe().context("locating the tinydc binary")?;
     let dir = exe.parent().context("the tinydc binary has no folder")?;
     DAEMONS

@@ -23,7 +23,7 @@ pub const IMAP_USER: &str = "bob@example.test";
 /// Owns the WebDAV files.
 pub const DAV_USER: &str = "carol@example.test";
 
-const DAEMONS: [&str; 3] = ["tinydc-smtpd", "tinydc-imapd", "tinydc-davd"];
+use crate::cmd::up::{DAEMONS, find_daemons};
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
@@ -231,26 +231,6 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     out
-}
-
-/// The daemon binaries, next to this `tinydc` binary (as `tinydc up` finds them).
-fn find_daemons() -> anyhow::Result<Vec<PathBuf>> {
-    let exe = std::env::current_exe().context("locating the tinydc binary")?;
-    let dir = exe.parent().context("the tinydc binary has no folder")?;
-    DAEMONS
-        .iter()
-        .map(|name| {
-            let path = dir.join(name);
-            if path.exists() {
-                Ok(path)
-            } else {
-                bail!(
-                    "{name} not found next to {} (build them: cargo build --release -p tinydc-ops -p tinydc-smtpd -p tinydc-imapd -p tinydc-davd)",
-                    exe.display()
-                )
-            }
-        })
-        .collect()
 }
 
 fn config_text() -> anyhow::Result<String> {
