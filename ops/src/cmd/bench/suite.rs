@@ -14,6 +14,8 @@ use shared::config::CONFIG_FILE;
 use shared::pg::{Durability, PrivateCluster};
 use tokio::process::{Child, Command};
 
+use crate::cmd::up::{DAEMONS, find_daemons};
+
 pub const DOMAIN: &str = "example.test";
 pub const PASSWORD: &str = "bench password 1";
 /// Receives the SMTP deliveries.
@@ -23,7 +25,6 @@ pub const IMAP_USER: &str = "bob@example.test";
 /// Owns the WebDAV files.
 pub const DAV_USER: &str = "carol@example.test";
 
-use crate::cmd::up::{DAEMONS, find_daemons};
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
