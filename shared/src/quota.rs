@@ -112,12 +112,25 @@ async fn locked_info(conn: &mut PgConnection, user_id: i64) -> Result<QuotaInfo,
     })
 }
 
-/// A user's quota and usage now.
+/// A user's quota and usage now: a plain read that locks nothing (IMAP GETQUOTAROOT and WebDAV
+/// quota properties call this on every request).
 pub async fn info(db: &PgPool, user_id: i64) -> Result<QuotaInfo, QuotaError> {
-    let mut tx = db.begin().await?;
-    let info = locked_info(&mut tx, user_id).await?;
-    tx.rollback().await?;
-    Ok(info)
+    let row: Option<(Option<i64>, i64, i64, i64)> = sqlx::query_as(
+        "SELECT quota_limit, mail_bytes, file_bytes,
+                (SELECT coalesce(sum(bytes), 0)::bigint FROM quota_reservations
+                 WHERE user_id = users.id AND expires_at > now())
+         FROM users WHERE id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    let (limit, mail, files, reserved) = row.ok_or(QuotaError::UnknownUser)?;
+    Ok(QuotaInfo {
+        limit: limit.map(|l| l.max(0) as u64),
+        mail_bytes: mail.max(0) as u64,
+        file_bytes: files.max(0) as u64,
+        reserved_bytes: reserved.max(0) as u64,
+    })
 }
 
 /// Promise `bytes` to a write that is about to start, or refuse with `Exceeded`.

@@ -117,6 +117,13 @@ async fn flags_copy_move_expunge_keep_quota_and_modseq_right() {
         size + message(2).len() as u64
     );
 
+    let refs: i64 = sqlx::query_scalar("SELECT refcount FROM blobs WHERE id = $1")
+        .bind(shared::blobs::BlobId::of(&message(2)).0)
+        .fetch_one(&env.context.db)
+        .await
+        .unwrap();
+    assert_eq!(refs, 2, "the copy holds its own reference to the body");
+
     let moved = mail.move_messages(user.id, inbox.id, &[3], trash.id).await.unwrap();
     assert_eq!(moved, vec![(3, 2)]);
     assert_eq!(

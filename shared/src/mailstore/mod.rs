@@ -602,20 +602,30 @@ impl MailStore {
         }
         if !updates.is_empty() {
             let modseq = bump_modseq(&mut tx, mailbox_id).await?;
-            for (uid, new_flags) in updates {
-                sqlx::query("UPDATE messages SET flags = $3, modseq = $4 WHERE mailbox_id = $1 AND uid = $2")
-                    .bind(mailbox_id)
-                    .bind(uid)
-                    .bind(&new_flags)
-                    .bind(modseq as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                result.changed.push(MessageState {
+            // One statement for every changed message (`STORE 1:* +FLAGS (\Seen)` on a big
+            // mailbox must not cost a round trip per message).
+            let rows: Vec<serde_json::Value> = updates
+                .iter()
+                .map(|(uid, flags)| serde_json::json!({ "uid": uid, "flags": flags }))
+                .collect();
+            sqlx::query(
+                "UPDATE messages m SET flags = v.flags, modseq = $3
+                 FROM jsonb_to_recordset($2) AS v(uid bigint, flags text[])
+                 WHERE m.mailbox_id = $1 AND m.uid = v.uid",
+            )
+            .bind(mailbox_id)
+            .bind(serde_json::Value::Array(rows))
+            .bind(modseq as i64)
+            .execute(&mut *tx)
+            .await?;
+            result.changed = updates
+                .into_iter()
+                .map(|(uid, flags)| MessageState {
                     uid: uid as u32,
                     modseq,
-                    flags: new_flags,
-                });
-            }
+                    flags,
+                })
+                .collect();
             events::notify(&mut tx, &Event::Mailbox { user_id, mailbox_id }).await?;
         }
         tx.commit().await?;
@@ -654,19 +664,17 @@ impl MailStore {
         if second != first {
             lock_mailbox(&mut tx, user_id, second).await?;
         }
-        let rows: Vec<MessageRow> = sqlx::query_as(
-            "SELECT uid, flags, internal_date, size, blob_id, envelope, body_structure, header
-                 FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) ORDER BY uid",
-        )
-        .bind(from)
-        .bind(uids_param(uids))
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT uid, size FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) ORDER BY uid")
+                .bind(from)
+                .bind(uids_param(uids))
+                .fetch_all(&mut *tx)
+                .await?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
         if !remove {
-            let total: u64 = rows.iter().map(|r| r.3 as u64).sum();
+            let total: u64 = rows.iter().map(|r| r.1 as u64).sum();
             quota::charge(&mut tx, user_id, Usage::Mail, total).await?;
         }
         let modseq = bump_modseq(&mut tx, to).await?;
@@ -676,33 +684,30 @@ impl MailStore {
                 .bind(rows.len() as i64)
                 .fetch_one(&mut *tx)
                 .await?;
-        let mut pairs = Vec::with_capacity(rows.len());
-        let mut blob_ids = Vec::with_capacity(rows.len());
-        for (i, (uid, flags, date, size, blob, envelope, structure, header)) in rows.into_iter().enumerate() {
-            let new_uid = first_uid + i as i64;
-            sqlx::query(
-                "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id, envelope, body_structure, header)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(to)
-            .bind(new_uid)
-            .bind(modseq as i64)
-            .bind(&flags)
-            .bind(date)
-            .bind(size)
-            .bind(&blob)
-            .bind(&envelope)
-            .bind(&structure)
-            .bind(&header)
-            .execute(&mut *tx)
-            .await?;
-            pairs.push((uid as u32, new_uid as u32));
-            blob_ids.push(blob);
-        }
+        let source_uids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        // One statement copies every row, new UIDs in the order of the old ones (the source
+        // mailbox is locked, so the set cannot change in between).
+        sqlx::query(
+            "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id, envelope, body_structure, header)
+             SELECT $3, $4 + row_number() OVER (ORDER BY uid) - 1, $5, flags, internal_date, size, blob_id, envelope, body_structure, header
+             FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)",
+        )
+        .bind(from)
+        .bind(&source_uids)
+        .bind(to)
+        .bind(first_uid)
+        .bind(modseq as i64)
+        .execute(&mut *tx)
+        .await?;
+        let pairs: Vec<(u32, u32)> = source_uids
+            .iter()
+            .enumerate()
+            .map(|(i, &uid)| (uid as u32, (first_uid + i as i64) as u32))
+            .collect();
         if remove {
             sqlx::query("DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)")
                 .bind(from)
-                .bind(pairs.iter().map(|p| p.0 as i64).collect::<Vec<_>>())
+                .bind(&source_uids)
                 .execute(&mut *tx)
                 .await?;
             bump_modseq(&mut tx, from).await?;
@@ -716,12 +721,16 @@ impl MailStore {
             .await?;
         } else {
             // One more reference per copy.
-            for blob in &blob_ids {
-                sqlx::query("UPDATE blobs SET refcount = refcount + 1, zero_since = NULL WHERE id = $1")
-                    .bind(blob)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            sqlx::query(
+                "UPDATE blobs SET refcount = blobs.refcount + r.n, zero_since = NULL
+                 FROM (SELECT blob_id, count(*) AS n FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)
+                       GROUP BY blob_id) r
+                 WHERE blobs.id = r.blob_id",
+            )
+            .bind(from)
+            .bind(&source_uids)
+            .execute(&mut *tx)
+            .await?;
         }
         events::notify(
             &mut tx,
@@ -771,19 +780,6 @@ impl MailStore {
         Ok(uids)
     }
 }
-
-/// A message row as copied by COPY and MOVE: uid, flags, internal date, size, blob, envelope,
-/// body structure, header.
-type MessageRow = (
-    i64,
-    Vec<String>,
-    DateTime<Utc>,
-    i64,
-    String,
-    serde_json::Value,
-    serde_json::Value,
-    Vec<u8>,
-);
 
 /// Lock a mailbox row that must belong to the user. The user's row is locked first: every
 /// transaction that changes usage locks user before mailbox, so none can deadlock another.
