@@ -30,7 +30,7 @@ use dav_server::fs::{
 };
 use futures::FutureExt;
 use http::StatusCode;
-use shared::quota::{self, QuotaError, Reservation, UPLOAD_TEMP_PREFIX, Usage};
+use shared::quota::{self, QuotaError, QuotaInfo, Reservation, UPLOAD_TEMP_PREFIX, Usage};
 use sqlx::PgPool;
 
 use crate::journal::{Journal, Step};
@@ -91,8 +91,9 @@ pub struct TinyFs {
     db: PgPool,
     journal: Arc<Journal>,
     listing: Arc<Mutex<Option<Listing>>>,
-    /// The account's usage, when this request (a PROPFIND asking for quota) needs it.
-    account_usage: Option<u64>,
+    /// The account's quota and usage, read once when this request (a PROPFIND asking for
+    /// quota) needs them: every collection's quota-used-bytes and `get_quota` answer from it.
+    quota: Option<QuotaInfo>,
 }
 
 /// Dead properties of one folder's entries, by key.
@@ -107,13 +108,14 @@ impl TinyFs {
             db,
             journal,
             listing: Arc::new(Mutex::new(None)),
-            account_usage: None,
+            quota: None,
         }
     }
 
-    /// Report `used` as every collection's RFC 4331 quota-used-bytes in this request.
-    pub fn with_account_usage(mut self, used: u64) -> TinyFs {
-        self.account_usage = Some(used);
+    /// Answer this request's RFC 4331 quota properties from `info` (read once per request):
+    /// every collection's quota-used-bytes is the account's usage.
+    pub fn with_quota(mut self, info: QuotaInfo) -> TinyFs {
+        self.quota = Some(info);
         self
     }
 
@@ -918,7 +920,7 @@ impl GuardedFileSystem<User> for TinyFs {
                 props: listed,
             });
             // Streamed: a folder of any size is listed with bounded memory.
-            let dir_len = self.account_usage;
+            let dir_len = self.quota.as_ref().map(QuotaInfo::used);
             let (tx, rx) = tokio::sync::mpsc::channel::<FsResult<Box<dyn DavDirEntry>>>(64);
             tokio::task::spawn_blocking(move || {
                 for entry in entries {
@@ -959,7 +961,7 @@ impl GuardedFileSystem<User> for TinyFs {
             if !paths::is_finder_metadata(path.file_name_bytes()) {
                 meta.1 = props::win32_created(&self.db, user.id, &paths::key(path)).await?;
             }
-            meta.2 = self.account_usage;
+            meta.2 = self.quota.as_ref().map(QuotaInfo::used);
             Ok(Box::new(meta) as Box<dyn DavMetaData>)
         }
         .boxed()
@@ -1069,7 +1071,10 @@ impl GuardedFileSystem<User> for TinyFs {
     /// RFC 4331: used bytes (mail and files: one quota) and used + available.
     fn get_quota<'a>(&'a self, user: &'a User) -> FsFuture<'a, (u64, Option<u64>)> {
         async move {
-            let info = quota::info(&self.db, user.id).await.map_err(quota_error)?;
+            let info = match &self.quota {
+                Some(info) => info.clone(),
+                None => quota::info(&self.db, user.id).await.map_err(quota_error)?,
+            };
             let used = info.used();
             Ok((used, info.limit.map(|_| used.saturating_add(info.available()))))
         }

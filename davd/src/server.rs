@@ -231,14 +231,6 @@ pub fn dav_prefix(path: &str, address: &str) -> Option<String> {
 }
 
 /// The account's usage (mail and files), without locking anything.
-async fn account_usage(db: &sqlx::PgPool, user_id: i64) -> Result<u64, sqlx::Error> {
-    let used: i64 = sqlx::query_scalar("SELECT mail_bytes + file_bytes FROM users WHERE id = $1")
-        .bind(user_id)
-        .fetch_one(db)
-        .await?;
-    Ok(used.max(0) as u64)
-}
-
 /// For a COPY: the source and destination keys and whether it is deep (RFC 4918 section 9.8.3).
 fn copy_keys(req: &Request<Incoming>, path: &str, prefix: &str) -> Option<(String, String, bool)> {
     let parse = |p: &str| {
@@ -442,10 +434,12 @@ impl App {
                 }
             };
             let mut fs = TinyFs::new(db.clone(), self.journal.clone());
+            // One read of quota and usage for the whole PROPFIND (every collection reports
+            // the account's), so used and available agree with each other.
             if body.windows(6).any(|w| w == b"quota-") {
-                match account_usage(&db, user.id).await {
-                    Ok(used) => fs = fs.with_account_usage(used),
-                    Err(e) => tracing::error!("reading usage: {e}"),
+                match shared::quota::info(&db, user.id).await {
+                    Ok(info) => fs = fs.with_quota(info),
+                    Err(e) => tracing::error!("reading quota: {e}"),
                 }
             }
             let req = Request::from_parts(parts, http_body_util::Full::new(body));
