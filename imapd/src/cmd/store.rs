@@ -1,5 +1,7 @@
 //! STORE and UID STORE (RFC 3501 §6.4.6), with UNCHANGEDSINCE (RFC 7162 §3.2).
 
+use std::collections::HashSet;
+
 use shared::mailstore::{FlagOp, normalize_flags};
 
 use crate::session::{CmdResult, Reply, Session, State};
@@ -44,17 +46,19 @@ impl Session {
             .await?;
         let condstore = self.condstore;
         let selected = self.selected_mut()?;
-        let mut changed_uids = Vec::with_capacity(change.changed.len());
+        // Sets, not lists: `STORE 1:* +FLAGS` looks each target up in both (was quadratic).
+        let mut changed_uids = HashSet::with_capacity(change.changed.len());
         for state in &change.changed {
             if let Some(seq) = selected.seq_of(state.uid) {
                 selected.flags[seq as usize - 1] = state.flags.clone();
                 selected.modseqs[seq as usize - 1] = state.modseq;
-                changed_uids.push(state.uid);
+                changed_uids.insert(state.uid);
             }
         }
+        let modified: HashSet<u32> = change.modified.iter().copied().collect();
         let mut out = Vec::new();
         for &(seq, msg_uid) in &targets {
-            if change.modified.contains(&msg_uid) {
+            if modified.contains(&msg_uid) {
                 continue;
             }
             let i = seq as usize - 1;
