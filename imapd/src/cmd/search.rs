@@ -219,7 +219,11 @@ impl Session {
                 Vec::new()
             };
             for &(seq, msg_uid) in chunk {
-                let message = stored.iter().find(|m| m.uid == msg_uid);
+                // fetch_light answers in UID order: a binary search, not a scan per message.
+                let message = stored
+                    .binary_search_by_key(&msg_uid, |m| m.uid)
+                    .ok()
+                    .map(|i| &stored[i]);
                 if needs_stored && message.is_none() {
                     continue;
                 }
