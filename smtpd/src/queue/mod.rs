@@ -49,16 +49,18 @@ pub async fn enqueue(
     let mut tx = ctx.db.begin().await?;
     // The blob row first: queue rows reference it.
     shared::blobs::add_ref(&mut tx, &blob, message.len() as u64, recipients.len() as i64).await?;
-    for recipient in recipients {
-        sqlx::query("INSERT INTO smtp_queue (blob_id, size, sender, recipient, user_id) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&blob.0)
-            .bind(message.len() as i64)
-            .bind(sender)
-            .bind(recipient)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-    }
+    // One statement for all recipients, not one round trip each.
+    sqlx::query(
+        "INSERT INTO smtp_queue (blob_id, size, sender, recipient, user_id)
+         SELECT $1, $2, $3, r, $5 FROM UNNEST($4::text[]) AS r",
+    )
+    .bind(&blob.0)
+    .bind(message.len() as i64)
+    .bind(sender)
+    .bind(recipients)
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
     shared::events::notify(&mut tx, &Event::Queue).await?;
     tx.commit().await?;
     Ok(())
@@ -173,16 +175,19 @@ pub async fn worker(ctx: Arc<Context>, dns: Arc<Dns>, shutdown: Shutdown) {
 }
 
 async fn process(ctx: &Context, dns: &Dns, entry: Entry) {
-    let outcome = match ctx.blobs.read(&BlobId(entry.blob_id.clone())).await {
-        Ok(message) => attempt(ctx, dns, &entry, &message).await,
+    let message = ctx.blobs.read(&BlobId(entry.blob_id.clone())).await;
+    let outcome = match &message {
+        Ok(message) => attempt(ctx, dns, &entry, message).await,
         Err(e) => Outcome::Temporary(format!("reading the queued message: {e}")),
     };
-    if let Err(e) = settle(ctx, &entry, outcome).await {
+    // The bounce quotes the message already read (empty when it could not be).
+    let original = message.as_deref().unwrap_or_default();
+    if let Err(e) = settle(ctx, &entry, outcome, original).await {
         tracing::error!(id = entry.id, "queue: recording the outcome failed: {e}");
     }
 }
 
-async fn settle(ctx: &Context, entry: &Entry, outcome: Outcome) -> anyhow::Result<()> {
+async fn settle(ctx: &Context, entry: &Entry, outcome: Outcome, original: &[u8]) -> anyhow::Result<()> {
     let config = &ctx.config.smtp;
     let expired = Utc::now() - entry.created_at > chrono::Duration::seconds(config.queue_lifetime_secs as i64);
     let failure = match outcome {
@@ -225,8 +230,7 @@ async fn settle(ctx: &Context, entry: &Entry, outcome: Outcome) -> anyhow::Resul
         failure.diagnostic
     );
     if !entry.sender.is_empty() {
-        let original = ctx.blobs.read(&BlobId(entry.blob_id.clone())).await.unwrap_or_default();
-        dsn::bounce(ctx, entry, &failure, &original).await?;
+        dsn::bounce(ctx, entry, &failure, original).await?;
     }
     remove(ctx, entry.id).await?;
     Ok(())
