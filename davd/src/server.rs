@@ -203,30 +203,12 @@ fn unauthorized() -> Response<Body> {
     res
 }
 
-/// Decode %XX escapes (for the address in `/dav/<address>/`).
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// `/dav/<address>/...` for the logged-in user: the prefix dav-server strips (as it appears
 /// decoded in the request); any other path is inside the user's tree from `/`.
 pub fn dav_prefix(path: &str, address: &str) -> Option<String> {
     let rest = path.strip_prefix("/dav/")?;
     let segment = rest.split('/').next().unwrap_or("");
-    let decoded = percent_decode(segment)?;
+    let decoded = String::from_utf8(crate::paths::decode_segment(segment)).ok()?;
     decoded.eq_ignore_ascii_case(address).then(|| format!("/dav/{decoded}"))
 }
 
