@@ -19,7 +19,15 @@ impl Session {
             let total = tx.chunks.as_ref().map_or(0, Vec::len) + size;
             self.server.memory.grow(&mut tx.held, total).await;
         }
-        let mut chunk = Vec::new();
+        // A kept chunk is read straight onto the message so far (no second copy).
+        let mut chunks = match &mut self.state {
+            State::Mail(tx) if keep => tx.chunks.take().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if keep {
+            // Bounded: `keep` means the total is within the limit and its memory is held.
+            chunks.reserve(size);
+        }
         let mut left = size;
         let timeout = self.data_timeout();
         while left > 0 {
@@ -38,7 +46,7 @@ impl Session {
             }
             let n = self.conn.pending().len().min(left);
             if keep {
-                chunk.extend_from_slice(&self.conn.pending()[..n]);
+                chunks.extend_from_slice(&self.conn.pending()[..n]);
             }
             self.conn.consume(n);
             left -= n;
@@ -49,10 +57,12 @@ impl Session {
         if tx.recipients.is_empty() {
             return Some(Reply::new(554, "5.5.1", "No valid recipients"));
         }
-        let chunks = tx.chunks.get_or_insert_with(Vec::new);
         if keep {
-            chunks.extend_from_slice(&chunk);
-        } else if tx.chunk_error.is_none() {
+            tx.chunks = Some(chunks);
+        } else {
+            tx.chunks.get_or_insert_with(Vec::new);
+        }
+        if !keep && tx.chunk_error.is_none() {
             tx.chunk_error = Some(Reply::new(
                 552,
                 "5.3.4",
