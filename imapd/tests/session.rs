@@ -185,6 +185,36 @@ async fn oversized_nonsync_literal_and_idle_timeout() {
     assert!(c.closed().await);
 }
 
+#[tokio::test]
+async fn several_literals_cannot_exceed_the_command_limit() {
+    // Each literal is under max_literal_size; together they would pass the command limit
+    // (max_literal_size + 4 lines), so the one that would is refused before it is sent.
+    let server = Server::start_with(
+        |c| {
+            c.imap.max_literal_size = 1000;
+            c.imap.max_line_length = 1024;
+        },
+        None,
+    )
+    .await;
+    let mut c = server.login().await;
+    c.write(b"r RENAME {1000}\r\n").await;
+    let mut refused = None;
+    for i in 0..10 {
+        let line = c.raw_line().await;
+        if !line.starts_with('+') {
+            refused = Some((i, line));
+            break;
+        }
+        c.write(&[b'a'; 1000]).await;
+        c.write(b" {1000}\r\n").await;
+    }
+    let (i, line) = refused.expect("never refused");
+    assert!(line.starts_with("r NO [TOOBIG]"), "{line}");
+    assert!(i <= 5, "refused only after {i} literals");
+    c.ok("NOOP").await;
+}
+
 /// The real binary, as `tinydc up` starts it: `tinydc-imapd --data DIR` logs one line per
 /// listener, serves, and exits 0 after SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

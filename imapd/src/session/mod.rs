@@ -426,6 +426,8 @@ impl Session {
             State::NotAuthenticated => max_line as u64,
             _ => self.ctx.config.imap.max_literal_size,
         };
+        // The whole command (line, literals, and the lines between them) stays within this.
+        let max_command = max_literal.saturating_add(max_line as u64 * 4);
         let mut buf = Vec::new();
         let mut lines = 0;
         loop {
@@ -442,7 +444,7 @@ impl Session {
             };
             buf.extend_from_slice(&line);
             lines += 1;
-            if lines > 1000 || buf.len() as u64 > max_literal.saturating_add(max_line as u64 * 4) {
+            if lines > 1000 || buf.len() as u64 > max_command {
                 self.garbage += 1;
                 self.untagged("BYE command too large").await?;
                 return Ok(Some(Input::Close));
@@ -451,7 +453,9 @@ impl Session {
                 return Ok(Some(Input::Command(buf)));
             };
             let tag = parse::peek_tag(&buf).unwrap_or_else(|| "*".into());
-            if literal.size > max_literal {
+            // Checked before reading: each literal alone may be under the limit while the
+            // command holding several of them is not.
+            if literal.size > max_literal || (buf.len() as u64).saturating_add(literal.size) > max_command {
                 tracing::info!(peer = %self.peer, size = literal.size, "literal too large");
                 if literal.synchronizing {
                     // RFC 7889 §4: refuse before the client sends it.
