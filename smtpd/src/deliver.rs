@@ -82,7 +82,7 @@ impl Session {
     }
 
     pub async fn finish_message(&mut self, body: Vec<u8>) -> Reply {
-        let State::Mail(tx) = std::mem::replace(&mut self.state, State::Ready) else {
+        let State::Mail(mut tx) = std::mem::replace(&mut self.state, State::Ready) else {
             return Reply::new(503, "5.5.1", "No transaction");
         };
         let body = crate::verify::strip_own_results(&body, self.hostname());
@@ -100,6 +100,7 @@ impl Session {
             }
         }
         let from = tx.from.clone();
+        let senders = std::mem::take(&mut tx.senders);
         for r in tx.recipients {
             if let Target::Local(rs) = r.target {
                 for reservation in rs {
@@ -114,7 +115,16 @@ impl Session {
             }
         }
         let reply = self
-            .store(&from, &id, &received, body, reservations, &local_users, remote)
+            .store(
+                &from,
+                &senders,
+                &id,
+                &received,
+                body,
+                reservations,
+                &local_users,
+                remote,
+            )
             .await;
         if reply.is_positive() {
             tracing::info!(peer = %self.peer, id, from, local = local_users.len(), "message accepted");
@@ -193,6 +203,7 @@ impl Session {
     async fn store(
         &mut self,
         from: &str,
+        senders: &[String],
         id: &str,
         received: &str,
         body: Vec<u8>,
@@ -230,20 +241,13 @@ impl Session {
             message.extend_from_slice(received.as_bytes());
             message.extend_from_slice(&body);
         } else {
-            // Submission: the From header must be the user's too (the envelope was checked at MAIL).
-            let user = self.user.clone().expect("the gate requires AUTH on submission");
-            let allowed = match shared::accounts::sender_addresses(&ctx.db, user.id).await {
-                Ok(a) => a,
-                Err(e) => {
-                    self.release_all(reservations).await;
-                    tracing::error!("sender lookup failed: {e}");
-                    return Reply::new(451, "4.3.0", "Temporary lookup failure");
-                }
-            };
+            // Submission: the From header must be the user's too, checked against the addresses
+            // read when MAIL checked the envelope (no second lookup per message).
             let header = header_from(&body);
-            if header.is_empty() || !header.iter().all(|a| allowed.iter().any(|b| b.eq_ignore_ascii_case(a))) {
+            if header.is_empty() || !header.iter().all(|a| senders.iter().any(|b| b.eq_ignore_ascii_case(a))) {
                 self.release_all(reservations).await;
-                tracing::warn!(user = user.address, from = ?header, "From header not owned");
+                let user = self.user.as_ref().map(|u| u.address.as_str()).unwrap_or_default();
+                tracing::warn!(user, from = ?header, "From header not owned");
                 return Reply::new(553, "5.7.1", "From header address not owned by the authenticated user");
             }
             message.extend_from_slice(received.as_bytes());

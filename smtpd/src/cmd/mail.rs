@@ -27,12 +27,13 @@ impl Session {
             return Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
         }
         let address = from.address.trim().to_string();
+        let mut senders = Vec::new();
         if self.kind != ListenerKind::Mx {
             let Some(user) = self.user.clone() else {
                 return Reply::new(530, "5.7.0", "Authentication required");
             };
             match shared::accounts::sender_addresses(&self.server.ctx.db, user.id).await {
-                Ok(mine) if mine.iter().any(|a| a.eq_ignore_ascii_case(&address)) => {}
+                Ok(mine) if mine.iter().any(|a| a.eq_ignore_ascii_case(&address)) => senders = mine,
                 Ok(_) => {
                     tracing::warn!(peer = %self.peer, user = user.address, sender = address, "sender not owned");
                     return Reply::new(
@@ -56,6 +57,7 @@ impl Session {
             from: address,
             size: from.size as u64,
             smtputf8,
+            senders,
             ..Transaction::default()
         });
         Reply::new(250, "2.1.0", "Sender OK")

@@ -41,6 +41,9 @@ pub struct Transaction {
     /// SIZE= from MAIL, 0 when not given.
     pub size: u64,
     pub smtputf8: bool,
+    /// The authenticated user's own addresses, read once at MAIL for the From check at the end
+    /// (empty on the MX port).
+    pub senders: Vec<String>,
     pub recipients: Vec<Recipient>,
     /// The message so far when BDAT chunks are coming (RFC 3030).
     pub chunks: Option<Vec<u8>>,
