@@ -84,6 +84,21 @@ fn header_matches(stored: &StoredMessage, name: &str, needle: &str) -> bool {
         .any(|v| contains(v, needle) || contains(&decode_words(v), needle))
 }
 
+/// TEXT over the header: the raw block, or any field's value with its encoded words decoded.
+/// Decoding is per field: decoding the block as one value stopped at its first line.
+fn text_in_header(header: &[u8], needle: &str) -> bool {
+    contains(&String::from_utf8_lossy(header), needle)
+        || mime::fields(header).iter().any(|field| {
+            let Some(colon) = field.iter().position(|&b| b == b':') else {
+                return false;
+            };
+            let value = String::from_utf8_lossy(&field[colon + 1..])
+                .replace("\r\n", "")
+                .replace('\n', "");
+            value.contains("=?") && contains(&decode_words(value.trim()), needle)
+        })
+}
+
 /// Decode RFC 2047 encoded words in a header value.
 fn decode_words(value: &str) -> String {
     if !value.contains("=?") {
@@ -146,10 +161,7 @@ fn eval(key: &SearchKey, c: &Candidate<'_>) -> bool {
         K::Body(s) => c.body_text.is_some_and(|t| t.contains(&s.to_lowercase())),
         K::Text(s) => {
             c.body_text.is_some_and(|t| t.contains(&s.to_lowercase()))
-                || stored.is_some_and(|m| {
-                    let header = String::from_utf8_lossy(&m.header);
-                    contains(&header, s) || contains(&decode_words(&header), s)
-                })
+                || stored.is_some_and(|m| text_in_header(&m.header, s))
         }
         K::Uid(set) => set.contains(c.uid, c.max_uid),
         K::Sequence(set) => set.contains(c.seq, c.count),
@@ -271,5 +283,18 @@ impl Session {
         } else {
             "SEARCH completed"
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_decodes_every_header_field() {
+        let header = b"From: a@example.test\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n\r\n";
+        assert!(text_in_header(header, "grüße"));
+        assert!(text_in_header(header, "example.test"));
+        assert!(!text_in_header(header, "nowhere"));
     }
 }
