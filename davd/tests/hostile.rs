@@ -339,6 +339,49 @@ fn lockinfo_of(len: usize) -> Vec<u8> {
     body
 }
 
+/// davd with `dav.max_xml_body` set to `limit`.
+async fn start_with_xml_limit(limit: u64) -> Dav {
+    let env = shared::testing::TestEnv::new().await;
+    let mut config = (*env.context.config).clone();
+    config.dav.max_xml_body = limit;
+    let context = shared::Context::new(config, env.context.db.clone()).await.unwrap();
+    let env = shared::testing::TestEnv { dir: env.dir, context };
+    env.add_user(ALICE, PW, None).await;
+    Dav::serve(env).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_xml_limit_is_the_one_that_bites() {
+    // A smaller limit bites exactly; a larger one (data directories made when the template
+    // said "1M") acts as the 64 KiB dav-server reads, still with davd's own 413.
+    for (configured, applied) in [(10_000u64, 10_000usize), (1 << 20, 65_536)] {
+        let dav = start_with_xml_limit(configured).await;
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(
+            dav.curl(ALICE, &["-X", "PUT", "--data-binary", "x", &dav.url("/f.txt")])
+                .await
+                .status,
+            201
+        );
+        let url = dav.url("/f.txt");
+        let at = write(tmp.path(), "at", &propfind_of(applied));
+        let over = write(tmp.path(), "over", &propfind_of(applied + 1));
+        let r = dav
+            .curl(ALICE, &["-X", "PROPFIND", "-H", "Depth: 0", "--data-binary", &at, &url])
+            .await;
+        assert_eq!(r.status, 207, "{configured}: exactly {applied}");
+        let r = dav
+            .curl(
+                ALICE,
+                &["-X", "PROPFIND", "-H", "Depth: 0", "--data-binary", &over, &url],
+            )
+            .await;
+        assert_eq!(r.status, 413, "{configured}: {applied} + 1");
+        assert!(r.text().contains("too large"), "davd's own answer: {:?}", r.text());
+        dav.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_xml_body_limit_is_exact() {
     let dav = Dav::start(None).await;
