@@ -104,6 +104,23 @@ async fn deeply_nested_xml_is_refused_and_davd_keeps_serving() {
         )
         .await;
     assert_eq!(r.status, 400);
+    // Entity expansion (a DOCTYPE): refused before any entity is expanded.
+    let laughs = r#"<?xml version="1.0"?><!DOCTYPE D:propfind [<!ENTITY a "aaaaaaaaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;">]><D:propfind xmlns:D="DAV:"><D:prop><D:getetag/></D:prop>&c;</D:propfind>"#;
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-X",
+                "PROPFIND",
+                "-H",
+                "Depth: 0",
+                "--data-binary",
+                laughs,
+                &dav.url("/f.txt"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400);
 
     // A reasonable nesting inside a dead property value is still stored and read back.
     let fine = r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><x:tree xmlns:x="urn:t"><x:a><x:b><x:c><x:d>leaf</x:d></x:c></x:b></x:a></x:tree></D:prop></D:set></D:propertyupdate>"#;
