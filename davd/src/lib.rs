@@ -14,5 +14,6 @@ pub mod paths;
 pub mod props;
 pub mod server;
 pub mod win32;
+pub mod xmlcheck;
 
 pub use server::{Server, run};

@@ -19,11 +19,34 @@ use xmltree::Element;
 use crate::paths;
 
 /// Longest lock lifetime granted (RFC 4918 section 10.7 lets the server choose), so an
-/// abandoned lock cannot block a file forever. dav-server already caps what clients ask for
-/// (600 s exclusive, 1 day shared).
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
-/// The lifetime of a lock whose request named none.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// abandoned lock cannot block a file for long; clients refresh their locks. One maximum for
+/// every lock and every spelling of the request: it is dav-server's own cap on exclusive locks
+/// (it grants no more than 600 s to those whatever davd allows), so shared locks, `Infinite`
+/// and numbers too big for dav-server's header parser get the same (see [`requested_timeout`]).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// The lifetime of a lock whose request named none (no more than one that asked for more).
+pub const DEFAULT_TIMEOUT: Duration = MAX_TIMEOUT;
+
+/// The lifetime to grant for a LOCK's `Timeout` header (RFC 4918 section 10.7:
+/// `Timeout = 1#TimeType`, `TimeType = "Second-" DAVTimeOutVal | "Infinite"`): the first
+/// value davd understands, at most [`MAX_TIMEOUT`]. `Infinite` and any number past the maximum
+/// (however many digits) are the maximum; values it cannot read are skipped. `None` when the
+/// header names nothing usable (the lock then gets [`DEFAULT_TIMEOUT`], a refresh keeps its
+/// own).
+pub fn requested_timeout(header: &str) -> Option<Duration> {
+    header.split(',').map(str::trim).find_map(|word| {
+        if word.eq_ignore_ascii_case("Infinite") {
+            return Some(MAX_TIMEOUT);
+        }
+        let (name, digits) = word.split_at_checked(7)?;
+        if !name.eq_ignore_ascii_case("Second-") || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // Too many digits for a u64 is still just "very long".
+        let secs = digits.parse::<u64>().unwrap_or(u64::MAX);
+        Some(Duration::from_secs(secs).min(MAX_TIMEOUT))
+    })
+}
 
 /// The lock system of one user, for one request.
 #[derive(Clone)]
@@ -112,6 +135,8 @@ impl PgLocks {
             principal: row.principal,
             owner: row
                 .owner
+                // Parsed by xmltree, which recurses per level: bounded like every body.
+                .filter(|xml| crate::xmlcheck::check(xml.as_bytes(), crate::xmlcheck::MAX_XML_DEPTH).is_ok())
                 .and_then(|xml| Element::parse(xml.as_bytes()).ok())
                 .map(Box::new),
             timeout_at: timeout.map(|t| SystemTime::now() + t),
@@ -356,7 +381,11 @@ impl DavLockSystem for PgLocks {
             // the client asks for another).
             let secs = match timeout {
                 Some(t) => t.min(MAX_TIMEOUT).as_secs() as i64,
-                None => row.timeout_secs.unwrap_or(DEFAULT_TIMEOUT.as_secs() as i64),
+                // (A lock granted under an older, longer maximum is brought under this one.)
+                None => row
+                    .timeout_secs
+                    .unwrap_or(DEFAULT_TIMEOUT.as_secs() as i64)
+                    .clamp(0, MAX_TIMEOUT.as_secs() as i64),
             };
             let r = sqlx::query(
                 "UPDATE dav_locks SET timeout_at = now() + make_interval(secs => $3::float8), timeout_secs = $3
@@ -422,5 +451,29 @@ impl DavLockSystem for PgLocks {
             log_db("delete", r).map(|_| ()).ok_or(())
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_read_robustly_and_capped() {
+        let max = Some(MAX_TIMEOUT);
+        assert_eq!(requested_timeout("Second-60"), Some(Duration::from_secs(60)));
+        assert_eq!(requested_timeout("Second-3600"), max);
+        assert_eq!(requested_timeout("Second-99999999999999"), max);
+        assert_eq!(requested_timeout("Second-999999999999999999999999999999"), max);
+        assert_eq!(requested_timeout("Infinite"), max);
+        assert_eq!(requested_timeout("infinite"), max);
+        assert_eq!(requested_timeout("Infinite, Second-4100000000"), max);
+        assert_eq!(requested_timeout("Second-30, Infinite"), Some(Duration::from_secs(30)));
+        assert_eq!(requested_timeout("bogus, Second-20"), Some(Duration::from_secs(20)));
+        assert_eq!(requested_timeout("Second--5"), None);
+        assert_eq!(requested_timeout("Second-"), None);
+        assert_eq!(requested_timeout("Second-1e9"), None);
+        assert_eq!(requested_timeout(""), None);
+        assert_eq!(requested_timeout("Secönd-5"), None);
     }
 }

@@ -47,6 +47,23 @@ const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// password or a deleted account takes effect within this time on open connections).
 const AUTH_CACHE_FOR: Duration = Duration::from_secs(300);
 
+/// dav-server reads at most this much of a request body other than PUT (a fixed 64 KiB in
+/// `DavInner::read_request`) and answers more with its own 413; davd's XML limit is kept at or
+/// below it so that davd's limit is the one that bites (`App::xml_limit`).
+pub const DAV_SERVER_BODY_MAX: u64 = 65536;
+/// The methods whose body dav-server parses as XML (RFC 4918 PROPFIND, PROPPATCH, LOCK; the
+/// others for CalDAV/CardDAV, should they be turned on); each is checked by xmlcheck.rs first.
+/// Other methods' bodies are not parsed (dav-server answers a non-empty one with 415).
+const XML_METHODS: [&str; 7] = [
+    "PROPFIND",
+    "PROPPATCH",
+    "LOCK",
+    "REPORT",
+    "MKCALENDAR",
+    "MKADDRESSBOOK",
+    "SEARCH",
+];
+
 /// What OPTIONS answers (RFC 4918 section 10.1: class 1 and 2, since locks are implemented).
 const DAV_CLASSES: &str = "1, 2";
 const ALLOW: &str = "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, MKCOL, COPY, MOVE, LOCK, UNLOCK";
@@ -152,6 +169,13 @@ impl Server {
 
 /// Bind and serve the configured listeners until `shutdown`.
 pub async fn run(context: Arc<Context>, shutdown: Shutdown) -> anyhow::Result<()> {
+    if context.config.dav.max_xml_body > DAV_SERVER_BODY_MAX {
+        tracing::warn!(
+            configured = context.config.dav.max_xml_body,
+            applied = DAV_SERVER_BODY_MAX,
+            "dav.max_xml_body is above what dav-server reads; the smaller limit applies"
+        );
+    }
     Server::bind(context).await?.run(shutdown).await
 }
 
@@ -214,7 +238,7 @@ pub fn dav_prefix(path: &str, address: &str) -> Option<String> {
 
 /// The account's usage (mail and files), without locking anything.
 /// For a COPY: the source and destination keys and whether it is deep (RFC 4918 section 9.8.3).
-fn copy_keys(req: &Request<Incoming>, path: &str, prefix: &str) -> Option<(String, String, bool)> {
+fn copy_keys(headers: &http::HeaderMap, path: &str, prefix: &str) -> Option<(String, String, bool)> {
     let parse = |p: &str| {
         let mut d = dav_server::davpath::DavPath::new(p).ok()?;
         if !prefix.is_empty() {
@@ -222,10 +246,9 @@ fn copy_keys(req: &Request<Incoming>, path: &str, prefix: &str) -> Option<(Strin
         }
         Some(crate::paths::key(&d))
     };
-    let dest = req.headers().get("destination")?.to_str().ok()?;
+    let dest = headers.get("destination")?.to_str().ok()?;
     let dest_path = dest.parse::<http::Uri>().ok()?.path().to_string();
-    let deep = req
-        .headers()
+    let deep = headers
         .get("depth")
         .and_then(|d| d.to_str().ok())
         .is_none_or(|d| d.trim() != "0");
@@ -374,25 +397,6 @@ impl App {
             res.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
             return res;
         }
-        let mut expected = None;
-        if method == Method::PUT {
-            // RFC 9110 section 14.5: a server that does not do partial PUT must refuse Content-Range.
-            if req.headers().contains_key(header::CONTENT_RANGE) {
-                return simple(
-                    StatusCode::BAD_REQUEST,
-                    "partial PUT (Content-Range) is not supported\n",
-                );
-            }
-            match announced_length(&req) {
-                Ok(n) => expected = n,
-                Err(()) => return simple(StatusCode::BAD_REQUEST, "bad Content-Length\n"),
-            }
-        } else if let Ok(Some(n)) = announced_length(&req)
-            && n > self.context.config.dav.max_xml_body
-        {
-            return simple(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
-        }
-
         let prefix = dav_prefix(&path, &user.address).unwrap_or_default();
         let db = self.context.db.clone();
         let build = |fs: TinyFs| {
@@ -404,17 +408,54 @@ impl App {
                 .autoindex(false)
                 .build_handler()
         };
-        if method.as_str() == "PROPFIND" {
-            // Read the (small, bounded) body first to see whether it asks for quota.
-            let (parts, body) = req.into_parts();
-            let limit = self.context.config.dav.max_xml_body as usize;
-            let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    tracing::info!("PROPFIND body refused: {e}");
-                    return simple(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
-                }
+        if method == Method::PUT {
+            // RFC 9110 section 14.5: a server that does not do partial PUT must refuse Content-Range.
+            if req.headers().contains_key(header::CONTENT_RANGE) {
+                return simple(
+                    StatusCode::BAD_REQUEST,
+                    "partial PUT (Content-Range) is not supported\n",
+                );
+            }
+            let expected = match announced_length(&req) {
+                Ok(n) => n,
+                Err(()) => return simple(StatusCode::BAD_REQUEST, "bad Content-Length\n"),
             };
+            // The only body dav-server streams (to disk); every other one is read below.
+            let req = req.map(|inner| LengthChecked::new(inner, expected));
+            let handler = build(TinyFs::new(db.clone(), self.journal.clone()));
+            return handler.handle_guarded(req, user.address.clone(), user).await;
+        }
+
+        // Every other body is read here, whole and bounded, and an XML one is checked
+        // (xmlcheck.rs) before dav-server parses it into a tree.
+        let (mut parts, body) = match self.read_body(req, peer, &user).await {
+            Ok(r) => r,
+            Err(res) => return res,
+        };
+        if (method.as_str() == "COPY" || method.as_str() == "MOVE")
+            && let Err((status, why)) = self.destination_is_here(&parts)
+        {
+            tracing::warn!(%peer, user = user.address, %method, path, "{why}");
+            return simple(status, &format!("{why}\n"));
+        }
+        if method.as_str() == "LOCK"
+            && let Some(value) = parts.headers.get("timeout")
+        {
+            // dav-server's own reading of Timeout gives up on a list with spaces or on a number
+            // past u32, and the lock then got the default; it is read here instead (locks.rs).
+            match value.to_str().ok().and_then(crate::locks::requested_timeout) {
+                Some(t) => {
+                    let v = HeaderValue::from_str(&format!("Second-{}", t.as_secs())).expect("digits");
+                    parts.headers.insert("timeout", v);
+                }
+                None => {
+                    tracing::info!(%peer, user = user.address, "LOCK: unusable Timeout {value:?}; default used");
+                    parts.headers.remove("timeout");
+                }
+            }
+        }
+
+        if method.as_str() == "PROPFIND" {
             let mut fs = TinyFs::new(db.clone(), self.journal.clone());
             // One read of quota and usage for the whole PROPFIND (every collection reports
             // the account's), so used and available agree with each other.
@@ -429,12 +470,12 @@ impl App {
         }
         let handler = build(TinyFs::new(db.clone(), self.journal.clone()));
         if method.as_str() == "PROPPATCH" {
-            return self.proppatch(req, handler, user, &path, &prefix).await;
+            return self.proppatch(parts, body, handler, user, &path, &prefix).await;
         }
         let copy = (method.as_str() == "COPY")
-            .then(|| copy_keys(&req, &path, &prefix))
+            .then(|| copy_keys(&parts.headers, &path, &prefix))
             .flatten();
-        let req = req.map(|inner| LengthChecked::new(inner, expected));
+        let req = Request::from_parts(parts, http_body_util::Full::new(body));
         let user_id = user.id;
         let response = handler.handle_guarded(req, user.address.clone(), user).await;
         if let Some((from, to, deep)) = copy
@@ -455,24 +496,131 @@ impl App {
         response
     }
 
+    /// The largest XML body accepted: the configured `dav.max_xml_body`, but never more than
+    /// dav-server itself reads ([`DAV_SERVER_BODY_MAX`]), so the limit that bites is this one,
+    /// with a 413 at exactly one byte past it.
+    fn xml_limit(&self) -> u64 {
+        self.context.config.dav.max_xml_body.min(DAV_SERVER_BODY_MAX)
+    }
+
+    /// Read a (non-PUT) request body whole, at most [`App::xml_limit`] bytes (413 past it, with
+    /// the connection kept), and refuse an XML body nested too deep or not well-formed with 400
+    /// (xmlcheck.rs) before anything builds a tree of it.
+    async fn read_body(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        user: &User,
+    ) -> Result<(http::request::Parts, Bytes), Response<Body>> {
+        let limit = self.xml_limit();
+        let method = req.method().clone();
+        let announced = match announced_length(&req) {
+            Ok(n) => n,
+            Err(()) => return Err(simple(StatusCode::BAD_REQUEST, "bad Content-Length\n")),
+        };
+        let (parts, body) = req.into_parts();
+        let too_large = |seen: String| {
+            tracing::warn!(%peer, user = user.address, %method, limit, "request body too large ({seen} bytes)");
+            simple(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
+        };
+        if let Some(n) = announced
+            && n > limit
+        {
+            // Refused before reading. Up to a bounded amount the body is read and dropped so
+            // the client reads the 413 instead of a connection reset (Linux resets a socket
+            // closed with unread data); past that the connection closes after the answer.
+            if n <= limit.saturating_mul(4) {
+                let mut body = LengthChecked::new(body, Some(n));
+                while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+                    if frame.is_err() {
+                        break;
+                    }
+                }
+            }
+            return Err(too_large(n.to_string()));
+        }
+        let body = LengthChecked::new(body, announced);
+        let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit as usize)).await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(too_large(format!("more than {limit}")));
+            }
+            Err(e) => {
+                tracing::info!(%peer, user = user.address, %method, "request body not read: {e}");
+                return Err(simple(StatusCode::BAD_REQUEST, "request body incomplete\n"));
+            }
+        };
+        if XML_METHODS.contains(&method.as_str())
+            && !body.is_empty()
+            && let Err(why) = crate::xmlcheck::check(&body, crate::xmlcheck::MAX_XML_DEPTH)
+        {
+            tracing::warn!(%peer, user = user.address, %method, path = parts.uri.path(), "request body refused: {why}");
+            return Err(simple(StatusCode::BAD_REQUEST, &format!("{why}\n")));
+        }
+        Ok((parts, body))
+    }
+
+    /// RFC 4918 sections 9.8.5 and 9.9.4: a COPY or MOVE whose Destination is on another
+    /// server is answered 502 (davd copies only within itself). "This server" is the authority
+    /// the client addressed (the Host header, or the request's own authority), on a scheme davd
+    /// serves (https; http too when the loopback listener for a reverse proxy is on). An
+    /// absolute path (`/x`) is this server by definition; anything else is 400.
+    fn destination_is_here(&self, parts: &http::request::Parts) -> Result<(), (StatusCode, String)> {
+        let Some(dest) = parts.headers.get("destination") else {
+            return Ok(()); // dav-server answers a missing Destination itself (400)
+        };
+        let bad = |why: &str| Err((StatusCode::BAD_REQUEST, format!("Destination {dest:?}: {why}")));
+        let Ok(text) = dest.to_str() else {
+            return bad("not ASCII");
+        };
+        let text = text.trim();
+        // Simple-ref = absolute-URI | path-absolute (RFC 4918 section 10.3); "//host/x" is
+        // neither (it would name another host).
+        if text.starts_with('/') {
+            return if text.starts_with("//") {
+                bad("not an absolute path or URI")
+            } else {
+                Ok(())
+            };
+        }
+        let Ok(uri) = text.parse::<http::Uri>() else {
+            return bad("not a URI");
+        };
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return bad("not an absolute URI");
+        };
+        let elsewhere = |why: &str| Err((StatusCode::BAD_GATEWAY, format!("Destination {text} is {why}")));
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => 443,
+            "http" if self.context.config.dav.http_listen.is_some() => 80,
+            _ => return elsewhere("not on a scheme this server serves"),
+        };
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.trim().parse::<http::uri::Authority>().ok())
+            .or_else(|| parts.uri.authority().cloned());
+        let Some(host) = host else {
+            return elsewhere("not provably this server (no Host)");
+        };
+        let same = host.host().eq_ignore_ascii_case(authority.host())
+            && host.port_u16().unwrap_or(default_port) == authority.port_u16().unwrap_or(default_port)
+            && authority.as_str().rfind('@').is_none();
+        if same { Ok(()) } else { elsewhere("on another server") }
+    }
+
     /// PROPPATCH through dav-server, then make the Win32 properties it accepted true (win32.rs).
     async fn proppatch(
         &self,
-        req: Request<Incoming>,
+        parts: http::request::Parts,
+        body: Bytes,
         handler: DavHandler<User>,
         user: User,
         uri_path: &str,
         prefix: &str,
     ) -> Response<Body> {
-        let limit = self.context.config.dav.max_xml_body as usize;
-        let (parts, body) = req.into_parts();
-        let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                tracing::info!("PROPPATCH body refused: {e}");
-                return simple(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
-            }
-        };
         let sets = crate::win32::sets_in(&body);
         let req = Request::from_parts(parts, http_body_util::Full::new(body));
         let response = handler.handle_guarded(req, user.address.clone(), user.clone()).await;

@@ -24,6 +24,11 @@ const NAMES: [&str; 4] = [
 /// The Win32 properties a PROPPATCH body sets (a parser without I/O; an unparsable body gives
 /// none, and dav-server answers it with 400).
 pub fn sets_in(body: &[u8]) -> Vec<DavProp> {
+    // xmltree recurses once per level: only a body that passed the depth check is parsed
+    // (server.rs checks every XML body first; this keeps the function safe on its own).
+    if crate::xmlcheck::check(body, crate::xmlcheck::MAX_XML_DEPTH).is_err() {
+        return Vec::new();
+    }
     let Ok(tree) = xmltree::Element::parse(Cursor::new(body)) else {
         return Vec::new();
     };
@@ -92,5 +97,12 @@ mod tests {
         );
         assert_eq!(text_of(props[1].xml.as_deref().unwrap()).as_deref(), Some("00000020"));
         assert!(sets_in(b"not xml").is_empty());
+        // Nested past the limit: nothing, and no stack overflow.
+        let deep = format!(
+            r#"<D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop><Z:Win32FileAttributes>{}{}</Z:Win32FileAttributes></D:prop></D:set></D:propertyupdate>"#,
+            "<a>".repeat(100_000),
+            "</a>".repeat(100_000)
+        );
+        assert!(sets_in(deep.as_bytes()).is_empty());
     }
 }

@@ -13,7 +13,8 @@ pub struct DavConfig {
     pub http_listen: Option<SocketAddr>,
     /// Connections open at once.
     pub max_connections: u64,
-    /// Largest XML request body (PROPFIND, PROPPATCH, LOCK), in bytes.
+    /// Largest XML request body (PROPFIND, PROPPATCH, LOCK), in bytes; davd applies at most
+    /// 64 KiB, all dav-server reads (davd::server::DAV_SERVER_BODY_MAX).
     pub max_xml_body: u64,
 }
 
@@ -24,8 +25,8 @@ https_listen = "0.0.0.0:10443"
 http_listen = ""
 # Connections open at once.
 max_connections = 200
-# Largest XML request body (PROPFIND, PROPPATCH, LOCK).
-max_xml_body = "1M"
+# Largest XML request body (PROPFIND, PROPPATCH, LOCK); at most 64K (larger values act as 64K).
+max_xml_body = "64K"
 "#;
 
 impl DavConfig {
@@ -35,7 +36,7 @@ impl DavConfig {
             https_listen: s.listen("https_listen", "0.0.0.0:10443"),
             http_listen: s.listen("http_listen", ""),
             max_connections: s.number("max_connections", 200, 1, 1_000_000),
-            max_xml_body: s.size("max_xml_body", 1 << 20),
+            max_xml_body: s.size("max_xml_body", 64 << 10),
         };
         s.finish();
         if let Some(addr) = config.http_listen.filter(|a| !a.ip().is_loopback()) {
