@@ -252,7 +252,7 @@ impl Session {
             }
             message.extend_from_slice(received.as_bytes());
             let domain = shared::accounts::domain_of(&header[0]).to_string();
-            match crate::dkim::key_for(&ctx.db, &domain).await {
+            match shared::dkim::signing_key(&ctx.db, &domain).await {
                 Ok(Some(key)) => match crate::dkim::sign(&body, &key) {
                     Ok(signature) => message.extend_from_slice(signature.as_bytes()),
                     Err(e) => tracing::error!("{e}"),
