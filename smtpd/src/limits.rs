@@ -54,6 +54,62 @@ impl Memory {
     }
 }
 
+/// Work on a whole message (parsing up to `max_message_size`, hashing the body for DKIM, RSA
+/// signing) runs on tokio's blocking pool, never on the async worker threads, so one large
+/// message does not stall the other sessions. At most one job per CPU runs at once; the others
+/// wait here asynchronously (their memory is already bounded by [`Memory`]).
+#[derive(Debug, Clone)]
+pub struct Cpu {
+    semaphore: Arc<Semaphore>,
+}
+
+/// A job on the pool panicked (a bug); the caller answers a temporary failure.
+#[derive(Debug, thiserror::Error)]
+#[error("message processing failed: {0}")]
+pub struct CpuError(String);
+
+impl Cpu {
+    pub fn new() -> Cpu {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Cpu {
+            semaphore: Arc::new(Semaphore::new(n)),
+        }
+    }
+
+    /// Wait for a free slot; the job holding it runs while it lives.
+    pub async fn slot(&self) -> Result<OwnedSemaphorePermit, CpuError> {
+        self.semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| CpuError(e.to_string()))
+    }
+
+    /// Run `job` on the blocking pool once a slot is free.
+    pub async fn run<T, F>(&self, job: F) -> Result<T, CpuError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let slot = self.slot().await?;
+        // The slot goes with the job, so it is held until the job ends even if the session
+        // waiting for it is dropped.
+        tokio::task::spawn_blocking(move || {
+            let result = job();
+            drop(slot);
+            result
+        })
+        .await
+        .map_err(|e| CpuError(e.to_string()))
+    }
+}
+
+impl Default for Cpu {
+    fn default() -> Cpu {
+        Cpu::new()
+    }
+}
+
 pub struct Limits {
     connections: DefaultKeyedRateLimiter<IpAddr>,
     messages: DefaultKeyedRateLimiter<i64>,
