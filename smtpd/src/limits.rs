@@ -147,6 +147,37 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// A job on the pool does not hold up the (single-threaded) runtime: while it is blocked,
+    /// other tasks run; and no more jobs than slots run at once.
+    #[tokio::test]
+    async fn cpu_jobs_leave_the_runtime_free_and_are_bounded() {
+        let cpu = Cpu {
+            semaphore: Arc::new(Semaphore::new(1)),
+        };
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::spawn({
+            let cpu = cpu.clone();
+            async move {
+                cpu.run(move || wait.recv_timeout(Duration::from_secs(10)).is_ok())
+                    .await
+            }
+        });
+        // Let the job start. Run inline, it would block this single runtime thread until its
+        // 10 s wait ran out, and the `busy` result below would be false.
+        while cpu.semaphore.available_permits() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A second job waits for the slot.
+        let second = tokio::time::timeout(Duration::from_millis(100), cpu.run(|| ())).await;
+        assert!(second.is_err(), "a second job ran beside the first");
+        release.send(()).unwrap();
+        assert!(busy.await.unwrap().unwrap(), "the job was released by this task");
+        tokio::time::timeout(Duration::from_secs(5), cpu.run(|| ()))
+            .await
+            .expect("slot freed")
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn memory_budget_makes_sessions_wait() {
         let memory = Memory::new(0);
