@@ -164,9 +164,13 @@ mod tests {
         });
         // Let the job start. Run inline, it would block this single runtime thread until its
         // 10 s wait ran out, and the `busy` result below would be false.
-        while cpu.semaphore.available_permits() > 0 {
+        for _ in 0..400 {
+            if cpu.semaphore.available_permits() == 0 {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        assert_eq!(cpu.semaphore.available_permits(), 0, "the job did not start");
         // A second job waits for the slot.
         let second = tokio::time::timeout(Duration::from_millis(100), cpu.run(|| ())).await;
         assert!(second.is_err(), "a second job ran beside the first");
