@@ -103,10 +103,17 @@ fn a_new_admin_sets_up_users_and_quotas() {
     ok(&data, &["alias", "del", "team@example.test"], None);
 
     // DKIM key, the DNS records to publish, and the (empty) outbound queue.
+    fails(&data, &["dkim", "show", "example.test"], None, "no DKIM key");
     let dkim = ok(&data, &["dkim", "generate", "example.test"], None);
     assert!(
         dkim.contains("._domainkey.example.test. IN TXT \"v=DKIM1; k=rsa; p="),
         "{dkim}"
+    );
+    let shown = ok(&data, &["dkim", "show", "example.test"], None);
+    let published = shown.trim();
+    assert!(
+        published.contains("._domainkey.example.test. IN TXT") && dkim.contains(published),
+        "{shown} vs {dkim}"
     );
     let dns = ok(&data, &["dns", "example.test"], None);
     for record in [
@@ -120,6 +127,9 @@ fn a_new_admin_sets_up_users_and_quotas() {
     }
     fails(&data, &["dkim", "generate", "nowhere.test"], None, "not served here");
     assert!(ok(&data, &["queue", "list"], None).contains("empty"));
+    fails(&data, &["queue", "retry", "99"], None, "no queued delivery with id 99");
+    fails(&data, &["queue", "delete", "99"], None, "no queued delivery with id 99");
+    assert!(ok(&data, &["queue", "retry", "--all"], None).contains("0 deliveries"));
 
     // A recount finds files written behind the database's back and corrects the usage.
     std::fs::write(data.join("files/alice@example.test/notes.txt"), vec![b'x'; 1000]).unwrap();

@@ -349,7 +349,9 @@ pub enum Recipient {
     Remote,
 }
 
-/// Resolve a recipient: a user, else an alias, else the domain's catch-all.
+/// Resolve a recipient: a user, else an alias, else the domain's catch-all, else for
+/// `postmaster` the domain's first account. The one rule for local delivery (RCPT) and for
+/// bounces (DSNs to a local sender), so the two cannot disagree.
 pub async fn resolve_recipient(db: &PgPool, address: &str) -> Result<Recipient, AccountError> {
     let Ok(address) = normalize_address(address) else {
         return Ok(Recipient::UnknownLocal);
@@ -373,7 +375,28 @@ pub async fn resolve_recipient(db: &PgPool, address: &str) -> Result<Recipient, 
             return Ok(Recipient::Local(users));
         }
     }
+    let local = address.rsplit_once('@').map_or("", |(local, _)| local);
+    if local == "postmaster" {
+        return postmaster(db, &domain).await;
+    }
     Ok(Recipient::UnknownLocal)
+}
+
+/// RFC 5321 §4.5.1: every domain MUST accept mail for postmaster. When no user or alias has
+/// that name, it goes to the domain's first account (the one `tinydc init` or the admin made
+/// first); a user or an alias `postmaster@domain` overrides this.
+async fn postmaster(db: &PgPool, domain: &str) -> Result<Recipient, AccountError> {
+    let first: Option<User> = sqlx::query_as(
+        "SELECT u.id, u.address, u.quota_limit, u.mail_bytes, u.file_bytes
+         FROM users u JOIN domains d ON d.id = u.domain_id WHERE d.name = $1 ORDER BY u.id LIMIT 1",
+    )
+    .bind(domain)
+    .fetch_optional(db)
+    .await?;
+    Ok(match first {
+        Some(user) => Recipient::Local(vec![user]),
+        None => Recipient::UnknownLocal,
+    })
 }
 
 /// The addresses a user may send as: their own and every alias pointing at them (not

@@ -4,11 +4,12 @@
 
 use std::collections::HashSet;
 
-use mail_parser::MessageParser;
+use mail_auth::AuthenticatedMessage;
 use shared::mailstore::{DeliveryTarget, SpecialUse};
 use shared::quota::Reservation;
 
 use crate::ListenerKind;
+use crate::originator::Refusal;
 use crate::reply::Reply;
 use crate::session::{Session, State, Target, Transaction};
 
@@ -30,23 +31,65 @@ pub fn header_safe(address: &str) -> String {
         .collect()
 }
 
-/// The `From:` addresses of a message (lower-case).
-pub fn header_from(message: &[u8]) -> Vec<String> {
-    let Some(parsed) = MessageParser::new().parse_headers(message) else {
-        return Vec::new();
-    };
-    parsed
-        .from()
-        .map(|from| {
-            from.iter()
-                .filter_map(|a| a.address())
-                .map(|a| a.trim().to_lowercase())
-                .collect()
-        })
-        .unwrap_or_default()
+/// The reply to a submission whose From or Sender fields are refused (logged).
+fn refuse_originator(user: &str, peer: std::net::SocketAddr, refusal: Refusal) -> Reply {
+    match refusal {
+        Refusal::Malformed(why) => {
+            tracing::warn!(%peer, user, "originator fields refused: {why}");
+            // RFC 3463 X.6.0: a problem with the message's content.
+            Reply::new(554, "5.6.0", format!("Message refused: {why}"))
+        }
+        Refusal::NotOwned(address) => {
+            tracing::warn!(%peer, user, from = address, "From/Sender header not owned");
+            Reply::new(
+                553,
+                "5.7.1",
+                format!(
+                    "From/Sender header address <{}> not owned by the authenticated user",
+                    header_safe(&address)
+                ),
+            )
+        }
+    }
 }
 
 impl Session {
+    /// Inbound checks of the MX (verify.rs) with the message parsed and its body hashed on the
+    /// blocking pool; the DNS lookups that follow wait there without holding a CPU slot.
+    async fn checked_inbound(&self, body: Vec<u8>, from: &str) -> Result<(Vec<u8>, crate::verify::Verdict), Reply> {
+        let cpu = self.server.cpu.clone();
+        let dns = self.server.dns.clone();
+        let hostname = self.hostname().to_string();
+        let helo = self.helo.clone().unwrap_or_default();
+        let from = from.to_string();
+        let (ip, peer) = (self.peer.ip(), self.peer);
+        let runtime = tokio::runtime::Handle::current();
+        let job = tokio::task::spawn_blocking(move || {
+            let slot = runtime.block_on(cpu.slot());
+            let body = crate::verify::strip_own_results(&body, &hostname);
+            let verdict = {
+                let parsed = AuthenticatedMessage::parse(&body);
+                drop(slot);
+                let checks = crate::verify::verify(&dns, &hostname, ip, &helo, &from, parsed.as_ref());
+                // Slow DNS must not hold the client past its own DATA timeout.
+                runtime.block_on(async {
+                    match tokio::time::timeout(VERIFY_TIMEOUT, checks).await {
+                        Ok(v) => v,
+                        Err(_) => {
+                            tracing::warn!(%peer, "SPF/DKIM/DMARC checks timed out");
+                            crate::verify::Verdict::temperror(&hostname)
+                        }
+                    }
+                })
+            };
+            (body, verdict)
+        });
+        job.await.map_err(|e| {
+            tracing::error!("inbound checks failed: {e}");
+            Reply::new(451, "4.3.0", "Temporary failure, try again later")
+        })
+    }
+
     /// The with-protocol of the Received header (RFC 3848, RFC 6531 §3.7.3).
     fn protocol(&self, smtputf8: bool) -> String {
         let mut p = String::from(if smtputf8 {
@@ -85,7 +128,6 @@ impl Session {
         let State::Mail(mut tx) = std::mem::replace(&mut self.state, State::Ready) else {
             return Reply::new(503, "5.5.1", "No transaction");
         };
-        let body = crate::verify::strip_own_results(&body, self.hostname());
         let mut reservations = Vec::new();
         let mut local_users = Vec::new();
         let mut remote = Vec::new();
@@ -212,23 +254,16 @@ impl Session {
         remote: Vec<String>,
     ) -> Reply {
         let ctx = self.server.ctx.clone();
-        let mut message = Vec::with_capacity(body.len() + 1024);
+        let hostname = self.hostname().to_string();
         let mut junk = false;
-        if self.kind == ListenerKind::Mx {
-            let checks = crate::verify::verify(
-                &self.server.dns,
-                self.hostname(),
-                self.peer.ip(),
-                self.helo.as_deref().unwrap_or(""),
-                from,
-                &body,
-            );
-            // Slow DNS must not hold the client past its own DATA timeout.
-            let verdict = match tokio::time::timeout(VERIFY_TIMEOUT, checks).await {
-                Ok(v) => v,
-                Err(_) => {
-                    tracing::warn!(peer = %self.peer, "SPF/DKIM/DMARC checks timed out");
-                    crate::verify::Verdict::temperror(self.hostname())
+        // Everything that reads or hashes the whole message runs on the blocking pool
+        // (limits::Cpu), never on the async worker threads.
+        let message = if self.kind == ListenerKind::Mx {
+            let (body, verdict) = match self.checked_inbound(body, from).await {
+                Ok(done) => done,
+                Err(reply) => {
+                    self.release_all(reservations).await;
+                    return reply;
                 }
             };
             if verdict.dmarc_reject && ctx.config.smtp.dmarc_reject {
@@ -237,31 +272,74 @@ impl Session {
                 return Reply::new(550, "5.7.1", "Message rejected by the sender domain's DMARC policy");
             }
             junk = verdict.suspicious && ctx.config.smtp.junk_on_fail;
+            let mut message = Vec::with_capacity(body.len() + verdict.header.len() + received.len());
             message.extend_from_slice(verdict.header.as_bytes());
             message.extend_from_slice(received.as_bytes());
             message.extend_from_slice(&body);
+            message
         } else {
-            // Submission: the From header must be the user's too, checked against the addresses
-            // read when MAIL checked the envelope (no second lookup per message).
-            let header = header_from(&body);
-            if header.is_empty() || !header.iter().all(|a| senders.iter().any(|b| b.eq_ignore_ascii_case(a))) {
-                self.release_all(reservations).await;
-                let user = self.user.as_ref().map(|u| u.address.as_str()).unwrap_or_default();
-                tracing::warn!(user, from = ?header, "From header not owned");
-                return Reply::new(553, "5.7.1", "From header address not owned by the authenticated user");
-            }
+            // Submission: the author (From) and Sender must be the user's too, checked against
+            // the addresses read when MAIL checked the envelope (no second lookup per message).
+            let senders = senders.to_vec();
+            let checked = self
+                .server
+                .cpu
+                .run(move || {
+                    let body = crate::verify::strip_own_results(&body, &hostname);
+                    let from = crate::originator::check(&body, &senders);
+                    (body, from)
+                })
+                .await;
+            let user = self.user.as_ref().map(|u| u.address.clone()).unwrap_or_default();
+            let (body, header_from) = match checked {
+                Ok((body, Ok(from))) => (body, from),
+                Ok((_, Err(refusal))) => {
+                    self.release_all(reservations).await;
+                    return refuse_originator(&user, self.peer, refusal);
+                }
+                Err(e) => {
+                    self.release_all(reservations).await;
+                    tracing::error!(id, "{e}");
+                    return Reply::new(451, "4.3.0", "Temporary failure, try again later");
+                }
+            };
+            let domain = shared::accounts::domain_of(&header_from[0]).to_string();
+            let signature = match shared::dkim::signing_key(&ctx.db, &domain).await {
+                Ok(Some(key)) => {
+                    let signed = self.server.cpu.run(move || {
+                        let signature = crate::dkim::sign(&body, &key);
+                        (body, signature)
+                    });
+                    match signed.await {
+                        Ok((signed_body, Ok(signature))) => (signed_body, Some(signature)),
+                        Ok((signed_body, Err(e))) => {
+                            tracing::error!("{e}");
+                            (signed_body, None)
+                        }
+                        Err(e) => {
+                            self.release_all(reservations).await;
+                            tracing::error!(id, "{e}");
+                            return Reply::new(451, "4.3.0", "Temporary failure, try again later");
+                        }
+                    }
+                }
+                Ok(None) => {
+                    tracing::debug!(domain, "no DKIM key: sending unsigned");
+                    (body, None)
+                }
+                Err(e) => {
+                    tracing::error!("reading the DKIM key of {domain}: {e}");
+                    (body, None)
+                }
+            };
+            let (body, signature) = signature;
+            let signature = signature.unwrap_or_default();
+            let mut message = Vec::with_capacity(body.len() + signature.len() + received.len());
             message.extend_from_slice(received.as_bytes());
-            let domain = shared::accounts::domain_of(&header[0]).to_string();
-            match crate::dkim::key_for(&ctx.db, &domain).await {
-                Ok(Some(key)) => match crate::dkim::sign(&body, &key) {
-                    Ok(signature) => message.extend_from_slice(signature.as_bytes()),
-                    Err(e) => tracing::error!("{e}"),
-                },
-                Ok(None) => tracing::debug!(domain, "no DKIM key: sending unsigned"),
-                Err(e) => tracing::error!("reading the DKIM key of {domain}: {e}"),
-            }
+            message.extend_from_slice(signature.as_bytes());
             message.extend_from_slice(&body);
-        }
+            message
+        };
 
         if !reservations.is_empty() {
             // RFC 5321 §4.4: the delivering server adds Return-Path.

@@ -9,6 +9,7 @@ pub mod deliver;
 pub mod dkim;
 pub mod dns;
 pub mod limits;
+pub mod originator;
 pub mod parser;
 pub mod queue;
 pub mod reply;
@@ -60,6 +61,8 @@ pub struct Server {
     pub connections: Arc<tokio::sync::Semaphore>,
     /// Message bytes held in memory by all sessions.
     pub memory: limits::Memory,
+    /// The bounded pool for parsing, verifying and signing whole messages.
+    pub cpu: limits::Cpu,
 }
 
 /// The addresses actually bound (useful with port 0).
@@ -84,6 +87,7 @@ pub async fn start(
         limits: limits::Limits::new(&config.smtp),
         connections: Arc::new(tokio::sync::Semaphore::new(config.smtp.max_connections as usize)),
         memory: limits::Memory::new(config.smtp.max_message_size),
+        cpu: limits::Cpu::new(),
         ctx: ctx.clone(),
         dns: dns.clone(),
         tls,

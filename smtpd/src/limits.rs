@@ -54,6 +54,62 @@ impl Memory {
     }
 }
 
+/// Work on a whole message (parsing up to `max_message_size`, hashing the body for DKIM, RSA
+/// signing) runs on tokio's blocking pool, never on the async worker threads, so one large
+/// message does not stall the other sessions. At most one job per CPU runs at once; the others
+/// wait here asynchronously (their memory is already bounded by [`Memory`]).
+#[derive(Debug, Clone)]
+pub struct Cpu {
+    semaphore: Arc<Semaphore>,
+}
+
+/// A job on the pool panicked (a bug); the caller answers a temporary failure.
+#[derive(Debug, thiserror::Error)]
+#[error("message processing failed: {0}")]
+pub struct CpuError(String);
+
+impl Cpu {
+    pub fn new() -> Cpu {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Cpu {
+            semaphore: Arc::new(Semaphore::new(n)),
+        }
+    }
+
+    /// Wait for a free slot; the job holding it runs while it lives.
+    pub async fn slot(&self) -> Result<OwnedSemaphorePermit, CpuError> {
+        self.semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| CpuError(e.to_string()))
+    }
+
+    /// Run `job` on the blocking pool once a slot is free.
+    pub async fn run<T, F>(&self, job: F) -> Result<T, CpuError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let slot = self.slot().await?;
+        // The slot goes with the job, so it is held until the job ends even if the session
+        // waiting for it is dropped.
+        tokio::task::spawn_blocking(move || {
+            let result = job();
+            drop(slot);
+            result
+        })
+        .await
+        .map_err(|e| CpuError(e.to_string()))
+    }
+}
+
+impl Default for Cpu {
+    fn default() -> Cpu {
+        Cpu::new()
+    }
+}
+
 pub struct Limits {
     connections: DefaultKeyedRateLimiter<IpAddr>,
     messages: DefaultKeyedRateLimiter<i64>,
@@ -90,6 +146,41 @@ impl Limits {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A job on the pool does not hold up the (single-threaded) runtime: while it is blocked,
+    /// other tasks run; and no more jobs than slots run at once.
+    #[tokio::test]
+    async fn cpu_jobs_leave_the_runtime_free_and_are_bounded() {
+        let cpu = Cpu {
+            semaphore: Arc::new(Semaphore::new(1)),
+        };
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::spawn({
+            let cpu = cpu.clone();
+            async move {
+                cpu.run(move || wait.recv_timeout(Duration::from_secs(10)).is_ok())
+                    .await
+            }
+        });
+        // Let the job start. Run inline, it would block this single runtime thread until its
+        // 10 s wait ran out, and the `busy` result below would be false.
+        for _ in 0..400 {
+            if cpu.semaphore.available_permits() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(cpu.semaphore.available_permits(), 0, "the job did not start");
+        // A second job waits for the slot.
+        let second = tokio::time::timeout(Duration::from_millis(100), cpu.run(|| ())).await;
+        assert!(second.is_err(), "a second job ran beside the first");
+        release.send(()).unwrap();
+        assert!(busy.await.unwrap().unwrap(), "the job was released by this task");
+        tokio::time::timeout(Duration::from_secs(5), cpu.run(|| ()))
+            .await
+            .expect("slot freed")
+            .unwrap();
+    }
 
     #[tokio::test]
     async fn memory_budget_makes_sessions_wait() {

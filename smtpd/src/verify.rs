@@ -36,16 +36,26 @@ impl Verdict {
     }
 }
 
-/// Check one message received from `ip` that said `helo` and `MAIL FROM:<mail_from>`.
-pub async fn verify(dns: &Dns, hostname: &str, ip: IpAddr, helo: &str, mail_from: &str, message: &[u8]) -> Verdict {
-    let Some(msg) = AuthenticatedMessage::parse(message) else {
+/// Check one message received from `ip` that said `helo` and `MAIL FROM:<mail_from>`. The
+/// message is parsed by the caller ([`AuthenticatedMessage::parse`] reads the whole message and
+/// hashes its body, which belongs on the blocking pool, see `deliver.rs`); `None` when it could
+/// not be parsed.
+pub async fn verify(
+    dns: &Dns,
+    hostname: &str,
+    ip: IpAddr,
+    helo: &str,
+    mail_from: &str,
+    message: Option<&AuthenticatedMessage<'_>>,
+) -> Verdict {
+    let Some(msg) = message else {
         return Verdict {
             header: format!("Authentication-Results: {hostname}; none\r\n"),
             dmarc_reject: false,
             suspicious: false,
         };
     };
-    let dkim = dns.authenticator.verify_dkim(dns.params(&msg)).await;
+    let dkim = dns.authenticator.verify_dkim(dns.params(msg)).await;
     let spf_params = if mail_from.is_empty() {
         SpfParameters::verify_ehlo(ip, helo, hostname)
     } else {
@@ -55,7 +65,7 @@ pub async fn verify(dns: &Dns, hostname: &str, ip: IpAddr, helo: &str, mail_from
     let mail_from_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d).to_lowercase();
     let dmarc = dns
         .authenticator
-        .verify_dmarc(dns.params(DmarcParameters::new(&msg, &dkim, &mail_from_domain, &spf)))
+        .verify_dmarc(dns.params(DmarcParameters::new(msg, &dkim, &mail_from_domain, &spf)))
         .await;
     let header_from = msg.from.first().cloned().unwrap_or_default();
     let results = AuthenticationResults::new(hostname)

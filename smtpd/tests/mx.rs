@@ -346,6 +346,38 @@ async fn postmaster_is_always_accepted() {
     assert_eq!(h.inbox(first).await.len(), 1);
 }
 
+/// The postmaster fallback is one rule (shared::accounts::resolve_recipient) for delivery and
+/// for bounces: a DSN to postmaster@ of a local domain reaches the account that RCPT would.
+#[tokio::test]
+async fn bounce_to_postmaster_reaches_the_first_account() {
+    let h = start().await;
+    let admin = h.add_user("admin@example.test", "pw", None).await;
+    let alice = h.add_user("alice@example.test", "pw", Some(6000)).await;
+    let bob = h.add_user("bob@example.test", "pw", None).await;
+    shared::accounts::add_alias(
+        &h.ctx.db,
+        "family@example.test",
+        &["alice@example.test".into(), "bob@example.test".into()],
+    )
+    .await
+    .unwrap();
+    let mut c = Client::connect(h.mx()).await;
+    c.expect("EHLO x.org", 250).await;
+    c.expect("MAIL FROM:<postmaster@example.test>", 250).await;
+    c.expect("RCPT TO:<family@example.test>", 250).await;
+    let big = format!("Subject: photos\r\n\r\n{}\r\n", "p".repeat(8000));
+    assert_eq!(c.data(&big).await.code, 250);
+    assert!(h.inbox(alice).await.is_empty());
+    assert_eq!(h.inbox(bob).await.len(), 1);
+    let inbox = h.inbox(admin).await;
+    assert_eq!(
+        inbox.len(),
+        1,
+        "the DSN for the full mailbox went to postmaster's account"
+    );
+    assert!(inbox[0].contains("Status: 5.2.2"), "{}", inbox[0]);
+}
+
 #[tokio::test]
 async fn smtputf8_and_8bitmime() {
     let h = start().await;

@@ -1,15 +1,9 @@
 //! The outbound queue: delivery through a route to a local sink, DKIM signing, retry after a
-//! temporary failure, bounce after a permanent one, and the `tinydc queue` / `tinydc dkim`
-//! helpers (ops/src/cmd/*.rs, compiled here so they are tested).
+//! temporary failure, bounce after a permanent one, and the queue and key operations of
+//! `shared::queue` / `shared::dkim` that `tinydc queue` and `tinydc dkim` call (their command
+//! line is tested in ops/tests/cli.rs).
 
 mod common;
-
-#[allow(dead_code)]
-#[path = "../../ops/src/cmd/dkim.rs"]
-mod dkim_cmd;
-#[allow(dead_code)]
-#[path = "../../ops/src/cmd/queue.rs"]
-mod queue_cmd;
 
 use std::time::Duration;
 
@@ -40,7 +34,23 @@ async fn submit(h: &Harness, to: &str, subject: &str) {
 }
 
 async fn queue_len(h: &Harness) -> usize {
-    queue_cmd::rows(&h.ctx.db).await.unwrap().len()
+    shared::queue::rows(&h.ctx.db).await.unwrap().len()
+}
+
+/// A new RSA key for `domain` stored as `tinydc dkim generate` stores it; returns the TXT
+/// record's name and value.
+async fn dkim_key(h: &Harness, domain: &str) -> (String, String) {
+    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let private = key.to_pkcs8_der().unwrap().as_bytes().to_vec();
+    let public = key.to_public_key().to_public_key_der().unwrap().as_bytes().to_vec();
+    let stored = shared::dkim::replace_key(&h.ctx.db, domain, "s1", &private, &public)
+        .await
+        .unwrap();
+    (
+        format!("{}._domainkey.{}", stored.selector, stored.domain),
+        format!("v=DKIM1; k=rsa; p={}", stored.public_key),
+    )
 }
 
 async fn wait_until<F, Fut>(mut check: F)
@@ -69,12 +79,12 @@ async fn queued_delivery_through_a_route_with_dkim() {
     let sink = Sink::start().await;
     let h = harness(&sink).await;
     h.add_user("alice@example.test", "secret-a", None).await;
-    let record = dkim_cmd::create_key(&h.ctx.db, "example.test").await.unwrap();
-    assert!(record.name.ends_with("._domainkey.example.test"), "{record}");
-    assert_eq!(
-        dkim_cmd::current(&h.ctx.db, "example.test").await.unwrap(),
-        Some(record.clone())
-    );
+    let (name, value) = dkim_key(&h, "example.test").await;
+    let public = shared::dkim::public_key(&h.ctx.db, "example.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(format!("v=DKIM1; k=rsa; p={}", public.public_key), value);
     submit(&h, "carol@remote.test", "out").await;
     let got = sink.wait_for(1).await;
     let (from, to, msg) = &got[0];
@@ -89,7 +99,7 @@ async fn queued_delivery_through_a_route_with_dkim() {
 
     // The signature verifies with mail-auth against the published record.
     let dns = Dns::fixed();
-    dns.add_txt(&record.name, &record.value).unwrap();
+    dns.add_txt(&name, &value).unwrap();
     let parsed = mail_auth::AuthenticatedMessage::parse(msg.as_bytes()).unwrap();
     let results = dns.authenticator.verify_dkim(dns.params(&parsed)).await;
     assert!(!results.is_empty());
@@ -108,7 +118,7 @@ async fn retry_after_temporary_failure() {
     h.add_user("alice@example.test", "secret-a", None).await;
     submit(&h, "carol@remote.test", "retry").await;
     wait_until(|| async {
-        queue_cmd::rows(&h.ctx.db)
+        shared::queue::rows(&h.ctx.db)
             .await
             .unwrap()
             .first()
@@ -117,7 +127,12 @@ async fn retry_after_temporary_failure() {
     .await;
     assert!(sink.received.lock().unwrap().is_empty());
     // `tinydc queue retry --all` makes it due and wakes the worker through an event.
-    assert_eq!(queue_cmd::retry(&h.ctx.db, queue_cmd::Which::All).await.unwrap(), 1);
+    assert_eq!(
+        shared::queue::retry(&h.ctx.db, shared::queue::Which::All)
+            .await
+            .unwrap(),
+        1
+    );
     let got = sink.wait_for(1).await;
     assert_eq!(got[0].1, "carol@remote.test");
     wait_until(|| async { queue_len(&h).await == 0 }).await;
@@ -168,33 +183,25 @@ async fn queue_list_and_delete() {
     h.add_user("alice@example.test", "secret-a", None).await;
     submit(&h, "carol@remote.test", "stuck").await;
     wait_until(|| async {
-        queue_cmd::rows(&h.ctx.db)
+        shared::queue::rows(&h.ctx.db)
             .await
             .unwrap()
             .first()
             .is_some_and(|r| r.attempts == 1)
     })
     .await;
-    let rows = queue_cmd::rows(&h.ctx.db).await.unwrap();
+    let rows = shared::queue::rows(&h.ctx.db).await.unwrap();
     assert_eq!(rows[0].sender, "alice@example.test");
-    queue_cmd::list(&h.ctx.db).await.unwrap();
-    assert!(queue_cmd::delete(&h.ctx.db, rows[0].id + 1000).await.is_err());
-    assert!(
-        queue_cmd::retry(&h.ctx.db, queue_cmd::Which::One(rows[0].id + 1000))
+    assert!(!shared::queue::remove(&h.ctx.db, rows[0].id + 1000).await.unwrap());
+    assert_eq!(
+        shared::queue::retry(&h.ctx.db, shared::queue::Which::One(rows[0].id + 1000))
             .await
-            .is_err()
+            .unwrap(),
+        0
     );
-    queue_cmd::delete(&h.ctx.db, rows[0].id).await.unwrap();
+    assert!(shared::queue::remove(&h.ctx.db, rows[0].id).await.unwrap());
     assert_eq!(queue_len(&h).await, 0);
     assert_eq!(blob_refs(&h).await, 0);
-}
-
-#[tokio::test]
-async fn dkim_generate_refuses_unknown_domains() {
-    let sink = Sink::start().await;
-    let h = harness(&sink).await;
-    assert!(dkim_cmd::create_key(&h.ctx.db, "not-ours.test").await.is_err());
-    assert!(dkim_cmd::show(&h.ctx.db, "example.test").await.is_err());
 }
 
 #[tokio::test]
@@ -211,7 +218,7 @@ async fn queue_survives_a_restart() {
     h.add_user("alice@example.test", "secret-a", None).await;
     submit(&h, "carol@remote.test", "restart").await;
     wait_until(|| async {
-        queue_cmd::rows(&h.ctx.db)
+        shared::queue::rows(&h.ctx.db)
             .await
             .unwrap()
             .first()
@@ -234,7 +241,9 @@ async fn queue_survives_a_restart() {
     let _server = tinydc_smtpd::start(ctx, std::sync::Arc::new(Dns::fixed()), shutdown.clone())
         .await
         .unwrap();
-    queue_cmd::retry(&h.ctx.db, queue_cmd::Which::All).await.unwrap();
+    shared::queue::retry(&h.ctx.db, shared::queue::Which::All)
+        .await
+        .unwrap();
     let got = sink.wait_for(1).await;
     assert!(got[0].2.contains("Subject: restart"));
     wait_until(|| async { queue_len(&h).await == 0 }).await;

@@ -1,10 +1,8 @@
-//! `tinydc dkim generate DOMAIN`: make a DKIM signing key for a mail domain (RSA 2048, stored in
-//! the `dkim_keys` table that tinydc-smtpd signs outgoing mail with) and print the DNS TXT record
+//! `tinydc dkim generate DOMAIN`: make a DKIM signing key for a mail domain (RSA 2048, stored
+//! through `shared::dkim` in the `dkim_keys` table that tinydc-smtpd signs outgoing mail with) and print the DNS TXT record
 //! to publish. Running it again replaces the key with a new one under a new selector.
 //! `tinydc dkim show DOMAIN` prints the record of the current key again.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use sqlx::PgPool;
 
@@ -23,10 +21,10 @@ impl std::fmt::Display for DnsRecord {
     }
 }
 
-fn record(domain: &str, selector: &str, public_key: &str) -> DnsRecord {
+fn record(key: &shared::dkim::PublicKey) -> DnsRecord {
     DnsRecord {
-        name: format!("{selector}._domainkey.{domain}"),
-        value: format!("v=DKIM1; k=rsa; p={public_key}"),
+        name: format!("{}._domainkey.{}", key.selector, key.domain),
+        value: format!("v=DKIM1; k=rsa; p={}", key.public_key),
     }
 }
 
@@ -47,30 +45,14 @@ pub async fn create_key(db: &PgPool, domain: &str) -> anyhow::Result<DnsRecord> 
     // A new selector each time, so a replaced key can stay published while mail signed with
     // it is still in flight.
     let selector = format!("tinydc{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
-    let public = B64.encode(public_der);
-    sqlx::query(
-        "INSERT INTO dkim_keys (domain, selector, algorithm, private_key, public_key)
-         VALUES ($1, $2, 'rsa-sha256', $3, $4)
-         ON CONFLICT (domain) DO UPDATE SET selector = $2, algorithm = 'rsa-sha256', private_key = $3,
-             public_key = $4, created_at = now()",
-    )
-    .bind(&domain)
-    .bind(&selector)
-    .bind(B64.encode(private_der))
-    .bind(&public)
-    .execute(db)
-    .await?;
-    Ok(record(&domain, &selector, &public))
+    let key = shared::dkim::replace_key(db, &domain, &selector, &private_der, &public_der).await?;
+    Ok(record(&key))
 }
 
 /// The record of the current key of `domain`, if there is one.
 pub async fn current(db: &PgPool, domain: &str) -> anyhow::Result<Option<DnsRecord>> {
     let domain = shared::accounts::normalize_domain(domain)?;
-    let row: Option<(String, String)> = sqlx::query_as("SELECT selector, public_key FROM dkim_keys WHERE domain = $1")
-        .bind(&domain)
-        .fetch_optional(db)
-        .await?;
-    Ok(row.map(|(selector, public)| record(&domain, &selector, &public)))
+    Ok(shared::dkim::public_key(db, &domain).await?.as_ref().map(record))
 }
 
 /// `tinydc dkim generate DOMAIN`: make the key and print what to publish.

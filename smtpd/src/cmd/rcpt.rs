@@ -28,11 +28,8 @@ impl Session {
             return Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
         }
         let db = &self.server.ctx.db;
-        let resolved = match resolve_recipient(db, &address).await {
-            Ok(Resolved::UnknownLocal) if is_postmaster(&address) => postmaster(db, &address).await,
-            other => other,
-        };
-        let target = match resolved {
+        // shared::accounts::resolve_recipient holds the postmaster fallback (RFC 5321 §4.5.1).
+        let target = match resolve_recipient(db, &address).await {
             Ok(Resolved::Local(users)) => {
                 let mut reservations = Vec::with_capacity(users.len());
                 let bytes = if size > 0 { size } else { SIZE_ESTIMATE };
@@ -79,28 +76,4 @@ impl Session {
         }
         Reply::new(250, "2.1.5", "Recipient OK")
     }
-}
-
-fn is_postmaster(address: &str) -> bool {
-    address
-        .rsplit_once('@')
-        .is_some_and(|(local, _)| local.eq_ignore_ascii_case("postmaster"))
-}
-
-/// RFC 5321 §4.5.1: every domain MUST accept mail for postmaster. When no user or alias has
-/// that name, it goes to the domain's first account (the one `tinydc init` or the admin made
-/// first); an alias `postmaster@domain` overrides this.
-async fn postmaster(db: &sqlx::PgPool, address: &str) -> Result<Resolved, shared::accounts::AccountError> {
-    let domain = shared::accounts::domain_of(&address.to_lowercase()).to_string();
-    let first: Option<shared::accounts::User> = sqlx::query_as(
-        "SELECT u.id, u.address, u.quota_limit, u.mail_bytes, u.file_bytes
-         FROM users u JOIN domains d ON d.id = u.domain_id WHERE d.name = $1 ORDER BY u.id LIMIT 1",
-    )
-    .bind(&domain)
-    .fetch_optional(db)
-    .await?;
-    Ok(match first {
-        Some(user) => Resolved::Local(vec![user]),
-        None => Resolved::UnknownLocal,
-    })
 }

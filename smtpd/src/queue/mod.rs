@@ -1,5 +1,5 @@
-//! The outbound queue, in PostgreSQL (`smtp_queue`, one row per remote recipient) with the
-//! message in the blob store. A worker delivers due rows with lettre: through a per-domain route,
+//! The outbound queue's worker. The rows (`smtp_queue`, one per remote recipient, the message in
+//! the blob store) belong to `shared::queue`, which holds all its SQL. The worker delivers due rows with lettre: through a per-domain route,
 //! the smarthost, or the domain's MX hosts (opportunistic STARTTLS). Temporary failures are
 //! retried with doubling delays until `queue_lifetime_secs` (5 days); permanent failures and
 //! expiry send a DSN (RFC 3464) to the sender. The worker sleeps until the next retry is due or
@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
@@ -28,7 +28,7 @@ use crate::dns::Dns;
 /// Rows delivered at once.
 const BATCH: i64 = 8;
 /// How long a claimed row stays claimed if its worker dies.
-const CLAIM_SECS: f64 = 900.0;
+const CLAIM: Duration = Duration::from_secs(900);
 /// Longest wait between retries.
 const MAX_DELAY: Duration = Duration::from_secs(4 * 3600);
 /// Wait before asking the database again after an error.
@@ -36,46 +36,7 @@ const DB_RETRY: Duration = Duration::from_secs(30);
 /// Longest sleep of an idle worker (a safety net; events and the timer normally wake it).
 const IDLE: Duration = Duration::from_secs(3600);
 
-/// Put a message in the queue for `recipients`: the blob is durable and the rows committed
-/// before this returns.
-pub async fn enqueue(
-    ctx: &Context,
-    sender: &str,
-    recipients: &[String],
-    message: &[u8],
-    user_id: Option<i64>,
-) -> anyhow::Result<()> {
-    let blob = ctx.blobs.put(message).await?;
-    let mut tx = ctx.db.begin().await?;
-    // The blob row first: queue rows reference it.
-    shared::blobs::add_ref(&mut tx, &blob, message.len() as u64, recipients.len() as i64).await?;
-    // One statement for all recipients, not one round trip each.
-    sqlx::query(
-        "INSERT INTO smtp_queue (blob_id, size, sender, recipient, user_id)
-         SELECT $1, $2, $3, r, $5 FROM UNNEST($4::text[]) AS r",
-    )
-    .bind(&blob.0)
-    .bind(message.len() as i64)
-    .bind(sender)
-    .bind(recipients)
-    .bind(user_id)
-    .execute(&mut *tx)
-    .await?;
-    shared::events::notify(&mut tx, &Event::Queue).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// A claimed row.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Entry {
-    pub id: i64,
-    pub blob_id: String,
-    pub sender: String,
-    pub recipient: String,
-    pub attempts: i32,
-    pub created_at: DateTime<Utc>,
-}
+pub use shared::queue::{Entry, enqueue};
 
 /// How one attempt ended.
 #[derive(Debug)]
@@ -89,17 +50,7 @@ pub enum Outcome {
 
 /// Claim due rows (several workers or processes never take the same row).
 async fn claim(ctx: &Context) -> sqlx::Result<Vec<Entry>> {
-    sqlx::query_as(
-        "UPDATE smtp_queue SET locked_until = now() + make_interval(secs => $2), attempts = attempts + 1
-         WHERE id IN (SELECT id FROM smtp_queue
-                      WHERE next_attempt <= now() AND (locked_until IS NULL OR locked_until < now())
-                      ORDER BY next_attempt LIMIT $1 FOR UPDATE SKIP LOCKED)
-         RETURNING id, blob_id, sender, recipient, attempts, created_at",
-    )
-    .bind(BATCH)
-    .bind(CLAIM_SECS)
-    .fetch_all(&ctx.db)
-    .await
+    shared::queue::claim(&ctx.db, BATCH, CLAIM).await
 }
 
 /// The delay before retry number `attempts + 1`.
@@ -130,22 +81,12 @@ pub async fn worker(ctx: Arc<Context>, dns: Arc<Dns>, shutdown: Shutdown) {
                 _ = shutdown.cancelled() => {
                     // Give the unfinished rows back so a restart retries them at once
                     // (a remote that already took one may get it twice, never zero times).
-                    let _ = sqlx::query(
-                        "UPDATE smtp_queue SET locked_until = NULL, attempts = greatest(attempts - 1, 0)
-                         WHERE id = ANY($1) AND locked_until IS NOT NULL",
-                    )
-                    .bind(&ids)
-                    .execute(&ctx.db)
-                    .await;
+                    let _ = shared::queue::unclaim(&ctx.db, &ids).await;
                     return;
                 }
             }
         }
-        let next: Result<Option<DateTime<Utc>>, _> = sqlx::query_scalar(
-            "SELECT min(greatest(next_attempt, coalesce(locked_until, next_attempt))) FROM smtp_queue",
-        )
-        .fetch_one(&ctx.db)
-        .await;
+        let next = shared::queue::next_due(&ctx.db).await;
         let sleep = match next {
             Ok(Some(t)) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(IDLE),
             Ok(None) => IDLE,
@@ -203,15 +144,7 @@ async fn settle(ctx: &Context, entry: &Entry, outcome: Outcome, original: &[u8])
                 rcpt = entry.recipient,
                 "queue: temporary failure, retry in {delay:?}: {error}"
             );
-            sqlx::query(
-                "UPDATE smtp_queue SET next_attempt = now() + make_interval(secs => $2), last_error = $3,
-                 locked_until = NULL WHERE id = $1",
-            )
-            .bind(entry.id)
-            .bind(delay.as_secs_f64())
-            .bind(&error)
-            .execute(&ctx.db)
-            .await?;
+            shared::queue::retry_later(&ctx.db, entry.id, delay, &error).await?;
             return Ok(());
         }
         Outcome::Temporary(error) => dsn::Failure {
@@ -238,16 +171,7 @@ async fn settle(ctx: &Context, entry: &Entry, outcome: Outcome, original: &[u8])
 
 /// Delete a row and its blob reference.
 pub async fn remove(ctx: &Context, id: i64) -> sqlx::Result<bool> {
-    let mut tx = ctx.db.begin().await?;
-    let blob: Option<String> = sqlx::query_scalar("DELETE FROM smtp_queue WHERE id = $1 RETURNING blob_id")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if let Some(blob) = &blob {
-        shared::blobs::drop_refs(&mut tx, std::slice::from_ref(blob)).await?;
-    }
-    tx.commit().await?;
-    Ok(blob.is_some())
+    shared::queue::remove(&ctx.db, id).await
 }
 
 /// Where a domain's mail goes: (host, port, TLS, credentials).
