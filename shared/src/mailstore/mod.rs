@@ -479,7 +479,12 @@ impl MailStore {
     pub async fn rename_mailbox(&self, user_id: i64, from: &str, to: &str) -> Result<(), StoreError> {
         let from = normalize_mailbox_name(from);
         let to = normalize_mailbox_name(to);
-        self.check_name(&to)?;
+        if let Err(e) = self.check_name(&to) {
+            if matches!(e, StoreError::Limit(_)) {
+                tracing::info!(user_id, len = to.len(), "RENAME refused: {e}");
+            }
+            return Err(e);
+        }
         if to == "INBOX" || to.starts_with(&format!("{from}{DELIMITER}")) {
             return Err(StoreError::Invalid("cannot rename to that name".into()));
         }
