@@ -27,7 +27,7 @@ impl Context {
         let blobs = BlobStore::new(config.blobs_dir());
         let events = Events::start(&db).await?;
         Ok(Arc::new(Context {
-            mail: MailStore::new(db.clone(), blobs.clone()),
+            mail: MailStore::new(db.clone(), blobs.clone()).with_limits(config.imap.mailbox_limits()),
             auth: Auth::new(db.clone(), &config.auth),
             config: Arc::new(config),
             db,

@@ -34,7 +34,7 @@ impl Session {
         let appended = match self
             .ctx
             .mail
-            .append(user.id, mailbox.id, &message, &flags, date, reservation)
+            .append_owned(user.id, mailbox.id, message, &flags, date, reservation)
             .await
         {
             Ok(appended) => appended,

@@ -1,6 +1,6 @@
 //! CREATE (RFC 3501 §6.3.3), with USE (RFC 6154 §3).
 
-use shared::mailstore::{DELIMITER, SpecialUse, StoreError, normalize_mailbox_name};
+use shared::mailstore::{SpecialUse, normalize_mailbox_name};
 
 use crate::session::{CmdResult, Reply, Session};
 
@@ -21,15 +21,8 @@ impl Session {
             },
             _ => return Ok(Reply::no("only one special use per mailbox").code("USEATTR")),
         };
-        // RFC 3501 §6.3.3: create the superior names that are needed.
-        let parts: Vec<&str> = name.split(DELIMITER).collect();
-        for i in 1..parts.len() {
-            let parent = parts[..i].join(&DELIMITER.to_string());
-            match self.ctx.mail.create_mailbox(user.id, &parent, None).await {
-                Ok(_) | Err(StoreError::AlreadyExists) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // RFC 3501 §6.3.3: the store creates the superior names that are needed, in the same
+        // transaction, within the limits (NO [LIMIT], RFC 5530), or nothing at all.
         self.ctx.mail.create_mailbox(user.id, &name, special_use).await?;
         Ok(Reply::ok("CREATE completed"))
     }

@@ -172,11 +172,19 @@ fn eval(key: &SearchKey, c: &Candidate<'_>) -> bool {
     }
 }
 
-/// The decoded, lower-cased text of a message's text parts.
+/// The decoded, lower-cased text of a message's text parts. CPU-heavy on a large message: the
+/// caller runs it on the blocking pool.
 fn body_text(raw: &[u8]) -> String {
     let Some(message) = mail_parser::MessageParser::default().parse(raw) else {
         return String::from_utf8_lossy(raw).to_lowercase();
     };
+    let text = text_of(&message);
+    // Dropping a deeply nested message recursively would overflow the stack.
+    shared::mailstore::parsed::dismantle(message);
+    text
+}
+
+fn text_of(message: &mail_parser::Message<'_>) -> String {
     let mut text = String::new();
     for i in 0..message.text_body_count().max(message.html_body_count()) {
         if let Some(t) = message.body_text(i) {
@@ -241,7 +249,13 @@ impl Session {
                 }
                 let text = match (needs_body, message) {
                     (true, Some(m)) => match self.ctx.blobs.read(&m.blob).await {
-                        Ok(raw) => Some(body_text(&raw)),
+                        Ok(raw) => match tokio::task::spawn_blocking(move || body_text(&raw)).await {
+                            Ok(text) => Some(text),
+                            Err(e) => {
+                                tracing::error!(uid = msg_uid, "decoding message body for SEARCH: {e}");
+                                None
+                            }
+                        },
                         Err(e) => {
                             tracing::error!(uid = msg_uid, "reading message body for SEARCH: {e}");
                             None

@@ -105,8 +105,23 @@ fn language(out: &mut Vec<u8>, l: &[String], utf8: bool) {
     }
 }
 
+/// Levels written before a structure is cut short. Delivery already stores at most
+/// MAX_STRUCTURE_DEPTH levels; this bounds the recursion here whatever the database holds.
+const MAX_DEPTH: usize = shared::mailstore::parsed::MAX_STRUCTURE_DEPTH + 2;
+
+const EMPTY_TEXT_PART: &[u8] = b"(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)";
+
 /// `BODYSTRUCTURE` (`extended`) or `BODY` data.
 pub fn body(out: &mut Vec<u8>, b: &BodyStructure, extended: bool, utf8: bool) {
+    body_at(out, b, extended, utf8, 0);
+}
+
+fn body_at(out: &mut Vec<u8>, b: &BodyStructure, extended: bool, utf8: bool, depth: usize) {
+    if depth > MAX_DEPTH {
+        tracing::warn!("stored body structure deeper than {MAX_DEPTH} levels: cut");
+        out.extend_from_slice(EMPTY_TEXT_PART);
+        return;
+    }
     out.push(b'(');
     match b {
         BodyStructure::Multipart {
@@ -119,10 +134,10 @@ pub fn body(out: &mut Vec<u8>, b: &BodyStructure, extended: bool, utf8: bool) {
         } => {
             if parts.is_empty() {
                 // RFC 3501 requires at least one part; show an empty text part.
-                out.extend_from_slice(b"(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)");
+                out.extend_from_slice(EMPTY_TEXT_PART);
             }
             for part in parts {
-                body(out, part, extended, utf8);
+                body_at(out, part, extended, utf8, depth + 1);
             }
             out.push(b' ');
             text(out, Some(&media_subtype.to_ascii_uppercase()), utf8);
@@ -168,7 +183,7 @@ pub fn body(out: &mut Vec<u8>, b: &BodyStructure, extended: bool, utf8: bool) {
                 out.push(b' ');
                 envelope(out, &inner.0, utf8);
                 out.push(b' ');
-                body(out, &inner.1, extended, utf8);
+                body_at(out, &inner.1, extended, utf8, depth + 1);
                 out.extend_from_slice(format!(" {}", lines.unwrap_or(0)).as_bytes());
             } else if media_type == "text" {
                 out.extend_from_slice(format!(" {}", lines.unwrap_or(0)).as_bytes());
@@ -191,6 +206,32 @@ pub fn body(out: &mut Vec<u8>, b: &BodyStructure, extended: bool, utf8: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_structure_too_deep_is_cut() {
+        let mut b = BodyStructure::Multipart {
+            parts: Vec::new(),
+            media_subtype: "mixed".into(),
+            params: Vec::new(),
+            disposition: None,
+            language: Vec::new(),
+            location: None,
+        };
+        for _ in 0..500 {
+            b = BodyStructure::Multipart {
+                parts: vec![b],
+                media_subtype: "mixed".into(),
+                params: Vec::new(),
+                disposition: None,
+                language: Vec::new(),
+                location: None,
+            };
+        }
+        let mut out = Vec::new();
+        body(&mut out, &b, true, false);
+        let depth = out.iter().filter(|&&c| c == b'(').count();
+        assert!(depth < 4 * MAX_DEPTH, "{depth}");
+    }
 
     #[test]
     fn a_simple_message() {

@@ -15,6 +15,11 @@ use crate::wire::frame;
 /// Flush the write buffer once it holds this much.
 const WRITE_CHUNK: usize = 64 * 1024;
 
+/// Most bytes one read inflates from a COMPRESS=DEFLATE stream (RFC 4978). Deflate expands up
+/// to ~1000:1, so a 16 KiB read could otherwise become 16 MiB in memory: the rest of the
+/// compressed input waits in `raw_in` until these bytes are consumed.
+const INFLATE_CHUNK: usize = 64 * 1024;
+
 enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -98,20 +103,24 @@ impl Conn {
     async fn fill(&mut self) -> io::Result<bool> {
         let mut tmp = [0u8; 16 * 1024];
         loop {
+            // Compressed input already read (or output the inflater still holds) first, at
+            // most INFLATE_CHUNK bytes of it.
+            if let Some(inflate) = self.inflate.as_mut() {
+                let before = self.rbuf.len();
+                inflate_into(inflate, &mut self.raw_in, &mut self.rbuf, INFLATE_CHUNK)?;
+                if self.rbuf.len() > before {
+                    return Ok(true);
+                }
+            }
             let n = self.read_raw(&mut tmp).await?;
             if n == 0 {
                 return Ok(false);
             }
-            let Some(inflate) = self.inflate.as_mut() else {
+            if self.inflate.is_none() {
                 self.rbuf.extend_from_slice(&tmp[..n]);
                 return Ok(true);
-            };
-            self.raw_in.extend_from_slice(&tmp[..n]);
-            let before = self.rbuf.len();
-            inflate_into(inflate, &mut self.raw_in, &mut self.rbuf)?;
-            if self.rbuf.len() > before {
-                return Ok(true);
             }
+            self.raw_in.extend_from_slice(&tmp[..n]);
         }
     }
 
@@ -226,27 +235,27 @@ impl Conn {
     }
 }
 
-fn inflate_into(inflate: &mut Decompress, input: &mut Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
+/// Inflate from `input` onto `out`, at most about `limit` bytes (a zip bomb must not allocate);
+/// what is not consumed stays in `input`.
+fn inflate_into(inflate: &mut Decompress, input: &mut Vec<u8>, out: &mut Vec<u8>, limit: usize) -> io::Result<()> {
+    let mut chunk = [0u8; 8 * 1024];
     let mut consumed = 0;
-    loop {
-        out.reserve(32 * 1024);
+    let mut produced = 0;
+    while produced < limit {
         let (in_before, out_before) = (inflate.total_in(), inflate.total_out());
         let status = inflate
-            .decompress_vec(&input[consumed..], out, FlushDecompress::Sync)
+            .decompress(&input[consumed..], &mut chunk, FlushDecompress::Sync)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        consumed += (inflate.total_in() - in_before) as usize;
-        let produced = inflate.total_out() - out_before;
+        let used = (inflate.total_in() - in_before) as usize;
+        let made = (inflate.total_out() - out_before) as usize;
+        consumed += used;
+        produced += made;
+        out.extend_from_slice(&chunk[..made]);
         if status == Status::StreamEnd {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "compressed stream ended"));
         }
-        if produced == 0 && (consumed == input.len() || inflate.total_in() == in_before) {
+        if made == 0 && (used == 0 || consumed == input.len()) {
             break;
-        }
-        if out.len() > 64 * 1024 * 1024 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "decompressed input too large",
-            ));
         }
     }
     input.drain(..consumed);

@@ -2,6 +2,7 @@
 //! allowed in which state, the connection loop, and keeping the selected mailbox's view
 //! (sequence numbers, flags) in step with other sessions.
 
+pub mod budget;
 pub mod conn;
 pub mod recent;
 mod sync;
@@ -193,6 +194,8 @@ pub fn store_error(e: StoreError) -> Reply {
         StoreError::NoSuchMailbox => Reply::no("no such mailbox").code("NONEXISTENT"),
         StoreError::AlreadyExists => Reply::no("mailbox already exists").code("ALREADYEXISTS"),
         StoreError::Invalid(text) => Reply::no(text).code("CANNOT"),
+        // RFC 5530 §3: LIMIT, a hard limit of the server (mailboxes, name depth or length).
+        StoreError::Limit(text) => Reply::no(text).code("LIMIT"),
         e if e.is_over_quota() => Reply::no("over quota").code("OVERQUOTA"),
         e => {
             tracing::error!("store error: {e}");
@@ -225,12 +228,16 @@ pub struct Session {
     pub utf8: bool,
     /// Quota reserved for the APPEND whose literal is being read (DESIGN.md: reserve first).
     pub reservation: Option<Reservation>,
+    /// The memory budget for literals shared by all sessions, and this command's share of it.
+    literal_budget: budget::LiteralBudget,
+    literal_held: Option<tokio::sync::OwnedSemaphorePermit>,
     garbage: u32,
 }
 
 impl Session {
     pub fn new(ctx: Arc<Context>, conn: Conn, peer: SocketAddr, tls: TlsAcceptor, shutdown: Shutdown) -> Session {
         let events = ctx.events.subscribe();
+        let literal_budget = budget::LiteralBudget::for_context(&ctx);
         Session {
             ctx,
             conn,
@@ -242,6 +249,8 @@ impl Session {
             condstore: false,
             utf8: false,
             reservation: None,
+            literal_budget,
+            literal_held: None,
             garbage: 0,
         }
     }
@@ -396,6 +405,8 @@ impl Session {
                 }
             };
             self.release_reservation().await;
+            // The command and its literals are gone: their memory goes back to the budget.
+            self.literal_held = None;
             if flow == Flow::Close || self.garbage >= MAX_GARBAGE {
                 if self.garbage >= MAX_GARBAGE {
                     tracing::warn!(peer = %self.peer, "too many bad commands: disconnecting");
@@ -428,6 +439,7 @@ impl Session {
         };
         // The whole command (line, literals, and the lines between them) stays within this.
         let max_command = max_literal.saturating_add(max_line as u64 * 4);
+        self.literal_held = None;
         let mut buf = Vec::new();
         let mut lines = 0;
         loop {
@@ -466,11 +478,23 @@ impl Session {
                 self.untagged("BYE literal too large").await?;
                 return Ok(Some(Input::Close));
             }
+            // The memory budget shared by all connections (session/budget.rs).
+            let Some(permit) = self.literal_budget.take(literal.size).await else {
+                tracing::warn!(peer = %self.peer, size = literal.size, "literal refused: literal memory budget spent");
+                if !literal.synchronizing {
+                    self.discard_command(literal.size, max_literal).await?;
+                }
+                let refusal = Reply::no("server busy, try again later").code("UNAVAILABLE");
+                self.tagged(&tag, &refusal).await?;
+                return Ok(Some(Input::Handled));
+            };
+            match self.literal_held.as_mut() {
+                Some(held) => held.merge(permit),
+                None => self.literal_held = Some(permit),
+            }
             if let Some(refusal) = self.reserve_for_append(&buf, &line, literal.size).await {
                 if !literal.synchronizing {
-                    // LITERAL+: the bytes are coming anyway; drop them and the rest of the line.
-                    self.conn.skip(literal.size).await?;
-                    let _ = self.conn.read_line(max_line).await?;
+                    self.discard_command(literal.size, max_literal).await?;
                 }
                 self.tagged(&tag, &refusal).await?;
                 return Ok(Some(Input::Handled));
@@ -481,6 +505,24 @@ impl Session {
             }
             self.conn.read_exact(literal.size as usize, &mut buf).await?;
         }
+    }
+
+    /// A refused command's LITERAL+ literal of `size` bytes is on its way (RFC 7888 §4): read
+    /// and drop it and the rest of the command, keeping none of it. A later synchronizing
+    /// literal ends the command (the client waits for a `+` that does not come).
+    async fn discard_command(&mut self, size: u64, max_literal: u64) -> std::io::Result<()> {
+        let max_line = self.ctx.config.imap.max_line_length as usize;
+        self.conn.skip(size).await?;
+        for _ in 0..1000 {
+            let Line::Line(line) = self.conn.read_line(max_line).await? else {
+                return Ok(());
+            };
+            match frame::literal_at_end(&line) {
+                Some(next) if !next.synchronizing && next.size <= max_literal => self.conn.skip(next.size).await?,
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
     }
 
     /// When `line` announces the message literal of an APPEND, reserve its size in the user's

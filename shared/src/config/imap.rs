@@ -23,6 +23,14 @@ pub struct ImapConfig {
     pub compress: bool,
     /// Offer CONDSTORE (off by default, as Thunderbird's default is).
     pub condstore: bool,
+    /// Bytes of literals (APPENDed messages) all connections together may hold in memory.
+    pub literal_memory: u64,
+    /// Mailboxes one user may have.
+    pub max_mailboxes: u64,
+    /// Levels of a mailbox name (`a/b/c` has 3).
+    pub max_mailbox_depth: u64,
+    /// Bytes of a mailbox name.
+    pub max_mailbox_name_length: u64,
 }
 
 pub(super) const TEMPLATE: &str = r#"[imap]
@@ -39,6 +47,14 @@ max_connections = 500
 # Offer COMPRESS=DEFLATE and CONDSTORE.
 compress = true
 condstore = false
+# Literals (APPENDed messages) held in memory by all connections together; a literal that
+# does not fit is refused (NO [UNAVAILABLE]) before it is sent. At least max_literal_size.
+literal_memory = "256M"
+# Per user: mailboxes, levels of a name (a/b/c has 3), bytes of a name. CREATE and RENAME
+# past them get NO [LIMIT].
+max_mailboxes = 1000
+max_mailbox_depth = 32
+max_mailbox_name_length = 1024
 "#;
 
 impl ImapConfig {
@@ -53,8 +69,23 @@ impl ImapConfig {
             max_connections: s.number("max_connections", 500, 1, 1_000_000),
             compress: s.bool("compress", true),
             condstore: s.bool("condstore", false),
+            literal_memory: s.size("literal_memory", 256 << 20),
+            max_mailboxes: s.number("max_mailboxes", 1000, 10, 1_000_000),
+            max_mailbox_depth: s.number("max_mailbox_depth", 32, 1, 1000),
+            max_mailbox_name_length: s.number("max_mailbox_name_length", 1024, 16, 65536),
         };
         s.finish();
         config
+    }
+}
+
+impl ImapConfig {
+    /// The mail store's limits on a user's mailbox tree.
+    pub fn mailbox_limits(&self) -> crate::mailstore::MailboxLimits {
+        crate::mailstore::MailboxLimits {
+            max_mailboxes: self.max_mailboxes,
+            max_depth: self.max_mailbox_depth as usize,
+            max_name_length: self.max_mailbox_name_length as usize,
+        }
     }
 }

@@ -4,8 +4,25 @@
 //! UIDs come from the mailbox row, updated under its row lock in the delivering transaction, so
 //! they strictly increase in commit order even with concurrent writers (RFC 3501 §2.3.1.1).
 //! Each change takes a new MODSEQ from the same row (RFC 7162 §3.1).
+//!
+//! # Lock order
+//!
+//! Every write transaction here takes its row locks in one order, so no two can wait on each
+//! other in a cycle (a PostgreSQL deadlock aborts one of them, which IMAP reported as
+//! `NO [SERVERBUG]`):
+//!
+//! 1. `users` rows, ascending id (this also serialises quota changes: `quota::charge`, `commit`
+//!    and `refund` update the same row);
+//! 2. `mailboxes` rows, ascending id;
+//! 3. `messages` rows (only ever under their mailbox's lock);
+//! 4. `blobs` rows, ascending id ([`lock_blobs`]);
+//! 5. `quota_reservations` rows (deleted by id, never waited on while holding them).
+//!
+//! deliver/append, copy, move, expunge, store, create, rename and delete mailbox all follow it.
 
 pub mod parsed;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
@@ -91,6 +108,9 @@ pub enum StoreError {
     AlreadyExists,
     #[error("{0}")]
     Invalid(String),
+    /// A configured limit (mailboxes per user, name depth or length) would be passed.
+    #[error("{0}")]
+    Limit(String),
     #[error(transparent)]
     Quota(#[from] QuotaError),
     #[error("storage error: {0}")]
@@ -194,11 +214,34 @@ pub struct FlagChange {
     pub modified: Vec<u32>,
 }
 
+/// Limits on a user's mailbox tree (`[imap]` max_mailboxes, max_mailbox_depth,
+/// max_mailbox_name_length), enforced by CREATE and RENAME in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxLimits {
+    /// Mailboxes one user may have (INBOX and the defaults included).
+    pub max_mailboxes: u64,
+    /// Levels of a name (`a/b/c` has 3).
+    pub max_depth: usize,
+    /// Bytes of a name (UTF-8, after modified UTF-7 decoding).
+    pub max_name_length: usize,
+}
+
+impl Default for MailboxLimits {
+    fn default() -> Self {
+        MailboxLimits {
+            max_mailboxes: 1000,
+            max_depth: 32,
+            max_name_length: 1024,
+        }
+    }
+}
+
 /// The mail store of one process.
 #[derive(Debug, Clone)]
 pub struct MailStore {
     db: PgPool,
     blobs: BlobStore,
+    limits: MailboxLimits,
 }
 
 fn uids_param(uids: &[u32]) -> Vec<i64> {
@@ -208,7 +251,37 @@ fn uids_param(uids: &[u32]) -> Vec<i64> {
 impl MailStore {
     /// The store over `db` and `blobs`.
     pub fn new(db: PgPool, blobs: BlobStore) -> MailStore {
-        MailStore { db, blobs }
+        MailStore {
+            db,
+            blobs,
+            limits: MailboxLimits::default(),
+        }
+    }
+
+    /// The same store with other mailbox limits.
+    pub fn with_limits(mut self, limits: MailboxLimits) -> MailStore {
+        self.limits = limits;
+        self
+    }
+
+    /// Refuse a (normalized) name that is malformed or passes the depth or length limit.
+    fn check_name(&self, name: &str) -> Result<(), StoreError> {
+        if name.is_empty() || name.split(DELIMITER).any(str::is_empty) {
+            return Err(StoreError::Invalid("invalid mailbox name".into()));
+        }
+        if name.len() > self.limits.max_name_length {
+            return Err(StoreError::Limit(format!(
+                "mailbox name longer than {} bytes",
+                self.limits.max_name_length
+            )));
+        }
+        if name.split(DELIMITER).count() > self.limits.max_depth {
+            return Err(StoreError::Limit(format!(
+                "mailbox name deeper than {} levels",
+                self.limits.max_depth
+            )));
+        }
+        Ok(())
     }
 
     /// The blob store (for reading bodies).
@@ -263,7 +336,9 @@ impl MailStore {
         row.as_ref().map(mailbox_from_row).ok_or(StoreError::NoSuchMailbox)
     }
 
-    /// Create a mailbox (RFC 3501 §6.3.3), optionally with a special use (RFC 6154 CREATE USE).
+    /// Create a mailbox (RFC 3501 §6.3.3), optionally with a special use (RFC 6154 CREATE USE),
+    /// with the superior names it needs, all in one transaction: when the name, a limit or
+    /// anything else refuses it, nothing is left behind.
     pub async fn create_mailbox(
         &self,
         user_id: i64,
@@ -271,24 +346,100 @@ impl MailStore {
         special_use: Option<SpecialUse>,
     ) -> Result<Mailbox, StoreError> {
         let name = normalize_mailbox_name(name);
-        if name.is_empty() || name.split(DELIMITER).any(str::is_empty) || name.len() > 1000 {
-            return Err(StoreError::Invalid("invalid mailbox name".into()));
+        if let Err(e) = self.check_name(&name) {
+            if matches!(e, StoreError::Limit(_)) {
+                tracing::info!(user_id, len = name.len(), "CREATE refused: {e}");
+            }
+            return Err(e);
         }
         let mut tx = self.db.begin().await?;
+        // Lock order: the user row first; it also serialises this user's creations, so the
+        // count below cannot be raced past the limit.
+        lock_user(&mut tx, user_id).await?;
+        let mailbox = self.create_in(&mut tx, user_id, &name, special_use).await?;
+        events::notify(&mut tx, &Event::MailboxList { user_id }).await?;
+        tx.commit().await?;
+        Ok(mailbox)
+    }
+
+    /// Inside a transaction holding the user's row: create `name` and its missing superiors
+    /// after checking the mailbox count.
+    async fn create_in(
+        &self,
+        conn: &mut PgConnection,
+        user_id: i64,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<Mailbox, StoreError> {
+        let missing = self.missing_superiors(conn, user_id, name).await?;
+        self.check_count(conn, user_id, missing.len() as u64 + 1).await?;
+        for parent in &missing {
+            sqlx::query(
+                "INSERT INTO mailboxes (user_id, name, uidvalidity) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, name) DO NOTHING",
+            )
+            .bind(user_id)
+            .bind(parent)
+            .bind(new_uidvalidity())
+            .execute(&mut *conn)
+            .await?;
+        }
         let row = sqlx::query(&format!(
             "INSERT INTO mailboxes (user_id, name, uidvalidity, special_use) VALUES ($1, $2, $3, $4)
              ON CONFLICT (user_id, name) DO NOTHING RETURNING {MAILBOX_COLUMNS}"
         ))
         .bind(user_id)
-        .bind(&name)
+        .bind(name)
         .bind(new_uidvalidity())
         .bind(special_use.map(SpecialUse::as_imap))
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?;
-        let mailbox = row.as_ref().map(mailbox_from_row).ok_or(StoreError::AlreadyExists)?;
-        events::notify(&mut tx, &Event::MailboxList { user_id }).await?;
-        tx.commit().await?;
-        Ok(mailbox)
+        row.as_ref().map(mailbox_from_row).ok_or(StoreError::AlreadyExists)
+    }
+
+    /// The superior names of `name` (`a`, `a/b` for `a/b/c`) that do not exist yet.
+    async fn missing_superiors(
+        &self,
+        conn: &mut PgConnection,
+        user_id: i64,
+        name: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let parts: Vec<&str> = name.split(DELIMITER).collect();
+        let superiors: Vec<String> = (1..parts.len())
+            .map(|i| parts[..i].join(&DELIMITER.to_string()))
+            .collect();
+        if superiors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let existing: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM mailboxes WHERE user_id = $1 AND name = ANY($2)")
+                .bind(user_id)
+                .bind(&superiors)
+                .fetch_all(&mut *conn)
+                .await?;
+        Ok(superiors.into_iter().filter(|s| !existing.contains(s)).collect())
+    }
+
+    /// Refuse when `adding` more mailboxes would pass the per-user limit.
+    async fn check_count(&self, conn: &mut PgConnection, user_id: i64, adding: u64) -> Result<(), StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM mailboxes WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&mut *conn)
+            .await?;
+        if count.max(0) as u64 + adding > self.limits.max_mailboxes {
+            tracing::info!(
+                user_id,
+                count,
+                adding,
+                limit = self.limits.max_mailboxes,
+                "mailbox refused: too many mailboxes"
+            );
+            return Err(StoreError::Limit(format!(
+                "at most {} mailboxes per user",
+                self.limits.max_mailboxes
+            )));
+        }
+        Ok(())
     }
 
     /// Delete a mailbox and its messages (RFC 3501 §6.3.4); INBOX cannot be deleted. Inferior
@@ -299,10 +450,7 @@ impl MailStore {
             return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
         }
         let mut tx = self.db.begin().await?;
-        sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        lock_user(&mut tx, user_id).await?;
         let mailbox_id: Option<i64> =
             sqlx::query_scalar("SELECT id FROM mailboxes WHERE user_id = $1 AND name = $2 FOR UPDATE")
                 .bind(user_id)
@@ -325,13 +473,17 @@ impl MailStore {
         Ok(())
     }
 
-    /// Rename a mailbox and its inferiors (RFC 3501 §6.3.5). Renaming INBOX moves its messages
-    /// into a new mailbox and leaves INBOX empty.
+    /// Rename a mailbox and its inferiors (RFC 3501 §6.3.5), creating the superior names the new
+    /// name needs, in one transaction. Renaming INBOX moves its messages into a new mailbox and
+    /// leaves INBOX empty. Every new name must stay within the depth and length limits.
     pub async fn rename_mailbox(&self, user_id: i64, from: &str, to: &str) -> Result<(), StoreError> {
         let from = normalize_mailbox_name(from);
         let to = normalize_mailbox_name(to);
-        if to.is_empty() || to.split(DELIMITER).any(str::is_empty) {
-            return Err(StoreError::Invalid("invalid mailbox name".into()));
+        if let Err(e) = self.check_name(&to) {
+            if matches!(e, StoreError::Limit(_)) {
+                tracing::info!(user_id, len = to.len(), "RENAME refused: {e}");
+            }
+            return Err(e);
         }
         if to == "INBOX" || to.starts_with(&format!("{from}{DELIMITER}")) {
             return Err(StoreError::Invalid("cannot rename to that name".into()));
@@ -349,6 +501,7 @@ impl MailStore {
             return Ok(());
         }
         let mut tx = self.db.begin().await?;
+        lock_user(&mut tx, user_id).await?;
         let exists: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM mailboxes WHERE user_id = $1 AND name = $2)")
                 .bind(user_id)
@@ -358,7 +511,37 @@ impl MailStore {
         if exists {
             return Err(StoreError::AlreadyExists);
         }
-        let renamed = sqlx::query(
+        let renamed: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM mailboxes WHERE user_id = $1 AND (name = $2 OR left(name, length($2) + 1) = $2 || '/')",
+        )
+        .bind(user_id)
+        .bind(&from)
+        .fetch_all(&mut *tx)
+        .await?;
+        if renamed.is_empty() {
+            return Err(StoreError::NoSuchMailbox);
+        }
+        for old in &renamed {
+            let new = format!("{to}{}", &old[from.len()..]);
+            if let Err(e) = self.check_name(&new) {
+                tracing::info!(user_id, "RENAME refused: {e}");
+                return Err(e);
+            }
+        }
+        let missing = self.missing_superiors(&mut tx, user_id, &to).await?;
+        self.check_count(&mut tx, user_id, missing.len() as u64).await?;
+        for parent in &missing {
+            sqlx::query(
+                "INSERT INTO mailboxes (user_id, name, uidvalidity) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, name) DO NOTHING",
+            )
+            .bind(user_id)
+            .bind(parent)
+            .bind(new_uidvalidity())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
             "UPDATE mailboxes SET name = $3 || substr(name, length($2) + 1)
              WHERE user_id = $1 AND (name = $2 OR left(name, length($2) + 1) = $2 || '/')",
         )
@@ -367,9 +550,6 @@ impl MailStore {
         .bind(&to)
         .execute(&mut *tx)
         .await?;
-        if renamed.rows_affected() == 0 {
-            return Err(StoreError::NoSuchMailbox);
-        }
         events::notify(&mut tx, &Event::MailboxList { user_id }).await?;
         tx.commit().await?;
         Ok(())
@@ -400,12 +580,28 @@ impl MailStore {
         internal_date: DateTime<Utc>,
         reservation: Option<Reservation>,
     ) -> Result<Appended, StoreError> {
+        self.append_owned(user_id, mailbox_id, raw.to_vec(), flags, internal_date, reservation)
+            .await
+    }
+
+    /// [`Self::append`] of a message the caller owns (no copy is made for parsing it).
+    pub async fn append_owned(
+        &self,
+        user_id: i64,
+        mailbox_id: i64,
+        raw: Vec<u8>,
+        flags: &[String],
+        internal_date: DateTime<Utc>,
+        reservation: Option<Reservation>,
+    ) -> Result<Appended, StoreError> {
         let target = DeliveryTarget {
             user_id,
             mailbox_id: Some(mailbox_id),
             reservation,
         };
-        let mut appended = self.deliver(vec![target], raw, flags, internal_date).await?;
+        let mut appended = self
+            .deliver_owned(vec![target], Arc::new(raw), flags, internal_date)
+            .await?;
         Ok(appended.remove(0))
     }
 
@@ -416,6 +612,19 @@ impl MailStore {
         &self,
         targets: Vec<DeliveryTarget>,
         raw: &[u8],
+        flags: &[String],
+        internal_date: DateTime<Utc>,
+    ) -> Result<Vec<Appended>, StoreError> {
+        // The parse runs on the blocking pool, which needs the bytes for itself.
+        self.deliver_owned(targets, Arc::new(raw.to_vec()), flags, internal_date)
+            .await
+    }
+
+    /// [`Self::deliver`] of a message the caller hands over.
+    pub async fn deliver_owned(
+        &self,
+        targets: Vec<DeliveryTarget>,
+        raw: Arc<Vec<u8>>,
         flags: &[String],
         internal_date: DateTime<Utc>,
     ) -> Result<Vec<Appended>, StoreError> {
@@ -440,14 +649,25 @@ impl MailStore {
     async fn deliver_once(
         &self,
         targets: Vec<DeliveryTarget>,
-        raw: &[u8],
+        raw: Arc<Vec<u8>>,
         flags: &[String],
         internal_date: DateTime<Utc>,
     ) -> Result<Vec<Appended>, StoreError> {
-        let parsed = parsed::parse(raw);
-        let envelope = serde_json::to_value(&parsed.envelope).expect("envelope serializes");
-        let structure = serde_json::to_value(&parsed.body_structure).expect("structure serializes");
-        let blob = self.blobs.put(raw).await?;
+        // Parsing up to max_message_size bytes is CPU work: on the blocking pool, not on an
+        // async worker thread every other session shares.
+        let for_parse = raw.clone();
+        let (parsed, envelope, structure) = tokio::task::spawn_blocking(move || {
+            let parsed = parsed::parse(&for_parse);
+            let envelope = serde_json::to_value(&parsed.envelope);
+            let structure = serde_json::to_value(&parsed.body_structure);
+            (parsed, envelope, structure)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(format!("message parser task failed: {e}"))))?;
+        let invalid = |e: serde_json::Error| StoreError::Invalid(format!("message metadata: {e}"));
+        let envelope = envelope.map_err(invalid)?;
+        let structure = structure.map_err(invalid)?;
+        let blob = self.blobs.put(&raw).await?;
         let size = raw.len() as u64;
         let flags = normalize_flags(flags);
 
@@ -466,8 +686,20 @@ impl MailStore {
             };
             resolved.push((mailbox_id, target));
         }
+        // Lock order (module docs): users, then mailboxes, each by ascending id, then the blob.
+        // The blob row used to come first, and an EXPUNGE of the same content (user row, then
+        // blob) deadlocked with it.
+        let mut users: Vec<i64> = resolved.iter().map(|(_, t)| t.user_id).collect();
+        users.sort_unstable();
+        users.dedup();
+        for &user_id in &users {
+            lock_user(&mut tx, user_id).await?;
+        }
         resolved.sort_by_key(|(mailbox_id, _)| *mailbox_id);
-        // The blob row first: messages reference it.
+        for (mailbox_id, target) in &resolved {
+            lock_mailbox_row(&mut tx, target.user_id, *mailbox_id).await?;
+        }
+        // Then the blob row (messages reference it).
         blobs::add_ref(&mut tx, &blob, size, resolved.len() as i64).await?;
         for (mailbox_id, target) in resolved {
             let user_id = target.user_id;
@@ -720,7 +952,14 @@ impl MailStore {
             )
             .await?;
         } else {
-            // One more reference per copy.
+            // One more reference per copy; the blob rows locked in id order first.
+            let blob_ids: Vec<String> =
+                sqlx::query_scalar("SELECT DISTINCT blob_id FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)")
+                    .bind(from)
+                    .bind(&source_uids)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            lock_blobs(&mut tx, &blob_ids).await?;
             sqlx::query(
                 "UPDATE blobs SET refcount = blobs.refcount + r.n, zero_since = NULL
                  FROM (SELECT blob_id, count(*) AS n FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)
@@ -784,10 +1023,34 @@ impl MailStore {
 /// Lock a mailbox row that must belong to the user. The user's row is locked first: every
 /// transaction that changes usage locks user before mailbox, so none can deadlock another.
 async fn lock_mailbox(conn: &mut PgConnection, user_id: i64, mailbox_id: i64) -> Result<(), StoreError> {
+    lock_user(conn, user_id).await?;
+    lock_mailbox_row(conn, user_id, mailbox_id).await
+}
+
+/// Lock a user's row (step 1 of the lock order).
+async fn lock_user(conn: &mut PgConnection, user_id: i64) -> Result<(), StoreError> {
     sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// Lock blob rows in ascending id order (step 4 of the lock order). A multi-row UPDATE locks
+/// rows in whatever order its plan visits them, so callers lock here first.
+async fn lock_blobs(conn: &mut PgConnection, ids: &[String]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT id FROM blobs WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(ids)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Lock a mailbox row of the user (step 2; the caller holds the user's row).
+async fn lock_mailbox_row(conn: &mut PgConnection, user_id: i64, mailbox_id: i64) -> Result<(), StoreError> {
     let found: Option<i64> = sqlx::query_scalar("SELECT id FROM mailboxes WHERE id = $1 AND user_id = $2 FOR UPDATE")
         .bind(mailbox_id)
         .bind(user_id)
@@ -829,6 +1092,7 @@ async fn release_messages(conn: &mut PgConnection, user_id: i64, removed: &[(Str
     let bytes: i64 = removed.iter().map(|r| r.1).sum();
     quota::refund(conn, user_id, Usage::Mail, bytes as u64).await?;
     let ids: Vec<String> = removed.iter().map(|r| r.0.clone()).collect();
+    lock_blobs(conn, &ids).await?;
     blobs::drop_refs(conn, &ids).await?;
     Ok(())
 }

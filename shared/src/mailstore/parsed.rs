@@ -123,10 +123,11 @@ fn plain_body(raw: &[u8], header_len: usize) -> BodyStructure {
 fn parse_unguarded(raw: &[u8]) -> Parsed {
     let header_len = header_length(raw);
     let header = raw[..header_len].to_vec();
-    match MessageParser::default().parse(raw) {
+    let message = MessageParser::default().parse(raw);
+    let parsed = match &message {
         Some(message) if !message.parts.is_empty() => Parsed {
-            envelope: envelope_of(&message),
-            body_structure: structure_of(&message, 0, 0),
+            envelope: envelope_of(message),
+            body_structure: structure_of(message, 0, 0),
             header,
         },
         _ => Parsed {
@@ -134,6 +135,28 @@ fn parse_unguarded(raw: &[u8]) -> Parsed {
             body_structure: plain_body(raw, header_len),
             header,
         },
+    };
+    if let Some(message) = message {
+        dismantle(message);
+    }
+    parsed
+}
+
+/// Drop a parsed message without recursion. mail-parser nests each message/rfc822 part inside
+/// its parent, and dropping that tree recurses once per level: a message with thousands of
+/// nested messages (a few dozen bytes per level) would overflow the stack of whichever thread
+/// drops it. Every parse of untrusted mail hands its result here instead of dropping it.
+pub fn dismantle(message: Message<'_>) {
+    let mut stack = vec![message];
+    while let Some(mut message) = stack.pop() {
+        for part in &mut message.parts {
+            if matches!(part.body, PartType::Message(_))
+                && let PartType::Message(inner) = std::mem::take(&mut part.body)
+            {
+                stack.push(inner);
+            }
+        }
+        // `message` now holds no nested message: its drop is shallow.
     }
 }
 
@@ -266,6 +289,10 @@ fn language_of(value: &HeaderValue<'_>) -> Vec<String> {
     }
 }
 
+/// Levels of multipart and message/rfc822 nesting kept in a stored BODYSTRUCTURE; deeper parts
+/// are cut (an empty multipart, no nested message). Bounds every recursive walk over it.
+pub const MAX_STRUCTURE_DEPTH: usize = 20;
+
 /// The structure of part `index` of `message`, `depth` levels of message/rfc822 deep.
 fn structure_of(message: &Message<'_>, index: usize, depth: usize) -> BodyStructure {
     let part = &message.parts[index];
@@ -281,8 +308,8 @@ fn structure_of(message: &Message<'_>, index: usize, depth: usize) -> BodyStruct
     if let PartType::Multipart(children) = &part.body {
         return BodyStructure::Multipart {
             // RFC 3501 §7.4.2 caps nesting implicitly; a hostile depth is cut to keep the stored
-            // structure (and the IMAP answer) bounded.
-            parts: if depth > 20 {
+            // structure (and the IMAP answer, and every walk over it) bounded.
+            parts: if depth > MAX_STRUCTURE_DEPTH {
                 Vec::new()
             } else {
                 children
@@ -317,7 +344,7 @@ fn structure_of(message: &Message<'_>, index: usize, depth: usize) -> BodyStruct
         params.push(("charset".into(), "us-ascii".into()));
     }
     let nested = match &part.body {
-        PartType::Message(inner) if !inner.parts.is_empty() && depth <= 20 => {
+        PartType::Message(inner) if !inner.parts.is_empty() && depth <= MAX_STRUCTURE_DEPTH => {
             Some(Box::new((envelope_of(inner), structure_of(inner, 0, depth + 1))))
         }
         _ => None,
@@ -407,5 +434,64 @@ Subject: =?utf-8?q?caf=C3=A9?=\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nMessa
         let parsed = parse(b"\x00\x01 not a message");
         assert!(matches!(parsed.body_structure, BodyStructure::Single { .. }));
         assert_eq!(header_length(b"no header end"), 13);
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    fn nested_multipart(depth: usize) -> Vec<u8> {
+        let mut m = String::from("Content-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n");
+        for i in 0..depth {
+            m.push_str(&format!(
+                "--b{i}\r\nContent-Type: multipart/mixed; boundary=\"b{}\"\r\n\r\n",
+                i + 1
+            ));
+        }
+        m.push_str(&format!(
+            "--b{depth}\r\nContent-Type: text/plain\r\n\r\nbottom\r\n--b{depth}--\r\n"
+        ));
+        for i in (0..depth).rev() {
+            m.push_str(&format!("--b{i}--\r\n"));
+        }
+        m.into_bytes()
+    }
+
+    fn nested_messages(depth: usize) -> Vec<u8> {
+        let mut m = String::new();
+        for _ in 0..depth {
+            m.push_str("From: a@example.test\r\nContent-Type: message/rfc822\r\n\r\n");
+        }
+        m.push_str("Subject: bottom\r\n\r\nbottom\r\n");
+        m.into_bytes()
+    }
+
+    /// On a thread with the stack tokio gives its threads (2 MiB).
+    fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn ten_thousand_nested_multiparts() {
+        on_small_stack(|| {
+            let p = parse(&nested_multipart(10_000));
+            let json = serde_json::to_value(&p.body_structure).unwrap();
+            let _: BodyStructure = serde_json::from_value(json).unwrap();
+        });
+    }
+
+    #[test]
+    fn a_hundred_thousand_nested_messages() {
+        on_small_stack(|| {
+            let p = parse(&nested_messages(100_000));
+            let json = serde_json::to_value(&p.body_structure).unwrap();
+            let _: BodyStructure = serde_json::from_value(json).unwrap();
+        });
     }
 }
