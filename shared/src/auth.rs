@@ -15,7 +15,7 @@ pub mod work;
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -30,6 +30,10 @@ use work::WorkCap;
 /// address and brackets, is at most 256 octets; 320 allows for a 64-octet local part and a
 /// 255-octet domain). Longer names are refused before any database work and never stored.
 pub const MAX_NAME_LEN: usize = 320;
+
+/// How long a login from an address with a clean record waits for its budget (see `login`).
+const WAIT_FOR_BUDGET: Duration = Duration::from_secs(5);
+const RECHECK_EVERY: Duration = Duration::from_millis(200);
 
 /// Why a login did not succeed. `Invalid` is the same for an unknown user and a wrong password.
 #[derive(Debug, Error)]
@@ -159,11 +163,22 @@ impl Auth {
             return Err(AuthError::Invalid);
         }
         let account = trimmed.to_lowercase();
-        let charged_account = match self.gate.charge(ip, &account).await? {
-            Charge::Allowed { account } => account,
-            Charge::Refused { retry_after } => {
-                tracing::warn!(%ip, account, "login throttled");
-                return Err(AuthError::Throttled { retry_after });
+        let waited_since = Instant::now();
+        let charged_account = loop {
+            match self.gate.charge(ip, &account).await? {
+                Charge::Allowed { account } => break account,
+                // An address with no recent failure is over its budget only while its attempts
+                // are being checked (many devices behind one address logging in at once): wait
+                // for their outcome, a success gives its charge back. A failure makes the address
+                // suspect and ends the wait; so does the time limit. Every check still needs a
+                // charge, so waiting lets nothing past the budget.
+                Charge::Refused { suspect: false, .. } if waited_since.elapsed() < WAIT_FOR_BUDGET => {
+                    tokio::time::sleep(RECHECK_EVERY).await;
+                }
+                Charge::Refused { retry_after, .. } => {
+                    tracing::warn!(%ip, account, "login throttled");
+                    return Err(AuthError::Throttled { retry_after });
+                }
             }
         };
         let refund = || self.gate.refund(ip, charged_account.then_some(account.as_str()));

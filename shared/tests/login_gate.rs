@@ -197,3 +197,26 @@ async fn an_over_long_name_is_refused_without_being_stored() {
     assert_eq!(auth.verifications(), 1);
     assert_eq!(gate_rows(&env).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_devices_behind_one_address_logging_in_at_once_all_get_in() {
+    let env = TestEnv::new().await;
+    env.add_user("alice@example.test", "s3cret", None).await;
+    let auth = Arc::new(Auth::new(
+        env.context.db.clone(),
+        &config(|c| c.max_waiting_checks = 100),
+    ));
+    let ip: IpAddr = "192.0.2.45".parse().unwrap();
+    // Three times the per-address budget, all at once and all correct: the attempts beyond the
+    // budget wait for the successes to give their charges back.
+    let tasks: Vec<_> = (0..30)
+        .map(|_| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.login("alice@example.test", "s3cret", ip).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(auth.verifications(), 30);
+}

@@ -32,8 +32,9 @@ pub enum Charge {
     /// may be checked.
     Allowed { account: bool },
     /// Refused without a check: the address is over its budget, or it is suspect and the account
-    /// is over its budget.
-    Refused { retry_after: Duration },
+    /// is over its budget. `suspect`: the address has failed recently (otherwise its budget is
+    /// held by attempts still being checked, or by successes not yet refunded).
+    Refused { retry_after: Duration, suspect: bool },
 }
 
 /// The key an address is counted under: IPv4 (also when mapped into IPv6) as it is, IPv6 by its
@@ -123,6 +124,7 @@ impl Gate {
         if !ip_allowed {
             return Ok(Charge::Refused {
                 retry_after: wait(ip_ahead, self.ip_interval),
+                suspect,
             });
         }
         let account_charged = account_allowed == Some(true);
@@ -132,6 +134,7 @@ impl Gate {
             self.refund(ip, None).await;
             return Ok(Charge::Refused {
                 retry_after: wait(account_ahead.unwrap_or(0.0), self.account_interval),
+                suspect,
             });
         }
         Ok(Charge::Allowed {
