@@ -27,7 +27,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use shared::Context;
-use shared::auth::AuthError;
+use shared::auth::{AuthError, Channel, password_may_cross};
 use shared::net::Shutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -144,7 +144,7 @@ impl Server {
                     let (app, acceptor) = (app.clone(), acceptor.clone());
                     async move {
                         match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => serve_connection(tls, peer, app, shutdown).await,
+                            Ok(Ok(tls)) => serve_connection(tls, peer, Channel::Tls, app, shutdown).await,
                             Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
                             Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
                         }
@@ -159,7 +159,9 @@ impl Server {
                 listener,
                 max,
                 shutdown.clone(),
-                move |stream, peer, shutdown| serve_connection(stream, peer, app.clone(), shutdown),
+                move |stream, peer, shutdown| {
+                    serve_connection(stream, peer, Channel::LocalProxy, app.clone(), shutdown)
+                },
             ));
         }
         while tasks.join_next().await.is_some() {}
@@ -183,14 +185,14 @@ pub async fn run(context: Arc<Context>, shutdown: Shutdown) -> anyhow::Result<()
 /// pay for argon2 on every request.
 type AuthCache = Arc<Mutex<Option<(HeaderValue, User, std::time::Instant)>>>;
 
-async fn serve_connection<IO>(io: IO, peer: SocketAddr, app: Arc<App>, shutdown: Shutdown)
+async fn serve_connection<IO>(io: IO, peer: SocketAddr, channel: Channel, app: Arc<App>, shutdown: Shutdown)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cache: AuthCache = Arc::new(Mutex::new(None));
     let service = service_fn(move |req| {
         let (app, cache) = (app.clone(), cache.clone());
-        async move { Ok::<_, Infallible>(app.handle(req, peer, cache).await) }
+        async move { Ok::<_, Infallible>(app.handle(req, peer, channel, cache).await) }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -347,10 +349,16 @@ fn announced_length(req: &Request<Incoming>) -> Result<Option<u64>, ()> {
 }
 
 impl App {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, cache: AuthCache) -> Response<Body> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        channel: Channel,
+        cache: AuthCache,
+    ) -> Response<Body> {
         let method = req.method().clone();
         let uri_path = req.uri().path().to_string();
-        let response = self.route(req, peer, cache).await;
+        let response = self.route(req, peer, channel, cache).await;
         let status = response.status();
         if status.is_client_error() || status.is_server_error() {
             tracing::info!(%peer, %method, path = uri_path, status = status.as_u16(), "refused");
@@ -360,7 +368,13 @@ impl App {
         response
     }
 
-    async fn route(&self, req: Request<Incoming>, peer: SocketAddr, cache: AuthCache) -> Response<Body> {
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        channel: Channel,
+        cache: AuthCache,
+    ) -> Response<Body> {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
 
@@ -378,7 +392,7 @@ impl App {
             return res;
         }
 
-        let user = match self.authenticate(&req, peer, &cache).await {
+        let user = match self.authenticate(&req, peer, channel, &cache).await {
             Ok(user) => user,
             Err(res) => return res,
         };
@@ -687,11 +701,18 @@ impl App {
         &self,
         req: &Request<Incoming>,
         peer: SocketAddr,
+        channel: Channel,
         cache: &AuthCache,
     ) -> Result<User, Response<Body>> {
         let Some(value) = req.headers().get(header::AUTHORIZATION) else {
             return Err(unauthorized());
         };
+        if !password_may_cross(channel, peer.ip(), &self.context.config.auth) {
+            // Unreachable with a valid config (plain HTTP listens on loopback only); kept so the
+            // rule has one home, shared::auth.
+            tracing::warn!(%peer, "Basic credentials over a connection that may not carry them");
+            return Err(simple(StatusCode::FORBIDDEN, "use HTTPS\n"));
+        }
         if let Some((cached, user, at)) = cache.lock().expect("auth cache lock").as_ref()
             && cached == value
             && at.elapsed() < AUTH_CACHE_FOR
@@ -728,6 +749,12 @@ impl App {
                 );
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+                Err(res)
+            }
+            Err(AuthError::Busy) => {
+                // RFC 9110 §15.6.4: 503 with Retry-After for a temporary overload.
+                let mut res = simple(StatusCode::SERVICE_UNAVAILABLE, "server busy; try again shortly\n");
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
                 Err(res)
             }
             Err(AuthError::Internal(e)) => {

@@ -26,6 +26,8 @@ impl Session {
             Err(AuthError::Throttled { .. }) => {
                 Ok(Reply::no("too many failed logins, try again later").code("UNAVAILABLE"))
             }
+            // RFC 5530 §3: UNAVAILABLE, "temporary failure ... try again later".
+            Err(AuthError::Busy) => Ok(Reply::no("server busy, try again later").code("UNAVAILABLE")),
             Err(AuthError::Internal(e)) => {
                 tracing::error!("login: {e}");
                 Ok(Reply::no("authentication unavailable").code("UNAVAILABLE"))

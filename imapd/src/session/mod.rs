@@ -257,8 +257,13 @@ impl Session {
 
     /// Whether passwords may be sent now (RFC 3501 §6.2.3 LOGINDISABLED otherwise).
     pub fn may_authenticate(&self) -> bool {
-        self.conn.is_tls()
-            || (self.ctx.config.auth.allow_plaintext_on_loopback && shared::config::is_loopback(&self.peer))
+        use shared::auth::{Channel, password_may_cross};
+        let channel = if self.conn.is_tls() {
+            Channel::Tls
+        } else {
+            Channel::Plain
+        };
+        password_may_cross(channel, self.peer.ip(), &self.ctx.config.auth)
     }
 
     /// The CAPABILITY list for the current state (RFC 3501 §7.2.1). Each extension appears only

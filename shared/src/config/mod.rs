@@ -9,7 +9,6 @@ mod imap;
 mod reader;
 mod smtp;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use dav::DavConfig;
@@ -80,6 +79,10 @@ pub struct AuthConfig {
     /// Failed logins one account may receive per minute before addresses that have failed
     /// are throttled for it (an address with no failures can still log in).
     pub failures_per_account_per_minute: u32,
+    /// Password checks (argon2id, 19 MiB each) one process runs at once.
+    pub max_concurrent_checks: u32,
+    /// Logins one process lets wait for a check; more are refused at once as busy.
+    pub max_waiting_checks: u32,
 }
 
 /// Every problem found in a config file, each naming its `section.field`.
@@ -166,6 +169,8 @@ impl Config {
             allow_plaintext_on_loopback: s.bool("allow_plaintext_on_loopback", true),
             failures_per_ip_per_minute: s.number("failures_per_ip_per_minute", 10, 1, 100_000) as u32,
             failures_per_account_per_minute: s.number("failures_per_account_per_minute", 5, 1, 100_000) as u32,
+            max_concurrent_checks: s.number("max_concurrent_checks", 2, 1, 64) as u32,
+            max_waiting_checks: s.number("max_waiting_checks", 32, 0, 10_000) as u32,
         };
         s.finish();
 
@@ -215,11 +220,6 @@ impl Config {
     }
 }
 
-/// Whether a listener address is one a plaintext password may cross (loopback only).
-pub fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
-}
-
 /// The commented config file written by `tinydc init`: every setting present with its default.
 pub fn template(domain: &str, database_url: Option<&str>) -> String {
     let url = database_url.unwrap_or("");
@@ -251,6 +251,10 @@ allow_plaintext_on_loopback = true
 failures_per_ip_per_minute = 10
 # Failed logins one account may take per minute before addresses that failed are throttled for it.
 failures_per_account_per_minute = 5
+# Password checks each daemon runs at once (argon2id takes 19 MiB each) and logins that may wait
+# for one; logins beyond that are refused at once as busy, so memory stays bounded under a flood.
+max_concurrent_checks = 2
+max_waiting_checks = 32
 
 {smtp}
 {imap}

@@ -91,6 +91,8 @@ impl Session {
                 self.closing = true;
                 Some(Reply::new(454, "4.7.0", "Too many failed logins, try again later"))
             }
+            // RFC 4954 §6: 454 is a temporary failure; the client may try again shortly.
+            Err(AuthError::Busy) => Some(Reply::new(454, "4.7.0", "Temporary authentication failure")),
             Err(AuthError::Internal(e)) => {
                 tracing::error!("authentication unavailable: {e}");
                 Some(Reply::new(454, "4.7.0", "Temporary authentication failure"))

@@ -134,7 +134,9 @@ impl Session {
 
     /// Whether a password may be sent now: over TLS, or on loopback when the config allows it.
     pub fn may_send_password(&self) -> bool {
-        self.tls || (self.server.ctx.config.auth.allow_plaintext_on_loopback && self.peer.ip().is_loopback())
+        use shared::auth::{Channel, password_may_cross};
+        let channel = if self.tls { Channel::Tls } else { Channel::Plain };
+        password_may_cross(channel, self.peer.ip(), &self.server.ctx.config.auth)
     }
 
     /// Read a command line, answering shutdown while waiting.
