@@ -118,6 +118,10 @@ pub async fn run(data: &Path, command: QuotaCommand) -> anyhow::Result<()> {
                 }
             }
             QuotaCommand::Recalc { address } => {
+                // Space still promised to writers whose process died (their owner lock is gone);
+                // a running daemon's writes in progress keep theirs.
+                let released = quota::release_stale(db).await?;
+                println!("released {released} reservation(s) of writers no longer running");
                 let users = match address {
                     Some(a) => vec![accounts::get_user(db, &a).await?],
                     None => accounts::list_users(db).await?,
