@@ -250,6 +250,41 @@ fn a_full_disk_gets_clean_refusals_and_recovers_by_itself() {
         "{show}"
     );
 
+    // The disk fills up under an upload that already holds its reservation: the write itself
+    // meets ENOSPC. 507, the temp file goes, the reservation is given back, the old state stays.
+    let three_mib = dir.path().join("three.bin");
+    std::fs::write(&three_mib, vec![b't'; 3 << 20]).unwrap();
+    let upload = Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            "alice@example.test:alice-pw",
+        ])
+        .args(["--limit-rate", "1M", "-T"])
+        .arg(&three_mib)
+        .arg(https("three.bin"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the upload's reservation", 20, || {
+        !quota_show(&data).contains("reserved: 0 B")
+    });
+    let filler = fill(&mnt, 3 << 19);
+    let out = upload.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "507");
+    wait_for("the failed upload's reservation released", 10, || {
+        quota_show(&data).contains("reserved: 0 B")
+    });
+    let uploads = leftovers(&data.join("files"), &[shared::quota::UPLOAD_TEMP_PREFIX]);
+    assert!(uploads.is_empty(), "{uploads:?}");
+    assert_eq!(curl(&["-o", "/dev/null", &https("three.bin")]), "404");
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(curl(&["-T", &three_mib.to_string_lossy(), &https("three.bin")]), "201");
+
     // Item 9: davd dies (SIGKILL) in the middle of an upload that holds a reservation.
     let mut upload = Command::new("curl")
         .args([
