@@ -36,6 +36,9 @@ pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(6 * 3600);
 /// apart from every other advisory lock of tinydc.
 pub const OWNER_LOCK_CLASS: i32 = 0x71756f74;
 
+/// How long taking the owner connection may wait for the database.
+const OWNER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// SQL: the owner of reservation row `r` still holds its lock (its process is alive).
 const OWNER_ALIVE: &str = "EXISTS (SELECT 1 FROM pg_locks l
      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
@@ -492,7 +495,10 @@ impl Owner {
         if let Some((id, _)) = &*slot {
             return Ok(*id);
         }
-        let mut conn = PgConnection::connect_with(&db.connect_options()).await?;
+        // Bounded: with the database down, writers get an error soon rather than queue here.
+        let mut conn = tokio::time::timeout(OWNER_CONNECT_TIMEOUT, PgConnection::connect_with(&db.connect_options()))
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
         // Ids come from a sequence, so a live owner's id is only met again after 2^31 owners;
         // the try-lock skips such an id rather than share it.
         let id = loop {
