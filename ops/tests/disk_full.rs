@@ -328,5 +328,52 @@ fn a_full_disk_gets_clean_refusals_and_recovers_by_itself() {
     });
     let uploads = leftovers(&data.join("files"), &[shared::quota::UPLOAD_TEMP_PREFIX]);
     eprintln!("temp files of the killed upload (swept later): {uploads:?}");
+
+    // `tinydc quota recalc` beside a writer in another process (psql here, holding its owner
+    // lock on an idle connection as a daemon does): a live owner's reservation stays; once the
+    // process is SIGKILLed, recalc releases it.
+    let mut holder = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "tinydc",
+            "-d",
+            "tinydc",
+            "-h",
+        ])
+        .arg(data.join("pg").join("run"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("psql (PostgreSQL client) is installed");
+    {
+        use std::io::Write as _;
+        let stdin = holder.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "SELECT pg_advisory_lock({}, 2000000000);
+             INSERT INTO quota_reservations (user_id, bytes, expires_at, owner)
+             SELECT id, 12345, now() + interval '6 hours', 2000000000 FROM users
+             WHERE address = 'alice@example.test';",
+            shared::quota::OWNER_LOCK_CLASS
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+    }
+    wait_for("psql's reservation", 20, || {
+        !quota_show(&data).contains("reserved: 0 B")
+    });
+    let recalc = ok(&data, &["quota", "recalc"], None);
+    assert!(recalc.contains("released 0 reservation(s)"), "{recalc}");
+    assert!(!quota_show(&data).contains("reserved: 0 B"));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    wait_for("recalc to release the dead process's reservation", 20, || {
+        ok(&data, &["quota", "recalc"], None).contains("released 1 reservation(s)")
+    });
+    assert!(quota_show(&data).contains("reserved: 0 B"));
     suite.stop();
 }
