@@ -36,6 +36,9 @@ pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(6 * 3600);
 /// apart from every other advisory lock of tinydc.
 pub const OWNER_LOCK_CLASS: i32 = 0x71756f74;
 
+// OWNER_ALIVE spells the class out as an oid literal.
+const _: () = assert!(OWNER_LOCK_CLASS == 1903521652);
+
 /// How long taking the owner connection may wait for the database.
 const OWNER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
