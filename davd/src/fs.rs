@@ -129,6 +129,11 @@ impl TinyFs {
 }
 
 fn db_error(e: sqlx::Error) -> FsError {
+    if quota::is_db_disk_full(&e) {
+        // RFC 4918 §11.5: 507, the server cannot store what the request needs.
+        tracing::warn!("database: {e}");
+        return FsError::InsufficientStorage;
+    }
     tracing::error!("database: {e}");
     FsError::GeneralFailure
 }
@@ -137,6 +142,11 @@ fn quota_error(e: QuotaError) -> FsError {
     match e {
         QuotaError::Exceeded { requested, available } => {
             tracing::info!(requested, available, "refused: over quota");
+            FsError::InsufficientStorage
+        }
+        // RFC 4918 §11.5: 507 Insufficient Storage, also when the disk (not the quota) is full.
+        QuotaError::DiskFull { requested, available } => {
+            tracing::warn!(requested, available, "refused: disk nearly full");
             FsError::InsufficientStorage
         }
         QuotaError::UnknownUser => FsError::Forbidden,
@@ -378,9 +388,12 @@ impl Upload {
         let short = self.written - allowed;
         let r = match quota::reserve(&self.db, self.user_id, short.max(GROW_STEP)).await {
             Ok(r) => r,
-            Err(QuotaError::Exceeded { .. }) if short < GROW_STEP => quota::reserve(&self.db, self.user_id, short)
-                .await
-                .map_err(quota_error)?,
+            // A step that does not fit (quota or disk) falls back to what is really needed.
+            Err(QuotaError::Exceeded { .. } | QuotaError::DiskFull { .. }) if short < GROW_STEP => {
+                quota::reserve(&self.db, self.user_id, short)
+                    .await
+                    .map_err(quota_error)?
+            }
             Err(e) => return Err(quota_error(e)),
         };
         self.reservations.push((r.id, r.bytes));

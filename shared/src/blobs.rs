@@ -45,12 +45,25 @@ pub struct SweepReport {
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
+    /// Bytes a write must leave free on the store's filesystem (`server.min_free_space`).
+    min_free: u64,
 }
 
 impl BlobStore {
     /// The store at `root` (normally `DATA/blobs`); folders are made on first write.
     pub fn new(root: impl Into<PathBuf>) -> BlobStore {
-        BlobStore { root: root.into() }
+        BlobStore {
+            root: root.into(),
+            min_free: 0,
+        }
+    }
+
+    /// Refuse (as `ENOSPC`) a new blob that would leave less than `min_free` bytes free on the
+    /// store's filesystem, so the database beside it keeps room for its WAL. Checked with the
+    /// blob's real size, which the reservation made before it (an estimate) may not know.
+    pub fn with_min_free(mut self, min_free: u64) -> BlobStore {
+        self.min_free = min_free;
+        self
     }
 
     /// Where a blob's file is.
@@ -79,6 +92,7 @@ impl BlobStore {
         if target.exists() {
             return Ok(());
         }
+        self.check_space(bytes.len() as u64)?;
         let temp_dir = self.temp_dir();
         std::fs::create_dir_all(&temp_dir)?;
         let dir = target.parent().expect("blob paths have a parent");
@@ -88,6 +102,25 @@ impl BlobStore {
         temp.as_file().sync_all()?;
         temp.persist(&target).map_err(|e| e.error)?;
         sync_dir(dir)?;
+        Ok(())
+    }
+
+    /// `ENOSPC` when `len` more bytes would go into the reserve (statvfs of the store, or of
+    /// the nearest folder above it that exists).
+    fn check_space(&self, len: u64) -> std::io::Result<()> {
+        let Some(dir) = self.root.ancestors().find(|d| d.exists()) else {
+            return Ok(());
+        };
+        let free = crate::quota::available_space(dir)?;
+        if len.saturating_add(self.min_free) > free {
+            tracing::warn!(
+                free,
+                reserve = self.min_free,
+                len,
+                "blob refused: the disk is nearly full"
+            );
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         Ok(())
     }
 

@@ -24,8 +24,13 @@ pub struct Context {
 impl Context {
     /// Build a context over an open pool (schema already migrated) and start listening for events.
     pub async fn new(config: Config, db: PgPool) -> anyhow::Result<Arc<Context>> {
-        let blobs = BlobStore::new(config.blobs_dir());
+        let blobs = BlobStore::new(config.blobs_dir()).with_min_free(config.server.min_free_space);
         let events = Events::start(&db).await?;
+        crate::quota::guard_disk(
+            &db,
+            vec![config.data_dir.clone(), config.blobs_dir(), config.files_dir()],
+            config.server.min_free_space,
+        );
         Ok(Arc::new(Context {
             mail: MailStore::new(db.clone(), blobs.clone()).with_limits(config.imap.mailbox_limits()),
             auth: Auth::new(db.clone(), &config.auth),

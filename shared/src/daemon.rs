@@ -84,6 +84,8 @@ pub async fn start(name: &str) -> anyhow::Result<(Arc<Context>, Shutdown)> {
     let data = data_dir_from_args(name)?;
     let config = Config::load(&data)?;
     let context = Context::open(config, Duration::from_secs(30)).await?;
+    // Take this process's quota owner lock and give back what crashed writers had reserved.
+    crate::quota::start_owner(&context.db).await?;
     let shutdown = Shutdown::new();
     cancel_on_signals(shutdown.clone());
     Ok((context, shutdown))

@@ -4,17 +4,49 @@
 //! reservation plus the request would pass the limit. The check and the insert run under a lock
 //! on the user's row, so parallel writers (in any process) can never overshoot. When the write
 //! commits, [`commit`] turns the reservation into usage in the writer's own transaction; when it
-//! fails, [`release`] gives the space back. A reservation left by a crashed process expires.
+//! fails, [`release`] gives the space back.
+//!
+//! A reservation left by a crashed process is released by its owner's death: every process that
+//! reserves holds a session-level advisory lock on its own owner id on one dedicated connection
+//! for its life (see [`Owner`]), and its reservations carry that id. PostgreSQL drops the lock
+//! when the process (so its connection) dies; a reservation whose owner no longer holds its lock
+//! in `pg_locks` is stale. [`release_stale`] clears those (daemon start, `tinydc quota recalc`),
+//! and [`reserve`] clears a user's own stale ones before refusing. A live writer's lock is held
+//! as long as its process runs, so its reservations are never taken, in any process. The time
+//! limit [`RESERVATION_LIFETIME`] stays as the last resort.
+//!
+//! Writes are also refused while the data directory's filesystem is nearly full (see
+//! [`guard_disk`]), so the private PostgreSQL in `DATA/pg` always keeps room for its WAL.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection, PgPool};
 use thiserror::Error;
 
 use crate::events::{self, Event};
 
-/// How long a reservation lives if its writer never commits or releases it (a crash).
+/// How long a reservation lives if its writer never commits or releases it and its owner's death
+/// goes unnoticed (a last resort: normally a dead owner's reservations go at once).
 pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(6 * 3600);
+
+/// First key of the owners' advisory locks (`pg_advisory_lock(OWNER_LOCK_CLASS, owner)`): 'quot',
+/// apart from every other advisory lock of tinydc.
+pub const OWNER_LOCK_CLASS: i32 = 0x71756f74;
+
+// OWNER_ALIVE spells the class out as an oid literal.
+const _: () = assert!(OWNER_LOCK_CLASS == 1903521652);
+
+/// How long taking the owner connection may wait for the database.
+const OWNER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SQL: the owner of reservation row `r` still holds its lock (its process is alive).
+const OWNER_ALIVE: &str = "EXISTS (SELECT 1 FROM pg_locks l
+     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND l.classid = 1903521652::oid AND l.objid = r.owner::oid)";
 
 /// What a byte count is charged to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,10 +70,34 @@ pub enum QuotaError {
     /// The write does not fit. Protocols answer 452/552 (SMTP), NO [OVERQUOTA] (IMAP), 507 (WebDAV).
     #[error("over quota: {requested} bytes requested, {available} available")]
     Exceeded { requested: u64, available: u64 },
+    /// The data directory's filesystem is (nearly) full. Protocols answer SMTP 452 4.3.1, IMAP
+    /// NO [OVERQUOTA], WebDAV 507. Transient: the same write succeeds once space returns.
+    #[error("insufficient storage: {requested} bytes requested, {available} free above the reserve")]
+    DiskFull { requested: u64, available: u64 },
     #[error("no such user")]
     UnknownUser,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+}
+
+impl QuotaError {
+    /// Whether this is a full disk rather than a full quota (also PostgreSQL's own `disk_full`).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            QuotaError::DiskFull { .. } => true,
+            QuotaError::Db(e) => is_db_disk_full(e),
+            _ => false,
+        }
+    }
+}
+
+/// Whether PostgreSQL failed for want of disk space (SQLSTATE 53100 `disk_full`).
+pub fn is_db_disk_full(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d.code().as_deref() == Some("53100"),
+        sqlx::Error::Io(io) => is_no_space(io),
+        _ => false,
+    }
 }
 
 /// A user's quota and usage.
@@ -133,32 +189,111 @@ pub async fn info(db: &PgPool, user_id: i64) -> Result<QuotaInfo, QuotaError> {
     })
 }
 
-/// Promise `bytes` to a write that is about to start, or refuse with `Exceeded`.
+/// Promise `bytes` to a write that is about to start, or refuse with `Exceeded` (over the user's
+/// limit) or `DiskFull` (the data directory's filesystem would drop below its reserve).
 pub async fn reserve(db: &PgPool, user_id: i64, bytes: u64) -> Result<Reservation, QuotaError> {
-    let mut tx = db.begin().await?;
-    let info = locked_info(&mut tx, user_id).await?;
-    if bytes > info.available() {
-        return Err(QuotaError::Exceeded {
-            requested: bytes,
-            available: info.available(),
+    check_disk(db, bytes)?;
+    let owner = Owner::of(db).await?;
+    // Twice at most: a first attempt can find that our own owner lock was lost (the database
+    // restarted under us); the owner is then renewed and the reservation made under the new id.
+    for _ in 0..2 {
+        let id = owner.id(db).await?;
+        let mut tx = db.begin().await?;
+        let mut info = locked_info(&mut tx, user_id).await?;
+        if bytes > info.available() && release_stale_of(&mut tx, user_id).await? > 0 {
+            // Dead writers' reservations were counted; give their space back before refusing.
+            info = locked_info(&mut tx, user_id).await?;
+        }
+        if bytes > info.available() {
+            return Err(QuotaError::Exceeded {
+                requested: bytes,
+                available: info.available(),
+            });
+        }
+        // Inserted only while our owner lock is held, so a reservation never carries the id of
+        // an owner that is already gone (release_stale would take it at once).
+        let inserted: Option<i64> = sqlx::query_scalar(&format!(
+            "INSERT INTO quota_reservations (user_id, bytes, expires_at, owner)
+             SELECT $1, $2, now() + make_interval(secs => $3), $4
+             FROM (SELECT $4::integer AS owner) r WHERE {OWNER_ALIVE} RETURNING id"
+        ))
+        .bind(user_id)
+        .bind(bytes as i64)
+        .bind(RESERVATION_LIFETIME.as_secs_f64())
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(reservation_id) = inserted else {
+            tx.rollback().await?;
+            tracing::warn!(owner = id, "quota owner lock lost (database restarted?): renewing it");
+            owner.lost(id).await;
+            continue;
+        };
+        // Expired reservations are cleared while we hold the row lock.
+        sqlx::query("DELETE FROM quota_reservations WHERE user_id = $1 AND expires_at <= now()")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(Reservation {
+            id: reservation_id,
+            user_id,
+            bytes,
         });
     }
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO quota_reservations (user_id, bytes, expires_at)
-         VALUES ($1, $2, now() + make_interval(secs => $3)) RETURNING id",
-    )
+    Err(QuotaError::Db(sqlx::Error::Protocol(
+        "the quota owner lock cannot be held".into(),
+    )))
+}
+
+/// Inside a transaction holding the user's row lock: delete the user's reservations whose owner
+/// is dead (or that expired). Returns how many went.
+async fn release_stale_of(conn: &mut PgConnection, user_id: i64) -> Result<u64, QuotaError> {
+    let done = sqlx::query(&format!(
+        "DELETE FROM quota_reservations r WHERE r.user_id = $1
+           AND (r.expires_at <= now() OR (r.owner IS NOT NULL AND NOT {OWNER_ALIVE}))"
+    ))
     .bind(user_id)
-    .bind(bytes as i64)
-    .bind(RESERVATION_LIFETIME.as_secs_f64())
-    .fetch_one(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    // Expired reservations of crashed writers are cleared while we hold the row lock.
-    sqlx::query("DELETE FROM quota_reservations WHERE user_id = $1 AND expires_at <= now()")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
+    if done.rows_affected() > 0 {
+        tracing::info!(
+            user_id,
+            released = done.rows_affected(),
+            "released reservations of dead writers"
+        );
+    }
+    Ok(done.rows_affected())
+}
+
+/// Release every reservation whose owner process is dead (its advisory lock is gone) or that
+/// expired, for every user; returns how many. Never touches a live process's reservations.
+/// Run at daemon start and by `tinydc quota recalc`.
+pub async fn release_stale(db: &PgPool) -> Result<u64, QuotaError> {
+    let mut tx = db.begin().await?;
+    let users: Vec<(i64, i64)> = sqlx::query_as(&format!(
+        "WITH gone AS (
+             DELETE FROM quota_reservations r
+             WHERE r.expires_at <= now() OR (r.owner IS NOT NULL AND NOT {OWNER_ALIVE})
+             RETURNING user_id)
+         SELECT user_id, count(*) FROM gone GROUP BY user_id ORDER BY user_id"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut total = 0;
+    for (user_id, n) in &users {
+        total += *n as u64;
+        events::notify(&mut tx, &Event::Quota { user_id: *user_id }).await?;
+    }
     tx.commit().await?;
-    Ok(Reservation { id, user_id, bytes })
+    if total > 0 {
+        tracing::info!(
+            released = total,
+            users = users.len(),
+            "released reservations of dead writers"
+        );
+    }
+    Ok(total)
 }
 
 /// Give a reservation's space back (the write failed or was abandoned).
@@ -179,11 +314,15 @@ pub async fn commit(
     actual: u64,
     usage: Usage,
 ) -> Result<(), QuotaError> {
-    sqlx::query("DELETE FROM quota_reservations WHERE id = $1")
+    let held = sqlx::query("DELETE FROM quota_reservations WHERE id = $1")
         .bind(reservation.id)
         .execute(&mut *conn)
-        .await?;
-    if actual > reservation.bytes {
+        .await?
+        .rows_affected()
+        > 0;
+    // A reservation released meanwhile (its owner's lock was lost, or it expired) promises
+    // nothing any more: the whole write must fit now, as a copy would.
+    if !held || actual > reservation.bytes {
         charge(conn, reservation.user_id, usage, actual).await
     } else {
         add_usage(conn, reservation.user_id, usage, actual as i64).await
@@ -312,3 +451,158 @@ pub fn tree_bytes(root: &std::path::Path) -> u64 {
 
 /// Name prefix of davd's temporary upload files (not counted as usage until renamed into place).
 pub const UPLOAD_TEMP_PREFIX: &str = ".tinydc-upload-";
+
+/// This process's owner identity for one database: the id its reservations carry, and the
+/// dedicated connection that holds the advisory lock on that id for the life of the process.
+/// Nothing is ever sent on that connection again; it only has to stay open. When the process
+/// dies the kernel closes it, PostgreSQL ends its backend and the lock goes with it.
+pub struct Owner {
+    slot: tokio::sync::Mutex<Option<(i32, PgConnection)>>,
+}
+
+/// One owner per database per process (tests run many databases in one process).
+fn owners() -> &'static Mutex<HashMap<String, Arc<Owner>>> {
+    static OWNERS: std::sync::OnceLock<Mutex<HashMap<String, Arc<Owner>>>> = std::sync::OnceLock::new();
+    OWNERS.get_or_init(Default::default)
+}
+
+/// Which database a pool reaches (the key of the per-database registries here).
+fn db_key(db: &PgPool) -> String {
+    let o = db.connect_options();
+    format!(
+        "{}|{}|{:?}|{}",
+        o.get_host(),
+        o.get_port(),
+        o.get_socket(),
+        o.get_database().unwrap_or("")
+    )
+}
+
+impl Owner {
+    /// The owner of this process for `db`'s database (made on first use, locked on first `id`).
+    pub async fn of(db: &PgPool) -> Result<Arc<Owner>, QuotaError> {
+        let mut map = owners().lock().unwrap_or_else(|e| e.into_inner());
+        Ok(map
+            .entry(db_key(db))
+            .or_insert_with(|| {
+                Arc::new(Owner {
+                    slot: tokio::sync::Mutex::new(None),
+                })
+            })
+            .clone())
+    }
+
+    /// The owner id, taking a fresh id and its lock on a new connection if none is held.
+    pub async fn id(&self, db: &PgPool) -> Result<i32, QuotaError> {
+        let mut slot = self.slot.lock().await;
+        if let Some((id, _)) = &*slot {
+            return Ok(*id);
+        }
+        // Bounded: with the database down, writers get an error soon rather than queue here.
+        let mut conn = tokio::time::timeout(OWNER_CONNECT_TIMEOUT, PgConnection::connect_with(&db.connect_options()))
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        // Ids come from a sequence, so a live owner's id is only met again after 2^31 owners;
+        // the try-lock skips such an id rather than share it.
+        let id = loop {
+            let id: i32 = sqlx::query_scalar("SELECT nextval('quota_owner_seq')::integer")
+                .fetch_one(&mut conn)
+                .await?;
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+                .bind(OWNER_LOCK_CLASS)
+                .bind(id)
+                .fetch_one(&mut conn)
+                .await?;
+            if locked {
+                break id;
+            }
+        };
+        tracing::debug!(owner = id, "quota reservation owner lock taken");
+        *slot = Some((id, conn));
+        Ok(id)
+    }
+
+    /// Our lock on `id` is gone (its connection broke): the next `id` call takes a new one.
+    async fn lost(&self, id: i32) {
+        let mut slot = self.slot.lock().await;
+        if matches!(&*slot, Some((held, _)) if *held == id) {
+            *slot = None;
+        }
+    }
+}
+
+/// At daemon start: take this process's owner lock now and release the reservations of every
+/// dead process. Returns how many were released.
+pub async fn start_owner(db: &PgPool) -> Result<u64, QuotaError> {
+    Owner::of(db).await?.id(db).await?;
+    release_stale(db).await
+}
+
+/// Refuse writes that would leave less than `min_free` bytes free on the filesystems of `dirs`.
+#[derive(Debug, Clone)]
+struct DiskGuard {
+    dirs: Vec<PathBuf>,
+    min_free: u64,
+}
+
+fn disk_guards() -> &'static Mutex<HashMap<String, DiskGuard>> {
+    static GUARDS: std::sync::OnceLock<Mutex<HashMap<String, DiskGuard>>> = std::sync::OnceLock::new();
+    GUARDS.get_or_init(Default::default)
+}
+
+/// Guard the storage of `db`'s data directory: from now on [`reserve`] refuses (`DiskFull`) a
+/// write that would leave less than `min_free` bytes available on the filesystem of any of
+/// `dirs` (the data directory and its blob and file folders, which may be mounts of their own).
+/// The reserve keeps room for PostgreSQL's WAL in `DATA/pg`: a disk filled by uploads must not
+/// stop the database. Checked on every reservation, so writes resume by themselves when space
+/// returns.
+pub fn guard_disk(db: &PgPool, dirs: Vec<PathBuf>, min_free: u64) {
+    let mut map = disk_guards().lock().unwrap_or_else(|e| e.into_inner());
+    map.insert(db_key(db), DiskGuard { dirs, min_free });
+}
+
+/// Bytes available to unprivileged writers on the filesystem holding `dir` (statvfs `f_bavail`).
+#[allow(unsafe_code)] // statvfs(3): a plain libc call with no safe std equivalent.
+pub fn available_space(dir: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid NUL-terminated string and `st` a writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Refuse (`DiskFull`) a write of `bytes` that would go into the reserve of `db`'s data
+/// directory (see [`guard_disk`]); always `Ok` when no guard is set. [`reserve`] calls this;
+/// writes without a reservation (outgoing mail) call it themselves.
+pub fn check_disk(db: &PgPool, bytes: u64) -> Result<(), QuotaError> {
+    let guard = {
+        let map = disk_guards().lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&db_key(db)) {
+            Some(g) => g.clone(),
+            None => return Ok(()),
+        }
+    };
+    for dir in &guard.dirs {
+        // A folder not made yet lives on its parent's filesystem, which is checked too.
+        let Ok(free) = available_space(dir) else { continue };
+        let available = free.saturating_sub(guard.min_free);
+        if bytes > available {
+            tracing::warn!(dir = %dir.display(), free, reserve = guard.min_free, requested = bytes,
+                "write refused: the disk is nearly full");
+            return Err(QuotaError::DiskFull {
+                requested: bytes,
+                available,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether an I/O error means the disk (or the filesystem's own quota) is full: such a write is
+/// refused as `DiskFull` (SMTP 452 4.3.1, IMAP NO [OVERQUOTA], WebDAV 507), never as a bug.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}

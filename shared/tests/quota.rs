@@ -61,3 +61,182 @@ async fn reservations_count_until_released_and_excess_is_checked() {
     quota::set_limit(db, user.id, None).await.unwrap();
     assert_eq!(quota::info(db, user.id).await.unwrap().available(), u64::MAX);
 }
+
+/// Another process's reservation, as its `quota::reserve` would make it: a dedicated connection
+/// holds the owner lock on a fresh owner id, and the row carries that id. Closing the connection
+/// is what the kernel does when that process dies (SIGKILL, crash).
+async fn foreign_reservation(db: &sqlx::PgPool, user_id: i64, bytes: i64) -> (sqlx::PgConnection, i64) {
+    use sqlx::Connection as _;
+    let mut owner = sqlx::PgConnection::connect_with(&db.connect_options()).await.unwrap();
+    let id: i32 = sqlx::query_scalar("SELECT nextval('quota_owner_seq')::integer")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1, $2)")
+        .bind(quota::OWNER_LOCK_CLASS)
+        .bind(id)
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let row: i64 = sqlx::query_scalar(
+        "INSERT INTO quota_reservations (user_id, bytes, expires_at, owner)
+         VALUES ($1, $2, now() + interval '6 hours', $3) RETURNING id",
+    )
+    .bind(user_id)
+    .bind(bytes)
+    .bind(id)
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    (owner, row)
+}
+
+/// The process dies: its connection closes and PostgreSQL drops its locks when the backend ends
+/// (asynchronously, so wait until pg_locks no longer shows it).
+async fn kill_owner(db: &sqlx::PgPool, owner: sqlx::PgConnection) {
+    use sqlx::Connection as _;
+    let pid: i32 = {
+        let mut owner = owner;
+        let pid = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+        owner.close().await.unwrap();
+        pid
+    };
+    for _ in 0..100 {
+        let alive: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+            .bind(pid)
+            .fetch_one(db)
+            .await
+            .unwrap();
+        if !alive {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the closed owner's backend kept its locks");
+}
+
+async fn reservation_exists(db: &sqlx::PgPool, id: i64) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM quota_reservations WHERE id = $1)")
+        .bind(id)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_dead_writers_reservation_is_released_when_a_reserve_would_be_refused() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("carol@example.test", "pw", Some(10_000)).await;
+    let db = &env.context.db;
+    let (owner, row) = foreign_reservation(db, user.id, 6000).await;
+    // Its writer is alive: its 6000 bytes count, and a reserve must not take them.
+    assert!(matches!(
+        quota::reserve(db, user.id, 6000).await,
+        Err(QuotaError::Exceeded {
+            requested: 6000,
+            available: 4000
+        })
+    ));
+    assert!(
+        reservation_exists(db, row).await,
+        "a live writer's reservation was taken"
+    );
+    kill_owner(db, owner).await;
+    // Dead now: the reserve that would be refused clears it first, hours before it expires.
+    let r = quota::reserve(db, user.id, 6000).await.unwrap();
+    assert!(!reservation_exists(db, row).await);
+    assert_eq!(quota::info(db, user.id).await.unwrap().reserved_bytes, 6000);
+    quota::release(db, r).await.unwrap();
+}
+
+#[tokio::test]
+async fn release_stale_takes_dead_writers_reservations_and_keeps_live_ones() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("dave@example.test", "pw", Some(100_000)).await;
+    let db = &env.context.db;
+    let (live, live_row) = foreign_reservation(db, user.id, 1000).await;
+    let (dead, dead_row) = foreign_reservation(db, user.id, 2000).await;
+    // This process's own reservation, in progress.
+    let mine = quota::reserve(db, user.id, 4000).await.unwrap();
+    kill_owner(db, dead).await;
+    // What `tinydc quota recalc` and every daemon start run.
+    assert_eq!(quota::release_stale(db).await.unwrap(), 1);
+    assert!(!reservation_exists(db, dead_row).await);
+    assert!(reservation_exists(db, live_row).await);
+    assert!(reservation_exists(db, mine.id).await);
+    assert_eq!(quota::info(db, user.id).await.unwrap().reserved_bytes, 5000);
+    // A second daemon starting beside the live writers takes nothing of theirs either.
+    assert_eq!(quota::start_owner(db).await.unwrap(), 0);
+    kill_owner(db, live).await;
+    assert_eq!(quota::start_owner(db).await.unwrap(), 1);
+    let mut tx = db.begin().await.unwrap();
+    quota::commit(&mut tx, mine, 4000, Usage::Files).await.unwrap();
+    tx.commit().await.unwrap();
+    let info = quota::info(db, user.id).await.unwrap();
+    assert_eq!((info.file_bytes, info.reserved_bytes), (4000, 0));
+}
+
+#[tokio::test]
+async fn a_reservation_released_under_its_writer_is_charged_with_a_check_at_commit() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("erin@example.test", "pw", Some(1000)).await;
+    let db = &env.context.db;
+    let r = quota::reserve(db, user.id, 800).await.unwrap();
+    // Its row went (expired, or our owner lock was lost with the database), and someone else
+    // took the space meanwhile.
+    sqlx::query("DELETE FROM quota_reservations WHERE id = $1")
+        .bind(r.id)
+        .execute(db)
+        .await
+        .unwrap();
+    let other = quota::reserve(db, user.id, 500).await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    assert!(matches!(
+        quota::commit(&mut tx, r, 800, Usage::Mail).await,
+        Err(QuotaError::Exceeded { .. })
+    ));
+    tx.rollback().await.unwrap();
+    quota::release(db, other).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lost_owner_lock_is_renewed_and_never_reused() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("frank@example.test", "pw", None).await;
+    let db = &env.context.db;
+    let first = quota::reserve(db, user.id, 10).await.unwrap();
+    let owner_of = |id: i64| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>("SELECT owner FROM quota_reservations WHERE id = $1")
+                .bind(id)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    let old = owner_of(first.id).await;
+    // The owner's connection is cut (as by a database restart) while the process lives on.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks
+         WHERE locktype = 'advisory' AND classid = $1::oid AND objid = $2::oid AND objsubid = 2
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(quota::OWNER_LOCK_CLASS)
+    .bind(old)
+    .execute(db)
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let second = quota::reserve(db, user.id, 10).await.unwrap();
+    let new = owner_of(second.id).await;
+    assert_ne!(old, new, "a reservation must not carry an owner whose lock is gone");
+    // The new owner is live: its reservation survives a sweep; the old one (whose lock died) goes.
+    quota::release_stale(db).await.unwrap();
+    assert!(reservation_exists(db, second.id).await);
+    assert!(!reservation_exists(db, first.id).await);
+    quota::release(db, second).await.unwrap();
+}

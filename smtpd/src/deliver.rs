@@ -196,6 +196,10 @@ impl Session {
             match ctx.mail.deliver(vec![target], local, &[], chrono::Utc::now()).await {
                 Ok(_) => delivered += 1,
                 Err(e) if e.is_over_quota() => full.push(user_id),
+                Err(e) if e.is_disk_full() && delivered == 0 => {
+                    tracing::warn!(id, "local delivery refused: {e}");
+                    return Err(crate::cmd::rcpt::insufficient_storage());
+                }
                 Err(e) => {
                     tracing::error!(id, "local delivery failed: {e}");
                     if delivered == 0 {
@@ -376,6 +380,10 @@ impl Session {
             if let Err(e) = ctx.mail.deliver(targets, &local, &[], chrono::Utc::now()).await {
                 // The transaction rolled back: give the reserved space back.
                 self.release_all(copies).await;
+                if e.is_disk_full() {
+                    tracing::warn!(id, "local delivery refused: {e}");
+                    return crate::cmd::rcpt::insufficient_storage();
+                }
                 if !e.is_over_quota() {
                     tracing::error!(id, "local delivery failed: {e}");
                     return Reply::new(451, "4.3.0", "Local delivery failed, try again later");
@@ -394,6 +402,15 @@ impl Session {
         if !remote.is_empty() {
             let user_id = self.user.as_ref().map(|u| u.id);
             if let Err(e) = crate::queue::enqueue(&ctx, from, &remote, &message, user_id).await {
+                let full = e
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(shared::quota::is_no_space)
+                    || e.downcast_ref::<sqlx::Error>()
+                        .is_some_and(shared::quota::is_db_disk_full);
+                if full {
+                    tracing::warn!(id, "queueing refused: {e}");
+                    return crate::cmd::rcpt::insufficient_storage();
+                }
                 tracing::error!(id, "queueing failed: {e}");
                 return Reply::new(451, "4.3.0", "Queueing failed, try again later");
             }

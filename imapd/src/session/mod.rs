@@ -197,6 +197,13 @@ pub fn store_error(e: StoreError) -> Reply {
         // RFC 5530 §3: LIMIT, a hard limit of the server (mailboxes, name depth or length).
         StoreError::Limit(text) => Reply::no(text).code("LIMIT"),
         e if e.is_over_quota() => Reply::no("over quota").code("OVERQUOTA"),
+        // RFC 5530 §3 OVERQUOTA ("would be over quota after the operation"): the remedy a client
+        // offers (free space) is the same whether the user's quota or the disk is full; Dovecot
+        // answers a full disk the same way. The text tells them apart.
+        e if e.is_disk_full() => {
+            tracing::warn!("write refused, disk full: {e}");
+            Reply::no("Not enough disk space").code("OVERQUOTA")
+        }
         e => {
             tracing::error!("store error: {e}");
             Reply::no("internal error, try again later").code("SERVERBUG")
@@ -553,6 +560,10 @@ impl Session {
             Err(quota::QuotaError::Exceeded { .. }) => {
                 tracing::info!(peer = %self.peer, user_id, size, "APPEND refused: over quota");
                 Some(Reply::no("message does not fit in the quota").code("OVERQUOTA"))
+            }
+            Err(e) if e.is_disk_full() => {
+                tracing::warn!(peer = %self.peer, user_id, size, "APPEND refused: {e}");
+                Some(Reply::no("Not enough disk space").code("OVERQUOTA"))
             }
             Err(e) => {
                 tracing::error!("quota reserve: {e}");

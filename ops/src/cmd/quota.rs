@@ -87,6 +87,8 @@ pub async fn run(data: &Path, command: QuotaCommand) -> anyhow::Result<()> {
                 println!("files:   {}", format_size(info.file_bytes));
                 println!("total:   {}", format_size(info.used()));
                 println!("limit:   {}", limit_text(&info));
+                // Space promised to writes in progress (a dead writer's is released by recalc).
+                println!("reserved: {}", format_size(info.reserved_bytes));
                 match info.percent() {
                     Some(p) => println!("used:    {p:.1}% {}", bar(Some(p))),
                     None => println!("used:    - (no limit)"),
@@ -118,6 +120,10 @@ pub async fn run(data: &Path, command: QuotaCommand) -> anyhow::Result<()> {
                 }
             }
             QuotaCommand::Recalc { address } => {
+                // Space still promised to writers whose process died (their owner lock is gone);
+                // a running daemon's writes in progress keep theirs.
+                let released = quota::release_stale(db).await?;
+                println!("released {released} reservation(s) of writers no longer running");
                 let users = match address {
                     Some(a) => vec![accounts::get_user(db, &a).await?],
                     None => accounts::list_users(db).await?,

@@ -16,6 +16,9 @@ pub use imap::ImapConfig;
 pub use reader::Section;
 pub use smtp::{SmarthostConfig, SmtpConfig};
 
+/// Default of `server.min_free_space`: eight 16 MiB WAL segments.
+pub const DEFAULT_MIN_FREE_SPACE: u64 = 128 << 20;
+
 /// The name of the config file inside the data directory.
 pub const CONFIG_FILE: &str = "tinydc.toml";
 
@@ -47,6 +50,10 @@ pub struct ServerConfig {
     pub hostname: String,
     /// The first mail domain, made at `tinydc init`; more are added with `tinydc domain add`.
     pub domain: String,
+    /// Bytes that must stay free on the data directory's filesystem: writes (mail delivery,
+    /// APPEND, uploads) that would go below are refused as "insufficient storage", so the
+    /// private PostgreSQL in DATA/pg keeps room for its WAL.
+    pub min_free_space: u64,
 }
 
 /// `[database]`
@@ -146,6 +153,7 @@ impl Config {
         let server = ServerConfig {
             hostname: s.string("hostname", "localhost"),
             domain: s.string("domain", "localhost"),
+            min_free_space: s.size("min_free_space", DEFAULT_MIN_FREE_SPACE),
         };
         s.finish();
 
@@ -232,6 +240,9 @@ pub fn template(domain: &str, database_url: Option<&str>) -> String {
 hostname = "{domain}"
 # The first mail domain; add more with `tinydc domain add`.
 domain = "{domain}"
+# Space that must stay free on the data directory's disk: mail and uploads that would use it are
+# refused (SMTP 452, IMAP NO, WebDAV 507) so PostgreSQL never runs out of room. Sizes as 128M.
+min_free_space = "128M"
 
 [database]
 # A PostgreSQL URL. Empty: tinydc runs its own private cluster in DATA/pg (unix socket only).

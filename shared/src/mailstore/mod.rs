@@ -124,6 +124,16 @@ impl StoreError {
     pub fn is_over_quota(&self) -> bool {
         matches!(self, StoreError::Quota(QuotaError::Exceeded { .. }))
     }
+
+    /// Whether the disk is full (a transient refusal: SMTP 452 4.3.1, IMAP NO [OVERQUOTA]).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Quota(e) => e.is_disk_full(),
+            StoreError::Io(e) => quota::is_no_space(e),
+            StoreError::Db(e) => quota::is_db_disk_full(e),
+            _ => false,
+        }
+    }
 }
 
 /// A mailbox as stored.

@@ -45,6 +45,10 @@ impl Session {
                                     tracing::info!(rcpt = address, "mailbox full");
                                     Reply::new(452, "4.2.2", "Mailbox full")
                                 }
+                                e if e.is_disk_full() => {
+                                    tracing::warn!(rcpt = address, "refused: {e}");
+                                    insufficient_storage()
+                                }
                                 e => {
                                     tracing::error!("quota reservation failed: {e}");
                                     Reply::new(451, "4.3.0", "Temporary failure")
@@ -64,6 +68,11 @@ impl Session {
                 if shared::accounts::normalize_address(&address).is_err() {
                     return Reply::new(501, "5.1.3", "Bad recipient address syntax");
                 }
+                // Outgoing mail reserves no quota but still lands on the disk (the queue).
+                if let Err(e) = quota::check_disk(db, if size > 0 { size } else { SIZE_ESTIMATE }) {
+                    tracing::warn!(rcpt = address, "refused: {e}");
+                    return insufficient_storage();
+                }
                 Target::Remote
             }
             Err(e) => {
@@ -76,4 +85,10 @@ impl Session {
         }
         Reply::new(250, "2.1.5", "Recipient OK")
     }
+}
+
+/// RFC 5321 §4.2.3 452 with RFC 3463 §3.4 X.3.1 "Mail system full": a transient refusal, the
+/// client retries later (the disk is full, or would go below its configured reserve).
+pub(crate) fn insufficient_storage() -> Reply {
+    Reply::new(452, "4.3.1", "Insufficient system storage")
 }
