@@ -9,6 +9,7 @@ use common::*;
 use tokio::process::Command;
 
 /// A missing tool fails the test, naming how to install it (`shared::testing::require_tool`).
+#[track_caller]
 fn require(tool: &str) {
     shared::testing::require_tool(tool);
 }

@@ -55,6 +55,7 @@ fn on_path(tool: &str) -> bool {
 /// The test needs the outside program `tool` (swaks, litmus, mbsync, rclone, curl, python3...):
 /// panics, naming it, its Debian package and the install command, when it is not on `PATH`.
 /// Never skips: a test that cannot run its client has not passed.
+#[track_caller]
 pub fn require_tool(tool: &str) {
     if !on_path(tool) {
         panic!(
@@ -66,6 +67,7 @@ pub fn require_tool(tool: &str) {
 }
 
 /// [`require_tool`] for several programs at once.
+#[track_caller]
 pub fn require_tools(tools: &[&str]) {
     for tool in tools {
         require_tool(tool);
@@ -74,6 +76,7 @@ pub fn require_tools(tools: &[&str]) {
 
 /// The test needs the PostgreSQL server binaries (it starts a private cluster of its own, as
 /// `tinydc` does): panics with how to install them when they are missing.
+#[track_caller]
 pub fn require_postgres_binaries() {
     if let Err(e) = crate::pg::find_bin_dir() {
         panic!("this test needs the PostgreSQL server binaries ({e}); {INSTALL_HINT}");

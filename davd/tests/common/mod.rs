@@ -93,6 +93,7 @@ impl Reply {
 /// The test needs the outside program `tool`: fails, naming it and how to install it, when it
 /// is missing (`shared::testing::require_tool`); never skips. Always true (kept as a bool for
 /// callers written as `if !require_tool(..) { return; }`).
+#[track_caller]
 pub fn require_tool(tool: &str) -> bool {
     shared::testing::require_tool(tool);
     true

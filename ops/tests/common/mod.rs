@@ -88,6 +88,7 @@ pub fn processes_using(data: &Path) -> Vec<String> {
 
 /// [`require_daemons`], kept for callers written as `if !daemons_built() { return; }`: always
 /// true (it panics instead of returning false).
+#[track_caller]
 pub fn daemons_built() -> bool {
     require_daemons();
     true
@@ -97,9 +98,11 @@ pub fn daemons_built() -> bool {
 /// this tree's daemons.
 ///
 /// `cargo test --workspace` has already built them, and then this is a no-op check; a lone
-/// `cargo test -p tinydc-ops` builds them here. The features match those of a workspace test
-/// build (the dev-dependencies' `shared/testing` and davd's `crash-hooks`) so neither build
-/// invalidates the other's binaries. Panics (the test fails, it never skips) when that fails.
+/// `cargo test -p tinydc-ops` builds them here. The packages and features resolve as in a
+/// workspace test build (`tinydc` itself, whose dependencies add features to shared crates, and
+/// the dev-dependencies' `shared/testing` and davd's `crash-hooks`), so neither build invalidates
+/// the other's binaries. Panics (the test fails, it never skips) when that fails.
+#[track_caller]
 pub fn require_daemons() {
     static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let outcome = BUILT.get_or_init(|| {
@@ -108,8 +111,9 @@ pub fn require_daemons() {
         cargo
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["build", "--quiet", "--bins"])
-            .args(["-p", "tinydc-smtpd", "-p", "tinydc-imapd", "-p", "tinydc-davd"])
-            .args(["--features", "shared/testing,tinydc-davd/crash-hooks"]);
+            .args(["-p", "tinydc-ops", "-p", "tinydc-smtpd"])
+            .args(["-p", "tinydc-imapd", "-p", "tinydc-davd"])
+            .args(["--features", "shared/testing,crash-hooks"]);
         // The same profile as this test binary (target/debug is the dev profile).
         match bin_dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") | None => {}

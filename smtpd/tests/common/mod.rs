@@ -269,6 +269,7 @@ pub fn in_ci() -> bool {
 /// The test needs the outside program `tool`: fails, naming it and how to install it, when it
 /// is missing (`shared::testing::require_tool`); never skips. Always true (kept as a bool for
 /// callers written as `if !have(..) { return; }`).
+#[track_caller]
 pub fn have(tool: &str) -> bool {
     shared::testing::require_tool(tool);
     true
