@@ -108,6 +108,26 @@ pub fn require_daemons() {
     let outcome = BUILT.get_or_init(|| {
         let bin_dir = Path::new(TINYDC).parent().unwrap();
         let mut cargo = Command::new(env!("CARGO"));
+        // Not the variables cargo set for this test process: build scripts watch some of them
+        // (ring reruns on CARGO_MANIFEST_DIR), which would make this build redo much of the tree.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_by_cargo_test = name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_EXE_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&name.as_ref());
+            if set_by_cargo_test {
+                cargo.env_remove(name.as_ref());
+            }
+        }
         cargo
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["build", "--quiet", "--bins"])
