@@ -201,7 +201,9 @@ pub struct Journal {
     dirty: Mutex<HashSet<i64>>,
 }
 
-/// Test hook: simulate a crash at a point of an operation (see [`crash_at`]).
+/// Test hook: simulate a crash at a point of an operation (see [`crash_at`]). Compiled only
+/// with the `crash-hooks` feature, which only davd's own tests enable.
+#[cfg(feature = "crash-hooks")]
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
@@ -211,12 +213,15 @@ pub enum CrashPoint {
     StepFails,
 }
 
+#[cfg(feature = "crash-hooks")]
 static CRASH_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+#[cfg(feature = "crash-hooks")]
 static CRASHES: Mutex<Vec<(PathBuf, CrashPoint)>> = Mutex::new(Vec::new());
 
 /// Test hook: the next journaled operation in the user tree `root` stops dead at `point`, as
 /// if the process had died there (its client gets an error; nothing is cleaned up). A restart
 /// of davd then has to recover. (Keyed by the tree, which is unique per test environment.)
+#[cfg(feature = "crash-hooks")]
 #[doc(hidden)]
 pub fn crash_at(root: &Path, point: CrashPoint) {
     CRASHES
@@ -226,6 +231,8 @@ pub fn crash_at(root: &Path, point: CrashPoint) {
     CRASH_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
+/// Whether a test armed a crash at `point` for `root` (consumes it).
+#[cfg(feature = "crash-hooks")]
 fn crashes_here(root: &Path, point: CrashPoint) -> bool {
     if !CRASH_ARMED.load(std::sync::atomic::Ordering::Relaxed) {
         return false;
@@ -396,12 +403,16 @@ impl UserGuard {
         let cleared = self.clearing;
         self.log.done.drain(..cleared);
         self.clearing = 0;
+        #[cfg(feature = "crash-hooks")]
         if crashes_here(&self.root, CrashPoint::AfterCommit) {
             tracing::warn!(?step, "test hook: crash after commit");
             return Err(FsError::GeneralFailure);
         }
         let s = step.clone();
+        #[cfg(feature = "crash-hooks")]
         let fail = crashes_here(&self.root, CrashPoint::StepFails);
+        #[cfg(not(feature = "crash-hooks"))]
+        let fail = false;
         let applied = tokio::task::spawn_blocking(move || {
             if fail {
                 return Err(std::io::Error::other("test hook: the step fails"));

@@ -49,9 +49,7 @@ async fn run_litmus(dav: &Dav, url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn litmus_passes_at_the_root_and_at_dav_address() {
-    if !require_tool("litmus") {
-        return;
-    }
+    shared::testing::require_tool("litmus");
     let dav = Dav::start(None).await;
     run_litmus(&dav, &dav.url("/")).await;
     // dav-server writes hrefs percent-encoded ('@' as %40); litmus compares hrefs byte for byte.
@@ -67,9 +65,7 @@ async fn litmus_passes_at_the_root_and_at_dav_address() {
 /// Over the loopback plain-HTTP listener too, where litmus also runs its Expect: 100-continue test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn litmus_passes_over_loopback_http() {
-    if !require_tool("litmus") {
-        return;
-    }
+    shared::testing::require_tool("litmus");
     let env = shared::testing::TestEnv::new().await;
     env.add_user(ALICE, PW, None).await;
     let path = env.dir.path().join(shared::config::CONFIG_FILE);

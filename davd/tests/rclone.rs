@@ -30,9 +30,7 @@ async fn rclone(args: &[String]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rclone_copies_a_tree_up_and_back() {
-    if !require_tool("rclone") {
-        return;
-    }
+    shared::testing::require_tool("rclone");
     let dav = Dav::start(None).await;
     let tmp = tempfile::tempdir().unwrap();
     let up = tmp.path().join("up");

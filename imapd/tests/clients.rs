@@ -3,25 +3,15 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use tokio::process::Command;
 
-/// Whether a tool is on PATH; a missing tool fails the test under CI and locally.
+/// A missing tool fails the test, naming how to install it (`shared::testing::require_tool`).
+#[track_caller]
 fn require(tool: &str) {
-    let found = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} is needed for this test (Debian package: see imapd report)"
-    );
+    shared::testing::require_tool(tool);
 }
 
 async fn run(cmd: &mut Command) -> (bool, String) {

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Suite, daemons_built, data_dir, fails, ok, processes_using};
+use common::{Suite, data_dir, fails, ok, processes_using, require_daemons};
 
 #[test]
 fn a_new_admin_sets_up_users_and_quotas() {
@@ -153,9 +153,7 @@ fn a_new_admin_sets_up_users_and_quotas() {
 
 #[test]
 fn up_runs_the_suite_and_ctrl_c_leaves_no_process() {
-    if !daemons_built() {
-        return;
-    }
+    require_daemons();
     let (_dir, data) = data_dir();
     ok(&data, &["init", "--domain", "example.test"], None);
     // Every listener of every daemon accepts connections.

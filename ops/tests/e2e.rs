@@ -5,18 +5,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{Suite, daemons_built, data_dir, ok};
-
-fn python_or_skip() -> bool {
-    let found = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(found || std::env::var_os("CI").is_none(), "python3 is required in CI");
-    found
-}
+use common::{Suite, data_dir, ok, require_daemons};
 
 fn curl(args: &[&str]) -> String {
+    shared::testing::require_tool("curl");
     let out = Command::new("curl")
         .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
         .args(args)
@@ -27,9 +19,8 @@ fn curl(args: &[&str]) -> String {
 
 #[test]
 fn mail_and_files_share_one_suite_and_one_quota() {
-    if !daemons_built() || !python_or_skip() {
-        return;
-    }
+    require_daemons();
+    shared::testing::require_tool("python3");
     let (dir, data) = data_dir();
     ok(&data, &["init", "--domain", "example.test"], None);
     ok(

@@ -20,6 +20,9 @@ pub mod pg;
 pub mod queue;
 pub mod quota;
 pub mod size;
+/// Test support (throwaway PostgreSQL, test environments, required outside tools): only with the
+/// `testing` feature, which other crates enable in their dev-dependencies alone.
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
 

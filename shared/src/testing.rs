@@ -4,6 +4,14 @@
 //!
 //! The throwaway cluster lives in a temp folder and is stopped and removed by a small guardian
 //! process when the test binary exits, however it exits.
+//!
+//! One policy for outside programs ([`require_tool`]): a test that needs one (a real client such
+//! as swaks or litmus, or the PostgreSQL server binaries) fails, naming the program and how to
+//! install it, when it is missing; it never passes by skipping. `scripts/install-test-deps`
+//! installs all of them.
+//!
+//! Compiled only with the `testing` feature, which the workspace's crates enable in their
+//! dev-dependencies only: release binaries do not contain this module.
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -18,6 +26,62 @@ use crate::accounts;
 use crate::config::Config;
 use crate::context::Context;
 use crate::pg::{Durability, PrivateCluster};
+
+/// How to get every outside program the tests use, named in each failure.
+pub const INSTALL_HINT: &str = "install every test prerequisite with `scripts/install-test-deps` \
+     (or run the tests with `scripts/test`, which does that first)";
+
+/// The Debian package that provides `tool` (the names `scripts/install-test-deps` installs).
+pub fn debian_package(tool: &str) -> &str {
+    match tool {
+        "mbsync" => "isync",
+        "initdb" | "pg_ctl" | "postgres" => "postgresql",
+        "kill" | "pkill" | "ps" => "procps",
+        other => other,
+    }
+}
+
+/// Whether `tool` is an executable on `PATH` (or an executable path).
+fn on_path(tool: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable =
+        |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if tool.contains('/') {
+        return executable(std::path::Path::new(tool));
+    }
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(tool))))
+}
+
+/// The test needs the outside program `tool` (swaks, litmus, mbsync, rclone, curl, python3...):
+/// panics, naming it, its Debian package and the install command, when it is not on `PATH`.
+/// Never skips: a test that cannot run its client has not passed.
+#[track_caller]
+pub fn require_tool(tool: &str) {
+    if !on_path(tool) {
+        panic!(
+            "this test needs `{tool}`, which is not installed (Debian package `{pkg}`: \
+             apt-get install {pkg}); {INSTALL_HINT}",
+            pkg = debian_package(tool)
+        );
+    }
+}
+
+/// [`require_tool`] for several programs at once.
+#[track_caller]
+pub fn require_tools(tools: &[&str]) {
+    for tool in tools {
+        require_tool(tool);
+    }
+}
+
+/// The test needs the PostgreSQL server binaries (it starts a private cluster of its own, as
+/// `tinydc` does): panics with how to install them when they are missing.
+#[track_caller]
+pub fn require_postgres_binaries() {
+    if let Err(e) = crate::pg::find_bin_dir() {
+        panic!("this test needs the PostgreSQL server binaries ({e}); {INSTALL_HINT}");
+    }
+}
 
 struct Server {
     /// Options for the server's maintenance database (`postgres`).
@@ -38,7 +102,8 @@ fn server() -> &'static Server {
             .tempdir_in("/tmp")
             .expect("temp dir for the test cluster")
             .keep();
-        let cluster = PrivateCluster::new(&root.join("pg")).expect("PostgreSQL binaries for tests");
+        let cluster = PrivateCluster::new(&root.join("pg"))
+            .unwrap_or_else(|e| panic!("the tests need the PostgreSQL server binaries ({e}); {INSTALL_HINT}"));
         // The temp dir is ours; PostgreSQL may run as another user and must reach its folder.
         set_traversable(&root);
         cluster

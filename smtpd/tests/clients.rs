@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{have, start};
+use common::start;
 use tokio::process::Command;
 
 async fn run(cmd: &mut Command) -> String {
@@ -19,9 +19,7 @@ async fn run(cmd: &mut Command) -> String {
 
 #[tokio::test]
 async fn swaks_mx_submission_and_submissions() {
-    if !have("swaks") {
-        return;
-    }
+    shared::testing::require_tool("swaks");
     let h = start().await;
     let alice = h.add_user("alice@example.test", "pw-alice", None).await;
     let bob = h.add_user("bob@example.test", "pw-bob", None).await;
@@ -147,9 +145,7 @@ print("ok")
 
 #[tokio::test]
 async fn python_smtplib() {
-    if !have("python3") {
-        return;
-    }
+    shared::testing::require_tool("python3");
     let h = start().await;
     let alice = h.add_user("alice@example.test", "pw-alice", None).await;
     let bob = h.add_user("bob@example.test", "pw-bob", None).await;

@@ -12,6 +12,8 @@ pub const TINYDC: &str = env!("CARGO_BIN_EXE_tinydc");
 
 /// A data directory path under /tmp (PostgreSQL, run as another user when we are root, must reach it).
 pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
+    // `tinydc` starts a private PostgreSQL cluster of its own.
+    shared::testing::require_postgres_binaries();
     let dir = tempfile::Builder::new()
         .prefix("tinydc-cli-")
         .tempdir_in("/tmp")
@@ -84,23 +86,88 @@ pub fn processes_using(data: &Path) -> Vec<String> {
     found
 }
 
-/// Whether the daemon binaries are next to `tinydc` (`cargo test --workspace` builds them; a lone
-/// `cargo test -p tinydc-ops` may not, and then suite tests skip, except in CI where they fail).
+/// [`require_daemons`], kept for callers written as `if !daemons_built() { return; }`: always
+/// true (it panics instead of returning false).
+#[track_caller]
 pub fn daemons_built() -> bool {
-    let bin_dir = Path::new(TINYDC).parent().unwrap();
-    let missing: Vec<&str> = ["tinydc-smtpd", "tinydc-imapd", "tinydc-davd"]
-        .into_iter()
-        .filter(|d| !bin_dir.join(d).exists())
-        .collect();
-    if missing.is_empty() {
-        return true;
+    require_daemons();
+    true
+}
+
+/// Make sure the daemon binaries next to `tinydc` are built and current, so `tinydc up` runs
+/// this tree's daemons.
+///
+/// `cargo test --workspace` has already built them, and then this is a no-op check; a lone
+/// `cargo test -p tinydc-ops` builds them here. The packages and features resolve as in a
+/// workspace test build (`tinydc` itself, whose dependencies add features to shared crates, and
+/// the dev-dependencies' `shared/testing` and davd's `crash-hooks`), so neither build invalidates
+/// the other's binaries. Panics (the test fails, it never skips) when that fails.
+#[track_caller]
+pub fn require_daemons() {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let outcome = BUILT.get_or_init(|| {
+        let bin_dir = Path::new(TINYDC).parent().unwrap();
+        let mut cargo = Command::new(env!("CARGO"));
+        // Not the variables cargo set for this test process: build scripts watch some of them
+        // (ring reruns on CARGO_MANIFEST_DIR), which would make this build redo much of the tree.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_by_cargo_test = name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_EXE_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&name.as_ref());
+            if set_by_cargo_test {
+                cargo.env_remove(name.as_ref());
+            }
+        }
+        cargo
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--quiet", "--bins"])
+            .args(["-p", "tinydc-ops", "-p", "tinydc-smtpd"])
+            .args(["-p", "tinydc-imapd", "-p", "tinydc-davd"])
+            .args(["--features", "shared/testing,crash-hooks"]);
+        // The same profile as this test binary (target/debug is the dev profile).
+        match bin_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                cargo.arg("--release");
+            }
+            Some(profile) => {
+                cargo.args(["--profile", profile]);
+            }
+        }
+        let out = cargo.output().map_err(|e| format!("running cargo: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cargo build of the daemons failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let missing: Vec<&str> = up_daemons().into_iter().filter(|d| !bin_dir.join(d).exists()).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{missing:?} are not next to {TINYDC} after building them (a custom target dir \
+                 or --target?)"
+            ))
+        }
+    });
+    if let Err(e) = outcome {
+        panic!("these tests run the daemon binaries: {e}; run `cargo test --workspace`");
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "daemon binaries not built: {missing:?}"
-    );
-    eprintln!("skipping: {missing:?} not built (run cargo test --workspace)");
-    false
+}
+
+fn up_daemons() -> [&'static str; 3] {
+    ["tinydc-smtpd", "tinydc-imapd", "tinydc-davd"]
 }
 
 /// The listeners of a running suite, all on 127.0.0.1.
