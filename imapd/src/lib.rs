@@ -67,10 +67,10 @@ pub async fn serve(ctx: Arc<Context>, listeners: Listeners, shutdown: Shutdown) 
         imap.max_connections_per_address,
     ));
     let mut tasks = tokio::task::JoinSet::new();
-    let plain = listeners.plain.map(|l| (l, "imap", net::Security::Plain));
+    let plain = listeners.plain.map(|l| (l, "imap, STARTTLS", net::Security::Plain));
     let tls = listeners
         .tls
-        .map(|l| (l, "imaps", net::Security::Tls(acceptor.clone())));
+        .map(|l| (l, "imaps, implicit TLS", net::Security::Tls(acceptor.clone())));
     for (listener, name, security) in plain.into_iter().chain(tls) {
         tracing::info!("listening on {} ({name})", listener.local_addr()?);
         let endpoint = net::Endpoint {

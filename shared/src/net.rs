@@ -38,8 +38,8 @@ const MAX_REFUSING: usize = 256;
 /// How long a refused connection is kept to say why (TLS handshake included) and to let the
 /// client read it.
 const REFUSAL_TIME: Duration = Duration::from_secs(3);
-/// At most one "refused" log line per listener kind in this time; the lines skipped are counted
-/// in the next one, so a flood does not fill the disk.
+/// At most one "refused" log line per daemon in this time; the lines skipped are counted in the
+/// next one, so a flood does not fill the disk.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The limits of one daemon's listeners.
