@@ -28,8 +28,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use shared::Context;
 use shared::auth::{AuthError, Channel, password_may_cross};
-use shared::net::Shutdown;
-use tokio::io::{AsyncRead, AsyncWrite};
+use shared::net::{self, Shutdown};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -39,8 +38,6 @@ use crate::fs::{TinyFs, User};
 use crate::journal::Journal;
 use crate::locks::PgLocks;
 
-/// How long a client may take to send its request headers, and to finish the TLS handshake.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request body may stall before the request is dropped (no hang on a dead client).
 const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a connection reuses a checked password before checking it again (a changed
@@ -120,7 +117,6 @@ impl Server {
 
     /// Serve until `shutdown`.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let max = self.context.config.dav.max_connections as usize;
         let started = std::time::SystemTime::now();
         let files_dir = self.context.config.files_dir();
         let journal = Arc::new(Journal::new(self.context.db.clone(), files_dir.clone()));
@@ -132,35 +128,38 @@ impl Server {
             journal,
         });
         tokio::task::spawn_blocking(move || crate::fs::sweep_stale_uploads(&files_dir, started));
+        // One cap over both listeners; per client address only on HTTPS (the loopback HTTP
+        // listener serves a reverse proxy: every client arrives from its one address).
+        let dav = &self.context.config.dav;
+        let gate = net::Gate::new(net::Limits::new(
+            &self.context.config.net,
+            dav.max_connections,
+            dav.max_connections_per_address,
+        ));
+        let header_timeout = Duration::from_secs(dav.header_timeout_secs);
+        let https = self
+            .https
+            .map(|(listener, acceptor)| (listener, "webdav https", net::Security::Tls(acceptor), Channel::Tls, true));
+        let http = self
+            .http
+            .map(|listener| (listener, "webdav http, loopback", net::Security::Plain, Channel::LocalProxy, false));
         let mut tasks = tokio::task::JoinSet::new();
-        if let Some((listener, acceptor)) = self.https {
-            tracing::info!("listening on {} (webdav https)", listener.local_addr()?);
+        for (listener, name, security, channel, per_address) in https.into_iter().chain(http) {
+            tracing::info!("listening on {} ({name})", listener.local_addr()?);
+            let endpoint = net::Endpoint {
+                name,
+                security,
+                refusal: net::HTTP_REFUSAL,
+                per_address,
+            };
             let app = app.clone();
-            tasks.spawn(shared::net::serve(
+            tasks.spawn(net::serve(
                 listener,
-                max,
+                gate.clone(),
+                endpoint,
                 shutdown.clone(),
                 move |stream, peer, shutdown| {
-                    let (app, acceptor) = (app.clone(), acceptor.clone());
-                    async move {
-                        match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => serve_connection(tls, peer, Channel::Tls, app, shutdown).await,
-                            Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
-                            Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-                        }
-                    }
-                },
-            ));
-        }
-        if let Some(listener) = self.http {
-            tracing::info!("listening on {} (webdav http, loopback)", listener.local_addr()?);
-            let app = app.clone();
-            tasks.spawn(shared::net::serve(
-                listener,
-                max,
-                shutdown.clone(),
-                move |stream, peer, shutdown| {
-                    serve_connection(stream, peer, Channel::LocalProxy, app.clone(), shutdown)
+                    serve_connection(stream, peer, channel, app.clone(), header_timeout, shutdown)
                 },
             ));
         }
@@ -185,10 +184,17 @@ pub async fn run(context: Arc<Context>, shutdown: Shutdown) -> anyhow::Result<()
 /// pay for argon2 on every request.
 type AuthCache = Arc<Mutex<Option<(HeaderValue, User, std::time::Instant)>>>;
 
-async fn serve_connection<IO>(io: IO, peer: SocketAddr, channel: Channel, app: Arc<App>, shutdown: Shutdown)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+/// One HTTP/1.1 connection. `header_timeout` bounds both the wait for a request's headers and
+/// the idle time of a keep-alive connection between requests (hyper's header read timer starts
+/// as soon as the connection waits for the next request); writes time out in shared::net.
+async fn serve_connection(
+    io: net::Stream,
+    peer: SocketAddr,
+    channel: Channel,
+    app: Arc<App>,
+    header_timeout: Duration,
+    shutdown: Shutdown,
+) {
     let cache: AuthCache = Arc::new(Mutex::new(None));
     let service = service_fn(move |req| {
         let (app, cache) = (app.clone(), cache.clone());
@@ -197,7 +203,7 @@ where
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);

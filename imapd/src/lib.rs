@@ -9,19 +9,15 @@ pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use shared::Context;
-use shared::net::Shutdown;
+use shared::net::{self, Shutdown};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use session::Session;
 use session::conn::Conn;
-
-/// How long a client gets to finish an implicit-TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The bound listeners: STARTTLS (`listen`) and implicit TLS (`tls_listen`).
 pub struct Listeners {
@@ -61,51 +57,36 @@ pub async fn bind(ctx: &Context) -> anyhow::Result<Listeners> {
     Ok(Listeners { plain, tls })
 }
 
-/// Serve both listeners until `shutdown`.
+/// Serve both listeners until `shutdown`, with one connection cap over both (shared::net).
 pub async fn serve(ctx: Arc<Context>, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let acceptor = shared::tls::acceptor(&ctx.config.tls.cert_file, &ctx.config.tls.key_file)?;
-    let max = ctx.config.imap.max_connections as usize;
+    let imap = &ctx.config.imap;
+    let gate = net::Gate::new(net::Limits::new(
+        &ctx.config.net,
+        imap.max_connections,
+        imap.max_connections_per_address,
+    ));
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(listener) = listeners.plain {
-        tracing::info!("listening on {} (imap, STARTTLS)", listener.local_addr()?);
+    let plain = listeners.plain.map(|l| (l, "imap, STARTTLS", net::Security::Plain));
+    let tls = listeners
+        .tls
+        .map(|l| (l, "imaps, implicit TLS", net::Security::Tls(acceptor.clone())));
+    for (listener, name, security) in plain.into_iter().chain(tls) {
+        tracing::info!("listening on {} ({name})", listener.local_addr()?);
+        let endpoint = net::Endpoint {
+            name,
+            security,
+            refusal: net::IMAP_REFUSAL,
+            per_address: true,
+        };
         let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
-        tasks.spawn(shared::net::serve(
+        tasks.spawn(net::serve(
             listener,
-            max,
+            gate.clone(),
+            endpoint,
             shutdown.clone(),
             move |stream, peer, shutdown| {
-                let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
-                async move {
-                    Session::new(ctx, Conn::plain(stream), peer, acceptor, shutdown)
-                        .run()
-                        .await;
-                }
-            },
-        ));
-    }
-    if let Some(listener) = listeners.tls {
-        tracing::info!("listening on {} (imaps, implicit TLS)", listener.local_addr()?);
-        let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
-        tasks.spawn(shared::net::serve(
-            listener,
-            max,
-            shutdown.clone(),
-            move |stream, peer, shutdown| {
-                let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
-                async move {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::info!(%peer, "TLS handshake failed: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    Session::new(ctx, Conn::tls(tls), peer, acceptor, shutdown).run().await;
-                }
+                Session::new(ctx.clone(), Conn::new(stream), peer, acceptor.clone(), shutdown).run()
             },
         ));
     }

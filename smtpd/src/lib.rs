@@ -21,14 +21,14 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use shared::Context;
-use shared::net::Shutdown;
+use shared::net::{self, Shutdown};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::reply::Reply;
 use crate::session::Session;
-use crate::session::io::{Conn, plain};
+use crate::session::io::Conn;
 
 /// The three kinds of listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +57,6 @@ pub struct Server {
     pub dns: Arc<dns::Dns>,
     pub tls: TlsAcceptor,
     pub limits: limits::Limits,
-    /// Connections open at once over all listeners (`smtp.max_connections`).
-    pub connections: Arc<tokio::sync::Semaphore>,
     /// Message bytes held in memory by all sessions.
     pub memory: limits::Memory,
     /// The bounded pool for parsing, verifying and signing whole messages.
@@ -85,13 +83,18 @@ pub async fn start(
         shared::tls::acceptor(&config.tls.cert_file, &config.tls.key_file).context("loading the TLS certificate")?;
     let server = Arc::new(Server {
         limits: limits::Limits::new(&config.smtp),
-        connections: Arc::new(tokio::sync::Semaphore::new(config.smtp.max_connections as usize)),
         memory: limits::Memory::new(config.smtp.max_message_size),
         cpu: limits::Cpu::new(),
         ctx: ctx.clone(),
         dns: dns.clone(),
         tls,
     });
+    // One cap over the three listeners, and per client address (shared::net).
+    let gate = net::Gate::new(net::Limits::new(
+        &config.net,
+        config.smtp.max_connections,
+        config.smtp.max_connections_per_address,
+    ));
     let mut bound = Bound::default();
     let mut tasks = JoinSet::new();
     let kinds = [
@@ -111,17 +114,22 @@ pub async fn start(
             ListenerKind::Submission => bound.submission = Some(local),
             ListenerKind::Submissions => bound.submissions = Some(local),
         }
-        let server = server.clone();
-        let max = config.smtp.max_connections as usize;
-        let shutdown = shutdown.clone();
-        tasks.spawn(shared::net::serve(
-            listener,
-            max,
-            shutdown,
-            move |stream, peer, shutdown| {
-                let server = server.clone();
-                async move { handle(server, kind, stream, peer, shutdown).await }
+        let endpoint = net::Endpoint {
+            name: kind.name(),
+            security: match kind {
+                ListenerKind::Submissions => net::Security::Tls(server.tls.clone()),
+                ListenerKind::Mx | ListenerKind::Submission => net::Security::Plain,
             },
+            refusal: net::SMTP_REFUSAL,
+            per_address: true,
+        };
+        let server = server.clone();
+        tasks.spawn(net::serve(
+            listener,
+            gate.clone(),
+            endpoint,
+            shutdown.clone(),
+            move |stream, peer, shutdown| handle(server.clone(), kind, stream, peer, shutdown),
         ));
     }
     tasks.spawn(queue::worker(ctx, dns, shutdown));
@@ -137,49 +145,16 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn handle(
-    server: Arc<Server>,
-    kind: ListenerKind,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    shutdown: Shutdown,
-) {
-    let permit = server.connections.clone().try_acquire_owned();
-    let refusal = if permit.is_err() {
-        tracing::warn!(%peer, "connection limit reached");
-        Some(Reply::new(421, "4.3.2", "Too many connections, try again later"))
-    } else if !server.limits.connection_allowed(peer.ip()) {
-        tracing::warn!(%peer, "too many connections from this address");
-        Some(Reply::new(421, "4.7.0", "Too many connections, try again later"))
-    } else {
-        None
-    };
-    if let Some(reply) = refusal {
-        let mut conn = Conn::new(plain(stream));
-        // On the implicit-TLS port a plaintext line would only confuse the client.
-        if kind != ListenerKind::Submissions {
-            conn.write(&reply.to_wire());
-        }
+async fn handle(server: Arc<Server>, kind: ListenerKind, stream: net::Stream, peer: SocketAddr, shutdown: Shutdown) {
+    let tls = stream.is_tls();
+    let mut conn = Conn::new(Box::new(stream));
+    if !server.limits.connection_allowed(peer.ip()) {
+        tracing::warn!(%peer, "too many new connections from this address");
+        // RFC 5321 §3.8: 421 and close.
+        conn.write(&Reply::new(421, "4.7.0", "Too many connections, try again later").to_wire());
         conn.shutdown().await;
         return;
     }
-    let _permit = permit;
-    let (conn, tls) = if kind == ListenerKind::Submissions {
-        let timeout = std::time::Duration::from_secs(server.ctx.config.smtp.command_timeout_secs);
-        match tokio::time::timeout(timeout, server.tls.accept(stream)).await {
-            Ok(Ok(tls)) => (Conn::new(Box::new(tls)), true),
-            Ok(Err(e)) => {
-                tracing::info!(%peer, "TLS handshake failed: {e}");
-                return;
-            }
-            Err(_) => {
-                tracing::info!(%peer, "TLS handshake timed out");
-                return;
-            }
-        }
-    } else {
-        (Conn::new(plain(stream)), false)
-    };
     tracing::debug!(%peer, kind = kind.name(), "connection");
     Session::new(server, kind, peer, conn, tls, shutdown).run().await;
 }

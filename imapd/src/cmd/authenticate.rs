@@ -22,7 +22,14 @@ impl Session {
                 self.conn.send(b"+ \r\n").await?;
                 self.conn.flush().await?;
                 let max = self.ctx.config.imap.max_line_length as usize;
-                match self.conn.read_line(max).await? {
+                // Not authenticated yet: the answer must come within the short login timeout.
+                let Ok(line) = tokio::time::timeout(self.idle_timeout(), self.conn.read_line(max)).await else {
+                    tracing::info!(peer = %self.peer, "AUTHENTICATE: no response in time");
+                    self.untagged("BYE authentication timed out").await?;
+                    self.conn.flush().await?;
+                    return Err(Failure::Io(std::io::ErrorKind::TimedOut.into()));
+                };
+                match line? {
                     Line::Line(line) => {
                         let text = String::from_utf8_lossy(&line).trim_end().to_string();
                         if text == "*" {

@@ -13,7 +13,8 @@ impl Session {
             .send(format!("{tag} OK begin TLS negotiation now\r\n").as_bytes())
             .await?;
         let acceptor = self.tls.clone();
-        if let Err(e) = self.conn.start_tls(&acceptor).await {
+        let timeout = shared::net::handshake_timeout(&self.ctx.config.net);
+        if let Err(e) = self.conn.start_tls(&acceptor, timeout).await {
             tracing::info!(peer = %self.peer, "TLS handshake failed: {e}");
             return Err(Failure::Io(e));
         }

@@ -5,10 +5,11 @@
 use std::io;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use std::time::Duration;
+
+use shared::net::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 use crate::wire::frame;
 
@@ -20,11 +21,6 @@ const WRITE_CHUNK: usize = 64 * 1024;
 /// compressed input waits in `raw_in` until these bytes are consumed.
 const INFLATE_CHUNK: usize = 64 * 1024;
 
-enum Transport {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
 /// What reading a line gave.
 pub enum Line {
     Line(Vec<u8>),
@@ -35,7 +31,8 @@ pub enum Line {
 
 /// One client connection.
 pub struct Conn {
-    transport: Option<Transport>,
+    /// TCP (its writes time out: shared::net) or TLS; None only after a failed STARTTLS.
+    transport: Option<Stream>,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     /// Compressed bytes not inflated yet.
@@ -45,15 +42,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn plain(stream: TcpStream) -> Conn {
-        Conn::new(Transport::Plain(stream))
-    }
-
-    pub fn tls(stream: TlsStream<TcpStream>) -> Conn {
-        Conn::new(Transport::Tls(Box::new(stream)))
-    }
-
-    fn new(transport: Transport) -> Conn {
+    pub fn new(transport: Stream) -> Conn {
         Conn {
             transport: Some(transport),
             rbuf: Vec::new(),
@@ -65,7 +54,7 @@ impl Conn {
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self.transport, Some(Transport::Tls(_)))
+        self.transport.as_ref().is_some_and(Stream::is_tls)
     }
 
     pub fn is_compressed(&self) -> bool {
@@ -79,19 +68,14 @@ impl Conn {
 
     async fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.transport.as_mut() {
-            Some(Transport::Plain(s)) => s.read(buf).await,
-            Some(Transport::Tls(s)) => s.read(buf).await,
+            Some(s) => s.read(buf).await,
             None => Err(io::Error::new(io::ErrorKind::NotConnected, "no transport")),
         }
     }
 
     async fn write_raw(&mut self, buf: &[u8]) -> io::Result<()> {
         match self.transport.as_mut() {
-            Some(Transport::Plain(s)) => {
-                s.write_all(buf).await?;
-                s.flush().await
-            }
-            Some(Transport::Tls(s)) => {
+            Some(s) => {
                 s.write_all(buf).await?;
                 s.flush().await
             }
@@ -213,16 +197,17 @@ impl Conn {
         Ok(())
     }
 
-    /// RFC 3501 §6.2.1: after the OK, negotiate TLS. Bytes the client pipelined after
-    /// STARTTLS are dropped (they were sent in clear: a command injection attempt).
-    pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
+    /// RFC 3501 §6.2.1: after the OK, negotiate TLS, within `timeout` (a client that stalls
+    /// the handshake loses the connection). Bytes the client pipelined after STARTTLS are
+    /// dropped (they were sent in clear: a command injection attempt).
+    pub async fn start_tls(&mut self, acceptor: &TlsAcceptor, timeout: Duration) -> io::Result<()> {
         self.flush().await?;
         self.rbuf.clear();
-        let Some(Transport::Plain(stream)) = self.transport.take() else {
-            return Err(io::Error::other("TLS already active"));
-        };
-        let tls = acceptor.accept(stream).await?;
-        self.transport = Some(Transport::Tls(Box::new(tls)));
+        let stream = self
+            .transport
+            .take()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no transport"))?;
+        self.transport = Some(stream.start_tls(acceptor, timeout).await?);
         Ok(())
     }
 

@@ -353,18 +353,29 @@ impl Session {
         out
     }
 
+    /// How long the client may stay silent now. RFC 9051 §5.4's 30 minutes at least is for
+    /// authenticated sessions; before login (`imap.login_timeout_secs`) it is short, so idle
+    /// connections cannot hold the slots real users need.
+    pub fn idle_timeout(&self) -> Duration {
+        let imap = &self.ctx.config.imap;
+        match self.state {
+            State::NotAuthenticated => Duration::from_secs(imap.login_timeout_secs.min(imap.idle_timeout_secs)),
+            _ => Duration::from_secs(imap.idle_timeout_secs),
+        }
+    }
+
     /// Serve the connection until LOGOUT, EOF, a fatal error or shutdown.
     pub async fn run(mut self) {
         let greeting = format!("* OK [CAPABILITY {}] tinydc IMAP ready\r\n", self.capabilities());
         if self.conn.send(greeting.as_bytes()).await.is_err() {
             return;
         }
-        let idle_timeout = Duration::from_secs(self.ctx.config.imap.idle_timeout_secs);
         loop {
             if self.conn.flush().await.is_err() {
                 break;
             }
             let shutdown = self.shutdown.clone();
+            let idle_timeout = self.idle_timeout();
             let read = tokio::select! {
                 _ = shutdown.cancelled() => {
                     let _ = self.untagged("BYE server shutting down").await;
@@ -375,7 +386,7 @@ impl Session {
             };
             let input = match read {
                 Err(_) => {
-                    tracing::info!(peer = %self.peer, "idle timeout");
+                    tracing::info!(peer = %self.peer, authenticated = self.state.user().is_some(), "idle timeout");
                     let _ = self.untagged("BYE idle for too long").await;
                     let _ = self.conn.flush().await;
                     break;

@@ -13,6 +13,12 @@ pub struct DavConfig {
     pub http_listen: Option<SocketAddr>,
     /// Connections open at once.
     pub max_connections: u64,
+    /// Connections one client address (an IPv4 address, an IPv6 /64) may hold open at once on
+    /// the HTTPS listener (the loopback HTTP listener serves a reverse proxy: not counted so).
+    pub max_connections_per_address: u64,
+    /// Seconds a client gets to send a request's headers; also how long an idle keep-alive
+    /// connection stays open waiting for the next request.
+    pub header_timeout_secs: u64,
     /// Largest XML request body (PROPFIND, PROPPATCH, LOCK), in bytes; davd applies at most
     /// 64 KiB, all dav-server reads (davd::server::DAV_SERVER_BODY_MAX).
     pub max_xml_body: u64,
@@ -23,8 +29,11 @@ pub(super) const TEMPLATE: &str = r#"[dav]
 https_listen = "0.0.0.0:10443"
 # Plain HTTP for a reverse proxy on this machine; loopback addresses only. Empty turns it off.
 http_listen = ""
-# Connections open at once.
+# Connections open at once, and from one address (an IPv4 address or an IPv6 /64).
 max_connections = 200
+max_connections_per_address = 50
+# Seconds a client gets to send a request's headers, and an idle keep-alive connection waits.
+header_timeout_secs = 30
 # Largest XML request body (PROPFIND, PROPPATCH, LOCK); at most 64K (larger values act as 64K).
 max_xml_body = "64K"
 "#;
@@ -36,6 +45,8 @@ impl DavConfig {
             https_listen: s.listen("https_listen", "0.0.0.0:10443"),
             http_listen: s.listen("http_listen", ""),
             max_connections: s.number("max_connections", 200, 1, 1_000_000),
+            max_connections_per_address: s.number("max_connections_per_address", 50, 1, 1_000_000),
+            header_timeout_secs: s.number("header_timeout_secs", 30, 1, 3600),
             max_xml_body: s.size("max_xml_body", 64 << 10),
         };
         s.finish();

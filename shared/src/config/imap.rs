@@ -17,8 +17,13 @@ pub struct ImapConfig {
     pub max_literal_size: u64,
     /// Seconds of silence before an idle connection is closed (RFC 3501 asks for 30 minutes at least).
     pub idle_timeout_secs: u64,
-    /// Connections open at once.
+    /// Seconds of silence before a connection that has not logged in is closed (RFC 9051 §5.4's
+    /// 30 minutes is for authenticated sessions); also bounds an AUTHENTICATE exchange.
+    pub login_timeout_secs: u64,
+    /// Connections open at once, over both listeners.
     pub max_connections: u64,
+    /// Connections one client address (an IPv4 address, an IPv6 /64) may hold open at once.
+    pub max_connections_per_address: u64,
     /// Offer COMPRESS=DEFLATE.
     pub compress: bool,
     /// Offer CONDSTORE (off by default, as Thunderbird's default is).
@@ -42,8 +47,12 @@ max_line_length = 65536
 max_literal_size = "50M"
 # Seconds of silence before an idle connection is closed (at least 30 minutes, RFC 3501).
 idle_timeout_secs = 1800
-# Connections open at once.
+# Seconds a connection that has not logged in may stay silent.
+login_timeout_secs = 60
+# Connections open at once (both listeners), and from one address (an IPv4 address or an
+# IPv6 /64): room for a family behind one router, each Thunderbird using up to 5.
 max_connections = 500
+max_connections_per_address = 50
 # Offer COMPRESS=DEFLATE and CONDSTORE.
 compress = true
 condstore = false
@@ -66,7 +75,9 @@ impl ImapConfig {
             max_line_length: s.number("max_line_length", 65536, 1024, 16 << 20),
             max_literal_size: s.size("max_literal_size", 50 << 20),
             idle_timeout_secs: s.number("idle_timeout_secs", 1800, 1, 86_400),
+            login_timeout_secs: s.number("login_timeout_secs", 60, 1, 86_400),
             max_connections: s.number("max_connections", 500, 1, 1_000_000),
+            max_connections_per_address: s.number("max_connections_per_address", 50, 1, 1_000_000),
             compress: s.bool("compress", true),
             condstore: s.bool("condstore", false),
             literal_memory: s.size("literal_memory", 256 << 20),

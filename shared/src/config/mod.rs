@@ -6,6 +6,7 @@
 
 mod dav;
 mod imap;
+mod net;
 mod reader;
 mod smtp;
 
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub use dav::DavConfig;
 pub use imap::ImapConfig;
+pub use net::NetConfig;
 pub use reader::Section;
 pub use smtp::{SmarthostConfig, SmtpConfig};
 
@@ -41,6 +43,8 @@ pub struct Config {
     pub imap: ImapConfig,
     /// `[dav]`: tinydc-davd.
     pub dav: DavConfig,
+    /// `[net]`: connection timeouts shared by the three daemons.
+    pub net: NetConfig,
 }
 
 /// `[server]`
@@ -142,7 +146,7 @@ impl Config {
     pub fn parse(text: &str, data_dir: &Path) -> Result<Config, Vec<String>> {
         let root: toml::Table = toml::from_str(text).map_err(|e| vec![format!("not valid TOML: {e}")])?;
         let mut problems = Vec::new();
-        let known = ["server", "database", "tls", "auth", "smtp", "imap", "dav"];
+        let known = ["server", "database", "tls", "auth", "smtp", "imap", "dav", "net"];
         for key in root.keys() {
             if !known.contains(&key.as_str()) {
                 problems.push(format!("{key}: unknown section (known: {})", known.join(", ")));
@@ -185,6 +189,7 @@ impl Config {
         let smtp = SmtpConfig::read(&root, &mut problems);
         let imap = ImapConfig::read(&root, &mut problems);
         let dav = DavConfig::read(&root, &mut problems);
+        let net = NetConfig::read(&root, &mut problems);
 
         if problems.is_empty() {
             Ok(Config {
@@ -196,6 +201,7 @@ impl Config {
                 smtp,
                 imap,
                 dav,
+                net,
             })
         } else {
             Err(problems)
@@ -269,10 +275,12 @@ max_waiting_checks = 32
 
 {smtp}
 {imap}
-{dav}"#,
+{dav}
+{net}"#,
         smtp = smtp::TEMPLATE,
         imap = imap::TEMPLATE,
         dav = dav::TEMPLATE,
+        net = net::TEMPLATE,
     )
 }
 

@@ -24,8 +24,13 @@ pub struct SmtpConfig {
     pub command_timeout_secs: u64,
     /// Seconds a client may take between two blocks of message data.
     pub data_timeout_secs: u64,
+    /// Seconds a submission client may wait between commands before it has authenticated
+    /// (the MX keeps `command_timeout_secs`, RFC 5321 §4.5.3.2.7).
+    pub login_timeout_secs: u64,
     /// Connections open at once, over all listeners.
     pub max_connections: u64,
+    /// Connections one client address (an IPv4 address, an IPv6 /64) may hold open at once.
+    pub max_connections_per_address: u64,
     /// Connections one IP address may open per minute.
     pub connections_per_ip_per_minute: u64,
     /// Messages one authenticated user may send per hour.
@@ -77,8 +82,12 @@ max_line_length = 4096
 # Seconds a client may wait between commands, and between blocks of message data.
 command_timeout_secs = 300
 data_timeout_secs = 600
-# Connections open at once, and new connections one IP may open per minute.
+# Seconds a submission client may wait between commands before it has logged in.
+login_timeout_secs = 60
+# Connections open at once, open at once from one address (an IPv4 address or an IPv6 /64),
+# and new connections one IP may open per minute.
 max_connections = 200
+max_connections_per_address = 20
 connections_per_ip_per_minute = 60
 # Messages one user may send per hour.
 messages_per_user_per_hour = 500
@@ -116,7 +125,9 @@ impl SmtpConfig {
             max_line_length: s.number("max_line_length", 4096, 512, 1 << 20),
             command_timeout_secs: s.number("command_timeout_secs", 300, 1, 86_400),
             data_timeout_secs: s.number("data_timeout_secs", 600, 1, 86_400),
+            login_timeout_secs: s.number("login_timeout_secs", 60, 1, 86_400),
             max_connections: s.number("max_connections", 200, 1, 1_000_000),
+            max_connections_per_address: s.number("max_connections_per_address", 20, 1, 1_000_000),
             connections_per_ip_per_minute: s.number("connections_per_ip_per_minute", 60, 1, 1_000_000),
             messages_per_user_per_hour: s.number("messages_per_user_per_hour", 500, 1, 1_000_000),
             dmarc_reject: s.bool("dmarc_reject", true),

@@ -15,9 +15,9 @@ impl Session {
                 return None;
             }
         };
-        let handshake = tokio::time::timeout(self.command_timeout(), self.server.tls.accept(stream)).await;
-        match handshake {
-            Ok(Ok(tls)) => {
+        let timeout = shared::net::handshake_timeout(&self.server.ctx.config.net);
+        match shared::net::handshake(&self.server.tls, stream, timeout).await {
+            Ok(tls) => {
                 self.conn.put_back(Box::new(tls));
                 self.tls = true;
                 self.helo = None;
@@ -25,13 +25,8 @@ impl Session {
                 self.state = State::Connected;
                 None
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::info!(peer = %self.peer, "TLS handshake failed: {e}");
-                self.closing = true;
-                None
-            }
-            Err(_) => {
-                tracing::info!(peer = %self.peer, "TLS handshake timed out");
                 self.closing = true;
                 None
             }

@@ -1,10 +1,10 @@
-//! The connection under a session: plain TCP or TLS, an input buffer of bounded size, and an
+//! The connection under a session: plain TCP or TLS (from shared::net, whose writes time out
+//! when the client stops reading), an input buffer of bounded size, and an
 //! output buffer flushed when the client has nothing more pipelined (RFC 2920 §3.1).
 
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Anything a session can talk over.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
@@ -152,9 +152,4 @@ impl Conn {
             let _ = s.shutdown().await;
         }
     }
-}
-
-/// Box a plain TCP stream.
-pub fn plain(stream: TcpStream) -> Box<dyn Io> {
-    Box::new(stream)
 }

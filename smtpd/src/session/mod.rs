@@ -112,8 +112,15 @@ impl Session {
         }
     }
 
+    /// How long to wait for the next command (or SASL answer). The MX keeps RFC 5321
+    /// §4.5.3.2.7's five minutes (`smtp.command_timeout_secs`); submission before AUTH gets
+    /// the short `smtp.login_timeout_secs`, so idle connections cannot hold the slots.
     pub fn command_timeout(&self) -> Duration {
-        Duration::from_secs(self.server.ctx.config.smtp.command_timeout_secs)
+        let smtp = &self.server.ctx.config.smtp;
+        if self.kind != ListenerKind::Mx && self.user.is_none() {
+            return Duration::from_secs(smtp.login_timeout_secs.min(smtp.command_timeout_secs));
+        }
+        Duration::from_secs(smtp.command_timeout_secs)
     }
 
     pub fn data_timeout(&self) -> Duration {

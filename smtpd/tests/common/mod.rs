@@ -146,6 +146,14 @@ impl Answer {
 }
 
 impl Client {
+    /// A client over a stream already connected (the greeting not read yet).
+    pub fn over(stream: Box<dyn Io>) -> Client {
+        Client {
+            stream: Some(stream),
+            buf: Vec::new(),
+        }
+    }
+
     pub async fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).await.expect("connect");
         let mut c = Client {

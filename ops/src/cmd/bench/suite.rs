@@ -254,15 +254,18 @@ mx_listen = "127.0.0.1:{mx}"
 submission_listen = "127.0.0.1:{sub}"
 submissions_listen = ""
 max_connections = 1000
+max_connections_per_address = 1000
 connections_per_ip_per_minute = 1000000
 messages_per_user_per_hour = 1000000
 
 [imap]
 listen = "127.0.0.1:{imap}"
 tls_listen = ""
+max_connections_per_address = 1000
 
 [dav]
 https_listen = "127.0.0.1:{dav}"
+max_connections_per_address = 1000
 "#,
         mx = ports[0],
         sub = ports[1],
