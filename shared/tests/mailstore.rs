@@ -466,3 +466,83 @@ async fn fetch_light_is_fetch_without_the_parse() {
     }
     assert!(mail.fetch_light(user.id, inbox.id, &[]).await.unwrap().is_empty());
 }
+
+/// Deleting a user with --purge removes their mailboxes and messages and drops exactly the
+/// blob references their messages held: a body shared with another user stays referenced.
+#[tokio::test]
+async fn purging_a_user_drops_their_mail_and_blob_references() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let alice = env.add_user("alice@example.test", "pw", None).await;
+    let bob = env.add_user("bob@example.test", "pw", None).await;
+    let to = |user_id| DeliveryTarget {
+        user_id,
+        mailbox_id: None,
+        reservation: None,
+    };
+    let shared_body = message(1);
+    mail.deliver(vec![to(alice.id), to(bob.id)], &shared_body, &[], Utc::now())
+        .await
+        .unwrap();
+    let own_body = message(2);
+    mail.deliver(vec![to(alice.id)], &own_body, &[], Utc::now())
+        .await
+        .unwrap();
+    let trash = mail.mailbox(alice.id, "Trash").await.unwrap();
+    mail.copy(
+        alice.id,
+        mail.mailbox(alice.id, "INBOX").await.unwrap().id,
+        &[2],
+        trash.id,
+    )
+    .await
+    .unwrap();
+    {
+        let mut conn = env.context.db.acquire().await.unwrap();
+        assert_eq!(
+            shared::mailstore::count_user_messages(&mut conn, alice.id)
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            shared::mailstore::user_mail_bytes(&mut conn, alice.id).await.unwrap(),
+            shared_body.len() as u64 + 2 * own_body.len() as u64
+        );
+        assert_eq!(
+            shared::mailstore::count_user_messages(&mut conn, bob.id).await.unwrap(),
+            1
+        );
+    }
+    let refcounts = || async {
+        let rows: Vec<(i64, bool)> =
+            sqlx::query_as("SELECT refcount, zero_since IS NOT NULL FROM blobs ORDER BY refcount")
+                .fetch_all(&env.context.db)
+                .await
+                .unwrap();
+        rows
+    };
+    let before = refcounts().await;
+    assert_eq!(before, [(2, false), (2, false)]);
+    // Without --purge, a user with mail is refused and keeps everything.
+    assert!(
+        shared::accounts::delete_user(&env.context.db, "alice@example.test", false)
+            .await
+            .is_err()
+    );
+    assert_eq!(mail.list_mailboxes(alice.id).await.unwrap().len(), 6);
+    shared::accounts::delete_user(&env.context.db, "alice@example.test", true)
+        .await
+        .unwrap();
+    let after = refcounts().await;
+    // Bob's copy keeps the shared body; Alice's own body is unreferenced and sweepable.
+    assert_eq!(after, [(0, true), (1, false)]);
+    assert!(mail.list_mailboxes(alice.id).await.unwrap().is_empty());
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&env.context.db)
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
+    let bob_inbox = mail.mailbox(bob.id, "INBOX").await.unwrap();
+    assert_eq!(mail.fetch_light(bob.id, bob_inbox.id, &[1]).await.unwrap().len(), 1);
+}

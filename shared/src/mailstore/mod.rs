@@ -1256,6 +1256,83 @@ async fn release_messages(conn: &mut PgConnection, user_id: i64, removed: &[(Str
     Ok(())
 }
 
+// A user's mail as a whole, for the directory (`accounts`) and quota recounts: these run
+// inside the caller's transaction, which already holds the user's row (lock order step 1).
+
+/// Create the default mailboxes ([`DEFAULT_MAILBOXES`]) of a new user, inside the transaction
+/// that creates the user (`accounts::add_user`).
+pub async fn create_default_mailboxes(conn: &mut PgConnection, user_id: i64) -> Result<(), sqlx::Error> {
+    let uidvalidity = new_uidvalidity();
+    for (name, special_use) in DEFAULT_MAILBOXES {
+        sqlx::query("INSERT INTO mailboxes (user_id, name, uidvalidity, special_use) VALUES ($1, $2, $3, $4)")
+            .bind(user_id)
+            .bind(name)
+            .bind(uidvalidity)
+            .bind(special_use.map(SpecialUse::as_imap))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// How many messages a user has, over all their mailboxes.
+pub async fn count_user_messages(conn: &mut PgConnection, user_id: i64) -> Result<u64, sqlx::Error> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(count.max(0) as u64)
+}
+
+/// The bytes of a user's messages, over all their mailboxes: what their mail usage should be.
+pub async fn user_mail_bytes(conn: &mut PgConnection, user_id: i64) -> Result<u64, sqlx::Error> {
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(m.size), 0)::bigint FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+         WHERE b.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(bytes.max(0) as u64)
+}
+
+/// Delete every mailbox and message of a user who is being deleted (`accounts::delete_user`
+/// with purge), dropping the blob references the messages held: blobs referenced by nobody
+/// else become sweepable. Usage is not refunded (the user row goes next).
+pub async fn purge_user_mail(conn: &mut PgConnection, user_id: i64) -> Result<(), sqlx::Error> {
+    // Lock order step 4: the blob rows in ascending id order before the multi-row UPDATE
+    // (which locks in whatever order its plan visits them). The aggregate keeps the ids on the
+    // server. Every other writer of this user's mailboxes waits on the user row the caller holds.
+    sqlx::query(
+        "SELECT count(*) FROM (
+             SELECT id FROM blobs WHERE id IN (
+                 SELECT m.blob_id FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.user_id = $1)
+             ORDER BY id FOR UPDATE) locked",
+    )
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "WITH refs AS (
+             SELECT m.blob_id, count(*) AS n FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+             WHERE b.user_id = $1 GROUP BY m.blob_id)
+         UPDATE blobs SET refcount = blobs.refcount - refs.n,
+                          zero_since = CASE WHEN blobs.refcount - refs.n = 0 THEN now() ELSE blobs.zero_since END
+         FROM refs WHERE blobs.id = refs.blob_id",
+    )
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    // The messages go with their mailboxes (ON DELETE CASCADE).
+    sqlx::query("DELETE FROM mailboxes WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// System flags in their canonical case (`\seen` → `\Seen`), keywords as given, no
 /// duplicates (case-insensitive), `\Recent` dropped (it is per session, RFC 3501 §2.3.2).
 pub fn normalize_flags(flags: &[String]) -> Vec<String> {
