@@ -1,6 +1,11 @@
 //! Mailboxes and messages: every operation takes the user it acts for and touches only that
 //! user's mailboxes (isolation), runs in one transaction, and announces itself with an event.
 //!
+//! This module is the one owner of the `mailboxes` and `messages` tables (and of the \Recent
+//! claim mark, `mailboxes.recent_claimed_uid`): the daemons read and write them only through
+//! [`MailStore`], and the directory (`accounts`) through the functions at the end that run in
+//! its transaction ([`create_default_mailboxes`], [`count_user_messages`], [`purge_user_mail`]).
+//!
 //! UIDs come from the mailbox row, updated under its row lock in the delivering transaction, so
 //! they strictly increase in commit order even with concurrent writers (RFC 3501 §2.3.1.1).
 //! Each change takes a new MODSEQ from the same row (RFC 7162 §3.1).
@@ -19,6 +24,8 @@
 //! 5. `quota_reservations` rows (deleted by id, never waited on while holding them).
 //!
 //! deliver/append, copy, move, expunge, store, create, rename and delete mailbox all follow it.
+//! [`MailStore::claim_recent`] locks one mailbox row in a statement of its own and waits for
+//! nothing while holding it; [`purge_user_mail`] runs under its caller's lock on the user row.
 
 pub mod parsed;
 
