@@ -5,7 +5,7 @@ use thiserror::Error;
 
 use crate::auth::hash_password;
 use crate::events::{self, Event};
-use crate::mailstore::DEFAULT_MAILBOXES;
+use crate::mailstore;
 
 /// Why a directory change was refused; each message is one clear line for the admin.
 #[derive(Debug, Error)]
@@ -161,16 +161,7 @@ pub async fn add_user(
     .fetch_optional(&mut *tx)
     .await?;
     let user = user.ok_or_else(|| AccountError::DuplicateUser(address.clone()))?;
-    let uidvalidity = crate::mailstore::new_uidvalidity();
-    for (name, special_use) in DEFAULT_MAILBOXES {
-        sqlx::query("INSERT INTO mailboxes (user_id, name, uidvalidity, special_use) VALUES ($1, $2, $3, $4)")
-            .bind(user.id)
-            .bind(name)
-            .bind(uidvalidity)
-            .bind(special_use.map(|s| s.as_imap()))
-            .execute(&mut *tx)
-            .await?;
-    }
+    mailstore::create_default_mailboxes(&mut tx, user.id).await?;
     tx.commit().await?;
     Ok(user)
 }
@@ -233,12 +224,7 @@ pub async fn delete_user(db: &PgPool, address: &str, purge: bool) -> Result<User
             .bind(user.id)
             .fetch_one(&mut *tx)
             .await?;
-    let messages: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.user_id = $1",
-    )
-    .bind(user.id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let messages = mailstore::count_user_messages(&mut tx, user.id).await?;
     if !purge && (mail_bytes > 0 || file_bytes > 0 || messages > 0) {
         return Err(AccountError::HasData {
             address: user.address,
@@ -246,18 +232,7 @@ pub async fn delete_user(db: &PgPool, address: &str, purge: bool) -> Result<User
             file_bytes,
         });
     }
-    // Drop the blob references held by this user's messages.
-    sqlx::query(
-        "WITH refs AS (
-             SELECT m.blob_id, count(*) AS n FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
-             WHERE b.user_id = $1 GROUP BY m.blob_id)
-         UPDATE blobs SET refcount = blobs.refcount - refs.n,
-                          zero_since = CASE WHEN blobs.refcount - refs.n = 0 THEN now() ELSE blobs.zero_since END
-         FROM refs WHERE blobs.id = refs.blob_id",
-    )
-    .bind(user.id)
-    .execute(&mut *tx)
-    .await?;
+    mailstore::purge_user_mail(&mut tx, user.id).await?;
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(user.id)
         .execute(&mut *tx)

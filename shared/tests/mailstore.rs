@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use chrono::Utc;
 use shared::events::Event;
-use shared::mailstore::{DeliveryTarget, FlagOp, SpecialUse};
+use shared::mailstore::{DeliveryTarget, FlagOp, SpecialUse, StoreError, SyncPoint};
 use shared::quota;
 use shared::testing::TestEnv;
 
@@ -171,6 +171,22 @@ async fn one_user_cannot_touch_anothers_mailboxes() {
     );
     assert!(mail.expunge(bob.id, alice_inbox.id, None).await.is_err());
     assert!(mail.mailbox_by_id(bob.id, alice_inbox.id).await.is_err());
+    // The reads and the \Recent claim that imapd's FETCH, SEARCH, sync and SELECT use.
+    assert!(mail.fetch_light(bob.id, alice_inbox.id, &[1]).await.unwrap().is_empty());
+    assert!(matches!(
+        mail.sync_point(bob.id, alice_inbox.id).await,
+        Err(StoreError::NoSuchMailbox)
+    ));
+    assert_eq!(mail.claim_recent(bob.id, alice_inbox.id, 1).await.unwrap(), None);
+    // Bob's attempt moved nothing: Alice's message is still there for her to claim.
+    assert_eq!(
+        mail.claim_recent(alice.id, alice_inbox.id, 1).await.unwrap(),
+        Some(1..=1)
+    );
+    // STATUS by name finds only the user's own mailbox of that name.
+    let bob_status = mail.mailbox_status(bob.id, "INBOX").await.unwrap();
+    assert_eq!(bob_status.mailbox.id, bob_inbox.id);
+    assert_eq!(bob_status.messages, 0);
 }
 
 #[tokio::test]
@@ -278,4 +294,255 @@ async fn mailboxes_create_rename_delete() {
     mail.delete_mailbox(user.id, "Old").await.unwrap();
     assert!(mail.delete_mailbox(user.id, "INBOX").await.is_err());
     assert_eq!(quota::info(&env.context.db, user.id).await.unwrap().mail_bytes, 0);
+}
+
+/// RFC 3501 §2.3.2: each UID is \Recent in one session only. Sessions claiming at once (as two
+/// IMAP connections selecting the same mailbox do) get disjoint ranges that together cover
+/// every UID once; a later claim gets only what is new.
+#[tokio::test]
+async fn recent_is_claimed_once_across_sessions() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    for n in 0..20 {
+        mail.append(user.id, inbox.id, &message(n), &[], Utc::now(), None)
+            .await
+            .unwrap();
+    }
+    // Eight sessions, each having learnt of a different number of messages, claim at once.
+    let mut tasks = Vec::new();
+    for k in 0..8u32 {
+        let mail = mail.clone();
+        let up_to = 6 + 2 * k;
+        tasks.push(tokio::spawn(async move {
+            mail.claim_recent(user.id, inbox.id, up_to).await.unwrap()
+        }));
+    }
+    let mut claimed: Vec<u32> = Vec::new();
+    for t in tasks {
+        if let Some(range) = t.await.unwrap() {
+            assert!(!range.is_empty(), "an empty claim came back: {range:?}");
+            claimed.extend(range);
+        }
+    }
+    claimed.sort_unstable();
+    // The highest of the claims was 20: every UID 1..=20 went to exactly one session.
+    assert_eq!(claimed, (1..=20).collect::<Vec<u32>>());
+    // Nothing new: nothing to claim, at or below the mark.
+    assert_eq!(mail.claim_recent(user.id, inbox.id, 20).await.unwrap(), None);
+    assert_eq!(mail.claim_recent(user.id, inbox.id, 3).await.unwrap(), None);
+    // Two new messages go to the first session that learns of them, and only to it.
+    for n in 20..22 {
+        mail.append(user.id, inbox.id, &message(n), &[], Utc::now(), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(mail.claim_recent(user.id, inbox.id, 22).await.unwrap(), Some(21..=22));
+    assert_eq!(mail.claim_recent(user.id, inbox.id, 22).await.unwrap(), None);
+    // A mailbox that does not exist claims nothing.
+    assert_eq!(mail.claim_recent(user.id, i64::MAX, 5).await.unwrap(), None);
+}
+
+/// STATUS counts (RFC 3501 §6.3.10): MESSAGES, UNSEEN and RECENT (messages not yet claimed),
+/// with the mailbox's UIDNEXT and HIGHESTMODSEQ from the same snapshot.
+#[tokio::test]
+async fn status_counts_messages_unseen_and_recent() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let empty = mail.mailbox_status(user.id, "Trash").await.unwrap();
+    assert_eq!((empty.messages, empty.unseen, empty.recent), (0, 0, 0));
+    assert_eq!(empty.mailbox.name, "Trash");
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    mail.append(user.id, inbox.id, &message(0), &["\\Seen".into()], Utc::now(), None)
+        .await
+        .unwrap();
+    for n in 1..4 {
+        mail.append(user.id, inbox.id, &message(n), &[], Utc::now(), None)
+            .await
+            .unwrap();
+    }
+    // Any case of INBOX.
+    let status = mail.mailbox_status(user.id, "inbox").await.unwrap();
+    assert_eq!((status.messages, status.unseen, status.recent), (4, 3, 4));
+    assert_eq!(status.mailbox.id, inbox.id);
+    assert_eq!(status.mailbox.uidnext, 5);
+    assert_eq!(status, mail.mailbox_status(user.id, "INBOX").await.unwrap());
+    // A session claims the first three: one is left for the next.
+    mail.claim_recent(user.id, inbox.id, 3).await.unwrap();
+    // A keyword alone is not \Seen; \Seen in another case is normalised on the way in.
+    mail.store_flags(user.id, inbox.id, &[2], FlagOp::Add, &["$Seen".into()], None)
+        .await
+        .unwrap();
+    mail.store_flags(user.id, inbox.id, &[3], FlagOp::Add, &["\\seen".into()], None)
+        .await
+        .unwrap();
+    let status = mail.mailbox_status(user.id, "INBOX").await.unwrap();
+    assert_eq!((status.messages, status.unseen, status.recent), (4, 2, 1));
+    mail.store_flags(user.id, inbox.id, &[1, 4], FlagOp::Add, &["\\Deleted".into()], None)
+        .await
+        .unwrap();
+    mail.expunge(user.id, inbox.id, None).await.unwrap();
+    let status = mail.mailbox_status(user.id, "INBOX").await.unwrap();
+    assert_eq!((status.messages, status.unseen, status.recent), (2, 1, 0));
+    assert!(matches!(
+        mail.mailbox_status(user.id, "Nowhere").await,
+        Err(StoreError::NoSuchMailbox)
+    ));
+}
+
+/// The sync point moves with every change a session must catch up on.
+#[tokio::test]
+async fn sync_point_follows_appends_flags_and_expunges() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    let start = mail.sync_point(user.id, inbox.id).await.unwrap();
+    assert_eq!(
+        start,
+        SyncPoint {
+            highestmodseq: inbox.highestmodseq,
+            messages: 0
+        }
+    );
+    let appended = mail
+        .append(user.id, inbox.id, &message(1), &[], Utc::now(), None)
+        .await
+        .unwrap();
+    let after_append = mail.sync_point(user.id, inbox.id).await.unwrap();
+    assert_eq!(after_append.messages, 1);
+    assert_eq!(after_append.highestmodseq, appended.modseq);
+    mail.store_flags(user.id, inbox.id, &[1], FlagOp::Add, &["\\Deleted".into()], None)
+        .await
+        .unwrap();
+    let after_store = mail.sync_point(user.id, inbox.id).await.unwrap();
+    assert_eq!(after_store.messages, 1);
+    assert!(after_store.highestmodseq > after_append.highestmodseq);
+    mail.expunge(user.id, inbox.id, None).await.unwrap();
+    let after_expunge = mail.sync_point(user.id, inbox.id).await.unwrap();
+    assert_eq!(after_expunge.messages, 0);
+    assert!(after_expunge.highestmodseq > after_store.highestmodseq);
+    let projects = mail.create_mailbox(user.id, "Projects", None).await.unwrap();
+    mail.delete_mailbox(user.id, "Projects").await.unwrap();
+    assert!(matches!(
+        mail.sync_point(user.id, projects.id).await,
+        Err(StoreError::NoSuchMailbox)
+    ));
+}
+
+/// The light fetch answers the same metadata as the full one, without the parse, in UID order,
+/// skipping UIDs that are not there.
+#[tokio::test]
+async fn fetch_light_is_fetch_without_the_parse() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    for n in 0..5 {
+        mail.append(user.id, inbox.id, &message(n), &["\\Flagged".into()], Utc::now(), None)
+            .await
+            .unwrap();
+    }
+    mail.store_flags(user.id, inbox.id, &[2], FlagOp::Add, &["\\Deleted".into()], None)
+        .await
+        .unwrap();
+    mail.expunge(user.id, inbox.id, None).await.unwrap();
+    // Out of order, with an expunged UID (2) and one never used (9).
+    let asked = [5, 1, 2, 9, 3];
+    let light = mail.fetch_light(user.id, inbox.id, &asked).await.unwrap();
+    let full = mail.fetch(user.id, inbox.id, &asked).await.unwrap();
+    assert_eq!(light.iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 3, 5]);
+    assert_eq!(light.len(), full.len());
+    for (l, f) in light.iter().zip(&full) {
+        assert_eq!(
+            (l.uid, l.modseq, &l.flags, l.internal_date, l.size, &l.blob, &l.header),
+            (f.uid, f.modseq, &f.flags, f.internal_date, f.size, &f.blob, &f.header)
+        );
+        assert!(l.header.starts_with(b"From: a@example.test\r\n"));
+        assert_eq!(l.envelope, Default::default());
+        assert_ne!(f.envelope, Default::default());
+    }
+    assert!(mail.fetch_light(user.id, inbox.id, &[]).await.unwrap().is_empty());
+}
+
+/// Deleting a user with --purge removes their mailboxes and messages and drops exactly the
+/// blob references their messages held: a body shared with another user stays referenced.
+#[tokio::test]
+async fn purging_a_user_drops_their_mail_and_blob_references() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let alice = env.add_user("alice@example.test", "pw", None).await;
+    let bob = env.add_user("bob@example.test", "pw", None).await;
+    let to = |user_id| DeliveryTarget {
+        user_id,
+        mailbox_id: None,
+        reservation: None,
+    };
+    let shared_body = message(1);
+    mail.deliver(vec![to(alice.id), to(bob.id)], &shared_body, &[], Utc::now())
+        .await
+        .unwrap();
+    let own_body = message(2);
+    mail.deliver(vec![to(alice.id)], &own_body, &[], Utc::now())
+        .await
+        .unwrap();
+    let trash = mail.mailbox(alice.id, "Trash").await.unwrap();
+    mail.copy(
+        alice.id,
+        mail.mailbox(alice.id, "INBOX").await.unwrap().id,
+        &[2],
+        trash.id,
+    )
+    .await
+    .unwrap();
+    {
+        let mut conn = env.context.db.acquire().await.unwrap();
+        assert_eq!(
+            shared::mailstore::count_user_messages(&mut conn, alice.id)
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            shared::mailstore::user_mail_bytes(&mut conn, alice.id).await.unwrap(),
+            shared_body.len() as u64 + 2 * own_body.len() as u64
+        );
+        assert_eq!(
+            shared::mailstore::count_user_messages(&mut conn, bob.id).await.unwrap(),
+            1
+        );
+    }
+    let refcounts = || async {
+        let rows: Vec<(i64, bool)> =
+            sqlx::query_as("SELECT refcount, zero_since IS NOT NULL FROM blobs ORDER BY refcount")
+                .fetch_all(&env.context.db)
+                .await
+                .unwrap();
+        rows
+    };
+    let before = refcounts().await;
+    assert_eq!(before, [(2, false), (2, false)]);
+    // Without --purge, a user with mail is refused and keeps everything.
+    assert!(
+        shared::accounts::delete_user(&env.context.db, "alice@example.test", false)
+            .await
+            .is_err()
+    );
+    assert_eq!(mail.list_mailboxes(alice.id).await.unwrap().len(), 6);
+    shared::accounts::delete_user(&env.context.db, "alice@example.test", true)
+        .await
+        .unwrap();
+    let after = refcounts().await;
+    // Bob's copy keeps the shared body; Alice's own body is unreferenced and sweepable.
+    assert_eq!(after, [(0, true), (1, false)]);
+    assert!(mail.list_mailboxes(alice.id).await.unwrap().is_empty());
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&env.context.db)
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
+    let bob_inbox = mail.mailbox(bob.id, "INBOX").await.unwrap();
+    assert_eq!(mail.fetch_light(bob.id, bob_inbox.id, &[1]).await.unwrap().len(), 1);
 }

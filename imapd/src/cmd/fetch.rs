@@ -74,7 +74,7 @@ impl Session {
                 if needs_parse {
                     self.ctx.mail.fetch(user_id, mailbox_id, &uids).await?
                 } else {
-                    crate::fetch::fetch_light(&self.ctx.db, user_id, mailbox_id, &uids).await?
+                    self.ctx.mail.fetch_light(user_id, mailbox_id, &uids).await?
                 }
             } else {
                 Vec::new()

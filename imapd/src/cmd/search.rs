@@ -234,7 +234,7 @@ impl Session {
         for chunk in all.chunks(BATCH) {
             let stored = if needs_stored {
                 let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();
-                crate::fetch::fetch_light(&self.ctx.db, user_id, mailbox_id, &uids).await?
+                self.ctx.mail.fetch_light(user_id, mailbox_id, &uids).await?
             } else {
                 Vec::new()
             };

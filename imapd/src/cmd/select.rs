@@ -58,7 +58,7 @@ impl Session {
             recent: Vec::new(),
         });
         // EXAMINE claims nothing (`claim` leaves read-only views alone): it shows 0 RECENT.
-        crate::session::recent::claim(&self.ctx.db, user.id, &mut selected).await?;
+        crate::session::recent::claim(&self.ctx.mail, user.id, &mut selected).await?;
         let mailbox = &selected.mailbox;
         let mut lines = vec![format!("FLAGS ({})", flags.join(" "))];
         let mut permanent = flags.clone();

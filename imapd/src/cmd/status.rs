@@ -1,5 +1,7 @@
 //! STATUS (RFC 3501 §6.3.10), with HIGHESTMODSEQ (RFC 7162 §3.1.9).
 
+use shared::mailstore::MailboxStatus;
+
 use crate::session::{CmdResult, Reply, Session};
 use crate::wire::parse::StatusItem;
 
@@ -7,16 +9,13 @@ impl Session {
     pub(crate) async fn cmd_status(&mut self, raw: &str, items: &[StatusItem]) -> CmdResult {
         let user = self.user()?;
         let name = self.mailbox_in(raw)?;
-        let mailbox = self.ctx.mail.mailbox(user.id, &name).await?;
         // RFC 3501 §2.3.2: RECENT counts the messages no session has claimed yet.
-        let (messages, unseen, recent): (i64, i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE NOT ('\\Seen' = ANY(flags))),
-                    count(*) FILTER (WHERE uid > (SELECT recent_claimed_uid FROM mailboxes WHERE id = $1))
-             FROM messages WHERE mailbox_id = $1",
-        )
-        .bind(mailbox.id)
-        .fetch_one(&self.ctx.db)
-        .await?;
+        let MailboxStatus {
+            mailbox,
+            messages,
+            unseen,
+            recent,
+        } = self.ctx.mail.mailbox_status(user.id, &name).await?;
         let mut parts = Vec::new();
         for item in items {
             parts.push(match item {

@@ -2,38 +2,27 @@
 //! one session, the first one that has the mailbox selected (SELECT, not EXAMINE) when it
 //! learns of the message, and stays so there until that session deselects or ends.
 //!
-//! The mailbox row keeps the highest UID already claimed (`recent_claimed_uid`). A session
-//! that learns of messages up to UID `max` moves the mark up to `max` and gets the old mark
-//! back in the same statement; the UIDs in (old, max] are its own. The row lock makes two
-//! sessions' claims one after the other, so no UID is claimed twice.
+//! The mail store hands out the UIDs ([`MailStore::claim_recent`]: one statement under the
+//! mailbox row's lock, so no UID is claimed twice); this module keeps the session's side, the
+//! \Recent set of the selected view.
+
+use shared::mailstore::{MailStore, StoreError};
 
 use super::Selected;
 
-/// Claim the messages up to `max_uid` for `selected`'s session and add the ones it won to its
-/// \Recent set; returns how many were added. A mailbox gone meanwhile claims nothing.
-pub async fn claim(db: &sqlx::PgPool, user_id: i64, selected: &mut Selected) -> Result<usize, sqlx::Error> {
+/// Claim the messages up to the view's highest UID for `selected`'s session and add the ones it
+/// won to its \Recent set; returns how many were added. A read-only view (EXAMINE) claims
+/// nothing, and neither does a mailbox gone meanwhile.
+pub async fn claim(mail: &MailStore, user_id: i64, selected: &mut Selected) -> Result<usize, StoreError> {
     let max_uid = selected.max_uid();
     if selected.read_only || max_uid == 0 {
         return Ok(0);
     }
-    // FOR UPDATE in the subquery: it waits for a concurrent claim and re-reads the value that
-    // claim left, and the UPDATE then works on that locked row (the old value comes back).
-    // Nothing new to claim: no row matches, nothing is locked or written.
-    let old: Option<i64> = sqlx::query_scalar(
-        "UPDATE mailboxes b SET recent_claimed_uid = greatest(old.recent_claimed_uid, $3)
-         FROM (SELECT id, recent_claimed_uid FROM mailboxes WHERE id = $1 AND user_id = $2 AND recent_claimed_uid < $3 FOR UPDATE) old
-         WHERE b.id = old.id
-         RETURNING old.recent_claimed_uid",
-    )
-    .bind(selected.mailbox.id)
-    .bind(user_id)
-    .bind(i64::from(max_uid))
-    .fetch_optional(db)
-    .await?;
-    let Some(old) = old else {
+    let Some(won) = mail.claim_recent(user_id, selected.mailbox.id, max_uid).await? else {
         return Ok(0);
     };
-    let start = selected.uids.partition_point(|&u| i64::from(u) <= old);
+    // The view is in UID order; the claimed range ends at its last UID.
+    let start = selected.uids.partition_point(|u| u < won.start());
     let won: Vec<u32> = selected.uids[start..]
         .iter()
         .copied()

@@ -2,6 +2,8 @@
 //! new messages become `EXISTS`, flag changes by others become `FETCH (FLAGS)`, and messages
 //! expunged by others become `EXPUNGE`, only at the moments the RFC allows.
 
+use shared::mailstore::StoreError;
+
 use super::{Failure, Session, State};
 
 impl Session {
@@ -13,19 +15,12 @@ impl Session {
         };
         let user_id = user.id;
         let mailbox_id = selected.mailbox.id;
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT b.highestmodseq, (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id)
-             FROM mailboxes b WHERE b.id = $1 AND b.user_id = $2",
-        )
-        .bind(mailbox_id)
-        .bind(user_id)
-        .fetch_optional(&self.ctx.db)
-        .await?;
-        let Some((highest, count)) = row else {
+        let (highest, count) = match self.ctx.mail.sync_point(user_id, mailbox_id).await {
+            Ok(point) => (point.highestmodseq, point.messages),
             // The mailbox was deleted under us: nothing more to show.
-            return Ok(());
+            Err(StoreError::NoSuchMailbox) => return Ok(()),
+            Err(e) => return Err(e.into()),
         };
-        let highest = highest as u64;
         let mut out: Vec<u8> = Vec::new();
         let live = selected.uids.len() - selected.ghosts.len();
         if highest != selected.known_modseq || count as usize != live {
@@ -74,7 +69,7 @@ impl Session {
             }
             if selected.uids.len() != before {
                 // RFC 3501 §2.3.2: new messages nobody has claimed yet are \Recent here.
-                if let Err(e) = super::recent::claim(&self.ctx.db, user_id, selected).await {
+                if let Err(e) = super::recent::claim(&self.ctx.mail, user_id, selected).await {
                     tracing::warn!("claiming \\Recent messages: {e}");
                 }
                 out.extend_from_slice(format!("* {} EXISTS\r\n", selected.uids.len()).as_bytes());

@@ -1,6 +1,11 @@
 //! Mailboxes and messages: every operation takes the user it acts for and touches only that
 //! user's mailboxes (isolation), runs in one transaction, and announces itself with an event.
 //!
+//! This module is the one owner of the `mailboxes` and `messages` tables (and of the \Recent
+//! claim mark, `mailboxes.recent_claimed_uid`): the daemons read and write them only through
+//! [`MailStore`], and the directory (`accounts`) through the functions at the end that run in
+//! its transaction ([`create_default_mailboxes`], [`count_user_messages`], [`purge_user_mail`]).
+//!
 //! UIDs come from the mailbox row, updated under its row lock in the delivering transaction, so
 //! they strictly increase in commit order even with concurrent writers (RFC 3501 §2.3.1.1).
 //! Each change takes a new MODSEQ from the same row (RFC 7162 §3.1).
@@ -19,9 +24,12 @@
 //! 5. `quota_reservations` rows (deleted by id, never waited on while holding them).
 //!
 //! deliver/append, copy, move, expunge, store, create, rename and delete mailbox all follow it.
+//! [`MailStore::claim_recent`] locks one mailbox row in a statement of its own and waits for
+//! nothing while holding it; [`purge_user_mail`] runs under its caller's lock on the user row.
 
 pub mod parsed;
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -173,6 +181,28 @@ pub struct MessageState {
     pub flags: Vec<String>,
 }
 
+/// A mailbox with its counts, as STATUS reports them (RFC 3501 §6.3.10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxStatus {
+    pub mailbox: Mailbox,
+    /// Messages in the mailbox.
+    pub messages: u64,
+    /// Messages without `\Seen`.
+    pub unseen: u64,
+    /// Messages no session has claimed as \Recent yet (RFC 3501 §2.3.2; see
+    /// [`MailStore::claim_recent`]).
+    pub recent: u64,
+}
+
+/// Where a mailbox stands, for a session to see cheaply whether its view is behind
+/// (new MODSEQs, or messages gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPoint {
+    pub highestmodseq: u64,
+    /// Messages in the mailbox.
+    pub messages: u64,
+}
+
 /// A message's stored metadata (everything but the body).
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
@@ -253,6 +283,9 @@ pub struct MailStore {
     blobs: BlobStore,
     limits: MailboxLimits,
 }
+
+/// uid, modseq, flags, internal date, size, blob id, header ([`MailStore::fetch_light`]).
+type LightRow = (i64, i64, Vec<String>, DateTime<Utc>, i64, String, Vec<u8>);
 
 fn uids_param(uids: &[u32]) -> Vec<i64> {
     uids.iter().map(|&u| u as i64).collect()
@@ -344,6 +377,89 @@ impl MailStore {
         .fetch_optional(&self.db)
         .await?;
         row.as_ref().map(mailbox_from_row).ok_or(StoreError::NoSuchMailbox)
+    }
+
+    /// A mailbox by name with its message counts for STATUS (RFC 3501 §6.3.10), read in one
+    /// statement (one snapshot, one round trip).
+    pub async fn mailbox_status(&self, user_id: i64, name: &str) -> Result<MailboxStatus, StoreError> {
+        // RFC 3501 §2.3.2: RECENT counts the messages above the claim mark, which no session
+        // has claimed yet.
+        let row = sqlx::query(&format!(
+            "SELECT {MAILBOX_COLUMNS}, c.messages, c.unseen, c.recent FROM mailboxes b,
+             LATERAL (SELECT count(*) AS messages,
+                             count(*) FILTER (WHERE NOT ('\\Seen' = ANY(m.flags))) AS unseen,
+                             count(*) FILTER (WHERE m.uid > b.recent_claimed_uid) AS recent
+                      FROM messages m WHERE m.mailbox_id = b.id) c
+             WHERE b.user_id = $1 AND b.name = $2"
+        ))
+        .bind(user_id)
+        .bind(normalize_mailbox_name(name))
+        .fetch_optional(&self.db)
+        .await?;
+        let row = row.ok_or(StoreError::NoSuchMailbox)?;
+        let count = |column: &str| row.get::<i64, _>(column).max(0) as u64;
+        Ok(MailboxStatus {
+            mailbox: mailbox_from_row(&row),
+            messages: count("messages"),
+            unseen: count("unseen"),
+            recent: count("recent"),
+        })
+    }
+
+    /// The HIGHESTMODSEQ and message count of a user's mailbox, in one statement: a session
+    /// whose view matches both has nothing to catch up on. `NoSuchMailbox` when the mailbox is
+    /// gone or not the user's.
+    pub async fn sync_point(&self, user_id: i64, mailbox_id: i64) -> Result<SyncPoint, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT b.highestmodseq, (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id)
+             FROM mailboxes b WHERE b.id = $1 AND b.user_id = $2",
+        )
+        .bind(mailbox_id)
+        .bind(user_id)
+        .fetch_optional(&self.db)
+        .await?;
+        let (highestmodseq, messages) = row.ok_or(StoreError::NoSuchMailbox)?;
+        Ok(SyncPoint {
+            highestmodseq: highestmodseq as u64,
+            messages: messages.max(0) as u64,
+        })
+    }
+
+    /// Claim the messages of a user's mailbox up to `up_to_uid` as \Recent for the calling
+    /// session (RFC 3501 §2.3.2: a message is \Recent in exactly one session, the first that
+    /// learns of it with the mailbox selected read-write). Returns the UIDs this call won, or
+    /// `None` when every UID up to `up_to_uid` was claimed already (or the mailbox is gone or
+    /// not the user's).
+    ///
+    /// The mailbox row keeps the highest UID already claimed (`recent_claimed_uid`); a claim
+    /// moves it up to `up_to_uid` and gets the old mark back in the same statement, so the UIDs
+    /// in (old, up_to_uid] are the caller's. The row lock orders two sessions' claims one after
+    /// the other, so no UID is claimed twice, across sessions and processes. The caller keeps
+    /// only the UIDs of that range it actually has in its view.
+    pub async fn claim_recent(
+        &self,
+        user_id: i64,
+        mailbox_id: i64,
+        up_to_uid: u32,
+    ) -> Result<Option<RangeInclusive<u32>>, StoreError> {
+        // FOR UPDATE in the subquery: it waits for a concurrent claim and re-reads the value
+        // that claim left, and the UPDATE then works on that locked row (the old value comes
+        // back). Nothing new to claim: no row matches, nothing is locked or written. Only the
+        // mailbox row is locked, alone in its transaction, so the lock order holds.
+        let old: Option<i64> = sqlx::query_scalar(
+            "UPDATE mailboxes b SET recent_claimed_uid = greatest(old.recent_claimed_uid, $3)
+             FROM (SELECT id, recent_claimed_uid FROM mailboxes
+                   WHERE id = $1 AND user_id = $2 AND recent_claimed_uid < $3 FOR UPDATE) old
+             WHERE b.id = old.id
+             RETURNING old.recent_claimed_uid",
+        )
+        .bind(mailbox_id)
+        .bind(user_id)
+        .bind(i64::from(up_to_uid))
+        .fetch_optional(&self.db)
+        .await?;
+        // The old mark is below `up_to_uid` (the WHERE above), so it fits a u32.
+        Ok(old.map(|old| (old.max(0) as u32 + 1)..=up_to_uid))
     }
 
     /// Create a mailbox (RFC 3501 §6.3.3), optionally with a special use (RFC 6154 CREATE USE),
@@ -809,6 +925,56 @@ impl MailStore {
             .collect()
     }
 
+    /// Like [`Self::fetch`] without the stored envelope and body structure (left empty), for
+    /// FETCH and SEARCH items that do not need them (Thunderbird's header download: sizes,
+    /// flags, header fields): the parse is neither read nor decoded. One statement per call.
+    pub async fn fetch_light(
+        &self,
+        user_id: i64,
+        mailbox_id: i64,
+        uids: &[u32],
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let uids = uids_param(uids);
+        // The BETWEEN bounds let the planner range-scan the primary key (mailbox_id, uid)
+        // instead of probing it once per element of the array.
+        let rows: Vec<LightRow> = sqlx::query_as(
+            "SELECT m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, m.header
+             FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+             WHERE b.user_id = $1 AND m.mailbox_id = $2 AND m.uid BETWEEN $4 AND $5 AND m.uid = ANY($3)
+             ORDER BY m.uid",
+        )
+        .bind(user_id)
+        .bind(mailbox_id)
+        .bind(&uids)
+        .bind(uids.iter().min().copied().unwrap_or(0))
+        .bind(uids.iter().max().copied().unwrap_or(0))
+        .fetch_all(&self.db)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(uid, modseq, flags, internal_date, size, blob, header)| StoredMessage {
+                    uid: uid as u32,
+                    modseq: modseq as u64,
+                    flags,
+                    internal_date,
+                    size: size as u64,
+                    blob: BlobId(blob),
+                    envelope: Default::default(),
+                    body_structure: parsed::BodyStructure::Multipart {
+                        parts: Vec::new(),
+                        media_subtype: String::new(),
+                        params: Vec::new(),
+                        disposition: None,
+                        language: Vec::new(),
+                        location: None,
+                    },
+                    header,
+                },
+            )
+            .collect())
+    }
+
     /// Change flags (RFC 3501 §6.4.6), honouring UNCHANGEDSINCE (RFC 7162 §3.2) when given.
     /// Messages whose flags end up the same are not touched and keep their MODSEQ.
     pub async fn store_flags(
@@ -1104,6 +1270,83 @@ async fn release_messages(conn: &mut PgConnection, user_id: i64, removed: &[(Str
     let ids: Vec<String> = removed.iter().map(|r| r.0.clone()).collect();
     lock_blobs(conn, &ids).await?;
     blobs::drop_refs(conn, &ids).await?;
+    Ok(())
+}
+
+// A user's mail as a whole, for the directory (`accounts`) and quota recounts: these run
+// inside the caller's transaction, which already holds the user's row (lock order step 1).
+
+/// Create the default mailboxes ([`DEFAULT_MAILBOXES`]) of a new user, inside the transaction
+/// that creates the user (`accounts::add_user`).
+pub async fn create_default_mailboxes(conn: &mut PgConnection, user_id: i64) -> Result<(), sqlx::Error> {
+    let uidvalidity = new_uidvalidity();
+    for (name, special_use) in DEFAULT_MAILBOXES {
+        sqlx::query("INSERT INTO mailboxes (user_id, name, uidvalidity, special_use) VALUES ($1, $2, $3, $4)")
+            .bind(user_id)
+            .bind(name)
+            .bind(uidvalidity)
+            .bind(special_use.map(SpecialUse::as_imap))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// How many messages a user has, over all their mailboxes.
+pub async fn count_user_messages(conn: &mut PgConnection, user_id: i64) -> Result<u64, sqlx::Error> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(count.max(0) as u64)
+}
+
+/// The bytes of a user's messages, over all their mailboxes: what their mail usage should be.
+pub async fn user_mail_bytes(conn: &mut PgConnection, user_id: i64) -> Result<u64, sqlx::Error> {
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(m.size), 0)::bigint FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+         WHERE b.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(bytes.max(0) as u64)
+}
+
+/// Delete every mailbox and message of a user who is being deleted (`accounts::delete_user`
+/// with purge), dropping the blob references the messages held: blobs referenced by nobody
+/// else become sweepable. Usage is not refunded (the user row goes next).
+pub async fn purge_user_mail(conn: &mut PgConnection, user_id: i64) -> Result<(), sqlx::Error> {
+    // Lock order step 4: the blob rows in ascending id order before the multi-row UPDATE
+    // (which locks in whatever order its plan visits them). The aggregate keeps the ids on the
+    // server. Every other writer of this user's mailboxes waits on the user row the caller holds.
+    sqlx::query(
+        "SELECT count(*) FROM (
+             SELECT id FROM blobs WHERE id IN (
+                 SELECT m.blob_id FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.user_id = $1)
+             ORDER BY id FOR UPDATE) locked",
+    )
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "WITH refs AS (
+             SELECT m.blob_id, count(*) AS n FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+             WHERE b.user_id = $1 GROUP BY m.blob_id)
+         UPDATE blobs SET refcount = blobs.refcount - refs.n,
+                          zero_since = CASE WHEN blobs.refcount - refs.n = 0 THEN now() ELSE blobs.zero_since END
+         FROM refs WHERE blobs.id = refs.blob_id",
+    )
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    // The messages go with their mailboxes (ON DELETE CASCADE).
+    sqlx::query("DELETE FROM mailboxes WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
