@@ -16,6 +16,7 @@ pub mod events;
 pub mod mailstore;
 pub mod net;
 pub mod pg;
+pub mod process;
 pub mod quota;
 pub mod size;
 pub mod testing;

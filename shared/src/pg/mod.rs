@@ -175,22 +175,40 @@ impl PrivateCluster {
         (cmdline.contains("postgres") && cmdline.contains(&*data_dir.to_string_lossy())).then_some(pid)
     }
 
-    /// Remove what an unclean stop left behind (pid file, socket lock files) when no postmaster
-    /// of this cluster is alive, so that a reused pid cannot block the start.
+    /// Remove lock files whose pid now belongs to an unrelated live process (a pid reused after
+    /// a power cut), which PostgreSQL would take for a running server. A lock file whose pid is
+    /// dead is left to PostgreSQL: it then checks that no backend of the dead postmaster still
+    /// uses the shared memory (after a SIGKILL of the postmaster they linger briefly), which a
+    /// removed pid file would hide, letting two sets of processes write one cluster.
     fn clear_stale_files(&self) {
         if self.running_pid().is_some() {
             return;
         }
-        let pid_file = self.data_dir().join("postmaster.pid");
-        if pid_file.exists() {
-            tracing::warn!("removing stale {} after an unclean stop", pid_file.display());
-            let _ = std::fs::remove_file(&pid_file);
-        }
+        let mut lock_files = vec![self.data_dir().join("postmaster.pid")];
         if let Ok(entries) = std::fs::read_dir(self.socket_dir()) {
             for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(".s.PGSQL.") {
-                    let _ = std::fs::remove_file(entry.path());
+                let name = entry.file_name().to_string_lossy().to_string();
+                if name.starts_with(".s.PGSQL.") && name.ends_with(".lock") {
+                    lock_files.push(entry.path());
                 }
+            }
+        }
+        for file in lock_files {
+            let Some(pid) = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| t.lines().next()?.trim().parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let postgres = crate::process::cmdline(pid)
+                .and_then(|args| args.first().cloned())
+                .is_some_and(|arg0| arg0.contains("postgres"));
+            if crate::process::alive(pid) && !postgres && pid != std::process::id() {
+                tracing::warn!(
+                    "removing {}: its pid {pid} now belongs to another program",
+                    file.display()
+                );
+                let _ = std::fs::remove_file(&file);
             }
         }
     }

@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 use shared::Config;
 use shared::config::CONFIG_FILE;
 use shared::pg::{Durability, PrivateCluster};
+use shared::process::{Signal, send_signal};
 use tokio::process::{Child, Command};
 
 use crate::cmd::up::{DAEMONS, find_daemons};
@@ -182,7 +183,7 @@ impl Suite {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
         for d in &self.daemons {
-            send_sigterm(d.pid);
+            let _ = send_signal(d.pid, Signal::Term);
         }
         for d in &mut self.daemons {
             match tokio::time::timeout(STOP_GRACE, d.child.wait()).await {
@@ -269,12 +270,4 @@ https_listen = "127.0.0.1:{dav}"
         imap = ports[2],
         dav = ports[3],
     ))
-}
-
-#[allow(unsafe_code)] // kill(2): std offers only SIGKILL for children.
-fn send_sigterm(pid: u32) {
-    // SAFETY: kill has no memory-safety preconditions; pid is our own child's.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
-    }
 }
