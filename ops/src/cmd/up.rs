@@ -209,7 +209,10 @@ async fn watch_postgres(cluster: PrivateCluster, stop: CancellationToken) {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(Duration::from_secs(10));
+            // Lingering backends go within seconds: retry quickly at first, then back off.
+            if died.elapsed() > Duration::from_secs(30) {
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
         }
         println!(
             "postgres   restarted: serving again {:.1} s after its postmaster died (pid {})",
