@@ -73,14 +73,7 @@ async fn the_binary_serves_and_stops_on_sigterm() {
     let r = curl(&["-u".into(), auth, url]).await;
     assert_eq!(r.text(), "hi");
 
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    shared::process::send_signal(child.id().unwrap(), shared::process::Signal::Term).unwrap();
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
         .expect("exits after SIGTERM")

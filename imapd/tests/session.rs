@@ -278,14 +278,7 @@ async fn the_binary_serves_and_stops_on_sigterm() {
     assert!(c.line().await.starts_with("* OK"));
     c.ok(&format!("LOGIN {USER} \"{PASS}\"")).await;
     c.ok("SELECT INBOX").await;
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    shared::process::send_signal(child.id().unwrap(), shared::process::Signal::Term).unwrap();
     // The open session is told goodbye, and the process exits 0.
     assert!(c.raw_line().await.starts_with("* BYE"));
     let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())

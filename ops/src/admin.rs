@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use shared::Config;
 use shared::pg::{Durability, PrivateCluster};
+use shared::process::DataLock;
 use sqlx::PgPool;
 
 /// An open admin session: the config and a migrated pool. If the command had to start the
@@ -14,6 +15,9 @@ pub struct Admin {
     pub config: Config,
     pub db: PgPool,
     started: Option<PrivateCluster>,
+    /// The data directory's lock, held while this session runs the cluster it started (so an
+    /// `up` started meanwhile refuses instead of having PostgreSQL stopped under it).
+    _lock: Option<DataLock>,
 }
 
 impl Admin {
@@ -28,10 +32,19 @@ impl Admin {
         }
         let config = Config::load(data)?;
         let mut started = None;
+        let mut lock = None;
         if config.uses_private_cluster() {
             let cluster = PrivateCluster::new(&config.pg_dir())?;
-            if cluster.start(Durability::Full)? {
-                started = Some(cluster);
+            match DataLock::try_acquire(data)? {
+                Ok(ours) => {
+                    if cluster.start(Durability::Full)? {
+                        started = Some(cluster);
+                        lock = Some(ours);
+                    }
+                }
+                // `tinydc up` (or another admin command) runs the cluster: never start a second
+                // one, never stop theirs. If it is restarting PostgreSQL, the connect below waits.
+                Err(holder) => tracing::debug!("the cluster is run by {holder}"),
             }
         }
         let db = match shared::db::connect(&config, Duration::from_secs(15)).await {
@@ -43,7 +56,12 @@ impl Admin {
                 return Err(e);
             }
         };
-        Ok(Admin { config, db, started })
+        Ok(Admin {
+            config,
+            db,
+            started,
+            _lock: lock,
+        })
     }
 
     /// Close the pool and stop the cluster if this session started it.

@@ -5,6 +5,9 @@
 //! `tinydc-<name> --data DIR` (or with `TINYDC_DATA` set), connects to the database (the private
 //! cluster must already be running; it waits up to 30 s for it), migrates, binds its listeners,
 //! logs each address it listens on, and exits 0 after SIGTERM or SIGINT once connections are done.
+//! Started by `up` (with `TINYDC_SUPERVISED=stdin`), it also shuts down gracefully when its
+//! standard input reaches end of file: `up` is gone, even if it was SIGKILLed, and a daemon
+//! nobody supervises must not hold the ports the next `up` needs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -88,5 +91,6 @@ pub async fn start(name: &str) -> anyhow::Result<(Arc<Context>, Shutdown)> {
     crate::quota::start_owner(&context.db).await?;
     let shutdown = Shutdown::new();
     cancel_on_signals(shutdown.clone());
+    crate::process::exit_with_supervisor(shutdown.clone());
     Ok((context, shutdown))
 }

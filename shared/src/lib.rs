@@ -17,6 +17,7 @@ pub mod events;
 pub mod mailstore;
 pub mod net;
 pub mod pg;
+pub mod process;
 pub mod queue;
 pub mod quota;
 pub mod size;

@@ -44,10 +44,7 @@ async fn starts_after_an_unclean_stop_with_a_reused_pid() {
 
     // A power cut: the postmaster dies without cleaning up...
     let pid = cluster.running_pid().expect("running");
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
+    shared::process::send_signal(pid, shared::process::Signal::Kill).unwrap();
     for _ in 0..100 {
         if cluster.running_pid().is_none() {
             break;

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use shared::process::{Signal, send_signal};
 use shared::testing::TestEnv;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -144,8 +145,7 @@ async fn sigkill_loses_no_acknowledged_message() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pid = child.id().expect("running") as i32;
-    assert_eq!(send_signal(pid, libc::SIGKILL), 0);
+    send_signal(child.id().expect("running"), Signal::Kill).unwrap();
     let _ = child.wait().await;
     for c in clients {
         let _ = c.await;
@@ -194,20 +194,10 @@ async fn sigkill_loses_no_acknowledged_message() {
     s.read_exact(&mut greeting).await.unwrap();
     assert_eq!(&greeting, b"220");
     drop(s);
-    assert_eq!(send_signal(child.id().unwrap() as i32, libc::SIGTERM), 0);
+    send_signal(child.id().unwrap(), Signal::Term).unwrap();
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .unwrap()
         .unwrap();
     assert!(status.success(), "exit after SIGTERM: {status}");
-}
-
-/// Send a signal with the `kill` command (the workspace denies unsafe code).
-fn send_signal(pid: i32, signal: i32) -> i32 {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill command");
-    if status.success() { 0 } else { -1 }
 }

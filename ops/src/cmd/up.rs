@@ -1,9 +1,13 @@
 //! `tinydc up`: run the whole suite in the foreground.
 //!
-//! Starts the private PostgreSQL (when used), brings the schema up to date, starts the three
-//! daemons as child processes (each in its own process group, so a terminal's Ctrl-C reaches only
-//! us), restarts a daemon that dies, and on Ctrl-C or SIGTERM stops the daemons, then PostgreSQL,
-//! leaving no process behind.
+//! Takes the data directory's single-instance lock (`DATA/tinydc.lock`, held for our lifetime),
+//! stops daemons a killed `up` left behind, starts the private PostgreSQL (or adopts the one a
+//! killed `up` left running), brings the schema up to date, and starts the three daemons as
+//! child processes (each in its own process group, so a terminal's Ctrl-C reaches only us). It
+//! restarts a daemon that dies, and restarts PostgreSQL when its postmaster dies (crash
+//! recovery), logging how long that took. Each daemon's standard input is a pipe whose write end
+//! only we hold: if we are SIGKILLed, the daemons read end of file and shut down by themselves.
+//! On Ctrl-C or SIGTERM it stops the daemons, then PostgreSQL, leaving no process behind.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -13,6 +17,7 @@ use anyhow::{Context as _, bail};
 use shared::Config;
 use shared::config::CONFIG_FILE;
 use shared::pg::{Durability, PrivateCluster};
+use shared::process::{DataLock, SUPERVISOR_ENV, Signal, alive, find_by_data_dir, send_signal};
 use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 pub const DAEMONS: [&str; 3] = ["tinydc-smtpd", "tinydc-imapd", "tinydc-davd"];
 /// How long daemons get to finish after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How often the postmaster is checked for life.
+const PG_WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
 pub async fn run(data: &Path, explicit_data: bool) -> anyhow::Result<()> {
     if !data.join(CONFIG_FILE).exists() {
@@ -42,12 +49,23 @@ pub async fn run(data: &Path, explicit_data: bool) -> anyhow::Result<()> {
         };
         super::init::run(data, args).await?;
     }
-    let config = Config::load(data)?;
+    // Absolute, so that the daemons' command lines name it exactly (a later `up` finds them by it).
+    let data = std::path::absolute(data)?;
+    let _lock = DataLock::acquire(&data)?;
+    let config = Config::load(&data)?;
     let binaries = find_daemons()?;
+    stop_leftover_daemons(&data).await;
 
     let cluster = if config.uses_private_cluster() {
         let cluster = PrivateCluster::new(&config.pg_dir())?;
-        cluster.start(Durability::Full)?;
+        match cluster.running_pid() {
+            // Left running by an `up` or admin command that was killed: the lock is ours now, so
+            // nobody else runs it; use it rather than start a second one beside it.
+            Some(pid) => println!("postgres   adopting the private cluster left running (pid {pid})"),
+            None => {
+                cluster.start(Durability::Full)?;
+            }
+        }
         println!(
             "postgres   private cluster in {} (unix socket only)",
             config.pg_dir().display()
@@ -56,14 +74,39 @@ pub async fn run(data: &Path, explicit_data: bool) -> anyhow::Result<()> {
     } else {
         None
     };
-    let result = supervise(&config, &binaries).await;
+    let result = supervise(&config, &data, &binaries, cluster.clone()).await;
     if let Some(cluster) = cluster {
-        match cluster.stop() {
+        match tokio::task::spawn_blocking(move || cluster.stop()).await? {
             Ok(()) => println!("postgres   stopped"),
             Err(e) => eprintln!("tinydc: stopping PostgreSQL: {e:#}"),
         }
     }
     result
+}
+
+/// Daemons of this data directory that a killed `up` left behind (they exit by themselves once
+/// they notice, but may still hold the ports) or that someone started by hand: SIGTERM, and
+/// SIGKILL after the grace period, so our daemons never loop on "Address already in use".
+async fn stop_leftover_daemons(data: &Path) {
+    let mut leftovers = Vec::new();
+    for name in DAEMONS {
+        for pid in find_by_data_dir(name, data) {
+            println!("{name:<10} stopping pid {pid}, left running on this data directory");
+            let _ = send_signal(pid, Signal::Term);
+            leftovers.push(pid);
+        }
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while leftovers.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for pid in leftovers.into_iter().filter(|&p| alive(p)) {
+        eprintln!(
+            "tinydc: pid {pid} did not stop in {} s; killing it",
+            STOP_GRACE.as_secs()
+        );
+        let _ = send_signal(pid, Signal::Kill);
+    }
 }
 
 /// The daemon binaries, next to this `tinydc` binary.
@@ -103,7 +146,12 @@ fn print_listeners(config: &Config) {
     show("webdav", config.dav.http_listen);
 }
 
-async fn supervise(config: &Config, binaries: &[PathBuf]) -> anyhow::Result<()> {
+async fn supervise(
+    config: &Config,
+    data: &Path,
+    binaries: &[PathBuf],
+    cluster: Option<PrivateCluster>,
+) -> anyhow::Result<()> {
     // Schema first, so three daemons do not race to migrate an empty database.
     let db = shared::db::connect(config, Duration::from_secs(30)).await?;
     db.close().await;
@@ -115,7 +163,10 @@ async fn supervise(config: &Config, binaries: &[PathBuf]) -> anyhow::Result<()> 
 
     let mut tasks = JoinSet::new();
     for binary in binaries {
-        tasks.spawn(keep_running(binary.clone(), config.data_dir.clone(), stop.clone()));
+        tasks.spawn(keep_running(binary.clone(), data.to_path_buf(), stop.clone()));
+    }
+    if let Some(cluster) = cluster {
+        tasks.spawn(watch_postgres(cluster, stop.clone()));
     }
     while let Some(done) = tasks.join_next().await {
         if let Err(e) = done {
@@ -125,11 +176,60 @@ async fn supervise(config: &Config, binaries: &[PathBuf]) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Restart the private PostgreSQL whenever its postmaster dies, until `stop`. PostgreSQL runs
+/// crash recovery from its WAL on start, so everything committed is back; the daemons' pools
+/// (sqlx tests a connection before handing it out) and event listeners reconnect by themselves.
+async fn watch_postgres(cluster: PrivateCluster, stop: CancellationToken) {
+    loop {
+        // Wait for the postmaster to go away (pg_ctl started it, so it is not our child to wait for).
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(PG_WATCH_INTERVAL) => {}
+            }
+            if cluster.running_pid().is_none() {
+                break;
+            }
+        }
+        let died = Instant::now();
+        eprintln!("tinydc: PostgreSQL's postmaster died; restarting it (crash recovery)");
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let c = cluster.clone();
+            match tokio::task::spawn_blocking(move || c.start(Durability::Full)).await {
+                Ok(Ok(_)) => break,
+                // Most often: backends of the dead postmaster still hold its shared memory.
+                Ok(Err(e)) => eprintln!(
+                    "tinydc: restarting PostgreSQL: {e:#}; next try in {} ms",
+                    delay.as_millis()
+                ),
+                Err(e) => eprintln!("tinydc: restarting PostgreSQL: {e}"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            // Lingering backends go within seconds: retry quickly at first, then back off.
+            if died.elapsed() > Duration::from_secs(30) {
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+        println!(
+            "postgres   restarted: serving again {:.1} s after its postmaster died (pid {})",
+            died.elapsed().as_secs_f64(),
+            cluster.running_pid().map_or_else(|| "?".into(), |p| p.to_string())
+        );
+    }
+}
+
+/// Start a daemon with a supervisor pipe as its standard input: we keep the write end (std
+/// makes our end close-on-exec, so no other child inherits it) and never write to it.
 fn spawn(binary: &Path, data: &Path) -> std::io::Result<Child> {
     Command::new(binary)
         .arg("--data")
         .arg(data)
-        .stdin(Stdio::null())
+        .env(SUPERVISOR_ENV, "stdin")
+        .stdin(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
@@ -154,6 +254,9 @@ async fn keep_running(binary: PathBuf, data: PathBuf, stop: CancellationToken) {
                 }
             }
         };
+        // Hold the pipe's write end ourselves: tokio's `wait` closes a child's stdin first,
+        // which the daemon would take for our death.
+        let _supervisor_pipe = child.stdin.take();
         let status = tokio::select! {
             _ = stop.cancelled() => {
                 terminate(&name, &mut child).await;
@@ -190,7 +293,7 @@ fn describe(status: std::io::Result<ExitStatus>) -> String {
 /// SIGTERM, then SIGKILL after the grace period.
 async fn terminate(name: &str, child: &mut Child) {
     if let Some(pid) = child.id() {
-        send_sigterm(pid);
+        let _ = send_signal(pid, Signal::Term);
     }
     match tokio::time::timeout(STOP_GRACE, child.wait()).await {
         Ok(status) => println!("{name:<10} stopped ({})", describe(status)),
@@ -198,13 +301,5 @@ async fn terminate(name: &str, child: &mut Child) {
             eprintln!("tinydc: {name} did not stop in {} s; killing it", STOP_GRACE.as_secs());
             let _ = child.kill().await;
         }
-    }
-}
-
-#[allow(unsafe_code)] // kill(2): std offers only SIGKILL for children.
-fn send_sigterm(pid: u32) {
-    // SAFETY: kill has no memory-safety preconditions; pid is our own child's.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
     }
 }

@@ -238,7 +238,12 @@ impl Suite {
             imaps: numbers[4],
             https: numbers[5],
         };
+        Suite::launch(data, ports)
+    }
 
+    /// Start `tinydc up` on `data` whose config already names `ports`, and wait until every
+    /// listener accepts connections.
+    pub fn launch(data: &Path, ports: Ports) -> Suite {
         let up = Command::new(TINYDC)
             .arg("--data")
             .arg(data)
@@ -276,10 +281,7 @@ impl Suite {
 
     /// Ctrl-C, then wait for a clean exit.
     pub fn stop(mut self) {
-        Command::new("kill")
-            .args(["-INT", &self.up.id().to_string()])
-            .status()
-            .unwrap();
+        shared::process::send_signal(self.up.id(), shared::process::Signal::Int).unwrap();
         let deadline = Instant::now() + Duration::from_secs(40);
         let status = loop {
             if let Some(status) = self.up.try_wait().unwrap() {
@@ -296,7 +298,7 @@ impl Drop for Suite {
     fn drop(&mut self) {
         // A failed test must not leave the suite running.
         if let Ok(None) = self.up.try_wait() {
-            let _ = Command::new("kill").args(["-INT", &self.up.id().to_string()]).status();
+            let _ = shared::process::send_signal(self.up.id(), shared::process::Signal::Int);
             let _ = self.up.wait();
         }
     }

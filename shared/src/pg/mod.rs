@@ -175,22 +175,47 @@ impl PrivateCluster {
         (cmdline.contains("postgres") && cmdline.contains(&*data_dir.to_string_lossy())).then_some(pid)
     }
 
-    /// Remove what an unclean stop left behind (pid file, socket lock files) when no postmaster
-    /// of this cluster is alive, so that a reused pid cannot block the start.
+    /// Remove the lock files an unclean stop left behind (postmaster.pid, the socket's lock),
+    /// which PostgreSQL would otherwise take for a running server: when their pid is dead, a
+    /// zombie nobody reaped (a SIGKILLed postmaster), or now an unrelated program (a pid reused
+    /// after a power cut). Never while a backend of the dead postmaster is still attached to its
+    /// shared memory (they linger briefly after a SIGKILL): the pid file is PostgreSQL's guard
+    /// against two sets of processes writing one cluster, so then the start fails and is retried.
     fn clear_stale_files(&self) {
         if self.running_pid().is_some() {
             return;
         }
         let pid_file = self.data_dir().join("postmaster.pid");
-        if pid_file.exists() {
-            tracing::warn!("removing stale {} after an unclean stop", pid_file.display());
-            let _ = std::fs::remove_file(&pid_file);
-        }
+        let mut lock_files = vec![pid_file.clone()];
         if let Ok(entries) = std::fs::read_dir(self.socket_dir()) {
             for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(".s.PGSQL.") {
-                    let _ = std::fs::remove_file(entry.path());
+                let name = entry.file_name().to_string_lossy().to_string();
+                if name.starts_with(".s.PGSQL.") && name.ends_with(".lock") {
+                    lock_files.push(entry.path());
                 }
+            }
+        }
+        if let Ok(text) = std::fs::read_to_string(&pid_file)
+            && shared_memory_in_use(&text)
+        {
+            tracing::warn!(
+                "processes of the previous PostgreSQL still use its shared memory; not starting beside them"
+            );
+            return;
+        }
+        for file in lock_files {
+            let Some(pid) = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| t.lines().next()?.trim().parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let postgres = crate::process::cmdline(pid)
+                .and_then(|args| args.first().cloned())
+                .is_some_and(|arg0| arg0.contains("postgres"));
+            if !crate::process::alive(pid) || !postgres {
+                tracing::warn!("removing {} left by an unclean stop (pid {pid})", file.display());
+                let _ = std::fs::remove_file(&file);
             }
         }
     }
@@ -258,6 +283,25 @@ impl PrivateCluster {
             }
         }
     }
+}
+
+/// Whether the System V shared memory segment named on line 7 of a postmaster.pid (`key shmid`)
+/// still has processes attached (`nattch` in /proc/sysvipc/shm).
+fn shared_memory_in_use(pid_file: &str) -> bool {
+    let Some(shmid) = pid_file
+        .lines()
+        .nth(6)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|id| id.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    let table = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    table.lines().skip(1).any(|row| {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        cols.get(1).and_then(|c| c.parse::<u64>().ok()) == Some(shmid)
+            && cols.get(6).and_then(|c| c.parse::<u64>().ok()).is_some_and(|n| n > 0)
+    })
 }
 
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {

@@ -41,7 +41,7 @@ pub async fn run(suite: &Suite, args: &SuiteArgs, fresh: bool) -> anyhow::Result
 }
 
 /// `Pss:` of /proc/PID/smaps_rollup, in KiB.
-fn pss_kib(pid: u32) -> Option<u64> {
+pub fn pss_kib(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
     text.lines().find_map(|l| {
         l.strip_prefix("Pss:")
@@ -50,7 +50,7 @@ fn pss_kib(pid: u32) -> Option<u64> {
 }
 
 /// `pid` and its direct children (a postmaster's backends and helpers).
-fn with_children(pid: u32) -> Vec<u32> {
+pub fn with_children(pid: u32) -> Vec<u32> {
     let mut out = vec![pid];
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return out;

@@ -12,6 +12,7 @@ mod http;
 mod imap;
 mod memory;
 mod smtp;
+mod soak;
 mod store;
 mod suite;
 mod wire;
@@ -44,6 +45,11 @@ pub enum BenchCommand {
     Dav(SuiteArgs),
     /// Memory (PSS) of the three daemons, idle after start.
     Idle(SuiteArgs),
+    /// Load and faults for a fixed time under `tinydc up`: IMAP sessions idling and syncing,
+    /// SMTP senders, WebDAV clients, a daemon and PostgreSQL SIGKILLed midway; then every
+    /// acknowledged item is looked for (none may be missing). Reports errors, PSS peaks and
+    /// recovery times.
+    Soak(soak::SoakArgs),
 }
 
 /// Knobs of the daemon benchmarks; the defaults are the workloads the README's figures use.
@@ -101,6 +107,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Imap(a) => (Part::Imap, a),
         BenchCommand::Dav(a) => (Part::Dav, a),
         BenchCommand::Idle(a) => (Part::Idle, a),
+        BenchCommand::Soak(a) => return soak::run(a).await,
     };
     let args = SuiteArgs {
         messages: args.messages.max(1),

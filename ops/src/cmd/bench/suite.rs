@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 use shared::Config;
 use shared::config::CONFIG_FILE;
 use shared::pg::{Durability, PrivateCluster};
+use shared::process::{Signal, send_signal};
 use tokio::process::{Child, Command};
 
 use crate::cmd::up::{DAEMONS, find_daemons};
@@ -41,10 +42,23 @@ pub struct Suite {
     pub config: Config,
     cluster: PrivateCluster,
     pub daemons: Vec<Daemon>,
+    /// `tinydc up` supervising the daemons and PostgreSQL, when started with
+    /// [`Suite::start_supervised`] (then `daemons` is empty: up starts them).
+    up: Option<Child>,
 }
 
 impl Suite {
     pub async fn start(keep: bool) -> anyhow::Result<Suite> {
+        Suite::start_with(keep, &[], false).await
+    }
+
+    /// The throwaway install run by the real `tinydc up` (this binary), with `users` more users
+    /// (same password): the soak kills its daemons and PostgreSQL and up must bring them back.
+    pub async fn start_supervised(keep: bool, users: &[String]) -> anyhow::Result<Suite> {
+        Suite::start_with(keep, users, true).await
+    }
+
+    async fn start_with(keep: bool, users: &[String], supervised: bool) -> anyhow::Result<Suite> {
         let binaries = find_daemons()?;
         let dir = tempfile::Builder::new().prefix("tinydc-bench-").tempdir_in("/tmp")?;
         {
@@ -67,29 +81,56 @@ impl Suite {
             config,
             cluster,
             daemons: Vec::new(),
+            up: None,
         };
         if keep {
             let dir = suite.dir.take().expect("just made");
             let path = dir.keep();
             eprintln!("bench: keeping {}", path.display());
         }
-        if let Err(e) = suite.populate_and_spawn(&binaries).await {
+        if let Err(e) = suite.populate_and_spawn(&binaries, users, supervised).await {
             let _ = suite.stop().await;
             return Err(e);
         }
         Ok(suite)
     }
 
-    async fn populate_and_spawn(&mut self, binaries: &[PathBuf]) -> anyhow::Result<()> {
+    async fn populate_and_spawn(
+        &mut self,
+        binaries: &[PathBuf],
+        users: &[String],
+        supervised: bool,
+    ) -> anyhow::Result<()> {
         // Schema and users first, so three daemons do not race to migrate an empty database.
         let db = shared::db::connect(&self.config, Duration::from_secs(30)).await?;
         shared::accounts::add_domain(&db, DOMAIN).await?;
-        for user in [SMTP_USER, IMAP_USER, DAV_USER] {
+        for user in [SMTP_USER, IMAP_USER, DAV_USER]
+            .into_iter()
+            .chain(users.iter().map(String::as_str))
+        {
             shared::accounts::add_user(&db, user, PASSWORD, None).await?;
         }
         db.close().await;
 
-        for (name, binary) in DAEMONS.iter().zip(binaries) {
+        if supervised {
+            // up adopts the running cluster and starts the daemons; their logs go to up's.
+            let log = std::fs::File::create(self.log_path("up"))?;
+            let exe = std::env::current_exe()?;
+            let child = Command::new(exe)
+                .arg("--data")
+                .arg(&self.data)
+                .arg("up")
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .process_group(0)
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting tinydc up")?;
+            self.up = Some(child);
+        }
+        for (name, binary) in DAEMONS.iter().zip(binaries).filter(|_| !supervised) {
             let log = std::fs::File::create(self.log_path(name))?;
             let child = Command::new(binary)
                 .arg("--data")
@@ -124,6 +165,11 @@ impl Suite {
                         exited = Some((d.name, status));
                     }
                 }
+                if let Some(up) = &mut self.up
+                    && let Some(status) = up.try_wait()?
+                {
+                    exited = Some(("up", status));
+                }
                 if let Some((name, status)) = exited {
                     bail!("{name} exited ({status}) while starting:\n{}", self.log_tail(name));
                 }
@@ -150,7 +196,7 @@ impl Suite {
     /// Log lines at WARN or ERROR a daemon wrote (a daemon that misbehaves under load says so).
     pub fn complaints(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for name in DAEMONS {
+        for name in DAEMONS.into_iter().chain(["up"]) {
             let text = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
             for line in text.lines().map(strip_ansi) {
                 if line.contains(" WARN ") || line.contains(" ERROR ") {
@@ -159,6 +205,20 @@ impl Suite {
             }
         }
         out
+    }
+
+    /// The pid of a running daemon (`tinydc-imapd`): the one up runs now, or ours.
+    pub fn daemon_pid(&self, name: &str) -> Option<u32> {
+        if self.up.is_some() {
+            shared::process::find_by_data_dir(name, &self.data).into_iter().next()
+        } else {
+            self.daemons.iter().find(|d| d.name == name).map(|d| d.pid)
+        }
+    }
+
+    /// The log `tinydc up` wrote (empty unless supervised).
+    pub fn up_log(&self) -> String {
+        std::fs::read_to_string(self.log_path("up")).unwrap_or_default()
     }
 
     /// The private PostgreSQL's postmaster pid.
@@ -181,8 +241,23 @@ impl Suite {
     /// SIGTERM every daemon (SIGKILL after a grace period), stop PostgreSQL, remove the directory.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
+        if let Some(mut up) = self.up.take() {
+            // up stops its daemons (15 s grace each, in parallel), then PostgreSQL.
+            if let Some(pid) = up.id() {
+                let _ = send_signal(pid, Signal::Term);
+            }
+            match tokio::time::timeout(STOP_GRACE * 3, up.wait()).await {
+                Ok(Ok(status)) if status.success() => {}
+                Ok(Ok(status)) => problems.push(format!("tinydc up exited with {status} after SIGTERM")),
+                Ok(Err(e)) => problems.push(format!("tinydc up: {e}")),
+                Err(_) => {
+                    let _ = up.kill().await;
+                    problems.push("tinydc up did not stop in time".into());
+                }
+            }
+        }
         for d in &self.daemons {
-            send_sigterm(d.pid);
+            let _ = send_signal(d.pid, Signal::Term);
         }
         for d in &mut self.daemons {
             match tokio::time::timeout(STOP_GRACE, d.child.wait()).await {
@@ -272,12 +347,4 @@ max_connections_per_address = 1000
         imap = ports[2],
         dav = ports[3],
     ))
-}
-
-#[allow(unsafe_code)] // kill(2): std offers only SIGKILL for children.
-fn send_sigterm(pid: u32) {
-    // SAFETY: kill has no memory-safety preconditions; pid is our own child's.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
-    }
 }
