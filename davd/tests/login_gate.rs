@@ -36,7 +36,14 @@ async fn propfind(user: &str, password: &str, source: &str, url: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_parallel_wrong_passwords_get_the_configured_checks_and_the_user_still_gets_in() {
-    let dav = Dav::start(None).await;
+    // Room for all 60 connections from one address: this test is about the login gate, not
+    // the connection cap (50 per address by default, tests/limits.rs).
+    let mut env = shared::testing::TestEnv::new().await;
+    let mut config = (*env.context.config).clone();
+    config.dav.max_connections_per_address = 100;
+    env.context = Context::new(config, env.context.db.clone()).await.unwrap();
+    env.add_user(ALICE, PW, None).await;
+    let dav = Dav::serve(env).await;
     let url = dav.url("/");
     let started = Instant::now();
     let tasks: Vec<_> = (0..60)

@@ -17,7 +17,16 @@ const PASS: &str = "alice password";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_parallel_wrong_passwords_get_the_configured_checks_and_the_user_still_gets_in() {
     // Enough connections per minute that the connection limiter is not what answers.
-    let h = start_with(|c| c.smtp.connections_per_ip_per_minute = 1000, Dns::fixed()).await;
+    // Enough connections per minute and per address that the connection limits are not what
+    // answers (tests/limits.rs tests those).
+    let h = start_with(
+        |c| {
+            c.smtp.connections_per_ip_per_minute = 1000;
+            c.smtp.max_connections_per_address = 100;
+        },
+        Dns::fixed(),
+    )
+    .await;
     h.add_user(USER, PASS, None).await;
     let addr = h.submission();
     let started = Instant::now();
