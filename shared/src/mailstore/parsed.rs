@@ -198,8 +198,7 @@ fn slice<'m>(message: &'m Message<'_>, start: u32, end: u32) -> Option<&'m [u8]>
 fn raw_value(message: &Message<'_>, part: &MessagePart<'_>, name: HeaderName<'_>) -> Option<String> {
     let header = part.headers.iter().rev().find(|h| h.name == name)?;
     let bytes = slice(message, header.offset_start, header.offset_end)?;
-    let text = String::from_utf8_lossy(bytes);
-    let unfolded: String = text.replace("\r\n", "").replace('\n', "");
+    let unfolded = crate::header::unfold(bytes);
     let trimmed = unfolded.trim();
     (!trimmed.is_empty()).then(|| trimmed.to_string())
 }
