@@ -6,27 +6,14 @@
 
 use shared::Config;
 
+use crate::xmldoc::escape;
+
 pub const WELL_KNOWN_PATH: &str = "/.well-known/autoconfig/mail/config-v1.1.xml";
 pub const HOST_PATH: &str = "/mail/config-v1.1.xml";
 
 /// Whether a request path asks for the autoconfig document.
 pub fn is_autoconfig_path(path: &str) -> bool {
     path == WELL_KNOWN_PATH || path == HOST_PATH
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn server(kind: &str, element: &str, host: &str, port: u16, socket: &str) -> String {
@@ -82,6 +69,8 @@ mod tests {
         .unwrap();
         let xml = document(&config, &["example.test".into(), "b&b.test".into()]);
         assert!(xml.contains("<domain>b&amp;b.test</domain>"));
+        let quoted = document(&config, &["a\"b.test".into()]);
+        assert!(quoted.contains("<emailProvider id=\"a&quot;b.test\">"));
         assert!(xml.contains("<hostname>mail.example.test</hostname>"));
         let imaps = xml.find("<port>993</port>").unwrap();
         let imap = xml.find("<port>143</port>").unwrap();

@@ -48,29 +48,17 @@ const GROW_STEP: u64 = 64 << 20;
 /// many were removed.
 pub fn sweep_stale_uploads(files_dir: &Path, started: SystemTime) -> usize {
     let mut removed = 0;
-    let mut stack = vec![files_dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if meta.is_file()
-                && paths::is_hidden_name(entry.file_name().as_encoded_bytes())
-                && meta.modified().is_ok_and(|m| m < started)
-            {
-                match std::fs::remove_file(entry.path()) {
-                    Ok(()) => {
-                        tracing::info!(path = %entry.path().display(), "removed an upload left by a crash");
-                        removed += 1;
-                    }
-                    Err(e) => tracing::warn!(path = %entry.path().display(), "cannot remove a stale upload: {e}"),
+    shared::quota::for_each_file(files_dir, |entry, meta| {
+        if paths::is_hidden_name(entry.file_name().as_encoded_bytes()) && meta.modified().is_ok_and(|m| m < started) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), "removed an upload left by a crash");
+                    removed += 1;
                 }
+                Err(e) => tracing::warn!(path = %entry.path().display(), "cannot remove a stale upload: {e}"),
             }
         }
-    }
+    });
     removed
 }
 

@@ -15,5 +15,6 @@ pub mod props;
 pub mod server;
 pub mod win32;
 pub mod xmlcheck;
+pub mod xmldoc;
 
 pub use server::{Server, run};

@@ -188,6 +188,14 @@ impl PgLocks {
         .await
     }
 
+    /// For UNLOCK and refresh, which change the user's locks: forget the request's copy of them,
+    /// then find the live lock `token` names on `key` or an ancestor (None when there is none or
+    /// the store fails, logged).
+    async fn token_for_change(&self, what: &str, key: &str, token: &str) -> Option<Row> {
+        self.forget_known();
+        log_db(what, self.find_token(key, token).await).flatten()
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn try_lock(
         &self,
@@ -355,8 +363,7 @@ impl DavLockSystem for PgLocks {
         let key = paths::key(path);
         let token = token.to_string();
         async move {
-            self.forget_known();
-            let Some(Some(row)) = log_db("unlock", self.find_token(&key, &token).await) else {
+            let Some(row) = self.token_for_change("unlock", &key, &token).await else {
                 return Err(());
             };
             let r = sqlx::query("DELETE FROM dav_locks WHERE user_id = $1 AND token = $2")
@@ -373,8 +380,7 @@ impl DavLockSystem for PgLocks {
         let key = paths::key(path);
         let token = token.to_string();
         async move {
-            self.forget_known();
-            let Some(Some(row)) = log_db("refresh", self.find_token(&key, &token).await) else {
+            let Some(row) = self.token_for_change("refresh", &key, &token).await else {
                 return Err(());
             };
             // RFC 4918 section 9.10.2: a refresh restarts the timeout (the same one, unless

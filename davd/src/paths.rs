@@ -26,19 +26,22 @@ pub fn key(path: &DavPath) -> String {
     s
 }
 
-/// Decode a percent-encoded key segment to the raw name bytes.
+/// Decode a percent-encoded key segment to the raw name bytes (RFC 3986 section 2.1): `%`
+/// and two hex digits is one byte; anything else, a lone `%` included, stays as it is. davd's
+/// one percent-decoder (keys are written by dav-server's encoder, `DavPath::as_url_string`).
 pub fn decode_segment(segment: &str) -> Vec<u8> {
     let b = segment.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && let Some(v) = b
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some((high, low)) = b
+                .get(i + 1)
+                .and_then(|&h| hex(h))
+                .zip(b.get(i + 2).and_then(|&l| hex(l)))
         {
-            out.push(v);
+            out.push((high * 16 + low) as u8);
             i += 3;
             continue;
         }
@@ -144,6 +147,25 @@ mod tests {
         );
         assert!(DavPath::new("/%2e%2e/x").is_err());
         assert!(DavPath::new("/a/../../x").is_err());
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(decode_segment("alice%40example.test"), b"alice@example.test");
+        assert_eq!(decode_segment("caf%C3%a9%20x"), "café x".as_bytes());
+        assert_eq!(decode_segment("%2F%00"), b"/\0");
+        // Not an escape: kept as written (a sign is not a hex digit).
+        for kept in ["100%", "%4", "%zz", "%+4", "%-1", "a+b", "%%41"] {
+            let want = if kept == "%%41" {
+                b"%A".to_vec()
+            } else {
+                kept.as_bytes().to_vec()
+            };
+            assert_eq!(decode_segment(kept), want, "{kept}");
+        }
+        // What dav-server encodes decodes back to the name.
+        let path = DavPath::new("/a%20b%25c%40d").unwrap();
+        assert_eq!(decode_segment(key(&path).trim_start_matches('/')), b"a b%c@d");
     }
 
     #[test]

@@ -657,11 +657,15 @@ impl App {
                 return simple(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
             }
         };
-        let text = String::from_utf8_lossy(&bytes);
-        let all_ok = text
-            .split("<D:status>")
-            .skip(1)
-            .all(|s| s.trim_start().starts_with("HTTP/1.1 200"));
+        // Every status of the multistatus (RFC 4918 section 14.28), read as parsed elements; an
+        // answer that cannot be read applies nothing.
+        let all_ok = match crate::xmldoc::texts(&bytes, |name, _| crate::xmldoc::is_dav(name, "status")) {
+            Ok(statuses) => statuses.iter().all(|s| s.trim_start().starts_with("HTTP/1.1 200")),
+            Err(e) => {
+                tracing::error!(path = uri_path, "unreadable PROPPATCH answer: {e}");
+                false
+            }
+        };
         if all_ok {
             let path = dav_server::davpath::DavPath::new(uri_path).and_then(|mut p| {
                 if !prefix.is_empty() {

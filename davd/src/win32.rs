@@ -48,23 +48,23 @@ pub fn sets_in(body: &[u8]) -> Vec<DavProp> {
                     continue;
                 }
                 let text = p.get_text().map(|t| t.trim().to_string()).unwrap_or_default();
-                out.push(DavProp::new(p.name.clone(), "Z".into(), NS.into(), escape(&text)));
+                out.push(DavProp::new(
+                    p.name.clone(),
+                    "Z".into(),
+                    NS.into(),
+                    crate::xmldoc::escape(&text).into_owned(),
+                ));
             }
         }
     }
     out
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-/// The text content of a stored property element (`<Z:x ...>text</Z:x>`).
+/// The text content of a stored property element (`<Z:x ...>text</Z:x>`), trimmed; None when
+/// it is not one well-formed element.
 pub fn text_of(xml: &[u8]) -> Option<String> {
-    let s = std::str::from_utf8(xml).ok()?;
-    let start = s.find('>')? + 1;
-    let end = s.rfind("</")?;
-    (start <= end).then(|| s[start..end].trim().to_string())
+    let texts = crate::xmldoc::texts(xml, |_, depth| depth == 1).ok()?;
+    texts.into_iter().next().map(|t| t.trim().to_string())
 }
 
 /// An HTTP date (`Tue, 24 Nov 2026 02:00:00 GMT`, what Windows sends) as a time.
@@ -104,5 +104,12 @@ mod tests {
             "</a>".repeat(100_000)
         );
         assert!(sets_in(deep.as_bytes()).is_empty());
+        // The stored element is read as XML: entities resolved, CDATA and comments understood.
+        assert_eq!(
+            text_of(br#"<Z:a xmlns:Z="urn:schemas-microsoft-com:"> x &amp; <!-- </Z:a> --><![CDATA[<y>]]></Z:a>"#)
+                .as_deref(),
+            Some("x & <y>")
+        );
+        assert_eq!(text_of(b"<Z:a>x</Z:b>"), None);
     }
 }

@@ -272,3 +272,35 @@ async fn propfind_status(dav: &Dav, path: &str) -> u16 {
         .await
         .status
 }
+
+/// RFC 4918 section 9.2: a PROPPATCH is all or nothing. When one of its instructions fails (here
+/// a protected live property), the multistatus answer says so and davd, reading that answer as
+/// a parsed document, applies none of the Win32 times to the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_proppatch_applies_no_win32_time() {
+    let dav = Dav::start(None).await;
+    let url = dav.url("/Notes.txt");
+    let r = dav
+        .curl(ALICE, &["-A", UA, "-X", "PUT", "--data-binary", "notes", &url])
+        .await;
+    assert_eq!(r.status, 201);
+    let body = r#"<?xml version="1.0" encoding="utf-8" ?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop><Z:Win32LastModifiedTime>Tue, 24 Nov 2026 02:02:00 GMT</Z:Win32LastModifiedTime><D:getcontentlength>1</D:getcontentlength></D:prop></D:set></D:propertyupdate>"#;
+    let r = dav
+        .curl(ALICE, &["-A", UA, "-X", "PROPPATCH", "--data-binary", body, &url])
+        .await;
+    assert_eq!(r.status, 207, "{}", r.text());
+    assert!(!r.text().contains("200 OK"), "{}", r.text());
+    let mtime = std::fs::metadata(dav.files_dir(ALICE).join("Notes.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_ne!(
+        mtime.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+        1_795_485_720
+    );
+    assert!(
+        !propfind(&dav, "/Notes.txt")
+            .await
+            .contains("Tue, 24 Nov 2026 02:02:00 GMT")
+    );
+}

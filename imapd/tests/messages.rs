@@ -122,6 +122,23 @@ async fn fetch_items() {
     c.bad("FETCH 1 (BOGUS)").await;
 }
 
+/// A message whose header section is empty (it starts with the empty line, RFC 5322 §2.1): the
+/// header is that line alone, and the body's own blank lines stay in the body.
+#[tokio::test]
+async fn empty_header_section() {
+    let server = Server::start().await;
+    let mut c = server.login().await;
+    c.append("INBOX", "()", b"\r\nfirst\r\n\r\nsecond\r\n").await;
+    c.ok("SELECT INBOX").await;
+    let r = c.ok("FETCH 1 (BODY.PEEK[HEADER])").await;
+    assert!(r.find("BODY[HEADER]").ends_with("{2}\r\n\r\n)"), "{r:#?}");
+    let r = c.ok("FETCH 1 (BODY.PEEK[TEXT])").await;
+    assert!(
+        r.find("BODY[TEXT]").ends_with("{17}\r\nfirst\r\n\r\nsecond\r\n)"),
+        "{r:#?}"
+    );
+}
+
 #[tokio::test]
 async fn store_flags() {
     let server = Server::start().await;

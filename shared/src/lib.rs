@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod db;
 pub mod dkim;
 pub mod events;
+pub mod header;
 pub mod mailstore;
 pub mod net;
 pub mod pg;

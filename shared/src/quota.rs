@@ -432,6 +432,18 @@ pub async fn recalc(db: &PgPool, user_id: i64, files_root: &std::path::Path) -> 
 /// progress (`.tinydc-upload-*`) are not counted.
 pub fn tree_bytes(root: &std::path::Path) -> u64 {
     let mut total = 0;
+    for_each_file(root, |entry, meta| {
+        if !entry.file_name().to_string_lossy().starts_with(UPLOAD_TEMP_PREFIX) {
+            total += meta.len();
+        }
+    });
+    total
+}
+
+/// Visit every regular file under `root` with its metadata. Symbolic links are not followed
+/// (a link is neither a file nor a directory here) and a directory that cannot be read is
+/// skipped; the walk keeps its own stack, so depth costs no call stack.
+pub fn for_each_file(root: &std::path::Path, mut visit: impl FnMut(&std::fs::DirEntry, &std::fs::Metadata)) {
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
@@ -441,12 +453,11 @@ pub fn tree_bytes(root: &std::path::Path) -> u64 {
             };
             if meta.is_dir() {
                 stack.push(entry.path());
-            } else if meta.is_file() && !entry.file_name().to_string_lossy().starts_with(UPLOAD_TEMP_PREFIX) {
-                total += meta.len();
+            } else if meta.is_file() {
+                visit(&entry, &meta);
             }
         }
     }
-    total
 }
 
 /// Name prefix of davd's temporary upload files (not counted as usage until renamed into place).

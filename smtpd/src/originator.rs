@@ -2,7 +2,7 @@
 //! `From` field and at most one `Sender` field (RFC 5322 §3.6 table), and every mailbox they
 //! name must be one of the authenticated user's addresses.
 //!
-//! The header section is read twice, by this module's own RFC 5322 scanner and by mail-parser
+//! The header section is read twice, by the shared field iterator (`shared::header`) and by mail-parser
 //! (which the mail store and IMAP's ENVELOPE use), and the stricter view wins: the field counts
 //! are the larger of the two and every mailbox either finds must be the user's. A parser
 //! differential (a field one reader sees and the other does not) can then only cause a refusal,
@@ -26,7 +26,8 @@ struct Field {
     value: String,
 }
 
-/// The header fields of `message`, up to the first empty line (RFC 5322 §2.2, §2.2.3).
+/// The header fields of `message`, up to the first empty line, as the shared field iterator
+/// splits them (RFC 5322 §2.2, §2.2.3).
 ///
 /// Lenient on purpose where readers differ, so that this scanner sees at least every field any
 /// of them sees: whitespace inside a name is dropped (mail-parser reads `Fr om:` as `From`), a
@@ -35,41 +36,32 @@ struct Field {
 /// part of a CRLF pair makes lines ambiguous and is refused (RFC 5322 §2.2; DATA already refuses
 /// them, BDAT does not).
 fn fields(message: &[u8]) -> Result<Vec<Field>, Refusal> {
+    let mut iter = shared::header::fields(message);
     let mut fields: Vec<Field> = Vec::new();
-    let mut rest = message;
-    while !rest.is_empty() {
-        let (line, tail) = match rest.windows(2).position(|w| w == b"\r\n") {
-            Some(end) => (&rest[..end], &rest[end + 2..]),
-            None => (rest, &rest[rest.len()..]),
+    for field in iter.by_ref() {
+        let (Some(name), Some(value)) = (field.name(), field.unfolded()) else {
+            continue;
         };
-        if line.is_empty() {
-            break;
-        }
-        if line.iter().any(|&b| b == b'\r' || b == b'\n') {
-            return Err(Refusal::Malformed("bare CR or LF in the header section".into()));
-        }
-        let text = String::from_utf8_lossy(line);
-        let folded = matches!(line[0], b' ' | b'\t');
-        match fields.last_mut() {
-            // RFC 5322 §2.2.3: unfolding removes the CRLF before the blank.
-            Some(last) if folded => last.value.push_str(&text),
-            _ => {
-                if let Some((name, value)) = text.split_once(':') {
-                    let name: String = name
-                        .chars()
-                        .filter(|c| !c.is_whitespace())
-                        .collect::<String>()
-                        .to_ascii_lowercase();
-                    fields.push(Field {
-                        name,
-                        value: value.to_string(),
-                    });
-                }
-            }
-        }
-        rest = tail;
+        let name: String = String::from_utf8_lossy(name)
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        fields.push(Field { name, value });
+    }
+    if has_bare_cr_or_lf(&message[..iter.consumed()]) {
+        return Err(Refusal::Malformed("bare CR or LF in the header section".into()));
     }
     Ok(fields)
+}
+
+/// Whether `bytes` hold a CR not followed by LF or an LF not preceded by CR.
+fn has_bare_cr_or_lf(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(i, &b)| match b {
+        b'\r' => bytes.get(i + 1) != Some(&b'\n'),
+        b'\n' => i == 0 || bytes[i - 1] != b'\r',
+        _ => false,
+    })
 }
 
 /// The addr-specs of a mailbox-list, address-list or group (RFC 5322 §3.4), as written (a

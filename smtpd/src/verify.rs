@@ -86,44 +86,29 @@ pub async fn verify(
 /// cannot forge results that look like ours. Only the header section is looked at.
 pub fn strip_own_results(message: &[u8], authserv_id: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len());
-    let mut rest = message;
-    let mut dropping = false;
-    while !rest.is_empty() {
-        let end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |p| p + 1);
-        let (line, tail) = rest.split_at(end);
-        if line == b"\r\n" || line == b"\n" {
-            // End of the header section: the body is copied as it is.
-            out.extend_from_slice(rest);
-            return out;
+    // The fields are contiguous from the start: after the last one come the empty line and the
+    // body, copied as they are.
+    let mut end = 0;
+    for field in shared::header::fields(message) {
+        end += field.raw().len();
+        if is_own_result(&field, authserv_id) {
+            tracing::info!("removed a forged Authentication-Results field");
+        } else {
+            out.extend_from_slice(field.raw());
         }
-        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        if !continuation {
-            dropping = is_own_result(line, authserv_id);
-            if dropping {
-                tracing::info!("removed a forged Authentication-Results field");
-            }
-        }
-        if !dropping {
-            out.extend_from_slice(line);
-        }
-        rest = tail;
     }
+    out.extend_from_slice(&message[end..]);
     out
 }
 
-fn is_own_result(line: &[u8], authserv_id: &str) -> bool {
-    let text = String::from_utf8_lossy(line);
-    let Some((name, value)) = text.split_once(':') else {
-        return false;
-    };
-    if !name.trim().eq_ignore_ascii_case("authentication-results") {
+/// An Authentication-Results field whose authserv-id (RFC 8601 §2.2, the first word of the
+/// unfolded value) is ours.
+fn is_own_result(field: &shared::header::Field<'_>, authserv_id: &str) -> bool {
+    if !field.is("authentication-results") {
         return false;
     }
-    let id = value
-        .trim_start()
-        .split([';', ' ', '\t', '\r', '\n'])
-        .next()
-        .unwrap_or("");
+    let value = field.unfolded().unwrap_or_default();
+    let id = value.trim_start().split([';', ' ', '\t']).next().unwrap_or("");
     id.eq_ignore_ascii_case(authserv_id)
 }
 
@@ -143,5 +128,8 @@ mod tests {
              Authentication-Results: mx.example; in the body\r\n"
         );
         assert_eq!(strip_own_results(b"Subject: y\r\n\r\nz", "a"), b"Subject: y\r\n\r\nz");
+        // The authserv-id on a continuation line (folded right after the colon) is still ours.
+        let folded = b"Authentication-Results:\r\n mx.example; dkim=pass\r\nSubject: x\r\n\r\nz";
+        assert_eq!(strip_own_results(folded, "mx.example"), b"Subject: x\r\n\r\nz");
     }
 }

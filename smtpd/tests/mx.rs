@@ -274,6 +274,18 @@ async fn forged_authentication_results_are_removed() {
     let m = &h.inbox(alice).await[0];
     assert!(!m.contains("bank.test"), "{m}");
     assert_eq!(m.matches("Authentication-Results:").count(), 1, "{m}");
+    // The authserv-id folded onto the next line (RFC 5322 §2.2.3) is still ours.
+    c.expect("MAIL FROM:<a@x.org>", 250).await;
+    c.expect("RCPT TO:<alice@example.test>", 250).await;
+    let folded =
+        "Authentication-Results:\r\n localhost; dkim=pass header.d=shop.test\r\nSubject: trust me too\r\n\r\nx\r\n";
+    assert_eq!(c.data(folded).await.code, 250);
+    let inbox = h.inbox(alice).await;
+    assert_eq!(inbox.len(), 2);
+    for m in &inbox {
+        assert!(!m.contains("shop.test"), "{m}");
+        assert_eq!(m.matches("Authentication-Results:").count(), 1, "{m}");
+    }
 }
 
 #[tokio::test]

@@ -88,14 +88,10 @@ fn header_matches(stored: &StoredMessage, name: &str, needle: &str) -> bool {
 /// Decoding is per field: decoding the block as one value stopped at its first line.
 fn text_in_header(header: &[u8], needle: &str) -> bool {
     contains(&String::from_utf8_lossy(header), needle)
-        || mime::fields(header).iter().any(|field| {
-            let Some(colon) = field.iter().position(|&b| b == b':') else {
-                return false;
-            };
-            let value = String::from_utf8_lossy(&field[colon + 1..])
-                .replace("\r\n", "")
-                .replace('\n', "");
-            value.contains("=?") && contains(&decode_words(value.trim()), needle)
+        || shared::header::fields(header).any(|field| {
+            field
+                .unfolded()
+                .is_some_and(|value| value.contains("=?") && contains(&decode_words(value.trim()), needle))
         })
 }
 

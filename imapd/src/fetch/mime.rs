@@ -21,61 +21,26 @@ pub fn split(raw: &[u8]) -> Entity<'_> {
     }
 }
 
-/// Unfolded values of the header fields named `name` (case-insensitive).
+/// Unfolded values of the header fields named `name` (case-insensitive), trimmed.
 pub fn header_values(header: &[u8], name: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for field in fields(header) {
-        if let Some(colon) = field.iter().position(|&b| b == b':')
-            && field[..colon].trim_ascii().eq_ignore_ascii_case(name.as_bytes())
-        {
-            let value = String::from_utf8_lossy(&field[colon + 1..]);
-            out.push(value.replace("\r\n", "").replace('\n', "").trim().to_string());
-        }
-    }
-    out
-}
-
-/// The header's fields, each with its continuation lines and line ends.
-pub fn fields(header: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while i < header.len() {
-        let end = match header[i..].iter().position(|&b| b == b'\n') {
-            Some(p) => i + p + 1,
-            None => header.len(),
-        };
-        let line = &header[i..end];
-        let blank = line == b"\r\n" || line == b"\n";
-        let continuation = line.first().is_some_and(|&b| b == b' ' || b == b'\t');
-        if !continuation && i > start {
-            out.push(&header[start..i]);
-            start = i;
-        }
-        if blank {
-            start = end;
-            break;
-        }
-        i = end;
-    }
-    if start < header.len().min(i) {
-        out.push(&header[start..i.min(header.len())]);
-    }
-    out
+    shared::header::fields(header)
+        .filter(|field| field.is(name))
+        .filter_map(|field| field.unfolded())
+        .map(|value| value.trim().to_string())
+        .collect()
 }
 
 /// HEADER.FIELDS / HEADER.FIELDS.NOT: the chosen fields and the blank line (RFC 3501 §6.4.5).
 pub fn filter_header(header: &[u8], names: &[String], keep: bool) -> Vec<u8> {
     let mut out = Vec::new();
-    for field in fields(header) {
-        let name = match field.iter().position(|&b| b == b':') {
-            Some(colon) => field[..colon].trim_ascii(),
-            None => continue,
+    for field in shared::header::fields(header) {
+        let Some(name) = field.name() else {
+            continue;
         };
         let listed = names.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name));
         if listed == keep {
-            out.extend_from_slice(field);
-            if !field.ends_with(b"\n") {
+            out.extend_from_slice(field.raw());
+            if !field.raw().ends_with(b"\n") {
                 out.extend_from_slice(b"\r\n");
             }
         }

@@ -105,6 +105,17 @@ fn language(out: &mut Vec<u8>, l: &[String], utf8: bool) {
     }
 }
 
+/// The extension data both kinds of part end with (RFC 3501 §7.4.2, body-ext-1part and
+/// body-ext-mpart): disposition, language and location, each after a space.
+fn extension_tail(out: &mut Vec<u8>, d: Option<&Disposition>, l: &[String], location: Option<&str>, utf8: bool) {
+    out.push(b' ');
+    disposition(out, d, utf8);
+    out.push(b' ');
+    language(out, l, utf8);
+    out.push(b' ');
+    text(out, location, utf8);
+}
+
 /// Levels written before a structure is cut short. Delivery already stores at most
 /// MAX_STRUCTURE_DEPTH levels; this bounds the recursion here whatever the database holds.
 const MAX_DEPTH: usize = shared::mailstore::parsed::MAX_STRUCTURE_DEPTH + 2;
@@ -144,12 +155,7 @@ fn body_at(out: &mut Vec<u8>, b: &BodyStructure, extended: bool, utf8: bool, dep
             if extended {
                 out.push(b' ');
                 params(out, p, utf8);
-                out.push(b' ');
-                disposition(out, d.as_ref(), utf8);
-                out.push(b' ');
-                language(out, l, utf8);
-                out.push(b' ');
-                text(out, location.as_deref(), utf8);
+                extension_tail(out, d.as_ref(), l, location.as_deref(), utf8);
             }
         }
         BodyStructure::Single {
@@ -191,12 +197,7 @@ fn body_at(out: &mut Vec<u8>, b: &BodyStructure, extended: bool, utf8: bool, dep
             if extended {
                 out.push(b' ');
                 text(out, md5.as_deref(), utf8);
-                out.push(b' ');
-                disposition(out, d.as_ref(), utf8);
-                out.push(b' ');
-                language(out, l, utf8);
-                out.push(b' ');
-                text(out, location.as_deref(), utf8);
+                extension_tail(out, d.as_ref(), l, location.as_deref(), utf8);
             }
         }
     }

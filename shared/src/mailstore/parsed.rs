@@ -160,26 +160,13 @@ pub fn dismantle(message: Message<'_>) {
     }
 }
 
-/// Length of the header block including the empty line that ends it (CRLF CRLF or LF LF);
-/// the whole message when there is no body.
+/// Length of the header block including the empty line that ends it (RFC 5322 §2.1, CRLF or
+/// a bare LF); the whole message when there is no body. Where the shared field iterator stops,
+/// so a header block and its fields always agree.
 pub fn header_length(raw: &[u8]) -> usize {
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'\n' {
-            if raw.get(i + 1) == Some(&b'\n') {
-                return i + 2;
-            }
-            if raw.get(i + 1) == Some(&b'\r') && raw.get(i + 2) == Some(&b'\n') {
-                return i + 3;
-            }
-        }
-        i += 1;
-    }
-    // A message that starts with the blank line has an empty header.
-    if raw.starts_with(b"\r\n") {
-        return 2;
-    }
-    raw.len()
+    let mut fields = crate::header::fields(raw);
+    fields.by_ref().for_each(drop);
+    fields.consumed()
 }
 
 fn count_lines(body: &[u8]) -> u64 {
@@ -198,8 +185,7 @@ fn slice<'m>(message: &'m Message<'_>, start: u32, end: u32) -> Option<&'m [u8]>
 fn raw_value(message: &Message<'_>, part: &MessagePart<'_>, name: HeaderName<'_>) -> Option<String> {
     let header = part.headers.iter().rev().find(|h| h.name == name)?;
     let bytes = slice(message, header.offset_start, header.offset_end)?;
-    let text = String::from_utf8_lossy(bytes);
-    let unfolded: String = text.replace("\r\n", "").replace('\n', "");
+    let unfolded = crate::header::unfold(bytes);
     let trimmed = unfolded.trim();
     (!trimmed.is_empty()).then(|| trimmed.to_string())
 }
@@ -434,6 +420,11 @@ Subject: =?utf-8?q?caf=C3=A9?=\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nMessa
         let parsed = parse(b"\x00\x01 not a message");
         assert!(matches!(parsed.body_structure, BodyStructure::Single { .. }));
         assert_eq!(header_length(b"no header end"), 13);
+        assert_eq!(header_length(b"A: b\r\n c\r\n\r\nbody\r\n\r\n"), 12);
+        assert_eq!(header_length(b"A: b\n\nbody"), 6);
+        // An empty header: the first line is the empty one, whatever blank lines the body has.
+        assert_eq!(header_length(b"\r\nbody\r\n\r\nmore"), 2);
+        assert_eq!(header_length(b"\nbody\n\nmore"), 1);
     }
 }
 
