@@ -33,8 +33,11 @@ use http::StatusCode;
 use shared::quota::{self, QuotaError, QuotaInfo, Reservation, UPLOAD_TEMP_PREFIX, Usage};
 use sqlx::PgPool;
 
+use self::commit::PlaceCommit;
 use crate::journal::{Journal, Step};
 use crate::{paths, props};
+
+mod commit;
 
 /// Bytes of an upload buffered before they are written out (bounded memory per upload).
 const WRITE_CHUNK: usize = 1 << 20;
@@ -173,16 +176,6 @@ fn sync_dir(dir: &Path) -> FsResult<()> {
 
 fn parent_of(path: &Path) -> FsResult<&Path> {
     path.parent().ok_or(FsError::Forbidden)
-}
-
-/// Size of the regular file at `path` (0 when absent); a directory there is refused.
-fn existing_file_len(path: &Path) -> FsResult<u64> {
-    match path.symlink_metadata() {
-        Ok(m) if m.is_file() => Ok(m.len()),
-        Ok(_) => Err(FsError::Forbidden),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(io(e)),
-    }
 }
 
 fn temp_path_beside(target: &Path) -> FsResult<PathBuf> {
@@ -469,108 +462,6 @@ impl Upload {
             tracing::error!("upload commit task failed: {e}");
             Err(FsError::GeneralFailure)
         })
-    }
-}
-
-/// Putting a finished temp file in place (PUT, COPY), through the journal (journal.rs).
-struct PlaceCommit {
-    journal: Arc<Journal>,
-    user_id: i64,
-    root: PathBuf,
-    temp: PathBuf,
-    target: PathBuf,
-    ino: u64,
-    /// Bytes in the temp file: the usage charged.
-    written: u64,
-    /// Quota reservations held: (id, bytes).
-    reservations: Vec<(i64, u64)>,
-    /// COPY: the dead properties of this key go to the target's key (from, to).
-    props_from: Option<(String, String)>,
-}
-
-impl PlaceCommit {
-    async fn run(self) -> FsResult<()> {
-        let result = self.commit().await;
-        if result.is_err() {
-            // Given back whatever happened: a committed reservation is already gone.
-            for &(id, bytes) in &self.reservations {
-                let r = Reservation {
-                    id,
-                    user_id: self.user_id,
-                    bytes,
-                };
-                if let Err(e) = quota::release(self.journal.db(), r).await {
-                    tracing::warn!("releasing a reservation: {e} (it expires by itself)");
-                }
-            }
-        }
-        result
-    }
-
-    async fn commit(&self) -> FsResult<()> {
-        let mut guard = match self.journal.lock(self.user_id, &self.root).await {
-            Ok(g) => g,
-            Err(e) => {
-                let _ = std::fs::remove_file(&self.temp);
-                return Err(e);
-            }
-        };
-        let prepared: FsResult<_> = async {
-            let mut tx = guard.db().begin().await.map_err(db_error)?;
-            // Under the user's journal lock: the file replaced cannot change until our rename.
-            let (temp, target, ino) = (self.temp.clone(), self.target.clone(), self.ino);
-            let old = blocking(move || {
-                // Its folder may have been moved or deleted while the body streamed in.
-                if !temp.symlink_metadata().is_ok_and(|m| m.ino() == ino) {
-                    tracing::info!(path = %target.display(), "the upload's folder went away");
-                    return Err(FsError::NotFound);
-                }
-                existing_file_len(&target)
-            })
-            .await?;
-            quota::refund(&mut tx, self.user_id, Usage::Files, old)
-                .await
-                .map_err(quota_error)?;
-            // The whole size is charged on the first reservation, after the others are gone:
-            // while they are live they count against the room the charge is checked with.
-            for (i, &(id, bytes)) in self.reservations.iter().enumerate().rev() {
-                let r = Reservation {
-                    id,
-                    user_id: self.user_id,
-                    bytes,
-                };
-                let actual = if i == 0 { self.written } else { 0 };
-                quota::commit(&mut tx, r, actual, Usage::Files)
-                    .await
-                    .map_err(quota_error)?;
-            }
-            if self.reservations.is_empty() {
-                quota::charge(&mut tx, self.user_id, Usage::Files, self.written)
-                    .await
-                    .map_err(quota_error)?;
-            }
-            if let Some((from, to)) = &self.props_from {
-                props::copy_one(&mut tx, self.user_id, from, to)
-                    .await
-                    .map_err(db_error)?;
-            }
-            let step = Step::Place {
-                temp: self.temp.clone(),
-                target: self.target.clone(),
-                ino: self.ino,
-            };
-            let id = guard.record(&mut tx, &step).await?;
-            Ok((tx, id, step))
-        }
-        .await;
-        match prepared {
-            Ok((tx, id, step)) => guard.commit_and_apply(tx, id, step).await,
-            Err(e) => {
-                // Nothing committed: the old file stays, the temp file goes.
-                let _ = std::fs::remove_file(&self.temp);
-                Err(e)
-            }
-        }
     }
 }
 
