@@ -14,15 +14,11 @@
 //! - dead properties live in PostgreSQL (props.rs) and follow their resource;
 //! - every path goes through `paths::resolve` (no symlinks, no escape from the user's root).
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
-use bytes::{Buf, Bytes, BytesMut};
 use dav_server::davpath::DavPath;
 use dav_server::fs::{
     DavDirEntry, DavFile, DavMetaData, DavProp, FsError, FsFuture, FsResult, FsStream, GuardedFileSystem, OpenOptions,
@@ -34,14 +30,17 @@ use shared::quota::{self, QuotaError, QuotaInfo};
 use sqlx::PgPool;
 
 use self::commit::PlaceCommit;
+use self::read::{Listing, ReadFile, open_read, stat};
 use self::upload::{create_temp, temp_path_beside};
 use crate::journal::Journal;
 use crate::{paths, props};
 
 mod commit;
+mod read;
 mod tree;
 mod upload;
 
+pub use self::read::Meta;
 pub use self::upload::sweep_stale_uploads;
 
 /// The authenticated user, handed by dav-server to every file system call.
@@ -66,12 +65,6 @@ pub struct TinyFs {
     quota: Option<QuotaInfo>,
 }
 
-/// Dead properties of one folder's entries, by key.
-struct Listing {
-    dir: String,
-    props: HashMap<String, Vec<DavProp>>,
-}
-
 impl TinyFs {
     pub fn new(db: PgPool, journal: Arc<Journal>) -> TinyFs {
         TinyFs {
@@ -87,14 +80,6 @@ impl TinyFs {
     pub fn with_quota(mut self, info: QuotaInfo) -> TinyFs {
         self.quota = Some(info);
         self
-    }
-
-    /// The dead properties of `key` if its folder was just listed.
-    fn listed_props(&self, key: &str) -> Option<Vec<DavProp>> {
-        let listing = self.listing.lock().expect("listing cache lock");
-        let listing = listing.as_ref()?;
-        (key != "/" && listing.dir == props::parent_key(key))
-            .then(|| listing.props.get(key).cloned().unwrap_or_default())
     }
 }
 
@@ -145,159 +130,6 @@ fn parent_of(path: &Path) -> FsResult<&Path> {
     path.parent().ok_or(FsError::Forbidden)
 }
 
-fn open_read(path: &Path) -> FsResult<File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(io)?;
-    if !file.metadata().map_err(io)?.is_file() {
-        return Err(FsError::Forbidden);
-    }
-    Ok(file)
-}
-
-/// Metadata of a file or directory.
-#[derive(Debug, Clone)]
-pub struct Meta(std::fs::Metadata, Option<SystemTime>, Option<u64>);
-
-impl DavMetaData for Meta {
-    fn len(&self) -> u64 {
-        // A directory's st_size means nothing to a client (and would be reported as its usage).
-        // For a collection, dav-server reports len() as its RFC 4331 quota-used-bytes; the
-        // quota covers the whole account, so that is the account's usage when known.
-        if self.0.is_dir() {
-            self.2.unwrap_or(0)
-        } else {
-            self.0.len()
-        }
-    }
-    fn modified(&self) -> FsResult<SystemTime> {
-        self.0.modified().map_err(io)
-    }
-    fn is_dir(&self) -> bool {
-        self.0.is_dir()
-    }
-    fn is_symlink(&self) -> bool {
-        self.0.file_type().is_symlink()
-    }
-    fn accessed(&self) -> FsResult<SystemTime> {
-        self.0.accessed().map_err(io)
-    }
-    /// The creation time Windows set (win32.rs), else the file's birth time.
-    fn created(&self) -> FsResult<SystemTime> {
-        match self.1 {
-            Some(t) => Ok(t),
-            None => self.0.created().map_err(io),
-        }
-    }
-    fn status_changed(&self) -> FsResult<SystemTime> {
-        Ok(SystemTime::UNIX_EPOCH + std::time::Duration::new(self.0.ctime().max(0) as u64, self.0.ctime_nsec() as u32))
-    }
-    fn executable(&self) -> FsResult<bool> {
-        Ok(self.0.is_file() && self.0.permissions().mode() & 0o100 != 0)
-    }
-    /// RFC 4918 section 8.6: a strong validator that changes with every new version. Inode,
-    /// size and modification time: a rename-over (every PUT) always gives a new inode.
-    fn etag(&self) -> Option<String> {
-        let m = &self.0;
-        Some(format!(
-            "{:x}-{:x}-{:x}.{:x}",
-            m.ino(),
-            m.len(),
-            m.mtime(),
-            m.mtime_nsec()
-        ))
-    }
-}
-
-fn stat(path: &Path) -> FsResult<Meta> {
-    let meta = path.symlink_metadata().map_err(io)?;
-    if meta.file_type().is_symlink() {
-        return Err(FsError::NotFound);
-    }
-    Ok(Meta(meta, None, None))
-}
-
-struct Entry {
-    name: Vec<u8>,
-    meta: Meta,
-}
-
-impl DavDirEntry for Entry {
-    fn name(&self) -> Vec<u8> {
-        self.name.clone()
-    }
-    fn metadata(&'_ self) -> FsFuture<'_, Box<dyn DavMetaData>> {
-        let meta: Box<dyn DavMetaData> = Box::new(self.meta.clone());
-        Box::pin(futures::future::ready(Ok(meta)))
-    }
-}
-
-/// A file opened for reading (GET, with Range through `seek`).
-#[derive(Debug)]
-struct ReadFile {
-    file: Option<File>,
-}
-
-impl ReadFile {
-    fn take(&mut self) -> FsResult<File> {
-        self.file.take().ok_or(FsError::GeneralFailure)
-    }
-}
-
-impl DavFile for ReadFile {
-    fn metadata(&'_ mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
-        async move {
-            let meta = self
-                .file
-                .as_ref()
-                .ok_or(FsError::GeneralFailure)?
-                .metadata()
-                .map_err(io)?;
-            Ok(Box::new(Meta(meta, None, None)) as Box<dyn DavMetaData>)
-        }
-        .boxed()
-    }
-    fn write_buf(&'_ mut self, _buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
-        Box::pin(futures::future::ready(Err(FsError::NotImplemented)))
-    }
-    fn write_bytes(&'_ mut self, _buf: Bytes) -> FsFuture<'_, ()> {
-        Box::pin(futures::future::ready(Err(FsError::NotImplemented)))
-    }
-    fn read_bytes(&'_ mut self, count: usize) -> FsFuture<'_, Bytes> {
-        async move {
-            let mut file = self.take()?;
-            let (file, data) = blocking(move || {
-                let mut buf = BytesMut::zeroed(count);
-                let n = file.read(&mut buf).map_err(io)?;
-                buf.truncate(n);
-                Ok((file, buf.freeze()))
-            })
-            .await?;
-            self.file = Some(file);
-            Ok(data)
-        }
-        .boxed()
-    }
-    fn seek(&'_ mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
-        async move {
-            let mut file = self.take()?;
-            let (file, at) = blocking(move || {
-                let at = file.seek(pos).map_err(io)?;
-                Ok((file, at))
-            })
-            .await?;
-            self.file = Some(file);
-            Ok(at)
-        }
-        .boxed()
-    }
-    fn flush(&'_ mut self) -> FsFuture<'_, ()> {
-        Box::pin(futures::future::ready(Ok(())))
-    }
-}
-
 impl TinyFs {
     /// Make Windows' PROPPATCH of its Win32 properties true (see win32.rs): apply the times to
     /// the file and keep all of them as dead properties.
@@ -339,9 +171,7 @@ impl GuardedFileSystem<User> for TinyFs {
             if options.write || options.append {
                 return self.open_for_write(path, options, user).await;
             }
-            let target = paths::resolve(&user.root, path)?;
-            let file = blocking(move || open_read(&target)).await?;
-            Ok(Box::new(ReadFile { file: Some(file) }) as Box<dyn DavFile>)
+            self.open_for_read(path, user).await
         }
         .boxed()
     }
@@ -352,71 +182,11 @@ impl GuardedFileSystem<User> for TinyFs {
         _meta: ReadDirMeta,
         user: &'a User,
     ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
-        async move {
-            let dir = paths::resolve(&user.root, path)?;
-            let entries = blocking(move || std::fs::read_dir(&dir).map_err(io)).await?;
-            let dir_key = paths::key(path);
-            let listed = props::list_children(&self.db, user.id, &dir_key).await?;
-            let created: HashMap<Vec<u8>, SystemTime> = listed
-                .iter()
-                .filter_map(|(key, props)| {
-                    let p = props
-                        .iter()
-                        .find(|p| p.name == "Win32CreationTime" && p.namespace.as_deref() == Some(crate::win32::NS))?;
-                    let name = key.rsplit('/').next().map(paths::decode_segment)?;
-                    Some((name, props::created_from(p.xml.as_deref()?)?))
-                })
-                .collect();
-            *self.listing.lock().expect("listing cache lock") = Some(Listing {
-                dir: dir_key,
-                props: listed,
-            });
-            // Streamed: a folder of any size is listed with bounded memory.
-            let dir_len = self.quota.as_ref().map(QuotaInfo::used);
-            let (tx, rx) = tokio::sync::mpsc::channel::<FsResult<Box<dyn DavDirEntry>>>(64);
-            tokio::task::spawn_blocking(move || {
-                for entry in entries {
-                    let Ok(entry) = entry else { continue };
-                    let name = entry.file_name().into_encoded_bytes();
-                    if paths::is_hidden_name(&name) {
-                        continue;
-                    }
-                    let Ok(meta) = entry.path().symlink_metadata() else {
-                        continue;
-                    };
-                    // Symlinks, sockets, fifos: not part of the share.
-                    if !meta.is_file() && !meta.is_dir() {
-                        continue;
-                    }
-                    let created = created.get(&name).copied();
-                    let item: Box<dyn DavDirEntry> = Box::new(Entry {
-                        name,
-                        meta: Meta(meta, created, dir_len),
-                    });
-                    if tx.blocking_send(Ok(item)).is_err() {
-                        break;
-                    }
-                }
-            });
-            let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-            Ok(Box::pin(stream) as FsStream<Box<dyn DavDirEntry>>)
-        }
-        .boxed()
+        async move { self.do_read_dir(path, user).await }.boxed()
     }
 
     fn metadata<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, Box<dyn DavMetaData>> {
-        async move {
-            let target = paths::resolve(&user.root, path)?;
-            let mut meta = blocking(move || stat(&target)).await?;
-            // Finder's AppleDouble (`._*`) and `.DS_Store` files come in swarms and never get
-            // Windows times: keep them to a stat.
-            if !paths::is_finder_metadata(path.file_name_bytes()) {
-                meta.1 = props::win32_created(&self.db, user.id, &paths::key(path)).await?;
-            }
-            meta.2 = self.quota.as_ref().map(QuotaInfo::used);
-            Ok(Box::new(meta) as Box<dyn DavMetaData>)
-        }
-        .boxed()
+        async move { self.do_metadata(path, user).await }.boxed()
     }
 
     fn create_dir<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
