@@ -15,7 +15,6 @@
 //! - every path goes through `paths::resolve` (no symlinks, no escape from the user's root).
 
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -29,13 +28,12 @@ use http::StatusCode;
 use shared::quota::{self, QuotaError, QuotaInfo};
 use sqlx::PgPool;
 
-use self::commit::PlaceCommit;
-use self::read::{Listing, ReadFile, open_read, stat};
-use self::upload::{create_temp, temp_path_beside};
+use self::read::Listing;
 use crate::journal::Journal;
-use crate::{paths, props};
+use crate::paths;
 
 mod commit;
+mod properties;
 mod read;
 mod tree;
 mod upload;
@@ -130,41 +128,6 @@ fn parent_of(path: &Path) -> FsResult<&Path> {
     path.parent().ok_or(FsError::Forbidden)
 }
 
-impl TinyFs {
-    /// Make Windows' PROPPATCH of its Win32 properties true (see win32.rs): apply the times to
-    /// the file and keep all of them as dead properties.
-    pub async fn apply_win32(&self, path: &DavPath, user: &User, sets: Vec<DavProp>) -> FsResult<()> {
-        let target = paths::resolve(&user.root, path)?;
-        let modified = sets
-            .iter()
-            .find_map(|p| crate::win32::time_of(p, "Win32LastModifiedTime"));
-        let accessed = sets
-            .iter()
-            .find_map(|p| crate::win32::time_of(p, "Win32LastAccessTime"));
-        if modified.is_some() || accessed.is_some() {
-            blocking(move || {
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&target)
-                    .map_err(io)?;
-                let mut times = std::fs::FileTimes::new();
-                if let Some(t) = modified {
-                    times = times.set_modified(t);
-                }
-                if let Some(t) = accessed {
-                    times = times.set_accessed(t);
-                }
-                file.set_times(times).map_err(io)
-            })
-            .await?;
-        }
-        let patch = sets.into_iter().map(|p| (true, p)).collect();
-        props::patch(&self.db, user.id, &paths::key(path), patch).await?;
-        Ok(())
-    }
-}
-
 impl GuardedFileSystem<User> for TinyFs {
     fn open<'a>(&'a self, path: &'a DavPath, options: OpenOptions, user: &'a User) -> FsFuture<'a, Box<dyn DavFile>> {
         async move {
@@ -223,53 +186,19 @@ impl GuardedFileSystem<User> for TinyFs {
         patch: Vec<(bool, DavProp)>,
         user: &'a User,
     ) -> FsFuture<'a, Vec<(StatusCode, DavProp)>> {
-        async move {
-            let target = paths::resolve(&user.root, path)?;
-            blocking(move || stat(&target)).await?;
-            props::patch(&self.db, user.id, &paths::key(path), patch).await
-        }
-        .boxed()
+        async move { self.do_patch_props(path, patch, user).await }.boxed()
     }
 
     fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool, user: &'a User) -> FsFuture<'a, Vec<DavProp>> {
-        async move {
-            let key = paths::key(path);
-            if let Some(mut listed) = self.listed_props(&key) {
-                if !do_content {
-                    listed.iter_mut().for_each(|p| p.xml = None);
-                }
-                return Ok(listed);
-            }
-            props::list(&self.db, user.id, &key, do_content).await
-        }
-        .boxed()
+        async move { self.do_get_props(path, do_content, user).await }.boxed()
     }
 
     fn get_prop<'a>(&'a self, path: &'a DavPath, prop: DavProp, user: &'a User) -> FsFuture<'a, Vec<u8>> {
-        async move {
-            let key = paths::key(path);
-            if let Some(listed) = self.listed_props(&key) {
-                return listed
-                    .into_iter()
-                    .find(|p| p.name == prop.name && p.namespace == prop.namespace)
-                    .and_then(|p| p.xml)
-                    .ok_or(FsError::NotFound);
-            }
-            props::get(&self.db, user.id, &key, &prop).await
-        }
-        .boxed()
+        async move { self.do_get_prop(path, prop, user).await }.boxed()
     }
 
     /// RFC 4331: used bytes (mail and files: one quota) and used + available.
     fn get_quota<'a>(&'a self, user: &'a User) -> FsFuture<'a, (u64, Option<u64>)> {
-        async move {
-            let info = match &self.quota {
-                Some(info) => info.clone(),
-                None => quota::info(&self.db, user.id).await.map_err(quota_error)?,
-            };
-            let used = info.used();
-            Ok((used, info.limit.map(|_| used.saturating_add(info.available()))))
-        }
-        .boxed()
+        async move { self.do_get_quota(user).await }.boxed()
     }
 }

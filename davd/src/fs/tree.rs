@@ -9,10 +9,10 @@ use dav_server::davpath::DavPath;
 use dav_server::fs::{FsError, FsResult};
 use shared::quota::{self, Usage};
 
-use super::{
-    PlaceCommit, TinyFs, User, blocking, create_temp, db_error, io, open_read, parent_of, quota_error, stat, sync_dir,
-    temp_path_beside,
-};
+use super::commit::PlaceCommit;
+use super::read::{open_read, stat};
+use super::upload::{create_temp, temp_path_beside};
+use super::{TinyFs, User, blocking, db_error, io, parent_of, quota_error, sync_dir};
 use crate::journal::Step;
 use crate::{paths, props};
 

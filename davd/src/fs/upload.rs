@@ -19,7 +19,9 @@ use futures::FutureExt;
 use shared::quota::{self, QuotaError, Reservation, UPLOAD_TEMP_PREFIX};
 use sqlx::PgPool;
 
-use super::{PlaceCommit, ReadFile, TinyFs, User, blocking, io, parent_of, quota_error, stat, sync_dir};
+use super::commit::PlaceCommit;
+use super::read::{ReadFile, stat};
+use super::{TinyFs, User, blocking, io, parent_of, quota_error, sync_dir};
 use crate::journal::Journal;
 use crate::paths;
 
