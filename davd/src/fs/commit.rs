@@ -1,8 +1,9 @@
 //! The commit of a finished temp file (PUT, COPY) through the intent journal (journal.rs):
 //! under the user's journal lock, one transaction refunds the file it replaces, turns the
 //! quota reservations into usage (or charges it), copies dead properties for COPY and records
-//! the rename, which is then applied (docs/ARCHITECTURE.md "Durability"). It runs as a task of
-//! its own, so a client hanging up cannot cut it between the database and the rename.
+//! the rename, which is then applied (docs/ARCHITECTURE.md "Durability"). Callers run it as a
+//! task of its own, so a client hanging up cannot cut it between the database and the rename;
+//! when it fails, the temp file is removed and the reservations are given back.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

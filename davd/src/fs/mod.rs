@@ -13,6 +13,18 @@
 //!   a body of unknown length streams in, charged on commit, refunded on delete and overwrite;
 //! - dead properties live in PostgreSQL (props.rs) and follow their resource;
 //! - every path goes through `paths::resolve` (no symlinks, no escape from the user's root).
+//!
+//! This file holds the types (`User`, `TinyFs`), the helpers every part shares (errors,
+//! blocking file work, directory fsync) and the `GuardedFileSystem` impl, which only hands
+//! each call to the part that owns it:
+//! - `read.rs`: GET, folder listings (streamed) and their cache of dead properties, metadata
+//!   and the ETag;
+//! - `upload.rs`: a PUT's temp file, its quota reservation and growth, the cleanup of an
+//!   abandoned upload, and the sweep of temp files a crash left;
+//! - `commit.rs`: putting a finished temp file (PUT, COPY) in place through the journal;
+//! - `tree.rs`: MKCOL, DELETE, COPY and MOVE;
+//! - `properties.rs`: dead properties (PROPFIND, PROPPATCH), Windows' Win32 times, RFC 4331
+//!   quota.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

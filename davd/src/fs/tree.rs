@@ -1,7 +1,7 @@
 //! Changes of a user's tree: MKCOL, DELETE, COPY and MOVE, each applied under the user's
-//! journal lock. DELETE and MOVE of a file (refund, dead properties, unlink or rename) and
-//! COPY (through commit.rs) go through the intent journal (journal.rs), so the usage and the
-//! tree agree across a crash.
+//! journal lock. DELETE of a file and MOVE (refund, dead properties, unlink or rename) and
+//! COPY of a file (through commit.rs) go through the intent journal (journal.rs), so the usage
+//! and the tree agree across a crash.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 
@@ -64,7 +64,7 @@ impl TinyFs {
             Ok(m.0.len())
         })
         .await?;
-        // COPY charges the new file (DESIGN.md "Quota"); reserve first so a big copy is refused early.
+        // COPY charges the new file (docs/ARCHITECTURE.md "Quota"); reserve first so a big copy is refused early.
         let reservation = quota::reserve(&self.db, user.id, len).await.map_err(quota_error)?;
         let temp = temp_path_beside(&dst)?;
         let (s, t) = (src.clone(), temp.clone());
@@ -118,7 +118,7 @@ impl TinyFs {
             })
             .await?;
             let mut tx = guard.db().begin().await.map_err(db_error)?;
-            // DELETE refunds (DESIGN.md "Quota").
+            // DELETE refunds (docs/ARCHITECTURE.md "Quota").
             quota::refund(&mut tx, user.id, Usage::Files, len)
                 .await
                 .map_err(quota_error)?;

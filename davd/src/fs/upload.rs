@@ -102,7 +102,7 @@ impl TinyFs {
             reservations: Vec::new(),
             committed: false,
         });
-        // DESIGN.md "Quota": reserve the announced size before the first byte (507 if it cannot fit).
+        // docs/ARCHITECTURE.md "Quota": reserve the announced size before the first byte (507 if it cannot fit).
         if let Some(size) = options.size {
             let need = size.saturating_sub(replaces);
             if need > 0 {
@@ -141,7 +141,7 @@ impl Upload {
         self.reservations.iter().map(|r| r.1).sum()
     }
 
-    /// DESIGN.md "Quota": a body that grows past its reservation must fit too, else 507.
+    /// docs/ARCHITECTURE.md "Quota": a body that grows past its reservation must fit too, else 507.
     async fn ensure_quota(&mut self) -> FsResult<()> {
         let allowed = self.reserved() + self.replaces;
         if self.written <= allowed {
@@ -193,7 +193,7 @@ impl Upload {
         Ok(())
     }
 
-    /// Everything arrived: make it durable and put it in place (DESIGN.md "Durability").
+    /// Everything arrived: make it durable and put it in place (docs/ARCHITECTURE.md "Durability").
     async fn commit(&mut self) -> FsResult<()> {
         self.write_pending().await?;
         if let Some(expected) = self.expected
