@@ -1,6 +1,7 @@
-//! tinydc-davd: a WebDAV share per person (DESIGN.md "WebDAV"), on dav-server with davd's own
-//! file system backend (atomic uploads, quota, dead properties in PostgreSQL), a PostgreSQL
-//! lock system, HTTP Basic auth through the shared throttled login, and Thunderbird autoconfig.
+//! tinydc-davd: a WebDAV share per person (docs/ARCHITECTURE.md "WebDAV"), on dav-server with
+//! davd's own file system backend (fs/: atomic uploads, quota, dead properties in PostgreSQL),
+//! a PostgreSQL lock system, HTTP Basic auth through the shared throttled login, and
+//! Thunderbird autoconfig.
 //!
 //! `run(context, shutdown)` serves the configured listeners; tests use [`Server::bind`] to
 //! learn the bound addresses first.

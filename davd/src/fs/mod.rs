@@ -1,0 +1,216 @@
+//! davd's file system backend: a dav-server `GuardedFileSystem` whose credentials are the
+//! authenticated user, over `DATA/files/<address>/`.
+//!
+//! Why not dav-server's LocalFs: it writes in place (an aborted PUT destroys the old file),
+//! keeps no dead properties and knows nothing of quotas. Here:
+//! - a PUT writes to `.tinydc-upload-<uuid>` next to the target, and only `flush()` (called by
+//!   dav-server once the whole body arrived) fsyncs it, charges the quota and renames it over
+//!   the target; dropping an unflushed upload removes the temp file and gives the reserved
+//!   space back;
+//! - every quota change and the rename/unlink it pays for (PUT, COPY, DELETE, MOVE) go through
+//!   the intent journal (journal.rs), so a crash between the two is finished at restart;
+//! - quota is reserved before the first byte is written (507 when it cannot fit), grown while
+//!   a body of unknown length streams in, charged on commit, refunded on delete and overwrite;
+//! - dead properties live in PostgreSQL (props.rs) and follow their resource;
+//! - every path goes through `paths::resolve` (no symlinks, no escape from the user's root).
+//!
+//! This file holds the types (`User`, `TinyFs`), the helpers every part shares (errors,
+//! blocking file work, directory fsync) and the `GuardedFileSystem` impl, which only hands
+//! each call to the part that owns it:
+//! - `read.rs`: GET, folder listings (streamed) and their cache of dead properties, metadata
+//!   and the ETag;
+//! - `upload.rs`: a PUT's temp file, its quota reservation and growth, the cleanup of an
+//!   abandoned upload, and the sweep of temp files a crash left;
+//! - `commit.rs`: putting a finished temp file (PUT, COPY) in place through the journal;
+//! - `tree.rs`: MKCOL, DELETE, COPY and MOVE;
+//! - `properties.rs`: dead properties (PROPFIND, PROPPATCH), Windows' Win32 times, RFC 4331
+//!   quota.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use dav_server::davpath::DavPath;
+use dav_server::fs::{
+    DavDirEntry, DavFile, DavMetaData, DavProp, FsError, FsFuture, FsResult, FsStream, GuardedFileSystem, OpenOptions,
+    ReadDirMeta,
+};
+use futures::FutureExt;
+use http::StatusCode;
+use shared::quota::{self, QuotaError, QuotaInfo};
+use sqlx::PgPool;
+
+use self::read::Listing;
+use crate::journal::Journal;
+use crate::paths;
+
+mod commit;
+mod properties;
+mod read;
+mod tree;
+mod upload;
+
+pub use self::read::Meta;
+pub use self::upload::sweep_stale_uploads;
+
+/// The authenticated user, handed by dav-server to every file system call.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: i64,
+    pub address: String,
+    /// `DATA/files/<address>`.
+    pub root: PathBuf,
+}
+
+/// The file system of all users; each call acts in the tree of the user it is given. Made
+/// per request: it remembers the dead properties of the last folder listed, so a PROPFIND of
+/// a folder costs one query for all its entries' properties.
+#[derive(Clone)]
+pub struct TinyFs {
+    db: PgPool,
+    journal: Arc<Journal>,
+    listing: Arc<Mutex<Option<Listing>>>,
+    /// The account's quota and usage, read once when this request (a PROPFIND asking for
+    /// quota) needs them: every collection's quota-used-bytes and `get_quota` answer from it.
+    quota: Option<QuotaInfo>,
+}
+
+impl TinyFs {
+    pub fn new(db: PgPool, journal: Arc<Journal>) -> TinyFs {
+        TinyFs {
+            db,
+            journal,
+            listing: Arc::new(Mutex::new(None)),
+            quota: None,
+        }
+    }
+
+    /// Answer this request's RFC 4331 quota properties from `info` (read once per request):
+    /// every collection's quota-used-bytes is the account's usage.
+    pub fn with_quota(mut self, info: QuotaInfo) -> TinyFs {
+        self.quota = Some(info);
+        self
+    }
+}
+
+fn db_error(e: sqlx::Error) -> FsError {
+    if quota::is_db_disk_full(&e) {
+        // RFC 4918 §11.5: 507, the server cannot store what the request needs.
+        tracing::warn!("database: {e}");
+        return FsError::InsufficientStorage;
+    }
+    tracing::error!("database: {e}");
+    FsError::GeneralFailure
+}
+
+fn quota_error(e: QuotaError) -> FsError {
+    match e {
+        QuotaError::Exceeded { requested, available } => {
+            tracing::info!(requested, available, "refused: over quota");
+            FsError::InsufficientStorage
+        }
+        // RFC 4918 §11.5: 507 Insufficient Storage, also when the disk (not the quota) is full.
+        QuotaError::DiskFull { requested, available } => {
+            tracing::warn!(requested, available, "refused: disk nearly full");
+            FsError::InsufficientStorage
+        }
+        QuotaError::UnknownUser => FsError::Forbidden,
+        QuotaError::Db(e) => db_error(e),
+    }
+}
+
+/// Run blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> FsResult<T> + Send + 'static) -> FsResult<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        tracing::error!("blocking file task failed: {e}");
+        Err(FsError::GeneralFailure)
+    })
+}
+
+fn io(e: std::io::Error) -> FsError {
+    paths::fs_error(&e)
+}
+
+/// fsync a directory, so a rename or unlink in it survives a power cut.
+fn sync_dir(dir: &Path) -> FsResult<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+}
+
+fn parent_of(path: &Path) -> FsResult<&Path> {
+    path.parent().ok_or(FsError::Forbidden)
+}
+
+impl GuardedFileSystem<User> for TinyFs {
+    fn open<'a>(&'a self, path: &'a DavPath, options: OpenOptions, user: &'a User) -> FsFuture<'a, Box<dyn DavFile>> {
+        async move {
+            if options.write || options.append {
+                return self.open_for_write(path, options, user).await;
+            }
+            self.open_for_read(path, user).await
+        }
+        .boxed()
+    }
+
+    fn read_dir<'a>(
+        &'a self,
+        path: &'a DavPath,
+        _meta: ReadDirMeta,
+        user: &'a User,
+    ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
+        async move { self.do_read_dir(path, user).await }.boxed()
+    }
+
+    fn metadata<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, Box<dyn DavMetaData>> {
+        async move { self.do_metadata(path, user).await }.boxed()
+    }
+
+    fn create_dir<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
+        async move { self.do_create_dir(path, user).await }.boxed()
+    }
+
+    fn remove_dir<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
+        async move { self.do_remove_dir(path, user).await }.boxed()
+    }
+
+    fn remove_file<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
+        async move { self.do_remove_file(path, user).await }.boxed()
+    }
+
+    fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
+        async move { self.do_rename(from, to, user).await }.boxed()
+    }
+
+    fn copy<'a>(&'a self, from: &'a DavPath, to: &'a DavPath, user: &'a User) -> FsFuture<'a, ()> {
+        async move { self.do_copy(from, to, user).await }.boxed()
+    }
+
+    fn have_props<'a>(
+        &'a self,
+        _path: &'a DavPath,
+        _user: &'a User,
+    ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(futures::future::ready(true))
+    }
+
+    fn patch_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        patch: Vec<(bool, DavProp)>,
+        user: &'a User,
+    ) -> FsFuture<'a, Vec<(StatusCode, DavProp)>> {
+        async move { self.do_patch_props(path, patch, user).await }.boxed()
+    }
+
+    fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool, user: &'a User) -> FsFuture<'a, Vec<DavProp>> {
+        async move { self.do_get_props(path, do_content, user).await }.boxed()
+    }
+
+    fn get_prop<'a>(&'a self, path: &'a DavPath, prop: DavProp, user: &'a User) -> FsFuture<'a, Vec<u8>> {
+        async move { self.do_get_prop(path, prop, user).await }.boxed()
+    }
+
+    /// RFC 4331: used bytes (mail and files: one quota) and used + available.
+    fn get_quota<'a>(&'a self, user: &'a User) -> FsFuture<'a, (u64, Option<u64>)> {
+        async move { self.do_get_quota(user).await }.boxed()
+    }
+}

@@ -1,0 +1,265 @@
+//! Reading a user's tree: opening a file for GET, listing a folder (streamed, with its
+//! entries' dead properties fetched in one query and cached for the PROPFIND that asked), and
+//! the metadata dav-server turns into live properties (size, times, strong ETag, the
+//! collection's RFC 4331 quota-used-bytes).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::SystemTime;
+
+use bytes::{Buf, Bytes, BytesMut};
+use dav_server::davpath::DavPath;
+use dav_server::fs::{DavDirEntry, DavFile, DavMetaData, DavProp, FsError, FsFuture, FsResult, FsStream};
+use futures::FutureExt;
+use shared::quota::QuotaInfo;
+
+use super::{TinyFs, User, blocking, io};
+use crate::{paths, props};
+
+impl TinyFs {
+    /// GET (with Range through `seek`): the file itself, never a symlink or a folder.
+    pub(super) async fn open_for_read(&self, path: &DavPath, user: &User) -> FsResult<Box<dyn DavFile>> {
+        let target = paths::resolve(&user.root, path)?;
+        let file = blocking(move || open_read(&target)).await?;
+        Ok(Box::new(ReadFile { file: Some(file) }) as Box<dyn DavFile>)
+    }
+
+    /// A folder's entries (PROPFIND Depth 1), streamed, with their dead properties read in one
+    /// query and kept for `get_props` (the listing cache).
+    pub(super) async fn do_read_dir(&self, path: &DavPath, user: &User) -> FsResult<FsStream<Box<dyn DavDirEntry>>> {
+        let dir = paths::resolve(&user.root, path)?;
+        let entries = blocking(move || std::fs::read_dir(&dir).map_err(io)).await?;
+        let dir_key = paths::key(path);
+        let listed = props::list_children(&self.db, user.id, &dir_key).await?;
+        let created: HashMap<Vec<u8>, SystemTime> = listed
+            .iter()
+            .filter_map(|(key, props)| {
+                let p = props
+                    .iter()
+                    .find(|p| p.name == "Win32CreationTime" && p.namespace.as_deref() == Some(crate::win32::NS))?;
+                let name = key.rsplit('/').next().map(paths::decode_segment)?;
+                Some((name, props::created_from(p.xml.as_deref()?)?))
+            })
+            .collect();
+        *self.listing.lock().expect("listing cache lock") = Some(Listing {
+            dir: dir_key,
+            props: listed,
+        });
+        // Streamed: a folder of any size is listed with bounded memory.
+        let dir_len = self.quota.as_ref().map(QuotaInfo::used);
+        let (tx, rx) = tokio::sync::mpsc::channel::<FsResult<Box<dyn DavDirEntry>>>(64);
+        tokio::task::spawn_blocking(move || {
+            for entry in entries {
+                let Ok(entry) = entry else { continue };
+                let name = entry.file_name().into_encoded_bytes();
+                if paths::is_hidden_name(&name) {
+                    continue;
+                }
+                let Ok(meta) = entry.path().symlink_metadata() else {
+                    continue;
+                };
+                // Symlinks, sockets, fifos: not part of the share.
+                if !meta.is_file() && !meta.is_dir() {
+                    continue;
+                }
+                let created = created.get(&name).copied();
+                let item: Box<dyn DavDirEntry> = Box::new(Entry {
+                    name,
+                    meta: Meta(meta, created, dir_len),
+                });
+                if tx.blocking_send(Ok(item)).is_err() {
+                    break;
+                }
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        Ok(Box::pin(stream) as FsStream<Box<dyn DavDirEntry>>)
+    }
+
+    /// A file's or folder's metadata, with its Windows creation time and the account's usage.
+    pub(super) async fn do_metadata(&self, path: &DavPath, user: &User) -> FsResult<Box<dyn DavMetaData>> {
+        let target = paths::resolve(&user.root, path)?;
+        let mut meta = blocking(move || stat(&target)).await?;
+        // Finder's AppleDouble (`._*`) and `.DS_Store` files come in swarms and never get
+        // Windows times: keep them to a stat.
+        if !paths::is_finder_metadata(path.file_name_bytes()) {
+            meta.1 = props::win32_created(&self.db, user.id, &paths::key(path)).await?;
+        }
+        meta.2 = self.quota.as_ref().map(QuotaInfo::used);
+        Ok(Box::new(meta) as Box<dyn DavMetaData>)
+    }
+
+    /// The dead properties of `key` if its folder was just listed.
+    pub(super) fn listed_props(&self, key: &str) -> Option<Vec<DavProp>> {
+        let listing = self.listing.lock().expect("listing cache lock");
+        let listing = listing.as_ref()?;
+        (key != "/" && listing.dir == props::parent_key(key))
+            .then(|| listing.props.get(key).cloned().unwrap_or_default())
+    }
+}
+
+/// Dead properties of one folder's entries, by key.
+pub(super) struct Listing {
+    dir: String,
+    props: HashMap<String, Vec<DavProp>>,
+}
+
+pub(super) fn open_read(path: &Path) -> FsResult<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io)?;
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(FsError::Forbidden);
+    }
+    Ok(file)
+}
+
+/// Metadata of a file or directory.
+#[derive(Debug, Clone)]
+pub struct Meta(
+    pub(super) std::fs::Metadata,
+    pub(super) Option<SystemTime>,
+    pub(super) Option<u64>,
+);
+
+impl DavMetaData for Meta {
+    fn len(&self) -> u64 {
+        // A directory's st_size means nothing to a client (and would be reported as its usage).
+        // For a collection, dav-server reports len() as its RFC 4331 quota-used-bytes; the
+        // quota covers the whole account, so that is the account's usage when known.
+        if self.0.is_dir() {
+            self.2.unwrap_or(0)
+        } else {
+            self.0.len()
+        }
+    }
+    fn modified(&self) -> FsResult<SystemTime> {
+        self.0.modified().map_err(io)
+    }
+    fn is_dir(&self) -> bool {
+        self.0.is_dir()
+    }
+    fn is_symlink(&self) -> bool {
+        self.0.file_type().is_symlink()
+    }
+    fn accessed(&self) -> FsResult<SystemTime> {
+        self.0.accessed().map_err(io)
+    }
+    /// The creation time Windows set (win32.rs), else the file's birth time.
+    fn created(&self) -> FsResult<SystemTime> {
+        match self.1 {
+            Some(t) => Ok(t),
+            None => self.0.created().map_err(io),
+        }
+    }
+    fn status_changed(&self) -> FsResult<SystemTime> {
+        Ok(SystemTime::UNIX_EPOCH + std::time::Duration::new(self.0.ctime().max(0) as u64, self.0.ctime_nsec() as u32))
+    }
+    fn executable(&self) -> FsResult<bool> {
+        Ok(self.0.is_file() && self.0.permissions().mode() & 0o100 != 0)
+    }
+    /// RFC 4918 section 8.6: a strong validator that changes with every new version. Inode,
+    /// size and modification time: a rename-over (every PUT) always gives a new inode.
+    fn etag(&self) -> Option<String> {
+        let m = &self.0;
+        Some(format!(
+            "{:x}-{:x}-{:x}.{:x}",
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec()
+        ))
+    }
+}
+
+pub(super) fn stat(path: &Path) -> FsResult<Meta> {
+    let meta = path.symlink_metadata().map_err(io)?;
+    if meta.file_type().is_symlink() {
+        return Err(FsError::NotFound);
+    }
+    Ok(Meta(meta, None, None))
+}
+
+struct Entry {
+    name: Vec<u8>,
+    meta: Meta,
+}
+
+impl DavDirEntry for Entry {
+    fn name(&self) -> Vec<u8> {
+        self.name.clone()
+    }
+    fn metadata(&'_ self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        let meta: Box<dyn DavMetaData> = Box::new(self.meta.clone());
+        Box::pin(futures::future::ready(Ok(meta)))
+    }
+}
+
+/// A file opened for reading (GET, with Range through `seek`).
+#[derive(Debug)]
+pub(super) struct ReadFile {
+    pub(super) file: Option<File>,
+}
+
+impl ReadFile {
+    fn take(&mut self) -> FsResult<File> {
+        self.file.take().ok_or(FsError::GeneralFailure)
+    }
+}
+
+impl DavFile for ReadFile {
+    fn metadata(&'_ mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        async move {
+            let meta = self
+                .file
+                .as_ref()
+                .ok_or(FsError::GeneralFailure)?
+                .metadata()
+                .map_err(io)?;
+            Ok(Box::new(Meta(meta, None, None)) as Box<dyn DavMetaData>)
+        }
+        .boxed()
+    }
+    fn write_buf(&'_ mut self, _buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
+        Box::pin(futures::future::ready(Err(FsError::NotImplemented)))
+    }
+    fn write_bytes(&'_ mut self, _buf: Bytes) -> FsFuture<'_, ()> {
+        Box::pin(futures::future::ready(Err(FsError::NotImplemented)))
+    }
+    fn read_bytes(&'_ mut self, count: usize) -> FsFuture<'_, Bytes> {
+        async move {
+            let mut file = self.take()?;
+            let (file, data) = blocking(move || {
+                let mut buf = BytesMut::zeroed(count);
+                let n = file.read(&mut buf).map_err(io)?;
+                buf.truncate(n);
+                Ok((file, buf.freeze()))
+            })
+            .await?;
+            self.file = Some(file);
+            Ok(data)
+        }
+        .boxed()
+    }
+    fn seek(&'_ mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
+        async move {
+            let mut file = self.take()?;
+            let (file, at) = blocking(move || {
+                let at = file.seek(pos).map_err(io)?;
+                Ok((file, at))
+            })
+            .await?;
+            self.file = Some(file);
+            Ok(at)
+        }
+        .boxed()
+    }
+    fn flush(&'_ mut self) -> FsFuture<'_, ()> {
+        Box::pin(futures::future::ready(Ok(())))
+    }
+}

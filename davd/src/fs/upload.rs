@@ -1,0 +1,370 @@
+//! A PUT's body on its way in: the temp file `.tinydc-upload-<uuid>` beside the target (never
+//! the target itself, so an aborted PUT leaves the old content), the quota reserved before the
+//! first byte (507 when it cannot fit) and grown while a body of unknown length streams in,
+//! and bounded buffering. `flush()` fsyncs the temp file and hands it, with the reservations,
+//! to the journaled commit (commit.rs); an upload dropped before that removes its temp file and
+//! gives its reservations back. Also the sweep of temp files a crash left behind.
+
+use std::fs::File;
+use std::io::{SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Buf, Bytes, BytesMut};
+use dav_server::davpath::DavPath;
+use dav_server::fs::{DavFile, DavMetaData, FsError, FsFuture, FsResult, OpenOptions};
+use futures::FutureExt;
+use shared::quota::{self, QuotaError, Reservation, UPLOAD_TEMP_PREFIX};
+use sqlx::PgPool;
+
+use super::commit::PlaceCommit;
+use super::read::{ReadFile, stat};
+use super::{TinyFs, User, blocking, io, parent_of, quota_error, sync_dir};
+use crate::journal::Journal;
+use crate::paths;
+
+/// Bytes of an upload buffered before they are written out (bounded memory per upload).
+const WRITE_CHUNK: usize = 1 << 20;
+/// How much more quota an upload of unknown length reserves each time it outgrows its reservation.
+const GROW_STEP: u64 = 64 << 20;
+
+impl TinyFs {
+    pub(super) async fn open_for_write(
+        &self,
+        path: &DavPath,
+        options: OpenOptions,
+        user: &User,
+    ) -> FsResult<Box<dyn DavFile>> {
+        let target = paths::resolve(&user.root, path)?;
+        let t = target.clone();
+        let existing = blocking(move || match t.symlink_metadata() {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        })
+        .await?;
+        match &existing {
+            Some(m) if !m.is_file() => return Err(FsError::Forbidden),
+            Some(_) if options.create_new => return Err(FsError::Exists),
+            None if !options.create => return Err(FsError::NotFound),
+            _ => {}
+        }
+        let parent = parent_of(&target)?.to_path_buf();
+        let p = parent.clone();
+        if !blocking(move || Ok(p.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false))).await? {
+            return Err(FsError::NotFound);
+        }
+        if options.append || !options.truncate {
+            if existing.is_some() {
+                return Err(FsError::NotImplemented);
+            }
+            // LOCK on an unmapped URL creates an empty resource (RFC 4918 section 7.3). Under
+            // the journal lock with its done rows gone: a new file must never be taken for
+            // one an earlier DELETE's row names (inode numbers are reused).
+            let mut guard = self.journal.lock(user.id, &user.root).await?;
+            guard.settle().await?;
+            let file = blocking(move || {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&target)
+                    .map_err(io)?;
+                file.sync_all().map_err(io)?;
+                sync_dir(&parent)?;
+                Ok(file)
+            })
+            .await?;
+            return Ok(Box::new(ReadFile { file: Some(file) }));
+        }
+        let replaces = existing.map(|m| m.len()).unwrap_or(0);
+        let temp = temp_path_beside(&target)?;
+        let t = temp.clone();
+        let file = blocking(move || create_temp(&t)).await?;
+        // The upload owns its temp file and reservations from here: dropped at any point
+        // (a refusal, a client gone), it removes the one and gives the others back.
+        let mut upload = Box::new(Upload {
+            db: self.db.clone(),
+            journal: self.journal.clone(),
+            user_id: user.id,
+            root: user.root.clone(),
+            target,
+            temp,
+            file: Some(file),
+            pending: BytesMut::with_capacity(WRITE_CHUNK),
+            expected: options.size,
+            written: 0,
+            replaces,
+            reservations: Vec::new(),
+            committed: false,
+        });
+        // docs/ARCHITECTURE.md "Quota": reserve the announced size before the first byte (507 if it cannot fit).
+        if let Some(size) = options.size {
+            let need = size.saturating_sub(replaces);
+            if need > 0 {
+                let r = quota::reserve(&self.db, user.id, need).await.map_err(quota_error)?;
+                upload.reservations.push((r.id, r.bytes));
+            }
+        }
+        Ok(upload)
+    }
+}
+
+/// A PUT in progress: a temp file beside the target, committed by `flush`.
+#[derive(Debug)]
+struct Upload {
+    db: PgPool,
+    journal: Arc<Journal>,
+    user_id: i64,
+    /// The user's root.
+    root: PathBuf,
+    target: PathBuf,
+    temp: PathBuf,
+    file: Option<File>,
+    pending: BytesMut,
+    /// Content-Length or X-Expected-Entity-Length, when the client said.
+    expected: Option<u64>,
+    written: u64,
+    /// Size of the file this upload replaces (refunded on commit, so it counts as room now).
+    replaces: u64,
+    /// Quota reservations held: (id, bytes).
+    reservations: Vec<(i64, u64)>,
+    committed: bool,
+}
+
+impl Upload {
+    fn reserved(&self) -> u64 {
+        self.reservations.iter().map(|r| r.1).sum()
+    }
+
+    /// docs/ARCHITECTURE.md "Quota": a body that grows past its reservation must fit too, else 507.
+    async fn ensure_quota(&mut self) -> FsResult<()> {
+        let allowed = self.reserved() + self.replaces;
+        if self.written <= allowed {
+            return Ok(());
+        }
+        let short = self.written - allowed;
+        let r = match quota::reserve(&self.db, self.user_id, short.max(GROW_STEP)).await {
+            Ok(r) => r,
+            // A step that does not fit (quota or disk) falls back to what is really needed.
+            Err(QuotaError::Exceeded { .. } | QuotaError::DiskFull { .. }) if short < GROW_STEP => {
+                quota::reserve(&self.db, self.user_id, short)
+                    .await
+                    .map_err(quota_error)?
+            }
+            Err(e) => return Err(quota_error(e)),
+        };
+        self.reservations.push((r.id, r.bytes));
+        Ok(())
+    }
+
+    async fn write_pending(&mut self) -> FsResult<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let data = self.pending.split().freeze();
+        let mut file = self.file.take().ok_or(FsError::GeneralFailure)?;
+        let file = blocking(move || {
+            file.write_all(&data).map_err(io)?;
+            Ok(file)
+        })
+        .await?;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    async fn accept(&mut self, data: &[u8]) -> FsResult<()> {
+        self.written += data.len() as u64;
+        if let Some(expected) = self.expected
+            && self.written > expected
+        {
+            tracing::warn!(expected, written = self.written, "PUT body longer than announced");
+            return Err(FsError::TooLarge);
+        }
+        self.ensure_quota().await?;
+        self.pending.extend_from_slice(data);
+        if self.pending.len() >= WRITE_CHUNK {
+            self.write_pending().await?;
+        }
+        Ok(())
+    }
+
+    /// Everything arrived: make it durable and put it in place (docs/ARCHITECTURE.md "Durability").
+    async fn commit(&mut self) -> FsResult<()> {
+        self.write_pending().await?;
+        if let Some(expected) = self.expected
+            && self.written != expected
+        {
+            tracing::warn!(
+                expected,
+                written = self.written,
+                "PUT body shorter than announced: not committed"
+            );
+            return Err(FsError::GeneralFailure);
+        }
+        let file = self.file.take().ok_or(FsError::GeneralFailure)?;
+        let ino = blocking(move || {
+            file.sync_all().map_err(io)?;
+            Ok(file.metadata().map_err(io)?.ino())
+        })
+        .await?;
+        // From here the temp file and the reservations belong to the commit task, which runs
+        // to its end even if this request is dropped (a client hanging up must not cut a
+        // commit between the database and the rename).
+        self.committed = true;
+        let commit = PlaceCommit {
+            journal: self.journal.clone(),
+            user_id: self.user_id,
+            root: self.root.clone(),
+            temp: self.temp.clone(),
+            target: self.target.clone(),
+            ino,
+            written: self.written,
+            reservations: std::mem::take(&mut self.reservations),
+            props_from: None,
+        };
+        tokio::spawn(commit.run()).await.unwrap_or_else(|e| {
+            tracing::error!("upload commit task failed: {e}");
+            Err(FsError::GeneralFailure)
+        })
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        // An aborted or refused upload: the old file is untouched; remove our temp file.
+        if let Err(e) = std::fs::remove_file(&self.temp)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::error!(path = %self.temp.display(), "cannot remove an abandoned upload: {e}");
+        } else {
+            tracing::info!(path = %self.target.display(), written = self.written, "upload abandoned; previous content kept");
+        }
+        let reservations = std::mem::take(&mut self.reservations);
+        if !reservations.is_empty()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let (db, user_id) = (self.db.clone(), self.user_id);
+            rt.spawn(async move {
+                for (id, bytes) in reservations {
+                    if let Err(e) = quota::release(&db, Reservation { id, user_id, bytes }).await {
+                        tracing::warn!("releasing a reservation: {e} (it expires by itself)");
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl DavFile for Upload {
+    fn metadata(&'_ mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        let path = if self.committed {
+            self.target.clone()
+        } else {
+            self.temp.clone()
+        };
+        async move { Ok(Box::new(blocking(move || stat(&path)).await?) as Box<dyn DavMetaData>) }.boxed()
+    }
+    fn write_buf(&'_ mut self, mut buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
+        async move {
+            while buf.has_remaining() {
+                let chunk = buf.chunk().to_vec();
+                buf.advance(chunk.len());
+                self.accept(&chunk).await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+    fn write_bytes(&'_ mut self, buf: Bytes) -> FsFuture<'_, ()> {
+        async move { self.accept(&buf).await }.boxed()
+    }
+    fn read_bytes(&'_ mut self, _count: usize) -> FsFuture<'_, Bytes> {
+        Box::pin(futures::future::ready(Err(FsError::NotImplemented)))
+    }
+    fn seek(&'_ mut self, _pos: SeekFrom) -> FsFuture<'_, u64> {
+        // Partial PUT (Content-Range, PATCH) is refused before it gets here.
+        Box::pin(futures::future::ready(Err(FsError::NotImplemented)))
+    }
+    fn flush(&'_ mut self) -> FsFuture<'_, ()> {
+        async move {
+            if self.committed {
+                return Ok(());
+            }
+            self.commit().await
+        }
+        .boxed()
+    }
+}
+
+pub(super) fn temp_path_beside(target: &Path) -> FsResult<PathBuf> {
+    Ok(parent_of(target)?.join(format!("{UPLOAD_TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple())))
+}
+
+pub(super) fn create_temp(path: &Path) -> FsResult<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io)
+}
+
+/// Remove upload temp files left by a crash or power cut under `files_dir` (all users' trees):
+/// those last written before `started` (when this davd started; its own uploads are newer).
+/// Run after the journal's recovery, which has placed every temp file a committed PUT or
+/// COPY still needed; the rest were never acknowledged, so no content is lost. Returns how
+/// many were removed.
+pub fn sweep_stale_uploads(files_dir: &Path, started: SystemTime) -> usize {
+    let mut removed = 0;
+    shared::quota::for_each_file(files_dir, |entry, meta| {
+        if paths::is_hidden_name(entry.file_name().as_encoded_bytes()) && meta.modified().is_ok_and(|m| m < started) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), "removed an upload left by a crash");
+                    removed += 1;
+                }
+                Err(e) => tracing::warn!(path = %entry.path().display(), "cannot remove a stale upload: {e}"),
+            }
+        }
+    });
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_removes_only_temp_files_older_than_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("alice@example.test/sub");
+        std::fs::create_dir_all(&user).unwrap();
+        let old = user.join(format!("{UPLOAD_TEMP_PREFIX}old"));
+        let fresh = user.join(format!("{UPLOAD_TEMP_PREFIX}fresh"));
+        let kept = user.join("notes.txt");
+        for f in [&old, &fresh, &kept] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        let two_hours_ago = SystemTime::now() - std::time::Duration::from_secs(7200);
+        for f in [&old, &kept] {
+            File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(two_hours_ago)
+                .unwrap();
+        }
+        let started = SystemTime::now() - std::time::Duration::from_secs(60);
+        assert_eq!(sweep_stale_uploads(dir.path(), started), 1);
+        assert!(!old.exists() && fresh.exists() && kept.exists());
+    }
+}
