@@ -32,7 +32,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use dav_server::fs::{FsError, FsResult};
-use shared::events::{self, Event};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::OwnedMutexGuard;
 
@@ -487,12 +486,7 @@ impl UserGuard {
         if recount {
             let root = self.root.clone();
             let bytes = tokio::task::spawn_blocking(move || shared::quota::tree_bytes(&root)).await?;
-            sqlx::query("UPDATE users SET file_bytes = $2 WHERE id = $1")
-                .bind(self.user_id)
-                .bind(bytes as i64)
-                .execute(&mut *tx)
-                .await?;
-            events::notify(&mut tx, &Event::Quota { user_id: self.user_id }).await?;
+            shared::quota::set_file_bytes(&mut tx, self.user_id, bytes).await?;
             tracing::info!(user_id = self.user_id, bytes, "file usage recounted");
         }
         tx.commit().await?;

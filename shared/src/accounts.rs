@@ -4,7 +4,6 @@ use sqlx::{PgPool, Row};
 use thiserror::Error;
 
 use crate::auth::hash_password;
-use crate::events::{self, Event};
 use crate::mailstore;
 
 /// Why a directory change was refused; each message is one clear line for the admin.
@@ -386,12 +385,6 @@ pub async fn sender_addresses(db: &PgPool, user_id: i64) -> Result<Vec<String>, 
     .await?)
 }
 
-/// Tell every process that a user's quota changed (after `tinydc quota set`).
-pub async fn announce_quota_change(db: &PgPool, user_id: i64) -> Result<(), AccountError> {
-    let mut conn = db.acquire().await?;
-    events::notify(&mut conn, &Event::Quota { user_id }).await?;
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

@@ -20,10 +20,6 @@ pub const CHANNEL: &str = "tinydc";
 pub enum Event {
     /// Messages were added, flagged or expunged in a mailbox.
     Mailbox { user_id: i64, mailbox_id: i64 },
-    /// A user's mailboxes were created, deleted, renamed or (un)subscribed.
-    MailboxList { user_id: i64 },
-    /// A user's quota limit or usage changed.
-    Quota { user_id: i64 },
     /// A message was queued for outbound delivery.
     Queue,
 }

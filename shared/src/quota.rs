@@ -26,7 +26,6 @@ use std::time::Duration;
 use sqlx::{Connection as _, PgConnection, PgPool};
 use thiserror::Error;
 
-use crate::events::{self, Event};
 
 /// How long a reservation lives if its writer never commits or releases it and its owner's death
 /// goes unnoticed (a last resort: normally a dead owner's reservations go at once).
@@ -280,11 +279,7 @@ pub async fn release_stale(db: &PgPool) -> Result<u64, QuotaError> {
     ))
     .fetch_all(&mut *tx)
     .await?;
-    let mut total = 0;
-    for (user_id, n) in &users {
-        total += *n as u64;
-        events::notify(&mut tx, &Event::Quota { user_id: *user_id }).await?;
-    }
+    let total: u64 = users.iter().map(|(_, n)| *n as u64).sum();
     tx.commit().await?;
     if total > 0 {
         tracing::info!(
@@ -358,11 +353,21 @@ async fn add_usage(conn: &mut PgConnection, user_id: i64, usage: Usage, delta: i
     .bind(delta)
     .execute(&mut *conn)
     .await?;
-    events::notify(conn, &Event::Quota { user_id }).await?;
     Ok(())
 }
 
-/// Set or clear (`None`) a user's limit and tell every process.
+/// Inside a transaction: set a user's file usage to `bytes` counted from their tree (davd's
+/// recovery after a crash, when a journaled step could not be told done or redone).
+pub async fn set_file_bytes(conn: &mut PgConnection, user_id: i64, bytes: u64) -> Result<(), QuotaError> {
+    sqlx::query("UPDATE users SET file_bytes = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(bytes.min(i64::MAX as u64) as i64)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Set or clear (`None`) a user's limit.
 pub async fn set_limit(db: &PgPool, user_id: i64, limit: Option<u64>) -> Result<(), QuotaError> {
     let mut tx = db.begin().await?;
     let updated = sqlx::query("UPDATE users SET quota_limit = $2 WHERE id = $1")
@@ -373,7 +378,6 @@ pub async fn set_limit(db: &PgPool, user_id: i64, limit: Option<u64>) -> Result<
     if updated.rows_affected() == 0 {
         return Err(QuotaError::UnknownUser);
     }
-    events::notify(&mut tx, &Event::Quota { user_id }).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -417,7 +421,6 @@ pub async fn recalc(db: &PgPool, user_id: i64, files_root: &std::path::Path) -> 
         .bind(files_after as i64)
         .execute(&mut *tx)
         .await?;
-    events::notify(&mut tx, &Event::Quota { user_id }).await?;
     tx.commit().await?;
     Ok(Recount {
         user_id,

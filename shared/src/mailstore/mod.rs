@@ -483,7 +483,6 @@ impl MailStore {
         // count below cannot be raced past the limit.
         lock_user(&mut tx, user_id).await?;
         let mailbox = self.create_in(&mut tx, user_id, &name, special_use).await?;
-        events::notify(&mut tx, &Event::MailboxList { user_id }).await?;
         tx.commit().await?;
         Ok(mailbox)
     }
@@ -594,7 +593,6 @@ impl MailStore {
             .bind(mailbox_id)
             .execute(&mut *tx)
             .await?;
-        events::notify(&mut tx, &Event::MailboxList { user_id }).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -676,7 +674,6 @@ impl MailStore {
         .bind(&to)
         .execute(&mut *tx)
         .await?;
-        events::notify(&mut tx, &Event::MailboxList { user_id }).await?;
         tx.commit().await?;
         Ok(())
     }
