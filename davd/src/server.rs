@@ -137,12 +137,24 @@ impl Server {
             dav.max_connections_per_address,
         ));
         let header_timeout = Duration::from_secs(dav.header_timeout_secs);
-        let https = self
-            .https
-            .map(|(listener, acceptor)| (listener, "webdav https", net::Security::Tls(acceptor), Channel::Tls, true));
-        let http = self
-            .http
-            .map(|listener| (listener, "webdav http, loopback", net::Security::Plain, Channel::LocalProxy, false));
+        let https = self.https.map(|(listener, acceptor)| {
+            (
+                listener,
+                "webdav https",
+                net::Security::Tls(acceptor),
+                Channel::Tls,
+                true,
+            )
+        });
+        let http = self.http.map(|listener| {
+            (
+                listener,
+                "webdav http, loopback",
+                net::Security::Plain,
+                Channel::LocalProxy,
+                false,
+            )
+        });
         let mut tasks = tokio::task::JoinSet::new();
         for (listener, name, security, channel, per_address) in https.into_iter().chain(http) {
             tracing::info!("listening on {} ({name})", listener.local_addr()?);

@@ -385,7 +385,6 @@ pub async fn sender_addresses(db: &PgPool, user_id: i64) -> Result<Vec<String>, 
     .await?)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

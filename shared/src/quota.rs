@@ -26,7 +26,6 @@ use std::time::Duration;
 use sqlx::{Connection as _, PgConnection, PgPool};
 use thiserror::Error;
 
-
 /// How long a reservation lives if its writer never commits or releases it and its owner's death
 /// goes unnoticed (a last resort: normally a dead owner's reservations go at once).
 pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(6 * 3600);
