@@ -39,7 +39,7 @@ pub enum AccountError {
 }
 
 /// A user as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub id: i64,
     pub address: String,

@@ -12,7 +12,7 @@ use crate::events::{self, Event};
 use sqlx::PgPool;
 
 /// A claimed row, as the worker delivers it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     pub id: i64,
     pub blob_id: String,
@@ -23,7 +23,7 @@ pub struct Entry {
 }
 
 /// One queued delivery, as `tinydc queue list` shows it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct QueueRow {
     pub id: i64,
     pub sender: String,
