@@ -1,6 +1,6 @@
 //! Domains, users and aliases: the directory every daemon and `tinydc` consult.
 
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use thiserror::Error;
 
 use crate::auth::hash_password;
@@ -38,7 +38,7 @@ pub enum AccountError {
 }
 
 /// A user as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub id: i64,
     pub address: String,
@@ -95,8 +95,7 @@ pub fn domain_of(address: &str) -> &str {
 /// Add a mail domain.
 pub async fn add_domain(db: &PgPool, name: &str) -> Result<String, AccountError> {
     let name = normalize_domain(name)?;
-    let inserted = sqlx::query("INSERT INTO domains (name) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(&name)
+    let inserted = sqlx::query!("INSERT INTO domains (name) VALUES ($1) ON CONFLICT DO NOTHING", name)
         .execute(db)
         .await?;
     if inserted.rows_affected() == 0 {
@@ -107,7 +106,7 @@ pub async fn add_domain(db: &PgPool, name: &str) -> Result<String, AccountError>
 
 /// Every domain, sorted.
 pub async fn list_domains(db: &PgPool) -> Result<Vec<String>, AccountError> {
-    Ok(sqlx::query_scalar("SELECT name FROM domains ORDER BY name")
+    Ok(sqlx::query_scalar!("SELECT name FROM domains ORDER BY name")
         .fetch_all(db)
         .await?)
 }
@@ -115,12 +114,12 @@ pub async fn list_domains(db: &PgPool) -> Result<Vec<String>, AccountError> {
 /// Whether mail for `domain` is ours.
 pub async fn is_local_domain(db: &PgPool, domain: &str) -> Result<bool, AccountError> {
     let domain = domain.trim_end_matches('.').to_lowercase();
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1)")
-            .bind(domain)
-            .fetch_one(db)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1) AS "exists!""#,
+        domain
     )
+    .fetch_one(db)
+    .await?)
 }
 
 /// Create a user with a password, an optional quota limit and the default mailboxes.
@@ -134,29 +133,31 @@ pub async fn add_user(
     let domain = domain_of(&address).to_string();
     let hash = hash_password(password).await;
     let mut tx = db.begin().await?;
-    let domain_id: Option<i64> = sqlx::query_scalar("SELECT id FROM domains WHERE name = $1")
-        .bind(&domain)
+    let domain_id = sqlx::query_scalar!("SELECT id FROM domains WHERE name = $1", domain)
         .fetch_optional(&mut *tx)
         .await?;
     let domain_id = domain_id.ok_or(AccountError::UnknownDomain(domain))?;
-    let is_alias: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM aliases WHERE source = $1)")
-        .bind(&address)
-        .fetch_one(&mut *tx)
-        .await?;
+    let is_alias = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM aliases WHERE source = $1) AS "exists!""#,
+        address
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if is_alias {
         return Err(AccountError::DuplicateUser(format!(
             "{address} (an alias has that address)"
         )));
     }
-    let user: Option<User> = sqlx::query_as(
+    let user = sqlx::query_as!(
+        User,
         "INSERT INTO users (address, domain_id, password_hash, quota_limit) VALUES ($1, $2, $3, $4)
          ON CONFLICT (address) DO NOTHING
          RETURNING id, address, quota_limit, mail_bytes, file_bytes",
+        address,
+        domain_id,
+        hash,
+        quota_limit.map(|q| q as i64),
     )
-    .bind(&address)
-    .bind(domain_id)
-    .bind(&hash)
-    .bind(quota_limit.map(|q| q as i64))
     .fetch_optional(&mut *tx)
     .await?;
     let user = user.ok_or_else(|| AccountError::DuplicateUser(address.clone()))?;
@@ -167,12 +168,13 @@ pub async fn add_user(
 
 /// Look a user up by address (case-insensitive).
 pub async fn find_user(db: &PgPool, address: &str) -> Result<Option<User>, AccountError> {
-    Ok(
-        sqlx::query_as("SELECT id, address, quota_limit, mail_bytes, file_bytes FROM users WHERE address = $1")
-            .bind(address.trim().to_lowercase())
-            .fetch_optional(db)
-            .await?,
+    Ok(sqlx::query_as!(
+        User,
+        "SELECT id, address, quota_limit, mail_bytes, file_bytes FROM users WHERE address = $1",
+        address.trim().to_lowercase(),
     )
+    .fetch_optional(db)
+    .await?)
 }
 
 /// Look a user up by address, failing with `UnknownUser`.
@@ -183,30 +185,30 @@ pub async fn get_user(db: &PgPool, address: &str) -> Result<User, AccountError> 
 
 /// Look a user up by id.
 pub async fn user_by_id(db: &PgPool, id: i64) -> Result<Option<User>, AccountError> {
-    Ok(
-        sqlx::query_as("SELECT id, address, quota_limit, mail_bytes, file_bytes FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(db)
-            .await?,
+    Ok(sqlx::query_as!(
+        User,
+        "SELECT id, address, quota_limit, mail_bytes, file_bytes FROM users WHERE id = $1",
+        id,
     )
+    .fetch_optional(db)
+    .await?)
 }
 
 /// Every user, sorted by address.
 pub async fn list_users(db: &PgPool) -> Result<Vec<User>, AccountError> {
-    Ok(
-        sqlx::query_as("SELECT id, address, quota_limit, mail_bytes, file_bytes FROM users ORDER BY address")
-            .fetch_all(db)
-            .await?,
+    Ok(sqlx::query_as!(
+        User,
+        "SELECT id, address, quota_limit, mail_bytes, file_bytes FROM users ORDER BY address"
     )
+    .fetch_all(db)
+    .await?)
 }
 
 /// Change a user's password.
 pub async fn set_password(db: &PgPool, address: &str, password: &str) -> Result<(), AccountError> {
     let user = get_user(db, address).await?;
     let hash = hash_password(password).await;
-    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-        .bind(user.id)
-        .bind(hash)
+    sqlx::query!("UPDATE users SET password_hash = $2 WHERE id = $1", user.id, hash)
         .execute(db)
         .await?;
     Ok(())
@@ -218,11 +220,13 @@ pub async fn set_password(db: &PgPool, address: &str, password: &str) -> Result<
 pub async fn delete_user(db: &PgPool, address: &str, purge: bool) -> Result<User, AccountError> {
     let user = get_user(db, address).await?;
     let mut tx = db.begin().await?;
-    let (mail_bytes, file_bytes): (i64, i64) =
-        sqlx::query_as("SELECT mail_bytes, file_bytes FROM users WHERE id = $1 FOR UPDATE")
-            .bind(user.id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let held = sqlx::query!(
+        "SELECT mail_bytes, file_bytes FROM users WHERE id = $1 FOR UPDATE",
+        user.id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let (mail_bytes, file_bytes) = (held.mail_bytes, held.file_bytes);
     let messages = mailstore::count_user_messages(&mut tx, user.id).await?;
     if !purge && (mail_bytes > 0 || file_bytes > 0 || messages > 0) {
         return Err(AccountError::HasData {
@@ -232,8 +236,7 @@ pub async fn delete_user(db: &PgPool, address: &str, purge: bool) -> Result<User
         });
     }
     mailstore::purge_user_mail(&mut tx, user.id).await?;
-    sqlx::query("DELETE FROM users WHERE id = $1")
-        .bind(user.id)
+    sqlx::query!("DELETE FROM users WHERE id = $1", user.id)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -253,16 +256,17 @@ pub async fn add_alias(db: &PgPool, source: &str, targets: &[String]) -> Result<
     let mut tx = db.begin().await?;
     for target in targets {
         let target = normalize_address(target)?;
-        let user_id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE address = $1")
-            .bind(&target)
+        let user_id = sqlx::query_scalar!("SELECT id FROM users WHERE address = $1", target)
             .fetch_optional(&mut *tx)
             .await?;
         let user_id = user_id.ok_or(AccountError::UnknownUser(target))?;
-        sqlx::query("INSERT INTO aliases (source, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(&source)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "INSERT INTO aliases (source, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            source,
+            user_id
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(source)
@@ -272,17 +276,16 @@ pub async fn add_alias(db: &PgPool, source: &str, targets: &[String]) -> Result<
 pub async fn delete_alias(db: &PgPool, source: &str, targets: &[String]) -> Result<(), AccountError> {
     let source = normalize_alias_source(source)?;
     let removed = if targets.is_empty() {
-        sqlx::query("DELETE FROM aliases WHERE source = $1")
-            .bind(&source)
+        sqlx::query!("DELETE FROM aliases WHERE source = $1", source)
             .execute(db)
             .await?
     } else {
         let targets: Vec<String> = targets.iter().map(|t| t.trim().to_lowercase()).collect();
-        sqlx::query(
+        sqlx::query!(
             "DELETE FROM aliases a USING users u WHERE a.user_id = u.id AND a.source = $1 AND u.address = ANY($2)",
+            source,
+            &targets,
         )
-        .bind(&source)
-        .bind(&targets)
         .execute(db)
         .await?
     };
@@ -294,13 +297,14 @@ pub async fn delete_alias(db: &PgPool, source: &str, targets: &[String]) -> Resu
 
 /// Every alias with its targets, sorted.
 pub async fn list_aliases(db: &PgPool) -> Result<Vec<(String, Vec<String>)>, AccountError> {
-    let rows = sqlx::query(
-        "SELECT a.source, array_agg(u.address ORDER BY u.address) AS targets
-         FROM aliases a JOIN users u ON u.id = a.user_id GROUP BY a.source ORDER BY a.source",
+    // array_agg over a group is never NULL (a group has at least one row).
+    let rows = sqlx::query!(
+        r#"SELECT a.source, array_agg(u.address ORDER BY u.address) AS "targets!"
+         FROM aliases a JOIN users u ON u.id = a.user_id GROUP BY a.source ORDER BY a.source"#,
     )
     .fetch_all(db)
     .await?;
-    Ok(rows.iter().map(|r| (r.get("source"), r.get("targets"))).collect())
+    Ok(rows.into_iter().map(|r| (r.source, r.targets)).collect())
 }
 
 fn normalize_alias_source(source: &str) -> Result<String, AccountError> {
@@ -338,11 +342,12 @@ pub async fn resolve_recipient(db: &PgPool, address: &str) -> Result<Recipient, 
         return Ok(Recipient::Remote);
     }
     for source in [address.clone(), format!("@{domain}")] {
-        let users: Vec<User> = sqlx::query_as(
+        let users = sqlx::query_as!(
+            User,
             "SELECT u.id, u.address, u.quota_limit, u.mail_bytes, u.file_bytes
              FROM aliases a JOIN users u ON u.id = a.user_id WHERE a.source = $1 ORDER BY u.address",
+            source,
         )
-        .bind(&source)
         .fetch_all(db)
         .await?;
         if !users.is_empty() {
@@ -360,11 +365,12 @@ pub async fn resolve_recipient(db: &PgPool, address: &str) -> Result<Recipient, 
 /// that name, it goes to the domain's first account (the one `tinydc init` or the admin made
 /// first); a user or an alias `postmaster@domain` overrides this.
 async fn postmaster(db: &PgPool, domain: &str) -> Result<Recipient, AccountError> {
-    let first: Option<User> = sqlx::query_as(
+    let first = sqlx::query_as!(
+        User,
         "SELECT u.id, u.address, u.quota_limit, u.mail_bytes, u.file_bytes
          FROM users u JOIN domains d ON d.id = u.domain_id WHERE d.name = $1 ORDER BY u.id LIMIT 1",
+        domain,
     )
-    .bind(domain)
     .fetch_optional(db)
     .await?;
     Ok(match first {
@@ -376,11 +382,12 @@ async fn postmaster(db: &PgPool, domain: &str) -> Result<Recipient, AccountError
 /// The addresses a user may send as: their own and every alias pointing at them (not
 /// catch-alls, which would let them claim any address of the domain).
 pub async fn sender_addresses(db: &PgPool, user_id: i64) -> Result<Vec<String>, AccountError> {
-    Ok(sqlx::query_scalar(
-        "SELECT address FROM users WHERE id = $1
-         UNION SELECT source FROM aliases WHERE user_id = $1 AND source NOT LIKE '@%'",
+    // Both halves of the UNION select NOT NULL columns; sqlx cannot see through a UNION.
+    Ok(sqlx::query_scalar!(
+        r#"SELECT address AS "address!" FROM users WHERE id = $1
+         UNION SELECT source FROM aliases WHERE user_id = $1 AND source NOT LIKE '@%'"#,
+        user_id,
     )
-    .bind(user_id)
     .fetch_all(db)
     .await?)
 }

@@ -226,18 +226,19 @@ impl Auth {
             }
         };
         let refund = || self.gate.refund(ip, charged_account.then_some(account.as_str()));
-        let row: Option<(i64, String, String)> =
-            match sqlx::query_as("SELECT id, address, password_hash FROM users WHERE address = $1")
-                .bind(&account)
-                .fetch_optional(&self.db)
-                .await
-            {
-                Ok(row) => row,
-                Err(e) => {
-                    refund().await;
-                    return Err(e.into());
-                }
-            };
+        let row: Option<(i64, String, String)> = match sqlx::query!(
+            "SELECT id, address, password_hash FROM users WHERE address = $1",
+            account
+        )
+        .fetch_optional(&self.db)
+        .await
+        {
+            Ok(row) => row.map(|r| (r.id, r.address, r.password_hash)),
+            Err(e) => {
+                refund().await;
+                return Err(e.into());
+            }
+        };
         let hash = row.as_ref().map(|r| r.2.clone());
         let password = password.to_string();
         // The decoy is made (once) inside the capped work too: it is an argon2 run like any other.

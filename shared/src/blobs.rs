@@ -139,14 +139,14 @@ impl BlobStore {
     /// files older than `grace`. The grace period protects writes in progress.
     pub async fn sweep(&self, db: &PgPool, grace: Duration) -> anyhow::Result<SweepReport> {
         let mut report = SweepReport::default();
-        let dead: Vec<(String, i64)> = sqlx::query_as(
+        let dead = sqlx::query!(
             "DELETE FROM blobs WHERE refcount = 0 AND zero_since < now() - make_interval(secs => $1)
              RETURNING id, size",
+            grace.as_secs_f64(),
         )
-        .bind(grace.as_secs_f64())
         .fetch_all(db)
         .await?;
-        for (id, size) in dead {
+        for (id, size) in dead.into_iter().map(|r| (r.id, r.size)) {
             if BlobId::is_valid(&id) {
                 match tokio::fs::remove_file(self.path(&BlobId(id))).await {
                     Ok(()) => {
@@ -158,7 +158,7 @@ impl BlobStore {
                 }
             }
         }
-        let known: std::collections::HashSet<String> = sqlx::query_scalar("SELECT id FROM blobs")
+        let known: std::collections::HashSet<String> = sqlx::query_scalar!("SELECT id FROM blobs")
             .fetch_all(db)
             .await?
             .into_iter()
@@ -217,13 +217,13 @@ impl BlobStore {
 
 /// Inside a transaction: count one more reference to a stored blob (recording it if new).
 pub async fn add_ref(conn: &mut PgConnection, id: &BlobId, size: u64, count: i64) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO blobs (id, size, refcount) VALUES ($1, $2, $3)
          ON CONFLICT (id) DO UPDATE SET refcount = blobs.refcount + $3, zero_since = NULL",
+        id.0,
+        size as i64,
+        count,
     )
-    .bind(&id.0)
-    .bind(size as i64)
-    .bind(count)
     .execute(conn)
     .await?;
     Ok(())
@@ -234,13 +234,13 @@ pub async fn drop_refs(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "WITH refs AS (SELECT id, count(*) AS n FROM unnest($1::text[]) AS t(id) GROUP BY id)
          UPDATE blobs SET refcount = greatest(blobs.refcount - refs.n, 0),
                           zero_since = CASE WHEN blobs.refcount - refs.n <= 0 THEN now() ELSE NULL END
          FROM refs WHERE blobs.id = refs.id",
+        ids,
     )
-    .bind(ids)
     .execute(conn)
     .await?;
     Ok(())

@@ -28,30 +28,28 @@ pub struct PublicKey {
 /// The signing key of `domain`, if one was generated.
 pub async fn signing_key(db: &PgPool, domain: &str) -> anyhow::Result<Option<DomainKey>> {
     let domain = domain.to_lowercase();
-    let row: Option<(String, String)> = sqlx::query_as("SELECT selector, private_key FROM dkim_keys WHERE domain = $1")
-        .bind(&domain)
+    let row = sqlx::query!("SELECT selector, private_key FROM dkim_keys WHERE domain = $1", domain)
         .fetch_optional(db)
         .await?;
-    let Some((selector, private_key)) = row else {
+    let Some(row) = row else {
         return Ok(None);
     };
     Ok(Some(DomainKey {
         domain,
-        selector,
-        private_key: B64.decode(private_key.trim())?,
+        selector: row.selector,
+        private_key: B64.decode(row.private_key.trim())?,
     }))
 }
 
 /// The public key of `domain` (a normalized domain name), if there is one.
 pub async fn public_key(db: &PgPool, domain: &str) -> anyhow::Result<Option<PublicKey>> {
-    let row: Option<(String, String)> = sqlx::query_as("SELECT selector, public_key FROM dkim_keys WHERE domain = $1")
-        .bind(domain)
+    let row = sqlx::query!("SELECT selector, public_key FROM dkim_keys WHERE domain = $1", domain)
         .fetch_optional(db)
         .await?;
-    Ok(row.map(|(selector, public_key)| PublicKey {
+    Ok(row.map(|row| PublicKey {
         domain: domain.to_string(),
-        selector,
-        public_key,
+        selector: row.selector,
+        public_key: row.public_key,
     }))
 }
 
@@ -65,16 +63,16 @@ pub async fn replace_key(
     public_der: &[u8],
 ) -> anyhow::Result<PublicKey> {
     let public = B64.encode(public_der);
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO dkim_keys (domain, selector, algorithm, private_key, public_key)
          VALUES ($1, $2, 'rsa-sha256', $3, $4)
          ON CONFLICT (domain) DO UPDATE SET selector = $2, algorithm = 'rsa-sha256', private_key = $3,
              public_key = $4, created_at = now()",
+        domain,
+        selector,
+        B64.encode(private_der),
+        public,
     )
-    .bind(domain)
-    .bind(selector)
-    .bind(B64.encode(private_der))
-    .bind(&public)
     .execute(db)
     .await?;
     Ok(PublicKey {

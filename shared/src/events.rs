@@ -27,9 +27,7 @@ pub enum Event {
 /// Send `event` when the transaction `conn` is in commits (or at once outside a transaction).
 pub async fn notify(conn: &mut sqlx::PgConnection, event: &Event) -> sqlx::Result<()> {
     let payload = serde_json::to_string(event).expect("events serialize");
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(payload)
+    sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, payload)
         .execute(conn)
         .await?;
     Ok(())

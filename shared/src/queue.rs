@@ -12,7 +12,7 @@ use crate::events::{self, Event};
 use sqlx::PgPool;
 
 /// A claimed row, as the worker delivers it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     pub id: i64,
     pub blob_id: String,
@@ -23,7 +23,7 @@ pub struct Entry {
 }
 
 /// One queued delivery, as `tinydc queue list` shows it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct QueueRow {
     pub id: i64,
     pub sender: String,
@@ -56,15 +56,15 @@ pub async fn enqueue(
     // The blob row first: queue rows reference it.
     crate::blobs::add_ref(&mut tx, &blob, message.len() as u64, recipients.len() as i64).await?;
     // One statement for all recipients, not one round trip each.
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO smtp_queue (blob_id, size, sender, recipient, user_id)
          SELECT $1, $2, $3, r, $5 FROM UNNEST($4::text[]) AS r",
+        blob.0,
+        message.len() as i64,
+        sender,
+        recipients,
+        user_id,
     )
-    .bind(&blob.0)
-    .bind(message.len() as i64)
-    .bind(sender)
-    .bind(recipients)
-    .bind(user_id)
     .execute(&mut *tx)
     .await?;
     events::notify(&mut tx, &Event::Queue).await?;
@@ -75,26 +75,27 @@ pub async fn enqueue(
 /// Claim up to `batch` due rows for `claim` (several workers or processes never take the same
 /// row; a crashed worker's claim runs out). Each claim counts as an attempt.
 pub async fn claim(db: &PgPool, batch: i64, claim: Duration) -> sqlx::Result<Vec<Entry>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Entry,
         "UPDATE smtp_queue SET locked_until = now() + make_interval(secs => $2), attempts = attempts + 1
          WHERE id IN (SELECT id FROM smtp_queue
                       WHERE next_attempt <= now() AND (locked_until IS NULL OR locked_until < now())
                       ORDER BY next_attempt LIMIT $1 FOR UPDATE SKIP LOCKED)
          RETURNING id, blob_id, sender, recipient, attempts, created_at",
+        batch,
+        claim.as_secs_f64(),
     )
-    .bind(batch)
-    .bind(claim.as_secs_f64())
     .fetch_all(db)
     .await
 }
 
 /// Give claimed rows back unattempted (at shutdown), so a restart retries them at once.
 pub async fn unclaim(db: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE smtp_queue SET locked_until = NULL, attempts = greatest(attempts - 1, 0)
          WHERE id = ANY($1) AND locked_until IS NOT NULL",
+        ids,
     )
-    .bind(ids)
     .execute(db)
     .await?;
     Ok(())
@@ -102,20 +103,20 @@ pub async fn unclaim(db: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
 
 /// When the next row becomes due (`None`: the queue is empty).
 pub async fn next_due(db: &PgPool) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar("SELECT min(greatest(next_attempt, coalesce(locked_until, next_attempt))) FROM smtp_queue")
+    sqlx::query_scalar!("SELECT min(greatest(next_attempt, coalesce(locked_until, next_attempt))) FROM smtp_queue")
         .fetch_one(db)
         .await
 }
 
 /// Record a temporary failure of row `id`: try again after `delay`.
 pub async fn retry_later(db: &PgPool, id: i64, delay: Duration, error: &str) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE smtp_queue SET next_attempt = now() + make_interval(secs => $2), last_error = $3,
          locked_until = NULL WHERE id = $1",
+        id,
+        delay.as_secs_f64(),
+        error,
     )
-    .bind(id)
-    .bind(delay.as_secs_f64())
-    .bind(error)
     .execute(db)
     .await?;
     Ok(())
@@ -125,8 +126,7 @@ pub async fn retry_later(db: &PgPool, id: i64, delay: Duration, error: &str) -> 
 /// removes the blob once unused. `false` when there was no such row.
 pub async fn remove(db: &PgPool, id: i64) -> sqlx::Result<bool> {
     let mut tx = db.begin().await?;
-    let blob: Option<String> = sqlx::query_scalar("DELETE FROM smtp_queue WHERE id = $1 RETURNING blob_id")
-        .bind(id)
+    let blob = sqlx::query_scalar!("DELETE FROM smtp_queue WHERE id = $1 RETURNING blob_id", id)
         .fetch_optional(&mut *tx)
         .await?;
     if let Some(blob) = &blob {
@@ -138,7 +138,8 @@ pub async fn remove(db: &PgPool, id: i64) -> sqlx::Result<bool> {
 
 /// Every queued delivery, oldest first.
 pub async fn rows(db: &PgPool) -> sqlx::Result<Vec<QueueRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        QueueRow,
         "SELECT id, sender, recipient, size, created_at, next_attempt, attempts, last_error
          FROM smtp_queue ORDER BY created_at, id",
     )
@@ -152,13 +153,15 @@ pub async fn retry(db: &PgPool, which: Which) -> sqlx::Result<u64> {
     let mut tx = db.begin().await?;
     let done = match which {
         Which::One(id) => {
-            sqlx::query("UPDATE smtp_queue SET next_attempt = now(), locked_until = NULL WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
+            sqlx::query!(
+                "UPDATE smtp_queue SET next_attempt = now(), locked_until = NULL WHERE id = $1",
+                id
+            )
+            .execute(&mut *tx)
+            .await?
         }
         Which::All => {
-            sqlx::query("UPDATE smtp_queue SET next_attempt = now(), locked_until = NULL")
+            sqlx::query!("UPDATE smtp_queue SET next_attempt = now(), locked_until = NULL")
                 .execute(&mut *tx)
                 .await?
         }

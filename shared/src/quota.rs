@@ -26,6 +26,8 @@ use std::time::Duration;
 use sqlx::{Connection as _, PgConnection, PgPool};
 use thiserror::Error;
 
+use crate::mailstore;
+
 /// How long a reservation lives if its writer never commits or releases it and its owner's death
 /// goes unnoticed (a last resort: normally a dead owner's reservations go at once).
 pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(6 * 3600);
@@ -51,15 +53,6 @@ const OWNER_ALIVE: &str = "EXISTS (SELECT 1 FROM pg_locks l
 pub enum Usage {
     Mail,
     Files,
-}
-
-impl Usage {
-    fn column(self) -> &'static str {
-        match self {
-            Usage::Mail => "mail_bytes",
-            Usage::Files => "file_bytes",
-        }
-    }
 }
 
 /// Quota refusals and failures.
@@ -146,22 +139,24 @@ pub struct Reservation {
 
 /// Lock the user's row and read its quota (live reservations included).
 async fn locked_info(conn: &mut PgConnection, user_id: i64) -> Result<QuotaInfo, QuotaError> {
-    let row: Option<(Option<i64>, i64, i64)> =
-        sqlx::query_as("SELECT quota_limit, mail_bytes, file_bytes FROM users WHERE id = $1 FOR UPDATE")
-            .bind(user_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let (limit, mail, files) = row.ok_or(QuotaError::UnknownUser)?;
-    let reserved: i64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(bytes), 0)::bigint FROM quota_reservations WHERE user_id = $1 AND expires_at > now()",
+    let row = sqlx::query!(
+        "SELECT quota_limit, mail_bytes, file_bytes FROM users WHERE id = $1 FOR UPDATE",
+        user_id
     )
-    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(QuotaError::UnknownUser)?;
+    let reserved = sqlx::query_scalar!(
+        r#"SELECT coalesce(sum(bytes), 0)::bigint AS "reserved!" FROM quota_reservations
+           WHERE user_id = $1 AND expires_at > now()"#,
+        user_id
+    )
     .fetch_one(&mut *conn)
     .await?;
     Ok(QuotaInfo {
-        limit: limit.map(|l| l.max(0) as u64),
-        mail_bytes: mail.max(0) as u64,
-        file_bytes: files.max(0) as u64,
+        limit: row.quota_limit.map(|l| l.max(0) as u64),
+        mail_bytes: row.mail_bytes.max(0) as u64,
+        file_bytes: row.file_bytes.max(0) as u64,
         reserved_bytes: reserved.max(0) as u64,
     })
 }
@@ -169,21 +164,21 @@ async fn locked_info(conn: &mut PgConnection, user_id: i64) -> Result<QuotaInfo,
 /// A user's quota and usage now: a plain read that locks nothing (IMAP GETQUOTAROOT and WebDAV
 /// quota properties call this on every request).
 pub async fn info(db: &PgPool, user_id: i64) -> Result<QuotaInfo, QuotaError> {
-    let row: Option<(Option<i64>, i64, i64, i64)> = sqlx::query_as(
-        "SELECT quota_limit, mail_bytes, file_bytes,
+    let row = sqlx::query!(
+        r#"SELECT quota_limit, mail_bytes, file_bytes,
                 (SELECT coalesce(sum(bytes), 0)::bigint FROM quota_reservations
-                 WHERE user_id = users.id AND expires_at > now())
-         FROM users WHERE id = $1",
+                 WHERE user_id = users.id AND expires_at > now()) AS "reserved!"
+         FROM users WHERE id = $1"#,
+        user_id
     )
-    .bind(user_id)
     .fetch_optional(db)
-    .await?;
-    let (limit, mail, files, reserved) = row.ok_or(QuotaError::UnknownUser)?;
+    .await?
+    .ok_or(QuotaError::UnknownUser)?;
     Ok(QuotaInfo {
-        limit: limit.map(|l| l.max(0) as u64),
-        mail_bytes: mail.max(0) as u64,
-        file_bytes: files.max(0) as u64,
-        reserved_bytes: reserved.max(0) as u64,
+        limit: row.quota_limit.map(|l| l.max(0) as u64),
+        mail_bytes: row.mail_bytes.max(0) as u64,
+        file_bytes: row.file_bytes.max(0) as u64,
+        reserved_bytes: row.reserved.max(0) as u64,
     })
 }
 
@@ -210,6 +205,8 @@ pub async fn reserve(db: &PgPool, user_id: i64, bytes: u64) -> Result<Reservatio
         }
         // Inserted only while our owner lock is held, so a reservation never carries the id of
         // an owner that is already gone (release_stale would take it at once).
+        // Stays dynamic (here and in the two release_stale queries): they share the one
+        // OWNER_ALIVE predicate, and query! takes a single string literal.
         let inserted: Option<i64> = sqlx::query_scalar(&format!(
             "INSERT INTO quota_reservations (user_id, bytes, expires_at, owner)
              SELECT $1, $2, now() + make_interval(secs => $3), $4
@@ -228,10 +225,12 @@ pub async fn reserve(db: &PgPool, user_id: i64, bytes: u64) -> Result<Reservatio
             continue;
         };
         // Expired reservations are cleared while we hold the row lock.
-        sqlx::query("DELETE FROM quota_reservations WHERE user_id = $1 AND expires_at <= now()")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "DELETE FROM quota_reservations WHERE user_id = $1 AND expires_at <= now()",
+            user_id
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         return Ok(Reservation {
             id: reservation_id,
@@ -292,8 +291,7 @@ pub async fn release_stale(db: &PgPool) -> Result<u64, QuotaError> {
 
 /// Give a reservation's space back (the write failed or was abandoned).
 pub async fn release(db: &PgPool, reservation: Reservation) -> Result<(), QuotaError> {
-    sqlx::query("DELETE FROM quota_reservations WHERE id = $1")
-        .bind(reservation.id)
+    sqlx::query!("DELETE FROM quota_reservations WHERE id = $1", reservation.id)
         .execute(db)
         .await?;
     Ok(())
@@ -308,8 +306,7 @@ pub async fn commit(
     actual: u64,
     usage: Usage,
 ) -> Result<(), QuotaError> {
-    let held = sqlx::query("DELETE FROM quota_reservations WHERE id = $1")
-        .bind(reservation.id)
+    let held = sqlx::query!("DELETE FROM quota_reservations WHERE id = $1", reservation.id)
         .execute(&mut *conn)
         .await?
         .rows_affected()
@@ -344,36 +341,52 @@ async fn add_usage(conn: &mut PgConnection, user_id: i64, usage: Usage, delta: i
     if delta == 0 {
         return Ok(());
     }
-    let column = usage.column();
-    sqlx::query(&format!(
-        "UPDATE users SET {column} = greatest({column} + $2, 0) WHERE id = $1"
-    ))
-    .bind(user_id)
-    .bind(delta)
-    .execute(&mut *conn)
-    .await?;
+    match usage {
+        Usage::Mail => {
+            sqlx::query!(
+                "UPDATE users SET mail_bytes = greatest(mail_bytes + $2, 0) WHERE id = $1",
+                user_id,
+                delta
+            )
+            .execute(&mut *conn)
+            .await?
+        }
+        Usage::Files => {
+            sqlx::query!(
+                "UPDATE users SET file_bytes = greatest(file_bytes + $2, 0) WHERE id = $1",
+                user_id,
+                delta
+            )
+            .execute(&mut *conn)
+            .await?
+        }
+    };
     Ok(())
 }
 
 /// Inside a transaction: set a user's file usage to `bytes` counted from their tree (davd's
 /// recovery after a crash, when a journaled step could not be told done or redone).
 pub async fn set_file_bytes(conn: &mut PgConnection, user_id: i64, bytes: u64) -> Result<(), QuotaError> {
-    sqlx::query("UPDATE users SET file_bytes = $2 WHERE id = $1")
-        .bind(user_id)
-        .bind(bytes.min(i64::MAX as u64) as i64)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE users SET file_bytes = $2 WHERE id = $1",
+        user_id,
+        bytes.min(i64::MAX as u64) as i64
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
 /// Set or clear (`None`) a user's limit.
 pub async fn set_limit(db: &PgPool, user_id: i64, limit: Option<u64>) -> Result<(), QuotaError> {
     let mut tx = db.begin().await?;
-    let updated = sqlx::query("UPDATE users SET quota_limit = $2 WHERE id = $1")
-        .bind(user_id)
-        .bind(limit.map(|l| l.min(i64::MAX as u64) as i64))
-        .execute(&mut *tx)
-        .await?;
+    let updated = sqlx::query!(
+        "UPDATE users SET quota_limit = $2 WHERE id = $1",
+        user_id,
+        limit.map(|l| l.min(i64::MAX as u64) as i64)
+    )
+    .execute(&mut *tx)
+    .await?;
     if updated.rows_affected() == 0 {
         return Err(QuotaError::UnknownUser);
     }
@@ -407,24 +420,21 @@ pub async fn recalc(db: &PgPool, user_id: i64, files_root: &std::path::Path) -> 
         .expect("walking the tree does not panic");
     let mut tx = db.begin().await?;
     let before = locked_info(&mut tx, user_id).await?;
-    let mail_after: i64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(m.size), 0)::bigint FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
-         WHERE b.user_id = $1",
+    // The mail store owns mailboxes and messages; it sums them.
+    let mail_after = mailstore::user_mail_bytes(&mut tx, user_id).await?;
+    sqlx::query!(
+        "UPDATE users SET mail_bytes = $2, file_bytes = $3 WHERE id = $1",
+        user_id,
+        mail_after.min(i64::MAX as u64) as i64,
+        files_after.min(i64::MAX as u64) as i64
     )
-    .bind(user_id)
-    .fetch_one(&mut *tx)
+    .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE users SET mail_bytes = $2, file_bytes = $3 WHERE id = $1")
-        .bind(user_id)
-        .bind(mail_after)
-        .bind(files_after as i64)
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
     Ok(Recount {
         user_id,
         mail_before: before.mail_bytes,
-        mail_after: mail_after as u64,
+        mail_after,
         files_before: before.file_bytes,
         files_after,
     })
@@ -518,14 +528,16 @@ impl Owner {
         // Ids come from a sequence, so a live owner's id is only met again after 2^31 owners;
         // the try-lock skips such an id rather than share it.
         let id = loop {
-            let id: i32 = sqlx::query_scalar("SELECT nextval('quota_owner_seq')::integer")
+            let id = sqlx::query_scalar!(r#"SELECT nextval('quota_owner_seq')::integer AS "id!""#)
                 .fetch_one(&mut conn)
                 .await?;
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-                .bind(OWNER_LOCK_CLASS)
-                .bind(id)
-                .fetch_one(&mut conn)
-                .await?;
+            let locked = sqlx::query_scalar!(
+                r#"SELECT pg_try_advisory_lock($1, $2) AS "locked!""#,
+                OWNER_LOCK_CLASS,
+                id
+            )
+            .fetch_one(&mut conn)
+            .await?;
             if locked {
                 break id;
             }

@@ -76,7 +76,9 @@ impl Gate {
     /// one after the other.
     pub async fn charge(&self, ip: IpAddr, account: &str) -> Result<Charge, sqlx::Error> {
         self.prune_if_due().await;
-        let row: (bool, bool, f64, Option<bool>, Option<f64>) = sqlx::query_as(
+        // Through the CTEs sqlx cannot infer nullability: the ip row always exists (its columns
+        // are NOT NULL or coalesced), the account row may be missing (LEFT JOIN).
+        let row = sqlx::query!(
             r#"
             WITH ip AS (
                 INSERT INTO login_gate AS g (scope, key, tat, allowed, expires)
@@ -103,20 +105,28 @@ impl Gate {
                     expires = greatest(g.expires, greatest(g.tat, now()) + make_interval(secs => $4))
                 RETURNING allowed, tat
             )
-            SELECT ip.allowed, ip.suspect, extract(epoch FROM ip.tat - now())::float8,
-                   account.allowed, extract(epoch FROM account.tat - now())::float8
+            SELECT ip.allowed AS "ip_allowed!", ip.suspect AS "suspect!",
+                   extract(epoch FROM ip.tat - now())::float8 AS "ip_ahead!",
+                   account.allowed AS "account_allowed?",
+                   extract(epoch FROM account.tat - now())::float8 AS "account_ahead?"
             FROM ip LEFT JOIN account ON true
             "#,
+            address_key(ip),
+            account,
+            self.ip_interval.as_secs_f64(),
+            self.account_interval.as_secs_f64(),
+            WINDOW.as_secs_f64(),
+            SUSPECT_FOR.as_secs_f64(),
         )
-        .bind(address_key(ip))
-        .bind(account)
-        .bind(self.ip_interval.as_secs_f64())
-        .bind(self.account_interval.as_secs_f64())
-        .bind(WINDOW.as_secs_f64())
-        .bind(SUSPECT_FOR.as_secs_f64())
         .fetch_one(&self.db)
         .await?;
-        let (ip_allowed, suspect, ip_ahead, account_allowed, account_ahead) = row;
+        let (ip_allowed, suspect, ip_ahead, account_allowed, account_ahead) = (
+            row.ip_allowed,
+            row.suspect,
+            row.ip_ahead,
+            row.account_allowed,
+            row.account_ahead,
+        );
         // Refused: the budget frees up when tat + interval comes back within the window.
         let wait = |ahead: f64, interval: Duration| {
             Duration::from_secs_f64((ahead + interval.as_secs_f64() - WINDOW.as_secs_f64()).max(1.0))
@@ -145,14 +155,14 @@ impl Gate {
     /// Give back an attempt's charge (a success, or an attempt that could not be checked). Best
     /// effort: a lost refund only makes the gate stricter for a while.
     pub async fn refund(&self, ip: IpAddr, account: Option<&str>) {
-        let result = sqlx::query(
-            "UPDATE login_gate SET tat = tat - make_interval(secs => CASE scope WHEN 'ip' THEN $3 ELSE $4 END)
+        let result = sqlx::query!(
+            "UPDATE login_gate SET tat = tat - make_interval(secs => CASE scope WHEN 'ip' THEN $3::float8 ELSE $4::float8 END)
              WHERE (scope = 'ip' AND key = $1) OR (scope = 'account' AND key = $2)",
+            address_key(ip),
+            account,
+            self.ip_interval.as_secs_f64(),
+            self.account_interval.as_secs_f64(),
         )
-        .bind(address_key(ip))
-        .bind(account)
-        .bind(self.ip_interval.as_secs_f64())
-        .bind(self.account_interval.as_secs_f64())
         .execute(&self.db)
         .await;
         if let Err(e) = result {
@@ -162,13 +172,13 @@ impl Gate {
 
     /// Mark the address suspect after a failed check (its charge stays spent).
     pub async fn failed(&self, ip: IpAddr) {
-        let result = sqlx::query(
+        let result = sqlx::query!(
             "UPDATE login_gate SET failed_at = now(),
                  expires = greatest(expires, now() + make_interval(secs => $2))
              WHERE scope = 'ip' AND key = $1",
+            address_key(ip),
+            SUSPECT_FOR.as_secs_f64(),
         )
-        .bind(address_key(ip))
-        .bind(SUSPECT_FOR.as_secs_f64())
         .execute(&self.db)
         .await;
         if let Err(e) = result {
@@ -179,7 +189,7 @@ impl Gate {
     /// Delete the rows that no longer matter (budget restored, no longer suspect), through the
     /// `expires` index. Returns how many went.
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query("DELETE FROM login_gate WHERE expires < now()")
+        let done = sqlx::query!("DELETE FROM login_gate WHERE expires < now()")
             .execute(&self.db)
             .await?;
         Ok(done.rows_affected())

@@ -33,7 +33,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use thiserror::Error;
 
 use crate::blobs::{self, BlobId, BlobStore};
@@ -157,19 +157,31 @@ pub struct Mailbox {
     pub subscribed: bool,
 }
 
-const MAILBOX_COLUMNS: &str = "id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed";
+/// A `mailboxes` row as selected (`SELECT id, user_id, name, uidvalidity, uidnext,
+/// highestmodseq, special_use, subscribed`; `query_as!` checks each query's columns against it).
+struct MailboxRow {
+    id: i64,
+    user_id: i64,
+    name: String,
+    uidvalidity: i64,
+    uidnext: i64,
+    highestmodseq: i64,
+    special_use: Option<String>,
+    subscribed: bool,
+}
 
-fn mailbox_from_row(row: &sqlx::postgres::PgRow) -> Mailbox {
-    let special: Option<String> = row.get("special_use");
-    Mailbox {
-        id: row.get("id"),
-        user_id: row.get("user_id"),
-        name: row.get("name"),
-        uidvalidity: row.get::<i64, _>("uidvalidity") as u32,
-        uidnext: row.get::<i64, _>("uidnext") as u32,
-        highestmodseq: row.get::<i64, _>("highestmodseq") as u64,
-        special_use: special.as_deref().and_then(SpecialUse::from_imap),
-        subscribed: row.get("subscribed"),
+impl From<MailboxRow> for Mailbox {
+    fn from(row: MailboxRow) -> Mailbox {
+        Mailbox {
+            id: row.id,
+            user_id: row.user_id,
+            name: row.name,
+            uidvalidity: row.uidvalidity as u32,
+            uidnext: row.uidnext as u32,
+            highestmodseq: row.highestmodseq as u64,
+            special_use: row.special_use.as_deref().and_then(SpecialUse::from_imap),
+            subscribed: row.subscribed,
+        }
     }
 }
 
@@ -285,8 +297,6 @@ pub struct MailStore {
 }
 
 /// uid, modseq, flags, internal date, size, blob id, header ([`MailStore::fetch_light`]).
-type LightRow = (i64, i64, Vec<String>, DateTime<Utc>, i64, String, Vec<u8>);
-
 fn uids_param(uids: &[u32]) -> Vec<i64> {
     uids.iter().map(|&u| u as i64).collect()
 }
@@ -334,49 +344,53 @@ impl MailStore {
 
     /// Every mailbox of a user, by name.
     pub async fn list_mailboxes(&self, user_id: i64) -> Result<Vec<Mailbox>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = $1 ORDER BY name"
-        ))
-        .bind(user_id)
+        let rows = sqlx::query_as!(
+            MailboxRow,
+            "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed FROM mailboxes WHERE user_id = $1 ORDER BY name",
+            user_id
+        )
         .fetch_all(&self.db)
         .await?;
-        Ok(rows.iter().map(mailbox_from_row).collect())
+        Ok(rows.into_iter().map(Mailbox::from).collect())
     }
 
     /// A mailbox by name (`INBOX` in any case).
     pub async fn mailbox(&self, user_id: i64, name: &str) -> Result<Mailbox, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = $1 AND name = $2"
-        ))
-        .bind(user_id)
-        .bind(normalize_mailbox_name(name))
+        let row = sqlx::query_as!(
+            MailboxRow,
+            "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed FROM mailboxes WHERE user_id = $1 AND name = $2",
+            user_id,
+            normalize_mailbox_name(name)
+        )
         .fetch_optional(&self.db)
         .await?;
-        row.as_ref().map(mailbox_from_row).ok_or(StoreError::NoSuchMailbox)
+        row.map(Mailbox::from).ok_or(StoreError::NoSuchMailbox)
     }
 
     /// A mailbox by id, if it is the user's.
     pub async fn mailbox_by_id(&self, user_id: i64, mailbox_id: i64) -> Result<Mailbox, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = $1 AND id = $2"
-        ))
-        .bind(user_id)
-        .bind(mailbox_id)
+        let row = sqlx::query_as!(
+            MailboxRow,
+            "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed FROM mailboxes WHERE user_id = $1 AND id = $2",
+            user_id,
+            mailbox_id
+        )
         .fetch_optional(&self.db)
         .await?;
-        row.as_ref().map(mailbox_from_row).ok_or(StoreError::NoSuchMailbox)
+        row.map(Mailbox::from).ok_or(StoreError::NoSuchMailbox)
     }
 
     /// The user's mailbox with a special use (e.g. Junk for filtered mail).
     pub async fn mailbox_with_use(&self, user_id: i64, special_use: SpecialUse) -> Result<Mailbox, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = $1 AND special_use = $2 ORDER BY id LIMIT 1"
-        ))
-        .bind(user_id)
-        .bind(special_use.as_imap())
+        let row = sqlx::query_as!(
+            MailboxRow,
+            "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed FROM mailboxes WHERE user_id = $1 AND special_use = $2 ORDER BY id LIMIT 1",
+            user_id,
+            special_use.as_imap()
+        )
         .fetch_optional(&self.db)
         .await?;
-        row.as_ref().map(mailbox_from_row).ok_or(StoreError::NoSuchMailbox)
+        row.map(Mailbox::from).ok_or(StoreError::NoSuchMailbox)
     }
 
     /// A mailbox by name with its message counts for STATUS (RFC 3501 §6.3.10), read in one
@@ -384,25 +398,37 @@ impl MailStore {
     pub async fn mailbox_status(&self, user_id: i64, name: &str) -> Result<MailboxStatus, StoreError> {
         // RFC 3501 §2.3.2: RECENT counts the messages above the claim mark, which no session
         // has claimed yet.
-        let row = sqlx::query(&format!(
-            "SELECT {MAILBOX_COLUMNS}, c.messages, c.unseen, c.recent FROM mailboxes b,
+        // count(*) is never NULL; sqlx cannot see that through the LATERAL subquery.
+        let row = sqlx::query!(
+            r#"SELECT b.id, b.user_id, b.name, b.uidvalidity, b.uidnext, b.highestmodseq, b.special_use,
+                    b.subscribed, c.messages AS "messages!", c.unseen AS "unseen!", c.recent AS "recent!"
+             FROM mailboxes b,
              LATERAL (SELECT count(*) AS messages,
-                             count(*) FILTER (WHERE NOT ('\\Seen' = ANY(m.flags))) AS unseen,
+                             count(*) FILTER (WHERE NOT ('\Seen' = ANY(m.flags))) AS unseen,
                              count(*) FILTER (WHERE m.uid > b.recent_claimed_uid) AS recent
                       FROM messages m WHERE m.mailbox_id = b.id) c
-             WHERE b.user_id = $1 AND b.name = $2"
-        ))
-        .bind(user_id)
-        .bind(normalize_mailbox_name(name))
+             WHERE b.user_id = $1 AND b.name = $2"#,
+            user_id,
+            normalize_mailbox_name(name)
+        )
         .fetch_optional(&self.db)
         .await?;
         let row = row.ok_or(StoreError::NoSuchMailbox)?;
-        let count = |column: &str| row.get::<i64, _>(column).max(0) as u64;
+        let count = |n: i64| n.max(0) as u64;
         Ok(MailboxStatus {
-            mailbox: mailbox_from_row(&row),
-            messages: count("messages"),
-            unseen: count("unseen"),
-            recent: count("recent"),
+            mailbox: Mailbox::from(MailboxRow {
+                id: row.id,
+                user_id: row.user_id,
+                name: row.name,
+                uidvalidity: row.uidvalidity,
+                uidnext: row.uidnext,
+                highestmodseq: row.highestmodseq,
+                special_use: row.special_use,
+                subscribed: row.subscribed,
+            }),
+            messages: count(row.messages),
+            unseen: count(row.unseen),
+            recent: count(row.recent),
         })
     }
 
@@ -410,15 +436,17 @@ impl MailStore {
     /// whose view matches both has nothing to catch up on. `NoSuchMailbox` when the mailbox is
     /// gone or not the user's.
     pub async fn sync_point(&self, user_id: i64, mailbox_id: i64) -> Result<SyncPoint, StoreError> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT b.highestmodseq, (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id)
-             FROM mailboxes b WHERE b.id = $1 AND b.user_id = $2",
+        let row = sqlx::query!(
+            r#"SELECT b.highestmodseq, (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id) AS "messages!"
+             FROM mailboxes b WHERE b.id = $1 AND b.user_id = $2"#,
+            mailbox_id,
+            user_id
         )
-        .bind(mailbox_id)
-        .bind(user_id)
         .fetch_optional(&self.db)
         .await?;
-        let (highestmodseq, messages) = row.ok_or(StoreError::NoSuchMailbox)?;
+        let (highestmodseq, messages) = row
+            .map(|r| (r.highestmodseq, r.messages))
+            .ok_or(StoreError::NoSuchMailbox)?;
         Ok(SyncPoint {
             highestmodseq: highestmodseq as u64,
             messages: messages.max(0) as u64,
@@ -446,16 +474,16 @@ impl MailStore {
         // that claim left, and the UPDATE then works on that locked row (the old value comes
         // back). Nothing new to claim: no row matches, nothing is locked or written. Only the
         // mailbox row is locked, alone in its transaction, so the lock order holds.
-        let old: Option<i64> = sqlx::query_scalar(
-            "UPDATE mailboxes b SET recent_claimed_uid = greatest(old.recent_claimed_uid, $3)
+        let old: Option<i64> = sqlx::query_scalar!(
+            r#"UPDATE mailboxes b SET recent_claimed_uid = greatest(old.recent_claimed_uid, $3)
              FROM (SELECT id, recent_claimed_uid FROM mailboxes
                    WHERE id = $1 AND user_id = $2 AND recent_claimed_uid < $3 FOR UPDATE) old
              WHERE b.id = old.id
-             RETURNING old.recent_claimed_uid",
+             RETURNING old.recent_claimed_uid AS "old!""#,
+            mailbox_id,
+            user_id,
+            i64::from(up_to_uid)
         )
-        .bind(mailbox_id)
-        .bind(user_id)
-        .bind(i64::from(up_to_uid))
         .fetch_optional(&self.db)
         .await?;
         // The old mark is below `up_to_uid` (the WHERE above), so it fits a u32.
@@ -499,27 +527,28 @@ impl MailStore {
         let missing = self.missing_superiors(conn, user_id, name).await?;
         self.check_count(conn, user_id, missing.len() as u64 + 1).await?;
         for parent in &missing {
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO mailboxes (user_id, name, uidvalidity) VALUES ($1, $2, $3)
                  ON CONFLICT (user_id, name) DO NOTHING",
+                user_id,
+                parent,
+                new_uidvalidity()
             )
-            .bind(user_id)
-            .bind(parent)
-            .bind(new_uidvalidity())
             .execute(&mut *conn)
             .await?;
         }
-        let row = sqlx::query(&format!(
+        let row = sqlx::query_as!(
+            MailboxRow,
             "INSERT INTO mailboxes (user_id, name, uidvalidity, special_use) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (user_id, name) DO NOTHING RETURNING {MAILBOX_COLUMNS}"
-        ))
-        .bind(user_id)
-        .bind(name)
-        .bind(new_uidvalidity())
-        .bind(special_use.map(SpecialUse::as_imap))
+             ON CONFLICT (user_id, name) DO NOTHING RETURNING id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed",
+            user_id,
+            name,
+            new_uidvalidity(),
+            special_use.map(SpecialUse::as_imap)
+        )
         .fetch_optional(&mut *conn)
         .await?;
-        row.as_ref().map(mailbox_from_row).ok_or(StoreError::AlreadyExists)
+        row.map(Mailbox::from).ok_or(StoreError::AlreadyExists)
     }
 
     /// The superior names of `name` (`a`, `a/b` for `a/b/c`) that do not exist yet.
@@ -536,21 +565,24 @@ impl MailStore {
         if superiors.is_empty() {
             return Ok(Vec::new());
         }
-        let existing: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM mailboxes WHERE user_id = $1 AND name = ANY($2)")
-                .bind(user_id)
-                .bind(&superiors)
-                .fetch_all(&mut *conn)
-                .await?;
+        let existing: Vec<String> = sqlx::query_scalar!(
+            "SELECT name FROM mailboxes WHERE user_id = $1 AND name = ANY($2)",
+            user_id,
+            &superiors
+        )
+        .fetch_all(&mut *conn)
+        .await?;
         Ok(superiors.into_iter().filter(|s| !existing.contains(s)).collect())
     }
 
     /// Refuse when `adding` more mailboxes would pass the per-user limit.
     async fn check_count(&self, conn: &mut PgConnection, user_id: i64, adding: u64) -> Result<(), StoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM mailboxes WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(&mut *conn)
-            .await?;
+        let count: i64 = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "count!" FROM mailboxes WHERE user_id = $1"#,
+            user_id
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         if count.max(0) as u64 + adding > self.limits.max_mailboxes {
             tracing::info!(
                 user_id,
@@ -576,21 +608,25 @@ impl MailStore {
         }
         let mut tx = self.db.begin().await?;
         lock_user(&mut tx, user_id).await?;
-        let mailbox_id: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM mailboxes WHERE user_id = $1 AND name = $2 FOR UPDATE")
-                .bind(user_id)
-                .bind(&name)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let mailbox_id: Option<i64> = sqlx::query_scalar!(
+            "SELECT id FROM mailboxes WHERE user_id = $1 AND name = $2 FOR UPDATE",
+            user_id,
+            name
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         let mailbox_id = mailbox_id.ok_or(StoreError::NoSuchMailbox)?;
-        let removed: Vec<(String, i64)> =
-            sqlx::query_as("DELETE FROM messages WHERE mailbox_id = $1 RETURNING blob_id, size")
-                .bind(mailbox_id)
-                .fetch_all(&mut *tx)
-                .await?;
+        let removed: Vec<(String, i64)> = sqlx::query!(
+            "DELETE FROM messages WHERE mailbox_id = $1 RETURNING blob_id, size",
+            mailbox_id
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.blob_id, r.size))
+        .collect();
         release_messages(&mut tx, user_id, &removed).await?;
-        sqlx::query("DELETE FROM mailboxes WHERE id = $1")
-            .bind(mailbox_id)
+        sqlx::query!("DELETE FROM mailboxes WHERE id = $1", mailbox_id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -626,20 +662,21 @@ impl MailStore {
         }
         let mut tx = self.db.begin().await?;
         lock_user(&mut tx, user_id).await?;
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM mailboxes WHERE user_id = $1 AND name = $2)")
-                .bind(user_id)
-                .bind(&to)
-                .fetch_one(&mut *tx)
-                .await?;
+        let exists: bool = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM mailboxes WHERE user_id = $1 AND name = $2) AS "exists!""#,
+            user_id,
+            to
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         if exists {
             return Err(StoreError::AlreadyExists);
         }
-        let renamed: Vec<String> = sqlx::query_scalar(
+        let renamed: Vec<String> = sqlx::query_scalar!(
             "SELECT name FROM mailboxes WHERE user_id = $1 AND (name = $2 OR left(name, length($2) + 1) = $2 || '/')",
+            user_id,
+            from
         )
-        .bind(user_id)
-        .bind(&from)
         .fetch_all(&mut *tx)
         .await?;
         if renamed.is_empty() {
@@ -655,23 +692,23 @@ impl MailStore {
         let missing = self.missing_superiors(&mut tx, user_id, &to).await?;
         self.check_count(&mut tx, user_id, missing.len() as u64).await?;
         for parent in &missing {
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO mailboxes (user_id, name, uidvalidity) VALUES ($1, $2, $3)
                  ON CONFLICT (user_id, name) DO NOTHING",
+                user_id,
+                parent,
+                new_uidvalidity()
             )
-            .bind(user_id)
-            .bind(parent)
-            .bind(new_uidvalidity())
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
+        sqlx::query!(
             "UPDATE mailboxes SET name = $3 || substr(name, length($2) + 1)
              WHERE user_id = $1 AND (name = $2 OR left(name, length($2) + 1) = $2 || '/')",
+            user_id,
+            from,
+            to
         )
-        .bind(user_id)
-        .bind(&from)
-        .bind(&to)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -680,12 +717,14 @@ impl MailStore {
 
     /// SUBSCRIBE / UNSUBSCRIBE (RFC 3501 §6.3.6).
     pub async fn set_subscribed(&self, user_id: i64, name: &str, subscribed: bool) -> Result<(), StoreError> {
-        let updated = sqlx::query("UPDATE mailboxes SET subscribed = $3 WHERE user_id = $1 AND name = $2")
-            .bind(user_id)
-            .bind(normalize_mailbox_name(name))
-            .bind(subscribed)
-            .execute(&self.db)
-            .await?;
+        let updated = sqlx::query!(
+            "UPDATE mailboxes SET subscribed = $3 WHERE user_id = $1 AND name = $2",
+            user_id,
+            normalize_mailbox_name(name),
+            subscribed
+        )
+        .execute(&self.db)
+        .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NoSuchMailbox);
         }
@@ -758,8 +797,7 @@ impl MailStore {
         let result = self.deliver_once(targets, raw, flags, internal_date).await;
         if result.is_err() && !reservations.is_empty() {
             // The rolled-back transaction left the reservations in place; give the space back.
-            if let Err(e) = sqlx::query("DELETE FROM quota_reservations WHERE id = ANY($1)")
-                .bind(&reservations)
+            if let Err(e) = sqlx::query!("DELETE FROM quota_reservations WHERE id = ANY($1)", &reservations)
                 .execute(&self.db)
                 .await
             {
@@ -801,11 +839,13 @@ impl MailStore {
         for target in targets {
             let mailbox_id = match target.mailbox_id {
                 Some(id) => id,
-                None => sqlx::query_scalar("SELECT id FROM mailboxes WHERE user_id = $1 AND name = 'INBOX'")
-                    .bind(target.user_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or(StoreError::NoSuchMailbox)?,
+                None => sqlx::query_scalar!(
+                    "SELECT id FROM mailboxes WHERE user_id = $1 AND name = 'INBOX'",
+                    target.user_id
+                )
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NoSuchMailbox)?,
             };
             resolved.push((mailbox_id, target));
         }
@@ -831,20 +871,20 @@ impl MailStore {
                 None => quota::charge(&mut tx, user_id, Usage::Mail, size).await?,
             }
             let (uidvalidity, uid, modseq) = next_uid(&mut tx, user_id, mailbox_id).await?;
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id, envelope, body_structure, header)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                mailbox_id,
+                uid as i64,
+                modseq as i64,
+                &flags,
+                internal_date,
+                size as i64,
+                blob.0,
+                envelope,
+                structure,
+                parsed.header,
             )
-            .bind(mailbox_id)
-            .bind(uid as i64)
-            .bind(modseq as i64)
-            .bind(&flags)
-            .bind(internal_date)
-            .bind(size as i64)
-            .bind(&blob.0)
-            .bind(&envelope)
-            .bind(&structure)
-            .bind(&parsed.header)
             .execute(&mut *tx)
             .await?;
             events::notify(&mut tx, &Event::Mailbox { user_id, mailbox_id }).await?;
@@ -872,51 +912,51 @@ impl MailStore {
         mailbox_id: i64,
         modseq: u64,
     ) -> Result<Vec<MessageState>, StoreError> {
-        let rows: Vec<(i64, i64, Vec<String>)> = sqlx::query_as(
+        let rows = sqlx::query!(
             "SELECT m.uid, m.modseq, m.flags FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
              WHERE b.user_id = $1 AND m.mailbox_id = $2 AND m.modseq > $3 ORDER BY m.uid",
+            user_id,
+            mailbox_id,
+            modseq as i64
         )
-        .bind(user_id)
-        .bind(mailbox_id)
-        .bind(modseq as i64)
         .fetch_all(&self.db)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(uid, modseq, flags)| MessageState {
-                uid: uid as u32,
-                modseq: modseq as u64,
-                flags,
+            .map(|r| MessageState {
+                uid: r.uid as u32,
+                modseq: r.modseq as u64,
+                flags: r.flags,
             })
             .collect())
     }
 
     /// Full metadata of the given UIDs (missing ones are skipped), by UID.
     pub async fn fetch(&self, user_id: i64, mailbox_id: i64, uids: &[u32]) -> Result<Vec<StoredMessage>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query!(
             "SELECT m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, m.envelope, m.body_structure, m.header
              FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
              WHERE b.user_id = $1 AND m.mailbox_id = $2 AND m.uid = ANY($3) ORDER BY m.uid",
+            user_id,
+            mailbox_id,
+            &uids_param(uids)
         )
-        .bind(user_id)
-        .bind(mailbox_id)
-        .bind(uids_param(uids))
         .fetch_all(&self.db)
         .await?;
-        rows.iter()
+        rows.into_iter()
             .map(|row| {
                 let invalid =
                     |e: serde_json::Error| StoreError::Invalid(format!("stored message metadata unreadable: {e}"));
                 Ok(StoredMessage {
-                    uid: row.get::<i64, _>("uid") as u32,
-                    modseq: row.get::<i64, _>("modseq") as u64,
-                    flags: row.get("flags"),
-                    internal_date: row.get("internal_date"),
-                    size: row.get::<i64, _>("size") as u64,
-                    blob: BlobId(row.get("blob_id")),
-                    envelope: serde_json::from_value(row.get("envelope")).map_err(invalid)?,
-                    body_structure: serde_json::from_value(row.get("body_structure")).map_err(invalid)?,
-                    header: row.get("header"),
+                    uid: row.uid as u32,
+                    modseq: row.modseq as u64,
+                    flags: row.flags,
+                    internal_date: row.internal_date,
+                    size: row.size as u64,
+                    blob: BlobId(row.blob_id),
+                    envelope: serde_json::from_value(row.envelope).map_err(invalid)?,
+                    body_structure: serde_json::from_value(row.body_structure).map_err(invalid)?,
+                    header: row.header,
                 })
             })
             .collect()
@@ -934,41 +974,39 @@ impl MailStore {
         let uids = uids_param(uids);
         // The BETWEEN bounds let the planner range-scan the primary key (mailbox_id, uid)
         // instead of probing it once per element of the array.
-        let rows: Vec<LightRow> = sqlx::query_as(
+        let rows = sqlx::query!(
             "SELECT m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, m.header
              FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
              WHERE b.user_id = $1 AND m.mailbox_id = $2 AND m.uid BETWEEN $4 AND $5 AND m.uid = ANY($3)
              ORDER BY m.uid",
+            user_id,
+            mailbox_id,
+            &uids,
+            uids.iter().min().copied().unwrap_or(0),
+            uids.iter().max().copied().unwrap_or(0)
         )
-        .bind(user_id)
-        .bind(mailbox_id)
-        .bind(&uids)
-        .bind(uids.iter().min().copied().unwrap_or(0))
-        .bind(uids.iter().max().copied().unwrap_or(0))
         .fetch_all(&self.db)
         .await?;
         Ok(rows
             .into_iter()
-            .map(
-                |(uid, modseq, flags, internal_date, size, blob, header)| StoredMessage {
-                    uid: uid as u32,
-                    modseq: modseq as u64,
-                    flags,
-                    internal_date,
-                    size: size as u64,
-                    blob: BlobId(blob),
-                    envelope: Default::default(),
-                    body_structure: parsed::BodyStructure::Multipart {
-                        parts: Vec::new(),
-                        media_subtype: String::new(),
-                        params: Vec::new(),
-                        disposition: None,
-                        language: Vec::new(),
-                        location: None,
-                    },
-                    header,
+            .map(|r| StoredMessage {
+                uid: r.uid as u32,
+                modseq: r.modseq as u64,
+                flags: r.flags,
+                internal_date: r.internal_date,
+                size: r.size as u64,
+                blob: BlobId(r.blob_id),
+                envelope: Default::default(),
+                body_structure: parsed::BodyStructure::Multipart {
+                    parts: Vec::new(),
+                    media_subtype: String::new(),
+                    params: Vec::new(),
+                    disposition: None,
+                    language: Vec::new(),
+                    location: None,
                 },
-            )
+                header: r.header,
+            })
             .collect())
     }
 
@@ -986,16 +1024,16 @@ impl MailStore {
         let flags = normalize_flags(flags);
         let mut tx = self.db.begin().await?;
         lock_mailbox(&mut tx, user_id, mailbox_id).await?;
-        let rows: Vec<(i64, i64, Vec<String>)> = sqlx::query_as(
+        let rows = sqlx::query!(
             "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) ORDER BY uid FOR UPDATE",
+            mailbox_id,
+            &uids_param(uids)
         )
-        .bind(mailbox_id)
-        .bind(uids_param(uids))
         .fetch_all(&mut *tx)
         .await?;
         let mut result = FlagChange::default();
         let mut updates: Vec<(i64, Vec<String>)> = Vec::new();
-        for (uid, modseq, current) in rows {
+        for (uid, modseq, current) in rows.into_iter().map(|r| (r.uid, r.modseq, r.flags)) {
             if unchanged_since.is_some_and(|since| modseq as u64 > since) {
                 result.modified.push(uid as u32);
                 continue;
@@ -1013,14 +1051,14 @@ impl MailStore {
                 .iter()
                 .map(|(uid, flags)| serde_json::json!({ "uid": uid, "flags": flags }))
                 .collect();
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE messages m SET flags = v.flags, modseq = $3
                  FROM jsonb_to_recordset($2) AS v(uid bigint, flags text[])
                  WHERE m.mailbox_id = $1 AND m.uid = v.uid",
+                mailbox_id,
+                serde_json::Value::Array(rows),
+                modseq as i64
             )
-            .bind(mailbox_id)
-            .bind(serde_json::Value::Array(rows))
-            .bind(modseq as i64)
             .execute(&mut *tx)
             .await?;
             result.changed = updates
@@ -1069,12 +1107,16 @@ impl MailStore {
         if second != first {
             lock_mailbox(&mut tx, user_id, second).await?;
         }
-        let rows: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT uid, size FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) ORDER BY uid")
-                .bind(from)
-                .bind(uids_param(uids))
-                .fetch_all(&mut *tx)
-                .await?;
+        let rows: Vec<(i64, i64)> = sqlx::query!(
+            "SELECT uid, size FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) ORDER BY uid",
+            from,
+            &uids_param(uids)
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.uid, r.size))
+        .collect();
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -1083,25 +1125,26 @@ impl MailStore {
             quota::charge(&mut tx, user_id, Usage::Mail, total).await?;
         }
         let modseq = bump_modseq(&mut tx, to).await?;
-        let first_uid: i64 =
-            sqlx::query_scalar("UPDATE mailboxes SET uidnext = uidnext + $2 WHERE id = $1 RETURNING uidnext - $2")
-                .bind(to)
-                .bind(rows.len() as i64)
-                .fetch_one(&mut *tx)
-                .await?;
+        let first_uid: i64 = sqlx::query_scalar!(
+            r#"UPDATE mailboxes SET uidnext = uidnext + $2 WHERE id = $1 RETURNING uidnext - $2 AS "first_uid!""#,
+            to,
+            rows.len() as i64
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         let source_uids: Vec<i64> = rows.iter().map(|r| r.0).collect();
         // One statement copies every row, new UIDs in the order of the old ones (the source
         // mailbox is locked, so the set cannot change in between).
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id, envelope, body_structure, header)
              SELECT $3, $4 + row_number() OVER (ORDER BY uid) - 1, $5, flags, internal_date, size, blob_id, envelope, body_structure, header
              FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)",
+            from,
+            &source_uids,
+            to,
+            first_uid,
+            modseq as i64
         )
-        .bind(from)
-        .bind(&source_uids)
-        .bind(to)
-        .bind(first_uid)
-        .bind(modseq as i64)
         .execute(&mut *tx)
         .await?;
         let pairs: Vec<(u32, u32)> = source_uids
@@ -1110,11 +1153,13 @@ impl MailStore {
             .map(|(i, &uid)| (uid as u32, (first_uid + i as i64) as u32))
             .collect();
         if remove {
-            sqlx::query("DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)")
-                .bind(from)
-                .bind(&source_uids)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)",
+                from,
+                &source_uids
+            )
+            .execute(&mut *tx)
+            .await?;
             bump_modseq(&mut tx, from).await?;
             events::notify(
                 &mut tx,
@@ -1126,21 +1171,22 @@ impl MailStore {
             .await?;
         } else {
             // One more reference per copy; the blob rows locked in id order first.
-            let blob_ids: Vec<String> =
-                sqlx::query_scalar("SELECT DISTINCT blob_id FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)")
-                    .bind(from)
-                    .bind(&source_uids)
-                    .fetch_all(&mut *tx)
-                    .await?;
+            let blob_ids: Vec<String> = sqlx::query_scalar!(
+                "SELECT DISTINCT blob_id FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)",
+                from,
+                &source_uids
+            )
+            .fetch_all(&mut *tx)
+            .await?;
             lock_blobs(&mut tx, &blob_ids).await?;
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE blobs SET refcount = blobs.refcount + r.n, zero_since = NULL
                  FROM (SELECT blob_id, count(*) AS n FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)
                        GROUP BY blob_id) r
                  WHERE blobs.id = r.blob_id",
+                from,
+                &source_uids
             )
-            .bind(from)
-            .bind(&source_uids)
             .execute(&mut *tx)
             .await?;
         }
@@ -1162,22 +1208,26 @@ impl MailStore {
         let mut tx = self.db.begin().await?;
         lock_mailbox(&mut tx, user_id, mailbox_id).await?;
         let removed: Vec<(i64, String, i64)> = match uids {
-            Some(uids) => {
-                sqlx::query_as(
-                    "DELETE FROM messages WHERE mailbox_id = $1 AND '\\Deleted' = ANY(flags) AND uid = ANY($2)
+            Some(uids) => sqlx::query!(
+                "DELETE FROM messages WHERE mailbox_id = $1 AND '\\Deleted' = ANY(flags) AND uid = ANY($2)
                  RETURNING uid, blob_id, size",
-                )
-                .bind(mailbox_id)
-                .bind(uids_param(uids))
-                .fetch_all(&mut *tx)
-                .await?
-            }
-            None => sqlx::query_as(
-                "DELETE FROM messages WHERE mailbox_id = $1 AND '\\Deleted' = ANY(flags) RETURNING uid, blob_id, size",
+                mailbox_id,
+                &uids_param(uids)
             )
-            .bind(mailbox_id)
             .fetch_all(&mut *tx)
-            .await?,
+            .await?
+            .into_iter()
+            .map(|r| (r.uid, r.blob_id, r.size))
+            .collect(),
+            None => sqlx::query!(
+                "DELETE FROM messages WHERE mailbox_id = $1 AND '\\Deleted' = ANY(flags) RETURNING uid, blob_id, size",
+                mailbox_id
+            )
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| (r.uid, r.blob_id, r.size))
+            .collect(),
         };
         if removed.is_empty() {
             return Ok(Vec::new());
@@ -1202,9 +1252,8 @@ async fn lock_mailbox(conn: &mut PgConnection, user_id: i64, mailbox_id: i64) ->
 
 /// Lock a user's row (step 1 of the lock order).
 async fn lock_user(conn: &mut PgConnection, user_id: i64) -> Result<(), StoreError> {
-    sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
-        .bind(user_id)
-        .execute(&mut *conn)
+    sqlx::query!("SELECT id FROM users WHERE id = $1 FOR UPDATE", user_id)
+        .fetch_optional(&mut *conn)
         .await?;
     Ok(())
 }
@@ -1215,43 +1264,46 @@ async fn lock_blobs(conn: &mut PgConnection, ids: &[String]) -> Result<(), Store
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("SELECT id FROM blobs WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(ids)
-        .execute(&mut *conn)
+    sqlx::query!("SELECT id FROM blobs WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
+        .fetch_all(&mut *conn)
         .await?;
     Ok(())
 }
 
 /// Lock a mailbox row of the user (step 2; the caller holds the user's row).
 async fn lock_mailbox_row(conn: &mut PgConnection, user_id: i64, mailbox_id: i64) -> Result<(), StoreError> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM mailboxes WHERE id = $1 AND user_id = $2 FOR UPDATE")
-        .bind(mailbox_id)
-        .bind(user_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let found: Option<i64> = sqlx::query_scalar!(
+        "SELECT id FROM mailboxes WHERE id = $1 AND user_id = $2 FOR UPDATE",
+        mailbox_id,
+        user_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
     found.map(|_| ()).ok_or(StoreError::NoSuchMailbox)
 }
 
 /// Take the next UID and a new MODSEQ of a user's mailbox (row-locked until commit).
 async fn next_uid(conn: &mut PgConnection, user_id: i64, mailbox_id: i64) -> Result<(u32, u32, u64), StoreError> {
-    let row: Option<(i64, i64, i64)> = sqlx::query_as(
-        "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
-         WHERE id = $1 AND user_id = $2 RETURNING uidvalidity, uidnext - 1, highestmodseq",
+    let row = sqlx::query!(
+        r#"UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
+         WHERE id = $1 AND user_id = $2 RETURNING uidvalidity, uidnext - 1 AS "uid!", highestmodseq"#,
+        mailbox_id,
+        user_id
     )
-    .bind(mailbox_id)
-    .bind(user_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let (uidvalidity, uid, modseq) = row.ok_or(StoreError::NoSuchMailbox)?;
+    let (uidvalidity, uid, modseq) = row
+        .map(|r| (r.uidvalidity, r.uid, r.highestmodseq))
+        .ok_or(StoreError::NoSuchMailbox)?;
     Ok((uidvalidity as u32, uid as u32, modseq as u64))
 }
 
 /// A new MODSEQ for a mailbox (row-locked until commit).
 async fn bump_modseq(conn: &mut PgConnection, mailbox_id: i64) -> Result<u64, StoreError> {
-    let modseq: i64 = sqlx::query_scalar(
+    let modseq: i64 = sqlx::query_scalar!(
         "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 RETURNING highestmodseq",
+        mailbox_id
     )
-    .bind(mailbox_id)
     .fetch_one(&mut *conn)
     .await?;
     Ok(modseq as u64)
@@ -1278,23 +1330,25 @@ async fn release_messages(conn: &mut PgConnection, user_id: i64, removed: &[(Str
 pub async fn create_default_mailboxes(conn: &mut PgConnection, user_id: i64) -> Result<(), sqlx::Error> {
     let uidvalidity = new_uidvalidity();
     for (name, special_use) in DEFAULT_MAILBOXES {
-        sqlx::query("INSERT INTO mailboxes (user_id, name, uidvalidity, special_use) VALUES ($1, $2, $3, $4)")
-            .bind(user_id)
-            .bind(name)
-            .bind(uidvalidity)
-            .bind(special_use.map(SpecialUse::as_imap))
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query!(
+            "INSERT INTO mailboxes (user_id, name, uidvalidity, special_use) VALUES ($1, $2, $3, $4)",
+            user_id,
+            name,
+            uidvalidity,
+            special_use.map(SpecialUse::as_imap)
+        )
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
 
 /// How many messages a user has, over all their mailboxes.
 pub async fn count_user_messages(conn: &mut PgConnection, user_id: i64) -> Result<u64, sqlx::Error> {
-    let count: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.user_id = $1",
+    let count: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.user_id = $1"#,
+        user_id
     )
-    .bind(user_id)
     .fetch_one(&mut *conn)
     .await?;
     Ok(count.max(0) as u64)
@@ -1302,11 +1356,11 @@ pub async fn count_user_messages(conn: &mut PgConnection, user_id: i64) -> Resul
 
 /// The bytes of a user's messages, over all their mailboxes: what their mail usage should be.
 pub async fn user_mail_bytes(conn: &mut PgConnection, user_id: i64) -> Result<u64, sqlx::Error> {
-    let bytes: i64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(m.size), 0)::bigint FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
-         WHERE b.user_id = $1",
+    let bytes: i64 = sqlx::query_scalar!(
+        r#"SELECT coalesce(sum(m.size), 0)::bigint AS "bytes!" FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+         WHERE b.user_id = $1"#,
+        user_id
     )
-    .bind(user_id)
     .fetch_one(&mut *conn)
     .await?;
     Ok(bytes.max(0) as u64)
@@ -1319,29 +1373,28 @@ pub async fn purge_user_mail(conn: &mut PgConnection, user_id: i64) -> Result<()
     // Lock order step 4: the blob rows in ascending id order before the multi-row UPDATE
     // (which locks in whatever order its plan visits them). The aggregate keeps the ids on the
     // server. Every other writer of this user's mailboxes waits on the user row the caller holds.
-    sqlx::query(
+    sqlx::query!(
         "SELECT count(*) FROM (
              SELECT id FROM blobs WHERE id IN (
                  SELECT m.blob_id FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.user_id = $1)
              ORDER BY id FOR UPDATE) locked",
+        user_id
     )
-    .bind(user_id)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "WITH refs AS (
              SELECT m.blob_id, count(*) AS n FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
              WHERE b.user_id = $1 GROUP BY m.blob_id)
          UPDATE blobs SET refcount = blobs.refcount - refs.n,
                           zero_since = CASE WHEN blobs.refcount - refs.n = 0 THEN now() ELSE blobs.zero_since END
          FROM refs WHERE blobs.id = refs.blob_id",
+        user_id
     )
-    .bind(user_id)
     .execute(&mut *conn)
     .await?;
     // The messages go with their mailboxes (ON DELETE CASCADE).
-    sqlx::query("DELETE FROM mailboxes WHERE user_id = $1")
-        .bind(user_id)
+    sqlx::query!("DELETE FROM mailboxes WHERE user_id = $1", user_id)
         .execute(&mut *conn)
         .await?;
     Ok(())
