@@ -9,11 +9,13 @@ use super::sequence::SequenceSet;
 mod fetch;
 mod primitives;
 mod search;
+mod store;
 
 pub use fetch::{FetchItem, Section, SectionText};
 use primitives::{PResult, Parser};
 pub use primitives::{parse_date, parse_date_time};
 pub use search::SearchKey;
+pub use store::StoreOp;
 
 /// A parsed command: its tag and what it asks.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,14 +40,6 @@ pub enum StatusItem {
     UidValidity,
     Unseen,
     HighestModSeq,
-}
-
-/// STORE's way of changing flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreOp {
-    Add,
-    Remove,
-    Replace,
 }
 
 /// What a command asks.
@@ -525,53 +519,6 @@ impl<'a> Parser<'a> {
             CommandBody::Move { uid, set, mailbox }
         } else {
             CommandBody::Copy { uid, set, mailbox }
-        })
-    }
-
-    fn store(&mut self, uid: bool) -> PResult<CommandBody> {
-        self.sp()?;
-        let set = self.sequence_set()?;
-        self.sp()?;
-        let mut unchanged_since = None;
-        if self.peek() == Some(b'(') {
-            // RFC 7162 §3.1.3: (UNCHANGEDSINCE n)
-            self.pos += 1;
-            if self.keyword()? != "UNCHANGEDSINCE" {
-                return Err("unknown STORE modifier".into());
-            }
-            self.sp()?;
-            unchanged_since = Some(self.number()?);
-            self.expect(b')')?;
-            self.sp()?;
-        }
-        let item = self.keyword()?;
-        let (op, rest) = match item.as_bytes().first() {
-            Some(b'+') => (StoreOp::Add, &item[1..]),
-            Some(b'-') => (StoreOp::Remove, &item[1..]),
-            _ => (StoreOp::Replace, &item[..]),
-        };
-        let silent = match rest {
-            "FLAGS" => false,
-            "FLAGS.SILENT" => true,
-            _ => return Err("expected FLAGS or FLAGS.SILENT".into()),
-        };
-        self.sp()?;
-        let flags = if self.peek() == Some(b'(') {
-            self.flag_list()?
-        } else {
-            let mut flags = vec![self.flag()?];
-            while self.try_sp() {
-                flags.push(self.flag()?);
-            }
-            flags
-        };
-        Ok(CommandBody::Store {
-            uid,
-            set,
-            op,
-            silent,
-            flags,
-            unchanged_since,
         })
     }
 }
