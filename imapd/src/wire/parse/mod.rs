@@ -7,6 +7,7 @@ use chrono::{DateTime, FixedOffset};
 use super::sequence::SequenceSet;
 
 mod append;
+mod copy;
 mod fetch;
 mod primitives;
 mod search;
@@ -474,18 +475,6 @@ impl<'a> Parser<'a> {
             pattern,
             special_use_only,
             return_special_use,
-        })
-    }
-
-    fn copy_move(&mut self, uid: bool, is_move: bool) -> PResult<CommandBody> {
-        self.sp()?;
-        let set = self.sequence_set()?;
-        self.sp()?;
-        let mailbox = self.mailbox()?;
-        Ok(if is_move {
-            CommandBody::Move { uid, set, mailbox }
-        } else {
-            CommandBody::Copy { uid, set, mailbox }
         })
     }
 }
