@@ -9,11 +9,13 @@ use super::sequence::SequenceSet;
 mod append;
 mod copy;
 mod fetch;
+mod mailbox;
 mod primitives;
 mod search;
 mod store;
 
 pub use fetch::{FetchItem, Section, SectionText};
+pub use mailbox::StatusItem;
 use primitives::{PResult, Parser};
 pub use primitives::{parse_date, parse_date_time};
 pub use search::SearchKey;
@@ -31,17 +33,6 @@ pub struct Command {
 pub struct ParseError {
     pub tag: Option<String>,
     pub message: String,
-}
-
-/// Status data items (RFC 3501 §6.3.10, RFC 7162 §3.1.9 HIGHESTMODSEQ).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusItem {
-    Messages,
-    Recent,
-    UidNext,
-    UidValidity,
-    Unseen,
-    HighestModSeq,
 }
 
 /// What a command asks.
@@ -261,47 +252,8 @@ impl<'a> Parser<'a> {
                 let password = self.astring()?;
                 CommandBody::Login { user, password }
             }
-            "SELECT" | "EXAMINE" => {
-                self.sp()?;
-                let mailbox = self.mailbox()?;
-                let mut condstore = false;
-                if self.try_sp() {
-                    // RFC 7162 §3.1.8: (CONDSTORE)
-                    self.expect(b'(')?;
-                    loop {
-                        let p = self.keyword()?;
-                        if p != "CONDSTORE" {
-                            return Err(format!("unknown SELECT parameter {p}"));
-                        }
-                        condstore = true;
-                        if !self.try_sp() {
-                            break;
-                        }
-                    }
-                    self.expect(b')')?;
-                }
-                if name == "SELECT" {
-                    CommandBody::Select { mailbox, condstore }
-                } else {
-                    CommandBody::Examine { mailbox, condstore }
-                }
-            }
-            "CREATE" => {
-                self.sp()?;
-                let mailbox = self.mailbox()?;
-                let mut special_use = Vec::new();
-                if self.try_sp() {
-                    // RFC 6154 §3: CREATE name (USE (\Sent))
-                    self.expect(b'(')?;
-                    if self.keyword()? != "USE" {
-                        return Err("unknown CREATE parameter".into());
-                    }
-                    self.sp()?;
-                    special_use = self.flag_list()?;
-                    self.expect(b')')?;
-                }
-                CommandBody::Create { mailbox, special_use }
-            }
+            "SELECT" | "EXAMINE" => self.select(name.as_str())?,
+            "CREATE" => self.create()?,
             "DELETE" => {
                 self.sp()?;
                 CommandBody::Delete {
@@ -328,36 +280,8 @@ impl<'a> Parser<'a> {
                 }
             }
             "LIST" => self.list()?,
-            "LSUB" => {
-                self.sp()?;
-                let reference = self.mailbox()?;
-                self.sp()?;
-                let pattern = self.list_mailbox()?;
-                CommandBody::Lsub { reference, pattern }
-            }
-            "STATUS" => {
-                self.sp()?;
-                let mailbox = self.mailbox()?;
-                self.sp()?;
-                self.expect(b'(')?;
-                let mut items = Vec::new();
-                loop {
-                    items.push(match self.keyword()?.as_str() {
-                        "MESSAGES" => StatusItem::Messages,
-                        "RECENT" => StatusItem::Recent,
-                        "UIDNEXT" => StatusItem::UidNext,
-                        "UIDVALIDITY" => StatusItem::UidValidity,
-                        "UNSEEN" => StatusItem::Unseen,
-                        "HIGHESTMODSEQ" => StatusItem::HighestModSeq,
-                        other => return Err(format!("unknown STATUS item {other}")),
-                    });
-                    if !self.try_sp() {
-                        break;
-                    }
-                }
-                self.expect(b')')?;
-                CommandBody::Status { mailbox, items }
-            }
+            "LSUB" => self.lsub()?,
+            "STATUS" => self.status()?,
             "APPEND" => self.append()?,
             "CHECK" => CommandBody::Check,
             "CLOSE" => CommandBody::Close,
@@ -432,50 +356,6 @@ impl<'a> Parser<'a> {
             other => return Err(format!("unknown command {other}")),
         };
         Ok(body)
-    }
-
-    fn list(&mut self) -> PResult<CommandBody> {
-        self.sp()?;
-        let mut special_use_only = false;
-        let mut return_special_use = false;
-        // RFC 5258 selection options; only SPECIAL-USE (RFC 6154 §5.1) and SUBSCRIBED are known.
-        if self.peek() == Some(b'(') {
-            self.pos += 1;
-            while self.peek() != Some(b')') {
-                self.try_sp();
-                match self.keyword()?.as_str() {
-                    "SPECIAL-USE" => special_use_only = true,
-                    other => return Err(format!("unsupported LIST selection option {other}")),
-                }
-            }
-            self.pos += 1;
-            self.sp()?;
-        }
-        let reference = self.mailbox()?;
-        self.sp()?;
-        let pattern = self.list_mailbox()?;
-        if self.try_sp() {
-            if self.keyword()? != "RETURN" {
-                return Err("expected RETURN".into());
-            }
-            self.sp()?;
-            self.expect(b'(')?;
-            while self.peek() != Some(b')') {
-                self.try_sp();
-                match self.keyword()?.as_str() {
-                    "SPECIAL-USE" => return_special_use = true,
-                    "CHILDREN" => {}
-                    other => return Err(format!("unsupported LIST return option {other}")),
-                }
-            }
-            self.pos += 1;
-        }
-        Ok(CommandBody::List {
-            reference,
-            pattern,
-            special_use_only,
-            return_special_use,
-        })
     }
 }
 

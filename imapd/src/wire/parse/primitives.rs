@@ -14,7 +14,7 @@ pub(super) struct Parser<'a> {
     pub(super) depth: usize,
 }
 
-fn is_atom_char(b: u8) -> bool {
+pub(super) fn is_atom_char(b: u8) -> bool {
     // RFC 3501 §9: ATOM-CHAR = any CHAR except atom-specials.
     b > 0x20 && b < 0x7f && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
 }
@@ -25,10 +25,6 @@ fn is_astring_char(b: u8) -> bool {
 
 fn is_tag_char(b: u8) -> bool {
     is_astring_char(b) && b != b'+'
-}
-
-fn is_list_char(b: u8) -> bool {
-    is_atom_char(b) || matches!(b, b'%' | b'*' | b']')
 }
 
 impl<'a> Parser<'a> {
@@ -231,23 +227,6 @@ impl<'a> Parser<'a> {
 
     pub(super) fn mailbox(&mut self) -> PResult<String> {
         self.astring()
-    }
-
-    /// list-mailbox: list-chars (with wildcards) or a string.
-    pub(super) fn list_mailbox(&mut self) -> PResult<String> {
-        match self.peek() {
-            Some(b'"') | Some(b'{') => String::from_utf8(self.string()?).map_err(|_| "not UTF-8".into()),
-            _ => {
-                let start = self.pos;
-                while self.peek().is_some_and(|b| is_list_char(b) || b >= 0x80) {
-                    self.pos += 1;
-                }
-                if self.pos == start {
-                    return Err("expected a mailbox pattern".into());
-                }
-                String::from_utf8(self.input[start..self.pos].to_vec()).map_err(|_| "not UTF-8".into())
-            }
-        }
     }
 
     pub(super) fn flag(&mut self) -> PResult<String> {
