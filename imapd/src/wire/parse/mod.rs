@@ -1,14 +1,22 @@
 //! The command parser (RFC 3501 §9 grammar plus the extensions tinydc offers). No I/O: it takes
 //! one whole command (the line and any literals, as the connection loop framed them, see
 //! [`super::frame`]) and answers a [`Command`] or a [`ParseError`] with the text for `BAD`.
+//!
+//! This file holds the entry points and [`CommandBody`], and reads the commands whose
+//! arguments are one or two plain words; the rest is split by command, beside `crate::cmd`:
+//! `primitives` (atoms, strings, literals, numbers, flags, sequence sets, dates), `auth`
+//! (AUTHENTICATE, LOGIN), `mailbox` (SELECT/EXAMINE, CREATE, LIST, LSUB, STATUS), `append`,
+//! `fetch` (items and sections), `search` (keys), `store`, `copy` (COPY, MOVE) and `id`.
 
 use chrono::{DateTime, FixedOffset};
 
 use super::sequence::SequenceSet;
 
 mod append;
+mod auth;
 mod copy;
 mod fetch;
+mod id;
 mod mailbox;
 mod primitives;
 mod search;
@@ -224,34 +232,8 @@ impl<'a> Parser<'a> {
             "NOOP" => CommandBody::Noop,
             "LOGOUT" => CommandBody::Logout,
             "STARTTLS" => CommandBody::StartTls,
-            "AUTHENTICATE" => {
-                self.sp()?;
-                let mechanism = self.atom()?.to_ascii_uppercase();
-                let initial = if self.try_sp() {
-                    // RFC 4959: base64 or "=".
-                    let start = self.pos;
-                    while self
-                        .peek()
-                        .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
-                    {
-                        self.pos += 1;
-                    }
-                    if start == self.pos {
-                        return Err("bad initial response".into());
-                    }
-                    Some(String::from_utf8_lossy(&self.input[start..self.pos]).into_owned())
-                } else {
-                    None
-                };
-                CommandBody::Authenticate { mechanism, initial }
-            }
-            "LOGIN" => {
-                self.sp()?;
-                let user = self.astring()?;
-                self.sp()?;
-                let password = self.astring()?;
-                CommandBody::Login { user, password }
-            }
+            "AUTHENTICATE" => self.authenticate()?,
+            "LOGIN" => self.login()?,
             "SELECT" | "EXAMINE" => self.select(name.as_str())?,
             "CREATE" => self.create()?,
             "DELETE" => {
@@ -331,28 +313,7 @@ impl<'a> Parser<'a> {
                 CommandBody::GetQuotaRoot(self.mailbox()?)
             }
             "NAMESPACE" => CommandBody::Namespace,
-            "ID" => {
-                // RFC 2971: ID ("name" "value" ...) or ID NIL; the values are only logged.
-                self.sp()?;
-                if self.peek() == Some(b'(') {
-                    self.pos += 1;
-                    let mut count = 0;
-                    while self.peek() != Some(b')') {
-                        if count > 0 {
-                            self.sp()?;
-                        }
-                        self.nstring()?;
-                        count += 1;
-                        if count > 60 {
-                            return Err("too many ID fields".into());
-                        }
-                    }
-                    self.pos += 1;
-                } else if self.keyword()? != "NIL" {
-                    return Err("expected NIL or a list".into());
-                }
-                CommandBody::Id
-            }
+            "ID" => self.id()?,
             other => return Err(format!("unknown command {other}")),
         };
         Ok(body)
