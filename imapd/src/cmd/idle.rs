@@ -8,6 +8,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::session::conn::Line;
 use crate::session::{CmdResult, Failure, Reply, Session, State};
+use crate::wire::response::Response;
 
 impl Session {
     pub(crate) async fn cmd_idle(&mut self) -> CmdResult {
@@ -54,12 +55,12 @@ impl Session {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.untagged("BYE idle for too long").await?;
+                    self.respond(Response::Bye("idle for too long")).await?;
                     self.conn.flush().await?;
                     return Err(Failure::Io(std::io::ErrorKind::TimedOut.into()));
                 }
                 _ = shutdown.cancelled() => {
-                    self.untagged("BYE server shutting down").await?;
+                    self.respond(Response::Bye("server shutting down")).await?;
                     self.conn.flush().await?;
                     return Err(Failure::Io(std::io::ErrorKind::ConnectionAborted.into()));
                 }

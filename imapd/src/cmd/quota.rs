@@ -3,7 +3,7 @@
 
 use shared::quota;
 
-use crate::session::{CmdResult, Reply, Session};
+use crate::session::{CmdResult, Code, Reply, Session};
 
 impl Session {
     async fn quota_line(&mut self, user_id: i64) -> Result<Option<String>, crate::session::Failure> {
@@ -16,14 +16,14 @@ impl Session {
     pub(crate) async fn cmd_getquota(&mut self, root: &str) -> CmdResult {
         let user = self.user()?;
         if !root.is_empty() {
-            return Ok(Reply::no("no such quota root").code("NONEXISTENT"));
+            return Ok(Reply::no("no such quota root").code(Code::NonExistent));
         }
         match self.quota_line(user.id).await? {
             Some(line) => {
                 self.untagged(&line).await?;
                 Ok(Reply::ok("GETQUOTA completed"))
             }
-            None => Ok(Reply::no("no quota limit").code("NONEXISTENT")),
+            None => Ok(Reply::no("no quota limit").code(Code::NonExistent)),
         }
     }
 

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use shared::mailstore::StoredMessage;
 
 use crate::fetch::mime;
-use crate::session::{CmdResult, Reply, Session, State};
+use crate::session::{CmdResult, Code, Reply, Session, State};
 use crate::wire::parse::SearchKey;
 
 const BATCH: usize = 250;
@@ -206,7 +206,7 @@ impl Session {
         if let Some(charset) = charset
             && !matches!(charset, "UTF-8" | "US-ASCII" | "UTF8")
         {
-            return Ok(Reply::no("unsupported charset").code("BADCHARSET (UTF-8 US-ASCII)"));
+            return Ok(Reply::no("unsupported charset").code(Code::BadCharset(vec!["UTF-8", "US-ASCII"])));
         }
         let modseq_search = uses_modseq(key);
         if modseq_search {

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use shared::mailstore::{FlagOp, normalize_flags};
 
-use crate::session::{CmdResult, Reply, Session, State};
+use crate::session::{CmdResult, Code, Reply, Session, State};
 use crate::wire::parse::StoreOp;
 use crate::wire::sequence::{SequenceSet, compact};
 
@@ -29,7 +29,7 @@ impl Session {
             return Ok(Reply::bad("no mailbox selected"));
         };
         if selected.read_only {
-            return Ok(Reply::no("mailbox is read-only").code("READ-ONLY"));
+            return Ok(Reply::no("mailbox is read-only").code(Code::ReadOnly));
         }
         let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
         let flags = normalize_flags(flags);
@@ -87,9 +87,7 @@ impl Session {
                 change.modified.iter().filter_map(|u| selected.seq_of(*u)).collect()
             };
             numbers.sort_unstable();
-            return Ok(
-                Reply::ok("some messages were changed meanwhile").code(format!("MODIFIED {}", compact(&numbers)))
-            );
+            return Ok(Reply::ok("some messages were changed meanwhile").code(Code::Modified(compact(&numbers))));
         }
         Ok(Reply::ok(if uid { "UID STORE completed" } else { "STORE completed" }))
     }
