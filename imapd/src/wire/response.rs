@@ -6,6 +6,7 @@
 use std::fmt;
 
 use super::encode;
+use super::parse::StatusItem;
 
 /// A status response's condition (RFC 3501 §7.1.1-3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +145,41 @@ pub enum Response<'a> {
     Enabled(&'a [&'a str]),
     /// `* ID ("name" "tinydc" "version" ...)` (RFC 2971 §3.2).
     Id { name: &'a str, version: &'a str },
+    /// `* LIST (attributes) "/" name` (RFC 3501 §7.2.2), or LSUB (§7.2.3); `name` is already
+    /// a string in the client's encoding (`Session::mailbox_out`).
+    List {
+        lsub: bool,
+        attributes: &'a [&'a str],
+        delimiter: char,
+        name: &'a [u8],
+    },
+    /// `* STATUS name (MESSAGES 3 UIDNEXT 9)` (RFC 3501 §7.2.4); `name` as for `List`.
+    Status {
+        name: &'a [u8],
+        items: &'a [(StatusItem, u64)],
+    },
+    /// `* SEARCH 2 5` (RFC 3501 §7.2.5), with RFC 7162 §3.1.5's `(MODSEQ n)` when given.
+    Search { numbers: &'a [u32], modseq: Option<u64> },
+    /// `* NAMESPACE (("" "/")) NIL NIL` (RFC 2342 §5): one personal namespace, no others.
+    Namespace { prefix: &'a str, delimiter: char },
+    /// `* QUOTA root (STORAGE used limit)`, in KiB (RFC 9208 §5.1).
+    Quota {
+        root: &'a str,
+        used_kib: u64,
+        limit_kib: u64,
+    },
+    /// `* QUOTAROOT name root ...` (RFC 9208 §5.2); `name` as for `List`.
+    QuotaRoot { name: &'a [u8], roots: &'a [&'a str] },
+    /// `* n FETCH (UID u FLAGS (...) MODSEQ (m))`: a message's flags after a change (RFC 3501
+    /// §7.4.2, RFC 7162 §3.2). `flags` `None` leaves FLAGS out (STORE .SILENT with
+    /// CONDSTORE); `recent` adds the session flag `\Recent` (RFC 3501 §2.3.2).
+    FlagsFetch {
+        seq: u32,
+        uid: u32,
+        flags: Option<&'a [String]>,
+        recent: bool,
+        modseq: Option<u64>,
+    },
 }
 
 impl Response<'_> {
@@ -184,6 +220,93 @@ impl Response<'_> {
                 out.push(b')');
                 Ok(())
             }
+            Response::List {
+                lsub,
+                attributes,
+                delimiter,
+                name,
+            } => {
+                out.extend_from_slice(if *lsub { b"* LSUB (" } else { b"* LIST (" });
+                out.extend_from_slice(attributes.join(" ").as_bytes());
+                out.extend_from_slice(b") ");
+                encode::string(out, delimiter.encode_utf8(&mut [0; 4]).as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(name);
+                Ok(())
+            }
+            Response::Status { name, items } => {
+                out.extend_from_slice(b"* STATUS ");
+                out.extend_from_slice(name);
+                out.extend_from_slice(b" (");
+                for (i, (item, value)) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b' ');
+                    }
+                    let _ = write!(out, "{} {value}", status_item_name(*item));
+                }
+                out.push(b')');
+                Ok(())
+            }
+            Response::Search { numbers, modseq } => {
+                out.extend_from_slice(b"* SEARCH");
+                for n in numbers.iter() {
+                    let _ = write!(out, " {n}");
+                }
+                match modseq {
+                    Some(m) => write!(out, " (MODSEQ {m})"),
+                    None => Ok(()),
+                }
+            }
+            Response::Namespace { prefix, delimiter } => {
+                out.extend_from_slice(b"* NAMESPACE ((");
+                encode::string(out, prefix.as_bytes());
+                out.push(b' ');
+                encode::string(out, delimiter.encode_utf8(&mut [0; 4]).as_bytes());
+                out.extend_from_slice(b")) NIL NIL");
+                Ok(())
+            }
+            Response::Quota {
+                root,
+                used_kib,
+                limit_kib,
+            } => {
+                out.extend_from_slice(b"* QUOTA ");
+                encode::string(out, root.as_bytes());
+                write!(out, " (STORAGE {used_kib} {limit_kib})")
+            }
+            Response::QuotaRoot { name, roots } => {
+                out.extend_from_slice(b"* QUOTAROOT ");
+                out.extend_from_slice(name);
+                for root in roots.iter() {
+                    out.push(b' ');
+                    encode::string(out, root.as_bytes());
+                }
+                Ok(())
+            }
+            Response::FlagsFetch {
+                seq,
+                uid,
+                flags,
+                recent,
+                modseq,
+            } => {
+                let _ = write!(out, "* {seq} FETCH (UID {uid}");
+                if let Some(flags) = flags {
+                    out.extend_from_slice(b" FLAGS ");
+                    if *recent {
+                        let mut flags = flags.to_vec();
+                        flags.push("\\Recent".into());
+                        encode::flag_list(out, &flags);
+                    } else {
+                        encode::flag_list(out, flags);
+                    }
+                }
+                if let Some(modseq) = modseq {
+                    let _ = write!(out, " MODSEQ ({modseq})");
+                }
+                out.push(b')');
+                Ok(())
+            }
         };
         out.extend_from_slice(b"\r\n");
     }
@@ -193,6 +316,18 @@ impl Response<'_> {
         let mut out = Vec::new();
         self.write(&mut out);
         out
+    }
+}
+
+/// A STATUS data item's name (RFC 3501 §6.3.10, RFC 7162 §3.1.9).
+fn status_item_name(item: StatusItem) -> &'static str {
+    match item {
+        StatusItem::Messages => "MESSAGES",
+        StatusItem::Recent => "RECENT",
+        StatusItem::UidNext => "UIDNEXT",
+        StatusItem::UidValidity => "UIDVALIDITY",
+        StatusItem::Unseen => "UNSEEN",
+        StatusItem::HighestModSeq => "HIGHESTMODSEQ",
     }
 }
 
@@ -293,6 +428,89 @@ mod tests {
                 version: "0.1.0"
             }),
             "* ID (\"name\" \"tinydc\" \"version\" \"0.1.0\")\r\n"
+        );
+        assert_eq!(
+            text(Response::List {
+                lsub: false,
+                attributes: &["\\HasNoChildren", "\\Sent"],
+                delimiter: '/',
+                name: b"\"Sent\"",
+            }),
+            "* LIST (\\HasNoChildren \\Sent) \"/\" \"Sent\"\r\n"
+        );
+        assert_eq!(
+            text(Response::Status {
+                name: b"INBOX",
+                items: &[(StatusItem::Messages, 3), (StatusItem::UidNext, 9)],
+            }),
+            "* STATUS INBOX (MESSAGES 3 UIDNEXT 9)\r\n"
+        );
+        assert_eq!(
+            text(Response::Search {
+                numbers: &[],
+                modseq: None
+            }),
+            "* SEARCH\r\n"
+        );
+        assert_eq!(
+            text(Response::Search {
+                numbers: &[2, 5],
+                modseq: Some(7)
+            }),
+            "* SEARCH 2 5 (MODSEQ 7)\r\n"
+        );
+        assert_eq!(
+            text(Response::Namespace {
+                prefix: "",
+                delimiter: '/'
+            }),
+            "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n"
+        );
+        assert_eq!(
+            text(Response::Quota {
+                root: "",
+                used_kib: 10,
+                limit_kib: 100
+            }),
+            "* QUOTA \"\" (STORAGE 10 100)\r\n"
+        );
+        assert_eq!(
+            text(Response::QuotaRoot {
+                name: b"INBOX",
+                roots: &[""]
+            }),
+            "* QUOTAROOT INBOX \"\"\r\n"
+        );
+        let flags = ["\\Seen".to_string()];
+        assert_eq!(
+            text(Response::FlagsFetch {
+                seq: 2,
+                uid: 9,
+                flags: Some(&flags),
+                recent: true,
+                modseq: Some(4)
+            }),
+            "* 2 FETCH (UID 9 FLAGS (\\Seen \\Recent) MODSEQ (4))\r\n"
+        );
+        assert_eq!(
+            text(Response::FlagsFetch {
+                seq: 2,
+                uid: 9,
+                flags: Some(&[]),
+                recent: false,
+                modseq: None
+            }),
+            "* 2 FETCH (UID 9 FLAGS ())\r\n"
+        );
+        assert_eq!(
+            text(Response::FlagsFetch {
+                seq: 2,
+                uid: 9,
+                flags: None,
+                recent: false,
+                modseq: Some(4)
+            }),
+            "* 2 FETCH (UID 9 MODSEQ (4))\r\n"
         );
     }
 }
