@@ -20,7 +20,7 @@ impl Session {
             Some(text) if text == "=" => String::new(),
             Some(text) => text,
             None => {
-                self.conn.send(b"+ \r\n").await?;
+                self.respond(Response::Continue("")).await?;
                 self.conn.flush().await?;
                 let max = self.ctx.config.imap.max_line_length as usize;
                 // Not authenticated yet: the answer must come within the short login timeout.

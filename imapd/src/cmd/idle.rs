@@ -18,7 +18,7 @@ impl Session {
             Err(tokio::sync::broadcast::error::TryRecvError::Empty
                 | tokio::sync::broadcast::error::TryRecvError::Closed)
         ) {}
-        self.conn.send(b"+ idling\r\n").await?;
+        self.respond(Response::Continue("idling")).await?;
         self.sync(true).await?;
         self.conn.flush().await?;
         let timeout = Duration::from_secs(self.ctx.config.imap.idle_timeout_secs);

@@ -133,6 +133,9 @@ pub enum Response<'a> {
     },
     /// `* BYE text`: the server is closing the connection (RFC 3501 §7.1.5).
     Bye(&'a str),
+    /// `+ text`: a continuation request (RFC 3501 §7.5); AUTHENTICATE's challenge is
+    /// base64 text, empty for PLAIN.
+    Continue(&'a str),
     /// `* CAPABILITY ...` (RFC 3501 §7.2.1), the list space-separated.
     Capability(&'a str),
     /// `* FLAGS (...)`: the flags of the selected mailbox (RFC 3501 §7.2.6).
@@ -196,6 +199,7 @@ impl Response<'_> {
             } => status_line(out, tag, *status, *code, text),
             Response::Untagged { status, code, text } => status_line(out, "*", *status, *code, text),
             Response::Bye(text) => write!(out, "* BYE {text}"),
+            Response::Continue(text) => write!(out, "+ {text}"),
             Response::Capability(caps) => write!(out, "* CAPABILITY {caps}"),
             Response::Flags(flags) => {
                 out.extend_from_slice(b"* FLAGS ");
@@ -384,6 +388,8 @@ mod tests {
             "* OK [PERMANENTFLAGS (\\Seen \\*)] flags stored\r\n"
         );
         assert_eq!(text(Response::Bye("logging out")), "* BYE logging out\r\n");
+        assert_eq!(text(Response::Continue("")), "+ \r\n");
+        assert_eq!(text(Response::Continue("idling")), "+ idling\r\n");
     }
 
     #[test]
