@@ -67,7 +67,7 @@ impl Session {
                 // RFC 7162 §3.2: with CONDSTORE, .SILENT still reports the new MODSEQ.
                 if condstore && changed_uids.contains(&msg_uid) {
                     Response::FlagsFetch {
-                        seq,
+                        seq: seq as usize,
                         uid: msg_uid,
                         flags: None,
                         recent: false,
@@ -78,7 +78,7 @@ impl Session {
                 continue;
             }
             Response::FlagsFetch {
-                seq,
+                seq: seq as usize,
                 uid: msg_uid,
                 flags: Some(&selected.flags[i]),
                 recent: selected.is_recent(msg_uid),

@@ -144,6 +144,8 @@ pub enum Response<'a> {
     Exists(usize),
     /// `* n RECENT` (RFC 3501 §7.3.2).
     Recent(usize),
+    /// `* n EXPUNGE` (RFC 3501 §7.4.1).
+    Expunge(usize),
     /// `* ENABLED ...` (RFC 5161 §3.2): what this ENABLE turned on, maybe nothing.
     Enabled(&'a [&'a str]),
     /// `* ID ("name" "tinydc" "version" ...)` (RFC 2971 §3.2).
@@ -177,7 +179,7 @@ pub enum Response<'a> {
     /// §7.4.2, RFC 7162 §3.2). `flags` `None` leaves FLAGS out (STORE .SILENT with
     /// CONDSTORE); `recent` adds the session flag `\Recent` (RFC 3501 §2.3.2).
     FlagsFetch {
-        seq: u32,
+        seq: usize,
         uid: u32,
         flags: Option<&'a [String]>,
         recent: bool,
@@ -208,6 +210,7 @@ impl Response<'_> {
             }
             Response::Exists(n) => write!(out, "* {n} EXISTS"),
             Response::Recent(n) => write!(out, "* {n} RECENT"),
+            Response::Expunge(n) => write!(out, "* {n} EXPUNGE"),
             Response::Enabled(caps) => {
                 out.extend_from_slice(b"* ENABLED");
                 for cap in caps.iter() {
@@ -422,6 +425,7 @@ mod tests {
     #[test]
     fn data() {
         assert_eq!(text(Response::Exists(3)), "* 3 EXISTS\r\n");
+        assert_eq!(text(Response::Expunge(2)), "* 2 EXPUNGE\r\n");
         assert_eq!(
             text(Response::Flags(&["\\Seen".into(), "$x".into()])),
             "* FLAGS (\\Seen $x)\r\n"
