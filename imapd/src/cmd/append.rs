@@ -5,7 +5,7 @@
 use chrono::{DateTime, FixedOffset, Utc};
 use shared::mailstore::{StoreError, normalize_flags};
 
-use crate::session::{CmdResult, Reply, Session};
+use crate::session::{CmdResult, Code, Reply, Session};
 
 impl Session {
     pub(crate) async fn cmd_append(
@@ -22,7 +22,7 @@ impl Session {
         }
         let mailbox = match self.ctx.mail.mailbox(user.id, &name).await {
             Ok(m) => m,
-            Err(StoreError::NoSuchMailbox) => return Ok(Reply::no("no such mailbox").code("TRYCREATE")),
+            Err(StoreError::NoSuchMailbox) => return Ok(Reply::no("no such mailbox").code(Code::TryCreate)),
             Err(e) => return Err(e.into()),
         };
         let flags = normalize_flags(&flags);
@@ -48,6 +48,9 @@ impl Session {
                 return Err(e.into());
             }
         };
-        Ok(Reply::ok("APPEND completed").code(format!("APPENDUID {} {}", appended.uidvalidity, appended.uid)))
+        Ok(Reply::ok("APPEND completed").code(Code::AppendUid {
+            uidvalidity: appended.uidvalidity,
+            uid: appended.uid,
+        }))
     }
 }

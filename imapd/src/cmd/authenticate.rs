@@ -4,28 +4,29 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::session::conn::Line;
-use crate::session::{CmdResult, Failure, Reply, Session};
+use crate::session::{CmdResult, Code, Failure, Reply, Session};
+use crate::wire::response::Response;
 
 impl Session {
     pub(crate) async fn cmd_authenticate(&mut self, mechanism: &str, initial: Option<String>) -> CmdResult {
         if mechanism != "PLAIN" {
-            return Ok(Reply::no("unsupported mechanism").code("CANNOT"));
+            return Ok(Reply::no("unsupported mechanism").code(Code::Cannot));
         }
         if !self.may_authenticate() {
-            return Ok(Reply::no("use STARTTLS first").code("PRIVACYREQUIRED"));
+            return Ok(Reply::no("use STARTTLS first").code(Code::PrivacyRequired));
         }
         let response = match initial {
             // RFC 4959 §3: "=" is an empty initial response.
             Some(text) if text == "=" => String::new(),
             Some(text) => text,
             None => {
-                self.conn.send(b"+ \r\n").await?;
+                self.respond(Response::Continue("")).await?;
                 self.conn.flush().await?;
                 let max = self.ctx.config.imap.max_line_length as usize;
                 // Not authenticated yet: the answer must come within the short login timeout.
                 let Ok(line) = tokio::time::timeout(self.idle_timeout(), self.conn.read_line(max)).await else {
                     tracing::info!(peer = %self.peer, "AUTHENTICATE: no response in time");
-                    self.untagged("BYE authentication timed out").await?;
+                    self.respond(Response::Bye("authentication timed out")).await?;
                     self.conn.flush().await?;
                     return Err(Failure::Io(std::io::ErrorKind::TimedOut.into()));
                 };
@@ -46,7 +47,7 @@ impl Session {
             return Ok(Reply::bad("invalid base64"));
         };
         let Some((user, password)) = shared::auth::parse_sasl_plain(&decoded) else {
-            return Ok(Reply::no("malformed PLAIN response").code("AUTHENTICATIONFAILED"));
+            return Ok(Reply::no("malformed PLAIN response").code(Code::AuthenticationFailed));
         };
         self.log_in(&user, &password).await
     }

@@ -1,6 +1,6 @@
 //! COMPRESS DEFLATE (RFC 4978).
 
-use crate::session::{CmdResult, Failure, Reply, Session};
+use crate::session::{CmdResult, Code, Failure, Reply, Session};
 
 impl Session {
     pub(crate) async fn cmd_compress(&mut self, tag: &str, mechanism: &str) -> CmdResult {
@@ -11,12 +11,10 @@ impl Session {
             return Ok(Reply::bad("unknown compression mechanism"));
         }
         if self.conn.is_compressed() {
-            return Ok(Reply::no("compression already active").code("COMPRESSIONACTIVE"));
+            return Ok(Reply::no("compression already active").code(Code::CompressionActive));
         }
         // RFC 4978 §3: the OK is the last uncompressed data.
-        self.conn
-            .send(format!("{tag} OK DEFLATE active\r\n").as_bytes())
-            .await?;
+        self.respond(Reply::ok("DEFLATE active").tagged(tag)).await?;
         self.conn.flush().await?;
         self.conn.start_compress();
         Err(Failure::Answered)

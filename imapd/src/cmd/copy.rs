@@ -3,7 +3,8 @@
 
 use shared::mailstore::StoreError;
 
-use crate::session::{CmdResult, Reply, Session, State};
+use crate::session::{CmdResult, Code, Reply, Session, State, Status};
+use crate::wire::response::Response;
 use crate::wire::sequence::{SequenceSet, compact};
 
 impl Session {
@@ -14,7 +15,7 @@ impl Session {
             return Ok(Reply::bad("no mailbox selected"));
         };
         if is_move && selected.read_only {
-            return Ok(Reply::no("mailbox is read-only").code("READ-ONLY"));
+            return Ok(Reply::no("mailbox is read-only").code(Code::ReadOnly));
         }
         let (user_id, from) = (user.id, selected.mailbox.id);
         let verb = match (uid, is_move) {
@@ -26,7 +27,7 @@ impl Session {
         let target = match self.ctx.mail.mailbox(user_id, &name).await {
             Ok(m) => m,
             // RFC 3501 §6.4.7: TRYCREATE tells the client it may create the target.
-            Err(StoreError::NoSuchMailbox) => return Ok(Reply::no("no such mailbox").code("TRYCREATE")),
+            Err(StoreError::NoSuchMailbox) => return Ok(Reply::no("no such mailbox").code(Code::TryCreate)),
             Err(e) => return Err(e.into()),
         };
         let uids: Vec<u32> = targets.iter().map(|t| t.1).collect();
@@ -41,12 +42,21 @@ impl Session {
         let code = (!pairs.is_empty()).then(|| {
             let src: Vec<u32> = pairs.iter().map(|p| p.0).collect();
             let dst: Vec<u32> = pairs.iter().map(|p| p.1).collect();
-            format!("COPYUID {} {} {}", target.uidvalidity, compact(&src), compact(&dst))
+            Code::CopyUid {
+                uidvalidity: target.uidvalidity,
+                source: compact(&src),
+                destination: compact(&dst),
+            }
         });
         if is_move {
             // RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGEs.
             if let Some(code) = &code {
-                self.untagged(&format!("OK [{code}] moved")).await?;
+                self.respond(Response::Untagged {
+                    status: Status::Ok,
+                    code: Some(code),
+                    text: "moved",
+                })
+                .await?;
             }
             let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
             self.announce_expunged(&moved).await?;

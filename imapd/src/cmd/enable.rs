@@ -1,6 +1,7 @@
 //! ENABLE (RFC 5161) for CONDSTORE (RFC 7162 §3.1) and UTF8=ACCEPT (RFC 6855 §3).
 
 use crate::session::{CmdResult, Reply, Session};
+use crate::wire::response::Response;
 
 impl Session {
     pub(crate) async fn cmd_enable(&mut self, caps: &[String]) -> CmdResult {
@@ -18,12 +19,7 @@ impl Session {
                 _ => {}
             }
         }
-        let mut line = String::from("ENABLED");
-        for cap in enabled {
-            line.push(' ');
-            line.push_str(cap);
-        }
-        self.untagged(&line).await?;
+        self.respond(Response::Enabled(&enabled)).await?;
         Ok(Reply::ok("ENABLE completed"))
     }
 }

@@ -1,6 +1,6 @@
 //! EXPUNGE (RFC 3501 §6.4.3) and UID EXPUNGE (RFC 4315 §2.1).
 
-use crate::session::{CmdResult, Reply, Session, State};
+use crate::session::{CmdResult, Code, Reply, Session, State};
 use crate::wire::sequence::SequenceSet;
 
 impl Session {
@@ -13,7 +13,7 @@ impl Session {
             return Ok(Reply::bad("no mailbox selected"));
         };
         if selected.read_only {
-            return Ok(Reply::no("mailbox is read-only").code("READ-ONLY"));
+            return Ok(Reply::no("mailbox is read-only").code(Code::ReadOnly));
         }
         let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
         let removed = self.ctx.mail.expunge(user_id, mailbox_id, uids.as_deref()).await?;

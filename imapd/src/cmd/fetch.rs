@@ -5,7 +5,7 @@
 use shared::mailstore::{FlagOp, StoredMessage};
 
 use crate::fetch::{mime, structure};
-use crate::session::{CmdResult, Failure, Reply, Session, State};
+use crate::session::{CmdResult, Code, Failure, Reply, Session, State};
 use crate::wire::encode;
 use crate::wire::parse::{FetchItem, Section, SectionText};
 use crate::wire::sequence::SequenceSet;
@@ -125,7 +125,7 @@ impl Session {
                         Ok(b) => Some(b),
                         Err(e) => {
                             tracing::error!(uid = msg_uid, "reading message body: {e}");
-                            return Ok(Reply::no("message body unavailable").code("SERVERBUG"));
+                            return Ok(Reply::no("message body unavailable").code(Code::ServerBug));
                         }
                     },
                     _ => None,
@@ -138,7 +138,7 @@ impl Session {
                         }
                         Err(e) => {
                             tracing::error!(uid = msg_uid, "opening message body: {e}");
-                            return Ok(Reply::no("message body unavailable").code("SERVERBUG"));
+                            return Ok(Reply::no("message body unavailable").code(Code::ServerBug));
                         }
                     },
                     _ => None,
@@ -212,7 +212,7 @@ impl Session {
             }
             first = false;
         };
-        let missing = || Failure::Reply(Reply::no("message metadata unavailable").code("SERVERBUG"));
+        let missing = || Failure::Reply(Reply::no("message metadata unavailable").code(Code::ServerBug));
         for item in items {
             sep(&mut out);
             match item {

@@ -1,12 +1,15 @@
 //! ID (RFC 2971).
 
 use crate::session::{CmdResult, Reply, Session};
+use crate::wire::response::Response;
 
 impl Session {
     pub(crate) async fn cmd_id(&mut self) -> CmdResult {
-        let version = env!("CARGO_PKG_VERSION");
-        self.untagged(&format!("ID (\"name\" \"tinydc\" \"version\" \"{version}\")"))
-            .await?;
+        self.respond(Response::Id {
+            name: "tinydc",
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .await?;
         Ok(Reply::ok("ID completed"))
     }
 }

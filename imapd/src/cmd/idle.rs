@@ -8,6 +8,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::session::conn::Line;
 use crate::session::{CmdResult, Failure, Reply, Session, State};
+use crate::wire::response::Response;
 
 impl Session {
     pub(crate) async fn cmd_idle(&mut self) -> CmdResult {
@@ -17,7 +18,7 @@ impl Session {
             Err(tokio::sync::broadcast::error::TryRecvError::Empty
                 | tokio::sync::broadcast::error::TryRecvError::Closed)
         ) {}
-        self.conn.send(b"+ idling\r\n").await?;
+        self.respond(Response::Continue("idling")).await?;
         self.sync(true).await?;
         self.conn.flush().await?;
         let timeout = Duration::from_secs(self.ctx.config.imap.idle_timeout_secs);
@@ -54,12 +55,12 @@ impl Session {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.untagged("BYE idle for too long").await?;
+                    self.respond(Response::Bye("idle for too long")).await?;
                     self.conn.flush().await?;
                     return Err(Failure::Io(std::io::ErrorKind::TimedOut.into()));
                 }
                 _ = shutdown.cancelled() => {
-                    self.untagged("BYE server shutting down").await?;
+                    self.respond(Response::Bye("server shutting down")).await?;
                     self.conn.flush().await?;
                     return Err(Failure::Io(std::io::ErrorKind::ConnectionAborted.into()));
                 }

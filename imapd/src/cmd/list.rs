@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use shared::mailstore::DELIMITER;
 
 use crate::session::{CmdResult, Reply, Session};
+use crate::wire::response::Response;
 
 /// One name to show: a real mailbox, or a superior name that only exists through its inferiors.
 struct Entry {
@@ -28,8 +29,14 @@ impl Session {
         let verb = if lsub { "LSUB" } else { "LIST" };
         if pattern.is_empty() {
             // RFC 3501 §6.3.8: the hierarchy delimiter and root name.
-            self.untagged(&format!("{verb} (\\Noselect) \"{DELIMITER}\" \"\""))
-                .await?;
+            let root = self.mailbox_out("");
+            self.respond(Response::List {
+                lsub,
+                attributes: &["\\Noselect"],
+                delimiter: DELIMITER,
+                name: &root,
+            })
+            .await?;
             return Ok(Reply::ok(format!("{verb} completed")));
         }
         let reference = self.mailbox_in(reference)?;
@@ -90,9 +97,13 @@ impl Session {
                     attrs.push(u);
                 }
             }
-            out.extend_from_slice(format!("* {verb} ({}) \"{DELIMITER}\" ", attrs.join(" ")).as_bytes());
-            out.extend_from_slice(&self.mailbox_out(name));
-            out.extend_from_slice(b"\r\n");
+            Response::List {
+                lsub,
+                attributes: &attrs,
+                delimiter: DELIMITER,
+                name: &self.mailbox_out(name),
+            }
+            .write(&mut out);
         }
         self.conn.send(&out).await?;
         Ok(Reply::ok(format!("{verb} completed")))

@@ -2,13 +2,13 @@
 
 use shared::auth::AuthError;
 
-use crate::session::{CmdResult, Reply, Session, State};
+use crate::session::{CmdResult, Code, Reply, Session, State};
 
 impl Session {
     pub(crate) async fn cmd_login(&mut self, user: &str, password: &str) -> CmdResult {
         if !self.may_authenticate() {
             // RFC 3501 §6.2.3: LOGINDISABLED means LOGIN must fail without TLS.
-            return Ok(Reply::no("use STARTTLS first").code("PRIVACYREQUIRED"));
+            return Ok(Reply::no("use STARTTLS first").code(Code::PrivacyRequired));
         }
         self.log_in(user, password).await
     }
@@ -20,17 +20,17 @@ impl Session {
                 tracing::info!(peer = %self.peer, user = authed.address, "logged in");
                 self.state = State::Authenticated { user: authed };
                 let caps = self.capabilities();
-                Ok(Reply::ok("logged in").code(format!("CAPABILITY {caps}")))
+                Ok(Reply::ok("logged in").code(Code::Capability(caps)))
             }
-            Err(AuthError::Invalid) => Ok(Reply::no("invalid credentials").code("AUTHENTICATIONFAILED")),
+            Err(AuthError::Invalid) => Ok(Reply::no("invalid credentials").code(Code::AuthenticationFailed)),
             Err(AuthError::Throttled { .. }) => {
-                Ok(Reply::no("too many failed logins, try again later").code("UNAVAILABLE"))
+                Ok(Reply::no("too many failed logins, try again later").code(Code::Unavailable))
             }
             // RFC 5530 §3: UNAVAILABLE, "temporary failure ... try again later".
-            Err(AuthError::Busy) => Ok(Reply::no("server busy, try again later").code("UNAVAILABLE")),
+            Err(AuthError::Busy) => Ok(Reply::no("server busy, try again later").code(Code::Unavailable)),
             Err(AuthError::Internal(e)) => {
                 tracing::error!("login: {e}");
-                Ok(Reply::no("authentication unavailable").code("UNAVAILABLE"))
+                Ok(Reply::no("authentication unavailable").code(Code::Unavailable))
             }
         }
     }

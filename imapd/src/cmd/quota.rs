@@ -3,27 +3,34 @@
 
 use shared::quota;
 
-use crate::session::{CmdResult, Reply, Session};
+use crate::session::{CmdResult, Code, Reply, Session};
+use crate::wire::response::Response;
 
 impl Session {
-    async fn quota_line(&mut self, user_id: i64) -> Result<Option<String>, crate::session::Failure> {
+    /// The QUOTA response of the one root, when the user has a limit.
+    async fn quota_line(&mut self, user_id: i64) -> Result<Option<Vec<u8>>, crate::session::Failure> {
         let info = quota::info(&self.ctx.db, user_id).await?;
-        Ok(info
-            .limit
-            .map(|limit| format!("QUOTA \"\" (STORAGE {} {})", info.used().div_ceil(1024), limit / 1024)))
+        Ok(info.limit.map(|limit| {
+            Response::Quota {
+                root: "",
+                used_kib: info.used().div_ceil(1024),
+                limit_kib: limit / 1024,
+            }
+            .to_bytes()
+        }))
     }
 
     pub(crate) async fn cmd_getquota(&mut self, root: &str) -> CmdResult {
         let user = self.user()?;
         if !root.is_empty() {
-            return Ok(Reply::no("no such quota root").code("NONEXISTENT"));
+            return Ok(Reply::no("no such quota root").code(Code::NonExistent));
         }
         match self.quota_line(user.id).await? {
             Some(line) => {
-                self.untagged(&line).await?;
+                self.conn.send(&line).await?;
                 Ok(Reply::ok("GETQUOTA completed"))
             }
-            None => Ok(Reply::no("no quota limit").code("NONEXISTENT")),
+            None => Ok(Reply::no("no quota limit").code(Code::NonExistent)),
         }
     }
 
@@ -31,16 +38,12 @@ impl Session {
         let user = self.user()?;
         let name = self.mailbox_in(raw)?;
         let mailbox = self.ctx.mail.mailbox(user.id, &name).await?;
-        let mut line = b"* QUOTAROOT ".to_vec();
-        line.extend_from_slice(&self.mailbox_out(&mailbox.name));
+        let name = self.mailbox_out(&mailbox.name);
         let quota = self.quota_line(user.id).await?;
-        if quota.is_some() {
-            line.extend_from_slice(b" \"\"");
-        }
-        line.extend_from_slice(b"\r\n");
-        self.conn.send(&line).await?;
+        let roots: &[&str] = if quota.is_some() { &[""] } else { &[] };
+        self.respond(Response::QuotaRoot { name: &name, roots }).await?;
         if let Some(quota) = quota {
-            self.untagged(&quota).await?;
+            self.conn.send(&quota).await?;
         }
         Ok(Reply::ok("GETQUOTAROOT completed"))
     }

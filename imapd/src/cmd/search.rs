@@ -6,8 +6,9 @@ use chrono::NaiveDate;
 use shared::mailstore::StoredMessage;
 
 use crate::fetch::mime;
-use crate::session::{CmdResult, Reply, Session, State};
+use crate::session::{CmdResult, Code, Reply, Session, State};
 use crate::wire::parse::SearchKey;
+use crate::wire::response::Response;
 
 const BATCH: usize = 250;
 
@@ -202,7 +203,7 @@ impl Session {
         if let Some(charset) = charset
             && !matches!(charset, "UTF-8" | "US-ASCII" | "UTF8")
         {
-            return Ok(Reply::no("unsupported charset").code("BADCHARSET (UTF-8 US-ASCII)"));
+            return Ok(Reply::no("unsupported charset").code(Code::BadCharset(vec!["UTF-8", "US-ASCII"])));
         }
         let modseq_search = uses_modseq(key);
         if modseq_search {
@@ -278,16 +279,17 @@ impl Session {
                 }
             }
         }
-        let mut line = String::from("* SEARCH");
-        for (seq, msg_uid) in &hits {
-            line.push(' ');
-            line.push_str(&(if uid { *msg_uid } else { *seq }).to_string());
-        }
-        if modseq_search && !hits.is_empty() {
-            line.push_str(&format!(" (MODSEQ {highest_hit})"));
-        }
-        line.push_str("\r\n");
-        self.conn.send(line.as_bytes()).await?;
+        let numbers: Vec<u32> = hits
+            .iter()
+            .map(|&(seq, msg_uid)| if uid { msg_uid } else { seq })
+            .collect();
+        // RFC 7162 §3.1.5: the highest MODSEQ of the hits, when the search used MODSEQ.
+        let modseq = (modseq_search && !hits.is_empty()).then_some(highest_hit);
+        self.respond(Response::Search {
+            numbers: &numbers,
+            modseq,
+        })
+        .await?;
         Ok(Reply::ok(if uid {
             "UID SEARCH completed"
         } else {

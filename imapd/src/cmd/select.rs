@@ -1,6 +1,7 @@
 //! SELECT and EXAMINE (RFC 3501 §6.3.1, §6.3.2), with CONDSTORE (RFC 7162 §3.1.8, §3.1.2.1).
 
-use crate::session::{CmdResult, Reply, Selected, Session, State};
+use crate::session::{CmdResult, Code, Reply, Selected, Session, State, Status};
+use crate::wire::response::Response;
 
 /// The system flags (RFC 3501 §2.3.2).
 pub const SYSTEM_FLAGS: [&str; 5] = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"];
@@ -60,33 +61,40 @@ impl Session {
         // EXAMINE claims nothing (`claim` leaves read-only views alone): it shows 0 RECENT.
         crate::session::recent::claim(&self.ctx.mail, user.id, &mut selected).await?;
         let mailbox = &selected.mailbox;
-        let mut lines = vec![format!("FLAGS ({})", flags.join(" "))];
-        let mut permanent = flags.clone();
-        permanent.push("\\*".into());
+        // RFC 3501 §6.3.1: FLAGS, EXISTS and RECENT, then the status codes a client relies on.
+        let mut out = Response::Flags(&flags).to_bytes();
+        let ok = |out: &mut Vec<u8>, code: Code, text: &str| {
+            Response::Untagged {
+                status: Status::Ok,
+                code: Some(&code),
+                text,
+            }
+            .write(out)
+        };
         if read_only {
-            lines.push("OK [PERMANENTFLAGS ()] read-only".into());
+            ok(&mut out, Code::PermanentFlags(Vec::new()), "read-only");
         } else {
-            lines.push(format!("OK [PERMANENTFLAGS ({})] flags stored", permanent.join(" ")));
+            let mut permanent = flags.clone();
+            permanent.push("\\*".into());
+            ok(&mut out, Code::PermanentFlags(permanent), "flags stored");
         }
-        lines.push(format!("{} EXISTS", selected.uids.len()));
-        lines.push(format!("{} RECENT", selected.recent.len()));
+        Response::Exists(selected.uids.len()).write(&mut out);
+        Response::Recent(selected.recent.len()).write(&mut out);
         if let Some(seq) = first_unseen {
-            lines.push(format!("OK [UNSEEN {seq}] first unseen"));
+            ok(&mut out, Code::Unseen(seq), "first unseen");
         }
-        lines.push(format!("OK [UIDVALIDITY {}] UIDs valid", mailbox.uidvalidity));
-        lines.push(format!("OK [UIDNEXT {}] predicted next UID", mailbox.uidnext));
+        ok(&mut out, Code::UidValidity(mailbox.uidvalidity), "UIDs valid");
+        ok(&mut out, Code::UidNext(mailbox.uidnext), "predicted next UID");
         if self.ctx.config.imap.condstore {
             // RFC 7162 §3.1.2.1: every successful SELECT of a server offering CONDSTORE.
-            lines.push(format!("OK [HIGHESTMODSEQ {}] highest", mailbox.highestmodseq.max(1)));
+            ok(&mut out, Code::HighestModSeq(mailbox.highestmodseq.max(1)), "highest");
         }
-        for line in lines {
-            self.untagged(&line).await?;
-        }
+        self.conn.send(&out).await?;
         self.state = State::Selected { user, selected };
         Ok(if read_only {
-            Reply::ok("EXAMINE completed").code("READ-ONLY")
+            Reply::ok("EXAMINE completed").code(Code::ReadOnly)
         } else {
-            Reply::ok("SELECT completed").code("READ-WRITE")
+            Reply::ok("SELECT completed").code(Code::ReadWrite)
         })
     }
 }

@@ -9,9 +9,7 @@ impl Session {
         if self.conn.is_tls() {
             return Ok(Reply::bad("TLS is already active"));
         }
-        self.conn
-            .send(format!("{tag} OK begin TLS negotiation now\r\n").as_bytes())
-            .await?;
+        self.respond(Reply::ok("begin TLS negotiation now").tagged(tag)).await?;
         let acceptor = self.tls.clone();
         let timeout = shared::net::handshake_timeout(&self.ctx.config.net);
         if let Err(e) = self.conn.start_tls(&acceptor, timeout).await {

@@ -4,6 +4,7 @@ use shared::mailstore::MailboxStatus;
 
 use crate::session::{CmdResult, Reply, Session};
 use crate::wire::parse::StatusItem;
+use crate::wire::response::Response;
 
 impl Session {
     pub(crate) async fn cmd_status(&mut self, raw: &str, items: &[StatusItem]) -> CmdResult {
@@ -16,27 +17,30 @@ impl Session {
             unseen,
             recent,
         } = self.ctx.mail.mailbox_status(user.id, &name).await?;
-        let mut parts = Vec::new();
-        for item in items {
-            parts.push(match item {
-                StatusItem::Messages => format!("MESSAGES {messages}"),
-                StatusItem::Recent => format!("RECENT {recent}"),
-                StatusItem::UidNext => format!("UIDNEXT {}", mailbox.uidnext),
-                StatusItem::UidValidity => format!("UIDVALIDITY {}", mailbox.uidvalidity),
-                StatusItem::Unseen => format!("UNSEEN {unseen}"),
+        let mut values = Vec::with_capacity(items.len());
+        for &item in items {
+            let value = match item {
+                StatusItem::Messages => messages,
+                StatusItem::Recent => recent,
+                StatusItem::UidNext => mailbox.uidnext.into(),
+                StatusItem::UidValidity => mailbox.uidvalidity.into(),
+                StatusItem::Unseen => unseen,
                 StatusItem::HighestModSeq => {
                     if !self.ctx.config.imap.condstore {
                         return Ok(Reply::bad("CONDSTORE is not offered"));
                     }
                     self.condstore = true;
-                    format!("HIGHESTMODSEQ {}", mailbox.highestmodseq)
+                    mailbox.highestmodseq
                 }
-            });
+            };
+            values.push((item, value));
         }
-        let mut line = b"* STATUS ".to_vec();
-        line.extend_from_slice(&self.mailbox_out(&mailbox.name));
-        line.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
-        self.conn.send(&line).await?;
+        let name = self.mailbox_out(&mailbox.name);
+        self.respond(Response::Status {
+            name: &name,
+            items: &values,
+        })
+        .await?;
         Ok(Reply::ok("STATUS completed"))
     }
 }

@@ -4,8 +4,9 @@ use std::collections::HashSet;
 
 use shared::mailstore::{FlagOp, normalize_flags};
 
-use crate::session::{CmdResult, Reply, Session, State};
+use crate::session::{CmdResult, Code, Reply, Session, State};
 use crate::wire::parse::StoreOp;
+use crate::wire::response::Response;
 use crate::wire::sequence::{SequenceSet, compact};
 
 impl Session {
@@ -29,7 +30,7 @@ impl Session {
             return Ok(Reply::bad("no mailbox selected"));
         };
         if selected.read_only {
-            return Ok(Reply::no("mailbox is read-only").code("READ-ONLY"));
+            return Ok(Reply::no("mailbox is read-only").code(Code::ReadOnly));
         }
         let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
         let flags = normalize_flags(flags);
@@ -65,18 +66,25 @@ impl Session {
             if silent {
                 // RFC 7162 §3.2: with CONDSTORE, .SILENT still reports the new MODSEQ.
                 if condstore && changed_uids.contains(&msg_uid) {
-                    out.extend_from_slice(
-                        format!("* {seq} FETCH (UID {msg_uid} MODSEQ ({}))\r\n", selected.modseqs[i]).as_bytes(),
-                    );
+                    Response::FlagsFetch {
+                        seq: seq as usize,
+                        uid: msg_uid,
+                        flags: None,
+                        recent: false,
+                        modseq: Some(selected.modseqs[i]),
+                    }
+                    .write(&mut out);
                 }
                 continue;
             }
-            out.extend_from_slice(format!("* {seq} FETCH (UID {msg_uid} FLAGS ").as_bytes());
-            selected.flag_list(&mut out, i);
-            if condstore {
-                out.extend_from_slice(format!(" MODSEQ ({})", selected.modseqs[i]).as_bytes());
+            Response::FlagsFetch {
+                seq: seq as usize,
+                uid: msg_uid,
+                flags: Some(&selected.flags[i]),
+                recent: selected.is_recent(msg_uid),
+                modseq: condstore.then_some(selected.modseqs[i]),
             }
-            out.extend_from_slice(b")\r\n");
+            .write(&mut out);
         }
         self.conn.send(&out).await?;
         if !change.modified.is_empty() {
@@ -87,9 +95,7 @@ impl Session {
                 change.modified.iter().filter_map(|u| selected.seq_of(*u)).collect()
             };
             numbers.sort_unstable();
-            return Ok(
-                Reply::ok("some messages were changed meanwhile").code(format!("MODIFIED {}", compact(&numbers)))
-            );
+            return Ok(Reply::ok("some messages were changed meanwhile").code(Code::Modified(compact(&numbers))));
         }
         Ok(Reply::ok(if uid { "UID STORE completed" } else { "STORE completed" }))
     }

@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::wire::frame;
 use crate::wire::mutf7;
 use crate::wire::parse::{self, Command, CommandBody};
+use crate::wire::response::Response;
 use crate::wire::sequence::SequenceSet;
 use conn::{Conn, Line};
 
@@ -102,19 +103,13 @@ impl State {
     }
 }
 
-/// A tagged response's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Ok,
-    No,
-    Bad,
-}
+pub use crate::wire::response::{Code, Status};
 
 /// A command's tagged answer.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: Status,
-    pub code: Option<String>,
+    pub code: Option<Code>,
     pub text: String,
 }
 
@@ -143,9 +138,19 @@ impl Reply {
         }
     }
 
-    pub fn code(mut self, code: impl Into<String>) -> Reply {
-        self.code = Some(code.into());
+    pub fn code(mut self, code: Code) -> Reply {
+        self.code = Some(code);
         self
+    }
+
+    /// The reply as the tagged status response completing command `tag` (RFC 3501 §7.1).
+    pub fn tagged<'a>(&'a self, tag: &'a str) -> Response<'a> {
+        Response::Tagged {
+            tag,
+            status: self.status,
+            code: self.code.as_ref(),
+            text: &self.text,
+        }
     }
 }
 
@@ -191,22 +196,22 @@ impl From<quota::QuotaError> for Failure {
 /// A store error in IMAP's words (RFC 5530 response codes).
 pub fn store_error(e: StoreError) -> Reply {
     match e {
-        StoreError::NoSuchMailbox => Reply::no("no such mailbox").code("NONEXISTENT"),
-        StoreError::AlreadyExists => Reply::no("mailbox already exists").code("ALREADYEXISTS"),
-        StoreError::Invalid(text) => Reply::no(text).code("CANNOT"),
+        StoreError::NoSuchMailbox => Reply::no("no such mailbox").code(Code::NonExistent),
+        StoreError::AlreadyExists => Reply::no("mailbox already exists").code(Code::AlreadyExists),
+        StoreError::Invalid(text) => Reply::no(text).code(Code::Cannot),
         // RFC 5530 §3: LIMIT, a hard limit of the server (mailboxes, name depth or length).
-        StoreError::Limit(text) => Reply::no(text).code("LIMIT"),
-        e if e.is_over_quota() => Reply::no("over quota").code("OVERQUOTA"),
+        StoreError::Limit(text) => Reply::no(text).code(Code::Limit),
+        e if e.is_over_quota() => Reply::no("over quota").code(Code::OverQuota),
         // RFC 5530 §3 OVERQUOTA ("would be over quota after the operation"): the remedy a client
         // offers (free space) is the same whether the user's quota or the disk is full; Dovecot
         // answers a full disk the same way. The text tells them apart.
         e if e.is_disk_full() => {
             tracing::warn!("write refused, disk full: {e}");
-            Reply::no("Not enough disk space").code("OVERQUOTA")
+            Reply::no("Not enough disk space").code(Code::OverQuota)
         }
         e => {
             tracing::error!("store error: {e}");
-            Reply::no("internal error, try again later").code("SERVERBUG")
+            Reply::no("internal error, try again later").code(Code::ServerBug)
         }
     }
 }
@@ -320,17 +325,13 @@ impl Session {
         self.conn.send(&line).await
     }
 
+    /// Queue one response (wire/response.rs writes it).
+    pub async fn respond(&mut self, response: Response<'_>) -> std::io::Result<()> {
+        self.conn.send(&response.to_bytes()).await
+    }
+
     async fn tagged(&mut self, tag: &str, reply: &Reply) -> std::io::Result<()> {
-        let status = match reply.status {
-            Status::Ok => "OK",
-            Status::No => "NO",
-            Status::Bad => "BAD",
-        };
-        let line = match &reply.code {
-            Some(code) => format!("{tag} {status} [{code}] {}\r\n", reply.text),
-            None => format!("{tag} {status} {}\r\n", reply.text),
-        };
-        self.conn.send(line.as_bytes()).await
+        self.respond(reply.tagged(tag)).await
     }
 
     /// A mailbox name from the client: modified UTF-7 unless UTF8=ACCEPT is on (RFC 6855 §3).
@@ -366,8 +367,14 @@ impl Session {
 
     /// Serve the connection until LOGOUT, EOF, a fatal error or shutdown.
     pub async fn run(mut self) {
-        let greeting = format!("* OK [CAPABILITY {}] tinydc IMAP ready\r\n", self.capabilities());
-        if self.conn.send(greeting.as_bytes()).await.is_err() {
+        // RFC 3501 §7.1.1: the greeting, with the capabilities so clients need not ask.
+        let code = Code::Capability(self.capabilities());
+        let greeting = Response::Untagged {
+            status: Status::Ok,
+            code: Some(&code),
+            text: "tinydc IMAP ready",
+        };
+        if self.respond(greeting).await.is_err() {
             return;
         }
         loop {
@@ -494,7 +501,7 @@ impl Session {
                 tracing::info!(peer = %self.peer, size = literal.size, "literal too large");
                 if literal.synchronizing {
                     // RFC 7889 §4: refuse before the client sends it.
-                    self.tagged(&tag, &Reply::no("literal too large").code("TOOBIG"))
+                    self.tagged(&tag, &Reply::no("literal too large").code(Code::TooBig))
                         .await?;
                     return Ok(Some(Input::Handled));
                 }
@@ -507,7 +514,7 @@ impl Session {
                 if !literal.synchronizing {
                     self.discard_command(literal.size, max_literal).await?;
                 }
-                let refusal = Reply::no("server busy, try again later").code("UNAVAILABLE");
+                let refusal = Reply::no("server busy, try again later").code(Code::Unavailable);
                 self.tagged(&tag, &refusal).await?;
                 return Ok(Some(Input::Handled));
             };
@@ -570,15 +577,15 @@ impl Session {
             }
             Err(quota::QuotaError::Exceeded { .. }) => {
                 tracing::info!(peer = %self.peer, user_id, size, "APPEND refused: over quota");
-                Some(Reply::no("message does not fit in the quota").code("OVERQUOTA"))
+                Some(Reply::no("message does not fit in the quota").code(Code::OverQuota))
             }
             Err(e) if e.is_disk_full() => {
                 tracing::warn!(peer = %self.peer, user_id, size, "APPEND refused: {e}");
-                Some(Reply::no("Not enough disk space").code("OVERQUOTA"))
+                Some(Reply::no("Not enough disk space").code(Code::OverQuota))
             }
             Err(e) => {
                 tracing::error!("quota reserve: {e}");
-                Some(Reply::no("internal error").code("SERVERBUG"))
+                Some(Reply::no("internal error").code(Code::ServerBug))
             }
         }
     }

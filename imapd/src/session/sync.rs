@@ -5,6 +5,7 @@
 use shared::mailstore::StoreError;
 
 use super::{Failure, Session, State};
+use crate::wire::response::Response;
 
 impl Session {
     /// Bring the view up to date and tell the client; `expunge_ok` says whether EXPUNGE
@@ -43,12 +44,14 @@ impl Session {
                 selected.modseqs[i] = state.modseq;
                 if !same_flags(&selected.flags[i], &state.flags) {
                     selected.flags[i] = state.flags;
-                    out.extend_from_slice(format!("* {} FETCH (UID {} FLAGS ", i + 1, state.uid).as_bytes());
-                    selected.flag_list(&mut out, i);
-                    if self.condstore {
-                        out.extend_from_slice(format!(" MODSEQ ({})", state.modseq).as_bytes());
+                    Response::FlagsFetch {
+                        seq: i + 1,
+                        uid: state.uid,
+                        flags: Some(&selected.flags[i]),
+                        recent: selected.is_recent(state.uid),
+                        modseq: self.condstore.then_some(state.modseq),
                     }
-                    out.extend_from_slice(b")\r\n");
+                    .write(&mut out);
                 }
             }
             let live = selected.uids.len() - selected.ghosts.len();
@@ -72,9 +75,9 @@ impl Session {
                 if let Err(e) = super::recent::claim(&self.ctx.mail, user_id, selected).await {
                     tracing::warn!("claiming \\Recent messages: {e}");
                 }
-                out.extend_from_slice(format!("* {} EXISTS\r\n", selected.uids.len()).as_bytes());
+                Response::Exists(selected.uids.len()).write(&mut out);
                 // RFC 3501 §7.3.2: RECENT goes with a change of the mailbox's size.
-                out.extend_from_slice(format!("* {} RECENT\r\n", selected.recent.len()).as_bytes());
+                Response::Recent(selected.recent.len()).write(&mut out);
             }
             selected.known_modseq = highest;
         }
@@ -83,7 +86,7 @@ impl Session {
             for uid in ghosts {
                 if let Ok(i) = selected.uids.binary_search(&uid) {
                     selected.remove_at(i);
-                    out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+                    Response::Expunge(i + 1).write(&mut out);
                 }
             }
         }
@@ -104,7 +107,7 @@ impl Session {
             if let Ok(i) = selected.uids.binary_search(uid) {
                 selected.remove_at(i);
                 selected.ghosts.retain(|g| g != uid);
-                out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+                Response::Expunge(i + 1).write(&mut out);
             }
         }
         self.conn.send(&out).await?;

@@ -5,4 +5,5 @@ pub mod frame;
 pub mod fuzz;
 pub mod mutf7;
 pub mod parse;
+pub mod response;
 pub mod sequence;

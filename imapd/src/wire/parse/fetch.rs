@@ -1,0 +1,236 @@
+//! FETCH (RFC 3501 §6.4.5, RFC 7162 §3.1.4 CHANGEDSINCE): its data items, macros and
+//! section specs.
+
+use super::CommandBody;
+use super::primitives::{PResult, Parser};
+
+/// A part of a message named by a section spec (RFC 3501 §6.4.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SectionText {
+    /// The whole part (or message).
+    Full,
+    Header,
+    HeaderFields(Vec<String>),
+    HeaderFieldsNot(Vec<String>),
+    Text,
+    Mime,
+}
+
+/// `BODY[1.2.HEADER]<0.100>` and friends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    pub part: Vec<u32>,
+    pub text: SectionText,
+    pub partial: Option<(u32, u32)>,
+    pub peek: bool,
+}
+
+impl Section {
+    /// The section spec as a FETCH response names it (`1.HEADER.FIELDS (SUBJECT)`), without
+    /// the partial range and the `.PEEK`.
+    pub fn spec(&self) -> String {
+        let mut out = self.part.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(".");
+        let text = match &self.text {
+            SectionText::Full => String::new(),
+            SectionText::Header => "HEADER".into(),
+            SectionText::HeaderFields(f) => format!("HEADER.FIELDS ({})", f.join(" ")),
+            SectionText::HeaderFieldsNot(f) => format!("HEADER.FIELDS.NOT ({})", f.join(" ")),
+            SectionText::Text => "TEXT".into(),
+            SectionText::Mime => "MIME".into(),
+        };
+        if !out.is_empty() && !text.is_empty() {
+            out.push('.');
+        }
+        out.push_str(&text);
+        out
+    }
+}
+
+/// FETCH data items (RFC 3501 §6.4.5, RFC 7162 MODSEQ).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchItem {
+    Envelope,
+    Flags,
+    InternalDate,
+    Rfc822,
+    Rfc822Header,
+    Rfc822Size,
+    Rfc822Text,
+    /// BODY (without a section): the non-extensible BODYSTRUCTURE.
+    Body,
+    BodyStructure,
+    Uid,
+    ModSeq,
+    Section(Section),
+}
+
+impl Parser<'_> {
+    pub(super) fn fetch(&mut self, uid: bool) -> PResult<CommandBody> {
+        self.sp()?;
+        let set = self.sequence_set()?;
+        self.sp()?;
+        let mut items = Vec::new();
+        if self.peek() == Some(b'(') {
+            self.pos += 1;
+            loop {
+                self.fetch_att(&mut items)?;
+                if self.try_sp() {
+                    continue;
+                }
+                self.expect(b')')?;
+                break;
+            }
+        } else {
+            let save = self.pos;
+            match self.keyword()?.as_str() {
+                // RFC 3501 §6.4.5 macros.
+                "ALL" => items.extend([
+                    FetchItem::Flags,
+                    FetchItem::InternalDate,
+                    FetchItem::Rfc822Size,
+                    FetchItem::Envelope,
+                ]),
+                "FAST" => items.extend([FetchItem::Flags, FetchItem::InternalDate, FetchItem::Rfc822Size]),
+                "FULL" => items.extend([
+                    FetchItem::Flags,
+                    FetchItem::InternalDate,
+                    FetchItem::Rfc822Size,
+                    FetchItem::Envelope,
+                    FetchItem::Body,
+                ]),
+                _ => {
+                    self.pos = save;
+                    self.fetch_att(&mut items)?;
+                }
+            }
+        }
+        let mut changed_since = None;
+        if self.try_sp() {
+            // RFC 7162 §3.1.4: (CHANGEDSINCE n)
+            self.expect(b'(')?;
+            if self.keyword()? != "CHANGEDSINCE" {
+                return Err("unknown FETCH modifier".into());
+            }
+            self.sp()?;
+            changed_since = Some(self.number()?);
+            self.expect(b')')?;
+        }
+        Ok(CommandBody::Fetch {
+            uid,
+            set,
+            items,
+            changed_since,
+        })
+    }
+
+    fn fetch_att(&mut self, items: &mut Vec<FetchItem>) -> PResult<()> {
+        let name = self.keyword()?;
+        let item = match name.as_str() {
+            "ENVELOPE" => FetchItem::Envelope,
+            "FLAGS" => FetchItem::Flags,
+            "INTERNALDATE" => FetchItem::InternalDate,
+            "RFC822" => FetchItem::Rfc822,
+            "RFC822.HEADER" => FetchItem::Rfc822Header,
+            "RFC822.SIZE" => FetchItem::Rfc822Size,
+            "RFC822.TEXT" => FetchItem::Rfc822Text,
+            "BODYSTRUCTURE" => FetchItem::BodyStructure,
+            "UID" => FetchItem::Uid,
+            "MODSEQ" => FetchItem::ModSeq,
+            "BODY" | "BODY.PEEK" => {
+                if self.peek() != Some(b'[') {
+                    if name == "BODY.PEEK" {
+                        return Err("BODY.PEEK needs a section".into());
+                    }
+                    items.push(FetchItem::Body);
+                    return Ok(());
+                }
+                let mut section = self.section()?;
+                section.peek = name == "BODY.PEEK";
+                FetchItem::Section(section)
+            }
+            other => return Err(format!("unknown FETCH item {other}")),
+        };
+        items.push(item);
+        Ok(())
+    }
+
+    fn section(&mut self) -> PResult<Section> {
+        self.expect(b'[')?;
+        let mut part = Vec::new();
+        let mut text = SectionText::Full;
+        loop {
+            match self.peek() {
+                Some(b) if b.is_ascii_digit() => {
+                    let n = self.number32()?;
+                    if n == 0 {
+                        return Err("section part numbers start at 1".into());
+                    }
+                    part.push(n);
+                    if part.len() > 64 {
+                        return Err("section too deep".into());
+                    }
+                    if self.peek() == Some(b'.') {
+                        self.pos += 1;
+                        continue;
+                    }
+                    break;
+                }
+                Some(b']') => break,
+                _ => {
+                    let start = self.pos;
+                    while self.peek().is_some_and(|b| b.is_ascii_alphabetic() || b == b'.') {
+                        self.pos += 1;
+                    }
+                    let word = String::from_utf8_lossy(&self.input[start..self.pos]).to_ascii_uppercase();
+                    text = match word.as_str() {
+                        "HEADER" => SectionText::Header,
+                        "TEXT" => SectionText::Text,
+                        "MIME" if !part.is_empty() => SectionText::Mime,
+                        "HEADER.FIELDS" | "HEADER.FIELDS.NOT" => {
+                            self.sp()?;
+                            self.expect(b'(')?;
+                            let mut fields = Vec::new();
+                            loop {
+                                let f = self.astring()?;
+                                fields.push(f);
+                                if fields.len() > 200 {
+                                    return Err("too many header fields".into());
+                                }
+                                if !self.try_sp() {
+                                    break;
+                                }
+                            }
+                            self.expect(b')')?;
+                            if word == "HEADER.FIELDS" {
+                                SectionText::HeaderFields(fields)
+                            } else {
+                                SectionText::HeaderFieldsNot(fields)
+                            }
+                        }
+                        _ => return Err(format!("bad section {word:?}")),
+                    };
+                    break;
+                }
+            }
+        }
+        self.expect(b']')?;
+        let mut partial = None;
+        if self.peek() == Some(b'<') {
+            self.pos += 1;
+            let start = self.number32()?;
+            self.expect(b'.')?;
+            let len = self.number32()?;
+            if len == 0 {
+                return Err("partial length must be positive".into());
+            }
+            self.expect(b'>')?;
+            partial = Some((start, len));
+        }
+        Ok(Section {
+            part,
+            text,
+            partial,
+            peek: false,
+        })
+    }
+}

@@ -1,0 +1,475 @@
+//! The command parser (RFC 3501 §9 grammar plus the extensions tinydc offers). No I/O: it takes
+//! one whole command (the line and any literals, as the connection loop framed them, see
+//! [`super::frame`]) and answers a [`Command`] or a [`ParseError`] with the text for `BAD`.
+//!
+//! This file holds the entry points and [`CommandBody`], and reads the commands whose
+//! arguments are one or two plain words; the rest is split by command, beside `crate::cmd`:
+//! `primitives` (atoms, strings, literals, numbers, flags, sequence sets, dates), `auth`
+//! (AUTHENTICATE, LOGIN), `mailbox` (SELECT/EXAMINE, CREATE, LIST, LSUB, STATUS), `append`,
+//! `fetch` (items and sections), `search` (keys), `store`, `copy` (COPY, MOVE) and `id`.
+
+use chrono::{DateTime, FixedOffset};
+
+use super::sequence::SequenceSet;
+
+mod append;
+mod auth;
+mod copy;
+mod fetch;
+mod id;
+mod mailbox;
+mod primitives;
+mod search;
+mod store;
+
+pub use fetch::{FetchItem, Section, SectionText};
+pub use mailbox::StatusItem;
+use primitives::{PResult, Parser};
+pub use primitives::{parse_date, parse_date_time};
+pub use search::SearchKey;
+pub use store::StoreOp;
+
+/// A parsed command: its tag and what it asks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub tag: String,
+    pub body: CommandBody,
+}
+
+/// Why a command could not be read. `tag` is known when the line started with one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub tag: Option<String>,
+    pub message: String,
+}
+
+/// What a command asks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandBody {
+    Capability,
+    Noop,
+    Logout,
+    StartTls,
+    /// `initial` is the SASL-IR (RFC 4959) text as sent (base64, or `=` for empty).
+    Authenticate {
+        mechanism: String,
+        initial: Option<String>,
+    },
+    Login {
+        user: String,
+        password: String,
+    },
+    Select {
+        mailbox: String,
+        condstore: bool,
+    },
+    Examine {
+        mailbox: String,
+        condstore: bool,
+    },
+    /// `use_` holds RFC 6154 §5 CREATE-PARAMS USE attributes.
+    Create {
+        mailbox: String,
+        special_use: Vec<String>,
+    },
+    Delete {
+        mailbox: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Subscribe {
+        mailbox: String,
+    },
+    Unsubscribe {
+        mailbox: String,
+    },
+    /// `special_use_only`: LIST (SPECIAL-USE) selection (RFC 6154 §5.1);
+    /// `return_special_use`: RETURN (SPECIAL-USE).
+    List {
+        reference: String,
+        pattern: String,
+        special_use_only: bool,
+        return_special_use: bool,
+    },
+    Lsub {
+        reference: String,
+        pattern: String,
+    },
+    Status {
+        mailbox: String,
+        items: Vec<StatusItem>,
+    },
+    Append {
+        mailbox: String,
+        flags: Vec<String>,
+        date: Option<DateTime<FixedOffset>>,
+        message: Vec<u8>,
+    },
+    Check,
+    Close,
+    Unselect,
+    Expunge,
+    UidExpunge(SequenceSet),
+    Search {
+        uid: bool,
+        charset: Option<String>,
+        key: SearchKey,
+    },
+    Fetch {
+        uid: bool,
+        set: SequenceSet,
+        items: Vec<FetchItem>,
+        changed_since: Option<u64>,
+    },
+    Store {
+        uid: bool,
+        set: SequenceSet,
+        op: StoreOp,
+        silent: bool,
+        flags: Vec<String>,
+        unchanged_since: Option<u64>,
+    },
+    Copy {
+        uid: bool,
+        set: SequenceSet,
+        mailbox: String,
+    },
+    Move {
+        uid: bool,
+        set: SequenceSet,
+        mailbox: String,
+    },
+    Idle,
+    Enable(Vec<String>),
+    Compress(String),
+    GetQuota(String),
+    GetQuotaRoot(String),
+    Namespace,
+    Id,
+}
+
+impl CommandBody {
+    /// The command's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CommandBody::Capability => "CAPABILITY",
+            CommandBody::Noop => "NOOP",
+            CommandBody::Logout => "LOGOUT",
+            CommandBody::StartTls => "STARTTLS",
+            CommandBody::Authenticate { .. } => "AUTHENTICATE",
+            CommandBody::Login { .. } => "LOGIN",
+            CommandBody::Select { .. } => "SELECT",
+            CommandBody::Examine { .. } => "EXAMINE",
+            CommandBody::Create { .. } => "CREATE",
+            CommandBody::Delete { .. } => "DELETE",
+            CommandBody::Rename { .. } => "RENAME",
+            CommandBody::Subscribe { .. } => "SUBSCRIBE",
+            CommandBody::Unsubscribe { .. } => "UNSUBSCRIBE",
+            CommandBody::List { .. } => "LIST",
+            CommandBody::Lsub { .. } => "LSUB",
+            CommandBody::Status { .. } => "STATUS",
+            CommandBody::Append { .. } => "APPEND",
+            CommandBody::Check => "CHECK",
+            CommandBody::Close => "CLOSE",
+            CommandBody::Unselect => "UNSELECT",
+            CommandBody::Expunge => "EXPUNGE",
+            CommandBody::UidExpunge(_) => "UID EXPUNGE",
+            CommandBody::Search { .. } => "SEARCH",
+            CommandBody::Fetch { .. } => "FETCH",
+            CommandBody::Store { .. } => "STORE",
+            CommandBody::Copy { .. } => "COPY",
+            CommandBody::Move { .. } => "MOVE",
+            CommandBody::Idle => "IDLE",
+            CommandBody::Enable(_) => "ENABLE",
+            CommandBody::Compress(_) => "COMPRESS",
+            CommandBody::GetQuota(_) => "GETQUOTA",
+            CommandBody::GetQuotaRoot(_) => "GETQUOTAROOT",
+            CommandBody::Namespace => "NAMESPACE",
+            CommandBody::Id => "ID",
+        }
+    }
+}
+
+/// Parse one whole command (line with CRLF, literals inline).
+pub fn parse_command(input: &[u8]) -> Result<Command, ParseError> {
+    let mut p = Parser {
+        input,
+        pos: 0,
+        depth: 0,
+    };
+    let tag = p.tag().map_err(|message| ParseError { tag: None, message })?;
+    let body = p
+        .command_body()
+        .and_then(|body| {
+            p.crlf()?;
+            Ok(body)
+        })
+        .map_err(|message| ParseError {
+            tag: Some(tag.clone()),
+            message,
+        })?;
+    Ok(Command { tag, body })
+}
+
+/// The tag at the start of a line, if there is a syntactically valid one.
+pub fn peek_tag(input: &[u8]) -> Option<String> {
+    Parser {
+        input,
+        pos: 0,
+        depth: 0,
+    }
+    .tag()
+    .ok()
+}
+
+impl<'a> Parser<'a> {
+    fn command_body(&mut self) -> PResult<CommandBody> {
+        let name = self.keyword()?;
+        let body = match name.as_str() {
+            "CAPABILITY" => CommandBody::Capability,
+            "NOOP" => CommandBody::Noop,
+            "LOGOUT" => CommandBody::Logout,
+            "STARTTLS" => CommandBody::StartTls,
+            "AUTHENTICATE" => self.authenticate()?,
+            "LOGIN" => self.login()?,
+            "SELECT" | "EXAMINE" => self.select(name.as_str())?,
+            "CREATE" => self.create()?,
+            "DELETE" => {
+                self.sp()?;
+                CommandBody::Delete {
+                    mailbox: self.mailbox()?,
+                }
+            }
+            "RENAME" => {
+                self.sp()?;
+                let from = self.mailbox()?;
+                self.sp()?;
+                let to = self.mailbox()?;
+                CommandBody::Rename { from, to }
+            }
+            "SUBSCRIBE" => {
+                self.sp()?;
+                CommandBody::Subscribe {
+                    mailbox: self.mailbox()?,
+                }
+            }
+            "UNSUBSCRIBE" => {
+                self.sp()?;
+                CommandBody::Unsubscribe {
+                    mailbox: self.mailbox()?,
+                }
+            }
+            "LIST" => self.list()?,
+            "LSUB" => self.lsub()?,
+            "STATUS" => self.status()?,
+            "APPEND" => self.append()?,
+            "CHECK" => CommandBody::Check,
+            "CLOSE" => CommandBody::Close,
+            "UNSELECT" => CommandBody::Unselect,
+            "EXPUNGE" => CommandBody::Expunge,
+            "SEARCH" => self.search(false)?,
+            "FETCH" => self.fetch(false)?,
+            "STORE" => self.store(false)?,
+            "COPY" => self.copy_move(false, false)?,
+            "MOVE" => self.copy_move(false, true)?,
+            "UID" => {
+                self.sp()?;
+                match self.keyword()?.as_str() {
+                    "FETCH" => self.fetch(true)?,
+                    "STORE" => self.store(true)?,
+                    "SEARCH" => self.search(true)?,
+                    "COPY" => self.copy_move(true, false)?,
+                    "MOVE" => self.copy_move(true, true)?,
+                    "EXPUNGE" => {
+                        self.sp()?;
+                        CommandBody::UidExpunge(self.sequence_set()?)
+                    }
+                    other => return Err(format!("unknown UID command {other}")),
+                }
+            }
+            "IDLE" => CommandBody::Idle,
+            "ENABLE" => {
+                let mut caps = Vec::new();
+                while self.try_sp() {
+                    caps.push(self.atom()?.to_ascii_uppercase());
+                }
+                if caps.is_empty() {
+                    return Err("ENABLE needs a capability".into());
+                }
+                CommandBody::Enable(caps)
+            }
+            "COMPRESS" => {
+                self.sp()?;
+                CommandBody::Compress(self.atom()?.to_ascii_uppercase())
+            }
+            "GETQUOTA" => {
+                self.sp()?;
+                CommandBody::GetQuota(self.astring()?)
+            }
+            "GETQUOTAROOT" => {
+                self.sp()?;
+                CommandBody::GetQuotaRoot(self.mailbox()?)
+            }
+            "NAMESPACE" => CommandBody::Namespace,
+            "ID" => self.id()?,
+            other => return Err(format!("unknown command {other}")),
+        };
+        Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> CommandBody {
+        parse_command(s.as_bytes())
+            .unwrap_or_else(|e| panic!("{s:?}: {e:?}"))
+            .body
+    }
+
+    #[test]
+    fn simple_commands() {
+        assert_eq!(parse("a CAPABILITY\r\n"), CommandBody::Capability);
+        assert_eq!(parse("a noop\r\n"), CommandBody::Noop);
+        assert_eq!(
+            parse("a LOGIN alice@example.test \"p a\\\"ss\"\r\n"),
+            CommandBody::Login {
+                user: "alice@example.test".into(),
+                password: "p a\"ss".into()
+            }
+        );
+        assert_eq!(
+            parse("a LOGIN {5}\r\nalice {2+}\r\npw\r\n"),
+            CommandBody::Login {
+                user: "alice".into(),
+                password: "pw".into()
+            }
+        );
+        assert_eq!(
+            parse("a AUTHENTICATE PLAIN AGEAYg==\r\n"),
+            CommandBody::Authenticate {
+                mechanism: "PLAIN".into(),
+                initial: Some("AGEAYg==".into())
+            }
+        );
+        assert_eq!(parse("a UID EXPUNGE 1:3\r\n").name(), "UID EXPUNGE");
+        assert_eq!(parse("a ENABLE CONDSTORE UTF8=ACCEPT\r\n").name(), "ENABLE");
+        assert_eq!(parse("a COMPRESS DEFLATE\r\n"), CommandBody::Compress("DEFLATE".into()));
+        assert_eq!(parse("a ID (\"name\" \"tb\" \"version\" NIL)\r\n"), CommandBody::Id);
+        assert_eq!(parse("a ID NIL\r\n"), CommandBody::Id);
+    }
+
+    #[test]
+    fn create_with_use_and_list_options() {
+        assert_eq!(
+            parse("a CREATE Sent2 (USE (\\Sent))\r\n"),
+            CommandBody::Create {
+                mailbox: "Sent2".into(),
+                special_use: vec!["\\Sent".into()]
+            }
+        );
+        assert_eq!(
+            parse("a LIST (SPECIAL-USE) \"\" *\r\n"),
+            CommandBody::List {
+                reference: "".into(),
+                pattern: "*".into(),
+                special_use_only: true,
+                return_special_use: false
+            }
+        );
+        assert!(matches!(
+            parse("a LIST \"\" % RETURN (SPECIAL-USE)\r\n"),
+            CommandBody::List {
+                return_special_use: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn fetch_items() {
+        let CommandBody::Fetch { uid, items, .. } =
+            parse("a UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Subject)])\r\n")
+        else {
+            panic!()
+        };
+        assert!(uid);
+        assert_eq!(items.len(), 4);
+        let FetchItem::Section(s) = &items[3] else { panic!() };
+        assert!(s.peek);
+        assert_eq!(s.spec(), "HEADER.FIELDS (From To Subject)");
+        let CommandBody::Fetch { items, .. } = parse("a FETCH 2 BODY[1.2.MIME]<10.20>\r\n") else {
+            panic!()
+        };
+        let FetchItem::Section(s) = &items[0] else { panic!() };
+        assert_eq!(s.part, vec![1, 2]);
+        assert_eq!(s.partial, Some((10, 20)));
+        assert_eq!(s.spec(), "1.2.MIME");
+        assert!(matches!(
+            parse("a FETCH 1:* (FLAGS) (CHANGEDSINCE 12)\r\n"),
+            CommandBody::Fetch {
+                changed_since: Some(12),
+                ..
+            }
+        ));
+        let CommandBody::Fetch { items, .. } = parse("a FETCH 1 FULL\r\n") else {
+            panic!()
+        };
+        assert_eq!(items.len(), 5);
+    }
+
+    #[test]
+    fn store_and_search() {
+        assert!(matches!(
+            parse("a UID STORE 1,3 (UNCHANGEDSINCE 5) +FLAGS.SILENT (\\Seen $Label1)\r\n"),
+            CommandBody::Store {
+                uid: true,
+                op: StoreOp::Add,
+                silent: true,
+                unchanged_since: Some(5),
+                ..
+            }
+        ));
+        let CommandBody::Search { key, charset, .. } =
+            parse("a SEARCH CHARSET UTF-8 OR FROM alice (SUBJECT {5}\r\ncafé) NOT 1:3 SINCE 1-Feb-2020\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!(charset.as_deref(), Some("UTF-8"));
+        let SearchKey::And(keys) = key else { panic!() };
+        assert_eq!(keys.len(), 3);
+        assert!(parse_command(b"a SEARCH NOT\r\n").is_err());
+        let deep = format!("a SEARCH {}ALL{}\r\n", "(".repeat(100), ")".repeat(100));
+        assert!(parse_command(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn append_forms() {
+        let CommandBody::Append {
+            flags, date, message, ..
+        } = parse("a APPEND Sent (\\Seen) \"24-Nov-2026 10:00:00 +0100\" {5+}\r\nhello\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!(flags, vec!["\\Seen"]);
+        assert_eq!(date.unwrap().to_rfc3339(), "2026-11-24T10:00:00+01:00");
+        assert_eq!(message, b"hello");
+        assert!(parse_date_time(b"24-Nov-2026 10:00:00 +0\xc3\xa90").is_none());
+        assert!(matches!(
+            parse("a APPEND INBOX UTF8 (~{2}\r\nhi)\r\n"),
+            CommandBody::Append { .. }
+        ));
+    }
+
+    #[test]
+    fn errors_keep_the_tag() {
+        let e = parse_command(b"x1 FROB\r\n").unwrap_err();
+        assert_eq!(e.tag.as_deref(), Some("x1"));
+        assert!(parse_command(b"\r\n").unwrap_err().tag.is_none());
+        assert!(parse_command(b"a LOGIN {10}\r\nab\r\n").is_err());
+        assert!(parse_command(b"a FETCH 0 FLAGS\r\n").is_err());
+    }
+}

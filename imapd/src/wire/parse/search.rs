@@ -1,0 +1,211 @@
+//! SEARCH (RFC 3501 §6.4.4, RFC 7162 §3.1.5 MODSEQ): its keys, with nesting bounded.
+
+use chrono::NaiveDate;
+
+use super::CommandBody;
+use super::primitives::{PResult, Parser, parse_date};
+use crate::wire::sequence::SequenceSet;
+
+/// SEARCH keys (RFC 3501 §6.4.4, RFC 7162 §3.1.5 MODSEQ).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SearchKey {
+    All,
+    Answered,
+    Bcc(String),
+    Before(NaiveDate),
+    Body(String),
+    Cc(String),
+    Deleted,
+    Draft,
+    Flagged,
+    From(String),
+    Header(String, String),
+    Keyword(String),
+    Larger(u64),
+    New,
+    Not(Box<SearchKey>),
+    Old,
+    On(NaiveDate),
+    Or(Box<SearchKey>, Box<SearchKey>),
+    Recent,
+    Seen,
+    SentBefore(NaiveDate),
+    SentOn(NaiveDate),
+    SentSince(NaiveDate),
+    Since(NaiveDate),
+    Smaller(u64),
+    Subject(String),
+    Text(String),
+    To(String),
+    Uid(SequenceSet),
+    Unanswered,
+    Undeleted,
+    Undraft,
+    Unflagged,
+    Unkeyword(String),
+    Unseen,
+    Sequence(SequenceSet),
+    And(Vec<SearchKey>),
+    ModSeq(u64),
+}
+
+/// Most nesting of parentheses accepted in SEARCH (bounds recursion on hostile input).
+const MAX_DEPTH: usize = 32;
+
+impl Parser<'_> {
+    pub(super) fn search(&mut self, uid: bool) -> PResult<CommandBody> {
+        self.sp()?;
+        let mut charset = None;
+        let save = self.pos;
+        if self.keyword().ok().as_deref() == Some("CHARSET") {
+            self.sp()?;
+            charset = Some(self.astring()?.to_ascii_uppercase());
+            self.sp()?;
+        } else {
+            self.pos = save;
+        }
+        let mut keys = vec![self.search_key()?];
+        while self.try_sp() {
+            if self.at_end() {
+                break;
+            }
+            keys.push(self.search_key()?);
+        }
+        let key = if keys.len() == 1 {
+            keys.pop().expect("one key")
+        } else {
+            SearchKey::And(keys)
+        };
+        Ok(CommandBody::Search { uid, charset, key })
+    }
+
+    fn search_string(&mut self) -> PResult<String> {
+        self.sp()?;
+        String::from_utf8(self.astring_bytes()?).map_err(|_| "search string is not UTF-8".into())
+    }
+
+    fn search_date(&mut self) -> PResult<NaiveDate> {
+        self.sp()?;
+        let raw = if self.peek() == Some(b'"') {
+            self.quoted()?
+        } else {
+            let start = self.pos;
+            while self.peek().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                self.pos += 1;
+            }
+            self.input[start..self.pos].to_vec()
+        };
+        parse_date(&raw).ok_or_else(|| "bad date".into())
+    }
+
+    fn search_key(&mut self) -> PResult<SearchKey> {
+        if self.peek() == Some(b'(') {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return Err("search nested too deep".into());
+            }
+            self.pos += 1;
+            let mut keys = vec![self.search_key()?];
+            while self.try_sp() {
+                keys.push(self.search_key()?);
+            }
+            self.expect(b')')?;
+            self.depth -= 1;
+            return Ok(SearchKey::And(keys));
+        }
+        if self
+            .peek()
+            .is_some_and(|b| b.is_ascii_digit() || b == b'*' || b == b'$')
+        {
+            return Ok(SearchKey::Sequence(self.sequence_set()?));
+        }
+        let word = self.keyword()?;
+        Ok(match word.as_str() {
+            "ALL" => SearchKey::All,
+            "ANSWERED" => SearchKey::Answered,
+            "BCC" => SearchKey::Bcc(self.search_string()?),
+            "BEFORE" => SearchKey::Before(self.search_date()?),
+            "BODY" => SearchKey::Body(self.search_string()?),
+            "CC" => SearchKey::Cc(self.search_string()?),
+            "DELETED" => SearchKey::Deleted,
+            "DRAFT" => SearchKey::Draft,
+            "FLAGGED" => SearchKey::Flagged,
+            "FROM" => SearchKey::From(self.search_string()?),
+            "HEADER" => {
+                let name = self.search_string()?;
+                SearchKey::Header(name, self.search_string()?)
+            }
+            "KEYWORD" => {
+                self.sp()?;
+                SearchKey::Keyword(self.flag()?)
+            }
+            "LARGER" => {
+                self.sp()?;
+                SearchKey::Larger(self.number()?)
+            }
+            "NEW" => SearchKey::New,
+            "NOT" => {
+                self.sp()?;
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return Err("search nested too deep".into());
+                }
+                let key = self.search_key()?;
+                self.depth -= 1;
+                SearchKey::Not(Box::new(key))
+            }
+            "OLD" => SearchKey::Old,
+            "ON" => SearchKey::On(self.search_date()?),
+            "OR" => {
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return Err("search nested too deep".into());
+                }
+                self.sp()?;
+                let a = self.search_key()?;
+                self.sp()?;
+                let b = self.search_key()?;
+                self.depth -= 1;
+                SearchKey::Or(Box::new(a), Box::new(b))
+            }
+            "RECENT" => SearchKey::Recent,
+            "SEEN" => SearchKey::Seen,
+            "SENTBEFORE" => SearchKey::SentBefore(self.search_date()?),
+            "SENTON" => SearchKey::SentOn(self.search_date()?),
+            "SENTSINCE" => SearchKey::SentSince(self.search_date()?),
+            "SINCE" => SearchKey::Since(self.search_date()?),
+            "SMALLER" => {
+                self.sp()?;
+                SearchKey::Smaller(self.number()?)
+            }
+            "SUBJECT" => SearchKey::Subject(self.search_string()?),
+            "TEXT" => SearchKey::Text(self.search_string()?),
+            "TO" => SearchKey::To(self.search_string()?),
+            "UID" => {
+                self.sp()?;
+                SearchKey::Uid(self.sequence_set()?)
+            }
+            "UNANSWERED" => SearchKey::Unanswered,
+            "UNDELETED" => SearchKey::Undeleted,
+            "UNDRAFT" => SearchKey::Undraft,
+            "UNFLAGGED" => SearchKey::Unflagged,
+            "UNKEYWORD" => {
+                self.sp()?;
+                SearchKey::Unkeyword(self.flag()?)
+            }
+            "UNSEEN" => SearchKey::Unseen,
+            "MODSEQ" => {
+                // RFC 7162 §3.1.5: MODSEQ [entry-name entry-type-req] mod-sequence-valzer
+                self.sp()?;
+                if self.peek() == Some(b'"') {
+                    self.quoted()?;
+                    self.sp()?;
+                    self.keyword()?;
+                    self.sp()?;
+                }
+                SearchKey::ModSeq(self.number()?)
+            }
+            other => return Err(format!("unknown search key {other}")),
+        })
+    }
+}

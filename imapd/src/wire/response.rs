@@ -1,0 +1,526 @@
+//! Responses as types (RFC 3501 §7): status responses with their response codes, and the
+//! untagged data lines that carry no message data, written to the wire form in this one place.
+//! Commands build a [`Response`] (or a `session::Reply`, which becomes a tagged one) instead of
+//! formatting lines by hand; strings inside data go through [`super::encode`].
+
+use std::fmt;
+
+use super::encode;
+use super::parse::StatusItem;
+
+/// A status response's condition (RFC 3501 §7.1.1-3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    No,
+    Bad,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::No => "NO",
+            Status::Bad => "BAD",
+        }
+    }
+}
+
+/// A response code, the bracketed part of a status response (`[UIDNEXT 4]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Code {
+    // RFC 3501 §7.1.
+    /// BADCHARSET with the charsets SEARCH does support.
+    BadCharset(Vec<&'static str>),
+    /// CAPABILITY with the capability list, space-separated.
+    Capability(String),
+    /// PERMANENTFLAGS: the flags a client may store for good (`\*`: new keywords too).
+    PermanentFlags(Vec<String>),
+    ReadOnly,
+    ReadWrite,
+    TryCreate,
+    UidNext(u32),
+    UidValidity(u32),
+    /// The sequence number of the first unseen message.
+    Unseen(usize),
+    // RFC 4315 §3 (UIDPLUS).
+    AppendUid {
+        uidvalidity: u32,
+        uid: u32,
+    },
+    /// The source and destination UID sets, already in sequence-set form.
+    CopyUid {
+        uidvalidity: u32,
+        source: String,
+        destination: String,
+    },
+    // RFC 7162 §3.1.2.1 and §3.1.3 (CONDSTORE).
+    HighestModSeq(u64),
+    /// The messages STORE UNCHANGEDSINCE left alone, in sequence-set form.
+    Modified(String),
+    // RFC 5530 §3.
+    Unavailable,
+    AuthenticationFailed,
+    PrivacyRequired,
+    ServerBug,
+    Cannot,
+    Limit,
+    OverQuota,
+    AlreadyExists,
+    NonExistent,
+    /// RFC 9051 §7.1: the mailbox has children, so it cannot be deleted.
+    HasChildren,
+    /// RFC 6154 §6: a special-use attribute the server does not support.
+    UseAttr,
+    /// RFC 4978 §4: COMPRESS while compression is already on.
+    CompressionActive,
+    /// RFC 7889 §4 (the code of RFC 4469): a literal over the server's limit.
+    TooBig,
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Code::BadCharset(charsets) => write!(f, "BADCHARSET ({})", charsets.join(" ")),
+            Code::Capability(caps) => write!(f, "CAPABILITY {caps}"),
+            Code::PermanentFlags(flags) => write!(f, "PERMANENTFLAGS ({})", flags.join(" ")),
+            Code::ReadOnly => f.write_str("READ-ONLY"),
+            Code::ReadWrite => f.write_str("READ-WRITE"),
+            Code::TryCreate => f.write_str("TRYCREATE"),
+            Code::UidNext(n) => write!(f, "UIDNEXT {n}"),
+            Code::UidValidity(n) => write!(f, "UIDVALIDITY {n}"),
+            Code::Unseen(n) => write!(f, "UNSEEN {n}"),
+            Code::AppendUid { uidvalidity, uid } => write!(f, "APPENDUID {uidvalidity} {uid}"),
+            Code::CopyUid {
+                uidvalidity,
+                source,
+                destination,
+            } => write!(f, "COPYUID {uidvalidity} {source} {destination}"),
+            Code::HighestModSeq(n) => write!(f, "HIGHESTMODSEQ {n}"),
+            Code::Modified(set) => write!(f, "MODIFIED {set}"),
+            Code::Unavailable => f.write_str("UNAVAILABLE"),
+            Code::AuthenticationFailed => f.write_str("AUTHENTICATIONFAILED"),
+            Code::PrivacyRequired => f.write_str("PRIVACYREQUIRED"),
+            Code::ServerBug => f.write_str("SERVERBUG"),
+            Code::Cannot => f.write_str("CANNOT"),
+            Code::Limit => f.write_str("LIMIT"),
+            Code::OverQuota => f.write_str("OVERQUOTA"),
+            Code::AlreadyExists => f.write_str("ALREADYEXISTS"),
+            Code::NonExistent => f.write_str("NONEXISTENT"),
+            Code::HasChildren => f.write_str("HASCHILDREN"),
+            Code::UseAttr => f.write_str("USEATTR"),
+            Code::CompressionActive => f.write_str("COMPRESSIONACTIVE"),
+            Code::TooBig => f.write_str("TOOBIG"),
+        }
+    }
+}
+
+/// One response line.
+#[derive(Debug, Clone, Copy)]
+pub enum Response<'a> {
+    /// `tag OK [code] text`: a command's completion (RFC 3501 §7.1).
+    Tagged {
+        tag: &'a str,
+        status: Status,
+        code: Option<&'a Code>,
+        text: &'a str,
+    },
+    /// `* OK [code] text`: status information outside a completion (RFC 3501 §7.1).
+    Untagged {
+        status: Status,
+        code: Option<&'a Code>,
+        text: &'a str,
+    },
+    /// `* BYE text`: the server is closing the connection (RFC 3501 §7.1.5).
+    Bye(&'a str),
+    /// `+ text`: a continuation request (RFC 3501 §7.5); AUTHENTICATE's challenge is
+    /// base64 text, empty for PLAIN.
+    Continue(&'a str),
+    /// `* CAPABILITY ...` (RFC 3501 §7.2.1), the list space-separated.
+    Capability(&'a str),
+    /// `* FLAGS (...)`: the flags of the selected mailbox (RFC 3501 §7.2.6).
+    Flags(&'a [String]),
+    /// `* n EXISTS` (RFC 3501 §7.3.1).
+    Exists(usize),
+    /// `* n RECENT` (RFC 3501 §7.3.2).
+    Recent(usize),
+    /// `* n EXPUNGE` (RFC 3501 §7.4.1).
+    Expunge(usize),
+    /// `* ENABLED ...` (RFC 5161 §3.2): what this ENABLE turned on, maybe nothing.
+    Enabled(&'a [&'a str]),
+    /// `* ID ("name" "tinydc" "version" ...)` (RFC 2971 §3.2).
+    Id { name: &'a str, version: &'a str },
+    /// `* LIST (attributes) "/" name` (RFC 3501 §7.2.2), or LSUB (§7.2.3); `name` is already
+    /// a string in the client's encoding (`Session::mailbox_out`).
+    List {
+        lsub: bool,
+        attributes: &'a [&'a str],
+        delimiter: char,
+        name: &'a [u8],
+    },
+    /// `* STATUS name (MESSAGES 3 UIDNEXT 9)` (RFC 3501 §7.2.4); `name` as for `List`.
+    Status {
+        name: &'a [u8],
+        items: &'a [(StatusItem, u64)],
+    },
+    /// `* SEARCH 2 5` (RFC 3501 §7.2.5), with RFC 7162 §3.1.5's `(MODSEQ n)` when given.
+    Search { numbers: &'a [u32], modseq: Option<u64> },
+    /// `* NAMESPACE (("" "/")) NIL NIL` (RFC 2342 §5): one personal namespace, no others.
+    Namespace { prefix: &'a str, delimiter: char },
+    /// `* QUOTA root (STORAGE used limit)`, in KiB (RFC 9208 §5.1).
+    Quota {
+        root: &'a str,
+        used_kib: u64,
+        limit_kib: u64,
+    },
+    /// `* QUOTAROOT name root ...` (RFC 9208 §5.2); `name` as for `List`.
+    QuotaRoot { name: &'a [u8], roots: &'a [&'a str] },
+    /// `* n FETCH (UID u FLAGS (...) MODSEQ (m))`: a message's flags after a change (RFC 3501
+    /// §7.4.2, RFC 7162 §3.2). `flags` `None` leaves FLAGS out (STORE .SILENT with
+    /// CONDSTORE); `recent` adds the session flag `\Recent` (RFC 3501 §2.3.2).
+    FlagsFetch {
+        seq: usize,
+        uid: u32,
+        flags: Option<&'a [String]>,
+        recent: bool,
+        modseq: Option<u64>,
+    },
+}
+
+impl Response<'_> {
+    /// Append the response, CRLF included.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = match self {
+            Response::Tagged {
+                tag,
+                status,
+                code,
+                text,
+            } => status_line(out, tag, *status, *code, text),
+            Response::Untagged { status, code, text } => status_line(out, "*", *status, *code, text),
+            Response::Bye(text) => write!(out, "* BYE {text}"),
+            Response::Continue(text) => write!(out, "+ {text}"),
+            Response::Capability(caps) => write!(out, "* CAPABILITY {caps}"),
+            Response::Flags(flags) => {
+                out.extend_from_slice(b"* FLAGS ");
+                encode::flag_list(out, flags);
+                Ok(())
+            }
+            Response::Exists(n) => write!(out, "* {n} EXISTS"),
+            Response::Recent(n) => write!(out, "* {n} RECENT"),
+            Response::Expunge(n) => write!(out, "* {n} EXPUNGE"),
+            Response::Enabled(caps) => {
+                out.extend_from_slice(b"* ENABLED");
+                for cap in caps.iter() {
+                    out.push(b' ');
+                    out.extend_from_slice(cap.as_bytes());
+                }
+                Ok(())
+            }
+            Response::Id { name, version } => {
+                out.extend_from_slice(b"* ID (\"name\" ");
+                encode::string(out, name.as_bytes());
+                out.extend_from_slice(b" \"version\" ");
+                encode::string(out, version.as_bytes());
+                out.push(b')');
+                Ok(())
+            }
+            Response::List {
+                lsub,
+                attributes,
+                delimiter,
+                name,
+            } => {
+                out.extend_from_slice(if *lsub { b"* LSUB (" } else { b"* LIST (" });
+                out.extend_from_slice(attributes.join(" ").as_bytes());
+                out.extend_from_slice(b") ");
+                encode::string(out, delimiter.encode_utf8(&mut [0; 4]).as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(name);
+                Ok(())
+            }
+            Response::Status { name, items } => {
+                out.extend_from_slice(b"* STATUS ");
+                out.extend_from_slice(name);
+                out.extend_from_slice(b" (");
+                for (i, (item, value)) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b' ');
+                    }
+                    let _ = write!(out, "{} {value}", status_item_name(*item));
+                }
+                out.push(b')');
+                Ok(())
+            }
+            Response::Search { numbers, modseq } => {
+                out.extend_from_slice(b"* SEARCH");
+                for n in numbers.iter() {
+                    let _ = write!(out, " {n}");
+                }
+                match modseq {
+                    Some(m) => write!(out, " (MODSEQ {m})"),
+                    None => Ok(()),
+                }
+            }
+            Response::Namespace { prefix, delimiter } => {
+                out.extend_from_slice(b"* NAMESPACE ((");
+                encode::string(out, prefix.as_bytes());
+                out.push(b' ');
+                encode::string(out, delimiter.encode_utf8(&mut [0; 4]).as_bytes());
+                out.extend_from_slice(b")) NIL NIL");
+                Ok(())
+            }
+            Response::Quota {
+                root,
+                used_kib,
+                limit_kib,
+            } => {
+                out.extend_from_slice(b"* QUOTA ");
+                encode::string(out, root.as_bytes());
+                write!(out, " (STORAGE {used_kib} {limit_kib})")
+            }
+            Response::QuotaRoot { name, roots } => {
+                out.extend_from_slice(b"* QUOTAROOT ");
+                out.extend_from_slice(name);
+                for root in roots.iter() {
+                    out.push(b' ');
+                    encode::string(out, root.as_bytes());
+                }
+                Ok(())
+            }
+            Response::FlagsFetch {
+                seq,
+                uid,
+                flags,
+                recent,
+                modseq,
+            } => {
+                let _ = write!(out, "* {seq} FETCH (UID {uid}");
+                if let Some(flags) = flags {
+                    out.extend_from_slice(b" FLAGS ");
+                    if *recent {
+                        let mut flags = flags.to_vec();
+                        flags.push("\\Recent".into());
+                        encode::flag_list(out, &flags);
+                    } else {
+                        encode::flag_list(out, flags);
+                    }
+                }
+                if let Some(modseq) = modseq {
+                    let _ = write!(out, " MODSEQ ({modseq})");
+                }
+                out.push(b')');
+                Ok(())
+            }
+        };
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The response as bytes, CRLF included.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write(&mut out);
+        out
+    }
+}
+
+/// A STATUS data item's name (RFC 3501 §6.3.10, RFC 7162 §3.1.9).
+fn status_item_name(item: StatusItem) -> &'static str {
+    match item {
+        StatusItem::Messages => "MESSAGES",
+        StatusItem::Recent => "RECENT",
+        StatusItem::UidNext => "UIDNEXT",
+        StatusItem::UidValidity => "UIDVALIDITY",
+        StatusItem::Unseen => "UNSEEN",
+        StatusItem::HighestModSeq => "HIGHESTMODSEQ",
+    }
+}
+
+/// `tag SP status SP ["[" code "]" SP] text` (RFC 3501 §9 resp-cond-state, resp-text).
+fn status_line(out: &mut Vec<u8>, tag: &str, status: Status, code: Option<&Code>, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    write!(out, "{tag} {} ", status.as_str())?;
+    if let Some(code) = code {
+        write!(out, "[{code}] ")?;
+    }
+    out.extend_from_slice(text.as_bytes());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(r: Response<'_>) -> String {
+        String::from_utf8(r.to_bytes()).unwrap()
+    }
+
+    #[test]
+    fn status_responses() {
+        let code = Code::AppendUid {
+            uidvalidity: 7,
+            uid: 42,
+        };
+        assert_eq!(
+            text(Response::Tagged {
+                tag: "a1",
+                status: Status::Ok,
+                code: Some(&code),
+                text: "APPEND completed"
+            }),
+            "a1 OK [APPENDUID 7 42] APPEND completed\r\n"
+        );
+        assert_eq!(
+            text(Response::Tagged {
+                tag: "a2",
+                status: Status::Bad,
+                code: None,
+                text: "line too long"
+            }),
+            "a2 BAD line too long\r\n"
+        );
+        let code = Code::PermanentFlags(vec!["\\Seen".into(), "\\*".into()]);
+        assert_eq!(
+            text(Response::Untagged {
+                status: Status::Ok,
+                code: Some(&code),
+                text: "flags stored"
+            }),
+            "* OK [PERMANENTFLAGS (\\Seen \\*)] flags stored\r\n"
+        );
+        assert_eq!(text(Response::Bye("logging out")), "* BYE logging out\r\n");
+        assert_eq!(text(Response::Continue("")), "+ \r\n");
+        assert_eq!(text(Response::Continue("idling")), "+ idling\r\n");
+    }
+
+    #[test]
+    fn codes() {
+        let cases = [
+            (
+                Code::BadCharset(vec!["UTF-8", "US-ASCII"]),
+                "BADCHARSET (UTF-8 US-ASCII)",
+            ),
+            (Code::PermanentFlags(Vec::new()), "PERMANENTFLAGS ()"),
+            (
+                Code::CopyUid {
+                    uidvalidity: 3,
+                    source: "1:2".into(),
+                    destination: "7:8".into(),
+                },
+                "COPYUID 3 1:2 7:8",
+            ),
+            (Code::Modified("4,6".into()), "MODIFIED 4,6"),
+            (Code::HighestModSeq(9), "HIGHESTMODSEQ 9"),
+            (Code::ReadOnly, "READ-ONLY"),
+            (Code::OverQuota, "OVERQUOTA"),
+            (Code::TooBig, "TOOBIG"),
+        ];
+        for (code, wire) in cases {
+            assert_eq!(code.to_string(), wire);
+        }
+    }
+
+    #[test]
+    fn data() {
+        assert_eq!(text(Response::Exists(3)), "* 3 EXISTS\r\n");
+        assert_eq!(text(Response::Expunge(2)), "* 2 EXPUNGE\r\n");
+        assert_eq!(
+            text(Response::Flags(&["\\Seen".into(), "$x".into()])),
+            "* FLAGS (\\Seen $x)\r\n"
+        );
+        assert_eq!(text(Response::Enabled(&[])), "* ENABLED\r\n");
+        assert_eq!(text(Response::Enabled(&["CONDSTORE"])), "* ENABLED CONDSTORE\r\n");
+        assert_eq!(
+            text(Response::Id {
+                name: "tinydc",
+                version: "0.1.0"
+            }),
+            "* ID (\"name\" \"tinydc\" \"version\" \"0.1.0\")\r\n"
+        );
+        assert_eq!(
+            text(Response::List {
+                lsub: false,
+                attributes: &["\\HasNoChildren", "\\Sent"],
+                delimiter: '/',
+                name: b"\"Sent\"",
+            }),
+            "* LIST (\\HasNoChildren \\Sent) \"/\" \"Sent\"\r\n"
+        );
+        assert_eq!(
+            text(Response::Status {
+                name: b"INBOX",
+                items: &[(StatusItem::Messages, 3), (StatusItem::UidNext, 9)],
+            }),
+            "* STATUS INBOX (MESSAGES 3 UIDNEXT 9)\r\n"
+        );
+        assert_eq!(
+            text(Response::Search {
+                numbers: &[],
+                modseq: None
+            }),
+            "* SEARCH\r\n"
+        );
+        assert_eq!(
+            text(Response::Search {
+                numbers: &[2, 5],
+                modseq: Some(7)
+            }),
+            "* SEARCH 2 5 (MODSEQ 7)\r\n"
+        );
+        assert_eq!(
+            text(Response::Namespace {
+                prefix: "",
+                delimiter: '/'
+            }),
+            "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n"
+        );
+        assert_eq!(
+            text(Response::Quota {
+                root: "",
+                used_kib: 10,
+                limit_kib: 100
+            }),
+            "* QUOTA \"\" (STORAGE 10 100)\r\n"
+        );
+        assert_eq!(
+            text(Response::QuotaRoot {
+                name: b"INBOX",
+                roots: &[""]
+            }),
+            "* QUOTAROOT INBOX \"\"\r\n"
+        );
+        let flags = ["\\Seen".to_string()];
+        assert_eq!(
+            text(Response::FlagsFetch {
+                seq: 2,
+                uid: 9,
+                flags: Some(&flags),
+                recent: true,
+                modseq: Some(4)
+            }),
+            "* 2 FETCH (UID 9 FLAGS (\\Seen \\Recent) MODSEQ (4))\r\n"
+        );
+        assert_eq!(
+            text(Response::FlagsFetch {
+                seq: 2,
+                uid: 9,
+                flags: Some(&[]),
+                recent: false,
+                modseq: None
+            }),
+            "* 2 FETCH (UID 9 FLAGS ())\r\n"
+        );
+        assert_eq!(
+            text(Response::FlagsFetch {
+                seq: 2,
+                uid: 9,
+                flags: None,
+                recent: false,
+                modseq: Some(4)
+            }),
+            "* 2 FETCH (UID 9 MODSEQ (4))\r\n"
+        );
+    }
+}
