@@ -207,4 +207,24 @@ fn doctor_fails_on_an_expired_certificate_a_full_quota_and_wrong_dns() {
         "{report}"
     );
     assert!(!has_line(&report, "fail  quota bob"), "{report}");
+
+    // Without a smarthost, doctor tries port 25 of a big provider's MX, found through the
+    // resolver: here the fake one, which sends it to 127.0.0.1.
+    let text = std::fs::read_to_string(data.join("tinydc.toml")).unwrap();
+    let start = text.find("[smtp.smarthost]").unwrap();
+    let end = text.find("[smtp.routes]").unwrap();
+    std::fs::write(data.join("tinydc.toml"), format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let probe =
+        format!("{zone}gmail.com. IN MX 5 gmail-smtp-in.l.google.com.\ngmail-smtp-in.l.google.com. IN A 127.0.0.1\n");
+    let dns = FakeDns::start(&probe);
+    let (_, report) = doctor(&data, dns.addr);
+    assert!(
+        has_line(&report, "fail  outbound port 25: 127.0.0.1:25 of gmail.com's MX")
+            || has_line(
+                &report,
+                "ok    outbound port 25: reachable (127.0.0.1:25 of gmail.com's MX)"
+            ),
+        "{report}"
+    );
+    assert!(!has_line(&report, "ok    smarthost"), "{report}");
 }
