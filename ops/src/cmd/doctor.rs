@@ -151,25 +151,38 @@ pub async fn run(data: &Path, args: DoctorArgs) -> anyhow::Result<()> {
     check_certificate(&mut report, &config, &domains);
 
     let addresses = Addresses::find(&config);
-    let resolver = build_resolver(resolver_address)?;
     let resolver_name = match resolver_address {
         Some(addr) => format!("DNS server {addr}"),
         None => "the system resolver".to_string(),
     };
-    let reachable = check_dns(
-        &mut report,
-        &config,
-        &resolver,
-        &resolver_name,
-        &addresses,
-        &domains,
-        dkim,
-    )
-    .await;
-    if reachable {
-        check_reverse_dns(&mut report, &config, &resolver, &addresses).await;
+    let resolver = match build_resolver(resolver_address) {
+        Ok(resolver) => Some(resolver),
+        Err(e) => {
+            report.warn(
+                "dns",
+                &format!("{e:#}; published records, reverse DNS and port 25 not checked"),
+                "check /etc/resolv.conf, or name a DNS server with --resolver",
+            );
+            None
+        }
+    };
+    let mut reachable = false;
+    if let Some(resolver) = &resolver {
+        reachable = check_dns(
+            &mut report,
+            &config,
+            resolver,
+            &resolver_name,
+            &addresses,
+            &domains,
+            dkim,
+        )
+        .await;
+        if reachable {
+            check_reverse_dns(&mut report, &config, resolver, &addresses).await;
+        }
     }
-    check_outbound(&mut report, &config, &resolver, reachable).await;
+    check_outbound(&mut report, &config, resolver.as_ref().filter(|_| reachable)).await;
 
     println!();
     if report.failures > 0 {
@@ -666,7 +679,8 @@ async fn check_reverse_dns(report: &mut Report, config: &Config, resolver: &Toki
 }
 
 /// Outgoing mail needs port 25 to the world, or a smarthost.
-async fn check_outbound(report: &mut Report, config: &Config, resolver: &TokioResolver, dns_reachable: bool) {
+/// `resolver` is None when DNS cannot be asked.
+async fn check_outbound(report: &mut Report, config: &Config, resolver: Option<&TokioResolver>) {
     if let Some(relay) = &config.smtp.smarthost {
         let what = format!("smarthost {}:{}", relay.host, relay.port);
         let target = format!("{}:{}", relay.host, relay.port);
@@ -703,14 +717,14 @@ async fn check_outbound(report: &mut Report, config: &Config, resolver: &TokioRe
         return;
     }
     let what = "outbound port 25";
-    if !dns_reachable {
+    let Some(resolver) = resolver else {
         report.warn(
             what,
             "not checked (DNS did not answer)",
             "run `tinydc doctor` again when DNS works",
         );
         return;
-    }
+    };
     let mx = match ask(resolver, PORT25_PROBE_DOMAIN, RecordType::MX).await {
         Answer::Found(values) => values
             .into_iter()
