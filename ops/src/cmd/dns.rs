@@ -81,8 +81,8 @@ pub struct Addresses {
     /// Public IPv4 and whether it was configured (true) or detected (false).
     pub v4: Option<(Ipv4Addr, bool)>,
     pub v6: Option<(Ipv6Addr, bool)>,
-    /// Private IPv4 addresses found on the interfaces when no public one was (behind a router).
-    pub private_v4: Vec<Ipv4Addr>,
+    /// The other IPv4 addresses found on the interfaces when no public one was (behind a router).
+    pub local_v4: Vec<Ipv4Addr>,
 }
 
 impl Addresses {
@@ -92,7 +92,7 @@ impl Addresses {
         let mut found = Addresses {
             v4: config.server.public_ipv4.map(|ip| (ip, true)),
             v6: config.server.public_ipv6.map(|ip| (ip, true)),
-            private_v4: Vec::new(),
+            local_v4: Vec::new(),
         };
         if found.v4.is_none() {
             found.v4 = detected.iter().find_map(|ip| match ip {
@@ -100,7 +100,7 @@ impl Addresses {
                 _ => None,
             });
             if found.v4.is_none() {
-                found.private_v4 = detected
+                found.local_v4 = detected
                     .iter()
                     .filter_map(|ip| match ip {
                         IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_link_local() => Some(*v4),
@@ -184,13 +184,13 @@ pub fn records(config: &Config, domain: &str, addresses: &Addresses, dkim: Optio
             lines.push(record(host.into(), Kind::A, ip.to_string(), Purpose::Address));
         }
         None => {
-            let private = addresses.private_v4.iter().map(|ip| ip.to_string()).collect::<Vec<_>>();
+            let private = addresses.local_v4.iter().map(|ip| ip.to_string()).collect::<Vec<_>>();
             lines.push(Line::Comment(if private.is_empty() {
                 "no public IPv4 address found: set server.public_ipv4 and publish it".to_string()
             } else {
                 format!(
-                    "this machine has only private IPv4 addresses ({}): publish your router's public \
-                     address and forward the mail ports to this machine; set server.public_ipv4",
+                    "this machine has no public IPv4 address (only {}: behind a router?): publish the router's \
+                     public address, forward the mail ports to this machine, and set server.public_ipv4",
                     private.join(", ")
                 )
             }));
