@@ -256,3 +256,24 @@ fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
         "colour codes in a log written to a pipe: {stderr}"
     );
 }
+
+#[test]
+fn the_package_maintainer_scripts_are_valid_shell() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/debian");
+    for script in ["postinst", "prerm", "postrm"] {
+        let path = Path::new(dir).join(script);
+        let out = Command::new("sh").arg("-n").arg(&path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("#!/bin/sh\n") && text.contains("set -e"), "{script}");
+        // Nothing is started at install: the service needs `tinydc init` first.
+        assert!(
+            !text.contains("systemctl start") && !text.contains("systemctl enable"),
+            "{script}"
+        );
+    }
+}
