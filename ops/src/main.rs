@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create a data directory: config, self-signed certificate, private PostgreSQL, schema.
-    Init(cmd::init::InitArgs),
+    Init(cmd::init::InitCommand),
     /// Run the suite: PostgreSQL (if private) and the three daemons, until Ctrl-C.
     Up,
     /// Add, change, delete and list users.
@@ -47,13 +47,16 @@ enum Command {
     /// The outbound mail queue.
     #[command(subcommand)]
     Queue(cmd::mail_admin::QueueCommand),
-    /// Print the DNS records to publish for a domain (MX, SPF, DKIM, DMARC, autoconfig).
+    /// Print the DNS records to publish for a domain (A/AAAA, MX, SPF, DKIM, DMARC, autoconfig, SRV).
     Dns {
         /// A mail domain served here.
         domain: String,
     },
     /// Show what is configured and whether the database is running.
     Status,
+    /// Check the installation (listeners, certificate, DNS, disk, database, queue, quotas);
+    /// exits non-zero when any check fails.
+    Doctor(cmd::doctor::DoctorArgs),
     /// Remove unreferenced message bodies and leftover temp files (safe while running).
     Sweep(cmd::sweep::SweepArgs),
     /// Measure throughput on a throwaway data directory (prints messages/s, MB/s, RSS).
@@ -75,13 +78,14 @@ fn main() -> ExitCode {
     let data = cli.data.unwrap_or_else(|| PathBuf::from("tinydc-data"));
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Init(args) => cmd::init::run(&data, args).await,
+            Command::Init(command) => cmd::init::run_command(&data, command).await,
             Command::Up => cmd::up::run(&data, explicit_data).await,
             Command::User(c) => cmd::user::run(&data, c).await,
             Command::Quota(c) => cmd::quota::run(&data, c).await,
             Command::Domain(c) => cmd::domain::run(&data, c).await,
             Command::Alias(c) => cmd::alias::run(&data, c).await,
             Command::Status => cmd::status::run(&data).await,
+            Command::Doctor(args) => cmd::doctor::run(&data, args).await,
             Command::Dkim(c) => cmd::mail_admin::dkim(&data, c).await,
             Command::Queue(c) => cmd::mail_admin::queue(&data, c).await,
             Command::Dns { domain } => cmd::mail_admin::dns(&data, &domain).await,

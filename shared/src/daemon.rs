@@ -28,9 +28,12 @@ pub fn init_logging() {
 pub fn init_logging_with(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    use std::io::IsTerminal as _;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // No colour codes in journald or a log file: only a terminal shows them as colour.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

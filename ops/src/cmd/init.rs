@@ -21,7 +21,91 @@ pub struct InitArgs {
     pub hostname: Option<String>,
 }
 
+/// `tinydc init`'s arguments: [`InitArgs`] (which `tinydc up` also fills in) and the port choice.
+#[derive(Args)]
+pub struct InitCommand {
+    #[command(flatten)]
+    pub args: InitArgs,
+    /// Listen on the standard ports (25, 587, 465, 143, 993, 443) instead of the development
+    /// ports (10025, 10587, ...). Binding them needs CAP_NET_BIND_SERVICE (the systemd unit gives it).
+    #[arg(long)]
+    pub production: bool,
+}
+
+/// The listeners `--production` moves to the standard ports: (key, development port, port).
+/// RFC 5321 section 4.5.4.2 (25), RFC 6409 (587), RFC 8314 section 7.3 (465 and 993),
+/// RFC 9051 (143), HTTPS (443).
+const PRODUCTION_PORTS: [(&str, u16, u16); 6] = [
+    ("mx_listen", 10025, 25),
+    ("submission_listen", 10587, 587),
+    ("submissions_listen", 10465, 465),
+    ("listen", 10143, 143),
+    ("tls_listen", 10993, 993),
+    ("https_listen", 10443, 443),
+];
+
+/// The config file `tinydc init` writes.
+pub fn config_text(
+    domain: &str,
+    hostname: Option<&str>,
+    url: Option<&str>,
+    production: bool,
+) -> anyhow::Result<String> {
+    let mut text = config::template(domain, url);
+    if let Some(hostname) = hostname {
+        text = text.replacen(
+            &format!("hostname = \"{domain}\""),
+            &format!("hostname = \"{hostname}\""),
+            1,
+        );
+    }
+    if production {
+        for (key, dev, port) in PRODUCTION_PORTS {
+            let from = format!("\n{key} = \"0.0.0.0:{dev}\"\n");
+            if text.matches(&from).count() != 1 {
+                bail!("the config template has no single `{key} = \"0.0.0.0:{dev}\"` line");
+            }
+            text = text.replacen(&from, &format!("\n{key} = \"0.0.0.0:{port}\"\n"), 1);
+        }
+    }
+    Ok(text)
+}
+
+/// The names of `init`'s self-signed certificate: the host, the domain, Thunderbird's
+/// autoconfig.<domain>, and localhost with the loopback addresses (IP SANs, RFC 5280 section
+/// 4.2.1.6) so local clients can check it too.
+pub fn certificate_names(hostname: &str, domain: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in [
+        hostname.to_string(),
+        domain.to_string(),
+        format!("autoconfig.{domain}"),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ] {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// `tinydc init` with the development ports.
 pub async fn run(data: &Path, args: InitArgs) -> anyhow::Result<()> {
+    run_command(
+        data,
+        InitCommand {
+            args,
+            production: false,
+        },
+    )
+    .await
+}
+
+/// `tinydc init [--production]`.
+pub async fn run_command(data: &Path, command: InitCommand) -> anyhow::Result<()> {
+    let InitCommand { args, production } = command;
     let domain = shared::accounts::normalize_domain(&args.domain)?;
     let hostname = args
         .hostname
@@ -42,7 +126,8 @@ pub async fn run(data: &Path, args: InitArgs) -> anyhow::Result<()> {
         );
     }
     let created = !data.exists();
-    let result = create(&data, &domain, hostname.as_deref(), args.database_url.as_deref()).await;
+    let text = config_text(&domain, hostname.as_deref(), args.database_url.as_deref(), production)?;
+    let result = create(&data, &domain, &text, args.database_url.as_deref()).await;
     if result.is_err() && created {
         // Leave nothing half-made behind, so the same command can simply be run again.
         let _ = std::fs::remove_dir_all(&data);
@@ -59,35 +144,25 @@ pub async fn run(data: &Path, args: InitArgs) -> anyhow::Result<()> {
         }
     );
     println!("  certificate: tls/cert.pem (self-signed; replace with a real one for other machines)");
+    if production {
+        println!("  ports:       standard (25, 587, 465, 143, 993, 443)");
+    }
     println!("next: tinydc --data {} user add you@{domain}", data.display());
     println!("      tinydc --data {} up", data.display());
     Ok(())
 }
 
-async fn create(data: &Path, domain: &str, hostname: Option<&str>, url: Option<&str>) -> anyhow::Result<()> {
+async fn create(data: &Path, domain: &str, text: &str, url: Option<&str>) -> anyhow::Result<()> {
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     if url.is_none() {
         check_reachable_by_postgres(data)?;
-    }
-    let mut text = config::template(domain, url);
-    if let Some(hostname) = hostname {
-        text = text.replacen(
-            &format!("hostname = \"{domain}\""),
-            &format!("hostname = \"{hostname}\""),
-            1,
-        );
     }
     std::fs::write(data.join(CONFIG_FILE), text).context("writing the config")?;
     let config = Config::load(data)?;
     for dir in [config.blobs_dir(), config.files_dir()] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut names = vec![
-        config.server.hostname.clone(),
-        domain.to_string(),
-        "localhost".to_string(),
-    ];
-    names.dedup();
+    let names = certificate_names(&config.server.hostname, domain);
     shared::tls::generate_self_signed(&names, &config.tls.cert_file, &config.tls.key_file)?;
 
     let cluster = match url {
@@ -140,4 +215,50 @@ fn check_reachable_by_postgres(data: &Path) -> anyhow::Result<()> {
         dir = d.parent().map(Path::to_path_buf);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_moves_every_listener_to_its_standard_port() {
+        let dir = Path::new("/srv/tinydc");
+        let dev = Config::parse(&config_text("example.org", None, None, false).unwrap(), dir).unwrap();
+        assert_eq!(dev.smtp.mx_listen, Some("0.0.0.0:10025".parse().unwrap()));
+        let text = config_text("example.org", Some("mail.example.org"), None, true).unwrap();
+        let prod = Config::parse(&text, dir).unwrap();
+        assert_eq!(prod.server.hostname, "mail.example.org");
+        let port = |a: Option<std::net::SocketAddr>| a.map(|a| a.port());
+        assert_eq!(port(prod.smtp.mx_listen), Some(25));
+        assert_eq!(port(prod.smtp.submission_listen), Some(587));
+        assert_eq!(port(prod.smtp.submissions_listen), Some(465));
+        assert_eq!(port(prod.imap.listen), Some(143));
+        assert_eq!(port(prod.imap.tls_listen), Some(993));
+        assert_eq!(port(prod.dav.https_listen), Some(443));
+        assert_eq!(prod.dav.http_listen, None);
+    }
+
+    /// The example shipped in the Debian package is exactly what `init --production` writes.
+    #[test]
+    fn the_packaged_example_is_a_production_config() {
+        let text = config_text("example.org", Some("mail.example.org"), None, true).unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/tinydc.toml.example");
+        if std::env::var_os("TINYDC_WRITE_EXAMPLE").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        assert!(
+            std::fs::read_to_string(path).unwrap() == text,
+            "{path} differs from the config template; after changing the template, rewrite it with \
+             TINYDC_WRITE_EXAMPLE=1 cargo test -p tinydc-ops --bin tinydc the_packaged_example"
+        );
+    }
+
+    #[test]
+    fn certificate_names_without_duplicates() {
+        assert_eq!(
+            certificate_names("example.org", "example.org"),
+            ["example.org", "autoconfig.example.org", "localhost", "127.0.0.1", "::1"]
+        );
+    }
 }

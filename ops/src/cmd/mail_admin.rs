@@ -72,23 +72,19 @@ pub async fn queue(data: &Path, command: QueueCommand) -> anyhow::Result<()> {
 }
 
 /// `tinydc dns DOMAIN`: every record to publish so that mail for DOMAIN reaches this server,
-/// its outgoing mail passes SPF, DKIM and DMARC, and Thunderbird finds its settings.
+/// its outgoing mail passes SPF, DKIM and DMARC, and mail clients find their settings (the
+/// records themselves are made by [`super::dns::records`]).
 pub async fn dns(data: &Path, domain: &str) -> anyhow::Result<()> {
     let domain = shared::accounts::normalize_domain(domain)?;
     with_admin(data, async |admin| {
         if !shared::accounts::is_local_domain(&admin.db, &domain).await? {
             anyhow::bail!("domain {domain} is not served here (add it with `tinydc domain add {domain}`)");
         }
-        let host = &admin.config.server.hostname;
-        println!("; records for {domain} (server {host})");
-        println!("{domain}. IN MX 10 {host}.");
-        println!("{domain}. IN TXT \"v=spf1 mx -all\"");
-        match dkim::current(&admin.db, &domain).await? {
-            Some(record) => println!("{record}"),
-            None => println!("; no DKIM key yet: run `tinydc dkim generate {domain}` and publish its record"),
+        let addresses = super::dns::Addresses::find(&admin.config);
+        let dkim = super::dns::dkim_record(&admin.db, &domain).await?;
+        for line in super::dns::records(&admin.config, &domain, &addresses, dkim) {
+            println!("{line}");
         }
-        println!("_dmarc.{domain}. IN TXT \"v=DMARC1; p=quarantine; adkim=s; aspf=s\"");
-        println!("autoconfig.{domain}. IN CNAME {host}.");
         Ok(())
     })
     .await

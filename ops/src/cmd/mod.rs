@@ -3,6 +3,8 @@
 pub mod alias;
 pub mod bench;
 pub mod dkim;
+pub mod dns;
+pub mod doctor;
 pub mod domain;
 pub mod init;
 pub mod mail_admin;

@@ -58,6 +58,11 @@ pub struct ServerConfig {
     /// APPEND, uploads) that would go below are refused as "insufficient storage", so the
     /// private PostgreSQL in DATA/pg keeps room for its WAL.
     pub min_free_space: u64,
+    /// The public IPv4 address the mail host is reached at (the router's, behind NAT), for
+    /// `tinydc dns` and `tinydc doctor`. None: detected from the host's interfaces.
+    pub public_ipv4: Option<std::net::Ipv4Addr>,
+    /// The public IPv6 address of the mail host. None: detected from the host's interfaces.
+    pub public_ipv6: Option<std::net::Ipv6Addr>,
 }
 
 /// `[database]`
@@ -154,12 +159,27 @@ impl Config {
         }
 
         let mut s = Section::new(&root, "server", &mut problems);
-        let server = ServerConfig {
+        let mut server = ServerConfig {
             hostname: s.string("hostname", "localhost"),
             domain: s.string("domain", "localhost"),
             min_free_space: s.size("min_free_space", DEFAULT_MIN_FREE_SPACE),
+            public_ipv4: None,
+            public_ipv6: None,
         };
+        let (v4, v6) = (s.string("public_ipv4", ""), s.string("public_ipv6", ""));
         s.finish();
+        if !v4.is_empty() {
+            match v4.parse() {
+                Ok(ip) => server.public_ipv4 = Some(ip),
+                Err(_) => problems.push(format!("server.public_ipv4: {v4:?} is not an IPv4 address")),
+            }
+        }
+        if !v6.is_empty() {
+            match v6.parse() {
+                Ok(ip) => server.public_ipv6 = Some(ip),
+                Err(_) => problems.push(format!("server.public_ipv6: {v6:?} is not an IPv6 address")),
+            }
+        }
 
         let mut s = Section::new(&root, "database", &mut problems);
         let url = s.string("url", "");
@@ -249,6 +269,10 @@ domain = "{domain}"
 # Space that must stay free on the data directory's disk: mail and uploads that would use it are
 # refused (SMTP 452, IMAP NO, WebDAV 507) so PostgreSQL never runs out of room. Sizes as 128M.
 min_free_space = "128M"
+# The public addresses of this server, for `tinydc dns` and `tinydc doctor` (behind a home
+# router: the router's public IPv4 address). Empty: detected from this machine's interfaces.
+public_ipv4 = ""
+public_ipv6 = ""
 
 [database]
 # A PostgreSQL URL. Empty: tinydc runs its own private cluster in DATA/pg (unix socket only).
@@ -328,6 +352,18 @@ mod tests {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
         assert_eq!(problems.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn public_addresses_are_optional_and_checked() {
+        let config = Config::defaults(Path::new("/d"));
+        assert_eq!((config.server.public_ipv4, config.server.public_ipv6), (None, None));
+        let text = "[server]\npublic_ipv4 = \"203.0.113.7\"\npublic_ipv6 = \"2001:db8::7\"\n";
+        let config = Config::parse(text, Path::new("/d")).unwrap();
+        assert_eq!(config.server.public_ipv4, Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(config.server.public_ipv6, Some("2001:db8::7".parse().unwrap()));
+        let problems = Config::parse("[server]\npublic_ipv4 = \"2001:db8::7\"\n", Path::new("/d")).unwrap_err();
+        assert!(problems[0].contains("server.public_ipv4"), "{problems:?}");
     }
 
     #[test]
