@@ -16,7 +16,7 @@ pub use dav::DavConfig;
 pub use imap::ImapConfig;
 pub use net::NetConfig;
 pub use reader::Section;
-pub use smtp::{SmarthostConfig, SmtpConfig};
+pub use smtp::{DNS_FALLBACKS, SmarthostConfig, SmtpConfig};
 
 /// Default of `server.min_free_space`: eight 16 MiB WAL segments.
 pub const DEFAULT_MIN_FREE_SPACE: u64 = 128 << 20;
@@ -328,6 +328,20 @@ mod tests {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
         assert_eq!(problems.len(), 6, "{all}");
+    }
+
+    /// Issue #10: no public DNS resolver unless the operator names one.
+    #[test]
+    fn the_dns_fallback_is_off_unless_named() {
+        let config = Config::parse("", Path::new("/d")).unwrap();
+        assert_eq!(config.smtp.dns_fallback, "");
+        let config = Config::parse("[smtp]\ndns_fallback = \"quad9-tls\"\n", Path::new("/d")).unwrap();
+        assert_eq!(config.smtp.dns_fallback, "quad9-tls");
+        let problems = Config::parse("[smtp]\ndns_fallback = \"8.8.8.8\"\n", Path::new("/d")).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.starts_with("smtp.dns_fallback:")),
+            "{problems:?}"
+        );
     }
 
     #[test]
