@@ -76,6 +76,7 @@ pub struct TlsConfig {
     /// PEM certificate chain (relative paths are inside the data directory).
     pub cert_file: PathBuf,
     /// PEM private key (relative paths are inside the data directory).
+    /// Both files are read again when they change (`shared::tls::CertStore`).
     pub key_file: PathBuf,
 }
 
@@ -257,7 +258,10 @@ url = "{url}"
 max_connections = 10
 
 [tls]
-# PEM certificate chain and key. `tinydc init` made a self-signed pair; replace them with real ones.
+# PEM certificate chain and key. `tinydc init` made a self-signed pair; replace them with real
+# ones (e.g. certbot's fullchain.pem and privkey.pem, copied here by a deploy hook). Every daemon
+# notices new files within a few seconds and presents them to new connections, no restart; a
+# pair that does not load is logged and the old one kept.
 cert_file = "tls/cert.pem"
 key_file = "tls/key.pem"
 
