@@ -35,6 +35,7 @@ pub const INSTALL_HINT: &str = "install every test prerequisite with `scripts/in
 pub fn debian_package(tool: &str) -> &str {
     match tool {
         "mbsync" => "isync",
+        "pebble-challtestsrv" => "pebble",
         "initdb" | "pg_ctl" | "postgres" => "postgresql",
         "kill" | "pkill" | "ps" => "procps",
         other => other,

@@ -2,6 +2,7 @@
 //! certificate and key from PEM files (reloaded when they change, see [`CertStore`]), cipher
 //! suites ordered for the CPU ([`suites_for`]), and a self-signed pair for a fresh install.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -120,7 +121,12 @@ pub struct CertStore {
     provider: Arc<CryptoProvider>,
     check_every: Duration,
     state: Mutex<Loaded>,
+    /// TLS-ALPN-01 certificates (RFC 8737) by name, while an ACME order waits for the CA.
+    challenges: Mutex<HashMap<String, Arc<CertifiedKey>>>,
 }
+
+/// The ALPN protocol of TLS-ALPN-01 handshakes (RFC 8737 §6.2).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 impl fmt::Debug for CertStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -175,7 +181,34 @@ impl CertStore {
                 seen,
                 checked: Instant::now(),
             }),
+            challenges: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// Answer TLS-ALPN-01 handshakes for `name` with this certificate (DER) and key (PKCS#8).
+    pub fn set_challenge(&self, name: &str, cert: CertificateDer<'static>, key_pkcs8: Vec<u8>) -> anyhow::Result<()> {
+        let key = PrivateKeyDer::Pkcs8(key_pkcs8.into());
+        // Not CertifiedKey::from_der: its check parses the certificate with webpki, which
+        // refuses the critical acmeIdentifier extension; the pair is made together here.
+        let key = self
+            .provider
+            .key_provider
+            .load_private_key(key)
+            .context("a challenge certificate's key")?;
+        let pair = CertifiedKey::new(vec![cert], key);
+        self.challenges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_ascii_lowercase(), Arc::new(pair));
+        Ok(())
+    }
+
+    /// Stop answering TLS-ALPN-01 handshakes for `name`.
+    pub fn clear_challenge(&self, name: &str) {
+        self.challenges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&name.to_ascii_lowercase());
     }
 
     /// The certificate to present now, reading the files again first if they changed.
@@ -205,7 +238,25 @@ impl CertStore {
 }
 
 impl ResolvesServerCert for CertStore {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // RFC 8737 §3: a handshake offering acme-tls/1 gets the challenge certificate for the
+        // name it asks (and nothing when there is none); every other handshake the real one.
+        if hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN))
+        {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            let found = self
+                .challenges
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&name)
+                .cloned();
+            if found.is_none() {
+                tracing::info!("TLS-ALPN-01 handshake for {name}, which has no challenge now: refused");
+            }
+            return found;
+        }
         Some(self.current())
     }
 }
@@ -213,13 +264,22 @@ impl ResolvesServerCert for CertStore {
 /// A server config presenting `store`'s certificate: TLS 1.2 and 1.3 only (RFC 8996 retires
 /// 1.0 and 1.1), the suites in [`suites_for`]'s order, and the server's order honoured.
 pub fn server_config_with(store: Arc<CertStore>, provider: Arc<CryptoProvider>) -> anyhow::Result<Arc<ServerConfig>> {
+    server_config_alpn(store, provider, Vec::new())
+}
+
+/// [`server_config_with`] with ALPN protocols (in the server's order of preference).
+pub fn server_config_alpn(
+    store: Arc<CertStore>,
+    provider: Arc<CryptoProvider>,
+    alpn: Vec<Vec<u8>>,
+) -> anyhow::Result<Arc<ServerConfig>> {
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS versions")?
         .with_no_client_auth()
         .with_cert_resolver(store);
     config.ignore_client_order = true;
-    config.alpn_protocols = Vec::new();
+    config.alpn_protocols = alpn;
     Ok(Arc::new(config))
 }
 
@@ -230,6 +290,20 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<Se
     let provider = provider();
     let store = CertStore::new(cert_file, key_file, provider.clone(), RELOAD_CHECK_EVERY)?;
     server_config_with(store, provider)
+}
+
+/// An HTTPS acceptor that also answers TLS-ALPN-01 (RFC 8737) from its [`CertStore`]'s
+/// challenges: ALPN `http/1.1` (what davd speaks) and `acme-tls/1`.
+pub fn acme_acceptor(cert_file: &Path, key_file: &Path) -> anyhow::Result<(TlsAcceptor, Arc<CertStore>)> {
+    install_crypto_provider();
+    let provider = provider();
+    let store = CertStore::new(cert_file, key_file, provider.clone(), RELOAD_CHECK_EVERY)?;
+    let config = server_config_alpn(
+        store.clone(),
+        provider,
+        vec![b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()],
+    )?;
+    Ok((TlsAcceptor::from(config), store))
 }
 
 /// An acceptor from PEM files, for all of a daemon's listeners (one [`CertStore`]).

@@ -78,6 +78,15 @@ pub struct TlsConfig {
     /// PEM private key (relative paths are inside the data directory).
     /// Both files are read again when they change (`shared::tls::CertStore`).
     pub key_file: PathBuf,
+    /// ACME directory URL (RFC 8555), e.g. Let's Encrypt's. Empty: ACME off, the files are
+    /// managed by hand or by another tool (`shared::acme`).
+    pub acme_directory: String,
+    /// Contact e-mail address given to the ACME CA (empty: none).
+    pub acme_contact: String,
+    /// A PEM CA certificate to trust for the ACME server's own HTTPS (test CAs such as pebble).
+    pub acme_ca_file: Option<PathBuf>,
+    /// Seconds between checks of whether the certificate needs renewing.
+    pub acme_check_secs: u64,
 }
 
 /// `[auth]`
@@ -174,6 +183,12 @@ impl Config {
         let tls = TlsConfig {
             cert_file: data_dir.join(s.string("cert_file", "tls/cert.pem")),
             key_file: data_dir.join(s.string("key_file", "tls/key.pem")),
+            acme_directory: s.string("acme_directory", ""),
+            acme_contact: s.string("acme_contact", ""),
+            acme_ca_file: Some(s.string("acme_ca_file", ""))
+                .filter(|f| !f.is_empty())
+                .map(|f| data_dir.join(f)),
+            acme_check_secs: s.number("acme_check_secs", 43_200, 1, 7 * 86_400),
         };
         s.finish();
 
@@ -262,6 +277,15 @@ max_connections = 10
 # ones (e.g. certbot's fullchain.pem and privkey.pem, copied here by a deploy hook). Every daemon
 # notices new files within a few seconds and presents them to new connections, no restart; a
 # pair that does not load is logged and the old one kept.
+# Or let tinydc-davd get them from an ACME CA (RFC 8555) for the host name and autoconfig.<domain>
+# of every domain, answering the CA's TLS-ALPN-01 check on its HTTPS port (which must be reachable
+# from the internet on port 443): set the CA's directory, e.g.
+# acme_directory = "https://acme-v02.api.letsencrypt.org/directory"
+acme_directory = ""
+# An e-mail address the CA may write to about your certificates (optional).
+acme_contact = ""
+# Seconds between checks; a certificate with less than 30 days left is renewed.
+acme_check_secs = 43200
 cert_file = "tls/cert.pem"
 key_file = "tls/key.pem"
 
