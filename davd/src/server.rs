@@ -70,6 +70,9 @@ pub struct Server {
     context: Arc<Context>,
     https: Option<(TcpListener, TlsAcceptor)>,
     http: Option<TcpListener>,
+    /// With `[tls] acme_directory` set: the HTTPS listener's certificates, where the ACME task
+    /// puts its TLS-ALPN-01 answers (shared::acme).
+    acme: Option<Arc<shared::tls::CertStore>>,
 }
 
 struct App {
@@ -81,9 +84,16 @@ impl Server {
     /// Bind the configured listeners (load the certificate for HTTPS).
     pub async fn bind(context: Arc<Context>) -> anyhow::Result<Server> {
         let config = &context.config;
+        let mut acme = None;
         let https = match config.dav.https_listen {
             Some(addr) => {
-                let acceptor = shared::tls::acceptor(&config.tls.cert_file, &config.tls.key_file)?;
+                let acceptor = if config.tls.acme_directory.is_empty() {
+                    shared::tls::acceptor(&config.tls.cert_file, &config.tls.key_file)?
+                } else {
+                    let (acceptor, store) = shared::tls::acme_acceptor(&config.tls.cert_file, &config.tls.key_file)?;
+                    acme = Some(store);
+                    acceptor
+                };
                 let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("dav.https_listen {addr}: {e}"))?;
@@ -102,7 +112,15 @@ impl Server {
         if https.is_none() && http.is_none() {
             anyhow::bail!("dav: neither https_listen nor http_listen is set");
         }
-        Ok(Server { context, https, http })
+        if !config.tls.acme_directory.is_empty() && acme.is_none() {
+            anyhow::bail!("tls.acme_directory needs dav.https_listen: the CA checks this server over HTTPS");
+        }
+        Ok(Server {
+            context,
+            https,
+            http,
+            acme,
+        })
     }
 
     /// The bound HTTPS address.
@@ -128,6 +146,9 @@ impl Server {
             journal,
         });
         tokio::task::spawn_blocking(move || crate::fs::sweep_stale_uploads(&files_dir, started));
+        if let Some(store) = self.acme.clone() {
+            tokio::spawn(shared::acme::run(self.context.clone(), store, shutdown.clone()));
+        }
         // One cap over both listeners; per client address only on HTTPS (the loopback HTTP
         // listener serves a reverse proxy: every client arrives from its one address).
         let dav = &self.context.config.dav;

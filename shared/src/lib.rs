@@ -6,6 +6,7 @@
 //! authentication (auth) and bad input (config reports every error at once).
 
 pub mod accounts;
+pub mod acme;
 pub mod auth;
 pub mod blobs;
 pub mod config;

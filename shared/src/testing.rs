@@ -35,6 +35,7 @@ pub const INSTALL_HINT: &str = "install every test prerequisite with `scripts/in
 pub fn debian_package(tool: &str) -> &str {
     match tool {
         "mbsync" => "isync",
+        "pebble-challtestsrv" => "pebble",
         "initdb" | "pg_ctl" | "postgres" => "postgresql",
         "kill" | "pkill" | "ps" => "procps",
         other => other,
@@ -244,5 +245,83 @@ impl TestEnv {
         accounts::add_user(&self.context.db, address, password, quota)
             .await
             .expect("add test user")
+    }
+}
+
+/// Certificate swaps as an operator (certbot, ACME) makes them, and TLS clients that show which
+/// certificate a server presented.
+pub mod certs {
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use tokio::net::TcpStream;
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::client::TlsStream;
+
+    use crate::config::Config;
+
+    /// Long enough for every daemon's [`crate::tls::CertStore`] to look at the files again.
+    pub const RELOAD_WAIT: Duration = Duration::from_millis(2_500);
+
+    fn replace(path: &Path, bytes: &[u8]) {
+        let tmp = path.with_extension("swap");
+        std::fs::write(&tmp, bytes).expect("write the new file");
+        std::fs::rename(&tmp, path).expect("rename the new file into place");
+    }
+
+    /// The certificate the config's file holds now.
+    pub fn current(config: &Config) -> CertificateDer<'static> {
+        CertificateDer::pem_file_iter(&config.tls.cert_file)
+            .expect("read the certificate")
+            .next()
+            .expect("a certificate")
+            .expect("a valid certificate")
+    }
+
+    /// Replace the config's certificate and key with a new self-signed pair for `names` (a new
+    /// key, so a new serial and signature), key first then certificate, each written beside
+    /// and renamed into place. Returns the new certificate.
+    pub fn replace_pair(config: &Config, names: &[&str]) -> CertificateDer<'static> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let pair = rcgen::generate_simple_self_signed(names).expect("generate a certificate");
+        replace(&config.tls.key_file, pair.key_pair.serialize_pem().as_bytes());
+        replace(&config.tls.cert_file, pair.cert.pem().as_bytes());
+        pair.cert.der().clone()
+    }
+
+    /// A TLS client that trusts `certs` (as roots) and nothing else.
+    pub fn client(certs: &[CertificateDer<'static>]) -> TlsConnector {
+        crate::tls::install_crypto_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs {
+            roots.add(c.clone()).expect("a usable root");
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TlsConnector::from(Arc::new(config))
+    }
+
+    /// Connect with TLS to `addr` as `localhost`; the stream and the certificate it presented.
+    pub async fn connect(addr: SocketAddr, client: &TlsConnector) -> (TlsStream<TcpStream>, CertificateDer<'static>) {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::try_from("localhost").expect("a name");
+        let tls = tokio::time::timeout(Duration::from_secs(10), client.connect(name, tcp))
+            .await
+            .expect("TLS handshake in time")
+            .expect("TLS handshake");
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .expect("the server presented a certificate")
+            .clone()
+            .into_owned();
+        (tls, cert)
     }
 }

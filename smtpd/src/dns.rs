@@ -3,17 +3,23 @@
 //! [`Dns::system`] asks the system's resolver and caches answers until their TTL.
 //! [`Dns::fixed`] answers only from records a test put in, and NXDOMAIN for anything else, so
 //! tests never touch the network.
+//!
+//! Only the system's resolver (/etc/resolv.conf) is asked unless `[smtp] dns_fallback` names a
+//! public resolver: the names looked up are those of the users' correspondents, and they go to
+//! a third party only when the operator chose so ([`resolver_setup`]). Resolver trouble is
+//! logged at warn, at most once a minute ([`Dns::trouble`]).
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mail_auth::common::parse::TxtRecordParser;
 use mail_auth::common::verify::DomainKey;
 use mail_auth::dmarc::Dmarc;
+use mail_auth::hickory_resolver::config::{CLOUDFLARE, GOOGLE, QUAD9, ResolverConfig, ResolverOpts};
 use mail_auth::hickory_resolver::proto::op::ResponseCode;
 use mail_auth::spf::Spf;
 use mail_auth::{DnsError, DnssecStatus, MX, MessageAuthenticator, Parameters, RecordSet, ResolverCache, Txt};
@@ -92,6 +98,61 @@ pub struct Dns {
     pub ipv4: V4Cache,
     pub ipv6: V6Cache,
     pub ptr: PtrCache,
+    trouble_log: Mutex<TroubleLog>,
+}
+
+/// At most one "resolver trouble" line per this time; the ones skipped are counted in the next.
+const TROUBLE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct TroubleLog {
+    last: Option<Instant>,
+    skipped: u64,
+}
+
+/// The values `[smtp] dns_fallback` takes (see [`resolver_setup`]), "" first.
+pub const DNS_FALLBACKS: &[&str] = shared::config::DNS_FALLBACKS;
+
+/// The resolver config to use, from the system's (or why it could not be read) and the
+/// `[smtp] dns_fallback` setting. The system's config is used whenever it names a server. When
+/// it cannot be read or names none, the fallback is used if one is set (`cloudflare`, `google`,
+/// `quad9` over UDP/TCP; `cloudflare-tls`, `quad9-tls` over DNS-over-TLS); with the default ""
+/// the config names no server at all, so lookups fail (mail waits in the queue, inbound checks
+/// say temperror) and no name leaves the machine.
+pub fn resolver_setup(
+    system: Result<(ResolverConfig, ResolverOpts), String>,
+    fallback: &str,
+) -> anyhow::Result<(ResolverConfig, ResolverOpts)> {
+    let why = match system {
+        Ok((config, mut options)) if !config.name_servers().is_empty() => {
+            // A lost UDP answer must not hold a whole SMTP session for the default 5 s: ask
+            // again sooner, a few more times. "No such record" answers are kept for a minute at
+            // least, since SPF and DMARC ask for the same missing names repeatedly.
+            options.timeout = Duration::from_millis(1500);
+            options.attempts = 3;
+            options.negative_min_ttl = Some(Duration::from_secs(60));
+            return Ok((config, options));
+        }
+        Ok(_) => "it names no name server".to_string(),
+        Err(e) => e,
+    };
+    let config = match fallback {
+        "" => {
+            tracing::error!(
+                "cannot use the system's DNS resolver ({why}); DNS lookups will fail until it is fixed \
+                 (fix /etc/resolv.conf, or set [smtp] dns_fallback to send lookups to a public resolver)"
+            );
+            return Ok((ResolverConfig::from_name_servers(Vec::new()), ResolverOpts::default()));
+        }
+        "cloudflare" => ResolverConfig::udp_and_tcp(&CLOUDFLARE),
+        "cloudflare-tls" => ResolverConfig::tls(&CLOUDFLARE),
+        "google" => ResolverConfig::udp_and_tcp(&GOOGLE),
+        "quad9" => ResolverConfig::udp_and_tcp(&QUAD9),
+        "quad9-tls" => ResolverConfig::tls(&QUAD9),
+        other => anyhow::bail!("[smtp] dns_fallback: unknown resolver {other:?}"),
+    };
+    tracing::warn!("cannot use the system's DNS resolver ({why}); using {fallback} as [smtp] dns_fallback says");
+    Ok((config, ResolverOpts::default()))
 }
 
 /// Names are looked up as lower-case FQDNs with the final dot.
@@ -104,24 +165,18 @@ fn fqdn(name: &str) -> Box<str> {
 }
 
 impl Dns {
-    /// The system's resolver (/etc/resolv.conf), caching by TTL.
-    pub fn system() -> anyhow::Result<Dns> {
-        let authenticator = match mail_auth::hickory_resolver::system_conf::read_system_conf() {
-            Ok((config, mut options)) => {
-                // A lost UDP answer must not hold a whole SMTP session for the default 5 s:
-                // ask again sooner, a few more times. "No such record" answers are kept for a
-                // minute at least, since SPF and DMARC ask for the same missing names repeatedly.
-                options.timeout = std::time::Duration::from_millis(1500);
-                options.attempts = 3;
-                options.negative_min_ttl = Some(std::time::Duration::from_secs(60));
-                MessageAuthenticator::new(config, options)
-            }
-            Err(e) => {
-                tracing::warn!("cannot read the system's resolver config ({e}); using Cloudflare over TLS");
-                MessageAuthenticator::new_cloudflare_tls()
-            }
-        }
-        .map_err(|e| anyhow::anyhow!("no DNS resolver: {e}"))?;
+    /// The system's resolver (/etc/resolv.conf), caching by TTL; `fallback` is
+    /// `[smtp] dns_fallback` ([`resolver_setup`]).
+    pub fn system(fallback: &str) -> anyhow::Result<Dns> {
+        let system = mail_auth::hickory_resolver::system_conf::read_system_conf().map_err(|e| e.to_string());
+        let (config, options) = resolver_setup(system, fallback)?;
+        Dns::with_config(config, options)
+    }
+
+    /// A resolver asking exactly the servers in `config`.
+    pub fn with_config(config: ResolverConfig, options: ResolverOpts) -> anyhow::Result<Dns> {
+        let authenticator =
+            MessageAuthenticator::new(config, options).map_err(|e| anyhow::anyhow!("no DNS resolver: {e}"))?;
         Ok(Dns {
             authenticator,
             txt: Cache::new(None),
@@ -129,20 +184,45 @@ impl Dns {
             ipv4: Cache::new(None),
             ipv6: Cache::new(None),
             ptr: Cache::new(None),
+            trouble_log: Mutex::new(TroubleLog::default()),
         })
+    }
+
+    /// Log a failed lookup (not an authoritative "no such record") at warn, at most once per
+    /// [`TROUBLE_LOG_EVERY`], so a resolver that is down does not fill the log.
+    pub fn trouble(&self, what: &str, error: &dyn std::fmt::Display) {
+        let mut log = self.trouble_log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.last.is_some_and(|t| t.elapsed() < TROUBLE_LOG_EVERY) {
+            log.skipped += 1;
+            return;
+        }
+        let skipped = std::mem::take(&mut log.skipped);
+        log.last = Some(Instant::now());
+        drop(log);
+        if skipped > 0 {
+            tracing::warn!("DNS trouble: {what}: {error} ({skipped} more since the last such line)");
+        } else {
+            tracing::warn!("DNS trouble: {what}: {error}");
+        }
     }
 
     /// Only the records added with `add_*`; everything else does not exist.
     pub fn fixed() -> Dns {
         let not_found = Txt::Error(mail_auth::Error::Dns(DnsError::RecordNotFound(ResponseCode::NXDomain)));
         Dns {
-            // Never used for a query: every lookup is answered by the caches.
-            authenticator: MessageAuthenticator::new_cloudflare().expect("a resolver config needs no network"),
+            // Never used for a query (every lookup is answered by the caches), and it names no
+            // server anyway.
+            authenticator: MessageAuthenticator::new(
+                ResolverConfig::from_name_servers(Vec::new()),
+                ResolverOpts::default(),
+            )
+            .expect("a resolver config needs no network"),
             txt: Cache::new(Some(not_found)),
             mx: Cache::new(Some(empty())),
             ipv4: Cache::new(Some(empty())),
             ipv6: Cache::new(Some(empty())),
             ptr: Cache::new(Some(empty())),
+            trouble_log: Mutex::new(TroubleLog::default()),
         }
     }
 
@@ -219,7 +299,10 @@ impl Dns {
                 }
             }
             Err(mail_auth::Error::Dns(DnsError::RecordNotFound(_))) => Ok(vec![domain.to_string()]),
-            Err(e) => Err(anyhow::anyhow!("MX lookup for {domain} failed: {e}")),
+            Err(e) => {
+                self.trouble(&format!("MX lookup for {domain}"), &e);
+                Err(anyhow::anyhow!("MX lookup for {domain} failed: {e}"))
+            }
         }
     }
 }
@@ -239,6 +322,58 @@ mod tests {
         );
         // RFC 5321 §5.1: no MX record, the domain itself.
         assert_eq!(dns.mail_hosts("nomx.example").await.unwrap(), ["nomx.example"]);
+    }
+
+    fn servers(config: &ResolverConfig) -> Vec<IpAddr> {
+        config.name_servers().iter().map(|s| s.ip).collect()
+    }
+
+    /// With `dns_fallback` off (the default), a system resolver that cannot be read, or names
+    /// no server, leaves a config naming no server: nothing is sent to any third party, and a
+    /// lookup fails at once instead.
+    #[tokio::test]
+    async fn without_a_fallback_a_broken_system_resolver_asks_nobody() {
+        for system in [
+            Err("no /etc/resolv.conf".to_string()),
+            Ok((ResolverConfig::from_name_servers(Vec::new()), ResolverOpts::default())),
+        ] {
+            let (config, options) = resolver_setup(system, "").unwrap();
+            assert_eq!(servers(&config), Vec::<IpAddr>::new());
+            let dns = Dns::with_config(config, options).unwrap();
+            let started = Instant::now();
+            let looked_up = tokio::time::timeout(Duration::from_secs(10), dns.mail_hosts("example.com"))
+                .await
+                .expect("a lookup with no server fails at once");
+            assert!(looked_up.is_err(), "{looked_up:?}");
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+    }
+
+    /// A working system resolver is used as it is, fallback or not; a chosen fallback is used
+    /// only when the system's cannot be; an unknown name is an error.
+    #[test]
+    fn the_fallback_is_used_only_when_chosen_and_needed() {
+        let local: IpAddr = "127.0.0.53".parse().unwrap();
+        let system = || {
+            let config = ResolverConfig::from_name_servers(vec![
+                mail_auth::hickory_resolver::config::NameServerConfig::udp_and_tcp(local),
+            ]);
+            Ok((config, ResolverOpts::default()))
+        };
+        for fallback in DNS_FALLBACKS {
+            let (config, options) = resolver_setup(system(), fallback).unwrap();
+            assert_eq!(servers(&config), [local]);
+            assert_eq!(options.timeout, Duration::from_millis(1500));
+        }
+        let (config, _) = resolver_setup(Err("unreadable".into()), "quad9").unwrap();
+        let quad9 = servers(&config);
+        assert!(
+            !quad9.is_empty() && quad9.iter().all(|ip| QUAD9.ips.contains(ip)),
+            "{quad9:?}"
+        );
+        let (config, _) = resolver_setup(Err("unreadable".into()), "cloudflare-tls").unwrap();
+        assert!(servers(&config).iter().all(|ip| CLOUDFLARE.ips.contains(ip)));
+        assert!(resolver_setup(Err("unreadable".into()), "8.8.8.8").is_err());
     }
 
     #[tokio::test]

@@ -139,7 +139,7 @@ pub async fn start(
 
 /// Run until shutdown with the system's DNS resolver (the daemon's entry point).
 pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) -> anyhow::Result<()> {
-    let dns = Arc::new(dns::Dns::system()?);
+    let dns = Arc::new(dns::Dns::system(&ctx.config.smtp.dns_fallback)?);
     let (_, handle) = start(ctx, dns, shutdown).await?;
     handle.await?;
     Ok(())

@@ -62,6 +62,10 @@ pub async fn verify(
         SpfParameters::verify_mail_from(ip, helo, hostname, mail_from)
     };
     let spf = dns.authenticator.verify_spf(dns.params(spf_params)).await;
+    if spf.result() == SpfResult::TempError {
+        // RFC 7208 §2.6.6: temperror is a DNS failure; said once a minute at most (Dns::trouble).
+        dns.trouble(&format!("SPF check of {ip} for {mail_from:?}"), &"temporary DNS error");
+    }
     let mail_from_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d).to_lowercase();
     let dmarc = dns
         .authenticator

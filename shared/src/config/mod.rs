@@ -16,7 +16,7 @@ pub use dav::DavConfig;
 pub use imap::ImapConfig;
 pub use net::NetConfig;
 pub use reader::Section;
-pub use smtp::{SmarthostConfig, SmtpConfig};
+pub use smtp::{DNS_FALLBACKS, SmarthostConfig, SmtpConfig};
 
 /// Default of `server.min_free_space`: eight 16 MiB WAL segments.
 pub const DEFAULT_MIN_FREE_SPACE: u64 = 128 << 20;
@@ -81,7 +81,17 @@ pub struct TlsConfig {
     /// PEM certificate chain (relative paths are inside the data directory).
     pub cert_file: PathBuf,
     /// PEM private key (relative paths are inside the data directory).
+    /// Both files are read again when they change (`shared::tls::CertStore`).
     pub key_file: PathBuf,
+    /// ACME directory URL (RFC 8555), e.g. Let's Encrypt's. Empty: ACME off, the files are
+    /// managed by hand or by another tool (`shared::acme`).
+    pub acme_directory: String,
+    /// Contact e-mail address given to the ACME CA (empty: none).
+    pub acme_contact: String,
+    /// A PEM CA certificate to trust for the ACME server's own HTTPS (test CAs such as pebble).
+    pub acme_ca_file: Option<PathBuf>,
+    /// Seconds between checks of whether the certificate needs renewing.
+    pub acme_check_secs: u64,
 }
 
 /// `[auth]`
@@ -193,6 +203,12 @@ impl Config {
         let tls = TlsConfig {
             cert_file: data_dir.join(s.string("cert_file", "tls/cert.pem")),
             key_file: data_dir.join(s.string("key_file", "tls/key.pem")),
+            acme_directory: s.string("acme_directory", ""),
+            acme_contact: s.string("acme_contact", ""),
+            acme_ca_file: Some(s.string("acme_ca_file", ""))
+                .filter(|f| !f.is_empty())
+                .map(|f| data_dir.join(f)),
+            acme_check_secs: s.number("acme_check_secs", 43_200, 1, 7 * 86_400),
         };
         s.finish();
 
@@ -281,7 +297,19 @@ url = "{url}"
 max_connections = 10
 
 [tls]
-# PEM certificate chain and key. `tinydc init` made a self-signed pair; replace them with real ones.
+# PEM certificate chain and key. `tinydc init` made a self-signed pair; replace them with real
+# ones (e.g. certbot's fullchain.pem and privkey.pem, copied here by a deploy hook). Every daemon
+# notices new files within a few seconds and presents them to new connections, no restart; a
+# pair that does not load is logged and the old one kept.
+# Or let tinydc-davd get them from an ACME CA (RFC 8555) for the host name and autoconfig.<domain>
+# of every domain, answering the CA's TLS-ALPN-01 check on its HTTPS port (which must be reachable
+# from the internet on port 443): set the CA's directory, e.g.
+# acme_directory = "https://acme-v02.api.letsencrypt.org/directory"
+acme_directory = ""
+# An e-mail address the CA may write to about your certificates (optional).
+acme_contact = ""
+# Seconds between checks; a certificate with less than 30 days left is renewed.
+acme_check_secs = 43200
 cert_file = "tls/cert.pem"
 key_file = "tls/key.pem"
 
@@ -352,6 +380,20 @@ mod tests {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
         assert_eq!(problems.len(), 6, "{all}");
+    }
+
+    /// Issue #10: no public DNS resolver unless the operator names one.
+    #[test]
+    fn the_dns_fallback_is_off_unless_named() {
+        let config = Config::parse("", Path::new("/d")).unwrap();
+        assert_eq!(config.smtp.dns_fallback, "");
+        let config = Config::parse("[smtp]\ndns_fallback = \"quad9-tls\"\n", Path::new("/d")).unwrap();
+        assert_eq!(config.smtp.dns_fallback, "quad9-tls");
+        let problems = Config::parse("[smtp]\ndns_fallback = \"8.8.8.8\"\n", Path::new("/d")).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.starts_with("smtp.dns_fallback:")),
+            "{problems:?}"
+        );
     }
 
     #[test]

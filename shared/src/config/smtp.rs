@@ -49,7 +49,14 @@ pub struct SmtpConfig {
     pub queue_retry_secs: u64,
     /// Seconds a message may stay in the outbound queue before it is bounced (5 days).
     pub queue_lifetime_secs: u64,
+    /// A public resolver to ask when the system's (/etc/resolv.conf) cannot be used: one of
+    /// [`DNS_FALLBACKS`]. Empty (the default): none, lookups fail until the system's works, and
+    /// no looked-up name goes to a third party.
+    pub dns_fallback: String,
 }
+
+/// The values of `[smtp] dns_fallback`: off, or a public resolver over UDP/TCP or DNS-over-TLS.
+pub const DNS_FALLBACKS: &[&str] = &["", "cloudflare", "cloudflare-tls", "google", "quad9", "quad9-tls"];
 
 /// `[smtp.smarthost]`
 #[derive(Debug, Clone)]
@@ -99,6 +106,11 @@ junk_on_fail = true
 # to the sender after this long (5 days).
 queue_retry_secs = 60
 queue_lifetime_secs = 432000
+# DNS: only the system's resolver (/etc/resolv.conf) is asked. When it cannot be used, lookups
+# fail (mail waits in the queue) unless this names a public resolver to ask instead, which then
+# sees the domains of everyone your users write to or hear from: "" (off), "cloudflare",
+# "cloudflare-tls", "google", "quad9" or "quad9-tls" (-tls: DNS over TLS).
+dns_fallback = ""
 
 # Outgoing mail through a relay (many home connections block port 25):
 # [smtp.smarthost]
@@ -136,6 +148,7 @@ impl SmtpConfig {
             routes: s.string_map("routes"),
             queue_retry_secs: s.number("queue_retry_secs", 60, 1, 86_400),
             queue_lifetime_secs: s.number("queue_lifetime_secs", 432_000, 0, 30 * 86_400),
+            dns_fallback: s.string("dns_fallback", ""),
         };
         let smarthost = s.table("smarthost");
         s.finish();
@@ -162,6 +175,13 @@ impl SmtpConfig {
                 ));
             }
             config.smarthost = Some(smarthost);
+        }
+        if !DNS_FALLBACKS.contains(&config.dns_fallback.as_str()) {
+            problems.push(format!(
+                "smtp.dns_fallback: {:?} is not one of \"\" (off), {}",
+                config.dns_fallback,
+                DNS_FALLBACKS[1..].join(", ")
+            ));
         }
         config
     }

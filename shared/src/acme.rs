@@ -1,0 +1,256 @@
+//! Certificates from an ACME CA (RFC 8555), e.g. Let's Encrypt, for the mail host name and
+//! `autoconfig.<domain>` of every domain, answered with TLS-ALPN-01 (RFC 8737) by the process
+//! that runs it (davd, on its HTTPS listener, through [`CertStore`]'s challenge certificates).
+//! The account key is kept in `DATA/acme/account.json` (mode 0600); the issued pair is written
+//! to `[tls] cert_file`/`key_file`, where every daemon's [`CertStore`] picks it up. A check runs
+//! at start and every `[tls] acme_check_secs`: a new certificate is ordered when the files do
+//! not load, do not name every name, or have less than [`RENEW_BEFORE`] left.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use crate::context::Context;
+use crate::net::Shutdown;
+use crate::tls::CertStore;
+
+/// Renew when less than this is left (Let's Encrypt issues for 90 days or less).
+pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
+
+/// The names one certificate must cover: the host name, then `autoconfig.<domain>` of each
+/// domain (Thunderbird's autoconfig over HTTPS), without duplicates.
+pub fn names(hostname: &str, domains: &[String]) -> Vec<String> {
+    let mut names = vec![hostname.to_ascii_lowercase()];
+    for d in domains {
+        let name = format!("autoconfig.{}", d.to_ascii_lowercase());
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Why the certificate in `cert_file` needs replacing for `names` at `now` (seconds since the
+/// epoch), or `None` when it is fine.
+pub fn renewal_reason(cert_file: &Path, names: &[String], now: i64) -> Option<String> {
+    let der = match CertificateDer::pem_file_iter(cert_file).ok().and_then(|mut i| i.next()) {
+        Some(Ok(der)) => der,
+        _ => return Some(format!("{} holds no certificate", cert_file.display())),
+    };
+    let (_, cert) = match x509_parser::parse_x509_certificate(&der) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(format!("{} does not parse: {e}", cert_file.display())),
+    };
+    let mut covered: Vec<String> = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(n) = name {
+                covered.push(n.to_ascii_lowercase());
+            }
+        }
+    }
+    if let Some(missing) = names.iter().find(|n| !covered.contains(n)) {
+        return Some(format!("the certificate does not name {missing}"));
+    }
+    let left = cert.validity().not_after.timestamp() - now;
+    if left < RENEW_BEFORE.as_secs() as i64 {
+        return Some(format!("the certificate has {} days left", left / 86_400));
+    }
+    None
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().context("a file path has a folder")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension("acme-tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// The ACME account: loaded from `DATA/acme/account.json`, or registered and saved there.
+async fn account(ctx: &Context) -> anyhow::Result<Account> {
+    let tls = &ctx.config.tls;
+    let builder = || -> anyhow::Result<_> {
+        Ok(match &tls.acme_ca_file {
+            Some(ca) => Account::builder_with_root(ca)?,
+            None => Account::builder()?,
+        })
+    };
+    let file = ctx.config.data_dir.join("acme/account.json");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let credentials: AccountCredentials =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", file.display()))?;
+        return Ok(builder()?.from_credentials(credentials).await?);
+    }
+    let contact = (!tls.acme_contact.is_empty()).then(|| format!("mailto:{}", tls.acme_contact));
+    let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let (account, credentials) = builder()?
+        .create(
+            &NewAccount {
+                contact: &contacts,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            tls.acme_directory.clone(),
+            None,
+        )
+        .await?;
+    write_atomic(&file, serde_json::to_string(&credentials)?.as_bytes(), 0o600)?;
+    tracing::info!("registered an ACME account at {}", tls.acme_directory);
+    Ok(account)
+}
+
+/// Order, answer (TLS-ALPN-01) and install a certificate for `names`.
+async fn issue(ctx: &Context, store: &CertStore, names: &[String]) -> anyhow::Result<()> {
+    let account = account(ctx).await?;
+    let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
+    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let mut answered = Vec::new();
+    // Whatever happens, the challenge certificates are dropped when the order is done with.
+    let status = async {
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                status => bail!("authorization is {status:?}"),
+            }
+            let mut challenge = authz
+                .challenge(ChallengeType::TlsAlpn01)
+                .context("the CA offers no tls-alpn-01 challenge")?;
+            let name = match &challenge.identifier().identifier {
+                Identifier::Dns(name) => name.clone(),
+                other => bail!("cannot answer for {other:?}"),
+            };
+            // RFC 8737 §3: a self-signed certificate for the name with the critical
+            // id-pe-acmeIdentifier extension holding SHA-256 of the key authorization.
+            let digest = challenge.key_authorization().digest();
+            let mut params = rcgen::CertificateParams::new(vec![name.clone()])?;
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::new_acme_identifier(digest.as_ref()));
+            let key = rcgen::KeyPair::generate()?;
+            let cert = params.self_signed(&key)?;
+            store.set_challenge(&name, cert.der().clone(), key.serialize_der())?;
+            answered.push(name);
+            challenge.set_ready().await?;
+        }
+        Ok::<_, anyhow::Error>(order.poll_ready(&RetryPolicy::default()).await?)
+    }
+    .await;
+    for name in &answered {
+        store.clear_challenge(name);
+    }
+    let status = status?;
+    if status != OrderStatus::Ready {
+        bail!("the order is {status:?}, not ready (did the CA reach this server's HTTPS port as every name?)");
+    }
+    let key_pem = order.finalize().await?;
+    let chain_pem = order.poll_certificate(&RetryPolicy::default()).await?;
+    let tls = &ctx.config.tls;
+    // Key first: until the certificate follows, the pair does not match and CertStore keeps the
+    // old one; then the certificate, and the pair loads.
+    write_atomic(&tls.key_file, key_pem.as_bytes(), 0o600)?;
+    write_atomic(&tls.cert_file, chain_pem.as_bytes(), 0o644)?;
+    tracing::info!("installed a new certificate for {}", names.join(", "));
+    Ok(())
+}
+
+/// Check now and then every `[tls] acme_check_secs`, renewing when due, until shutdown.
+pub async fn run(ctx: Arc<Context>, store: Arc<CertStore>, shutdown: Shutdown) {
+    let every = Duration::from_secs(ctx.config.tls.acme_check_secs);
+    loop {
+        let domains = crate::accounts::list_domains(&ctx.db).await.unwrap_or_else(|e| {
+            tracing::warn!("ACME: cannot list domains: {e}");
+            Vec::new()
+        });
+        let names = names(&ctx.config.server.hostname, &domains);
+        let now = chrono::Utc::now().timestamp();
+        if let Some(reason) = renewal_reason(&ctx.config.tls.cert_file, &names, now) {
+            tracing::info!("ACME: ordering a certificate for {} ({reason})", names.join(", "));
+            if let Err(e) = issue(&ctx, &store, &names).await {
+                tracing::error!("ACME: no certificate this time, will try again: {e:#}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_names_are_the_host_and_each_autoconfig() {
+        let domains = vec!["Example.org".to_string(), "example.net".into(), "example.org".into()];
+        assert_eq!(
+            names("Mail.Example.org", &domains),
+            ["mail.example.org", "autoconfig.example.org", "autoconfig.example.net"]
+        );
+    }
+
+    fn write_cert(dir: &Path, names: &[&str], not_after: Option<(i32, u8, u8)>) -> std::path::PathBuf {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        if let Some((y, m, d)) = not_after {
+            params.not_after = rcgen::date_time_ymd(y, m, d);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let file = dir.join("cert.pem");
+        std::fs::write(&file, params.self_signed(&key).unwrap().pem()).unwrap();
+        file
+    }
+
+    #[test]
+    fn renewal_is_due_for_missing_names_little_time_left_or_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = vec!["mail.example.org".to_string(), "autoconfig.example.org".into()];
+        // 2026-12-01 00:00 UTC.
+        let now = 1_796_083_200;
+        let file = write_cert(
+            dir.path(),
+            &["mail.example.org", "autoconfig.example.org"],
+            Some((2027, 3, 1)),
+        );
+        assert_eq!(renewal_reason(&file, &want, now), None, "90 days left");
+        let file = write_cert(
+            dir.path(),
+            &["mail.example.org", "autoconfig.example.org"],
+            Some((2026, 12, 20)),
+        );
+        assert!(renewal_reason(&file, &want, now).unwrap().contains("days left"));
+        let file = write_cert(dir.path(), &["mail.example.org", "localhost"], None);
+        assert!(
+            renewal_reason(&file, &want, now)
+                .unwrap()
+                .contains("autoconfig.example.org")
+        );
+        std::fs::write(&file, "junk").unwrap();
+        assert!(renewal_reason(&file, &want, now).is_some());
+        assert!(renewal_reason(&dir.path().join("none.pem"), &want, now).is_some());
+    }
+}
