@@ -1,5 +1,5 @@
-//! The intent journal: file usage and the file tree agree across a crash (DESIGN.md
-//! "Durability": "never ... usage that disagrees with what is stored").
+//! The intent journal: file usage and the file tree agree across a crash (docs/ARCHITECTURE.md,
+//! "Contracts": durability: "never ... usage that disagrees with what is stored").
 //!
 //! A quota change and the file system step it pays for cannot be one atomic act: the step
 //! (rename or unlink) is not in the database. So every PUT, COPY, DELETE and MOVE:

@@ -1,4 +1,4 @@
-//! Confining client paths to a user's tree (DESIGN.md "Isolation").
+//! Confining client paths to a user's tree (docs/ARCHITECTURE.md, "Contracts": isolation).
 //!
 //! dav-server has already percent-decoded and normalised the request path (`.` and `..`
 //! resolved, `..` above the root refused with 403, NUL and `/` inside a segment refused). Here

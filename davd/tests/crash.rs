@@ -1,4 +1,4 @@
-//! DESIGN.md "Durability": a crash at any moment leaves either the old state or the new one,
+//! docs/ARCHITECTURE.md, "Contracts", durability: a crash at any moment leaves either the old state or the new one,
 //! never usage that disagrees with the tree. Each test stops a PUT, COPY, DELETE or MOVE at a
 //! point of its commit (the journal's test hook, or by building the leftover state by hand),
 //! restarts davd on the same database and data directory, and checks the content, that

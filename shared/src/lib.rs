@@ -1,7 +1,7 @@
 //! tinydc's shared core, used by the three daemons (`tinydc-smtpd`, `tinydc-imapd`,
 //! `tinydc-davd`) and the admin CLI (`tinydc`).
 //!
-//! Every module here keeps one of the contracts of DESIGN.md: durability (blobs, mailstore),
+//! Every module here keeps one of the contracts of docs/ARCHITECTURE.md: durability (blobs, mailstore),
 //! quota (quota), isolation (every mailstore and quota call takes the user it acts for),
 //! authentication (auth) and bad input (config reports every error at once).
 

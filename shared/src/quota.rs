@@ -1,4 +1,4 @@
-//! One storage limit per user over mail bytes + file bytes (DESIGN.md "Quota").
+//! One storage limit per user over mail bytes + file bytes (docs/ARCHITECTURE.md, "Contracts": quota).
 //!
 //! A write first [`reserve`]s its expected size, which is refused when usage plus every live
 //! reservation plus the request would pass the limit. The check and the insert run under a lock

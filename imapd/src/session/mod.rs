@@ -238,7 +238,7 @@ pub struct Session {
     pub condstore: bool,
     /// RFC 6855: UTF8=ACCEPT was enabled.
     pub utf8: bool,
-    /// Quota reserved for the APPEND whose literal is being read (DESIGN.md: reserve first).
+    /// Quota reserved for the APPEND whose literal is being read (docs/ARCHITECTURE.md, "Contracts": quota, reserve first).
     pub reservation: Option<Reservation>,
     /// The memory budget for literals shared by all sessions, and this command's share of it.
     literal_budget: budget::LiteralBudget,

@@ -3,9 +3,9 @@
 //!
 //! `store` drives the mail store in-process. The others ([`suite`]) start the real daemon
 //! binaries found next to `tinydc` on free 127.0.0.1 ports and talk to them over real sockets as
-//! mail and file clients do; each figure is printed beside what the classic stack (Postfix,
-//! Dovecot, Apache mod_dav) does on the same kind of machine (DESIGN.md "Design toward these
-//! figures").
+//! mail and file clients do; each figure is printed beside the classic stack's (Postfix,
+//! Dovecot, Apache mod_dav) figure from the project's starting design, measured once on the same
+//! kind of machine, not in this run (the printed column says so).
 
 mod dav;
 mod http;
