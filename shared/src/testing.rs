@@ -38,6 +38,7 @@ pub fn debian_package(tool: &str) -> &str {
         "pebble-challtestsrv" => "pebble",
         "initdb" | "pg_ctl" | "postgres" => "postgresql",
         "kill" | "pkill" | "ps" => "procps",
+        "systemd-analyze" => "systemd",
         other => other,
     }
 }
