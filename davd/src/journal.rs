@@ -318,11 +318,11 @@ impl Journal {
     /// At start, before serving: finish every user's leftover steps. A user whose recovery
     /// fails is retried before their next request.
     pub async fn recover_all(self: &Arc<Self>) -> anyhow::Result<()> {
-        let users: Vec<(i64, String)> =
-            sqlx::query_as("SELECT DISTINCT u.id, u.address FROM dav_journal j JOIN users u ON u.id = j.user_id")
-                .fetch_all(&self.db)
-                .await?;
-        for (user_id, address) in users {
+        let users = sqlx::query!("SELECT DISTINCT u.id, u.address FROM dav_journal j JOIN users u ON u.id = j.user_id")
+            .fetch_all(&self.db)
+            .await?;
+        for u in users {
+            let (user_id, address) = (u.id, u.address);
             self.set_dirty(user_id, true);
             let root = self.root_of(&address);
             if let Err(e) = self.lock(user_id, &root).await {
@@ -354,16 +354,16 @@ impl UserGuard {
         let (path, source) = step.stored(&self.root)?;
         self.clearing = self.log.done.len();
         // A data-modifying WITH runs whether or not it is referenced: one round trip.
-        let id: i64 = sqlx::query_scalar(
+        let id: i64 = sqlx::query_scalar!(
             "WITH done AS (DELETE FROM dav_journal WHERE id = ANY($1))
              INSERT INTO dav_journal (user_id, op, path, source, ino) VALUES ($2, $3, $4, $5, $6) RETURNING id",
+            &self.log.done,
+            self.user_id,
+            step.op(),
+            path,
+            source,
+            step.ino() as i64,
         )
-        .bind(&self.log.done)
-        .bind(self.user_id)
-        .bind(step.op())
-        .bind(path)
-        .bind(source)
-        .bind(step.ino() as i64)
         .fetch_one(conn)
         .await
         .map_err(db_error)?;
@@ -375,8 +375,7 @@ impl UserGuard {
         if self.log.done.is_empty() {
             return Ok(());
         }
-        sqlx::query("DELETE FROM dav_journal WHERE id = ANY($1)")
-            .bind(&self.log.done)
+        sqlx::query!("DELETE FROM dav_journal WHERE id = ANY($1)", &self.log.done)
             .execute(&self.journal.db)
             .await
             .map_err(db_error)?;
@@ -437,11 +436,15 @@ impl UserGuard {
     /// Finish or settle every row of this user; recount usage if a step was lost.
     async fn recover(&mut self) -> anyhow::Result<()> {
         let db = self.journal.db.clone();
-        let rows: Vec<Row> =
-            sqlx::query_as("SELECT id, op, path, source, ino FROM dav_journal WHERE user_id = $1 ORDER BY id")
-                .bind(self.user_id)
-                .fetch_all(&db)
-                .await?;
+        let rows: Vec<Row> = sqlx::query!(
+            "SELECT id, op, path, source, ino FROM dav_journal WHERE user_id = $1 ORDER BY id",
+            self.user_id,
+        )
+        .fetch_all(&db)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r.op, r.path, r.source, r.ino))
+        .collect();
         let mut recount = false;
         let mut ids = Vec::with_capacity(rows.len());
         for (id, op, path, source, ino) in rows {
@@ -479,8 +482,7 @@ impl UserGuard {
             }
         }
         let mut tx = db.begin().await?;
-        sqlx::query("DELETE FROM dav_journal WHERE id = ANY($1)")
-            .bind(&ids)
+        sqlx::query!("DELETE FROM dav_journal WHERE id = ANY($1)", &ids)
             .execute(&mut *tx)
             .await?;
         if recount {

@@ -103,6 +103,7 @@ impl PgLocks {
         let all = match cached {
             Some(all) => all,
             None => {
+                // Built at run time (shares COLUMNS and LIVE), so not a checked macro.
                 let all: Vec<Row> = sqlx::query_as(&format!(
                     "SELECT {COLUMNS} FROM dav_locks WHERE user_id = $1 AND {LIVE} ORDER BY created_at"
                 ))
@@ -149,6 +150,7 @@ impl PgLocks {
     /// Live locks on `key`'s ancestors that reach it (deep ones) and on `key` itself.
     async fn covering(&self, key: &str) -> Result<Vec<Row>, sqlx::Error> {
         let chain = paths::ancestors_and_self(key);
+        // Built at run time (shares COLUMNS and LIVE), so not a checked macro.
         sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM dav_locks WHERE user_id = $1 AND {LIVE} AND path = ANY($2)
              AND (deep OR path = $3) ORDER BY created_at"
@@ -163,6 +165,7 @@ impl PgLocks {
     /// Live locks strictly below `key`.
     async fn below(&self, key: &str) -> Result<Vec<Row>, sqlx::Error> {
         let pattern = if key == "/" { "/".to_string() } else { format!("{key}/") };
+        // Built at run time (shares COLUMNS and LIVE), so not a checked macro.
         sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM dav_locks WHERE user_id = $1 AND {LIVE}
              AND left(path, length($2)) = $2 AND path <> $3 ORDER BY created_at"
@@ -178,6 +181,7 @@ impl PgLocks {
     /// refreshes or removes: the request URI may be anywhere inside the locked tree).
     async fn find_token(&self, key: &str, token: &str) -> Result<Option<Row>, sqlx::Error> {
         let chain = paths::ancestors_and_self(key);
+        // Built at run time (shares COLUMNS and LIVE), so not a checked macro.
         sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM dav_locks WHERE user_id = $1 AND {LIVE} AND token = $2 AND path = ANY($3)"
         ))
@@ -209,14 +213,18 @@ impl PgLocks {
     ) -> Result<Result<DavLock, DavLock>, sqlx::Error> {
         let mut tx = self.db.begin().await?;
         // One locker at a time per user, so two LOCKs cannot both see "no conflict".
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tinydc-dav-locks'), $1::int)")
-            .bind((self.user_id % i64::from(i32::MAX)) as i32)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM dav_locks WHERE user_id = $1 AND timeout_at <= now()")
-            .bind(self.user_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            r#"SELECT pg_advisory_xact_lock(hashtext('tinydc-dav-locks'), $1::int) AS "locked: ()""#,
+            (self.user_id % i64::from(i32::MAX)) as i32,
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "DELETE FROM dav_locks WHERE user_id = $1 AND timeout_at <= now()",
+            self.user_id
+        )
+        .execute(&mut *tx)
+        .await?;
         let mut existing = self.covering(key).await?;
         if deep {
             existing.extend(self.below(key).await?);
@@ -230,18 +238,18 @@ impl PgLocks {
         let token = format!("urn:uuid:{}", uuid::Uuid::new_v4());
         let owner_xml = owner.and_then(owner_to_xml);
         let secs = timeout.map(|t| t.as_secs() as i64);
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO dav_locks (token, user_id, path, principal, owner, timeout_at, timeout_secs, shared, deep)
-             VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6::float8), $6, $7, $8)",
+             VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6::bigint::float8), $6, $7, $8)",
+            token,
+            self.user_id,
+            key,
+            principal,
+            owner_xml,
+            secs,
+            shared,
+            deep,
         )
-        .bind(&token)
-        .bind(self.user_id)
-        .bind(key)
-        .bind(principal)
-        .bind(&owner_xml)
-        .bind(secs)
-        .bind(shared)
-        .bind(deep)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -366,11 +374,13 @@ impl DavLockSystem for PgLocks {
             let Some(row) = self.token_for_change("unlock", &key, &token).await else {
                 return Err(());
             };
-            let r = sqlx::query("DELETE FROM dav_locks WHERE user_id = $1 AND token = $2")
-                .bind(self.user_id)
-                .bind(&row.token)
-                .execute(&self.db)
-                .await;
+            let r = sqlx::query!(
+                "DELETE FROM dav_locks WHERE user_id = $1 AND token = $2",
+                self.user_id,
+                row.token
+            )
+            .execute(&self.db)
+            .await;
             log_db("unlock", r).map(|_| ()).ok_or(())
         }
         .boxed()
@@ -393,13 +403,13 @@ impl DavLockSystem for PgLocks {
                     .unwrap_or(DEFAULT_TIMEOUT.as_secs() as i64)
                     .clamp(0, MAX_TIMEOUT.as_secs() as i64),
             };
-            let r = sqlx::query(
-                "UPDATE dav_locks SET timeout_at = now() + make_interval(secs => $3::float8), timeout_secs = $3
+            let r = sqlx::query!(
+                "UPDATE dav_locks SET timeout_at = now() + make_interval(secs => $3::bigint::float8), timeout_secs = $3
                  WHERE user_id = $1 AND token = $2",
+                self.user_id,
+                row.token,
+                secs,
             )
-            .bind(self.user_id)
-            .bind(&row.token)
-            .bind(secs)
             .execute(&self.db)
             .await;
             log_db("refresh", r).ok_or(())?;
@@ -446,12 +456,12 @@ impl DavLockSystem for PgLocks {
         let key = paths::key(path);
         async move {
             self.forget_known();
-            let r = sqlx::query(
+            let r = sqlx::query!(
                 "DELETE FROM dav_locks WHERE user_id = $1
                  AND (path = $2 OR $2 = '/' OR left(path, length($2) + 1) = $2 || '/')",
+                self.user_id,
+                key,
             )
-            .bind(self.user_id)
-            .bind(&key)
             .execute(&self.db)
             .await;
             log_db("delete", r).map(|_| ()).ok_or(())

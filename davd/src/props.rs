@@ -28,37 +28,41 @@ pub async fn patch(
         let namespace = prop.namespace.clone().unwrap_or_default();
         if set {
             let xml = prop.xml.clone().unwrap_or_default();
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO dav_props (user_id, path, namespace, name, prefix, xml) VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (user_id, path, namespace, name) DO UPDATE SET prefix = EXCLUDED.prefix, xml = EXCLUDED.xml",
+                user_id,
+                key,
+                namespace,
+                prop.name,
+                prop.prefix,
+                xml,
             )
-            .bind(user_id)
-            .bind(key)
-            .bind(&namespace)
-            .bind(&prop.name)
-            .bind(&prop.prefix)
-            .bind(&xml)
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
         } else {
-            sqlx::query("DELETE FROM dav_props WHERE user_id = $1 AND path = $2 AND namespace = $3 AND name = $4")
-                .bind(user_id)
-                .bind(key)
-                .bind(&namespace)
-                .bind(&prop.name)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            sqlx::query!(
+                "DELETE FROM dav_props WHERE user_id = $1 AND path = $2 AND namespace = $3 AND name = $4",
+                user_id,
+                key,
+                namespace,
+                prop.name,
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         }
         out.push((StatusCode::OK, without_value(&prop)));
     }
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM dav_props WHERE user_id = $1 AND path = $2")
-        .bind(user_id)
-        .bind(key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
+    let count: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM dav_props WHERE user_id = $1 AND path = $2"#,
+        user_id,
+        key,
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_error)?;
     if count > MAX_PROPS_PER_RESOURCE {
         tracing::warn!(user_id, key, count, "PROPPATCH refused: too many dead properties");
         tx.rollback().await.map_err(db_error)?;
@@ -81,7 +85,6 @@ fn without_value(p: &DavProp) -> DavProp {
 }
 
 type PropRow = (String, String, Option<String>, Vec<u8>);
-type ChildRow = (String, String, String, Option<String>, Vec<u8>);
 
 fn to_prop((namespace, name, prefix, xml): PropRow, with_value: bool) -> DavProp {
     DavProp {
@@ -94,26 +97,29 @@ fn to_prop((namespace, name, prefix, xml): PropRow, with_value: bool) -> DavProp
 
 /// Every dead property of a resource.
 pub async fn list(db: &PgPool, user_id: i64, key: &str, with_values: bool) -> Result<Vec<DavProp>, FsError> {
-    let rows: Vec<PropRow> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT namespace, name, prefix, xml FROM dav_props WHERE user_id = $1 AND path = $2 ORDER BY namespace, name",
+        user_id,
+        key,
     )
-    .bind(user_id)
-    .bind(key)
     .fetch_all(db)
     .await
     .map_err(db_error)?;
-    Ok(rows.into_iter().map(|r| to_prop(r, with_values)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| to_prop((r.namespace, r.name, r.prefix, r.xml), with_values))
+        .collect())
 }
 
 /// One dead property's XML.
 pub async fn get(db: &PgPool, user_id: i64, key: &str, prop: &DavProp) -> Result<Vec<u8>, FsError> {
-    let xml: Option<Vec<u8>> = sqlx::query_scalar(
+    let xml: Option<Vec<u8>> = sqlx::query_scalar!(
         "SELECT xml FROM dav_props WHERE user_id = $1 AND path = $2 AND namespace = $3 AND name = $4",
+        user_id,
+        key,
+        prop.namespace.clone().unwrap_or_default(),
+        prop.name,
     )
-    .bind(user_id)
-    .bind(key)
-    .bind(prop.namespace.clone().unwrap_or_default())
-    .bind(&prop.name)
     .fetch_optional(db)
     .await
     .map_err(db_error)?;
@@ -125,6 +131,7 @@ const AT_OR_BELOW: &str = "(path = $2 OR $2 = '/' OR left(path, length($2) + 1) 
 
 /// Inside a transaction: forget the properties of `key` and everything below it.
 pub async fn delete_tree(conn: &mut PgConnection, user_id: i64, key: &str) -> Result<(), sqlx::Error> {
+    // Built at run time (shares AT_OR_BELOW), so not a checked macro.
     sqlx::query(&format!("DELETE FROM dav_props WHERE user_id = $1 AND {AT_OR_BELOW}"))
         .bind(user_id)
         .bind(key)
@@ -137,6 +144,7 @@ pub async fn delete_tree(conn: &mut PgConnection, user_id: i64, key: &str) -> Re
 /// was at `to`.
 pub async fn move_tree(conn: &mut PgConnection, user_id: i64, from: &str, to: &str) -> Result<(), sqlx::Error> {
     delete_tree(conn, user_id, to).await?;
+    // Built at run time (shares AT_OR_BELOW), so not a checked macro.
     sqlx::query(&format!(
         "UPDATE dav_props SET path = $3 || substr(path, length($2) + 1) WHERE user_id = $1 AND {AT_OR_BELOW}"
     ))
@@ -150,18 +158,16 @@ pub async fn move_tree(conn: &mut PgConnection, user_id: i64, from: &str, to: &s
 
 /// Inside a transaction: copy the properties of the single resource `from` to `to`.
 pub async fn copy_one(conn: &mut PgConnection, user_id: i64, from: &str, to: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM dav_props WHERE user_id = $1 AND path = $2")
-        .bind(user_id)
-        .bind(to)
+    sqlx::query!("DELETE FROM dav_props WHERE user_id = $1 AND path = $2", user_id, to)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO dav_props (user_id, path, namespace, name, prefix, xml)
          SELECT user_id, $3, namespace, name, prefix, xml FROM dav_props WHERE user_id = $1 AND path = $2",
+        user_id,
+        from,
+        to,
     )
-    .bind(user_id)
-    .bind(from)
-    .bind(to)
     .execute(conn)
     .await?;
     Ok(())
@@ -169,12 +175,12 @@ pub async fn copy_one(conn: &mut PgConnection, user_id: i64, from: &str, to: &st
 
 /// Windows' stored creation time (see win32.rs) of one resource.
 pub async fn win32_created(db: &PgPool, user_id: i64, key: &str) -> Result<Option<std::time::SystemTime>, FsError> {
-    let xml: Option<Vec<u8>> = sqlx::query_scalar(
+    let xml: Option<Vec<u8>> = sqlx::query_scalar!(
         "SELECT xml FROM dav_props WHERE user_id = $1 AND path = $2 AND namespace = $3 AND name = 'Win32CreationTime'",
+        user_id,
+        key,
+        crate::win32::NS,
     )
-    .bind(user_id)
-    .bind(key)
-    .bind(crate::win32::NS)
     .fetch_optional(db)
     .await
     .map_err(db_error)?;
@@ -194,22 +200,22 @@ pub async fn list_children(
     key: &str,
 ) -> Result<std::collections::HashMap<String, Vec<DavProp>>, FsError> {
     let pattern = if key == "/" { "/".to_string() } else { format!("{key}/") };
-    let rows: Vec<ChildRow> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT path, namespace, name, prefix, xml FROM dav_props WHERE user_id = $1
          AND left(path, length($2)) = $2 AND path <> $3 AND strpos(substr(path, length($2) + 1), '/') = 0
          ORDER BY path, namespace, name",
+        user_id,
+        pattern,
+        key,
     )
-    .bind(user_id)
-    .bind(&pattern)
-    .bind(key)
     .fetch_all(db)
     .await
     .map_err(db_error)?;
     let mut out: std::collections::HashMap<String, Vec<DavProp>> = std::collections::HashMap::new();
-    for (path, namespace, name, prefix, xml) in rows {
-        out.entry(path)
+    for r in rows {
+        out.entry(r.path)
             .or_default()
-            .push(to_prop((namespace, name, prefix, xml), true));
+            .push(to_prop((r.namespace, r.name, r.prefix, r.xml), true));
     }
     Ok(out)
 }
@@ -233,6 +239,7 @@ pub async fn copy_tree(
     deep: bool,
 ) -> Result<(), sqlx::Error> {
     let scope = if deep { AT_OR_BELOW } else { "path = $2" };
+    // Built at run time (the scope depends on `deep`), so not a checked macro.
     sqlx::query(&format!(
         "INSERT INTO dav_props (user_id, path, namespace, name, prefix, xml)
          SELECT user_id, CASE WHEN $3 = '/' THEN '' ELSE $3 END || substr(path, length($2) + 1), namespace, name, prefix, xml
