@@ -229,6 +229,35 @@ pub async fn add_ref(conn: &mut PgConnection, id: &BlobId, size: u64, count: i64
     Ok(())
 }
 
+/// Inside a transaction: lock the rows of `ids` in ascending id order (the mail store's lock
+/// order, docs/ARCHITECTURE.md; repeats allowed), so concurrent writers cannot deadlock.
+pub async fn lock(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!("SELECT id FROM blobs WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Inside a transaction: one more reference to each of `ids`, already stored (a copy of a
+/// message; repeats count once each).
+pub async fn add_refs(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        "WITH refs AS (SELECT id, count(*) AS n FROM unnest($1::text[]) AS t(id) GROUP BY id)
+         UPDATE blobs SET refcount = blobs.refcount + refs.n, zero_since = NULL
+         FROM refs WHERE blobs.id = refs.id",
+        ids,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Inside a transaction: drop `count` references to each of `ids` (repeats allowed).
 pub async fn drop_refs(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<()> {
     if ids.is_empty() {

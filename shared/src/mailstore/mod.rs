@@ -20,7 +20,7 @@
 //!    and `refund` update the same row);
 //! 2. `mailboxes` rows, ascending id;
 //! 3. `messages` rows (only ever under their mailbox's lock);
-//! 4. `blobs` rows, ascending id ([`lock_blobs`]);
+//! 4. `blobs` rows, ascending id (`blobs::lock`);
 //! 5. `quota_reservations` rows (deleted by id, never waited on while holding them).
 //!
 //! deliver/append, copy, move, expunge, store, create, rename and delete mailbox all follow it.
@@ -1170,25 +1170,17 @@ impl MailStore {
             )
             .await?;
         } else {
-            // One more reference per copy; the blob rows locked in id order first.
+            // One more reference per copy (one id per message); the blob rows locked in id
+            // order first.
             let blob_ids: Vec<String> = sqlx::query_scalar!(
-                "SELECT DISTINCT blob_id FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)",
+                "SELECT blob_id FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)",
                 from,
                 &source_uids
             )
             .fetch_all(&mut *tx)
             .await?;
-            lock_blobs(&mut tx, &blob_ids).await?;
-            sqlx::query!(
-                "UPDATE blobs SET refcount = blobs.refcount + r.n, zero_since = NULL
-                 FROM (SELECT blob_id, count(*) AS n FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)
-                       GROUP BY blob_id) r
-                 WHERE blobs.id = r.blob_id",
-                from,
-                &source_uids
-            )
-            .execute(&mut *tx)
-            .await?;
+            blobs::lock(&mut tx, &blob_ids).await?;
+            blobs::add_refs(&mut tx, &blob_ids).await?;
         }
         events::notify(
             &mut tx,
@@ -1258,18 +1250,6 @@ async fn lock_user(conn: &mut PgConnection, user_id: i64) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Lock blob rows in ascending id order (step 4 of the lock order). A multi-row UPDATE locks
-/// rows in whatever order its plan visits them, so callers lock here first.
-async fn lock_blobs(conn: &mut PgConnection, ids: &[String]) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query!("SELECT id FROM blobs WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(())
-}
-
 /// Lock a mailbox row of the user (step 2; the caller holds the user's row).
 async fn lock_mailbox_row(conn: &mut PgConnection, user_id: i64, mailbox_id: i64) -> Result<(), StoreError> {
     let found: Option<i64> = sqlx::query_scalar!(
@@ -1317,7 +1297,7 @@ async fn release_messages(conn: &mut PgConnection, user_id: i64, removed: &[(Str
     let bytes: i64 = removed.iter().map(|r| r.1).sum();
     quota::refund(conn, user_id, Usage::Mail, bytes as u64).await?;
     let ids: Vec<String> = removed.iter().map(|r| r.0.clone()).collect();
-    lock_blobs(conn, &ids).await?;
+    blobs::lock(conn, &ids).await?;
     blobs::drop_refs(conn, &ids).await?;
     Ok(())
 }
@@ -1370,29 +1350,17 @@ pub async fn user_mail_bytes(conn: &mut PgConnection, user_id: i64) -> Result<u6
 /// with purge), dropping the blob references the messages held: blobs referenced by nobody
 /// else become sweepable. Usage is not refunded (the user row goes next).
 pub async fn purge_user_mail(conn: &mut PgConnection, user_id: i64) -> Result<(), sqlx::Error> {
-    // Lock order step 4: the blob rows in ascending id order before the multi-row UPDATE
-    // (which locks in whatever order its plan visits them). The aggregate keeps the ids on the
-    // server. Every other writer of this user's mailboxes waits on the user row the caller holds.
-    sqlx::query!(
-        "SELECT count(*) FROM (
-             SELECT id FROM blobs WHERE id IN (
-                 SELECT m.blob_id FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.user_id = $1)
-             ORDER BY id FOR UPDATE) locked",
+    // Lock order step 4: the blob rows in ascending id order (blobs::lock) before their
+    // references drop. Every other writer of this user's mailboxes waits on the user row the
+    // caller holds. One id per message: drop_refs counts repeats.
+    let ids: Vec<String> = sqlx::query_scalar!(
+        "SELECT m.blob_id FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.user_id = $1",
         user_id
     )
-    .fetch_one(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    sqlx::query!(
-        "WITH refs AS (
-             SELECT m.blob_id, count(*) AS n FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
-             WHERE b.user_id = $1 GROUP BY m.blob_id)
-         UPDATE blobs SET refcount = blobs.refcount - refs.n,
-                          zero_since = CASE WHEN blobs.refcount - refs.n = 0 THEN now() ELSE blobs.zero_since END
-         FROM refs WHERE blobs.id = refs.blob_id",
-        user_id
-    )
-    .execute(&mut *conn)
-    .await?;
+    blobs::lock(conn, &ids).await?;
+    blobs::drop_refs(conn, &ids).await?;
     // The messages go with their mailboxes (ON DELETE CASCADE).
     sqlx::query!("DELETE FROM mailboxes WHERE user_id = $1", user_id)
         .execute(&mut *conn)
