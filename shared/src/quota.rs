@@ -297,9 +297,21 @@ pub async fn release(db: &PgPool, reservation: Reservation) -> Result<(), QuotaE
     Ok(())
 }
 
+/// Give back several reservations at once, by id (a delivery whose transaction rolled back:
+/// its reservations were left in place).
+pub async fn release_ids(db: &PgPool, ids: &[i64]) -> Result<(), QuotaError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!("DELETE FROM quota_reservations WHERE id = ANY($1)", ids)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Inside the writer's transaction: turn the reservation into `actual` bytes of usage. When
 /// `actual` is more than was reserved, the excess must fit too, else `Exceeded` (and the caller
-/// rolls back). Sends a quota event at commit.
+/// rolls back).
 pub async fn commit(
     conn: &mut PgConnection,
     reservation: Reservation,

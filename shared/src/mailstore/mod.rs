@@ -21,7 +21,8 @@
 //! 2. `mailboxes` rows, ascending id;
 //! 3. `messages` rows (only ever under their mailbox's lock);
 //! 4. `blobs` rows, ascending id (`blobs::lock`);
-//! 5. `quota_reservations` rows (deleted by id, never waited on while holding them).
+//! 5. `quota_reservations` rows (through `quota`: deleted by id, never waited on while holding
+//!    them).
 //!
 //! deliver/append, copy, move, expunge, store, create, rename and delete mailbox all follow it.
 //! [`MailStore::claim_recent`] locks one mailbox row in a statement of its own and waits for
@@ -797,10 +798,7 @@ impl MailStore {
         let result = self.deliver_once(targets, raw, flags, internal_date).await;
         if result.is_err() && !reservations.is_empty() {
             // The rolled-back transaction left the reservations in place; give the space back.
-            if let Err(e) = sqlx::query!("DELETE FROM quota_reservations WHERE id = ANY($1)", &reservations)
-                .execute(&self.db)
-                .await
-            {
+            if let Err(e) = quota::release_ids(&self.db, &reservations).await {
                 tracing::warn!("releasing reservations after a failed delivery: {e}");
             }
         }
