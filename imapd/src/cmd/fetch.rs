@@ -4,9 +4,9 @@
 
 use shared::mailstore::{FlagOp, StoredMessage};
 
-use crate::fetch::{mime, structure};
+use crate::fetch::mime;
 use crate::session::{CmdResult, Code, Failure, Reply, Session, State};
-use crate::wire::encode;
+use crate::wire::fetch_response::{BodyName, FetchAttr, FetchResponse};
 use crate::wire::parse::{FetchItem, Section, SectionText};
 use crate::wire::sequence::SequenceSet;
 
@@ -204,63 +204,70 @@ impl Session {
         let mut pieces = Vec::new();
         let selected = self.selected()?;
         let i = seq as usize - 1;
-        let mut out = format!("* {seq} FETCH (").into_bytes();
-        let mut first = true;
-        let mut sep = |out: &mut Vec<u8>| {
-            if !first {
-                out.push(b' ');
-            }
-            first = false;
+        let recent = selected.is_recent(uid);
+        let flags = FetchAttr::Flags {
+            flags: &selected.flags[i],
+            recent,
         };
+        // RFC 3501 §7.4.2: `* n FETCH (...)`, written by wire/fetch_response.rs; the literal
+        // of a whole message is only announced there and streamed from its file in between.
+        let mut out = Vec::new();
+        let mut response = FetchResponse::open(&mut out, seq);
         let missing = || Failure::Reply(Reply::no("message metadata unavailable").code(Code::ServerBug));
         for item in items {
-            sep(&mut out);
             match item {
-                FetchItem::Uid => out.extend_from_slice(format!("UID {uid}").as_bytes()),
-                FetchItem::Flags => {
-                    out.extend_from_slice(b"FLAGS ");
-                    selected.flag_list(&mut out, i);
-                }
-                FetchItem::ModSeq => out.extend_from_slice(format!("MODSEQ ({})", selected.modseqs[i]).as_bytes()),
+                FetchItem::Uid => response.attr(&mut out, FetchAttr::Uid(uid)),
+                FetchItem::Flags => response.attr(&mut out, flags),
+                FetchItem::ModSeq => response.attr(&mut out, FetchAttr::ModSeq(selected.modseqs[i])),
                 FetchItem::InternalDate => {
                     let m = message.ok_or_else(missing)?;
-                    out.extend_from_slice(
-                        format!("INTERNALDATE \"{}\"", m.internal_date.format("%d-%b-%Y %H:%M:%S +0000")).as_bytes(),
-                    );
+                    response.attr(&mut out, FetchAttr::InternalDate(m.internal_date));
                 }
                 FetchItem::Rfc822Size => {
                     let m = message.ok_or_else(missing)?;
-                    out.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes());
+                    response.attr(&mut out, FetchAttr::Rfc822Size(m.size));
                 }
                 FetchItem::Envelope => {
                     let m = message.ok_or_else(missing)?;
-                    out.extend_from_slice(b"ENVELOPE ");
-                    structure::envelope(&mut out, &m.envelope, self.utf8);
+                    let attr = FetchAttr::Envelope {
+                        envelope: &m.envelope,
+                        utf8: self.utf8,
+                    };
+                    response.attr(&mut out, attr);
                 }
-                FetchItem::Body => {
+                FetchItem::Body | FetchItem::BodyStructure => {
                     let m = message.ok_or_else(missing)?;
-                    out.extend_from_slice(b"BODY ");
-                    structure::body(&mut out, &m.body_structure, false, self.utf8);
-                }
-                FetchItem::BodyStructure => {
-                    let m = message.ok_or_else(missing)?;
-                    out.extend_from_slice(b"BODYSTRUCTURE ");
-                    structure::body(&mut out, &m.body_structure, true, self.utf8);
+                    let attr = FetchAttr::Structure {
+                        structure: &m.body_structure,
+                        extended: *item == FetchItem::BodyStructure,
+                        utf8: self.utf8,
+                    };
+                    response.attr(&mut out, attr);
                 }
                 FetchItem::Rfc822 => {
                     let len = file_len.ok_or_else(missing)?;
-                    out.extend_from_slice(format!("RFC822 {{{len}}}\r\n").as_bytes());
+                    let attr = FetchAttr::LiteralHeader {
+                        name: BodyName::Rfc822,
+                        len,
+                    };
+                    response.attr(&mut out, attr);
                     pieces.push(Piece::Bytes(std::mem::take(&mut out)));
                     pieces.push(Piece::File { start: 0, len });
                 }
                 FetchItem::Rfc822Header => {
-                    out.extend_from_slice(b"RFC822.HEADER ");
-                    encode::literal(&mut out, &message.ok_or_else(missing)?.header);
+                    let attr = FetchAttr::Literal {
+                        name: BodyName::Rfc822Header,
+                        data: &message.ok_or_else(missing)?.header,
+                    };
+                    response.attr(&mut out, attr);
                 }
                 FetchItem::Rfc822Text => {
                     let raw = body.ok_or_else(missing)?;
-                    out.extend_from_slice(b"RFC822.TEXT ");
-                    encode::literal(&mut out, mime::split(raw).body);
+                    let attr = FetchAttr::Literal {
+                        name: BodyName::Rfc822Text,
+                        data: mime::split(raw).body,
+                    };
+                    response.attr(&mut out, attr);
                 }
                 FetchItem::Section(section) if is_whole_message(item) => {
                     let total = file_len.ok_or_else(missing)?;
@@ -271,40 +278,40 @@ impl Session {
                         }
                         None => (0, total),
                     };
-                    out.extend_from_slice(b"BODY[]");
-                    if let Some((origin, _)) = section.partial {
-                        // RFC 3501 §7.4.2: the origin octet as requested.
-                        out.extend_from_slice(format!("<{origin}>").as_bytes());
-                    }
-                    out.extend_from_slice(format!(" {{{len}}}\r\n").as_bytes());
+                    let attr = FetchAttr::LiteralHeader {
+                        name: BodyName::Section {
+                            spec: "",
+                            origin: section.partial.map(|(origin, _)| origin),
+                        },
+                        len,
+                    };
+                    response.attr(&mut out, attr);
                     pieces.push(Piece::Bytes(std::mem::take(&mut out)));
                     pieces.push(Piece::File { start, len });
                 }
                 FetchItem::Section(section) => {
-                    let data = section_data(section, message.ok_or_else(missing)?, body);
-                    out.extend_from_slice(format!("BODY[{}]", section.spec()).as_bytes());
-                    let data = data.unwrap_or_default();
-                    match section.partial {
+                    let data = section_data(section, message.ok_or_else(missing)?, body).unwrap_or_default();
+                    let spec = section.spec();
+                    let (origin, data) = match section.partial {
                         Some((start, len)) => {
-                            out.extend_from_slice(format!("<{start}> ").as_bytes());
                             let s = (start as usize).min(data.len());
                             let e = s.saturating_add(len as usize).min(data.len());
-                            encode::literal(&mut out, &data[s..e]);
+                            (Some(start), &data[s..e])
                         }
-                        None => {
-                            out.push(b' ');
-                            encode::literal(&mut out, &data);
-                        }
-                    }
+                        None => (None, &data[..]),
+                    };
+                    let attr = FetchAttr::Literal {
+                        name: BodyName::Section { spec: &spec, origin },
+                        data,
+                    };
+                    response.attr(&mut out, attr);
                 }
             }
         }
         if add_flags {
-            sep(&mut out);
-            out.extend_from_slice(b"FLAGS ");
-            selected.flag_list(&mut out, i);
+            response.attr(&mut out, flags);
         }
-        out.extend_from_slice(b")\r\n");
+        response.close(&mut out);
         pieces.push(Piece::Bytes(out));
         Ok(pieces)
     }

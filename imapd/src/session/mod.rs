@@ -62,18 +62,6 @@ impl Selected {
         self.recent.binary_search(&uid).is_ok()
     }
 
-    /// Append the flag list of the message at index `i`, with `\Recent` when it is recent in
-    /// this session (RFC 3501 §2.3.2: a session flag, never stored).
-    pub fn flag_list(&self, out: &mut Vec<u8>, i: usize) {
-        if self.is_recent(self.uids[i]) {
-            let mut flags = self.flags[i].clone();
-            flags.push("\\Recent".into());
-            crate::wire::encode::flag_list(out, &flags);
-        } else {
-            crate::wire::encode::flag_list(out, &self.flags[i]);
-        }
-    }
-
     /// Forget a message that left the view.
     pub fn remove_at(&mut self, i: usize) {
         let uid = self.uids.remove(i);
@@ -316,15 +304,6 @@ impl Session {
         caps.join(" ")
     }
 
-    /// Queue an untagged response line (`* ` + text + CRLF).
-    pub async fn untagged(&mut self, text: &str) -> std::io::Result<()> {
-        let mut line = Vec::with_capacity(text.len() + 4);
-        line.extend_from_slice(b"* ");
-        line.extend_from_slice(text.as_bytes());
-        line.extend_from_slice(b"\r\n");
-        self.conn.send(&line).await
-    }
-
     /// Queue one response (wire/response.rs writes it).
     pub async fn respond(&mut self, response: Response<'_>) -> std::io::Result<()> {
         self.conn.send(&response.to_bytes()).await
@@ -385,7 +364,8 @@ impl Session {
             let idle_timeout = self.idle_timeout();
             let read = tokio::select! {
                 _ = shutdown.cancelled() => {
-                    let _ = self.untagged("BYE server shutting down").await;
+                    // RFC 3501 §7.1.5: BYE before the server closes the connection.
+                    let _ = self.respond(Response::Bye("server shutting down")).await;
                     let _ = self.conn.flush().await;
                     break;
                 }
@@ -394,7 +374,7 @@ impl Session {
             let input = match read {
                 Err(_) => {
                     tracing::info!(peer = %self.peer, authenticated = self.state.user().is_some(), "idle timeout");
-                    let _ = self.untagged("BYE idle for too long").await;
+                    let _ = self.respond(Response::Bye("idle for too long")).await;
                     let _ = self.conn.flush().await;
                     break;
                 }
@@ -440,7 +420,7 @@ impl Session {
             if flow == Flow::Close || self.garbage >= MAX_GARBAGE {
                 if self.garbage >= MAX_GARBAGE {
                     tracing::warn!(peer = %self.peer, "too many bad commands: disconnecting");
-                    let _ = self.untagged("BYE too many bad commands").await;
+                    let _ = self.respond(Response::Bye("too many bad commands")).await;
                 }
                 let _ = self.conn.flush().await;
                 break;
@@ -488,7 +468,8 @@ impl Session {
             lines += 1;
             if lines > 1000 || buf.len() as u64 > max_command {
                 self.garbage += 1;
-                self.untagged("BYE command too large").await?;
+                // RFC 3501 §7.1.5: BYE, then the connection closes.
+                self.respond(Response::Bye("command too large")).await?;
                 return Ok(Some(Input::Close));
             }
             let Some(literal) = frame::literal_at_end(&line) else {
@@ -505,7 +486,7 @@ impl Session {
                         .await?;
                     return Ok(Some(Input::Handled));
                 }
-                self.untagged("BYE literal too large").await?;
+                self.respond(Response::Bye("literal too large")).await?;
                 return Ok(Some(Input::Close));
             }
             // The memory budget shared by all connections (session/budget.rs).
@@ -530,7 +511,8 @@ impl Session {
                 return Ok(Some(Input::Handled));
             }
             if literal.synchronizing {
-                self.conn.send(b"+ go ahead\r\n").await?;
+                // RFC 3501 §7.5: the continuation request for a synchronizing literal.
+                self.respond(Response::Continue("go ahead")).await?;
                 self.conn.flush().await?;
             }
             self.conn.read_exact(literal.size as usize, &mut buf).await?;

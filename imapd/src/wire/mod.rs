@@ -1,6 +1,7 @@
 //! The IMAP wire format: framing, command parsing and response encoding, all without I/O.
 
 pub mod encode;
+pub mod fetch_response;
 pub mod frame;
 pub mod fuzz;
 pub mod mutf7;

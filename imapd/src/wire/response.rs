@@ -1,7 +1,8 @@
 //! Responses as types (RFC 3501 §7): status responses with their response codes, and the
 //! untagged data lines that carry no message data, written to the wire form in this one place.
 //! Commands build a [`Response`] (or a `session::Reply`, which becomes a tagged one) instead of
-//! formatting lines by hand; strings inside data go through [`super::encode`].
+//! formatting lines by hand; strings inside data go through [`super::encode`]. FETCH
+//! responses carrying message data are written by [`super::fetch_response`].
 
 use std::fmt;
 
@@ -300,13 +301,7 @@ impl Response<'_> {
                 let _ = write!(out, "* {seq} FETCH (UID {uid}");
                 if let Some(flags) = flags {
                     out.extend_from_slice(b" FLAGS ");
-                    if *recent {
-                        let mut flags = flags.to_vec();
-                        flags.push("\\Recent".into());
-                        encode::flag_list(out, &flags);
-                    } else {
-                        encode::flag_list(out, flags);
-                    }
+                    super::fetch_response::flag_list(out, flags, *recent);
                 }
                 if let Some(modseq) = modseq {
                     let _ = write!(out, " MODSEQ ({modseq})");
