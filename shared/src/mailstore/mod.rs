@@ -516,17 +516,18 @@ impl MailStore {
         Ok(mailbox)
     }
 
-    /// Inside a transaction holding the user's row: create `name` and its missing superiors
-    /// after checking the mailbox count.
-    async fn create_in(
+    /// Create the missing superiors of `name` (RFC 3501 §6.3.3: CREATE and RENAME make the
+    /// hierarchy a name implies), after checking that they and `more` further mailboxes fit the
+    /// user's mailbox count. Inside the caller's transaction, all or nothing.
+    async fn create_superiors(
         &self,
         conn: &mut PgConnection,
         user_id: i64,
         name: &str,
-        special_use: Option<SpecialUse>,
-    ) -> Result<Mailbox, StoreError> {
+        more: u64,
+    ) -> Result<(), StoreError> {
         let missing = self.missing_superiors(conn, user_id, name).await?;
-        self.check_count(conn, user_id, missing.len() as u64 + 1).await?;
+        self.check_count(conn, user_id, missing.len() as u64 + more).await?;
         for parent in &missing {
             sqlx::query!(
                 "INSERT INTO mailboxes (user_id, name, uidvalidity) VALUES ($1, $2, $3)
@@ -538,6 +539,19 @@ impl MailStore {
             .execute(&mut *conn)
             .await?;
         }
+        Ok(())
+    }
+
+    /// Inside a transaction holding the user's row: create `name` and its missing superiors
+    /// after checking the mailbox count.
+    async fn create_in(
+        &self,
+        conn: &mut PgConnection,
+        user_id: i64,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<Mailbox, StoreError> {
+        self.create_superiors(conn, user_id, name, 1).await?;
         let row = sqlx::query_as!(
             MailboxRow,
             "INSERT INTO mailboxes (user_id, name, uidvalidity, special_use) VALUES ($1, $2, $3, $4)
@@ -690,19 +704,7 @@ impl MailStore {
                 return Err(e);
             }
         }
-        let missing = self.missing_superiors(&mut tx, user_id, &to).await?;
-        self.check_count(&mut tx, user_id, missing.len() as u64).await?;
-        for parent in &missing {
-            sqlx::query!(
-                "INSERT INTO mailboxes (user_id, name, uidvalidity) VALUES ($1, $2, $3)
-                 ON CONFLICT (user_id, name) DO NOTHING",
-                user_id,
-                parent,
-                new_uidvalidity()
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
+        self.create_superiors(&mut tx, user_id, &to, 0).await?;
         sqlx::query!(
             "UPDATE mailboxes SET name = $3 || substr(name, length($2) + 1)
              WHERE user_id = $1 AND (name = $2 OR left(name, length($2) + 1) = $2 || '/')",
