@@ -197,6 +197,11 @@ pub fn store_error(e: StoreError) -> Reply {
             tracing::warn!("write refused, disk full: {e}");
             Reply::no("Not enough disk space").code(Code::OverQuota)
         }
+        // RFC 5530 §3 UNAVAILABLE: a subsystem (the database, restarting) is down for now.
+        e if e.is_unavailable() => {
+            tracing::warn!("database unavailable: {e}");
+            Reply::no("the mail store is unavailable, try again shortly").code(Code::Unavailable)
+        }
         e => {
             tracing::error!("store error: {e}");
             Reply::no("internal error, try again later").code(Code::ServerBug)
@@ -565,10 +570,7 @@ impl Session {
                 tracing::warn!(peer = %self.peer, user_id, size, "APPEND refused: {e}");
                 Some(Reply::no("Not enough disk space").code(Code::OverQuota))
             }
-            Err(e) => {
-                tracing::error!("quota reserve: {e}");
-                Some(Reply::no("internal error").code(Code::ServerBug))
-            }
+            Err(e) => Some(store_error(StoreError::Quota(e))),
         }
     }
 

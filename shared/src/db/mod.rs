@@ -50,6 +50,20 @@ pub async fn connect(config: &Config, wait: Duration) -> anyhow::Result<PgPool> 
 /// Apply every migration not yet applied (safe to run from several processes at once: sqlx
 /// takes an advisory lock). A schema newer than this binary is accepted: migrations only add,
 /// so a daemon not yet upgraded keeps running beside an upgraded `tinydc`.
+/// Whether `e` means the database cannot be reached right now (restarting after a crash,
+/// shutting down, the pool timed out): a transient failure the client should retry, not a bug.
+/// SQLSTATE class 08 is "connection exception", 57P01-57P03 are admin shutdown, crash shutdown
+/// and "cannot connect now" (PostgreSQL, Appendix A).
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     // The schema, `shared/migrations/NNNN_*.sql`, embedded in every binary.
     let mut migrator = sqlx::migrate!("./migrations");

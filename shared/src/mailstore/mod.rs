@@ -134,6 +134,14 @@ impl StoreError {
         matches!(self, StoreError::Quota(QuotaError::Exceeded { .. }))
     }
 
+    /// Whether the database cannot be reached right now (it is restarting): the client retries.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Db(e) | StoreError::Quota(QuotaError::Db(e)) => crate::db::is_unavailable(e),
+            _ => false,
+        }
+    }
+
     /// Whether the disk is full (a transient refusal: SMTP 452 4.3.1, IMAP NO [OVERQUOTA]).
     pub fn is_disk_full(&self) -> bool {
         match self {

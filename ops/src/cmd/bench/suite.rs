@@ -114,34 +114,13 @@ impl Suite {
 
         if supervised {
             // up adopts the running cluster and starts the daemons; their logs go to up's.
-            let log = std::fs::File::create(self.log_path("up"))?;
             let exe = std::env::current_exe()?;
-            let child = Command::new(exe)
-                .arg("--data")
-                .arg(&self.data)
-                .arg("up")
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .process_group(0)
-                .kill_on_drop(true)
-                .spawn()
-                .context("starting tinydc up")?;
+            let child = self.spawn_logged(&exe, &["up"], "up").context("starting tinydc up")?;
             self.up = Some(child);
         }
         for (name, binary) in DAEMONS.iter().zip(binaries).filter(|_| !supervised) {
-            let log = std::fs::File::create(self.log_path(name))?;
-            let child = Command::new(binary)
-                .arg("--data")
-                .arg(&self.data)
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .process_group(0)
-                .kill_on_drop(true)
-                .spawn()
+            let child = self
+                .spawn_logged(binary, &[], name)
                 .with_context(|| format!("starting {}", binary.display()))?;
             let pid = child.id().context("the daemon has no pid")?;
             self.daemons.push(Daemon { name, pid, child });
@@ -180,6 +159,23 @@ impl Suite {
             }
         }
         Ok(())
+    }
+
+    /// Start `program --data DATA args…` in its own process group, its output in the log
+    /// `log_name`, killed if the suite is dropped.
+    fn spawn_logged(&self, program: &std::path::Path, args: &[&str], log_name: &str) -> anyhow::Result<Child> {
+        let log = std::fs::File::create(self.log_path(log_name))?;
+        Ok(Command::new(program)
+            .arg("--data")
+            .arg(&self.data)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()?)
     }
 
     fn log_path(&self, name: &str) -> PathBuf {
