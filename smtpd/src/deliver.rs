@@ -3,6 +3,7 @@
 //! store and queueing for remote recipients. `250` is answered only after every copy is durable.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use mail_auth::AuthenticatedMessage;
 use shared::mailstore::{DeliveryTarget, SpecialUse};
@@ -180,7 +181,7 @@ impl Session {
         &self,
         id: &str,
         from: &str,
-        local: &[u8],
+        local: &Arc<Vec<u8>>,
         plan: &[(i64, Option<i64>)],
         addresses: &[(i64, String)],
     ) -> Result<(), Reply> {
@@ -193,7 +194,11 @@ impl Session {
                 mailbox_id,
                 reservation: None,
             };
-            match ctx.mail.deliver(vec![target], local, &[], chrono::Utc::now()).await {
+            match ctx
+                .mail
+                .deliver_owned(vec![target], local.clone(), &[], chrono::Utc::now())
+                .await
+            {
                 Ok(_) => delivered += 1,
                 Err(e) if e.is_over_quota() => full.push(user_id),
                 Err(e) if e.is_disk_full() && delivered == 0 => {
@@ -349,6 +354,9 @@ impl Session {
             // RFC 5321 §4.4: the delivering server adds Return-Path.
             let mut local = format!("Return-Path: <{}>\r\n", header_safe(from)).into_bytes();
             local.extend_from_slice(&message);
+            // Shared with the mail store's parse on the blocking pool, not copied (up to the
+            // message size limit per message).
+            let local = Arc::new(local);
             let mut targets = Vec::with_capacity(reservations.len());
             let copies: Vec<Reservation> = reservations
                 .iter()
@@ -377,7 +385,11 @@ impl Session {
                 });
             }
             // deliver() returns after the blob is fsynced and the rows committed.
-            if let Err(e) = ctx.mail.deliver(targets, &local, &[], chrono::Utc::now()).await {
+            if let Err(e) = ctx
+                .mail
+                .deliver_owned(targets, local.clone(), &[], chrono::Utc::now())
+                .await
+            {
                 // The transaction rolled back: give the reserved space back.
                 self.release_all(copies).await;
                 if e.is_disk_full() {
