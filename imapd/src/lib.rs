@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use session::Session;
+use session::budget::LiteralBudget;
 use session::conn::Conn;
 
 /// The bound listeners: STARTTLS (`listen`) and implicit TLS (`tls_listen`).
@@ -66,6 +67,8 @@ pub async fn serve(ctx: Arc<Context>, listeners: Listeners, shutdown: Shutdown) 
         imap.max_connections,
         imap.max_connections_per_address,
     ));
+    // One literal memory budget for every session of this server, over both ports.
+    let literal_budget = LiteralBudget::new(imap.literal_memory, imap.max_literal_size);
     let mut tasks = tokio::task::JoinSet::new();
     let plain = listeners.plain.map(|l| (l, "imap, STARTTLS", net::Security::Plain));
     let tls = listeners
@@ -79,14 +82,23 @@ pub async fn serve(ctx: Arc<Context>, listeners: Listeners, shutdown: Shutdown) 
             refusal: net::IMAP_REFUSAL,
             per_address: true,
         };
-        let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
+        let (ctx, acceptor, literal_budget) = (ctx.clone(), acceptor.clone(), literal_budget.clone());
         tasks.spawn(net::serve(
             listener,
             gate.clone(),
             endpoint,
             shutdown.clone(),
             move |stream, peer, shutdown| {
-                Session::new(ctx.clone(), Conn::new(stream), peer, acceptor.clone(), shutdown).run()
+                let conn = Conn::new(stream);
+                Session::new(
+                    ctx.clone(),
+                    conn,
+                    peer,
+                    acceptor.clone(),
+                    literal_budget.clone(),
+                    shutdown,
+                )
+                .run()
             },
         ));
     }

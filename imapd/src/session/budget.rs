@@ -8,10 +8,9 @@
 //! again), and a non-synchronizing one (LITERAL+, RFC 7888 §4) is read and discarded, never
 //! stored, and its command refused the same way.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use shared::Context;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 const KIB: u64 = 1024;
@@ -25,10 +24,6 @@ pub struct LiteralBudget {
     semaphore: Arc<Semaphore>,
 }
 
-/// The budget of each live server context (one per process in production; tests run several
-/// servers in one process, each with its own configuration).
-static BUDGETS: Mutex<Vec<(Weak<Context>, LiteralBudget)>> = Mutex::new(Vec::new());
-
 impl LiteralBudget {
     /// A budget of `bytes`, never less than one largest literal.
     pub fn new(bytes: u64, max_literal: u64) -> LiteralBudget {
@@ -37,22 +32,6 @@ impl LiteralBudget {
         LiteralBudget {
             semaphore: Arc::new(Semaphore::new(kib)),
         }
-    }
-
-    /// The budget shared by every session of `ctx`.
-    pub fn for_context(ctx: &Arc<Context>) -> LiteralBudget {
-        let mut budgets = BUDGETS.lock().unwrap_or_else(|e| e.into_inner());
-        budgets.retain(|(weak, _)| weak.strong_count() > 0);
-        if let Some((_, budget)) = budgets
-            .iter()
-            .find(|(weak, _)| weak.upgrade().is_some_and(|c| Arc::ptr_eq(&c, ctx)))
-        {
-            return budget.clone();
-        }
-        let imap = &ctx.config.imap;
-        let budget = LiteralBudget::new(imap.literal_memory, imap.max_literal_size);
-        budgets.push((Arc::downgrade(ctx), budget.clone()));
-        budget
     }
 
     /// Take `bytes` from the budget, waiting a little for others to finish; `None` when it

@@ -240,9 +240,15 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(ctx: Arc<Context>, conn: Conn, peer: SocketAddr, tls: TlsAcceptor, shutdown: Shutdown) -> Session {
+    pub fn new(
+        ctx: Arc<Context>,
+        conn: Conn,
+        peer: SocketAddr,
+        tls: TlsAcceptor,
+        literal_budget: budget::LiteralBudget,
+        shutdown: Shutdown,
+    ) -> Session {
         let events = ctx.events.subscribe();
-        let literal_budget = budget::LiteralBudget::for_context(&ctx);
         Session {
             ctx,
             conn,
