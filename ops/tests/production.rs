@@ -198,6 +198,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "Restart=on-failure",
         "StandardError=journal",
         "ConditionPathExists=/var/lib/tinydc/tinydc.toml",
+        "RequiresMountsFor=/var/lib/tinydc",
     ] {
         assert!(
             unit.lines().any(|l| l == directive),
