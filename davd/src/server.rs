@@ -137,7 +137,11 @@ impl Server {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let started = std::time::SystemTime::now();
         let files_dir = self.context.config.files_dir();
-        let journal = Arc::new(Journal::new(self.context.db.clone(), files_dir.clone()));
+        let journal = Arc::new(Journal::new(
+            self.context.db.clone(),
+            files_dir.clone(),
+            self.context.mail.clone(),
+        ));
         // Before serving: finish file operations a crash interrupted (journal.rs), so usage
         // matches every tree; only then may the sweep remove old temp files.
         journal.recover_all().await?;
