@@ -145,6 +145,10 @@ impl Server {
         // Before serving: finish file operations a crash interrupted (journal.rs), so usage
         // matches every tree; only then may the sweep remove old temp files.
         journal.recover_all().await?;
+        // Then the quota warnings a crash cut short, or that the recovered usage calls for.
+        if let Err(e) = shared::quota::warn::sweep(&self.context.mail).await {
+            tracing::warn!("quota warning sweep after recovery: {e}");
+        }
         let app = Arc::new(App {
             context: self.context.clone(),
             journal,

@@ -107,3 +107,32 @@ async fn uploads_crossing_80_and_95_percent_warn_once_each() {
     );
     dav.stop().await;
 }
+
+/// davd dies after an upload's commit, before its warning check: the restarted davd sends
+/// the warning once its recovery ran (and only once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crossing_cut_short_by_a_crash_is_warned_after_restart() {
+    use davd::journal::{CrashPoint, crash_at};
+    let dav = Dav::start(Some(100_000)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(put(&dav, &file(&tmp, "a", 50_000), "/a.bin").await, 201);
+    crash_at(&dav.files_dir(ALICE), CrashPoint::AfterCommit);
+    assert_eq!(put(&dav, &file(&tmp, "b", 40_000), "/b.bin").await, 500);
+    assert_eq!(file_bytes(&dav, ALICE).await, 90_000, "the upload's usage committed");
+    assert!(warnings(&dav).await.is_empty(), "the crash came before the check");
+
+    let dav = Dav::serve(dav.stop().await).await;
+    // The first answer comes after recovery and the sweep.
+    let r = dav
+        .curl(ALICE, &["-X", "PROPFIND", "-H", "Depth: 0", &dav.url("/")])
+        .await;
+    assert_eq!(r.status, 207);
+    assert_eq!(warnings(&dav).await, ["Your storage is 80% full"]);
+    let dav = Dav::serve(dav.stop().await).await;
+    let r = dav
+        .curl(ALICE, &["-X", "PROPFIND", "-H", "Depth: 0", &dav.url("/")])
+        .await;
+    assert_eq!(r.status, 207);
+    assert_eq!(warnings(&dav).await.len(), 1, "a second restart sends nothing");
+    dav.stop().await;
+}
