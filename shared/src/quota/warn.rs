@@ -23,7 +23,8 @@
 //! periodic sweep: idle daemons stay asleep, and the warning arrives with the write that
 //! caused it. The check is one indexed read per write. A crash between a writer's commit and
 //! its check loses nothing: the check is idempotent, the next write of that user repeats it,
-//! and every daemon runs [`sweep`] at start.
+//! and every daemon runs [`sweep`] at start (davd once more after its journal's recovery,
+//! which may recount usage).
 //!
 //! The warning itself is charged without the quota check (it must arrive when the user is at
 //! 95% or beyond) and triggers no check of its own, so it never causes another warning. That
