@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use dav_server::fs::{FsError, FsResult};
+use shared::mailstore::MailStore;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::OwnedMutexGuard;
 
@@ -195,6 +196,8 @@ struct UserLog {
 pub struct Journal {
     db: PgPool,
     files_dir: PathBuf,
+    /// The mail store, where quota warnings go (shared::quota::warn) after a change of usage.
+    mail: MailStore,
     users: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<UserLog>>>>,
     /// Users with a row whose step may not be done: replayed before their next request.
     dirty: Mutex<HashSet<i64>>,
@@ -252,10 +255,11 @@ fn db_error(e: sqlx::Error) -> FsError {
 }
 
 impl Journal {
-    pub fn new(db: PgPool, files_dir: PathBuf) -> Journal {
+    pub fn new(db: PgPool, files_dir: PathBuf, mail: MailStore) -> Journal {
         Journal {
             db,
             files_dir,
+            mail,
             users: Mutex::new(HashMap::new()),
             dirty: Mutex::new(HashSet::new()),
         }
@@ -263,6 +267,12 @@ impl Journal {
 
     pub fn db(&self) -> &PgPool {
         &self.db
+    }
+
+    /// After a committed change of `user_id`'s file usage: send or re-arm their quota warning
+    /// (shared::quota::warn; failures are logged, the change stands).
+    pub async fn usage_changed(&self, user_id: i64) {
+        shared::quota::warn::after_write(&self.mail, &[user_id]).await;
     }
 
     fn root_of(&self, address: &str) -> PathBuf {

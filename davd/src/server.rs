@@ -137,10 +137,18 @@ impl Server {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let started = std::time::SystemTime::now();
         let files_dir = self.context.config.files_dir();
-        let journal = Arc::new(Journal::new(self.context.db.clone(), files_dir.clone()));
+        let journal = Arc::new(Journal::new(
+            self.context.db.clone(),
+            files_dir.clone(),
+            self.context.mail.clone(),
+        ));
         // Before serving: finish file operations a crash interrupted (journal.rs), so usage
         // matches every tree; only then may the sweep remove old temp files.
         journal.recover_all().await?;
+        // Then the quota warnings a crash cut short, or that the recovered usage calls for.
+        if let Err(e) = shared::quota::warn::sweep(&self.context.mail).await {
+            tracing::warn!("quota warning sweep after recovery: {e}");
+        }
         let app = Arc::new(App {
             context: self.context.clone(),
             journal,

@@ -163,13 +163,14 @@ fn doctor_fails_on_an_expired_certificate_a_full_quota_and_wrong_dns() {
     let cert = params.self_signed(&key).unwrap();
     std::fs::write(data.join("tls/cert.pem"), cert.pem()).unwrap();
 
-    // Ann's 3 KiB of files against a 3 KiB limit; Bob at 5 of 6 KiB.
+    // Ann's 3 MiB of files against a 3 MiB limit; Bob at 5 of 6 MiB. (Each is also sent a quota
+    // warning of about 1 KiB by `quota set`: counted, it changes no percent shown here.)
     ok(
         &data,
         &["user", "add", "bob@example.test", "--password-stdin"],
         Some("another long password\n"),
     );
-    for (user, bytes, limit) in [("ann@example.test", 3072, "3K"), ("bob@example.test", 5120, "6K")] {
+    for (user, bytes, limit) in [("ann@example.test", 3 << 20, "3M"), ("bob@example.test", 5 << 20, "6M")] {
         let dir = data.join("files").join(user);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("big.bin"), vec![7u8; bytes]).unwrap();

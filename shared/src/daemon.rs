@@ -92,6 +92,10 @@ pub async fn start(name: &str) -> anyhow::Result<(Arc<Context>, Shutdown)> {
     let context = Context::open(config, Duration::from_secs(30)).await?;
     // Take this process's quota owner lock and give back what crashed writers had reserved.
     crate::quota::start_owner(&context.db).await?;
+    // Quota warnings whose check a crash cut short (after the write's commit) are sent now.
+    if let Err(e) = crate::quota::warn::sweep(&context.mail).await {
+        tracing::warn!("quota warning sweep at start: {e}");
+    }
     let shutdown = Shutdown::new();
     cancel_on_signals(shutdown.clone());
     crate::process::exit_with_supervisor(shutdown.clone());

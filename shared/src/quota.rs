@@ -28,6 +28,9 @@ use thiserror::Error;
 
 use crate::mailstore;
 
+/// Warnings to the user at 80% and 95% of their limit (the one owner of those thresholds).
+pub mod warn;
+
 /// How long a reservation lives if its writer never commits or releases it and its owner's death
 /// goes unnoticed (a last resort: normally a dead owner's reservations go at once).
 pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(6 * 3600);

@@ -35,6 +35,10 @@ pub(super) struct PlaceCommit {
 impl PlaceCommit {
     pub(super) async fn run(self) -> FsResult<()> {
         let result = self.commit().await;
+        if result.is_ok() {
+            // The file's bytes are charged: it may cross a quota warning threshold.
+            self.journal.usage_changed(self.user_id).await;
+        }
         if result.is_err() {
             // Given back whatever happened: a committed reservation is already gone.
             for &(id, bytes) in &self.reservations {

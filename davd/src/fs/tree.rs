@@ -125,7 +125,10 @@ impl TinyFs {
             props::delete_tree(&mut tx, user.id, &key).await.map_err(db_error)?;
             let step = Step::Delete { target, ino };
             let id = guard.record(&mut tx, &step).await?;
-            guard.commit_and_apply(tx, id, step).await
+            guard.commit_and_apply(tx, id, step).await?;
+            // Usage fell: a quota warning may be armed again.
+            journal.usage_changed(user.id).await;
+            Ok(())
         };
         tokio::spawn(task).await.unwrap_or_else(|e| {
             tracing::error!("delete task failed: {e}");
@@ -180,7 +183,12 @@ impl TinyFs {
                 ino,
             };
             let id = guard.record(&mut tx, &step).await?;
-            guard.commit_and_apply(tx, id, step).await
+            guard.commit_and_apply(tx, id, step).await?;
+            if replaced > 0 {
+                // Usage fell: a quota warning may be armed again.
+                journal.usage_changed(user.id).await;
+            }
+            Ok(())
         };
         tokio::spawn(task).await.unwrap_or_else(|e| {
             tracing::error!("move task failed: {e}");

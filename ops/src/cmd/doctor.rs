@@ -332,18 +332,24 @@ async fn check_database(report: &mut Report, admin: &Admin) -> anyhow::Result<()
     for user in &users {
         let info = shared::quota::info(db, user.id).await?;
         let Some(percent) = info.percent() else { continue };
+        // The level the warnings and `tinydc quota report` use (shared::quota::warn).
+        let level = shared::quota::warn::level(&info);
         let what = format!("quota {}", user.address);
         let detail = format!("{percent:.0}% used");
         let fix = format!(
             "raise the limit (`tinydc quota set {} SIZE`) or ask them to delete some mail or files",
             user.address
         );
-        if percent >= 95.0 {
-            near += 1;
-            report.fail(&what, &detail, &fix);
-        } else if percent >= 80.0 {
-            near += 1;
-            report.warn(&what, &detail, &fix);
+        match level {
+            shared::quota::warn::Level::Critical => {
+                near += 1;
+                report.fail(&what, &detail, &fix);
+            }
+            shared::quota::warn::Level::Near => {
+                near += 1;
+                report.warn(&what, &detail, &fix);
+            }
+            shared::quota::warn::Level::Below => {}
         }
     }
     if near == 0 {

@@ -5,6 +5,9 @@ use std::path::Path;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use shared::accounts;
+use shared::blobs::BlobStore;
+use shared::mailstore::MailStore;
+use shared::quota::warn::{self, Outcome};
 use shared::quota::{self, QuotaInfo};
 use shared::size::{format_size, parse_size};
 
@@ -24,7 +27,7 @@ pub enum QuotaCommand {
         /// The user's address.
         address: String,
     },
-    /// Every user, fullest first, with a bar.
+    /// Every user, fullest first, with a bar; users at or over 80% and 95% are marked.
     Report,
     /// Recount usage from what is stored (messages and files) and correct any difference.
     Recalc {
@@ -42,6 +45,32 @@ fn parse_limit(text: &str) -> anyhow::Result<Option<u64>> {
 
 fn limit_text(info: &QuotaInfo) -> String {
     info.limit.map(format_size).unwrap_or_else(|| "unlimited".into())
+}
+
+/// The mail store of the data directory, where quota warnings go.
+fn mail_store(admin: &crate::admin::Admin) -> MailStore {
+    let blobs = BlobStore::new(admin.config.blobs_dir()).with_min_free(admin.config.server.min_free_space);
+    MailStore::new(admin.db.clone(), blobs)
+}
+
+/// Send (or re-arm) the quota warnings of `user_ids` after their limit or usage changed, and
+/// say what was done.
+async fn warn_after_change(admin: &crate::admin::Admin, user_ids: &[i64], address_of: impl Fn(i64) -> String) {
+    match warn::check(&mail_store(admin), user_ids).await {
+        Ok(done) => {
+            for (id, outcome) in done {
+                match outcome {
+                    Outcome::Warned(level) => println!(
+                        "{}: sent a warning to their INBOX (storage {}% full)",
+                        address_of(id),
+                        level.percent()
+                    ),
+                    Outcome::Rearmed => {}
+                }
+            }
+        }
+        Err(e) => eprintln!("warning: quota warnings not checked: {e}"),
+    }
 }
 
 /// A 20-character bar: `[#####---------------]`.
@@ -78,6 +107,8 @@ pub async fn run(data: &Path, command: QuotaCommand) -> anyhow::Result<()> {
                 if info.limit.is_some_and(|l| info.used() > l) {
                     println!("note: already over the new limit; new mail and uploads will be refused");
                 }
+                // A lower limit can cross a warning threshold, a higher one re-arms it.
+                warn_after_change(admin, &[user.id], |_| user.address.clone()).await;
             }
             QuotaCommand::Show { address } => {
                 let user = accounts::get_user(db, &address).await?;
@@ -111,12 +142,15 @@ pub async fn run(data: &Path, command: QuotaCommand) -> anyhow::Result<()> {
                         .percent()
                         .map(|p| format!("{p:5.1}%"))
                         .unwrap_or_else(|| "    -".into());
-                    println!(
-                        "{address:<32} {} {percent} {:>10} of {}",
+                    // The same level the warnings and `tinydc doctor` use.
+                    let mark = warn::level(&info).mark();
+                    let line = format!(
+                        "{address:<32} {} {percent} {:>10} of {:<10} {mark}",
                         bar(info.percent()),
                         format_size(info.used()),
                         limit_text(&info)
                     );
+                    println!("{}", line.trim_end());
                 }
             }
             QuotaCommand::Recalc { address } => {
@@ -152,6 +186,18 @@ pub async fn run(data: &Path, command: QuotaCommand) -> anyhow::Result<()> {
                 }
                 progress.finish_and_clear();
                 println!("recounted {} user(s), corrected {corrected}", users.len());
+                // A corrected usage may cross a warning threshold or fall below one.
+                let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
+                for chunk in ids.chunks(500) {
+                    warn_after_change(admin, chunk, |id| {
+                        users
+                            .iter()
+                            .find(|u| u.id == id)
+                            .map(|u| u.address.clone())
+                            .unwrap_or_default()
+                    })
+                    .await;
+                }
             }
         }
         Ok(())

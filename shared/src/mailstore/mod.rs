@@ -346,6 +346,11 @@ impl MailStore {
         Ok(())
     }
 
+    /// The database (quota warnings read usage through it).
+    pub(crate) fn db(&self) -> &PgPool {
+        &self.db
+    }
+
     /// The blob store (for reading bodies).
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
@@ -653,6 +658,10 @@ impl MailStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        if !removed.is_empty() {
+            // Usage fell: a quota warning may be armed again.
+            quota::warn::after_write(self, &[user_id]).await;
+        }
         Ok(())
     }
 
@@ -805,14 +814,44 @@ impl MailStore {
             .iter()
             .filter_map(|t| t.reservation.as_ref().map(|r| r.id))
             .collect();
-        let result = self.deliver_once(targets, raw, flags, internal_date).await;
-        if result.is_err() && !reservations.is_empty() {
-            // The rolled-back transaction left the reservations in place; give the space back.
-            if let Err(e) = quota::release_ids(&self.db, &reservations).await {
-                tracing::warn!("releasing reservations after a failed delivery: {e}");
+        let result = self.deliver_once(targets, raw, flags, internal_date, None).await;
+        match &result {
+            Err(_) if !reservations.is_empty() => {
+                // The rolled-back transaction left the reservations in place; give the space back.
+                if let Err(e) = quota::release_ids(&self.db, &reservations).await {
+                    tracing::warn!("releasing reservations after a failed delivery: {e}");
+                }
+            }
+            Err(_) => {}
+            Ok(appended) => {
+                let mut users: Vec<i64> = appended.iter().map(|a| a.user_id).collect();
+                users.sort_unstable();
+                users.dedup();
+                quota::warn::after_write(self, &users).await;
             }
         }
         result
+    }
+
+    /// Store a quota warning of `level` (`raw`, from `quota::warn`) in the user's INBOX, through
+    /// the normal delivery, in one transaction with the record of the crossing
+    /// (`quota::warn::claim`). Not refused by the quota and never checked for a warning itself.
+    /// `false`: nothing stored (the crossing was already warned about, or is gone).
+    pub(crate) async fn deliver_quota_warning(
+        &self,
+        user_id: i64,
+        level: quota::warn::Level,
+        raw: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let target = DeliveryTarget {
+            user_id,
+            mailbox_id: None,
+            reservation: None,
+        };
+        let appended = self
+            .deliver_once(vec![target], Arc::new(raw), &[], Utc::now(), Some(level))
+            .await?;
+        Ok(!appended.is_empty())
     }
 
     async fn deliver_once(
@@ -821,6 +860,7 @@ impl MailStore {
         raw: Arc<Vec<u8>>,
         flags: &[String],
         internal_date: DateTime<Utc>,
+        warning: Option<quota::warn::Level>,
     ) -> Result<Vec<Appended>, StoreError> {
         // Parsing up to max_message_size bytes is CPU work: on the blocking pool, not on an
         // async worker thread every other session shares.
@@ -866,6 +906,15 @@ impl MailStore {
         for &user_id in &users {
             lock_user(&mut tx, user_id).await?;
         }
+        if let Some(level) = warning {
+            // A quota warning (one target): stored only with the record of its crossing.
+            for &user_id in &users {
+                if !quota::warn::claim(&mut tx, user_id, level).await? {
+                    tx.rollback().await?;
+                    return Ok(Vec::new());
+                }
+            }
+        }
         resolved.sort_by_key(|(mailbox_id, _)| *mailbox_id);
         for (mailbox_id, target) in &resolved {
             lock_mailbox_row(&mut tx, target.user_id, *mailbox_id).await?;
@@ -876,6 +925,7 @@ impl MailStore {
             let user_id = target.user_id;
             match target.reservation {
                 Some(reservation) => quota::commit(&mut tx, reservation, size, Usage::Mail).await?,
+                None if warning.is_some() => quota::warn::charge_warning(&mut tx, user_id, size).await?,
                 None => quota::charge(&mut tx, user_id, Usage::Mail, size).await?,
             }
             let (uidvalidity, uid, modseq) = next_uid(&mut tx, user_id, mailbox_id).await?;
@@ -1199,6 +1249,10 @@ impl MailStore {
         )
         .await?;
         tx.commit().await?;
+        if !remove {
+            // A copy is charged: it may cross a warning threshold.
+            quota::warn::after_write(self, &[user_id]).await;
+        }
         Ok(pairs)
     }
 
@@ -1237,6 +1291,8 @@ impl MailStore {
         bump_modseq(&mut tx, mailbox_id).await?;
         events::notify(&mut tx, &Event::Mailbox { user_id, mailbox_id }).await?;
         tx.commit().await?;
+        // Usage fell: a quota warning may be armed again.
+        quota::warn::after_write(self, &[user_id]).await;
         let mut uids: Vec<u32> = removed.iter().map(|r| r.0 as u32).collect();
         uids.sort_unstable();
         Ok(uids)
