@@ -192,6 +192,29 @@ fn backup_under_load_then_restore_gives_the_same_mail_files_and_quota() {
         "{original}"
     );
 
+    // The snapshot taken under load restores to a consistent store: every uploaded file in it
+    // is whole (never a temp file or a torn one), and usage agrees with what is stored.
+    let under_load = backups.join("under-load");
+    let name = first.split_whitespace().nth(1).unwrap();
+    let out = restore(&to, &under_load, &["--snapshot", name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let whole: u32 = python(&[
+        "checkload".into(),
+        under_load
+            .join("files/alice@example.test")
+            .to_string_lossy()
+            .to_string(),
+    ])
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(
+        whole >= before,
+        "the {before} uploads done before the backup are in it: {whole}"
+    );
+    let recalc = ok(&under_load, &["quota", "recalc"], None);
+    assert!(recalc.contains("corrected 0"), "{recalc}");
+
     // Restore refuses a directory that is not empty, and leaves it alone.
     let config_before = std::fs::read(data.join("tinydc.toml")).unwrap();
     let refused = restore(&to, &data, &[]);
@@ -312,6 +335,19 @@ fn an_interrupted_backup_is_never_offered_and_dead_properties_of_absent_files_ar
     let recalc = ok(&restored, &["quota", "recalc"], None);
     assert!(recalc.contains("corrected 0"), "{recalc}");
     copy.stop();
+    // A damaged body in the backup is caught by its hash; nothing is left behind.
+    let list = std::fs::read_to_string(to.join("snapshots").join(&complete).join("blobs.list")).unwrap();
+    let id = list.split_whitespace().next().unwrap();
+    let blob = to.join("blobs").join(&id[..2]).join(id);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    let damaged = backups.join("damaged");
+    let out = restore(&to, &damaged, &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{id} in the backup is damaged")), "{stderr}");
+    assert!(!damaged.exists(), "a failed restore leaves nothing behind");
     // A second restore into the same place is refused (the directory is no longer empty).
     let again = tinydc(&restored, &["restore", "--from", &to.to_string_lossy()], None);
     assert!(!again.status.success());

@@ -5,6 +5,7 @@ Usage:
   backup.py load SUBMISSION HTTPS STOPFILE   deliveries and PUTs in a loop until STOPFILE exists;
                                              prints "done N" after each round
   backup.py change SUBMISSION HTTPS          one more message and one more file (1000 bytes)
+  backup.py checkload FOLDER                 every load file in FOLDER is whole; prints how many
   backup.py state IMAP HTTPS                 JSON of every folder (UIDVALIDITY, UIDNEXT, UIDs, flags,
                                              dates, sha256 of each message), file (sha256, size) and
                                              dead property of alice and bob
@@ -124,13 +125,31 @@ def make(sub, imap_port, https):
     proppatch(https, bob, "/bob.txt", [("owner", "bob")])
 
 
+def load_content(n):
+    """The bytes of /load-N.bin: 50000 + n bytes anyone can check without the server."""
+    block = hashlib.sha256(str(n).encode()).digest()
+    size = 50_000 + n
+    return (block * (size // len(block) + 1))[:size]
+
+
 def load(sub, https, stopfile):
     n = 0
     while not os.path.exists(stopfile):
         send(sub, "bob@example.test", "alice@example.test", f"load {n}", f"Load message {n}.\n" * 50)
-        must(*dav(https, "alice@example.test", "PUT", f"/load-{n}.bin", os.urandom(50_000 + n)), 201)
+        must(*dav(https, "alice@example.test", "PUT", f"/load-{n}.bin", load_content(n)), 201)
         n += 1
         print(f"done {n}", flush=True)
+
+
+def check_load(folder):
+    """Every load file in FOLDER is whole (its exact bytes); prints how many there are."""
+    names = [f for f in os.listdir(folder) if f.startswith("load-")]
+    for name in names:
+        n = int(name[len("load-"):-len(".bin")])
+        with open(os.path.join(folder, name), "rb") as f:
+            assert f.read() == load_content(n), f"{name} is not whole"
+    assert not [f for f in os.listdir(folder) if f.startswith(".tinydc-")], os.listdir(folder)
+    print(len(names))
 
 
 def change(sub, https):
@@ -232,6 +251,8 @@ if __name__ == "__main__":
         load(int(args[0]), int(args[1]), args[2])
     elif cmd == "change":
         change(int(args[0]), int(args[1]))
+    elif cmd == "checkload":
+        check_load(args[0])
     elif cmd == "state":
         state(int(args[0]), int(args[1]))
     else:
