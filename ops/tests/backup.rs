@@ -335,6 +335,36 @@ fn an_interrupted_backup_is_never_offered_and_dead_properties_of_absent_files_ar
     let recalc = ok(&restored, &["quota", "recalc"], None);
     assert!(recalc.contains("corrected 0"), "{recalc}");
     copy.stop();
+    // With the suite down (backup starts PostgreSQL itself), --keep 1 leaves one complete
+    // snapshot and only the bodies it lists; a folder that is not a snapshot is left alone.
+    let orphan = "ab".repeat(32);
+    std::fs::create_dir_all(to.join("blobs/ab")).unwrap();
+    std::fs::write(to.join("blobs/ab").join(&orphan), b"left by a removed snapshot").unwrap();
+    let out = Command::new(TINYDC)
+        .arg("--data")
+        .arg(&data)
+        .args(["backup", "--keep", "1", "--to"])
+        .arg(&to)
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{summary}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(summary.contains("pruned: 1 older snapshots, 1 bodies"), "{summary}");
+    let newest = summary.split_whitespace().nth(1).unwrap().to_string();
+    let mut left: Vec<String> = std::fs::read_dir(to.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    left.sort();
+    assert_eq!(left, [newest.clone(), "29991231T000000Z".to_string()]);
+    assert!(!to.join("blobs/ab").join(&orphan).exists());
+    let complete = newest;
+
     // A damaged body in the backup is caught by its hash; nothing is left behind.
     let list = std::fs::read_to_string(to.join("snapshots").join(&complete).join("blobs.list")).unwrap();
     let id = list.split_whitespace().next().unwrap();

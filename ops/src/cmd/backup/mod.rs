@@ -42,6 +42,10 @@ pub struct BackupArgs {
     /// The backup folder (made if missing); each backup adds a snapshot to it.
     #[arg(long, value_name = "DIR")]
     to: PathBuf,
+    /// After this backup, keep only the newest N complete snapshots, and the message bodies
+    /// they refer to (default: keep all).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    keep: Option<u32>,
 }
 
 /// What a backup did, for the summary.
@@ -136,6 +140,10 @@ pub async fn run(data: &Path, args: BackupArgs) -> anyhow::Result<()> {
     let done = to.join(SNAPSHOTS).join(&name);
     std::fs::rename(&partial, &done).with_context(|| format!("renaming {}", partial.display()))?;
     sync_dir(&to.join(SNAPSHOTS))?;
+    let pruned = match args.keep {
+        Some(keep) => Some(prune(&to, keep as usize)?),
+        None => None,
+    };
     drop(lock);
 
     println!("snapshot {name} complete in {}", done.display());
@@ -157,7 +165,52 @@ pub async fn run(data: &Path, args: BackupArgs) -> anyhow::Result<()> {
         totals.files,
         format_size(totals.file_bytes)
     );
+    if let Some((snapshots, blobs, bytes)) = pruned {
+        println!(
+            "  pruned: {snapshots} older snapshots, {blobs} bodies no snapshot needs ({})",
+            format_size(bytes)
+        );
+    }
     Ok(())
+}
+
+/// Remove the complete snapshots older than the newest `keep`, then the blobs in DIR/blobs
+/// that no remaining complete snapshot lists. Runs under the backup folder's lock, after the
+/// new snapshot is complete. Returns (snapshots, blobs, blob bytes) removed.
+fn prune(to: &Path, keep: usize) -> anyhow::Result<(u64, u64, u64)> {
+    let mut snapshots = snapshot::complete_snapshots(to);
+    let old = snapshots.len().saturating_sub(keep);
+    let mut removed = (0, 0, 0);
+    for gone in snapshots.drain(..old) {
+        // Rename away first: a crash mid-removal must not leave a folder that looks complete
+        // but misses files (the manifest is inside it).
+        let doomed = gone.dir.with_file_name(format!("{}{PARTIAL}", gone.manifest.name));
+        std::fs::rename(&gone.dir, &doomed).with_context(|| format!("renaming {}", gone.dir.display()))?;
+        std::fs::remove_dir_all(&doomed).with_context(|| format!("removing {}", doomed.display()))?;
+        removed.0 += 1;
+    }
+    sync_dir(&to.join(SNAPSHOTS))?;
+    let mut needed = std::collections::HashSet::new();
+    for kept in &snapshots {
+        for (id, _) in snapshot::read_blob_list(&kept.dir.join(BLOB_LIST))? {
+            needed.insert(id);
+        }
+    }
+    for shard in std::fs::read_dir(to.join(BLOBS))?.flatten() {
+        if shard.file_name() == "tmp" || !shard.path().is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(shard.path())?.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if shared::blobs::is_blob_name(&name) && !needed.contains(&name) {
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                std::fs::remove_file(entry.path())?;
+                removed.1 += 1;
+                removed.2 += size;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// A UTC time name not taken yet (two backups in one second get `-2`, `-3`, ...).

@@ -107,6 +107,8 @@ fn choose(from: &Path, name: Option<&str>) -> anyhow::Result<Snapshot> {
 async fn restore(from: &Path, chosen: &Snapshot, data: &Path) -> anyhow::Result<()> {
     // Nobody may start the suite on D while it is being built.
     let _lock = shared::process::DataLock::acquire(data)?;
+    // Before copying anything: when root, the cluster's user must reach D.
+    crate::cmd::init::check_reachable_by_postgres(data)?;
     let mut progress = Progress::new("restore");
 
     // The tree: config, certificates, ACME account, files.
@@ -125,7 +127,6 @@ async fn restore(from: &Path, chosen: &Snapshot, data: &Path) -> anyhow::Result<
     if !config.uses_private_cluster() {
         bail!("the snapshot's config names an external database; restore makes a private cluster only");
     }
-    crate::cmd::init::check_reachable_by_postgres(data)?;
 
     // The blobs the dump refers to, each checked against its name.
     let blobs = snapshot::read_blob_list(&chosen.dir.join(BLOB_LIST))?;
