@@ -11,6 +11,10 @@
 //!    upload temp files are skipped: an upload is renamed into place whole, and a copy reads
 //!    one open file, so a file being uploaded is in the snapshot whole (old or new) or absent.
 //! 4. The MANIFEST, written last (see [`snapshot`]).
+//! 5. With `--keep N`, older snapshots and the bodies no kept snapshot lists are removed.
+//!
+//! A body already in DIR/blobs is trusted by its size; `--verify` re-reads each one against its
+//! sha256 name and copies a damaged one again (restore always checks every body it copies).
 //!
 //! Dead properties live in the dump, the files are copied after it: a file uploaded after the
 //! dump is restored without the properties set later, and properties of a file deleted or moved
@@ -46,6 +50,10 @@ pub struct BackupArgs {
     /// they refer to (default: keep all).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     keep: Option<u32>,
+    /// Also re-read every body already in the backup that this snapshot needs, and copy again
+    /// any whose bytes no longer match its sha256 name (slow: reads the whole backup).
+    #[arg(long)]
+    verify: bool,
 }
 
 /// What a backup did, for the summary.
@@ -62,6 +70,7 @@ struct Totals {
     file_bytes_copied: u64,
     files_linked: u64,
     file_bytes_linked: u64,
+    blobs_repaired: u64,
 }
 
 pub async fn run(data: &Path, args: BackupArgs) -> anyhow::Result<()> {
@@ -102,8 +111,9 @@ pub async fn run(data: &Path, args: BackupArgs) -> anyhow::Result<()> {
         let partial = partial.clone();
         let previous = previous.as_ref().map(|s| s.dir.join(TREE));
         let blobs_dir = config.blobs_dir();
+        let verify = args.verify;
         tokio::task::spawn_blocking(move || -> anyhow::Result<(Totals, Progress)> {
-            copy_blobs(&blobs_dir, &to.join(BLOBS), &blobs, &mut totals, &mut progress)?;
+            copy_blobs(&blobs_dir, &to.join(BLOBS), &blobs, verify, &mut totals, &mut progress)?;
             copy_tree(
                 &data,
                 &partial.join(TREE),
@@ -156,6 +166,12 @@ pub async fn run(data: &Path, args: BackupArgs) -> anyhow::Result<()> {
         totals.blobs,
         format_size(totals.blob_bytes)
     );
+    if args.verify {
+        println!(
+            "  verified: every body already in the backup re-read; {} damaged ones copied again",
+            totals.blobs_repaired
+        );
+    }
     println!(
         "  files: {} copied ({}), {} unchanged and linked ({}), {} in all ({})",
         totals.files_copied,
@@ -333,6 +349,7 @@ fn copy_blobs(
     source: &Path,
     target: &Path,
     blobs: &[(String, u64)],
+    verify: bool,
     totals: &mut Totals,
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
@@ -344,9 +361,13 @@ fn copy_blobs(
         totals.blob_bytes += size;
         let dst = blob_path(target, id);
         if dst.symlink_metadata().is_ok_and(|m| m.is_file() && m.len() == *size) {
-            progress.linked += 1;
-            progress.tick();
-            continue;
+            if !verify || snapshot::sha256_of(&dst)? == *id {
+                progress.linked += 1;
+                progress.tick();
+                continue;
+            }
+            eprintln!("backup: {} is damaged; copying it again", dst.display());
+            totals.blobs_repaired += 1;
         }
         let src_path = blob_path(source, id);
         let mut src = File::open(&src_path).with_context(|| {

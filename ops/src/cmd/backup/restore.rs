@@ -9,8 +9,10 @@
 //! clean: davd's journal rows (they name the old disk's temp files and inodes) and WebDAV locks
 //! (a client's session state) are dropped, reservations of writers that no longer exist are
 //! released, dead properties of resources absent from the restored tree are pruned (a file
-//! deleted or moved after the dump was taken), unreferenced blob rows are swept, and each
-//! user's usage is recounted from what was restored.
+//! deleted or moved after the dump was taken), unreferenced blob rows are swept, a folder under
+//! files/ of a user the dump does not know is moved to `unclaimed-files/`, and each user's usage
+//! is recounted from what was restored. `tinydc.toml` is written last: an interrupted restore
+//! leaves no config, so `tinydc up --data D` refuses it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -21,12 +23,16 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use shared::Config;
 use shared::blobs::BlobStore;
+use shared::config::CONFIG_FILE;
 use shared::pg::{Durability, PrivateCluster};
 use shared::size::format_size;
 
 use super::snapshot::{
     self, BLOB_LIST, BLOBS, DUMP, Progress, Snapshot, TEMP_PREFIX, TREE, blob_path, copy_file, sync_dir, sync_tree_dirs,
 };
+
+/// Where restore puts user folders the dump has no user for.
+const UNCLAIMED: &str = "unclaimed-files";
 
 #[derive(Args)]
 pub struct RestoreArgs {
@@ -48,8 +54,13 @@ pub async fn run(data: &Path, explicit_data: bool, args: RestoreArgs) -> anyhow:
     let created = match std::fs::read_dir(&data) {
         Ok(mut entries) => {
             if entries.next().is_some() {
+                let hint = if data.join(CONFIG_FILE).exists() {
+                    ""
+                } else {
+                    " (an interrupted restore leaves it without tinydc.toml: remove it and restore again)"
+                };
                 bail!(
-                    "{} exists and is not empty; restore builds a new data directory and never overwrites one",
+                    "{} exists and is not empty; restore builds a new data directory and never overwrites one{hint}",
                     data.display()
                 );
             }
@@ -123,7 +134,13 @@ async fn restore(from: &Path, chosen: &Snapshot, data: &Path) -> anyhow::Result<
         .await??
     };
     progress = progress_back;
-    let config = Config::load(data)?;
+    // The config is read from the snapshot and written into D last of all: until then D is
+    // not a data directory, so `tinydc up` refuses an interrupted restore.
+    let config_src = tree.join(CONFIG_FILE);
+    let config_text =
+        std::fs::read_to_string(&config_src).with_context(|| format!("reading {}", config_src.display()))?;
+    let config = Config::parse(&config_text, data)
+        .map_err(|problems| anyhow::anyhow!("the snapshot's config has problems: {}", problems.join("; ")))?;
     if !config.uses_private_cluster() {
         bail!("the snapshot's config names an external database; restore makes a private cluster only");
     }
@@ -150,6 +167,10 @@ async fn restore(from: &Path, chosen: &Snapshot, data: &Path) -> anyhow::Result<
     let settled = loaded?;
     stopped.context("stopping the private PostgreSQL")?;
     sync_tree_dirs(data)?;
+    let mut file = File::open(&config_src)?;
+    let meta = file.metadata()?;
+    copy_file(&mut file, &meta, &data.join(CONFIG_FILE))?;
+    sync_dir(data)?;
 
     println!("restored snapshot {} into {}", chosen.manifest.name, data.display());
     println!(
@@ -168,6 +189,12 @@ async fn restore(from: &Path, chosen: &Snapshot, data: &Path) -> anyhow::Result<
          {} users' usage corrected",
         settled.props_pruned, settled.locks, settled.journal, settled.corrected
     );
+    if settled.unclaimed > 0 {
+        println!(
+            "  {} folders of users unknown to the dump moved to {UNCLAIMED}/",
+            settled.unclaimed
+        );
+    }
     println!("next: tinydc --data {} up", data.display());
     Ok(())
 }
@@ -179,6 +206,7 @@ struct Settled {
     locks: u64,
     journal: u64,
     corrected: u64,
+    unclaimed: u64,
 }
 
 /// pg_restore the dump into the new cluster's empty database, then settle what belonged to the
@@ -236,6 +264,23 @@ async fn load(
                 corrected += 1;
             }
         }
+        // A folder of a user the dump does not know (added after the dump was taken): kept for
+        // the admin, but outside files/, where no daemon would serve it.
+        let known: std::collections::HashSet<&str> = users.iter().map(|u| u.address.as_str()).collect();
+        let mut unclaimed = 0;
+        for entry in std::fs::read_dir(config.files_dir())?.flatten() {
+            let name = entry.file_name();
+            if !known.contains(name.to_string_lossy().as_ref()) {
+                let aside = config.data_dir.join(UNCLAIMED);
+                std::fs::create_dir_all(&aside)?;
+                std::fs::rename(entry.path(), aside.join(&name))?;
+                eprintln!(
+                    "restore: files/{} belongs to no user in the dump; moved to {UNCLAIMED}/",
+                    name.to_string_lossy()
+                );
+                unclaimed += 1;
+            }
+        }
         // Rows of bodies nobody refers to: their files were not copied.
         BlobStore::new(config.blobs_dir()).sweep(&db, Duration::ZERO).await?;
         anyhow::Ok(Settled {
@@ -244,6 +289,7 @@ async fn load(
             locks,
             journal,
             corrected,
+            unclaimed,
         })
     }
     .await;
@@ -281,7 +327,8 @@ fn copy_tree(tree: &Path, data: &Path, progress: &mut Progress) -> anyhow::Resul
             std::fs::create_dir_all(&dst).with_context(|| format!("creating {}", dst.display()))?;
             for entry in std::fs::read_dir(&src).with_context(|| format!("listing {}", src.display()))? {
                 let name = entry?.file_name();
-                if !name.to_string_lossy().starts_with(TEMP_PREFIX) {
+                let config = rel.as_os_str().is_empty() && name == CONFIG_FILE;
+                if !config && !name.to_string_lossy().starts_with(TEMP_PREFIX) {
                     stack.push(rel.join(name));
                 }
             }

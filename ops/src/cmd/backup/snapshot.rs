@@ -206,6 +206,14 @@ pub fn copy_file(src: &mut File, meta: &std::fs::Metadata, dst: &Path) -> anyhow
     })
 }
 
+/// The lowercase hex sha256 of a file's bytes.
+pub fn sha256_of(path: &Path) -> anyhow::Result<String> {
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// fsync a folder, so the names made in it are durable.
 pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     shared::blobs::sync_dir(dir).with_context(|| format!("fsync {}", dir.display()))
