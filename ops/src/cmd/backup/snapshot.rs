@@ -191,9 +191,16 @@ pub fn copy_file(src: &mut File, meta: &std::fs::Metadata, dst: &Path) -> anyhow
         bytes += n as u64;
     }
     let file = temp.as_file();
-    file.set_permissions(meta.permissions())?;
-    if let Ok(mtime) = meta.modified() {
-        file.set_modified(mtime)?;
+    // Best effort: a backup disk without Unix permissions (exFAT) refuses chmod; the copy then
+    // keeps the temp file's 0600, never more open than the original. Without the same mtime,
+    // the next backup copies the file again instead of linking it.
+    if let Err(e) = file.set_permissions(meta.permissions()) {
+        tracing::debug!("keeping mode 0600 for {}: {e}", dst.display());
+    }
+    if let Ok(mtime) = meta.modified()
+        && let Err(e) = file.set_modified(mtime)
+    {
+        tracing::debug!("no modification time for {}: {e}", dst.display());
     }
     file.sync_all()
         .with_context(|| format!("fsync beside {}", dst.display()))?;
