@@ -378,6 +378,26 @@ fn an_interrupted_backup_is_never_offered_and_dead_properties_of_absent_files_ar
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("{id} in the backup is damaged")), "{stderr}");
     assert!(!damaged.exists(), "a failed restore leaves nothing behind");
+    // Bad requests are refused before anything is written: a second backup into a folder
+    // another backup is writing to, a backup folder inside the data directory, a snapshot
+    // name that climbs out of the backup folder.
+    let held = std::fs::File::create(to.join(".tinydc-backup.lock")).unwrap();
+    held.lock().unwrap();
+    let out = tinydc(&data, &["backup", "--to", &to.to_string_lossy()], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another `tinydc backup` is writing"));
+    drop(held);
+    let inside = data.join("files/backup");
+    let out = tinydc(&data, &["backup", "--to", &inside.to_string_lossy()], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inside the data directory"));
+    assert!(!inside.exists());
+    let out = restore(&to, &damaged, &["--snapshot", "../backup/snapshots"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a snapshot name"));
+    // A symbolic link in a user's tree (davd never makes or follows one) is not backed up.
+    std::os::unix::fs::symlink("/etc/passwd", data.join("files/alice@example.test/passwd")).unwrap();
+
     // backup --verify re-reads the bodies already in the backup and copies the damaged one
     // again; then the restore succeeds. A folder of a user the dump does not know (one put
     // there by hand, as a user added after the dump would leave) is moved out of files/.
@@ -406,6 +426,13 @@ fn an_interrupted_backup_is_never_offered_and_dead_properties_of_absent_files_ar
     );
     assert!(damaged.join("unclaimed-files/carol@example.test/c.txt").exists());
     assert!(!damaged.join("files/carol@example.test").exists());
+    assert!(damaged.join("files/alice@example.test/docs/b.bin").exists());
+    assert!(
+        damaged
+            .join("files/alice@example.test/passwd")
+            .symlink_metadata()
+            .is_err()
+    );
     let recalc = ok(&damaged, &["quota", "recalc"], None);
     assert!(recalc.contains("corrected 0"), "{recalc}");
 
