@@ -436,6 +436,37 @@ fn an_interrupted_backup_is_never_offered_and_dead_properties_of_absent_files_ar
     let recalc = ok(&damaged, &["quota", "recalc"], None);
     assert!(recalc.contains("corrected 0"), "{recalc}");
 
+    // A restore killed half-way leaves no config: `up` refuses the directory, and restore
+    // refuses it too, saying how to start again.
+    let cut = backups.join("cut");
+    let mut child = Command::new(TINYDC)
+        .args(["restore", "--from"])
+        .arg(&to)
+        .arg("--data")
+        .arg(&cut)
+        .env_remove("TINYDC_DATA")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Before the cluster is made (killing later would orphan its postmaster).
+    while !lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .contains("copying and checking message bodies")
+    {}
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(cut.join("files").exists() && !cut.join("tinydc.toml").exists());
+    let up = tinydc(&cut, &["up"], None);
+    assert!(!up.status.success());
+    assert!(String::from_utf8_lossy(&up.stderr).contains("is not a tinydc data directory"));
+    let out = restore(&to, &cut, &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("an interrupted restore"));
+
     // A second restore into the same place is refused (the directory is no longer empty).
     let again = tinydc(&restored, &["restore", "--from", &to.to_string_lossy()], None);
     assert!(!again.status.success());
