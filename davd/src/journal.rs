@@ -507,3 +507,13 @@ impl UserGuard {
         Ok(())
     }
 }
+
+/// Forget every journal row (`tinydc restore`: the rows name temp files and inode numbers of
+/// the disk the backup was taken from; the restored tree is whole as copied, and its usage is
+/// recounted from it).
+pub async fn forget_all(db: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!("DELETE FROM dav_journal")
+        .execute(db)
+        .await?
+        .rows_affected())
+}

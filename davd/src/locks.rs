@@ -470,6 +470,12 @@ impl DavLockSystem for PgLocks {
     }
 }
 
+/// Forget every lock of every user (`tinydc restore`: a lock is a client's session state on the
+/// machine that granted it; its holder re-locks when it sees its token refused).
+pub async fn clear_all(db: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!("DELETE FROM dav_locks").execute(db).await?.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

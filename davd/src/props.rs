@@ -253,3 +253,14 @@ pub async fn copy_tree(
     .await?;
     Ok(())
 }
+
+/// The distinct resource keys of a user that carry dead properties (`tinydc restore` checks
+/// each against the restored tree).
+pub async fn keys(db: &PgPool, user_id: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT DISTINCT path FROM dav_props WHERE user_id = $1 ORDER BY path",
+        user_id
+    )
+    .fetch_all(db)
+    .await
+}

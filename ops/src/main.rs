@@ -59,6 +59,12 @@ enum Command {
     Doctor(cmd::doctor::DoctorArgs),
     /// Remove unreferenced message bodies and leftover temp files (safe while running).
     Sweep(cmd::sweep::SweepArgs),
+    /// Write a consistent snapshot (database, message bodies, files, config, certificates) into
+    /// a backup folder while the suite runs; unchanged files and bodies are not copied again.
+    Backup(cmd::backup::BackupArgs),
+    /// Build a new data directory (--data D, which must not exist or be empty) from a backup's
+    /// latest complete snapshot, private PostgreSQL included.
+    Restore(cmd::backup::restore::RestoreArgs),
     /// Measure throughput on a throwaway data directory (prints messages/s, MB/s, RSS).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -91,6 +97,8 @@ fn main() -> ExitCode {
             Command::Dns { domain } => cmd::mail_admin::dns(&data, &domain).await,
             Command::Bench(c) => cmd::bench::run(c).await,
             Command::Sweep(args) => cmd::sweep::run(&data, args).await,
+            Command::Backup(args) => cmd::backup::run(&data, args).await,
+            Command::Restore(args) => cmd::backup::restore::run(&data, explicit_data, args).await,
         }
     });
     match result {

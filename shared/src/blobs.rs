@@ -279,3 +279,17 @@ pub async fn drop_refs(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
+
+/// Every blob something refers to (reference count above zero), with its size: what a backup
+/// taken in the same transaction as a database dump must copy.
+pub async fn referenced(conn: &mut PgConnection) -> sqlx::Result<Vec<(BlobId, u64)>> {
+    let rows = sqlx::query!("SELECT id, size FROM blobs WHERE refcount > 0 ORDER BY id")
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|r| (BlobId(r.id), r.size.max(0) as u64)).collect())
+}
+
+/// Whether `text` is a blob's name (64 lowercase hex digits).
+pub fn is_blob_name(text: &str) -> bool {
+    BlobId::is_valid(text)
+}

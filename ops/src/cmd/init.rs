@@ -191,7 +191,7 @@ async fn create(data: &Path, domain: &str, text: &str, url: Option<&str>) -> any
 
 /// When root, the private cluster runs as the `postgres` user, which must be able to enter every
 /// folder above the data directory. Say so clearly instead of letting initdb fail obscurely.
-fn check_reachable_by_postgres(data: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_reachable_by_postgres(data: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let Some(run_as) = shared::pg::RunAs::for_postgres()? else {
         return Ok(());

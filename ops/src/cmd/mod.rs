@@ -1,6 +1,7 @@
 //! One module per noun of the command line.
 
 pub mod alias;
+pub mod backup;
 pub mod bench;
 pub mod dkim;
 pub mod dns;

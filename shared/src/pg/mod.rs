@@ -100,6 +100,31 @@ impl PrivateCluster {
         cmd
     }
 
+    /// A PostgreSQL client program (`pg_dump`, `pg_restore`, `psql`) of the same install as the
+    /// cluster, aimed at the `tinydc` database over the unix socket (libpq's PG* variables). It
+    /// runs as the user the cluster runs as (the `postgres` user when we are root), who owns the
+    /// socket folder; so callers pipe its input and output through stdin/stdout rather than
+    /// naming files that user might not be allowed to read or write.
+    pub fn client_command(&self, program: &str) -> Command {
+        let mut cmd = self.command(program);
+        cmd.env("PGHOST", self.socket_dir())
+            .env("PGPORT", SOCKET_PORT.to_string())
+            .env("PGUSER", DB_NAME)
+            .env("PGDATABASE", DB_NAME)
+            .env_remove("PGSERVICEFILE")
+            .current_dir("/");
+        cmd
+    }
+
+    /// The PostgreSQL major version of the cluster (`PG_VERSION`).
+    pub fn version(&self) -> anyhow::Result<String> {
+        let path = self.data_dir().join("PG_VERSION");
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_string())
+    }
+
     /// Create the cluster (initdb) and the `tinydc` database. `Throwaway` skips fsyncs.
     pub fn init(&self, durability: Durability) -> anyhow::Result<()> {
         if self.exists() {
