@@ -154,6 +154,14 @@ fn backup_under_load_then_restore_gives_the_same_mail_files_and_quota() {
     assert!(load.wait().unwrap().success(), "the load failed");
     eprintln!("load: {during} rounds, backup 1 after {before}:\n{first}");
     assert!(summary_line(&first, "files:").contains(" copied"), "{first}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&to).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o700,
+            "the backup folder holds keys and everyone's mail: owner only"
+        );
+    }
 
     // 2. Quiet now: this backup holds the whole final state. 3. One known change, and the
     // next backup copies just that: one body, one file of 1000 bytes.

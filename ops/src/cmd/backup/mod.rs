@@ -82,6 +82,14 @@ pub async fn run(data: &Path, args: BackupArgs) -> anyhow::Result<()> {
     for dir in [to.clone(), to.join(SNAPSHOTS), to.join(BLOBS).join("tmp")] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // A backup holds password hashes, DKIM and TLS keys and everyone's mail: only its owner may
+    // enter it. Best effort, like the file modes (a disk without Unix permissions refuses).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!("could not restrict {} to its owner: {e}", to.display());
+        }
+    }
     let lock = File::create(to.join(LOCK)).context("opening the backup folder's lock")?;
     if lock.try_lock().is_err() {
         bail!("another `tinydc backup` is writing to {}", to.display());
