@@ -59,6 +59,8 @@ enum Command {
     Doctor(cmd::doctor::DoctorArgs),
     /// Remove unreferenced message bodies and leftover temp files (safe while running).
     Sweep(cmd::sweep::SweepArgs),
+    /// Export one person's mail, every folder, as a Maildir++ tree or one mbox file per folder.
+    Export(cmd::export::ExportArgs),
     /// Measure throughput on a throwaway data directory (prints messages/s, MB/s, RSS).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
             Command::Dns { domain } => cmd::mail_admin::dns(&data, &domain).await,
             Command::Bench(c) => cmd::bench::run(c).await,
             Command::Sweep(args) => cmd::sweep::run(&data, args).await,
+            Command::Export(args) => cmd::export::run(&data, args).await,
         }
     });
     match result {
