@@ -497,3 +497,19 @@ impl UserGuard {
         Ok(())
     }
 }
+
+/// Every path a journal row names (its `path` and `source`), by user id: a file step there may
+/// not have happened yet, so `tinydc check` leaves the properties of those paths alone.
+pub async fn journal_paths(db: &PgPool) -> Result<Vec<(i64, Vec<u8>)>, sqlx::Error> {
+    let rows = sqlx::query!("SELECT user_id, path, source FROM dav_journal")
+        .fetch_all(db)
+        .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push((r.user_id, r.path));
+        if let Some(source) = r.source {
+            out.push((r.user_id, source));
+        }
+    }
+    Ok(out)
+}

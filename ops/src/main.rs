@@ -61,6 +61,9 @@ enum Command {
     Sweep(cmd::sweep::SweepArgs),
     /// Export one person's mail, every folder, as a Maildir++ tree or one mbox file per folder.
     Export(cmd::export::ExportArgs),
+    /// Verify the store (blobs, reference counts, quota usage, WebDAV properties and locks,
+    /// UID/MODSEQ counters); exits non-zero when anything is wrong. --repair fixes what is safe.
+    Check(cmd::check::CheckArgs),
     /// Measure throughput on a throwaway data directory (prints messages/s, MB/s, RSS).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
             Command::Bench(c) => cmd::bench::run(c).await,
             Command::Sweep(args) => cmd::sweep::run(&data, args).await,
             Command::Export(args) => cmd::export::run(&data, args).await,
+            Command::Check(args) => cmd::check::run(&data, args).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 
 pub mod alias;
 pub mod bench;
+pub mod check;
 pub mod dkim;
 pub mod dns;
 pub mod doctor;
