@@ -226,3 +226,78 @@ fn damage_is_found_and_what_is_safe_repaired() {
     assert!(shared_path.exists(), "a damaged body is evidence, never removed");
     drop(store);
 }
+
+/// Run while mail arrives and goes: the read-only check sees one consistent snapshot (no
+/// false alarm from a delivery half done), and `--repair` finds nothing to change.
+#[test]
+fn check_while_mail_arrives_and_goes() {
+    let (_dir, data) = data_dir();
+    ok(&data, &["init", "--domain", "example.test"], None);
+    for user in ["alice@example.test", "bob@example.test"] {
+        ok(&data, &["user", "add", user, "--password-stdin"], Some("pw\n"));
+    }
+    let store = Store::open(&data);
+    let alice = store.user_id("alice@example.test");
+    let bob = store.user_id("bob@example.test");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let mail = store.mail.clone();
+        let stop = stop.clone();
+        store.rt.spawn(async move {
+            let inbox = mail.mailbox(alice, "INBOX").await.unwrap();
+            let mut n = 0u64;
+            let mut expunged = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let targets = [alice, bob]
+                    .into_iter()
+                    .map(|user_id| DeliveryTarget {
+                        user_id,
+                        mailbox_id: None,
+                        reservation: None,
+                    })
+                    .collect();
+                let body = format!("Subject: {n}\n\n{}\n", "x".repeat((n % 50) as usize * 100));
+                let flags = if n.is_multiple_of(3) {
+                    vec!["\\Deleted".to_string()]
+                } else {
+                    vec![]
+                };
+                let done = mail
+                    .deliver(targets, body.as_bytes(), &flags, Utc::now())
+                    .await
+                    .unwrap();
+                if n.is_multiple_of(3) {
+                    // Drop Alice's copy again: references and usage go down meanwhile.
+                    let uid = done[0].uid;
+                    let gone = mail.expunge(alice, inbox.id, Some(&[uid])).await.unwrap();
+                    assert_eq!(gone, vec![uid]);
+                    expunged += 1;
+                }
+            }
+            (n, expunged)
+        })
+    };
+    // Checks (every third one repairing) until the writer has done a fair amount meanwhile.
+    for i in 0.. {
+        let args: &[&str] = if i % 3 == 2 { &["--repair"] } else { &[] };
+        let (code, out, err) = check(&data, args);
+        assert_eq!(code, 0, "check {args:?} during writes:\n{out}{err}");
+        assert!(!out.contains("problem:") && !out.contains("repaired:"), "{out}");
+        let delivered = store.number(
+            "SELECT count(*) FROM messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE name = 'INBOX')",
+        );
+        if (i >= 8 && delivered >= 40) || i >= 100 {
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (written, expunged) = store.rt.block_on(writer).unwrap();
+    assert!(
+        expunged > 1,
+        "the writer ran ({written} deliveries, {expunged} expunged)"
+    );
+    let (code, out, err) = check(&data, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    drop(store);
+}

@@ -22,7 +22,9 @@ impl BlobId {
         BlobId(hex::encode(Sha256::digest(bytes)))
     }
 
-    fn is_valid(text: &str) -> bool {
+    /// Whether `text` can be a blob's name (64 lowercase hex digits); only such names are ever
+    /// made into paths.
+    pub fn is_valid(text: &str) -> bool {
         text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     }
 }

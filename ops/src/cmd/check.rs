@@ -118,6 +118,11 @@ async fn check(admin: &Admin, repair: bool, grace: Duration) -> anyhow::Result<(
     let mut awaiting_sweep = 0u64;
     for r in &snapshot.refs {
         let id = BlobId(r.id.clone());
+        if !BlobId::is_valid(&id.0) {
+            // Never made into a path: a name like this can only come from a damaged table.
+            progress.suspend(|| report.cannot_repair(format!("blob row {:?} does not name a blob", r.id)));
+            continue;
+        }
         let health = tokio::task::block_in_place(|| store.verify_blocking(&id, r.size.max(0) as u64))?;
         progress.inc(r.size.max(0) as u64);
         match health {

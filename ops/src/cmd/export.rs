@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use clap::{ArgGroup, Args};
 use indicatif::{ProgressBar, ProgressStyle};
 use shared::accounts;
-use shared::blobs::BlobStore;
+use shared::blobs::{BlobId, BlobStore};
 use shared::mailstore::{DELIMITER, MailStore, Mailbox, StoredMessage};
 use shared::size::format_size;
 
@@ -253,6 +253,9 @@ impl Folder {
 
     /// Write one message; its bytes.
     fn write(&mut self, blobs: &BlobStore, message: &StoredMessage) -> anyhow::Result<u64> {
+        if !BlobId::is_valid(&message.blob.0) {
+            bail!("body id {:?} is not a blob name", message.blob.0);
+        }
         let path = blobs.path(&message.blob);
         let body = File::open(&path).with_context(|| format!("body {} unreadable", message.blob))?;
         match self {
