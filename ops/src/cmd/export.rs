@@ -303,7 +303,9 @@ impl MaildirFolder {
             message.uid,
             self.host
         );
-        let name = format!("{base},S={size}:2,{}", maildir_flags(&message.flags, &self.keywords));
+        // Dovecot's uidlist names a message by its file name up to the info (":2,") part.
+        let base = format!("{base},S={size}");
+        let name = format!("{base}:2,{}", maildir_flags(&message.flags, &self.keywords));
         let temp = self.dir.join("tmp").join(&base);
         let mut out = fs::OpenOptions::new()
             .write(true)

@@ -64,6 +64,14 @@ for e in expected:
     if not size or int(size.group(1)) != len(e["data"]):
         fail(f"maildir {e['folder']!r}: name {found[0]!r} lacks S={len(e['data'])}")
 for name, box in folders.items():
+    # dovecot-uidlist (version 3) names every message by its file name before ":2,".
+    path = os.path.join(maildir_root, "." + name) if name else maildir_root
+    with open(os.path.join(path, "dovecot-uidlist"), encoding="utf-8") as f:
+        header, *entries = f.read().splitlines()
+    uids = [int(line.split(" :", 1)[0]) for line in entries]
+    listed = {line.split(" :", 1)[1] for line in entries}
+    if not re.fullmatch(r"3 V\d+ N\d+", header) or uids != sorted(set(uids)) or listed != set(box.keys()):
+        fail(f"maildir {name!r}: dovecot-uidlist {header!r} {sorted(listed)} does not list {sorted(box.keys())}")
     want = sum(1 for e in expected if e["folder"] == name)
     if len(box) != want:
         fail(f"maildir {name!r}: {len(box)} messages, want {want}")
