@@ -301,3 +301,50 @@ fn check_while_mail_arrives_and_goes() {
     assert_eq!(code, 0, "{out}{err}");
     drop(store);
 }
+
+/// A WebDAV upload between its commit (usage charged, journal row written) and its rename is
+/// no usage problem, and --repair leaves that usage alone: once the rename happens it is right.
+#[test]
+fn an_upload_between_commit_and_rename_is_left_alone() {
+    use std::os::unix::fs::MetadataExt as _;
+    let (_dir, data) = data_dir();
+    ok(&data, &["init", "--domain", "example.test"], None);
+    ok(
+        &data,
+        &["user", "add", "alice@example.test", "--password-stdin"],
+        Some("pw\n"),
+    );
+    let store = Store::open(&data);
+    let alice = store.user_id("alice@example.test");
+    let files = data.join("files/alice@example.test");
+    std::fs::create_dir_all(&files).unwrap();
+    // davd's PUT: the temp file, then one transaction charging it and journaling the rename.
+    let temp = files.join(".tinydc-upload-test");
+    std::fs::write(&temp, vec![1u8; 500]).unwrap();
+    let ino = std::fs::metadata(&temp).unwrap().ino();
+    store.sql(&format!("UPDATE users SET file_bytes = 500 WHERE id = {alice}"));
+    store.sql(&format!(
+        "INSERT INTO dav_journal (user_id, op, path, source, ino)
+         VALUES ({alice}, 'place', 'new.txt', '.tinydc-upload-test', {ino})"
+    ));
+    for args in [&[][..], &["--repair"]] {
+        let (code, out, err) = check(&data, args);
+        assert_eq!(code, 0, "{out}{err}");
+        has_all(&out, &["a WebDAV write is in progress", "0 problem(s)"]);
+    }
+    assert_eq!(
+        store.number(&format!("SELECT file_bytes FROM users WHERE id = {alice}")),
+        500
+    );
+    // The rename happens; the journal row stays until davd's next write, and is done.
+    std::fs::rename(&temp, files.join("new.txt")).unwrap();
+    let (code, out, err) = check(&data, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("in progress"), "{out}");
+    // Usage that disagrees with a finished step is a problem again.
+    store.sql(&format!("UPDATE users SET file_bytes = 400 WHERE id = {alice}"));
+    let (code, out, _) = check(&data, &[]);
+    assert_eq!(code, 1, "{out}");
+    has_all(&out, &["files 400 B; stored: mail 0 B, files 500 B"]);
+    drop(store);
+}
