@@ -276,3 +276,80 @@ fn a_missing_body_is_named_and_the_rest_exported() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The high-water mark of resident memory of `tinydc ARGS` (VmHWM, sampled until it exits).
+fn peak_memory_kib(data: &std::path::Path, args: &[&str]) -> u64 {
+    let mut child = Command::new(common::TINYDC)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("TINYDC_DATA")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+            peak = peak.max(kib);
+        }
+        if let Some(done) = child.try_wait().unwrap() {
+            assert!(done.success(), "tinydc {args:?} failed");
+            return peak;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A 40 MB message is streamed: exporting it costs no more memory than exporting a tiny one,
+/// give or take a few megabytes (never the message's size).
+#[test]
+fn a_large_message_is_streamed() {
+    let (dir, data) = data_dir();
+    ok(&data, &["init", "--domain", "example.test"], None);
+    for user in ["small@example.test", "large@example.test"] {
+        ok(&data, &["user", "add", user, "--password-stdin"], Some("pw\n"));
+    }
+    let store = Store::open(&data);
+    let mut large = b"From: x@example.test\nSubject: large\n\n".to_vec();
+    let line = format!("{}\nFrom a line that needs quoting\n", "y".repeat(998));
+    while large.len() < 40 << 20 {
+        large.extend_from_slice(line.as_bytes());
+    }
+    store.rt.block_on(async {
+        for (address, body) in [
+            ("small@example.test", &b"Subject: s\n\nx\n"[..]),
+            ("large@example.test", &large),
+        ] {
+            let id = shared::accounts::get_user(&store.db, address).await.unwrap().id;
+            let inbox = store.mail.mailbox(id, "INBOX").await.unwrap();
+            store
+                .mail
+                .append(id, inbox.id, body, &[], Utc::now(), None)
+                .await
+                .unwrap();
+        }
+    });
+    drop(large);
+    for format in ["--maildir", "--mbox"] {
+        let small = dir.path().join(format!("small{format}"));
+        let big = dir.path().join(format!("large{format}"));
+        let base = peak_memory_kib(
+            &data,
+            &["export", "small@example.test", format, small.to_str().unwrap()],
+        );
+        let peak = peak_memory_kib(&data, &["export", "large@example.test", format, big.to_str().unwrap()]);
+        assert!(
+            peak < base + 8 * 1024,
+            "{format}: exporting 40 MB peaked at {peak} KiB, a tiny export at {base} KiB"
+        );
+    }
+    let written = std::fs::metadata(dir.path().join("large--mbox/INBOX.mbox"))
+        .unwrap()
+        .len();
+    assert!(written > 40 << 20, "{written}");
+    drop(store);
+}
