@@ -136,6 +136,19 @@ impl Step {
         }
     }
 
+    /// Whether the step has not happened yet (what [`Step::replay`] would still do).
+    pub fn pending(&self) -> bool {
+        let has = |p: &Path, file_only: bool| {
+            p.symlink_metadata()
+                .is_ok_and(|m| m.ino() == self.ino() && (m.is_file() || (!file_only && m.is_dir())))
+        };
+        match self {
+            Step::Place { temp, .. } => temp.symlink_metadata().is_ok_and(|m| m.is_file()),
+            Step::Delete { target, .. } => has(target, true),
+            Step::Move { from, .. } => has(from, false),
+        }
+    }
+
     /// Finish the step if it had not happened (idempotent).
     pub fn replay(&self) -> std::io::Result<Replayed> {
         let has = |p: &Path, file_only: bool| {
@@ -516,4 +529,41 @@ pub async fn forget_all(db: &PgPool) -> Result<u64, sqlx::Error> {
         .execute(db)
         .await?
         .rows_affected())
+}
+
+/// Every path a journal row names (its `path` and `source`), by user id: a file step there may
+/// not have happened yet, so `tinydc check` leaves the properties of those paths alone.
+pub async fn journal_paths(db: &PgPool) -> Result<Vec<(i64, Vec<u8>)>, sqlx::Error> {
+    let rows = sqlx::query!("SELECT user_id, path, source FROM dav_journal")
+        .fetch_all(db)
+        .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push((r.user_id, r.path));
+        if let Some(source) = r.source {
+            out.push((r.user_id, source));
+        }
+    }
+    Ok(out)
+}
+
+/// Users with a journaled step that has not happened yet (a WebDAV write between its commit and
+/// its rename or unlink, or one a crash left for davd's recovery): their recorded file usage
+/// already counts a change the tree does not show yet, so `tinydc check` neither reports nor
+/// repairs a difference for them. `files_dir` is DATA/files. An unreadable row counts as pending.
+pub async fn users_with_pending_steps(db: &PgPool, files_dir: &Path) -> Result<HashSet<i64>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT j.user_id, u.address, j.op, j.path, j.source, j.ino FROM dav_journal j JOIN users u ON u.id = j.user_id"
+    )
+    .fetch_all(db)
+    .await?;
+    let mut pending = HashSet::new();
+    for r in rows {
+        let root = files_dir.join(&r.address);
+        let step = Step::from_stored(&root, &r.op, &r.path, r.source.as_deref(), r.ino);
+        if step.is_none_or(|s| s.pending()) {
+            pending.insert(r.user_id);
+        }
+    }
+    Ok(pending)
 }

@@ -499,3 +499,49 @@ mod tests {
         assert_eq!(requested_timeout("Secönd-5"), None);
     }
 }
+
+/// A stored lock as `tinydc check` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLock {
+    pub token: String,
+    pub user_id: i64,
+    pub path: String,
+    /// Its timeout passed (it no longer counts; removed by the user's next LOCK).
+    pub expired: bool,
+    /// Made longer ago than the grace period asked for.
+    pub old: bool,
+}
+
+/// Every stored lock; `old` tells those made more than `grace` ago.
+pub async fn all_locks(db: &PgPool, grace: Duration) -> Result<Vec<StoredLock>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT token, user_id, path, coalesce(timeout_at <= now(), false) AS "expired!",
+                created_at < now() - make_interval(secs => $1) AS "old!"
+         FROM dav_locks ORDER BY user_id, path"#,
+        grace.as_secs_f64()
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StoredLock {
+            token: r.token,
+            user_id: r.user_id,
+            path: r.path,
+            expired: r.expired,
+            old: r.old,
+        })
+        .collect())
+}
+
+/// Remove one lock of a user (an expired one, or one whose resource is gone).
+pub async fn remove(db: &PgPool, user_id: i64, token: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM dav_locks WHERE user_id = $1 AND token = $2",
+        user_id,
+        token
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}

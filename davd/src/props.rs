@@ -264,3 +264,12 @@ pub async fn keys(db: &PgPool, user_id: i64) -> Result<Vec<String>, sqlx::Error>
     .fetch_all(db)
     .await
 }
+
+/// Every (user id, key) that carries dead properties, for `tinydc check` to compare with the
+/// files that exist.
+pub async fn all_keys(db: &PgPool) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    let rows = sqlx::query!("SELECT DISTINCT user_id, path FROM dav_props ORDER BY user_id, path")
+        .fetch_all(db)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.user_id, r.path)).collect())
+}

@@ -65,6 +65,11 @@ enum Command {
     /// Build a new data directory (--data D, which must not exist or be empty) from a backup's
     /// latest complete snapshot, private PostgreSQL included.
     Restore(cmd::backup::restore::RestoreArgs),
+    /// Export one person's mail, every folder, as a Maildir++ tree or one mbox file per folder.
+    Export(cmd::export::ExportArgs),
+    /// Verify the store (blobs, reference counts, quota usage, WebDAV properties and locks,
+    /// UID/MODSEQ counters); exits non-zero when anything is wrong. --repair fixes what is safe.
+    Check(cmd::check::CheckArgs),
     /// Measure throughput on a throwaway data directory (prints messages/s, MB/s, RSS).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -99,6 +104,8 @@ fn main() -> ExitCode {
             Command::Sweep(args) => cmd::sweep::run(&data, args).await,
             Command::Backup(args) => cmd::backup::run(&data, args).await,
             Command::Restore(args) => cmd::backup::restore::run(&data, explicit_data, args).await,
+            Command::Export(args) => cmd::export::run(&data, args).await,
+            Command::Check(args) => cmd::check::run(&data, args).await,
         }
     });
     match result {

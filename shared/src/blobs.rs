@@ -5,7 +5,7 @@
 //! one. References are counted in the `blobs` table inside the same transaction as the message
 //! rows; [`BlobStore::sweep`] removes blobs nobody references and temp files left by crashes.
 
-use std::io::Write;
+use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -22,7 +22,9 @@ impl BlobId {
         BlobId(hex::encode(Sha256::digest(bytes)))
     }
 
-    fn is_valid(text: &str) -> bool {
+    /// Whether `text` can be a blob's name (64 lowercase hex digits); only such names are ever
+    /// made into paths.
+    pub fn is_valid(text: &str) -> bool {
         text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     }
 }
@@ -177,13 +179,7 @@ impl BlobStore {
         known: &std::collections::HashSet<String>,
         grace: Duration,
     ) -> std::io::Result<((u64, u64), u64)> {
-        let old_enough = |path: &Path| -> bool {
-            path.symlink_metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .is_some_and(|age| age >= grace)
-        };
+        let old_enough = |path: &Path| old_enough(path, grace);
         let mut temps = 0;
         if let Ok(entries) = std::fs::read_dir(self.temp_dir()) {
             for entry in entries.flatten() {
@@ -213,6 +209,157 @@ impl BlobStore {
         }
         Ok((orphans, temps))
     }
+}
+
+/// What a blob's file holds, compared with its name and its recorded size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobHealth {
+    Whole,
+    Missing,
+    /// The file has this many bytes, not the recorded size.
+    WrongSize(u64),
+    /// The bytes do not hash to the blob's name (the content is damaged).
+    WrongHash,
+}
+
+/// A blob row with its recorded reference count and the references that exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefCount {
+    pub id: String,
+    pub size: i64,
+    pub recorded: i64,
+    /// Message rows and outbound queue rows naming the blob.
+    pub actual: i64,
+    /// The count has been zero for longer than the grace period asked for.
+    pub zero_before_grace: bool,
+}
+
+impl BlobStore {
+    /// Read a blob through (64 KiB at a time) and compare its sha256 with its name and its
+    /// length with `size` (`tinydc check`).
+    pub fn verify_blocking(&self, id: &BlobId, size: u64) -> std::io::Result<BlobHealth> {
+        let mut file = match std::fs::File::open(self.path(id)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BlobHealth::Missing),
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        if len != size {
+            return Ok(BlobHealth::WrongSize(len));
+        }
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(if hex::encode(hasher.finalize()) == id.0 {
+            BlobHealth::Whole
+        } else {
+            BlobHealth::WrongHash
+        })
+    }
+
+    /// Blob files whose name the database does not know and that are older than `grace` (a
+    /// younger one may be a delivery about to commit): (name, bytes). What [`Self::sweep`]
+    /// would remove.
+    pub fn unknown_files(
+        &self,
+        known: &std::collections::HashSet<String>,
+        grace: Duration,
+    ) -> std::io::Result<Vec<(String, u64)>> {
+        let mut found = Vec::new();
+        let Ok(shards) = std::fs::read_dir(&self.root) else {
+            return Ok(found);
+        };
+        for shard in shards.flatten() {
+            if shard.file_name() == "tmp" || !shard.path().is_dir() {
+                continue;
+            }
+            for entry in std::fs::read_dir(shard.path())?.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if BlobId::is_valid(&name) && !known.contains(&name) && old_enough(&entry.path(), grace) {
+                    found.push((name, entry.metadata().map(|m| m.len()).unwrap_or(0)));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Whether the file at `path` was last modified at least `grace` ago.
+fn old_enough(path: &Path, grace: Duration) -> bool {
+    path.symlink_metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age >= grace)
+}
+
+/// Every blob row with its recorded reference count and the references that exist (message
+/// rows and outbound queue rows: each holds one, see `add_ref`). Run it in one snapshot
+/// (REPEATABLE READ): writers change a count and its references in one transaction.
+pub async fn reference_counts(conn: &mut PgConnection, grace: Duration) -> sqlx::Result<Vec<RefCount>> {
+    let rows = sqlx::query!(
+        r#"WITH refs AS (
+             SELECT blob_id, count(*) AS n FROM
+               (SELECT blob_id FROM messages UNION ALL SELECT blob_id FROM smtp_queue) r
+             GROUP BY blob_id)
+           SELECT b.id, b.size, b.refcount, coalesce(refs.n, 0)::bigint AS "actual!",
+                  coalesce(b.zero_since < now() - make_interval(secs => $1), false) AS "old!"
+           FROM blobs b LEFT JOIN refs ON refs.blob_id = b.id ORDER BY b.id"#,
+        grace.as_secs_f64()
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| RefCount {
+            id: r.id,
+            size: r.size,
+            recorded: r.refcount,
+            actual: r.actual,
+            zero_before_grace: r.old,
+        })
+        .collect())
+}
+
+/// Set a blob's reference count to the references that exist. Runs under the blob's row lock,
+/// the lock every writer of references takes (add_ref, add_refs, drop_refs, and the foreign key
+/// check of a new message or queue row), so no change of references is in flight while it
+/// counts. Returns (recorded, actual), or `None` when the row is gone.
+pub async fn recount(db: &PgPool, id: &str) -> sqlx::Result<Option<(i64, i64)>> {
+    let mut tx = db.begin().await?;
+    let Some(recorded) = sqlx::query_scalar!("SELECT refcount FROM blobs WHERE id = $1 FOR UPDATE", id)
+        .fetch_optional(&mut *tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let actual: i64 = sqlx::query_scalar!(
+        r#"SELECT ((SELECT count(*) FROM messages WHERE blob_id = $1)
+                 + (SELECT count(*) FROM smtp_queue WHERE blob_id = $1))::bigint AS "n!""#,
+        id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if actual != recorded {
+        sqlx::query!(
+            "UPDATE blobs SET refcount = $2::bigint,
+               zero_since = CASE WHEN $2::bigint = 0 THEN coalesce(zero_since, now()) ELSE NULL END
+             WHERE id = $1",
+            id,
+            actual
+        )
+        .execute(&mut *tx)
+        .await?;
+        tracing::warn!(blob = id, recorded, actual, "blob reference count corrected");
+    }
+    tx.commit().await?;
+    Ok(Some((recorded, actual)))
 }
 
 /// Inside a transaction: count one more reference to a stored blob (recording it if new).
@@ -287,9 +434,4 @@ pub async fn referenced(conn: &mut PgConnection) -> sqlx::Result<Vec<(BlobId, u6
         .fetch_all(conn)
         .await?;
     Ok(rows.into_iter().map(|r| (BlobId(r.id), r.size.max(0) as u64)).collect())
-}
-
-/// Whether `text` is a blob's name (64 lowercase hex digits).
-pub fn is_blob_name(text: &str) -> bool {
-    BlobId::is_valid(text)
 }

@@ -173,3 +173,15 @@ pub async fn retry(db: &PgPool, which: Which) -> sqlx::Result<u64> {
     tx.commit().await?;
     Ok(done.rows_affected())
 }
+
+/// How many outbound queue rows use each of `blob_ids` (`tinydc check` names them when a body is
+/// missing or damaged).
+pub async fn count_by_blob(db: &PgPool, blob_ids: &[String]) -> sqlx::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT blob_id, count(*) AS "n!" FROM smtp_queue WHERE blob_id = ANY($1) GROUP BY blob_id"#,
+        blob_ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.blob_id, r.n)).collect())
+}

@@ -292,6 +292,28 @@ pub async fn release_stale(db: &PgPool) -> Result<u64, QuotaError> {
     Ok(total)
 }
 
+/// How many reservations [`release_stale`] would release now (owner dead, or expired).
+pub async fn count_stale(db: &PgPool) -> Result<u64, QuotaError> {
+    let (n,): (i64,) = sqlx::query_as(&format!(
+        "SELECT count(*) FROM quota_reservations r
+         WHERE r.expires_at <= now() OR (r.owner IS NOT NULL AND NOT {OWNER_ALIVE})"
+    ))
+    .fetch_one(db)
+    .await?;
+    Ok(n.max(0) as u64)
+}
+
+/// Every user's recorded usage: (id, address, mail bytes, file bytes), by address.
+pub async fn recorded_usage(conn: &mut PgConnection) -> Result<Vec<(i64, String, u64, u64)>, QuotaError> {
+    let rows = sqlx::query!("SELECT id, address, mail_bytes, file_bytes FROM users ORDER BY address")
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id, r.address, r.mail_bytes.max(0) as u64, r.file_bytes.max(0) as u64))
+        .collect())
+}
+
 /// Give a reservation's space back (the write failed or was abandoned).
 pub async fn release(db: &PgPool, reservation: Reservation) -> Result<(), QuotaError> {
     sqlx::query!("DELETE FROM quota_reservations WHERE id = $1", reservation.id)

@@ -3,10 +3,12 @@
 pub mod alias;
 pub mod backup;
 pub mod bench;
+pub mod check;
 pub mod dkim;
 pub mod dns;
 pub mod doctor;
 pub mod domain;
+pub mod export;
 pub mod init;
 pub mod mail_admin;
 pub mod queue;

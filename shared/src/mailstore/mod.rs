@@ -30,6 +30,7 @@
 
 pub mod parsed;
 
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
@@ -1430,6 +1431,116 @@ pub async fn purge_user_mail(conn: &mut PgConnection, user_id: i64) -> Result<()
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+// Consistency checks for `tinydc check`: reads over every user, and one repair that runs in
+// the lock order above.
+
+/// The bytes of every user's messages, by user id (users without mail are absent).
+pub async fn mail_bytes_by_user(conn: &mut PgConnection) -> Result<HashMap<i64, u64>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT b.user_id, coalesce(sum(m.size), 0)::bigint AS "bytes!"
+         FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id GROUP BY b.user_id"#
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.user_id, r.bytes.max(0) as u64)).collect())
+}
+
+/// A mailbox whose counters are behind its messages: a UID at or above UIDNEXT (RFC 3501
+/// §2.3.1.1: UIDNEXT is above every assigned UID) or a MODSEQ above HIGHESTMODSEQ (RFC 7162
+/// §3.1.1). Either would let the store hand out a UID or MODSEQ twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterProblem {
+    pub user_id: i64,
+    pub address: String,
+    pub mailbox_id: i64,
+    pub name: String,
+    pub uidnext: i64,
+    pub max_uid: i64,
+    pub highestmodseq: i64,
+    pub max_modseq: i64,
+}
+
+/// Every mailbox whose UIDNEXT or HIGHESTMODSEQ is behind its messages. (Two messages with one
+/// UID cannot exist: (mailbox_id, uid) is the primary key.)
+pub async fn counter_problems(conn: &mut PgConnection) -> Result<Vec<CounterProblem>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT b.id, b.user_id, u.address, b.name, b.uidnext, b.highestmodseq,
+                max(m.uid) AS "max_uid!", max(m.modseq) AS "max_modseq!"
+         FROM mailboxes b JOIN users u ON u.id = b.user_id JOIN messages m ON m.mailbox_id = b.id
+         GROUP BY b.id, u.address
+         HAVING max(m.uid) >= b.uidnext OR max(m.modseq) > b.highestmodseq
+         ORDER BY u.address, b.name"#
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| CounterProblem {
+            user_id: r.user_id,
+            address: r.address,
+            mailbox_id: r.id,
+            name: r.name,
+            uidnext: r.uidnext,
+            max_uid: r.max_uid,
+            highestmodseq: r.highestmodseq,
+            max_modseq: r.max_modseq,
+        })
+        .collect())
+}
+
+/// Move a mailbox's UIDNEXT above its highest UID and its HIGHESTMODSEQ up to its highest
+/// MODSEQ (never down: UIDs stay valid, so clients keep their caches). Under the user's and the
+/// mailbox's row locks, like every writer here.
+pub async fn repair_counters(db: &PgPool, user_id: i64, mailbox_id: i64) -> Result<(), StoreError> {
+    let mut tx = db.begin().await?;
+    lock_mailbox(&mut tx, user_id, mailbox_id).await?;
+    sqlx::query!(
+        "UPDATE mailboxes SET
+           uidnext = greatest(uidnext, coalesce((SELECT max(uid) + 1 FROM messages WHERE mailbox_id = $1), 1)),
+           highestmodseq = greatest(highestmodseq, coalesce((SELECT max(modseq) FROM messages WHERE mailbox_id = $1), 1))
+         WHERE id = $1 AND user_id = $2",
+        mailbox_id,
+        user_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A message named by where a person sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagePlace {
+    pub address: String,
+    pub mailbox: String,
+    pub uid: u32,
+    pub blob_id: String,
+}
+
+/// The messages whose body is one of `blob_ids`, by address, mailbox and UID.
+pub async fn messages_with_blobs(
+    conn: &mut PgConnection,
+    blob_ids: &[String],
+) -> Result<Vec<MessagePlace>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT u.address, b.name, m.uid, m.blob_id FROM messages m
+         JOIN mailboxes b ON b.id = m.mailbox_id JOIN users u ON u.id = b.user_id
+         WHERE m.blob_id = ANY($1) ORDER BY u.address, b.name, m.uid",
+        blob_ids
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| MessagePlace {
+            address: r.address,
+            mailbox: r.name,
+            uid: r.uid as u32,
+            blob_id: r.blob_id,
+        })
+        .collect())
 }
 
 /// System flags in their canonical case (`\seen` → `\Seen`), keywords as given, no

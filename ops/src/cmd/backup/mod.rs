@@ -226,7 +226,7 @@ fn prune(to: &Path, keep: usize) -> anyhow::Result<(u64, u64, u64)> {
         }
         for entry in std::fs::read_dir(shard.path())?.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if shared::blobs::is_blob_name(&name) && !needed.contains(&name) {
+            if shared::blobs::BlobId::is_valid(&name) && !needed.contains(&name) {
                 let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
                 std::fs::remove_file(entry.path())?;
                 removed.1 += 1;

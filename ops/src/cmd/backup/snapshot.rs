@@ -150,7 +150,7 @@ pub fn read_blob_list(path: &Path) -> anyhow::Result<Vec<(String, u64)>> {
         let parsed = line
             .split_once(' ')
             .and_then(|(id, size)| Some((id.to_string(), size.parse::<u64>().ok()?)))
-            .filter(|(id, _)| shared::blobs::is_blob_name(id));
+            .filter(|(id, _)| shared::blobs::BlobId::is_valid(id));
         match parsed {
             Some(entry) => out.push(entry),
             None => bail!("{} has a bad line: {line:?}", path.display()),
