@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{Appended, DeliveryTarget, MailStore, StoreError, deliver_in, lock_user};
+use super::{Appended, DeliveryTarget, MailStore, Prepared, StoreError, deliver_in, lock_user};
 use crate::quota;
 
 /// What [`MailStore::import`] did with one message.
@@ -61,11 +61,8 @@ impl MailStore {
 
     /// Store one imported message in each of `targets` (the user's mailbox ids; several for a
     /// message with several Gmail labels: one body, one message row each), with `flags` and
-    /// `internal_date`, unless (user, source, key) was imported before. The log row is inserted
-    /// first in the delivering transaction (`ON CONFLICT DO NOTHING`); when it was already
-    /// there, the transaction is rolled back and nothing changes. Each copy is charged to the
-    /// quota like any delivery; a copy that does not fit refuses the whole message with
-    /// [`StoreError::Quota`] (`QuotaError::Exceeded`) and nothing is logged.
+    /// `internal_date`, unless (user, source, key) was imported before: [`Self::prepare_import`]
+    /// then [`Self::import_prepared`].
     #[allow(clippy::too_many_arguments)]
     pub async fn import(
         &self,
@@ -77,20 +74,48 @@ impl MailStore {
         source: &str,
         key: &str,
     ) -> Result<ImportOutcome, StoreError> {
+        if self.is_imported(user_id, source, key).await? {
+            return Ok(ImportOutcome::AlreadyImported);
+        }
+        let prepared = self.prepare_import(raw).await?;
+        self.import_prepared(user_id, targets, &prepared, flags, internal_date, source, key)
+            .await
+    }
+
+    /// The part of an import that needs no transaction: parse the message and write its body
+    /// durably to the blob store. An importer runs it for the next message while the previous
+    /// one's transaction commits. A body whose import is then not committed stays unreferenced
+    /// until `tinydc sweep` removes it.
+    pub async fn prepare_import(&self, raw: Arc<Vec<u8>>) -> Result<PreparedImport, StoreError> {
+        // The same free-space reserve as a reserved write.
+        quota::check_disk(&self.db, raw.len() as u64)?;
+        Ok(PreparedImport(self.prepare(raw).await?))
+    }
+
+    /// The transaction of an import: the log row is inserted first (`ON CONFLICT DO NOTHING`);
+    /// when it was already there, the transaction is rolled back and nothing changes
+    /// ([`ImportOutcome::AlreadyImported`]). Otherwise one message row per target mailbox, each
+    /// charged to the quota like any delivery; a copy that does not fit refuses the whole
+    /// message with [`StoreError::Quota`] (`QuotaError::Exceeded`) and nothing is logged.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn import_prepared(
+        &self,
+        user_id: i64,
+        targets: &[i64],
+        message: &PreparedImport,
+        flags: &[String],
+        internal_date: DateTime<Utc>,
+        source: &str,
+        key: &str,
+    ) -> Result<ImportOutcome, StoreError> {
         let mut mailboxes = targets.to_vec();
         mailboxes.sort_unstable();
         mailboxes.dedup();
         if mailboxes.is_empty() {
             return Err(StoreError::Invalid("an imported message needs a target mailbox".into()));
         }
-        if self.is_imported(user_id, source, key).await? {
-            return Ok(ImportOutcome::AlreadyImported);
-        }
-        let size = raw.len() as u64;
-        // The same free-space reserve as a reserved write (no reservation here: the charge in
-        // the transaction is the quota check).
-        quota::check_disk(&self.db, size.saturating_mul(mailboxes.len() as u64))?;
-        let prepared = self.prepare(raw).await?;
+        let size = message.size();
+        quota::check_disk(&self.db, size.saturating_mul(mailboxes.len() as u64 - 1))?;
         let mut tx = self.db.begin().await?;
         // Lock order step 1 (module docs): the user row, before the log row and the mailboxes.
         // It also serialises two imports of the same user, so the log insert never waits long.
@@ -105,7 +130,7 @@ impl MailStore {
         .fetch_optional(&mut *tx)
         .await?;
         if fresh.is_none() {
-            // Imported meanwhile by another run: roll back (the body written above is
+            // Imported meanwhile by another run: roll back (a body written for it alone is
             // unreferenced and `tinydc sweep` removes it).
             tx.rollback().await?;
             return Ok(ImportOutcome::AlreadyImported);
@@ -118,11 +143,21 @@ impl MailStore {
                 reservation: None,
             })
             .collect();
-        let appended = deliver_in(&mut tx, targets, &prepared, flags, internal_date).await?;
+        let appended = deliver_in(&mut tx, targets, &message.0, flags, internal_date).await?;
         tx.commit().await?;
         Ok(ImportOutcome::Imported(Imported {
             charged: size * appended.len() as u64,
             appended,
         }))
+    }
+}
+
+/// A message parsed and its body stored, ready for [`MailStore::import_prepared`].
+pub struct PreparedImport(Prepared);
+
+impl PreparedImport {
+    /// The message's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.0.size
     }
 }

@@ -31,7 +31,7 @@
 mod import;
 pub mod parsed;
 
-pub use import::{ImportOutcome, Imported};
+pub use import::{ImportOutcome, Imported, PreparedImport};
 
 use std::ops::RangeInclusive;
 use std::sync::Arc;

@@ -25,7 +25,7 @@ use clap::{ArgGroup, Args};
 use indicatif::{ProgressBar, ProgressStyle};
 use shared::accounts;
 use shared::blobs::BlobStore;
-use shared::mailstore::{self, ImportOutcome, MailStore, SpecialUse, StoreError};
+use shared::mailstore::{self, ImportOutcome, MailStore, PreparedImport, SpecialUse, StoreError};
 use shared::quota::{self, QuotaError};
 use shared::size::format_size;
 
@@ -135,7 +135,24 @@ pub struct Importer {
     counts: Counts,
     progress: Progress,
     stopped: Option<Stop>,
+    /// The message whose body is being written while the caller reads the next one.
+    pending: Option<Pending>,
 }
+
+/// A message added but not committed yet ([`Importer::add`]).
+struct Pending {
+    what: String,
+    folders: Vec<String>,
+    flags: Vec<String>,
+    date: DateTime<Utc>,
+    source: String,
+    key: String,
+    source_bytes: u64,
+    prepared: tokio::task::JoinHandle<Result<PreparedImport, StoreError>>,
+}
+
+/// Messages up to this size are pipelined (module docs of [`Importer::add`]).
+pub const PIPELINE_MAX: u64 = 1 << 20;
 
 /// The progress display: an indicatif bar on a terminal, plain lines every few seconds
 /// otherwise (a log file, a cron mail).
@@ -363,6 +380,7 @@ impl Importer {
             counts: Counts::default(),
             progress: Progress::new(),
             stopped: None,
+            pending: None,
         }
     }
 
@@ -503,8 +521,15 @@ impl Importer {
     }
 
     /// Store one message (unless imported before). `source_bytes`: how much of the source it
-    /// took, for the progress bar. Errors only on what stops the whole import (database down);
-    /// a quota or disk refusal sets [`Importer::stopped`] instead, a bad message is skipped.
+    /// took, for the progress bar. Errors only on what stops the whole import (database down
+    /// for good); a quota or disk refusal sets [`Importer::stopped`] instead, a bad message is
+    /// skipped.
+    ///
+    /// Pipelined: the message is parsed and its body written in a task of its own while the
+    /// previous message's transaction commits (each a disk flush); this call returns once that
+    /// previous message is done. Messages commit in the order they are added (UIDs follow the
+    /// source). Only messages up to [`PIPELINE_MAX`] wait like this, so at most one such small
+    /// message is held besides the one being added.
     pub async fn add(&mut self, incoming: Incoming, source_bytes: u64) -> anyhow::Result<()> {
         if self.stopped.is_some() {
             return Ok(());
@@ -522,7 +547,7 @@ impl Importer {
         let folders = if incoming.folders.is_empty() {
             vec!["INBOX".to_string()]
         } else {
-            incoming.folders.clone()
+            incoming.folders
         };
         let flags: Vec<String> = incoming
             .flags
@@ -535,59 +560,117 @@ impl Importer {
                 ok
             })
             .collect();
-        let date = incoming.internal_date.unwrap_or_else(Utc::now);
+        let large = incoming.raw.len() as u64 > PIPELINE_MAX;
+        if large {
+            // Hold nothing else while a large message is in memory.
+            self.flush().await?;
+            if self.stopped.is_some() {
+                return Ok(());
+            }
+        }
+        let store = self.store.clone();
         let raw = Arc::new(incoming.raw);
-        let mut attempt = 0u32;
-        let outcome = loop {
-            attempt += 1;
-            let mut targets = Ok(Vec::new());
-            for folder in &folders {
-                match self.folder(folder).await {
-                    Ok(Ok(id)) => {
-                        if let Ok(targets) = &mut targets {
-                            targets.push(id);
+        let pending = Pending {
+            what,
+            folders,
+            flags,
+            date: incoming.internal_date.unwrap_or_else(Utc::now),
+            source: incoming.source,
+            key: incoming.key,
+            source_bytes,
+            prepared: tokio::spawn(async move { store.prepare_import(raw).await }),
+        };
+        if let Some(previous) = self.pending.replace(pending) {
+            self.commit(previous).await?;
+        }
+        if large {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Commit the message still pending, if any (abandon it when the import has stopped).
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(pending) = self.pending.take() {
+            if self.stopped.is_some() {
+                pending.prepared.abort();
+            } else {
+                self.commit(pending).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait for a pending message's body, then run its transaction (with the retries the
+    /// module describes) and count the outcome.
+    async fn commit(&mut self, pending: Pending) -> anyhow::Result<()> {
+        let Pending {
+            what,
+            folders,
+            flags,
+            date,
+            source,
+            key,
+            source_bytes,
+            prepared,
+        } = pending;
+        if self.stopped.is_some() {
+            prepared.abort();
+            return Ok(());
+        }
+        let prepared = prepared
+            .await
+            .map_err(|e| anyhow::anyhow!("storing {what}: the body writer task failed: {e}"))?;
+        let outcome = match prepared {
+            Err(e) => Err(e),
+            Ok(prepared) => {
+                let mut attempt = 0u32;
+                loop {
+                    attempt += 1;
+                    let mut targets = Ok(Vec::new());
+                    for folder in &folders {
+                        match self.folder(folder).await {
+                            Ok(Ok(id)) => {
+                                if let Ok(targets) = &mut targets {
+                                    targets.push(id);
+                                }
+                            }
+                            Ok(Err(reason)) => {
+                                self.skip(&what, &format!("cannot make folder: {reason}"), source_bytes);
+                                return Ok(());
+                            }
+                            Err(e) => {
+                                targets = Err(e);
+                                break;
+                            }
                         }
                     }
-                    Ok(Err(reason)) => {
-                        self.skip(&what, &format!("cannot make folder: {reason}"), source_bytes);
-                        return Ok(());
+                    let outcome = match targets {
+                        Ok(targets) => {
+                            self.store
+                                .import_prepared(self.user_id, &targets, &prepared, &flags, date, &source, &key)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match outcome {
+                        // A folder deleted (by a client) since it was looked up: look up or
+                        // make it again, once.
+                        Err(StoreError::NoSuchMailbox) if attempt == 1 => {
+                            tracing::info!(what, "import: a target folder went away; looking it up again");
+                            self.folders.clear();
+                        }
+                        // PostgreSQL restarting (`tinydc up` restarts it when it dies): wait for
+                        // it rather than abandon the import; nothing of this message was
+                        // committed (or, if the commit went through unacknowledged, the retry
+                        // finds the log row and counts it as already there).
+                        Err(e) if e.is_unavailable() && attempt < UNAVAILABLE_RETRIES => {
+                            tracing::warn!(what, attempt, "import: database unavailable, retrying: {e}");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        outcome => break outcome,
                     }
-                    Err(e) => {
-                        targets = Err(e);
-                        break;
-                    }
                 }
-            }
-            let outcome = match targets {
-                Ok(targets) => {
-                    self.store
-                        .import(
-                            self.user_id,
-                            &targets,
-                            raw.clone(),
-                            &flags,
-                            date,
-                            &incoming.source,
-                            &incoming.key,
-                        )
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            match outcome {
-                // A folder deleted (by a client) since it was looked up: look up or make it
-                // again, once.
-                Err(StoreError::NoSuchMailbox) if attempt == 1 => {
-                    tracing::info!(what, "import: a target folder went away; looking it up again");
-                    self.folders.clear();
-                }
-                // PostgreSQL restarting (`tinydc up` restarts it when it dies): wait for it
-                // rather than abandon the import; nothing of this message was committed.
-                Err(e) if e.is_unavailable() && attempt < UNAVAILABLE_RETRIES => {
-                    tracing::warn!(what, attempt, "import: database unavailable, retrying: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                outcome => break outcome,
             }
         };
         match outcome {
@@ -615,8 +698,10 @@ impl Importer {
         Ok(())
     }
 
-    /// Print the summary (stdout) and turn an early stop into the command's error.
-    pub async fn finish(self) -> anyhow::Result<()> {
+    /// Commit what is pending, print the summary (stdout) and turn an early stop into the
+    /// command's error.
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        let flushed = self.flush().await;
         self.progress.finish();
         let c = &self.counts;
         println!(
@@ -632,6 +717,7 @@ impl Importer {
             println!("  {n} {reason}");
         }
         println!("took {}", human_duration(self.progress.started.elapsed()));
+        flushed?;
         match self.stopped {
             None => Ok(()),
             Some(Stop::OverQuota { requested, available }) => {
