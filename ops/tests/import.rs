@@ -430,8 +430,20 @@ fn maildir_tree_with_folders_flags_and_keywords_seen_over_imap() {
     );
     trashed.flags = vec!["\\Seen", "\\Deleted"];
 
+    // A tree handed over by someone else may hold symbolic links to files of this machine (or
+    // to other people's mail): never followed, neither as a message nor as a folder.
+    let secret = write(dir.path(), "secret", b"Subject: not yours\n\nsecret\n");
+    std::os::unix::fs::symlink(&secret, root.join("cur/1700000006.M6P1.host:2,S")).unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(elsewhere.join(sub)).unwrap();
+    }
+    std::fs::copy(&secret, elsewhere.join("new/1700000007.M7P1.host")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root.join(".Elsewhere")).unwrap();
+
     let out = import(&data, &["bob@example.test", "--maildir", arg(&root)]);
     assert_eq!(counts(&out), (5, 0), "{}", text(&out));
+    assert!(text(&out).contains("1 not a regular file"), "{}", text(&out));
     let view = dump(port, "bob@example.test", "bob-pw");
     let names: BTreeSet<&str> = view.keys().map(String::as_str).collect();
     let want: BTreeSet<&str> = [
@@ -717,11 +729,14 @@ fn oversize_messages_are_skipped_with_the_reason() {
     let mut file = mbox_of(1, 1000, None);
     file.extend(mbox_of(1, 3 << 20, None));
     file.extend(mbox_of(1, 1000, None));
+    // A last "line" of 3 MB with no line end at all (binary junk): read in bounded pieces.
+    file.extend_from_slice(b"From x@xxx Mon Jan  1 00:00:00 2024\nSubject: junk\n\n");
+    file.extend(std::iter::repeat_n(b'x', 3 << 20));
     let path = write(dir.path(), "mixed.mbox", &file);
     let out = import(&data, &["erin@example.test", "--mbox", arg(&path)]);
     assert_eq!(counts(&out), (2, 0), "{}", text(&out));
     assert!(
-        text(&out).contains(&format!("1 larger than max_message_size ({})", format_size(1 << 20))),
+        text(&out).contains(&format!("2 larger than max_message_size ({})", format_size(1 << 20))),
         "{}",
         text(&out)
     );
