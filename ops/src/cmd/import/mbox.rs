@@ -4,7 +4,7 @@
 //!
 //! Messages start with a `From ` line ("From_ line": `From sender date`) that follows a blank
 //! line (or starts the file) and carries an asctime-style date (`Wed Jan 03 12:34:56 2024`,
-//! Gmail writes `Wed Jan 03 12:34:56 +0000 2024`). A body line that merely starts with
+//! Gmail writes `Wed Jan 03 12:34:56 +0000 2024`; an RFC 5322 date is taken too). A body line that merely starts with
 //! `From ` is no separator unless it also follows a blank line and carries such a date, so
 //! unquoted `From ` lines in bodies (sloppy mboxo writers) stay in their message.
 //!
@@ -224,6 +224,10 @@ pub fn from_line_date(line: &[u8]) -> Option<DateTime<Utc>> {
     let mut words = text.split_ascii_whitespace();
     words.next()?; // the sender
     let words: Vec<&str> = words.collect();
+    // Some writers put an RFC 5322 date there (`Thu, 1 Feb 2024 08:00:00 +0000`).
+    if let Ok(date) = DateTime::parse_from_rfc2822(&words.join(" ")) {
+        return Some(date.with_timezone(&Utc));
+    }
     // Find "Mon DD HH:MM[:SS]" and a year among the next few words.
     let month_at = words
         .iter()
@@ -622,6 +626,12 @@ mod tests {
     #[test]
     fn dates() {
         assert!(from_line_date(b"From here on, a body line.").is_none());
+        assert_eq!(
+            from_line_date(b"From a@b Thu, 1 Feb 2024 08:00:00 +0100")
+                .unwrap()
+                .to_rfc3339(),
+            "2024-02-01T07:00:00+00:00"
+        );
         assert_eq!(
             from_line_date(b"From MAILER-DAEMON Sat Dec  5 01:02:03 2026")
                 .unwrap()
