@@ -707,6 +707,16 @@ fn over_quota_is_refused_with_the_numbers_and_resumes_after_a_raise() {
         .unwrap();
     assert!((10..30).contains(&first), "{}", text(&out));
 
+    // Another file, fresh, that does not fit in what is left is still refused up front (mail
+    // from an earlier mbox import does not make it a resumed one).
+    let out = import(
+        &data,
+        &["dave@example.test", "--mbox", arg(&dir.path().join("big.mbox"))],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("it will not fit"), "{}", text(&out));
+    assert!(!text(&out).contains("imported "), "{}", text(&out));
+
     ok(&data, &["quota", "set", "dave@example.test", "1M"], None);
     let out = import(&data, &["dave@example.test", "--mbox", arg(&path)]);
     assert_eq!(counts(&out), (30 - first, first), "{}", text(&out));

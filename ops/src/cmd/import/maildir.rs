@@ -168,6 +168,11 @@ pub fn entries(folder: &str, dir: &Path, skipped: &mut Vec<(String, String)>) ->
     Ok(out)
 }
 
+/// The resume key of a message file (module docs).
+fn key_of(entry: &Entry) -> String {
+    format!("{}/{}", entry.folder, unique_part(&entry.name))
+}
+
 /// Import a Maildir++ tree.
 pub async fn import(importer: &mut Importer, root: &Path) -> anyhow::Result<()> {
     let mut all = Vec::new();
@@ -178,7 +183,14 @@ pub async fn import(importer: &mut Importer, root: &Path) -> anyhow::Result<()> 
         all.extend(entries(&folder, &dir, &mut skipped)?);
     }
     let total: u64 = all.iter().map(|e| e.size).sum();
-    importer.check_quota(SOURCE, total).await?;
+    // Resumed when its first message was imported before.
+    let resumed = match all.first() {
+        Some(first) => importer.is_imported(SOURCE, &key_of(first)).await?,
+        None => false,
+    };
+    importer
+        .check_quota_of(&root.display().to_string(), total, resumed)
+        .await?;
     importer.set_total(Some(total), Some(all.len() as u64 + skipped.len() as u64));
     for (what, reason) in skipped {
         importer.skip(&what, &reason, 0);
@@ -188,7 +200,7 @@ pub async fn import(importer: &mut Importer, root: &Path) -> anyhow::Result<()> 
         if importer.stopped().is_some() {
             break;
         }
-        let key = format!("{}/{}", entry.folder, unique_part(&entry.name));
+        let key = key_of(&entry);
         if importer.already_imported(SOURCE, &key, entry.size).await? {
             continue;
         }

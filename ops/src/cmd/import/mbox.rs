@@ -501,14 +501,26 @@ pub fn to_incoming(raw: Vec<u8>, from_line: &[u8], folder: Option<&str>, key: St
 pub async fn import(importer: &mut Importer, path: &Path, folder: Option<&str>) -> anyhow::Result<()> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let total = file.metadata().map(|m| m.len()).ok();
-    if let Some(total) = total {
-        importer.check_quota(SOURCE, total).await?;
-    }
     importer.set_total(total, None);
-    read_all(importer, BufReader::with_capacity(1 << 16, file), folder).await
+    let what = format!("{}", path.display());
+    read_all(
+        importer,
+        BufReader::with_capacity(1 << 16, file),
+        folder,
+        total.map(|t| (what, t)),
+    )
+    .await
 }
 
-async fn read_all<R: Read>(importer: &mut Importer, reader: BufReader<R>, folder: Option<&str>) -> anyhow::Result<()> {
+/// Read and import every message; `quota_check`: the file's name and size, checked against
+/// the free quota before the first message is stored (a file whose first message was imported
+/// before is a resumed import: see [`Importer::check_quota`]).
+async fn read_all<R: Read>(
+    importer: &mut Importer,
+    reader: BufReader<R>,
+    folder: Option<&str>,
+    mut quota_check: Option<(String, u64)>,
+) -> anyhow::Result<()> {
     let mut reader = MboxReader::new(reader, importer.max_message_size());
     let mut seen: HashMap<[u8; 32], u32> = HashMap::new();
     let mut number = 0u64;
@@ -533,6 +545,10 @@ async fn read_all<R: Read>(importer: &mut Importer, reader: BufReader<R>, folder
         let occurrence = seen.entry(digest).or_insert(0);
         let key = format!("{}#{}", hex::encode(digest), occurrence);
         *occurrence += 1;
+        if let Some((what, total)) = quota_check.take() {
+            let resumed = importer.is_imported(SOURCE, &key).await?;
+            importer.check_quota_of(&what, total, resumed).await?;
+        }
         if importer.already_imported(SOURCE, &key, message.file_bytes).await? {
             continue;
         }

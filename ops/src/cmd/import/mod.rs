@@ -407,7 +407,15 @@ impl Importer {
     /// import (nothing of `source` imported yet) that cannot fit is refused here, with the
     /// numbers; a resumed one only warns (part of the source is already stored and charged),
     /// and stops at the first message that does not fit.
+    #[allow(dead_code)] // for sources that know no better (the --imap source of branch imapimport)
     pub async fn check_quota(&mut self, source: &str, source_bytes: u64) -> anyhow::Result<()> {
+        let resumed = self.store.imported_count(self.user_id, source).await? > 0;
+        self.check_quota_of(source, source_bytes, resumed).await
+    }
+
+    /// [`Importer::check_quota`] for a source the caller names (`what`, e.g. the file) and
+    /// knows to be fresh or resumed (e.g. its first message was imported before).
+    pub async fn check_quota_of(&mut self, what: &str, source_bytes: u64, resumed: bool) -> anyhow::Result<()> {
         let info = quota::info(&self.db, self.user_id).await?;
         let Some(limit) = info.limit else {
             return Ok(());
@@ -416,10 +424,9 @@ impl Importer {
         if source_bytes <= available {
             return Ok(());
         }
-        let resumed = self.store.imported_count(self.user_id, source).await? > 0;
         let text = format!(
             "{} holds {} but {} has {} free ({} used of a {} limit)",
-            source,
+            what,
             format_size(source_bytes),
             self.address,
             format_size(available),
@@ -438,6 +445,12 @@ impl Importer {
              and run the same command again",
             self.address
         )
+    }
+
+    /// Whether (source, key) was imported before, without counting it (see
+    /// [`Importer::already_imported`] for the counting one).
+    pub async fn is_imported(&self, source: &str, key: &str) -> anyhow::Result<bool> {
+        Ok(self.store.is_imported(self.user_id, source, key).await?)
     }
 
     /// Whether (source, key) was imported by an earlier run; counted as "already there" when
