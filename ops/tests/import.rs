@@ -491,7 +491,7 @@ fn maildir_tree_with_folders_flags_and_keywords_seen_over_imap() {
 }
 
 /// Messages in the numbered mbox files of the interruption tests.
-const N: usize = 400;
+const N: usize = 1000;
 
 /// `n` messages with the subjects `message 0` ... `message n-1`.
 fn numbered_mbox(n: usize) -> Vec<u8> {
@@ -578,6 +578,31 @@ fn sigkill_mid_import_then_rerun_gives_no_duplicate_and_no_loss() {
     each_once(port, "carol@example.test", "carol-pw");
     // Usage agrees with what is stored.
     assert!(ok(&data, &["quota", "recalc", "carol@example.test"], None).contains("corrected 0"));
+
+    // Two imports of the same new file at once (an admin who ran it twice): each message is
+    // stored by exactly one of them.
+    let mut file = Vec::new();
+    for i in 0..200 {
+        file.extend_from_slice(
+            format!("From y@xxx Mon Jan  1 00:00:00 2024\nSubject: twice {i}\n\nbody {i}\n\n").as_bytes(),
+        );
+    }
+    let path = write(dir.path(), "twice.mbox", &file);
+    let first = spawn_import(&data, "carol@example.test", &path);
+    let second = spawn_import(&data, "carol@example.test", &path);
+    let (a, a_already) = counts(&first.wait_with_output().unwrap());
+    let (b, b_already) = counts(&second.wait_with_output().unwrap());
+    assert_eq!(a + b, 200, "stored once each");
+    assert_eq!(a + a_already, 200);
+    assert_eq!(b + b_already, 200);
+    let view = dump(port, "carol@example.test", "carol-pw");
+    let twice: BTreeSet<&str> = view["INBOX"]
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap())
+        .filter(|s| s.starts_with("twice "))
+        .collect();
+    assert_eq!(twice.len(), 200);
+    assert_eq!(view["INBOX"].len(), N + 200);
     suite.stop();
 }
 
