@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{Appended, DeliveryTarget, MailStore, Prepared, StoreError, deliver_in, lock_user};
+use sqlx::PgConnection;
+
+use super::{Appended, DeliveryTarget, MailStore, Prepared, StoreError, lock_user};
 use crate::quota;
 
 /// What [`MailStore::import`] did with one message.
@@ -116,25 +118,6 @@ impl MailStore {
         }
         let size = message.size();
         quota::check_disk(&self.db, size.saturating_mul(mailboxes.len() as u64 - 1))?;
-        let mut tx = self.db.begin().await?;
-        // Lock order step 1 (module docs): the user row, before the log row and the mailboxes.
-        // It also serialises two imports of the same user, so the log insert never waits long.
-        lock_user(&mut tx, user_id).await?;
-        let fresh: Option<i32> = sqlx::query_scalar!(
-            r#"INSERT INTO import_log (user_id, source, key) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING RETURNING 1 AS "one!""#,
-            user_id,
-            source,
-            key
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        if fresh.is_none() {
-            // Imported meanwhile by another run: roll back (a body written for it alone is
-            // unreferenced and `tinydc sweep` removes it).
-            tx.rollback().await?;
-            return Ok(ImportOutcome::AlreadyImported);
-        }
         let targets: Vec<DeliveryTarget> = mailboxes
             .iter()
             .map(|&mailbox_id| DeliveryTarget {
@@ -143,13 +126,45 @@ impl MailStore {
                 reservation: None,
             })
             .collect();
-        let appended = deliver_in(&mut tx, targets, &message.0, flags, internal_date).await?;
-        tx.commit().await?;
-        Ok(ImportOutcome::Imported(Imported {
-            charged: size * appended.len() as u64,
-            appended,
-        }))
+        let log = LogKey { user_id, source, key };
+        let delivered = self
+            .deliver_prepared(targets, message.0.clone(), flags, internal_date, Some(log))
+            .await?;
+        Ok(match delivered {
+            Some(appended) => ImportOutcome::Imported(Imported {
+                charged: size * appended.len() as u64,
+                appended,
+            }),
+            None => ImportOutcome::AlreadyImported,
+        })
     }
+}
+
+/// The resume log's identity of an imported message.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LogKey<'a> {
+    pub user_id: i64,
+    pub source: &'a str,
+    pub key: &'a str,
+}
+
+/// Inside the delivering transaction, before anything else: insert the log row of `log`.
+/// False when it was there already (the caller rolls back: imported by an earlier run, or by
+/// another run meanwhile; a body written for it alone stays unreferenced until `tinydc sweep`).
+pub(super) async fn log(conn: &mut PgConnection, log: LogKey<'_>) -> Result<bool, StoreError> {
+    // Lock order step 1 (module docs): the user row, before the log row and the mailboxes.
+    // It also serialises two imports of the same user, so the log insert never waits long.
+    lock_user(conn, log.user_id).await?;
+    let fresh: Option<i32> = sqlx::query_scalar!(
+        r#"INSERT INTO import_log (user_id, source, key) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING RETURNING 1 AS "one!""#,
+        log.user_id,
+        log.source,
+        log.key
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(fresh.is_some())
 }
 
 /// A message parsed and its body stored, ready for [`MailStore::import_prepared`].

@@ -8,7 +8,12 @@
 //! after the importer was killed, adds only what is not there yet.
 //!
 //! Memory: one message at a time, bounded by `[smtp] max_message_size` (a larger one is skipped
-//! with its reason before it is read whole).
+//! with its reason before it is read whole); while it is read, the previous message's body may
+//! still be being written, when that one is small ([`PIPELINE_MAX`]).
+//!
+//! Errors: a message that cannot be stored (bad folder name, too large) is skipped and counted
+//! with its reason; the quota or the disk running out stops the import with the numbers (a
+//! rerun carries on); a database that restarts is waited for (about a minute).
 
 pub mod maildir;
 pub mod mbox;
