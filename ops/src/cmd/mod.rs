@@ -9,6 +9,7 @@ pub mod dns;
 pub mod doctor;
 pub mod domain;
 pub mod export;
+pub mod import;
 pub mod init;
 pub mod mail_admin;
 pub mod queue;

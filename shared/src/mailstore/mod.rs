@@ -28,7 +28,10 @@
 //! [`MailStore::claim_recent`] locks one mailbox row in a statement of its own and waits for
 //! nothing while holding it; [`purge_user_mail`] runs under its caller's lock on the user row.
 
+mod import;
 pub mod parsed;
+
+pub use import::{ImportOutcome, Imported, PreparedImport};
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -247,6 +250,17 @@ pub struct Appended {
     pub uidvalidity: u32,
     pub uid: u32,
     pub modseq: u64,
+}
+
+/// What a delivery is, beyond storing the message: each kind adds one step to the transaction.
+#[derive(Debug, Clone, Copy)]
+enum DeliveryKind<'a> {
+    /// SMTP, APPEND, COPY's source message: charged against the quota.
+    Normal,
+    /// `tinydc import`: the resume log row is inserted first; a message already there is skipped.
+    Import(import::LogKey<'a>),
+    /// A quota warning: charged without the limit check, stored only with its crossing's record.
+    QuotaWarning(quota::warn::Level),
 }
 
 /// One recipient of a delivery.
@@ -863,6 +877,20 @@ impl MailStore {
         internal_date: DateTime<Utc>,
         warning: Option<quota::warn::Level>,
     ) -> Result<Vec<Appended>, StoreError> {
+        let prepared = self.prepare(raw).await?;
+        let kind = match warning {
+            Some(level) => DeliveryKind::QuotaWarning(level),
+            None => DeliveryKind::Normal,
+        };
+        let appended = self
+            .deliver_prepared(targets, prepared, flags, internal_date, kind)
+            .await?;
+        Ok(appended.unwrap_or_default())
+    }
+
+    /// Parse a message and write its body durably to the blob store: what a delivery needs
+    /// before its transaction.
+    async fn prepare(&self, raw: Arc<Vec<u8>>) -> Result<Prepared, StoreError> {
         // Parsing up to max_message_size bytes is CPU work: on the blocking pool, not on an
         // async worker thread every other session shares.
         let for_parse = raw.clone();
@@ -878,10 +906,47 @@ impl MailStore {
         let envelope = envelope.map_err(invalid)?;
         let structure = structure.map_err(invalid)?;
         let blob = self.blobs.put(&raw).await?;
-        let size = raw.len() as u64;
+        Ok(Prepared {
+            blob,
+            size: raw.len() as u64,
+            header: parsed.header,
+            envelope,
+            structure,
+        })
+    }
+
+    /// One transaction adding a prepared message to every target. For an import, the resume
+    /// log row is inserted first in the same transaction (`import.rs`); for a quota warning, the
+    /// record of its crossing is claimed (`quota::warn::claim`). When the row was there already
+    /// or the crossing is no longer to be warned about, nothing is added and the answer is `None`.
+    async fn deliver_prepared(
+        &self,
+        targets: Vec<DeliveryTarget>,
+        prepared: Prepared,
+        flags: &[String],
+        internal_date: DateTime<Utc>,
+        kind: DeliveryKind<'_>,
+    ) -> Result<Option<Vec<Appended>>, StoreError> {
+        let Prepared {
+            blob,
+            size,
+            header,
+            envelope,
+            structure,
+        } = prepared;
         let flags = normalize_flags(flags);
 
+        let warning = match kind {
+            DeliveryKind::QuotaWarning(level) => Some(level),
+            _ => None,
+        };
         let mut tx = self.db.begin().await?;
+        if let DeliveryKind::Import(log) = kind
+            && !import::log(&mut tx, log).await?
+        {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         let mut appended = Vec::with_capacity(targets.len());
         // Lock mailboxes in id order so concurrent multi-recipient deliveries cannot deadlock.
         let mut resolved = Vec::with_capacity(targets.len());
@@ -912,7 +977,7 @@ impl MailStore {
             for &user_id in &users {
                 if !quota::warn::claim(&mut tx, user_id, level).await? {
                     tx.rollback().await?;
-                    return Ok(Vec::new());
+                    return Ok(None);
                 }
             }
         }
@@ -942,7 +1007,7 @@ impl MailStore {
                 blob.0,
                 envelope,
                 structure,
-                parsed.header,
+                header,
             )
             .execute(&mut *tx)
             .await?;
@@ -956,7 +1021,7 @@ impl MailStore {
             });
         }
         tx.commit().await?;
-        Ok(appended)
+        Ok(Some(appended))
     }
 
     /// UID, MODSEQ and flags of every message in a mailbox, by UID.
@@ -1298,6 +1363,16 @@ impl MailStore {
         uids.sort_unstable();
         Ok(uids)
     }
+}
+
+/// A parsed message whose body is already in the blob store ([`MailStore::prepare`]).
+#[derive(Clone)]
+struct Prepared {
+    blob: BlobId,
+    size: u64,
+    header: Vec<u8>,
+    envelope: serde_json::Value,
+    structure: serde_json::Value,
 }
 
 /// Lock a mailbox row that must belong to the user. The user's row is locked first: every
