@@ -57,6 +57,9 @@ enum Command {
     /// Check the installation (listeners, certificate, DNS, disk, database, queue, quotas);
     /// exits non-zero when any check fails.
     Doctor(cmd::doctor::DoctorArgs),
+    /// Bring old mail in: an mbox file (e.g. Google Takeout), a Maildir++ tree or another
+    /// IMAP server, with folders, flags and dates; a rerun adds only what is missing.
+    Import(cmd::import::ImportArgs),
     /// Remove unreferenced message bodies and leftover temp files (safe while running).
     Sweep(cmd::sweep::SweepArgs),
     /// Measure throughput on a throwaway data directory (prints messages/s, MB/s, RSS).
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             Command::Queue(c) => cmd::mail_admin::queue(&data, c).await,
             Command::Dns { domain } => cmd::mail_admin::dns(&data, &domain).await,
             Command::Bench(c) => cmd::bench::run(c).await,
+            Command::Import(args) => cmd::import::run(&data, args).await,
             Command::Sweep(args) => cmd::sweep::run(&data, args).await,
         }
     });

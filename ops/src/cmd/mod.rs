@@ -6,6 +6,7 @@ pub mod dkim;
 pub mod dns;
 pub mod doctor;
 pub mod domain;
+pub mod import;
 pub mod init;
 pub mod mail_admin;
 pub mod queue;

@@ -28,7 +28,10 @@
 //! [`MailStore::claim_recent`] locks one mailbox row in a statement of its own and waits for
 //! nothing while holding it; [`purge_user_mail`] runs under its caller's lock on the user row.
 
+mod import;
 pub mod parsed;
+
+pub use import::{ImportOutcome, Imported};
 
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -822,6 +825,16 @@ impl MailStore {
         flags: &[String],
         internal_date: DateTime<Utc>,
     ) -> Result<Vec<Appended>, StoreError> {
+        let prepared = self.prepare(raw).await?;
+        let mut tx = self.db.begin().await?;
+        let appended = deliver_in(&mut tx, targets, &prepared, flags, internal_date).await?;
+        tx.commit().await?;
+        Ok(appended)
+    }
+
+    /// Parse a message and write its body (durable) to the blob store: what a delivery needs
+    /// before its transaction.
+    async fn prepare(&self, raw: Arc<Vec<u8>>) -> Result<Prepared, StoreError> {
         // Parsing up to max_message_size bytes is CPU work: on the blocking pool, not on an
         // async worker thread every other session shares.
         let for_parse = raw.clone();
@@ -837,75 +850,13 @@ impl MailStore {
         let envelope = envelope.map_err(invalid)?;
         let structure = structure.map_err(invalid)?;
         let blob = self.blobs.put(&raw).await?;
-        let size = raw.len() as u64;
-        let flags = normalize_flags(flags);
-
-        let mut tx = self.db.begin().await?;
-        let mut appended = Vec::with_capacity(targets.len());
-        // Lock mailboxes in id order so concurrent multi-recipient deliveries cannot deadlock.
-        let mut resolved = Vec::with_capacity(targets.len());
-        for target in targets {
-            let mailbox_id = match target.mailbox_id {
-                Some(id) => id,
-                None => sqlx::query_scalar!(
-                    "SELECT id FROM mailboxes WHERE user_id = $1 AND name = 'INBOX'",
-                    target.user_id
-                )
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NoSuchMailbox)?,
-            };
-            resolved.push((mailbox_id, target));
-        }
-        // Lock order (module docs): users, then mailboxes, each by ascending id, then the blob.
-        // The blob row used to come first, and an EXPUNGE of the same content (user row, then
-        // blob) deadlocked with it.
-        let mut users: Vec<i64> = resolved.iter().map(|(_, t)| t.user_id).collect();
-        users.sort_unstable();
-        users.dedup();
-        for &user_id in &users {
-            lock_user(&mut tx, user_id).await?;
-        }
-        resolved.sort_by_key(|(mailbox_id, _)| *mailbox_id);
-        for (mailbox_id, target) in &resolved {
-            lock_mailbox_row(&mut tx, target.user_id, *mailbox_id).await?;
-        }
-        // Then the blob row (messages reference it).
-        blobs::add_ref(&mut tx, &blob, size, resolved.len() as i64).await?;
-        for (mailbox_id, target) in resolved {
-            let user_id = target.user_id;
-            match target.reservation {
-                Some(reservation) => quota::commit(&mut tx, reservation, size, Usage::Mail).await?,
-                None => quota::charge(&mut tx, user_id, Usage::Mail, size).await?,
-            }
-            let (uidvalidity, uid, modseq) = next_uid(&mut tx, user_id, mailbox_id).await?;
-            sqlx::query!(
-                "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id, envelope, body_structure, header)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                mailbox_id,
-                uid as i64,
-                modseq as i64,
-                &flags,
-                internal_date,
-                size as i64,
-                blob.0,
-                envelope,
-                structure,
-                parsed.header,
-            )
-            .execute(&mut *tx)
-            .await?;
-            events::notify(&mut tx, &Event::Mailbox { user_id, mailbox_id }).await?;
-            appended.push(Appended {
-                user_id,
-                mailbox_id,
-                uidvalidity,
-                uid,
-                modseq,
-            });
-        }
-        tx.commit().await?;
-        Ok(appended)
+        Ok(Prepared {
+            blob,
+            size: raw.len() as u64,
+            envelope,
+            structure,
+            header: parsed.header,
+        })
     }
 
     /// UID, MODSEQ and flags of every message in a mailbox, by UID.
@@ -1241,6 +1192,92 @@ impl MailStore {
         uids.sort_unstable();
         Ok(uids)
     }
+}
+
+/// A parsed message whose body is already in the blob store ([`MailStore::prepare`]).
+struct Prepared {
+    blob: BlobId,
+    size: u64,
+    envelope: serde_json::Value,
+    structure: serde_json::Value,
+    header: Vec<u8>,
+}
+
+/// Inside the caller's transaction: add one copy of a prepared message per target, charging
+/// each target's quota (or committing its reservation), following the lock order.
+async fn deliver_in(
+    tx: &mut PgConnection,
+    targets: Vec<DeliveryTarget>,
+    prepared: &Prepared,
+    flags: &[String],
+    internal_date: DateTime<Utc>,
+) -> Result<Vec<Appended>, StoreError> {
+    let size = prepared.size;
+    let flags = normalize_flags(flags);
+    let mut appended = Vec::with_capacity(targets.len());
+    // Lock mailboxes in id order so concurrent multi-recipient deliveries cannot deadlock.
+    let mut resolved = Vec::with_capacity(targets.len());
+    for target in targets {
+        let mailbox_id = match target.mailbox_id {
+            Some(id) => id,
+            None => sqlx::query_scalar!(
+                "SELECT id FROM mailboxes WHERE user_id = $1 AND name = 'INBOX'",
+                target.user_id
+            )
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NoSuchMailbox)?,
+        };
+        resolved.push((mailbox_id, target));
+    }
+    // Lock order (module docs): users, then mailboxes, each by ascending id, then the blob.
+    // The blob row used to come first, and an EXPUNGE of the same content (user row, then
+    // blob) deadlocked with it.
+    let mut users: Vec<i64> = resolved.iter().map(|(_, t)| t.user_id).collect();
+    users.sort_unstable();
+    users.dedup();
+    for &user_id in &users {
+        lock_user(&mut *tx, user_id).await?;
+    }
+    resolved.sort_by_key(|(mailbox_id, _)| *mailbox_id);
+    for (mailbox_id, target) in &resolved {
+        lock_mailbox_row(&mut *tx, target.user_id, *mailbox_id).await?;
+    }
+    // Then the blob row (messages reference it).
+    blobs::add_ref(&mut *tx, &prepared.blob, size, resolved.len() as i64).await?;
+    for (mailbox_id, target) in resolved {
+        let user_id = target.user_id;
+        match target.reservation {
+            Some(reservation) => quota::commit(&mut *tx, reservation, size, Usage::Mail).await?,
+            None => quota::charge(&mut *tx, user_id, Usage::Mail, size).await?,
+        }
+        let (uidvalidity, uid, modseq) = next_uid(&mut *tx, user_id, mailbox_id).await?;
+        sqlx::query!(
+            "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id, envelope, body_structure, header)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            mailbox_id,
+            uid as i64,
+            modseq as i64,
+            &flags,
+            internal_date,
+            size as i64,
+            &prepared.blob.0,
+            &prepared.envelope,
+            &prepared.structure,
+            &prepared.header,
+        )
+        .execute(&mut *tx)
+        .await?;
+        events::notify(&mut *tx, &Event::Mailbox { user_id, mailbox_id }).await?;
+        appended.push(Appended {
+            user_id,
+            mailbox_id,
+            uidvalidity,
+            uid,
+            modseq,
+        });
+    }
+    Ok(appended)
 }
 
 /// Lock a mailbox row that must belong to the user. The user's row is locked first: every
