@@ -10,6 +10,7 @@
 //! Memory: one message at a time, bounded by `[smtp] max_message_size` (a larger one is skipped
 //! with its reason before it is read whole).
 
+pub mod imap;
 pub mod maildir;
 pub mod mbox;
 
@@ -70,6 +71,11 @@ pub struct ImportArgs {
     /// With --imap: plain connection upgraded with STARTTLS (default port 143).
     #[arg(long, requires = "imap")]
     pub starttls: bool,
+
+    /// With --imap --tls or --starttls: a PEM file of CA certificates to trust besides the
+    /// system's (a server with a self-signed or private CA certificate).
+    #[arg(long, value_name = "FILE", requires = "imap")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One message from any source, ready for the store.
@@ -637,8 +643,18 @@ pub async fn run(data: &Path, args: ImportArgs) -> anyhow::Result<()> {
             maildir::import(&mut importer, dir)
                 .await
                 .with_context(|| format!("importing {}", dir.display()))?;
-        } else if args.imap.is_some() {
-            anyhow::bail!("--imap is not available in this build yet");
+        } else if let Some(spec) = &args.imap {
+            let source = imap::ImapSource {
+                spec: spec.clone(),
+                user: args.user.clone().unwrap_or_default(),
+                password_stdin: args.password_stdin,
+                tls: args.tls,
+                starttls: args.starttls,
+                ca_file: args.ca_file.clone(),
+            };
+            imap::import(&mut importer, &source)
+                .await
+                .with_context(|| format!("importing from {spec}"))?;
         }
         importer.finish().await
     })

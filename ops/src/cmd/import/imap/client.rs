@@ -1,0 +1,684 @@
+//! The IMAP session of `tinydc import --imap`: connect (TLS, STARTTLS, or plain to loopback
+//! only), log in, list the folders worth importing, and fetch each folder's messages in batches.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::{DateTime, Utc};
+use rustls_pki_types::ServerName;
+
+use super::proto::{
+    Arg, Conn, Kind, Response, Stream, Value, check_tagged, decode_mailbox_name, is_bye, parse_internal_date,
+};
+
+/// How to reach the other server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// IMAPS: TLS from the first byte (RFC 8314), port 993 by default.
+    Tls,
+    /// STARTTLS (RFC 3501 section 6.2.1), port 143 by default.
+    StartTls,
+    /// No TLS: only to a loopback address, since the password would cross the network in clear.
+    Plain,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub user: String,
+    pub password: String,
+    /// A PEM file of CA certificates trusted besides the system roots (a self-signed server).
+    pub ca_file: Option<PathBuf>,
+    /// Messages bigger than this are skipped (`[smtp] max_message_size`).
+    pub max_message_size: u64,
+    /// The longest wait for the server on any read or write.
+    pub timeout: Duration,
+}
+
+/// `HOST[:PORT]`, `[v6]:PORT` or a bare IPv6 address; the default port follows the security.
+pub fn parse_host_port(spec: &str, security: Security) -> Result<(String, u16)> {
+    let default = if security == Security::Tls { 993 } else { 143 };
+    let bad = || anyhow!("--imap {spec:?}: expected HOST or HOST:PORT");
+    if let Some(rest) = spec.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if after.is_empty() => default,
+            None => return Err(bad()),
+        };
+        return Ok((host.to_string(), port));
+    }
+    if spec.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok((spec.to_string(), default));
+    }
+    let (host, port) = match spec.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().map_err(|_| bad())?),
+        None => (spec, default),
+    };
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+/// A folder of the other server that will be imported.
+#[derive(Debug, Clone)]
+pub struct RemoteFolder {
+    /// The name as the server spells it on the wire (modified UTF-7), for EXAMINE.
+    pub wire: Vec<u8>,
+    /// The server's name in UTF-8 with its hierarchy delimiter shown as '/'; names the source.
+    pub remote: String,
+    /// Our folder: `remote`, or the special folder (Sent, Drafts, Trash, Junk) it stands for.
+    pub local: String,
+}
+
+/// What EXAMINE and the size pass tell about a folder.
+#[derive(Debug, Clone)]
+pub struct FolderPlan {
+    pub folder: RemoteFolder,
+    pub uidvalidity: u32,
+    /// Every message's UID and RFC822.SIZE, in UID order.
+    pub messages: Vec<(u32, u64)>,
+}
+
+/// A message fetched from the other server.
+#[derive(Debug)]
+pub struct Fetched {
+    pub uid: u32,
+    pub flags: Vec<String>,
+    pub internal_date: Option<DateTime<Utc>>,
+    pub raw: Vec<u8>,
+}
+
+/// What a fetch step gives.
+#[derive(Debug)]
+pub enum Step {
+    Message(Fetched),
+    /// The message is bigger than max_message_size (known from its size or from its literal).
+    TooBig {
+        uid: u32,
+        size: u64,
+    },
+    /// The server returned no body for it (expunged meanwhile, or the server failed it).
+    Missing {
+        uid: u32,
+    },
+}
+
+pub struct Session {
+    conn: Conn,
+    capabilities: Vec<String>,
+    pub host: String,
+}
+
+fn tls_config(ca_file: Option<&PathBuf>) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::warn!(%error, "reading the system's CA certificates");
+    }
+    let (_added, _ignored) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("reading --ca-file {}", path.display()))?;
+        let mut count = 0;
+        for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+            let cert: rustls_pki_types::CertificateDer<'static> =
+                cert.with_context(|| format!("--ca-file {}: not a PEM certificate", path.display()))?;
+            roots
+                .add(cert)
+                .with_context(|| format!("--ca-file {}: unusable certificate", path.display()))?;
+            count += 1;
+        }
+        if count == 0 {
+            bail!("--ca-file {}: no certificate in it", path.display());
+        }
+    }
+    if roots.is_empty() {
+        bail!("no CA certificates: the system has none (install ca-certificates) and no --ca-file was given");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(shared::tls::provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Explain a failed handshake: an untrusted certificate is the usual case (self-signed server).
+fn tls_error(e: std::io::Error, host: &str) -> anyhow::Error {
+    let text = e.to_string();
+    if text.contains("certificate") || text.contains("Certificate") {
+        anyhow!(
+            "TLS to {host}: the server's certificate is not trusted ({text}); for a server with a \
+             self-signed or private CA certificate, pass that CA with --ca-file FILE.pem"
+        )
+    } else {
+        anyhow!("TLS to {host}: {text}")
+    }
+}
+
+async fn tls_wrap(tcp: Box<dyn Stream>, opts: &Options) -> Result<Box<dyn Stream>> {
+    let config = tls_config(opts.ca_file.as_ref())?;
+    let name = match opts.host.parse::<IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(opts.host.clone()).map_err(|_| anyhow!("{:?} is not a host name", opts.host))?,
+    };
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let tls = tokio::time::timeout(opts.timeout, connector.connect(name, tcp))
+        .await
+        .map_err(|_| anyhow!("TLS to {}: no handshake within {}s", opts.host, opts.timeout.as_secs()))?
+        .map_err(|e| tls_error(e, &opts.host))?;
+    Ok(Box::new(tls))
+}
+
+impl Session {
+    /// Connect, secure the connection and log in.
+    pub async fn connect(opts: &Options) -> Result<Session> {
+        let addrs: Vec<SocketAddr> =
+            tokio::time::timeout(opts.timeout, tokio::net::lookup_host((opts.host.as_str(), opts.port)))
+                .await
+                .map_err(|_| anyhow!("looking up {}: no answer within {}s", opts.host, opts.timeout.as_secs()))?
+                .with_context(|| format!("looking up {}", opts.host))?
+                .collect();
+        if addrs.is_empty() {
+            bail!("{} has no address", opts.host);
+        }
+        if opts.security == Security::Plain && !addrs.iter().all(|a| a.ip().is_loopback()) {
+            bail!(
+                "refusing to send the password to {} without TLS: use --tls (port 993) or \
+                 --starttls (port 143); plain IMAP is allowed only to a loopback address",
+                opts.host
+            );
+        }
+        let mut last = None;
+        let mut tcp = None;
+        for addr in &addrs {
+            match tokio::time::timeout(opts.timeout, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => last = Some(anyhow!("connecting to {addr}: {e}")),
+                Err(_) => {
+                    last = Some(anyhow!(
+                        "connecting to {addr}: no answer within {}s",
+                        opts.timeout.as_secs()
+                    ))
+                }
+            }
+        }
+        let tcp = tcp.ok_or_else(|| last.unwrap_or_else(|| anyhow!("no address")))?;
+        let mut stream: Box<dyn Stream> = Box::new(tcp);
+        if opts.security == Security::Tls {
+            stream = tls_wrap(stream, opts).await?;
+        }
+        let mut conn = Conn::new(stream, opts.timeout, opts.max_message_size);
+        let mut greeting = conn.read_response().await.context("reading the server's greeting")?;
+        if greeting.kind() != Kind::Untagged || is_bye(&greeting) {
+            bail!("the server refused the connection: {}", greeting.display());
+        }
+        let mut p = greeting.parser();
+        let status = p.value()?.atom().map(str::to_ascii_uppercase);
+        let code = p.response_code();
+        match status.as_deref() {
+            Some("OK") => {}
+            // Already authenticated (RFC 3501 section 7.1.4): not something we asked for.
+            _ => bail!("unexpected greeting: {}", greeting.display()),
+        }
+        let mut session = Session {
+            conn,
+            capabilities: Vec::new(),
+            host: opts.host.clone(),
+        };
+        match code {
+            Some(c) if c.to_ascii_uppercase().starts_with("CAPABILITY ") => session.set_capabilities(&c),
+            _ => session.capability().await?,
+        }
+        if opts.security == Security::StartTls {
+            if !session.has("STARTTLS") {
+                bail!("{} does not offer STARTTLS: use --tls (port 993)", opts.host);
+            }
+            session.conn.run(&[Arg::Raw("STARTTLS")]).await?;
+            // Anything the server sent after its OK and before the handshake would be read as
+            // if it came over TLS: refuse it (the STARTTLS injection attack, CVE-2011-0411).
+            if !session.conn.io.buffer().is_empty() {
+                bail!("the server sent data after STARTTLS before the TLS handshake; refusing it");
+            }
+            let Session { conn, .. } = session;
+            let plain = conn.io.into_inner();
+            let tls = tls_wrap(plain, opts).await?;
+            session = Session {
+                conn: Conn::new(tls, opts.timeout, opts.max_message_size),
+                capabilities: Vec::new(),
+                host: opts.host.clone(),
+            };
+            // What the server said before TLS may have been forged: ask again (RFC 3501 6.2.1).
+            session.capability().await?;
+        }
+        session.login(&opts.user, &opts.password).await?;
+        session.capability().await?;
+        session.conn.literal_plus = session.has("LITERAL+");
+        Ok(session)
+    }
+
+    fn set_capabilities(&mut self, text: &str) {
+        self.capabilities = text
+            .split_ascii_whitespace()
+            .skip(1)
+            .map(str::to_ascii_uppercase)
+            .collect();
+    }
+
+    fn has(&self, capability: &str) -> bool {
+        self.capabilities.iter().any(|c| c == capability)
+    }
+
+    async fn capability(&mut self) -> Result<()> {
+        let untagged = self.conn.run(&[Arg::Raw("CAPABILITY")]).await?;
+        for r in untagged {
+            let text = String::from_utf8_lossy(&r.text[2..]).into_owned();
+            if text.to_ascii_uppercase().starts_with("CAPABILITY ") {
+                self.set_capabilities(&text);
+            }
+        }
+        Ok(())
+    }
+
+    /// AUTHENTICATE PLAIN (RFC 4616) when offered, which carries any password; else LOGIN
+    /// (RFC 3501 section 6.2.3) unless the server disabled it.
+    async fn login(&mut self, user: &str, password: &str) -> Result<()> {
+        let result = if self.has("AUTH=PLAIN") {
+            use base64::Engine;
+            let blob = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+            if self.has("SASL-IR") {
+                // RFC 4959: the initial response on the command line.
+                self.conn
+                    .run(&[Arg::Raw("AUTHENTICATE PLAIN"), Arg::Raw(&blob)])
+                    .await
+                    .map(drop)
+            } else {
+                self.authenticate_plain(&blob).await
+            }
+        } else if self.has("LOGINDISABLED") {
+            bail!("{} allows neither AUTHENTICATE PLAIN nor LOGIN here", self.host);
+        } else {
+            self.conn
+                .run(&[
+                    Arg::Raw("LOGIN"),
+                    Arg::Str(user.as_bytes()),
+                    Arg::Str(password.as_bytes()),
+                ])
+                .await
+                .map(drop)
+        };
+        result.map_err(|e| anyhow!("logging in to {} as {user}: {e:#}", self.host))
+    }
+
+    async fn authenticate_plain(&mut self, blob: &str) -> Result<()> {
+        let (tag, _) = self.conn.send(&[Arg::Raw("AUTHENTICATE PLAIN")]).await?;
+        let mut sent = false;
+        loop {
+            let mut r = self.conn.read_response().await?;
+            match r.kind() {
+                Kind::Continuation if !sent => {
+                    self.conn.send_line(blob.as_bytes()).await?;
+                    sent = true;
+                }
+                // A second challenge: cancel (RFC 3501 section 6.2.2).
+                Kind::Continuation => self.conn.send_line(b"*").await?,
+                Kind::Untagged => {}
+                Kind::Tagged(t) if t == tag => return check_tagged(&mut r),
+                Kind::Tagged(_) => bail!("unexpected answer: {}", r.display()),
+            }
+        }
+    }
+
+    /// Every folder worth importing (RFC 3501 section 6.3.8 LIST; RFC 6154 SPECIAL-USE).
+    pub async fn folders(&mut self) -> Result<Vec<RemoteFolder>> {
+        let untagged = if self.has("SPECIAL-USE") {
+            self.conn
+                .run(&[Arg::Raw("LIST"), Arg::Str(b""), Arg::Raw("* RETURN (SPECIAL-USE)")])
+                .await?
+        } else {
+            self.conn.run(&[Arg::Raw("LIST"), Arg::Str(b""), Arg::Raw("*")]).await?
+        };
+        let mut folders = Vec::new();
+        for mut r in untagged {
+            let mut p = r.parser();
+            if !p.value()?.atom().is_some_and(|a| a.eq_ignore_ascii_case("LIST")) {
+                continue;
+            }
+            let Value::List(attrs) = p.value()? else {
+                bail!("malformed LIST response");
+            };
+            let attrs: Vec<String> = attrs
+                .iter()
+                .filter_map(Value::atom)
+                .map(str::to_ascii_lowercase)
+                .collect();
+            let delimiter = match p.value()? {
+                Value::Str(d) if d.len() == 1 => Some(d[0] as char),
+                Value::Nil => None,
+                _ => bail!("malformed LIST delimiter"),
+            };
+            let wire = match p.value()? {
+                Value::Atom(a) => a.into_bytes(),
+                Value::Str(s) => s,
+                _ => bail!("malformed LIST name"),
+            };
+            if let Some(folder) = classify(&wire, delimiter, &attrs) {
+                folders.push(folder);
+            }
+        }
+        folders.sort_by(|a, b| a.remote.cmp(&b.remote));
+        Ok(folders)
+    }
+
+    /// EXAMINE a folder (read-only, so \Seen is never set by us: RFC 3501 section 6.3.2) and
+    /// learn its UIDVALIDITY and every message's UID and size.
+    pub async fn plan(&mut self, folder: &RemoteFolder) -> Result<FolderPlan> {
+        let untagged = self
+            .conn
+            .run(&[Arg::Raw("EXAMINE"), Arg::Str(&folder.wire)])
+            .await
+            .with_context(|| format!("EXAMINE {}", folder.remote))?;
+        let mut uidvalidity = None;
+        let mut exists = 0;
+        for mut r in untagged {
+            let mut p = r.parser();
+            let first = p.value()?;
+            if first.atom().is_some_and(|a| a.eq_ignore_ascii_case("OK")) {
+                if let Some(code) = p.response_code() {
+                    let mut words = code.split_ascii_whitespace();
+                    if words.next().is_some_and(|w| w.eq_ignore_ascii_case("UIDVALIDITY")) {
+                        uidvalidity = words.next().and_then(|n| n.parse::<u32>().ok());
+                    }
+                }
+            } else if let Some(n) = first.number()
+                && p.value()?.atom().is_some_and(|a| a.eq_ignore_ascii_case("EXISTS"))
+            {
+                exists = n;
+            }
+        }
+        // Without UIDVALIDITY the keys would not be stable across sessions (RFC 3501 2.3.1.1).
+        let uidvalidity = uidvalidity.ok_or_else(|| anyhow!("{}: the server gave no UIDVALIDITY", folder.remote))?;
+        let mut messages = Vec::new();
+        if exists > 0 {
+            // Streamed: one small response per message, however many there are.
+            self.conn
+                .run_with(&[Arg::Raw("UID FETCH 1:* (UID RFC822.SIZE)")], |mut r| {
+                    if let Some(item) = fetch_items(&mut r)?
+                        && let (Some(uid), Some(size)) = (item.uid, item.size)
+                    {
+                        // A folder grows while we look, but not without end: a server that
+                        // keeps answering cannot make us hold more than it said it has.
+                        if messages.len() as u64 >= exists + SLACK {
+                            bail!("the server listed more messages than the {exists} it said it has");
+                        }
+                        messages.push((uid, size));
+                    }
+                    Ok(())
+                })
+                .await
+                .with_context(|| format!("listing {}", folder.remote))?;
+        }
+        messages.sort_unstable();
+        messages.dedup_by_key(|m| m.0);
+        Ok(FolderPlan {
+            folder: folder.clone(),
+            uidvalidity,
+            messages,
+        })
+    }
+
+    /// Start fetching `uids` (already EXAMINEd folder): at most a batch's worth.
+    pub async fn fetch_batch(&mut self, uids: &[u32]) -> Result<Batch> {
+        let set = uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let command = format!("UID FETCH {set} (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])");
+        let (tag, early) = self.conn.send(&[Arg::Raw(&command)]).await?;
+        if !early.is_empty() {
+            tracing::debug!(count = early.len(), "untagged responses before a fetch");
+        }
+        Ok(Batch {
+            tag,
+            pending: uids.to_vec(),
+            done: false,
+            // Flag updates may come besides the answers, but not forever.
+            responses_left: uids.len() as u64 * 4 + SLACK,
+        })
+    }
+
+    /// The next message of a batch, or None when the batch is over.
+    pub async fn next(&mut self, batch: &mut Batch) -> Result<Option<Step>> {
+        loop {
+            if batch.done {
+                return Ok(batch.pending.pop().map(|uid| Step::Missing { uid }));
+            }
+            let mut r = self.conn.read_response().await?;
+            batch.responses_left = batch
+                .responses_left
+                .checked_sub(1)
+                .ok_or_else(|| anyhow!("the server sent far more answers to a fetch than it was asked for"))?;
+            match r.kind() {
+                Kind::Tagged(t) if t == batch.tag => {
+                    check_tagged(&mut r).context("fetching messages")?;
+                    batch.done = true;
+                }
+                Kind::Tagged(_) | Kind::Continuation => bail!("unexpected answer: {}", r.display()),
+                Kind::Untagged if is_bye(&r) => bail!("the server ended the session: {}", r.display()),
+                Kind::Untagged => {
+                    let Some(item) = fetch_items(&mut r)? else { continue };
+                    let Some(uid) = item.uid else { continue };
+                    let Some(pos) = batch.pending.iter().position(|&u| u == uid) else {
+                        continue;
+                    };
+                    // Only a response carrying the body answers our fetch; others are flag updates.
+                    match item.body {
+                        Some(Value::Str(raw)) => {
+                            batch.pending.remove(pos);
+                            return Ok(Some(Step::Message(Fetched {
+                                uid,
+                                flags: item.flags,
+                                internal_date: item.internal_date,
+                                raw,
+                            })));
+                        }
+                        Some(Value::TooBig(size)) => {
+                            batch.pending.remove(pos);
+                            return Ok(Some(Step::TooBig { uid, size }));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn logout(mut self) {
+        let _ = self.conn.run(&[Arg::Raw("LOGOUT")]).await;
+    }
+}
+
+/// A UID FETCH in flight.
+pub struct Batch {
+    tag: String,
+    pending: Vec<u32>,
+    done: bool,
+    responses_left: u64,
+}
+
+/// Untagged responses allowed beyond what a command asked for (EXISTS, EXPUNGE, flag changes
+/// from other sessions).
+const SLACK: u64 = 1000;
+
+struct FetchItems {
+    uid: Option<u32>,
+    size: Option<u64>,
+    flags: Vec<String>,
+    internal_date: Option<DateTime<Utc>>,
+    body: Option<Value>,
+}
+
+/// The items of `* n FETCH (...)` (RFC 3501 section 7.4.2); None for any other response.
+fn fetch_items(r: &mut Response) -> Result<Option<FetchItems>> {
+    let mut p = r.parser();
+    if p.value()?.number().is_none() || !p.value()?.atom().is_some_and(|a| a.eq_ignore_ascii_case("FETCH")) {
+        return Ok(None);
+    }
+    let Value::List(items) = p.value()? else {
+        bail!("malformed FETCH response");
+    };
+    let mut out = FetchItems {
+        uid: None,
+        size: None,
+        flags: Vec::new(),
+        internal_date: None,
+        body: None,
+    };
+    let mut items = items.into_iter();
+    while let Some(name) = items.next() {
+        let name = name.atom().map(str::to_ascii_uppercase).unwrap_or_default();
+        let value = items.next().ok_or_else(|| anyhow!("FETCH item {name} has no value"))?;
+        match name.as_str() {
+            "UID" => out.uid = value.number().and_then(|n| u32::try_from(n).ok()),
+            "RFC822.SIZE" => out.size = value.number(),
+            "FLAGS" => {
+                if let Value::List(flags) = value {
+                    out.flags = flags
+                        .iter()
+                        .filter_map(Value::atom)
+                        // \Recent belongs to the session, it cannot be stored (RFC 3501 2.3.2).
+                        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+                        .map(str::to_string)
+                        .collect();
+                }
+            }
+            "INTERNALDATE" => out.internal_date = value.bytes().and_then(parse_internal_date),
+            "BODY[]" | "RFC822" => out.body = Some(value),
+            _ => {}
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Gmail's folders that hold no mail of their own (RFC 6154 \All, \Important, \Flagged):
+/// every message in them is also in INBOX, Sent or a label, and starring is the \Flagged flag.
+const GMAIL_VIRTUAL: &[&str] = &["all mail", "important", "starred"];
+
+/// Decide whether a LIST entry is imported, and as what; None to skip it.
+pub fn classify(wire: &[u8], delimiter: Option<char>, attrs: &[String]) -> Option<RemoteFolder> {
+    let decoded = decode_mailbox_name(wire);
+    let has = |a: &str| attrs.iter().any(|x| x == a);
+    // RFC 3501 section 7.2.2 \Noselect and RFC 5258 \NonExistent: not a mailbox.
+    if has("\\noselect") || has("\\nonexistent") {
+        return None;
+    }
+    // Our hierarchy delimiter is '/'. A '/' inside one of the server's levels cannot stay.
+    let remote = match delimiter {
+        Some('/') | None => decoded.clone(),
+        Some(d) => decoded
+            .split(d)
+            .map(|part| part.replace('/', "_"))
+            .collect::<Vec<_>>()
+            .join("/"),
+    };
+    let remote = if remote.eq_ignore_ascii_case("INBOX") {
+        "INBOX".to_string()
+    } else {
+        remote
+    };
+    let gmail_leaf = remote
+        .strip_prefix("[Gmail]/")
+        .or_else(|| remote.strip_prefix("[Google Mail]/"))
+        .map(str::to_ascii_lowercase);
+    if has("\\all") || has("\\important") || has("\\flagged") {
+        return None;
+    }
+    if let Some(leaf) = &gmail_leaf
+        && GMAIL_VIRTUAL.contains(&leaf.as_str())
+    {
+        return None;
+    }
+    let special = if has("\\sent") {
+        Some("Sent")
+    } else if has("\\drafts") {
+        Some("Drafts")
+    } else if has("\\trash") {
+        Some("Trash")
+    } else if has("\\junk") {
+        Some("Junk")
+    } else {
+        // Gmail's own names, for a server that does not say SPECIAL-USE.
+        match gmail_leaf.as_deref() {
+            Some("sent mail") => Some("Sent"),
+            Some("drafts") => Some("Drafts"),
+            Some("trash") | Some("bin") => Some("Trash"),
+            Some("spam") => Some("Junk"),
+            _ => None,
+        }
+    };
+    Some(RemoteFolder {
+        wire: wire.to_vec(),
+        local: special.map(str::to_string).unwrap_or_else(|| remote.clone()),
+        remote,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_ascii_lowercase()).collect()
+    }
+
+    #[test]
+    fn gmail_folders_map() {
+        assert!(classify(b"[Gmail]", Some('/'), &attrs(&["\\Noselect", "\\HasChildren"])).is_none());
+        assert!(classify(b"[Gmail]/All Mail", Some('/'), &attrs(&["\\All"])).is_none());
+        assert!(classify(b"[Gmail]/All Mail", Some('/'), &[]).is_none());
+        assert!(classify(b"[Gmail]/Starred", Some('/'), &attrs(&["\\Flagged"])).is_none());
+        assert!(classify(b"[Gmail]/Important", Some('/'), &[]).is_none());
+        let sent = classify(b"[Gmail]/Sent Mail", Some('/'), &attrs(&["\\Sent"])).unwrap();
+        assert_eq!(
+            (sent.remote.as_str(), sent.local.as_str()),
+            ("[Gmail]/Sent Mail", "Sent")
+        );
+        assert_eq!(classify(b"[Google Mail]/Bin", Some('/'), &[]).unwrap().local, "Trash");
+        assert_eq!(classify(b"[Gmail]/Spam", Some('/'), &[]).unwrap().local, "Junk");
+        assert_eq!(
+            classify(b"Gesendet", Some('/'), &attrs(&["\\Sent"])).unwrap().local,
+            "Sent"
+        );
+        assert_eq!(classify(b"inbox", Some('/'), &[]).unwrap().local, "INBOX");
+    }
+
+    #[test]
+    fn delimiters_map_to_slash() {
+        let f = classify(b"Work.Entw&APw-rfe", Some('.'), &[]).unwrap();
+        assert_eq!(f.local, "Work/Entwürfe");
+        assert_eq!(f.wire, b"Work.Entw&APw-rfe");
+        assert_eq!(classify(b"a/b.c", Some('.'), &[]).unwrap().local, "a_b/c");
+    }
+
+    #[test]
+    fn host_ports() {
+        assert_eq!(
+            parse_host_port("imap.gmail.com", Security::Tls).unwrap(),
+            ("imap.gmail.com".into(), 993)
+        );
+        assert_eq!(parse_host_port("h:1143", Security::Plain).unwrap(), ("h".into(), 1143));
+        assert_eq!(
+            parse_host_port("[::1]:44", Security::Plain).unwrap(),
+            ("::1".into(), 44)
+        );
+        assert_eq!(parse_host_port("::1", Security::StartTls).unwrap(), ("::1".into(), 143));
+        assert!(parse_host_port("h:x", Security::Tls).is_err());
+        assert!(parse_host_port(":5", Security::Tls).is_err());
+    }
+}
