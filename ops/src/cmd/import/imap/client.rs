@@ -682,3 +682,206 @@ mod tests {
         assert!(parse_host_port(":5", Security::Tls).is_err());
     }
 }
+
+/// A hostile or broken server, scripted over a real socket on loopback, against the real
+/// client code: what it can make the importer hold or wait for is bounded.
+#[cfg(test)]
+mod hostile {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A server that greets, then answers each command line with `reply(tag, command)`, and
+    /// hangs (keeps the connection, says nothing) when the reply is None.
+    fn server(reply: impl Fn(&str, &str) -> Option<Vec<u8>> + Send + 'static) -> u16 {
+        server_with("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hostile\r\n", reply)
+    }
+
+    fn server_with(greeting: &'static str, reply: impl Fn(&str, &str) -> Option<Vec<u8>> + Send + 'static) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let Ok((stream, _)) = listener.accept() else { return };
+            let mut out = stream.try_clone().unwrap();
+            let _ = out.write_all(greeting.as_bytes());
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { return };
+                let (tag, command) = line.split_once(' ').unwrap_or((&line, ""));
+                match reply(tag, command) {
+                    Some(bytes) => {
+                        if out.write_all(&bytes).is_err() {
+                            return;
+                        }
+                    }
+                    None => std::thread::sleep(Duration::from_secs(30)),
+                }
+            }
+        });
+        port
+    }
+
+    fn options(port: u16, security: Security) -> Options {
+        Options {
+            host: "127.0.0.1".into(),
+            port,
+            security,
+            user: "u".into(),
+            password: "p".into(),
+            ca_file: None,
+            max_message_size: 1000,
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Logs in, lists one folder "F" holding UID 7 of size 10, and answers the body fetch
+    /// with `body`.
+    fn one_folder(body: &'static [u8]) -> impl Fn(&str, &str) -> Option<Vec<u8>> {
+        move |tag, command| {
+            let ok = format!("{tag} OK done\r\n").into_bytes();
+            let c = command.to_ascii_uppercase();
+            let mut r = Vec::new();
+            if c.starts_with("LIST") {
+                r.extend_from_slice(b"* LIST () \"/\" F\r\n");
+            } else if c.starts_with("EXAMINE") {
+                r.extend_from_slice(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 42] ok\r\n");
+            } else if c.starts_with("UID FETCH 1:*") {
+                r.extend_from_slice(b"* 1 FETCH (UID 7 RFC822.SIZE 10)\r\n");
+            } else if c.starts_with("UID FETCH 7 ") {
+                r.extend_from_slice(body);
+            }
+            r.extend_from_slice(&ok);
+            Some(r)
+        }
+    }
+
+    async fn fetch_all(opts: &Options) -> Result<Vec<Step>> {
+        let mut session = Session::connect(opts).await?;
+        let mut steps = Vec::new();
+        for folder in session.folders().await? {
+            let plan = session.plan(&folder).await?;
+            let uids: Vec<u32> = plan.messages.iter().map(|m| m.0).collect();
+            let mut batch = session.fetch_batch(&uids).await?;
+            while let Some(step) = session.next(&mut batch).await? {
+                steps.push(step);
+            }
+        }
+        Ok(steps)
+    }
+
+    #[tokio::test]
+    async fn a_literal_larger_than_it_said_is_dropped_not_kept() {
+        // RFC822.SIZE said 10; the literal is 5000, over max_message_size (1000).
+        let body: &'static [u8] = Box::leak(
+            [
+                &b"* 1 FETCH (UID 7 FLAGS (\\Seen) BODY[] {5000}\r\n"[..],
+                &vec![b'x'; 5000],
+                b")\r\n",
+            ]
+            .concat()
+            .into_boxed_slice(),
+        );
+        let port = server(one_folder(body));
+        let steps = fetch_all(&options(port, Security::Plain)).await.unwrap();
+        assert!(
+            matches!(steps.as_slice(), [Step::TooBig { uid: 7, size: 5000 }]),
+            "{steps:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_good_message_comes_through() {
+        let port = server(one_folder(
+            b"* 1 FETCH (UID 7 FLAGS (\\Seen \\Recent kw) INTERNALDATE \"01-Feb-2020 10:00:00 +0000\" BODY[] {10}\r\n0123456789)\r\n",
+        ));
+        let steps = fetch_all(&options(port, Security::Plain)).await.unwrap();
+        let [Step::Message(m)] = steps.as_slice() else {
+            panic!("{steps:?}")
+        };
+        assert_eq!((m.uid, m.raw.as_slice()), (7, &b"0123456789"[..]));
+        assert_eq!(m.flags, vec!["\\Seen", "kw"]);
+        assert_eq!(m.internal_date.unwrap().to_rfc3339(), "2020-02-01T10:00:00+00:00");
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_is_refused() {
+        let port = server(|tag, command| {
+            if command.starts_with("LIST") {
+                let mut r = b"* LIST () \"/\" ".to_vec();
+                r.extend(std::iter::repeat_n(b'a', super::super::proto::MAX_LINE + 10));
+                r.extend_from_slice(format!("\r\n{tag} OK\r\n").as_bytes());
+                Some(r)
+            } else {
+                Some(format!("{tag} OK\r\n").into_bytes())
+            }
+        });
+        let e = fetch_all(&options(port, Security::Plain)).await.unwrap_err();
+        assert!(format!("{e:#}").contains("longer than"), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        let port = server(|tag, command| {
+            if command.starts_with("LIST") {
+                None
+            } else {
+                Some(format!("{tag} OK\r\n").into_bytes())
+            }
+        });
+        let started = std::time::Instant::now();
+        let e = fetch_all(&options(port, Security::Plain)).await.unwrap_err();
+        assert!(format!("{e:#}").contains("sent nothing for 2s"), "{e:#}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn more_messages_than_it_has_is_refused() {
+        let port = server(|tag, command| {
+            let c = command.to_ascii_uppercase();
+            let mut r = Vec::new();
+            if c.starts_with("LIST") {
+                r.extend_from_slice(b"* LIST () \"/\" F\r\n");
+            } else if c.starts_with("EXAMINE") {
+                r.extend_from_slice(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 42] ok\r\n");
+            } else if c.starts_with("UID FETCH 1:*") {
+                for uid in 1..=5000 {
+                    r.extend_from_slice(format!("* 1 FETCH (UID {uid} RFC822.SIZE 10)\r\n").as_bytes());
+                }
+            }
+            r.extend_from_slice(format!("{tag} OK\r\n").as_bytes());
+            Some(r)
+        });
+        let e = fetch_all(&options(port, Security::Plain)).await.unwrap_err();
+        assert!(format!("{e:#}").contains("more messages than the 1"), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn data_injected_before_the_tls_handshake_is_refused() {
+        // CVE-2011-0411's pattern: the answer to STARTTLS and a forged line in one packet.
+        let port = server_with("* OK hostile\r\n", |tag, command| {
+            if command.eq_ignore_ascii_case("CAPABILITY") {
+                Some(format!("* CAPABILITY IMAP4rev1 STARTTLS\r\n{tag} OK\r\n").into_bytes())
+            } else if command.eq_ignore_ascii_case("STARTTLS") {
+                Some(format!("{tag} OK begin TLS\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n").into_bytes())
+            } else {
+                Some(format!("{tag} BAD\r\n").into_bytes())
+            }
+        });
+        shared::tls::install_crypto_provider();
+        let e = Session::connect(&options(port, Security::StartTls))
+            .await
+            .err()
+            .expect("refused");
+        assert!(format!("{e:#}").contains("after STARTTLS"), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn a_server_without_starttls_is_not_used_in_clear() {
+        let port = server(|tag, _| Some(format!("{tag} OK\r\n").into_bytes()));
+        let e = Session::connect(&options(port, Security::StartTls))
+            .await
+            .err()
+            .expect("refused");
+        assert!(format!("{e:#}").contains("does not offer STARTTLS"), "{e:#}");
+    }
+}
