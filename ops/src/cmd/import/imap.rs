@@ -6,7 +6,9 @@
 //! virtual folders skipped (RFC 6154 \All, \Important, \Flagged, or by name "[Gmail]/All Mail",
 //! "Important", "Starred": their mail is also in INBOX, Sent or a label, and a star is the
 //! \Flagged flag the other copies carry), \Sent, \Drafts, \Trash, \Junk (or Gmail's names for
-//! them) into ours. Each folder is EXAMINEd (read-only: nothing changes on the other server) and
+//! them) into ours. One exception: on Gmail itself (X-GM-EXT-1), archived mail is in no folder
+//! but All Mail, so All Mail is read for the messages whose X-GM-LABELS name no other folder,
+//! and those go to Archive (nothing is stored twice, nothing archived is left behind). Each folder is EXAMINEd (read-only: nothing changes on the other server) and
 //! its UIDVALIDITY noted; every message is keyed `UIDVALIDITY/UID` under the source
 //! `imap:HOST/USER/FOLDER`, so a rerun, or a run resumed after a kill, downloads only what is
 //! not stored yet. Messages come in batches of at most [`BATCH_MESSAGES`] or about

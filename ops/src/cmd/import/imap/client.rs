@@ -75,6 +75,9 @@ pub struct RemoteFolder {
     pub remote: String,
     /// Our folder: `remote`, or the special folder (Sent, Drafts, Trash, Junk) it stands for.
     pub local: String,
+    /// Gmail's "All Mail": only the messages in no other folder (archived) are imported, into
+    /// Archive; the rest come through INBOX, Sent and the labels.
+    pub archived_only: bool,
 }
 
 /// What EXAMINE and the size pass tell about a folder.
@@ -347,6 +350,7 @@ impl Session {
         } else {
             self.conn.run(&[Arg::Raw("LIST"), Arg::Str(b""), Arg::Raw("*")]).await?
         };
+        let gmail = self.has("X-GM-EXT-1");
         let mut folders = Vec::new();
         for mut r in untagged {
             let mut p = r.parser();
@@ -371,7 +375,7 @@ impl Session {
                 Value::Str(s) => s,
                 _ => bail!("malformed LIST name"),
             };
-            if let Some(folder) = classify(&wire, delimiter, &attrs) {
+            if let Some(folder) = classify(&wire, delimiter, &attrs, gmail) {
                 folders.push(folder);
             }
         }
@@ -409,12 +413,30 @@ impl Session {
         let uidvalidity = uidvalidity.ok_or_else(|| anyhow!("{}: the server gave no UIDVALIDITY", folder.remote))?;
         let mut messages = Vec::new();
         if exists > 0 {
+            // Gmail's labels of each message (X-GM-LABELS, Gmail's IMAP extensions): one with no
+            // label but \Important or \Starred is archived, in no folder but All Mail.
+            let command = if folder.archived_only {
+                "UID FETCH 1:* (UID RFC822.SIZE X-GM-LABELS)"
+            } else {
+                "UID FETCH 1:* (UID RFC822.SIZE)"
+            };
             // Streamed: one small response per message, however many there are.
             self.conn
-                .run_with(&[Arg::Raw("UID FETCH 1:* (UID RFC822.SIZE)")], |mut r| {
+                .run_with(&[Arg::Raw(command)], |mut r| {
                     if let Some(item) = fetch_items(&mut r)?
                         && let (Some(uid), Some(size)) = (item.uid, item.size)
                     {
+                        if folder.archived_only {
+                            let Some(labels) = &item.labels else {
+                                bail!("{}: the server gave no X-GM-LABELS", folder.remote);
+                            };
+                            let elsewhere = labels.iter().any(|l| {
+                                !l.eq_ignore_ascii_case("\\Important") && !l.eq_ignore_ascii_case("\\Starred")
+                            });
+                            if elsewhere {
+                                return Ok(());
+                            }
+                        }
                         // A folder grows while we look, but not without end: a server that
                         // keeps answering cannot make us hold more than it said it has.
                         if messages.len() as u64 >= exists + SLACK {
@@ -522,6 +544,7 @@ struct FetchItems {
     flags: Vec<String>,
     internal_date: Option<DateTime<Utc>>,
     body: Option<Value>,
+    labels: Option<Vec<String>>,
 }
 
 /// The items of `* n FETCH (...)` (RFC 3501 section 7.4.2); None for any other response.
@@ -539,6 +562,7 @@ fn fetch_items(r: &mut Response) -> Result<Option<FetchItems>> {
         flags: Vec::new(),
         internal_date: None,
         body: None,
+        labels: None,
     };
     let mut items = items.into_iter();
     while let Some(name) = items.next() {
@@ -560,6 +584,17 @@ fn fetch_items(r: &mut Response) -> Result<Option<FetchItems>> {
             }
             "INTERNALDATE" => out.internal_date = value.bytes().and_then(parse_internal_date),
             "BODY[]" | "RFC822" => out.body = Some(value),
+            "X-GM-LABELS" => {
+                if let Value::List(labels) = value {
+                    out.labels = Some(
+                        labels
+                            .iter()
+                            .filter_map(Value::bytes)
+                            .map(|l| String::from_utf8_lossy(l).into_owned())
+                            .collect(),
+                    );
+                }
+            }
             _ => {}
         }
     }
@@ -571,7 +606,10 @@ fn fetch_items(r: &mut Response) -> Result<Option<FetchItems>> {
 const GMAIL_VIRTUAL: &[&str] = &["all mail", "important", "starred"];
 
 /// Decide whether a LIST entry is imported, and as what; None to skip it.
-pub fn classify(wire: &[u8], delimiter: Option<char>, attrs: &[String]) -> Option<RemoteFolder> {
+///
+/// `gmail`: the server is Gmail (X-GM-EXT-1), whose "All Mail" holds the archived mail that is
+/// in no other folder; it is read for that mail only (see [`RemoteFolder::archived_only`]).
+pub fn classify(wire: &[u8], delimiter: Option<char>, attrs: &[String], gmail: bool) -> Option<RemoteFolder> {
     let decoded = decode_mailbox_name(wire);
     let has = |a: &str| attrs.iter().any(|x| x == a);
     // RFC 3501 section 7.2.2 \Noselect and RFC 5258 \NonExistent: not a mailbox.
@@ -596,6 +634,15 @@ pub fn classify(wire: &[u8], delimiter: Option<char>, attrs: &[String]) -> Optio
         .strip_prefix("[Gmail]/")
         .or_else(|| remote.strip_prefix("[Google Mail]/"))
         .map(str::to_ascii_lowercase);
+    let all_mail = has("\\all") || gmail_leaf.as_deref() == Some("all mail");
+    if all_mail && gmail {
+        return Some(RemoteFolder {
+            wire: wire.to_vec(),
+            remote,
+            local: "Archive".to_string(),
+            archived_only: true,
+        });
+    }
     if has("\\all") || has("\\important") || has("\\flagged") {
         return None;
     }
@@ -626,6 +673,7 @@ pub fn classify(wire: &[u8], delimiter: Option<char>, attrs: &[String]) -> Optio
         wire: wire.to_vec(),
         local: special.map(str::to_string).unwrap_or_else(|| remote.clone()),
         remote,
+        archived_only: false,
     })
 }
 
@@ -633,37 +681,51 @@ pub fn classify(wire: &[u8], delimiter: Option<char>, attrs: &[String]) -> Optio
 mod tests {
     use super::*;
 
+    /// Not Gmail.
+    fn c(wire: &[u8], delimiter: Option<char>, attrs: &[String]) -> Option<RemoteFolder> {
+        classify(wire, delimiter, attrs, false)
+    }
+
+    #[test]
+    fn gmail_all_mail_is_read_for_archived_mail_only() {
+        let all = classify(b"[Gmail]/All Mail", Some('/'), &attrs(&["\\All"]), true).unwrap();
+        assert!(all.archived_only);
+        assert_eq!(all.local, "Archive");
+        let all = classify(b"[Google Mail]/All Mail", Some('/'), &[], true).unwrap();
+        assert!(all.archived_only);
+        assert!(classify(b"[Gmail]/Starred", Some('/'), &attrs(&["\\Flagged"]), true).is_none());
+        assert!(classify(b"[Gmail]/Important", Some('/'), &[], true).is_none());
+        assert!(!classify(b"INBOX", Some('/'), &[], true).unwrap().archived_only);
+    }
+
     fn attrs(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_ascii_lowercase()).collect()
     }
 
     #[test]
     fn gmail_folders_map() {
-        assert!(classify(b"[Gmail]", Some('/'), &attrs(&["\\Noselect", "\\HasChildren"])).is_none());
-        assert!(classify(b"[Gmail]/All Mail", Some('/'), &attrs(&["\\All"])).is_none());
-        assert!(classify(b"[Gmail]/All Mail", Some('/'), &[]).is_none());
-        assert!(classify(b"[Gmail]/Starred", Some('/'), &attrs(&["\\Flagged"])).is_none());
-        assert!(classify(b"[Gmail]/Important", Some('/'), &[]).is_none());
-        let sent = classify(b"[Gmail]/Sent Mail", Some('/'), &attrs(&["\\Sent"])).unwrap();
+        assert!(c(b"[Gmail]", Some('/'), &attrs(&["\\Noselect", "\\HasChildren"])).is_none());
+        assert!(c(b"[Gmail]/All Mail", Some('/'), &attrs(&["\\All"])).is_none());
+        assert!(c(b"[Gmail]/All Mail", Some('/'), &[]).is_none());
+        assert!(c(b"[Gmail]/Starred", Some('/'), &attrs(&["\\Flagged"])).is_none());
+        assert!(c(b"[Gmail]/Important", Some('/'), &[]).is_none());
+        let sent = c(b"[Gmail]/Sent Mail", Some('/'), &attrs(&["\\Sent"])).unwrap();
         assert_eq!(
             (sent.remote.as_str(), sent.local.as_str()),
             ("[Gmail]/Sent Mail", "Sent")
         );
-        assert_eq!(classify(b"[Google Mail]/Bin", Some('/'), &[]).unwrap().local, "Trash");
-        assert_eq!(classify(b"[Gmail]/Spam", Some('/'), &[]).unwrap().local, "Junk");
-        assert_eq!(
-            classify(b"Gesendet", Some('/'), &attrs(&["\\Sent"])).unwrap().local,
-            "Sent"
-        );
-        assert_eq!(classify(b"inbox", Some('/'), &[]).unwrap().local, "INBOX");
+        assert_eq!(c(b"[Google Mail]/Bin", Some('/'), &[]).unwrap().local, "Trash");
+        assert_eq!(c(b"[Gmail]/Spam", Some('/'), &[]).unwrap().local, "Junk");
+        assert_eq!(c(b"Gesendet", Some('/'), &attrs(&["\\Sent"])).unwrap().local, "Sent");
+        assert_eq!(c(b"inbox", Some('/'), &[]).unwrap().local, "INBOX");
     }
 
     #[test]
     fn delimiters_map_to_slash() {
-        let f = classify(b"Work.Entw&APw-rfe", Some('.'), &[]).unwrap();
+        let f = c(b"Work.Entw&APw-rfe", Some('.'), &[]).unwrap();
         assert_eq!(f.local, "Work/Entwürfe");
         assert_eq!(f.wire, b"Work.Entw&APw-rfe");
-        assert_eq!(classify(b"a/b.c", Some('.'), &[]).unwrap().local, "a_b/c");
+        assert_eq!(c(b"a/b.c", Some('.'), &[]).unwrap().local, "a_b/c");
     }
 
     #[test]
@@ -883,5 +945,74 @@ mod hostile {
             .err()
             .expect("refused");
         assert!(format!("{e:#}").contains("does not offer STARTTLS"), "{e:#}");
+    }
+}
+
+/// Gmail (X-GM-EXT-1) scripted over a real socket: what its "All Mail" contributes.
+#[cfg(test)]
+mod gmail {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn archived_mail_comes_from_all_mail_and_nothing_twice() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut out = stream.try_clone().unwrap();
+            out.write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR X-GM-EXT-1] Gimap ready\r\n")
+                .unwrap();
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { return };
+                let (tag, command) = line.split_once(' ').unwrap();
+                let c = command.to_ascii_uppercase();
+                let mut r = Vec::new();
+                if c.starts_with("LIST") {
+                    r.extend_from_slice(
+                        b"* LIST (\\HasNoChildren) \"/\" \"INBOX\"\r\n\
+                          * LIST (\\HasChildren \\Noselect) \"/\" \"[Gmail]\"\r\n\
+                          * LIST (\\All \\HasNoChildren) \"/\" \"[Gmail]/All Mail\"\r\n\
+                          * LIST (\\Flagged \\HasNoChildren) \"/\" \"[Gmail]/Starred\"\r\n\
+                          * LIST (\\HasNoChildren \\Important) \"/\" \"[Gmail]/Important\"\r\n",
+                    );
+                } else if c.starts_with("EXAMINE") {
+                    r.extend_from_slice(b"* 5 EXISTS\r\n* OK [UIDVALIDITY 9] ok\r\n");
+                } else if c.starts_with("UID FETCH 1:* (UID RFC822.SIZE X-GM-LABELS)") {
+                    r.extend_from_slice(
+                        b"* 1 FETCH (X-GM-LABELS (\\Inbox) UID 1 RFC822.SIZE 10)\r\n\
+                          * 2 FETCH (X-GM-LABELS () UID 2 RFC822.SIZE 20)\r\n\
+                          * 3 FETCH (X-GM-LABELS (\\Important \\Starred) UID 3 RFC822.SIZE 30)\r\n\
+                          * 4 FETCH (X-GM-LABELS (\"Fam&AO0-lia\") UID 4 RFC822.SIZE 40)\r\n\
+                          * 5 FETCH (X-GM-LABELS (\\Sent \\Important) UID 5 RFC822.SIZE 50)\r\n",
+                    );
+                } else if c.starts_with("UID FETCH 1:*") {
+                    r.extend_from_slice(b"* 1 FETCH (UID 1 RFC822.SIZE 10)\r\n");
+                }
+                r.extend_from_slice(format!("{tag} OK done\r\n").as_bytes());
+                out.write_all(&r).unwrap();
+            }
+        });
+        let opts = Options {
+            host: "127.0.0.1".into(),
+            port,
+            security: Security::Plain,
+            user: "u".into(),
+            password: "p".into(),
+            ca_file: None,
+            max_message_size: 1000,
+            timeout: Duration::from_secs(2),
+        };
+        let mut session = Session::connect(&opts).await.unwrap();
+        let folders = session.folders().await.unwrap();
+        let names: Vec<(&str, &str)> = folders.iter().map(|f| (f.remote.as_str(), f.local.as_str())).collect();
+        assert_eq!(names, vec![("INBOX", "INBOX"), ("[Gmail]/All Mail", "Archive")]);
+        let plan = session.plan(&folders[1]).await.unwrap();
+        // Only 2 (no label) and 3 (important and starred, nothing else) are archived.
+        assert_eq!(plan.messages, vec![(2, 20), (3, 30)]);
+        let plan = session.plan(&folders[0]).await.unwrap();
+        assert_eq!(plan.messages, vec![(1, 10)]);
     }
 }
