@@ -136,8 +136,8 @@ pub async fn import(importer: &mut Importer, source: &ImapSource) -> Result<()> 
             continue;
         }
         // EXAMINE again to fetch; the keys hold only while UIDVALIDITY does (RFC 3501 2.3.1.1).
-        let again = session.plan(&plan.folder).await?;
-        if again.uidvalidity != plan.uidvalidity {
+        let (uidvalidity, _) = session.examine(&plan.folder).await?;
+        if uidvalidity != plan.uidvalidity {
             bail!(
                 "{}: the server renumbered the folder (UIDVALIDITY changed) during the import; run \
                  the same command again",

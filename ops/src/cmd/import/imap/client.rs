@@ -383,9 +383,9 @@ impl Session {
         Ok(folders)
     }
 
-    /// EXAMINE a folder (read-only, so \Seen is never set by us: RFC 3501 section 6.3.2) and
-    /// learn its UIDVALIDITY and every message's UID and size.
-    pub async fn plan(&mut self, folder: &RemoteFolder) -> Result<FolderPlan> {
+    /// EXAMINE a folder (read-only, so \Seen is never set by us: RFC 3501 section 6.3.2): its
+    /// UIDVALIDITY and how many messages it has.
+    pub async fn examine(&mut self, folder: &RemoteFolder) -> Result<(u32, u64)> {
         let untagged = self
             .conn
             .run(&[Arg::Raw("EXAMINE"), Arg::Str(&folder.wire)])
@@ -411,6 +411,12 @@ impl Session {
         }
         // Without UIDVALIDITY the keys would not be stable across sessions (RFC 3501 2.3.1.1).
         let uidvalidity = uidvalidity.ok_or_else(|| anyhow!("{}: the server gave no UIDVALIDITY", folder.remote))?;
+        Ok((uidvalidity, exists))
+    }
+
+    /// EXAMINE a folder and learn its UIDVALIDITY and every message's UID and size.
+    pub async fn plan(&mut self, folder: &RemoteFolder) -> Result<FolderPlan> {
+        let (uidvalidity, exists) = self.examine(folder).await?;
         let mut messages = Vec::new();
         if exists > 0 {
             // Gmail's labels of each message (X-GM-LABELS, Gmail's IMAP extensions): one with no
