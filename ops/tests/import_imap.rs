@@ -184,6 +184,15 @@ fn refusals_are_clear() {
     let plain = format!("127.0.0.1:{}", dovecot.imap_port);
     fails(&import_args(&plain, &[]), "wrong\n", "logging in to 127.0.0.1 as alice");
     fails(&import_args(&plain, &[]), "\n", "the password is empty");
+
+    // More than the quota leaves: refused before any download, naming the numbers.
+    python(&["fill", &dovecot.imap_port.to_string(), "alice", "secret", "0"]);
+    ok(&data, &["quota", "set", ADDRESS, "20K"], None);
+    fails(
+        &import_args(&plain, &[]),
+        "secret\n",
+        "has 20.0 KiB free (0 B used of a 20.0 KiB limit)",
+    );
 }
 
 /// A TCP relay to `upstream` that passes the server's first `limit` bytes of each connection,
