@@ -858,6 +858,30 @@ mod hostile {
     }
 
     #[tokio::test]
+    async fn literals_of_one_answer_share_one_budget() {
+        // Each literal is within max_message_size, together they are far over it (and over the
+        // 64 KiB slack): the second is dropped, not held besides the first.
+        let body: &'static [u8] = Box::leak(
+            [
+                &b"* 1 FETCH (UID 7 X-OTHER {90000}\r\n"[..],
+                &vec![b'y'; 90000],
+                b" BODY[] {90000}\r\n",
+                &vec![b'x'; 90000],
+                b")\r\n",
+            ]
+            .concat()
+            .into_boxed_slice(),
+        );
+        let mut opts = options(server(one_folder(body)), Security::Plain);
+        opts.max_message_size = 100_000;
+        let steps = fetch_all(&opts).await.unwrap();
+        assert!(
+            matches!(steps.as_slice(), [Step::TooBig { uid: 7, size: 90000 }]),
+            "{steps:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_good_message_comes_through() {
         let port = server(one_folder(
             b"* 1 FETCH (UID 7 FLAGS (\\Seen \\Recent kw) INTERNALDATE \"01-Feb-2020 10:00:00 +0000\" BODY[] {10}\r\n0123456789)\r\n",

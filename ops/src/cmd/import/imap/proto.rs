@@ -23,6 +23,9 @@ pub const MAX_RESPONSE_TEXT: usize = 4 << 20;
 /// The most literals one response may carry (a FETCH has one body; a LIST at most one name).
 pub const MAX_LITERALS: usize = 16;
 
+/// Literal bytes one response may hold beyond one message (a mailbox name, a header).
+const LITERAL_SLACK: u64 = 64 * 1024;
+
 /// The byte that stands for a literal inside [`Response::text`]: NUL may not appear in IMAP text
 /// (RFC 3501 section 9, CHAR8 excludes %x00), so a line carrying one is refused.
 const LITERAL_MARK: u8 = 0;
@@ -309,9 +312,13 @@ impl Conn {
         }
     }
 
-    /// A literal of `size` bytes: kept when within `max_literal`, else read and dropped.
-    async fn read_literal(&mut self, size: u64) -> Result<Literal> {
-        let keep = size <= self.max_literal;
+    /// A literal of `size` bytes: kept when within `max_literal` and what is left of the
+    /// response's `budget`, else read and dropped.
+    async fn read_literal(&mut self, size: u64, budget: &mut u64) -> Result<Literal> {
+        let keep = size <= self.max_literal && size <= *budget;
+        if keep {
+            *budget -= size;
+        }
         let mut bytes = if keep {
             Vec::with_capacity(size as usize)
         } else {
@@ -338,6 +345,9 @@ impl Conn {
     pub async fn read_response(&mut self) -> Result<Response> {
         let mut text = Vec::new();
         let mut literals = Vec::new();
+        // All literals of one response together: one message and a little more (several
+        // literals of max_literal each would multiply what one response can make us hold).
+        let mut budget = self.max_literal.saturating_add(LITERAL_SLACK);
         loop {
             let room = MAX_RESPONSE_TEXT.saturating_sub(text.len()).min(MAX_LINE);
             let line = self.read_line(room).await?;
@@ -351,7 +361,7 @@ impl Conn {
                     }
                     text.extend_from_slice(&line[..start]);
                     text.push(LITERAL_MARK);
-                    literals.push(self.read_literal(size).await?);
+                    literals.push(self.read_literal(size, &mut budget).await?);
                 }
                 None => {
                     text.extend_from_slice(&line);
