@@ -92,6 +92,9 @@ pub async fn import(importer: &mut Importer, source: &ImapSource) -> Result<()> 
         "larger than max_message_size ({})",
         format_size(options.max_message_size)
     );
+    // The resume log's name of the account. Host names and (on the servers people move from)
+    // user names ignore case: `IMAP.Gmail.com` and `imap.gmail.com` must not import twice.
+    let account = format!("imap:{}/{}", host.to_lowercase(), options.user.to_lowercase());
     let mut session = Session::connect(&options).await?;
     let folders = session.folders().await.context("listing the folders")?;
     tracing::info!(host, folders = folders.len(), "import over IMAP: folders listed");
@@ -111,7 +114,7 @@ pub async fn import(importer: &mut Importer, source: &ImapSource) -> Result<()> 
     let mut work = Vec::new();
     let mut new_bytes = 0;
     for plan in plans {
-        let source_name = format!("imap:{host}/{}/{}", options.user, plan.folder.remote);
+        let source_name = format!("{account}/{}", plan.folder.remote);
         let mut todo = Vec::new();
         for &(uid, size) in &plan.messages {
             let key = format!("{}/{uid}", plan.uidvalidity);
@@ -127,9 +130,7 @@ pub async fn import(importer: &mut Importer, source: &ImapSource) -> Result<()> 
         }
         work.push((plan, source_name, todo));
     }
-    importer
-        .check_quota(&format!("imap:{host}/{}", options.user), new_bytes)
-        .await?;
+    importer.check_quota(&account, new_bytes).await?;
 
     for (plan, source_name, todo) in work {
         if todo.is_empty() {

@@ -893,6 +893,28 @@ mod hostile {
     }
 
     #[tokio::test]
+    async fn login_sends_an_8bit_password_as_a_literal() {
+        // No AUTH=PLAIN: LOGIN (RFC 3501 6.2.3); a password that cannot be quoted goes as a
+        // synchronizing literal after the server's continuation (section 4.3).
+        let greeting = "* OK [CAPABILITY IMAP4rev1] old server\r\n";
+        let port = server_with(greeting, |tag, command| {
+            if command == "LOGIN \"u\" {6}" {
+                Some(b"+ go ahead\r\n".to_vec())
+            } else if tag == "p\u{e4}\"ss" && command.is_empty() {
+                // The literal's bytes and the end of the LOGIN line.
+                Some(b"t1 OK logged in\r\n".to_vec())
+            } else if command == "CAPABILITY" {
+                Some(format!("* CAPABILITY IMAP4rev1\r\n{tag} OK\r\n").into_bytes())
+            } else {
+                Some(format!("{tag} BAD unexpected {command:?}\r\n").into_bytes())
+            }
+        });
+        let mut opts = options(port, Security::Plain);
+        opts.password = "p\u{e4}\"ss".into();
+        Session::connect(&opts).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_good_message_comes_through() {
         let port = server(one_folder(
             b"* 1 FETCH (UID 7 FLAGS (\\Seen \\Recent kw) INTERNALDATE \"01-Feb-2020 10:00:00 +0000\" BODY[] {10}\r\n0123456789)\r\n",
