@@ -478,6 +478,65 @@ fn maildir_tree_with_folders_flags_and_keywords_seen_over_imap() {
     suite.stop();
 }
 
+/// Messages in the numbered mbox files of the interruption tests.
+const N: usize = 400;
+
+/// `n` messages with the subjects `message 0` ... `message n-1`.
+fn numbered_mbox(n: usize) -> Vec<u8> {
+    let mut file = Vec::new();
+    for i in 0..n {
+        file.extend_from_slice(format!("From x@xxx Mon Jan  1 00:00:00 2024\nSubject: message {i}\n\n").as_bytes());
+        for _ in 0..20 {
+            file.extend_from_slice(format!("line of message {i}\n").as_bytes());
+        }
+        file.push(b'\n');
+    }
+    file
+}
+
+/// Over IMAP: INBOX holds each of the [`N`] numbered messages exactly once.
+fn each_once(port: u16, user: &str, password: &str) {
+    let view = dump(port, user, password);
+    let subjects: Vec<&str> = view["INBOX"].iter().map(|m| m["subject"].as_str().unwrap()).collect();
+    let distinct: BTreeSet<&str> = subjects.iter().copied().collect();
+    assert_eq!(subjects.len(), N, "no duplicate");
+    assert_eq!(distinct.len(), N, "no loss");
+    for i in 0..N {
+        assert!(distinct.contains(format!("message {i}").as_str()));
+    }
+}
+
+/// Wait over IMAP until the user's INBOX holds at least `count` messages.
+fn wait_for_messages(port: u16, user: &str, password: &str, count: usize) {
+    assert!(
+        reached(port, user, password, count),
+        "INBOX never held {count} messages"
+    );
+}
+
+/// Whether the user's INBOX holds at least `count` messages within 60 s (over IMAP).
+fn reached(port: u16, user: &str, password: &str, count: usize) -> bool {
+    Command::new("python3")
+        .arg(client("import_wait.py"))
+        .args([&port.to_string(), user, password, "INBOX", &count.to_string()])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// The import of a numbered mbox, started in the background.
+fn spawn_import(data: &Path, user: &str, path: &Path) -> std::process::Child {
+    Command::new(TINYDC)
+        .arg("--data")
+        .arg(data)
+        .args(["import", user, "--mbox", arg(path)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// An import killed with SIGKILL in the middle, run again: every message exactly once.
 #[test]
 fn sigkill_mid_import_then_rerun_gives_no_duplicate_and_no_loss() {
@@ -487,31 +546,10 @@ fn sigkill_mid_import_then_rerun_gives_no_duplicate_and_no_loss() {
     init(&data, &[("carol@example.test", "carol-pw", None)]);
     let suite = Suite::start(&data);
     let port = suite.ports.imap;
-    const N: usize = 400;
-    let mut file = Vec::new();
-    for i in 0..N {
-        file.extend_from_slice(format!("From x@xxx Mon Jan  1 00:00:00 2024\nSubject: message {i}\n\n").as_bytes());
-        for _ in 0..20 {
-            file.extend_from_slice(format!("line of message {i}\n").as_bytes());
-        }
-        file.push(b'\n');
-    }
-    let path = write(dir.path(), "many.mbox", &file);
-    let mut child = Command::new(TINYDC)
-        .arg("--data")
-        .arg(&data)
-        .args(["import", "carol@example.test", "--mbox", arg(&path)])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let path = write(dir.path(), "many.mbox", &numbered_mbox(N));
+    let mut child = spawn_import(&data, "carol@example.test", &path);
     // Wait (over IMAP) until part of it is in, then kill it without warning.
-    let waited = Command::new("python3")
-        .arg(client("import_wait.py"))
-        .args([&port.to_string(), "carol@example.test", "carol-pw", "INBOX", "20"])
-        .output()
-        .unwrap();
-    assert!(waited.status.success(), "the import did not start");
+    wait_for_messages(port, "carol@example.test", "carol-pw", 20);
     assert!(
         child.try_wait().unwrap().is_none(),
         "the import ended before the kill: make N larger"
@@ -525,16 +563,72 @@ fn sigkill_mid_import_then_rerun_gives_no_duplicate_and_no_loss() {
     let (imported, already) = counts(&out);
     assert_eq!(imported + already, N as u64, "{}", text(&out));
     assert_eq!(already, partial as u64, "{}", text(&out));
-    let view = dump(port, "carol@example.test", "carol-pw");
-    let subjects: Vec<&str> = view["INBOX"].iter().map(|m| m["subject"].as_str().unwrap()).collect();
-    let distinct: BTreeSet<&str> = subjects.iter().copied().collect();
-    assert_eq!(subjects.len(), N, "no duplicate");
-    assert_eq!(distinct.len(), N, "no loss");
-    for i in 0..N {
-        assert!(distinct.contains(format!("message {i}").as_str()));
-    }
+    each_once(port, "carol@example.test", "carol-pw");
     // Usage agrees with what is stored.
     assert!(ok(&data, &["quota", "recalc", "carol@example.test"], None).contains("corrected 0"));
+    suite.stop();
+}
+
+fn postmaster_pid(data: &Path) -> u32 {
+    let text = std::fs::read_to_string(data.join("pg/data/postmaster.pid")).unwrap();
+    text.lines().next().unwrap().trim().parse().unwrap()
+}
+
+/// The processes whose parent is `parent` (/proc/PID/stat, field 4).
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: comm may hold spaces, so split after its ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// PostgreSQL crashing in the middle of an import (while `tinydc up` runs, which restarts it):
+/// the import waits for it and carries on; every message ends up stored exactly once.
+#[test]
+fn a_database_crash_mid_import_is_waited_for_and_nothing_is_lost_or_doubled() {
+    require_daemons();
+    shared::testing::require_tool("python3");
+    let (dir, data) = data_dir();
+    init(&data, &[("frank@example.test", "frank-pw", None)]);
+    let suite = Suite::start(&data);
+    let port = suite.ports.imap;
+    let path = write(dir.path(), "many.mbox", &numbered_mbox(N));
+    let child = spawn_import(&data, "frank@example.test", &path);
+    // Twice: every PostgreSQL backend is killed (a crash: the postmaster resets the cluster,
+    // so the import's transaction in flight fails), then the postmaster itself (`up` starts a
+    // new one).
+    wait_for_messages(port, "frank@example.test", "frank-pw", 20);
+    let postmaster = postmaster_pid(&data);
+    let backends = children_of(postmaster);
+    assert!(!backends.is_empty());
+    for pid in backends {
+        let _ = shared::process::send_signal(pid, shared::process::Signal::Kill);
+    }
+    if !reached(port, "frank@example.test", "frank-pw", 150) {
+        let out = child.wait_with_output().unwrap();
+        panic!("the import did not carry on after the crash: {}", text(&out));
+    }
+    shared::process::send_signal(postmaster_pid(&data), shared::process::Signal::Kill).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (imported, already) = counts(&out);
+    assert!(imported + already == N as u64 && imported > 0, "{}", text(&out));
+    // The daemons' pools reconnect too (import_dump retries nothing: wait for a login).
+    wait_for_messages(port, "frank@example.test", "frank-pw", N);
+    each_once(port, "frank@example.test", "frank-pw");
+    assert!(ok(&data, &["quota", "recalc", "frank@example.test"], None).contains("corrected 0"));
     suite.stop();
 }
 

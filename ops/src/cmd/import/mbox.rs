@@ -314,6 +314,20 @@ fn split_csv(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// A header value with RFC 2047 encoded words (`=?UTF-8?Q?Entw=C3=BCrfe?=`) decoded; other
+/// text as it is (8-bit text is taken as UTF-8, invalid bytes replaced).
+pub fn decode_encoded_words(value: &str) -> String {
+    if !value.contains("=?") {
+        return value.to_string();
+    }
+    // mail-parser's RFC 2047 decoder, reached through an unstructured header.
+    let message = format!("Subject: {value}\r\n\r\n");
+    mail_parser::MessageParser::default()
+        .parse(message.as_bytes())
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_else(|| value.to_string())
+}
+
 /// What a message's Gmail labels mean here.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct GmailLabels {
@@ -453,7 +467,7 @@ pub fn to_incoming(raw: Vec<u8>, from_line: &[u8], folder: Option<&str>, key: St
     }
     let mut folders = Vec::new();
     if let Some(labels) = header_values(&raw, "X-Gmail-Labels").into_iter().next() {
-        let labels = gmail_labels(&labels);
+        let labels = gmail_labels(&decode_encoded_words(&labels));
         match labels.seen {
             Some(true) => flags.push("\\Seen".into()),
             Some(false) => flags.retain(|f| !f.eq_ignore_ascii_case("\\Seen")),
@@ -586,6 +600,13 @@ mod tests {
         assert_eq!(l.seen, Some(false));
         let l = gmail_labels("Archived,Receipts");
         assert_eq!(l.folders, vec!["Receipts".to_string()]);
+    }
+
+    #[test]
+    fn encoded_labels() {
+        let labels = gmail_labels(&decode_encoded_words("Inbox,=?UTF-8?Q?Entw=C3=BCrfe?="));
+        assert_eq!(labels.folders, vec!["INBOX".to_string(), "Entwürfe".to_string()]);
+        assert_eq!(decode_encoded_words("Inbox,Work"), "Inbox,Work");
     }
 
     #[test]

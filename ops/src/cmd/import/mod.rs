@@ -158,6 +158,9 @@ struct Progress {
 
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
+/// Attempts at one message while the database is unavailable (about a second apart).
+const UNAVAILABLE_RETRIES: u32 = 60;
+
 impl Progress {
     fn new() -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
@@ -428,7 +431,17 @@ impl Importer {
     /// Whether (source, key) was imported by an earlier run; counted as "already there" when
     /// it was. Lets a source skip reading or downloading a message it need not.
     pub async fn already_imported(&mut self, source: &str, key: &str, source_bytes: u64) -> anyhow::Result<bool> {
-        let done = self.store.is_imported(self.user_id, source, key).await?;
+        let mut attempt = 0;
+        let done = loop {
+            attempt += 1;
+            match self.store.is_imported(self.user_id, source, key).await {
+                Err(e) if e.is_unavailable() && attempt < UNAVAILABLE_RETRIES => {
+                    tracing::warn!(key, attempt, "import: database unavailable, retrying: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                done => break done?,
+            }
+        };
         if done {
             self.counts.already += 1;
             self.consumed(source_bytes);
@@ -451,32 +464,38 @@ impl Importer {
         self.progress.update(&self.counts);
     }
 
-    /// The mailbox id for a folder name, made (with its superiors) when missing.
-    async fn folder(&mut self, name: &str) -> Result<i64, String> {
+    /// The mailbox id for a folder name, made (with its superiors) when missing; the inner
+    /// error is why the folder cannot be made (remembered), the outer one a database that is
+    /// unavailable for now (retried by the caller).
+    async fn folder(&mut self, name: &str) -> Result<Result<i64, String>, StoreError> {
         if let Some(known) = self.folders.get(name) {
-            return known.clone();
+            return Ok(known.clone());
         }
-        let resolved = self.resolve_folder(name).await;
-        if let Err(reason) = &resolved {
-            tracing::warn!(user = %self.address, folder = name, "import: folder refused: {reason}");
-        }
+        let resolved = match self.resolve_folder(name).await {
+            Ok(id) => Ok(id),
+            Err(e) if e.is_unavailable() => return Err(e),
+            Err(e) => {
+                tracing::warn!(user = %self.address, folder = name, "import: folder refused: {e}");
+                Err(format!("folder {:?}: {e}", clean_folder_name(name)))
+            }
+        };
         self.folders.insert(name.to_string(), resolved.clone());
-        resolved
+        Ok(resolved)
     }
 
-    async fn resolve_folder(&self, name: &str) -> Result<i64, String> {
+    async fn resolve_folder(&self, name: &str) -> Result<i64, StoreError> {
         let clean = clean_folder_name(name);
         if let Some(special) = special_use_of(&clean) {
             match self.store.mailbox_with_use(self.user_id, special).await {
                 Ok(mailbox) => return Ok(mailbox.id),
                 Err(StoreError::NoSuchMailbox) => {} // deleted by the user: made by name below
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e),
             }
         }
         match self.store.mailbox(self.user_id, &clean).await {
             Ok(mailbox) => return Ok(mailbox.id),
             Err(StoreError::NoSuchMailbox) => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         }
         match self.store.create_mailbox(self.user_id, &clean, None).await {
             Ok(mailbox) => {
@@ -484,13 +503,8 @@ impl Importer {
                 Ok(mailbox.id)
             }
             // Made meanwhile (by a client): use it.
-            Err(StoreError::AlreadyExists) => self
-                .store
-                .mailbox(self.user_id, &clean)
-                .await
-                .map(|m| m.id)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(format!("folder {clean:?}: {e}")),
+            Err(StoreError::AlreadyExists) => self.store.mailbox(self.user_id, &clean).await.map(|m| m.id),
+            Err(e) => Err(e),
         }
     }
 
@@ -511,21 +525,11 @@ impl Importer {
             self.skip(&what, "empty message", source_bytes);
             return Ok(());
         }
-        let mut targets = Vec::new();
         let folders = if incoming.folders.is_empty() {
             vec!["INBOX".to_string()]
         } else {
             incoming.folders.clone()
         };
-        for folder in &folders {
-            match self.folder(folder).await {
-                Ok(id) => targets.push(id),
-                Err(reason) => {
-                    self.skip(&what, &format!("cannot make folder: {reason}"), source_bytes);
-                    return Ok(());
-                }
-            }
-        }
         let flags: Vec<String> = incoming
             .flags
             .into_iter()
@@ -538,18 +542,60 @@ impl Importer {
             })
             .collect();
         let date = incoming.internal_date.unwrap_or_else(Utc::now);
-        let outcome = self
-            .store
-            .import(
-                self.user_id,
-                &targets,
-                Arc::new(incoming.raw),
-                &flags,
-                date,
-                &incoming.source,
-                &incoming.key,
-            )
-            .await;
+        let raw = Arc::new(incoming.raw);
+        let mut attempt = 0u32;
+        let outcome = loop {
+            attempt += 1;
+            let mut targets = Ok(Vec::new());
+            for folder in &folders {
+                match self.folder(folder).await {
+                    Ok(Ok(id)) => {
+                        if let Ok(targets) = &mut targets {
+                            targets.push(id);
+                        }
+                    }
+                    Ok(Err(reason)) => {
+                        self.skip(&what, &format!("cannot make folder: {reason}"), source_bytes);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        targets = Err(e);
+                        break;
+                    }
+                }
+            }
+            let outcome = match targets {
+                Ok(targets) => {
+                    self.store
+                        .import(
+                            self.user_id,
+                            &targets,
+                            raw.clone(),
+                            &flags,
+                            date,
+                            &incoming.source,
+                            &incoming.key,
+                        )
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match outcome {
+                // A folder deleted (by a client) since it was looked up: look up or make it
+                // again, once.
+                Err(StoreError::NoSuchMailbox) if attempt == 1 => {
+                    tracing::info!(what, "import: a target folder went away; looking it up again");
+                    self.folders.clear();
+                }
+                // PostgreSQL restarting (`tinydc up` restarts it when it dies): wait for it
+                // rather than abandon the import; nothing of this message was committed.
+                Err(e) if e.is_unavailable() && attempt < UNAVAILABLE_RETRIES => {
+                    tracing::warn!(what, attempt, "import: database unavailable, retrying: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                outcome => break outcome,
+            }
+        };
         match outcome {
             Ok(ImportOutcome::Imported(imported)) => {
                 self.counts.imported += 1;
