@@ -566,6 +566,20 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_refused_not_recursed() {
+        let mut text = b"* 1 FETCH ".to_vec();
+        text.extend(std::iter::repeat_n(b'(', 100_000));
+        let mut r = Response {
+            text,
+            literals: Vec::new(),
+        };
+        let mut p = r.parser();
+        p.value().unwrap();
+        p.value().unwrap();
+        assert!(p.value().unwrap_err().to_string().contains("nests too deeply"));
+    }
+
+    #[test]
     fn fetch_values_parse() {
         let mut r = Response {
             text: b"* 3 FETCH (UID 7 FLAGS (\\Seen $Label1) INTERNALDATE \" 1-Jan-2020 00:00:00 +0000\" RFC822.SIZE 5 BODY[] \0)".to_vec(),
