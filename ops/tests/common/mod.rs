@@ -4,6 +4,7 @@
 #![allow(dead_code)] // Each test file uses its own subset.
 
 pub mod dns;
+pub mod dovecot;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

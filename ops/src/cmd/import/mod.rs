@@ -15,6 +15,7 @@
 //! with its reason; the quota or the disk running out stops the import with the numbers (a
 //! rerun carries on); a database that restarts is waited for (about a minute).
 
+pub mod imap;
 pub mod maildir;
 pub mod mbox;
 
@@ -75,6 +76,11 @@ pub struct ImportArgs {
     /// With --imap: plain connection upgraded with STARTTLS (default port 143).
     #[arg(long, requires = "imap")]
     pub starttls: bool,
+
+    /// With --imap --tls or --starttls: a PEM file of CA certificates to trust besides the
+    /// system's (a server with a self-signed or private CA certificate).
+    #[arg(long, value_name = "FILE", requires = "imap")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One message from any source, ready for the store.
@@ -787,8 +793,18 @@ pub async fn run(data: &Path, args: ImportArgs) -> anyhow::Result<()> {
             maildir::import(&mut importer, dir)
                 .await
                 .with_context(|| format!("importing {}", dir.display()))?;
-        } else if args.imap.is_some() {
-            anyhow::bail!("--imap is not available in this build yet");
+        } else if let Some(spec) = &args.imap {
+            let source = imap::ImapSource {
+                spec: spec.clone(),
+                user: args.user.clone().unwrap_or_default(),
+                password_stdin: args.password_stdin,
+                tls: args.tls,
+                starttls: args.starttls,
+                ca_file: args.ca_file.clone(),
+            };
+            imap::import(&mut importer, &source)
+                .await
+                .with_context(|| format!("importing from {spec}"))?;
         }
         importer.finish().await
     })
