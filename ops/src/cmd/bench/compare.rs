@@ -203,8 +203,10 @@ async fn measure(plan: &Plan<'_>, suite: &Suite, classic: &ClassicStack) -> anyh
         where_(&classic.dav)
     );
 
-    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
-    memory(&mut table, suite, classic, "idle after start");
+    // Long enough for the daemons' database pools to close what starting opened.
+    let idle = args.settle_secs.unwrap_or(30).max(args.idle_secs);
+    tokio::time::sleep(Duration::from_secs(idle)).await;
+    memory(&mut table, suite, classic, &format!("idle, {idle} s after start"));
 
     let tinydc_dav_root = suite.config.files_dir().join(DAV_USER);
     let dav_http = suite.addr_dav_http();
@@ -279,12 +281,12 @@ async fn measure(plan: &Plan<'_>, suite: &Suite, classic: &ClassicStack) -> anyh
     }
 
     memory(&mut table, suite, classic, "right after the load");
-    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+    tokio::time::sleep(Duration::from_secs(args.settle_secs.unwrap_or(30))).await;
     memory(
         &mut table,
         suite,
         classic,
-        &format!("{} s after the load", args.settle_secs),
+        &format!("{} s after the load", args.settle_secs.unwrap_or(30)),
     );
 
     print_table(&table, args);

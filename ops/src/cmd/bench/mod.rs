@@ -106,10 +106,11 @@ pub struct SuiteArgs {
     /// With --compare: seconds the mixed IMAP workload runs on each side.
     #[arg(long, default_value_t = 20)]
     pub mixed_secs: u64,
-    /// With --compare: seconds after the load before memory is read again (the daemons' database
-    /// pools close idle connections after shared::db::POOL_IDLE_TIMEOUT).
-    #[arg(long, default_value_t = 25)]
-    pub settle_secs: u64,
+    /// With --compare: seconds after the start and after the load before memory is read (the
+    /// daemons' database pools close connections idle for shared::db::POOL_IDLE_TIMEOUT).
+    /// [default: 30, 2 with --quick]
+    #[arg(long)]
+    pub settle_secs: Option<u64>,
     /// Small sizes for a quick check that everything runs (200 messages, 100 files, a 16 MiB
     /// file, 4 clients for 3 s, 3 repetitions, short waits); the figures mean little.
     #[arg(long)]
@@ -153,7 +154,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             mixed_secs: 3,
             repeat: 3,
             idle_secs: 1,
-            settle_secs: 2,
+            settle_secs: args.settle_secs.or(Some(2)),
             ..args
         }
     } else {
@@ -169,6 +170,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         rounds: args.rounds.max(1),
         clients: args.clients.max(1),
         mixed_secs: args.mixed_secs.max(1),
+        settle_secs: args.settle_secs.or(Some(30)),
         ..args
     };
     println!(
