@@ -158,6 +158,11 @@ pub async fn run(part: Part, args: SuiteArgs) -> anyhow::Result<()> {
         part,
         mixed_users,
     };
+    // Taken over from here on, so that a Ctrl-C (or SIGTERM) while the two sides start is
+    // answered at the select below by stopping everything, never by leaving peers running.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let suite = Suite::start_with_users(args.keep, &plan.mixed_users).await?;
     let hash = shared::auth::hash_password(PASSWORD).await;
     let mut mail_users: Vec<&str> = vec![SMTP_USER, IMAP_USER];
@@ -177,7 +182,8 @@ pub async fn run(part: Part, args: SuiteArgs) -> anyhow::Result<()> {
     };
     let result = tokio::select! {
         r = measure(&plan, &suite, &classic) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = interrupt.recv() => Err(anyhow::anyhow!("interrupted")),
+        _ = terminate.recv() => Err(anyhow::anyhow!("terminated")),
     };
     let complaints = suite.complaints();
     if !complaints.is_empty() {
@@ -203,68 +209,92 @@ async fn measure(plan: &Plan<'_>, suite: &Suite, classic: &ClassicStack) -> anyh
         where_(&classic.dav)
     );
 
+    let settle = args.settle_secs.unwrap_or(30);
     // Long enough for the daemons' database pools to close what starting opened.
-    let idle = args.settle_secs.unwrap_or(30).max(args.idle_secs);
+    let idle = settle.max(args.idle_secs);
     tokio::time::sleep(Duration::from_secs(idle)).await;
-    memory(&mut table, suite, classic, &format!("idle, {idle} s after start"));
+    memory(&mut table, None, suite, classic, &format!("idle, {idle} s after start"));
 
     let tinydc_dav_root = suite.config.files_dir().join(DAV_USER);
     let dav_http = suite.addr_dav_http();
-    for round in 0..args.rounds {
-        let order = if round % 2 == 0 {
-            [Side::Tinydc, Side::Classic]
-        } else {
-            [Side::Classic, Side::Tinydc]
-        };
-        for side in order {
-            let label = match side {
-                Side::Tinydc => "tinydc",
-                Side::Classic => "classic",
+    let sections = [Part::Smtp, Part::Imap, Part::Dav]
+        .into_iter()
+        .filter(|s| plan.part == Part::All || plan.part == *s);
+    // Section by section, each side in turn (tinydc first in even rounds), so that the load
+    // others put on the machine falls on both columns alike.
+    for section in sections {
+        for round in 0..args.rounds {
+            let order = if round % 2 == 0 {
+                [Side::Tinydc, Side::Classic]
+            } else {
+                [Side::Classic, Side::Tinydc]
             };
-            let (smtp, imap, dav, root) = match side {
-                Side::Tinydc => (
-                    Ok(suite.addr_smtp()),
-                    Ok(suite.addr_imap()),
-                    Ok(dav_http),
-                    tinydc_dav_root.clone(),
-                ),
-                Side::Classic => (
-                    classic.smtp.clone(),
-                    classic.imap.clone(),
-                    classic.dav.clone(),
-                    classic.dav_root.clone(),
-                ),
-            };
-            // A section the peer cannot run is filled in once tinydc's names are known (below).
-            if matches!(plan.part, Part::All | Part::Smtp)
-                && let (Ok(smtp), Ok(imap)) = (&smtp, &imap)
-            {
-                let s = smtp_delivered(*smtp, *imap, args)
-                    .await
-                    .with_context(|| format!("SMTP against {label}"))?;
-                table.record(side, &s);
+            for side in order {
+                let label = match side {
+                    Side::Tinydc => "tinydc",
+                    Side::Classic => "the classic stack",
+                };
+                let (smtp, imap, dav, root) = match side {
+                    Side::Tinydc => (
+                        Ok(suite.addr_smtp()),
+                        Ok(suite.addr_imap()),
+                        Ok(dav_http),
+                        tinydc_dav_root.clone(),
+                    ),
+                    Side::Classic => (
+                        classic.smtp.clone(),
+                        classic.imap.clone(),
+                        classic.dav.clone(),
+                        classic.dav_root.clone(),
+                    ),
+                };
+                // A section the peer cannot run is filled in once tinydc's names are known (below).
+                match section {
+                    Part::Smtp => {
+                        if let (Ok(smtp), Ok(imap)) = (&smtp, &imap) {
+                            let s = smtp_delivered(*smtp, *imap, args)
+                                .await
+                                .with_context(|| format!("SMTP against {label}"))?;
+                            table.record(side, &s);
+                        }
+                    }
+                    Part::Imap => {
+                        if let Ok(imap) = &imap {
+                            let s = imap_single(*imap, args, round)
+                                .await
+                                .with_context(|| format!("IMAP against {label}"))?;
+                            table.record(side, &s);
+                            let s = imap_mixed(*imap, &plan.mixed_users, args)
+                                .await
+                                .with_context(|| format!("the concurrent IMAP workload against {label}"))?;
+                            table.record(side, &s);
+                            if round + 1 == args.rounds {
+                                memory(
+                                    &mut table,
+                                    Some(side),
+                                    suite,
+                                    classic,
+                                    "right after the mixed IMAP load",
+                                );
+                            }
+                        }
+                    }
+                    _ => {
+                        if let Ok(dav) = &dav {
+                            let s = webdav(*dav, &root, args, round)
+                                .await
+                                .with_context(|| format!("WebDAV against {label}"))?;
+                            table.record(side, &s);
+                        }
+                    }
+                }
             }
-            if matches!(plan.part, Part::All | Part::Imap)
-                && let Ok(imap) = &imap
-            {
-                let s = imap_single(*imap, args, round)
-                    .await
-                    .with_context(|| format!("IMAP against {label}"))?;
-                table.record(side, &s);
-                let s = imap_mixed(*imap, &plan.mixed_users, args)
-                    .await
-                    .with_context(|| format!("the concurrent IMAP workload against {label}"))?;
-                table.record(side, &s);
-            }
-            if matches!(plan.part, Part::All | Part::Dav)
-                && let Ok(dav) = &dav
-            {
-                let s = webdav(*dav, &root, args, round)
-                    .await
-                    .with_context(|| format!("WebDAV against {label}"))?;
-                table.record(side, &s);
-            }
-            println!("  round {} of {} done against {label}", round + 1, args.rounds);
+            println!(
+                "  {} round {} of {} done",
+                section_name(section),
+                round + 1,
+                args.rounds
+            );
         }
     }
     // Figures the classic side could not run: same names as tinydc's, marked with the reason.
@@ -280,14 +310,8 @@ async fn measure(plan: &Plan<'_>, suite: &Suite, classic: &ClassicStack) -> anyh
         }
     }
 
-    memory(&mut table, suite, classic, "right after the load");
-    tokio::time::sleep(Duration::from_secs(args.settle_secs.unwrap_or(30))).await;
-    memory(
-        &mut table,
-        suite,
-        classic,
-        &format!("{} s after the load", args.settle_secs.unwrap_or(30)),
-    );
+    tokio::time::sleep(Duration::from_secs(settle)).await;
+    memory(&mut table, None, suite, classic, &format!("{settle} s after the load"));
 
     print_table(&table, args);
     println!(
@@ -322,55 +346,74 @@ fn section_of(name: &str) -> &'static str {
     }
 }
 
-/// PSS of tinydc's daemons and its PostgreSQL against the classic stack's processes.
-fn memory(table: &mut Table, suite: &Suite, classic: &ClassicStack, when: &str) {
-    let daemons: Vec<(&str, u64)> = suite
-        .daemons
-        .iter()
-        .map(|d| (d.name, pss_kib(d.pid).unwrap_or(0)))
-        .collect();
-    let tinydc_kib: u64 = daemons.iter().map(|(_, k)| k).sum();
-    let peers = classic.memory();
+/// PSS of tinydc's daemons and its PostgreSQL against the classic stack's processes (`side`:
+/// only that one's, as when one side has just finished a workload).
+fn memory(table: &mut Table, side: Option<Side>, suite: &Suite, classic: &ClassicStack, when: &str) {
     let name = format!("memory (PSS) of the three daemons, {when}");
-    table.record(
-        Side::Tinydc,
-        &[sample(&name, "MiB", Better::Lower, tinydc_kib as f64 / 1024.0)],
-    );
-    let detail: Vec<String> = daemons
-        .iter()
-        .map(|(n, k)| format!("{} {:.1}", n.trim_start_matches("tinydc-"), *k as f64 / 1024.0))
-        .chain(
+    let mut detail = Vec::new();
+    if side != Some(Side::Classic) {
+        let daemons: Vec<(&str, u64)> = suite
+            .daemons
+            .iter()
+            .map(|d| (d.name, pss_kib(d.pid).unwrap_or(0)))
+            .collect();
+        let kib: u64 = daemons.iter().map(|(_, k)| k).sum();
+        table.record(
+            Side::Tinydc,
+            &[sample(&name, "MiB", Better::Lower, kib as f64 / 1024.0)],
+        );
+        detail.extend(
+            daemons
+                .iter()
+                .map(|(n, k)| format!("{} {:.1}", n.trim_start_matches("tinydc-"), *k as f64 / 1024.0)),
+        );
+        if let Some(postmaster) = suite.postgres_pid() {
+            let pids = with_children(postmaster);
+            let kib: u64 = pids.iter().filter_map(|&p| pss_kib(p)).sum();
+            let s = sample(
+                format!("memory (PSS) of the private PostgreSQL, {when}"),
+                "MiB",
+                Better::Lower,
+                kib as f64 / 1024.0,
+            );
+            detail.push(format!(
+                "PostgreSQL {:.1} ({} processes)",
+                kib as f64 / 1024.0,
+                pids.len()
+            ));
+            table.record(Side::Tinydc, std::slice::from_ref(&s));
+            table.absent(&[s], "(no database)");
+        }
+    }
+    if side != Some(Side::Tinydc) {
+        let peers = classic.memory();
+        detail.extend(
             peers
                 .iter()
                 .map(|(n, k, p)| format!("{n} {:.1} ({p} processes)", *k as f64 / 1024.0)),
-        )
-        .collect();
-    println!("  memory {when}: {} MiB", detail.join(", "));
-    if peers.len() == 3 {
-        let kib: u64 = peers.iter().map(|(_, k, _)| k).sum();
-        table.record(
-            Side::Classic,
-            &[sample(&name, "MiB", Better::Lower, kib as f64 / 1024.0)],
         );
-    } else {
-        let running: Vec<&str> = peers.iter().map(|(n, _, _)| *n).collect();
-        table.absent(
-            &[sample(&name, "MiB", Better::Lower, 0.0)],
-            &format!("incomplete (running: {})", running.join(", ")),
-        );
+        if peers.len() == 3 {
+            let kib: u64 = peers.iter().map(|(_, k, _)| k).sum();
+            table.record(
+                Side::Classic,
+                &[sample(&name, "MiB", Better::Lower, kib as f64 / 1024.0)],
+            );
+        } else {
+            let running: Vec<&str> = peers.iter().map(|(n, _, _)| *n).collect();
+            table.absent(
+                &[sample(&name, "MiB", Better::Lower, 0.0)],
+                &format!("incomplete (running: {})", running.join(", ")),
+            );
+        }
     }
-    if let Some(postmaster) = suite.postgres_pid() {
-        let pids = with_children(postmaster);
-        let kib: u64 = pids.iter().filter_map(|&p| pss_kib(p)).sum();
-        let s = sample(
-            format!("memory (PSS) of the private PostgreSQL, {when}"),
-            "MiB",
-            Better::Lower,
-            kib as f64 / 1024.0,
-        );
-        println!("  PostgreSQL {when}: {} processes", pids.len());
-        table.record(Side::Tinydc, std::slice::from_ref(&s));
-        table.absent(&[s], "(no database)");
+    println!("  memory {when}: {} MiB", detail.join(", "));
+}
+
+fn section_name(section: Part) -> &'static str {
+    match section {
+        Part::Smtp => "SMTP",
+        Part::Imap => "IMAP",
+        _ => "WebDAV",
     }
 }
 
@@ -390,7 +433,15 @@ fn print_table(table: &Table, args: &SuiteArgs) {
             Err(why) => (None, why.clone()),
         };
         let r = match (t, c) {
-            (Some(t), Some(c)) => ratio(f.better, t, c).map_or("-".into(), |r| format!("{r:.2}×")),
+            (Some(t), Some(c)) => ratio(f.better, t, c).map_or("-".into(), |r| {
+                // Small ratios keep two significant digits (0.0083×, not 0.00×).
+                let digits = if r >= 0.1 {
+                    2
+                } else {
+                    ((-r.log10()).ceil() as usize + 1).min(5)
+                };
+                format!("{r:.digits$}×")
+            }),
             _ => "".into(),
         };
         let t_text = t.map_or("-".to_string(), |t| show_value(t, f.unit));
