@@ -130,6 +130,16 @@ fn ratio(better: Better, tinydc: f64, classic: f64) -> Option<f64> {
     r.is_finite().then_some(r)
 }
 
+/// Small ratios keep two significant digits (0.0083×, not 0.00×), down to 0.00001×.
+fn show_ratio(r: f64) -> String {
+    let digits = if r >= 0.1 {
+        2
+    } else {
+        (-r.log10()).ceil().clamp(0.0, 4.0) as usize + 1
+    };
+    format!("{r:.digits$}×")
+}
+
 fn show_value(value: f64, unit: &str) -> String {
     let digits = if value >= 100.0 || value == value.trunc() {
         0
@@ -433,15 +443,7 @@ fn print_table(table: &Table, args: &SuiteArgs) {
             Err(why) => (None, why.clone()),
         };
         let r = match (t, c) {
-            (Some(t), Some(c)) => ratio(f.better, t, c).map_or("-".into(), |r| {
-                // Small ratios keep two significant digits (0.0083×, not 0.00×).
-                let digits = if r >= 0.1 {
-                    2
-                } else {
-                    ((-r.log10()).ceil() as usize + 1).min(5)
-                };
-                format!("{r:.digits$}×")
-            }),
+            (Some(t), Some(c)) => ratio(f.better, t, c).map_or("-".into(), show_ratio),
             _ => "".into(),
         };
         let t_text = t.map_or("-".to_string(), |t| show_value(t, f.unit));
@@ -1013,6 +1015,9 @@ mod tests {
         assert_eq!(ratio(Better::Lower, 0.0, 0.0), None);
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[]), None);
+        assert_eq!(show_ratio(1.234), "1.23×");
+        assert_eq!(show_ratio(0.0083), "0.0083×");
+        assert_eq!(show_ratio(0.0), "0.00000×");
     }
 
     #[test]
