@@ -26,6 +26,8 @@ const DOVECOT: &str = "/usr/sbin/dovecot";
 const POSTFIX: &str = "/usr/sbin/postfix";
 const APACHE: &str = "/usr/sbin/apache2";
 const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
+/// Dovecot's LMTP server (Debian's dovecot-lmtpd), which Postfix delivers into.
+const DOVECOT_LMTP: &str = "/usr/lib/dovecot/lmtp";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -92,14 +94,14 @@ impl ClassicStack {
             match missing(DOVECOT) {
                 Some(why) => stack.imap = Err(why),
                 None => {
-                    let (imap, l) = stack.start_dovecot(users).await?;
+                    let (imap, l) = stack.start_dovecot(users, Path::new(DOVECOT_LMTP).exists()).await?;
                     stack.imap = Ok(imap);
-                    lmtp = Some(l);
+                    lmtp = l;
                 }
             }
             match (missing(POSTFIX), lmtp) {
                 (Some(why), _) => stack.smtp = Err(why),
-                (None, None) => stack.smtp = Err("not started (needs Dovecot for delivery)".into()),
+                (None, None) => stack.smtp = Err("not started (needs Dovecot's LMTP: dovecot-lmtpd)".into()),
                 (None, Some(lmtp)) => stack.smtp = Ok(stack.start_postfix(users, lmtp).await?),
             }
             let dav_missing = missing(APACHE).or_else(|| {
@@ -119,7 +121,12 @@ impl ClassicStack {
         Ok(stack)
     }
 
-    async fn start_dovecot(&mut self, users: &Users<'_>) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    /// Dovecot with IMAP, and LMTP when `with_lmtp`: its IMAP and LMTP listeners.
+    async fn start_dovecot(
+        &mut self,
+        users: &Users<'_>,
+        with_lmtp: bool,
+    ) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
         let d = self.root.join("dovecot");
         let mail = d.join("mail");
         for dir in [&d, &mail, &d.join("run"), &d.join("state")] {
@@ -133,13 +140,21 @@ impl ClassicStack {
         }
         std::fs::write(d.join("passwd"), passwd)?;
         let instance = format!("tinydc-bench-{}", std::process::id());
+        let lmtp_conf = if with_lmtp {
+            format!(
+                "service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {lmtp}\n  }}\n}}\n\
+                 protocol lmtp {{\n  postmaster_address = postmaster@localhost\n}}\n"
+            )
+        } else {
+            String::new()
+        };
         // Dovecot 2.3 defaults otherwise: fsync on save (mail_fsync = optimized), index files,
         // Maildir as Debian's package suggests.
         let conf = format!(
             "base_dir = {d}/run\n\
              state_dir = {d}/state\n\
              instance_name = {instance}\n\
-             protocols = imap lmtp\n\
+             protocols = imap{protocol_lmtp}\n\
              listen = 127.0.0.1\n\
              ssl = no\n\
              disable_plaintext_auth = no\n\
@@ -153,9 +168,9 @@ impl ClassicStack {
              userdb {{\n  driver = static\n  args = uid=dovecot gid=dovecot home={d}/mail/%u\n}}\n\
              service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {imap}\n  }}\n  \
                inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
-             service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {lmtp}\n  }}\n}}\n\
-             protocol lmtp {{\n  postmaster_address = postmaster@localhost\n}}\n",
+             {lmtp_conf}",
             d = d.display(),
+            protocol_lmtp = if with_lmtp { " lmtp" } else { "" },
         );
         let conf_file = d.join("dovecot.conf");
         std::fs::write(&conf_file, conf)?;
@@ -173,8 +188,8 @@ impl ClassicStack {
             .context("starting dovecot")?;
         self.dovecot = Some(child);
         let imap = SocketAddr::from(([127, 0, 0, 1], imap));
-        let lmtp = SocketAddr::from(([127, 0, 0, 1], lmtp));
-        for addr in [imap, lmtp] {
+        let lmtp = with_lmtp.then(|| SocketAddr::from(([127, 0, 0, 1], lmtp)));
+        for addr in std::iter::once(imap).chain(lmtp) {
             wait_listening(addr, "dovecot", &[d.join("dovecot.log"), d.join("stdout.log")]).await?;
         }
         Ok((imap, lmtp))
