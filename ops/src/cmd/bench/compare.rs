@@ -22,6 +22,10 @@ use super::smtp::{Port, deliver};
 use super::suite::{DAV_USER, IMAP_USER, PASSWORD, SMTP_USER, Suite};
 use super::{Part, SuiteArgs, message};
 
+/// How the binaries measured were built (the daemons are the ones next to this `tinydc`): a
+/// debug build is several times slower and bigger, so the figures say which it was.
+const BUILD: &str = if cfg!(debug_assertions) { "debug" } else { "release" };
+
 /// Which way a figure is better.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Better {
@@ -325,8 +329,9 @@ async fn measure(plan: &Plan<'_>, suite: &Suite, classic: &ClassicStack) -> anyh
 
     print_table(&table, args);
     println!(
-        "(started {}, load average {} before and {} after, {} cores; medians of {} round(s))",
+        "(started {}, {} build of tinydc, load average {} before and {} after, {} cores; medians of {} round(s))",
         started.format("%Y-%m-%d %H:%M UTC"),
+        BUILD,
         load_before,
         super::load_average(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -492,6 +497,7 @@ fn write_json(
         .collect();
     let doc = serde_json::json!({
         "started": started.to_rfc3339(),
+        "tinydc_build": BUILD,
         "load_average_before": load_before,
         "load_average_after": super::load_average(),
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
