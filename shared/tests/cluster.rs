@@ -79,3 +79,75 @@ async fn init_refuses_an_existing_cluster() {
     assert!(cluster.init(Durability::Throwaway).is_err());
     cluster.stop().unwrap();
 }
+
+/// PSS in KiB of `pid` and its direct children (/proc/PID/smaps_rollup).
+fn pss_with_children(pid: u32) -> (u64, usize) {
+    let pss = |p: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{p}/smaps_rollup"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Pss:")?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let mut pids = vec![pid];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if ppid == Some(&pid.to_string()) {
+            pids.push(child);
+        }
+    }
+    (pids.iter().map(|&p| pss(p)).sum(), pids.len())
+}
+
+/// What `tinydc init` writes is sized for a Pi (issue #12: ≤ 16 MiB PSS idle) and keeps the
+/// durability contract: fsync, synchronous commit and full page writes stay on.
+#[tokio::test]
+async fn a_new_cluster_is_small_and_still_durable() {
+    let dir = cluster_dir();
+    let guard = StopOnDrop(PrivateCluster::new(&dir.path().join("pg")).unwrap());
+    let cluster = &guard.0;
+    cluster.init(Durability::Full).unwrap();
+    let mut conn = cluster.connect_options().connect().await.unwrap();
+    for (setting, wanted) in [
+        ("shared_buffers", "16MB"),
+        ("max_connections", "50"),
+        ("autovacuum_max_workers", "1"),
+        ("max_parallel_workers", "0"),
+        ("max_logical_replication_workers", "0"),
+        ("jit", "off"),
+        ("huge_pages", "off"),
+        ("fsync", "on"),
+        ("synchronous_commit", "on"),
+        ("full_page_writes", "on"),
+    ] {
+        let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(value, wanted, "{setting}");
+    }
+    sqlx::Connection::close(conn).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (kib, processes) = pss_with_children(cluster.running_pid().expect("running"));
+    assert!(
+        kib <= 16 * 1024,
+        "the idle cluster uses {kib} KiB PSS in {processes} processes"
+    );
+    // No logical replication launcher: postmaster, checkpointer, background writer, walwriter,
+    // autovacuum launcher.
+    assert!(processes <= 5, "{processes} processes");
+    cluster.stop().unwrap();
+}

@@ -19,6 +19,13 @@ pub fn connect_options(config: &Config) -> anyhow::Result<PgConnectOptions> {
     }
 }
 
+/// How long a pooled connection may sit unused before it is closed. Each open connection is a
+/// PostgreSQL backend of several MiB, so a daemon's pool shrinks back to nothing within two of
+/// these after a burst (sqlx reaps once per period; min_connections is 0) and an idle install keeps
+/// only the daemons' event listeners (issue #12's memory target). Opening a connection again
+/// over the unix socket costs a few ms, once per burst.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A pool over `options`, waiting up to `wait` for the server to accept connections.
 pub async fn pool(options: PgConnectOptions, max_connections: u32, wait: Duration) -> anyhow::Result<PgPool> {
     let deadline = tokio::time::Instant::now() + wait;
@@ -27,7 +34,7 @@ pub async fn pool(options: PgConnectOptions, max_connections: u32, wait: Duratio
             .max_connections(max_connections)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(30))
-            .idle_timeout(Some(Duration::from_secs(300)))
+            .idle_timeout(Some(POOL_IDLE_TIMEOUT))
             .connect_with(options.clone())
             .await;
         match attempt {

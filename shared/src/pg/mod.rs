@@ -31,6 +31,36 @@ pub enum Durability {
     Throwaway,
 }
 
+/// Sized for a Raspberry Pi serving a family (issue #12: ≤ 16 MiB PSS idle, ≤ 40 MiB after load),
+/// written into postgresql.conf by `initdb` (clusters made before keep their own settings).
+/// Durability is untouched: fsync, synchronous_commit and full_page_writes stay on.
+/// - max_connections: the pools of three daemons and of `tinydc up` (`database.max_connections`, 10
+///   each) plus `tinydc` commands; every slot costs shared memory (lock table, PGPROC) even when unused.
+/// - shared_buffers 16MB: the metadata of a family fits; the kernel's page cache does the rest.
+/// - wal_buffers 1MB, huge_pages off (a Pi has none; `try` maps a bigger segment first).
+/// - no parallel query, no logical replication launcher, one autovacuum worker: each would be
+///   one more resident process; jit off (LLVM would add tens of MiB to a backend).
+/// - the background writer wakes every 2 s instead of 0.2 s (a Pi sleeps more); the checkpointer
+///   still writes everything at each checkpoint.
+/// - smaller per-backend work memory: sorts of a family's mailboxes are small.
+const SMALL_MACHINE: &str = "max_connections = 50\n\
+     superuser_reserved_connections = 2\n\
+     shared_buffers = 16MB\n\
+     wal_buffers = 1MB\n\
+     huge_pages = off\n\
+     max_worker_processes = 2\n\
+     max_parallel_workers = 0\n\
+     max_parallel_workers_per_gather = 0\n\
+     max_parallel_maintenance_workers = 0\n\
+     max_logical_replication_workers = 0\n\
+     max_sync_workers_per_subscription = 0\n\
+     autovacuum_max_workers = 1\n\
+     bgwriter_delay = 2000ms\n\
+     jit = off\n\
+     work_mem = 2MB\n\
+     maintenance_work_mem = 16MB\n\
+     temp_buffers = 2MB\n";
+
 /// A private cluster at `DATA/pg`.
 #[derive(Debug, Clone)]
 pub struct PrivateCluster {
@@ -152,8 +182,7 @@ impl PrivateCluster {
              listen_addresses = ''\n\
              unix_socket_directories = '{}'\n\
              unix_socket_permissions = 0700\n\
-             max_connections = 200\n\
-             shared_buffers = 32MB\n\
+             {SMALL_MACHINE}\
              dynamic_shared_memory_type = posix\n\
              log_min_messages = warning\n",
             self.socket_dir().display()

@@ -1,7 +1,9 @@
-//! A minimal HTTP/1.1 client over TLS for the WebDAV benchmark: one keep-alive connection,
-//! Basic credentials on every request, bodies sent from memory or streamed, responses with
-//! Content-Length or chunked (RFC 9112 section 7.1) bodies. The bench's own self-signed
-//! certificate is the only trusted root, so the TLS handshake is checked as a client checks it.
+//! A minimal HTTP/1.1 client for the WebDAV benchmark: one keep-alive connection, over TLS or
+//! plain TCP (the loopback listener a reverse proxy uses, and Apache in `--compare`), Basic
+//! credentials on every request, bodies sent from memory or streamed, responses with
+//! Content-Length or chunked (RFC 9112 section 7.1) bodies. Over TLS the bench's own
+//! self-signed certificate is the only trusted root, so the handshake is checked as a client
+//! checks it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,15 +13,18 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
 use super::wire::within;
 
+/// A byte stream the client talks over: TLS or plain TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 pub struct Https {
-    io: BufReader<TlsStream<TcpStream>>,
+    io: BufReader<Box<dyn Stream>>,
     host: String,
     authorization: String,
 }
@@ -65,12 +70,28 @@ impl Https {
                 .context("TLS handshake with davd")
         })
         .await?;
+        Ok(Https::over(Box::new(tls), addr, user, password))
+    }
+
+    /// Plain HTTP (no TLS) to `addr`.
+    pub async fn connect_plain(addr: std::net::SocketAddr, user: &str, password: &str) -> anyhow::Result<Https> {
+        let tcp = within(Duration::from_secs(10), "connect", async {
+            TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("connecting to {addr}"))
+        })
+        .await?;
+        tcp.set_nodelay(true)?;
+        Ok(Https::over(Box::new(tcp), addr, user, password))
+    }
+
+    fn over(stream: Box<dyn Stream>, addr: std::net::SocketAddr, user: &str, password: &str) -> Https {
         let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        Ok(Https {
-            io: BufReader::with_capacity(256 * 1024, tls),
+        Https {
+            io: BufReader::with_capacity(256 * 1024, stream),
             host: format!("localhost:{}", addr.port()),
             authorization: format!("Basic {credentials}"),
-        })
+        }
     }
 
     /// Send one request and read its response; `keep_body: false` only counts the body's bytes.
@@ -113,7 +134,7 @@ impl Https {
         stream.flush().await?;
         within(
             Duration::from_secs(600),
-            "davd's response",
+            "the server's response",
             self.response(keep_body, method == "HEAD"),
         )
         .await
@@ -201,7 +222,7 @@ impl Https {
         let mut line = Vec::new();
         let n = (&mut self.io).take(64 * 1024).read_until(b'\n', &mut line).await?;
         if n == 0 {
-            bail!("davd closed the connection");
+            bail!("the server closed the connection");
         }
         if !line.ends_with(b"\n") {
             bail!("a response line longer than 64 KiB");

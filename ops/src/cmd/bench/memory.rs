@@ -25,7 +25,6 @@ pub async fn run(suite: &Suite, args: &SuiteArgs, fresh: bool) -> anyhow::Result
     figure(
         &format!("idle   PSS of the three daemons, {when}"),
         format!("{:.1} MiB", total as f64 / 1024.0),
-        "~16 MiB",
     );
     println!("       ({} MiB)", parts.join(", "));
     if let Some(postmaster) = suite.postgres_pid() {
@@ -34,7 +33,6 @@ pub async fn run(suite: &Suite, args: &SuiteArgs, fresh: bool) -> anyhow::Result
         figure(
             &format!("idle   PSS of the private PostgreSQL ({} processes)", pids.len()),
             format!("{:.1} MiB", kib as f64 / 1024.0),
-            "(none: no database)",
         );
     }
     Ok(())
@@ -47,6 +45,38 @@ pub fn pss_kib(pid: u32) -> Option<u64> {
         l.strip_prefix("Pss:")
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     })
+}
+
+/// `pid` and every process below it (a master and the workers it forked, and theirs).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(ppid) = parent(child) {
+                parents.push((child, ppid));
+            }
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    out
+}
+
+/// The parent pid of `pid` (/proc/PID/stat).
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the `(comm)`, which may itself hold spaces: state, then ppid.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse::<u32>().ok())
 }
 
 /// `pid` and its direct children (a postmaster's backends and helpers).
@@ -82,5 +112,10 @@ mod tests {
     fn our_own_pss_is_readable() {
         assert!(pss_kib(std::process::id()).is_some_and(|k| k > 0));
         assert_eq!(with_children(std::process::id())[0], std::process::id());
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let below = descendants(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(below.contains(&child.id()), "{below:?} lacks {}", child.id());
     }
 }

@@ -3,14 +3,19 @@
 //!
 //! `store` drives the mail store in-process. The others ([`suite`]) start the real daemon
 //! binaries found next to `tinydc` on free 127.0.0.1 ports and talk to them over real sockets as
-//! mail and file clients do; each figure is printed beside the classic stack's (Postfix,
-//! Dovecot, Apache mod_dav) figure from the project's starting design, measured once on the same
-//! kind of machine, not in this run (the printed column says so).
+//! mail and file clients do.
+//!
+//! `all --compare` ([`compare`]) measures the classic stack in the same run: where Debian's
+//! Dovecot, Postfix and Apache (mod_dav) are installed (`scripts/install-bench-deps`), it starts
+//! them on free loopback ports with a throwaway configuration ([`peers`]) and runs the very same
+//! workload code against tinydc and against them, alternating, printing both columns and the ratio.
 
+mod compare;
 mod dav;
 mod http;
 mod imap;
 mod memory;
+mod peers;
 mod smtp;
 mod soak;
 mod store;
@@ -35,7 +40,9 @@ pub enum BenchCommand {
         size: usize,
     },
     /// Every figure below on one throwaway install with the real daemons: SMTP delivery, IMAP
-    /// APPEND and header download, WebDAV PUT and PROPFIND, then idle memory.
+    /// APPEND and header download, WebDAV PUT and PROPFIND, then idle memory. With `--compare`,
+    /// issue #12's whole table against Dovecot, Postfix and Apache mod_dav started beside it
+    /// (`scripts/install-bench-deps` installs them).
     All(SuiteArgs),
     /// SMTP delivery on the MX port (PIPELINING, several connections): messages/s into one mailbox.
     Smtp(SuiteArgs),
@@ -62,23 +69,52 @@ pub struct SuiteArgs {
     #[arg(long, default_value_t = 4096)]
     pub size: usize,
     /// SMTP connections delivering at the same time.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 4)]
     pub connections: usize,
     /// Repetitions of the header download and of the PROPFIND (the median is reported).
     #[arg(long, default_value_t = 7)]
     pub repeat: usize,
-    /// Size of the file PUT over WebDAV (`512M`, `1G`, bytes).
-    #[arg(long, default_value = "512M", value_parser = parse_size)]
+    /// Size of the file PUT over WebDAV (`256M`, `1G`, bytes).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub put_size: u64,
     /// Small files in the folder that PROPFIND lists.
     #[arg(long, default_value_t = 1000)]
     pub files: usize,
+    /// Size of each small file in bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub small_size: usize,
     /// Seconds the daemons are left alone before their memory is read.
     #[arg(long, default_value_t = 5)]
     pub idle_secs: u64,
     /// Keep the throwaway data directory (and the daemons' logs in it) instead of removing it.
     #[arg(long)]
     pub keep: bool,
+    /// Measure the classic stack in the same run: Dovecot (IMAP, LMTP), Postfix (delivering into
+    /// Dovecot) and Apache 2.4 mod_dav, started on free loopback ports with a throwaway config,
+    /// the same workloads alternating with tinydc's; both columns and the ratio. Needs root.
+    #[arg(long)]
+    pub compare: bool,
+    /// With --compare: write every result (each round's values, medians, ratios) as JSON here.
+    #[arg(long, requires = "compare")]
+    pub json: Option<std::path::PathBuf>,
+    /// With --compare: rounds of every workload on each side (the median is shown).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// With --compare: concurrent IMAP clients of the mixed workload.
+    #[arg(long, default_value_t = 10)]
+    pub clients: usize,
+    /// With --compare: seconds the mixed IMAP workload runs on each side.
+    #[arg(long, default_value_t = 20)]
+    pub mixed_secs: u64,
+    /// With --compare: seconds after the start and after the load before memory is read (the
+    /// daemons' database pools close connections idle for shared::db::POOL_IDLE_TIMEOUT).
+    /// [default: 30, 2 with --quick]
+    #[arg(long)]
+    pub settle_secs: Option<u64>,
+    /// Small sizes for a quick check that everything runs (200 messages, 100 files, a 16 MiB
+    /// file, 4 clients for 3 s, 3 repetitions, short waits); the figures mean little.
+    #[arg(long)]
+    pub quick: bool,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -87,7 +123,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Which parts of the suite run.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Part {
+pub(crate) enum Part {
     All,
     Smtp,
     Imap,
@@ -109,12 +145,32 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Idle(a) => (Part::Idle, a),
         BenchCommand::Soak(a) => return soak::run(a).await,
     };
+    let args = if args.quick {
+        SuiteArgs {
+            messages: 200,
+            files: 100,
+            put_size: 16 << 20,
+            clients: 4,
+            mixed_secs: 3,
+            repeat: 3,
+            idle_secs: 1,
+            settle_secs: args.settle_secs.or(Some(2)),
+            ..args
+        }
+    } else {
+        args
+    };
     let args = SuiteArgs {
         messages: args.messages.max(1),
         connections: args.connections.max(1),
         repeat: args.repeat.max(1),
         files: args.files.max(1),
         size: args.size.max(512),
+        small_size: args.small_size.max(1),
+        rounds: args.rounds.max(1),
+        clients: args.clients.max(1),
+        mixed_secs: args.mixed_secs.max(1),
+        settle_secs: args.settle_secs.or(Some(30)),
         ..args
     };
     println!(
@@ -122,6 +178,12 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_average()
     );
+    if args.compare {
+        if part == Part::Idle {
+            anyhow::bail!("--compare measures memory as part of `all`, `smtp`, `imap` or `dav`");
+        }
+        return compare::run(part, args).await;
+    }
     let suite = suite::Suite::start(args.keep).await?;
     let work = async {
         if matches!(part, Part::All | Part::Idle) {
@@ -164,9 +226,10 @@ fn load_average() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// One figure per line, with the classic stack's beside it.
-fn figure(what: &str, value: String, classic: &str) {
-    println!("{what:<62} {value:>16}   classic stack: {classic}");
+/// One figure per line. The classic stack's figures are measured in the same run by `--compare`
+/// ([`compare`]), never printed from memory.
+fn figure(what: &str, value: String) {
+    println!("{what:<62} {value:>16}");
 }
 
 /// The median of some durations, in milliseconds.

@@ -52,6 +52,11 @@ impl Suite {
         Suite::start_with(keep, &[], false).await
     }
 
+    /// [`Suite::start`] with `users` more users (same password).
+    pub async fn start_with_users(keep: bool, users: &[String]) -> anyhow::Result<Suite> {
+        Suite::start_with(keep, users, false).await
+    }
+
     /// The throwaway install run by the real `tinydc up` (this binary), with `users` more users
     /// (same password): the soak kills its daemons and PostgreSQL and up must bring them back.
     pub async fn start_supervised(keep: bool, users: &[String]) -> anyhow::Result<Suite> {
@@ -234,6 +239,11 @@ impl Suite {
         self.config.dav.https_listen.expect("set in the bench config")
     }
 
+    /// davd's plain HTTP listener on loopback (what a reverse proxy talks to).
+    pub fn addr_dav_http(&self) -> SocketAddr {
+        self.config.dav.http_listen.expect("set in the bench config")
+    }
+
     /// SIGTERM every daemon (SIGKILL after a grace period), stop PostgreSQL, remove the directory.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
@@ -307,7 +317,7 @@ fn strip_ansi(line: &str) -> String {
 
 fn config_text() -> anyhow::Result<String> {
     // Free ports, the kernel's picks: every probe stays open until all are picked, so no two are the same.
-    let probes: Vec<TcpListener> = (0..4)
+    let probes: Vec<TcpListener> = (0..5)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()?;
     let ports: Vec<u16> = probes
@@ -336,11 +346,13 @@ max_connections_per_address = 1000
 
 [dav]
 https_listen = "127.0.0.1:{dav}"
+http_listen = "127.0.0.1:{dav_http}"
 max_connections_per_address = 1000
 "#,
         mx = ports[0],
         sub = ports[1],
         imap = ports[2],
         dav = ports[3],
+        dav_http = ports[4],
     ))
 }
