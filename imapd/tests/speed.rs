@@ -50,3 +50,63 @@ async fn imaplib_synchronizing_appends_do_not_wait_for_delayed_acks() {
         "{count} APPENDs with synchronizing literals took {elapsed:.3} s (delayed ACKs?)"
     );
 }
+
+/// A message of about `size` bytes whose every line names it, so a body sent for the wrong
+/// message or from the wrong offset shows.
+fn sized_message(n: usize, size: usize) -> Vec<u8> {
+    let mut raw = format!("From: a@example.test\r\nSubject: sized {n}\r\n\r\n").into_bytes();
+    let mut line = 0;
+    while raw.len() < size {
+        raw.extend_from_slice(format!("message {n} line {line} {}\r\n", "y".repeat(40)).as_bytes());
+        line += 1;
+    }
+    raw
+}
+
+/// FETCH reads small message files whole in groups (read ahead on the blocking pool) and
+/// streams large ones: a mix of sizes across group boundaries, with whole, partial and TEXT
+/// sections in one command, must give every message's own bytes.
+#[tokio::test]
+async fn body_fetch_of_mixed_sizes_gives_each_message_its_bytes() {
+    let server = Server::start().await;
+    // 256 KiB is the largest file read whole; 1 MiB of them make one group.
+    let sizes = [
+        900, 300_000, 200_000, 200_000, 200_000, 262_144, 200_000, 200_000, 50, 2_000, 1_500_000, 200_000, 10,
+    ];
+    let mut messages = Vec::new();
+    for (n, size) in sizes.iter().enumerate() {
+        let raw = sized_message(n, *size);
+        server.deliver(&raw).await;
+        messages.push(raw);
+    }
+    let mut c = server.login().await;
+    c.ok("SELECT INBOX").await;
+    let r = c
+        .ok("FETCH 1:* (BODY.PEEK[] BODY.PEEK[]<100.50> BODY.PEEK[TEXT])")
+        .await;
+    assert_eq!(r.lines.len(), messages.len(), "one response per message");
+    for (i, raw) in messages.iter().enumerate() {
+        let text_start = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let body = &raw[text_start..];
+        let expected = format!(
+            "* {seq} FETCH (BODY[] {{{len}}}\r\n{whole} BODY[]<100> {{50}}\r\n{part} BODY[TEXT] {{{tlen}}}\r\n{text})",
+            seq = i + 1,
+            len = raw.len(),
+            whole = String::from_utf8_lossy(raw),
+            part = String::from_utf8_lossy(&raw[100.min(raw.len())..150.min(raw.len())]),
+            tlen = body.len(),
+            text = String::from_utf8_lossy(body),
+        );
+        if raw.len() < 150 {
+            // Short messages: the partial is clamped, checked by the other tests.
+            assert!(r.lines[i].starts_with(&format!("* {} FETCH (BODY[] {{{}}}", i + 1, raw.len())));
+            continue;
+        }
+        assert!(
+            r.lines[i] == expected,
+            "message {} ({} bytes) differs",
+            i + 1,
+            raw.len()
+        );
+    }
+}
