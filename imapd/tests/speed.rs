@@ -141,3 +141,49 @@ fn base64_plain(user: &str, pass: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"))
 }
+
+/// SEARCH over headers streams the whole mailbox in one statement (MailStore::scan_light): the
+/// hits are the same as message-by-message matching gives, case-insensitive, across folded
+/// lines, and a message another session expunged (still numbered in this view, RFC 3501
+/// §7.4.1) is not a hit.
+#[tokio::test]
+async fn header_search_over_a_streamed_mailbox() {
+    let server = Server::start().await;
+    let mut expected = Vec::new();
+    for i in 1..=300u32 {
+        let subject = match i {
+            _ if i % 37 == 0 => format!("the NeEdLe number {i}"),
+            150 => "folded\r\n needle".to_string(),
+            _ => format!("hay {i}"),
+        };
+        if i % 37 == 0 || i == 150 {
+            expected.push(i);
+        }
+        server.deliver(&message(&subject, "body")).await;
+    }
+    let mut c = server.login().await;
+    c.ok("SELECT INBOX").await;
+    let want = |seqs: &[u32]| {
+        let mut line = "* SEARCH".to_string();
+        for s in seqs {
+            line.push_str(&format!(" {s}"));
+        }
+        line
+    };
+    let r = c.ok("SEARCH SUBJECT needle").await;
+    assert_eq!(r.find("* SEARCH"), want(&expected));
+    let r = c.ok("SEARCH SUBJECT \"folded needle\"").await;
+    assert_eq!(r.find("* SEARCH"), want(&[150]));
+    let r = c.ok("SEARCH NOT SUBJECT hay LARGER 10").await;
+    assert_eq!(r.find("* SEARCH"), want(&expected));
+
+    // Another session expunges message 74; this one keeps its number until told.
+    let mut other = server.login().await;
+    other.ok("SELECT INBOX").await;
+    other.ok("STORE 74 +FLAGS (\\Deleted)").await;
+    other.ok("EXPUNGE").await;
+    let r = c.ok("SEARCH SUBJECT needle").await;
+    let without: Vec<u32> = expected.iter().copied().filter(|&s| s != 74).collect();
+    assert_eq!(r.find("* SEARCH"), want(&without));
+    assert!(!r.has("EXPUNGE"), "no EXPUNGE during SEARCH: {r:#?}");
+}

@@ -1018,6 +1018,52 @@ impl MailStore {
             .collect())
     }
 
+    /// Every message of a mailbox with a UID in `uids`, in UID order, handed to `each` as
+    /// PostgreSQL sends it: one statement for the whole mailbox, and only one row in memory at a
+    /// time (SEARCH over headers, dates and sizes). Like [`Self::fetch_light`], and the flags
+    /// are left empty too (the session's view has them).
+    pub async fn scan_light(
+        &self,
+        user_id: i64,
+        mailbox_id: i64,
+        uids: RangeInclusive<u32>,
+        mut each: impl FnMut(StoredMessage),
+    ) -> Result<(), StoreError> {
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query!(
+            "SELECT m.uid, m.modseq, m.internal_date, m.size, m.blob_id, m.header
+             FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+             WHERE b.user_id = $1 AND m.mailbox_id = $2 AND m.uid BETWEEN $3 AND $4
+             ORDER BY m.uid",
+            user_id,
+            mailbox_id,
+            i64::from(*uids.start()),
+            i64::from(*uids.end())
+        )
+        .fetch(&self.db);
+        while let Some(r) = rows.try_next().await? {
+            each(StoredMessage {
+                uid: r.uid as u32,
+                modseq: r.modseq as u64,
+                flags: Vec::new(),
+                internal_date: r.internal_date,
+                size: r.size as u64,
+                blob: BlobId(r.blob_id),
+                envelope: Default::default(),
+                body_structure: parsed::BodyStructure::Multipart {
+                    parts: Vec::new(),
+                    media_subtype: String::new(),
+                    params: Vec::new(),
+                    disposition: None,
+                    language: Vec::new(),
+                    location: None,
+                },
+                header: r.header,
+            });
+        }
+        Ok(())
+    }
+
     /// Change flags (RFC 3501 §6.4.6), honouring UNCHANGEDSINCE (RFC 7162 §3.2) when given.
     /// Messages whose flags end up the same are not touched and keep their MODSEQ.
     pub async fn store_flags(
