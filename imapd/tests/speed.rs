@@ -187,3 +187,39 @@ async fn header_search_over_a_streamed_mailbox() {
     assert_eq!(r.find("* SEARCH"), want(&without));
     assert!(!r.has("EXPUNGE"), "no EXPUNGE during SEARCH: {r:#?}");
 }
+
+/// After its own STORE a session does not read the whole mailbox back (Selected::advance_known),
+/// but only when nobody else changed it in between: another session's change made just before
+/// is still reported, and one made just after too.
+#[tokio::test]
+async fn own_store_skips_the_read_back_but_others_changes_still_arrive() {
+    let server = Server::start().await;
+    for i in 0..5 {
+        server.deliver(&message(&format!("m{i}"), "body")).await;
+    }
+    let mut a = server.login().await;
+    a.ok("SELECT INBOX").await;
+    let mut b = server.login().await;
+    b.ok("SELECT INBOX").await;
+
+    let r = a.ok("STORE 1:* +FLAGS (\\Seen)").await;
+    assert_eq!(r.lines.iter().filter(|l| l.contains("FETCH")).count(), 5, "{r:#?}");
+    let r = a.ok("NOOP").await;
+    assert!(!r.has("FETCH"), "its own change is not reported again: {r:#?}");
+
+    // B changes message 3 before A's next STORE: A's STORE takes the MODSEQ after B's, so A
+    // must still read B's change and report it.
+    b.ok("STORE 3 +FLAGS (\\Flagged)").await;
+    let r = a.ok("STORE 1 +FLAGS (\\Answered)").await;
+    assert!(
+        r.has("* 3 FETCH") && r.find("* 3 FETCH").contains("\\Flagged"),
+        "another session's change before this STORE is reported: {r:#?}"
+    );
+    // And a change right after.
+    b.ok("STORE 4 +FLAGS (\\Flagged)").await;
+    let r = a.ok("NOOP").await;
+    assert!(
+        r.has("* 4 FETCH") && r.find("* 4 FETCH").contains("\\Flagged"),
+        "{r:#?}"
+    );
+}

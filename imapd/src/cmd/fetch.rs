@@ -97,6 +97,7 @@ impl Session {
                         .store_flags(user_id, mailbox_id, &unseen, FlagOp::Add, &["\\Seen".into()], None)
                         .await?;
                     let selected = self.selected_mut()?;
+                    selected.advance_known(&change.changed);
                     for state in change.changed {
                         if let Some(seq) = selected.seq_of(state.uid) {
                             selected.flags[seq as usize - 1] = state.flags;
