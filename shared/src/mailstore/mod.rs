@@ -825,18 +825,22 @@ impl MailStore {
         // Parsing up to max_message_size bytes is CPU work: on the blocking pool, not on an
         // async worker thread every other session shares.
         let for_parse = raw.clone();
-        let (parsed, envelope, structure) = tokio::task::spawn_blocking(move || {
+        let parse = tokio::task::spawn_blocking(move || {
             let parsed = parsed::parse(&for_parse);
             let envelope = serde_json::to_value(&parsed.envelope);
             let structure = serde_json::to_value(&parsed.body_structure);
             (parsed, envelope, structure)
-        })
-        .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(format!("message parser task failed: {e}"))))?;
+        });
+        // The parse and the body's write and fsync run side by side on the blocking pool; the
+        // transaction below starts only when both are done (the body is durable before any row
+        // points at it). A body written for a message that then fails is swept later.
+        let (parse, blob) = tokio::join!(parse, self.blobs.put_shared(raw.clone()));
+        let (parsed, envelope, structure) =
+            parse.map_err(|e| StoreError::Io(std::io::Error::other(format!("message parser task failed: {e}"))))?;
         let invalid = |e: serde_json::Error| StoreError::Invalid(format!("message metadata: {e}"));
         let envelope = envelope.map_err(invalid)?;
         let structure = structure.map_err(invalid)?;
-        let blob = self.blobs.put(&raw).await?;
+        let blob = blob?;
         let size = raw.len() as u64;
         let flags = normalize_flags(flags);
 
