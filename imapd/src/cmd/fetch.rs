@@ -381,10 +381,11 @@ impl Session {
 }
 
 /// Message files up to this size are read whole (in groups); larger ones are streamed.
-const SMALL_FILE: u64 = 256 * 1024;
-/// Bytes of small files one group reads at once. A session holds at most two groups (the one
-/// being written and the next), so a FETCH costs at most about 2 MiB of memory.
-const GROUP_BYTES: u64 = 1024 * 1024;
+const SMALL_FILE: u64 = 64 * 1024;
+/// Bytes of small files one group reads at once (64 messages of 4 KiB). A session holds at
+/// most two groups (the one being written and the next), so a FETCH costs at most 512 KiB of
+/// memory, and 500 connections fetching at once 250 MiB.
+const GROUP_BYTES: u64 = 256 * 1024;
 
 /// Where a message's bytes come from while a FETCH response is written.
 enum Source {
