@@ -10,6 +10,7 @@
 //! its budget is refused only to addresses that have themselves failed recently: the real user,
 //! logging in from an address with a clean record, is not locked out by an attacker elsewhere.
 
+pub mod cache;
 pub mod gate;
 pub mod work;
 
@@ -23,6 +24,7 @@ use sqlx::PgPool;
 use thiserror::Error;
 
 use crate::config::AuthConfig;
+use cache::CredentialCache;
 use gate::{Charge, Gate};
 use work::WorkCap;
 
@@ -163,6 +165,7 @@ pub struct Auth {
     db: PgPool,
     gate: Gate,
     work: WorkCap,
+    cache: CredentialCache,
 }
 
 impl Auth {
@@ -178,6 +181,7 @@ impl Auth {
                 config.max_concurrent_checks as usize,
                 config.max_waiting_checks as usize,
             ),
+            cache: CredentialCache::new(Duration::from_secs(config.credential_cache_secs)),
             db,
         }
     }
@@ -185,6 +189,11 @@ impl Auth {
     /// Password checks (argon2 verifications) this process has run.
     pub fn verifications(&self) -> u64 {
         self.work.verifications()
+    }
+
+    /// Logins answered from the verified-credential cache (no argon2 run).
+    pub fn cache_hits(&self) -> u64 {
+        self.cache.hits()
     }
 
     /// The most password checks this process ever ran at once (never above
@@ -239,7 +248,19 @@ impl Auth {
                 return Err(e.into());
             }
         };
+        // The same password verified against this very hash minutes ago (auth/cache.rs): no
+        // argon2 run. The gate was charged above like any attempt; the success refunds it.
+        if let Some((id, address, hash)) = &row
+            && self.cache.verified(*id, hash, password)
+        {
+            refund().await;
+            return Ok(AuthedUser {
+                id: *id,
+                address: address.clone(),
+            });
+        }
         let hash = row.as_ref().map(|r| r.2.clone());
+        let password_for_cache = password;
         let password = password.to_string();
         // The decoy is made (once) inside the capped work too: it is an argon2 run like any other.
         let check = move || verify_blocking(hash.as_deref().unwrap_or_else(|| decoy_hash()), &password);
@@ -249,7 +270,8 @@ impl Auth {
             return Err(AuthError::Busy);
         };
         match row {
-            Some((id, address, _)) if matches => {
+            Some((id, address, hash)) if matches => {
+                self.cache.remember(id, &hash, password_for_cache);
                 // Successes do not count against anyone's budget.
                 refund().await;
                 Ok(AuthedUser { id, address })

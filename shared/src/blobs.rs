@@ -7,6 +7,7 @@
 
 use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -87,6 +88,18 @@ impl BlobStore {
             .await
             .map_err(std::io::Error::other)??;
         Ok(id)
+    }
+
+    /// [`Self::put`] of bytes the caller shares: no copy is made, and the hash is computed on
+    /// the blocking pool with the write rather than on an async worker thread.
+    pub async fn put_shared(&self, bytes: Arc<Vec<u8>>) -> std::io::Result<BlobId> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let id = BlobId::of(&bytes);
+            store.put_blocking(&id, &bytes).map(|()| id)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     fn put_blocking(&self, id: &BlobId, bytes: &[u8]) -> std::io::Result<()> {

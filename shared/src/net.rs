@@ -355,6 +355,25 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// The TCP socket under any TLS.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s.get_ref(),
+            Stream::Tls(s) => s.get_ref().0.get_ref(),
+        }
+    }
+
+    /// Acknowledge what was read at once instead of after the delayed-ACK timer (Linux
+    /// TCP_QUICKACK, tcp(7)). A client that writes a literal and then its closing CRLF as two
+    /// writes with Nagle's algorithm on (python's imaplib, RFC 3501 §7.5 synchronizing literals)
+    /// holds the CRLF until the literal is acknowledged; with a delayed ACK each such command
+    /// waits 40 ms. Linux clears the flag again by itself, so this is called after each read.
+    pub fn ack_now(&self) {
+        if let Err(e) = self.tcp().set_quickack(true) {
+            tracing::debug!("TCP_QUICKACK: {e}");
+        }
+    }
+
     /// STARTTLS: the handshake on a plain stream, within `timeout`.
     pub async fn start_tls(self, acceptor: &TlsAcceptor, timeout: Duration) -> io::Result<Stream> {
         match self {

@@ -202,9 +202,13 @@ async fn an_over_long_name_is_refused_without_being_stored() {
 async fn many_devices_behind_one_address_logging_in_at_once_all_get_in() {
     let env = TestEnv::new().await;
     env.add_user("alice@example.test", "s3cret", None).await;
+    // The cache off: every one of these logins is a full password check.
     let auth = Arc::new(Auth::new(
         env.context.db.clone(),
-        &config(|c| c.max_waiting_checks = 100),
+        &config(|c| {
+            c.max_waiting_checks = 100;
+            c.credential_cache_secs = 0;
+        }),
     ));
     let ip: IpAddr = "192.0.2.45".parse().unwrap();
     // Three times the per-address budget, all at once and all correct: the attempts beyond the
@@ -219,4 +223,81 @@ async fn many_devices_behind_one_address_logging_in_at_once_all_get_in() {
         t.await.unwrap().unwrap();
     }
     assert_eq!(auth.verifications(), 30);
+}
+
+/// The verified-credential cache (auth/cache.rs): a repeated correct login skips argon2id, a
+/// wrong password always pays it and is counted by the gate, and a changed password is never
+/// answered from the cache (the old one fails, the new one is checked in full).
+#[tokio::test]
+async fn repeated_logins_skip_argon2_but_failures_and_changed_passwords_do_not() {
+    let env = TestEnv::new().await;
+    env.add_user("alice@example.test", "s3cret", None).await;
+    let auth = Auth::new(env.context.db.clone(), &config(|_| {}));
+    let ip: IpAddr = "192.0.2.80".parse().unwrap();
+    for _ in 0..5 {
+        let user = auth.login("Alice@Example.test", "s3cret", ip).await.unwrap();
+        assert_eq!(user.address, "alice@example.test");
+    }
+    assert_eq!(auth.verifications(), 1, "one argon2 run for five logins");
+    assert_eq!(auth.cache_hits(), 4);
+    for _ in 0..3 {
+        assert!(matches!(
+            auth.login("alice@example.test", "s3cre", ip).await,
+            Err(AuthError::Invalid)
+        ));
+    }
+    assert_eq!(auth.verifications(), 4, "every wrong password is checked in full");
+    // The failures were charged to the address like any (their gate rows exist).
+    assert!(
+        gate_rows(&env).await.iter().any(|(scope, _)| scope == "ip"),
+        "{:?}",
+        gate_rows(&env).await
+    );
+
+    shared::accounts::set_password(&env.context.db, "alice@example.test", "new one")
+        .await
+        .unwrap();
+    assert!(matches!(
+        auth.login("alice@example.test", "s3cret", ip).await,
+        Err(AuthError::Invalid)
+    ));
+    assert_eq!(
+        auth.verifications(),
+        5,
+        "the old password is checked against the new hash"
+    );
+    auth.login("alice@example.test", "new one", ip).await.unwrap();
+    assert_eq!(auth.verifications(), 6);
+    auth.login("alice@example.test", "new one", ip).await.unwrap();
+    assert_eq!(auth.verifications(), 6);
+    assert_eq!(auth.cache_hits(), 5);
+
+    // An address over its budget is refused before the cache is looked at, even with the
+    // right (remembered) password.
+    let attacker: IpAddr = "192.0.2.81".parse().unwrap();
+    let mut throttled = false;
+    for i in 0..20 {
+        // A different name each time, so it is the address's budget that runs out.
+        match auth.login(&format!("nobody{i}@example.test"), "guess", attacker).await {
+            Err(AuthError::Throttled { .. }) => {
+                throttled = true;
+                break;
+            }
+            Err(AuthError::Invalid) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(throttled, "the address reached its budget");
+    let hits = auth.cache_hits();
+    let answer = auth.login("alice@example.test", "new one", attacker).await;
+    assert!(matches!(answer, Err(AuthError::Throttled { .. })), "{answer:?}");
+    assert_eq!(auth.cache_hits(), hits);
+
+    // With the cache off every login is checked.
+    let off = Auth::new(env.context.db.clone(), &config(|c| c.credential_cache_secs = 0));
+    for _ in 0..2 {
+        off.login("alice@example.test", "new one", ip).await.unwrap();
+    }
+    assert_eq!(off.verifications(), 2);
+    assert_eq!(off.cache_hits(), 0);
 }

@@ -97,6 +97,7 @@ impl Session {
                         .store_flags(user_id, mailbox_id, &unseen, FlagOp::Add, &["\\Seen".into()], None)
                         .await?;
                     let selected = self.selected_mut()?;
+                    selected.advance_known(&change.changed);
                     for state in change.changed {
                         if let Some(seq) = selected.seq_of(state.uid) {
                             selected.flags[seq as usize - 1] = state.flags;
@@ -106,67 +107,129 @@ impl Session {
                     }
                 }
             }
+            // The chunk's messages with their metadata, in UID order; one expunged meanwhile
+            // is skipped.
+            let mut rows: Vec<(u32, u32, Option<StoredMessage>)> = Vec::with_capacity(chunk.len());
             let mut stored_iter = stored.into_iter().peekable();
             for &(seq, msg_uid) in chunk {
-                let message = if needs_stored {
-                    // Both lists are in UID order; a message expunged meanwhile is skipped.
-                    while stored_iter.peek().is_some_and(|m| m.uid < msg_uid) {
-                        stored_iter.next();
-                    }
-                    match stored_iter.peek() {
-                        Some(m) if m.uid == msg_uid => stored_iter.next(),
-                        _ => continue,
-                    }
-                } else {
-                    None
+                if !needs_stored {
+                    rows.push((seq, msg_uid, None));
+                    continue;
+                }
+                while stored_iter.peek().is_some_and(|m| m.uid < msg_uid) {
+                    stored_iter.next();
+                }
+                if let Some(m) = stored_iter.next_if(|m| m.uid == msg_uid) {
+                    rows.push((seq, msg_uid, Some(m)));
+                }
+            }
+            // Small message files are read whole, many per blocking task, the next group while
+            // this one is written: one thread hand-off per group instead of four (open,
+            // metadata, seek, read) per message. Large ones are streamed in pieces.
+            let groups = if needs_file || needs_body {
+                read_groups(&rows)
+            } else {
+                vec![ReadGroup {
+                    range: 0..rows.len(),
+                    whole: false,
+                }]
+            };
+            let mut ahead = groups.first().and_then(|g| self.read_ahead(g, &rows));
+            for (g, group) in groups.iter().enumerate() {
+                let loaded = match ahead.take() {
+                    Some(task) => Some(
+                        task.await
+                            .map_err(|e| std::io::Error::other(format!("file reader failed: {e}")))?,
+                    ),
+                    None => None,
                 };
-                let body = match (&message, needs_body) {
-                    (Some(m), true) => match self.ctx.blobs.read(&m.blob).await {
-                        Ok(b) => Some(b),
-                        Err(e) => {
+                ahead = groups.get(g + 1).and_then(|next| self.read_ahead(next, &rows));
+                let mut loaded = loaded.map(Vec::into_iter);
+                for (seq, msg_uid, message) in &rows[group.range.clone()] {
+                    let (seq, msg_uid) = (*seq, *msg_uid);
+                    let whole = match loaded.as_mut().and_then(Iterator::next) {
+                        Some(Ok(bytes)) => Some(bytes),
+                        Some(Err(e)) => {
                             tracing::error!(uid = msg_uid, "reading message body: {e}");
                             return Ok(Reply::no("message body unavailable").code(Code::ServerBug));
                         }
-                    },
-                    _ => None,
-                };
-                let mut file = match (&message, needs_file) {
-                    (Some(m), true) => match self.ctx.blobs.open(&m.blob).await {
-                        Ok(f) => {
-                            let len = f.metadata().await.map(|md| md.len()).unwrap_or(m.size);
-                            Some((f, len))
-                        }
-                        Err(e) => {
-                            tracing::error!(uid = msg_uid, "opening message body: {e}");
-                            return Ok(Reply::no("message body unavailable").code(Code::ServerBug));
-                        }
-                    },
-                    _ => None,
-                };
-                let add_flags = newly_seen.contains(&msg_uid) && !items.contains(&FetchItem::Flags);
-                let pieces = self.fetch_one(
-                    seq,
-                    msg_uid,
-                    &items,
-                    message.as_ref(),
-                    body.as_deref(),
-                    file.as_ref().map(|f| f.1),
-                    add_flags,
-                )?;
-                for piece in pieces {
-                    match piece {
-                        Piece::Bytes(bytes) => self.conn.send(&bytes).await?,
-                        Piece::File { start, len } => {
-                            let Some((f, _)) = file.as_mut() else {
-                                continue;
-                            };
-                            self.stream_file(f, start, len).await?;
+                        None => None,
+                    };
+                    let body = match (message, needs_body, &whole) {
+                        (Some(_), true, Some(bytes)) => Some(bytes.clone()),
+                        (Some(m), true, None) => match self.ctx.blobs.read(&m.blob).await {
+                            Ok(b) => Some(b),
+                            Err(e) => {
+                                tracing::error!(uid = msg_uid, "reading message body: {e}");
+                                return Ok(Reply::no("message body unavailable").code(Code::ServerBug));
+                            }
+                        },
+                        _ => None,
+                    };
+                    let mut file = match (message, needs_file, &whole) {
+                        (Some(_), true, Some(bytes)) => Some((Source::Memory, bytes.len() as u64)),
+                        (Some(m), true, None) => match self.ctx.blobs.open(&m.blob).await {
+                            Ok(f) => {
+                                let len = f.metadata().await.map(|md| md.len()).unwrap_or(m.size);
+                                Some((Source::File(f), len))
+                            }
+                            Err(e) => {
+                                tracing::error!(uid = msg_uid, "opening message body: {e}");
+                                return Ok(Reply::no("message body unavailable").code(Code::ServerBug));
+                            }
+                        },
+                        _ => None,
+                    };
+                    let add_flags = newly_seen.contains(&msg_uid) && !items.contains(&FetchItem::Flags);
+                    let pieces = self.fetch_one(
+                        seq,
+                        msg_uid,
+                        &items,
+                        message.as_ref(),
+                        body.as_deref(),
+                        file.as_ref().map(|f| f.1),
+                        add_flags,
+                    )?;
+                    for piece in pieces {
+                        match piece {
+                            Piece::Bytes(bytes) => self.conn.send(&bytes).await?,
+                            Piece::File { start, len } => match file.as_mut() {
+                                Some((Source::File(f), _)) => self.stream_file(f, start, len).await?,
+                                Some((Source::Memory, _)) => {
+                                    let bytes = whole.as_deref().unwrap_or_default();
+                                    // start + len is within the file: fetch_one clamps it.
+                                    let span = bytes.get(start as usize..(start + len) as usize).ok_or_else(|| {
+                                        Failure::Io(std::io::Error::other("message span out of range"))
+                                    })?;
+                                    self.conn.send(span).await?;
+                                }
+                                None => {}
+                            },
                         }
                     }
                 }
             }
         }
         Ok(Reply::ok(if uid { "UID FETCH completed" } else { "FETCH completed" }))
+    }
+
+    /// Start reading a group of small message files whole on the blocking pool (None for a
+    /// group that is streamed instead).
+    fn read_ahead(
+        &self,
+        group: &ReadGroup,
+        rows: &[(u32, u32, Option<StoredMessage>)],
+    ) -> Option<tokio::task::JoinHandle<Vec<std::io::Result<Vec<u8>>>>> {
+        if !group.whole {
+            return None;
+        }
+        let paths: Vec<std::path::PathBuf> = rows[group.range.clone()]
+            .iter()
+            .filter_map(|(_, _, m)| m.as_ref().map(|m| self.ctx.blobs.path(&m.blob)))
+            .collect();
+        Some(tokio::task::spawn_blocking(move || {
+            paths.iter().map(std::fs::read).collect()
+        }))
     }
 
     /// Copy `len` bytes of a message file from `start` to the client, in chunks.
@@ -315,6 +378,53 @@ impl Session {
         pieces.push(Piece::Bytes(out));
         Ok(pieces)
     }
+}
+
+/// Message files up to this size are read whole (in groups); larger ones are streamed.
+const SMALL_FILE: u64 = 64 * 1024;
+/// Bytes of small files one group reads at once (64 messages of 4 KiB). A session holds at
+/// most two groups (the one being written and the next), so a FETCH costs at most 512 KiB of
+/// memory, and 500 connections fetching at once 250 MiB.
+const GROUP_BYTES: u64 = 256 * 1024;
+
+/// Where a message's bytes come from while a FETCH response is written.
+enum Source {
+    /// Read whole with its group.
+    Memory,
+    /// Opened and streamed in pieces (a large message).
+    File(tokio::fs::File),
+}
+
+/// Consecutive messages of a FETCH chunk read together.
+struct ReadGroup {
+    range: std::ops::Range<usize>,
+    /// Read whole in one blocking task (small files), or streamed one by one.
+    whole: bool,
+}
+
+/// Split the chunk into groups of small files (at most GROUP_BYTES together, by their stored
+/// sizes) and single large files.
+fn read_groups(rows: &[(u32, u32, Option<StoredMessage>)]) -> Vec<ReadGroup> {
+    let mut groups: Vec<ReadGroup> = Vec::new();
+    let mut bytes = 0u64;
+    for (i, (_, _, message)) in rows.iter().enumerate() {
+        let size = message.as_ref().map_or(0, |m| m.size);
+        let small = message.is_some() && size <= SMALL_FILE;
+        match groups.last_mut() {
+            Some(g) if small && g.whole && bytes + size <= GROUP_BYTES => {
+                g.range.end = i + 1;
+                bytes += size;
+            }
+            _ => {
+                groups.push(ReadGroup {
+                    range: i..i + 1,
+                    whole: small,
+                });
+                bytes = size;
+            }
+        }
+    }
+    groups
 }
 
 /// Part of a FETCH response: bytes, or a span of the message file streamed from disk.

@@ -69,7 +69,17 @@ struct Candidate<'a> {
     body_text: Option<&'a str>,
 }
 
+/// RFC 3501 §6.4.4: "the matching is case-insensitive". An ASCII needle (nearly all) is
+/// compared byte by byte without lower-casing copies of every header value.
 fn contains(haystack: &str, needle: &str) -> bool {
+    if needle.is_ascii() {
+        let needle = needle.as_bytes();
+        return needle.is_empty()
+            || haystack
+                .as_bytes()
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle));
+    }
     haystack.to_lowercase().contains(&needle.to_lowercase())
 }
 
@@ -222,12 +232,47 @@ impl Session {
         let max_uid = selected.max_uid();
         let mut hits: Vec<(u32, u32)> = Vec::new();
         let mut highest_hit = 0u64;
-        let all: Vec<(u32, u32)> = selected
-            .uids
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (i as u32 + 1, *u))
-            .collect();
+        if needs_stored && !needs_body {
+            // Headers, dates and sizes only: one statement streams the whole mailbox, each row
+            // checked as it arrives (no round trip per batch, one row in memory at a time).
+            if let (Some(&first), Some(&last)) = (selected.uids.first(), selected.uids.last()) {
+                let ctx = self.ctx.clone();
+                ctx.mail
+                    .scan_light(user_id, mailbox_id, first..=last, |m| {
+                        // A message the view does not have yet (arrived since) is not searched.
+                        let Some(seq) = selected.seq_of(m.uid) else {
+                            return;
+                        };
+                        let i = seq as usize - 1;
+                        let candidate = Candidate {
+                            seq,
+                            uid: m.uid,
+                            count,
+                            max_uid,
+                            flags: &selected.flags[i],
+                            recent: selected.is_recent(m.uid),
+                            modseq: selected.modseqs[i],
+                            stored: Some(&m),
+                            body_text: None,
+                        };
+                        if eval(key, &candidate) {
+                            hits.push((seq, m.uid));
+                            highest_hit = highest_hit.max(selected.modseqs[i]);
+                        }
+                    })
+                    .await?;
+            }
+        }
+        let all: Vec<(u32, u32)> = if needs_stored && !needs_body {
+            Vec::new()
+        } else {
+            selected
+                .uids
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (i as u32 + 1, *u))
+                .collect()
+        };
         for chunk in all.chunks(BATCH) {
             let stored = if needs_stored {
                 let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();

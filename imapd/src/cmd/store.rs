@@ -56,6 +56,7 @@ impl Session {
                 changed_uids.insert(state.uid);
             }
         }
+        selected.advance_known(&change.changed);
         let modified: HashSet<u32> = change.modified.iter().copied().collect();
         let mut out = Vec::new();
         for &(seq, msg_uid) in &targets {

@@ -100,6 +100,9 @@ impl Conn {
             if n == 0 {
                 return Ok(false);
             }
+            if let Some(s) = self.transport.as_ref() {
+                s.ack_now();
+            }
             if self.inflate.is_none() {
                 self.rbuf.extend_from_slice(&tmp[..n]);
                 return Ok(true);

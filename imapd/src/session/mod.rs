@@ -62,6 +62,19 @@ impl Selected {
         self.recent.binary_search(&uid).is_ok()
     }
 
+    /// This session's own flag change (all at one new MODSEQ) is in the view already: when it
+    /// directly follows the MODSEQ the view knows, nobody else changed the mailbox in between
+    /// (every change takes the next MODSEQ under the mailbox's row lock), so the sync after the
+    /// command need not read every changed message back (`STORE 1:*` read the whole mailbox
+    /// twice).
+    pub fn advance_known(&mut self, changed: &[shared::mailstore::MessageState]) {
+        if let Some(modseq) = changed.first().map(|s| s.modseq)
+            && self.known_modseq.checked_add(1) == Some(modseq)
+        {
+            self.known_modseq = modseq;
+        }
+    }
+
     /// Forget a message that left the view.
     pub fn remove_at(&mut self, i: usize) {
         let uid = self.uids.remove(i);

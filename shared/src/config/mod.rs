@@ -109,6 +109,9 @@ pub struct AuthConfig {
     pub max_concurrent_checks: u32,
     /// Logins one process lets wait for a check; more are refused at once as busy.
     pub max_waiting_checks: u32,
+    /// Seconds a successful password check is remembered (in memory, as a keyed hash) so the
+    /// same password for the same stored hash skips argon2id; 0 turns this off.
+    pub credential_cache_secs: u64,
 }
 
 /// Every problem found in a config file, each naming its `section.field`.
@@ -219,6 +222,7 @@ impl Config {
             failures_per_account_per_minute: s.number("failures_per_account_per_minute", 5, 1, 100_000) as u32,
             max_concurrent_checks: s.number("max_concurrent_checks", 2, 1, 64) as u32,
             max_waiting_checks: s.number("max_waiting_checks", 32, 0, 10_000) as u32,
+            credential_cache_secs: s.number("credential_cache_secs", 300, 0, 3600),
         };
         s.finish();
 
@@ -324,6 +328,11 @@ failures_per_account_per_minute = 5
 # for one; logins beyond that are refused at once as busy, so memory stays bounded under a flood.
 max_concurrent_checks = 2
 max_waiting_checks = 32
+# Seconds a successful login is remembered so the same password skips argon2id (a phone polling
+# every minute, a mail client's several connections). Memory only, as a hash under a random key
+# made at start; a changed password never matches; wrong passwords always get the full check.
+# 0 turns it off.
+credential_cache_secs = 300
 
 {smtp}
 {imap}

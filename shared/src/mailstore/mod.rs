@@ -894,18 +894,22 @@ impl MailStore {
         // Parsing up to max_message_size bytes is CPU work: on the blocking pool, not on an
         // async worker thread every other session shares.
         let for_parse = raw.clone();
-        let (parsed, envelope, structure) = tokio::task::spawn_blocking(move || {
+        let parse = tokio::task::spawn_blocking(move || {
             let parsed = parsed::parse(&for_parse);
             let envelope = serde_json::to_value(&parsed.envelope);
             let structure = serde_json::to_value(&parsed.body_structure);
             (parsed, envelope, structure)
-        })
-        .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(format!("message parser task failed: {e}"))))?;
+        });
+        // The parse and the body's write and fsync run side by side on the blocking pool; the
+        // transaction below starts only when both are done (the body is durable before any row
+        // points at it). A body written for a message that then fails is swept later.
+        let (parse, blob) = tokio::join!(parse, self.blobs.put_shared(raw.clone()));
+        let (parsed, envelope, structure) =
+            parse.map_err(|e| StoreError::Io(std::io::Error::other(format!("message parser task failed: {e}"))))?;
         let invalid = |e: serde_json::Error| StoreError::Invalid(format!("message metadata: {e}"));
         let envelope = envelope.map_err(invalid)?;
         let structure = structure.map_err(invalid)?;
-        let blob = self.blobs.put(&raw).await?;
+        let blob = blob?;
         Ok(Prepared {
             blob,
             size: raw.len() as u64,
@@ -1132,6 +1136,52 @@ impl MailStore {
                 header: r.header,
             })
             .collect())
+    }
+
+    /// Every message of a mailbox with a UID in `uids`, in UID order, handed to `each` as
+    /// PostgreSQL sends it: one statement for the whole mailbox, and only one row in memory at a
+    /// time (SEARCH over headers, dates and sizes). Like [`Self::fetch_light`], and the flags
+    /// are left empty too (the session's view has them).
+    pub async fn scan_light(
+        &self,
+        user_id: i64,
+        mailbox_id: i64,
+        uids: RangeInclusive<u32>,
+        mut each: impl FnMut(StoredMessage),
+    ) -> Result<(), StoreError> {
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query!(
+            "SELECT m.uid, m.modseq, m.internal_date, m.size, m.blob_id, m.header
+             FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+             WHERE b.user_id = $1 AND m.mailbox_id = $2 AND m.uid BETWEEN $3 AND $4
+             ORDER BY m.uid",
+            user_id,
+            mailbox_id,
+            i64::from(*uids.start()),
+            i64::from(*uids.end())
+        )
+        .fetch(&self.db);
+        while let Some(r) = rows.try_next().await? {
+            each(StoredMessage {
+                uid: r.uid as u32,
+                modseq: r.modseq as u64,
+                flags: Vec::new(),
+                internal_date: r.internal_date,
+                size: r.size as u64,
+                blob: BlobId(r.blob_id),
+                envelope: Default::default(),
+                body_structure: parsed::BodyStructure::Multipart {
+                    parts: Vec::new(),
+                    media_subtype: String::new(),
+                    params: Vec::new(),
+                    disposition: None,
+                    language: Vec::new(),
+                    location: None,
+                },
+                header: r.header,
+            });
+        }
+        Ok(())
     }
 
     /// Change flags (RFC 3501 §6.4.6), honouring UNCHANGEDSINCE (RFC 7162 §3.2) when given.
