@@ -104,7 +104,12 @@ impl BlobStore {
 
     fn put_blocking(&self, id: &BlobId, bytes: &[u8]) -> std::io::Result<()> {
         let target = self.path(id);
-        if target.exists() {
+        if let Ok(file) = std::fs::File::open(&target) {
+            // Stored already (the same body again, or an orphan a crash left): make it young,
+            // so a sweep's grace period starts over instead of taking it from under this write.
+            if let Err(e) = file.set_modified(SystemTime::now()) {
+                tracing::debug!("refreshing the time of blob {id}: {e}");
+            }
             return Ok(());
         }
         self.check_space(bytes.len() as u64)?;
@@ -118,6 +123,22 @@ impl BlobStore {
         temp.persist(&target).map_err(|e| e.error)?;
         sync_dir(dir)?;
         Ok(())
+    }
+
+    /// Inside the writer's transaction, right after [`add_ref`] (which holds the blob's row
+    /// lock): the file is still there. A sweep removes a file only while it holds that row
+    /// (see [`Self::sweep`]), so a body [`Self::put`] found already stored and a sweep removed
+    /// just before the reference was added is caught here: the write fails (a temporary error
+    /// the client retries, which stores the body again) instead of committing a message whose
+    /// body is gone.
+    pub fn ensure_present(&self, id: &BlobId) -> std::io::Result<()> {
+        match std::fs::metadata(self.path(id)) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(std::io::Error::other(format!(
+                "message body {id} was removed by a sweep while being stored; try again"
+            ))),
+            Err(e) => Err(e),
+        }
     }
 
     /// `ENOSPC` when `len` more bytes would go into the reserve (statvfs of the store, or of
@@ -154,12 +175,18 @@ impl BlobStore {
     /// files older than `grace`. The grace period protects writes in progress.
     pub async fn sweep(&self, db: &PgPool, grace: Duration) -> anyhow::Result<SweepReport> {
         let mut report = SweepReport::default();
+        // The files go while the deleted rows are still locked (before COMMIT): a writer that
+        // adds a reference to the same body meanwhile waits for this transaction, then finds
+        // the file gone in `ensure_present` and fails cleanly instead of committing a message
+        // without its body. A commit that fails after the unlinks leaves rows without files,
+        // which the next sweep deletes (a missing file is not an error here).
+        let mut tx = db.begin().await?;
         let dead = sqlx::query!(
             "DELETE FROM blobs WHERE refcount = 0 AND zero_since < now() - make_interval(secs => $1)
              RETURNING id, size",
             grace.as_secs_f64(),
         )
-        .fetch_all(db)
+        .fetch_all(&mut *tx)
         .await?;
         for (id, size) in dead.into_iter().map(|r| (r.id, r.size)) {
             if BlobId::is_valid(&id) {
@@ -173,25 +200,56 @@ impl BlobStore {
                 }
             }
         }
+        tx.commit().await?;
         let known: std::collections::HashSet<String> = sqlx::query_scalar!("SELECT id FROM blobs")
             .fetch_all(db)
             .await?
             .into_iter()
             .collect();
         let store = self.clone();
-        let (orphans, temps) = tokio::task::spawn_blocking(move || store.sweep_files(&known, grace)).await??;
-        report.blobs_removed += orphans.0;
-        report.bytes_freed += orphans.1;
+        let (candidates, temps) = tokio::task::spawn_blocking(move || store.sweep_files(&known, grace)).await??;
         report.temp_files_removed += temps;
+        // A file with no row may have gained one since `known` was read (a delivery that found
+        // it stored already). Each is removed under a placeholder row this sweep inserts and
+        // holds, so such a writer either committed first (the insert conflicts: kept) or waits
+        // and then fails in `ensure_present`.
+        for (id, size) in candidates {
+            let mut tx = db.begin().await?;
+            let claimed = sqlx::query_scalar!(
+                r#"INSERT INTO blobs (id, size, refcount, zero_since) VALUES ($1, $2, 0, now())
+                   ON CONFLICT (id) DO NOTHING RETURNING 1 AS "one!""#,
+                id.0,
+                size as i64,
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            if claimed.is_none() {
+                continue;
+            }
+            match tokio::fs::remove_file(self.path(&id)).await {
+                Ok(()) => {
+                    report.blobs_removed += 1;
+                    report.bytes_freed += size;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            sqlx::query!("DELETE FROM blobs WHERE id = $1", id.0)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
         Ok(report)
     }
 
-    /// Returns ((orphan blobs removed, bytes), temp files removed).
+    /// Removes old temp files; returns the orphan candidates (blob files with no row, older
+    /// than `grace`, with their sizes) for [`Self::sweep`] to remove one by one under a row
+    /// lock, and the number of temp files removed.
     fn sweep_files(
         &self,
         known: &std::collections::HashSet<String>,
         grace: Duration,
-    ) -> std::io::Result<((u64, u64), u64)> {
+    ) -> std::io::Result<(Vec<(BlobId, u64)>, u64)> {
         let old_enough = |path: &Path| old_enough(path, grace);
         let mut temps = 0;
         if let Ok(entries) = std::fs::read_dir(self.temp_dir()) {
@@ -201,7 +259,7 @@ impl BlobStore {
                 }
             }
         }
-        let mut orphans = (0, 0);
+        let mut orphans = Vec::new();
         let Ok(shards) = std::fs::read_dir(&self.root) else {
             return Ok((orphans, temps));
         };
@@ -213,10 +271,7 @@ impl BlobStore {
                 let name = entry.file_name().to_string_lossy().to_string();
                 if BlobId::is_valid(&name) && !known.contains(&name) && old_enough(&entry.path()) {
                     let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                    if std::fs::remove_file(entry.path()).is_ok() {
-                        orphans.0 += 1;
-                        orphans.1 += size;
-                    }
+                    orphans.push((BlobId(name), size));
                 }
             }
         }

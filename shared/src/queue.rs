@@ -55,6 +55,7 @@ pub async fn enqueue(
     let mut tx = ctx.db.begin().await?;
     // The blob row first: queue rows reference it.
     crate::blobs::add_ref(&mut tx, &blob, message.len() as u64, recipients.len() as i64).await?;
+    ctx.blobs.ensure_present(&blob)?;
     // One statement for all recipients, not one round trip each.
     sqlx::query!(
         "INSERT INTO smtp_queue (blob_id, size, sender, recipient, user_id)

@@ -991,6 +991,7 @@ impl MailStore {
         }
         // Then the blob row (messages reference it).
         blobs::add_ref(&mut tx, &blob, size, resolved.len() as i64).await?;
+        self.blobs.ensure_present(&blob)?;
         for (mailbox_id, target) in resolved {
             let user_id = target.user_id;
             match target.reservation {
