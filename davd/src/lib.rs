@@ -12,6 +12,7 @@ pub mod fs;
 pub mod journal;
 pub mod locks;
 pub mod paths;
+pub mod propfind;
 pub mod props;
 pub mod server;
 pub mod win32;
