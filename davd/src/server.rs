@@ -434,6 +434,31 @@ impl HttpBody for LengthChecked {
     }
 }
 
+/// The modification time in an `X-OC-Mtime` header (ownCloud/Nextcloud, sent by rclone's
+/// owncloud and nextcloud vendors and the ownCloud clients): seconds since the Unix epoch,
+/// possibly with a fraction. `None` when it is not that or past the year 9999.
+fn oc_mtime(value: &HeaderValue) -> Option<std::time::SystemTime> {
+    let text = value.to_str().ok()?.trim();
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty()
+        || whole.len() > 12
+        || fraction.len() > 9
+        || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let secs: u64 = whole.parse().ok()?;
+    if secs > 253_402_300_799 {
+        return None;
+    }
+    let nanos: u32 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<9}").parse().ok()?
+    };
+    std::time::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
 /// The most of a refused (413) body read and dropped to keep its connection usable.
 const DRAIN_MAX: u64 = 1 << 20;
 
@@ -591,10 +616,24 @@ impl App {
                 Ok(n) => n,
                 Err(()) => return simple(StatusCode::BAD_REQUEST, "bad Content-Length\n"),
             };
+            let mtime = match req.headers().get("x-oc-mtime").map(oc_mtime) {
+                None => None,
+                Some(Some(t)) => Some(t),
+                Some(None) => {
+                    tracing::info!(%peer, user = user.address, path, "PUT with an unusable X-OC-Mtime");
+                    return simple(StatusCode::BAD_REQUEST, "bad X-OC-Mtime\n");
+                }
+            };
             // The only body dav-server streams (to disk); every other one is read below.
             let req = req.map(|inner| LengthChecked::new(inner, expected));
-            let handler = build(TinyFs::new(db.clone(), self.journal.clone()));
-            return handler.handle_guarded(req, user.address.clone(), user).await;
+            let handler = build(TinyFs::new(db.clone(), self.journal.clone()).with_mtime(mtime));
+            let mut res = handler.handle_guarded(req, user.address.clone(), user).await;
+            if mtime.is_some() && matches!(res.status(), StatusCode::CREATED | StatusCode::NO_CONTENT) {
+                // ownCloud's answer: the time was kept (rclone's owncloud/nextcloud vendors).
+                res.headers_mut()
+                    .insert("X-OC-MTime", HeaderValue::from_static("accepted"));
+            }
+            return res;
         }
 
         // Every other body is read here, whole and bounded, and an XML one is checked
@@ -979,6 +1018,27 @@ fn ensure_root(root: &std::path::Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oc_mtime_reads_unix_seconds() {
+        let t = |s: &str| oc_mtime(&HeaderValue::from_str(s).unwrap());
+        let at = |secs, nanos| Some(std::time::UNIX_EPOCH + Duration::new(secs, nanos));
+        assert_eq!(t("1700000000"), at(1_700_000_000, 0));
+        assert_eq!(t(" 1700000000.5 "), at(1_700_000_000, 500_000_000));
+        assert_eq!(t("0"), at(0, 0));
+        for bad in [
+            "",
+            "-1",
+            "1e9",
+            ".5",
+            "abc",
+            "1700000000.1234567891",
+            "999999999999",
+            "253402300800",
+        ] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn dav_prefix_only_for_ones_own_address() {

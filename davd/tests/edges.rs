@@ -499,3 +499,160 @@ async fn mkcol_of_an_existing_folder_is_405_logged_at_debug() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_oc_mtime_on_put_is_kept_and_shown() {
+    let dav = Dav::start(None).await;
+    // 2020-09-13T12:26:40Z.
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                "X-OC-Mtime: 1600000000",
+                "--data-binary",
+                "old photo",
+                &dav.url("/p.jpg"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("x-oc-mtime").as_deref(), Some("accepted"));
+    let stored = std::fs::metadata(dav.files_dir(ALICE).join("p.jpg")).unwrap();
+    assert_eq!(
+        stored.modified().unwrap(),
+        std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000)
+    );
+    let r = dav.curl(ALICE, &["-I", &dav.url("/p.jpg")]).await;
+    assert_eq!(
+        r.header("last-modified").as_deref(),
+        Some("Sun, 13 Sep 2020 12:26:40 GMT")
+    );
+    let r = propfind(&dav, "/p.jpg", "0", &propfind_body("<D:getlastmodified/>")).await;
+    assert_eq!(
+        prop_of(&responses(&r.text())[0].1, "{DAV:}getlastmodified"),
+        Some(("HTTP/1.1 200 OK", "Sun, 13 Sep 2020 12:26:40 GMT"))
+    );
+    // Overwritten with another time; a fraction is kept too.
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                "X-OC-Mtime: 1600000100.25",
+                "--data-binary",
+                "newer",
+                &dav.url("/p.jpg"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let stored = std::fs::metadata(dav.files_dir(ALICE).join("p.jpg")).unwrap();
+    assert_eq!(
+        stored.modified().unwrap(),
+        std::time::UNIX_EPOCH + Duration::new(1_600_000_100, 250_000_000)
+    );
+    // Not a time: 400, and nothing written.
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                "X-OC-Mtime: yesterday",
+                "--data-binary",
+                "x",
+                &dav.url("/q.jpg"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(!dav.files_dir(ALICE).join("q.jpg").exists());
+    // Without the header: no claim, the time is the upload's.
+    let r = dav
+        .curl(ALICE, &["-X", "PUT", "--data-binary", "x", &dav.url("/r.jpg")])
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("x-oc-mtime"), None);
+}
+
+async fn rclone(args: &[String]) -> std::process::Output {
+    shared::testing::require_tool("rclone");
+    let out = tokio::process::Command::new("rclone")
+        .args(args)
+        .args([
+            "--no-check-certificate",
+            "--config",
+            "/dev/null",
+            "--low-level-retries",
+            "1",
+            "--retries",
+            "1",
+            "-v",
+        ])
+        .output()
+        .await
+        .expect("run rclone");
+    println!(
+        "rclone {}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rclone_owncloud_sync_twice_transfers_nothing_the_second_time() {
+    let dav = Dav::start(None).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let up = tmp.path().join("photos");
+    std::fs::create_dir_all(up.join("2020")).unwrap();
+    for (i, name) in ["a.jpg", "b.jpg", "2020/c.jpg"].iter().enumerate() {
+        let path = up.join(name);
+        std::fs::write(&path, vec![b'a' + i as u8; 1000 + i]).unwrap();
+        // Taken years ago.
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000 + i as u64 * 86_400))
+            .unwrap();
+    }
+    let obscured = tokio::process::Command::new("rclone")
+        .args(["obscure", PW])
+        .output()
+        .await
+        .unwrap();
+    let pass = String::from_utf8_lossy(&obscured.stdout).trim().to_string();
+    let remote = format!(
+        ":webdav,url='https://localhost:{}/dav/{ALICE}/',vendor=owncloud,user='{ALICE}',pass='{pass}':photos",
+        dav.addr.port()
+    );
+    let up_s = up.to_string_lossy().into_owned();
+    let first = rclone(&["sync".into(), up_s.clone(), remote.clone()]).await;
+    assert!(first.status.success());
+    assert_eq!(String::from_utf8_lossy(&first.stderr).matches(": Copied").count(), 3);
+    // The times arrived: the stored files and the listing carry them.
+    let stored = std::fs::metadata(dav.files_dir(ALICE).join("photos/2020/c.jpg")).unwrap();
+    assert_eq!(
+        stored.modified().unwrap(),
+        std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000 + 2 * 86_400)
+    );
+    let second = rclone(&["sync".into(), up_s.clone(), remote.clone()]).await;
+    assert!(second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr).to_string();
+    assert!(!said.contains("Copied"), "the second sync transferred: {said}");
+    assert!(said.contains("There was nothing to transfer"), "{said}");
+    // A changed file (same size, new time) is sent again, and only it.
+    std::fs::write(up.join("a.jpg"), vec![b'z'; 1000]).unwrap();
+    let third = rclone(&["sync".into(), up_s, remote]).await;
+    assert!(third.status.success());
+    assert_eq!(String::from_utf8_lossy(&third.stderr).matches(": Copied").count(), 1);
+    assert_eq!(
+        std::fs::read(dav.files_dir(ALICE).join("photos/a.jpg")).unwrap(),
+        vec![b'z'; 1000]
+    );
+}
