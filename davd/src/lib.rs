@@ -11,6 +11,7 @@ pub mod autoconfig;
 pub mod fs;
 pub mod journal;
 pub mod locks;
+pub mod mtime;
 pub mod paths;
 pub mod propfind;
 pub mod props;

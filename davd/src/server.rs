@@ -863,6 +863,9 @@ impl App {
         uri_path: &str,
         prefix: &str,
     ) -> Response<Body> {
+        // DAV:getlastmodified goes to dav-server as Win32LastModifiedTime (mtime.rs).
+        let stood_in = crate::mtime::stand_in(&body).map(Bytes::from);
+        let body = stood_in.clone().unwrap_or(body);
         let sets = crate::win32::sets_in(&body);
         let req = Request::from_parts(parts, http_body_util::Full::new(body));
         let response = handler.handle_guarded(req, user.address.clone(), user.clone()).await;
@@ -905,6 +908,16 @@ impl App {
             if let Err(e) = applied {
                 tracing::error!(path = uri_path, "storing Win32 properties failed: {e}");
                 return simple(StatusCode::INTERNAL_SERVER_ERROR, "properties not stored\n");
+            }
+        }
+        let (mut parts, mut bytes) = (parts, bytes);
+        if stood_in.is_some() {
+            match crate::mtime::named_back(&bytes) {
+                Some(named) => {
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                    bytes = Bytes::from(named);
+                }
+                None => tracing::error!(path = uri_path, "PROPPATCH answer not renamed back"),
             }
         }
         Response::from_parts(parts, Body::from(bytes))

@@ -656,3 +656,83 @@ async fn rclone_owncloud_sync_twice_transfers_nothing_the_second_time() {
         vec![b'z'; 1000]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proppatch_of_getlastmodified_sets_the_files_time() {
+    let dav = Dav::start(None).await;
+    assert_eq!(
+        dav.curl(ALICE, &["-X", "PUT", "--data-binary", "x", &dav.url("/f.txt")])
+            .await
+            .status,
+        201
+    );
+    let set = |date: &str| {
+        format!(
+            r#"<?xml version="1.0"?><d:propertyupdate xmlns:d="DAV:"><d:set><d:prop><d:getlastmodified>{date}</d:getlastmodified><x:note xmlns:x="urn:x">kept</x:note></d:prop></d:set></d:propertyupdate>"#
+        )
+    };
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-X",
+                "PROPPATCH",
+                "--data-binary",
+                &set("Sun, 13 Sep 2020 12:26:40 GMT"),
+                &dav.url("/f.txt"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 207, "{}", r.text());
+    let got = responses(&r.text());
+    assert_eq!(
+        prop_of(&got[0].1, "{DAV:}getlastmodified"),
+        Some(("HTTP/1.1 200 OK", "")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(prop_of(&got[0].1, "{urn:x}note").unwrap().0, "HTTP/1.1 200 OK");
+    let stored = std::fs::metadata(dav.files_dir(ALICE).join("f.txt")).unwrap();
+    assert_eq!(
+        stored.modified().unwrap(),
+        std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000)
+    );
+    let r = propfind(&dav, "/f.txt", "0", &propfind_body("<D:getlastmodified/>")).await;
+    assert_eq!(
+        prop_of(&responses(&r.text())[0].1, "{DAV:}getlastmodified"),
+        Some(("HTTP/1.1 200 OK", "Sun, 13 Sep 2020 12:26:40 GMT"))
+    );
+
+    // Locked by another client: 423, the time stays (dav-server's lock check still applies).
+    let lock = dav
+        .curl(
+            ALICE,
+            &[
+                "-X",
+                "LOCK",
+                "--data-binary",
+                r#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>"#,
+                &dav.url("/f.txt"),
+            ],
+        )
+        .await;
+    assert_eq!(lock.status, 200);
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-X",
+                "PROPPATCH",
+                "--data-binary",
+                &set("Mon, 14 Sep 2020 12:26:40 GMT"),
+                &dav.url("/f.txt"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 423, "{}", r.text());
+    let stored = std::fs::metadata(dav.files_dir(ALICE).join("f.txt")).unwrap();
+    assert_eq!(
+        stored.modified().unwrap(),
+        std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000)
+    );
+}
