@@ -414,11 +414,14 @@ impl<B> Rewrite<B> {
                         _ => {}
                     }
                 }
-                XmlEvent::Characters(text) => {
+                XmlEvent::Characters(_) | XmlEvent::CData(_) | XmlEvent::Whitespace(_) => {
                     if skipping.is_some() || (depth == 5 && in_prop && self.asked == Asked::PropName) {
                         continue;
                     }
-                    if in_etag && depth == 5 {
+                    if let XmlEvent::Characters(text) = &event
+                        && in_etag
+                        && depth == 5
+                    {
                         event = XmlEvent::Characters(quoted_etag(text));
                     }
                 }
@@ -623,7 +626,10 @@ mod tests {
     #[test]
     fn propname_keeps_names_only() {
         let out = rewrite(ANSWER, Asked::PropName, 5);
-        assert!(!out.contains("red") && !out.contains(">9<"), "{out}");
+        assert!(
+            !out.contains("red") && !out.contains(">9<") && !out.contains("CDATA"),
+            "{out}"
+        );
         assert!(out.contains("size"), "{out}");
         assert!(!out.contains("404"), "{out}");
     }

@@ -736,3 +736,48 @@ async fn proppatch_of_getlastmodified_sets_the_files_time() {
         std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_properties_of_every_shape_come_back_whole() {
+    let dav = Dav::start(None).await;
+    assert_eq!(
+        dav.curl(ALICE, &["-X", "PUT", "--data-binary", "x", &dav.url("/f.txt")])
+            .await
+            .status,
+        201
+    );
+    let r = dav
+        .curl(
+            ALICE,
+            &[
+                "-X",
+                "PROPPATCH",
+                "--data-binary",
+                r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><tree xmlns="urn:t"><leaf a="1">a &lt; b &amp; c ]]&gt;</leaf><![CDATA[<raw>]]></tree><p:plain xmlns:p="urn:p">x</p:plain></D:prop></D:set></D:propertyupdate>"#,
+                &dav.url("/f.txt"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 207, "{}", r.text());
+    for body in [propfind_body(r#"<t:tree xmlns:t="urn:t"/><D:getetag/>"#), String::new()] {
+        let r = propfind(&dav, "/f.txt", "0", &body).await;
+        assert_eq!(r.status, 207, "{}", r.text());
+        let root = Element::parse(r.body.as_slice()).unwrap_or_else(|e| panic!("{e}: {}", r.text()));
+        let prop = root
+            .get_child("response")
+            .and_then(|r| r.get_child("propstat"))
+            .and_then(|p| p.get_child("prop"))
+            .unwrap();
+        let tree = prop
+            .get_child(("tree", "urn:t"))
+            .unwrap_or_else(|| panic!("{}", r.text()));
+        let leaf = tree.get_child(("leaf", "urn:t")).unwrap();
+        assert_eq!(leaf.get_text().as_deref(), Some("a < b & c ]]>"));
+        assert_eq!(leaf.attributes.get("a").map(String::as_str), Some("1"));
+        assert!(
+            r.text().contains("&lt;raw>") || r.text().contains("<![CDATA[<raw>]]>") || r.text().contains("&lt;raw&gt;"),
+            "{}",
+            r.text()
+        );
+    }
+}
