@@ -37,12 +37,21 @@ use crate::autoconfig;
 use crate::fs::{TinyFs, User};
 use crate::journal::Journal;
 use crate::locks::PgLocks;
+use crate::propfind;
 
 /// How long a request body may stall before the request is dropped (no hang on a dead client).
 const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a connection reuses a checked password before checking it again (a changed
 /// password or a deleted account takes effect within this time on open connections).
 const AUTH_CACHE_FOR: Duration = Duration::from_secs(300);
+
+/// Largest request head (request line and headers together) accepted; more is answered
+/// `431 Request Header Fields Too Large` (RFC 6585 section 5) by hyper, which then closes the
+/// connection. nginx's default is about as much (4 x 8 KiB); WebDAV clients send a few hundred
+/// bytes (a Basic credential, an `If` header with a lock token or two).
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Most header fields in one request (hyper's own default; more is 431 too).
+const MAX_HEADER_FIELDS: usize = 100;
 
 /// dav-server reads at most this much of a request body other than PUT (a fixed 64 KiB in
 /// `DavInner::read_request`) and answers more with its own 413; davd's XML limit is kept at or
@@ -239,24 +248,60 @@ async fn serve_connection(
     let cache: AuthCache = Arc::new(Mutex::new(None));
     let service = service_fn(move |req| {
         let (app, cache) = (app.clone(), cache.clone());
-        async move { Ok::<_, Infallible>(app.handle(req, peer, channel, cache).await) }
+        // Boxed: the connection is polled without its own shutdown (below), which needs an
+        // Unpin future.
+        Box::pin(async move { Ok::<_, Infallible>(app.handle(req, peer, channel, cache).await) })
     });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADER_FIELDS)
         .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => if let Err(e) = r {
-            tracing::debug!(%peer, "connection ended: {e}");
-        },
+    let mut conn = builder.serve_connection(TokioIo::new(io), service);
+    let mut stopping = false;
+    let ended = tokio::select! {
+        r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => r,
         _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            stopping = true;
+            Pin::new(&mut conn).graceful_shutdown();
+            std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
         }
+    };
+    let linger = match &ended {
+        Ok(()) => !stopping,
+        Err(e) => {
+            tracing::debug!(%peer, "connection ended: {e}");
+            // An idle or silent client has nothing more to say; anything else may have left
+            // a request (a body not read, the rest of a head too large) unread.
+            !stopping && !e.is_timeout()
+        }
+    };
+    let io = conn.into_parts().io.into_inner();
+    close(io, linger).await;
+}
+
+/// How long a closing connection keeps reading (and dropping) what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Close a connection: TLS close_notify and FIN first, then, with `linger`, read and drop what
+/// the client still sends for up to [`LINGER`]. A socket closed with unread data answers with a
+/// reset, which can destroy the answer (a 413 or 431) before the client reads it; this is
+/// Apache's "lingering close" (RFC 9112 section 9.6: close the sending side first, then keep
+/// reading until the client closes or a time passes).
+async fn close(mut io: net::Stream, linger: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if tokio::time::timeout(LINGER, io.shutdown()).await.is_err() || !linger {
+        return;
     }
+    let mut buf = vec![0u8; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = io.read(&mut buf).await
+            && n > 0
+        {}
+    })
+    .await;
 }
 
 fn simple(status: StatusCode, text: &str) -> Response<Body> {
@@ -269,10 +314,15 @@ fn simple(status: StatusCode, text: &str) -> Response<Body> {
     res
 }
 
+/// 401 with the Basic challenge (RFC 7617), and the DAV classes: Finder and the Windows
+/// redirector probe a share before they send credentials and look for the `DAV` header on
+/// whatever comes back (RFC 4918 section 10.1 allows it on any answer).
 fn unauthorized() -> Response<Body> {
     let mut res = simple(StatusCode::UNAUTHORIZED, "authentication required\n");
-    res.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+    let h = res.headers_mut();
+    h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+    h.insert("DAV", HeaderValue::from_static(DAV_CLASSES));
+    h.insert("MS-Author-Via", HeaderValue::from_static("DAV"));
     res
 }
 
@@ -384,6 +434,45 @@ impl HttpBody for LengthChecked {
     }
 }
 
+/// The modification time in an `X-OC-Mtime` header (ownCloud/Nextcloud, sent by rclone's
+/// owncloud and nextcloud vendors and the ownCloud clients): seconds since the Unix epoch,
+/// possibly with a fraction. `None` when it is not that or past the year 9999.
+fn oc_mtime(value: &HeaderValue) -> Option<std::time::SystemTime> {
+    let text = value.to_str().ok()?.trim();
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty()
+        || whole.len() > 12
+        || fraction.len() > 9
+        || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let secs: u64 = whole.parse().ok()?;
+    if secs > 253_402_300_799 {
+        return None;
+    }
+    let nanos: u32 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<9}").parse().ok()?
+    };
+    std::time::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+/// The most of a refused (413) body read and dropped to keep its connection usable.
+const DRAIN_MAX: u64 = 1 << 20;
+
+/// Read and drop up to about `budget` more bytes of `body` (it ends, breaks off, or the
+/// budget runs out).
+async fn drain(body: &mut LengthChecked, budget: u64) {
+    let mut read = 0u64;
+    while read <= budget
+        && let Some(Ok(frame)) = http_body_util::BodyExt::frame(body).await
+    {
+        read += frame.data_ref().map_or(0, |d| d.len() as u64);
+    }
+}
+
 /// The size a PUT announces: Content-Length, or X-Expected-Entity-Length (macOS Finder sends
 /// its uploads chunked with the real size there).
 fn announced_length(req: &Request<Incoming>) -> Result<Option<u64>, ()> {
@@ -395,6 +484,41 @@ fn announced_length(req: &Request<Incoming>) -> Result<Option<u64>, ()> {
     Ok(None)
 }
 
+/// What davd answers with: dav-server's body, or a PROPFIND's put through propfind.rs.
+pub enum ResBody {
+    Dav(Body),
+    Propfind(Box<propfind::Rewrite<Body>>),
+}
+
+impl HttpBody for ResBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.get_mut() {
+            ResBody::Dav(b) => Pin::new(b).poll_frame(cx),
+            ResBody::Propfind(b) => Pin::new(b.as_mut()).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResBody::Dav(b) => b.is_end_stream(),
+            ResBody::Propfind(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            ResBody::Dav(b) => b.size_hint(),
+            ResBody::Propfind(_) => http_body::SizeHint::default(),
+        }
+    }
+}
+
 impl App {
     async fn handle(
         &self,
@@ -402,17 +526,28 @@ impl App {
         peer: SocketAddr,
         channel: Channel,
         cache: AuthCache,
-    ) -> Response<Body> {
+    ) -> Response<ResBody> {
         let method = req.method().clone();
         let uri_path = req.uri().path().to_string();
         let response = self.route(req, peer, channel, cache).await;
         let status = response.status();
-        if status.is_client_error() || status.is_server_error() {
+        // MKCOL of a folder that is there is 405 (RFC 4918 section 9.3.1) and routine: rclone
+        // and davfs2 make every folder of a tree before uploading into it.
+        let routine = method.as_str() == "MKCOL" && status == StatusCode::METHOD_NOT_ALLOWED;
+        if (status.is_client_error() || status.is_server_error()) && !routine {
             tracing::info!(%peer, %method, path = uri_path, status = status.as_u16(), "refused");
         } else {
             tracing::debug!(%peer, %method, path = uri_path, status = status.as_u16());
         }
-        response
+        let (mut parts, body) = response.into_parts();
+        match parts.extensions.remove::<propfind::Asked>() {
+            Some(asked) if status == StatusCode::MULTI_STATUS => {
+                // Streamed through the rewrite: its length is not known before.
+                parts.headers.remove(header::CONTENT_LENGTH);
+                Response::from_parts(parts, ResBody::Propfind(Box::new(propfind::Rewrite::new(body, asked))))
+            }
+            _ => Response::from_parts(parts, ResBody::Dav(body)),
+        }
     }
 
     async fn route(
@@ -481,10 +616,24 @@ impl App {
                 Ok(n) => n,
                 Err(()) => return simple(StatusCode::BAD_REQUEST, "bad Content-Length\n"),
             };
+            let mtime = match req.headers().get("x-oc-mtime").map(oc_mtime) {
+                None => None,
+                Some(Some(t)) => Some(t),
+                Some(None) => {
+                    tracing::info!(%peer, user = user.address, path, "PUT with an unusable X-OC-Mtime");
+                    return simple(StatusCode::BAD_REQUEST, "bad X-OC-Mtime\n");
+                }
+            };
             // The only body dav-server streams (to disk); every other one is read below.
             let req = req.map(|inner| LengthChecked::new(inner, expected));
-            let handler = build(TinyFs::new(db.clone(), self.journal.clone()));
-            return handler.handle_guarded(req, user.address.clone(), user).await;
+            let handler = build(TinyFs::new(db.clone(), self.journal.clone()).with_mtime(mtime));
+            let mut res = handler.handle_guarded(req, user.address.clone(), user).await;
+            if mtime.is_some() && matches!(res.status(), StatusCode::CREATED | StatusCode::NO_CONTENT) {
+                // ownCloud's answer: the time was kept (rclone's owncloud/nextcloud vendors).
+                res.headers_mut()
+                    .insert("X-OC-MTime", HeaderValue::from_static("accepted"));
+            }
+            return res;
         }
 
         // Every other body is read here, whole and bounded, and an XML one is checked
@@ -517,6 +666,26 @@ impl App {
         }
 
         if method.as_str() == "PROPFIND" {
+            // RFC 4918 section 9.1: a server may refuse Depth infinity, with 403 and the
+            // propfind-finite-depth precondition (dav-server answers 501). A whole tree in
+            // one answer is unbounded work for one request.
+            if parts
+                .headers
+                .get("depth")
+                .is_some_and(|d| d.as_bytes().trim_ascii().eq_ignore_ascii_case(b"infinity"))
+            {
+                tracing::info!(%peer, user = user.address, path, "PROPFIND Depth infinity refused");
+                let mut res = Response::new(Body::from(
+                    "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\"><D:propfind-finite-depth/></D:error>\n",
+                ));
+                *res.status_mut() = StatusCode::FORBIDDEN;
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/xml; charset=utf-8"),
+                );
+                return res;
+            }
+            let asked = propfind::asked(&body);
             let mut fs = TinyFs::new(db.clone(), self.journal.clone());
             // One read of quota and usage for the whole PROPFIND (every collection reports
             // the account's), so used and available agree with each other.
@@ -527,7 +696,12 @@ impl App {
                 }
             }
             let req = Request::from_parts(parts, http_body_util::Full::new(body));
-            return build(fs).handle_guarded(req, user.address.clone(), user.clone()).await;
+            let mut res = build(fs).handle_guarded(req, user.address.clone(), user.clone()).await;
+            if let Some(asked) = asked {
+                // handle() puts the answer through propfind::Rewrite.
+                res.extensions_mut().insert(asked);
+            }
+            return res;
         }
         let handler = build(TinyFs::new(db.clone(), self.journal.clone()));
         if method.as_str() == "PROPPATCH" {
@@ -584,33 +758,40 @@ impl App {
             tracing::warn!(%peer, user = user.address, %method, limit, "request body too large ({seen} bytes)");
             simple(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
         };
+        let mut body = LengthChecked::new(body, announced);
         if let Some(n) = announced
             && n > limit
         {
-            // Refused before reading. Up to a bounded amount the body is read and dropped so
-            // the client reads the 413 instead of a connection reset (Linux resets a socket
-            // closed with unread data); past that the connection closes after the answer.
-            if n <= limit.saturating_mul(4) {
-                let mut body = LengthChecked::new(body, Some(n));
-                while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-                    if frame.is_err() {
-                        break;
-                    }
-                }
+            // Refused before reading. Up to DRAIN_MAX the body is read and dropped, so the
+            // connection stays usable (RFC 9110 section 15.5.14); past that it is closed
+            // after the answer (with a lingering close, `close`).
+            if n <= DRAIN_MAX {
+                drain(&mut body, n).await;
             }
             return Err(too_large(n.to_string()));
         }
-        let body = LengthChecked::new(body, announced);
-        let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit as usize)).await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(too_large(format!("more than {limit}")));
+        // Read up to the limit; past it (a chunked body), the rest is read and dropped up to
+        // DRAIN_MAX as above, and the answer is 413.
+        let mut kept = bytes::BytesMut::new();
+        let mut seen = 0u64;
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            match frame {
+                Ok(frame) => {
+                    let Some(data) = frame.data_ref() else { continue };
+                    seen += data.len() as u64;
+                    if seen > limit {
+                        drain(&mut body, DRAIN_MAX.saturating_sub(seen)).await;
+                        return Err(too_large(format!("more than {limit}")));
+                    }
+                    kept.extend_from_slice(data);
+                }
+                Err(e) => {
+                    tracing::info!(%peer, user = user.address, %method, "request body not read: {e}");
+                    return Err(simple(StatusCode::BAD_REQUEST, "request body incomplete\n"));
+                }
             }
-            Err(e) => {
-                tracing::info!(%peer, user = user.address, %method, "request body not read: {e}");
-                return Err(simple(StatusCode::BAD_REQUEST, "request body incomplete\n"));
-            }
-        };
+        }
+        let body = kept.freeze();
         if XML_METHODS.contains(&method.as_str())
             && !body.is_empty()
             && let Err(why) = crate::xmlcheck::check(&body, crate::xmlcheck::MAX_XML_DEPTH)
@@ -682,6 +863,9 @@ impl App {
         uri_path: &str,
         prefix: &str,
     ) -> Response<Body> {
+        // DAV:getlastmodified goes to dav-server as Win32LastModifiedTime (mtime.rs).
+        let stood_in = crate::mtime::stand_in(&body).map(Bytes::from);
+        let body = stood_in.clone().unwrap_or(body);
         let sets = crate::win32::sets_in(&body);
         let req = Request::from_parts(parts, http_body_util::Full::new(body));
         let response = handler.handle_guarded(req, user.address.clone(), user.clone()).await;
@@ -724,6 +908,16 @@ impl App {
             if let Err(e) = applied {
                 tracing::error!(path = uri_path, "storing Win32 properties failed: {e}");
                 return simple(StatusCode::INTERNAL_SERVER_ERROR, "properties not stored\n");
+            }
+        }
+        let (mut parts, mut bytes) = (parts, bytes);
+        if stood_in.is_some() {
+            match crate::mtime::named_back(&bytes) {
+                Some(named) => {
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                    bytes = Bytes::from(named);
+                }
+                None => tracing::error!(path = uri_path, "PROPPATCH answer not renamed back"),
             }
         }
         Response::from_parts(parts, Body::from(bytes))
@@ -837,6 +1031,27 @@ fn ensure_root(root: &std::path::Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oc_mtime_reads_unix_seconds() {
+        let t = |s: &str| oc_mtime(&HeaderValue::from_str(s).unwrap());
+        let at = |secs, nanos| Some(std::time::UNIX_EPOCH + Duration::new(secs, nanos));
+        assert_eq!(t("1700000000"), at(1_700_000_000, 0));
+        assert_eq!(t(" 1700000000.5 "), at(1_700_000_000, 500_000_000));
+        assert_eq!(t("0"), at(0, 0));
+        for bad in [
+            "",
+            "-1",
+            "1e9",
+            ".5",
+            "abc",
+            "1700000000.1234567891",
+            "999999999999",
+            "253402300800",
+        ] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn dav_prefix_only_for_ones_own_address() {

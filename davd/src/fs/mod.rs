@@ -73,6 +73,9 @@ pub struct TinyFs {
     /// The account's quota and usage, read once when this request (a PROPFIND asking for
     /// quota) needs them: every collection's quota-used-bytes and `get_quota` answer from it.
     quota: Option<QuotaInfo>,
+    /// For a PUT: the modification time the client gave the file (`X-OC-Mtime`), set on the
+    /// temp file before its fsync, so it is as durable as the content.
+    mtime: Option<std::time::SystemTime>,
 }
 
 impl TinyFs {
@@ -82,7 +85,14 @@ impl TinyFs {
             journal,
             listing: Arc::new(Mutex::new(None)),
             quota: None,
+            mtime: None,
         }
+    }
+
+    /// Give the file this PUT writes the modification time `mtime`.
+    pub fn with_mtime(mut self, mtime: Option<std::time::SystemTime>) -> TinyFs {
+        self.mtime = mtime;
+        self
     }
 
     /// Answer this request's RFC 4331 quota properties from `info` (read once per request):

@@ -38,7 +38,9 @@ impl TinyFs {
                 if let Some(t) = accessed {
                     times = times.set_accessed(t);
                 }
-                file.set_times(times).map_err(io)
+                file.set_times(times).map_err(io)?;
+                // The answer says the times are set: they must survive a crash.
+                file.sync_all().map_err(io)
             })
             .await?;
         }

@@ -101,6 +101,7 @@ impl TinyFs {
             replaces,
             reservations: Vec::new(),
             committed: false,
+            mtime: self.mtime,
         });
         // docs/ARCHITECTURE.md "Quota": reserve the announced size before the first byte (507 if it cannot fit).
         if let Some(size) = options.size {
@@ -134,6 +135,8 @@ struct Upload {
     /// Quota reservations held: (id, bytes).
     reservations: Vec<(i64, u64)>,
     committed: bool,
+    /// The modification time the client gave (`X-OC-Mtime`).
+    mtime: Option<std::time::SystemTime>,
 }
 
 impl Upload {
@@ -207,7 +210,13 @@ impl Upload {
             return Err(FsError::GeneralFailure);
         }
         let file = self.file.take().ok_or(FsError::GeneralFailure)?;
+        let mtime = self.mtime;
         let ino = blocking(move || {
+            // Before the fsync: the time is made durable with the content, and the rename
+            // keeps it.
+            if let Some(t) = mtime {
+                file.set_times(std::fs::FileTimes::new().set_modified(t)).map_err(io)?;
+            }
             file.sync_all().map_err(io)?;
             Ok(file.metadata().map_err(io)?.ino())
         })
