@@ -146,6 +146,9 @@ enum Via {
     /// davd serves port 80 (and prefers HTTP-01); pebble's TLS-ALPN-01 port is one where
     /// nothing listens, so only HTTP-01 can succeed.
     Http,
+    /// davd serves port 80 but the CA cannot reach it (pebble's HTTP-01 port has nothing):
+    /// each HTTP-01 order fails and the next one, through TLS-ALPN-01, succeeds.
+    HttpBlocked,
 }
 
 async fn issue_and_renew(via: Via) {
@@ -167,7 +170,7 @@ async fn issue_and_renew(via: Via) {
     config.tls.acme_directory = format!("https://127.0.0.1:{acme_port}/dir");
     config.tls.acme_ca_file = Some(api_cert.clone());
     config.tls.acme_check_secs = 1;
-    if via == Via::Http {
+    if via != Via::TlsAlpn {
         config.tls.acme_http_listen = Some("127.0.0.1:0".parse().unwrap());
     }
     let ctx = Context::new(config.clone(), env.context.db.clone()).await.unwrap();
@@ -176,6 +179,7 @@ async fn issue_and_renew(via: Via) {
     let (http_port, tls_port) = match via {
         Via::TlsAlpn => (free_port(), https.port()),
         Via::Http => (server.acme_http_addr().unwrap().port(), free_port()),
+        Via::HttpBlocked => (free_port(), https.port()),
     };
 
     let pebble_config = serde_json::json!({ "pebble": {
@@ -299,6 +303,11 @@ async fn pebble_issues_and_renews_through_tls_alpn_01() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pebble_issues_and_renews_through_http_01_on_port_80() {
     issue_and_renew(Via::Http).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_http_01_order_is_followed_by_one_through_tls_alpn_01() {
+    issue_and_renew(Via::HttpBlocked).await;
 }
 
 /// Send `request` on a new connection to `addr` and read until the server closes (bounded).

@@ -9,7 +9,8 @@
 //! one that also works when port 443 does not reach davd's own TLS (a router forwarding 443
 //! elsewhere, a TLS-terminating proxy in front of davd's loopback HTTP listener); it is also the
 //! one every CA offers. TLS-ALPN-01 needs nothing but the HTTPS port, so it stays the choice of
-//! an install without port 80.
+//! an install without port 80. After an order through HTTP-01 fails, the next check tries
+//! TLS-ALPN-01 (when davd serves HTTPS), then HTTP-01 again, and so on ([`run`]).
 //!
 //! The account key is kept in `DATA/acme/account.json` (mode 0600); the issued pair is written
 //! to `[tls] cert_file`/`key_file`, where every daemon's [`CertStore`] picks it up. A check runs
@@ -275,6 +276,10 @@ async fn issue(ctx: &Context, responders: &Responders, names: &[String]) -> anyh
 /// Check now and then every `[tls] acme_check_secs`, renewing when due, until shutdown.
 pub async fn run(ctx: Arc<Context>, responders: Responders, shutdown: Shutdown) {
     let every = Duration::from_secs(ctx.config.tls.acme_check_secs);
+    // After an order answered with HTTP-01 fails (port 80 not forwarded, say), the next one
+    // tries TLS-ALPN-01 when the HTTPS listener can answer it, and the one after that HTTP-01
+    // again: one blocked port does not keep the certificate from renewing.
+    let mut skip_http = false;
     loop {
         let domains = crate::accounts::list_domains(&ctx.db).await.unwrap_or_else(|e| {
             tracing::warn!("ACME: cannot list domains: {e}");
@@ -284,8 +289,17 @@ pub async fn run(ctx: Arc<Context>, responders: Responders, shutdown: Shutdown) 
         let now = chrono::Utc::now().timestamp();
         if let Some(reason) = renewal_reason(&ctx.config.tls.cert_file, &names, now) {
             tracing::info!("ACME: ordering a certificate for {} ({reason})", names.join(", "));
-            if let Err(e) = issue(&ctx, &responders, &names).await {
-                tracing::error!("ACME: no certificate this time, will try again: {e:#}");
+            let this_time = Responders {
+                tls_alpn: responders.tls_alpn.clone(),
+                http: responders.http.clone().filter(|_| !skip_http),
+            };
+            match issue(&ctx, &this_time, &names).await {
+                Ok(()) => skip_http = false,
+                Err(e) => {
+                    skip_http = this_time.http.is_some() && this_time.tls_alpn.is_some();
+                    let next = if skip_http { " with tls-alpn-01" } else { "" };
+                    tracing::error!("ACME: no certificate this time, will try again{next}: {e:#}");
+                }
             }
         }
         tokio::select! {

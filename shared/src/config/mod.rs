@@ -307,8 +307,9 @@ max_connections = 10
 # notices new files within a few seconds and presents them to new connections, no restart; a
 # pair that does not load is logged and the old one kept.
 # Or let tinydc-davd get them from an ACME CA (RFC 8555) for the host name and autoconfig.<domain>
-# of every domain, answering the CA's TLS-ALPN-01 check on its HTTPS port (which must be reachable
-# from the internet on port 443): set the CA's directory, e.g.
+# of every domain, answering the CA's HTTP-01 check on acme_http_listen (port 80) when that is set,
+# else its TLS-ALPN-01 check on the HTTPS port; the port used must be reachable from the internet
+# as 80 or 443. Set the CA's directory, e.g.
 # acme_directory = "https://acme-v02.api.letsencrypt.org/directory"
 acme_directory = ""
 # An e-mail address the CA may write to about your certificates (optional).
