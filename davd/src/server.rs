@@ -123,7 +123,9 @@ impl Server {
                 Some((listener, shared::acme::Http01Answers::new()))
             }
             Some(addr) => {
-                tracing::warn!(
+                // `init --production` writes port 80 for whenever ACME gets turned on: an
+                // install on certbot's files is fine, so this is no warning.
+                tracing::info!(
                     "tls.acme_http_listen {addr} is not opened: it serves ACME only, and tls.acme_directory is empty"
                 );
                 None
