@@ -6,6 +6,7 @@
 //! `run(context, shutdown)` serves the configured listeners; tests use [`Server::bind`] to
 //! learn the bound addresses first.
 
+pub mod acme_http;
 pub mod auth;
 pub mod autoconfig;
 pub mod fs;

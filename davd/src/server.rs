@@ -82,6 +82,9 @@ pub struct Server {
     /// With `[tls] acme_directory` set: the HTTPS listener's certificates, where the ACME task
     /// puts its TLS-ALPN-01 answers (shared::acme).
     acme: Option<Arc<shared::tls::CertStore>>,
+    /// With `[tls] acme_directory` and `acme_http_listen` set: the port-80 listener and the
+    /// HTTP-01 answers it gives (crate::acme_http).
+    acme_http: Option<(TcpListener, Arc<shared::acme::Http01Answers>)>,
 }
 
 struct App {
@@ -121,20 +124,45 @@ impl Server {
         if https.is_none() && http.is_none() {
             anyhow::bail!("dav: neither https_listen nor http_listen is set");
         }
-        if !config.tls.acme_directory.is_empty() && acme.is_none() {
-            anyhow::bail!("tls.acme_directory needs dav.https_listen: the CA checks this server over HTTPS");
+        let acme_http = match config.tls.acme_http_listen {
+            Some(addr) if !config.tls.acme_directory.is_empty() => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("tls.acme_http_listen {addr}: {e}"))?;
+                Some((listener, shared::acme::Http01Answers::new()))
+            }
+            Some(addr) => {
+                // `init --production` writes port 80 for whenever ACME gets turned on: an
+                // install on certbot's files is fine, so this is no warning.
+                tracing::info!(
+                    "tls.acme_http_listen {addr} is not opened: it serves ACME only, and tls.acme_directory is empty"
+                );
+                None
+            }
+            None => None,
+        };
+        if !config.tls.acme_directory.is_empty() && acme.is_none() && acme_http.is_none() {
+            anyhow::bail!(
+                "tls.acme_directory needs dav.https_listen or tls.acme_http_listen: the CA checks this server over one of them"
+            );
         }
         Ok(Server {
             context,
             https,
             http,
             acme,
+            acme_http,
         })
     }
 
     /// The bound HTTPS address.
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.https.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The bound port-80 (ACME HTTP-01) address.
+    pub fn acme_http_addr(&self) -> Option<SocketAddr> {
+        self.acme_http.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The bound plain HTTP address.
@@ -145,6 +173,9 @@ impl Server {
     /// Serve until `shutdown`.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let started = std::time::SystemTime::now();
+        // Where port 80 redirects to: the bound HTTPS port (what `https_listen` names, or the
+        // one the system chose for port 0).
+        let https_port = self.https_addr().map(|a| a.port());
         let files_dir = self.context.config.files_dir();
         let journal = Arc::new(Journal::new(
             self.context.db.clone(),
@@ -163,8 +194,13 @@ impl Server {
             journal,
         });
         tokio::task::spawn_blocking(move || crate::fs::sweep_stale_uploads(&files_dir, started));
-        if let Some(store) = self.acme.clone() {
-            tokio::spawn(shared::acme::run(self.context.clone(), store, shutdown.clone()));
+        let http01 = self.acme_http.as_ref().map(|(_, answers)| answers.clone());
+        if self.acme.is_some() || http01.is_some() {
+            let responders = shared::acme::Responders {
+                tls_alpn: self.acme.clone(),
+                http: http01,
+            };
+            tokio::spawn(shared::acme::run(self.context.clone(), responders, shutdown.clone()));
         }
         // One cap over both listeners; per client address only on HTTPS (the loopback HTTP
         // listener serves a reverse proxy: every client arrives from its one address).
@@ -194,6 +230,22 @@ impl Server {
             )
         });
         let mut tasks = tokio::task::JoinSet::new();
+        if let Some((listener, answers)) = self.acme_http {
+            tracing::info!(
+                "listening on {} (acme http-01, redirects to https)",
+                listener.local_addr()?
+            );
+            let port80 = crate::acme_http::Port80 {
+                answers,
+                hostname: self.context.config.server.hostname.clone(),
+                https_port,
+            };
+            let context = self.context.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                crate::acme_http::serve(listener, port80, &context.config.net, header_timeout, shutdown).await
+            });
+        }
         for (listener, name, security, channel, per_address) in https.into_iter().chain(http) {
             tracing::info!("listening on {} ({name})", listener.local_addr()?);
             let endpoint = net::Endpoint {

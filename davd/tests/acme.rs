@@ -1,9 +1,11 @@
-//! ACME end to end (issue #10 item 1, RFC 8555 with TLS-ALPN-01, RFC 8737) against Debian's
-//! `pebble` test CA: pebble-challtestsrv answers every name with 127.0.0.1, pebble's validation
-//! connects to davd's HTTPS port, davd answers the challenge from its CertStore, writes the
-//! issued pair where every daemon picks it up, and renews it when less than 30 days remain (the
-//! test CA issues for 20 days, so every check renews). A connection opened on the first
-//! certificate keeps working after the renewal while new ones get the renewed certificate.
+//! ACME end to end (issue #10 item 1, RFC 8555) against Debian's `pebble` test CA, once with
+//! TLS-ALPN-01 (RFC 8737) on davd's HTTPS port and once with HTTP-01 (RFC 8555 §8.3) on its
+//! port-80 listener: pebble-challtestsrv answers every name with 127.0.0.1, pebble's validation
+//! connects to davd, davd answers the challenge, writes the issued pair where every daemon picks
+//! it up, and renews it when less than 30 days remain (the test CA issues for 20 days, so every
+//! check renews). A connection opened on the first certificate keeps working after the renewal
+//! while new ones get the renewed certificate. Also the port-80 listener's own behaviour:
+//! redirects, unknown tokens, oversized and slow requests, its connection cap.
 
 mod common;
 
@@ -136,8 +138,20 @@ async fn options<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream
     status
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pebble_issues_and_renews_through_tls_alpn_01() {
+/// Which challenge the CA can reach davd with.
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    /// pebble validates on davd's HTTPS port; davd has no port-80 listener.
+    TlsAlpn,
+    /// davd serves port 80 (and prefers HTTP-01); pebble's TLS-ALPN-01 port is one where
+    /// nothing listens, so only HTTP-01 can succeed.
+    Http,
+    /// davd serves port 80 but the CA cannot reach it (pebble's HTTP-01 port has nothing):
+    /// each HTTP-01 order fails and the next one, through TLS-ALPN-01, succeeds.
+    HttpBlocked,
+}
+
+async fn issue_and_renew(via: Via) {
     shared::testing::require_tools(&["pebble", "pebble-challtestsrv", "curl"]);
     shared::tls::install_crypto_provider();
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
@@ -156,17 +170,25 @@ async fn pebble_issues_and_renews_through_tls_alpn_01() {
     config.tls.acme_directory = format!("https://127.0.0.1:{acme_port}/dir");
     config.tls.acme_ca_file = Some(api_cert.clone());
     config.tls.acme_check_secs = 1;
+    if via != Via::TlsAlpn {
+        config.tls.acme_http_listen = Some("127.0.0.1:0".parse().unwrap());
+    }
     let ctx = Context::new(config.clone(), env.context.db.clone()).await.unwrap();
     let server = davd::Server::bind(ctx).await.unwrap();
     let https = server.https_addr().unwrap();
+    let (http_port, tls_port) = match via {
+        Via::TlsAlpn => (free_port(), https.port()),
+        Via::Http => (server.acme_http_addr().unwrap().port(), free_port()),
+        Via::HttpBlocked => (free_port(), https.port()),
+    };
 
     let pebble_config = serde_json::json!({ "pebble": {
         "listenAddress": format!("127.0.0.1:{acme_port}"),
         "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
         "certificate": api_cert,
         "privateKey": api_key,
-        "httpPort": free_port(),
-        "tlsPort": https.port(),
+        "httpPort": http_port,
+        "tlsPort": tls_port,
         "ocspResponderURL": "",
         "externalAccountBindingRequired": false,
         "certificateValidityPeriod": 20 * 86_400,
@@ -271,4 +293,143 @@ async fn pebble_issues_and_renews_through_tls_alpn_01() {
     assert!(refused.is_err());
     shutdown.cancel();
     drop(procs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pebble_issues_and_renews_through_tls_alpn_01() {
+    issue_and_renew(Via::TlsAlpn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pebble_issues_and_renews_through_http_01_on_port_80() {
+    issue_and_renew(Via::Http).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_http_01_order_is_followed_by_one_through_tls_alpn_01() {
+    issue_and_renew(Via::HttpBlocked).await;
+}
+
+/// Send `request` on a new connection to `addr` and read until the server closes (bounded).
+async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    // The server may answer (and close) before it has read everything, e.g. a 431.
+    let _ = tcp.write_all(request).await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).to_string()
+}
+
+fn header_of<'a>(reply: &'a str, name: &str) -> Option<&'a str> {
+    reply.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_80_answers_only_challenges_redirects_the_rest_and_is_bounded() {
+    shared::tls::install_crypto_provider();
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let env = TestEnv::new().await;
+    let mut config = (*env.context.config).clone();
+    config.server.hostname = "mail.example.test".into();
+    // A CA that is not there: the ACME task fails and waits; the listener serves regardless.
+    config.tls.acme_directory = format!("https://127.0.0.1:{}/dir", free_port());
+    config.tls.acme_check_secs = 3600;
+    config.tls.acme_http_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.dav.header_timeout_secs = 2;
+    let ctx = Context::new(config.clone(), env.context.db.clone()).await.unwrap();
+    let server = davd::Server::bind(ctx).await.unwrap();
+    let https = server.https_addr().unwrap().port();
+    let port80 = server.acme_http_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let s = shutdown.clone();
+    tokio::spawn(async move { server.run(s).await });
+
+    // Anything but a challenge: to the same host over HTTPS, path and query kept.
+    let reply = exchange(
+        port80,
+        b"GET /.well-known/autoconfig/mail/config-v1.1.xml?emailaddress=a HTTP/1.1\r\nHost: Autoconfig.Example.test\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 301 "), "{reply}");
+    assert_eq!(
+        header_of(&reply, "location"),
+        Some(
+            format!(
+                "https://autoconfig.example.test:{https}/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress=a"
+            )
+            .as_str()
+        ),
+        "{reply}"
+    );
+    // An address or a bogus Host: the configured host name; another method keeps it (308).
+    let reply = exchange(
+        port80,
+        b"PUT /x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 308 "), "{reply}");
+    assert_eq!(
+        header_of(&reply, "location"),
+        Some(format!("https://mail.example.test:{https}/x").as_str())
+    );
+    let reply = exchange(port80, b"GET / HTTP/1.1\r\nHost: evil.test\"><x\r\n\r\n").await;
+    assert_eq!(
+        header_of(&reply, "location"),
+        Some(format!("https://mail.example.test:{https}/").as_str()),
+        "{reply}"
+    );
+    // A token with no pending challenge, and a method a challenge does not take.
+    let reply = exchange(
+        port80,
+        b"GET /.well-known/acme-challenge/no-such-token HTTP/1.1\r\nHost: mail.example.test\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 404 "), "{reply}");
+    let reply = exchange(
+        port80,
+        b"POST /.well-known/acme-challenge/x HTTP/1.1\r\nHost: mail.example.test\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 405 "), "{reply}");
+    // One request per connection: a second one pipelined behind the first gets no answer.
+    let reply = exchange(
+        port80,
+        b"GET /a HTTP/1.1\r\nHost: mail.example.test\r\n\r\nGET /b HTTP/1.1\r\nHost: mail.example.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "{reply}");
+
+    // Headers past the limit: 431, not an ever-growing buffer.
+    let mut big = b"GET / HTTP/1.1\r\nHost: mail.example.test\r\n".to_vec();
+    for i in 0..400 {
+        big.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(40)).as_bytes());
+    }
+    big.extend_from_slice(b"\r\n");
+    let reply = exchange(port80, &big).await;
+    assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
+
+    // A client that never finishes its headers is dropped after the header timeout.
+    let mut slow = TcpStream::connect(port80).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: mail.example.test\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "a stalled request was kept open");
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+
+    // The per-address cap: idle connections up to it, then 503 with Retry-After.
+    let mut idle = Vec::new();
+    for _ in 0..davd::acme_http::MAX_PER_ADDRESS {
+        idle.push(TcpStream::connect(port80).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = exchange(port80, b"GET / HTTP/1.1\r\nHost: mail.example.test\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 503 "), "{reply}");
+    drop(idle);
+    shutdown.cancel();
 }

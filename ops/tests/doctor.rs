@@ -84,9 +84,35 @@ fn doctor_on_a_healthy_install_then_with_the_daemons_stopped() {
     let suite = Suite::start(&data);
     let dns = FakeDns::start(&published_zone(&data));
 
+    // `up` names the WebDAV URL a client can reach: the bound address, not the host name.
+    let webdav = format!("https://127.0.0.1:{}/", suite.ports.https);
+    assert!(
+        suite
+            .banner
+            .iter()
+            .any(|l| l.starts_with("webdav") && l.ends_with(&webdav)),
+        "{webdav} not in {:?}",
+        suite.banner
+    );
     let (code, report) = doctor(&data, dns.addr);
     assert_eq!(code, Some(0), "{report}");
     assert!(!has_line(&report, "fail"), "{report}");
+    // The implicit-TLS ports get a whole handshake, see the certificate of tls.cert_file, and
+    // leave no failed handshake in the daemons' logs.
+    for port in [suite.ports.submissions, suite.ports.imaps, suite.ports.https] {
+        assert!(
+            report.lines().any(|l| l.starts_with("ok    listener ")
+                && l.contains(&format!(
+                    ":{port}: accepts connections (TLS, with the certificate in tls.cert_file)"
+                ))),
+            "{port}: {report}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Nor the suite's own connect-and-close checks of each port before (tests/common): a
+    // client that closes without trying TLS has not failed a handshake.
+    let log = suite.log.lock().unwrap().clone();
+    assert!(!log.contains("TLS handshake failed"), "{log}");
     for port in suite.ports.all() {
         assert!(
             report

@@ -53,6 +53,7 @@ fn init_production_uses_standard_ports_and_dns_prints_every_record() {
         "tls_listen = \"0.0.0.0:993\"",
         "https_listen = \"0.0.0.0:443\"",
         "http_listen = \"\"",
+        "acme_http_listen = \"0.0.0.0:80\"",
     ] {
         assert!(config.lines().any(|l| l == line), "{line} missing from:\n{config}");
     }
@@ -276,5 +277,79 @@ fn the_package_maintainer_scripts_are_valid_shell() {
             !text.contains("systemctl start") && !text.contains("systemctl enable"),
             "{script}"
         );
+    }
+}
+
+/// postinst run for real with every command it may call replaced by a logging stand-in on
+/// PATH: on `configure` it creates the `tinydc` system user (when getent does not know it) and
+/// the data directory, and it starts, enables or restarts nothing (issue #10: nothing runs
+/// before `tinydc init`). Nothing on this machine is changed.
+#[test]
+fn the_postinst_creates_the_system_user_and_starts_nothing() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/debian/postinst");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let calls = dir.path().join("calls");
+    for tool in [
+        "adduser",
+        "getent",
+        "install",
+        "systemctl",
+        "deb-systemd-invoke",
+        "invoke-rc.d",
+        "useradd",
+    ] {
+        // getent knows no one: the user is missing, so postinst must make it.
+        let status = if tool == "getent" { 2 } else { 0 };
+        let path = bin.join(tool);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nexit {status}\n",
+                calls.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for action in ["configure", "abort-upgrade"] {
+        let _ = std::fs::remove_file(&calls);
+        let out = Command::new("sh")
+            .arg(script)
+            .arg(action)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::read_to_string(&calls).unwrap_or_default();
+        for line in log.lines() {
+            let starts = line.starts_with("deb-systemd-invoke")
+                || line.starts_with("invoke-rc.d")
+                || (line.starts_with("systemctl") && line != "systemctl daemon-reload");
+            assert!(!starts, "{action}: postinst starts or enables something: {line}\n{log}");
+        }
+        if action == "configure" {
+            let adduser = log
+                .lines()
+                .find(|l| l.starts_with("adduser "))
+                .unwrap_or_else(|| panic!("postinst configure made no user:\n{log}"));
+            for arg in [
+                "--system",
+                "--group",
+                "--home /var/lib/tinydc",
+                "--shell /usr/sbin/nologin",
+                "tinydc",
+            ] {
+                assert!(adduser.contains(arg), "{arg} missing: {adduser}");
+            }
+        } else {
+            assert!(!log.contains("adduser"), "{action}: {log}");
+        }
     }
 }

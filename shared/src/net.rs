@@ -272,6 +272,13 @@ where
                         Security::Plain => Stream::Plain(stream),
                         Security::Tls(acceptor) => match handshake(acceptor, stream, timeout).await {
                             Ok(tls) => Stream::Tls(Box::new(tls)),
+                            // A client that closes before the handshake is done (a port check, a
+                            // scanner, a load balancer's probe) did not try TLS and fail: debug
+                            // only. A refused or broken handshake stays an INFO line.
+                            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                                tracing::debug!(listener = endpoint.name, %peer, "closed before the TLS handshake finished");
+                                return;
+                            }
                             Err(e) => {
                                 tracing::info!(listener = endpoint.name, %peer, "TLS handshake failed: {e}");
                                 return;

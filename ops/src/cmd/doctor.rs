@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -247,14 +248,159 @@ async fn connect(addr: SocketAddr, limit: Duration) -> Result<(), String> {
 async fn check_listeners(report: &mut Report, config: &Config) {
     for (name, addr) in dns::listeners(config) {
         let what = format!("listener {name} {addr}");
+        let implicit_tls = matches!(name, "submissions" | "imaps" | "https");
+        let fix_down =
+            "start tinydc (`systemctl start tinydc`, or `tinydc up`); if it runs, see its log (`journalctl -u tinydc`)";
+        if !implicit_tls {
+            match connect(probe_address(addr), CONNECT_TIMEOUT).await {
+                Ok(()) => report.ok(&what, "accepts connections"),
+                Err(e) => report.fail(&what, &format!("nothing answers ({e})"), fix_down),
+            }
+            continue;
+        }
+        // An implicit-TLS port (RFC 8314): a whole handshake, so the daemon logs no failed one
+        // and the certificate it really presents can be compared with the file.
+        match tls_probe(probe_address(addr), &config.server.hostname).await {
+            Err(TlsProbeError::Connect(e)) => report.fail(&what, &format!("nothing answers ({e})"), fix_down),
+            Err(TlsProbeError::Handshake(e)) => report.fail(
+                &what,
+                &format!("accepts connections but the TLS handshake fails ({e})"),
+                "check tls.cert_file / tls.key_file and the daemon's log (`journalctl -u tinydc`)",
+            ),
+            Ok(presented) => {
+                let file = leaf_in(&config.tls.cert_file);
+                if file.as_ref() == Some(&presented) {
+                    report.ok(
+                        &what,
+                        "accepts connections (TLS, with the certificate in tls.cert_file)",
+                    );
+                } else {
+                    report.warn(
+                        &what,
+                        &format!(
+                            "accepts TLS connections but presents another certificate than {}",
+                            config.tls.cert_file.display()
+                        ),
+                        "daemons load a changed certificate within seconds; if this stays, the new file \
+                         does not load (see the log, `journalctl -u tinydc`) or they run on other files",
+                    );
+                }
+            }
+        }
+    }
+    // The port-80 listener davd opens for ACME HTTP-01 (only with an ACME directory set).
+    if let Some(addr) = config
+        .tls
+        .acme_http_listen
+        .filter(|_| !config.tls.acme_directory.is_empty())
+    {
+        let what = format!("listener acme http {addr}");
         match connect(probe_address(addr), CONNECT_TIMEOUT).await {
             Ok(()) => report.ok(&what, "accepts connections"),
             Err(e) => report.fail(
                 &what,
-                &format!("nothing answers ({e})"),
-                "start tinydc (`systemctl start tinydc`, or `tinydc up`); if it runs, see its log (`journalctl -u tinydc`)",
+                &format!("nothing answers ({e}); the CA's HTTP-01 check will fail"),
+                "start tinydc; if it runs, see whether tinydc-davd could bind the port (`journalctl -u tinydc`)",
             ),
         }
+    }
+}
+
+/// The first certificate of a PEM file.
+fn leaf_in(file: &Path) -> Option<rustls_pki_types::CertificateDer<'static>> {
+    use rustls_pki_types::pem::PemObject as _;
+    rustls_pki_types::CertificateDer::pem_file_iter(file).ok()?.next()?.ok()
+}
+
+enum TlsProbeError {
+    Connect(String),
+    Handshake(String),
+}
+
+/// Connect to `addr`, finish a TLS handshake asking for `hostname`, close it properly
+/// (close_notify), and return the certificate the server presented. Bounded in time.
+async fn tls_probe(
+    addr: SocketAddr,
+    hostname: &str,
+) -> Result<rustls_pki_types::CertificateDer<'static>, TlsProbeError> {
+    use tokio::io::AsyncWriteExt as _;
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Err(TlsProbeError::Connect(e.to_string())),
+        Err(_) => {
+            return Err(TlsProbeError::Connect(format!(
+                "no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    let provider = shared::tls::provider();
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsProbeError::Handshake(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(hostname.to_string())
+        .unwrap_or_else(|_| rustls_pki_types::ServerName::IpAddress(addr.ip().into()));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let mut tls = match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return Err(TlsProbeError::Handshake(e.to_string())),
+        Err(_) => {
+            return Err(TlsProbeError::Handshake(format!(
+                "no handshake within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    let presented = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned());
+    let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+    presented.ok_or_else(|| TlsProbeError::Handshake("the server presented no certificate".into()))
+}
+
+/// Takes any certificate (checking the handshake signatures): the probe looks at which
+/// certificate a daemon presents; whether devices trust it is [`check_certificate`]'s finding.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

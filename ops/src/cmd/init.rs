@@ -26,8 +26,8 @@ pub struct InitArgs {
 pub struct InitCommand {
     #[command(flatten)]
     pub args: InitArgs,
-    /// Listen on the standard ports (25, 587, 465, 143, 993, 443) instead of the development
-    /// ports (10025, 10587, ...). Binding them needs CAP_NET_BIND_SERVICE (the systemd unit gives it).
+    /// Listen on the standard ports (25, 587, 465, 143, 993, 443, and 80 for ACME HTTP-01)
+    /// instead of the development ports (10025, 10587, ...). Binding them needs CAP_NET_BIND_SERVICE (the systemd unit gives it).
     #[arg(long)]
     pub production: bool,
 }
@@ -67,6 +67,13 @@ pub fn config_text(
             }
             text = text.replacen(&from, &format!("\n{key} = \"0.0.0.0:{port}\"\n"), 1);
         }
+        // Port 80 for the ACME CA's HTTP-01 check (RFC 8555 §8.3); opened only once
+        // tls.acme_directory is set, so an install with certbot's files is not affected.
+        let from = "\nacme_http_listen = \"\"\n";
+        if text.matches(from).count() != 1 {
+            bail!("the config template has no single `acme_http_listen = \"\"` line");
+        }
+        text = text.replacen(from, "\nacme_http_listen = \"0.0.0.0:80\"\n", 1);
     }
     Ok(text)
 }
@@ -145,7 +152,7 @@ pub async fn run_command(data: &Path, command: InitCommand) -> anyhow::Result<()
     );
     println!("  certificate: tls/cert.pem (self-signed; replace with a real one for other machines)");
     if production {
-        println!("  ports:       standard (25, 587, 465, 143, 993, 443)");
+        println!("  ports:       standard (25, 587, 465, 143, 993, 443; 80 for ACME once tls.acme_directory is set)");
     }
     println!("next: tinydc --data {} user add you@{domain}", data.display());
     println!("      tinydc --data {} up", data.display());
@@ -237,6 +244,8 @@ mod tests {
         assert_eq!(port(prod.imap.tls_listen), Some(993));
         assert_eq!(port(prod.dav.https_listen), Some(443));
         assert_eq!(prod.dav.http_listen, None);
+        assert_eq!(port(prod.tls.acme_http_listen), Some(80));
+        assert_eq!(dev.tls.acme_http_listen, None);
     }
 
     /// The example shipped in the Debian package is exactly what `init --production` writes.

@@ -141,9 +141,35 @@ fn print_listeners(config: &Config) {
     show("imap", config.imap.listen);
     show("imaps", config.imap.tls_listen);
     if let Some(a) = config.dav.https_listen {
-        println!("webdav     https://{}:{}/", config.server.hostname, a.port());
+        println!("webdav     {}", client_url("https", &config.server.hostname, a));
     }
-    show("webdav", config.dav.http_listen);
+    if let Some(a) = config.dav.http_listen {
+        println!("webdav     {}", client_url("http", &config.server.hostname, a));
+    }
+    if let Some(a) = config
+        .tls
+        .acme_http_listen
+        .filter(|_| !config.tls.acme_directory.is_empty())
+    {
+        println!("acme http  {a} (HTTP-01 for the ACME CA, redirects to https)");
+    }
+}
+
+/// The URL a client should use for a listener: the host name when it listens on every address
+/// (0.0.0.0 or ::), otherwise the one address it is bound to (a client cannot reach it by the
+/// host name, which resolves elsewhere); the port left out when it is the scheme's default.
+pub fn client_url(scheme: &str, hostname: &str, addr: std::net::SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => hostname.to_string(),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    let default = if scheme == "https" { 443 } else { 80 };
+    if addr.port() == default {
+        format!("{scheme}://{host}/")
+    } else {
+        format!("{scheme}://{host}:{}/", addr.port())
+    }
 }
 
 async fn supervise(
@@ -301,5 +327,24 @@ async fn terminate(name: &str, child: &mut Child) {
             eprintln!("tinydc: {name} did not stop in {} s; killing it", STOP_GRACE.as_secs());
             let _ = child.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_url;
+
+    #[test]
+    fn the_printed_url_is_one_a_client_can_reach() {
+        let url = |addr: &str| client_url("https", "mail.example.org", addr.parse().unwrap());
+        assert_eq!(url("0.0.0.0:443"), "https://mail.example.org/");
+        assert_eq!(url("[::]:10443"), "https://mail.example.org:10443/");
+        assert_eq!(url("127.0.0.1:10443"), "https://127.0.0.1:10443/");
+        assert_eq!(url("192.0.2.7:443"), "https://192.0.2.7/");
+        assert_eq!(url("[2001:db8::1]:8443"), "https://[2001:db8::1]:8443/");
+        assert_eq!(
+            client_url("http", "mail.example.org", "127.0.0.1:8080".parse().unwrap()),
+            "http://127.0.0.1:8080/"
+        );
     }
 }

@@ -201,6 +201,11 @@ impl Ports {
 pub struct Suite {
     pub up: Child,
     pub ports: Ports,
+    /// What `tinydc up` printed before "tinydc is up" (the listeners).
+    pub banner: Vec<String>,
+    /// Everything the suite wrote to stderr so far (the daemons' logs), also passed on to the
+    /// test's own stderr.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Suite {
@@ -252,11 +257,29 @@ impl Suite {
             .arg(data)
             .arg("up")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         // From here on, a failed assertion stops the suite (Drop) instead of orphaning it.
-        let mut suite = Suite { up, ports };
+        let mut suite = Suite {
+            up,
+            ports,
+            banner: Vec::new(),
+            log: Default::default(),
+        };
+        let stderr = BufReader::new(suite.up.stderr.take().unwrap());
+        let log = suite.log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                // Bounded: a test's suite logs far less than this.
+                if log.len() < 16 << 20 {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
         let mut lines = BufReader::new(suite.up.stdout.take().unwrap()).lines();
         let started = Instant::now();
         loop {
@@ -264,6 +287,7 @@ impl Suite {
             if line.contains("tinydc is up") {
                 break;
             }
+            suite.banner.push(line);
             assert!(started.elapsed() < Duration::from_secs(60), "tinydc up did not come up");
         }
         // Keep draining its output so it never blocks on a full pipe.

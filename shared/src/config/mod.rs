@@ -92,6 +92,10 @@ pub struct TlsConfig {
     pub acme_ca_file: Option<PathBuf>,
     /// Seconds between checks of whether the certificate needs renewing.
     pub acme_check_secs: u64,
+    /// A plain HTTP listener (port 80 in production) where davd answers ACME HTTP-01 challenges
+    /// (RFC 8555 §8.3) and redirects everything else to HTTPS; used only with `acme_directory`
+    /// set. None (empty): off, and ACME uses TLS-ALPN-01 on the HTTPS port.
+    pub acme_http_listen: Option<std::net::SocketAddr>,
 }
 
 /// `[auth]`
@@ -212,6 +216,7 @@ impl Config {
                 .filter(|f| !f.is_empty())
                 .map(|f| data_dir.join(f)),
             acme_check_secs: s.number("acme_check_secs", 43_200, 1, 7 * 86_400),
+            acme_http_listen: s.listen("acme_http_listen", ""),
         };
         s.finish();
 
@@ -306,14 +311,19 @@ max_connections = 10
 # notices new files within a few seconds and presents them to new connections, no restart; a
 # pair that does not load is logged and the old one kept.
 # Or let tinydc-davd get them from an ACME CA (RFC 8555) for the host name and autoconfig.<domain>
-# of every domain, answering the CA's TLS-ALPN-01 check on its HTTPS port (which must be reachable
-# from the internet on port 443): set the CA's directory, e.g.
+# of every domain, answering the CA's HTTP-01 check on acme_http_listen (port 80) when that is set,
+# else its TLS-ALPN-01 check on the HTTPS port; the port used must be reachable from the internet
+# as 80 or 443. Set the CA's directory, e.g.
 # acme_directory = "https://acme-v02.api.letsencrypt.org/directory"
 acme_directory = ""
 # An e-mail address the CA may write to about your certificates (optional).
 acme_contact = ""
 # Seconds between checks; a certificate with less than 30 days left is renewed.
 acme_check_secs = 43200
+# A plain HTTP listener for the CA's HTTP-01 check (port 80, reachable from the internet); it
+# answers only the CA's requests and redirects everything else to HTTPS. When set, tinydc-davd
+# prefers HTTP-01 to TLS-ALPN-01. Used only with acme_directory set. Empty turns it off.
+acme_http_listen = ""
 cert_file = "tls/cert.pem"
 key_file = "tls/key.pem"
 
