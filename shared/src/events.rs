@@ -11,6 +11,16 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 
+use crate::quota::{OWNER_LOCK_CLASS, Owner, take_owner_lock};
+
+/// Stop publishing the owner id until the listener has re-taken its lock.
+fn owner_lost(owner: &Owner, holds: bool, need_lock: &mut bool) {
+    if holds {
+        owner.publish(None);
+        *need_lock = true;
+    }
+}
+
 /// The one NOTIFY channel tinydc uses.
 pub const CHANNEL: &str = "tinydc";
 
@@ -42,36 +52,103 @@ pub struct Events {
 impl Events {
     /// Start listening. The listener reconnects by itself when the connection drops (a missed
     /// event then only delays a client until its next command or IDLE check).
+    ///
+    /// The listener's connection also holds this process's quota owner lock (see
+    /// [`crate::quota::Owner`]): one persistent backend per daemon instead of two (issue #12).
+    /// After a reconnect it takes a fresh owner id on the new connection and publishes it; the
+    /// reservations of the old id are stale from the moment its backend ended, exactly as when
+    /// a process dies.
     pub async fn start(pool: &PgPool) -> sqlx::Result<Events> {
         let (sender, _) = broadcast::channel(1024);
         let mut listener = PgListener::connect_with(pool).await?;
         listener.listen(CHANNEL).await?;
+        let owner = Owner::for_db(pool);
+        // Only the first listener of a database in this process holds the lock.
+        let holds = owner.attach_listener();
+        let mut held = None;
+        if holds {
+            match take_owner_lock(&mut listener, None).await {
+                Ok(id) => {
+                    owner.publish(Some(id));
+                    held = Some(id);
+                }
+                Err(e) => {
+                    owner.detach_listener();
+                    return Err(e);
+                }
+            }
+        }
         let tx = sender.clone();
         tokio::spawn(async move {
             // While the database is away, retry with a growing pause (and one log line each).
             let mut pause = Duration::from_millis(500);
+            let mut need_lock = false;
             loop {
-                match listener.try_recv().await {
-                    Ok(Some(notification)) => {
-                        pause = Duration::from_millis(500);
-                        match serde_json::from_str::<Event>(notification.payload()) {
-                            Ok(event) => {
-                                let _ = tx.send(event);
+                if holds && need_lock {
+                    // Runs on the listener's connection (reconnecting and re-listening first if
+                    // it is gone): the lock lives exactly as long as the listening backend.
+                    match take_owner_lock(&mut listener, held).await {
+                        Ok(id) => {
+                            if held != Some(id) {
+                                tracing::info!(owner = id, "event listener took a new quota owner lock");
                             }
-                            Err(e) => tracing::warn!("ignoring unreadable event {:?}: {e}", notification.payload()),
+                            held = Some(id);
+                            owner.publish(Some(id));
+                            need_lock = false;
+                            pause = Duration::from_millis(500);
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                "quota owner lock on the event listener (next try in {} ms): {e}",
+                                pause.as_millis()
+                            );
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(30));
                         }
                     }
-                    // The connection was lost; PgListener reconnects on the next call.
-                    Ok(None) => tracing::warn!("event listener reconnecting"),
-                    Err(e) => {
-                        tracing::warn!("event listener error (next try in {} ms): {e}", pause.as_millis());
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(30));
+                } else {
+                    match listener.try_recv().await {
+                        Ok(Some(notification)) => {
+                            pause = Duration::from_millis(500);
+                            match serde_json::from_str::<Event>(notification.payload()) {
+                                Ok(event) => {
+                                    let _ = tx.send(event);
+                                }
+                                Err(e) => tracing::warn!("ignoring unreadable event {:?}: {e}", notification.payload()),
+                            }
+                        }
+                        // The connection was lost (and with it the owner lock); PgListener has
+                        // reconnected or does on the next call.
+                        Ok(None) => {
+                            tracing::warn!("event listener reconnecting");
+                            owner_lost(&owner, holds, &mut need_lock);
+                        }
+                        Err(e) => {
+                            tracing::warn!("event listener error (next try in {} ms): {e}", pause.as_millis());
+                            // The connection may or may not be the same afterwards: re-check.
+                            owner_lost(&owner, holds, &mut need_lock);
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(30));
+                        }
                     }
                 }
                 if tx.receiver_count() == 0 && tx.strong_count() <= 1 {
                     // Every Events handle is gone: stop listening.
                     break;
+                }
+            }
+            if holds {
+                // Writers fall back to a dedicated connection; the lock must not outlive us on
+                // a connection that goes back to the pool.
+                owner.detach_listener();
+                if let Some(id) = held {
+                    let _ = sqlx::query_scalar!(
+                        r#"SELECT pg_advisory_unlock($1, $2) AS "unlocked!""#,
+                        OWNER_LOCK_CLASS,
+                        id
+                    )
+                    .fetch_one(&mut listener)
+                    .await;
                 }
             }
         });

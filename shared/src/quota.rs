@@ -7,8 +7,8 @@
 //! fails, [`release`] gives the space back.
 //!
 //! A reservation left by a crashed process is released by its owner's death: every process that
-//! reserves holds a session-level advisory lock on its own owner id on one dedicated connection
-//! for its life (see [`Owner`]), and its reservations carry that id. PostgreSQL drops the lock
+//! reserves holds a session-level advisory lock on its own owner id on one connection for its
+//! life (a daemon's event listener connection, see [`Owner`]), and its reservations carry that id. PostgreSQL drops the lock
 //! when the process (so its connection) dies; a reservation whose owner no longer holds its lock
 //! in `pg_locks` is stale. [`release_stale`] clears those (daemon start, `tinydc quota recalc`),
 //! and [`reserve`] clears a user's own stale ones before refusing. A live writer's lock is held
@@ -20,11 +20,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::{Connection as _, PgConnection, PgPool};
 use thiserror::Error;
+use tokio::sync::watch;
 
 use crate::mailstore;
 
@@ -513,11 +515,23 @@ pub fn for_each_file(root: &std::path::Path, mut visit: impl FnMut(&std::fs::Dir
 pub const UPLOAD_TEMP_PREFIX: &str = ".tinydc-upload-";
 
 /// This process's owner identity for one database: the id its reservations carry, and the
-/// dedicated connection that holds the advisory lock on that id for the life of the process.
-/// Nothing is ever sent on that connection again; it only has to stay open. When the process
-/// dies the kernel closes it, PostgreSQL ends its backend and the lock goes with it.
+/// connection that holds the session advisory lock on that id for the life of the process. When
+/// the process dies the kernel closes that connection, PostgreSQL ends its backend and the lock
+/// goes with it.
+///
+/// In a daemon the lock is held on the event listener's connection (see
+/// [`crate::events::Events::start`]), so a daemon keeps one persistent backend, not two (issue
+/// #12: each idle backend costs a few MiB). The listener publishes the id it holds; when its
+/// connection is lost (a database restart) it publishes nothing until it has reconnected and
+/// taken a fresh id, and writers wait (bounded) for it. A process without a listener (the
+/// `tinydc` CLI, some tests) takes a dedicated connection on first use, on which nothing is sent
+/// again.
 pub struct Owner {
     slot: tokio::sync::Mutex<Option<(i32, PgConnection)>>,
+    /// Whether an event listener holds this owner's lock (then `slot` stays empty).
+    listened: AtomicBool,
+    /// The id whose lock the listener holds now (None while it reconnects).
+    listener_id: watch::Sender<Option<i32>>,
 }
 
 /// One owner per database per process (tests run many databases in one process).
@@ -541,56 +555,137 @@ fn db_key(db: &PgPool) -> String {
 impl Owner {
     /// The owner of this process for `db`'s database (made on first use, locked on first `id`).
     pub async fn of(db: &PgPool) -> Result<Arc<Owner>, QuotaError> {
+        Ok(Owner::for_db(db))
+    }
+
+    pub(crate) fn for_db(db: &PgPool) -> Arc<Owner> {
         let mut map = owners().lock().unwrap_or_else(|e| e.into_inner());
-        Ok(map
-            .entry(db_key(db))
+        map.entry(db_key(db))
             .or_insert_with(|| {
                 Arc::new(Owner {
                     slot: tokio::sync::Mutex::new(None),
+                    listened: AtomicBool::new(false),
+                    listener_id: watch::Sender::new(None),
                 })
             })
-            .clone())
+            .clone()
     }
 
-    /// The owner id, taking a fresh id and its lock on a new connection if none is held.
+    /// The owner id: the one the listener holds (waiting for it while it reconnects), or else
+    /// a fresh id and its lock on a new dedicated connection if none is held.
     pub async fn id(&self, db: &PgPool) -> Result<i32, QuotaError> {
+        // Bounded: with the database down, writers get an error soon rather than queue here.
+        let deadline = tokio::time::Instant::now() + OWNER_CONNECT_TIMEOUT;
+        if self.listened.load(Ordering::Acquire) {
+            let mut rx = self.listener_id.subscribe();
+            let waited = tokio::time::timeout_at(
+                deadline,
+                rx.wait_for(|id| id.is_some() || !self.listened.load(Ordering::Acquire)),
+            )
+            .await;
+            match waited {
+                Ok(Ok(id)) => {
+                    if let Some(id) = *id {
+                        return Ok(id);
+                    }
+                    // The listener stopped: fall through to a dedicated connection.
+                }
+                Ok(Err(_)) => {} // the sender lives in self: cannot happen
+                Err(_) => {
+                    tracing::warn!("quota owner: the event listener has not re-taken its lock; refusing the write");
+                    return Err(QuotaError::Db(sqlx::Error::PoolTimedOut));
+                }
+            }
+        }
         let mut slot = self.slot.lock().await;
         if let Some((id, _)) = &*slot {
             return Ok(*id);
         }
-        // Bounded: with the database down, writers get an error soon rather than queue here.
-        let mut conn = tokio::time::timeout(OWNER_CONNECT_TIMEOUT, PgConnection::connect_with(&db.connect_options()))
+        let mut conn = tokio::time::timeout_at(deadline, PgConnection::connect_with(&db.connect_options()))
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)??;
-        // Ids come from a sequence, so a live owner's id is only met again after 2^31 owners;
-        // the try-lock skips such an id rather than share it.
-        let id = loop {
-            let id = sqlx::query_scalar!(r#"SELECT nextval('quota_owner_seq')::integer AS "id!""#)
-                .fetch_one(&mut conn)
-                .await?;
-            let locked = sqlx::query_scalar!(
-                r#"SELECT pg_try_advisory_lock($1, $2) AS "locked!""#,
-                OWNER_LOCK_CLASS,
-                id
-            )
-            .fetch_one(&mut conn)
-            .await?;
-            if locked {
-                break id;
-            }
-        };
-        tracing::debug!(owner = id, "quota reservation owner lock taken");
+        let id = take_owner_lock(&mut conn, None).await?;
         *slot = Some((id, conn));
         Ok(id)
     }
 
-    /// Our lock on `id` is gone (its connection broke): the next `id` call takes a new one.
+    /// Our lock on `id` is gone (its connection broke): the next `id` call takes a new one (or,
+    /// with a listener, waits for the one it takes when it reconnects).
     async fn lost(&self, id: i32) {
+        self.listener_id.send_if_modified(|held| {
+            let gone = *held == Some(id);
+            if gone {
+                *held = None;
+            }
+            gone
+        });
         let mut slot = self.slot.lock().await;
         if matches!(&*slot, Some((held, _)) if *held == id) {
             *slot = None;
         }
     }
+
+    /// An event listener offers to hold the lock on its connection. True when it now does (the
+    /// first listener of this database in the process); it must then [`Owner::publish`] the id
+    /// it holds and [`Owner::detach_listener`] when it stops.
+    pub(crate) fn attach_listener(&self) -> bool {
+        self.listened
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The listener holds the lock on `id` now (None: its connection was lost).
+    pub(crate) fn publish(&self, id: Option<i32>) {
+        self.listener_id.send_replace(id);
+    }
+
+    /// The listener stops holding the lock: writers fall back to a dedicated connection.
+    pub(crate) fn detach_listener(&self) {
+        self.listened.store(false, Ordering::Release);
+        self.listener_id.send_replace(None);
+    }
+}
+
+/// Take the owner lock on `conn`'s session: `keep` again when this session still holds it (a
+/// listener error that did not break its connection), or else a fresh id from the sequence.
+/// A lost id is never taken again, so a reservation released as stale stays released.
+pub(crate) async fn take_owner_lock<C>(conn: &mut C, keep: Option<i32>) -> sqlx::Result<i32>
+where
+    for<'e> &'e mut C: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    if let Some(id) = keep {
+        let held = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM pg_locks
+                WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND granted AND objsubid = 2
+                  AND classid = $1::integer::oid AND objid = $2::integer::oid) AS "held!""#,
+            OWNER_LOCK_CLASS,
+            id
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if held {
+            return Ok(id);
+        }
+    }
+    // Ids come from a sequence, so a live owner's id is only met again after 2^31 owners;
+    // the try-lock skips such an id rather than share it.
+    let id = loop {
+        let id = sqlx::query_scalar!(r#"SELECT nextval('quota_owner_seq')::integer AS "id!""#)
+            .fetch_one(&mut *conn)
+            .await?;
+        let locked = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_lock($1, $2) AS "locked!""#,
+            OWNER_LOCK_CLASS,
+            id
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if locked {
+            break id;
+        }
+    };
+    tracing::debug!(owner = id, "quota reservation owner lock taken");
+    Ok(id)
 }
 
 /// At daemon start: take this process's owner lock now and release the reservations of every

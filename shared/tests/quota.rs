@@ -240,3 +240,85 @@ async fn a_lost_owner_lock_is_renewed_and_never_reused() {
     assert!(!reservation_exists(db, first.id).await);
     quota::release(db, second).await.unwrap();
 }
+
+/// Backends of the test database other than `observer`'s own.
+async fn backends(observer: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(observer)
+    .await
+    .unwrap()
+}
+
+/// Issue #12: a daemon keeps ONE persistent backend, its event listener, which also holds the
+/// quota owner lock; every other backend belongs to the pool (which shrinks when idle). After
+/// that backend is killed (as by a database restart) the listener reconnects, takes a fresh
+/// owner id on its new connection, and still delivers events.
+#[tokio::test]
+async fn the_event_listener_holds_the_owner_lock_on_its_one_connection() {
+    use sqlx::Connection as _;
+    let env = TestEnv::new().await;
+    let user = env.add_user("grace@example.test", "pw", None).await;
+    let db = &env.context.db;
+    quota::start_owner(db).await.unwrap();
+    let first = quota::reserve(db, user.id, 10).await.unwrap();
+    let mut observer = sqlx::PgConnection::connect_with(&db.connect_options()).await.unwrap();
+    // The pool's open connections include the listener's (it holds one for good); a dedicated
+    // owner connection would be one more.
+    assert_eq!(
+        backends(&mut observer).await,
+        i64::from(db.size()),
+        "backends beyond the pool"
+    );
+    let owner_pid = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2
+               AND classid = $1::oid
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .bind(quota::OWNER_LOCK_CLASS)
+        .fetch_all(db)
+        .await
+        .unwrap()
+    };
+    let pids = owner_pid().await;
+    assert_eq!(pids.len(), 1, "one owner lock per process: {pids:?}");
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pids[0])
+        .execute(&mut observer)
+        .await
+        .unwrap();
+    // The listener notices, reconnects and re-takes a lock; a reservation waits for it.
+    let second = tokio::time::timeout(std::time::Duration::from_secs(15), quota::reserve(db, user.id, 10))
+        .await
+        .expect("reserve waits for the listener boundedly")
+        .unwrap();
+    let renewed = owner_pid().await;
+    assert_eq!(renewed.len(), 1, "{renewed:?}");
+    assert_ne!(renewed[0], pids[0]);
+    quota::release_stale(db).await.unwrap();
+    assert!(reservation_exists(db, second.id).await);
+    assert!(!reservation_exists(db, first.id).await);
+    // The reconnected listener still delivers events (it is the same connection as the lock).
+    let mut events = env.context.events.subscribe();
+    let event = shared::events::Event::Mailbox {
+        user_id: user.id,
+        mailbox_id: 7,
+    };
+    let mut conn = db.acquire().await.unwrap();
+    shared::events::notify(&mut conn, &event).await.unwrap();
+    drop(conn);
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
+        .await
+        .expect("event delivered after the reconnect")
+        .unwrap();
+    assert_eq!(got, event);
+    // Still one persistent backend beyond the pool's.
+    assert_eq!(
+        backends(&mut observer).await,
+        i64::from(db.size()),
+        "backends beyond the pool"
+    );
+    quota::release(db, second).await.unwrap();
+}

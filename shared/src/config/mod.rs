@@ -200,9 +200,28 @@ impl Config {
 
         let mut s = Section::new(&root, "database", &mut problems);
         let url = s.string("url", "");
+        // On the private cluster every process's pool must fit its max_connections together
+        // (crate::pg::MAX_POOL_ON_PRIVATE_CLUSTER); a larger pool would fail under load with
+        // "too many clients" instead of queueing in the pool. An external server is the
+        // operator's to size.
+        let mut max_connections = s.number("max_connections", 10, 1, 1000) as u32;
+        let pool_max = crate::pg::MAX_POOL_ON_PRIVATE_CLUSTER;
+        if url.is_empty() && max_connections > pool_max {
+            s.problem(
+                "max_connections",
+                format!(
+                    "{max_connections} is more than the private PostgreSQL can serve: its {} connections \
+                     are shared by {} processes (three daemons and `tinydc up`) plus tinydc commands, \
+                     so at most {pool_max} (or set database.url to a server sized for more)",
+                    crate::pg::CLUSTER_MAX_CONNECTIONS,
+                    crate::pg::POOLED_PROCESSES
+                ),
+            );
+            max_connections = pool_max;
+        }
         let database = DatabaseConfig {
             url: (!url.is_empty()).then_some(url),
-            max_connections: s.number("max_connections", 10, 1, 1000) as u32,
+            max_connections,
         };
         s.finish();
 
@@ -302,7 +321,8 @@ public_ipv6 = ""
 [database]
 # A PostgreSQL URL. Empty: tinydc runs its own private cluster in DATA/pg (unix socket only).
 url = "{url}"
-# Connections each process keeps open at most.
+# Connections each process (three daemons and `tinydc up`) opens at most; idle ones close
+# after 10 s. With the private cluster at most 10 (its 50 connections are shared by all).
 max_connections = 10
 
 [tls]
@@ -399,6 +419,27 @@ mod tests {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
         assert_eq!(problems.len(), 6, "{all}");
+    }
+
+    /// Issue #12: every process's pool must fit the private cluster's 50 connections together.
+    #[test]
+    fn the_pool_must_fit_the_private_cluster() {
+        let problems = Config::parse("[database]\nmax_connections = 11\n", Path::new("/d")).unwrap_err();
+        let all = problems.join("\n");
+        assert!(
+            all.contains("database.max_connections") && all.contains("at most 10"),
+            "{all}"
+        );
+        let config = Config::parse("[database]\nmax_connections = 10\n", Path::new("/d")).unwrap();
+        assert_eq!(config.database.max_connections, 10);
+        // An external server is the operator's to size.
+        let config = Config::parse(
+            "[database]\nurl = \"postgres://u@db.example/tinydc\"\nmax_connections = 200\n",
+            Path::new("/d"),
+        )
+        .unwrap();
+        assert_eq!(config.database.max_connections, 200);
+        assert!(Config::parse("[database]\nmax_connections = 1001\n", Path::new("/d")).is_err());
     }
 
     /// Issue #10: no public DNS resolver unless the operator names one.

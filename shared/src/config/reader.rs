@@ -39,7 +39,7 @@ impl<'a> Section<'a> {
         self.table.and_then(|t| t.get(key))
     }
 
-    fn problem(&mut self, key: &str, what: impl std::fmt::Display) {
+    pub fn problem(&mut self, key: &str, what: impl std::fmt::Display) {
         self.problems.push(format!("{}.{key}: {what}", self.name));
     }
 

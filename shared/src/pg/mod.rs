@@ -31,6 +31,21 @@ pub enum Durability {
     Throwaway,
 }
 
+/// The private cluster's `max_connections` (in [`SMALL_MACHINE`]): what the pools must fit.
+pub const CLUSTER_MAX_CONNECTIONS: u32 = 50;
+
+/// Processes that each hold a pool of `database.max_connections` on the private cluster: the
+/// three daemons and `tinydc up`.
+pub const POOLED_PROCESSES: u32 = 4;
+
+/// Slots left for everything else: the two superuser-reserved slots, `tinydc` commands run
+/// beside the daemons, psql and backups.
+pub const SPARE_CONNECTIONS: u32 = 10;
+
+/// The largest `database.max_connections` the private cluster can serve in every process at once.
+pub const MAX_POOL_ON_PRIVATE_CLUSTER: u32 = (CLUSTER_MAX_CONNECTIONS - SPARE_CONNECTIONS) / POOLED_PROCESSES;
+const _: () = assert!(MAX_POOL_ON_PRIVATE_CLUSTER * POOLED_PROCESSES + SPARE_CONNECTIONS <= CLUSTER_MAX_CONNECTIONS);
+
 /// Sized for a Raspberry Pi serving a family (issue #12: ≤ 16 MiB PSS idle, ≤ 40 MiB after load),
 /// written into postgresql.conf by `initdb` (clusters made before keep their own settings).
 /// Durability is untouched: fsync, synchronous_commit and full_page_writes stay on.
@@ -408,4 +423,14 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
         "PostgreSQL server binaries (initdb, pg_ctl) not found: install them (Debian: apt-get install postgresql) \
          or set TINYDC_PG_BIN, or configure [database] url"
     )
+}
+
+#[cfg(test)]
+mod connection_budget {
+    use super::*;
+
+    #[test]
+    fn the_pool_limit_matches_the_written_cluster_setting() {
+        assert!(SMALL_MACHINE.starts_with(&format!("max_connections = {CLUSTER_MAX_CONNECTIONS}\n")));
+    }
 }
