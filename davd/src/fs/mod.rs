@@ -73,6 +73,10 @@ pub struct TinyFs {
     /// The account's quota and usage, read once when this request (a PROPFIND asking for
     /// quota) needs them: every collection's quota-used-bytes and `get_quota` answer from it.
     quota: Option<QuotaInfo>,
+    /// This request is a DELETE (see [`TinyFs::for_delete`]).
+    deleting: bool,
+    /// The folder this DELETE removed whole, for the `remove_dir` dav-server calls after.
+    deleted_tree: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl TinyFs {
@@ -82,7 +86,19 @@ impl TinyFs {
             journal,
             listing: Arc::new(Mutex::new(None)),
             quota: None,
+            deleting: false,
+            deleted_tree: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// For a DELETE request: dav-server deletes a folder by listing it and removing each
+    /// member, which would be one journaled transaction (and fsyncs) per file. Here the listing
+    /// of the folder being deleted removes the whole tree in one journaled step (tree.rs) and
+    /// lists nothing; the `remove_dir` of that folder that follows is then already done.
+    /// dav-server has checked the If headers and locks of the whole tree before.
+    pub fn for_delete(mut self) -> TinyFs {
+        self.deleting = true;
+        self
     }
 
     /// Answer this request's RFC 4331 quota properties from `info` (read once per request):
@@ -157,7 +173,15 @@ impl GuardedFileSystem<User> for TinyFs {
         _meta: ReadDirMeta,
         user: &'a User,
     ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
-        async move { self.do_read_dir(path, user).await }.boxed()
+        async move {
+            if self.deleting
+                && let Some(empty) = self.do_remove_tree(path, user).await?
+            {
+                return Ok(empty);
+            }
+            self.do_read_dir(path, user).await
+        }
+        .boxed()
     }
 
     fn metadata<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, Box<dyn DavMetaData>> {
