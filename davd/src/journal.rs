@@ -41,7 +41,8 @@ use tokio::sync::OwnedMutexGuard;
 pub enum Step {
     /// Rename the fsynced temp file `temp` (inode `ino`) over `target` (PUT, COPY).
     Place { temp: PathBuf, target: PathBuf, ino: u64 },
-    /// Unlink the file `target` (inode `ino`) (DELETE).
+    /// Unlink the file `target` (inode `ino`), or remove the folder `target` with everything
+    /// in it (DELETE; a whole tree is one step, so one transaction and one refund).
     Delete { target: PathBuf, ino: u64 },
     /// Rename `from` (inode `ino`, a file or a folder) to `to` (MOVE).
     Move { from: PathBuf, to: PathBuf, ino: u64 },
@@ -122,7 +123,16 @@ impl Step {
                 sync_dir(target)
             }
             Step::Delete { target, .. } => {
-                std::fs::remove_file(target)?;
+                // A folder goes with its contents. A crash half way leaves the folder with its
+                // inode, so replay finishes it (the refund of all of it is committed already).
+                // remove_dir_all does not follow symbolic links.
+                if target.symlink_metadata()?.is_dir() {
+                    std::fs::remove_dir_all(target)?;
+                } else {
+                    std::fs::remove_file(target)?;
+                }
+                // Only the folder's entry in its parent needs to be durable: what was inside
+                // is unreachable once it is gone.
                 sync_dir(target)
             }
             Step::Move { from, to, .. } => {
@@ -144,7 +154,7 @@ impl Step {
         };
         match self {
             Step::Place { temp, .. } => temp.symlink_metadata().is_ok_and(|m| m.is_file()),
-            Step::Delete { target, .. } => has(target, true),
+            Step::Delete { target, .. } => has(target, false),
             Step::Move { from, .. } => has(from, false),
         }
     }
@@ -167,7 +177,7 @@ impl Step {
                 }
             }
             Step::Delete { target, .. } => {
-                if has(target, true) {
+                if has(target, false) {
                     self.apply()?;
                     Ok(Replayed::Finished)
                 } else {

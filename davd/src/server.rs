@@ -755,7 +755,12 @@ impl App {
             }
             return res;
         }
-        let handler = build(TinyFs::new(db.clone(), self.journal.clone()));
+        let mut fs = TinyFs::new(db.clone(), self.journal.clone());
+        if method == Method::DELETE {
+            // A folder is removed in one journaled step (fs/mod.rs `for_delete`).
+            fs = fs.for_delete();
+        }
+        let handler = build(fs);
         if method.as_str() == "PROPPATCH" {
             return self.proppatch(parts, body, handler, user, &path, &prefix).await;
         }

@@ -118,6 +118,75 @@ async fn delete_interrupted_after_the_commit_is_finished_at_restart() {
     assert_consistent(&dav).await;
 }
 
+/// DELETE of a folder is one journaled step for the whole tree (one transaction refunds all
+/// of it). A crash after its commit, with part of the tree already removed, is finished at
+/// restart: the whole folder is gone and usage equals the tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_delete_interrupted_half_way_is_finished_at_restart() {
+    let dav = Dav::start(None).await;
+    for dir in ["/d/", "/d/sub/"] {
+        assert_eq!(dav.curl(ALICE, &["-X", "MKCOL", &dav.url(dir)]).await.status, 201);
+    }
+    assert_eq!(put(&dav, "/d/a.txt", &"a".repeat(300)).await, 201);
+    assert_eq!(put(&dav, "/d/sub/b.txt", &"b".repeat(200)).await, 201);
+    assert_eq!(put(&dav, "/kept.txt", &"k".repeat(700)).await, 201);
+
+    crash_at(&dav.files_dir(ALICE), CrashPoint::AfterCommit);
+    let r = dav.curl(ALICE, &["-X", "DELETE", &dav.url("/d/")]).await;
+    assert!(
+        !(200..300).contains(&r.status),
+        "the delete did not finish: {}",
+        r.status
+    );
+    let root = dav.files_dir(ALICE);
+    assert_eq!(file_bytes(&dav, ALICE).await, 700, "the whole tree refunded at once");
+    assert_eq!(tree_bytes(&root), 1200, "nothing removed yet");
+    // Half way through removing the tree.
+    std::fs::remove_file(root.join("d/a.txt")).unwrap();
+
+    let dav = restart(dav).await;
+    assert!(!dav.files_dir(ALICE).join("d").exists(), "the folder is gone");
+    assert_eq!(get(&dav, "/d/sub/b.txt").await.0, 404);
+    assert_eq!(get(&dav, "/kept.txt").await, (200, "k".repeat(700)));
+    assert_consistent(&dav).await;
+}
+
+/// A folder DELETE without a crash: 204, the members' usage and dead properties go with it,
+/// and a folder of the same name made afterwards starts empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_delete_refunds_the_tree_and_drops_its_properties() {
+    let dav = Dav::start(None).await;
+    assert_eq!(dav.curl(ALICE, &["-X", "MKCOL", &dav.url("/d/")]).await.status, 201);
+    assert_eq!(dav.curl(ALICE, &["-X", "MKCOL", &dav.url("/d/e/")]).await.status, 201);
+    for i in 0..20 {
+        assert_eq!(put(&dav, &format!("/d/e/f{i}.txt"), &"x".repeat(100)).await, 201);
+    }
+    assert_eq!(put(&dav, "/d/top.txt", &"t".repeat(50)).await, 201);
+    assert_eq!(put(&dav, "/kept.txt", &"k".repeat(30)).await, 201);
+    let body = r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z"><D:set><D:prop><Z:tag>v</Z:tag></D:prop></D:set></D:propertyupdate>"#;
+    let r = dav
+        .curl(
+            ALICE,
+            &["-X", "PROPPATCH", "--data-binary", body, &dav.url("/d/e/f3.txt")],
+        )
+        .await;
+    assert_eq!(r.status, 207);
+    assert_eq!(file_bytes(&dav, ALICE).await, 2080);
+
+    assert_eq!(dav.curl(ALICE, &["-X", "DELETE", &dav.url("/d/")]).await.status, 204);
+    assert!(!dav.files_dir(ALICE).join("d").exists());
+    assert_eq!(file_bytes(&dav, ALICE).await, 30);
+    let props: i64 = sqlx::query_scalar("SELECT count(*) FROM dav_props")
+        .fetch_one(&dav.env.context.db)
+        .await
+        .unwrap();
+    assert_eq!(props, 0, "the members' dead properties are gone");
+    assert_eq!(dav.curl(ALICE, &["-X", "MKCOL", &dav.url("/d/")]).await.status, 201);
+    assert_eq!(get(&dav, "/d/top.txt").await.0, 404);
+    assert_eq!(put(&dav, "/kept.txt", "k").await, 204);
+    assert_eq!(file_bytes(&dav, ALICE).await, tree_bytes(&dav.files_dir(ALICE)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_interrupted_after_the_commit_is_finished_at_restart() {
     let dav = Dav::start(None).await;

@@ -165,3 +165,44 @@ async fn an_expired_lock_no_longer_blocks() {
         204
     );
 }
+
+/// RFC 4918 section 9.6.1: a DELETE of a folder with a locked member, without the token,
+/// fails as a whole (423) and removes nothing: the whole-tree delete (fs/tree.rs
+/// `do_remove_tree`) runs only after dav-server checked the locks of the tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_member_keeps_its_folder_from_being_deleted() {
+    let dav = Dav::start(None).await;
+    assert_eq!(dav.curl(ALICE, &["-X", "MKCOL", &dav.url("/dir/")]).await.status, 201);
+    for name in ["a.txt", "locked.txt"] {
+        let url = dav.url(&format!("/dir/{name}"));
+        assert_eq!(
+            dav.curl(ALICE, &["-X", "PUT", "--data-binary", "x", &url]).await.status,
+            201
+        );
+    }
+    let r = dav
+        .curl(
+            ALICE,
+            &["-X", "LOCK", "--data-binary", LOCK_BODY, &dav.url("/dir/locked.txt")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.header("lock-token").unwrap();
+
+    let r = dav.curl(ALICE, &["-X", "DELETE", &dav.url("/dir/")]).await;
+    assert_eq!(r.status, 423);
+    let root = dav.files_dir(ALICE);
+    assert!(root.join("dir/a.txt").exists() && root.join("dir/locked.txt").exists());
+    assert_eq!(file_bytes(&dav, ALICE).await, 2, "nothing refunded");
+
+    // With the token it goes, whole.
+    let r = dav
+        .curl(
+            ALICE,
+            &["-X", "DELETE", "-H", &format!("If: ({token})"), &dav.url("/dir/")],
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(!root.join("dir").exists());
+    assert_eq!(file_bytes(&dav, ALICE).await, 0);
+}

@@ -235,3 +235,45 @@ async fn finder_appledouble_and_ds_store_files_work() {
     );
     assert_eq!(file_bytes(&dav, ALICE).await, 8192);
 }
+
+/// GET reads ahead of what dav-server asks for (fs/read.rs `READ_AHEAD`): a whole file, a
+/// single range and several ranges (each a seek) past read-ahead boundaries come back exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_ranges_across_read_ahead_boundaries_are_exact() {
+    let dav = Dav::start(None).await;
+    let url = dav.url("/counted.bin");
+    // Every 4 bytes name their own offset: a slice from the wrong place cannot match.
+    let data: Vec<u8> = (0..300_000u32).flat_map(|i| (i * 4).to_le_bytes()).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("counted.bin");
+    std::fs::write(&path, &data).unwrap();
+    assert_eq!(
+        dav.curl(ALICE, &["-T", &path.to_string_lossy(), &url]).await.status,
+        201
+    );
+
+    let got = dav.curl(ALICE, &[&url]).await;
+    assert_eq!(got.status, 200);
+    assert!(got.body == data, "the whole file comes back exact");
+
+    let got = dav.curl(ALICE, &["-H", "Range: bytes=262100-262200", &url]).await;
+    assert_eq!(got.status, 206);
+    assert!(
+        got.body == data[262100..=262200],
+        "a range across a read-ahead boundary"
+    );
+
+    let ranges = [(10usize, 300_000usize), (700_000, 800_123), (1_100_000, 1_199_999)];
+    let spec: Vec<String> = ranges.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+    let got = dav
+        .curl(ALICE, &["-H", &format!("Range: bytes={}", spec.join(",")), &url])
+        .await;
+    assert_eq!(got.status, 206);
+    for (a, b) in ranges {
+        let want = &data[a..=b];
+        assert!(
+            got.body.windows(want.len()).any(|w| w == want),
+            "the part {a}-{b} is in the multipart answer"
+        );
+    }
+}

@@ -76,6 +76,10 @@ pub struct TinyFs {
     /// For a PUT: the modification time the client gave the file (`X-OC-Mtime`), set on the
     /// temp file before its fsync, so it is as durable as the content.
     mtime: Option<std::time::SystemTime>,
+    /// This request is a DELETE (see [`TinyFs::for_delete`]).
+    deleting: bool,
+    /// The folder this DELETE removed whole, for the `remove_dir` dav-server calls after.
+    deleted_tree: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl TinyFs {
@@ -86,12 +90,24 @@ impl TinyFs {
             listing: Arc::new(Mutex::new(None)),
             quota: None,
             mtime: None,
+            deleting: false,
+            deleted_tree: Arc::new(Mutex::new(None)),
         }
     }
 
     /// Give the file this PUT writes the modification time `mtime`.
     pub fn with_mtime(mut self, mtime: Option<std::time::SystemTime>) -> TinyFs {
         self.mtime = mtime;
+        self
+    }
+
+    /// For a DELETE request: dav-server deletes a folder by listing it and removing each
+    /// member, which would be one journaled transaction (and fsyncs) per file. Here the listing
+    /// of the folder being deleted removes the whole tree in one journaled step (tree.rs) and
+    /// lists nothing; the `remove_dir` of that folder that follows is then already done.
+    /// dav-server has checked the If headers and locks of the whole tree before.
+    pub fn for_delete(mut self) -> TinyFs {
+        self.deleting = true;
         self
     }
 
@@ -167,7 +183,15 @@ impl GuardedFileSystem<User> for TinyFs {
         _meta: ReadDirMeta,
         user: &'a User,
     ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
-        async move { self.do_read_dir(path, user).await }.boxed()
+        async move {
+            if self.deleting
+                && let Some(empty) = self.do_remove_tree(path, user).await?
+            {
+                return Ok(empty);
+            }
+            self.do_read_dir(path, user).await
+        }
+        .boxed()
     }
 
     fn metadata<'a>(&'a self, path: &'a DavPath, user: &'a User) -> FsFuture<'a, Box<dyn DavMetaData>> {

@@ -24,7 +24,7 @@ impl TinyFs {
     pub(super) async fn open_for_read(&self, path: &DavPath, user: &User) -> FsResult<Box<dyn DavFile>> {
         let target = paths::resolve(&user.root, path)?;
         let file = blocking(move || open_read(&target)).await?;
-        Ok(Box::new(ReadFile { file: Some(file) }) as Box<dyn DavFile>)
+        Ok(Box::new(ReadFile::new(file)) as Box<dyn DavFile>)
     }
 
     /// A folder's entries (PROPFIND Depth 1), streamed, with their dead properties read in one
@@ -200,13 +200,35 @@ impl DavDirEntry for Entry {
     }
 }
 
+/// Bytes read from the file at once. dav-server asks for 16 KiB at a time; each read is a
+/// trip to the blocking pool, so a GET reads ahead this much and hands out slices of it (no
+/// copy). Bounded by what is left of the file, so a small file costs no more than its size.
+const READ_AHEAD: usize = 256 * 1024;
+
 /// A file opened for reading (GET, with Range through `seek`).
 #[derive(Debug)]
 pub(super) struct ReadFile {
-    pub(super) file: Option<File>,
+    file: Option<File>,
+    /// Read from the file but not handed out yet: it starts at the file's position `cursor`
+    /// minus its length.
+    ahead: Bytes,
+    /// The position of the open file.
+    cursor: u64,
+    /// The file's size when opened (files are replaced by rename, so an open one keeps it).
+    size: u64,
 }
 
 impl ReadFile {
+    pub(super) fn new(file: File) -> ReadFile {
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        ReadFile {
+            file: Some(file),
+            ahead: Bytes::new(),
+            cursor: 0,
+            size,
+        }
+    }
+
     fn take(&mut self) -> FsResult<File> {
         self.file.take().ok_or(FsError::GeneralFailure)
     }
@@ -232,22 +254,38 @@ impl DavFile for ReadFile {
         Box::pin(futures::future::ready(Err(FsError::NotImplemented)))
     }
     fn read_bytes(&'_ mut self, count: usize) -> FsFuture<'_, Bytes> {
+        if !self.ahead.is_empty() {
+            let n = count.min(self.ahead.len());
+            return Box::pin(futures::future::ready(Ok(self.ahead.split_to(n))));
+        }
         async move {
             let mut file = self.take()?;
-            let (file, data) = blocking(move || {
-                let mut buf = BytesMut::zeroed(count);
+            let left = usize::try_from(self.size.saturating_sub(self.cursor)).unwrap_or(usize::MAX);
+            let want = count.max(left.min(READ_AHEAD));
+            let (file, mut data) = blocking(move || {
+                let mut buf = BytesMut::zeroed(want);
                 let n = file.read(&mut buf).map_err(io)?;
                 buf.truncate(n);
                 Ok((file, buf.freeze()))
             })
             .await?;
             self.file = Some(file);
-            Ok(data)
+            self.cursor += data.len() as u64;
+            // Never more than asked: dav-server counts what it got against the range it sends.
+            let first = data.split_to(count.min(data.len()));
+            self.ahead = data;
+            Ok(first)
         }
         .boxed()
     }
     fn seek(&'_ mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
         async move {
+            // Relative to what was handed out, not to what was read ahead.
+            let pos = match pos {
+                SeekFrom::Current(off) => SeekFrom::Current(off - self.ahead.len() as i64),
+                other => other,
+            };
+            self.ahead = Bytes::new();
             let mut file = self.take()?;
             let (file, at) = blocking(move || {
                 let at = file.seek(pos).map_err(io)?;
@@ -255,6 +293,7 @@ impl DavFile for ReadFile {
             })
             .await?;
             self.file = Some(file);
+            self.cursor = at;
             Ok(at)
         }
         .boxed()

@@ -37,6 +37,10 @@ impl TinyFs {
         if target == user.root {
             return Err(FsError::Forbidden);
         }
+        if self.deleted_tree.lock().expect("deleted tree lock").as_ref() == Some(&target) {
+            // Removed whole by this DELETE already (do_remove_tree).
+            return Ok(());
+        }
         let mut guard = self.journal.lock(user.id, &user.root).await?;
         guard.settle().await?;
         let mut tx = self.db.begin().await.map_err(db_error)?;
@@ -99,6 +103,55 @@ impl TinyFs {
             tracing::error!("copy commit task failed: {e}");
             Err(FsError::GeneralFailure)
         })
+    }
+
+    /// DELETE of a folder (RFC 4918 section 9.6.1), called in place of its listing (see
+    /// `TinyFs::for_delete`): one journaled step for the whole tree: one transaction refunds
+    /// every file in it and drops the dead properties at or below it, then the folder goes
+    /// (journal.rs `Step::Delete`; a crash half way is finished at restart). `None` for the
+    /// user's root, which is never removed: its members are deleted one by one as before.
+    pub(super) async fn do_remove_tree(
+        &self,
+        path: &DavPath,
+        user: &User,
+    ) -> FsResult<Option<dav_server::fs::FsStream<Box<dyn dav_server::fs::DavDirEntry>>>> {
+        let target = paths::resolve(&user.root, path)?;
+        if target == user.root {
+            return Ok(None);
+        }
+        let (journal, user, key) = (self.journal.clone(), user.clone(), paths::key(path));
+        let (t, done) = (target.clone(), target.clone());
+        // A task of its own: a dropped request must not cut between commit and removal.
+        let task = async move {
+            let mut guard = journal.lock(user.id, &user.root).await?;
+            // Under the journal lock: no commit of this user changes the sizes meanwhile.
+            let (bytes, ino) = blocking(move || {
+                let m = stat(&t)?;
+                if !m.0.is_dir() {
+                    return Err(FsError::Forbidden);
+                }
+                // The bytes charged for it: what a recount would find (temp files excluded).
+                Ok((quota::tree_bytes(&t), m.0.ino()))
+            })
+            .await?;
+            let mut tx = guard.db().begin().await.map_err(db_error)?;
+            // DELETE refunds (docs/ARCHITECTURE.md "Quota").
+            quota::refund(&mut tx, user.id, Usage::Files, bytes)
+                .await
+                .map_err(quota_error)?;
+            props::delete_tree(&mut tx, user.id, &key).await.map_err(db_error)?;
+            let step = Step::Delete { target, ino };
+            let id = guard.record(&mut tx, &step).await?;
+            guard.commit_and_apply(tx, id, step).await?;
+            journal.usage_changed(user.id).await;
+            Ok(())
+        };
+        tokio::spawn(task).await.unwrap_or_else(|e| {
+            tracing::error!("delete task failed: {e}");
+            Err(FsError::GeneralFailure)
+        })?;
+        *self.deleted_tree.lock().expect("deleted tree lock") = Some(done);
+        Ok(Some(Box::pin(futures::stream::empty())))
     }
 
     /// DELETE of a file: refund and unlink, through the journal (journal.rs).

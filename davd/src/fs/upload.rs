@@ -79,7 +79,7 @@ impl TinyFs {
                 Ok(file)
             })
             .await?;
-            return Ok(Box::new(ReadFile { file: Some(file) }));
+            return Ok(Box::new(ReadFile::new(file)));
         }
         let replaces = existing.map(|m| m.len()).unwrap_or(0);
         let temp = temp_path_beside(&target)?;
