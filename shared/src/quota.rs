@@ -345,6 +345,33 @@ pub async fn commit(
     actual: u64,
     usage: Usage,
 ) -> Result<(), QuotaError> {
+    if usage == Usage::Mail {
+        // The common case in one round trip, since the delivering transaction holds the user's
+        // row meanwhile: the reservation is used up and the write charged when the reservation
+        // covers it, or when what it goes beyond still fits (the same test as `charge`: the
+        // limit less the usage and the other live reservations; the DELETE in the WITH is not
+        // visible to the sum, hence `id <> $1`). No row: the checked path below decides (and
+        // refuses), as a reservation already gone is not deleted twice.
+        let charged = sqlx::query!(
+            "WITH r AS (DELETE FROM quota_reservations WHERE id = $1 AND user_id = $2 RETURNING bytes)
+             UPDATE users SET mail_bytes = greatest(mail_bytes + $3, 0)
+             FROM r
+             WHERE users.id = $2
+               AND ($3 <= r.bytes OR users.quota_limit IS NULL
+                    OR greatest(users.quota_limit, 0) - greatest(users.mail_bytes, 0) - greatest(users.file_bytes, 0)
+                       - (SELECT coalesce(sum(q.bytes), 0) FROM quota_reservations q
+                          WHERE q.user_id = $2 AND q.id <> $1 AND q.expires_at > now()) >= $3)
+             RETURNING users.id",
+            reservation.id,
+            reservation.user_id,
+            actual as i64
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        if charged.is_some() {
+            return Ok(());
+        }
+    }
     let held = sqlx::query!("DELETE FROM quota_reservations WHERE id = $1", reservation.id)
         .execute(&mut *conn)
         .await?

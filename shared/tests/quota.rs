@@ -62,6 +62,39 @@ async fn reservations_count_until_released_and_excess_is_checked() {
     assert_eq!(quota::info(db, user.id).await.unwrap().available(), u64::MAX);
 }
 
+/// The one-statement commit (quota::commit's mail path) must apply charge's test to what goes
+/// beyond the reservation: the limit less the usage and every other live reservation.
+#[tokio::test]
+async fn excess_over_a_reservation_counts_the_other_reservations() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("carol@example.test", "pw", Some(1000)).await;
+    let db = &env.context.db;
+    let other = quota::reserve(db, user.id, 300).await.unwrap();
+    // 800 would fit beside the usage alone, not beside the other 300 reserved.
+    let r = quota::reserve(db, user.id, 500).await.unwrap();
+    let kept = quota::Reservation {
+        id: r.id,
+        user_id: r.user_id,
+        bytes: r.bytes,
+    };
+    let mut tx = db.begin().await.unwrap();
+    assert!(matches!(
+        quota::commit(&mut tx, r, 800, Usage::Mail).await,
+        Err(QuotaError::Exceeded { requested: 800, .. })
+    ));
+    tx.rollback().await.unwrap();
+    // The rollback kept the reservation; give it back as a failed delivery does.
+    quota::release(db, kept).await.unwrap();
+    // 650 goes beyond its 500 reserved but fits in 1000 - 300.
+    let r = quota::reserve(db, user.id, 500).await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    quota::commit(&mut tx, r, 650, Usage::Mail).await.unwrap();
+    tx.commit().await.unwrap();
+    let info = quota::info(db, user.id).await.unwrap();
+    assert_eq!((info.mail_bytes, info.reserved_bytes), (650, 300));
+    quota::release(db, other).await.unwrap();
+}
+
 /// Another process's reservation, as its `quota::reserve` would make it: a dedicated connection
 /// holds the owner lock on a fresh owner id, and the row carries that id. Closing the connection
 /// is what the kernel does when that process dies (SIGKILL, crash).

@@ -951,6 +951,23 @@ impl MailStore {
             tx.rollback().await?;
             return Ok(None);
         }
+        if warning.is_none() && targets.len() == 1 {
+            // The common case (one recipient, one APPEND): the same steps in fewer round
+            // trips, since every statement here runs while the user's row is locked.
+            let target = targets.into_iter().next().expect("one target");
+            let row = Row {
+                flags: &flags,
+                internal_date,
+                size,
+                blob: &blob,
+                envelope,
+                structure,
+                header,
+            };
+            let appended = deliver_one(&mut tx, target, row).await?;
+            tx.commit().await?;
+            return Ok(Some(vec![appended]));
+        }
         let mut appended = Vec::with_capacity(targets.len());
         // Lock mailboxes in id order so concurrent multi-recipient deliveries cannot deadlock.
         let mut resolved = Vec::with_capacity(targets.len());
@@ -1424,6 +1441,81 @@ struct Prepared {
     header: Vec<u8>,
     envelope: serde_json::Value,
     structure: serde_json::Value,
+}
+
+/// The columns of one message row, as [`MailStore::deliver_prepared`] writes them.
+struct Row<'a> {
+    flags: &'a [String],
+    internal_date: DateTime<Utc>,
+    size: u64,
+    blob: &'a BlobId,
+    envelope: serde_json::Value,
+    structure: serde_json::Value,
+    header: Vec<u8>,
+}
+
+/// One message into one mailbox inside the caller's transaction, in three statements: lock the
+/// user and the mailbox and take the UID and MODSEQ; commit the reservation (or charge the
+/// quota); add the blob reference, the message row and its event. Same lock order as the
+/// general path: the user's row, then the mailbox row, then the blob row.
+async fn deliver_one(conn: &mut PgConnection, target: DeliveryTarget, row: Row<'_>) -> Result<Appended, StoreError> {
+    let user_id = target.user_id;
+    // The user's row is locked by the CTE before the UPDATE can lock the mailbox row: the
+    // UPDATE locks a mailbox row only once the join has produced it, which needs the CTE's
+    // (already locked) row. No mailbox named or no INBOX: no row, NoSuchMailbox.
+    let locked = sqlx::query!(
+        r#"WITH u AS (SELECT id FROM users WHERE id = $1 FOR UPDATE)
+         UPDATE mailboxes m SET uidnext = m.uidnext + 1, highestmodseq = m.highestmodseq + 1
+         FROM u
+         WHERE m.user_id = u.id AND ((m.id = $2) OR ($2::bigint IS NULL AND m.name = 'INBOX'))
+         RETURNING m.id, m.uidvalidity, m.uidnext - 1 AS "uid!", m.highestmodseq"#,
+        user_id,
+        target.mailbox_id,
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NoSuchMailbox)?;
+    let mailbox_id = locked.id;
+    match target.reservation {
+        Some(reservation) => quota::commit(conn, reservation, row.size, Usage::Mail).await?,
+        None => quota::charge(conn, user_id, Usage::Mail, row.size).await?,
+    }
+    let payload = serde_json::to_string(&Event::Mailbox { user_id, mailbox_id })
+        .map_err(|e| StoreError::Invalid(format!("event: {e}")))?;
+    // The blob row first (messages reference it; the foreign key is checked at the end of the
+    // statement), then the message, then the event sent at commit (events::notify).
+    sqlx::query!(
+        "WITH b AS (
+             INSERT INTO blobs (id, size, refcount) VALUES ($7, $6, 1)
+             ON CONFLICT (id) DO UPDATE SET refcount = blobs.refcount + 1, zero_since = NULL
+             RETURNING id),
+         m AS (
+             INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id, envelope, body_structure, header)
+             SELECT $1, $2, $3, $4, $5, $6, b.id, $8, $9, $10 FROM b
+             RETURNING 1)
+         SELECT pg_notify($11, $12) FROM m",
+        mailbox_id,
+        locked.uid,
+        locked.highestmodseq,
+        row.flags,
+        row.internal_date,
+        row.size as i64,
+        row.blob.0,
+        row.envelope,
+        row.structure,
+        row.header,
+        events::CHANNEL,
+        payload,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(Appended {
+        user_id,
+        mailbox_id,
+        uidvalidity: locked.uidvalidity as u32,
+        uid: locked.uid as u32,
+        modseq: locked.highestmodseq as u64,
+    })
 }
 
 /// Lock a mailbox row that must belong to the user. The user's row is locked first: every
