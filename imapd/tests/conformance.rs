@@ -1,0 +1,83 @@
+//! IMAP conformance details written from the RFC text (issue #13, "Fix" items 3, 4, 5, 7, 8),
+//! each over a real socket against the real imapd code.
+
+mod common;
+
+use common::*;
+
+/// RFC 3501 §6.3.2: EXAMINE answers like SELECT (including `* n RECENT`), but read-only: it
+/// claims no message as \Recent, so a SELECT right after still gets them.
+#[tokio::test]
+async fn examine_reports_recent_without_claiming() {
+    let server = Server::start().await;
+    server.deliver(&message("one", "1")).await;
+    server.deliver(&message("two", "2")).await;
+    let mut c = server.login().await;
+    let r = c.ok("EXAMINE INBOX").await;
+    assert!(r.has("* 2 EXISTS") && r.has("* 2 RECENT"), "{r:#?}");
+    assert!(r.tagged.contains("[READ-ONLY]"), "{r:#?}");
+    let r = c.ok("SELECT INBOX").await;
+    assert!(r.has("* 2 RECENT"), "{r:#?}");
+    // Now claimed by that SELECT: an EXAMINE elsewhere counts none.
+    let mut other = server.login().await;
+    let r = other.ok("EXAMINE INBOX").await;
+    assert!(r.has("* 2 EXISTS") && r.has("* 0 RECENT"), "{r:#?}");
+}
+
+/// An invalid mailbox name is refused with NO, as Dovecot answers (RFC 3501 §6.3.3 "NO - create
+/// failure: can't create mailbox with that name"), not BAD (which is for command syntax); a LIST
+/// pattern no name can match answers OK with nothing listed (RFC 3501 §6.3.8).
+#[tokio::test]
+async fn invalid_mailbox_name_is_no_and_list_is_empty() {
+    let server = Server::start().await;
+    let mut c = server.login().await;
+    // "&" must start a modified UTF-7 run ending in "-" (RFC 3501 §5.1.3).
+    for cmd in [
+        "CREATE bad&name",
+        "CREATE \"a&Jjo\"",
+        "SELECT bad&name",
+        "EXAMINE bad&name",
+        "STATUS bad&name (MESSAGES)",
+        "DELETE bad&name",
+        "RENAME INBOX bad&name",
+        "SUBSCRIBE bad&name",
+        "CREATE a//b",
+    ] {
+        let r = c.cmd(cmd).await;
+        assert!(r.tagged.contains(" NO "), "{cmd} -> {r:#?}");
+    }
+    for cmd in ["LIST \"\" bad&name*", "LIST bad& *", "LSUB \"\" bad&*"] {
+        let r = c.ok(cmd).await;
+        assert!(r.lines.is_empty(), "{cmd} -> {r:#?}");
+    }
+    // The session goes on normally.
+    c.ok("CREATE good").await;
+}
+
+/// RFC 3501 §5.1.3: without UTF8=ACCEPT mailbox names are 7-bit (international characters in
+/// modified UTF-7); RFC 6855 §3 allows raw UTF-8 only once the client enabled UTF8=ACCEPT. A raw
+/// 8-bit name (as mbsync 1.4 sends) is refused with NO and a text saying why, and nothing is
+/// created; after ENABLE UTF8=ACCEPT the same name is accepted and listed back as sent.
+#[tokio::test]
+async fn raw_8bit_name_needs_utf8_accept() {
+    let server = Server::start().await;
+    let mut c = server.login().await;
+    let r = c.no("CREATE \"Entwürfe\"").await;
+    assert!(r.tagged.contains("UTF-7") && r.tagged.contains("UTF8=ACCEPT"), "{r:#?}");
+    let r = c.no("SELECT \"Entwürfe\"").await;
+    assert!(r.tagged.contains("8-bit"), "{r:#?}");
+    let r = c.ok("LIST \"\" *").await;
+    assert!(!r.has("Entw"), "{r:#?}");
+    let r = c.ok("LIST \"\" \"Entwü*\"").await;
+    assert!(r.lines.is_empty(), "{r:#?}");
+    // Also through a literal.
+    let name = "Ordner-ä";
+    let r = c.cmd(&format!("CREATE {{{}+}}\r\n{name}", name.len())).await;
+    assert!(r.tagged.contains(" NO "), "{r:#?}");
+    // Modified UTF-7 works, and so does UTF-8 after ENABLE.
+    c.ok("CREATE Entw&APw-rfe").await;
+    c.ok("ENABLE UTF8=ACCEPT").await;
+    c.ok("CREATE \"Ordner-ä\"").await;
+    let r = c.ok("LIST \"\" *").await;
+    assert!(r.has("\"Entwürfe\"") && r.has("\"Ordner-ä\""), "{r:#?}");
+}
