@@ -39,8 +39,11 @@ impl Session {
             .await?;
             return Ok(Reply::ok(format!("{verb} completed")));
         }
-        let reference = self.mailbox_in(reference)?;
-        let pattern = self.mailbox_in(pattern)?;
+        // A reference or pattern no mailbox name can match (8-bit without UTF8=ACCEPT, bad
+        // modified UTF-7): nothing is listed, and LIST still succeeds (as Dovecot answers).
+        let (Ok(reference), Ok(pattern)) = (self.mailbox_in(reference), self.mailbox_in(pattern)) else {
+            return Ok(Reply::ok(format!("{verb} completed (no name can match)")));
+        };
         let full = format!("{reference}{pattern}");
         let mailboxes = self.ctx.mail.list_mailboxes(user.id).await?;
         let mut entries: BTreeMap<String, Entry> = BTreeMap::new();

@@ -342,7 +342,22 @@ impl Session {
         if self.utf8 {
             return Ok(raw.to_string());
         }
-        mutf7::decode(raw).ok_or_else(|| Reply::bad("mailbox name is not valid modified UTF-7"))
+        // RFC 3501 §5.1.3: without UTF8=ACCEPT names are 7-bit, international characters in
+        // modified UTF-7; RFC 6855 §3 allows raw UTF-8 only after ENABLE UTF8=ACCEPT. Taking raw
+        // 8-bit bytes anyway would list the name back in modified UTF-7, under another name than
+        // the client sent (mbsync 1.4 then makes a duplicate folder). A name the server cannot
+        // accept is NO (RFC 3501 §6.3.3 "NO - create failure"), as Dovecot answers, not BAD.
+        if !raw.is_ascii() {
+            tracing::info!(peer = %self.peer, "mailbox name with 8-bit characters refused without UTF8=ACCEPT");
+            return Err(Reply::no(
+                "mailbox name has 8-bit characters: send it in modified UTF-7 (RFC 3501 5.1.3) or ENABLE UTF8=ACCEPT first",
+            )
+            .code(Code::Cannot));
+        }
+        mutf7::decode(raw).ok_or_else(|| {
+            tracing::info!(peer = %self.peer, "mailbox name that is not valid modified UTF-7 refused");
+            Reply::no("mailbox name is not valid modified UTF-7").code(Code::Cannot)
+        })
     }
 
     /// A mailbox name for the client, as a quoted string or literal.
