@@ -81,3 +81,84 @@ async fn raw_8bit_name_needs_utf8_accept() {
     let r = c.ok("LIST \"\" *").await;
     assert!(r.has("\"Entwürfe\"") && r.has("\"Ordner-ä\""), "{r:#?}");
 }
+
+/// Subscriptions are names (RFC 3501 §6.3.6, §6.3.7, §6.3.9): CREATE does not subscribe; LSUB
+/// with `%` shows a subscribed child's unsubscribed parent with `\Noselect`; UNSUBSCRIBE takes
+/// effect, also for a name whose mailbox was deleted (RFC 9051 §6.3.7: the server must not
+/// remove it from the list by itself).
+#[tokio::test]
+async fn subscriptions_are_names() {
+    let server = Server::start().await;
+    let mut c = server.login().await;
+    // A new account's default mailboxes start subscribed.
+    let r = c.ok("LSUB \"\" *").await;
+    assert!(r.has("* LSUB () \"/\" \"INBOX\"") && r.has("\"Sent\""), "{r:#?}");
+    c.ok("CREATE foo/bar").await;
+    let r = c.ok("LSUB \"\" *").await;
+    assert!(!r.has("foo"), "CREATE must not subscribe: {r:#?}");
+    c.ok("SUBSCRIBE foo/bar").await;
+    let r = c.ok("LSUB \"\" %").await;
+    assert!(r.has("* LSUB (\\Noselect) \"/\" \"foo\""), "{r:#?}");
+    assert!(!r.has("foo/bar"), "{r:#?}");
+    let r = c.ok("LSUB \"\" *").await;
+    assert!(r.has("* LSUB () \"/\" \"foo/bar\""), "{r:#?}");
+    assert!(!r.has("\"foo\""), "{r:#?}");
+    let r = c.ok("LSUB foo/ %").await;
+    assert_eq!(r.lines, vec!["* LSUB () \"/\" \"foo/bar\""], "{r:#?}");
+    // Subscribing the parent too: listed as itself, without \Noselect.
+    c.ok("SUBSCRIBE foo").await;
+    let r = c.ok("LSUB \"\" %").await;
+    assert!(r.has("* LSUB () \"/\" \"foo\""), "{r:#?}");
+    // UNSUBSCRIBE takes effect.
+    c.ok("UNSUBSCRIBE foo").await;
+    c.ok("UNSUBSCRIBE INBOX").await;
+    let r = c.ok("LSUB \"\" %").await;
+    assert!(r.has("(\\Noselect) \"/\" \"foo\"") && !r.has("INBOX"), "{r:#?}");
+    // Deleting the mailbox leaves the subscription; UNSUBSCRIBE of the bare name removes it.
+    c.ok("DELETE foo/bar").await;
+    let r = c.ok("LSUB \"\" *").await;
+    assert!(r.has("\"foo/bar\""), "{r:#?}");
+    c.ok("UNSUBSCRIBE foo/bar").await;
+    let r = c.ok("LSUB \"\" *").await;
+    assert!(!r.has("foo"), "{r:#?}");
+    // SUBSCRIBE still checks that the mailbox exists.
+    let r = c.no("SUBSCRIBE foo/bar").await;
+    assert!(r.tagged.contains("[NONEXISTENT]"), "{r:#?}");
+    // Another user's subscriptions are not seen.
+    server.env.add_user("mallory@example.test", "mallory pw", None).await;
+    let mut m = server.connect().await;
+    m.ok("LOGIN mallory@example.test \"mallory pw\"").await;
+    let r = m.ok("LSUB \"\" *").await;
+    assert!(!r.has("foo"), "{r:#?}");
+}
+
+/// RFC 3501 §2.3.1.1: a mailbox deleted and created again under the same name must get a new,
+/// greater UIDVALIDITY, even when both happen within the same second.
+#[tokio::test]
+async fn uidvalidity_of_a_recreated_mailbox_grows() {
+    let server = Server::start().await;
+    let mut c = server.login().await;
+    let uidvalidity = |r: &Response| -> u64 {
+        let line = r.find("UIDVALIDITY");
+        let at = line.find("UIDVALIDITY ").expect("UIDVALIDITY") + "UIDVALIDITY ".len();
+        line[at..]
+            .split(|ch: char| !ch.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let mut last = 0;
+    for _ in 0..5 {
+        c.ok("CREATE again").await;
+        let r = c.ok("STATUS again (UIDVALIDITY)").await;
+        let v = uidvalidity(&r);
+        assert!(v > last, "UIDVALIDITY {v} after {last}: {r:#?}");
+        last = v;
+        c.ok("DELETE again").await;
+    }
+    // Also for superiors created on the way, and through RENAME of INBOX.
+    c.ok("CREATE again/child").await;
+    let r = c.ok("STATUS again (UIDVALIDITY)").await;
+    assert!(uidvalidity(&r) > last, "{r:#?}");
+}
