@@ -162,3 +162,63 @@ async fn uidvalidity_of_a_recreated_mailbox_grows() {
     let r = c.ok("STATUS again (UIDVALIDITY)").await;
     assert!(uidvalidity(&r) > last, "{r:#?}");
 }
+
+/// The index of the first line of `r` starting with `prefix`.
+fn pos(r: &Response, prefix: &str) -> Option<usize> {
+    r.lines.iter().position(|l| l.starts_with(prefix))
+}
+
+/// RFC 3501 §7.2.6: the `* FLAGS` list names the flags in use in the mailbox; a keyword that
+/// first appears while the mailbox is selected (this session's STORE or APPEND, or another
+/// session) is announced with `* FLAGS` and `* OK [PERMANENTFLAGS …]` before a FETCH shows it,
+/// and only once.
+#[tokio::test]
+async fn new_keywords_are_announced_before_fetch() {
+    let server = Server::start().await;
+    server.deliver(&message("one", "1")).await;
+    let mut a = server.login().await;
+    let mut b = server.login().await;
+    a.ok("SELECT INBOX").await;
+    b.ok("SELECT INBOX").await;
+
+    let r = a.ok("STORE 1 +FLAGS ($Hot)").await;
+    let flags = pos(&r, "* FLAGS").expect("* FLAGS announced");
+    assert!(r.lines[flags].contains("$Hot"), "{r:#?}");
+    let permanent = pos(&r, "* OK [PERMANENTFLAGS").expect("PERMANENTFLAGS announced");
+    assert!(
+        r.lines[permanent].contains("$Hot") && r.lines[permanent].contains("\\*"),
+        "{r:#?}"
+    );
+    let fetch = pos(&r, "* 1 FETCH").expect("FETCH");
+    assert!(flags < fetch && permanent < fetch, "{r:#?}");
+    // Known now: not announced again.
+    let r = a.ok("STORE 1 -FLAGS ($Hot)").await;
+    assert!(pos(&r, "* FLAGS").is_none(), "{r:#?}");
+    a.ok("STORE 1 +FLAGS ($Hot)").await;
+
+    // The other session learns of it on its next command, before the FETCH.
+    let r = b.ok("NOOP").await;
+    let flags = pos(&r, "* FLAGS").expect("* FLAGS announced to the other session");
+    assert!(r.lines[flags].contains("$Hot"), "{r:#?}");
+    let fetch = pos(&r, "* 1 FETCH").expect("FETCH");
+    assert!(flags < fetch, "{r:#?}");
+
+    // APPEND into the selected mailbox with a new keyword.
+    let r = a.append("INBOX", "($Fresh)", &message("two", "2")).await;
+    assert!(r.tagged.contains(" OK"), "{r:#?}");
+    let flags = pos(&r, "* FLAGS").expect("* FLAGS announced after APPEND");
+    assert!(r.lines[flags].contains("$Fresh"), "{r:#?}");
+    let r = a.ok("FETCH 2 FLAGS").await;
+    assert!(r.has("$Fresh") && pos(&r, "* FLAGS").is_none(), "{r:#?}");
+
+    // A read-only view gets PERMANENTFLAGS () with the new list.
+    let mut e = server.login().await;
+    e.ok("EXAMINE INBOX").await;
+    b.ok("STORE 1 +FLAGS ($Later)").await;
+    let r = e.ok("NOOP").await;
+    assert!(
+        pos(&r, "* FLAGS").is_some_and(|i| r.lines[i].contains("$Later")),
+        "{r:#?}"
+    );
+    assert!(r.has("* OK [PERMANENTFLAGS ()]"), "{r:#?}");
+}

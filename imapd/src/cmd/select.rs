@@ -32,7 +32,7 @@ impl Session {
             }
         }
         let mut flags: Vec<String> = SYSTEM_FLAGS.iter().map(|s| s.to_string()).collect();
-        flags.extend(keywords);
+        flags.extend(keywords.iter().cloned());
         let first_unseen = states
             .iter()
             .position(|s| !s.flags.iter().any(|f| f == "\\Seen"))
@@ -57,6 +57,7 @@ impl Session {
             ghosts: Vec::new(),
             known_modseq,
             recent: Vec::new(),
+            keywords,
         });
         // EXAMINE claims nothing (`claim` leaves read-only views alone), but RFC 3501 §6.3.2
         // has it report RECENT like SELECT would: the messages no session has claimed yet.

@@ -46,6 +46,8 @@ pub struct Selected {
     /// RFC 3501 §2.3.2: the UIDs (ascending) that are \Recent in this session: those it claimed
     /// first (see `recent.rs`). Always empty for EXAMINE.
     pub recent: Vec<u32>,
+    /// The keywords announced to the client in `* FLAGS` (RFC 3501 §7.2.6).
+    pub keywords: Vec<String>,
 }
 
 impl Selected {
@@ -73,6 +75,36 @@ impl Selected {
         {
             self.known_modseq = modseq;
         }
+    }
+
+    /// RFC 3501 §7.2.6: a keyword the client has not been told of yet (set by STORE, APPEND
+    /// or another session) is announced with `* FLAGS` and `* OK [PERMANENTFLAGS]` before any
+    /// FETCH shows it; writes those to `out` when `flags` bring a new one.
+    pub fn announce_keywords<'a>(&mut self, flags: impl IntoIterator<Item = &'a String>, out: &mut Vec<u8>) {
+        let before = self.keywords.len();
+        for flag in flags {
+            if !flag.starts_with('\\') && !self.keywords.iter().any(|k| k.eq_ignore_ascii_case(flag)) {
+                self.keywords.push(flag.clone());
+            }
+        }
+        if self.keywords.len() == before {
+            return;
+        }
+        let mut all: Vec<String> = crate::cmd::select::SYSTEM_FLAGS.iter().map(|s| s.to_string()).collect();
+        all.extend(self.keywords.iter().cloned());
+        Response::Flags(&all).write(out);
+        let (permanent, text) = if self.read_only {
+            (Vec::new(), "read-only")
+        } else {
+            all.push("\\*".into());
+            (all, "flags stored")
+        };
+        Response::Untagged {
+            status: Status::Ok,
+            code: Some(&Code::PermanentFlags(permanent)),
+            text,
+        }
+        .write(out);
     }
 
     /// Forget a message that left the view.
