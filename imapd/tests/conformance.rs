@@ -222,3 +222,23 @@ async fn new_keywords_are_announced_before_fetch() {
     );
     assert!(r.has("* OK [PERMANENTFLAGS ()]"), "{r:#?}");
 }
+
+/// Subscriptions outlive their mailboxes, so the list is bounded: SUBSCRIBE / DELETE / CREATE
+/// cycles end in NO [LIMIT] (RFC 5530) at the mailbox limit instead of growing without end.
+#[tokio::test]
+async fn subscriptions_are_bounded() {
+    let server = Server::start_with(|config| config.imap.max_mailboxes = 10, None).await;
+    let mut c = server.login().await;
+    // The six default mailboxes are subscribed already.
+    for i in 0..4 {
+        c.ok(&format!("CREATE cycle{i}")).await;
+        c.ok(&format!("SUBSCRIBE cycle{i}")).await;
+        c.ok(&format!("DELETE cycle{i}")).await;
+    }
+    c.ok("CREATE cycle9").await;
+    let r = c.no("SUBSCRIBE cycle9").await;
+    assert!(r.tagged.contains("[LIMIT]"), "{r:#?}");
+    // Removing a name makes room again.
+    c.ok("UNSUBSCRIBE cycle0").await;
+    c.ok("SUBSCRIBE cycle9").await;
+}

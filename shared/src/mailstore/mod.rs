@@ -782,6 +782,22 @@ impl MailStore {
             .await?;
             return Ok(());
         }
+        // Names stay subscribed after their mailbox is deleted, so subscribe/delete/create
+        // cycles could grow the list without end: it holds at most as many names as the user
+        // may have mailboxes (RFC 5530 NO [LIMIT]).
+        let count: i64 = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "count!" FROM subscriptions WHERE user_id = $1"#,
+            user_id
+        )
+        .fetch_one(&self.db)
+        .await?;
+        if count.max(0) as u64 >= self.limits.max_mailboxes {
+            tracing::info!(user_id, count, "SUBSCRIBE refused: too many subscriptions");
+            return Err(StoreError::Limit(format!(
+                "at most {} subscriptions per user",
+                self.limits.max_mailboxes
+            )));
+        }
         // One statement: the mailbox must exist at that moment.
         let inserted = sqlx::query!(
             "INSERT INTO subscriptions (user_id, name)
