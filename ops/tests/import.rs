@@ -463,6 +463,20 @@ fn maildir_tree_with_folders_flags_and_keywords_seen_over_imap() {
     check(&view["Work/Entw&APw-rfe"], &[&draft], "Work/Entwürfe");
     check(&view["Trash"], &[&trashed], "Trash");
     assert!(view["Work"].is_empty());
+    // Folders the import stored messages in are subscribed (RFC 3501 §6.3.9 LSUB), so clients
+    // that show only subscribed folders show them; CREATE alone no longer subscribes.
+    let lsub = Command::new("python3")
+        .args([
+            "-c",
+            "import imaplib, sys\nc = imaplib.IMAP4('127.0.0.1', int(sys.argv[1]), timeout=60)\nc.login(sys.argv[2], sys.argv[3])\nprint(c.lsub('\"\"', '*'))",
+            &port.to_string(),
+            "bob@example.test",
+            "bob-pw",
+        ])
+        .output()
+        .unwrap();
+    let lsub = String::from_utf8_lossy(&lsub.stdout);
+    assert!(lsub.contains("\"Work/Entw&APw-rfe\""), "{lsub}");
 
     // The old server marks a message flagged (a rename) and delivers one more: a rerun adds
     // only the new one.

@@ -11,7 +11,6 @@ use crate::wire::response::Response;
 /// One name to show: a real mailbox, or a superior name that only exists through its inferiors.
 struct Entry {
     real: bool,
-    subscribed: bool,
     special_use: Option<&'static str>,
     has_children: bool,
 }
@@ -39,9 +38,15 @@ impl Session {
             .await?;
             return Ok(Reply::ok(format!("{verb} completed")));
         }
-        let reference = self.mailbox_in(reference)?;
-        let pattern = self.mailbox_in(pattern)?;
+        // A reference or pattern no mailbox name can match (8-bit without UTF8=ACCEPT, bad
+        // modified UTF-7): nothing is listed, and LIST still succeeds (as Dovecot answers).
+        let (Ok(reference), Ok(pattern)) = (self.mailbox_in(reference), self.mailbox_in(pattern)) else {
+            return Ok(Reply::ok(format!("{verb} completed (no name can match)")));
+        };
         let full = format!("{reference}{pattern}");
+        if lsub {
+            return self.lsub(user.id, &full).await;
+        }
         let mailboxes = self.ctx.mail.list_mailboxes(user.id).await?;
         let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
         for m in &mailboxes {
@@ -49,7 +54,6 @@ impl Session {
                 m.name.clone(),
                 Entry {
                     real: true,
-                    subscribed: m.subscribed,
                     special_use: m.special_use.map(|u| u.as_imap()),
                     has_children: false,
                 },
@@ -62,7 +66,6 @@ impl Session {
                     .entry(up.to_string())
                     .or_insert(Entry {
                         real: false,
-                        subscribed: false,
                         special_use: None,
                         has_children: false,
                     })
@@ -73,9 +76,6 @@ impl Session {
         let mut out = Vec::new();
         for (name, entry) in &entries {
             if !matches(&full, name) {
-                continue;
-            }
-            if lsub && !entry.subscribed {
                 continue;
             }
             if special_use_only && entry.special_use.is_none() {
@@ -107,6 +107,42 @@ impl Session {
         }
         self.conn.send(&out).await?;
         Ok(Reply::ok(format!("{verb} completed")))
+    }
+
+    /// LSUB (RFC 3501 §6.3.9): the subscribed names matching `pattern`, whether or not a
+    /// mailbox has them now. When `%` stops at a superior of a subscribed name that is not
+    /// subscribed itself, that superior is listed with `\Noselect`.
+    async fn lsub(&mut self, user_id: i64, pattern: &str) -> CmdResult {
+        let subscribed = self.ctx.mail.subscriptions(user_id).await?;
+        let mut shown: BTreeMap<&str, bool> = BTreeMap::new();
+        for name in &subscribed {
+            if matches(pattern, name) {
+                shown.insert(name, false);
+                continue;
+            }
+            let mut parent = name.as_str();
+            while let Some((up, _)) = parent.rsplit_once(DELIMITER) {
+                if matches(pattern, up) {
+                    shown.entry(up).or_insert(true);
+                }
+                parent = up;
+            }
+        }
+        let mut out = Vec::new();
+        for (name, noselect) in shown {
+            // A superior that is itself subscribed shows as subscribed (`or_insert` above).
+            let noselect = noselect && subscribed.binary_search_by(|s| s.as_str().cmp(name)).is_err();
+            let attributes: &[&str] = if noselect { &["\\Noselect"] } else { &[] };
+            Response::List {
+                lsub: true,
+                attributes,
+                delimiter: DELIMITER,
+                name: &self.mailbox_out(name),
+            }
+            .write(&mut out);
+        }
+        self.conn.send(&out).await?;
+        Ok(Reply::ok("LSUB completed"))
     }
 }
 

@@ -20,7 +20,7 @@ mod namespace;
 mod quota;
 mod rename;
 mod search;
-mod select;
+pub(crate) mod select;
 mod starttls;
 mod status;
 mod store;

@@ -32,7 +32,7 @@ impl Session {
             }
         }
         let mut flags: Vec<String> = SYSTEM_FLAGS.iter().map(|s| s.to_string()).collect();
-        flags.extend(keywords);
+        flags.extend(keywords.iter().cloned());
         let first_unseen = states
             .iter()
             .position(|s| !s.flags.iter().any(|f| f == "\\Seen"))
@@ -57,9 +57,17 @@ impl Session {
             ghosts: Vec::new(),
             known_modseq,
             recent: Vec::new(),
+            keywords,
         });
-        // EXAMINE claims nothing (`claim` leaves read-only views alone): it shows 0 RECENT.
+        // EXAMINE claims nothing (`claim` leaves read-only views alone), but RFC 3501 §6.3.2
+        // has it report RECENT like SELECT would: the messages no session has claimed yet.
         crate::session::recent::claim(&self.ctx.mail, user.id, &mut selected).await?;
+        let recent = if read_only {
+            let unclaimed = self.ctx.mail.mailbox_status(user.id, &name).await?.recent;
+            (unclaimed as usize).min(selected.uids.len())
+        } else {
+            selected.recent.len()
+        };
         let mailbox = &selected.mailbox;
         // RFC 3501 §6.3.1: FLAGS, EXISTS and RECENT, then the status codes a client relies on.
         let mut out = Response::Flags(&flags).to_bytes();
@@ -79,7 +87,7 @@ impl Session {
             ok(&mut out, Code::PermanentFlags(permanent), "flags stored");
         }
         Response::Exists(selected.uids.len()).write(&mut out);
-        Response::Recent(selected.recent.len()).write(&mut out);
+        Response::Recent(recent).write(&mut out);
         if let Some(seq) = first_unseen {
             ok(&mut out, Code::Unseen(seq), "first unseen");
         }

@@ -59,6 +59,7 @@ impl Session {
         selected.advance_known(&change.changed);
         let modified: HashSet<u32> = change.modified.iter().copied().collect();
         let mut out = Vec::new();
+        selected.announce_keywords(change.changed.iter().flat_map(|s| s.flags.iter()), &mut out);
         for &(seq, msg_uid) in &targets {
             if modified.contains(&msg_uid) {
                 continue;

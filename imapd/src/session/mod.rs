@@ -46,6 +46,8 @@ pub struct Selected {
     /// RFC 3501 §2.3.2: the UIDs (ascending) that are \Recent in this session: those it claimed
     /// first (see `recent.rs`). Always empty for EXAMINE.
     pub recent: Vec<u32>,
+    /// The keywords announced to the client in `* FLAGS` (RFC 3501 §7.2.6).
+    pub keywords: Vec<String>,
 }
 
 impl Selected {
@@ -73,6 +75,36 @@ impl Selected {
         {
             self.known_modseq = modseq;
         }
+    }
+
+    /// RFC 3501 §7.2.6: a keyword the client has not been told of yet (set by STORE, APPEND
+    /// or another session) is announced with `* FLAGS` and `* OK [PERMANENTFLAGS]` before any
+    /// FETCH shows it; writes those to `out` when `flags` bring a new one.
+    pub fn announce_keywords<'a>(&mut self, flags: impl IntoIterator<Item = &'a String>, out: &mut Vec<u8>) {
+        let before = self.keywords.len();
+        for flag in flags {
+            if !flag.starts_with('\\') && !self.keywords.iter().any(|k| k.eq_ignore_ascii_case(flag)) {
+                self.keywords.push(flag.clone());
+            }
+        }
+        if self.keywords.len() == before {
+            return;
+        }
+        let mut all: Vec<String> = crate::cmd::select::SYSTEM_FLAGS.iter().map(|s| s.to_string()).collect();
+        all.extend(self.keywords.iter().cloned());
+        Response::Flags(&all).write(out);
+        let (permanent, text) = if self.read_only {
+            (Vec::new(), "read-only")
+        } else {
+            all.push("\\*".into());
+            (all, "flags stored")
+        };
+        Response::Untagged {
+            status: Status::Ok,
+            code: Some(&Code::PermanentFlags(permanent)),
+            text,
+        }
+        .write(out);
     }
 
     /// Forget a message that left the view.
@@ -342,7 +374,22 @@ impl Session {
         if self.utf8 {
             return Ok(raw.to_string());
         }
-        mutf7::decode(raw).ok_or_else(|| Reply::bad("mailbox name is not valid modified UTF-7"))
+        // RFC 3501 §5.1.3: without UTF8=ACCEPT names are 7-bit, international characters in
+        // modified UTF-7; RFC 6855 §3 allows raw UTF-8 only after ENABLE UTF8=ACCEPT. Taking raw
+        // 8-bit bytes anyway would list the name back in modified UTF-7, under another name than
+        // the client sent (mbsync 1.4 then makes a duplicate folder). A name the server cannot
+        // accept is NO (RFC 3501 §6.3.3 "NO - create failure"), as Dovecot answers, not BAD.
+        if !raw.is_ascii() {
+            tracing::info!(peer = %self.peer, "mailbox name with 8-bit characters refused without UTF8=ACCEPT");
+            return Err(Reply::no(
+                "mailbox name has 8-bit characters: send it in modified UTF-7 (RFC 3501 5.1.3) or ENABLE UTF8=ACCEPT first",
+            )
+            .code(Code::Cannot));
+        }
+        mutf7::decode(raw).ok_or_else(|| {
+            tracing::info!(peer = %self.peer, "mailbox name that is not valid modified UTF-7 refused");
+            Reply::no("mailbox name is not valid modified UTF-7").code(Code::Cannot)
+        })
     }
 
     /// A mailbox name for the client, as a quoted string or literal.

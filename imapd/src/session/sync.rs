@@ -30,6 +30,8 @@ impl Session {
                 .mail
                 .message_states_since(user_id, mailbox_id, selected.known_modseq)
                 .await?;
+            // Announce new keywords before the FETCH responses that show them.
+            selected.announce_keywords(changed.iter().flat_map(|s| s.flags.iter()), &mut out);
             let before = selected.uids.len();
             for state in changed {
                 if state.uid > selected.max_uid() {

@@ -94,10 +94,22 @@ pub const DEFAULT_MAILBOXES: [(&str, Option<SpecialUse>); 6] = [
 /// The hierarchy delimiter of mailbox names.
 pub const DELIMITER: char = '/';
 
-/// A UIDVALIDITY for a new mailbox: the current time in seconds (never 0), so a mailbox deleted
-/// and created again gets a new one.
-pub fn new_uidvalidity() -> i64 {
-    (Utc::now().timestamp() & 0xFFFF_FFFF).max(1)
+/// A UIDVALIDITY for a new mailbox of `user_id` (RFC 3501 §2.3.1.1: a mailbox deleted and
+/// created again must get a greater one): the current time in seconds, or one more than the
+/// last one this user got when that is greater, so two creations within a second differ too.
+/// Kept in the user's row (`users.last_uidvalidity`), which this locks: call it inside the
+/// creating transaction (lock order step 1, the user's row).
+pub async fn next_uidvalidity(conn: &mut PgConnection, user_id: i64) -> Result<i64, sqlx::Error> {
+    let now = (Utc::now().timestamp() & 0xFFFF_FFFF).max(1);
+    let next: Option<i64> = sqlx::query_scalar!(
+        "UPDATE users SET last_uidvalidity = greatest(last_uidvalidity + 1, $2) WHERE id = $1 RETURNING last_uidvalidity",
+        user_id,
+        now
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    // UIDVALIDITY is a 32-bit number (RFC 3501 §9 nz-number); time reaches that in 2106.
+    Ok(next.unwrap_or(now) & 0xFFFF_FFFF)
 }
 
 /// Mailbox names are stored with `INBOX` in upper case; other names as given.
@@ -167,6 +179,8 @@ pub struct Mailbox {
     pub uidnext: u32,
     pub highestmodseq: u64,
     pub special_use: Option<SpecialUse>,
+    /// The old `mailboxes.subscribed` column, no longer kept up to date since subscriptions
+    /// are names of their own (migration 0011): use [`MailStore::subscriptions`].
     pub subscribed: bool,
 }
 
@@ -557,12 +571,13 @@ impl MailStore {
         let missing = self.missing_superiors(conn, user_id, name).await?;
         self.check_count(conn, user_id, missing.len() as u64 + more).await?;
         for parent in &missing {
+            let uidvalidity = next_uidvalidity(conn, user_id).await?;
             sqlx::query!(
                 "INSERT INTO mailboxes (user_id, name, uidvalidity) VALUES ($1, $2, $3)
                  ON CONFLICT (user_id, name) DO NOTHING",
                 user_id,
                 parent,
-                new_uidvalidity()
+                uidvalidity
             )
             .execute(&mut *conn)
             .await?;
@@ -580,13 +595,14 @@ impl MailStore {
         special_use: Option<SpecialUse>,
     ) -> Result<Mailbox, StoreError> {
         self.create_superiors(conn, user_id, name, 1).await?;
+        let uidvalidity = next_uidvalidity(conn, user_id).await?;
         let row = sqlx::query_as!(
             MailboxRow,
             "INSERT INTO mailboxes (user_id, name, uidvalidity, special_use) VALUES ($1, $2, $3, $4)
              ON CONFLICT (user_id, name) DO NOTHING RETURNING id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed",
             user_id,
             name,
-            new_uidvalidity(),
+            uidvalidity,
             special_use.map(SpecialUse::as_imap)
         )
         .fetch_optional(&mut *conn)
@@ -750,20 +766,71 @@ impl MailStore {
         Ok(())
     }
 
-    /// SUBSCRIBE / UNSUBSCRIBE (RFC 3501 §6.3.6).
+    /// SUBSCRIBE / UNSUBSCRIBE (RFC 3501 §6.3.6, §6.3.7). Subscriptions are names kept apart
+    /// from the mailboxes: SUBSCRIBE checks that the mailbox exists (§6.3.6 allows it), and
+    /// UNSUBSCRIBE removes the name whether or not a mailbox has it (RFC 9051 §6.3.7: a deleted
+    /// mailbox's name stays subscribed until the client removes it). Both are idempotent.
     pub async fn set_subscribed(&self, user_id: i64, name: &str, subscribed: bool) -> Result<(), StoreError> {
-        let updated = sqlx::query!(
-            "UPDATE mailboxes SET subscribed = $3 WHERE user_id = $1 AND name = $2",
+        let name = normalize_mailbox_name(name);
+        if !subscribed {
+            sqlx::query!(
+                "DELETE FROM subscriptions WHERE user_id = $1 AND name = $2",
+                user_id,
+                name
+            )
+            .execute(&self.db)
+            .await?;
+            return Ok(());
+        }
+        // Names stay subscribed after their mailbox is deleted, so subscribe/delete/create
+        // cycles could grow the list without end: it holds at most as many names as the user
+        // may have mailboxes (RFC 5530 NO [LIMIT]).
+        let count: i64 = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "count!" FROM subscriptions WHERE user_id = $1"#,
+            user_id
+        )
+        .fetch_one(&self.db)
+        .await?;
+        if count.max(0) as u64 >= self.limits.max_mailboxes {
+            tracing::info!(user_id, count, "SUBSCRIBE refused: too many subscriptions");
+            return Err(StoreError::Limit(format!(
+                "at most {} subscriptions per user",
+                self.limits.max_mailboxes
+            )));
+        }
+        // One statement: the mailbox must exist at that moment.
+        let inserted = sqlx::query!(
+            "INSERT INTO subscriptions (user_id, name)
+             SELECT user_id, name FROM mailboxes WHERE user_id = $1 AND name = $2
+             ON CONFLICT DO NOTHING",
             user_id,
-            normalize_mailbox_name(name),
-            subscribed
+            name
         )
         .execute(&self.db)
         .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NoSuchMailbox);
+        if inserted.rows_affected() == 0 {
+            let exists: bool = sqlx::query_scalar!(
+                r#"SELECT EXISTS (SELECT 1 FROM mailboxes WHERE user_id = $1 AND name = $2) AS "exists!""#,
+                user_id,
+                name
+            )
+            .fetch_one(&self.db)
+            .await?;
+            if !exists {
+                return Err(StoreError::NoSuchMailbox);
+            }
         }
         Ok(())
+    }
+
+    /// The names the user subscribed to (RFC 3501 §6.3.9 LSUB), mailboxes or not.
+    pub async fn subscriptions(&self, user_id: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar!(
+            "SELECT name FROM subscriptions WHERE user_id = $1 ORDER BY name",
+            user_id
+        )
+        .fetch_all(&self.db)
+        .await?)
     }
 
     /// Store one message in one mailbox (IMAP APPEND). The body is durable and the quota
@@ -1591,8 +1658,17 @@ async fn release_messages(conn: &mut PgConnection, user_id: i64, removed: &[(Str
 /// Create the default mailboxes ([`DEFAULT_MAILBOXES`]) of a new user, inside the transaction
 /// that creates the user (`accounts::add_user`).
 pub async fn create_default_mailboxes(conn: &mut PgConnection, user_id: i64) -> Result<(), sqlx::Error> {
-    let uidvalidity = new_uidvalidity();
     for (name, special_use) in DEFAULT_MAILBOXES {
+        let uidvalidity = next_uidvalidity(conn, user_id).await?;
+        // The default mailboxes start subscribed, so clients that show only subscribed
+        // folders (Thunderbird's default) show them.
+        sqlx::query!(
+            "INSERT INTO subscriptions (user_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            user_id,
+            name
+        )
+        .execute(&mut *conn)
+        .await?;
         sqlx::query!(
             "INSERT INTO mailboxes (user_id, name, uidvalidity, special_use) VALUES ($1, $2, $3, $4)",
             user_id,

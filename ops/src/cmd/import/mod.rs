@@ -536,6 +536,9 @@ impl Importer {
         match self.store.create_mailbox(self.user_id, &clean, None).await {
             Ok(mailbox) => {
                 self.progress.println(&format!("created folder {clean}"));
+                // CREATE no longer subscribes (RFC 3501 §6.3.9); an imported folder should still
+                // show in clients that list only subscribed folders.
+                self.store.set_subscribed(self.user_id, &clean, true).await?;
                 Ok(mailbox.id)
             }
             // Made meanwhile (by a client): use it.
