@@ -1032,6 +1032,8 @@ impl MailStore {
                 header,
             };
             let appended = deliver_one(&mut tx, target, row).await?;
+            // The blob row is locked by the statement that added the reference.
+            self.blobs.ensure_present(&blob)?;
             tx.commit().await?;
             return Ok(Some(vec![appended]));
         }
