@@ -5,8 +5,9 @@
 //! and run again leaves no duplicate and loses nothing.
 
 mod common;
+#[path = "common/imap_tree.rs"]
+mod imap_tree;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -17,33 +18,9 @@ use std::time::{Duration, Instant};
 
 use common::dovecot::Dovecot;
 use common::{Suite, TINYDC, data_dir, ok, require_daemons, tinydc};
+use imap_tree::{Dump, dump, fill};
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/imap_tree.py");
 const ADDRESS: &str = "alice@example.test";
-
-/// folder → sorted [sha256, size, internaldate, flags].
-type Dump = BTreeMap<String, Vec<serde_json::Value>>;
-
-fn python(args: &[&str]) -> String {
-    shared::testing::require_tool("python3");
-    let out = Command::new("python3").arg(SCRIPT).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "imap_tree.py {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn dump(port: u16, user: &str, password: &str, starttls: bool) -> Dump {
-    let port = port.to_string();
-    let mut args = vec!["dump", &port, user, password];
-    if starttls {
-        args.push("--starttls");
-    }
-    serde_json::from_str(&python(&args)).unwrap()
-}
 
 /// What our account must hold after importing Dovecot's `source`: Gmail's virtual folders and
 /// the \All folder left out, the special folders under our names, messages over `max_size`
@@ -79,13 +56,7 @@ fn ours(port: u16) -> Dump {
 /// A Dovecot filled through IMAP APPEND, with \Junk and \All folders declared.
 fn filled_dovecot(bulk: usize) -> Dovecot {
     let dovecot = Dovecot::start_with(&[("alice", "secret")], &[("Spam-Ordner", "\\Junk"), ("Alles", "\\All")]);
-    python(&[
-        "fill",
-        &dovecot.imap_port.to_string(),
-        "alice",
-        "secret",
-        &bulk.to_string(),
-    ]);
+    fill(dovecot.imap_port, "alice", "secret", bulk);
     dovecot
 }
 
@@ -186,7 +157,7 @@ fn refusals_are_clear() {
     fails(&import_args(&plain, &[]), "\n", "the password is empty");
 
     // More than the quota leaves: refused before any download, naming the numbers.
-    python(&["fill", &dovecot.imap_port.to_string(), "alice", "secret", "0"]);
+    fill(dovecot.imap_port, "alice", "secret", 0);
     ok(&data, &["quota", "set", ADDRESS, "20K"], None);
     fails(
         &import_args(&plain, &[]),

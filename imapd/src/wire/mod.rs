@@ -4,7 +4,8 @@ pub mod encode;
 pub mod fetch_response;
 pub mod frame;
 pub mod fuzz;
-pub mod mutf7;
+/// The codec lives in shared (import and export use it too).
+pub use shared::mutf7;
 pub mod parse;
 pub mod response;
 pub mod sequence;

@@ -504,7 +504,7 @@ fn maildir_flags(flags: &[String], keywords: &[String]) -> String {
 fn maildir_folder_name(name: &str) -> String {
     let levels: Vec<String> = name
         .split(DELIMITER)
-        .map(|level| mutf7_encode(&level.replace('.', "_")))
+        .map(|level| shared::mutf7::encode(&level.replace('.', "_")))
         .collect();
     format!(".{}", levels.join("."))
 }
@@ -549,42 +549,6 @@ fn unique(used: &mut HashSet<String>, name: String, id: i64) -> String {
     }
     used.insert(name.clone());
     name
-}
-
-/// Modified UTF-7 (RFC 3501 §5.1.3), the spelling Dovecot uses for folder names on disk:
-/// printable ASCII as itself (`&` as `&-`), anything else as `&` + modified base64 of UTF-16 + `-`.
-fn mutf7_encode(name: &str) -> String {
-    use base64::Engine as _;
-    use base64::alphabet::IMAP_MUTF7;
-    use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
-    const ENGINE: GeneralPurpose =
-        GeneralPurpose::new(&IMAP_MUTF7, GeneralPurposeConfig::new().with_encode_padding(false));
-    let mut out = String::with_capacity(name.len());
-    let mut pending: Vec<u16> = Vec::new();
-    let flush = |pending: &mut Vec<u16>, out: &mut String| {
-        if !pending.is_empty() {
-            let bytes: Vec<u8> = pending.iter().flat_map(|u| u.to_be_bytes()).collect();
-            out.push('&');
-            out.push_str(&ENGINE.encode(bytes));
-            out.push('-');
-            pending.clear();
-        }
-    };
-    for c in name.chars() {
-        if (' '..='~').contains(&c) {
-            flush(&mut pending, &mut out);
-            if c == '&' {
-                out.push_str("&-");
-            } else {
-                out.push(c);
-            }
-        } else {
-            let mut buf = [0u16; 2];
-            pending.extend_from_slice(c.encode_utf16(&mut buf));
-        }
-    }
-    flush(&mut pending, &mut out);
-    out
 }
 
 /// The host part of Maildir file names: '/' and ':' cannot appear in it (maildir(5) spells them

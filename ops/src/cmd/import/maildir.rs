@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
-use super::{Importer, Incoming, decode_mutf7, to_crlf};
+use super::{Importer, Incoming, to_crlf};
+use shared::mutf7;
 
 /// The resume log's source name of Maildir imports.
 pub const SOURCE: &str = "maildir";
@@ -100,7 +101,7 @@ pub fn folder_name(dir_name: &str) -> String {
     let levels: Vec<String> = dir_name
         .trim_start_matches('.')
         .split('.')
-        .map(|level| decode_mutf7(level).unwrap_or_else(|| level.to_string()))
+        .map(|level| mutf7::decode(level).unwrap_or_else(|| level.to_string()))
         .collect();
     levels.join("/")
 }

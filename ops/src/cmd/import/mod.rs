@@ -345,38 +345,6 @@ pub fn to_crlf(raw: Vec<u8>) -> Vec<u8> {
     out
 }
 
-/// Decode a modified UTF-7 mailbox name (RFC 3501 §5.1.3): Maildir++ folder names and IMAP
-/// LIST answers without UTF8=ACCEPT. None when it is not valid modified UTF-7.
-pub fn decode_mutf7(name: &str) -> Option<String> {
-    use base64::Engine as _;
-    use base64::alphabet::IMAP_MUTF7;
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    const ENGINE: GeneralPurpose = GeneralPurpose::new(
-        &IMAP_MUTF7,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::RequireNone),
-    );
-    let mut out = String::with_capacity(name.len());
-    let mut rest = name;
-    while let Some(start) = rest.find('&') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        let end = after.find('-')?;
-        if end == 0 {
-            out.push('&');
-        } else {
-            let bytes = ENGINE.decode(&after[..end]).ok()?;
-            if bytes.len() % 2 != 0 {
-                return None;
-            }
-            let units: Vec<u16> = bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
-            out.push_str(&String::from_utf16(&units).ok()?);
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Some(out)
-}
-
 impl Importer {
     /// An importer for `user_id` over `store`; messages larger than `max_message_size` are
     /// skipped.
@@ -849,13 +817,5 @@ mod tests {
         assert_eq!(to_crlf(b"a\nb\r\nc\n".to_vec()), b"a\r\nb\r\nc\r\n");
         assert_eq!(to_crlf(b"\n".to_vec()), b"\r\n");
         assert_eq!(to_crlf(b"a\r\n".to_vec()), b"a\r\n");
-    }
-
-    #[test]
-    fn modified_utf7() {
-        assert_eq!(decode_mutf7("Entw&APw-rfe").as_deref(), Some("Entwürfe"));
-        assert_eq!(decode_mutf7("A&-B").as_deref(), Some("A&B"));
-        assert_eq!(decode_mutf7("&Jjo-!").as_deref(), Some("☺!"));
-        assert_eq!(decode_mutf7("bad&"), None);
     }
 }

@@ -517,7 +517,7 @@ fn literal_size(line: &[u8]) -> Option<(u64, usize)> {
 /// A name that is not valid modified UTF-7 is kept as it is (lossily), with a warning: some
 /// servers send raw UTF-8.
 pub fn decode_mailbox_name(raw: &[u8]) -> String {
-    match std::str::from_utf8(raw).ok().and_then(super::super::decode_mutf7) {
+    match std::str::from_utf8(raw).ok().and_then(shared::mutf7::decode) {
         Some(name) => name,
         None => {
             tracing::warn!(name = %String::from_utf8_lossy(raw), "mailbox name is not modified UTF-7; taken as it is");

@@ -1,4 +1,6 @@
-//! Modified UTF-7 mailbox names (RFC 3501 §5.1.3), used unless the client enabled UTF8=ACCEPT.
+//! Modified UTF-7 mailbox names (RFC 3501 §5.1.3): what IMAP clients send unless they enabled
+//! UTF8=ACCEPT, and how Dovecot's Maildir++ spells folder names on disk. One codec for imapd,
+//! `tinydc import` (IMAP and Maildir sources) and `tinydc export`.
 
 use base64::Engine as _;
 use base64::alphabet::IMAP_MUTF7;
@@ -77,6 +79,9 @@ mod tests {
     fn round_trips() {
         assert_eq!(encode("Entwürfe"), "Entw&APw-rfe");
         assert_eq!(decode("Entw&APw-rfe").as_deref(), Some("Entwürfe"));
+        assert_eq!(decode("A&-B").as_deref(), Some("A&B"));
+        assert_eq!(decode("&Jjo-!").as_deref(), Some("☺!"));
+        assert_eq!(decode("bad&"), None);
         assert_eq!(encode("A&B"), "A&-B");
         assert_eq!(decode("A&-B").as_deref(), Some("A&B"));
         assert_eq!(
