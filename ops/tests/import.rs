@@ -908,3 +908,47 @@ fn a_50_mb_message_streams_in_with_bounded_memory() {
     }
     suite.stop();
 }
+
+/// An import killed (SIGKILL) while a large message streams into the blob store leaves only a
+/// temp file: nothing is committed, a rerun stores the message once, and `tinydc sweep` removes
+/// the leftover.
+#[test]
+fn sigkill_while_a_large_message_streams_leaves_nothing_half_done() {
+    let (dir, data) = data_dir();
+    init(&data, &[("gus@example.test", "gus-pw", None)]);
+    let mut file = b"From gus@xxx Tue Mar  5 13:00:00 2024\nSubject: large\n\n".to_vec();
+    while file.len() < 45 << 20 {
+        file.extend_from_slice(&[b'q'; 200]);
+        file.push(b'\n');
+    }
+    let path = write(dir.path(), "large.mbox", &file);
+    drop(file);
+    let tmp = data.join("blobs/tmp");
+    let mut child = spawn_import(&data, "gus@example.test", &path);
+    // Kill it once the streamed temp file has grown past a few megabytes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let growing = loop {
+        let big = std::fs::read_dir(&tmp).ok().and_then(|entries| {
+            entries
+                .flatten()
+                .find(|e| e.metadata().is_ok_and(|m| m.len() > 4 << 20))
+        });
+        if big.is_some() || child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+            break big.is_some();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    assert!(growing, "no temp file seen growing before the import ended");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(blob_count(&data), 0, "no blob under its name before the write finished");
+
+    let out = import(&data, &["gus@example.test", "--mbox", arg(&path)]);
+    assert_eq!(counts(&out), (1, 0), "{}", text(&out));
+    assert_eq!(blob_count(&data), 1);
+    let out = ok(&data, &["sweep", "--grace-minutes", "0"], None);
+    assert!(out.contains("removed 0 unreferenced bodies"), "{out}");
+    assert!(out.contains("and 1 temp files"), "{out}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    ok(&data, &["check"], None);
+}
