@@ -797,3 +797,158 @@ fn oversize_messages_are_skipped_with_the_reason() {
     let out = import(&data, &["nobody@example.test", "--mbox", arg(&path)]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Peak anonymous resident memory (RssAnon, KiB: the heap and stacks, what the process takes
+/// from the machine) of `tinydc ARGS...`, sampled from /proc every 5 ms while it runs; the
+/// command must succeed. Not VmHWM: that counts the pages of a mapped blob file too, which are
+/// page cache the kernel drops under pressure, not memory the import holds.
+fn peak_memory_kib(data: &Path, args: &[&str]) -> u64 {
+    let mut child = Command::new(TINYDC)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("TINYDC_DATA")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && let Some(line) = text.lines().find(|l| l.starts_with("RssAnon:"))
+        {
+            let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+            peak = peak.max(kib);
+        }
+        if let Some(done) = child.try_wait().unwrap() {
+            assert!(done.success(), "tinydc {args:?} failed");
+            eprintln!("tinydc {args:?}: peak RssAnon {peak} KiB");
+            return peak;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A 50 MB message (issue #11) streams in from an mbox file and from a Maildir: the import
+/// peaks within 16 MB of a tiny import's memory (never the message's size), the message reads
+/// back byte-exact over IMAP, and its resume key is the one the in-memory path gives (the
+/// sha256 of the stored bytes): a rerun finds it, and its body is the blob of that name.
+#[test]
+fn a_50_mb_message_streams_in_with_bounded_memory() {
+    require_daemons();
+    shared::testing::require_tool("python3");
+    let (dir, data) = data_dir();
+    init(&data, &[("fay@example.test", "fay-pw", None)]);
+    // The message as the mail client had it (LF line ends, body lines starting with "From ").
+    let mut message = b"From: fay@example.test\nSubject: fifty megabytes\n\n".to_vec();
+    let line = format!(
+        "{}\nFrom a line that mboxrd quotes\n>From one quoted already\n",
+        "z".repeat(900)
+    );
+    while message.len() < 50_000_000 - line.len() {
+        message.extend_from_slice(line.as_bytes());
+    }
+    // In the mbox file: From_ line, quoted lines, a blank line before the next message.
+    let mut file = b"From fay@xxx Tue Mar  5 13:00:00 2024\n".to_vec();
+    for l in message.split_inclusive(|&b| b == b'\n') {
+        if l.iter()
+            .position(|&b| b != b'>')
+            .is_some_and(|n| l[n..].starts_with(b"From "))
+        {
+            file.push(b'>');
+        }
+        file.extend_from_slice(l);
+    }
+    file.extend_from_slice(b"\nFrom fay@xxx Tue Mar  5 13:00:01 2024\nSubject: small\n\nsmall\n");
+    let big_path = write(dir.path(), "big.mbox", &file);
+    drop(file);
+    let tiny_path = write(
+        dir.path(),
+        "tiny.mbox",
+        b"From fay@xxx Tue Mar  5 12:00:00 2024\nSubject: tiny\n\ntiny\n",
+    );
+    let maildir = dir.path().join("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    std::fs::write(maildir.join("cur/1700000000.M1P1.host:2,S"), &message).unwrap();
+    let stored = crlf(&message);
+    drop(message);
+
+    let base = peak_memory_kib(&data, &["import", "fay@example.test", "--mbox", arg(&tiny_path)]);
+    let peak = peak_memory_kib(&data, &["import", "fay@example.test", "--mbox", arg(&big_path)]);
+    assert!(
+        peak < base + 16 * 1024,
+        "importing a 50 MB message peaked at {peak} KiB, a tiny import at {base} KiB"
+    );
+    let peak = peak_memory_kib(&data, &["import", "fay@example.test", "--maildir", arg(&maildir)]);
+    assert!(
+        peak < base + 16 * 1024,
+        "importing a 50 MB Maildir message peaked at {peak} KiB, a tiny import at {base} KiB"
+    );
+    // Stored once (the same bytes from both sources), named by the hash the key is built on.
+    let id = sha256(&stored);
+    assert!(data.join("blobs").join(&id[..2]).join(&id).is_file());
+    let out = import(&data, &["fay@example.test", "--mbox", arg(&big_path)]);
+    assert_eq!(counts(&out), (0, 2), "{}", text(&out));
+    // The store checks clean (exit status 0): blob sizes, hashes and reference counts.
+    ok(&data, &["check"], None);
+
+    let suite = Suite::start(&data);
+    let view = dump(suite.ports.imap, "fay@example.test", "fay-pw");
+    let inbox = &view["INBOX"];
+    assert_eq!(inbox.len(), 4, "{inbox:?}");
+    let big: Vec<&Value> = inbox
+        .iter()
+        .filter(|m| m["size"].as_u64() == Some(stored.len() as u64))
+        .collect();
+    assert_eq!(big.len(), 2, "{inbox:?}");
+    for m in big {
+        assert_eq!(m["sha256"].as_str().unwrap(), id);
+    }
+    suite.stop();
+}
+
+/// An import killed (SIGKILL) while a large message streams into the blob store leaves only a
+/// temp file: nothing is committed, a rerun stores the message once, and `tinydc sweep` removes
+/// the leftover.
+#[test]
+fn sigkill_while_a_large_message_streams_leaves_nothing_half_done() {
+    let (dir, data) = data_dir();
+    init(&data, &[("gus@example.test", "gus-pw", None)]);
+    let mut file = b"From gus@xxx Tue Mar  5 13:00:00 2024\nSubject: large\n\n".to_vec();
+    while file.len() < 45 << 20 {
+        file.extend_from_slice(&[b'q'; 200]);
+        file.push(b'\n');
+    }
+    let path = write(dir.path(), "large.mbox", &file);
+    drop(file);
+    let tmp = data.join("blobs/tmp");
+    let mut child = spawn_import(&data, "gus@example.test", &path);
+    // Kill it once the streamed temp file has grown past a few megabytes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let growing = loop {
+        let big = std::fs::read_dir(&tmp).ok().and_then(|entries| {
+            entries
+                .flatten()
+                .find(|e| e.metadata().is_ok_and(|m| m.len() > 4 << 20))
+        });
+        if big.is_some() || child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+            break big.is_some();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    assert!(growing, "no temp file seen growing before the import ended");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(blob_count(&data), 0, "no blob under its name before the write finished");
+
+    let out = import(&data, &["gus@example.test", "--mbox", arg(&path)]);
+    assert_eq!(counts(&out), (1, 0), "{}", text(&out));
+    assert_eq!(blob_count(&data), 1);
+    let out = ok(&data, &["sweep", "--grace-minutes", "0"], None);
+    assert!(out.contains("removed 0 unreferenced bodies"), "{out}");
+    assert!(out.contains("and 1 temp files"), "{out}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    ok(&data, &["check"], None);
+}

@@ -125,6 +125,39 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Start a blob whose bytes arrive piece by piece (an imported message read from a file):
+    /// see [`BlobWriter`]. Blocking I/O: call it where blocking is fine.
+    pub fn writer_blocking(&self) -> std::io::Result<BlobWriter> {
+        self.check_space(0)?;
+        let temp_dir = self.temp_dir();
+        std::fs::create_dir_all(&temp_dir)?;
+        let temp = tempfile::Builder::new().prefix("blob-").tempfile_in(&temp_dir)?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            temp: std::io::BufWriter::with_capacity(64 * 1024, temp),
+            hasher: Sha256::new(),
+            len: 0,
+            checked: 0,
+        })
+    }
+
+    /// Store everything `reader` yields as a blob, 64 KiB at a time (never the whole in
+    /// memory); returns its id and length. Blocking I/O.
+    pub fn put_reader_blocking(&self, mut reader: impl std::io::Read) -> std::io::Result<(BlobId, u64)> {
+        let mut writer = self.writer_blocking()?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            writer.write(&buf[..n])?;
+        }
+        writer.finish()
+    }
+
     /// Inside the writer's transaction, right after [`add_ref`] (which holds the blob's row
     /// lock): the file is still there. A sweep removes a file only while it holds that row
     /// (see [`Self::sweep`]), so a body [`Self::put`] found already stored and a sweep removed
@@ -276,6 +309,77 @@ impl BlobStore {
             }
         }
         Ok((orphans, temps))
+    }
+}
+
+/// How often (in bytes written) a [`BlobWriter`] checks the free-space reserve again.
+const SPACE_CHECK_EVERY: u64 = 8 << 20;
+
+/// A blob written as its bytes arrive: they go to a temp file under `DATA/blobs/tmp` while
+/// being hashed (sha256), so a message of any size takes 64 KiB of memory. [`Self::finish`]
+/// gives the same durability as [`BlobStore::put`]: fsync, rename to the blob's name, fsync of
+/// the folder; or, when the blob exists already, the temp file is dropped and the existing
+/// file's time refreshed (the sweep's grace period starts over). Dropped unfinished, the temp
+/// file is removed (a crash leaves it for [`BlobStore::sweep`]).
+pub struct BlobWriter {
+    store: BlobStore,
+    temp: std::io::BufWriter<tempfile::NamedTempFile>,
+    hasher: Sha256,
+    len: u64,
+    /// Bytes covered by the last free-space check.
+    checked: u64,
+}
+
+impl BlobWriter {
+    /// Append `bytes`. Every [`SPACE_CHECK_EVERY`] bytes the store's free-space reserve is
+    /// checked again (`ENOSPC` when the next stretch would go into it).
+    pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let end = self.len + bytes.len() as u64;
+        if end > self.checked {
+            self.store.check_space(SPACE_CHECK_EVERY)?;
+            self.checked = end + SPACE_CHECK_EVERY;
+        }
+        self.hasher.update(bytes);
+        self.temp.write_all(bytes)?;
+        self.len = end;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Make the blob durable under its name; returns its id and length.
+    pub fn finish(self) -> std::io::Result<(BlobId, u64)> {
+        let BlobWriter {
+            store,
+            temp,
+            hasher,
+            len,
+            ..
+        } = self;
+        let id = BlobId(hex::encode(hasher.finalize()));
+        let temp = temp.into_inner().map_err(|e| e.into_error())?;
+        let target = store.path(&id);
+        if let Ok(file) = std::fs::File::open(&target) {
+            // As in `put_blocking`: stored already; make it young, drop the temp file.
+            if let Err(e) = file.set_modified(SystemTime::now()) {
+                tracing::debug!("refreshing the time of blob {id}: {e}");
+            }
+            return Ok((id, len));
+        }
+        temp.as_file().sync_all()?;
+        let dir = target.parent().expect("blob paths have a parent");
+        std::fs::create_dir_all(dir)?;
+        temp.persist(&target).map_err(|e| e.error)?;
+        sync_dir(dir)?;
+        Ok((id, len))
     }
 }
 

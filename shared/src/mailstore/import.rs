@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::{Appended, DeliveryKind, DeliveryTarget, MailStore, Prepared, StoreError, lock_user};
+use crate::blobs::BlobId;
 use crate::quota;
 
 /// What [`MailStore::import`] did with one message.
@@ -92,6 +93,13 @@ impl MailStore {
         // The same free-space reserve as a reserved write.
         quota::check_disk(&self.db, raw.len() as u64)?;
         Ok(PreparedImport(self.prepare(raw).await?))
+    }
+
+    /// [`Self::prepare_import`] of a message whose body is stored already (streamed to the
+    /// blob store by a [`crate::blobs::BlobWriter`]): only the parse is left, from the file,
+    /// without holding the message in memory. A 50 MB message in an mbox file takes this path.
+    pub async fn prepare_import_stored(&self, blob: BlobId, size: u64) -> Result<PreparedImport, StoreError> {
+        Ok(PreparedImport(self.prepare_stored(blob, size).await?))
     }
 
     /// The transaction of an import: the log row is inserted first (`ON CONFLICT DO NOTHING`);

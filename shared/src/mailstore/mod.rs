@@ -986,6 +986,44 @@ impl MailStore {
         })
     }
 
+    /// [`Self::prepare`] of a message already written to the blob store (`size` bytes under
+    /// `blob`, e.g. by a [`crate::blobs::BlobWriter`]): the file is mapped into memory on the
+    /// blocking pool and parsed there, so the message is never copied into one heap buffer.
+    async fn prepare_stored(&self, blob: BlobId, size: u64) -> Result<Prepared, StoreError> {
+        let path = self.blobs.path(&blob);
+        let parsed = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let file = std::fs::File::open(&path)?;
+            let len = file.metadata()?.len();
+            if len != size {
+                return Err(std::io::Error::other(format!(
+                    "blob {} has {len} bytes, expected {size}",
+                    path.display()
+                )));
+            }
+            // SAFETY: a blob file is immutable once renamed to its name (blobs.rs: written
+            // under tmp/, fsynced, renamed; never opened for writing again), so the mapping
+            // cannot change under the parser. Only a sweep removes it, which leaves the mapped
+            // pages readable (an unlinked file stays until unmapped).
+            #[allow(unsafe_code)] // mmap(2) of an immutable file: see SAFETY above.
+            let map = unsafe { memmap2::Mmap::map(&file)? };
+            let parsed = parsed::parse(&map);
+            let envelope = serde_json::to_value(&parsed.envelope);
+            let structure = serde_json::to_value(&parsed.body_structure);
+            Ok((parsed.header, envelope, structure))
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(format!("message parser task failed: {e}"))))??;
+        let (header, envelope, structure) = parsed;
+        let invalid = |e: serde_json::Error| StoreError::Invalid(format!("message metadata: {e}"));
+        Ok(Prepared {
+            blob,
+            size,
+            header,
+            envelope: envelope.map_err(invalid)?,
+            structure: structure.map_err(invalid)?,
+        })
+    }
+
     /// One transaction adding a prepared message to every target. For an import, the resume
     /// log row is inserted first in the same transaction (`import.rs`); for a quota warning, the
     /// record of its crossing is claimed (`quota::warn::claim`). When the row was there already

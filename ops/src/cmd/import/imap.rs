@@ -159,6 +159,7 @@ pub async fn import(importer: &mut Importer, source: &ImapSource) -> Result<()> 
                             flags: m.flags,
                             internal_date: m.internal_date,
                             raw: to_crlf(m.raw),
+                            stored: None,
                         };
                         importer.add(incoming, size).await?;
                     }

@@ -214,6 +214,36 @@ pub async fn import(importer: &mut Importer, root: &Path) -> anyhow::Result<()> 
             );
             continue;
         }
+        let flags = if entry.in_cur {
+            info_flags(&entry.name, &keywords[&entry.folder])
+        } else {
+            Vec::new()
+        };
+        if entry.size > super::mbox::SPILL_AT {
+            // Large: streamed to the blob store as it is read (CRLF added on the way), never
+            // held whole. At most max + 1 bytes are read, as below.
+            let blobs = importer.blobs();
+            let streamed = std::fs::File::open(&entry.path).and_then(|f| super::stream_crlf(&blobs, f.take(max + 1)));
+            let stored = match streamed {
+                Ok(stored) => stored,
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => return Err(e.into()),
+                Err(e) => {
+                    importer.skip(&what, &format!("cannot read: {e}"), entry.size);
+                    continue;
+                }
+            };
+            let incoming = Incoming {
+                source: SOURCE.into(),
+                key,
+                folders: vec![entry.folder.clone()],
+                flags,
+                internal_date: entry.mtime,
+                raw: Vec::new(),
+                stored: Some(stored),
+            };
+            importer.add(incoming, entry.size).await?;
+            continue;
+        }
         // Read at most max + 1 bytes: a file growing meanwhile cannot take more memory.
         let mut raw = Vec::with_capacity(entry.size as usize);
         let read = std::fs::File::open(&entry.path).and_then(|f| f.take(max + 1).read_to_end(&mut raw));
@@ -222,11 +252,6 @@ pub async fn import(importer: &mut Importer, root: &Path) -> anyhow::Result<()> 
             importer.skip(&what, &format!("cannot read: {e}"), entry.size);
             continue;
         }
-        let flags = if entry.in_cur {
-            info_flags(&entry.name, &keywords[&entry.folder])
-        } else {
-            Vec::new()
-        };
         let incoming = Incoming {
             source: SOURCE.into(),
             key,
@@ -234,6 +259,7 @@ pub async fn import(importer: &mut Importer, root: &Path) -> anyhow::Result<()> 
             flags,
             internal_date: entry.mtime,
             raw: to_crlf(raw),
+            stored: None,
         };
         importer.add(incoming, entry.size).await?;
     }

@@ -45,8 +45,9 @@ use std::path::Path;
 use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use sha2::{Digest, Sha256};
+use shared::blobs::{BlobId, BlobStore, BlobWriter};
 
-use super::{Importer, Incoming};
+use super::{Importer, Incoming, StoredBody};
 
 /// The resume log's source name of mbox imports.
 pub const SOURCE: &str = "mbox";
@@ -62,6 +63,24 @@ pub struct RawMessage {
     pub size: u64,
     /// Bytes of the file it took, From_ line included.
     pub file_bytes: u64,
+    /// A message larger than [`SPILL_AT`], read by a reader [`MboxReader::with_spill`]: the
+    /// whole message (`size` bytes) was written to the blob store under this id as it was
+    /// read, and `body` holds only its header (for flags, labels and dates).
+    pub stored: Option<BlobId>,
+}
+
+/// Messages larger than this go to the blob store as they are read (one [`BlobWriter`]),
+/// so memory stays bounded whatever their size (issue #11: a 50 MB message streams).
+pub const SPILL_AT: u64 = super::PIPELINE_MAX;
+
+/// The header block at the start of `message` (through its blank line), or all of it.
+fn header_part(message: &[u8]) -> Vec<u8> {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(message.len());
+    message[..end].to_vec()
 }
 
 /// A streaming mbox reader: holds one message at a time, at most `max` bytes of it.
@@ -72,6 +91,8 @@ pub struct MboxReader<R> {
     next_from: Option<(Vec<u8>, u64)>,
     started: bool,
     line: Vec<u8>,
+    /// Where messages over [`SPILL_AT`] are streamed to (None: held in memory).
+    spill: Option<BlobStore>,
 }
 
 /// One line of the file: its bytes up to a limit, and its full length.
@@ -132,7 +153,15 @@ impl<R: BufRead> MboxReader<R> {
             next_from: None,
             started: false,
             line: Vec::new(),
+            spill: None,
         }
+    }
+
+    /// Stream each message larger than [`SPILL_AT`] into `blobs` as it is read (see
+    /// [`RawMessage::stored`]). The bytes, and so the blob id, are those of the in-memory path.
+    pub fn with_spill(mut self, blobs: BlobStore) -> MboxReader<R> {
+        self.spill = Some(blobs);
+        self
     }
 
     /// The longest line kept whole: a From_ line or a header is far shorter; a longer body
@@ -168,6 +197,8 @@ impl<R: BufRead> MboxReader<R> {
         let mut size = 0u64;
         let mut file_bytes = from_len;
         let mut prev_blank = false;
+        let mut writer: Option<BlobWriter> = None;
+        let mut header: Option<Vec<u8>> = None;
         while let Some(line) = read_line_bounded(&mut self.reader, &mut self.line, limit)? {
             let content = strip_eol(&self.line);
             if prev_blank && !line.truncated && content.starts_with(b"From ") && from_line_date(content).is_some() {
@@ -186,11 +217,28 @@ impl<R: BufRead> MboxReader<R> {
             size += added;
             if line.truncated || size > self.max {
                 body = None;
+                writer = None; // removes its temp file
             }
             if let Some(buf) = &mut body {
                 buf.extend_from_slice(unquoted);
                 if ends {
                     buf.extend_from_slice(b"\r\n");
+                }
+                if let Some(blobs) = &self.spill
+                    && buf.len() as u64 >= SPILL_AT
+                {
+                    let writer = match &mut writer {
+                        Some(writer) => writer,
+                        None => {
+                            header = Some(header_part(buf));
+                            writer.insert(blobs.writer_blocking()?)
+                        }
+                    };
+                    // The last two bytes stay behind: they may be the blank line before the
+                    // next From_ line, which is cut below.
+                    let cut = buf.len() - 2;
+                    writer.write(&buf[..cut])?;
+                    buf.drain(..cut);
                 }
             }
         }
@@ -204,11 +252,23 @@ impl<R: BufRead> MboxReader<R> {
         if size > self.max {
             body = None;
         }
+        let mut stored = None;
+        if let (Some(mut writer), Some(rest)) = (writer, body.as_ref()) {
+            writer.write(rest)?;
+            let (id, len) = writer.finish()?;
+            anyhow::ensure!(
+                len == size,
+                "mbox reader: streamed {len} bytes of a {size}-byte message"
+            );
+            stored = Some(id);
+            body = header;
+        }
         Ok(Some(RawMessage {
             from_line,
             body,
             size,
             file_bytes,
+            stored,
         }))
     }
 }
@@ -494,6 +554,7 @@ pub fn to_incoming(raw: Vec<u8>, from_line: &[u8], folder: Option<&str>, key: St
         flags,
         internal_date,
         raw,
+        stored: None,
     })
 }
 
@@ -521,7 +582,7 @@ async fn read_all<R: Read>(
     folder: Option<&str>,
     mut quota_check: Option<(String, u64)>,
 ) -> anyhow::Result<()> {
-    let mut reader = MboxReader::new(reader, importer.max_message_size());
+    let mut reader = MboxReader::new(reader, importer.max_message_size()).with_spill(importer.blobs());
     let mut seen: HashMap<[u8; 32], u32> = HashMap::new();
     let mut number = 0u64;
     while importer.stopped().is_none() {
@@ -541,7 +602,14 @@ async fn read_all<R: Read>(
             );
             continue;
         };
-        let digest: [u8; 32] = Sha256::digest(&raw).into();
+        // The key is the sha256 of the stored bytes either way: a streamed message's blob id.
+        let digest: [u8; 32] = match &message.stored {
+            Some(id) => hex::decode(&id.0)
+                .ok()
+                .and_then(|d| d.try_into().ok())
+                .context("a blob id is 64 hex digits")?,
+            None => Sha256::digest(&raw).into(),
+        };
         let occurrence = seen.entry(digest).or_insert(0);
         let key = format!("{}#{}", hex::encode(digest), occurrence);
         *occurrence += 1;
@@ -553,7 +621,13 @@ async fn read_all<R: Read>(
             continue;
         }
         match to_incoming(raw, &message.from_line, folder, key) {
-            Ok(incoming) => importer.add(incoming, message.file_bytes).await?,
+            Ok(mut incoming) => {
+                incoming.stored = message.stored.map(|blob| StoredBody {
+                    blob,
+                    size: message.size,
+                });
+                importer.add(incoming, message.file_bytes).await?
+            }
             Err(reason) => importer.skip(&what, &reason, message.file_bytes),
         }
     }
@@ -601,6 +675,38 @@ mod tests {
         assert!(messages[0].body.is_none());
         assert!(messages[0].size > 1000);
         assert_eq!(messages[1].body.as_deref().unwrap(), b"Subject: small\r\n\r\nok\r\n");
+    }
+
+    /// A message over SPILL_AT is streamed to the blob store: the same bytes (so the same
+    /// key) as the in-memory reading, the blank line before the next From_ line cut, quoting
+    /// undone, and only the header kept in memory.
+    #[test]
+    fn large_messages_spill_to_the_blob_store_with_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::new(dir.path().join("blobs"));
+        let mut file = b"From a@b Mon Jan  1 00:00:00 2024\nSubject: big\n\n".to_vec();
+        while (file.len() as u64) < 3 * SPILL_AT {
+            file.extend_from_slice(b"line\n>From quoted\n\nFrom not a separator\n");
+        }
+        file.extend_from_slice(b"\nFrom a@b Mon Jan  1 00:00:00 2024\nSubject: small\n\nok\n\n");
+        let plain = read(&file, 1 << 30);
+        let mut reader = MboxReader::new(&file[..], 1 << 30).with_spill(blobs.clone());
+        let big = reader.next_message().unwrap().unwrap();
+        let small = reader.next_message().unwrap().unwrap();
+        assert!(reader.next_message().unwrap().is_none());
+        let id = big.stored.expect("streamed");
+        let want = plain[0].body.as_deref().unwrap();
+        assert_eq!(id, BlobId::of(want));
+        assert_eq!(big.size, want.len() as u64);
+        assert_eq!(std::fs::read(blobs.path(&id)).unwrap(), want);
+        assert_eq!(big.body.as_deref().unwrap(), b"Subject: big\r\n\r\n");
+        assert_eq!(big.file_bytes, plain[0].file_bytes);
+        assert!(small.stored.is_none());
+        assert_eq!(small.body, plain[1].body);
+        // Over the limit: nothing stored, no temp file left.
+        let mut reader = MboxReader::new(&file[..], 2 * SPILL_AT).with_spill(blobs.clone());
+        assert!(reader.next_message().unwrap().unwrap().body.is_none());
+        assert_eq!(std::fs::read_dir(dir.path().join("blobs/tmp")).unwrap().count(), 0);
     }
 
     #[test]

@@ -100,8 +100,19 @@ pub struct Incoming {
     pub flags: Vec<String>,
     /// The IMAP internal date (None: now).
     pub internal_date: Option<DateTime<Utc>>,
-    /// The message as it is to be stored (CRLF line ends).
+    /// The message as it is to be stored (CRLF line ends); only its header when `stored`.
     pub raw: Vec<u8>,
+    /// The message, streamed to the blob store as it was read (a large mbox or Maildir
+    /// message): never held whole in memory.
+    pub stored: Option<StoredBody>,
+}
+
+/// A message body already in the blob store.
+#[derive(Debug, Clone)]
+pub struct StoredBody {
+    pub blob: shared::blobs::BlobId,
+    /// Its length in bytes.
+    pub size: u64,
 }
 
 /// Why an import stopped before the end of its source.
@@ -326,6 +337,35 @@ pub fn valid_flag(flag: &str) -> bool {
 
 /// The message with every bare LF made CRLF (RFC 5322 §2.1; IMAP serves messages with CRLF).
 /// A message already in CRLF is returned as it is, without a copy.
+/// [`to_crlf`] of everything `reader` yields, written to the blob store as it is read
+/// (64 KiB at a time): the same bytes, and so the same blob id, as `to_crlf` of the whole.
+pub fn stream_crlf(blobs: &shared::blobs::BlobStore, mut reader: impl std::io::Read) -> std::io::Result<StoredBody> {
+    let mut writer = blobs.writer_blocking()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::with_capacity(128 * 1024);
+    // Whether the byte before the current chunk was a CR (a CRLF split across two reads).
+    let mut after_cr = false;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.clear();
+        for &b in &buf[..n] {
+            if b == b'\n' && !after_cr {
+                out.push(b'\r');
+            }
+            out.push(b);
+            after_cr = b == b'\r';
+        }
+        writer.write(&out)?;
+    }
+    let (blob, size) = writer.finish()?;
+    Ok(StoredBody { blob, size })
+}
+
 pub fn to_crlf(raw: Vec<u8>) -> Vec<u8> {
     let bare = raw
         .iter()
@@ -365,6 +405,11 @@ impl Importer {
 
     /// The largest message that will be imported: sources skip (via [`Importer::skip`])
     /// anything larger without reading it whole.
+    /// The blob store, for bodies streamed to it as they are read.
+    pub fn blobs(&self) -> shared::blobs::BlobStore {
+        self.store.blobs().clone()
+    }
+
     pub fn max_message_size(&self) -> u64 {
         self.max_message_size
     }
@@ -530,12 +575,16 @@ impl Importer {
             return Ok(());
         }
         let what = format!("{} {}", incoming.source, incoming.key);
-        if incoming.raw.len() as u64 > self.max_message_size {
+        let size = incoming
+            .stored
+            .as_ref()
+            .map_or(incoming.raw.len() as u64, |stored| stored.size);
+        if size > self.max_message_size {
             let reason = format!("larger than max_message_size ({})", format_size(self.max_message_size));
             self.skip(&what, &reason, source_bytes);
             return Ok(());
         }
-        if incoming.raw.is_empty() {
+        if size == 0 {
             self.skip(&what, "empty message", source_bytes);
             return Ok(());
         }
@@ -555,7 +604,7 @@ impl Importer {
                 ok
             })
             .collect();
-        let large = incoming.raw.len() as u64 > PIPELINE_MAX;
+        let large = size > PIPELINE_MAX;
         if large {
             // Hold nothing else while a large message is in memory.
             self.flush().await?;
@@ -564,7 +613,7 @@ impl Importer {
             }
         }
         let store = self.store.clone();
-        let raw = Arc::new(incoming.raw);
+        let (raw, stored) = (incoming.raw, incoming.stored);
         let pending = Pending {
             what,
             folders,
@@ -573,7 +622,12 @@ impl Importer {
             source: incoming.source,
             key: incoming.key,
             source_bytes,
-            prepared: tokio::spawn(async move { store.prepare_import(raw).await }),
+            prepared: tokio::spawn(async move {
+                match stored {
+                    Some(stored) => store.prepare_import_stored(stored.blob, stored.size).await,
+                    None => store.prepare_import(Arc::new(raw)).await,
+                }
+            }),
         };
         if let Some(previous) = self.pending.replace(pending) {
             self.commit(previous).await?;
