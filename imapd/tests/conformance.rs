@@ -1,4 +1,4 @@
-//! IMAP conformance details written from the RFC text (issue #13, "Fix" items 3, 4, 5, 7, 8),
+//! IMAP conformance details written from the RFC text (issue #13, "Fix" items 2, 3, 4, 5, 7, 8),
 //! each over a real socket against the real imapd code.
 
 mod common;
@@ -241,4 +241,33 @@ async fn subscriptions_are_bounded() {
     // Removing a name makes room again.
     c.ok("UNSUBSCRIBE cycle0").await;
     c.ok("SUBSCRIBE cycle9").await;
+}
+
+/// RFC 3501 §7.4.2: an address structure is (name adl mailbox host), adl being the source route
+/// (RFC 5322 §4.4 obs-route). `<@route:user@domain>` is `(NIL "@route" "user" "domain")`, not
+/// `(NIL NIL "@route:user" "domain")`.
+#[tokio::test]
+async fn envelope_puts_a_source_route_in_the_adl_field() {
+    let server = Server::start().await;
+    server
+        .deliver(
+            b"From: <@route:user@domain>\r\nTo: Bob <@a.test,@b.test:bob@c.test>\r\nCc: carol@d.test\r\n\
+Subject: route\r\n\r\nbody\r\n",
+        )
+        .await;
+    let mut c = server.login().await;
+    c.ok("SELECT INBOX").await;
+    let r = c.ok("FETCH 1 ENVELOPE").await;
+    let line = r.find("ENVELOPE");
+    // From, Sender and Reply-To (the latter two default to From).
+    assert_eq!(
+        line.matches("((NIL \"@route\" \"user\" \"domain\"))").count(),
+        3,
+        "{line}"
+    );
+    assert!(
+        line.contains("((\"Bob\" \"@a.test,@b.test\" \"bob\" \"c.test\"))"),
+        "{line}"
+    );
+    assert!(line.contains("((NIL NIL \"carol\" \"d.test\"))"), "{line}");
 }

@@ -197,9 +197,19 @@ fn addresses(value: Option<&HeaderValue<'_>>) -> Vec<EnvelopeAddress> {
             Some((local, domain)) => (Some(local.to_string()), Some(domain.to_string())),
             None => (address.map(str::to_string), None),
         };
+        // RFC 5322 §4.4 obs-route `<@a,@b:user@host>`: mail-parser leaves the route in front of
+        // the local part; RFC 3501 §7.4.2 puts it in the address structure's second field
+        // (at-domain-list) and the bare local part in the third.
+        let (adl, mailbox) = match mailbox {
+            Some(local) if local.starts_with('@') => match local.split_once(':') {
+                Some((route, local)) => (Some(route.trim().to_string()), Some(local.to_string())),
+                None => (None, Some(local)),
+            },
+            other => (None, other),
+        };
         EnvelopeAddress {
             name: name.map(str::to_string),
-            adl: None,
+            adl,
             mailbox,
             host,
         }
@@ -484,5 +494,49 @@ mod depth_tests {
             let json = serde_json::to_value(&p.body_structure).unwrap();
             let _: BodyStructure = serde_json::from_value(json).unwrap();
         });
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+
+    /// RFC 3501 §7.4.2: the address structure's second field is the at-domain-list (source
+    /// route); RFC 5322 §4.4 obs-route `<@route:user@domain>`.
+    #[test]
+    fn a_source_route_goes_to_the_adl_field() {
+        let p = parse(b"From: <@route:user@domain>\r\nTo: Bob <@a.test,@b.test:bob@c.test>, plain@d.test\r\n\r\nx\r\n");
+        let a = &p.envelope.from[0];
+        assert_eq!(
+            (
+                a.name.as_deref(),
+                a.adl.as_deref(),
+                a.mailbox.as_deref(),
+                a.host.as_deref()
+            ),
+            (None, Some("@route"), Some("user"), Some("domain"))
+        );
+        let b = &p.envelope.to[0];
+        assert_eq!(
+            (
+                b.name.as_deref(),
+                b.adl.as_deref(),
+                b.mailbox.as_deref(),
+                b.host.as_deref()
+            ),
+            (Some("Bob"), Some("@a.test,@b.test"), Some("bob"), Some("c.test"))
+        );
+        assert_eq!(p.envelope.to[1].adl, None);
+        assert_eq!(p.envelope.to[1].mailbox.as_deref(), Some("plain"));
+    }
+
+    /// Envelopes stored before the adl field was filled still read back.
+    #[test]
+    fn an_old_stored_envelope_still_reads() {
+        let old = r#"{"date":null,"subject":"s","from":[{"name":null,"mailbox":"a","host":"b"}],
+            "sender":[],"reply_to":[],"to":[],"cc":[],"bcc":[],"in_reply_to":null,"message_id":null}"#;
+        let e: Envelope = serde_json::from_str(old).unwrap();
+        assert_eq!(e.from[0].adl, None);
+        assert_eq!(e.from[0].mailbox.as_deref(), Some("a"));
     }
 }
