@@ -271,3 +271,37 @@ Subject: route\r\n\r\nbody\r\n",
     );
     assert!(line.contains("((NIL NIL \"carol\" \"d.test\"))"), "{line}");
 }
+
+/// RFC 3501 §6.4.4: FROM/TO/CC/BCC match a substring of the field. As Dovecot does, an address
+/// field is also matched with its comments removed, so `<user-from (comment)@ (comment)
+/// domain.org>` is found by `user-from@domain.org` (the imaptest search-addresses case).
+#[tokio::test]
+async fn search_address_matches_with_comments_removed() {
+    let server = Server::start().await;
+    server
+        .deliver(
+            b"From: <user-from (comment)@ (comment) domain.org>\r\n\
+To: \"Real To\" <user-to@domain.org> (a comment)\r\n\
+Cc: user-cc (c) @ (d) domain.org, other@x.test\r\n\
+Bcc: user-bcc@domain.org\r\nSubject: one\r\n\r\nbody\r\n",
+        )
+        .await;
+    server.deliver(&message("two", "2")).await;
+    let mut c = server.login().await;
+    c.ok("SELECT INBOX").await;
+    for (cmd, want) in [
+        ("SEARCH FROM user-from@domain.org", "* SEARCH 1"),
+        ("SEARCH FROM \"(comment)\"", "* SEARCH 1"),
+        ("SEARCH TO user-to@domain.org", "* SEARCH 1"),
+        ("SEARCH TO \"real to\"", "* SEARCH 1"),
+        ("SEARCH CC user-cc@domain.org", "* SEARCH 1"),
+        ("SEARCH CC other@x.test", "* SEARCH 1"),
+        ("SEARCH BCC user-bcc@domain.org", "* SEARCH 1"),
+        ("SEARCH FROM bob@example.test", "* SEARCH 2"),
+        ("SEARCH TO user-from@domain.org", "* SEARCH"),
+    ] {
+        let r = c.ok(cmd).await;
+        let got = r.find("* SEARCH");
+        assert_eq!(got.trim_end(), want, "{cmd} -> {r:#?}");
+    }
+}

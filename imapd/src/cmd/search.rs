@@ -95,6 +95,74 @@ fn header_matches(stored: &StoredMessage, name: &str, needle: &str) -> bool {
         .any(|v| contains(v, needle) || contains(&decode_words(v), needle))
 }
 
+/// FROM, TO, CC and BCC (RFC 3501 §6.4.4: a substring of the field). As Dovecot does, the field
+/// is also matched with its comments and the whitespace around `@`, `.`, `<`, `>` and `,`
+/// removed, so `<user-from (comment)@ (comment) domain.org>` is found by `user-from@domain.org`;
+/// the raw value still matches too (a search for text in a comment or a display name).
+fn address_matches(stored: &StoredMessage, name: &str, needle: &str) -> bool {
+    if header_matches(stored, name, needle) {
+        return true;
+    }
+    mime::header_values(&stored.header, name)
+        .iter()
+        .filter(|v| v.contains('(') || v.contains(' '))
+        .any(|v| contains(&without_comments(v), needle))
+}
+
+/// An address field's value without comments (RFC 5322 §3.2.2, nested, with quoted-pairs) and
+/// without the whitespace the obsolete syntax allows around `@` and `.` (§4.4) or that sits next
+/// to `<`, `>` and `,`. Quoted strings are kept as they are. One pass, linear in the value.
+fn without_comments(value: &str) -> String {
+    const TIGHT: &[char] = &['@', '.', '<', '>', ','];
+    let mut out = String::with_capacity(value.len());
+    let mut depth = 0usize;
+    let mut quoted = false;
+    let mut escaped = false;
+    // Whitespace seen since the last kept character, written only if no TIGHT char is next to it.
+    let mut space = false;
+    for c in value.chars() {
+        if escaped {
+            escaped = false;
+            if depth == 0 {
+                out.push(c);
+            }
+            continue;
+        }
+        if quoted {
+            match c {
+                '\\' => escaped = true,
+                '"' => quoted = false,
+                _ => {}
+            }
+            if c != '\\' {
+                out.push(c);
+            }
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '(' => {
+                depth += 1;
+                space = true;
+            }
+            ')' if depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            c if c.is_whitespace() => space = true,
+            c => {
+                if space && !out.is_empty() && !TIGHT.contains(&c) && !out.ends_with(TIGHT) {
+                    out.push(' ');
+                }
+                space = false;
+                if c == '"' {
+                    quoted = true;
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
 /// TEXT over the header: the raw block, or any field's value with its encoded words decoded.
 /// Decoding is per field: decoding the block as one value stopped at its first line.
 fn text_in_header(header: &[u8], needle: &str) -> bool {
@@ -151,10 +219,10 @@ fn eval(key: &SearchKey, c: &Candidate<'_>) -> bool {
         K::Unseen => !has(c.flags, "\\Seen"),
         K::Keyword(k) => has(c.flags, k),
         K::Unkeyword(k) => !has(c.flags, k),
-        K::Bcc(s) => stored.is_some_and(|m| header_matches(m, "Bcc", s)),
-        K::Cc(s) => stored.is_some_and(|m| header_matches(m, "Cc", s)),
-        K::From(s) => stored.is_some_and(|m| header_matches(m, "From", s)),
-        K::To(s) => stored.is_some_and(|m| header_matches(m, "To", s)),
+        K::Bcc(s) => stored.is_some_and(|m| address_matches(m, "Bcc", s)),
+        K::Cc(s) => stored.is_some_and(|m| address_matches(m, "Cc", s)),
+        K::From(s) => stored.is_some_and(|m| address_matches(m, "From", s)),
+        K::To(s) => stored.is_some_and(|m| address_matches(m, "To", s)),
         K::Subject(s) => stored.is_some_and(|m| header_matches(m, "Subject", s)),
         K::Header(name, s) => stored.is_some_and(|m| header_matches(m, name, s)),
         K::Before(d) => internal().is_some_and(|x| x < *d),
@@ -346,6 +414,28 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comments_and_obsolete_whitespace_are_removed() {
+        for (value, plain) in [
+            ("<user-from (comment)@ (comment) domain.org>", "<user-from@domain.org>"),
+            (
+                "user-cc (c) @ (d) domain.org, other@x.test",
+                "user-cc@domain.org,other@x.test",
+            ),
+            (
+                "\"Real (not a comment)\" <a@b.c> (a (nested) comment)",
+                "\"Real (not a comment)\"<a@b.c>",
+            ),
+            ("user . name @ host . test", "user.name@host.test"),
+            ("John Q. Public <jqp@x.test>", "John Q.Public<jqp@x.test>"),
+            ("a\\(b@c.d", "a(b@c.d"),
+            ("(unclosed comment a@b.c", ""),
+            ("x@y.z )", "x@y.z )"),
+        ] {
+            assert_eq!(without_comments(value), plain, "{value}");
+        }
+    }
 
     #[test]
     fn text_decodes_every_header_field() {
