@@ -305,3 +305,36 @@ Bcc: user-bcc@domain.org\r\nSubject: one\r\n\r\nbody\r\n",
         assert_eq!(got.trim_end(), want, "{cmd} -> {r:#?}");
     }
 }
+
+/// RFC 3501 §7.4.2 with RFC 5322 §3.2.2: comments inside an address are not its display name
+/// nor part of its local part or domain; Dovecot answers `(NIL NIL "user-from" "domain.org")`
+/// for `<user-from (comment)@ (comment) domain.org>`. A comment after a bare address stays the
+/// display name, as mail readers show it.
+#[tokio::test]
+async fn envelope_leaves_out_comments_inside_an_address() {
+    let server = Server::start().await;
+    server
+        .deliver(
+            b"From: <user-from (comment)@ (comment) domain.org>\r\n\
+To: \"Real To\" <user-to@domain.org> (a comment)\r\n\
+Cc: user-cc (c) @ (d) domain.org, jdoe@x.test (John Doe)\r\nSubject: c\r\n\r\nbody\r\n",
+        )
+        .await;
+    let mut c = server.login().await;
+    c.ok("SELECT INBOX").await;
+    let r = c.ok("FETCH 1 ENVELOPE").await;
+    let line = r.find("ENVELOPE");
+    assert_eq!(
+        line.matches("((NIL NIL \"user-from\" \"domain.org\"))").count(),
+        3,
+        "{line}"
+    );
+    assert!(
+        line.contains("((\"Real To\" NIL \"user-to\" \"domain.org\"))"),
+        "{line}"
+    );
+    assert!(
+        line.contains("((NIL NIL \"user-cc\" \"domain.org\")(\"John Doe\" NIL \"jdoe\" \"x.test\"))"),
+        "{line}"
+    );
+}

@@ -245,21 +245,161 @@ fn addresses(value: Option<&HeaderValue<'_>>) -> Vec<EnvelopeAddress> {
     out
 }
 
+/// One piece of an address field, for [`without_addr_spec_comments`].
+enum Piece {
+    Char(char, bool),
+    Space,
+    Comment(String),
+}
+
+/// An address field with the comments that sit inside an address removed (RFC 5322 §3.2.2 CFWS
+/// inside `<...>`, next to `@` — obs forms of §4.4 — or after `>`), and the blanks around `@`
+/// dropped, so `<user (c)@ (c) host>` reads as `<user@host>` rather than a display name made of
+/// comments. A trailing comment after a bare address (`jdoe@x.test (John Doe)`) is kept: mail
+/// parsers take it as the display name. None when there is nothing to remove.
+fn without_addr_spec_comments(value: &str) -> Option<String> {
+    // Past this, mail-parser's reading stands: the pieces cost ~16 bytes a character.
+    const MAX: usize = 64 * 1024;
+    if value.len() > MAX || !value.contains('(') {
+        return None;
+    }
+    let mut pieces = Vec::new();
+    let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
+    let mut comment = String::new();
+    for c in value.chars() {
+        if depth > 0 {
+            comment.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '(' {
+                depth += 1;
+            } else if c == ')' {
+                depth -= 1;
+                if depth == 0 {
+                    pieces.push(Piece::Comment(std::mem::take(&mut comment)));
+                }
+            }
+            continue;
+        }
+        if escaped {
+            escaped = false;
+            pieces.push(Piece::Char(c, true));
+            continue;
+        }
+        match c {
+            '\\' => {
+                escaped = true;
+                pieces.push(Piece::Char(c, true));
+            }
+            '"' => {
+                quoted = !quoted;
+                pieces.push(Piece::Char(c, true));
+            }
+            '(' if !quoted => {
+                depth = 1;
+                comment.push(c);
+            }
+            c if c.is_whitespace() && !quoted => pieces.push(Piece::Space),
+            c => pieces.push(Piece::Char(c, quoted)),
+        }
+    }
+    if depth > 0 {
+        // An unclosed comment: leave the field as it is to the parser.
+        return None;
+    }
+    // The significant character (not blank, not a comment; any quoted one counts as '"') before
+    // and after each piece, computed in two linear passes.
+    let significant = |p: &Piece| match p {
+        Piece::Char(c, false) => Some(*c),
+        Piece::Char(_, true) => Some('"'),
+        _ => None,
+    };
+    let mut before = Vec::with_capacity(pieces.len());
+    let mut last = None;
+    for p in &pieces {
+        before.push(last);
+        last = significant(p).or(last);
+    }
+    let mut after = vec![None; pieces.len()];
+    let mut next = None;
+    for (i, p) in pieces.iter().enumerate().rev() {
+        after[i] = next;
+        next = significant(p).or(next);
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut angle = false;
+    let mut removed = false;
+    for (i, piece) in pieces.iter().enumerate() {
+        match piece {
+            Piece::Char(c, quoted) => {
+                if !quoted {
+                    match c {
+                        '<' => angle = true,
+                        '>' => angle = false,
+                        '@' => {
+                            let trimmed = out.trim_end().len();
+                            out.truncate(trimmed);
+                        }
+                        _ => {}
+                    }
+                }
+                out.push(*c);
+            }
+            Piece::Space => {
+                if !out.ends_with('@') && !out.ends_with(' ') {
+                    out.push(' ');
+                }
+            }
+            Piece::Comment(text) => {
+                if angle || matches!(before[i], Some('@' | '>')) || after[i] == Some('@') {
+                    removed = true;
+                    if !out.ends_with('@') && !out.ends_with(' ') {
+                        out.push(' ');
+                    }
+                } else {
+                    out.push_str(text);
+                }
+            }
+        }
+    }
+    removed.then(|| out.trim().to_string())
+}
+
+/// An address field: mail-parser's reading, or, when comments sit inside an address, the reading
+/// of the field without them.
+fn address_field(message: &Message<'_>, name: HeaderName<'static>) -> Vec<EnvelopeAddress> {
+    let root = &message.parts[0];
+    if let Some(clean) = raw_value(message, root, name.clone()).and_then(|v| without_addr_spec_comments(&v)) {
+        let raw = format!("To: {clean}\r\n\r\n");
+        if let Some(reparsed) = MessageParser::default().parse(raw.as_bytes()) {
+            return addresses(
+                reparsed.parts[0]
+                    .headers
+                    .iter()
+                    .find(|h| h.name == HeaderName::To)
+                    .map(|h| &h.value),
+            );
+        }
+    }
+    addresses(root.headers.iter().rev().find(|h| h.name == name).map(|h| &h.value))
+}
+
 fn envelope_of(message: &Message<'_>) -> Envelope {
     let root = &message.parts[0];
-    let header = |name: HeaderName<'static>| root.headers.iter().rev().find(|h| h.name == name).map(|h| &h.value);
-    let from = addresses(header(HeaderName::From));
-    let sender = addresses(header(HeaderName::Sender));
-    let reply_to = addresses(header(HeaderName::ReplyTo));
+    let from = address_field(message, HeaderName::From);
+    let sender = address_field(message, HeaderName::Sender);
+    let reply_to = address_field(message, HeaderName::ReplyTo);
     Envelope {
         date: raw_value(message, root, HeaderName::Date),
         subject: raw_value(message, root, HeaderName::Subject),
         sender: if sender.is_empty() { from.clone() } else { sender },
         reply_to: if reply_to.is_empty() { from.clone() } else { reply_to },
         from,
-        to: addresses(header(HeaderName::To)),
-        cc: addresses(header(HeaderName::Cc)),
-        bcc: addresses(header(HeaderName::Bcc)),
+        to: address_field(message, HeaderName::To),
+        cc: address_field(message, HeaderName::Cc),
+        bcc: address_field(message, HeaderName::Bcc),
         in_reply_to: raw_value(message, root, HeaderName::InReplyTo),
         message_id: raw_value(message, root, HeaderName::MessageId),
     }
@@ -538,5 +678,53 @@ mod address_tests {
         let e: Envelope = serde_json::from_str(old).unwrap();
         assert_eq!(e.from[0].adl, None);
         assert_eq!(e.from[0].mailbox.as_deref(), Some("a"));
+    }
+}
+
+#[cfg(test)]
+mod comment_tests {
+    use super::*;
+
+    fn one(a: &EnvelopeAddress) -> (Option<&str>, Option<&str>, Option<&str>) {
+        (a.name.as_deref(), a.mailbox.as_deref(), a.host.as_deref())
+    }
+
+    /// Comments inside an address are not its display name (RFC 5322 §3.2.2, §4.4), as
+    /// Dovecot answers: `<user-from (comment)@ (comment) domain.org>` is (NIL NIL "user-from"
+    /// "domain.org").
+    #[test]
+    fn comments_inside_an_address_are_dropped() {
+        let p = parse(
+            b"From: <user-from (comment)@ (comment) domain.org>\r\n\
+To: \"Real To\" <user-to@domain.org> (a comment)\r\n\
+Cc: user-cc (c) @ (d) domain.org, other@x.test\r\n\
+Bcc: jdoe@x.test (John Doe), \"Q (not a comment)\" <q@x.test>\r\n\r\nbody\r\n",
+        );
+        let e = &p.envelope;
+        assert_eq!(one(&e.from[0]), (None, Some("user-from"), Some("domain.org")));
+        assert_eq!(one(&e.to[0]), (Some("Real To"), Some("user-to"), Some("domain.org")));
+        assert_eq!(one(&e.cc[0]), (None, Some("user-cc"), Some("domain.org")));
+        assert_eq!(one(&e.cc[1]), (None, Some("other"), Some("x.test")));
+        assert_eq!(one(&e.bcc[0]), (Some("John Doe"), Some("jdoe"), Some("x.test")));
+        assert_eq!(one(&e.bcc[1]), (Some("Q (not a comment)"), Some("q"), Some("x.test")));
+    }
+
+    #[test]
+    fn odd_fields_do_not_break_the_cleaner() {
+        assert_eq!(without_addr_spec_comments("a@b.c"), None);
+        assert_eq!(without_addr_spec_comments("(unclosed a@b.c"), None);
+        assert_eq!(without_addr_spec_comments("a@b.c (x"), None);
+        assert_eq!(without_addr_spec_comments("x (y) z"), None);
+        assert_eq!(without_addr_spec_comments("((((a)))) @ b"), Some("@b".to_string()));
+        assert_eq!(
+            without_addr_spec_comments("<a\\(b (c)@d>").as_deref(),
+            Some("<a\\(b@d>")
+        );
+        let deep = format!("{}x{}@y", "(".repeat(10_000), ")".repeat(10_000));
+        assert_eq!(without_addr_spec_comments(&deep).as_deref(), Some("@y"));
+        // Many comments stay linear; a huge field is left to the parser.
+        let many = format!("<a{}@b>", " ()".repeat(20_000));
+        assert_eq!(without_addr_spec_comments(&many).as_deref(), Some("<a@b>"));
+        assert_eq!(without_addr_spec_comments(&"() ".repeat(30_000)), None);
     }
 }
