@@ -668,6 +668,10 @@ mod address_tests {
         );
         assert_eq!(p.envelope.to[1].adl, None);
         assert_eq!(p.envelope.to[1].mailbox.as_deref(), Some("plain"));
+        // A quoted local part that merely looks like a route is not one.
+        let p = parse(b"From: <\"@foo:bar\"@x.test>\r\n\r\nx\r\n");
+        assert_eq!(p.envelope.from[0].adl, None);
+        assert_eq!(p.envelope.from[0].mailbox.as_deref(), Some("\"@foo:bar\""));
     }
 
     /// Envelopes stored before the adl field was filled still read back.
