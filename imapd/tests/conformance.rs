@@ -272,9 +272,10 @@ Subject: route\r\n\r\nbody\r\n",
     assert!(line.contains("((NIL NIL \"carol\" \"d.test\"))"), "{line}");
 }
 
-/// RFC 3501 §6.4.4: FROM/TO/CC/BCC match a substring of the field. As Dovecot does, an address
-/// field is also matched with its comments removed, so `<user-from (comment)@ (comment)
-/// domain.org>` is found by `user-from@domain.org` (the imaptest search-addresses case).
+/// RFC 3501 §6.4.4: FROM/TO/CC/BCC match a substring of "the envelope structure's" field. As
+/// Dovecot does, the addresses are matched as read (comments left out), so `<user-from (comment)@
+/// (comment) domain.org>` is found by `user-from@domain.org` (the imaptest search-addresses case),
+/// and a source route, a display name and an RFC 2047 encoded name are found too.
 #[tokio::test]
 async fn search_address_matches_with_comments_removed() {
     let server = Server::start().await;
@@ -287,17 +288,35 @@ Bcc: user-bcc@domain.org\r\nSubject: one\r\n\r\nbody\r\n",
         )
         .await;
     server.deliver(&message("two", "2")).await;
+    server
+        .deliver(b"From: <@route:user@domain>\r\nTo: Bob <bob@x.test>\r\nSubject: three\r\n\r\nb\r\n")
+        .await;
+    server
+        .deliver(
+            b"From: =?utf-8?q?caf=C3=A9?= <cafe@x.test>\r\nTo: John Q. Public <jqp@x.test>, undisclosed-recipients\r\n\
+Subject: four\r\n\r\nb\r\n",
+        )
+        .await;
     let mut c = server.login().await;
     c.ok("SELECT INBOX").await;
     for (cmd, want) in [
         ("SEARCH FROM user-from@domain.org", "* SEARCH 1"),
-        ("SEARCH FROM \"(comment)\"", "* SEARCH 1"),
+        // Not in the envelope, and Dovecot does not find it either.
+        ("SEARCH FROM \"(comment)\"", "* SEARCH"),
+        ("SEARCH FROM comment", "* SEARCH"),
         ("SEARCH TO user-to@domain.org", "* SEARCH 1"),
         ("SEARCH TO \"real to\"", "* SEARCH 1"),
         ("SEARCH CC user-cc@domain.org", "* SEARCH 1"),
         ("SEARCH CC other@x.test", "* SEARCH 1"),
         ("SEARCH BCC user-bcc@domain.org", "* SEARCH 1"),
         ("SEARCH FROM bob@example.test", "* SEARCH 2"),
+        ("SEARCH FROM bob", "* SEARCH 2"),
+        ("SEARCH TO bob", "* SEARCH 3"),
+        ("SEARCH FROM \"@route\"", "* SEARCH 3"),
+        ("SEARCH FROM user@domain", "* SEARCH 3"),
+        ("SEARCH CHARSET UTF-8 FROM caf\u{e9}", "* SEARCH 4"),
+        ("SEARCH TO \"John Q. Public\"", "* SEARCH 4"),
+        ("SEARCH TO undisclosed", "* SEARCH 4"),
         ("SEARCH TO user-from@domain.org", "* SEARCH"),
     ] {
         let r = c.ok(cmd).await;

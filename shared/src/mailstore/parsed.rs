@@ -257,7 +257,7 @@ enum Piece {
 /// dropped, so `<user (c)@ (c) host>` reads as `<user@host>` rather than a display name made of
 /// comments. A trailing comment after a bare address (`jdoe@x.test (John Doe)`) is kept: mail
 /// parsers take it as the display name. None when there is nothing to remove.
-fn without_addr_spec_comments(value: &str) -> Option<String> {
+pub fn without_addr_spec_comments(value: &str) -> Option<String> {
     // Past this, mail-parser's reading stands: the pieces cost ~16 bytes a character.
     const MAX: usize = 64 * 1024;
     if value.len() > MAX || !value.contains('(') {
@@ -384,6 +384,23 @@ fn address_field(message: &Message<'_>, name: HeaderName<'static>) -> Vec<Envelo
         }
     }
     addresses(root.headers.iter().rev().find(|h| h.name == name).map(|h| &h.value))
+}
+
+/// The addresses of one address field's (unfolded) value, as ENVELOPE lists them; SEARCH FROM,
+/// TO, CC and BCC match against these (RFC 3501 §6.4.4: "the envelope structure's FROM field").
+pub fn address_list(value: &str) -> Vec<EnvelopeAddress> {
+    let clean = without_addr_spec_comments(value);
+    let raw = format!("To: {}\r\n\r\n", clean.as_deref().unwrap_or(value));
+    match MessageParser::default().parse(raw.as_bytes()) {
+        Some(parsed) => addresses(
+            parsed.parts[0]
+                .headers
+                .iter()
+                .find(|h| h.name == HeaderName::To)
+                .map(|h| &h.value),
+        ),
+        None => Vec::new(),
+    }
 }
 
 fn envelope_of(message: &Message<'_>) -> Envelope {
