@@ -1,4 +1,4 @@
-//! IMAP conformance details written from the RFC text (issue #13, "Fix" items 3, 4, 5, 7, 8),
+//! IMAP conformance details written from the RFC text (issue #13, "Fix" items 2, 3, 4, 5, 7, 8),
 //! each over a real socket against the real imapd code.
 
 mod common;
@@ -241,4 +241,119 @@ async fn subscriptions_are_bounded() {
     // Removing a name makes room again.
     c.ok("UNSUBSCRIBE cycle0").await;
     c.ok("SUBSCRIBE cycle9").await;
+}
+
+/// RFC 3501 §7.4.2: an address structure is (name adl mailbox host), adl being the source route
+/// (RFC 5322 §4.4 obs-route). `<@route:user@domain>` is `(NIL "@route" "user" "domain")`, not
+/// `(NIL NIL "@route:user" "domain")`.
+#[tokio::test]
+async fn envelope_puts_a_source_route_in_the_adl_field() {
+    let server = Server::start().await;
+    server
+        .deliver(
+            b"From: <@route:user@domain>\r\nTo: Bob <@a.test,@b.test:bob@c.test>\r\nCc: carol@d.test\r\n\
+Subject: route\r\n\r\nbody\r\n",
+        )
+        .await;
+    let mut c = server.login().await;
+    c.ok("SELECT INBOX").await;
+    let r = c.ok("FETCH 1 ENVELOPE").await;
+    let line = r.find("ENVELOPE");
+    // From, Sender and Reply-To (the latter two default to From).
+    assert_eq!(
+        line.matches("((NIL \"@route\" \"user\" \"domain\"))").count(),
+        3,
+        "{line}"
+    );
+    assert!(
+        line.contains("((\"Bob\" \"@a.test,@b.test\" \"bob\" \"c.test\"))"),
+        "{line}"
+    );
+    assert!(line.contains("((NIL NIL \"carol\" \"d.test\"))"), "{line}");
+}
+
+/// RFC 3501 §6.4.4: FROM/TO/CC/BCC match a substring of "the envelope structure's" field. As
+/// Dovecot does, the addresses are matched as read (comments left out), so `<user-from (comment)@
+/// (comment) domain.org>` is found by `user-from@domain.org` (the imaptest search-addresses case),
+/// and a source route, a display name and an RFC 2047 encoded name are found too.
+#[tokio::test]
+async fn search_address_matches_with_comments_removed() {
+    let server = Server::start().await;
+    server
+        .deliver(
+            b"From: <user-from (comment)@ (comment) domain.org>\r\n\
+To: \"Real To\" <user-to@domain.org> (a comment)\r\n\
+Cc: user-cc (c) @ (d) domain.org, other@x.test\r\n\
+Bcc: user-bcc@domain.org\r\nSubject: one\r\n\r\nbody\r\n",
+        )
+        .await;
+    server.deliver(&message("two", "2")).await;
+    server
+        .deliver(b"From: <@route:user@domain>\r\nTo: Bob <bob@x.test>\r\nSubject: three\r\n\r\nb\r\n")
+        .await;
+    server
+        .deliver(
+            b"From: =?utf-8?q?caf=C3=A9?= <cafe@x.test>\r\nTo: John Q. Public <jqp@x.test>, undisclosed-recipients\r\n\
+Subject: four\r\n\r\nb\r\n",
+        )
+        .await;
+    let mut c = server.login().await;
+    c.ok("SELECT INBOX").await;
+    for (cmd, want) in [
+        ("SEARCH FROM user-from@domain.org", "* SEARCH 1"),
+        // Not in the envelope, and Dovecot does not find it either.
+        ("SEARCH FROM \"(comment)\"", "* SEARCH"),
+        ("SEARCH FROM comment", "* SEARCH"),
+        ("SEARCH TO user-to@domain.org", "* SEARCH 1"),
+        ("SEARCH TO \"real to\"", "* SEARCH 1"),
+        ("SEARCH CC user-cc@domain.org", "* SEARCH 1"),
+        ("SEARCH CC other@x.test", "* SEARCH 1"),
+        ("SEARCH BCC user-bcc@domain.org", "* SEARCH 1"),
+        ("SEARCH FROM bob@example.test", "* SEARCH 2"),
+        ("SEARCH FROM bob", "* SEARCH 2"),
+        ("SEARCH TO bob", "* SEARCH 3"),
+        ("SEARCH FROM \"@route\"", "* SEARCH 3"),
+        ("SEARCH FROM user@domain", "* SEARCH 3"),
+        ("SEARCH CHARSET UTF-8 FROM caf\u{e9}", "* SEARCH 4"),
+        ("SEARCH TO \"John Q. Public\"", "* SEARCH 4"),
+        ("SEARCH TO undisclosed", "* SEARCH 4"),
+        ("SEARCH TO user-from@domain.org", "* SEARCH"),
+    ] {
+        let r = c.ok(cmd).await;
+        let got = r.find("* SEARCH");
+        assert_eq!(got.trim_end(), want, "{cmd} -> {r:#?}");
+    }
+}
+
+/// RFC 3501 §7.4.2 with RFC 5322 §3.2.2: comments inside an address are not its display name
+/// nor part of its local part or domain; Dovecot answers `(NIL NIL "user-from" "domain.org")`
+/// for `<user-from (comment)@ (comment) domain.org>`. A comment after a bare address stays the
+/// display name, as mail readers show it.
+#[tokio::test]
+async fn envelope_leaves_out_comments_inside_an_address() {
+    let server = Server::start().await;
+    server
+        .deliver(
+            b"From: <user-from (comment)@ (comment) domain.org>\r\n\
+To: \"Real To\" <user-to@domain.org> (a comment)\r\n\
+Cc: user-cc (c) @ (d) domain.org, jdoe@x.test (John Doe)\r\nSubject: c\r\n\r\nbody\r\n",
+        )
+        .await;
+    let mut c = server.login().await;
+    c.ok("SELECT INBOX").await;
+    let r = c.ok("FETCH 1 ENVELOPE").await;
+    let line = r.find("ENVELOPE");
+    assert_eq!(
+        line.matches("((NIL NIL \"user-from\" \"domain.org\"))").count(),
+        3,
+        "{line}"
+    );
+    assert!(
+        line.contains("((\"Real To\" NIL \"user-to\" \"domain.org\"))"),
+        "{line}"
+    );
+    assert!(
+        line.contains("((NIL NIL \"user-cc\" \"domain.org\")(\"John Doe\" NIL \"jdoe\" \"x.test\"))"),
+        "{line}"
+    );
 }

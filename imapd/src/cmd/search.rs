@@ -95,6 +95,48 @@ fn header_matches(stored: &StoredMessage, name: &str, needle: &str) -> bool {
         .any(|v| contains(v, needle) || contains(&decode_words(v), needle))
 }
 
+/// FROM, TO, CC and BCC: RFC 3501 §6.4.4 matches "the envelope structure's FROM field", so, as
+/// Dovecot does, each address is matched as read for ENVELOPE and written back plainly
+/// (`"Name" <@route:local@domain>`, decoded name, comments left out): `<user-from (comment)@
+/// (comment) domain.org>` is found by `user-from@domain.org`, and text inside a comment is not
+/// found. What the address reader drops (a bare word such as `undisclosed-recipients`) is still
+/// found in the field's text with the comments inside addresses left out.
+fn address_matches(stored: &StoredMessage, name: &str, needle: &str) -> bool {
+    let values = mime::header_values(&stored.header, name);
+    if needle.is_empty() {
+        return !values.is_empty();
+    }
+    values.iter().any(|v| {
+        if contains(&written(&shared::mailstore::parsed::address_list(v)), needle) {
+            return true;
+        }
+        let text = shared::mailstore::parsed::without_addr_spec_comments(v).unwrap_or_else(|| v.clone());
+        contains(&text, needle) || contains(&decode_words(&text), needle)
+    })
+}
+
+/// An address list written back in its plain form (RFC 5322 §3.4), one address after another.
+fn written(list: &[shared::mailstore::parsed::EnvelopeAddress]) -> String {
+    let mut out = String::new();
+    for a in list {
+        match (&a.mailbox, &a.host) {
+            // A group's start (name, no host) and end (nothing) markers (RFC 3501 §7.4.2).
+            (Some(group), None) => out.push_str(&format!("{group}: ")),
+            (None, None) => out.push_str("; "),
+            (mailbox, Some(host)) => {
+                let mailbox = mailbox.as_deref().unwrap_or_default();
+                let adl = a.adl.as_deref().map(|r| format!("{r}:")).unwrap_or_default();
+                match &a.name {
+                    Some(name) => out.push_str(&format!("\"{name}\" <{adl}{mailbox}@{host}>, ")),
+                    None if a.adl.is_some() => out.push_str(&format!("<{adl}{mailbox}@{host}>, ")),
+                    None => out.push_str(&format!("{mailbox}@{host}, ")),
+                }
+            }
+        }
+    }
+    out
+}
+
 /// TEXT over the header: the raw block, or any field's value with its encoded words decoded.
 /// Decoding is per field: decoding the block as one value stopped at its first line.
 fn text_in_header(header: &[u8], needle: &str) -> bool {
@@ -151,10 +193,10 @@ fn eval(key: &SearchKey, c: &Candidate<'_>) -> bool {
         K::Unseen => !has(c.flags, "\\Seen"),
         K::Keyword(k) => has(c.flags, k),
         K::Unkeyword(k) => !has(c.flags, k),
-        K::Bcc(s) => stored.is_some_and(|m| header_matches(m, "Bcc", s)),
-        K::Cc(s) => stored.is_some_and(|m| header_matches(m, "Cc", s)),
-        K::From(s) => stored.is_some_and(|m| header_matches(m, "From", s)),
-        K::To(s) => stored.is_some_and(|m| header_matches(m, "To", s)),
+        K::Bcc(s) => stored.is_some_and(|m| address_matches(m, "Bcc", s)),
+        K::Cc(s) => stored.is_some_and(|m| address_matches(m, "Cc", s)),
+        K::From(s) => stored.is_some_and(|m| address_matches(m, "From", s)),
+        K::To(s) => stored.is_some_and(|m| address_matches(m, "To", s)),
         K::Subject(s) => stored.is_some_and(|m| header_matches(m, "Subject", s)),
         K::Header(name, s) => stored.is_some_and(|m| header_matches(m, name, s)),
         K::Before(d) => internal().is_some_and(|x| x < *d),

@@ -197,9 +197,19 @@ fn addresses(value: Option<&HeaderValue<'_>>) -> Vec<EnvelopeAddress> {
             Some((local, domain)) => (Some(local.to_string()), Some(domain.to_string())),
             None => (address.map(str::to_string), None),
         };
+        // RFC 5322 §4.4 obs-route `<@a,@b:user@host>`: mail-parser leaves the route in front of
+        // the local part; RFC 3501 §7.4.2 puts it in the address structure's second field
+        // (at-domain-list) and the bare local part in the third.
+        let (adl, mailbox) = match mailbox {
+            Some(local) if local.starts_with('@') => match local.split_once(':') {
+                Some((route, local)) => (Some(route.trim().to_string()), Some(local.to_string())),
+                None => (None, Some(local)),
+            },
+            other => (None, other),
+        };
         EnvelopeAddress {
             name: name.map(str::to_string),
-            adl: None,
+            adl,
             mailbox,
             host,
         }
@@ -235,21 +245,178 @@ fn addresses(value: Option<&HeaderValue<'_>>) -> Vec<EnvelopeAddress> {
     out
 }
 
+/// One piece of an address field, for [`without_addr_spec_comments`].
+enum Piece {
+    Char(char, bool),
+    Space,
+    Comment(String),
+}
+
+/// An address field with the comments that sit inside an address removed (RFC 5322 §3.2.2 CFWS
+/// inside `<...>`, next to `@` — obs forms of §4.4 — or after `>`), and the blanks around `@`
+/// dropped, so `<user (c)@ (c) host>` reads as `<user@host>` rather than a display name made of
+/// comments. A trailing comment after a bare address (`jdoe@x.test (John Doe)`) is kept: mail
+/// parsers take it as the display name. None when there is nothing to remove.
+pub fn without_addr_spec_comments(value: &str) -> Option<String> {
+    // Past this, mail-parser's reading stands: the pieces cost ~16 bytes a character.
+    const MAX: usize = 64 * 1024;
+    if value.len() > MAX || !value.contains('(') {
+        return None;
+    }
+    let mut pieces = Vec::new();
+    let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
+    let mut comment = String::new();
+    for c in value.chars() {
+        if depth > 0 {
+            comment.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '(' {
+                depth += 1;
+            } else if c == ')' {
+                depth -= 1;
+                if depth == 0 {
+                    pieces.push(Piece::Comment(std::mem::take(&mut comment)));
+                }
+            }
+            continue;
+        }
+        if escaped {
+            escaped = false;
+            pieces.push(Piece::Char(c, true));
+            continue;
+        }
+        match c {
+            '\\' => {
+                escaped = true;
+                pieces.push(Piece::Char(c, true));
+            }
+            '"' => {
+                quoted = !quoted;
+                pieces.push(Piece::Char(c, true));
+            }
+            '(' if !quoted => {
+                depth = 1;
+                comment.push(c);
+            }
+            c if c.is_whitespace() && !quoted => pieces.push(Piece::Space),
+            c => pieces.push(Piece::Char(c, quoted)),
+        }
+    }
+    if depth > 0 {
+        // An unclosed comment: leave the field as it is to the parser.
+        return None;
+    }
+    // The significant character (not blank, not a comment; any quoted one counts as '"') before
+    // and after each piece, computed in two linear passes.
+    let significant = |p: &Piece| match p {
+        Piece::Char(c, false) => Some(*c),
+        Piece::Char(_, true) => Some('"'),
+        _ => None,
+    };
+    let mut before = Vec::with_capacity(pieces.len());
+    let mut last = None;
+    for p in &pieces {
+        before.push(last);
+        last = significant(p).or(last);
+    }
+    let mut after = vec![None; pieces.len()];
+    let mut next = None;
+    for (i, p) in pieces.iter().enumerate().rev() {
+        after[i] = next;
+        next = significant(p).or(next);
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut angle = false;
+    let mut removed = false;
+    for (i, piece) in pieces.iter().enumerate() {
+        match piece {
+            Piece::Char(c, quoted) => {
+                if !quoted {
+                    match c {
+                        '<' => angle = true,
+                        '>' => angle = false,
+                        '@' => {
+                            let trimmed = out.trim_end().len();
+                            out.truncate(trimmed);
+                        }
+                        _ => {}
+                    }
+                }
+                out.push(*c);
+            }
+            Piece::Space => {
+                if !out.ends_with('@') && !out.ends_with(' ') {
+                    out.push(' ');
+                }
+            }
+            Piece::Comment(text) => {
+                if angle || matches!(before[i], Some('@' | '>')) || after[i] == Some('@') {
+                    removed = true;
+                    if !out.ends_with('@') && !out.ends_with(' ') {
+                        out.push(' ');
+                    }
+                } else {
+                    out.push_str(text);
+                }
+            }
+        }
+    }
+    removed.then(|| out.trim().to_string())
+}
+
+/// An address field: mail-parser's reading, or, when comments sit inside an address, the reading
+/// of the field without them.
+fn address_field(message: &Message<'_>, name: HeaderName<'static>) -> Vec<EnvelopeAddress> {
+    let root = &message.parts[0];
+    if let Some(clean) = raw_value(message, root, name.clone()).and_then(|v| without_addr_spec_comments(&v)) {
+        let raw = format!("To: {clean}\r\n\r\n");
+        if let Some(reparsed) = MessageParser::default().parse(raw.as_bytes()) {
+            return addresses(
+                reparsed.parts[0]
+                    .headers
+                    .iter()
+                    .find(|h| h.name == HeaderName::To)
+                    .map(|h| &h.value),
+            );
+        }
+    }
+    addresses(root.headers.iter().rev().find(|h| h.name == name).map(|h| &h.value))
+}
+
+/// The addresses of one address field's (unfolded) value, as ENVELOPE lists them; SEARCH FROM,
+/// TO, CC and BCC match against these (RFC 3501 §6.4.4: "the envelope structure's FROM field").
+pub fn address_list(value: &str) -> Vec<EnvelopeAddress> {
+    let clean = without_addr_spec_comments(value);
+    let raw = format!("To: {}\r\n\r\n", clean.as_deref().unwrap_or(value));
+    match MessageParser::default().parse(raw.as_bytes()) {
+        Some(parsed) => addresses(
+            parsed.parts[0]
+                .headers
+                .iter()
+                .find(|h| h.name == HeaderName::To)
+                .map(|h| &h.value),
+        ),
+        None => Vec::new(),
+    }
+}
+
 fn envelope_of(message: &Message<'_>) -> Envelope {
     let root = &message.parts[0];
-    let header = |name: HeaderName<'static>| root.headers.iter().rev().find(|h| h.name == name).map(|h| &h.value);
-    let from = addresses(header(HeaderName::From));
-    let sender = addresses(header(HeaderName::Sender));
-    let reply_to = addresses(header(HeaderName::ReplyTo));
+    let from = address_field(message, HeaderName::From);
+    let sender = address_field(message, HeaderName::Sender);
+    let reply_to = address_field(message, HeaderName::ReplyTo);
     Envelope {
         date: raw_value(message, root, HeaderName::Date),
         subject: raw_value(message, root, HeaderName::Subject),
         sender: if sender.is_empty() { from.clone() } else { sender },
         reply_to: if reply_to.is_empty() { from.clone() } else { reply_to },
         from,
-        to: addresses(header(HeaderName::To)),
-        cc: addresses(header(HeaderName::Cc)),
-        bcc: addresses(header(HeaderName::Bcc)),
+        to: address_field(message, HeaderName::To),
+        cc: address_field(message, HeaderName::Cc),
+        bcc: address_field(message, HeaderName::Bcc),
         in_reply_to: raw_value(message, root, HeaderName::InReplyTo),
         message_id: raw_value(message, root, HeaderName::MessageId),
     }
@@ -484,5 +651,101 @@ mod depth_tests {
             let json = serde_json::to_value(&p.body_structure).unwrap();
             let _: BodyStructure = serde_json::from_value(json).unwrap();
         });
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+
+    /// RFC 3501 §7.4.2: the address structure's second field is the at-domain-list (source
+    /// route); RFC 5322 §4.4 obs-route `<@route:user@domain>`.
+    #[test]
+    fn a_source_route_goes_to_the_adl_field() {
+        let p = parse(b"From: <@route:user@domain>\r\nTo: Bob <@a.test,@b.test:bob@c.test>, plain@d.test\r\n\r\nx\r\n");
+        let a = &p.envelope.from[0];
+        assert_eq!(
+            (
+                a.name.as_deref(),
+                a.adl.as_deref(),
+                a.mailbox.as_deref(),
+                a.host.as_deref()
+            ),
+            (None, Some("@route"), Some("user"), Some("domain"))
+        );
+        let b = &p.envelope.to[0];
+        assert_eq!(
+            (
+                b.name.as_deref(),
+                b.adl.as_deref(),
+                b.mailbox.as_deref(),
+                b.host.as_deref()
+            ),
+            (Some("Bob"), Some("@a.test,@b.test"), Some("bob"), Some("c.test"))
+        );
+        assert_eq!(p.envelope.to[1].adl, None);
+        assert_eq!(p.envelope.to[1].mailbox.as_deref(), Some("plain"));
+        // A quoted local part that merely looks like a route is not one.
+        let p = parse(b"From: <\"@foo:bar\"@x.test>\r\n\r\nx\r\n");
+        assert_eq!(p.envelope.from[0].adl, None);
+        assert_eq!(p.envelope.from[0].mailbox.as_deref(), Some("\"@foo:bar\""));
+    }
+
+    /// Envelopes stored before the adl field was filled still read back.
+    #[test]
+    fn an_old_stored_envelope_still_reads() {
+        let old = r#"{"date":null,"subject":"s","from":[{"name":null,"mailbox":"a","host":"b"}],
+            "sender":[],"reply_to":[],"to":[],"cc":[],"bcc":[],"in_reply_to":null,"message_id":null}"#;
+        let e: Envelope = serde_json::from_str(old).unwrap();
+        assert_eq!(e.from[0].adl, None);
+        assert_eq!(e.from[0].mailbox.as_deref(), Some("a"));
+    }
+}
+
+#[cfg(test)]
+mod comment_tests {
+    use super::*;
+
+    fn one(a: &EnvelopeAddress) -> (Option<&str>, Option<&str>, Option<&str>) {
+        (a.name.as_deref(), a.mailbox.as_deref(), a.host.as_deref())
+    }
+
+    /// Comments inside an address are not its display name (RFC 5322 §3.2.2, §4.4), as
+    /// Dovecot answers: `<user-from (comment)@ (comment) domain.org>` is (NIL NIL "user-from"
+    /// "domain.org").
+    #[test]
+    fn comments_inside_an_address_are_dropped() {
+        let p = parse(
+            b"From: <user-from (comment)@ (comment) domain.org>\r\n\
+To: \"Real To\" <user-to@domain.org> (a comment)\r\n\
+Cc: user-cc (c) @ (d) domain.org, other@x.test\r\n\
+Bcc: jdoe@x.test (John Doe), \"Q (not a comment)\" <q@x.test>\r\n\r\nbody\r\n",
+        );
+        let e = &p.envelope;
+        assert_eq!(one(&e.from[0]), (None, Some("user-from"), Some("domain.org")));
+        assert_eq!(one(&e.to[0]), (Some("Real To"), Some("user-to"), Some("domain.org")));
+        assert_eq!(one(&e.cc[0]), (None, Some("user-cc"), Some("domain.org")));
+        assert_eq!(one(&e.cc[1]), (None, Some("other"), Some("x.test")));
+        assert_eq!(one(&e.bcc[0]), (Some("John Doe"), Some("jdoe"), Some("x.test")));
+        assert_eq!(one(&e.bcc[1]), (Some("Q (not a comment)"), Some("q"), Some("x.test")));
+    }
+
+    #[test]
+    fn odd_fields_do_not_break_the_cleaner() {
+        assert_eq!(without_addr_spec_comments("a@b.c"), None);
+        assert_eq!(without_addr_spec_comments("(unclosed a@b.c"), None);
+        assert_eq!(without_addr_spec_comments("a@b.c (x"), None);
+        assert_eq!(without_addr_spec_comments("x (y) z"), None);
+        assert_eq!(without_addr_spec_comments("((((a)))) @ b"), Some("@b".to_string()));
+        assert_eq!(
+            without_addr_spec_comments("<a\\(b (c)@d>").as_deref(),
+            Some("<a\\(b@d>")
+        );
+        let deep = format!("{}x{}@y", "(".repeat(10_000), ")".repeat(10_000));
+        assert_eq!(without_addr_spec_comments(&deep).as_deref(), Some("@y"));
+        // Many comments stay linear; a huge field is left to the parser.
+        let many = format!("<a{}@b>", " ()".repeat(20_000));
+        assert_eq!(without_addr_spec_comments(&many).as_deref(), Some("<a@b>"));
+        assert_eq!(without_addr_spec_comments(&"() ".repeat(30_000)), None);
     }
 }
