@@ -254,19 +254,8 @@ pub async fn copy_tree(
     Ok(())
 }
 
-/// The distinct resource keys of a user that carry dead properties (`tinydc restore` checks
-/// each against the restored tree).
-pub async fn keys(db: &PgPool, user_id: i64) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar!(
-        "SELECT DISTINCT path FROM dav_props WHERE user_id = $1 ORDER BY path",
-        user_id
-    )
-    .fetch_all(db)
-    .await
-}
-
-/// Every (user id, key) that carries dead properties, for `tinydc check` to compare with the
-/// files that exist.
+/// Every (user id, key) that carries dead properties, for `tinydc check` and `tinydc restore`
+/// to compare with the files that exist.
 pub async fn all_keys(db: &PgPool) -> Result<Vec<(i64, String)>, sqlx::Error> {
     let rows = sqlx::query!("SELECT DISTINCT user_id, path FROM dav_props ORDER BY user_id, path")
         .fetch_all(db)

@@ -36,11 +36,18 @@ pub enum Event {
 
 /// Send `event` when the transaction `conn` is in commits (or at once outside a transaction).
 pub async fn notify(conn: &mut sqlx::PgConnection, event: &Event) -> sqlx::Result<()> {
-    let payload = serde_json::to_string(event).expect("events serialize");
+    let payload = payload(event);
     sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, payload)
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// The text an event travels as on [`CHANNEL`], for a writer that sends it inside a statement of
+/// its own (`pg_notify(CHANNEL, payload)`) instead of through [`notify`].
+pub fn payload(event: &Event) -> String {
+    // A plain enum of integers: serializing it cannot fail.
+    serde_json::to_string(event).expect("events serialize")
 }
 
 /// The process's listener: one database connection, fanned out to any number of receivers.

@@ -256,6 +256,39 @@ pub struct StoredMessage {
     pub header: Vec<u8>,
 }
 
+impl StoredMessage {
+    /// A message read without its envelope and body structure (`fetch_light`, `scan_light`):
+    /// what header fetches, flags and SEARCH over headers, dates and sizes need.
+    fn light(
+        uid: i64,
+        modseq: i64,
+        flags: Vec<String>,
+        internal_date: DateTime<Utc>,
+        size: i64,
+        blob_id: String,
+        header: Vec<u8>,
+    ) -> StoredMessage {
+        StoredMessage {
+            uid: uid as u32,
+            modseq: modseq as u64,
+            flags,
+            internal_date,
+            size: size as u64,
+            blob: BlobId(blob_id),
+            envelope: Default::default(),
+            body_structure: parsed::BodyStructure::Multipart {
+                parts: Vec::new(),
+                media_subtype: String::new(),
+                params: Vec::new(),
+                disposition: None,
+                language: Vec::new(),
+                location: None,
+            },
+            header,
+        }
+    }
+}
+
 /// Where a new message landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -1242,24 +1275,7 @@ impl MailStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|r| StoredMessage {
-                uid: r.uid as u32,
-                modseq: r.modseq as u64,
-                flags: r.flags,
-                internal_date: r.internal_date,
-                size: r.size as u64,
-                blob: BlobId(r.blob_id),
-                envelope: Default::default(),
-                body_structure: parsed::BodyStructure::Multipart {
-                    parts: Vec::new(),
-                    media_subtype: String::new(),
-                    params: Vec::new(),
-                    disposition: None,
-                    language: Vec::new(),
-                    location: None,
-                },
-                header: r.header,
-            })
+            .map(|r| StoredMessage::light(r.uid, r.modseq, r.flags, r.internal_date, r.size, r.blob_id, r.header))
             .collect())
     }
 
@@ -1287,24 +1303,15 @@ impl MailStore {
         )
         .fetch(&self.db);
         while let Some(r) = rows.try_next().await? {
-            each(StoredMessage {
-                uid: r.uid as u32,
-                modseq: r.modseq as u64,
-                flags: Vec::new(),
-                internal_date: r.internal_date,
-                size: r.size as u64,
-                blob: BlobId(r.blob_id),
-                envelope: Default::default(),
-                body_structure: parsed::BodyStructure::Multipart {
-                    parts: Vec::new(),
-                    media_subtype: String::new(),
-                    params: Vec::new(),
-                    disposition: None,
-                    language: Vec::new(),
-                    location: None,
-                },
-                header: r.header,
-            });
+            each(StoredMessage::light(
+                r.uid,
+                r.modseq,
+                Vec::new(),
+                r.internal_date,
+                r.size,
+                r.blob_id,
+                r.header,
+            ));
         }
         Ok(())
     }
@@ -1587,8 +1594,7 @@ async fn deliver_one(conn: &mut PgConnection, target: DeliveryTarget, row: Row<'
         Some(reservation) => quota::commit(conn, reservation, row.size, Usage::Mail).await?,
         None => quota::charge(conn, user_id, Usage::Mail, row.size).await?,
     }
-    let payload = serde_json::to_string(&Event::Mailbox { user_id, mailbox_id })
-        .map_err(|e| StoreError::Invalid(format!("event: {e}")))?;
+    let payload = events::payload(&Event::Mailbox { user_id, mailbox_id });
     // The blob row first (messages reference it; the foreign key is checked at the end of the
     // statement), then the message, then the event sent at commit (events::notify).
     sqlx::query!(

@@ -248,14 +248,19 @@ async fn load(
         let users = shared::accounts::list_users(&db).await?;
         let mut props_pruned = 0;
         let mut corrected = 0;
+        let keys = davd::props::all_keys(&db).await?;
         for user in &users {
             let root = config.files_dir().join(&user.address);
             std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-            for key in davd::props::keys(&db, user.id).await? {
-                if !resource_exists(&root, &key) {
+            for key in keys
+                .iter()
+                .filter(|(id, _)| *id == user.id)
+                .map(|(_, key)| key.as_str())
+            {
+                if !resource_exists(&root, key) {
                     tracing::info!(user = %user.address, key, "pruning dead properties of an absent resource");
                     let mut tx = db.begin().await?;
-                    davd::props::delete_tree(&mut tx, user.id, &key).await?;
+                    davd::props::delete_tree(&mut tx, user.id, key).await?;
                     tx.commit().await?;
                     props_pruned += 1;
                 }
