@@ -124,6 +124,16 @@ async fn subscriptions_are_names() {
     // SUBSCRIBE still checks that the mailbox exists.
     let r = c.no("SUBSCRIBE foo/bar").await;
     assert!(r.tagged.contains("[NONEXISTENT]"), "{r:#?}");
+    // RENAME takes the subscriptions of the mailbox and its inferiors along, and only those.
+    c.ok("CREATE old/kid").await;
+    c.ok("CREATE older").await;
+    c.ok("SUBSCRIBE old").await;
+    c.ok("SUBSCRIBE old/kid").await;
+    c.ok("SUBSCRIBE older").await;
+    c.ok("RENAME old new").await;
+    let r = c.ok("LSUB \"\" *").await;
+    assert!(r.has("\"new\"") && r.has("\"new/kid\"") && r.has("\"older\""), "{r:#?}");
+    assert!(!r.has("\"old\"") && !r.has("\"old/kid\""), "{r:#?}");
     // Another user's subscriptions are not seen.
     server.env.add_user("mallory@example.test", "mallory pw", None).await;
     let mut m = server.connect().await;

@@ -795,6 +795,23 @@ impl MailStore {
         )
         .execute(&mut *tx)
         .await?;
+        // The subscriptions follow the renamed mailboxes, as in Dovecot (RFC 3501 §6.3.5 leaves it
+        // open): a client that lists only subscribed folders keeps seeing what it renamed. A
+        // stale subscription already on a new name stays as it is.
+        sqlx::query!(
+            "WITH moved AS (
+                 DELETE FROM subscriptions
+                 WHERE user_id = $1 AND (name = $2 OR left(name, length($2) + 1) = $2 || '/')
+                 RETURNING name)
+             INSERT INTO subscriptions (user_id, name)
+             SELECT $1, $3 || substr(name, length($2) + 1) FROM moved
+             ON CONFLICT DO NOTHING",
+            user_id,
+            from,
+            to
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
