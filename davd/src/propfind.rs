@@ -1,6 +1,6 @@
 //! PROPFIND answers as RFC 4918 section 9.1 wants them, made from dav-server's.
 //!
-//! dav-server 0.11 writes the multistatus of a PROPFIND itself, with three faults clients trip
+//! dav-server 0.11 writes the multistatus of a PROPFIND itself, with four faults clients trip
 //! on, fixed here on the way out (streamed, one `D:response` at a time):
 //! - `getetag` is written without its quotes, while the `ETag` header has them (RFC 9110
 //!   section 8.8.3: the quotes are part of the entity-tag), so a client that sends the
@@ -11,6 +11,12 @@
 //! - with `<D:prop>` every dead property of the resource is listed too (and a requested one
 //!   twice); only the properties asked for are kept, each once. With `<D:propname>` the dead
 //!   properties came with their values; only their names are kept (section 9.1: "names only").
+//! - a Win32 property is written twice, dav-server's own reckoning first and davd's stored
+//!   value after it; the stored one is kept ([`winners`]), so Explorer sees the hidden and
+//!   read-only bits it set.
+//!
+//! And one answer is cut to fit its client: a folder listing for the Windows redirector keeps
+//! only what Explorer reads ([`REDIRECTOR_PROPS`]), to stay under its size limit.
 //!
 //! The answer is read as a flat series of tokens to find where each top-level `D:response`
 //! ends ([`Scanner`]); each one is then parsed by the `xml` crate's pull parser (the tokenizer
@@ -18,7 +24,7 @@
 //! namespace prefixes resolve), changed, and written out again by the `xml` crate's writer.
 //! Memory stays at one `D:response` (what dav-server itself holds).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -32,7 +38,7 @@ use xml::writer::{EmitterConfig, EventWriter, XmlEvent as Out};
 use crate::xmldoc::DAV_NS;
 
 /// One property name: its namespace (none for the empty namespace) and local name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PropName {
     pub namespace: Option<String>,
     pub local: String,
@@ -60,6 +66,51 @@ pub enum Asked {
     PropName,
     /// `<D:prop>` with these properties, each once, in the order asked.
     Prop(Vec<PropName>),
+    /// An allprop listing (Depth 1) for the Windows redirector: only [`REDIRECTOR_PROPS`].
+    Redirector,
+}
+
+/// What Explorer reads of a folder listing: each entry's type, size, creation and modification
+/// times, ETag and locks, and its Win32 attributes (hidden, read-only: MS-WDV section 2.2.1;
+/// only `Win32FileAttributes` carries them).
+///
+/// The Windows WebDAV redirector (`Microsoft-WebDAV-MiniRedir/...`) lists a folder with an
+/// allprop PROPFIND (no body, `Depth: 1`) and refuses an answer larger than its
+/// `FileAttributesLimitInBytes` (1,000,000 bytes by default): the folder then shows as empty.
+/// dav-server's allprop answer is about 1,130 bytes an entry (`supportedlock` alone is 280,
+/// plus `displayname`, `getcontenttype` and every dead property), so a folder of 900 files was
+/// past the limit. The listing for the redirector keeps only these, about 440 bytes an entry
+/// (2,200 files; davd/tests/windows.rs measures it). The three Win32 times are left out: the
+/// same times are in `creationdate` (davd reports the stored Win32CreationTime there) and
+/// `getlastmodified` (the file's mtime, which Win32LastModifiedTime set), which the redirector
+/// reads from any server. Past that size the registry fix in README is the way.
+const REDIRECTOR_PROPS: [(&str, &str); 7] = [
+    (DAV_NS, "resourcetype"),
+    (DAV_NS, "getcontentlength"),
+    (DAV_NS, "getlastmodified"),
+    (DAV_NS, "creationdate"),
+    (DAV_NS, "getetag"),
+    (DAV_NS, "lockdiscovery"),
+    (crate::win32::NS, "Win32FileAttributes"),
+];
+
+/// The User-Agent of Windows' WebDAV redirector (Explorer's mapped drives and `\\host@SSL\`).
+pub fn is_redirector(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::USER_AGENT)
+        .is_some_and(|ua| ua.as_bytes().starts_with(b"Microsoft-WebDAV-MiniRedir/"))
+}
+
+/// What a PROPFIND asks for, as answered to this client: an allprop listing (Depth 1) by the
+/// Windows redirector is answered with [`REDIRECTOR_PROPS`] only. A single resource (Depth 0,
+/// what the redirector reads before and after a LOCK) keeps the whole allprop answer.
+pub fn for_client(asked: Asked, headers: &http::HeaderMap) -> Asked {
+    let listing = headers.get("depth").is_some_and(|d| d.as_bytes().trim_ascii() == b"1");
+    if asked == Asked::AllProp && listing && is_redirector(headers) {
+        Asked::Redirector
+    } else {
+        asked
+    }
 }
 
 /// Read what a PROPFIND body asks for. `None` when it is not a `DAV:propfind` this module
@@ -341,6 +392,7 @@ impl<B> Rewrite<B> {
 
     /// Write one `D:response` (its events, inside the root), changed as the module docs say.
     fn rewrite_response(&mut self, events: Vec<XmlEvent>) -> io::Result<()> {
+        let winners = winners(&events);
         let mut depth = 0usize;
         let mut seen: Vec<PropName> = Vec::new();
         // A propstat is held until its end: one left without properties is not written.
@@ -349,7 +401,7 @@ impl<B> Rewrite<B> {
         let mut skipping: Option<usize> = None;
         let mut in_prop = false;
         let mut in_etag = false;
-        for event in events {
+        for (index, event) in events.into_iter().enumerate() {
             let mut event = event;
             match &event {
                 XmlEvent::StartElement { name, .. } => {
@@ -363,10 +415,14 @@ impl<B> Rewrite<B> {
                         3 if prop.is_dav("propstat") => propstat = Some((Vec::new(), 0)),
                         4 => in_prop = propstat.is_some() && prop.is_dav("prop"),
                         5 if in_prop => {
-                            let keep = match &self.asked {
-                                Asked::Prop(list) => list.contains(&prop) && !seen.contains(&prop),
+                            let asked = match &self.asked {
+                                Asked::Prop(list) => list.contains(&prop),
+                                Asked::Redirector => REDIRECTOR_PROPS
+                                    .iter()
+                                    .any(|(ns, local)| prop.namespace.as_deref() == Some(*ns) && prop.local == *local),
                                 _ => true,
                             };
+                            let keep = asked && winners.contains(&index);
                             if !keep {
                                 skipping = Some(5);
                                 continue;
@@ -481,6 +537,67 @@ impl<B> Rewrite<B> {
     }
 }
 
+/// Which property elements of one `D:response` (indexes into its events) are written: each
+/// property once. dav-server answers a Win32 property (and an asked-for dead property) first
+/// from its own reckoning and then again from davd's store, appended after its live ones: the
+/// `Win32FileAttributes` it computes knows only "directory" and "archive", while the stored one
+/// holds what Explorer set (hidden, read-only; MS-WDV section 2.2.1). So the last occurrence
+/// in a `200 OK` propstat wins; a property found in none keeps its first occurrence.
+fn winners(events: &[XmlEvent]) -> HashSet<usize> {
+    // (name, index, found in a 200 propstat)
+    let mut all: Vec<(PropName, usize, bool)> = Vec::new();
+    let mut current: Vec<(PropName, usize)> = Vec::new();
+    let mut depth = 0usize;
+    let mut in_propstat = false;
+    let mut in_status = false;
+    let mut ok = false;
+    for (index, event) in events.iter().enumerate() {
+        match event {
+            XmlEvent::StartElement { name, .. } => {
+                depth += 1;
+                let prop = PropName::of(name);
+                match depth {
+                    3 => {
+                        in_propstat = prop.is_dav("propstat");
+                        ok = false;
+                    }
+                    4 => in_status = in_propstat && prop.is_dav("status"),
+                    5 if in_propstat => {
+                        // Under D:prop (D:status has no child elements).
+                        current.push((prop, index));
+                    }
+                    _ => {}
+                }
+            }
+            XmlEvent::Characters(text) if in_status && depth == 4 => {
+                ok |= text.split_ascii_whitespace().nth(1) == Some("200");
+            }
+            XmlEvent::EndElement { .. } => {
+                if depth == 4 {
+                    in_status = false;
+                }
+                if depth == 3 && in_propstat {
+                    all.extend(current.drain(..).map(|(p, i)| (p, i, ok)));
+                    in_propstat = false;
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+    // Per name: its last occurrence in a 200 propstat, and its first anywhere.
+    let mut best: HashMap<&PropName, (Option<usize>, usize)> = HashMap::new();
+    for (prop, index, ok) in &all {
+        let entry = best.entry(prop).or_insert((None, *index));
+        if *ok {
+            entry.0 = Some(*index);
+        }
+    }
+    best.into_values()
+        .map(|(last_ok, first)| last_ok.unwrap_or(first))
+        .collect()
+}
+
 fn bad(e: impl std::fmt::Display) -> io::Error {
     tracing::error!("rewriting a PROPFIND answer: {e}");
     io::Error::other(format!("PROPFIND answer: {e}"))
@@ -579,8 +696,8 @@ mod tests {
     const ANSWER: &str = concat!(
         r#"<?xml version="1.0" encoding="utf-8"?><D:multistatus xmlns:D="DAV:">"#,
         r#"<D:response><D:href>/d/</D:href><D:propstat><D:prop><D:getetag>abc-1</D:getetag>"#,
-        r#"<x:color xmlns:x="urn:x">red <![CDATA[</D:response>]]><!-- </D:prop> --></x:color><x:size xmlns:x="urn:x">9</x:size>"#,
-        r#"<x:color xmlns:x="urn:x">red</x:color></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"#,
+        r#"<x:color xmlns:x="urn:x">red</x:color><x:size xmlns:x="urn:x">9</x:size>"#,
+        r#"<x:color xmlns:x="urn:x">red <![CDATA[</D:response>]]><!-- </D:prop> --></x:color></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"#,
         r#"<D:response><D:href>/d/f</D:href><D:propstat><D:prop><D:getetag>"q"</D:getetag></D:prop>"#,
         r#"<D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#
     );
@@ -639,5 +756,69 @@ mod tests {
         let mut r = Rewrite::new((), Asked::AllProp);
         r.feed(&ANSWER.as_bytes()[..100]).unwrap();
         assert!(!r.finished);
+    }
+
+    const WIN32_TWICE: &str = concat!(
+        r#"<?xml version="1.0" encoding="utf-8"?><D:multistatus xmlns:D="DAV:" xmlns:Z="urn:schemas-microsoft-com:">"#,
+        r#"<D:response><D:href>/f</D:href><D:propstat><D:prop><D:getcontentlength>4</D:getcontentlength>"#,
+        r#"<Z:Win32FileAttributes>00000020</Z:Win32FileAttributes><D:supportedlock><D:lockentry/></D:supportedlock>"#,
+        r#"<Z:Win32FileAttributes xmlns:Z="urn:schemas-microsoft-com:">00000023</Z:Win32FileAttributes>"#,
+        r#"</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>"#,
+        r#"<D:propstat><D:prop><Z:Win32LastAccessTime/></D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>"#,
+        r#"</D:response></D:multistatus>"#
+    );
+
+    #[test]
+    fn the_stored_win32_value_wins_and_the_redirector_gets_what_explorer_reads() {
+        for asked in [
+            Asked::AllProp,
+            Asked::Redirector,
+            Asked::Prop(vec![PropName {
+                namespace: Some(crate::win32::NS.into()),
+                local: "Win32FileAttributes".into(),
+            }]),
+        ] {
+            let out = rewrite(WIN32_TWICE, asked.clone(), 9);
+            assert_eq!(out.matches("Win32FileAttributes>").count(), 2, "{asked:?}: {out}");
+            assert!(
+                out.contains(">00000023<") && !out.contains(">00000020<"),
+                "{asked:?}: {out}"
+            );
+            // Found in no 200 propstat: its one occurrence stays.
+            if asked != Asked::Redirector {
+                assert_eq!(out.contains("Win32LastAccessTime"), asked == Asked::AllProp, "{out}");
+            }
+        }
+        let lean = rewrite(WIN32_TWICE, Asked::Redirector, 64);
+        assert!(
+            lean.contains("getcontentlength") && !lean.contains("supportedlock"),
+            "{lean}"
+        );
+        let full = rewrite(WIN32_TWICE, Asked::AllProp, 64);
+        assert!(full.contains("supportedlock"), "{full}");
+    }
+
+    #[test]
+    fn only_a_redirector_listing_is_trimmed() {
+        let headers = |ua: &str, depth: Option<&str>| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::USER_AGENT, ua.parse().unwrap());
+            if let Some(d) = depth {
+                h.insert("depth", d.parse().unwrap());
+            }
+            h
+        };
+        let ua = "Microsoft-WebDAV-MiniRedir/10.0.19045";
+        assert_eq!(for_client(Asked::AllProp, &headers(ua, Some("1"))), Asked::Redirector);
+        assert_eq!(for_client(Asked::AllProp, &headers(ua, Some("0"))), Asked::AllProp);
+        assert_eq!(for_client(Asked::PropName, &headers(ua, Some("1"))), Asked::PropName);
+        assert_eq!(
+            for_client(Asked::AllProp, &headers("Microsoft Office/16.0", Some("1"))),
+            Asked::AllProp
+        );
+        assert_eq!(
+            for_client(Asked::AllProp, &headers("curl/8", Some("1"))),
+            Asked::AllProp
+        );
     }
 }

@@ -584,8 +584,11 @@ impl App {
         let response = self.route(req, peer, channel, cache).await;
         let status = response.status();
         // MKCOL of a folder that is there is 405 (RFC 4918 section 9.3.1) and routine: rclone
-        // and davfs2 make every folder of a tree before uploading into it.
-        let routine = method.as_str() == "MKCOL" && status == StatusCode::METHOD_NOT_ALLOWED;
+        // and davfs2 make every folder of a tree before uploading into it. So is a 404 to a
+        // look-up: Finder probes for `._name`, `.DS_Store`, `.hidden`, `.Spotlight-V100` in
+        // every folder it opens, Explorer for `desktop.ini`, davfs2 HEADs before uploading.
+        let routine = (method.as_str() == "MKCOL" && status == StatusCode::METHOD_NOT_ALLOWED)
+            || (status == StatusCode::NOT_FOUND && matches!(method.as_str(), "GET" | "HEAD" | "PROPFIND"));
         if (status.is_client_error() || status.is_server_error()) && !routine {
             tracing::info!(%peer, %method, path = uri_path, status = status.as_u16(), "refused");
         } else {
@@ -721,12 +724,24 @@ impl App {
             // RFC 4918 section 9.1: a server may refuse Depth infinity, with 403 and the
             // propfind-finite-depth precondition (dav-server answers 501). A whole tree in
             // one answer is unbounded work for one request.
-            if parts
-                .headers
-                .get("depth")
-                .is_some_and(|d| d.as_bytes().trim_ascii().eq_ignore_ascii_case(b"infinity"))
-            {
-                tracing::info!(%peer, user = user.address, path, "PROPFIND Depth infinity refused");
+            // A PROPFIND without Depth is to be treated as infinity (section 9.1, "SHOULD"),
+            // and is refused the same way: no client davd serves sends one (Finder's
+            // webdavfs sends Depth 0 or 1 on every PROPFIND, webdav_network.c; Explorer's
+            // redirector `Depth: 0`/`1`; davfs2 through neon's ne_propfind_create, 0 or 1;
+            // rclone 0 or 1). dav-server would otherwise list the children without the
+            // resource itself, an answer no client expects.
+            let depth = parts.headers.get("depth").map(|d| d.as_bytes().trim_ascii());
+            let finite = match depth {
+                Some(b"0" | b"1") => true,
+                Some(d) if d.eq_ignore_ascii_case(b"infinity") => false,
+                None => false,
+                Some(d) => {
+                    tracing::info!(%peer, user = user.address, path, "PROPFIND with Depth {:?}", String::from_utf8_lossy(d));
+                    return simple(StatusCode::BAD_REQUEST, "Depth must be 0, 1 or infinity\n");
+                }
+            };
+            if !finite {
+                tracing::info!(%peer, user = user.address, path, depth = ?depth.map(String::from_utf8_lossy), "PROPFIND Depth infinity refused");
                 let mut res = Response::new(Body::from(
                     "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\"><D:propfind-finite-depth/></D:error>\n",
                 ));
@@ -737,7 +752,7 @@ impl App {
                 );
                 return res;
             }
-            let asked = propfind::asked(&body);
+            let asked = propfind::asked(&body).map(|a| propfind::for_client(a, &parts.headers));
             let mut fs = TinyFs::new(db.clone(), self.journal.clone());
             // One read of quota and usage for the whole PROPFIND (every collection reports
             // the account's), so used and available agree with each other.
