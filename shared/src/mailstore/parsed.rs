@@ -1069,3 +1069,69 @@ Bcc: jdoe@x.test (John Doe), \"Q (not a comment)\" <q@x.test>\r\n\r\nbody\r\n",
         assert_eq!(without_addr_spec_comments(&"() ".repeat(30_000)), None);
     }
 }
+
+#[cfg(test)]
+mod model_tests {
+    use super::*;
+
+    fn text(raw: &[u8], tree: &MimeTree, part: &[u32]) -> Option<String> {
+        let e = tree.entity(tree.find(part)?);
+        Some(String::from_utf8_lossy(&raw[e.body.clone()]).into_owned())
+    }
+
+    /// RFC 2046 §5.1.1: a delimiter is `--boundary` at a line start with only blanks after it;
+    /// a longer line that starts with it is content.
+    #[test]
+    fn delimiter_lines() {
+        let raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\npre --b\r\n--bx\r\n--b \t\r\n\r\none\r\n--b\r\n\r\ntwo\r\n--b--\r\nepilogue\r\n";
+        let tree = MimeTree::parse(raw);
+        assert_eq!(text(raw, &tree, &[1]).as_deref(), Some("one"));
+        assert_eq!(text(raw, &tree, &[2]).as_deref(), Some("two"));
+        assert_eq!(tree.find(&[3]), None);
+        assert_eq!(tree.find(&[0]), None);
+        assert_eq!(tree.leaves().count(), 2);
+    }
+
+    /// The line break after a nested close delimiter stays with the nested multipart and the
+    /// parts that end with it (as Dovecot counts); before a plain part's next delimiter it
+    /// belongs to the delimiter.
+    #[test]
+    fn the_line_break_after_a_nested_close_delimiter() {
+        let raw = b"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: message/rfc822\r\n\r\n\
+Content-Type: multipart/mixed; boundary=i\r\n\r\n--i\r\n\r\nx\r\n--i--\r\n--o\r\n\r\ny\r\n--o--\r\n";
+        let tree = MimeTree::parse(raw);
+        assert!(text(raw, &tree, &[1]).unwrap().ends_with("--i--\r\n"));
+        // [1.TEXT]: the enclosed message's body.
+        let enclosed = tree.entity(tree.message_of(&[1]).unwrap());
+        assert_eq!(&raw[enclosed.body.clone()], b"--i\r\n\r\nx\r\n--i--\r\n");
+        // [1.1] is the first part of the enclosed message's multipart.
+        assert_eq!(text(raw, &tree, &[1, 1]).as_deref(), Some("x"));
+        assert_eq!(text(raw, &tree, &[1, 1, 1]).as_deref(), Some("x"));
+        assert_eq!(text(raw, &tree, &[2]).as_deref(), Some("y"));
+        let parsed = parse(raw);
+        let json = serde_json::to_value(&parsed.body_structure).unwrap();
+        assert_eq!(json["model"], MIME_MODEL);
+        assert!(json["parts"][0].get("model").is_none());
+    }
+
+    /// Past MAX_PARTS the last part read keeps the rest; building stays linear.
+    #[test]
+    fn many_parts_are_bounded_and_linear() {
+        let mut raw = String::from("Content-Type: multipart/mixed; boundary=w\r\n\r\n");
+        for i in 0..50_000 {
+            raw.push_str(&format!("--w\r\n\r\np{i}\r\n"));
+        }
+        raw.push_str("--w--\r\n");
+        let started = std::time::Instant::now();
+        let tree = MimeTree::parse(raw.as_bytes());
+        let elapsed = started.elapsed();
+        let Nested::Parts(kids) = &tree.entity(0).nested else {
+            panic!("not a multipart")
+        };
+        assert_eq!(kids.len(), MAX_PARTS);
+        let last = text(raw.as_bytes(), &tree, &[MAX_PARTS as u32]).unwrap();
+        assert!(last.starts_with("p9999\r\n--w\r\n") && last.ends_with("p49999"));
+        // Generous for a debug build on a Pi; a quadratic walk takes minutes here.
+        assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
+    }
+}
