@@ -54,11 +54,21 @@ pub fn filter_header(header: &[u8], names: &[String], keep: bool) -> Vec<u8> {
 /// the one MIME model, shared::mailstore::parsed::MimeTree, which also wrote the stored
 /// BODYSTRUCTURE.
 pub fn section(raw: &[u8], part: &[u32], text: &SectionText) -> Option<Vec<u8>> {
+    if part.is_empty() {
+        // The message's own header and text need no walk over its parts.
+        let message = split(raw);
+        return Some(match text {
+            SectionText::Full => raw.to_vec(),
+            SectionText::Header | SectionText::Mime => message.header.to_vec(),
+            SectionText::Text => message.body.to_vec(),
+            SectionText::HeaderFields(names) => filter_header(message.header, names, true),
+            SectionText::HeaderFieldsNot(names) => filter_header(message.header, names, false),
+        });
+    }
     let tree = MimeTree::parse(raw);
     let bytes = |range: std::ops::Range<usize>| raw[range].to_vec();
     let message = || tree.message_of(part).map(|m| tree.entity(m));
     Some(match text {
-        SectionText::Full if part.is_empty() => raw.to_vec(),
         SectionText::Full => bytes(tree.entity(tree.find(part)?).body.clone()),
         SectionText::Mime => bytes(tree.entity(tree.find(part)?).header.clone()),
         SectionText::Header => bytes(message()?.header.clone()),
