@@ -35,11 +35,11 @@ Content-Type: multipart/alternative; boundary=\"alt\"\n\n\
 }
 
 /// A body part that starts with an empty header (a blank line right after the boundary), whose
-/// body looks like a header: it is body.
+/// body looks like a header: it is body; and an enclosed message without a header.
 fn empty_header() -> Vec<u8> {
     crlf(
         "From: a@x.test\nSubject: empty header\nContent-Type: multipart/mixed; boundary=\"b\"\n\n\
---b\n\nContent-Type: text/html\n\nno header here\n--b\nContent-Type: text/plain; charset=utf-8\n\nsecond\n--b--\n",
+--b\n\nContent-Type: text/html\n\nno header here\n--b\nContent-Type: message/rfc822\n\n\nenclosed body: no header\n--b--\n",
     )
 }
 
@@ -174,22 +174,26 @@ async fn a_part_with_an_empty_header() {
     assert_same(
         &bodystructure(&mut c).await,
         "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 41 2 NIL NIL NIL NIL)\
-(\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 6 0 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)",
+(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 26 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) \
+(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 24 0 NIL NIL NIL NIL) 1 NIL NIL NIL NIL) \
+\"mixed\" (\"boundary\" \"b\") NIL NIL NIL)",
     );
     assert_eq!(
         section(&mut c, "1").await,
         "Content-Type: text/html\r\n\r\nno header here"
     );
     assert_eq!(section(&mut c, "1.MIME").await, "\r\n");
-    assert_eq!(section(&mut c, "2").await, "second");
-    assert_eq!(
-        section(&mut c, "2.MIME").await,
-        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
-    );
-    // HEADER and TEXT name a message: a text part has neither; there is no part 3.
-    assert_eq!(section(&mut c, "2.HEADER").await, "");
+    // HEADER and TEXT name a message: a text part has neither.
+    assert_eq!(section(&mut c, "1.HEADER").await, "");
     assert_eq!(section(&mut c, "1.TEXT").await, "");
+    assert_eq!(section(&mut c, "2").await, "\r\nenclosed body: no header");
+    assert_eq!(section(&mut c, "2.MIME").await, "Content-Type: message/rfc822\r\n\r\n");
+    assert_eq!(section(&mut c, "2.HEADER").await, "\r\n");
+    assert_eq!(section(&mut c, "2.TEXT").await, "enclosed body: no header");
+    assert_eq!(section(&mut c, "2.1").await, "enclosed body: no header");
     assert_eq!(section(&mut c, "3").await, "");
+    let r = c.ok("SEARCH BODY \"enclosed body\"").await;
+    assert_eq!(r.find("* SEARCH").trim_end(), "* SEARCH 1");
 }
 
 /// Multiparts inside a message inside a multipart, numbered per RFC 3501 §6.4.5.
