@@ -350,6 +350,9 @@ Content-Transfer-Encoding: base64\n\nc2VjcmV0IHdvcmQ=\n--e\nContent-Type: applic
         ("BODY \"inner body one\"", "* SEARCH 1"),
         ("BODY \"html two\"", "* SEARCH 1"),
         ("BODY \"no header here\"", "* SEARCH 2"),
+        // Body text of the part with an empty header, not its header.
+        ("BODY \"text/html\"", "* SEARCH 2"),
+        ("BODY \"enclosed body\"", "* SEARCH 2"),
         ("BODY \"deep plain\"", "* SEARCH 3"),
         ("BODY \"innermost body\"", "* SEARCH 3"),
         ("BODY \"secret word\"", "* SEARCH 4"),
