@@ -2,7 +2,7 @@
 //! §3.1.4). Metadata comes from the database in batches; the body file is read only for
 //! sections that need it; responses are written message by message (never built whole).
 
-use shared::mailstore::{FlagOp, StoredMessage};
+use shared::mailstore::{FlagOp, StoredMessage, parsed};
 
 use crate::fetch::mime;
 use crate::session::{CmdResult, Code, Failure, Reply, Session, State};
@@ -61,6 +61,9 @@ impl Session {
             FetchItem::Section(s) => !s.part.is_empty() || matches!(s.text, SectionText::Text),
             _ => false,
         });
+        let wants_structure = items
+            .iter()
+            .any(|i| matches!(i, FetchItem::Body | FetchItem::BodyStructure));
         let sets_seen = !read_only
             && items.iter().any(|i| match i {
                 FetchItem::Rfc822 | FetchItem::Rfc822Text => true,
@@ -155,6 +158,11 @@ impl Session {
                         }
                         None => None,
                     };
+                    // A structure stored before the MIME model is recomputed from the body, so
+                    // its part numbers are the ones BODY[section] uses.
+                    let needs_body = needs_body
+                        || (wants_structure
+                            && message.as_ref().is_some_and(|m| m.body_structure.predates_mime_model()));
                     let body = match (message, needs_body, &whole) {
                         (Some(_), true, Some(bytes)) => Some(bytes.clone()),
                         (Some(m), true, None) => match self.ctx.blobs.read(&m.blob).await {
@@ -300,8 +308,12 @@ impl Session {
                 }
                 FetchItem::Body | FetchItem::BodyStructure => {
                     let m = message.ok_or_else(missing)?;
+                    let recomputed = match body {
+                        Some(raw) if m.body_structure.predates_mime_model() => Some(parsed::parse(raw).body_structure),
+                        _ => None,
+                    };
                     let attr = FetchAttr::Structure {
-                        structure: &m.body_structure,
+                        structure: recomputed.as_ref().unwrap_or(&m.body_structure),
                         extended: *item == FetchItem::BodyStructure,
                         utf8: self.utf8,
                     };

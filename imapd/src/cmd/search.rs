@@ -221,29 +221,25 @@ fn eval(key: &SearchKey, c: &Candidate<'_>) -> bool {
     }
 }
 
-/// The decoded, lower-cased text of a message's text parts. CPU-heavy on a large message: the
+/// The decoded, lower-cased text of a message's text parts, found by the one MIME model
+/// (shared::mailstore::parsed::MimeTree) that numbers parts for FETCH: each text/* leaf is
+/// transfer- and charset-decoded by mail-parser on its own. CPU-heavy on a large message: the
 /// caller runs it on the blocking pool.
 fn body_text(raw: &[u8]) -> String {
-    let Some(message) = mail_parser::MessageParser::default().parse(raw) else {
-        return String::from_utf8_lossy(raw).to_lowercase();
-    };
-    let text = text_of(&message);
-    // Dropping a deeply nested message recursively would overflow the stack.
-    shared::mailstore::parsed::dismantle(message);
-    text
-}
-
-fn text_of(message: &mail_parser::Message<'_>) -> String {
+    let tree = shared::mailstore::parsed::MimeTree::parse(raw);
     let mut text = String::new();
-    for i in 0..message.text_body_count().max(message.html_body_count()) {
-        if let Some(t) = message.body_text(i) {
-            text.push_str(&t);
-            text.push('\n');
-        }
-    }
-    for part in message.attachments() {
-        if let Some(t) = part.text_contents() {
-            text.push_str(t);
+    for leaf in tree.leaves().filter(|leaf| leaf.media_type == "text") {
+        // A text leaf alone is a one-part message: mail-parser splits nothing further.
+        let Some(part) = mail_parser::MessageParser::default().parse(&raw[leaf.header.start..leaf.body.end]) else {
+            continue;
+        };
+        let decoded = match part.parts.first().map(|p| &p.body) {
+            Some(mail_parser::PartType::Text(t)) => Some(t.to_string()),
+            Some(mail_parser::PartType::Html(html)) => Some(mail_parser::decoders::html::html_to_text(html)),
+            _ => None,
+        };
+        if let Some(decoded) = decoded {
+            text.push_str(&decoded);
             text.push('\n');
         }
     }

@@ -1,7 +1,7 @@
-//! Finding a section of a message (RFC 3501 §6.4.5 section numbering) by walking its MIME
-//! structure over the raw bytes: no decoding, no copies.
+//! The bytes of a section of a message (RFC 3501 §6.4.5) from the one MIME model
+//! (shared::mailstore::parsed::MimeTree), and header-field filtering.
 
-use shared::mailstore::parsed::header_length;
+use shared::mailstore::parsed::{MimeTree, header_length};
 
 use crate::wire::parse::SectionText;
 
@@ -49,115 +49,32 @@ pub fn filter_header(header: &[u8], names: &[String], keep: bool) -> Vec<u8> {
     out
 }
 
-/// Lower-case media type and subtype and the boundary parameter of an entity.
-pub fn content_type(header: &[u8]) -> (String, String, Option<String>) {
-    let Some(value) = header_values(header, "Content-Type").into_iter().next() else {
-        return ("text".into(), "plain".into(), None);
-    };
-    let mut parts = value.split(';');
-    let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    let (ty, sub) = media.split_once('/').unwrap_or(("text", "plain"));
-    let mut boundary = None;
-    for param in parts {
-        if let Some((k, v)) = param.split_once('=')
-            && k.trim().eq_ignore_ascii_case("boundary")
-        {
-            boundary = Some(v.trim().trim_matches('"').to_string());
-        }
-    }
-    (ty.trim().to_string(), sub.trim().to_string(), boundary)
-}
-
-fn is_multipart(e: &Entity<'_>) -> Option<String> {
-    let (ty, _, boundary) = content_type(e.header);
-    if ty == "multipart" {
-        boundary.filter(|b| !b.is_empty())
-    } else {
-        None
-    }
-}
-
-fn is_message(e: &Entity<'_>) -> bool {
-    let (ty, sub, _) = content_type(e.header);
-    ty == "message" && (sub == "rfc822" || sub == "global")
-}
-
-/// The children of a multipart body, split at `--boundary` lines (RFC 2046 §5.1.1).
-pub fn children<'a>(body: &'a [u8], boundary: &str) -> Vec<Entity<'a>> {
-    let delim = format!("--{boundary}");
-    let delim = delim.as_bytes();
-    let mut starts: Vec<(usize, usize)> = Vec::new(); // (line start, content start)
-    let mut i = 0;
-    let mut end_at = None;
-    while i < body.len() {
-        let line_end = body[i..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(body.len(), |p| i + p + 1);
-        let line = &body[i..line_end];
-        if line.starts_with(delim) {
-            let rest = &line[delim.len()..];
-            if rest.starts_with(b"--") {
-                end_at = Some(i);
-                break;
-            }
-            if rest.trim_ascii().is_empty() {
-                starts.push((i, line_end));
-            }
-        }
-        i = line_end;
-    }
-    let mut out = Vec::new();
-    for (k, &(_, content)) in starts.iter().enumerate() {
-        let next = starts.get(k + 1).map(|s| s.0).or(end_at);
-        let mut stop = next.unwrap_or(body.len());
-        // The line break before a delimiter belongs to the delimiter.
-        if next.is_some() {
-            if body[..stop].ends_with(b"\r\n") {
-                stop -= 2;
-            } else if body[..stop].ends_with(b"\n") {
-                stop -= 1;
-            }
-        }
-        let stop = stop.max(content);
-        out.push(split(&body[content..stop]));
-    }
-    out
-}
-
-/// The bytes of a section of the message `raw`, or `None` when there is no such part
-/// (the caller answers with an empty string, as RFC 3501 allows).
+/// The bytes of a section of the message `raw` (RFC 3501 §6.4.5), or `None` when there is no
+/// such part (the caller answers with an empty string, as Dovecot does). Parts are numbered by
+/// the one MIME model, shared::mailstore::parsed::MimeTree, which also wrote the stored
+/// BODYSTRUCTURE.
 pub fn section(raw: &[u8], part: &[u32], text: &SectionText) -> Option<Vec<u8>> {
-    let mut cur = split(raw);
-    let mut at_message = true;
-    for &p in part {
-        if !at_message && is_message(&cur) {
-            cur = split(cur.body);
-            at_message = true;
-        }
-        let kids = match is_multipart(&cur) {
-            Some(boundary) => children(cur.body, &boundary),
-            None if at_message => vec![cur],
-            None => return None,
-        };
-        cur = *kids.get(p as usize - 1)?;
-        at_message = false;
+    if part.is_empty() {
+        // The message's own header and text need no walk over its parts.
+        let message = split(raw);
+        return Some(match text {
+            SectionText::Full => raw.to_vec(),
+            SectionText::Header | SectionText::Mime => message.header.to_vec(),
+            SectionText::Text => message.body.to_vec(),
+            SectionText::HeaderFields(names) => filter_header(message.header, names, true),
+            SectionText::HeaderFieldsNot(names) => filter_header(message.header, names, false),
+        });
     }
-    let message = if part.is_empty() {
-        Some(cur)
-    } else if is_message(&cur) {
-        Some(split(cur.body))
-    } else {
-        None
-    };
+    let tree = MimeTree::parse(raw);
+    let bytes = |range: std::ops::Range<usize>| raw[range].to_vec();
+    let message = || tree.message_of(part).map(|m| tree.entity(m));
     Some(match text {
-        SectionText::Full if part.is_empty() => raw.to_vec(),
-        SectionText::Full => cur.body.to_vec(),
-        SectionText::Mime => cur.header.to_vec(),
-        SectionText::Header => message?.header.to_vec(),
-        SectionText::Text => message?.body.to_vec(),
-        SectionText::HeaderFields(names) => filter_header(message?.header, names, true),
-        SectionText::HeaderFieldsNot(names) => filter_header(message?.header, names, false),
+        SectionText::Full => bytes(tree.entity(tree.find(part)?).body.clone()),
+        SectionText::Mime => bytes(tree.entity(tree.find(part)?).header.clone()),
+        SectionText::Header => bytes(message()?.header.clone()),
+        SectionText::Text => bytes(message()?.body.clone()),
+        SectionText::HeaderFields(names) => filter_header(&raw[message()?.header.clone()], names, true),
+        SectionText::HeaderFieldsNot(names) => filter_header(&raw[message()?.header.clone()], names, false),
     })
 }
 
@@ -184,10 +101,12 @@ From: inner@x.test\r\nSubject: inner\r\n\r\ninner body\r\n--b1--\r\nepilogue\r\n
             b"From: inner@x.test\r\nSubject: inner\r\n\r\n"
         );
         assert!(section(MSG, &[3], &SectionText::Full).is_none());
-        assert!(section(MSG, &[1, 1], &SectionText::Full).is_none());
         let single = b"Subject: x\r\n\r\nbody\r\n";
         assert_eq!(section(single, &[1], &SectionText::Full).unwrap(), b"body\r\n");
         assert_eq!(section(single, &[], &SectionText::Text).unwrap(), b"body\r\n");
+        // A non-multipart part's only part is 1, at any level (as Dovecot answers).
+        assert_eq!(section(MSG, &[1, 1], &SectionText::Full).unwrap(), b"first");
+        assert!(section(MSG, &[1, 2], &SectionText::Full).is_none());
     }
 
     #[test]

@@ -142,6 +142,7 @@ fn body_at(out: &mut Vec<u8>, b: &BodyStructure, extended: bool, utf8: bool, dep
             disposition: d,
             language: l,
             location,
+            ..
         } => {
             if parts.is_empty() {
                 // RFC 3501 requires at least one part; show an empty text part.
@@ -172,6 +173,7 @@ fn body_at(out: &mut Vec<u8>, b: &BodyStructure, extended: bool, utf8: bool, dep
             language: l,
             location,
             message,
+            ..
         } => {
             text(out, Some(&media_type.to_ascii_uppercase()), utf8);
             out.push(b' ');
@@ -217,6 +219,7 @@ mod tests {
             disposition: None,
             language: Vec::new(),
             location: None,
+            model: 0,
         };
         for _ in 0..500 {
             b = BodyStructure::Multipart {
@@ -226,6 +229,7 @@ mod tests {
                 disposition: None,
                 language: Vec::new(),
                 location: None,
+                model: 0,
             };
         }
         let mut out = Vec::new();

@@ -328,6 +328,7 @@ mod tests {
             language: Vec::new(),
             location: None,
             message: None,
+            model: 0,
         };
         for (extended, name) in [(false, "BODY"), (true, "BODYSTRUCTURE")] {
             let mut value = Vec::new();

@@ -41,7 +41,6 @@ pub fn mime_section(data: &[u8]) {
     let _ = crate::fetch::mime::section(message, &part, &text);
     let header = crate::fetch::mime::split(message).header;
     let _ = crate::fetch::mime::filter_header(header, &["subject".into(), "from".into()], selector & 1 == 0);
-    let _ = crate::fetch::mime::content_type(header);
 }
 
 #[cfg(test)]

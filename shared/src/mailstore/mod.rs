@@ -283,6 +283,7 @@ impl StoredMessage {
                 disposition: None,
                 language: Vec::new(),
                 location: None,
+                model: parsed::MIME_MODEL,
             },
             header,
         }

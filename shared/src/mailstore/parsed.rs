@@ -4,7 +4,7 @@
 //! Strings keep the header's raw text (unfolded), as IMAP servers return them: a Subject with
 //! RFC 2047 encoded words is stored encoded. Display names are decoded UTF-8.
 
-use mail_parser::{Address, HeaderName, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{Address, HeaderName, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders};
 use serde::{Deserialize, Serialize};
 
 /// An address as IMAP's ENVELOPE lists it (RFC 3501 §7.4.2, "address structure"). A group is
@@ -62,6 +62,9 @@ pub enum BodyStructure {
         location: Option<String>,
         /// For `message/rfc822`: the enclosed message's envelope and structure.
         message: Option<Box<(Envelope, BodyStructure)>>,
+        /// See [`MIME_MODEL`]; set on the outermost structure only.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        model: u8,
     },
     Multipart {
         parts: Vec<BodyStructure>,
@@ -70,7 +73,41 @@ pub enum BodyStructure {
         disposition: Option<Disposition>,
         language: Vec<String>,
         location: Option<String>,
+        /// See [`MIME_MODEL`]; set on the outermost structure only.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        model: u8,
     },
+}
+
+/// The version of the MIME model ([`MimeTree`]) a stored structure was written by, kept on its
+/// outermost part. 0 (absent): written before it, by mail-parser's own walk, whose part numbers
+/// can differ from the ones BODY[section] now uses; IMAP recomputes those from the body.
+pub const MIME_MODEL: u8 = 1;
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+impl BodyStructure {
+    /// Whether this stored structure may disagree with the MIME model: one written before it
+    /// that has parts (a multipart or an enclosed message). A single leaf reads the same.
+    pub fn predates_mime_model(&self) -> bool {
+        match self {
+            BodyStructure::Multipart { model, .. } => *model < MIME_MODEL,
+            BodyStructure::Single {
+                model,
+                media_type,
+                message,
+                ..
+            } => *model < MIME_MODEL && (message.is_some() || media_type == "multipart" || media_type == "message"),
+        }
+    }
+
+    fn set_model(&mut self) {
+        match self {
+            BodyStructure::Multipart { model, .. } | BodyStructure::Single { model, .. } => *model = MIME_MODEL,
+        }
+    }
 }
 
 /// Everything stored per message besides the body.
@@ -82,11 +119,12 @@ pub struct Parsed {
     pub header: Vec<u8>,
 }
 
-/// Parse a whole message. Never fails: a message mail-parser cannot read is stored as one
-/// `text/plain` part with an empty envelope, and can still be fetched whole.
+/// Parse a whole message. Never fails: a message whose structure cannot be read is stored as
+/// one `text/plain` part with an empty envelope, and can still be fetched whole.
 pub fn parse(raw: &[u8]) -> Parsed {
-    // mail-parser has debug assertions that crafted MIME can reach; in a debug build they would
-    // panic inside the delivering task. Treat that like any unreadable message.
+    // mail-parser (which reads each header block here) has debug assertions that crafted input
+    // might reach; in a debug build they would panic inside the delivering task. Treat that
+    // like any unreadable message.
     match std::panic::catch_unwind(|| parse_unguarded(raw)) {
         Ok(parsed) => parsed,
         Err(_) => {
@@ -99,6 +137,11 @@ pub fn parse(raw: &[u8]) -> Parsed {
             }
         }
     }
+}
+
+/// An empty `text/plain` part.
+fn empty_text_part() -> BodyStructure {
+    plain_body(b"", 0)
 }
 
 /// A whole body as one `text/plain` part.
@@ -117,47 +160,26 @@ fn plain_body(raw: &[u8], header_len: usize) -> BodyStructure {
         language: Vec::new(),
         location: None,
         message: None,
+        model: 0,
     }
 }
 
 fn parse_unguarded(raw: &[u8]) -> Parsed {
-    let header_len = header_length(raw);
-    let header = raw[..header_len].to_vec();
-    let message = MessageParser::default().parse(raw);
-    let parsed = match &message {
-        Some(message) if !message.parts.is_empty() => Parsed {
-            envelope: envelope_of(message),
-            body_structure: structure_of(message, 0, 0),
-            header,
-        },
-        _ => Parsed {
-            envelope: Envelope::default(),
-            body_structure: plain_body(raw, header_len),
-            header,
-        },
-    };
-    if let Some(message) = message {
-        dismantle(message);
+    let tree = MimeTree::parse(raw);
+    let root = tree.entity(0);
+    let header = raw[root.header.clone()].to_vec();
+    Parsed {
+        envelope: envelope_of_header(&raw[root.header.clone()]),
+        body_structure: body_structure(raw, &tree),
+        header,
     }
-    parsed
 }
 
-/// Drop a parsed message without recursion. mail-parser nests each message/rfc822 part inside
-/// its parent, and dropping that tree recurses once per level: a message with thousands of
-/// nested messages (a few dozen bytes per level) would overflow the stack of whichever thread
-/// drops it. Every parse of untrusted mail hands its result here instead of dropping it.
-pub fn dismantle(message: Message<'_>) {
-    let mut stack = vec![message];
-    while let Some(mut message) = stack.pop() {
-        for part in &mut message.parts {
-            if matches!(part.body, PartType::Message(_))
-                && let PartType::Message(inner) = std::mem::take(&mut part.body)
-            {
-                stack.push(inner);
-            }
-        }
-        // `message` now holds no nested message: its drop is shallow.
-    }
+/// The BODYSTRUCTURE of a message (RFC 3501 §7.4.2) from its MIME model.
+fn body_structure(raw: &[u8], tree: &MimeTree) -> BodyStructure {
+    let mut structure = structure_of(raw, tree, 0);
+    structure.set_model();
+    structure
 }
 
 /// Length of the header block including the empty line that ends it (RFC 5322 §2.1, CRLF or
@@ -442,84 +464,382 @@ fn language_of(value: &HeaderValue<'_>) -> Vec<String> {
     }
 }
 
-/// Levels of multipart and message/rfc822 nesting kept in a stored BODYSTRUCTURE; deeper parts
-/// are cut (an empty multipart, no nested message). Bounds every recursive walk over it.
+/// Levels of multipart and message/rfc822 nesting the MIME model reads; a deeper multipart has
+/// no parts and a deeper message no content. Bounds every recursive walk over the model and over
+/// a stored BODYSTRUCTURE.
 pub const MAX_STRUCTURE_DEPTH: usize = 20;
 
-/// The structure of part `index` of `message`, `depth` levels of message/rfc822 deep.
-fn structure_of(message: &Message<'_>, index: usize, depth: usize) -> BodyStructure {
-    let part = &message.parts[index];
-    let content_type = part.content_type();
-    let disposition = part.content_disposition().map(|d| Disposition {
+/// Body parts and enclosed messages the model reads in one message (Dovecot's default limit):
+/// past it, the rest of a multipart stays in the body of its last part read. Bounds the stored BODYSTRUCTURE and
+/// the time to build it.
+pub const MAX_PARTS: usize = 10_000;
+
+/// What an entity contains besides its own bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nested {
+    /// A leaf (a discrete media type, RFC 2046 §3).
+    None,
+    /// A multipart's body parts, in order (indexes into [`MimeTree`]); empty when the boundary
+    /// is missing or no delimiter line was found.
+    Parts(Vec<usize>),
+    /// A message/rfc822 (or message/global) entity's enclosed message (RFC 2046 §5.2.1).
+    Message(usize),
+}
+
+/// One MIME entity (RFC 2045 §2.4) by its byte ranges in the raw message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entity {
+    /// The header block, with the empty line that ends it (empty for a part that has none).
+    pub header: std::ops::Range<usize>,
+    /// The body, still transfer-encoded; for a body part without the line break before the next
+    /// delimiter (RFC 2046 §5.1.1: it belongs to the delimiter).
+    pub body: std::ops::Range<usize>,
+    /// Lower-case media type and subtype, with RFC 2045 §5.2's default (and RFC 2046 §5.1.5's
+    /// message/rfc822 inside a multipart/digest) when Content-Type is absent or unreadable.
+    pub media_type: String,
+    pub media_subtype: String,
+    pub nested: Nested,
+}
+
+/// The one MIME model of a message: every entity with its byte ranges, read once with the same
+/// rules for BODYSTRUCTURE (at delivery), BODY[section] (RFC 3501 §6.4.5) and SEARCH BODY/TEXT,
+/// so their part numbers always agree. Built without recursion, in time linear in the message
+/// size for each nesting level (at most [`MAX_STRUCTURE_DEPTH`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MimeTree {
+    /// Entity 0 is the message itself.
+    entities: Vec<Entity>,
+}
+
+impl MimeTree {
+    pub fn parse(raw: &[u8]) -> MimeTree {
+        let root_header = header_length(raw);
+        let (media_type, media_subtype, boundary) = read_content_type(&raw[..root_header], false);
+        let mut tree = MimeTree {
+            entities: vec![Entity {
+                header: 0..root_header,
+                body: root_header..raw.len(),
+                media_type,
+                media_subtype,
+                nested: Nested::None,
+            }],
+        };
+        // The entity each one is part of or enclosed by, for `extend_closed`.
+        let mut parents = vec![0usize];
+        // (entity, its boundary if a multipart, nesting depth)
+        let mut pending = vec![(0usize, boundary, 0usize)];
+        while let Some((index, boundary, depth)) = pending.pop() {
+            let entity = &tree.entities[index];
+            let body = entity.body.clone();
+            match (entity.media_type.as_str(), entity.media_subtype.as_str()) {
+                ("multipart", subtype) => {
+                    let digest = subtype == "digest";
+                    let mut kids = Vec::new();
+                    if let Some(boundary) = boundary.filter(|_| depth < MAX_STRUCTURE_DEPTH) {
+                        // Entity 0, the message itself, does not count.
+                        let budget = (MAX_PARTS + 1).saturating_sub(tree.entities.len());
+                        let (parts, closed_at_end) = body_parts(&raw[body.clone()], &boundary, budget);
+                        for part in parts {
+                            let start = body.start + part.start;
+                            let end = body.start + part.end;
+                            let header_end = start + header_length(&raw[start..end]);
+                            let (media_type, media_subtype, boundary) =
+                                read_content_type(&raw[start..header_end], digest);
+                            kids.push(tree.entities.len());
+                            parents.push(index);
+                            pending.push((tree.entities.len(), boundary, depth + 1));
+                            tree.entities.push(Entity {
+                                header: start..header_end,
+                                body: header_end..end,
+                                media_type,
+                                media_subtype,
+                                nested: Nested::None,
+                            });
+                        }
+                        if closed_at_end {
+                            tree.extend_closed(raw, index, &parents);
+                        }
+                    }
+                    tree.entities[index].nested = Nested::Parts(kids);
+                }
+                ("message", "rfc822" | "global") => {
+                    // RFC 2046 §5.2.1 allows no transfer encoding but 7bit, 8bit and binary: an
+                    // encoded one (like one too deep or past the part limit) encloses an empty
+                    // message, so BODYSTRUCTURE still has the envelope and body the grammar
+                    // requires (as Dovecot answers).
+                    let readable = depth < MAX_STRUCTURE_DEPTH
+                        && tree.entities.len() <= MAX_PARTS
+                        && !is_encoded(&raw[entity.header.clone()]);
+                    let (header, inner_body) = if readable {
+                        let header_end = body.start + header_length(&raw[body.clone()]);
+                        (body.start..header_end, header_end..body.end)
+                    } else {
+                        (body.end..body.end, body.end..body.end)
+                    };
+                    let (media_type, media_subtype, boundary) = read_content_type(&raw[header.clone()], false);
+                    let inner = tree.entities.len();
+                    parents.push(index);
+                    tree.entities[index].nested = Nested::Message(inner);
+                    tree.entities.push(Entity {
+                        header,
+                        body: inner_body,
+                        media_type,
+                        media_subtype,
+                        nested: Nested::None,
+                    });
+                    if readable {
+                        pending.push((inner, boundary, depth + 1));
+                    }
+                }
+                _ => {}
+            }
+        }
+        tree
+    }
+
+    /// A multipart whose close delimiter line ends its body lost that line's break to the
+    /// enclosing delimiter (RFC 2046 §5.1.1 gives it to either: the close delimiter's line end
+    /// or the next delimiter's leading CRLF). Dovecot, and so the clients and conformance suites
+    /// written against it, count it in the inner multipart and in the parts around it that end
+    /// there (a forwarded multipart message ends with `--inner--` and its line break): give it
+    /// back to them.
+    fn extend_closed(&mut self, raw: &[u8], index: usize, parents: &[usize]) {
+        let end = self.entities[index].body.end;
+        let line_break = match raw.get(end..end + 2) {
+            Some(b"\r\n") => 2,
+            _ if raw.get(end) == Some(&b'\n') => 1,
+            _ => return,
+        };
+        let mut current = index;
+        while current != 0 && self.entities[current].body.end == end {
+            self.entities[current].body.end = end + line_break;
+            current = parents[current];
+        }
+    }
+
+    pub fn entity(&self, index: usize) -> &Entity {
+        &self.entities[index]
+    }
+
+    /// The entity a section part number names (RFC 3501 §6.4.5), as Dovecot reads them: at each
+    /// level a multipart's Nth part, and a non-multipart entity's only part is 1 (itself); a
+    /// message/rfc822 entity followed by more numbers stands for the message it encloses.
+    pub fn find(&self, part: &[u32]) -> Option<usize> {
+        let mut current = 0;
+        for (i, &number) in part.iter().enumerate() {
+            current = match &self.entities[current].nested {
+                Nested::Parts(kids) => *kids.get((number as usize).checked_sub(1)?)?,
+                _ if number == 1 => current,
+                _ => return None,
+            };
+            if i + 1 < part.len()
+                && let Nested::Message(inner) = self.entities[current].nested
+            {
+                current = inner;
+            }
+        }
+        Some(current)
+    }
+
+    /// The message whose HEADER and TEXT the section `part` names: the message itself for an
+    /// empty part, the enclosed message of a message/rfc822 part, None for any other part.
+    pub fn message_of(&self, part: &[u32]) -> Option<usize> {
+        if part.is_empty() {
+            return Some(0);
+        }
+        match self.entities[self.find(part)?].nested {
+            Nested::Message(inner) => Some(inner),
+            _ => None,
+        }
+    }
+
+    /// The leaves (discrete media types) in part order.
+    pub fn leaves(&self) -> impl Iterator<Item = &Entity> {
+        let mut stack = vec![0usize];
+        std::iter::from_fn(move || {
+            while let Some(index) = stack.pop() {
+                let entity = &self.entities[index];
+                match &entity.nested {
+                    Nested::None => return Some(entity),
+                    Nested::Parts(kids) => stack.extend(kids.iter().rev()),
+                    Nested::Message(inner) => stack.push(*inner),
+                }
+            }
+            None
+        })
+    }
+}
+
+/// Whether a Content-Transfer-Encoding other than the identity ones is declared.
+fn is_encoded(header: &[u8]) -> bool {
+    crate::header::fields(header)
+        .filter(|f| f.is("Content-Transfer-Encoding"))
+        .filter_map(|f| f.unfolded())
+        .last()
+        .is_some_and(|e| !matches!(e.trim().to_ascii_lowercase().as_str(), "7bit" | "8bit" | "binary" | ""))
+}
+
+/// An entity's header block as mail-parser reads it (None for an empty one).
+fn read_header(header: &[u8]) -> Option<Message<'_>> {
+    MessageParser::default()
+        .parse_headers(header)
+        .filter(|m| !m.parts.is_empty())
+}
+
+/// Media type, subtype and boundary from a header block. RFC 2045 §5.2: text/plain when
+/// Content-Type is absent or unreadable; RFC 2046 §5.1.5: message/rfc822 inside a digest.
+fn read_content_type(header: &[u8], in_digest: bool) -> (String, String, Option<String>) {
+    let default = || {
+        if in_digest {
+            ("message".to_string(), "rfc822".to_string(), None)
+        } else {
+            ("text".to_string(), "plain".to_string(), None)
+        }
+    };
+    let Some(message) = read_header(header) else {
+        return default();
+    };
+    let Some(content_type) = message.parts[0].content_type() else {
+        return default();
+    };
+    let Some(subtype) = content_type.subtype() else {
+        return default();
+    };
+    let boundary = content_type
+        .attribute("boundary")
+        .filter(|b| !b.is_empty())
+        .map(str::to_string);
+    (
+        content_type.ctype().to_ascii_lowercase(),
+        subtype.to_ascii_lowercase(),
+        boundary,
+    )
+}
+
+/// The body parts of a multipart body, as ranges of `body`, split at its delimiter lines
+/// (RFC 2046 §5.1.1: `--boundary`, optional blanks, line end; `--boundary--` closes). The line
+/// break before a delimiter belongs to it. Without a close delimiter the last part runs to the
+/// end. At most `budget` parts: past it, the last one keeps the rest.
+/// Also whether the close delimiter is the body's last line, without its line break.
+fn body_parts(body: &[u8], boundary: &str, budget: usize) -> (Vec<std::ops::Range<usize>>, bool) {
+    let delimiter = format!("--{boundary}");
+    let delimiter = delimiter.as_bytes();
+    // (line start, content start) of each delimiter line.
+    let mut starts: Vec<(usize, usize)> = Vec::new();
+    let mut close = None;
+    let mut closed_at_end = false;
+    let mut i = 0;
+    while i < body.len() {
+        let line_end = body[i..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(body.len(), |p| i + p + 1);
+        if let Some(rest) = body[i..line_end].strip_prefix(delimiter) {
+            if rest.starts_with(b"--") {
+                close = Some(i);
+                closed_at_end = line_end == body.len() && !body.ends_with(b"\n");
+                break;
+            }
+            if rest.trim_ascii().is_empty() && starts.len() < budget {
+                starts.push((i, line_end));
+            }
+        }
+        i = line_end;
+    }
+    let mut parts = Vec::with_capacity(starts.len());
+    for (k, &(_, content)) in starts.iter().enumerate() {
+        let next = starts.get(k + 1).map(|s| s.0).or(close);
+        let mut end = next.unwrap_or(body.len());
+        if next.is_some() {
+            if body[..end].ends_with(b"\r\n") {
+                end -= 2;
+            } else if body[..end].ends_with(b"\n") {
+                end -= 1;
+            }
+        }
+        parts.push(content..end.max(content));
+    }
+    (parts, closed_at_end)
+}
+
+/// The envelope of a message from its header block.
+fn envelope_of_header(header: &[u8]) -> Envelope {
+    read_header(header).map(|m| envelope_of(&m)).unwrap_or_default()
+}
+
+/// The BODYSTRUCTURE of entity `index` of `tree` (RFC 3501 §7.4.2). Recursion is bounded by
+/// the tree's depth (at most MAX_STRUCTURE_DEPTH levels).
+fn structure_of(raw: &[u8], tree: &MimeTree, index: usize) -> BodyStructure {
+    let entity = tree.entity(index);
+    let header = read_header(&raw[entity.header.clone()]);
+    let part = header.as_ref().map(|m| &m.parts[0]);
+    let content_type = part.and_then(|p| p.content_type());
+    let disposition = part.and_then(|p| p.content_disposition()).map(|d| Disposition {
         kind: d.ctype().to_ascii_lowercase(),
         params: params_of(d.attributes()),
     });
-    let language = language_of(part.content_language());
-    let location = part.content_location().map(str::to_string);
-    let params = params_of(content_type.and_then(|c| c.attributes()));
-
-    if let PartType::Multipart(children) = &part.body {
-        return BodyStructure::Multipart {
-            // RFC 3501 §7.4.2 caps nesting implicitly; a hostile depth is cut to keep the stored
-            // structure (and the IMAP answer, and every walk over it) bounded.
-            parts: if depth > MAX_STRUCTURE_DEPTH {
-                Vec::new()
-            } else {
-                children
-                    .iter()
-                    .map(|&child| structure_of(message, child as usize, depth + 1))
-                    .collect()
-            },
-            media_subtype: content_type
-                .and_then(|c| c.subtype())
-                .unwrap_or("mixed")
-                .to_ascii_lowercase(),
+    let language = part.map(|p| language_of(p.content_language())).unwrap_or_default();
+    let location = part.and_then(|p| p.content_location()).map(str::to_string);
+    // Parameters only from a Content-Type that was read (not a defaulted one).
+    let mut params = if content_type.is_some_and(|c| c.subtype().is_some()) {
+        params_of(content_type.and_then(|c| c.attributes()))
+    } else {
+        Vec::new()
+    };
+    match &entity.nested {
+        // RFC 3501 §7.4.2 needs at least one part: a multipart without any shows one empty text
+        // part, as Dovecot does (BODY[1] of it is empty too: there is no such entity).
+        Nested::Parts(kids) if kids.is_empty() => BodyStructure::Multipart {
+            parts: vec![empty_text_part()],
+            media_subtype: entity.media_subtype.clone(),
             params,
             disposition,
             language,
             location,
-        };
-    }
-
-    let raw = message.raw_message();
-    let body = raw
-        .get(part.offset_body as usize..part.offset_end as usize)
-        .unwrap_or_default();
-    let (media_type, media_subtype) = match content_type {
-        Some(c) => (
-            c.ctype().to_ascii_lowercase(),
-            c.subtype().unwrap_or("plain").to_ascii_lowercase(),
-        ),
-        None => ("text".to_string(), "plain".to_string()),
-    };
-    let mut params = params;
-    if media_type == "text" && !params.iter().any(|(k, _)| k == "charset") {
-        params.push(("charset".into(), "us-ascii".into()));
-    }
-    let nested = match &part.body {
-        PartType::Message(inner) if !inner.parts.is_empty() && depth <= MAX_STRUCTURE_DEPTH => {
-            Some(Box::new((envelope_of(inner), structure_of(inner, 0, depth + 1))))
+            model: 0,
+        },
+        Nested::Parts(kids) => BodyStructure::Multipart {
+            parts: kids.iter().map(|&kid| structure_of(raw, tree, kid)).collect(),
+            media_subtype: entity.media_subtype.clone(),
+            params,
+            disposition,
+            language,
+            location,
+            model: 0,
+        },
+        nested => {
+            let body = &raw[entity.body.clone()];
+            if entity.media_type == "text" && !params.iter().any(|(k, _)| k == "charset") {
+                params.push(("charset".into(), "us-ascii".into()));
+            }
+            let message = match nested {
+                Nested::Message(inner) => Some(Box::new((
+                    envelope_of_header(&raw[tree.entity(*inner).header.clone()]),
+                    structure_of(raw, tree, *inner),
+                ))),
+                _ => None,
+            };
+            let lines = (entity.media_type == "text" || message.is_some()).then(|| count_lines(body));
+            BodyStructure::Single {
+                media_type: entity.media_type.clone(),
+                media_subtype: entity.media_subtype.clone(),
+                params,
+                id: part.and_then(|p| p.content_id()).map(|id| format!("<{id}>")),
+                description: part.and_then(|p| p.content_description()).map(str::to_string),
+                encoding: part
+                    .and_then(|p| p.content_transfer_encoding())
+                    .map(|e| e.to_ascii_uppercase())
+                    .unwrap_or_else(|| "7BIT".into()),
+                size: body.len() as u64,
+                lines,
+                md5: None,
+                disposition,
+                language,
+                location,
+                message,
+                model: 0,
+            }
         }
-        _ => None,
-    };
-    let lines = (media_type == "text" || nested.is_some()).then(|| count_lines(body));
-    BodyStructure::Single {
-        media_type,
-        media_subtype,
-        params,
-        id: part.content_id().map(|id| format!("<{id}>")),
-        description: part.content_description().map(str::to_string),
-        encoding: part
-            .content_transfer_encoding()
-            .map(|e| e.to_ascii_uppercase())
-            .unwrap_or_else(|| "7BIT".into()),
-        size: body.len() as u64,
-        lines,
-        md5: None,
-        disposition,
-        language,
-        location,
-        message: nested,
     }
 }
 
@@ -747,5 +1067,71 @@ Bcc: jdoe@x.test (John Doe), \"Q (not a comment)\" <q@x.test>\r\n\r\nbody\r\n",
         let many = format!("<a{}@b>", " ()".repeat(20_000));
         assert_eq!(without_addr_spec_comments(&many).as_deref(), Some("<a@b>"));
         assert_eq!(without_addr_spec_comments(&"() ".repeat(30_000)), None);
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    use super::*;
+
+    fn text(raw: &[u8], tree: &MimeTree, part: &[u32]) -> Option<String> {
+        let e = tree.entity(tree.find(part)?);
+        Some(String::from_utf8_lossy(&raw[e.body.clone()]).into_owned())
+    }
+
+    /// RFC 2046 §5.1.1: a delimiter is `--boundary` at a line start with only blanks after it;
+    /// a longer line that starts with it is content.
+    #[test]
+    fn delimiter_lines() {
+        let raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\npre --b\r\n--bx\r\n--b \t\r\n\r\none\r\n--b\r\n\r\ntwo\r\n--b--\r\nepilogue\r\n";
+        let tree = MimeTree::parse(raw);
+        assert_eq!(text(raw, &tree, &[1]).as_deref(), Some("one"));
+        assert_eq!(text(raw, &tree, &[2]).as_deref(), Some("two"));
+        assert_eq!(tree.find(&[3]), None);
+        assert_eq!(tree.find(&[0]), None);
+        assert_eq!(tree.leaves().count(), 2);
+    }
+
+    /// The line break after a nested close delimiter stays with the nested multipart and the
+    /// parts that end with it (as Dovecot counts); before a plain part's next delimiter it
+    /// belongs to the delimiter.
+    #[test]
+    fn the_line_break_after_a_nested_close_delimiter() {
+        let raw = b"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: message/rfc822\r\n\r\n\
+Content-Type: multipart/mixed; boundary=i\r\n\r\n--i\r\n\r\nx\r\n--i--\r\n--o\r\n\r\ny\r\n--o--\r\n";
+        let tree = MimeTree::parse(raw);
+        assert!(text(raw, &tree, &[1]).unwrap().ends_with("--i--\r\n"));
+        // [1.TEXT]: the enclosed message's body.
+        let enclosed = tree.entity(tree.message_of(&[1]).unwrap());
+        assert_eq!(&raw[enclosed.body.clone()], b"--i\r\n\r\nx\r\n--i--\r\n");
+        // [1.1] is the first part of the enclosed message's multipart.
+        assert_eq!(text(raw, &tree, &[1, 1]).as_deref(), Some("x"));
+        assert_eq!(text(raw, &tree, &[1, 1, 1]).as_deref(), Some("x"));
+        assert_eq!(text(raw, &tree, &[2]).as_deref(), Some("y"));
+        let parsed = parse(raw);
+        let json = serde_json::to_value(&parsed.body_structure).unwrap();
+        assert_eq!(json["model"], MIME_MODEL);
+        assert!(json["parts"][0].get("model").is_none());
+    }
+
+    /// Past MAX_PARTS the last part read keeps the rest; building stays linear.
+    #[test]
+    fn many_parts_are_bounded_and_linear() {
+        let mut raw = String::from("Content-Type: multipart/mixed; boundary=w\r\n\r\n");
+        for i in 0..50_000 {
+            raw.push_str(&format!("--w\r\n\r\np{i}\r\n"));
+        }
+        raw.push_str("--w--\r\n");
+        let started = std::time::Instant::now();
+        let tree = MimeTree::parse(raw.as_bytes());
+        let elapsed = started.elapsed();
+        let Nested::Parts(kids) = &tree.entity(0).nested else {
+            panic!("not a multipart")
+        };
+        assert_eq!(kids.len(), MAX_PARTS);
+        let last = text(raw.as_bytes(), &tree, &[MAX_PARTS as u32]).unwrap();
+        assert!(last.starts_with("p9999\r\n--w\r\n") && last.ends_with("p49999"));
+        // Generous for a debug build on a Pi; a quadratic walk takes minutes here.
+        assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
     }
 }
