@@ -59,6 +59,8 @@ pub enum Code {
     HighestModSeq(u64),
     /// The messages STORE UNCHANGEDSINCE left alone, in sequence-set form.
     Modified(String),
+    /// RFC 7162 §3.2.11: the previously selected mailbox is closed (SELECT replaced it).
+    Closed,
     // RFC 5530 §3.
     Unavailable,
     AuthenticationFailed,
@@ -99,6 +101,7 @@ impl fmt::Display for Code {
             } => write!(f, "COPYUID {uidvalidity} {source} {destination}"),
             Code::HighestModSeq(n) => write!(f, "HIGHESTMODSEQ {n}"),
             Code::Modified(set) => write!(f, "MODIFIED {set}"),
+            Code::Closed => f.write_str("CLOSED"),
             Code::Unavailable => f.write_str("UNAVAILABLE"),
             Code::AuthenticationFailed => f.write_str("AUTHENTICATIONFAILED"),
             Code::PrivacyRequired => f.write_str("PRIVACYREQUIRED"),
@@ -147,6 +150,8 @@ pub enum Response<'a> {
     Recent(usize),
     /// `* n EXPUNGE` (RFC 3501 §7.4.1).
     Expunge(usize),
+    /// `* VANISHED [(EARLIER)] uids` (RFC 7162 §3.2.10), the UIDs in sequence-set form.
+    Vanished { earlier: bool, uids: &'a str },
     /// `* ENABLED ...` (RFC 5161 §3.2): what this ENABLE turned on, maybe nothing.
     Enabled(&'a [&'a str]),
     /// `* ID ("name" "tinydc" "version" ...)` (RFC 2971 §3.2).
@@ -212,6 +217,10 @@ impl Response<'_> {
             Response::Exists(n) => write!(out, "* {n} EXISTS"),
             Response::Recent(n) => write!(out, "* {n} RECENT"),
             Response::Expunge(n) => write!(out, "* {n} EXPUNGE"),
+            Response::Vanished { earlier, uids } => {
+                let earlier = if *earlier { " (EARLIER)" } else { "" };
+                write!(out, "* VANISHED{earlier} {uids}")
+            }
             Response::Enabled(caps) => {
                 out.extend_from_slice(b"* ENABLED");
                 for cap in caps.iter() {
@@ -408,6 +417,7 @@ mod tests {
             ),
             (Code::Modified("4,6".into()), "MODIFIED 4,6"),
             (Code::HighestModSeq(9), "HIGHESTMODSEQ 9"),
+            (Code::Closed, "CLOSED"),
             (Code::ReadOnly, "READ-ONLY"),
             (Code::OverQuota, "OVERQUOTA"),
             (Code::TooBig, "TOOBIG"),
