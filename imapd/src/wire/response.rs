@@ -119,6 +119,9 @@ impl fmt::Display for Code {
     }
 }
 
+/// Bytes of UID set on one `* VANISHED` line.
+const VANISHED_LINE_SET: usize = 8000;
+
 /// One response line.
 #[derive(Debug, Clone, Copy)]
 pub enum Response<'a> {
@@ -218,8 +221,17 @@ impl Response<'_> {
             Response::Recent(n) => write!(out, "* {n} RECENT"),
             Response::Expunge(n) => write!(out, "* {n} EXPUNGE"),
             Response::Vanished { earlier, uids } => {
+                // Several lines when the set is long, each under RFC 7162 §4's 8192 octets
+                // (the client takes the union; RFC 2683 §3.2.1.5 as updated).
                 let earlier = if *earlier { " (EARLIER)" } else { "" };
-                write!(out, "* VANISHED{earlier} {uids}")
+                let mut rest: &str = uids;
+                while rest.len() > VANISHED_LINE_SET
+                    && let Some(cut) = rest[..VANISHED_LINE_SET].rfind(',')
+                {
+                    let _ = write!(out, "* VANISHED{earlier} {}\r\n", &rest[..cut]);
+                    rest = &rest[cut + 1..];
+                }
+                write!(out, "* VANISHED{earlier} {rest}")
             }
             Response::Enabled(caps) => {
                 out.extend_from_slice(b"* ENABLED");
@@ -431,6 +443,27 @@ mod tests {
     fn data() {
         assert_eq!(text(Response::Exists(3)), "* 3 EXISTS\r\n");
         assert_eq!(text(Response::Expunge(2)), "* 2 EXPUNGE\r\n");
+        assert_eq!(
+            text(Response::Vanished {
+                earlier: true,
+                uids: "1:3,7"
+            }),
+            "* VANISHED (EARLIER) 1:3,7\r\n"
+        );
+        // A long set is split at commas into lines under 8192 octets, nothing lost.
+        let uids: Vec<String> = (1..5000).map(|n| (n * 2).to_string()).collect();
+        let long = text(Response::Vanished {
+            earlier: false,
+            uids: &uids.join(","),
+        });
+        let lines: Vec<&str> = long.split_terminator("\r\n").collect();
+        assert!(lines.len() > 1);
+        let mut back = Vec::new();
+        for line in lines {
+            assert!(line.len() < 8192);
+            back.extend(line.strip_prefix("* VANISHED ").unwrap().split(','));
+        }
+        assert_eq!(back, uids);
         assert_eq!(
             text(Response::Flags(&["\\Seen".into(), "$x".into()])),
             "* FLAGS (\\Seen $x)\r\n"
