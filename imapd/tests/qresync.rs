@@ -145,6 +145,10 @@ async fn vanished_replaces_expunge_after_enable_qresync() {
     assert!(r.has("[COPYUID "), "{r:#?}");
     assert!(r.lines.contains(&"* VANISHED 7".to_string()), "{r:#?}");
     assert!(!r.has("EXPUNGE"), "{r:#?}");
+    // As Dovecot answers it: the new HIGHESTMODSEQ in the tagged OK.
+    let highest = number_after(&r.tagged, "HIGHESTMODSEQ");
+    let status = q.ok("STATUS INBOX (HIGHESTMODSEQ)").await;
+    assert_eq!(number_after(status.find("* STATUS"), "HIGHESTMODSEQ"), highest);
 
     // The plain session saw all of it as EXPUNGE; UID 8 is left.
     let r = plain.ok("NOOP").await;
