@@ -103,8 +103,8 @@ async fn condstore() {
 }
 
 #[tokio::test]
-async fn condstore_off_by_default() {
-    let server = Server::start().await;
+async fn condstore_off_when_configured_off() {
+    let server = Server::start_with(|c| c.imap.condstore = false, None).await;
     let mut c = server.login().await;
     let r = c.ok("CAPABILITY").await;
     assert!(!r.find("* CAPABILITY").contains("CONDSTORE"));

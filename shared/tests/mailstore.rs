@@ -546,3 +546,71 @@ async fn purging_a_user_drops_their_mail_and_blob_references() {
     let bob_inbox = mail.mailbox(bob.id, "INBOX").await.unwrap();
     assert_eq!(mail.fetch_light(bob.id, bob_inbox.id, &[1]).await.unwrap().len(), 1);
 }
+
+/// RFC 7162 §3.2.5 (QRESYNC): expunge and move record the UIDs that left a mailbox with the
+/// MODSEQ their removal took; `expunged_since` answers exactly those after a MODSEQ, only for
+/// the owner, and `None` below the floor (removals not remembered).
+#[tokio::test]
+async fn expunges_and_moves_are_remembered_for_vanished() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let bob = env.add_user("bob@example.test", "pw", None).await;
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    let trash = mail.mailbox(user.id, "Trash").await.unwrap();
+    for n in 0..6 {
+        mail.append(user.id, inbox.id, &message(n), &[], Utc::now(), None)
+            .await
+            .unwrap();
+    }
+    let start = mail.mailbox(user.id, "INBOX").await.unwrap().highestmodseq;
+    assert_eq!(
+        mail.expunged_since(user.id, inbox.id, start).await.unwrap(),
+        Some(vec![])
+    );
+    mail.store_flags(user.id, inbox.id, &[2, 4], FlagOp::Add, &["\\Deleted".into()], None)
+        .await
+        .unwrap();
+    assert_eq!(mail.expunge(user.id, inbox.id, None).await.unwrap(), vec![2, 4]);
+    let after_expunge = mail.mailbox(user.id, "INBOX").await.unwrap().highestmodseq;
+    mail.move_messages(user.id, inbox.id, &[5], trash.id).await.unwrap();
+    assert_eq!(
+        mail.expunged_since(user.id, inbox.id, start).await.unwrap(),
+        Some(vec![2, 4, 5])
+    );
+    assert_eq!(
+        mail.expunged_since(user.id, inbox.id, after_expunge).await.unwrap(),
+        Some(vec![5])
+    );
+    // The copy in Trash left nothing there.
+    assert_eq!(mail.expunged_since(user.id, trash.id, 0).await.unwrap(), Some(vec![]));
+    // Another user's mailbox is not there for them.
+    assert!(matches!(
+        mail.expunged_since(bob.id, inbox.id, 0).await,
+        Err(StoreError::NoSuchMailbox)
+    ));
+    // Below the floor (as migration 0013 leaves a mailbox with older removals): unknown.
+    sqlx::query("UPDATE mailboxes SET expunged_floor = $1 WHERE id = $2")
+        .bind(after_expunge as i64)
+        .bind(inbox.id)
+        .execute(&env.context.db)
+        .await
+        .unwrap();
+    assert_eq!(mail.expunged_since(user.id, inbox.id, start).await.unwrap(), None);
+    assert_eq!(
+        mail.expunged_since(user.id, inbox.id, after_expunge).await.unwrap(),
+        Some(vec![5])
+    );
+    // A deleted mailbox takes its rows along.
+    mail.create_mailbox(user.id, "Gone", None).await.unwrap();
+    let gone = mail.mailbox(user.id, "Gone").await.unwrap();
+    mail.move_messages(user.id, inbox.id, &[1], gone.id).await.unwrap();
+    mail.move_messages(user.id, gone.id, &[1], trash.id).await.unwrap();
+    mail.delete_mailbox(user.id, "Gone").await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM expunged WHERE mailbox_id = $1")
+        .bind(gone.id)
+        .fetch_one(&env.context.db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}

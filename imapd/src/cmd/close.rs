@@ -1,4 +1,6 @@
-//! CLOSE (RFC 3501 §6.4.2) and UNSELECT (RFC 3691).
+//! CLOSE (RFC 3501 §6.4.2) and UNSELECT (RFC 3691). CLOSE announces nothing, with QRESYNC
+//! neither (no VANISHED, no HIGHESTMODSEQ: the client has not seen the changes of others up to
+//! it); its expunges are recorded by the mail store for the next SELECT (QRESYNC).
 
 use crate::session::{CmdResult, Reply, Session, State};
 

@@ -1,5 +1,5 @@
 //! COPY and MOVE with their UID forms (RFC 3501 §6.4.7, RFC 6851), answering COPYUID
-//! (RFC 4315 §3).
+//! (RFC 4315 §3); a MOVE after ENABLE QRESYNC announces VANISHED and HIGHESTMODSEQ.
 
 use shared::mailstore::StoreError;
 
@@ -58,9 +58,18 @@ impl Session {
                 })
                 .await?;
             }
+            // RFC 6851 §4.3 with QRESYNC: VANISHED instead of EXPUNGE (announce_expunged).
             let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
             self.announce_expunged(&moved).await?;
-            return Ok(Reply::ok(format!("{verb} completed")));
+            let reply = Reply::ok(format!("{verb} completed"));
+            if self.qresync && !moved.is_empty() {
+                // As after EXPUNGE (RFC 7162 §3.2.10), and as Dovecot answers a MOVE: the new
+                // HIGHESTMODSEQ in the tagged OK, once everything up to it is announced.
+                self.sync(true).await?;
+                let highest = self.selected()?.known_modseq;
+                return Ok(reply.code(Code::HighestModSeq(highest)));
+            }
+            return Ok(reply);
         }
         let reply = Reply::ok(format!("{verb} completed"));
         Ok(match code {

@@ -1,4 +1,5 @@
-//! ENABLE (RFC 5161) for CONDSTORE (RFC 7162 §3.1) and UTF8=ACCEPT (RFC 6855 §3).
+//! ENABLE (RFC 5161) for CONDSTORE and QRESYNC (RFC 7162 §3.1, §3.2.3) and UTF8=ACCEPT
+//! (RFC 6855 §3).
 
 use crate::session::{CmdResult, Reply, Session};
 use crate::wire::response::Response;
@@ -9,8 +10,14 @@ impl Session {
         for cap in caps {
             match cap.as_str() {
                 "CONDSTORE" if self.ctx.config.imap.condstore && !self.condstore => {
-                    self.condstore = true;
+                    self.enable_condstore().await?;
                     enabled.push("CONDSTORE");
+                }
+                // RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
+                "QRESYNC" if self.ctx.config.imap.condstore && !self.qresync => {
+                    self.enable_condstore().await?;
+                    self.qresync = true;
+                    enabled.push("QRESYNC");
                 }
                 "UTF8=ACCEPT" if !self.utf8 => {
                     self.utf8 = true;

@@ -1,4 +1,5 @@
-//! EXPUNGE (RFC 3501 §6.4.3) and UID EXPUNGE (RFC 4315 §2.1).
+//! EXPUNGE (RFC 3501 §6.4.3) and UID EXPUNGE (RFC 4315 §2.1), announced as `VANISHED` after
+//! ENABLE QRESYNC (RFC 7162 §3.2.10).
 
 use crate::session::{CmdResult, Code, Reply, Session, State};
 use crate::wire::sequence::SequenceSet;
@@ -18,10 +19,19 @@ impl Session {
         let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
         let removed = self.ctx.mail.expunge(user_id, mailbox_id, uids.as_deref()).await?;
         self.announce_expunged(&removed).await?;
-        Ok(Reply::ok(if set.is_some() {
+        let reply = Reply::ok(if set.is_some() {
             "UID EXPUNGE completed"
         } else {
             "EXPUNGE completed"
-        }))
+        });
+        if self.qresync && !removed.is_empty() {
+            // RFC 7162 §3.2.10 (EXPUNGE, UID EXPUNGE with QRESYNC): the mailbox's new
+            // HIGHESTMODSEQ in the tagged OK. Everything up to it is announced first (others'
+            // changes too), so a client that stores it misses nothing.
+            self.sync(true).await?;
+            let highest = self.selected()?.known_modseq;
+            return Ok(reply.code(Code::HighestModSeq(highest)));
+        }
+        Ok(reply)
     }
 }

@@ -8,6 +8,7 @@ use crate::fetch::mime;
 use crate::session::{CmdResult, Code, Failure, Reply, Session, State};
 use crate::wire::fetch_response::{BodyName, FetchAttr, FetchResponse};
 use crate::wire::parse::{FetchItem, Section, SectionText};
+use crate::wire::response::Response;
 use crate::wire::sequence::SequenceSet;
 
 /// Messages whose metadata is read in one query.
@@ -20,14 +21,16 @@ impl Session {
         set: &SequenceSet,
         mut items: Vec<FetchItem>,
         changed_since: Option<u64>,
+        vanished: bool,
     ) -> CmdResult {
+        // RFC 7162 §3.2.6: the VANISHED modifier only after ENABLE QRESYNC.
+        if vanished && !self.qresync {
+            return Ok(Reply::bad("ENABLE QRESYNC first"));
+        }
         // Fresh flags first (untagged updates are allowed here; EXPUNGE only for UID FETCH).
         self.sync(uid).await?;
         if changed_since.is_some() || items.contains(&FetchItem::ModSeq) {
-            if !self.ctx.config.imap.condstore {
-                return Ok(Reply::bad("CONDSTORE is not offered"));
-            }
-            self.condstore = true;
+            self.enable_condstore().await?;
         }
         if uid && !items.contains(&FetchItem::Uid) {
             items.insert(0, FetchItem::Uid);
@@ -43,6 +46,21 @@ impl Session {
             (user.id, selected.mailbox.id, selected.read_only)
         };
         if let Some(since) = changed_since {
+            if vanished {
+                // RFC 7162 §3.2.6: the UIDs of the set expunged since, before the FETCHes.
+                let selected = self.selected()?;
+                let largest = selected.max_uid().max(selected.mailbox.uidnext.saturating_sub(1));
+                let within = set.ranges(largest);
+                let present = selected.uids.clone();
+                let gone = self.vanished_earlier(mailbox_id, since, &within, &present, 0).await?;
+                if !gone.is_empty() {
+                    self.respond(Response::Vanished {
+                        earlier: true,
+                        uids: &gone,
+                    })
+                    .await?;
+                }
+            }
             let selected = self.selected()?;
             targets.retain(|(seq, _)| selected.modseqs[*seq as usize - 1] > since);
         }
@@ -70,6 +88,15 @@ impl Session {
                 FetchItem::Section(s) => !s.peek,
                 _ => false,
             });
+        // RFC 7162 §3.1: with CONDSTORE on, a FETCH that sets \Seen carries UID and MODSEQ.
+        if sets_seen && self.condstore {
+            if !items.contains(&FetchItem::Uid) {
+                items.insert(0, FetchItem::Uid);
+            }
+            if !items.contains(&FetchItem::ModSeq) {
+                items.push(FetchItem::ModSeq);
+            }
+        }
 
         for chunk in targets.chunks(BATCH) {
             let stored: Vec<StoredMessage> = if needs_stored {

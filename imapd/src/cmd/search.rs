@@ -255,10 +255,7 @@ impl Session {
         }
         let modseq_search = uses_modseq(key);
         if modseq_search {
-            if !self.ctx.config.imap.condstore {
-                return Ok(Reply::bad("CONDSTORE is not offered"));
-            }
-            self.condstore = true;
+            self.enable_condstore().await?;
         }
         self.sync(uid).await?;
         let (needs_stored, needs_body) = needs(key);

@@ -1,22 +1,52 @@
-//! SELECT and EXAMINE (RFC 3501 §6.3.1, §6.3.2), with CONDSTORE (RFC 7162 §3.1.8, §3.1.2.1).
+//! SELECT and EXAMINE (RFC 3501 §6.3.1, §6.3.2), with CONDSTORE (RFC 7162 §3.1.8, §3.1.2.1)
+//! and QRESYNC (RFC 7162 §3.2.5: the changes and expunges a client's cache missed, answered
+//! within the SELECT; §3.2.11: `[CLOSED]` when a SELECT replaces the selected mailbox).
 
 use crate::session::{CmdResult, Code, Reply, Selected, Session, State, Status};
+use crate::wire::parse::QresyncParams;
 use crate::wire::response::Response;
+use crate::wire::sequence::{Bound, SequenceSet};
+
+/// Untagged responses are handed to the connection in pieces of about this size, so a resync
+/// of a large mailbox is never built whole in memory.
+const FLUSH_AT: usize = 64 * 1024;
 
 /// The system flags (RFC 3501 §2.3.2).
 pub const SYSTEM_FLAGS: [&str; 5] = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"];
 
 impl Session {
-    pub(crate) async fn cmd_select(&mut self, raw: &str, read_only: bool, condstore: bool) -> CmdResult {
+    pub(crate) async fn cmd_select(
+        &mut self,
+        raw: &str,
+        read_only: bool,
+        condstore: bool,
+        qresync: Option<QresyncParams>,
+    ) -> CmdResult {
         let user = self.user()?;
+        let offered = self.ctx.config.imap.condstore;
+        if (condstore || qresync.is_some()) && !offered {
+            return Ok(Reply::bad("CONDSTORE is not offered"));
+        }
+        // RFC 7162 §3.2.5: the QRESYNC parameter without ENABLE QRESYNC is BAD.
+        if qresync.is_some() && !self.qresync {
+            return Ok(Reply::bad("ENABLE QRESYNC first"));
+        }
         // Selecting (even unsuccessfully) leaves the current mailbox without expunging.
         if let State::Selected { user, .. } = &self.state {
             self.state = State::Authenticated { user: user.clone() };
+            // RFC 7162 §3.2.11: a server offering QRESYNC marks where the old mailbox's
+            // responses end, whether or not the client enabled it.
+            if offered {
+                self.respond(Response::Untagged {
+                    status: Status::Ok,
+                    code: Some(&Code::Closed),
+                    text: "previous mailbox closed",
+                })
+                .await?;
+            }
         }
         if condstore {
-            if !self.ctx.config.imap.condstore {
-                return Ok(Reply::bad("CONDSTORE is not offered"));
-            }
+            // SELECT (CONDSTORE) announces HIGHESTMODSEQ itself, below.
             self.condstore = true;
         }
         let name = self.mailbox_in(raw)?;
@@ -93,9 +123,16 @@ impl Session {
         }
         ok(&mut out, Code::UidValidity(mailbox.uidvalidity), "UIDs valid");
         ok(&mut out, Code::UidNext(mailbox.uidnext), "predicted next UID");
-        if self.ctx.config.imap.condstore {
+        if offered {
             // RFC 7162 §3.1.2.1: every successful SELECT of a server offering CONDSTORE.
             ok(&mut out, Code::HighestModSeq(mailbox.highestmodseq.max(1)), "highest");
+        }
+        // RFC 7162 §3.2.5: with the UIDVALIDITY the client's cache has (else it resyncs in
+        // full and is told nothing more), what changed since its MODSEQ.
+        if let Some(q) = qresync.filter(|q| q.uidvalidity == mailbox.uidvalidity) {
+            self.conn.send(&out).await?;
+            out.clear();
+            self.resync(&selected, &q, &mut out).await?;
         }
         self.conn.send(&out).await?;
         self.state = State::Selected { user, selected };
@@ -104,5 +141,61 @@ impl Session {
         } else {
             Reply::ok("SELECT completed").code(Code::ReadWrite)
         })
+    }
+
+    /// RFC 7162 §3.2.5.2: `* VANISHED (EARLIER)` with the known UIDs expunged since the
+    /// client's MODSEQ, then `* n FETCH (UID FLAGS MODSEQ)` for each known message changed
+    /// since (RFC 7162 §3.2.5 example: VANISHED first).
+    async fn resync(
+        &mut self,
+        selected: &Selected,
+        q: &QresyncParams,
+        out: &mut Vec<u8>,
+    ) -> Result<(), crate::session::Failure> {
+        let highest_uid = selected.mailbox.uidnext.saturating_sub(1);
+        // Without known-uids the client may know any UID up to UIDNEXT.
+        let within = q
+            .known_uids
+            .clone()
+            .unwrap_or_else(|| SequenceSet(vec![(Bound::Num(1), Bound::Star)]))
+            .ranges(highest_uid);
+        // RFC 7162 §3.2.5.2: a (message number, UID) pair of the client's that still holds
+        // means no message below that UID went away since; the largest such UID bounds what
+        // has to be named when the store forgot the exact expunges.
+        let above = q
+            .seq_match
+            .iter()
+            .filter(|&&(seq, uid)| seq >= 1 && selected.uids.get(seq as usize - 1) == Some(&uid))
+            .map(|&(_, uid)| uid)
+            .max()
+            .unwrap_or(0);
+        let vanished = self
+            .vanished_earlier(selected.mailbox.id, q.modseq, &within, &selected.uids, above)
+            .await?;
+        if !vanished.is_empty() {
+            Response::Vanished {
+                earlier: true,
+                uids: &vanished,
+            }
+            .write(out);
+        }
+        for (i, &uid) in selected.uids.iter().enumerate() {
+            if selected.modseqs[i] <= q.modseq || (q.known_uids.is_some() && !within.contains(uid)) {
+                continue;
+            }
+            Response::FlagsFetch {
+                seq: i + 1,
+                uid,
+                flags: Some(&selected.flags[i]),
+                recent: selected.is_recent(uid),
+                modseq: Some(selected.modseqs[i]),
+            }
+            .write(out);
+            if out.len() >= FLUSH_AT {
+                self.conn.send(out).await?;
+                out.clear();
+            }
+        }
+        Ok(())
     }
 }

@@ -26,10 +26,7 @@ impl Session {
                 StatusItem::UidValidity => mailbox.uidvalidity.into(),
                 StatusItem::Unseen => unseen,
                 StatusItem::HighestModSeq => {
-                    if !self.ctx.config.imap.condstore {
-                        return Ok(Reply::bad("CONDSTORE is not offered"));
-                    }
-                    self.condstore = true;
+                    self.enable_condstore().await?;
                     mailbox.highestmodseq
                 }
             };

@@ -20,10 +20,7 @@ impl Session {
         unchanged_since: Option<u64>,
     ) -> CmdResult {
         if unchanged_since.is_some() {
-            if !self.ctx.config.imap.condstore {
-                return Ok(Reply::bad("CONDSTORE is not offered"));
-            }
-            self.condstore = true;
+            self.enable_condstore().await?;
         }
         let targets = self.resolve(uid, set)?;
         let State::Selected { user, selected } = &self.state else {

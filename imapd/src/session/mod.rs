@@ -274,6 +274,9 @@ pub struct Session {
     pub events: broadcast::Receiver<Event>,
     /// RFC 7162 §3.1: CONDSTORE was enabled (ENABLE, SELECT (CONDSTORE), a MODSEQ fetch ...).
     pub condstore: bool,
+    /// RFC 7162 §3.2.3: ENABLE QRESYNC was given (implies `condstore`): expunges are announced
+    /// as `* VANISHED` and SELECT takes the QRESYNC parameter.
+    pub qresync: bool,
     /// RFC 6855: UTF8=ACCEPT was enabled.
     pub utf8: bool,
     /// Quota reserved for the APPEND whose literal is being read (docs/ARCHITECTURE.md, "Contracts": quota, reserve first).
@@ -303,6 +306,7 @@ impl Session {
             shutdown,
             events,
             condstore: false,
+            qresync: false,
             utf8: false,
             reservation: None,
             literal_budget,
@@ -350,7 +354,8 @@ impl Session {
                     "UTF8=ACCEPT",
                 ]);
                 if self.ctx.config.imap.condstore {
-                    caps.push("CONDSTORE");
+                    // RFC 7162 §3.1 and §3.2.
+                    caps.extend(["CONDSTORE", "QRESYNC"]);
                 }
                 if self.ctx.config.imap.compress && !self.conn.is_compressed() {
                     caps.push("COMPRESS=DEFLATE");
@@ -358,6 +363,33 @@ impl Session {
             }
         }
         caps.join(" ")
+    }
+
+    /// A CONDSTORE enabling command (RFC 7162 §3.1: ENABLE, SELECT (CONDSTORE), STATUS
+    /// HIGHESTMODSEQ, FETCH MODSEQ or CHANGEDSINCE, SEARCH MODSEQ, STORE UNCHANGEDSINCE). BAD
+    /// when CONDSTORE is not offered. The first one with a mailbox selected announces its
+    /// HIGHESTMODSEQ (the SELECT response had none the client would have read), as Dovecot does.
+    pub async fn enable_condstore(&mut self) -> Result<(), Failure> {
+        if !self.ctx.config.imap.condstore {
+            return Err(Failure::Reply(Reply::bad("CONDSTORE is not offered")));
+        }
+        if std::mem::replace(&mut self.condstore, true) {
+            return Ok(());
+        }
+        let highest = match &self.state {
+            State::Selected { selected, .. } => Some(selected.known_modseq.max(1)),
+            _ => None,
+        };
+        if let Some(highest) = highest {
+            let code = Code::HighestModSeq(highest);
+            self.respond(Response::Untagged {
+                status: Status::Ok,
+                code: Some(&code),
+                text: "highest",
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Queue one response (wire/response.rs writes it).
@@ -736,8 +768,16 @@ impl Session {
             C::StartTls => self.cmd_starttls(tag).await,
             C::Authenticate { mechanism, initial } => self.cmd_authenticate(&mechanism, initial).await,
             C::Login { user, password } => self.cmd_login(&user, &password).await,
-            C::Select { mailbox, condstore } => self.cmd_select(&mailbox, false, condstore).await,
-            C::Examine { mailbox, condstore } => self.cmd_select(&mailbox, true, condstore).await,
+            C::Select {
+                mailbox,
+                condstore,
+                qresync,
+            } => self.cmd_select(&mailbox, false, condstore, qresync).await,
+            C::Examine {
+                mailbox,
+                condstore,
+                qresync,
+            } => self.cmd_select(&mailbox, true, condstore, qresync).await,
             C::Create { mailbox, special_use } => self.cmd_create(&mailbox, &special_use).await,
             C::Delete { mailbox } => self.cmd_delete(&mailbox).await,
             C::Rename { from, to } => self.cmd_rename(&from, &to).await,
@@ -770,7 +810,8 @@ impl Session {
                 set,
                 items,
                 changed_since,
-            } => self.cmd_fetch(uid, &set, items, changed_since).await,
+                vanished,
+            } => self.cmd_fetch(uid, &set, items, changed_since, vanished).await,
             C::Store {
                 uid,
                 set,

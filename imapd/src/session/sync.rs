@@ -1,11 +1,14 @@
 //! Keeping the selected mailbox's view in step with the store (RFC 3501 §5.2, §7.3.1, §7.4.1):
 //! new messages become `EXISTS`, flag changes by others become `FETCH (FLAGS)`, and messages
-//! expunged by others become `EXPUNGE`, only at the moments the RFC allows.
+//! expunged by others become `EXPUNGE` (`VANISHED` after ENABLE QRESYNC, RFC 7162 §3.2.10),
+//! only at the moments the RFC allows. Also what a client's cache missed while it was away
+//! (`VANISHED (EARLIER)`, RFC 7162 §3.2.5, §3.2.6).
 
 use shared::mailstore::StoreError;
 
-use super::{Failure, Session, State};
+use super::{Failure, Selected, Session, State};
 use crate::wire::response::Response;
+use crate::wire::sequence::{Ranges, compact};
 
 impl Session {
     /// Bring the view up to date and tell the client; `expunge_ok` says whether EXPUNGE
@@ -85,12 +88,7 @@ impl Session {
         }
         if expunge_ok && !selected.ghosts.is_empty() {
             let ghosts = std::mem::take(&mut selected.ghosts);
-            for uid in ghosts {
-                if let Ok(i) = selected.uids.binary_search(&uid) {
-                    selected.remove_at(i);
-                    Response::Expunge(i + 1).write(&mut out);
-                }
-            }
+            remove_announced(selected, &ghosts, self.qresync, &mut out);
         }
         if !out.is_empty() {
             self.conn.send(&out).await?;
@@ -98,22 +96,76 @@ impl Session {
         Ok(())
     }
 
-    /// Remove expunged UIDs from the view, announcing each (`* n EXPUNGE`), or with
-    /// `vanished` nothing else.
+    /// Remove this session's own expunged UIDs (ascending) from the view and announce them.
     pub async fn announce_expunged(&mut self, uids: &[u32]) -> Result<(), Failure> {
         let State::Selected { selected, .. } = &mut self.state else {
             return Ok(());
         };
+        selected.ghosts.retain(|g| uids.binary_search(g).is_err());
         let mut out = Vec::new();
-        for uid in uids {
-            if let Ok(i) = selected.uids.binary_search(uid) {
-                selected.remove_at(i);
-                selected.ghosts.retain(|g| g != uid);
-                Response::Expunge(i + 1).write(&mut out);
-            }
-        }
+        remove_announced(selected, uids, self.qresync, &mut out);
         self.conn.send(&out).await?;
         Ok(())
+    }
+
+    /// The UIDs of `within` that a client whose cache is as of `since` may know and that are
+    /// gone, for `* VANISHED (EARLIER)` (RFC 7162 §3.2.5.2, §3.2.6), in sequence-set form
+    /// (empty: none). `present` is the mailbox's UIDs now (ascending). When the store no longer
+    /// remembers every removal after `since` (mailstore::EXPUNGED_KEPT), every UID of `within`
+    /// below UIDNEXT that is not present is named: the RFC allows UIDs the client never had
+    /// (it ignores them); `above` then leaves out the UIDs the client's seq-match-data shows
+    /// unchanged.
+    pub async fn vanished_earlier(
+        &self,
+        mailbox_id: i64,
+        since: u64,
+        within: &Ranges,
+        present: &[u32],
+        above: u32,
+    ) -> Result<String, Failure> {
+        let user_id = self.user()?.id;
+        match self.ctx.mail.expunged_since(user_id, mailbox_id, since).await? {
+            Some(gone) => {
+                // A UID still in the view was expunged after it was read: the next sync
+                // announces it (VANISHED without EARLIER) as the view loses it.
+                let gone: Vec<u32> = within
+                    .keep(&gone)
+                    .into_iter()
+                    .filter(|uid| present.binary_search(uid).is_err())
+                    .collect();
+                Ok(compact(&gone))
+            }
+            None => {
+                let uidnext = self.ctx.mail.mailbox_by_id(user_id, mailbox_id).await?.uidnext;
+                let low = above.saturating_add(1);
+                Ok(within.gaps(low, uidnext.saturating_sub(1), present).to_string())
+            }
+        }
+    }
+}
+
+/// Take `uids` (ascending) out of the view and tell the client: `* n EXPUNGE` for each
+/// (RFC 3501 §7.4.1), or after ENABLE QRESYNC one `* VANISHED uids` (RFC 7162 §3.2.10: it
+/// replaces EXPUNGE entirely then). UIDs not in the view are skipped.
+fn remove_announced(selected: &mut Selected, uids: &[u32], qresync: bool, out: &mut Vec<u8>) {
+    let mut removed = Vec::with_capacity(uids.len());
+    for &uid in uids {
+        if let Ok(i) = selected.uids.binary_search(&uid) {
+            selected.remove_at(i);
+            removed.push(uid);
+            if !qresync {
+                Response::Expunge(i + 1).write(out);
+            }
+        }
+    }
+    if qresync && !removed.is_empty() {
+        removed.sort_unstable();
+        let set = compact(&removed);
+        Response::Vanished {
+            earlier: false,
+            uids: &set,
+        }
+        .write(out);
     }
 }
 

@@ -59,6 +59,8 @@ pub enum Code {
     HighestModSeq(u64),
     /// The messages STORE UNCHANGEDSINCE left alone, in sequence-set form.
     Modified(String),
+    /// RFC 7162 §3.2.11: the previously selected mailbox is closed (SELECT replaced it).
+    Closed,
     // RFC 5530 §3.
     Unavailable,
     AuthenticationFailed,
@@ -99,6 +101,7 @@ impl fmt::Display for Code {
             } => write!(f, "COPYUID {uidvalidity} {source} {destination}"),
             Code::HighestModSeq(n) => write!(f, "HIGHESTMODSEQ {n}"),
             Code::Modified(set) => write!(f, "MODIFIED {set}"),
+            Code::Closed => f.write_str("CLOSED"),
             Code::Unavailable => f.write_str("UNAVAILABLE"),
             Code::AuthenticationFailed => f.write_str("AUTHENTICATIONFAILED"),
             Code::PrivacyRequired => f.write_str("PRIVACYREQUIRED"),
@@ -115,6 +118,9 @@ impl fmt::Display for Code {
         }
     }
 }
+
+/// Bytes of UID set on one `* VANISHED` line.
+const VANISHED_LINE_SET: usize = 8000;
 
 /// One response line.
 #[derive(Debug, Clone, Copy)]
@@ -147,6 +153,8 @@ pub enum Response<'a> {
     Recent(usize),
     /// `* n EXPUNGE` (RFC 3501 §7.4.1).
     Expunge(usize),
+    /// `* VANISHED [(EARLIER)] uids` (RFC 7162 §3.2.10), the UIDs in sequence-set form.
+    Vanished { earlier: bool, uids: &'a str },
     /// `* ENABLED ...` (RFC 5161 §3.2): what this ENABLE turned on, maybe nothing.
     Enabled(&'a [&'a str]),
     /// `* ID ("name" "tinydc" "version" ...)` (RFC 2971 §3.2).
@@ -212,6 +220,19 @@ impl Response<'_> {
             Response::Exists(n) => write!(out, "* {n} EXISTS"),
             Response::Recent(n) => write!(out, "* {n} RECENT"),
             Response::Expunge(n) => write!(out, "* {n} EXPUNGE"),
+            Response::Vanished { earlier, uids } => {
+                // Several lines when the set is long, each under RFC 7162 §4's 8192 octets
+                // (the client takes the union; RFC 2683 §3.2.1.5 as updated).
+                let earlier = if *earlier { " (EARLIER)" } else { "" };
+                let mut rest: &str = uids;
+                while rest.len() > VANISHED_LINE_SET
+                    && let Some(cut) = rest[..VANISHED_LINE_SET].rfind(',')
+                {
+                    let _ = write!(out, "* VANISHED{earlier} {}\r\n", &rest[..cut]);
+                    rest = &rest[cut + 1..];
+                }
+                write!(out, "* VANISHED{earlier} {rest}")
+            }
             Response::Enabled(caps) => {
                 out.extend_from_slice(b"* ENABLED");
                 for cap in caps.iter() {
@@ -408,6 +429,7 @@ mod tests {
             ),
             (Code::Modified("4,6".into()), "MODIFIED 4,6"),
             (Code::HighestModSeq(9), "HIGHESTMODSEQ 9"),
+            (Code::Closed, "CLOSED"),
             (Code::ReadOnly, "READ-ONLY"),
             (Code::OverQuota, "OVERQUOTA"),
             (Code::TooBig, "TOOBIG"),
@@ -421,6 +443,27 @@ mod tests {
     fn data() {
         assert_eq!(text(Response::Exists(3)), "* 3 EXISTS\r\n");
         assert_eq!(text(Response::Expunge(2)), "* 2 EXPUNGE\r\n");
+        assert_eq!(
+            text(Response::Vanished {
+                earlier: true,
+                uids: "1:3,7"
+            }),
+            "* VANISHED (EARLIER) 1:3,7\r\n"
+        );
+        // A long set is split at commas into lines under 8192 octets, nothing lost.
+        let uids: Vec<String> = (1..5000).map(|n| (n * 2).to_string()).collect();
+        let long = text(Response::Vanished {
+            earlier: false,
+            uids: &uids.join(","),
+        });
+        let lines: Vec<&str> = long.split_terminator("\r\n").collect();
+        assert!(lines.len() > 1);
+        let mut back = Vec::new();
+        for line in lines {
+            assert!(line.len() < 8192);
+            back.extend(line.strip_prefix("* VANISHED ").unwrap().split(','));
+        }
+        assert_eq!(back, uids);
         assert_eq!(
             text(Response::Flags(&["\\Seen".into(), "$x".into()])),
             "* FLAGS (\\Seen $x)\r\n"

@@ -113,6 +113,55 @@ impl Ranges {
         let i = self.0.partition_point(|&(lo, _)| lo <= n);
         i > 0 && self.0[i - 1].1 >= n
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The numbers of these ranges within `low..=high` that are not in `present` (ascending):
+    /// the gaps, as ranges, without listing every number of a large set.
+    pub fn gaps(&self, low: u32, high: u32, present: &[u32]) -> Ranges {
+        let mut out = Vec::new();
+        for &(lo, hi) in &self.0 {
+            let (mut lo, hi) = (lo.max(low), hi.min(high));
+            if lo > hi {
+                continue;
+            }
+            let start = present.partition_point(|&p| p < lo);
+            for &p in present[start..].iter().take_while(|&&p| p <= hi) {
+                if p > lo {
+                    out.push((lo, p - 1));
+                }
+                lo = p.saturating_add(1);
+            }
+            if lo <= hi && !(lo == u32::MAX && present.last() == Some(&u32::MAX)) {
+                out.push((lo, hi));
+            }
+        }
+        Ranges(out)
+    }
+
+    /// Only the numbers of these ranges that are also in `numbers` (ascending).
+    pub fn keep(&self, numbers: &[u32]) -> Vec<u32> {
+        numbers.iter().copied().filter(|&n| self.contains(n)).collect()
+    }
+}
+
+/// Sequence-set form (`1:3,7`), as VANISHED writes it (RFC 7162 §3.2.10).
+impl std::fmt::Display for Ranges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, &(lo, hi)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if lo == hi {
+                write!(f, "{lo}")?;
+            } else {
+                write!(f, "{lo}:{hi}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Write numbers as a compact set (`1:3,7`), for COPYUID and APPENDUID (RFC 4315).
@@ -161,6 +210,16 @@ mod tests {
         assert_eq!(ranges, Ranges(vec![(1, 4), (9, 20)]));
         assert!(ranges.contains(1) && ranges.contains(4) && ranges.contains(15));
         assert!(!ranges.contains(5) && !ranges.contains(21) && !ranges.contains(0));
+    }
+
+    #[test]
+    fn gaps_between_present_numbers() {
+        let ranges = SequenceSet::parse(b"1:10,20:*").unwrap().ranges(30);
+        let gaps = ranges.gaps(1, 25, &[2, 3, 7, 10, 21, 25, 28]);
+        assert_eq!(gaps.to_string(), "1,4:6,8:9,20,22:24");
+        assert!(ranges.gaps(1, 0, &[]).is_empty());
+        assert_eq!(ranges.gaps(5, 8, &[]).to_string(), "5:8");
+        assert_eq!(ranges.keep(&[1, 11, 20, 31]), vec![1, 20]);
     }
 
     #[test]

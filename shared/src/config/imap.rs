@@ -26,7 +26,8 @@ pub struct ImapConfig {
     pub max_connections_per_address: u64,
     /// Offer COMPRESS=DEFLATE.
     pub compress: bool,
-    /// Offer CONDSTORE (off by default, as Thunderbird's default is).
+    /// Offer CONDSTORE and QRESYNC (RFC 7162): a client with a cache resyncs a mailbox in one
+    /// SELECT. On by default; off hides both (for a client that misbehaves with them).
     pub condstore: bool,
     /// Bytes of literals (APPENDed messages) all connections together may hold in memory.
     pub literal_memory: u64,
@@ -53,9 +54,9 @@ login_timeout_secs = 60
 # IPv6 /64): room for a family behind one router, each Thunderbird using up to 5.
 max_connections = 500
 max_connections_per_address = 50
-# Offer COMPRESS=DEFLATE and CONDSTORE.
+# Offer COMPRESS=DEFLATE, and CONDSTORE with QRESYNC (quick resync of a client's cache).
 compress = true
-condstore = false
+condstore = true
 # Literals (APPENDed messages) held in memory by all connections together; a literal that
 # does not fit is refused (NO [UNAVAILABLE]) before it is sent. At least max_literal_size.
 literal_memory = "256M"
@@ -79,7 +80,7 @@ impl ImapConfig {
             max_connections: s.number("max_connections", 500, 1, 1_000_000),
             max_connections_per_address: s.number("max_connections_per_address", 50, 1, 1_000_000),
             compress: s.bool("compress", true),
-            condstore: s.bool("condstore", false),
+            condstore: s.bool("condstore", true),
             literal_memory: s.size("literal_memory", 256 << 20),
             max_mailboxes: s.number("max_mailboxes", 1000, 10, 1_000_000),
             max_mailbox_depth: s.number("max_mailbox_depth", 32, 1, 1000),

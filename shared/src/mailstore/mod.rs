@@ -1209,6 +1209,46 @@ impl MailStore {
         self.message_states_since(user_id, mailbox_id, 0).await
     }
 
+    /// The UIDs (ascending) expunged from a user's mailbox with a MODSEQ above `modseq`
+    /// (RFC 7162 §3.2.5, §3.2.6 VANISHED (EARLIER)); `None` when the store no longer knows
+    /// them all (some removals after `modseq` were forgotten, see [`EXPUNGED_KEPT`], or
+    /// happened before they were recorded).
+    pub async fn expunged_since(
+        &self,
+        user_id: i64,
+        mailbox_id: i64,
+        modseq: u64,
+    ) -> Result<Option<Vec<u32>>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        // One snapshot for the floor and the rows (REPEATABLE READ): a pruning in between
+        // could otherwise drop rows the floor does not yet admit to.
+        sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
+        let floor: Option<i64> = sqlx::query_scalar!(
+            "SELECT expunged_floor FROM mailboxes WHERE id = $1 AND user_id = $2",
+            mailbox_id,
+            user_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let floor = floor.ok_or(StoreError::NoSuchMailbox)?;
+        // A client's MODSEQ is at most 63 bits (RFC 7162 §7); a larger one is past every change.
+        let modseq = i64::try_from(modseq).unwrap_or(i64::MAX);
+        if modseq < floor {
+            return Ok(None);
+        }
+        let uids: Vec<i64> = sqlx::query_scalar!(
+            "SELECT uid FROM expunged WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid",
+            mailbox_id,
+            modseq
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(uids.into_iter().map(|u| u as u32).collect()))
+    }
+
     /// Like [`Self::message_states`], only messages with MODSEQ above `modseq`.
     pub async fn message_states_since(
         &self,
@@ -1484,7 +1524,8 @@ impl MailStore {
             )
             .execute(&mut *tx)
             .await?;
-            bump_modseq(&mut tx, from).await?;
+            let modseq = bump_modseq(&mut tx, from).await?;
+            record_expunged(&mut tx, from, &source_uids, modseq).await?;
             events::notify(
                 &mut tx,
                 &Event::Mailbox {
@@ -1554,7 +1595,9 @@ impl MailStore {
         }
         let released: Vec<(String, i64)> = removed.iter().map(|(_, b, s)| (b.clone(), *s)).collect();
         release_messages(&mut tx, user_id, &released).await?;
-        bump_modseq(&mut tx, mailbox_id).await?;
+        let modseq = bump_modseq(&mut tx, mailbox_id).await?;
+        let gone: Vec<i64> = removed.iter().map(|r| r.0).collect();
+        record_expunged(&mut tx, mailbox_id, &gone, modseq).await?;
         events::notify(&mut tx, &Event::Mailbox { user_id, mailbox_id }).await?;
         tx.commit().await?;
         // Usage fell: a quota warning may be armed again.
@@ -1701,6 +1744,59 @@ async fn bump_modseq(conn: &mut PgConnection, mailbox_id: i64) -> Result<u64, St
     .fetch_one(&mut *conn)
     .await?;
     Ok(modseq as u64)
+}
+
+/// Expunged UIDs each mailbox remembers (RFC 7162 §3.2.5.2 lets a server forget): enough for
+/// a client that was away while thousands of messages were cleaned up, small enough that the
+/// pruning scan after each removal stays cheap.
+pub const EXPUNGED_KEPT: i64 = 20_000;
+
+/// Remember that `uids` left `mailbox_id` at `modseq` (the table `expunged`, migration 0013),
+/// for VANISHED (EARLIER) (RFC 7162 §3.2.5, §3.2.6). Beyond [`EXPUNGED_KEPT`] rows the oldest
+/// MODSEQs are forgotten whole and the mailbox's `expunged_floor` rises to the highest of them.
+/// Runs under the mailbox's row lock (the caller bumped its MODSEQ).
+async fn record_expunged(
+    conn: &mut PgConnection,
+    mailbox_id: i64,
+    uids: &[i64],
+    modseq: u64,
+) -> Result<(), StoreError> {
+    if uids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        "INSERT INTO expunged (mailbox_id, uid, modseq) SELECT $1, u, $3 FROM unnest($2::bigint[]) AS u
+         ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = EXCLUDED.modseq",
+        mailbox_id,
+        uids,
+        modseq as i64
+    )
+    .execute(&mut *conn)
+    .await?;
+    let cutoff: Option<i64> = sqlx::query_scalar!(
+        "SELECT modseq FROM expunged WHERE mailbox_id = $1 ORDER BY modseq DESC OFFSET $2 LIMIT 1",
+        mailbox_id,
+        EXPUNGED_KEPT
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(cutoff) = cutoff {
+        sqlx::query!(
+            "DELETE FROM expunged WHERE mailbox_id = $1 AND modseq <= $2",
+            mailbox_id,
+            cutoff
+        )
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query!(
+            "UPDATE mailboxes SET expunged_floor = greatest(expunged_floor, $2) WHERE id = $1",
+            mailbox_id,
+            cutoff
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Refund quota and drop blob references for removed messages (blob id, size).

@@ -105,21 +105,40 @@ impl Parser<'_> {
             }
         }
         let mut changed_since = None;
+        let mut vanished = false;
         if self.try_sp() {
-            // RFC 7162 §3.1.4: (CHANGEDSINCE n)
+            // RFC 7162 §3.1.4 (CHANGEDSINCE n) and §3.2.6 VANISHED, in either order.
             self.expect(b'(')?;
-            if self.keyword()? != "CHANGEDSINCE" {
-                return Err("unknown FETCH modifier".into());
+            loop {
+                match self.keyword()?.as_str() {
+                    "CHANGEDSINCE" if changed_since.is_none() => {
+                        self.sp()?;
+                        let n = self.number()?;
+                        // 0 is taken too (everything changed since), as Dovecot does.
+                        if n > i64::MAX as u64 {
+                            return Err("CHANGEDSINCE takes a 63-bit mod-sequence-value".into());
+                        }
+                        changed_since = Some(n);
+                    }
+                    "VANISHED" if !vanished => vanished = true,
+                    other => return Err(format!("unknown FETCH modifier {other}")),
+                }
+                if !self.try_sp() {
+                    break;
+                }
             }
-            self.sp()?;
-            changed_since = Some(self.number()?);
             self.expect(b')')?;
+            // RFC 7162 §3.2.6: VANISHED only in UID FETCH, and only with CHANGEDSINCE.
+            if vanished && (!uid || changed_since.is_none()) {
+                return Err("VANISHED needs UID FETCH with CHANGEDSINCE".into());
+            }
         }
         Ok(CommandBody::Fetch {
             uid,
             set,
             items,
             changed_since,
+            vanished,
         })
     }
 

@@ -5,6 +5,39 @@
 
 use super::CommandBody;
 use super::primitives::{PResult, Parser, is_atom_char};
+use crate::wire::sequence::{Bound, SequenceSet};
+
+/// Pairs of `seq-match-data` a client may send (RFC 7162 §3.2.5.2 suggests a sample of its
+/// cache, not all of it).
+const MAX_SEQ_MATCH: u64 = 100_000;
+
+/// RFC 7162 §3.2.5: `QRESYNC (uidvalidity modseq [known-uids [seq-match-data]])`, what a
+/// client's cache of the mailbox knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QresyncParams {
+    pub uidvalidity: u32,
+    pub modseq: u64,
+    /// The UIDs the client knows of (None: all, `1:*`).
+    pub known_uids: Option<SequenceSet>,
+    /// `(known-sequence-set known-uid-set)` as (message number, UID) pairs, ascending.
+    pub seq_match: Vec<(u32, u32)>,
+}
+
+/// The numbers of a set without `*`, in the client's order, at most `limit` of them.
+fn enumerate(set: &SequenceSet, limit: u64) -> PResult<Vec<u32>> {
+    let mut out = Vec::new();
+    for &(a, b) in &set.0 {
+        let (Bound::Num(a), Bound::Num(b)) = (a, b) else {
+            return Err("\"*\" is not allowed in seq-match-data".into());
+        };
+        let (lo, hi) = (a.min(b), a.max(b));
+        if out.len() as u64 + u64::from(hi - lo) + 1 > limit {
+            return Err("seq-match-data too long".into());
+        }
+        out.extend(lo..=hi);
+    }
+    Ok(out)
+}
 
 /// Status data items (RFC 3501 §6.3.10, RFC 7162 §3.1.9 HIGHESTMODSEQ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,15 +120,19 @@ impl Parser<'_> {
         self.sp()?;
         let mailbox = self.mailbox()?;
         let mut condstore = false;
+        let mut qresync = None;
         if self.try_sp() {
-            // RFC 7162 §3.1.8: (CONDSTORE)
+            // RFC 7162 §3.1.8 (CONDSTORE) and §3.2.5 (QRESYNC (...)), RFC 4466 select-params.
             self.expect(b'(')?;
             loop {
-                let p = self.keyword()?;
-                if p != "CONDSTORE" {
-                    return Err(format!("unknown SELECT parameter {p}"));
+                match self.keyword()?.as_str() {
+                    "CONDSTORE" => condstore = true,
+                    "QRESYNC" if qresync.is_none() => {
+                        self.sp()?;
+                        qresync = Some(self.qresync_params()?);
+                    }
+                    p => return Err(format!("unknown SELECT parameter {p}")),
                 }
-                condstore = true;
                 if !self.try_sp() {
                     break;
                 }
@@ -103,9 +140,63 @@ impl Parser<'_> {
             self.expect(b')')?;
         }
         Ok(if name == "SELECT" {
-            CommandBody::Select { mailbox, condstore }
+            CommandBody::Select {
+                mailbox,
+                condstore,
+                qresync,
+            }
         } else {
-            CommandBody::Examine { mailbox, condstore }
+            CommandBody::Examine {
+                mailbox,
+                condstore,
+                qresync,
+            }
+        })
+    }
+
+    /// RFC 7162 §7: `"(" uidvalidity SP mod-sequence-value [SP known-uids] [SP seq-match-data] ")"`.
+    fn qresync_params(&mut self) -> PResult<QresyncParams> {
+        self.expect(b'(')?;
+        let uidvalidity = self.number32()?;
+        if uidvalidity == 0 {
+            return Err("UIDVALIDITY is a non-zero number".into());
+        }
+        self.sp()?;
+        let modseq = self.number()?;
+        if modseq > i64::MAX as u64 {
+            return Err("mod-sequence-value is at most 63 bits".into());
+        }
+        let mut known_uids = None;
+        let mut seq_match = Vec::new();
+        if self.try_sp() {
+            if self.peek() != Some(b'(') {
+                let set = self.sequence_set()?;
+                // RFC 7162 §3.2.5: "*" is not allowed in known-uids.
+                if set.0.iter().any(|&(a, b)| a == Bound::Star || b == Bound::Star) {
+                    return Err("\"*\" is not allowed in known-uids".into());
+                }
+                known_uids = Some(set);
+                self.try_sp();
+            }
+            if self.peek() == Some(b'(') {
+                self.pos += 1;
+                let seqs = enumerate(&self.sequence_set()?, MAX_SEQ_MATCH)?;
+                self.sp()?;
+                let uids = enumerate(&self.sequence_set()?, MAX_SEQ_MATCH)?;
+                self.expect(b')')?;
+                // RFC 7162 §3.2.5.2: both sets hold the same number of entries.
+                if seqs.len() != uids.len() {
+                    return Err("seq-match-data sets differ in length".into());
+                }
+                seq_match = seqs.into_iter().zip(uids).collect();
+            }
+        }
+        self.expect(b')')?;
+        Ok(QresyncParams {
+            uidvalidity,
+            modseq,
+            known_uids,
+            seq_match,
         })
     }
 

@@ -23,7 +23,7 @@ mod search;
 mod store;
 
 pub use fetch::{FetchItem, Section, SectionText};
-pub use mailbox::StatusItem;
+pub use mailbox::{QresyncParams, StatusItem};
 use primitives::{PResult, Parser};
 pub use primitives::{parse_date, parse_date_time};
 pub use search::SearchKey;
@@ -62,10 +62,12 @@ pub enum CommandBody {
     Select {
         mailbox: String,
         condstore: bool,
+        qresync: Option<QresyncParams>,
     },
     Examine {
         mailbox: String,
         condstore: bool,
+        qresync: Option<QresyncParams>,
     },
     /// `use_` holds RFC 6154 §5 CREATE-PARAMS USE attributes.
     Create {
@@ -122,6 +124,8 @@ pub enum CommandBody {
         set: SequenceSet,
         items: Vec<FetchItem>,
         changed_since: Option<u64>,
+        /// RFC 7162 §3.2.6: the VANISHED modifier (UID FETCH with CHANGEDSINCE only).
+        vanished: bool,
     },
     Store {
         uid: bool,
@@ -415,6 +419,22 @@ mod tests {
                 ..
             }
         ));
+        assert!(matches!(
+            parse("a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 12 VANISHED)\r\n"),
+            CommandBody::Fetch {
+                changed_since: Some(12),
+                vanished: true,
+                ..
+            }
+        ));
+        // RFC 7162 §3.2.6: VANISHED only in UID FETCH with CHANGEDSINCE.
+        for bad in [
+            "a FETCH 1:* (FLAGS) (CHANGEDSINCE 12 VANISHED)\r\n",
+            "a UID FETCH 1:* (FLAGS) (VANISHED)\r\n",
+            "a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 CHANGEDSINCE 2)\r\n",
+        ] {
+            assert!(parse_command(bad.as_bytes()).is_err(), "{bad}");
+        }
         let CommandBody::Fetch { items, .. } = parse("a FETCH 1 FULL\r\n") else {
             panic!()
         };
@@ -471,5 +491,40 @@ mod tests {
         assert!(parse_command(b"\r\n").unwrap_err().tag.is_none());
         assert!(parse_command(b"a LOGIN {10}\r\nab\r\n").is_err());
         assert!(parse_command(b"a FETCH 0 FLAGS\r\n").is_err());
+    }
+
+    #[test]
+    fn select_qresync_parameters() {
+        let CommandBody::Select {
+            qresync: Some(q),
+            condstore: true,
+            ..
+        } = parse(
+            "a SELECT INBOX (CONDSTORE QRESYNC (67890007 20050715194045000 41,43:211,214:541 (1:3,5 41,43,45,50)))\r\n",
+        )
+        else {
+            panic!()
+        };
+        assert_eq!((q.uidvalidity, q.modseq), (67890007, 20050715194045000));
+        assert!(q.known_uids.is_some());
+        assert_eq!(q.seq_match, vec![(1, 41), (2, 43), (3, 45), (5, 50)]);
+        let CommandBody::Examine { qresync: Some(q), .. } = parse("a EXAMINE INBOX (QRESYNC (1 2))\r\n") else {
+            panic!()
+        };
+        assert!(q.known_uids.is_none() && q.seq_match.is_empty());
+        let CommandBody::Select { qresync: Some(q), .. } = parse("a SELECT INBOX (QRESYNC (1 2 (1 7)))\r\n") else {
+            panic!()
+        };
+        assert_eq!(q.seq_match, vec![(1, 7)]);
+        for bad in [
+            "a SELECT INBOX (QRESYNC (0 2))\r\n",
+            "a SELECT INBOX (QRESYNC (1 2 1:*))\r\n",
+            "a SELECT INBOX (QRESYNC (1 2 1:9 (1:2 5)))\r\n",
+            "a SELECT INBOX (QRESYNC (1 2 1:9 (1:* 1:*)))\r\n",
+            "a SELECT INBOX (QRESYNC (1 2) QRESYNC (1 2))\r\n",
+            "a SELECT INBOX (QRESYNC (1 9223372036854775808))\r\n",
+        ] {
+            assert!(parse_command(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 }
