@@ -37,6 +37,7 @@ use bytes::{Bytes, BytesMut};
 use dav_server::body::Body;
 use dav_server::davpath::DavPath;
 use dav_server::fs::FsError;
+use dav_server::ls::DavLockSystem;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body::Body as HttpBody;
 use shared::net::Shutdown;
@@ -835,6 +836,16 @@ impl Chunked {
                 format!("OC-Total-Length {total} is not the chunks' {size} bytes"),
             ));
         }
+        // RFC 4918 section 7: a locked destination is written only with its lock token in If.
+        let locks = crate::locks::PgLocks::new(self.db.clone(), user.id, destination.prefix());
+        let tokens = if_tokens(&parts.headers);
+        if locks
+            .check(&destination, Some(&user.address), false, false, &tokens)
+            .await
+            .is_err()
+        {
+            return Err((StatusCode::LOCKED, "the destination is locked".into()));
+        }
         let target =
             crate::paths::resolve(&user.root, &destination).map_err(|e| (fs_status(e), "bad Destination".into()))?;
         let t = target.clone();
@@ -961,6 +972,33 @@ impl Chunked {
         }
         multistatus_end(out)
     }
+}
+
+/// The state tokens of an `If` header (RFC 4918 section 10.4): every `<…>` inside a list's
+/// parentheses (a `<…>` outside them tags a resource). Bounded by the header's size.
+fn if_tokens(headers: &HeaderMap) -> Vec<String> {
+    let Some(text) = headers.get("if").and_then(|v| v.to_str().ok()) else {
+        return Vec::new();
+    };
+    let mut tokens = Vec::new();
+    let mut in_list = false;
+    let mut rest = text;
+    while let Some(i) = rest.find(['(', ')', '<']) {
+        let c = rest.as_bytes()[i];
+        rest = &rest[i + 1..];
+        match c {
+            b'(' => in_list = true,
+            b')' => in_list = false,
+            _ => {
+                let Some(end) = rest.find('>') else { break };
+                if in_list {
+                    tokens.push(rest[..end].to_string());
+                }
+                rest = &rest[end + 1..];
+            }
+        }
+    }
+    tokens
 }
 
 /// PROPFIND of one upload's folder: its chunks (Depth 1), with their sizes.
@@ -1168,6 +1206,17 @@ mod tests {
             Some(Err(StatusCode::NOT_FOUND))
         );
         assert_eq!(t("/remote.php/dav/uploads"), Some(Err(StatusCode::NOT_FOUND)));
+    }
+
+    #[test]
+    fn if_header_state_tokens() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "if",
+            HeaderValue::from_static("<https://x/a> (<opaquelocktoken:1> [\"e\"]) (Not <urn:uuid:2>)"),
+        );
+        assert_eq!(if_tokens(&h), ["opaquelocktoken:1", "urn:uuid:2"]);
+        assert!(if_tokens(&HeaderMap::new()).is_empty());
     }
 
     #[test]

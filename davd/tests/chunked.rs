@@ -280,8 +280,31 @@ async fn a_wrong_total_places_nothing_and_the_old_file_stays() {
     let r = assemble(&url, &destination, data.len() as u64, &["-H", "Overwrite: F"]).await;
     assert_eq!(r.status, 412);
     assert_eq!(dav.curl(ALICE, &[&dav.url("/doc.bin")]).await.text(), "old");
-    // The right total replaces it.
+    // A locked destination needs its lock token (RFC 4918 section 7).
+    let lockinfo = "<?xml version=\"1.0\"?><D:lockinfo xmlns:D=\"DAV:\"><D:lockscope><D:exclusive/></D:lockscope>\
+                    <D:locktype><D:write/></D:locktype></D:lockinfo>";
+    let lock = dav
+        .curl(
+            ALICE,
+            &[
+                "-X",
+                "LOCK",
+                "-H",
+                "Content-Type: application/xml",
+                "--data-binary",
+                lockinfo,
+                &dav.url("/doc.bin"),
+            ],
+        )
+        .await;
+    assert_eq!(lock.status, 200, "{}", lock.text());
+    let token = lock.header("Lock-Token").unwrap();
     let r = assemble(&url, &destination, data.len() as u64, &[]).await;
+    assert_eq!(r.status, 423);
+    assert_eq!(dav.curl(ALICE, &[&dav.url("/doc.bin")]).await.text(), "old");
+    // The right total, with the lock token, replaces it.
+    let with_token = format!("If: ({token})");
+    let r = assemble(&url, &destination, data.len() as u64, &["-H", &with_token]).await;
     assert_eq!(r.status, 204, "{}", r.text());
     let got = dav.curl(ALICE, &[&dav.url("/doc.bin")]).await;
     assert!(got.body == data, "content differs");
