@@ -324,12 +324,16 @@ impl Chunked {
                         bytes: r.bytes,
                         since: Instant::now(),
                     }),
-                    Err(e) => {
+                    // The quota was lowered, or the account deleted, while davd was down.
+                    Err(e @ (QuotaError::Exceeded { .. } | QuotaError::UnknownUser)) => {
                         tracing::warn!(user_id, upload = id, total, "chunked upload dropped at start: {e}");
                         let d = session.dir.clone();
                         blocking(move || std::fs::remove_dir_all(&d)).await.ok();
                         continue;
                     }
+                    // A passing fault (database, disk nearly full) does not cost the user their
+                    // chunks: kept unreserved, the MOVE charges them with the limit check.
+                    Err(e) => tracing::warn!(user_id, upload = id, total, "chunked upload kept unreserved: {e}"),
                 }
             }
             tracing::info!(

@@ -1172,6 +1172,14 @@ mod tests {
             Some("/dav/alice@example.test".into())
         );
         assert_eq!(dav_prefix("/dav/bob@example.test/x", "alice@example.test"), None);
+        assert_eq!(
+            dav_prefix("/remote.php/dav/files/alice%40example.test/x", "alice@example.test"),
+            Some("/remote.php/dav/files/alice@example.test".into())
+        );
+        assert_eq!(
+            dav_prefix("/remote.php/dav/files/bob@example.test/x", "alice@example.test"),
+            None
+        );
         assert_eq!(dav_prefix("/docs/x", "alice@example.test"), None);
     }
 }

@@ -594,8 +594,9 @@ async fn spawn_davd(env: &shared::testing::TestEnv) -> (tokio::process::Child, u
     (child, port)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn davd_killed_halfway_keeps_the_acknowledged_chunks() {
+/// A test environment whose config the real binary can use (this test's database), with
+/// `dav_extra` added to `[dav]`.
+async fn binary_env(dav_extra: &str) -> shared::testing::TestEnv {
     let env = shared::testing::TestEnv::new().await;
     env.add_user(ALICE, PW, None).await;
     let o = env.context.db.connect_options();
@@ -609,12 +610,47 @@ async fn davd_killed_halfway_keeps_the_acknowledged_chunks() {
         None => format!("{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap()),
     };
     let config = env.dir.path().join(shared::config::CONFIG_FILE);
-    let mut text = std::fs::read_to_string(&config).unwrap();
+    let mut text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[dav]\n", &format!("[dav]\n{dav_extra}"));
     text.push_str(&format!(
         "[database]\nurl = \"postgres://{}@{host}\"\n",
         o.get_username()
     ));
     std::fs::write(&config, text).unwrap();
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_expired_while_davd_was_down_is_removed_at_start() {
+    let env = binary_env("upload_expiry = \"2s\"\n").await;
+    let db = env.context.db.clone();
+    let work = tempfile::tempdir().unwrap();
+    let chunks = split(&pseudo_random(MIB), work.path());
+    let (mut child, port) = spawn_davd(&env).await;
+    let url = upload_url(&format!("https://localhost:{port}"), "stale");
+    assert_eq!(mkcol(&url, "/stale.bin").await, 201);
+    assert_eq!(put_chunk(&url, &chunks[0], "/stale.bin").await, 201);
+    assert_eq!(reserved(&db, ALICE).await, MIB);
+    shared::process::send_signal(child.id().unwrap(), shared::process::Signal::Kill).unwrap();
+    child.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (mut child, port) = spawn_davd(&env).await;
+    let url = upload_url(&format!("https://localhost:{port}"), "stale");
+    let r = as_alice(&["-X", "PROPFIND", "-H", "Depth: 1", &format!("{url}/")]).await;
+    assert_eq!(r.status, 404);
+    assert!(files_under(&env.context.config.uploads_dir()).is_empty());
+    assert_eq!(
+        reserved(&db, ALICE).await,
+        0,
+        "the dead davd's reservation released, none made"
+    );
+    child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn davd_killed_halfway_keeps_the_acknowledged_chunks() {
+    let env = binary_env("").await;
     let db = env.context.db.clone();
 
     let work = tempfile::tempdir().unwrap();
