@@ -543,7 +543,7 @@ impl Chunked {
             writers: Arc::new(AtomicUsize::new(0)),
         }));
         // Held before it is visible: a chunk PUT into it waits until the folder exists.
-        let guard = session.clone().lock_owned().await;
+        let mut guard = session.clone().lock_owned().await;
         {
             let mut all = self.sessions.lock().expect("sessions lock");
             let key = (user.id, id.to_string());
@@ -583,6 +583,8 @@ impl Chunked {
         .await;
         if let Err(e) = made {
             tracing::error!(user = user.address, upload = id, "cannot create a chunked upload: {e}");
+            // A chunk PUT that found it meanwhile waits on the lock, then finds it gone.
+            guard.gone = true;
             self.forget(user.id, id);
             let d = guard.dir.clone();
             if e.kind() != std::io::ErrorKind::AlreadyExists {
