@@ -90,6 +90,7 @@ pub struct Server {
 struct App {
     context: Arc<Context>,
     journal: Arc<Journal>,
+    chunked: Arc<crate::chunked::Chunked>,
 }
 
 impl Server {
@@ -189,9 +190,19 @@ impl Server {
         if let Err(e) = shared::quota::warn::sweep(&self.context.mail).await {
             tracing::warn!("quota warning sweep after recovery: {e}");
         }
+        // The chunked uploads a restart interrupted, reserved again (or expired) before serving.
+        let chunked = crate::chunked::Chunked::start(
+            self.context.db.clone(),
+            journal.clone(),
+            self.context.config.uploads_dir(),
+            self.context.config.dav.upload_expiry,
+            shutdown.clone(),
+        )
+        .await?;
         let app = Arc::new(App {
             context: self.context.clone(),
             journal,
+            chunked,
         });
         tokio::task::spawn_blocking(move || crate::fs::sweep_stale_uploads(&files_dir, started));
         let http01 = self.acme_http.as_ref().map(|(_, answers)| answers.clone());
@@ -356,7 +367,7 @@ async fn close(mut io: net::Stream, linger: bool) {
     .await;
 }
 
-fn simple(status: StatusCode, text: &str) -> Response<Body> {
+pub(crate) fn simple(status: StatusCode, text: &str) -> Response<Body> {
     let mut res = Response::new(Body::from(text.to_string()));
     *res.status_mut() = status;
     res.headers_mut().insert(
@@ -378,13 +389,19 @@ fn unauthorized() -> Response<Body> {
     res
 }
 
-/// `/dav/<address>/...` for the logged-in user: the prefix dav-server strips (as it appears
-/// decoded in the request); any other path is inside the user's tree from `/`.
+/// `/dav/<address>/...` (or Nextcloud's `/remote.php/dav/files/<address>/...`, for its
+/// clients and chunked uploads, chunked.rs) for the logged-in user: the prefix dav-server
+/// strips (as it appears decoded in the request); any other path is inside the user's tree
+/// from `/`.
 pub fn dav_prefix(path: &str, address: &str) -> Option<String> {
-    let rest = path.strip_prefix("/dav/")?;
+    let (base, rest) = ["/dav/", "/remote.php/dav/files/"]
+        .into_iter()
+        .find_map(|base| path.strip_prefix(base).map(|rest| (base, rest)))?;
     let segment = rest.split('/').next().unwrap_or("");
     let decoded = String::from_utf8(crate::paths::decode_segment(segment)).ok()?;
-    decoded.eq_ignore_ascii_case(address).then(|| format!("/dav/{decoded}"))
+    decoded
+        .eq_ignore_ascii_case(address)
+        .then(|| format!("{base}{decoded}"))
 }
 
 /// The account's usage (mail and files), without locking anything.
@@ -489,7 +506,7 @@ impl HttpBody for LengthChecked {
 /// The modification time in an `X-OC-Mtime` header (ownCloud/Nextcloud, sent by rclone's
 /// owncloud and nextcloud vendors and the ownCloud clients): seconds since the Unix epoch,
 /// possibly with a fraction. `None` when it is not that or past the year 9999.
-fn oc_mtime(value: &HeaderValue) -> Option<std::time::SystemTime> {
+pub(crate) fn oc_mtime(value: &HeaderValue) -> Option<std::time::SystemTime> {
     let text = value.to_str().ok()?.trim();
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
     if whole.is_empty()
@@ -642,6 +659,40 @@ impl App {
             );
         }
 
+        // Nextcloud's chunked uploads (chunked.rs): only the user's own, never dav-server's tree.
+        if let Some(target) = crate::chunked::target(&path, &user.address) {
+            let target = match target {
+                Ok(t) => t,
+                Err(status) => {
+                    tracing::info!(%peer, user = user.address, %method, path, "not this user's uploads");
+                    return simple(status, "not found\n");
+                }
+            };
+            if method == Method::PUT
+                && let crate::chunked::Target::Chunk(id, name) = &target
+            {
+                let expected = match announced_length(&req) {
+                    Ok(n) => n,
+                    Err(()) => return simple(StatusCode::BAD_REQUEST, "bad Content-Length\n"),
+                };
+                let (parts, body) = req.into_parts();
+                let body = LengthChecked::new(body, expected);
+                let chunk = (id.clone(), name.clone());
+                return self
+                    .chunked
+                    .put_chunk(&parts.headers, body, expected, chunk, &user, peer)
+                    .await;
+            }
+            let (parts, _body) = match self.read_body(req, peer, &user).await {
+                Ok(r) => r,
+                Err(res) => return res,
+            };
+            if let Err((status, why)) = self.destination_is_here(&parts) {
+                tracing::warn!(%peer, user = user.address, %method, path, "{why}");
+                return simple(status, &format!("{why}\n"));
+            }
+            return self.chunked.handle(parts, target, &user, peer).await;
+        }
         if method.as_str() == "PATCH" {
             // sabredav partial updates are not implemented (and not advertised).
             let mut res = simple(StatusCode::METHOD_NOT_ALLOWED, "PATCH is not supported\n");
@@ -1136,6 +1187,14 @@ mod tests {
             Some("/dav/alice@example.test".into())
         );
         assert_eq!(dav_prefix("/dav/bob@example.test/x", "alice@example.test"), None);
+        assert_eq!(
+            dav_prefix("/remote.php/dav/files/alice%40example.test/x", "alice@example.test"),
+            Some("/remote.php/dav/files/alice@example.test".into())
+        );
+        assert_eq!(
+            dav_prefix("/remote.php/dav/files/bob@example.test/x", "alice@example.test"),
+            None
+        );
         assert_eq!(dav_prefix("/docs/x", "alice@example.test"), None);
     }
 }

@@ -170,7 +170,7 @@ impl GuardedFileSystem<User> for TinyFs {
     fn open<'a>(&'a self, path: &'a DavPath, options: OpenOptions, user: &'a User) -> FsFuture<'a, Box<dyn DavFile>> {
         async move {
             if options.write || options.append {
-                return self.open_for_write(path, options, user).await;
+                return self.open_for_write(path, options, user, Vec::new()).await;
             }
             self.open_for_read(path, user).await
         }

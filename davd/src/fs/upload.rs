@@ -31,11 +31,36 @@ const WRITE_CHUNK: usize = 1 << 20;
 const GROW_STEP: u64 = 64 << 20;
 
 impl TinyFs {
+    /// The writer of the file a chunked upload assembles (chunked.rs): the same temp file,
+    /// quota growth and journaled commit as a PUT of `size` bytes, paid for first by the
+    /// chunks' reservations `prepaid` (id, bytes), which it owns from here (committed with the
+    /// file, or given back when it is dropped unfinished).
+    pub(crate) async fn open_assembly(
+        &self,
+        path: &DavPath,
+        user: &User,
+        size: u64,
+        prepaid: Vec<(i64, u64)>,
+    ) -> FsResult<Box<dyn DavFile>> {
+        let options = OpenOptions {
+            read: false,
+            write: true,
+            append: false,
+            truncate: true,
+            create: true,
+            create_new: false,
+            size: Some(size),
+            checksum: None,
+        };
+        self.open_for_write(path, options, user, prepaid).await
+    }
+
     pub(super) async fn open_for_write(
         &self,
         path: &DavPath,
         options: OpenOptions,
         user: &User,
+        prepaid: Vec<(i64, u64)>,
     ) -> FsResult<Box<dyn DavFile>> {
         let target = paths::resolve(&user.root, path)?;
         let t = target.clone();
@@ -99,13 +124,13 @@ impl TinyFs {
             expected: options.size,
             written: 0,
             replaces,
-            reservations: Vec::new(),
+            reservations: prepaid,
             committed: false,
             mtime: self.mtime,
         });
         // docs/ARCHITECTURE.md "Quota": reserve the announced size before the first byte (507 if it cannot fit).
         if let Some(size) = options.size {
-            let need = size.saturating_sub(replaces);
+            let need = size.saturating_sub(replaces).saturating_sub(upload.reserved());
             if need > 0 {
                 let r = quota::reserve(&self.db, user.id, need).await.map_err(quota_error)?;
                 upload.reservations.push((r.id, r.bytes));

@@ -1,6 +1,7 @@
 //! `[dav]`: tinydc-davd's listeners and limits.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::Section;
 
@@ -22,6 +23,9 @@ pub struct DavConfig {
     /// Largest XML request body (PROPFIND, PROPPATCH, LOCK), in bytes; davd applies at most
     /// 64 KiB, all dav-server reads (davd::server::DAV_SERVER_BODY_MAX).
     pub max_xml_body: u64,
+    /// How long an unfinished chunked upload (Nextcloud chunking v2, davd's chunked.rs) is kept
+    /// after its last chunk arrived; then its chunks are removed and their quota given back.
+    pub upload_expiry: Duration,
 }
 
 pub(super) const TEMPLATE: &str = r#"[dav]
@@ -36,6 +40,9 @@ max_connections_per_address = 50
 header_timeout_secs = 30
 # Largest XML request body (PROPFIND, PROPPATCH, LOCK); at most 64K (larger values act as 64K).
 max_xml_body = "64K"
+# An unfinished chunked upload (Nextcloud's chunking, for large files over a weak link) is
+# removed this long after its last chunk arrived, and its quota given back ("90s", "30m", "24h").
+upload_expiry = "24h"
 "#;
 
 impl DavConfig {
@@ -48,6 +55,12 @@ impl DavConfig {
             max_connections_per_address: s.number("max_connections_per_address", 50, 1, 1_000_000),
             header_timeout_secs: s.number("header_timeout_secs", 30, 1, 3600),
             max_xml_body: s.size("max_xml_body", 64 << 10),
+            upload_expiry: s.duration(
+                "upload_expiry",
+                Duration::from_secs(24 * 3600),
+                Duration::from_secs(1),
+                Duration::from_secs(30 * 86400),
+            ),
         };
         s.finish();
         if let Some(addr) = config.http_listen.filter(|a| !a.ip().is_loopback()) {

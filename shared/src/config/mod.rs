@@ -292,6 +292,12 @@ impl Config {
         self.data_dir.join("files")
     }
 
+    /// `DATA/uploads`: davd's unfinished chunked uploads, one folder per user id (outside
+    /// every user's tree; charged as quota reservations until they are assembled).
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.join("uploads")
+    }
+
     /// Whether the private cluster is used (no database URL configured).
     pub fn uses_private_cluster(&self) -> bool {
         self.database.url.is_none()

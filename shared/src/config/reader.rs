@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::size::parse_size;
 
@@ -102,6 +103,28 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A duration: seconds as a number, or a string like `"90s"`, `"30m"`, `"24h"`, `"7d"`,
+    /// within `min..=max`.
+    pub fn duration(&mut self, key: &'static str, default: Duration, min: Duration, max: Duration) -> Duration {
+        let parsed = match self.value(key) {
+            None => return default,
+            Some(toml::Value::Integer(n)) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
+            Some(toml::Value::String(s)) => parse_duration(s),
+            Some(other) => Err(format!("must be a duration such as \"24h\", found {other}")),
+        };
+        match parsed {
+            Ok(d) if d >= min && d <= max => d,
+            Ok(d) => {
+                self.problem(key, format!("{d:?} is out of range ({min:?} to {max:?})"));
+                default
+            }
+            Err(e) => {
+                self.problem(key, e);
+                default
+            }
+        }
+    }
+
     /// A listen address `"IP:PORT"`; an empty string turns the listener off (`None`).
     pub fn listen(&mut self, key: &'static str, default: &str) -> Option<SocketAddr> {
         let text = self.string(key, default);
@@ -167,6 +190,40 @@ impl<'a> Section<'a> {
                     ));
                 }
             }
+        }
+    }
+}
+
+/// Parse a duration: a whole number with `s`, `m`, `h` or `d` (seconds without a unit).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("bad duration {text:?}: use a whole number with s, m, h or d (e.g. 90s, 30m, 24h, 7d)");
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let unit_secs: u64 = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(unit_secs).map(Duration::from_secs).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_admins_write_them() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration(" 90s "), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        for bad in ["", "h", "1.5h", "-1h", "3w", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
 }
