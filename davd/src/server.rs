@@ -6,7 +6,8 @@
 //!   OPTIONS at the root before it authenticates);
 //! - everything else needs HTTP Basic (RFC 7617) checked by shared::auth; throttled logins get
 //!   429 with Retry-After, bad ones 401 with the realm;
-//! - a user sees only `DATA/files/<address>/`, at `/` and at `/dav/<address>/`.
+//! - a user sees only `DATA/files/<address>/`, at `/` and at `/dav/<address>/`;
+//! - read-only share links, `/s/<token>/...`, are answered without credentials (share.rs).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -87,9 +88,9 @@ pub struct Server {
     acme_http: Option<(TcpListener, Arc<shared::acme::Http01Answers>)>,
 }
 
-struct App {
-    context: Arc<Context>,
-    journal: Arc<Journal>,
+pub(crate) struct App {
+    pub(crate) context: Arc<Context>,
+    pub(crate) journal: Arc<Journal>,
 }
 
 impl Server {
@@ -356,7 +357,7 @@ async fn close(mut io: net::Stream, linger: bool) {
     .await;
 }
 
-fn simple(status: StatusCode, text: &str) -> Response<Body> {
+pub(crate) fn simple(status: StatusCode, text: &str) -> Response<Body> {
     let mut res = Response::new(Body::from(text.to_string()));
     *res.status_mut() = status;
     res.headers_mut().insert(
@@ -376,6 +377,25 @@ fn unauthorized() -> Response<Body> {
     h.insert("DAV", HeaderValue::from_static(DAV_CLASSES));
     h.insert("MS-Author-Via", HeaderValue::from_static("DAV"));
     res
+}
+
+/// RFC 4918 section 9.1: a server may refuse a PROPFIND with Depth infinity, with 403 and the
+/// propfind-finite-depth precondition (dav-server answers 501). A whole tree in one answer is
+/// unbounded work for one request. `None` for any other depth.
+pub(crate) fn refuse_depth_infinity(headers: &http::HeaderMap) -> Option<Response<Body>> {
+    let depth = headers.get("depth")?;
+    if !depth.as_bytes().trim_ascii().eq_ignore_ascii_case(b"infinity") {
+        return None;
+    }
+    let mut res = Response::new(Body::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\"><D:propfind-finite-depth/></D:error>\n",
+    ));
+    *res.status_mut() = StatusCode::FORBIDDEN;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
+    Some(res)
 }
 
 /// `/dav/<address>/...` for the logged-in user: the prefix dav-server strips (as it appears
@@ -580,7 +600,8 @@ impl App {
         cache: AuthCache,
     ) -> Response<ResBody> {
         let method = req.method().clone();
-        let uri_path = req.uri().path().to_string();
+        // A share link's token is a password: never in the log (share.rs logs the link's id).
+        let uri_path = crate::share::loggable(req.uri().path());
         let response = self.route(req, peer, channel, cache).await;
         let status = response.status();
         // MKCOL of a folder that is there is 405 (RFC 4918 section 9.3.1) and routine: rclone
@@ -612,6 +633,11 @@ impl App {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
 
+        // Read-only share links answer without a login (share.rs).
+        if let Some(token) = crate::share::token_of(&path) {
+            let token = token.to_string();
+            return self.share(req, peer, &token).await;
+        }
         if (method == Method::GET || method == Method::HEAD) && autoconfig::is_autoconfig_path(&path) {
             return self.autoconfig(method == Method::HEAD).await;
         }
@@ -718,23 +744,8 @@ impl App {
         }
 
         if method.as_str() == "PROPFIND" {
-            // RFC 4918 section 9.1: a server may refuse Depth infinity, with 403 and the
-            // propfind-finite-depth precondition (dav-server answers 501). A whole tree in
-            // one answer is unbounded work for one request.
-            if parts
-                .headers
-                .get("depth")
-                .is_some_and(|d| d.as_bytes().trim_ascii().eq_ignore_ascii_case(b"infinity"))
-            {
+            if let Some(res) = refuse_depth_infinity(&parts.headers) {
                 tracing::info!(%peer, user = user.address, path, "PROPFIND Depth infinity refused");
-                let mut res = Response::new(Body::from(
-                    "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\"><D:propfind-finite-depth/></D:error>\n",
-                ));
-                *res.status_mut() = StatusCode::FORBIDDEN;
-                res.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/xml; charset=utf-8"),
-                );
                 return res;
             }
             let asked = propfind::asked(&body);
@@ -798,7 +809,7 @@ impl App {
     /// Read a (non-PUT) request body whole, at most [`App::xml_limit`] bytes (413 past it, with
     /// the connection kept), and refuse an XML body nested too deep or not well-formed with 400
     /// (xmlcheck.rs) before anything builds a tree of it.
-    async fn read_body(
+    pub(crate) async fn read_body(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
