@@ -96,6 +96,14 @@ impl App {
         link: &shares::Resolved,
     ) -> Response<Body> {
         let method = req.method().clone();
+        // The path decoded and normalised as dav-server will see it (`..`, `%2e%2e`, `//`):
+        // one that leaves this link is not in it (dav-server would answer 502).
+        let prefix = format!("{URL_PREFIX}{token}");
+        match DavPath::new(req.uri().path()).map(|mut p| p.set_prefix(&prefix)) {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return simple(StatusCode::NOT_FOUND, "not found\n"),
+            Err(_) => return simple(StatusCode::BAD_REQUEST, "bad path\n"),
+        }
         if method == Method::OPTIONS {
             let mut res = Response::new(Body::empty());
             let h = res.headers_mut();
@@ -138,7 +146,7 @@ impl App {
         let fs = ShareFs::new(TinyFs::new(self.context.db.clone(), self.journal.clone()), link);
         let handler = DavHandler::builder()
             .filesystem(Box::new(fs))
-            .strip_prefix(format!("{URL_PREFIX}{token}"))
+            .strip_prefix(prefix)
             .methods(DavMethodSet::WEBDAV_RO)
             .hide_symlinks(true)
             // A browser opening a folder's link gets a plain listing (dav-server's, names
