@@ -235,6 +235,14 @@ fn share_links_read_only_without_login() {
         );
     }
     assert!(!text.contains("escape"), "a symlink is not listed: {text}");
+    for href in text.split("<D:href>").skip(1) {
+        assert!(href.starts_with(&format!("/s/{folder_token}/")), "{href}");
+    }
+    assert_eq!(
+        text.matches("<D:href>").count(),
+        4,
+        "the folder, a.txt, page.html, sub/: {text}"
+    );
     assert!(text.contains("<D:getetag>\""), "quoted ETags, as for the owner: {text}");
     let depth0 = curl(port, &folder_url, &["-X", "PROPFIND", "-H", "Depth: 0"]);
     assert_eq!(depth0.status, 207);
