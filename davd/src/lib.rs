@@ -18,6 +18,7 @@ pub mod paths;
 pub mod propfind;
 pub mod props;
 pub mod server;
+pub mod share;
 pub mod win32;
 pub mod xmlcheck;
 pub mod xmldoc;

@@ -6,7 +6,8 @@
 //!   OPTIONS at the root before it authenticates);
 //! - everything else needs HTTP Basic (RFC 7617) checked by shared::auth; throttled logins get
 //!   429 with Retry-After, bad ones 401 with the realm;
-//! - a user sees only `DATA/files/<address>/`, at `/` and at `/dav/<address>/`.
+//! - a user sees only `DATA/files/<address>/`, at `/` and at `/dav/<address>/`;
+//! - read-only share links, `/s/<token>/...`, are answered without credentials (share.rs).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -87,9 +88,9 @@ pub struct Server {
     acme_http: Option<(TcpListener, Arc<shared::acme::Http01Answers>)>,
 }
 
-struct App {
-    context: Arc<Context>,
-    journal: Arc<Journal>,
+pub(crate) struct App {
+    pub(crate) context: Arc<Context>,
+    pub(crate) journal: Arc<Journal>,
     chunked: Arc<crate::chunked::Chunked>,
 }
 
@@ -389,6 +390,34 @@ fn unauthorized() -> Response<Body> {
     res
 }
 
+/// The Depth of a PROPFIND, checked: `None` for 0 or 1, else the answer to send.
+/// RFC 4918 section 9.1: a server may refuse Depth infinity, with 403 and the
+/// propfind-finite-depth precondition (dav-server answers 501); a whole tree in one answer is
+/// unbounded work for one request. A PROPFIND without Depth is to be treated as infinity
+/// (section 9.1, "SHOULD") and is refused the same way: no client davd serves sends one (Finder's
+/// webdavfs sends Depth 0 or 1 on every PROPFIND, webdav_network.c; Explorer's redirector 0 or 1;
+/// davfs2 through neon's ne_propfind_create, 0 or 1; rclone 0 or 1), and dav-server would
+/// otherwise list the children without the resource itself. Any other value is 400.
+pub(crate) fn refuse_depth_infinity(headers: &http::HeaderMap) -> Option<Response<Body>> {
+    match headers.get("depth").map(|d| d.as_bytes().trim_ascii()) {
+        Some(b"0" | b"1") => None,
+        Some(d) if !d.eq_ignore_ascii_case(b"infinity") => {
+            Some(simple(StatusCode::BAD_REQUEST, "Depth must be 0, 1 or infinity\n"))
+        }
+        _ => {
+            let mut res = Response::new(Body::from(
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\"><D:propfind-finite-depth/></D:error>\n",
+            ));
+            *res.status_mut() = StatusCode::FORBIDDEN;
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml; charset=utf-8"),
+            );
+            Some(res)
+        }
+    }
+}
+
 /// `/dav/<address>/...` (or Nextcloud's `/remote.php/dav/files/<address>/...`, for its
 /// clients and chunked uploads, chunked.rs) for the logged-in user: the prefix dav-server
 /// strips (as it appears decoded in the request); any other path is inside the user's tree
@@ -597,7 +626,8 @@ impl App {
         cache: AuthCache,
     ) -> Response<ResBody> {
         let method = req.method().clone();
-        let uri_path = req.uri().path().to_string();
+        // A share link's token is a password: never in the log (share.rs logs the link's id).
+        let uri_path = crate::share::loggable(req.uri().path());
         let response = self.route(req, peer, channel, cache).await;
         let status = response.status();
         // MKCOL of a folder that is there is 405 (RFC 4918 section 9.3.1) and routine: rclone
@@ -632,6 +662,11 @@ impl App {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
 
+        // Read-only share links answer without a login (share.rs).
+        if let Some(token) = crate::share::token_of(&path) {
+            let token = token.to_string();
+            return self.share(req, peer, &token).await;
+        }
         if (method == Method::GET || method == Method::HEAD) && autoconfig::is_autoconfig_path(&path) {
             return self.autoconfig(method == Method::HEAD).await;
         }
@@ -772,35 +807,9 @@ impl App {
         }
 
         if method.as_str() == "PROPFIND" {
-            // RFC 4918 section 9.1: a server may refuse Depth infinity, with 403 and the
-            // propfind-finite-depth precondition (dav-server answers 501). A whole tree in
-            // one answer is unbounded work for one request.
-            // A PROPFIND without Depth is to be treated as infinity (section 9.1, "SHOULD"),
-            // and is refused the same way: no client davd serves sends one (Finder's
-            // webdavfs sends Depth 0 or 1 on every PROPFIND, webdav_network.c; Explorer's
-            // redirector `Depth: 0`/`1`; davfs2 through neon's ne_propfind_create, 0 or 1;
-            // rclone 0 or 1). dav-server would otherwise list the children without the
-            // resource itself, an answer no client expects.
-            let depth = parts.headers.get("depth").map(|d| d.as_bytes().trim_ascii());
-            let finite = match depth {
-                Some(b"0" | b"1") => true,
-                Some(d) if d.eq_ignore_ascii_case(b"infinity") => false,
-                None => false,
-                Some(d) => {
-                    tracing::info!(%peer, user = user.address, path, "PROPFIND with Depth {:?}", String::from_utf8_lossy(d));
-                    return simple(StatusCode::BAD_REQUEST, "Depth must be 0, 1 or infinity\n");
-                }
-            };
-            if !finite {
-                tracing::info!(%peer, user = user.address, path, depth = ?depth.map(String::from_utf8_lossy), "PROPFIND Depth infinity refused");
-                let mut res = Response::new(Body::from(
-                    "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\"><D:propfind-finite-depth/></D:error>\n",
-                ));
-                *res.status_mut() = StatusCode::FORBIDDEN;
-                res.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/xml; charset=utf-8"),
-                );
+            if let Some(res) = refuse_depth_infinity(&parts.headers) {
+                let depth = parts.headers.get("depth").map(|d| String::from_utf8_lossy(d.as_bytes()).into_owned());
+                tracing::info!(%peer, user = user.address, path, ?depth, "PROPFIND refused: Depth must be 0 or 1");
                 return res;
             }
             let asked = propfind::asked(&body).map(|a| propfind::for_client(a, &parts.headers));
@@ -864,7 +873,7 @@ impl App {
     /// Read a (non-PUT) request body whole, at most [`App::xml_limit`] bytes (413 past it, with
     /// the connection kept), and refuse an XML body nested too deep or not well-formed with 400
     /// (xmlcheck.rs) before anything builds a tree of it.
-    async fn read_body(
+    pub(crate) async fn read_body(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,

@@ -35,6 +35,9 @@ enum Command {
     /// Set and show storage quotas (mail + files).
     #[command(subcommand)]
     Quota(cmd::quota::QuotaCommand),
+    /// Read-only links to a person's file or folder, for someone without an account:
+    /// `share ADDRESS PATH [--expires 7d]` prints the URL; `share list [ADDRESS]`; `share revoke ID`.
+    Share(cmd::share::ShareArgs),
     /// Mail domains served here.
     #[command(subcommand)]
     Domain(cmd::domain::DomainCommand),
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
             Command::Up => cmd::up::run(&data, explicit_data).await,
             Command::User(c) => cmd::user::run(&data, c).await,
             Command::Quota(c) => cmd::quota::run(&data, c).await,
+            Command::Share(args) => cmd::share::run(&data, args).await,
             Command::Domain(c) => cmd::domain::run(&data, c).await,
             Command::Alias(c) => cmd::alias::run(&data, c).await,
             Command::Status => cmd::status::run(&data).await,

@@ -23,6 +23,7 @@ pub mod pg;
 pub mod process;
 pub mod queue;
 pub mod quota;
+pub mod shares;
 pub mod size;
 /// Test support (throwaway PostgreSQL, test environments, required outside tools): only with the
 /// `testing` feature, which other crates enable in their dev-dependencies alone.

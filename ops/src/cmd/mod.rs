@@ -14,6 +14,7 @@ pub mod init;
 pub mod mail_admin;
 pub mod queue;
 pub mod quota;
+pub mod share;
 pub mod status;
 pub mod sweep;
 pub mod up;
