@@ -488,9 +488,24 @@ async fn rclone_check_and_sync_checksum_compare_hashes() {
 
     // nextcloud: SHA-1 (rclone sends it as OC-Checksum with each upload, davd checks it).
     let nextcloud = remote(&dav, "nextcloud").await;
-    let (ok, out) = rclone(&["sync", "--checksum", "-v", "--stats", "1h", &up_s, &nextcloud]).await;
+    let (ok, out) = rclone(&[
+        "sync",
+        "--checksum",
+        "-v",
+        "--stats",
+        "1h",
+        "--dump",
+        "headers",
+        &up_s,
+        &nextcloud,
+    ])
+    .await;
     assert!(ok, "{out}");
     assert_eq!(files_transferred(&out), Some(12), "{out}");
+    // Each upload carried its checksum, which davd checked, and was answered with its own.
+    // (Go writes the header name as `Oc-Checksum`.)
+    let carried = out.to_ascii_lowercase().matches("oc-checksum: sha1:").count();
+    assert_eq!(carried, 24, "12 requests and 12 answers: {out}");
     let (ok, out) = rclone(&["check", "-v", &up_s, &nextcloud]).await;
     assert!(ok, "{out}");
     assert!(!out.contains("No common hash"), "rclone compared hashes: {out}");
