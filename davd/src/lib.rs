@@ -9,6 +9,7 @@
 pub mod acme_http;
 pub mod auth;
 pub mod autoconfig;
+pub mod checksum;
 pub mod chunked;
 pub mod fs;
 pub mod journal;

@@ -1,6 +1,7 @@
 //! Dead properties (RFC 4918 section 4 and 9.2, PROPPATCH) in PostgreSQL, keyed by user and path
 //! (see `paths::key`), so they survive restarts and follow their resource through MOVE, COPY and
-//! DELETE. Windows stores its Win32 timestamps here after every upload.
+//! DELETE. Windows stores its Win32 timestamps here after every upload, and davd each file's
+//! content hash, in a namespace of its own that clients cannot set or see (checksum.rs).
 
 use dav_server::fs::{DavProp, FsError};
 use http::StatusCode;
@@ -22,6 +23,22 @@ pub async fn patch(
     key: &str,
     patch: Vec<(bool, DavProp)>,
 ) -> Result<Vec<(StatusCode, DavProp)>, FsError> {
+    if patch.iter().any(|(_, p)| crate::checksum::is_reserved(p)) {
+        // davd's stored content hash (checksum.rs) is not the client's to set: protected (RFC
+        // 4918 section 9.2, 403), and the rest fails with it (424: all or nothing).
+        tracing::info!(user_id, key, "PROPPATCH refused: davd's reserved namespace");
+        return Ok(patch
+            .into_iter()
+            .map(|(_, p)| {
+                let status = if crate::checksum::is_reserved(&p) {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::FAILED_DEPENDENCY
+                };
+                (status, without_value(&p))
+            })
+            .collect());
+    }
     let mut tx = db.begin().await.map_err(db_error)?;
     let mut out = Vec::with_capacity(patch.len());
     for (set, prop) in patch {
@@ -55,10 +72,12 @@ pub async fn patch(
         }
         out.push((StatusCode::OK, without_value(&prop)));
     }
+    // davd's own content hash does not count against the client's properties.
     let count: i64 = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "count!" FROM dav_props WHERE user_id = $1 AND path = $2"#,
+        r#"SELECT count(*) AS "count!" FROM dav_props WHERE user_id = $1 AND path = $2 AND namespace <> $3"#,
         user_id,
         key,
+        crate::checksum::NS,
     )
     .fetch_one(&mut *tx)
     .await
@@ -171,6 +190,42 @@ pub async fn copy_one(conn: &mut PgConnection, user_id: i64, from: &str, to: &st
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Inside a transaction: store `prop` (a property of davd's own, e.g. the content hash of
+/// checksum.rs) on `key`, replacing its earlier value.
+pub async fn set_own(conn: &mut PgConnection, user_id: i64, key: &str, prop: &DavProp) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO dav_props (user_id, path, namespace, name, prefix, xml) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (user_id, path, namespace, name) DO UPDATE SET prefix = EXCLUDED.prefix, xml = EXCLUDED.xml",
+        user_id,
+        key,
+        prop.namespace.clone().unwrap_or_default(),
+        prop.name,
+        prop.prefix,
+        prop.xml.clone().unwrap_or_default(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Replace the value of davd's own property `new` on `key` only if it is still `old` (a
+/// change meanwhile wins). Whether it was replaced.
+pub async fn replace_own(db: &PgPool, user_id: i64, key: &str, old: &[u8], new: &DavProp) -> Result<bool, FsError> {
+    let done = sqlx::query!(
+        "UPDATE dav_props SET xml = $5 WHERE user_id = $1 AND path = $2 AND namespace = $3 AND name = $4 AND xml = $6",
+        user_id,
+        key,
+        new.namespace.clone().unwrap_or_default(),
+        new.name,
+        new.xml.clone().unwrap_or_default(),
+        old,
+    )
+    .execute(db)
+    .await
+    .map_err(db_error)?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Windows' stored creation time (see win32.rs) of one resource.

@@ -765,10 +765,37 @@ impl App {
                     return simple(StatusCode::BAD_REQUEST, "bad X-OC-Mtime\n");
                 }
             };
+            // ownCloud's upload checksum: the body is checked against it (checksum.rs).
+            let claims = match req.headers().get("oc-checksum") {
+                None => Vec::new(),
+                Some(value) => match crate::checksum::parse_header(value.as_bytes()) {
+                    Some(claims) => claims,
+                    None => {
+                        tracing::info!(%peer, user = user.address, path, "PUT with an unusable OC-Checksum");
+                        return simple(StatusCode::BAD_REQUEST, "bad OC-Checksum\n");
+                    }
+                },
+            };
+            let note = Arc::new(crate::checksum::Note::with_claims(claims));
             // The only body dav-server streams (to disk); every other one is read below.
             let req = req.map(|inner| LengthChecked::new(inner, expected));
-            let handler = build(TinyFs::new(db.clone(), self.journal.clone()).with_mtime(mtime));
-            let mut res = handler.handle_guarded(req, user.address.clone(), user).await;
+            let fs = TinyFs::new(db.clone(), self.journal.clone())
+                .with_mtime(mtime)
+                .with_checksum(note.clone());
+            let mut res = build(fs).handle_guarded(req, user.address.clone(), user).await;
+            match note.outcome() {
+                // Nothing was stored (fs/upload.rs).
+                crate::checksum::Outcome::Mismatch => {
+                    return simple(StatusCode::BAD_REQUEST, "the body does not match OC-Checksum\n");
+                }
+                crate::checksum::Outcome::Known(hash)
+                    if matches!(res.status(), StatusCode::CREATED | StatusCode::NO_CONTENT) =>
+                {
+                    let value = HeaderValue::from_str(&hash.header_value()).expect("hex");
+                    res.headers_mut().insert("OC-Checksum", value);
+                }
+                _ => {}
+            }
             if mtime.is_some() && matches!(res.status(), StatusCode::CREATED | StatusCode::NO_CONTENT) {
                 // ownCloud's answer: the time was kept (rclone's owncloud/nextcloud vendors).
                 res.headers_mut()
@@ -830,7 +857,8 @@ impl App {
             }
             return res;
         }
-        let mut fs = TinyFs::new(db.clone(), self.journal.clone());
+        let note = Arc::new(crate::checksum::Note::default());
+        let mut fs = TinyFs::new(db.clone(), self.journal.clone()).with_checksum(note.clone());
         if method == Method::DELETE {
             // A folder is removed in one journaled step (fs/mod.rs `for_delete`).
             fs = fs.for_delete();
@@ -844,7 +872,15 @@ impl App {
             .flatten();
         let req = Request::from_parts(parts, http_body_util::Full::new(body));
         let user_id = user.id;
-        let response = handler.handle_guarded(req, user.address.clone(), user).await;
+        let mut response = handler.handle_guarded(req, user.address.clone(), user).await;
+        if (method == Method::GET || method == Method::HEAD)
+            && response.status() == StatusCode::OK
+            && let crate::checksum::Outcome::Known(hash) = note.outcome()
+        {
+            // The whole file's hash (ownCloud sends it on GET); not on a 206 part.
+            let value = HeaderValue::from_str(&hash.header_value()).expect("hex");
+            response.headers_mut().insert("OC-Checksum", value);
+        }
         if let Some((from, to, deep)) = copy
             && (response.status() == StatusCode::CREATED || response.status() == StatusCode::NO_CONTENT)
         {

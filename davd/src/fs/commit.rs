@@ -1,7 +1,7 @@
 //! The commit of a finished temp file (PUT, COPY) through the intent journal (journal.rs):
 //! under the user's journal lock, one transaction refunds the file it replaces, turns the
-//! quota reservations into usage (or charges it), copies dead properties for COPY and records
-//! the rename, which is then applied (docs/ARCHITECTURE.md "Durability"). Callers run it as a
+//! quota reservations into usage (or charges it), copies dead properties for COPY, stores the
+//! new content's hash (checksum.rs, replacing the old file's) and records the rename, which is then applied (docs/ARCHITECTURE.md "Durability"). Callers run it as a
 //! task of its own, so a client hanging up cannot cut it between the database and the rename;
 //! when it fails, the temp file is removed and the reservations are given back.
 
@@ -13,6 +13,7 @@ use dav_server::fs::{FsError, FsResult};
 use shared::quota::{self, Reservation, Usage};
 
 use super::{blocking, db_error, io, quota_error};
+use crate::checksum::Stored;
 use crate::journal::{Journal, Step};
 use crate::props;
 
@@ -30,6 +31,10 @@ pub(super) struct PlaceCommit {
     pub(super) reservations: Vec<(i64, u64)>,
     /// COPY: the dead properties of this key go to the target's key (from, to).
     pub(super) props_from: Option<(String, String)>,
+    /// The target's key (paths::key).
+    pub(super) key: String,
+    /// The temp file's content hash, computed as it was written, and its stamp.
+    pub(super) hash: Stored,
 }
 
 impl PlaceCommit {
@@ -102,6 +107,11 @@ impl PlaceCommit {
                     .await
                     .map_err(db_error)?;
             }
+            // In the transaction of the rename: the old file's hash goes with it, and a crash
+            // before the rename (finished by the journal) leaves the hash of what is placed.
+            props::set_own(&mut tx, self.user_id, &self.key, &self.hash.to_prop())
+                .await
+                .map_err(db_error)?;
             let step = Step::Place {
                 temp: self.temp.clone(),
                 target: self.target.clone(),

@@ -11,7 +11,8 @@
 //!   the intent journal (journal.rs), so a crash between the two is finished at restart;
 //! - quota is reserved before the first byte is written (507 when it cannot fit), grown while
 //!   a body of unknown length streams in, charged on commit, refunded on delete and overwrite;
-//! - dead properties live in PostgreSQL (props.rs) and follow their resource;
+//! - dead properties live in PostgreSQL (props.rs) and follow their resource, and so does
+//!   each file's content hash, computed while an upload or COPY writes it (checksum.rs);
 //! - every path goes through `paths::resolve` (no symlinks, no escape from the user's root).
 //!
 //! This file holds the types (`User`, `TinyFs`), the helpers every part shares (errors,
@@ -76,6 +77,9 @@ pub struct TinyFs {
     /// For a PUT: the modification time the client gave the file (`X-OC-Mtime`), set on the
     /// temp file before its fsync, so it is as durable as the content.
     mtime: Option<std::time::SystemTime>,
+    /// The content hashes of this request: the PUT's `OC-Checksum` to check, and the hash of
+    /// the file written or read, for server.rs's answer (checksum.rs).
+    checksum: Arc<crate::checksum::Note>,
     /// This request is a DELETE (see [`TinyFs::for_delete`]).
     deleting: bool,
     /// The folder this DELETE removed whole, for the `remove_dir` dav-server calls after.
@@ -90,6 +94,7 @@ impl TinyFs {
             listing: Arc::new(Mutex::new(None)),
             quota: None,
             mtime: None,
+            checksum: Arc::default(),
             deleting: false,
             deleted_tree: Arc::new(Mutex::new(None)),
         }
@@ -98,6 +103,13 @@ impl TinyFs {
     /// Give the file this PUT writes the modification time `mtime`.
     pub fn with_mtime(mut self, mtime: Option<std::time::SystemTime>) -> TinyFs {
         self.mtime = mtime;
+        self
+    }
+
+    /// Share `note` with this request's file system: it checks the PUT's body against the
+    /// note's claims and tells the hash of the file written or read (checksum.rs).
+    pub fn with_checksum(mut self, note: Arc<crate::checksum::Note>) -> TinyFs {
+        self.checksum = note;
         self
     }
 

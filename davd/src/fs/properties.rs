@@ -11,7 +11,8 @@ use shared::quota;
 
 use super::read::stat;
 use super::{TinyFs, User, blocking, io, quota_error};
-use crate::{paths, props};
+use crate::checksum::{Stamp, Stored};
+use crate::{checksum, paths, props};
 
 impl TinyFs {
     /// Make Windows' PROPPATCH of its Win32 properties true (see win32.rs): apply the times to
@@ -25,12 +26,13 @@ impl TinyFs {
             .iter()
             .find_map(|p| crate::win32::time_of(p, "Win32LastAccessTime"));
         if modified.is_some() || accessed.is_some() {
-            blocking(move || {
+            let stamps = blocking(move || {
                 let file = std::fs::OpenOptions::new()
                     .read(true)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&target)
                     .map_err(io)?;
+                let before = Stamp::of(&file.metadata().map_err(io)?);
                 let mut times = std::fs::FileTimes::new();
                 if let Some(t) = modified {
                     times = times.set_modified(t);
@@ -40,12 +42,36 @@ impl TinyFs {
                 }
                 file.set_times(times).map_err(io)?;
                 // The answer says the times are set: they must survive a crash.
-                file.sync_all().map_err(io)
+                file.sync_all().map_err(io)?;
+                Ok((before, Stamp::of(&file.metadata().map_err(io)?)))
             })
             .await?;
+            self.restamp_hash(path, user, stamps).await?;
         }
         let patch = sets.into_iter().map(|p| (true, p)).collect();
         props::patch(&self.db, user.id, &paths::key(path), patch).await?;
+        Ok(())
+    }
+
+    /// The content did not change with its time: the stored hash (checksum.rs) moves to the
+    /// new stamp, if it was the hash of this file (`before`). A crash before this leaves the
+    /// hash unoffered, never wrong.
+    async fn restamp_hash(&self, path: &DavPath, user: &User, (before, after): (Stamp, Stamp)) -> FsResult<()> {
+        let key = paths::key(path);
+        if before == after {
+            return Ok(());
+        }
+        let Some(stored) = self.stored_hash(user, &key, None).await? else {
+            return Ok(());
+        };
+        if stored.stamp != before {
+            return Ok(());
+        }
+        let old = stored.to_prop().xml.unwrap_or_default();
+        let moved = Stored { stamp: after, ..stored };
+        if !props::replace_own(&self.db, user.id, &key, &old, &moved.to_prop()).await? {
+            tracing::debug!(user_id = user.id, key, "content hash changed meanwhile: not restamped");
+        }
         Ok(())
     }
 
@@ -65,18 +91,29 @@ impl TinyFs {
     /// folder was just listed.
     pub(super) async fn do_get_props(&self, path: &DavPath, do_content: bool, user: &User) -> FsResult<Vec<DavProp>> {
         let key = paths::key(path);
-        if let Some(mut listed) = self.listed_props(&key) {
-            if !do_content {
-                listed.iter_mut().for_each(|p| p.xml = None);
+        let mut all = match self.listed_props(&key) {
+            Some(mut listed) => {
+                if !do_content {
+                    listed.iter_mut().for_each(|p| p.xml = None);
+                }
+                listed
             }
-            return Ok(listed);
-        }
-        props::list(&self.db, user.id, &key, do_content).await
+            None => props::list(&self.db, user.id, &key, do_content).await?,
+        };
+        // davd's own (the content hash) are not the client's dead properties.
+        all.retain(|p| !checksum::is_reserved(p));
+        Ok(all)
     }
 
     /// PROPFIND prop: one dead property, from the listing cache when its folder was just listed.
     pub(super) async fn do_get_prop(&self, path: &DavPath, prop: DavProp, user: &User) -> FsResult<Vec<u8>> {
         let key = paths::key(path);
+        if checksum::is_reserved(&prop) {
+            return Err(FsError::NotFound);
+        }
+        if checksum::is_oc_checksums(&prop) {
+            return self.oc_checksums(path, &key, user).await;
+        }
         if let Some(listed) = self.listed_props(&key) {
             return listed
                 .into_iter()
@@ -85,6 +122,28 @@ impl TinyFs {
                 .ok_or(FsError::NotFound);
         }
         props::get(&self.db, user.id, &key, &prop).await
+    }
+
+    /// ownCloud's live property `oc:checksums`: the stored content hash of a file, if it was
+    /// computed for the file that is there now (checksum.rs); else not found (a 404 propstat).
+    async fn oc_checksums(&self, path: &DavPath, key: &str, user: &User) -> FsResult<Vec<u8>> {
+        let listed = self.listed_props(key);
+        let Some(stored) = self.stored_hash(user, key, listed.as_deref()).await? else {
+            return Err(FsError::NotFound);
+        };
+        let target = paths::resolve(&user.root, path)?;
+        let meta = blocking(move || stat(&target)).await?;
+        match stored.for_file(&meta.0) {
+            Some(hash) => Ok(hash.oc_checksums_xml()),
+            None => {
+                tracing::debug!(
+                    user_id = user.id,
+                    key,
+                    "stored content hash is of another version: not offered"
+                );
+                Err(FsError::NotFound)
+            }
+        }
     }
 
     /// RFC 4331: used bytes (mail and files: one quota) and used + available.

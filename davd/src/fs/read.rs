@@ -17,14 +17,57 @@ use futures::FutureExt;
 use shared::quota::QuotaInfo;
 
 use super::{TinyFs, User, blocking, io};
+use crate::checksum::{self, Outcome, Stored};
 use crate::{paths, props};
 
 impl TinyFs {
-    /// GET (with Range through `seek`): the file itself, never a symlink or a folder.
+    /// GET (with Range through `seek`): the file itself, never a symlink or a folder. Its
+    /// content hash, if one is stored for exactly the file opened, goes to the request's note
+    /// (server.rs sends it as `OC-Checksum`).
     pub(super) async fn open_for_read(&self, path: &DavPath, user: &User) -> FsResult<Box<dyn DavFile>> {
         let target = paths::resolve(&user.root, path)?;
-        let file = blocking(move || open_read(&target)).await?;
+        let (file, meta) = blocking(move || {
+            let file = open_read(&target)?;
+            let meta = file.metadata().map_err(io)?;
+            Ok((file, meta))
+        })
+        .await?;
+        if let Some(hash) = self
+            .stored_hash(user, &paths::key(path), None)
+            .await?
+            .and_then(|s| s.for_file(&meta))
+        {
+            self.checksum.set(Outcome::Known(hash));
+        }
         Ok(Box::new(ReadFile::new(file)) as Box<dyn DavFile>)
+    }
+
+    /// The content hash stored for `key` (checksum.rs), from the listing cache when its folder
+    /// was just listed, else from `props`.
+    pub(super) async fn stored_hash(
+        &self,
+        user: &User,
+        key: &str,
+        listed: Option<&[DavProp]>,
+    ) -> FsResult<Option<Stored>> {
+        let xml = match listed {
+            Some(listed) => listed
+                .iter()
+                .find(|p| checksum::is_reserved(p) && p.name == checksum::NAME)
+                .and_then(|p| p.xml.clone()),
+            None => match props::get(&self.db, user.id, key, &checksum::stored_prop_name()).await {
+                Ok(xml) => Some(xml),
+                Err(FsError::NotFound) => None,
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(xml.and_then(|x| {
+            let stored = Stored::from_xml(&x);
+            if stored.is_none() {
+                tracing::warn!(user_id = user.id, key, "unreadable stored content hash: ignored");
+            }
+            stored
+        }))
     }
 
     /// A folder's entries (PROPFIND Depth 1), streamed, with their dead properties read in one

@@ -13,6 +13,7 @@ use super::commit::PlaceCommit;
 use super::read::{open_read, stat};
 use super::upload::{create_temp, temp_path_beside};
 use super::{TinyFs, User, blocking, db_error, io, parent_of, quota_error, sync_dir};
+use crate::checksum::{HashingWriter, Stamp, Stored};
 use crate::journal::Step;
 use crate::{paths, props};
 
@@ -74,13 +75,23 @@ impl TinyFs {
         let (s, t) = (src.clone(), temp.clone());
         let copied = blocking(move || {
             let mut input = open_read(&s)?;
-            let mut output = create_temp(&t)?;
+            // The copy gets its own hash, computed as it is written (checksum.rs).
+            let mut output = HashingWriter::new(create_temp(&t)?);
             let n = std::io::copy(&mut input, &mut output).map_err(io)?;
+            let (output, hash) = output.finish();
             output.sync_all().map_err(io)?;
-            Ok((n, output.metadata().map_err(io)?.ino()))
+            let meta = output.metadata().map_err(io)?;
+            Ok((
+                n,
+                meta.ino(),
+                Stored {
+                    hash,
+                    stamp: Stamp::of(&meta),
+                },
+            ))
         })
         .await;
-        let (n, ino) = match copied {
+        let (n, ino, hash) = match copied {
             Ok(v) => v,
             Err(e) => {
                 let _ = std::fs::remove_file(&temp);
@@ -98,6 +109,8 @@ impl TinyFs {
             written: n,
             reservations: vec![(reservation.id, reservation.bytes)],
             props_from: Some((paths::key(from), paths::key(to))),
+            key: paths::key(to),
+            hash,
         };
         tokio::spawn(commit.run()).await.unwrap_or_else(|e| {
             tracing::error!("copy commit task failed: {e}");

@@ -1,7 +1,8 @@
 //! A PUT's body on its way in: the temp file `.tinydc-upload-<uuid>` beside the target (never
 //! the target itself, so an aborted PUT leaves the old content), the quota reserved before the
 //! first byte (507 when it cannot fit) and grown while a body of unknown length streams in,
-//! and bounded buffering. `flush()` fsyncs the temp file and hands it, with the reservations,
+//! and bounded buffering. Every byte is hashed as it is written (checksum.rs `HashingWriter`),
+//! and a body that does not match the client's `OC-Checksum` is not committed. `flush()` fsyncs the temp file and hands it, with the reservations,
 //! to the journaled commit (commit.rs); an upload dropped before that removes its temp file and
 //! gives its reservations back. Also the sweep of temp files a crash left behind.
 
@@ -21,9 +22,10 @@ use sqlx::PgPool;
 
 use super::commit::PlaceCommit;
 use super::read::{ReadFile, stat};
-use super::{TinyFs, User, blocking, io, parent_of, quota_error, sync_dir};
+use super::{TinyFs, User, blocking, db_error, io, parent_of, quota_error, sync_dir};
+use crate::checksum::{HashingWriter, Note, Outcome, Stamp, Stored};
 use crate::journal::Journal;
-use crate::paths;
+use crate::{paths, props};
 
 /// Bytes of an upload buffered before they are written out (bounded memory per upload).
 const WRITE_CHUNK: usize = 1 << 20;
@@ -90,7 +92,7 @@ impl TinyFs {
             // one an earlier DELETE's row names (inode numbers are reused).
             let mut guard = self.journal.lock(user.id, &user.root).await?;
             guard.settle().await?;
-            let file = blocking(move || {
+            let (file, stamp) = blocking(move || {
                 let file = std::fs::OpenOptions::new()
                     .read(true)
                     .write(true)
@@ -101,9 +103,20 @@ impl TinyFs {
                     .map_err(io)?;
                 file.sync_all().map_err(io)?;
                 sync_dir(&parent)?;
-                Ok(file)
+                let stamp = Stamp::of(&file.metadata().map_err(io)?);
+                Ok((file, stamp))
             })
             .await?;
+            // Its content hash (of nothing), so no earlier value under this key can stay.
+            let empty = Stored {
+                hash: HashingWriter::new(std::io::sink()).finish().1,
+                stamp,
+            };
+            let mut tx = guard.db().begin().await.map_err(db_error)?;
+            props::set_own(&mut tx, user.id, &paths::key(path), &empty.to_prop())
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
             return Ok(Box::new(ReadFile::new(file)));
         }
         let replaces = existing.map(|m| m.len()).unwrap_or(0);
@@ -117,9 +130,10 @@ impl TinyFs {
             journal: self.journal.clone(),
             user_id: user.id,
             root: user.root.clone(),
+            key: paths::key(path),
             target,
             temp,
-            file: Some(file),
+            file: Some(HashingWriter::new(file)),
             pending: BytesMut::with_capacity(WRITE_CHUNK),
             expected: options.size,
             written: 0,
@@ -127,6 +141,7 @@ impl TinyFs {
             reservations: prepaid,
             committed: false,
             mtime: self.mtime,
+            checksum: self.checksum.clone(),
         });
         // docs/ARCHITECTURE.md "Quota": reserve the announced size before the first byte (507 if it cannot fit).
         if let Some(size) = options.size {
@@ -148,9 +163,12 @@ struct Upload {
     user_id: i64,
     /// The user's root.
     root: PathBuf,
+    /// The target's key (paths::key), under which its content hash is stored.
+    key: String,
     target: PathBuf,
     temp: PathBuf,
-    file: Option<File>,
+    /// The temp file, hashing what is written to it.
+    file: Option<HashingWriter<File>>,
     pending: BytesMut,
     /// Content-Length or X-Expected-Entity-Length, when the client said.
     expected: Option<u64>,
@@ -162,6 +180,8 @@ struct Upload {
     committed: bool,
     /// The modification time the client gave (`X-OC-Mtime`).
     mtime: Option<std::time::SystemTime>,
+    /// The client's `OC-Checksum` to check, and where the hash is told to server.rs.
+    checksum: Arc<Note>,
 }
 
 impl Upload {
@@ -234,16 +254,30 @@ impl Upload {
             );
             return Err(FsError::GeneralFailure);
         }
-        let file = self.file.take().ok_or(FsError::GeneralFailure)?;
+        let (file, hash) = self.file.take().ok_or(FsError::GeneralFailure)?.finish();
+        if !self.checksum.claims_match(&hash) {
+            // The body is not what the client sent: nothing is stored (dropping the upload
+            // removes the temp file and gives the reservations back); server.rs answers 400.
+            tracing::warn!(
+                path = %self.target.display(),
+                written = self.written,
+                sha1 = hex::encode(hash.sha1),
+                "PUT body does not match its OC-Checksum: not committed"
+            );
+            self.checksum.set(Outcome::Mismatch);
+            return Err(FsError::GeneralFailure);
+        }
         let mtime = self.mtime;
-        let ino = blocking(move || {
+        let (ino, stamp) = blocking(move || {
             // Before the fsync: the time is made durable with the content, and the rename
             // keeps it.
             if let Some(t) = mtime {
                 file.set_times(std::fs::FileTimes::new().set_modified(t)).map_err(io)?;
             }
             file.sync_all().map_err(io)?;
-            Ok(file.metadata().map_err(io)?.ino())
+            // The rename keeps size and time: the stamp the hash is stored with (checksum.rs).
+            let meta = file.metadata().map_err(io)?;
+            Ok((meta.ino(), Stamp::of(&meta)))
         })
         .await?;
         // From here the temp file and the reservations belong to the commit task, which runs
@@ -260,11 +294,15 @@ impl Upload {
             written: self.written,
             reservations: std::mem::take(&mut self.reservations),
             props_from: None,
+            key: self.key.clone(),
+            hash: Stored { hash, stamp },
         };
         tokio::spawn(commit.run()).await.unwrap_or_else(|e| {
             tracing::error!("upload commit task failed: {e}");
             Err(FsError::GeneralFailure)
-        })
+        })?;
+        self.checksum.set(Outcome::Known(hash));
+        Ok(())
     }
 }
 

@@ -7,8 +7,9 @@ Usage:
   backup.py change SUBMISSION HTTPS          one more message and one more file (1000 bytes)
   backup.py checkload FOLDER                 every load file in FOLDER is whole; prints how many
   backup.py state IMAP HTTPS                 JSON of every folder (UIDVALIDITY, UIDNEXT, UIDs, flags,
-                                             dates, sha256 of each message), file (sha256, size) and
-                                             dead property of alice and bob
+                                             dates, sha256 of each message), file (sha256, size,
+                                             the OC-Checksum davd offers) and dead property of alice
+                                             and bob
 
 All servers use a self-signed certificate.
 """
@@ -56,6 +57,21 @@ def dav(port, user, method, path, body=None, headers=None):
     data = resp.read()
     conn.close()
     return resp.status, data
+
+
+def get_with_checksum(port, user, path):
+    """GET: status, body and the OC-Checksum header (davd's content hash), checked against
+    the body it came with."""
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=TLS, timeout=30)
+    auth = base64.b64encode(f"{user}:{USERS[user]}".encode()).decode()
+    conn.request("GET", path, headers={"Authorization": f"Basic {auth}"})
+    resp = conn.getresponse()
+    data = resp.read()
+    checksum = resp.getheader("OC-Checksum")
+    conn.close()
+    if checksum is not None:
+        assert checksum == "SHA1:" + hashlib.sha1(data).hexdigest(), (path, checksum)
+    return resp.status, data, checksum
 
 
 def must(status, data, *ok):
@@ -231,9 +247,10 @@ def file_state(https, user):
             if entry.get("collection"):
                 todo.append(urllib.parse.quote(href))
             else:
-                status, content = dav(https, user, "GET", urllib.parse.quote(href))
+                status, content, checksum = get_with_checksum(https, user, urllib.parse.quote(href))
                 must(status, content, 200)
                 entry["sha256"] = hashlib.sha256(content).hexdigest()
+                entry["oc_checksum"] = checksum
                 out[href] = entry
     return out
 
