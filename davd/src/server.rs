@@ -835,7 +835,10 @@ impl App {
 
         if method.as_str() == "PROPFIND" {
             if let Some(res) = refuse_depth_infinity(&parts.headers) {
-                let depth = parts.headers.get("depth").map(|d| String::from_utf8_lossy(d.as_bytes()).into_owned());
+                let depth = parts
+                    .headers
+                    .get("depth")
+                    .map(|d| String::from_utf8_lossy(d.as_bytes()).into_owned());
                 tracing::info!(%peer, user = user.address, path, ?depth, "PROPFIND refused: Depth must be 0 or 1");
                 return res;
             }
