@@ -105,14 +105,24 @@ fn hash_password_blocking(password: &str) -> String {
 /// The most argon2 memory a stored hash may ask for (64 MiB; tinydc's hashes use 19 MiB).
 const MAX_HASH_BLOCKS: usize = 64 * 1024;
 
+thread_local! {
+    /// A checking thread's argon2 memory (see [`verify_blocking`]).
+    static CHECK_MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Give back this thread's argon2 memory; the checking threads call it once idle
+/// ([`work::RELEASE_AFTER_IDLE`]). A block this large is mmapped (see
+/// `daemon::return_large_buffers_to_the_system`), so freeing it unmaps it.
+fn release_check_memory() {
+    CHECK_MEMORY.with_borrow_mut(|memory| *memory = Vec::new());
+}
+
 /// Verify `password` against a PHC string. The argon2 memory is this thread's own buffer, kept
-/// and reused: allocating 19 MiB per check left the allocator holding a fresh block after every
-/// check (RSS grew by 19 MiB per login up to ~220 MiB with only two checks at a time).
+/// and reused while logins keep coming: allocating 19 MiB per check left the allocator holding a
+/// fresh block after every check (RSS grew by 19 MiB per login up to ~220 MiB with only two
+/// checks at a time).
 fn verify_blocking(hash: &str, password: &str) -> bool {
     use argon2::{Algorithm, Block, Params, Version};
-    thread_local! {
-        static MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;
     };
@@ -138,7 +148,7 @@ fn verify_blocking(hash: &str, password: &str) -> bool {
         return false;
     }
     let mut out = vec![0u8; expected.len()];
-    let hashed = MEMORY.with_borrow_mut(|memory| {
+    let hashed = CHECK_MEMORY.with_borrow_mut(|memory| {
         if memory.len() != blocks {
             *memory = vec![Block::default(); blocks];
         }
@@ -180,6 +190,7 @@ impl Auth {
             work: WorkCap::new(
                 config.max_concurrent_checks as usize,
                 config.max_waiting_checks as usize,
+                release_check_memory,
             ),
             cache: CredentialCache::new(Duration::from_secs(config.credential_cache_secs)),
             db,

@@ -1,6 +1,7 @@
 //! Memory under a login flood (issue #8 item 5): 180 wrong passwords, 60 at a time, must not grow
 //! the process by more than `auth.max_concurrent_checks` argon2 buffers (19 MiB each). Before the
-//! cap and the reused buffers, 60 parallel attempts took a daemon from 8 to 470 MiB. Alone in its
+//! cap and the reused buffers, 60 parallel attempts took a daemon from 8 to 470 MiB. Once the
+//! logins stop, the buffers are given back (issue #12: a daemon kept them for good). Alone in its
 //! binary so that no other test's memory is measured.
 
 use std::net::IpAddr;
@@ -22,7 +23,9 @@ fn rss_mib() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_login_flood_holds_at_most_the_capped_argon2_memory() {
+async fn a_login_flood_holds_at_most_the_capped_argon2_memory_and_gives_it_back() {
+    // The allocator setting every daemon makes at start.
+    shared::daemon::return_large_buffers_to_the_system();
     let env = TestEnv::new().await;
     env.add_user("alice@example.test", "s3cret", None).await;
     let mut config = env.context.config.auth.clone();
@@ -52,4 +55,13 @@ async fn a_login_flood_holds_at_most_the_capped_argon2_memory() {
     assert_eq!(auth.checks_high_water(), 2);
     // Two 19 MiB buffers, plus slack for everything else.
     assert!(grown <= 2 * 19 + 40, "resident memory grew by {grown} MiB");
+
+    // Quiet now: each checking thread gives its buffer back after RELEASE_AFTER_IDLE.
+    let after_flood = rss_mib();
+    tokio::time::sleep(shared::auth::work::RELEASE_AFTER_IDLE + std::time::Duration::from_secs(2)).await;
+    let idle = rss_mib();
+    assert!(
+        idle + 2 * 19 - 4 <= after_flood && idle <= before + 12,
+        "resident memory before the flood {before} MiB, after it {after_flood} MiB, idle {idle} MiB"
+    );
 }
