@@ -2,7 +2,7 @@
 //! (RFC 7162 §3.1.5). Flags come from the session's view; dates, sizes and headers from the
 //! stored metadata; the body is read only for BODY and TEXT.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use shared::mailstore::StoredMessage;
 
 use crate::fetch::mime;
@@ -30,7 +30,9 @@ fn needs(key: &SearchKey) -> (bool, bool) {
         | K::SentOn(_)
         | K::SentSince(_)
         | K::Larger(_)
-        | K::Smaller(_) => (true, false),
+        | K::Smaller(_)
+        | K::Older(_)
+        | K::Younger(_) => (true, false),
         K::Not(k) => needs(k),
         K::Or(a, b) => {
             let (a, b) = (needs(a), needs(b));
@@ -64,6 +66,8 @@ struct Candidate<'a> {
     /// \Recent in this session (RFC 3501 §2.3.2).
     recent: bool,
     modseq: u64,
+    /// When the search started, for OLDER and YOUNGER (RFC 5032).
+    now: DateTime<Utc>,
     stored: Option<&'a StoredMessage>,
     /// Lower-cased text of the body parts (decoded), for BODY and TEXT.
     body_text: Option<&'a str>,
@@ -167,6 +171,11 @@ fn sent_date(stored: &StoredMessage) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(date.year as i32, date.month as u32, date.day as u32)
 }
 
+/// Seconds between the internal date and `now` (negative for a date in the future).
+fn age_seconds(stored: &StoredMessage, now: DateTime<Utc>) -> i64 {
+    (now - stored.internal_date).num_seconds()
+}
+
 fn has(flags: &[String], flag: &str) -> bool {
     flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
 }
@@ -215,6 +224,10 @@ fn eval(key: &SearchKey, c: &Candidate<'_>) -> bool {
         K::Uid(set) => set.contains(c.uid, c.max_uid),
         K::Sequence(set) => set.contains(c.seq, c.count),
         K::ModSeq(n) => c.modseq >= *n,
+        // RFC 5032 §3: OLDER n matches an internal date at least n seconds before now, YOUNGER
+        // n one less than n seconds before now (so the two partition the mailbox).
+        K::Older(n) => stored.is_some_and(|m| age_seconds(m, c.now) >= i64::try_from(*n).unwrap_or(i64::MAX)),
+        K::Younger(n) => stored.is_some_and(|m| age_seconds(m, c.now) < i64::try_from(*n).unwrap_or(i64::MAX)),
         K::Not(k) => !eval(k, c),
         K::Or(a, b) => eval(a, c) || eval(b, c),
         K::And(keys) => keys.iter().all(|k| eval(k, c)),
@@ -259,6 +272,7 @@ impl Session {
         }
         self.sync(uid).await?;
         let (needs_stored, needs_body) = needs(key);
+        let now = Utc::now();
         let State::Selected { user, selected } = &self.state else {
             return Ok(Reply::bad("no mailbox selected"));
         };
@@ -287,6 +301,7 @@ impl Session {
                             flags: &selected.flags[i],
                             recent: selected.is_recent(m.uid),
                             modseq: selected.modseqs[i],
+                            now,
                             stored: Some(&m),
                             body_text: None,
                         };
@@ -350,6 +365,7 @@ impl Session {
                     flags: &selected.flags[i],
                     recent: selected.is_recent(msg_uid),
                     modseq: selected.modseqs[i],
+                    now,
                     stored: message,
                     body_text: text.as_deref(),
                 };

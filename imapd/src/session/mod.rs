@@ -352,6 +352,8 @@ impl Session {
                     "QUOTA",
                     "QUOTA=RES-STORAGE",
                     "UTF8=ACCEPT",
+                    // RFC 5032 OLDER / YOUNGER search keys.
+                    "WITHIN",
                 ]);
                 if self.ctx.config.imap.condstore {
                     // RFC 7162 §3.1 and §3.2.

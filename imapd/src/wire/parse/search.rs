@@ -1,4 +1,4 @@
-//! SEARCH (RFC 3501 §6.4.4, RFC 7162 §3.1.5 MODSEQ): its keys, with nesting bounded.
+//! SEARCH (RFC 3501 §6.4.4, RFC 7162 §3.1.5 MODSEQ, RFC 5032 OLDER/YOUNGER): its keys, with nesting bounded.
 
 use chrono::NaiveDate;
 
@@ -47,6 +47,10 @@ pub enum SearchKey {
     Sequence(SequenceSet),
     And(Vec<SearchKey>),
     ModSeq(u64),
+    /// RFC 5032 WITHIN: internal date at least this many seconds ago.
+    Older(u64),
+    /// RFC 5032 WITHIN: internal date less than this many seconds ago.
+    Younger(u64),
 }
 
 /// Most nesting of parentheses accepted in SEARCH (bounds recursion on hostile input).
@@ -82,6 +86,15 @@ impl Parser<'_> {
     fn search_string(&mut self) -> PResult<String> {
         self.sp()?;
         String::from_utf8(self.astring_bytes()?).map_err(|_| "search string is not UTF-8".into())
+    }
+
+    /// RFC 5032 `interval`: seconds, a non-zero number.
+    fn search_interval(&mut self) -> PResult<u64> {
+        self.sp()?;
+        match self.number()? {
+            0 => Err("OLDER/YOUNGER interval must be non-zero".into()),
+            n => Ok(n),
+        }
     }
 
     fn search_date(&mut self) -> PResult<NaiveDate> {
@@ -155,6 +168,9 @@ impl Parser<'_> {
                 SearchKey::Not(Box::new(key))
             }
             "OLD" => SearchKey::Old,
+            // RFC 5032 §3: `OLDER SP interval` / `YOUNGER SP interval`, interval = nz-number.
+            "OLDER" => SearchKey::Older(self.search_interval()?),
+            "YOUNGER" => SearchKey::Younger(self.search_interval()?),
             "ON" => SearchKey::On(self.search_date()?),
             "OR" => {
                 self.depth += 1;
