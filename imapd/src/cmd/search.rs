@@ -7,8 +7,9 @@ use shared::mailstore::StoredMessage;
 
 use crate::fetch::mime;
 use crate::session::{CmdResult, Code, Reply, Session, State};
-use crate::wire::parse::SearchKey;
+use crate::wire::parse::{SearchKey, SearchReturn};
 use crate::wire::response::Response;
+use crate::wire::sequence::compact;
 
 const BATCH: usize = 250;
 
@@ -260,7 +261,14 @@ fn body_text(raw: &[u8]) -> String {
 }
 
 impl Session {
-    pub(crate) async fn cmd_search(&mut self, uid: bool, charset: Option<&str>, key: &SearchKey) -> CmdResult {
+    pub(crate) async fn cmd_search(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        charset: Option<&str>,
+        key: &SearchKey,
+        ret: Option<SearchReturn>,
+    ) -> CmdResult {
         if let Some(charset) = charset
             && !matches!(charset, "UTF-8" | "US-ASCII" | "UTF8")
         {
@@ -279,8 +287,8 @@ impl Session {
         let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
         let count = selected.uids.len() as u32;
         let max_uid = selected.max_uid();
-        let mut hits: Vec<(u32, u32)> = Vec::new();
-        let mut highest_hit = 0u64;
+        // (sequence number, UID, MODSEQ) of each match, in mailbox order.
+        let mut hits: Vec<(u32, u32, u64)> = Vec::new();
         if needs_stored && !needs_body {
             // Headers, dates and sizes only: one statement streams the whole mailbox, each row
             // checked as it arrives (no round trip per batch, one row in memory at a time).
@@ -306,8 +314,7 @@ impl Session {
                             body_text: None,
                         };
                         if eval(key, &candidate) {
-                            hits.push((seq, m.uid));
-                            highest_hit = highest_hit.max(selected.modseqs[i]);
+                            hits.push((seq, m.uid, selected.modseqs[i]));
                         }
                     })
                     .await?;
@@ -370,22 +377,46 @@ impl Session {
                     body_text: text.as_deref(),
                 };
                 if eval(key, &candidate) {
-                    hits.push((seq, msg_uid));
-                    highest_hit = highest_hit.max(selected.modseqs[i]);
+                    hits.push((seq, msg_uid, selected.modseqs[i]));
                 }
             }
         }
-        let numbers: Vec<u32> = hits
-            .iter()
-            .map(|&(seq, msg_uid)| if uid { msg_uid } else { seq })
-            .collect();
-        // RFC 7162 §3.1.5: the highest MODSEQ of the hits, when the search used MODSEQ.
-        let modseq = (modseq_search && !hits.is_empty()).then_some(highest_hit);
-        self.respond(Response::Search {
-            numbers: &numbers,
-            modseq,
-        })
-        .await?;
+        let number = |&(seq, msg_uid, _): &(u32, u32, u64)| if uid { msg_uid } else { seq };
+        let numbers: Vec<u32> = hits.iter().map(number).collect();
+        match ret {
+            None => {
+                // RFC 7162 §3.1.5: the highest MODSEQ of the hits, when the search used MODSEQ.
+                let highest = hits.iter().map(|h| h.2).max();
+                self.respond(Response::Search {
+                    numbers: &numbers,
+                    modseq: highest.filter(|_| modseq_search),
+                })
+                .await?;
+            }
+            Some(ret) => {
+                // RFC 4731 §3.1: MIN, MAX and ALL are left out when nothing matched; COUNT is
+                // then 0. Hits are in mailbox order, so ascending in sequence number and UID.
+                let (first, last) = (hits.first().filter(|_| ret.min), hits.last().filter(|_| ret.max));
+                // RFC 4731 §3.2 (with RFC 7162 §3.1.5): MODSEQ is the highest of the messages
+                // returned: only the MIN and MAX ones when neither ALL nor COUNT was asked.
+                let highest = if ret.all || ret.count {
+                    hits.iter().map(|h| h.2).max()
+                } else {
+                    first.into_iter().chain(last).map(|h| h.2).max()
+                };
+                let all = (ret.all && !numbers.is_empty()).then(|| compact(&numbers));
+                self.respond(Response::ESearch {
+                    tag,
+                    uid,
+                    min: first.map(number),
+                    max: last.map(number),
+                    count: ret.count.then_some(numbers.len()),
+                    all: all.as_deref(),
+                    modseq: highest.filter(|_| modseq_search),
+                })
+                .await?;
+            }
+        }
         Ok(Reply::ok(if uid {
             "UID SEARCH completed"
         } else {

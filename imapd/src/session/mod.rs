@@ -354,6 +354,8 @@ impl Session {
                     "UTF8=ACCEPT",
                     // RFC 5032 OLDER / YOUNGER search keys.
                     "WITHIN",
+                    // RFC 4731 SEARCH RETURN (MIN MAX ALL COUNT).
+                    "ESEARCH",
                 ]);
                 if self.ctx.config.imap.condstore {
                     // RFC 7162 §3.1 and §3.2.
@@ -806,7 +808,7 @@ impl Session {
             C::Unselect => self.cmd_close(false).await,
             C::Expunge => self.cmd_expunge(None).await,
             C::UidExpunge(set) => self.cmd_expunge(Some(set)).await,
-            C::Search { uid, charset, key } => self.cmd_search(uid, charset.as_deref(), &key).await,
+            C::Search { uid, charset, key, ret } => self.cmd_search(tag, uid, charset.as_deref(), &key, ret).await,
             C::Fetch {
                 uid,
                 set,

@@ -53,12 +53,22 @@ pub enum SearchKey {
     Younger(u64),
 }
 
+/// What `SEARCH RETURN (...)` asked for (RFC 4731 §3.1): answered with `* ESEARCH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SearchReturn {
+    pub min: bool,
+    pub max: bool,
+    pub all: bool,
+    pub count: bool,
+}
+
 /// Most nesting of parentheses accepted in SEARCH (bounds recursion on hostile input).
 const MAX_DEPTH: usize = 32;
 
 impl Parser<'_> {
     pub(super) fn search(&mut self, uid: bool) -> PResult<CommandBody> {
         self.sp()?;
+        let ret = self.search_return()?;
         let mut charset = None;
         let save = self.pos;
         if self.keyword().ok().as_deref() == Some("CHARSET") {
@@ -80,7 +90,41 @@ impl Parser<'_> {
         } else {
             SearchKey::And(keys)
         };
-        Ok(CommandBody::Search { uid, charset, key })
+        Ok(CommandBody::Search { uid, charset, key, ret })
+    }
+
+    /// RFC 4731 §7: `search-return-opts = SP "RETURN" SP "(" [search-return-opt *(SP
+    /// search-return-opt)] ")"`, read with the SP after it; `RETURN ()` means ALL (§3.1).
+    /// An option this server does not know is a syntax error.
+    fn search_return(&mut self) -> PResult<Option<SearchReturn>> {
+        let save = self.pos;
+        if self.keyword().ok().as_deref() != Some("RETURN") || self.peek() != Some(b' ') {
+            self.pos = save;
+            return Ok(None);
+        }
+        self.sp()?;
+        self.expect(b'(')?;
+        let mut ret = SearchReturn::default();
+        let mut any = false;
+        while self.peek() != Some(b')') {
+            if any {
+                self.sp()?;
+            }
+            match self.keyword()?.as_str() {
+                "MIN" => ret.min = true,
+                "MAX" => ret.max = true,
+                "ALL" => ret.all = true,
+                "COUNT" => ret.count = true,
+                other => return Err(format!("unknown SEARCH RETURN option {other}")),
+            }
+            any = true;
+        }
+        self.expect(b')')?;
+        self.sp()?;
+        if !any {
+            ret.all = true;
+        }
+        Ok(Some(ret))
     }
 
     fn search_string(&mut self) -> PResult<String> {
