@@ -1,5 +1,5 @@
 //! SEARCH extensions from outside, over a real socket: WITHIN (RFC 5032) and ESEARCH
-//! (RFC 4731), the latter with the RFC's examples.
+//! (RFC 4731) and SEARCHRES (RFC 5182), the latter two with their RFCs' examples.
 
 mod common;
 
@@ -126,9 +126,9 @@ async fn esearch_rfc4731_examples() {
     assert_eq!(r.find("* SEARCH"), "* SEARCH 2 10 11");
     assert!(!r.has("ESEARCH"));
 
-    // Unknown options (and SAVE, RFC 5182, not offered) and broken lists are syntax errors.
+    // Unknown options and broken lists are syntax errors.
     c.bad("SEARCH RETURN (FOO) ALL").await;
-    c.bad("SEARCH RETURN (SAVE) ALL").await;
+    c.bad("SEARCH RETURN (MIN FOO) ALL").await;
     c.bad("SEARCH RETURN (MIN ALL").await;
     c.bad("SEARCH RETURN (MIN)ALL").await;
     c.bad("SEARCH RETURN MIN ALL").await;
@@ -171,4 +171,142 @@ async fn esearch_with_modseq() {
     // No match, no MODSEQ.
     let r = c.cmd("SEARCH RETURN (ALL) FLAGGED MODSEQ 999999").await;
     assert_eq!(esearch(&r), format!("* ESEARCH (TAG \"{}\")", tag_of(&r)));
+}
+
+/// The `(seq, UID)` pairs of a `FETCH ... (UID)` response, in order.
+fn fetched(r: &Response) -> Vec<(u32, u32)> {
+    assert!(r.tagged.contains(" OK"), "{r:#?}");
+    r.lines
+        .iter()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("* ")?;
+            let (seq, rest) = rest.split_once(" FETCH (")?;
+            let uid = rest.split("UID ").nth(1)?.split([' ', ')']).next()?;
+            Some((seq.parse().ok()?, uid.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn searchres_saves_and_reuses_a_result() {
+    let server = Server::start().await;
+    let mut c = flagged_mailbox(&server).await;
+    let caps = c.ok("CAPABILITY").await;
+    assert!(
+        caps.find("* CAPABILITY").split(' ').any(|w| w == "SEARCHRES"),
+        "{caps:#?}"
+    );
+    // RFC 5182 §2.1: `$` is empty after SELECT: FETCH $ answers nothing.
+    assert_eq!(fetched(&c.ok("FETCH $ (UID)").await), vec![]);
+    // §2.4 example: SAVE alone gives no ESEARCH (nor SEARCH) response.
+    let r = c
+        .ok("SEARCH RETURN (SAVE) FLAGGED SINCE 1-Feb-1994 NOT FROM \"Smith\"")
+        .await;
+    assert!(r.lines.is_empty(), "{r:#?}");
+    assert_eq!(fetched(&c.ok("FETCH $ (UID)").await), vec![(2, 3), (10, 11), (11, 12)]);
+    assert_eq!(
+        fetched(&c.ok("UID FETCH $ (UID)").await),
+        vec![(2, 3), (10, 11), (11, 12)]
+    );
+    // `$` in SEARCH: as message numbers, and after UID as UIDs.
+    assert_eq!(c.ok("SEARCH $").await.find("* SEARCH"), "* SEARCH 2 10 11");
+    assert_eq!(c.ok("UID SEARCH UID $").await.find("* SEARCH"), "* SEARCH 3 11 12");
+    assert_eq!(c.ok("SEARCH NOT $ 1:3").await.find("* SEARCH"), "* SEARCH 1 3");
+    // SAVE with MIN/MAX only keeps those messages (§2), and answers ESEARCH for MIN/MAX.
+    let r = c.cmd("SEARCH RETURN (SAVE MIN MAX) FLAGGED").await;
+    assert_eq!(esearch(&r), format!("* ESEARCH (TAG \"{}\") MIN 2 MAX 11", tag_of(&r)));
+    assert_eq!(c.ok("SEARCH $").await.find("* SEARCH"), "* SEARCH 2 11");
+    let r = c.cmd("SEARCH RETURN (SAVE MIN COUNT) FLAGGED").await;
+    assert_eq!(esearch(&r), format!("* ESEARCH (TAG \"{}\") MIN 2 COUNT 3", tag_of(&r)));
+    assert_eq!(c.ok("SEARCH $").await.find("* SEARCH"), "* SEARCH 2 10 11");
+    // STORE, COPY and MOVE on `$`.
+    c.ok("STORE $ +FLAGS.SILENT (\\Seen)").await;
+    assert_eq!(c.ok("SEARCH SEEN").await.find("* SEARCH"), "* SEARCH 2 10 11");
+    c.ok("CREATE Saved").await;
+    c.ok("COPY $ Saved").await;
+    assert!(c.ok("STATUS Saved (MESSAGES)").await.has("(MESSAGES 3)"));
+    c.ok("SEARCH RETURN (SAVE) UID 12").await;
+    c.ok("UID MOVE $ Saved").await;
+    assert!(c.ok("STATUS Saved (MESSAGES)").await.has("(MESSAGES 4)"));
+    // `$` only stands alone (RFC 5182 §3 grammar).
+    c.bad("FETCH $,1 (UID)").await;
+    c.bad("FETCH 1:$ (UID)").await;
+}
+
+#[tokio::test]
+async fn searchres_pipelined_after_save() {
+    let server = Server::start().await;
+    let mut c = flagged_mailbox(&server).await;
+    c.ok("STORE 5 +FLAGS (\\Seen)").await;
+    // RFC 5182 §2.1: a command using `$` sent right behind the SEARCH that saves it sees the
+    // new result (commands run in order).
+    c.write(b"p1 SEARCH RETURN (SAVE) SEEN\r\np2 FETCH $ (UID)\r\np3 UID SEARCH RETURN (SAVE) FLAGGED\r\np4 UID FETCH $ (UID)\r\n")
+        .await;
+    let r = c.until("p1").await;
+    assert!(r.tagged.contains(" OK"), "{r:#?}");
+    assert_eq!(fetched(&c.until("p2").await), vec![(5, 6)]);
+    let r = c.until("p3").await;
+    assert!(r.tagged.contains(" OK"), "{r:#?}");
+    assert_eq!(fetched(&c.until("p4").await), vec![(2, 3), (10, 11), (11, 12)]);
+}
+
+#[tokio::test]
+async fn searchres_after_expunge_failure_and_reselect() {
+    let server = Server::start().await;
+    let mut c = flagged_mailbox(&server).await;
+    c.ok("SEARCH RETURN (SAVE) FLAGGED").await;
+    // The expunged message leaves `$`; the others keep their new numbers.
+    c.ok("STORE 10 +FLAGS (\\Deleted)").await;
+    c.ok("EXPUNGE").await;
+    assert_eq!(c.ok("SEARCH $").await.find("* SEARCH"), "* SEARCH 2 10");
+    assert_eq!(c.ok("UID SEARCH UID $").await.find("* SEARCH"), "* SEARCH 3 12");
+    // RFC 5182 §2.1: a SEARCH with SAVE that fails empties `$`.
+    c.no("SEARCH RETURN (SAVE) CHARSET KOI8-R ALL").await;
+    assert_eq!(c.ok("SEARCH $").await.find("* SEARCH"), "* SEARCH");
+    // ... and so does one refused as BAD (a syntax error in its criteria).
+    c.ok("SEARCH RETURN (SAVE) FLAGGED").await;
+    c.bad("UID SEARCH RETURN (MIN SAVE) FLAGGED NOSUCHKEY").await;
+    assert_eq!(c.ok("SEARCH $").await.find("* SEARCH"), "* SEARCH");
+    // A BAD for another command leaves `$` alone.
+    c.ok("SEARCH RETURN (SAVE) FLAGGED").await;
+    c.bad("SEARCH RETURN (MIN) FLAGGED NOSUCHKEY").await;
+    c.bad("FETCH SAVE").await;
+    assert_eq!(c.ok("SEARCH $").await.find("* SEARCH"), "* SEARCH 2 10");
+    // SELECT, EXAMINE, CLOSE and UNSELECT reset it.
+    for reset in ["SELECT INBOX", "EXAMINE INBOX", "UNSELECT", "CLOSE"] {
+        c.ok("SELECT INBOX").await;
+        c.ok("SEARCH RETURN (SAVE) FLAGGED").await;
+        assert_eq!(c.ok("SEARCH $").await.find("* SEARCH"), "* SEARCH 2 10");
+        c.ok(reset).await;
+        c.ok("SELECT INBOX").await;
+        assert_eq!(c.ok("SEARCH $").await.find("* SEARCH"), "* SEARCH", "after {reset}");
+    }
+}
+
+/// python imaplib (a real client that passes criteria through) drives OLDER/YOUNGER, RETURN
+/// (MIN MAX COUNT ALL), RETURN (SAVE) and `$`.
+#[tokio::test]
+async fn imaplib_drives_within_esearch_and_searchres() {
+    shared::testing::require_tool("python3");
+    let server = Server::start().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/esearch_searchres.py");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .arg("127.0.0.1")
+            .arg(server.plain.port().to_string())
+            .arg(USER)
+            .arg(PASS)
+            .output(),
+    )
+    .await
+    .expect("imaplib finished in time")
+    .expect("python3 started");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("ALL OK"), "{text}");
 }

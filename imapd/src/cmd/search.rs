@@ -7,9 +7,10 @@ use shared::mailstore::StoredMessage;
 
 use crate::fetch::mime;
 use crate::session::{CmdResult, Code, Reply, Session, State};
+use crate::wire::parse::CommandBody;
 use crate::wire::parse::{SearchKey, SearchReturn};
 use crate::wire::response::Response;
-use crate::wire::sequence::compact;
+use crate::wire::sequence::{SequenceSet, compact};
 
 const BATCH: usize = 250;
 
@@ -260,7 +261,78 @@ fn body_text(raw: &[u8]) -> String {
     text.to_lowercase()
 }
 
+/// The saved result (`$`, RFC 5182) as a set for a command: UIDs for a UID command or a UID
+/// search key, message numbers otherwise; messages expunged since the SAVE are left out.
+fn saved_set(selected: &crate::session::Selected, uid: bool) -> SequenceSet {
+    let numbers: Vec<u32> = selected
+        .saved
+        .iter()
+        .filter_map(|&u| selected.seq_of(u).map(|seq| if uid { u } else { seq }))
+        .collect();
+    SequenceSet::from_numbers(&numbers)
+}
+
+/// `$` inside SEARCH keys: a bare set is message numbers, `UID $` is UIDs.
+fn resolve_saved_key(key: &mut SearchKey, selected: &crate::session::Selected) {
+    match key {
+        SearchKey::Sequence(set) if set.is_saved() => *set = saved_set(selected, false),
+        SearchKey::Uid(set) if set.is_saved() => *set = saved_set(selected, true),
+        SearchKey::Not(k) => resolve_saved_key(k, selected),
+        SearchKey::Or(a, b) => {
+            resolve_saved_key(a, selected);
+            resolve_saved_key(b, selected);
+        }
+        SearchKey::And(keys) => keys.iter_mut().for_each(|k| resolve_saved_key(k, selected)),
+        _ => {}
+    }
+}
+
 impl Session {
+    /// RFC 5182 §2.1: `$` in FETCH, STORE, COPY, MOVE, UID EXPUNGE and SEARCH stands for the
+    /// result the last `SEARCH RETURN (SAVE)` kept; it is replaced here, before the command
+    /// runs, so each command reads sets one way. Commands run one after another, so a command
+    /// pipelined after a SAVE sees its result (§2.1). Outside a selected mailbox `$` stays
+    /// unresolved and matches nothing (those commands are refused there anyway).
+    pub(crate) fn resolve_saved(&self, body: &mut CommandBody) {
+        let State::Selected { selected, .. } = &self.state else {
+            return;
+        };
+        match body {
+            CommandBody::Fetch { uid, set, .. }
+            | CommandBody::Store { uid, set, .. }
+            | CommandBody::Copy { uid, set, .. }
+            | CommandBody::Move { uid, set, .. }
+                if set.is_saved() =>
+            {
+                *set = saved_set(selected, *uid);
+            }
+            CommandBody::UidExpunge(set) if set.is_saved() => *set = saved_set(selected, true),
+            CommandBody::Search { key, .. } => resolve_saved_key(key, selected),
+            _ => {}
+        }
+    }
+
+    /// RFC 5182 §2: keep the UIDs of a SEARCH as `$`: only the MIN and/or MAX message when
+    /// those are all that was asked besides SAVE, every match otherwise.
+    fn save_result(&mut self, hits: &[(u32, u32, u64)], ret: SearchReturn) {
+        let State::Selected { selected, .. } = &mut self.state else {
+            return;
+        };
+        selected.saved = if (ret.min || ret.max) && !(ret.all || ret.count) {
+            let mut picked: Vec<u32> = Vec::new();
+            if let Some(h) = hits.first().filter(|_| ret.min) {
+                picked.push(h.1);
+            }
+            if let Some(h) = hits.last().filter(|_| ret.max) {
+                picked.push(h.1);
+            }
+            picked.dedup();
+            picked
+        } else {
+            hits.iter().map(|h| h.1).collect()
+        };
+    }
+
     pub(crate) async fn cmd_search(
         &mut self,
         tag: &str,
@@ -393,7 +465,14 @@ impl Session {
                 })
                 .await?;
             }
+            Some(ret) if ret.save && !(ret.min || ret.max || ret.all || ret.count) => {
+                // RFC 5182 §2: SAVE alone is answered with no ESEARCH.
+                self.save_result(&hits, ret);
+            }
             Some(ret) => {
+                if ret.save {
+                    self.save_result(&hits, ret);
+                }
                 // RFC 4731 §3.1: MIN, MAX and ALL are left out when nothing matched; COUNT is
                 // then 0. Hits are in mailbox order, so ascending in sequence number and UID.
                 let (first, last) = (hits.first().filter(|_| ret.min), hits.last().filter(|_| ret.max));

@@ -26,7 +26,7 @@ pub use fetch::{FetchItem, Section, SectionText};
 pub use mailbox::{QresyncParams, StatusItem};
 use primitives::{PResult, Parser};
 pub use primitives::{parse_date, parse_date_time};
-pub use search::{SearchKey, SearchReturn};
+pub use search::{SearchKey, SearchReturn, asks_to_save};
 pub use store::StoreOp;
 
 /// A parsed command: its tag and what it asks.

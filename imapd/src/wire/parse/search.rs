@@ -60,6 +60,29 @@ pub struct SearchReturn {
     pub max: bool,
     pub all: bool,
     pub count: bool,
+    /// RFC 5182: keep the result as `$`.
+    pub save: bool,
+}
+
+/// Whether a command line (which may have failed to parse) is a SEARCH or UID SEARCH whose
+/// RETURN options name SAVE: RFC 5182 §2.1 has `$` emptied when such a SEARCH fails, even with
+/// BAD. Reads only the first words, never the criteria.
+pub fn asks_to_save(line: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&line[..line.len().min(200)]).to_ascii_uppercase();
+    let mut words = text.split(' ').skip(1).peekable();
+    if words.peek() == Some(&"UID") {
+        words.next();
+    }
+    if words.next() != Some("SEARCH") || words.next() != Some("RETURN") {
+        return false;
+    }
+    let rest: Vec<&str> = words.collect();
+    let options = rest.join(" ");
+    let options = options.split(')').next().unwrap_or_default();
+    options
+        .trim_start_matches('(')
+        .split([' ', '('])
+        .any(|w| w.trim_end() == "SAVE")
 }
 
 /// Most nesting of parentheses accepted in SEARCH (bounds recursion on hostile input).
@@ -115,6 +138,7 @@ impl Parser<'_> {
                 "MAX" => ret.max = true,
                 "ALL" => ret.all = true,
                 "COUNT" => ret.count = true,
+                "SAVE" => ret.save = true,
                 other => return Err(format!("unknown SEARCH RETURN option {other}")),
             }
             any = true;
@@ -267,5 +291,20 @@ impl Parser<'_> {
             }
             other => return Err(format!("unknown search key {other}")),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asks_to_save;
+
+    #[test]
+    fn save_is_seen_in_lines_that_fail_to_parse() {
+        assert!(asks_to_save(b"a SEARCH RETURN (SAVE) NOSUCHKEY"));
+        assert!(asks_to_save(b"a uid search return (min save) ALL"));
+        assert!(!asks_to_save(b"a SEARCH RETURN (MIN) SAVE"));
+        assert!(!asks_to_save(b"a SEARCH SUBJECT SAVE"));
+        assert!(!asks_to_save(b"a FETCH RETURN (SAVE)"));
+        assert!(!asks_to_save(b""));
     }
 }
