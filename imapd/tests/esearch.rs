@@ -228,6 +228,12 @@ async fn searchres_saves_and_reuses_a_result() {
     c.ok("SEARCH RETURN (SAVE) UID 12").await;
     c.ok("UID MOVE $ Saved").await;
     assert!(c.ok("STATUS Saved (MESSAGES)").await.has("(MESSAGES 4)"));
+    // UID EXPUNGE $ removes only the saved messages (RFC 4315 with RFC 5182).
+    c.ok("STORE 1:3 +FLAGS.SILENT (\\Deleted)").await;
+    c.ok("SEARCH RETURN (SAVE) UID 3").await;
+    let r = c.ok("UID EXPUNGE $").await;
+    assert_eq!(r.lines, vec!["* 2 EXPUNGE".to_string()], "{r:#?}");
+    assert_eq!(c.ok("SEARCH $").await.find("* SEARCH"), "* SEARCH");
     // `$` only stands alone (RFC 5182 §3 grammar).
     c.bad("FETCH $,1 (UID)").await;
     c.bad("FETCH 1:$ (UID)").await;
