@@ -2,13 +2,15 @@
 //! (RFC 7162 §3.1.5). Flags come from the session's view; dates, sizes and headers from the
 //! stored metadata; the body is read only for BODY and TEXT.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use shared::mailstore::StoredMessage;
 
 use crate::fetch::mime;
 use crate::session::{CmdResult, Code, Reply, Session, State};
-use crate::wire::parse::SearchKey;
+use crate::wire::parse::CommandBody;
+use crate::wire::parse::{SearchKey, SearchReturn};
 use crate::wire::response::Response;
+use crate::wire::sequence::{SequenceSet, compact};
 
 const BATCH: usize = 250;
 
@@ -30,7 +32,9 @@ fn needs(key: &SearchKey) -> (bool, bool) {
         | K::SentOn(_)
         | K::SentSince(_)
         | K::Larger(_)
-        | K::Smaller(_) => (true, false),
+        | K::Smaller(_)
+        | K::Older(_)
+        | K::Younger(_) => (true, false),
         K::Not(k) => needs(k),
         K::Or(a, b) => {
             let (a, b) = (needs(a), needs(b));
@@ -64,6 +68,8 @@ struct Candidate<'a> {
     /// \Recent in this session (RFC 3501 §2.3.2).
     recent: bool,
     modseq: u64,
+    /// When the search started, for OLDER and YOUNGER (RFC 5032).
+    now: DateTime<Utc>,
     stored: Option<&'a StoredMessage>,
     /// Lower-cased text of the body parts (decoded), for BODY and TEXT.
     body_text: Option<&'a str>,
@@ -167,6 +173,11 @@ fn sent_date(stored: &StoredMessage) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(date.year as i32, date.month as u32, date.day as u32)
 }
 
+/// Seconds between the internal date and `now` (negative for a date in the future).
+fn age_seconds(stored: &StoredMessage, now: DateTime<Utc>) -> i64 {
+    (now - stored.internal_date).num_seconds()
+}
+
 fn has(flags: &[String], flag: &str) -> bool {
     flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
 }
@@ -215,6 +226,10 @@ fn eval(key: &SearchKey, c: &Candidate<'_>) -> bool {
         K::Uid(set) => set.contains(c.uid, c.max_uid),
         K::Sequence(set) => set.contains(c.seq, c.count),
         K::ModSeq(n) => c.modseq >= *n,
+        // RFC 5032 §3: OLDER n matches an internal date at least n seconds before now, YOUNGER
+        // n one less than n seconds before now (so the two partition the mailbox).
+        K::Older(n) => stored.is_some_and(|m| age_seconds(m, c.now) >= i64::try_from(*n).unwrap_or(i64::MAX)),
+        K::Younger(n) => stored.is_some_and(|m| age_seconds(m, c.now) < i64::try_from(*n).unwrap_or(i64::MAX)),
         K::Not(k) => !eval(k, c),
         K::Or(a, b) => eval(a, c) || eval(b, c),
         K::And(keys) => keys.iter().all(|k| eval(k, c)),
@@ -246,8 +261,86 @@ fn body_text(raw: &[u8]) -> String {
     text.to_lowercase()
 }
 
+/// The saved result (`$`, RFC 5182) as a set for a command: UIDs for a UID command or a UID
+/// search key, message numbers otherwise; messages expunged since the SAVE are left out.
+fn saved_set(selected: &crate::session::Selected, uid: bool) -> SequenceSet {
+    let numbers: Vec<u32> = selected
+        .saved
+        .iter()
+        .filter_map(|&u| selected.seq_of(u).map(|seq| if uid { u } else { seq }))
+        .collect();
+    SequenceSet::from_numbers(&numbers)
+}
+
+/// `$` inside SEARCH keys: a bare set is message numbers, `UID $` is UIDs.
+fn resolve_saved_key(key: &mut SearchKey, selected: &crate::session::Selected) {
+    match key {
+        SearchKey::Sequence(set) if set.is_saved() => *set = saved_set(selected, false),
+        SearchKey::Uid(set) if set.is_saved() => *set = saved_set(selected, true),
+        SearchKey::Not(k) => resolve_saved_key(k, selected),
+        SearchKey::Or(a, b) => {
+            resolve_saved_key(a, selected);
+            resolve_saved_key(b, selected);
+        }
+        SearchKey::And(keys) => keys.iter_mut().for_each(|k| resolve_saved_key(k, selected)),
+        _ => {}
+    }
+}
+
 impl Session {
-    pub(crate) async fn cmd_search(&mut self, uid: bool, charset: Option<&str>, key: &SearchKey) -> CmdResult {
+    /// RFC 5182 §2.1: `$` in FETCH, STORE, COPY, MOVE, UID EXPUNGE and SEARCH stands for the
+    /// result the last `SEARCH RETURN (SAVE)` kept; it is replaced here, before the command
+    /// runs, so each command reads sets one way. Commands run one after another, so a command
+    /// pipelined after a SAVE sees its result (§2.1). Outside a selected mailbox `$` stays
+    /// unresolved and matches nothing (those commands are refused there anyway).
+    pub(crate) fn resolve_saved(&self, body: &mut CommandBody) {
+        let State::Selected { selected, .. } = &self.state else {
+            return;
+        };
+        match body {
+            CommandBody::Fetch { uid, set, .. }
+            | CommandBody::Store { uid, set, .. }
+            | CommandBody::Copy { uid, set, .. }
+            | CommandBody::Move { uid, set, .. }
+                if set.is_saved() =>
+            {
+                *set = saved_set(selected, *uid);
+            }
+            CommandBody::UidExpunge(set) if set.is_saved() => *set = saved_set(selected, true),
+            CommandBody::Search { key, .. } => resolve_saved_key(key, selected),
+            _ => {}
+        }
+    }
+
+    /// RFC 5182 §2: keep the UIDs of a SEARCH as `$`: only the MIN and/or MAX message when
+    /// those are all that was asked besides SAVE, every match otherwise.
+    fn save_result(&mut self, hits: &[(u32, u32, u64)], ret: SearchReturn) {
+        let State::Selected { selected, .. } = &mut self.state else {
+            return;
+        };
+        selected.saved = if (ret.min || ret.max) && !(ret.all || ret.count) {
+            let mut picked: Vec<u32> = Vec::new();
+            if let Some(h) = hits.first().filter(|_| ret.min) {
+                picked.push(h.1);
+            }
+            if let Some(h) = hits.last().filter(|_| ret.max) {
+                picked.push(h.1);
+            }
+            picked.dedup();
+            picked
+        } else {
+            hits.iter().map(|h| h.1).collect()
+        };
+    }
+
+    pub(crate) async fn cmd_search(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        charset: Option<&str>,
+        key: &SearchKey,
+        ret: Option<SearchReturn>,
+    ) -> CmdResult {
         if let Some(charset) = charset
             && !matches!(charset, "UTF-8" | "US-ASCII" | "UTF8")
         {
@@ -259,14 +352,15 @@ impl Session {
         }
         self.sync(uid).await?;
         let (needs_stored, needs_body) = needs(key);
+        let now = Utc::now();
         let State::Selected { user, selected } = &self.state else {
             return Ok(Reply::bad("no mailbox selected"));
         };
         let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
         let count = selected.uids.len() as u32;
         let max_uid = selected.max_uid();
-        let mut hits: Vec<(u32, u32)> = Vec::new();
-        let mut highest_hit = 0u64;
+        // (sequence number, UID, MODSEQ) of each match, in mailbox order.
+        let mut hits: Vec<(u32, u32, u64)> = Vec::new();
         if needs_stored && !needs_body {
             // Headers, dates and sizes only: one statement streams the whole mailbox, each row
             // checked as it arrives (no round trip per batch, one row in memory at a time).
@@ -287,12 +381,12 @@ impl Session {
                             flags: &selected.flags[i],
                             recent: selected.is_recent(m.uid),
                             modseq: selected.modseqs[i],
+                            now,
                             stored: Some(&m),
                             body_text: None,
                         };
                         if eval(key, &candidate) {
-                            hits.push((seq, m.uid));
-                            highest_hit = highest_hit.max(selected.modseqs[i]);
+                            hits.push((seq, m.uid, selected.modseqs[i]));
                         }
                     })
                     .await?;
@@ -350,26 +444,58 @@ impl Session {
                     flags: &selected.flags[i],
                     recent: selected.is_recent(msg_uid),
                     modseq: selected.modseqs[i],
+                    now,
                     stored: message,
                     body_text: text.as_deref(),
                 };
                 if eval(key, &candidate) {
-                    hits.push((seq, msg_uid));
-                    highest_hit = highest_hit.max(selected.modseqs[i]);
+                    hits.push((seq, msg_uid, selected.modseqs[i]));
                 }
             }
         }
-        let numbers: Vec<u32> = hits
-            .iter()
-            .map(|&(seq, msg_uid)| if uid { msg_uid } else { seq })
-            .collect();
-        // RFC 7162 §3.1.5: the highest MODSEQ of the hits, when the search used MODSEQ.
-        let modseq = (modseq_search && !hits.is_empty()).then_some(highest_hit);
-        self.respond(Response::Search {
-            numbers: &numbers,
-            modseq,
-        })
-        .await?;
+        let number = |&(seq, msg_uid, _): &(u32, u32, u64)| if uid { msg_uid } else { seq };
+        let numbers: Vec<u32> = hits.iter().map(number).collect();
+        match ret {
+            None => {
+                // RFC 7162 §3.1.5: the highest MODSEQ of the hits, when the search used MODSEQ.
+                let highest = hits.iter().map(|h| h.2).max();
+                self.respond(Response::Search {
+                    numbers: &numbers,
+                    modseq: highest.filter(|_| modseq_search),
+                })
+                .await?;
+            }
+            Some(ret) if ret.save && !(ret.min || ret.max || ret.all || ret.count) => {
+                // RFC 5182 §2: SAVE alone is answered with no ESEARCH.
+                self.save_result(&hits, ret);
+            }
+            Some(ret) => {
+                if ret.save {
+                    self.save_result(&hits, ret);
+                }
+                // RFC 4731 §3.1: MIN, MAX and ALL are left out when nothing matched; COUNT is
+                // then 0. Hits are in mailbox order, so ascending in sequence number and UID.
+                let (first, last) = (hits.first().filter(|_| ret.min), hits.last().filter(|_| ret.max));
+                // RFC 4731 §3.2 (with RFC 7162 §3.1.5): MODSEQ is the highest of the messages
+                // returned: only the MIN and MAX ones when neither ALL nor COUNT was asked.
+                let highest = if ret.all || ret.count {
+                    hits.iter().map(|h| h.2).max()
+                } else {
+                    first.into_iter().chain(last).map(|h| h.2).max()
+                };
+                let all = (ret.all && !numbers.is_empty()).then(|| compact(&numbers));
+                self.respond(Response::ESearch {
+                    tag,
+                    uid,
+                    min: first.map(number),
+                    max: last.map(number),
+                    count: ret.count.then_some(numbers.len()),
+                    all: all.as_deref(),
+                    modseq: highest.filter(|_| modseq_search),
+                })
+                .await?;
+            }
+        }
         Ok(Reply::ok(if uid {
             "UID SEARCH completed"
         } else {

@@ -48,6 +48,10 @@ pub struct Selected {
     pub recent: Vec<u32>,
     /// The keywords announced to the client in `* FLAGS` (RFC 3501 §7.2.6).
     pub keywords: Vec<String>,
+    /// RFC 5182: the UIDs (ascending) saved by the last `SEARCH RETURN (SAVE)`, read as `$`.
+    /// Empty at SELECT/EXAMINE; gone with the view at CLOSE/UNSELECT. Kept as UIDs, so an
+    /// expunged message drops out of `$` when it is resolved against the view.
+    pub saved: Vec<u32>,
 }
 
 impl Selected {
@@ -352,6 +356,12 @@ impl Session {
                     "QUOTA",
                     "QUOTA=RES-STORAGE",
                     "UTF8=ACCEPT",
+                    // RFC 5032 OLDER / YOUNGER search keys.
+                    "WITHIN",
+                    // RFC 4731 SEARCH RETURN (MIN MAX ALL COUNT).
+                    "ESEARCH",
+                    // RFC 5182 SEARCH RETURN (SAVE) and `$`.
+                    "SEARCHRES",
                 ]);
                 if self.ctx.config.imap.condstore {
                     // RFC 7162 §3.1 and §3.2.
@@ -499,6 +509,13 @@ impl Session {
                 Ok(Ok(Some(Input::Command(bytes)))) => bytes,
             };
             let parsed = parse::parse_command(&input);
+            // RFC 5182 §2.1: a SEARCH with SAVE refused as BAD empties `$` too.
+            if parsed.is_err()
+                && parse::asks_to_save(&input)
+                && let State::Selected { selected, .. } = &mut self.state
+            {
+                selected.saved.clear();
+            }
             // The command owns its literals now; a large APPEND is not held twice.
             drop(input);
             let flow = match parsed {
@@ -727,6 +744,8 @@ impl Session {
                 | CommandBody::Store { uid: false, .. }
                 | CommandBody::Search { uid: false, .. }
         );
+        let mut body = body;
+        self.resolve_saved(&mut body);
         let result = self.dispatch(&tag, body).await;
         let reply = match result {
             Ok(reply) => reply,
@@ -804,7 +823,17 @@ impl Session {
             C::Unselect => self.cmd_close(false).await,
             C::Expunge => self.cmd_expunge(None).await,
             C::UidExpunge(set) => self.cmd_expunge(Some(set)).await,
-            C::Search { uid, charset, key } => self.cmd_search(uid, charset.as_deref(), &key).await,
+            C::Search { uid, charset, key, ret } => {
+                let result = self.cmd_search(tag, uid, charset.as_deref(), &key, ret).await;
+                // RFC 5182 §2.1: a SEARCH with SAVE that fails leaves `$` empty.
+                if ret.is_some_and(|r| r.save)
+                    && !matches!(&result, Ok(reply) if reply.status == Status::Ok)
+                    && let State::Selected { selected, .. } = &mut self.state
+                {
+                    selected.saved.clear();
+                }
+                result
+            }
             C::Fetch {
                 uid,
                 set,

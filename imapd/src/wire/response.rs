@@ -174,6 +174,17 @@ pub enum Response<'a> {
     },
     /// `* SEARCH 2 5` (RFC 3501 §7.2.5), with RFC 7162 §3.1.5's `(MODSEQ n)` when given.
     Search { numbers: &'a [u32], modseq: Option<u64> },
+    /// `* ESEARCH (TAG "a1") UID MIN 2 MAX 9 COUNT 4 ALL 2:4,9` (RFC 4731 §3.1), with RFC 7162
+    /// §3.1.5's `MODSEQ n` last when given; `all` is already a compact sequence set.
+    ESearch {
+        tag: &'a str,
+        uid: bool,
+        min: Option<u32>,
+        max: Option<u32>,
+        count: Option<usize>,
+        all: Option<&'a str>,
+        modseq: Option<u64>,
+    },
     /// `* NAMESPACE (("" "/")) NIL NIL` (RFC 2342 §5): one personal namespace, no others.
     Namespace { prefix: &'a str, delimiter: char },
     /// `* QUOTA root (STORAGE used limit)`, in KiB (RFC 9208 §5.1).
@@ -283,6 +294,38 @@ impl Response<'_> {
                 }
                 match modseq {
                     Some(m) => write!(out, " (MODSEQ {m})"),
+                    None => Ok(()),
+                }
+            }
+            Response::ESearch {
+                tag,
+                uid,
+                min,
+                max,
+                count,
+                all,
+                modseq,
+            } => {
+                out.extend_from_slice(b"* ESEARCH (TAG ");
+                encode::string(out, tag.as_bytes());
+                out.push(b')');
+                if *uid {
+                    out.extend_from_slice(b" UID");
+                }
+                if let Some(n) = min {
+                    let _ = write!(out, " MIN {n}");
+                }
+                if let Some(n) = max {
+                    let _ = write!(out, " MAX {n}");
+                }
+                if let Some(n) = count {
+                    let _ = write!(out, " COUNT {n}");
+                }
+                if let Some(set) = all {
+                    let _ = write!(out, " ALL {set}");
+                }
+                match modseq {
+                    Some(m) => write!(out, " MODSEQ {m}"),
                     None => Ok(()),
                 }
             }
@@ -506,6 +549,18 @@ mod tests {
                 modseq: Some(7)
             }),
             "* SEARCH 2 5 (MODSEQ 7)\r\n"
+        );
+        assert_eq!(
+            text(Response::ESearch {
+                tag: "a1",
+                uid: true,
+                min: Some(2),
+                max: Some(9),
+                count: Some(4),
+                all: Some("2:4,9"),
+                modseq: Some(12),
+            }),
+            "* ESEARCH (TAG \"a1\") UID MIN 2 MAX 9 COUNT 4 ALL 2:4,9 MODSEQ 12\r\n"
         );
         assert_eq!(
             text(Response::Namespace {

@@ -5,6 +5,9 @@
 pub enum Bound {
     Num(u32),
     Star,
+    /// RFC 5182 `seq-last-command` (`$`), only ever alone in a set: replaced by the saved
+    /// result before a command runs (`Session::resolve_saved`); unresolved it matches nothing.
+    Saved,
 }
 
 impl Bound {
@@ -12,6 +15,7 @@ impl Bound {
         match self {
             Bound::Num(n) => n,
             Bound::Star => largest,
+            Bound::Saved => 0,
         }
     }
 }
@@ -29,6 +33,10 @@ impl SequenceSet {
         let text = std::str::from_utf8(raw).ok()?;
         if text.is_empty() {
             return None;
+        }
+        // RFC 5182 §3: `sequence-set =/ seq-last-command`: `$` stands alone, never in a list.
+        if text == "$" {
+            return Some(SequenceSet::saved());
         }
         let bound = |s: &str| -> Option<Bound> {
             if s == "*" {
@@ -59,9 +67,27 @@ impl SequenceSet {
         Some(SequenceSet(ranges))
     }
 
-    /// A set of explicit numbers.
+    /// `$`, the saved search result (RFC 5182).
+    pub fn saved() -> SequenceSet {
+        SequenceSet(vec![(Bound::Saved, Bound::Saved)])
+    }
+
+    /// Whether this set is `$` (RFC 5182).
+    pub fn is_saved(&self) -> bool {
+        self.0 == [(Bound::Saved, Bound::Saved)]
+    }
+
+    /// A set of explicit numbers, runs of consecutive ones joined into one range (`$` of a
+    /// whole mailbox is then one range, however many messages it holds).
     pub fn from_numbers(numbers: &[u32]) -> SequenceSet {
-        SequenceSet(numbers.iter().map(|&n| (Bound::Num(n), Bound::Num(n))).collect())
+        let mut ranges: Vec<(Bound, Bound)> = Vec::new();
+        for &n in numbers {
+            match ranges.last_mut() {
+                Some((_, Bound::Num(high))) if high.checked_add(1) == Some(n) => *high = n,
+                _ => ranges.push((Bound::Num(n), Bound::Num(n))),
+            }
+        }
+        SequenceSet(ranges)
     }
 
     /// Whether `n` is in the set, `*` meaning `largest`.
@@ -205,7 +231,13 @@ mod tests {
         assert!(SequenceSet::parse(b"0").is_none());
         assert!(SequenceSet::parse(b"1,,2").is_none());
         assert!(SequenceSet::parse(b"").is_none());
-        assert!(SequenceSet::parse(b"$").is_none());
+        assert!(SequenceSet::parse(b"$").is_some_and(|s| s.is_saved()));
+        assert!(SequenceSet::parse(b"$,1").is_none());
+        assert!(SequenceSet::parse(b"1:$").is_none());
+        assert!(!SequenceSet::saved().contains(1, 5));
+        let joined = SequenceSet::from_numbers(&[1, 2, 3, 7, 8, 5]);
+        assert_eq!(joined.0.len(), 3);
+        assert!(joined.contains(2, 9) && joined.contains(5, 9) && !joined.contains(4, 9));
         let ranges = SequenceSet::parse(b"9:*,1,3:4,2").unwrap().ranges(20);
         assert_eq!(ranges, Ranges(vec![(1, 4), (9, 20)]));
         assert!(ranges.contains(1) && ranges.contains(4) && ranges.contains(15));

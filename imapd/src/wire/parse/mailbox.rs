@@ -171,8 +171,12 @@ impl Parser<'_> {
         if self.try_sp() {
             if self.peek() != Some(b'(') {
                 let set = self.sequence_set()?;
-                // RFC 7162 §3.2.5: "*" is not allowed in known-uids.
-                if set.0.iter().any(|&(a, b)| a == Bound::Star || b == Bound::Star) {
+                // RFC 7162 §3.2.5: "*" is not allowed in known-uids (nor `$`: SELECT empties it).
+                if !set
+                    .0
+                    .iter()
+                    .all(|&(a, b)| matches!((a, b), (Bound::Num(_), Bound::Num(_))))
+                {
                     return Err("\"*\" is not allowed in known-uids".into());
                 }
                 known_uids = Some(set);

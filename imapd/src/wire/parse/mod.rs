@@ -26,7 +26,7 @@ pub use fetch::{FetchItem, Section, SectionText};
 pub use mailbox::{QresyncParams, StatusItem};
 use primitives::{PResult, Parser};
 pub use primitives::{parse_date, parse_date_time};
-pub use search::SearchKey;
+pub use search::{SearchKey, SearchReturn, asks_to_save};
 pub use store::StoreOp;
 
 /// A parsed command: its tag and what it asks.
@@ -118,6 +118,8 @@ pub enum CommandBody {
         uid: bool,
         charset: Option<String>,
         key: SearchKey,
+        /// RFC 4731: `RETURN (...)` given, answered with ESEARCH.
+        ret: Option<SearchReturn>,
     },
     Fetch {
         uid: bool,

@@ -1,4 +1,4 @@
-//! SEARCH (RFC 3501 §6.4.4, RFC 7162 §3.1.5 MODSEQ): its keys, with nesting bounded.
+//! SEARCH (RFC 3501 §6.4.4, RFC 7162 §3.1.5 MODSEQ, RFC 5032 OLDER/YOUNGER): its keys, with nesting bounded.
 
 use chrono::NaiveDate;
 
@@ -47,6 +47,42 @@ pub enum SearchKey {
     Sequence(SequenceSet),
     And(Vec<SearchKey>),
     ModSeq(u64),
+    /// RFC 5032 WITHIN: internal date at least this many seconds ago.
+    Older(u64),
+    /// RFC 5032 WITHIN: internal date less than this many seconds ago.
+    Younger(u64),
+}
+
+/// What `SEARCH RETURN (...)` asked for (RFC 4731 §3.1): answered with `* ESEARCH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SearchReturn {
+    pub min: bool,
+    pub max: bool,
+    pub all: bool,
+    pub count: bool,
+    /// RFC 5182: keep the result as `$`.
+    pub save: bool,
+}
+
+/// Whether a command line (which may have failed to parse) is a SEARCH or UID SEARCH whose
+/// RETURN options name SAVE: RFC 5182 §2.1 has `$` emptied when such a SEARCH fails, even with
+/// BAD. Reads only the first words, never the criteria.
+pub fn asks_to_save(line: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&line[..line.len().min(200)]).to_ascii_uppercase();
+    let mut words = text.split(' ').skip(1).peekable();
+    if words.peek() == Some(&"UID") {
+        words.next();
+    }
+    if words.next() != Some("SEARCH") || words.next() != Some("RETURN") {
+        return false;
+    }
+    let rest: Vec<&str> = words.collect();
+    let options = rest.join(" ");
+    let options = options.split(')').next().unwrap_or_default();
+    options
+        .trim_start_matches('(')
+        .split([' ', '('])
+        .any(|w| w.trim_end() == "SAVE")
 }
 
 /// Most nesting of parentheses accepted in SEARCH (bounds recursion on hostile input).
@@ -55,6 +91,7 @@ const MAX_DEPTH: usize = 32;
 impl Parser<'_> {
     pub(super) fn search(&mut self, uid: bool) -> PResult<CommandBody> {
         self.sp()?;
+        let ret = self.search_return()?;
         let mut charset = None;
         let save = self.pos;
         if self.keyword().ok().as_deref() == Some("CHARSET") {
@@ -76,12 +113,56 @@ impl Parser<'_> {
         } else {
             SearchKey::And(keys)
         };
-        Ok(CommandBody::Search { uid, charset, key })
+        Ok(CommandBody::Search { uid, charset, key, ret })
+    }
+
+    /// RFC 4731 §7: `search-return-opts = SP "RETURN" SP "(" [search-return-opt *(SP
+    /// search-return-opt)] ")"`, read with the SP after it; `RETURN ()` means ALL (§3.1).
+    /// An option this server does not know is a syntax error.
+    fn search_return(&mut self) -> PResult<Option<SearchReturn>> {
+        let save = self.pos;
+        if self.keyword().ok().as_deref() != Some("RETURN") || self.peek() != Some(b' ') {
+            self.pos = save;
+            return Ok(None);
+        }
+        self.sp()?;
+        self.expect(b'(')?;
+        let mut ret = SearchReturn::default();
+        let mut any = false;
+        while self.peek() != Some(b')') {
+            if any {
+                self.sp()?;
+            }
+            match self.keyword()?.as_str() {
+                "MIN" => ret.min = true,
+                "MAX" => ret.max = true,
+                "ALL" => ret.all = true,
+                "COUNT" => ret.count = true,
+                "SAVE" => ret.save = true,
+                other => return Err(format!("unknown SEARCH RETURN option {other}")),
+            }
+            any = true;
+        }
+        self.expect(b')')?;
+        self.sp()?;
+        if !any {
+            ret.all = true;
+        }
+        Ok(Some(ret))
     }
 
     fn search_string(&mut self) -> PResult<String> {
         self.sp()?;
         String::from_utf8(self.astring_bytes()?).map_err(|_| "search string is not UTF-8".into())
+    }
+
+    /// RFC 5032 `interval`: seconds, a non-zero number.
+    fn search_interval(&mut self) -> PResult<u64> {
+        self.sp()?;
+        match self.number()? {
+            0 => Err("OLDER/YOUNGER interval must be non-zero".into()),
+            n => Ok(n),
+        }
     }
 
     fn search_date(&mut self) -> PResult<NaiveDate> {
@@ -155,6 +236,9 @@ impl Parser<'_> {
                 SearchKey::Not(Box::new(key))
             }
             "OLD" => SearchKey::Old,
+            // RFC 5032 §3: `OLDER SP interval` / `YOUNGER SP interval`, interval = nz-number.
+            "OLDER" => SearchKey::Older(self.search_interval()?),
+            "YOUNGER" => SearchKey::Younger(self.search_interval()?),
             "ON" => SearchKey::On(self.search_date()?),
             "OR" => {
                 self.depth += 1;
@@ -207,5 +291,20 @@ impl Parser<'_> {
             }
             other => return Err(format!("unknown search key {other}")),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asks_to_save;
+
+    #[test]
+    fn save_is_seen_in_lines_that_fail_to_parse() {
+        assert!(asks_to_save(b"a SEARCH RETURN (SAVE) NOSUCHKEY"));
+        assert!(asks_to_save(b"a uid search return (min save) ALL"));
+        assert!(!asks_to_save(b"a SEARCH RETURN (MIN) SAVE"));
+        assert!(!asks_to_save(b"a SEARCH SUBJECT SAVE"));
+        assert!(!asks_to_save(b"a FETCH RETURN (SAVE)"));
+        assert!(!asks_to_save(b""));
     }
 }
