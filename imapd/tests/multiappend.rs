@@ -224,3 +224,43 @@ async fn store_batch_rolls_back_as_a_whole() {
     // The failed batch took no UIDs (its transaction rolled back).
     assert_eq!(uids, vec![1, 2]);
 }
+
+/// Concurrent MULTIAPPENDs into one mailbox (the same bodies in opposite orders): each is
+/// stored whole, with its own contiguous UID range (the mailbox stays locked for the batch).
+#[tokio::test]
+async fn concurrent_batches_get_contiguous_ranges() {
+    let server = Server::start().await;
+    let bodies: Vec<Vec<u8>> = (0..10).map(|i| message(&format!("shared{i}"), "same")).collect();
+    let mut tasks = Vec::new();
+    for n in 0..4 {
+        let mut c = server.login().await;
+        let mut mine: Vec<(&'static str, &'static str, Vec<u8>)> =
+            bodies.iter().map(|b| ("()", "", b.clone())).collect();
+        if n % 2 == 1 {
+            mine.reverse();
+        }
+        tasks.push(tokio::spawn(async move {
+            let r = multiappend_plus(&mut c, "INBOX", &mine).await;
+            assert!(r.tagged.contains(" OK [APPENDUID "), "{r:#?}");
+            let set = r
+                .tagged
+                .split(' ')
+                .nth(4)
+                .expect("uid set")
+                .trim_end_matches(']')
+                .to_string();
+            let (lo, hi) = set.split_once(':').expect("one range");
+            let (lo, hi): (u32, u32) = (lo.parse().unwrap(), hi.parse().unwrap());
+            assert_eq!(hi - lo, 9, "{set}");
+            lo
+        }));
+    }
+    let mut starts = Vec::new();
+    for t in tasks {
+        starts.push(t.await.expect("batch"));
+    }
+    starts.sort_unstable();
+    assert_eq!(starts, vec![1, 11, 21, 31]);
+    let mut c = server.login().await;
+    assert!(message_count(&mut c, "INBOX").await.contains("MESSAGES 40"));
+}

@@ -979,6 +979,15 @@ impl MailStore {
             prepared.push((body, normalize_flags(&flags), internal_date, reservation));
         }
         let mut tx = self.db.begin().await?;
+        // The module's lock order up front (user, mailbox, then the blob rows that exist by
+        // ascending id), since the bodies' blob rows are referenced one by one in command order
+        // below; an EXPUNGE of some of the same contents cannot then deadlock with the batch.
+        lock_user(&mut tx, user_id).await?;
+        lock_mailbox_row(&mut tx, user_id, mailbox_id).await?;
+        let mut blob_ids: Vec<String> = prepared.iter().map(|p| p.0.blob.0.clone()).collect();
+        blob_ids.sort_unstable();
+        blob_ids.dedup();
+        blobs::lock(&mut tx, &blob_ids).await?;
         let mut appended = Vec::with_capacity(prepared.len());
         for (body, flags, internal_date, reservation) in prepared {
             let Prepared {
@@ -1002,7 +1011,7 @@ impl MailStore {
                 structure,
                 header,
             };
-            // The user's and mailbox's rows stay locked from the first message to the commit.
+            // Locks already held: the UID and MODSEQ are taken in command order (RFC 4315 §3).
             appended.push(deliver_one(&mut tx, target, row).await?);
             // The blob row is locked by the statement that added the reference.
             self.blobs.ensure_present(&blob)?;
