@@ -37,7 +37,28 @@ impl Session {
             .collect();
         // None are left over unless the command's literals and messages disagree; give them back.
         self.reservations = reservations.collect();
-        let appended = self.ctx.mail.append_batch(user.id, mailbox.id, batch).await?;
+        let appended = if batch.len() == 1 {
+            // One message (every APPEND but a MULTIAPPEND): the store's single-message path,
+            // in the fewest round trips.
+            let Some(NewMessage {
+                raw,
+                flags,
+                internal_date,
+                reservation,
+            }) = batch.into_iter().next()
+            else {
+                return Ok(Reply::bad("APPEND without a message"));
+            };
+            // The store commits the reservation, or releases it if its transaction fails.
+            let one = self
+                .ctx
+                .mail
+                .append_owned(user.id, mailbox.id, raw, &flags, internal_date, reservation)
+                .await?;
+            vec![one]
+        } else {
+            self.ctx.mail.append_batch(user.id, mailbox.id, batch).await?
+        };
         let uids: Vec<u32> = appended.iter().map(|a| a.uid).collect();
         Ok(Reply::ok("APPEND completed").code(Code::AppendUid {
             uidvalidity: appended.first().map_or(mailbox.uidvalidity, |a| a.uidvalidity),
