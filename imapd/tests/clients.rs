@@ -48,6 +48,22 @@ async fn imaplib_thunderbird_like_session() {
     assert!(ok && text.contains("ALL OK"), "{text}");
 }
 
+/// MULTIAPPEND (RFC 3502) with synchronizing literals over Python imaplib's connection.
+#[tokio::test]
+async fn imaplib_multiappend() {
+    require("python3");
+    let server = Server::start().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/multiappend.py");
+    let (ok, text) = run(Command::new("python3")
+        .arg(script)
+        .arg("127.0.0.1")
+        .arg(server.plain.port().to_string())
+        .arg(USER)
+        .arg(PASS))
+    .await;
+    assert!(ok && text.contains("ALL OK"), "{text}");
+}
+
 fn count_files(dir: &std::path::Path) -> usize {
     ["cur", "new"]
         .iter()

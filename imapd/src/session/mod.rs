@@ -29,6 +29,9 @@ use conn::{Conn, Line};
 
 /// Malformed commands in a row before the connection is closed.
 const MAX_GARBAGE: u32 = 10;
+/// Messages one APPEND may carry (MULTIAPPEND, RFC 3502); their bytes together are bounded by
+/// the command size limit (`max_literal_size` and a few lines).
+pub(crate) const MAX_APPEND_MESSAGES: usize = 100;
 
 /// The selected mailbox as this session sees it: message sequence number `n` is `uids[n-1]`.
 #[derive(Debug)]
@@ -283,8 +286,10 @@ pub struct Session {
     pub qresync: bool,
     /// RFC 6855: UTF8=ACCEPT was enabled.
     pub utf8: bool,
-    /// Quota reserved for the APPEND whose literal is being read (docs/ARCHITECTURE.md, "Contracts": quota, reserve first).
-    pub reservation: Option<Reservation>,
+    /// Quota reserved for the messages of the APPEND whose literals are being read, one per
+    /// message (MULTIAPPEND: the total is charged) (docs/ARCHITECTURE.md, "Contracts": quota,
+    /// reserve first).
+    pub reservations: Vec<Reservation>,
     /// The memory budget for literals shared by all sessions, and this command's share of it.
     literal_budget: budget::LiteralBudget,
     literal_held: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -312,7 +317,7 @@ impl Session {
             condstore: false,
             qresync: false,
             utf8: false,
-            reservation: None,
+            reservations: Vec::new(),
             literal_budget,
             literal_held: None,
             garbage: 0,
@@ -349,6 +354,7 @@ impl Session {
                 caps.extend([
                     "UIDPLUS",
                     "MOVE",
+                    "MULTIAPPEND",
                     "UNSELECT",
                     "CHILDREN",
                     "SPECIAL-USE",
@@ -550,10 +556,9 @@ impl Session {
     }
 
     async fn release_reservation(&mut self) {
-        if let Some(reservation) = self.reservation.take()
-            && let Err(e) = quota::release(&self.ctx.db, reservation).await
-        {
-            tracing::warn!("releasing a quota reservation: {e}");
+        let ids: Vec<i64> = self.reservations.drain(..).map(|r| r.id).collect();
+        if let Err(e) = quota::release_ids(&self.ctx.db, &ids).await {
+            tracing::warn!("releasing quota reservations: {e}");
         }
     }
 
@@ -570,6 +575,8 @@ impl Session {
         // The whole command (line, literals, and the lines between them) stays within this.
         let max_command = max_literal.saturating_add(max_line as u64 * 4);
         self.literal_held = None;
+        // Reservations left by a command refused while its literals were read.
+        self.release_reservation().await;
         let mut buf = Vec::new();
         let mut lines = 0;
         loop {
@@ -657,8 +664,10 @@ impl Session {
         Ok(())
     }
 
-    /// When `line` announces the message literal of an APPEND, reserve its size in the user's
-    /// quota; `Some(reply)` refuses it (RFC 9208 §4.1 OVERQUOTA).
+    /// When `line` announces a message literal of an APPEND, reserve its size in the user's
+    /// quota, next to the reservations of the command's earlier messages (MULTIAPPEND, RFC 3502:
+    /// the quota must hold them all); `Some(reply)` refuses it (RFC 9208 §4.1 OVERQUOTA), or
+    /// refuses a message past [`MAX_APPEND_MESSAGES`] (RFC 5530 LIMIT).
     async fn reserve_for_append(&mut self, buf: &[u8], line: &[u8], size: u64) -> Option<Reply> {
         let user_id = self.state.user()?.id;
         let mut words = buf.splitn(3, |&b| b == b' ');
@@ -671,10 +680,13 @@ impl Session {
         if after_verb.starts_with(b"{") && buf.len() == line.len() {
             return None;
         }
-        self.release_reservation().await;
+        if self.reservations.len() >= MAX_APPEND_MESSAGES {
+            tracing::info!(peer = %self.peer, user_id, "APPEND refused: more than {MAX_APPEND_MESSAGES} messages");
+            return Some(Reply::no(format!("at most {MAX_APPEND_MESSAGES} messages in one APPEND")).code(Code::Limit));
+        }
         match quota::reserve(&self.ctx.db, user_id, size).await {
             Ok(reservation) => {
-                self.reservation = Some(reservation);
+                self.reservations.push(reservation);
                 None
             }
             Err(quota::QuotaError::Exceeded { .. }) => {
@@ -813,12 +825,7 @@ impl Session {
             }
             C::Lsub { reference, pattern } => self.cmd_list(&reference, &pattern, true, false, false).await,
             C::Status { mailbox, items } => self.cmd_status(&mailbox, &items).await,
-            C::Append {
-                mailbox,
-                flags,
-                date,
-                message,
-            } => self.cmd_append(&mailbox, flags, date, message).await,
+            C::Append { mailbox, messages } => self.cmd_append(&mailbox, messages).await,
             C::Close => self.cmd_close(true).await,
             C::Unselect => self.cmd_close(false).await,
             C::Expunge => self.cmd_expunge(None).await,

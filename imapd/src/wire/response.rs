@@ -44,10 +44,11 @@ pub enum Code {
     UidValidity(u32),
     /// The sequence number of the first unseen message.
     Unseen(usize),
-    // RFC 4315 §3 (UIDPLUS).
+    /// RFC 4315 §3 (UIDPLUS): the UIDs in sequence-set form (several after a MULTIAPPEND,
+    /// RFC 4315 §3's `append-uid = uniqueid / uid-set`).
     AppendUid {
         uidvalidity: u32,
-        uid: u32,
+        uids: String,
     },
     /// The source and destination UID sets, already in sequence-set form.
     CopyUid {
@@ -93,7 +94,7 @@ impl fmt::Display for Code {
             Code::UidNext(n) => write!(f, "UIDNEXT {n}"),
             Code::UidValidity(n) => write!(f, "UIDVALIDITY {n}"),
             Code::Unseen(n) => write!(f, "UNSEEN {n}"),
-            Code::AppendUid { uidvalidity, uid } => write!(f, "APPENDUID {uidvalidity} {uid}"),
+            Code::AppendUid { uidvalidity, uids } => write!(f, "APPENDUID {uidvalidity} {uids}"),
             Code::CopyUid {
                 uidvalidity,
                 source,
@@ -420,7 +421,7 @@ mod tests {
     fn status_responses() {
         let code = Code::AppendUid {
             uidvalidity: 7,
-            uid: 42,
+            uids: "42".into(),
         };
         assert_eq!(
             text(Response::Tagged {

@@ -311,6 +311,16 @@ enum DeliveryKind<'a> {
     QuotaWarning(quota::warn::Level),
 }
 
+/// One message of an [`MailStore::append_batch`].
+#[derive(Debug)]
+pub struct NewMessage {
+    pub raw: Vec<u8>,
+    pub flags: Vec<String>,
+    pub internal_date: DateTime<Utc>,
+    /// Space reserved when its literal was announced; without one the size is checked now.
+    pub reservation: Option<Reservation>,
+}
+
 /// One recipient of a delivery.
 #[derive(Debug)]
 pub struct DeliveryTarget {
@@ -918,6 +928,96 @@ impl MailStore {
             .deliver_owned(vec![target], Arc::new(raw), flags, internal_date)
             .await?;
         Ok(appended.remove(0))
+    }
+
+    /// Store several messages in one mailbox, all or none (IMAP MULTIAPPEND, RFC 3502 §3: "If
+    /// the server fails to append any message, none of the messages are appended"). Each body
+    /// is prepared like a single APPEND's ([`Self::prepare`]: parsed, written and fsynced), then
+    /// one transaction adds every row in the given order (ascending UIDs, RFC 4315 §3), commits
+    /// or charges each message's quota, and commits. The reservations are used up either way:
+    /// committed on success, released on failure.
+    pub async fn append_batch(
+        &self,
+        user_id: i64,
+        mailbox_id: i64,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Appended>, StoreError> {
+        let reservations: Vec<i64> = messages
+            .iter()
+            .filter_map(|m| m.reservation.as_ref().map(|r| r.id))
+            .collect();
+        let result = self.append_batch_once(user_id, mailbox_id, messages).await;
+        match &result {
+            Err(_) => {
+                // The rolled-back transaction left the reservations in place; give the space back.
+                if let Err(e) = quota::release_ids(&self.db, &reservations).await {
+                    tracing::warn!("releasing reservations after a failed append: {e}");
+                }
+            }
+            Ok(_) => quota::warn::after_write(self, &[user_id]).await,
+        }
+        result
+    }
+
+    async fn append_batch_once(
+        &self,
+        user_id: i64,
+        mailbox_id: i64,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Appended>, StoreError> {
+        // Every body is durable before the transaction starts (as for one message); bodies of
+        // a batch that then fails are swept later like any unreferenced blob.
+        let mut prepared = Vec::with_capacity(messages.len());
+        for message in messages {
+            let NewMessage {
+                raw,
+                flags,
+                internal_date,
+                reservation,
+            } = message;
+            let body = self.prepare(Arc::new(raw)).await?;
+            prepared.push((body, normalize_flags(&flags), internal_date, reservation));
+        }
+        let mut tx = self.db.begin().await?;
+        // The module's lock order up front (user, mailbox, then the blob rows that exist by
+        // ascending id), since the bodies' blob rows are referenced one by one in command order
+        // below; an EXPUNGE of some of the same contents cannot then deadlock with the batch.
+        lock_user(&mut tx, user_id).await?;
+        lock_mailbox_row(&mut tx, user_id, mailbox_id).await?;
+        let mut blob_ids: Vec<String> = prepared.iter().map(|p| p.0.blob.0.clone()).collect();
+        blob_ids.sort_unstable();
+        blob_ids.dedup();
+        blobs::lock(&mut tx, &blob_ids).await?;
+        let mut appended = Vec::with_capacity(prepared.len());
+        for (body, flags, internal_date, reservation) in prepared {
+            let Prepared {
+                blob,
+                size,
+                header,
+                envelope,
+                structure,
+            } = body;
+            let target = DeliveryTarget {
+                user_id,
+                mailbox_id: Some(mailbox_id),
+                reservation,
+            };
+            let row = Row {
+                flags: &flags,
+                internal_date,
+                size,
+                blob: &blob,
+                envelope,
+                structure,
+                header,
+            };
+            // Locks already held: the UID and MODSEQ are taken in command order (RFC 4315 §3).
+            appended.push(deliver_one(&mut tx, target, row).await?);
+            // The blob row is locked by the statement that added the reference.
+            self.blobs.ensure_present(&blob)?;
+        }
+        tx.commit().await?;
+        Ok(appended)
     }
 
     /// Store one message for several recipients, all or none (SMTP DATA): the body is written

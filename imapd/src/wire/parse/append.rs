@@ -1,13 +1,27 @@
-//! APPEND (RFC 3501 §6.3.11, RFC 6855 §4 UTF8, RFC 7888 non-synchronizing literals).
+//! APPEND (RFC 3501 §6.3.11, RFC 3502 MULTIAPPEND, RFC 6855 §4 UTF8, RFC 7888 non-synchronizing literals).
 
-use super::CommandBody;
 use super::primitives::{PResult, Parser, parse_date_time};
+use super::{AppendMessage, CommandBody};
 
 impl Parser<'_> {
     pub(super) fn append(&mut self) -> PResult<CommandBody> {
         self.sp()?;
         let mailbox = self.mailbox()?;
-        self.sp()?;
+        // RFC 3502 §6.3.11: append = "APPEND" SP mailbox 1*append-message, each message being
+        // SP [flag-list SP] [date-time SP] literal. The number of messages is bounded where
+        // their literals are read (session: MAX_APPEND_MESSAGES).
+        let mut messages = Vec::new();
+        loop {
+            self.sp()?;
+            messages.push(self.append_message()?);
+            if self.at_end() {
+                break;
+            }
+        }
+        Ok(CommandBody::Append { mailbox, messages })
+    }
+
+    fn append_message(&mut self) -> PResult<AppendMessage> {
         let mut flags = Vec::new();
         if self.peek() == Some(b'(') {
             flags = self.flag_list()?;
@@ -30,11 +44,6 @@ impl Parser<'_> {
         } else {
             self.literal(true)?
         };
-        Ok(CommandBody::Append {
-            mailbox,
-            flags,
-            date,
-            message,
-        })
+        Ok(AppendMessage { flags, date, message })
     }
 }

@@ -43,6 +43,15 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// One message of an APPEND: its flags, its internal date and its bytes (RFC 3502 §6.3.11
+/// `append-message`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendMessage {
+    pub flags: Vec<String>,
+    pub date: Option<DateTime<FixedOffset>>,
+    pub message: Vec<u8>,
+}
+
 /// What a command asks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandBody {
@@ -103,11 +112,10 @@ pub enum CommandBody {
         mailbox: String,
         items: Vec<StatusItem>,
     },
+    /// One message, or several (MULTIAPPEND, RFC 3502), in command order.
     Append {
         mailbox: String,
-        flags: Vec<String>,
-        date: Option<DateTime<FixedOffset>>,
-        message: Vec<u8>,
+        messages: Vec<AppendMessage>,
     },
     Check,
     Close,
@@ -470,13 +478,15 @@ mod tests {
 
     #[test]
     fn append_forms() {
-        let CommandBody::Append {
-            flags, date, message, ..
-        } = parse("a APPEND Sent (\\Seen) \"24-Nov-2026 10:00:00 +0100\" {5+}\r\nhello\r\n")
+        let CommandBody::Append { messages, .. } =
+            parse("a APPEND Sent (\\Seen) \"24-Nov-2026 10:00:00 +0100\" {5+}\r\nhello\r\n")
         else {
             panic!()
         };
-        assert_eq!(flags, vec!["\\Seen"]);
+        let [AppendMessage { flags, date, message }] = &messages[..] else {
+            panic!("one message: {messages:?}")
+        };
+        assert_eq!(flags, &vec!["\\Seen"]);
         assert_eq!(date.unwrap().to_rfc3339(), "2026-11-24T10:00:00+01:00");
         assert_eq!(message, b"hello");
         assert!(parse_date_time(b"24-Nov-2026 10:00:00 +0\xc3\xa90").is_none());
@@ -484,6 +494,27 @@ mod tests {
             parse("a APPEND INBOX UTF8 (~{2}\r\nhi)\r\n"),
             CommandBody::Append { .. }
         ));
+    }
+
+    #[test]
+    fn multiappend_forms() {
+        // RFC 3502 §6.3.11's example, with LITERAL+ for the second message.
+        let CommandBody::Append { mailbox, messages } = parse(
+            "A003 APPEND saved-messages (\\Seen) {4}\r\nabcd (\\Seen) \"7-Feb-1994 22:43:04 -0800\" {3+}\r\nxyz UTF8 (~{2}\r\nhi)\r\n",
+        ) else {
+            panic!()
+        };
+        assert_eq!(mailbox, "saved-messages");
+        let bodies: Vec<&[u8]> = messages.iter().map(|m| &m.message[..]).collect();
+        assert_eq!(bodies, vec![&b"abcd"[..], b"xyz", b"hi"]);
+        assert!(messages[0].date.is_none());
+        assert!(messages[1].date.is_some());
+        assert!(messages[2].flags.is_empty());
+        // A bad date in the second message refuses the whole command (RFC 3502 §3).
+        assert!(parse_command(b"a APPEND INBOX {1}\r\nx \"31-Feb-2026 10:00:00 +0000\" {1}\r\ny\r\n").is_err());
+        // Something that is not a message after a message.
+        assert!(parse_command(b"a APPEND INBOX {1}\r\nx (\\Seen)\r\n").is_err());
+        assert!(parse_command(b"a APPEND INBOX {1}\r\nx  {1}\r\ny\r\n").is_err());
     }
 
     #[test]
