@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use shared::mailstore::StoredMessage;
 
 use crate::fetch::mime;
-use crate::session::{CmdResult, Code, Reply, Session, State};
+use crate::session::{CmdResult, Code, Failure, Reply, Session, State};
 use crate::wire::parse::SearchKey;
 use crate::wire::response::Response;
 
@@ -44,7 +44,7 @@ fn needs(key: &SearchKey) -> (bool, bool) {
     }
 }
 
-fn uses_modseq(key: &SearchKey) -> bool {
+pub(crate) fn uses_modseq(key: &SearchKey) -> bool {
     match key {
         SearchKey::ModSeq(_) => true,
         SearchKey::Not(k) => uses_modseq(k),
@@ -149,7 +149,7 @@ fn text_in_header(header: &[u8], needle: &str) -> bool {
 }
 
 /// Decode RFC 2047 encoded words in a header value.
-fn decode_words(value: &str) -> String {
+pub(crate) fn decode_words(value: &str) -> String {
     if !value.contains("=?") {
         return value.to_string();
     }
@@ -249,21 +249,45 @@ fn body_text(raw: &[u8]) -> String {
 impl Session {
     pub(crate) async fn cmd_search(&mut self, uid: bool, charset: Option<&str>, key: &SearchKey) -> CmdResult {
         if let Some(charset) = charset
-            && !matches!(charset, "UTF-8" | "US-ASCII" | "UTF8")
+            && let Some(refused) = refuse_charset(charset)
         {
-            return Ok(Reply::no("unsupported charset").code(Code::BadCharset(vec!["UTF-8", "US-ASCII"])));
+            return Ok(refused);
         }
         let modseq_search = uses_modseq(key);
-        if modseq_search {
+        let (hits, highest_hit) = self.matching(uid, key).await?;
+        let numbers: Vec<u32> = hits
+            .iter()
+            .map(|&(seq, msg_uid)| if uid { msg_uid } else { seq })
+            .collect();
+        // RFC 7162 §3.1.5: the highest MODSEQ of the hits, when the search used MODSEQ.
+        let modseq = (modseq_search && !hits.is_empty()).then_some(highest_hit);
+        self.respond(Response::Search {
+            numbers: &numbers,
+            modseq,
+        })
+        .await?;
+        Ok(Reply::ok(if uid {
+            "UID SEARCH completed"
+        } else {
+            "SEARCH completed"
+        }))
+    }
+
+    /// The (sequence number, UID) pairs of the selected mailbox's messages that `key` matches,
+    /// in sequence order, and the highest MODSEQ among them: the one evaluator behind SEARCH,
+    /// SORT and THREAD (RFC 5256 §3: their searching criteria are SEARCH's). `uid` says whether
+    /// the command is a UID form (it may then report expunges first).
+    pub(crate) async fn matching(&mut self, uid: bool, key: &SearchKey) -> Result<(Vec<(u32, u32)>, u64), Failure> {
+        if uses_modseq(key) {
             if !self.ctx.config.imap.condstore {
-                return Ok(Reply::bad("CONDSTORE is not offered"));
+                return Err(Failure::Reply(Reply::bad("CONDSTORE is not offered")));
             }
             self.condstore = true;
         }
         self.sync(uid).await?;
         let (needs_stored, needs_body) = needs(key);
         let State::Selected { user, selected } = &self.state else {
-            return Ok(Reply::bad("no mailbox selected"));
+            return Err(Failure::Reply(Reply::bad("no mailbox selected")));
         };
         let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
         let count = selected.uids.len() as u32;
@@ -362,23 +386,18 @@ impl Session {
                 }
             }
         }
-        let numbers: Vec<u32> = hits
-            .iter()
-            .map(|&(seq, msg_uid)| if uid { msg_uid } else { seq })
-            .collect();
-        // RFC 7162 §3.1.5: the highest MODSEQ of the hits, when the search used MODSEQ.
-        let modseq = (modseq_search && !hits.is_empty()).then_some(highest_hit);
-        self.respond(Response::Search {
-            numbers: &numbers,
-            modseq,
-        })
-        .await?;
-        Ok(Reply::ok(if uid {
-            "UID SEARCH completed"
-        } else {
-            "SEARCH completed"
-        }))
+        Ok((hits, highest_hit))
     }
+}
+
+/// RFC 3501 §6.4.4 (and RFC 5256 §3 for SORT and THREAD): a charset other than UTF-8 and
+/// US-ASCII is refused with NO [BADCHARSET].
+pub(crate) fn refuse_charset(charset: &str) -> Option<Reply> {
+    if matches!(charset, "UTF-8" | "US-ASCII" | "UTF8") {
+        return None;
+    }
+    tracing::info!(charset, "search charset refused");
+    Some(Reply::no("unsupported charset").code(Code::BadCharset(vec!["UTF-8", "US-ASCII"])))
 }
 
 #[cfg(test)]

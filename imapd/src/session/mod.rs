@@ -348,6 +348,10 @@ impl Session {
                     "QUOTA",
                     "QUOTA=RES-STORAGE",
                     "UTF8=ACCEPT",
+                    "SORT",
+                    "SORT=DISPLAY",
+                    "THREAD=ORDEREDSUBJECT",
+                    "THREAD=REFERENCES",
                 ]);
                 if self.ctx.config.imap.condstore {
                     caps.push("CONDSTORE");
@@ -669,6 +673,8 @@ impl Session {
             | C::Expunge
             | C::UidExpunge(_)
             | C::Search { .. }
+            | C::Sort { .. }
+            | C::Thread { .. }
             | C::Fetch { .. }
             | C::Store { .. }
             | C::Copy { .. }
@@ -688,12 +694,14 @@ impl Session {
             };
         }
         // RFC 3501 §7.4.1: no EXPUNGE responses while answering FETCH, STORE or SEARCH (the
-        // UID forms may have them).
+        // UID forms may have them); RFC 5256 §3: nor SORT and THREAD.
         let expunge_ok = !matches!(
             body,
             CommandBody::Fetch { uid: false, .. }
                 | CommandBody::Store { uid: false, .. }
                 | CommandBody::Search { uid: false, .. }
+                | CommandBody::Sort { uid: false, .. }
+                | CommandBody::Thread { uid: false, .. }
         );
         let result = self.dispatch(&tag, body).await;
         let reply = match result {
@@ -765,6 +773,18 @@ impl Session {
             C::Expunge => self.cmd_expunge(None).await,
             C::UidExpunge(set) => self.cmd_expunge(Some(set)).await,
             C::Search { uid, charset, key } => self.cmd_search(uid, charset.as_deref(), &key).await,
+            C::Sort {
+                uid,
+                criteria,
+                charset,
+                key,
+            } => self.cmd_sort(uid, &criteria, &charset, &key).await,
+            C::Thread {
+                uid,
+                algorithm,
+                charset,
+                key,
+            } => self.cmd_thread(uid, algorithm, &charset, &key).await,
             C::Fetch {
                 uid,
                 set,
