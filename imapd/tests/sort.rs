@@ -347,3 +347,25 @@ m.logout()
         ]
     );
 }
+
+/// RFC 7162 §3.1.5: a SORT whose criteria use MODSEQ ends its answer with the highest MODSEQ of
+/// the messages it lists, as SEARCH does.
+#[tokio::test]
+async fn sort_with_modseq_reports_the_highest() {
+    let server = Server::start_with(|c| c.imap.condstore = true, None).await;
+    let mut c = mailbox(&server).await;
+    c.ok("STORE 3 +FLAGS (\\Flagged)").await;
+    let r = c.ok("FETCH 3 (MODSEQ)").await;
+    let line = r.find("MODSEQ (");
+    let modseq: u64 = line[line.find("MODSEQ (").unwrap() + 8..]
+        .trim_end_matches(['(', ')', ' '])
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    let r = c.ok(&format!("SORT (DATE) UTF-8 MODSEQ {modseq}")).await;
+    assert_eq!(sort_line(&r), format!("* SORT 3 (MODSEQ {modseq})"));
+    let r = c.ok("SORT (REVERSE DATE) UTF-8 MODSEQ 1").await;
+    assert_eq!(sort_line(&r), format!("* SORT 1 3 4 2 (MODSEQ {modseq})"));
+    let r = c.ok("SORT (DATE) UTF-8 ALL").await;
+    assert_eq!(sort_line(&r), "* SORT 2 4 3 1");
+}
