@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use shared::mailstore::StoredMessage;
 
 use crate::fetch::mime;
-use crate::session::{CmdResult, Code, Reply, Session, State};
+use crate::session::{CmdResult, Code, Failure, Reply, Session, State};
 use crate::wire::parse::CommandBody;
 use crate::wire::parse::{SearchKey, SearchReturn};
 use crate::wire::response::Response;
@@ -48,7 +48,7 @@ fn needs(key: &SearchKey) -> (bool, bool) {
     }
 }
 
-fn uses_modseq(key: &SearchKey) -> bool {
+pub(crate) fn uses_modseq(key: &SearchKey) -> bool {
     match key {
         SearchKey::ModSeq(_) => true,
         SearchKey::Not(k) => uses_modseq(k),
@@ -155,7 +155,7 @@ fn text_in_header(header: &[u8], needle: &str) -> bool {
 }
 
 /// Decode RFC 2047 encoded words in a header value.
-fn decode_words(value: &str) -> String {
+pub(crate) fn decode_words(value: &str) -> String {
     if !value.contains("=?") {
         return value.to_string();
     }
@@ -342,19 +342,75 @@ impl Session {
         ret: Option<SearchReturn>,
     ) -> CmdResult {
         if let Some(charset) = charset
-            && !matches!(charset, "UTF-8" | "US-ASCII" | "UTF8")
+            && let Some(refused) = refuse_charset(charset)
         {
-            return Ok(Reply::no("unsupported charset").code(Code::BadCharset(vec!["UTF-8", "US-ASCII"])));
+            return Ok(refused);
         }
         let modseq_search = uses_modseq(key);
-        if modseq_search {
+        let hits = self.matching(uid, key).await?;
+        let number = |&(seq, msg_uid, _): &(u32, u32, u64)| if uid { msg_uid } else { seq };
+        let numbers: Vec<u32> = hits.iter().map(number).collect();
+        match ret {
+            None => {
+                // RFC 7162 §3.1.5: the highest MODSEQ of the hits, when the search used MODSEQ.
+                let highest = hits.iter().map(|h| h.2).max();
+                self.respond(Response::Search {
+                    numbers: &numbers,
+                    modseq: highest.filter(|_| modseq_search),
+                })
+                .await?;
+            }
+            Some(ret) if ret.save && !(ret.min || ret.max || ret.all || ret.count) => {
+                // RFC 5182 §2: SAVE alone is answered with no ESEARCH.
+                self.save_result(&hits, ret);
+            }
+            Some(ret) => {
+                if ret.save {
+                    self.save_result(&hits, ret);
+                }
+                // RFC 4731 §3.1: MIN, MAX and ALL are left out when nothing matched; COUNT is
+                // then 0. Hits are in mailbox order, so ascending in sequence number and UID.
+                let (first, last) = (hits.first().filter(|_| ret.min), hits.last().filter(|_| ret.max));
+                // RFC 4731 §3.2 (with RFC 7162 §3.1.5): MODSEQ is the highest of the messages
+                // returned: only the MIN and MAX ones when neither ALL nor COUNT was asked.
+                let highest = if ret.all || ret.count {
+                    hits.iter().map(|h| h.2).max()
+                } else {
+                    first.into_iter().chain(last).map(|h| h.2).max()
+                };
+                let all = (ret.all && !numbers.is_empty()).then(|| compact(&numbers));
+                self.respond(Response::ESearch {
+                    tag,
+                    uid,
+                    min: first.map(number),
+                    max: last.map(number),
+                    count: ret.count.then_some(numbers.len()),
+                    all: all.as_deref(),
+                    modseq: highest.filter(|_| modseq_search),
+                })
+                .await?;
+            }
+        }
+        Ok(Reply::ok(if uid {
+            "UID SEARCH completed"
+        } else {
+            "SEARCH completed"
+        }))
+    }
+
+    /// The (sequence number, UID, MODSEQ) of the selected mailbox's messages that `key`
+    /// matches, in sequence order: the one evaluator behind SEARCH, SORT and THREAD (RFC 5256
+    /// §3: their searching criteria are SEARCH's). `uid` says whether the command is a UID form
+    /// (it may then report expunges first).
+    pub(crate) async fn matching(&mut self, uid: bool, key: &SearchKey) -> Result<Vec<(u32, u32, u64)>, Failure> {
+        if uses_modseq(key) {
             self.enable_condstore().await?;
         }
         self.sync(uid).await?;
         let (needs_stored, needs_body) = needs(key);
         let now = Utc::now();
         let State::Selected { user, selected } = &self.state else {
-            return Ok(Reply::bad("no mailbox selected"));
+            return Err(Failure::Reply(Reply::bad("no mailbox selected")));
         };
         let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
         let count = selected.uids.len() as u32;
@@ -453,55 +509,18 @@ impl Session {
                 }
             }
         }
-        let number = |&(seq, msg_uid, _): &(u32, u32, u64)| if uid { msg_uid } else { seq };
-        let numbers: Vec<u32> = hits.iter().map(number).collect();
-        match ret {
-            None => {
-                // RFC 7162 §3.1.5: the highest MODSEQ of the hits, when the search used MODSEQ.
-                let highest = hits.iter().map(|h| h.2).max();
-                self.respond(Response::Search {
-                    numbers: &numbers,
-                    modseq: highest.filter(|_| modseq_search),
-                })
-                .await?;
-            }
-            Some(ret) if ret.save && !(ret.min || ret.max || ret.all || ret.count) => {
-                // RFC 5182 §2: SAVE alone is answered with no ESEARCH.
-                self.save_result(&hits, ret);
-            }
-            Some(ret) => {
-                if ret.save {
-                    self.save_result(&hits, ret);
-                }
-                // RFC 4731 §3.1: MIN, MAX and ALL are left out when nothing matched; COUNT is
-                // then 0. Hits are in mailbox order, so ascending in sequence number and UID.
-                let (first, last) = (hits.first().filter(|_| ret.min), hits.last().filter(|_| ret.max));
-                // RFC 4731 §3.2 (with RFC 7162 §3.1.5): MODSEQ is the highest of the messages
-                // returned: only the MIN and MAX ones when neither ALL nor COUNT was asked.
-                let highest = if ret.all || ret.count {
-                    hits.iter().map(|h| h.2).max()
-                } else {
-                    first.into_iter().chain(last).map(|h| h.2).max()
-                };
-                let all = (ret.all && !numbers.is_empty()).then(|| compact(&numbers));
-                self.respond(Response::ESearch {
-                    tag,
-                    uid,
-                    min: first.map(number),
-                    max: last.map(number),
-                    count: ret.count.then_some(numbers.len()),
-                    all: all.as_deref(),
-                    modseq: highest.filter(|_| modseq_search),
-                })
-                .await?;
-            }
-        }
-        Ok(Reply::ok(if uid {
-            "UID SEARCH completed"
-        } else {
-            "SEARCH completed"
-        }))
+        Ok(hits)
     }
+}
+
+/// RFC 3501 §6.4.4 (and RFC 5256 §3 for SORT and THREAD): a charset other than UTF-8 and
+/// US-ASCII is refused with NO [BADCHARSET].
+pub(crate) fn refuse_charset(charset: &str) -> Option<Reply> {
+    if matches!(charset, "UTF-8" | "US-ASCII" | "UTF8") {
+        return None;
+    }
+    tracing::info!(charset, "search charset refused");
+    Some(Reply::no("unsupported charset").code(Code::BadCharset(vec!["UTF-8", "US-ASCII"])))
 }
 
 #[cfg(test)]

@@ -368,6 +368,10 @@ impl Session {
                     "ESEARCH",
                     // RFC 5182 SEARCH RETURN (SAVE) and `$`.
                     "SEARCHRES",
+                    "SORT",
+                    "SORT=DISPLAY",
+                    "THREAD=ORDEREDSUBJECT",
+                    "THREAD=REFERENCES",
                 ]);
                 if self.ctx.config.imap.condstore {
                     // RFC 7162 §3.1 and §3.2.
@@ -730,6 +734,8 @@ impl Session {
             | C::Expunge
             | C::UidExpunge(_)
             | C::Search { .. }
+            | C::Sort { .. }
+            | C::Thread { .. }
             | C::Fetch { .. }
             | C::Store { .. }
             | C::Copy { .. }
@@ -749,12 +755,14 @@ impl Session {
             };
         }
         // RFC 3501 §7.4.1: no EXPUNGE responses while answering FETCH, STORE or SEARCH (the
-        // UID forms may have them).
+        // UID forms may have them); RFC 5256 §3: nor SORT and THREAD.
         let expunge_ok = !matches!(
             body,
             CommandBody::Fetch { uid: false, .. }
                 | CommandBody::Store { uid: false, .. }
                 | CommandBody::Search { uid: false, .. }
+                | CommandBody::Sort { uid: false, .. }
+                | CommandBody::Thread { uid: false, .. }
         );
         let mut body = body;
         self.resolve_saved(&mut body);
@@ -841,6 +849,18 @@ impl Session {
                 }
                 result
             }
+            C::Sort {
+                uid,
+                criteria,
+                charset,
+                key,
+            } => self.cmd_sort(uid, &criteria, &charset, &key).await,
+            C::Thread {
+                uid,
+                algorithm,
+                charset,
+                key,
+            } => self.cmd_thread(uid, algorithm, &charset, &key).await,
             C::Fetch {
                 uid,
                 set,

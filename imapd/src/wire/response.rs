@@ -186,6 +186,10 @@ pub enum Response<'a> {
         all: Option<&'a str>,
         modseq: Option<u64>,
     },
+    /// `* SORT 5 2 3` (RFC 5256 §4), with RFC 7162 §3.1.5's `(MODSEQ n)` when given.
+    Sort { numbers: &'a [u32], modseq: Option<u64> },
+    /// `* THREAD (2)(3 6 (4 23)(44 7 96))` (RFC 5256 §4): one thread per root.
+    Thread(&'a Threads),
     /// `* NAMESPACE (("" "/")) NIL NIL` (RFC 2342 §5): one personal namespace, no others.
     Namespace { prefix: &'a str, delimiter: char },
     /// `* QUOTA root (STORAGE used limit)`, in KiB (RFC 9208 §5.1).
@@ -288,8 +292,12 @@ impl Response<'_> {
                 out.push(b')');
                 Ok(())
             }
-            Response::Search { numbers, modseq } => {
-                out.extend_from_slice(b"* SEARCH");
+            Response::Search { numbers, modseq } | Response::Sort { numbers, modseq } => {
+                out.extend_from_slice(if matches!(self, Response::Search { .. }) {
+                    b"* SEARCH"
+                } else {
+                    b"* SORT"
+                });
                 for n in numbers.iter() {
                     let _ = write!(out, " {n}");
                 }
@@ -329,6 +337,19 @@ impl Response<'_> {
                     Some(m) => write!(out, " MODSEQ {m}"),
                     None => Ok(()),
                 }
+            }
+            Response::Thread(threads) => {
+                // RFC 5256 §5: thread-data = "THREAD" [SP 1*thread-list]
+                out.extend_from_slice(b"* THREAD");
+                if !threads.roots.is_empty() {
+                    out.push(b' ');
+                }
+                for &root in &threads.roots {
+                    out.push(b'(');
+                    thread_members(out, threads, root);
+                    out.push(b')');
+                }
+                Ok(())
             }
             Response::Namespace { prefix, delimiter } => {
                 out.extend_from_slice(b"* NAMESPACE ((");
@@ -409,12 +430,113 @@ fn status_line(out: &mut Vec<u8>, tag: &str, status: Status, code: Option<&Code>
     Ok(())
 }
 
+/// The threads of a THREAD response (RFC 5256 §4), kept flat so that neither writing nor
+/// dropping a thread as deep as the mailbox is long recurses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Threads {
+    pub nodes: Vec<ThreadNode>,
+    /// The top of each thread, in the order they are answered.
+    pub roots: Vec<usize>,
+}
+
+/// A message in a thread: `number` is `None` for a dummy that holds siblings together at the
+/// top (`((3)(5))`); `children` index [`Threads::nodes`], in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadNode {
+    pub number: Option<u32>,
+    pub children: Vec<usize>,
+}
+
+/// RFC 5256 §5 `thread-members` / `thread-nested` of one node, without recursion: a single
+/// child continues the list (`3 6`), several each get a `thread-list` of their own
+/// (`3 (4 23)(44 7)`).
+fn thread_members(out: &mut Vec<u8>, threads: &Threads, root: usize) {
+    use std::io::Write;
+    enum Step {
+        Node(usize),
+        Open,
+        Close,
+    }
+    let mut stack = vec![Step::Node(root)];
+    while let Some(step) = stack.pop() {
+        let node = match step {
+            Step::Open => {
+                out.push(b'(');
+                continue;
+            }
+            Step::Close => {
+                out.push(b')');
+                continue;
+            }
+            Step::Node(i) => &threads.nodes[i],
+        };
+        if let Some(n) = node.number {
+            if out.last() != Some(&b'(') {
+                out.push(b' ');
+            }
+            let _ = write!(out, "{n}");
+        }
+        match node.children.as_slice() {
+            [] => {}
+            [only] if node.number.is_some() => stack.push(Step::Node(*only)),
+            children => {
+                if node.number.is_some() {
+                    out.push(b' ');
+                }
+                for &child in children.iter().rev() {
+                    stack.push(Step::Close);
+                    stack.push(Step::Node(child));
+                    stack.push(Step::Open);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn text(r: Response<'_>) -> String {
         String::from_utf8(r.to_bytes()).unwrap()
+    }
+
+    #[test]
+    fn thread_response_syntax() {
+        // RFC 5256 §4's example: (2)(3 6 (4 23)(44 7 96)), and a dummy on top: ((8)(9 10)).
+        let node = |number, children: &[usize]| ThreadNode {
+            number,
+            children: children.to_vec(),
+        };
+        let threads = Threads {
+            nodes: vec![
+                node(Some(2), &[]),
+                node(Some(3), &[2]),
+                node(Some(6), &[3, 5]),
+                node(Some(4), &[4]),
+                node(Some(23), &[]),
+                node(Some(44), &[6]),
+                node(Some(7), &[7]),
+                node(Some(96), &[]),
+                node(None, &[9, 10]),
+                node(Some(8), &[]),
+                node(Some(9), &[11]),
+                node(Some(10), &[]),
+            ],
+            roots: vec![0, 1, 8],
+        };
+        assert_eq!(
+            text(Response::Thread(&threads)),
+            "* THREAD (2)(3 6 (4 23)(44 7 96))((8)(9 10))\r\n"
+        );
+        assert_eq!(text(Response::Thread(&Threads::default())), "* THREAD\r\n");
+        assert_eq!(
+            text(Response::Sort {
+                numbers: &[3, 1],
+                modseq: None
+            }),
+            "* SORT 3 1\r\n"
+        );
     }
 
     #[test]

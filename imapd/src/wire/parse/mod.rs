@@ -20,6 +20,7 @@ mod id;
 mod mailbox;
 mod primitives;
 mod search;
+mod sort;
 mod store;
 
 pub use fetch::{FetchItem, Section, SectionText};
@@ -27,6 +28,7 @@ pub use mailbox::{QresyncParams, StatusItem};
 use primitives::{PResult, Parser};
 pub use primitives::{parse_date, parse_date_time};
 pub use search::{SearchKey, SearchReturn, asks_to_save};
+pub use sort::{SortCriterion, SortKey, ThreadAlgorithm};
 pub use store::StoreOp;
 
 /// A parsed command: its tag and what it asks.
@@ -129,6 +131,20 @@ pub enum CommandBody {
         /// RFC 4731: `RETURN (...)` given, answered with ESEARCH.
         ret: Option<SearchReturn>,
     },
+    /// RFC 5256 §3 (RFC 5957 for DISPLAYFROM/DISPLAYTO).
+    Sort {
+        uid: bool,
+        criteria: Vec<SortCriterion>,
+        charset: String,
+        key: SearchKey,
+    },
+    /// RFC 5256 §3.
+    Thread {
+        uid: bool,
+        algorithm: ThreadAlgorithm,
+        charset: String,
+        key: SearchKey,
+    },
     Fetch {
         uid: bool,
         set: SequenceSet,
@@ -191,6 +207,8 @@ impl CommandBody {
             CommandBody::Expunge => "EXPUNGE",
             CommandBody::UidExpunge(_) => "UID EXPUNGE",
             CommandBody::Search { .. } => "SEARCH",
+            CommandBody::Sort { .. } => "SORT",
+            CommandBody::Thread { .. } => "THREAD",
             CommandBody::Fetch { .. } => "FETCH",
             CommandBody::Store { .. } => "STORE",
             CommandBody::Copy { .. } => "COPY",
@@ -284,6 +302,8 @@ impl<'a> Parser<'a> {
             "UNSELECT" => CommandBody::Unselect,
             "EXPUNGE" => CommandBody::Expunge,
             "SEARCH" => self.search(false)?,
+            "SORT" => self.sort(false)?,
+            "THREAD" => self.thread(false)?,
             "FETCH" => self.fetch(false)?,
             "STORE" => self.store(false)?,
             "COPY" => self.copy_move(false, false)?,
@@ -294,6 +314,8 @@ impl<'a> Parser<'a> {
                     "FETCH" => self.fetch(true)?,
                     "STORE" => self.store(true)?,
                     "SEARCH" => self.search(true)?,
+                    "SORT" => self.sort(true)?,
+                    "THREAD" => self.thread(true)?,
                     "COPY" => self.copy_move(true, false)?,
                     "MOVE" => self.copy_move(true, true)?,
                     "EXPUNGE" => {
@@ -474,6 +496,54 @@ mod tests {
         assert!(parse_command(b"a SEARCH NOT\r\n").is_err());
         let deep = format!("a SEARCH {}ALL{}\r\n", "(".repeat(100), ")".repeat(100));
         assert!(parse_command(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn sort_and_thread() {
+        let CommandBody::Sort {
+            uid,
+            criteria,
+            charset,
+            key,
+        } = parse("a UID SORT (REVERSE DATE subject DISPLAYFROM) utf-8 UNDELETED SINCE 1-Feb-2020\r\n")
+        else {
+            panic!()
+        };
+        assert!(uid);
+        assert_eq!(charset, "UTF-8");
+        assert_eq!(
+            criteria,
+            vec![
+                SortCriterion {
+                    key: SortKey::Date,
+                    reverse: true
+                },
+                SortCriterion {
+                    key: SortKey::Subject,
+                    reverse: false
+                },
+                SortCriterion {
+                    key: SortKey::DisplayFrom,
+                    reverse: false
+                },
+            ]
+        );
+        assert!(matches!(key, SearchKey::And(k) if k.len() == 2));
+        assert!(matches!(
+            parse("a THREAD REFERENCES US-ASCII ALL\r\n"),
+            CommandBody::Thread {
+                uid: false,
+                algorithm: ThreadAlgorithm::References,
+                ..
+            }
+        ));
+        // RFC 5256 §5: the charset is required, the criteria list may not be empty.
+        assert!(parse_command(b"a SORT (DATE) ALL\r\n").is_err());
+        assert!(parse_command(b"a SORT () UTF-8 ALL\r\n").is_err());
+        assert!(parse_command(b"a SORT (REVERSE) UTF-8 ALL\r\n").is_err());
+        assert!(parse_command(b"a THREAD JWZ UTF-8 ALL\r\n").is_err());
+        let many = format!("a SORT ({}) UTF-8 ALL\r\n", vec!["DATE"; 40].join(" "));
+        assert!(parse_command(many.as_bytes()).is_err());
     }
 
     #[test]

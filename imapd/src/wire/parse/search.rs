@@ -101,6 +101,13 @@ impl Parser<'_> {
         } else {
             self.pos = save;
         }
+        let key = self.search_keys()?;
+        Ok(CommandBody::Search { uid, charset, key, ret })
+    }
+
+    /// One or more search keys separated by spaces, as one key (RFC 3501 §9 `1*(SP
+    /// search-key)`, also the end of SORT and THREAD, RFC 5256 §5).
+    pub(super) fn search_keys(&mut self) -> PResult<SearchKey> {
         let mut keys = vec![self.search_key()?];
         while self.try_sp() {
             if self.at_end() {
@@ -108,12 +115,11 @@ impl Parser<'_> {
             }
             keys.push(self.search_key()?);
         }
-        let key = if keys.len() == 1 {
+        Ok(if keys.len() == 1 {
             keys.pop().expect("one key")
         } else {
             SearchKey::And(keys)
-        };
-        Ok(CommandBody::Search { uid, charset, key, ret })
+        })
     }
 
     /// RFC 4731 §7: `search-return-opts = SP "RETURN" SP "(" [search-return-opt *(SP
