@@ -288,19 +288,23 @@ pub async fn reserve(db: &PgPool, user_id: i64, bytes: u64) -> Result<Reservatio
         };
         // While we hold the row lock, in one round trip: expired reservations are cleared and
         // the user's charged deltas folded into their row (see `fold`; usually none are left).
-        sqlx::query!(
+        // Delta rows another transaction holds (a refund folding them itself) are skipped,
+        // never waited for: that transaction waits for our row lock.
+        sqlx::query(
             "WITH gone AS (
                  DELETE FROM quota_reservations
                  WHERE user_id = $1 AND charged IS NULL AND expires_at <= now()),
              f AS (
-                 DELETE FROM quota_reservations WHERE user_id = $1 AND charged IS NOT NULL
+                 DELETE FROM quota_reservations WHERE id IN (
+                     SELECT id FROM quota_reservations WHERE user_id = $1 AND charged IS NOT NULL
+                     FOR UPDATE SKIP LOCKED)
                  RETURNING bytes, charged)
              UPDATE users
              SET mail_bytes = mail_bytes + (SELECT coalesce(sum(bytes) FILTER (WHERE charged = 'mail'), 0) FROM f),
                  file_bytes = file_bytes + (SELECT coalesce(sum(bytes) FILTER (WHERE charged = 'files'), 0) FROM f)
              WHERE id = $1 AND EXISTS (SELECT 1 FROM f)",
-            user_id
         )
+        .bind(user_id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -503,7 +507,8 @@ pub async fn commit(
 /// from one committed place to another in one transaction, so losing it in a crash leaves the
 /// deltas where they were (folded on the next write, or at daemon start). A user whose row is
 /// locked by another transaction just now is skipped, not waited for: their deltas are counted
-/// wherever usage is read here, and folded next time.
+/// wherever usage is read here, and folded next time; so is a delta row another transaction
+/// holds (a refund folding it itself, `add_usage`), so no two folds wait on each other.
 pub async fn fold(db: &PgPool, user_ids: &[i64]) -> Result<(), QuotaError> {
     if user_ids.is_empty() {
         return Ok(());
@@ -514,9 +519,10 @@ pub async fn fold(db: &PgPool, user_ids: &[i64]) -> Result<(), QuotaError> {
     let sql = format!(
         "SET LOCAL synchronous_commit = off;
          WITH u AS (SELECT id FROM users WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED),
-         f AS (DELETE FROM quota_reservations q USING u
-               WHERE q.user_id = u.id AND q.charged IS NOT NULL
-               RETURNING q.user_id, q.bytes, q.charged),
+         f AS (DELETE FROM quota_reservations WHERE id IN (
+                   SELECT q.id FROM quota_reservations q JOIN u ON q.user_id = u.id
+                   WHERE q.charged IS NOT NULL FOR UPDATE OF q SKIP LOCKED)
+               RETURNING user_id, bytes, charged),
          s AS (SELECT user_id,
                       coalesce(sum(bytes) FILTER (WHERE charged = 'mail'), 0) AS mail,
                       coalesce(sum(bytes) FILTER (WHERE charged = 'files'), 0) AS files
@@ -561,6 +567,27 @@ pub async fn refund(conn: &mut PgConnection, user_id: i64, usage: Usage, bytes: 
 
 async fn add_usage(conn: &mut PgConnection, user_id: i64, usage: Usage, delta: i64) -> Result<(), QuotaError> {
     if delta == 0 {
+        return Ok(());
+    }
+    if delta < 0 {
+        // A refund is clamped at zero against the whole usage, so the user's deltas of that
+        // kind are folded into the row in the same statement first: clamped against the row
+        // alone, a refund of bytes still held in a delta would be lost (and usage overcounted).
+        // Dynamic: the column differs by kind and only integers are bound.
+        let column = match usage {
+            Usage::Mail => "mail_bytes",
+            Usage::Files => "file_bytes",
+        };
+        sqlx::query(&format!(
+            "WITH f AS (DELETE FROM quota_reservations WHERE user_id = $1 AND charged = $3 RETURNING bytes)
+             UPDATE users SET {column} = greatest({column} + (SELECT coalesce(sum(bytes), 0) FROM f)::bigint + $2, 0)
+             WHERE id = $1"
+        ))
+        .bind(user_id)
+        .bind(delta)
+        .bind(usage.column_tag())
+        .execute(&mut *conn)
+        .await?;
         return Ok(());
     }
     match usage {
