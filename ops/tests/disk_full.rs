@@ -173,6 +173,9 @@ fn a_full_disk_gets_clean_refusals_and_recovers_by_itself() {
         &["user", "add", "alice@example.test", "--password-stdin"],
         Some("alice-pw\n"),
     );
+    // A limit far above the disk: a user without one reserves no row (quota::reserve), and
+    // the reservations of writes in progress are what items 8 and 9 watch.
+    ok(&data, &["quota", "set", "alice@example.test", "100GiB"], None);
     let suite = Suite::start(&data);
     let ports = suite.ports;
     let https = |path: &str| format!("https://127.0.0.1:{}/{path}", ports.https);

@@ -6,6 +6,17 @@
 //! commits, [`commit`] turns the reservation into usage in the writer's own transaction; when it
 //! fails, [`release`] gives the space back.
 //!
+//! Usage is `users.mail_bytes` / `file_bytes` plus the user's *charged deltas* (migration 0016,
+//! issue #12). [`commit`] turns a reservation that covers the write into a delta in place,
+//! touching only that row: the writer's transaction, which holds its mailbox row through its
+//! commit and WAL flush, no longer holds the user's row too, so reservations (SMTP RCPT, IMAP
+//! APPEND, WebDAV PUT) and the other writes of the same account do not queue behind it. The
+//! limit is still exact (no overshoot, not even one message): a delta is never more than the
+//! reservation it replaces, and every check, made under the user's row lock, counts the row
+//! either way. Deltas are folded into the `users` row under its lock by [`fold`] right after
+//! the write (through [`warn::after_write`]), by the next [`reserve`] of the user, and at
+//! daemon start; every reader here adds the ones not folded yet.
+//!
 //! A reservation left by a crashed process is released by its owner's death: every process that
 //! reserves holds a session-level advisory lock on its own owner id on one connection for its
 //! life (a daemon's event listener connection, see [`Owner`]), and its reservations carry that id. PostgreSQL drops the lock
@@ -58,6 +69,16 @@ const OWNER_ALIVE: &str = "EXISTS (SELECT 1 FROM pg_locks l
 pub enum Usage {
     Mail,
     Files,
+}
+
+impl Usage {
+    /// `quota_reservations.charged` of a delta of this kind (migration 0016).
+    fn column_tag(self) -> &'static str {
+        match self {
+            Usage::Mail => "mail",
+            Usage::Files => "files",
+        }
+    }
 }
 
 /// Quota refusals and failures.
@@ -142,27 +163,38 @@ pub struct Reservation {
     pub bytes: u64,
 }
 
-/// Lock the user's row and read its quota (live reservations included).
+impl Reservation {
+    /// The id of a reservation made for a user without a limit: no row stands behind it.
+    pub const UNLIMITED: i64 = 0;
+}
+
+/// Lock the user's row and read its quota (live reservations and unfolded charges included).
+///
+/// Two statements, not one: the sums must be read with a snapshot taken after the lock was
+/// granted (READ COMMITTED takes one per statement), or a reservation committed by the
+/// transaction we waited for would be missed and two writers could both pass the limit.
 async fn locked_info(conn: &mut PgConnection, user_id: i64) -> Result<QuotaInfo, QuotaError> {
     let row = sqlx::query!(
-        "SELECT quota_limit, mail_bytes, file_bytes FROM users WHERE id = $1 FOR UPDATE",
+        "SELECT quota_limit, mail_bytes, file_bytes FROM users WHERE id = $1 FOR NO KEY UPDATE",
         user_id
     )
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(QuotaError::UnknownUser)?;
-    let reserved = sqlx::query_scalar!(
-        r#"SELECT coalesce(sum(bytes), 0)::bigint AS "reserved!" FROM quota_reservations
-           WHERE user_id = $1 AND expires_at > now()"#,
+    let rows = sqlx::query!(
+        r#"SELECT coalesce(sum(bytes) FILTER (WHERE charged IS NULL AND expires_at > now()), 0)::bigint AS "reserved!",
+                  coalesce(sum(bytes) FILTER (WHERE charged = 'mail'), 0)::bigint AS "mail!",
+                  coalesce(sum(bytes) FILTER (WHERE charged = 'files'), 0)::bigint AS "files!"
+           FROM quota_reservations WHERE user_id = $1"#,
         user_id
     )
     .fetch_one(&mut *conn)
     .await?;
     Ok(QuotaInfo {
         limit: row.quota_limit.map(|l| l.max(0) as u64),
-        mail_bytes: row.mail_bytes.max(0) as u64,
-        file_bytes: row.file_bytes.max(0) as u64,
-        reserved_bytes: reserved.max(0) as u64,
+        mail_bytes: (row.mail_bytes.max(0) as u64).saturating_add(rows.mail.max(0) as u64),
+        file_bytes: (row.file_bytes.max(0) as u64).saturating_add(rows.files.max(0) as u64),
+        reserved_bytes: rows.reserved.max(0) as u64,
     })
 }
 
@@ -170,10 +202,12 @@ async fn locked_info(conn: &mut PgConnection, user_id: i64) -> Result<QuotaInfo,
 /// quota properties call this on every request).
 pub async fn info(db: &PgPool, user_id: i64) -> Result<QuotaInfo, QuotaError> {
     let row = sqlx::query!(
-        r#"SELECT quota_limit, mail_bytes, file_bytes,
-                (SELECT coalesce(sum(bytes), 0)::bigint FROM quota_reservations
-                 WHERE user_id = users.id AND expires_at > now()) AS "reserved!"
-         FROM users WHERE id = $1"#,
+        r#"SELECT u.quota_limit, u.mail_bytes, u.file_bytes,
+                coalesce(sum(q.bytes) FILTER (WHERE q.charged IS NULL AND q.expires_at > now()), 0)::bigint AS "reserved!",
+                coalesce(sum(q.bytes) FILTER (WHERE q.charged = 'mail'), 0)::bigint AS "mail_delta!",
+                coalesce(sum(q.bytes) FILTER (WHERE q.charged = 'files'), 0)::bigint AS "files_delta!"
+         FROM users u LEFT JOIN quota_reservations q ON q.user_id = u.id
+         WHERE u.id = $1 GROUP BY u.id"#,
         user_id
     )
     .fetch_optional(db)
@@ -181,8 +215,8 @@ pub async fn info(db: &PgPool, user_id: i64) -> Result<QuotaInfo, QuotaError> {
     .ok_or(QuotaError::UnknownUser)?;
     Ok(QuotaInfo {
         limit: row.quota_limit.map(|l| l.max(0) as u64),
-        mail_bytes: row.mail_bytes.max(0) as u64,
-        file_bytes: row.file_bytes.max(0) as u64,
+        mail_bytes: (row.mail_bytes.max(0) as u64).saturating_add(row.mail_delta.max(0) as u64),
+        file_bytes: (row.file_bytes.max(0) as u64).saturating_add(row.files_delta.max(0) as u64),
         reserved_bytes: row.reserved.max(0) as u64,
     })
 }
@@ -191,6 +225,21 @@ pub async fn info(db: &PgPool, user_id: i64) -> Result<QuotaInfo, QuotaError> {
 /// limit) or `DiskFull` (the data directory's filesystem would drop below its reserve).
 pub async fn reserve(db: &PgPool, user_id: i64, bytes: u64) -> Result<Reservation, QuotaError> {
     check_disk(db, bytes)?;
+    // A user without a limit has nothing to promise: one plain read, no row, no lock (issue #12:
+    // the common case of a family server pays no reservation transaction per message). Should a
+    // limit be set before the write commits, `commit` finds no reservation and checks the
+    // whole write against it under the user's row lock.
+    let limit = sqlx::query_scalar!("SELECT quota_limit FROM users WHERE id = $1", user_id)
+        .fetch_optional(db)
+        .await?
+        .ok_or(QuotaError::UnknownUser)?;
+    if limit.is_none() {
+        return Ok(Reservation {
+            id: Reservation::UNLIMITED,
+            user_id,
+            bytes,
+        });
+    }
     let owner = Owner::of(db).await?;
     // Twice at most: a first attempt can find that our own owner lock was lost (the database
     // restarted under us); the owner is then renewed and the reservation made under the new id.
@@ -237,11 +286,25 @@ pub async fn reserve(db: &PgPool, user_id: i64, bytes: u64) -> Result<Reservatio
             owner.lost(id).await;
             continue;
         };
-        // Expired reservations are cleared while we hold the row lock.
-        sqlx::query!(
-            "DELETE FROM quota_reservations WHERE user_id = $1 AND expires_at <= now()",
-            user_id
+        // While we hold the row lock, in one round trip: expired reservations are cleared and
+        // the user's charged deltas folded into their row (see `fold`; usually none are left).
+        // Delta rows another transaction holds (a refund folding them itself) are skipped,
+        // never waited for: that transaction waits for our row lock.
+        sqlx::query(
+            "WITH gone AS (
+                 DELETE FROM quota_reservations
+                 WHERE user_id = $1 AND charged IS NULL AND expires_at <= now()),
+             f AS (
+                 DELETE FROM quota_reservations WHERE id IN (
+                     SELECT id FROM quota_reservations WHERE user_id = $1 AND charged IS NOT NULL
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING bytes, charged)
+             UPDATE users
+             SET mail_bytes = mail_bytes + (SELECT coalesce(sum(bytes) FILTER (WHERE charged = 'mail'), 0) FROM f),
+                 file_bytes = file_bytes + (SELECT coalesce(sum(bytes) FILTER (WHERE charged = 'files'), 0) FROM f)
+             WHERE id = $1 AND EXISTS (SELECT 1 FROM f)",
         )
+        .bind(user_id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -261,6 +324,7 @@ pub async fn reserve(db: &PgPool, user_id: i64, bytes: u64) -> Result<Reservatio
 async fn release_stale_of(conn: &mut PgConnection, user_id: i64) -> Result<u64, QuotaError> {
     let done = sqlx::query(&format!(
         "DELETE FROM quota_reservations r WHERE r.user_id = $1
+           AND r.charged IS NULL
            AND (r.expires_at <= now() OR (r.owner IS NOT NULL AND NOT {OWNER_ALIVE}))"
     ))
     .bind(user_id)
@@ -284,7 +348,8 @@ pub async fn release_stale(db: &PgPool) -> Result<u64, QuotaError> {
     let users: Vec<(i64, i64)> = sqlx::query_as(&format!(
         "WITH gone AS (
              DELETE FROM quota_reservations r
-             WHERE r.expires_at <= now() OR (r.owner IS NOT NULL AND NOT {OWNER_ALIVE})
+             WHERE r.charged IS NULL
+               AND (r.expires_at <= now() OR (r.owner IS NOT NULL AND NOT {OWNER_ALIVE}))
              RETURNING user_id)
          SELECT user_id, count(*) FROM gone GROUP BY user_id ORDER BY user_id"
     ))
@@ -306,7 +371,8 @@ pub async fn release_stale(db: &PgPool) -> Result<u64, QuotaError> {
 pub async fn count_stale(db: &PgPool) -> Result<u64, QuotaError> {
     let (n,): (i64,) = sqlx::query_as(&format!(
         "SELECT count(*) FROM quota_reservations r
-         WHERE r.expires_at <= now() OR (r.owner IS NOT NULL AND NOT {OWNER_ALIVE})"
+         WHERE r.charged IS NULL
+           AND (r.expires_at <= now() OR (r.owner IS NOT NULL AND NOT {OWNER_ALIVE}))"
     ))
     .fetch_one(db)
     .await?;
@@ -315,9 +381,15 @@ pub async fn count_stale(db: &PgPool) -> Result<u64, QuotaError> {
 
 /// Every user's recorded usage: (id, address, mail bytes, file bytes), by address.
 pub async fn recorded_usage(conn: &mut PgConnection) -> Result<Vec<(i64, String, u64, u64)>, QuotaError> {
-    let rows = sqlx::query!("SELECT id, address, mail_bytes, file_bytes FROM users ORDER BY address")
-        .fetch_all(conn)
-        .await?;
+    let rows = sqlx::query!(
+        r#"SELECT u.id, u.address,
+                u.mail_bytes + coalesce(sum(q.bytes) FILTER (WHERE q.charged = 'mail'), 0)::bigint AS "mail_bytes!",
+                u.file_bytes + coalesce(sum(q.bytes) FILTER (WHERE q.charged = 'files'), 0)::bigint AS "file_bytes!"
+         FROM users u LEFT JOIN quota_reservations q ON q.user_id = u.id AND q.charged IS NOT NULL
+         GROUP BY u.id ORDER BY u.address"#
+    )
+    .fetch_all(conn)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|r| (r.id, r.address, r.mail_bytes.max(0) as u64, r.file_bytes.max(0) as u64))
@@ -326,72 +398,154 @@ pub async fn recorded_usage(conn: &mut PgConnection) -> Result<Vec<(i64, String,
 
 /// Give a reservation's space back (the write failed or was abandoned).
 pub async fn release(db: &PgPool, reservation: Reservation) -> Result<(), QuotaError> {
-    sqlx::query!("DELETE FROM quota_reservations WHERE id = $1", reservation.id)
-        .execute(db)
-        .await?;
+    if reservation.id == Reservation::UNLIMITED {
+        return Ok(());
+    }
+    // Never a charged delta: a write that did commit keeps its usage.
+    sqlx::query!(
+        "DELETE FROM quota_reservations WHERE id = $1 AND charged IS NULL",
+        reservation.id
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// Give back several reservations at once, by id (a delivery whose transaction rolled back:
 /// its reservations were left in place).
 pub async fn release_ids(db: &PgPool, ids: &[i64]) -> Result<(), QuotaError> {
-    if ids.is_empty() {
+    if ids.iter().all(|&id| id == Reservation::UNLIMITED) {
         return Ok(());
     }
-    sqlx::query!("DELETE FROM quota_reservations WHERE id = ANY($1)", ids)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM quota_reservations WHERE id = ANY($1) AND charged IS NULL",
+        ids
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// Inside the writer's transaction: turn the reservation into `actual` bytes of usage. When
 /// `actual` is more than was reserved, the excess must fit too, else `Exceeded` (and the caller
 /// rolls back).
+///
+/// Call it before the transaction locks any mailbox or blob row (lock order in
+/// `mailstore`'s module docs: users, then reservations, then mailboxes).
 pub async fn commit(
     conn: &mut PgConnection,
     reservation: Reservation,
     actual: u64,
     usage: Usage,
 ) -> Result<(), QuotaError> {
-    if usage == Usage::Mail {
-        // The common case in one round trip, since the delivering transaction holds the user's
-        // row meanwhile: the reservation is used up and the write charged when the reservation
-        // covers it, or when what it goes beyond still fits (the same test as `charge`: the
-        // limit less the usage and the other live reservations; the DELETE in the WITH is not
-        // visible to the sum, hence `id <> $1`). No row: the checked path below decides (and
-        // refuses), as a reservation already gone is not deleted twice.
-        let charged = sqlx::query!(
-            "WITH r AS (DELETE FROM quota_reservations WHERE id = $1 AND user_id = $2 RETURNING bytes)
-             UPDATE users SET mail_bytes = greatest(mail_bytes + $3, 0)
-             FROM r
-             WHERE users.id = $2
-               AND ($3 <= r.bytes OR users.quota_limit IS NULL
-                    OR greatest(users.quota_limit, 0) - greatest(users.mail_bytes, 0) - greatest(users.file_bytes, 0)
-                       - (SELECT coalesce(sum(q.bytes), 0) FROM quota_reservations q
-                          WHERE q.user_id = $2 AND q.id <> $1 AND q.expires_at > now()) >= $3)
-             RETURNING users.id",
-            reservation.id,
+    // The common case touches the reservation's own row only, not the user's: the reservation
+    // becomes a charged delta of `actual` bytes in place (migration 0016). Every other writer's
+    // check counts that row either way (as the reservation before our commit, as usage after),
+    // and never less than we write, so the limit holds with no overshoot, and this
+    // transaction holds no lock another writer of the account waits for through its commit.
+    if reservation.id == Reservation::UNLIMITED {
+        if actual == 0 {
+            return Ok(());
+        }
+        // Reserved without a limit: the write is a delta as long as there is still none. The
+        // insert's foreign key check only share-locks the user's row (FOR KEY SHARE), which the
+        // quota's own locks (FOR NO KEY UPDATE) do not wait for.
+        let inserted = sqlx::query_scalar!(
+            "INSERT INTO quota_reservations (user_id, bytes, expires_at, charged)
+             SELECT id, $2, 'infinity', $3 FROM users WHERE id = $1 AND quota_limit IS NULL
+             RETURNING id",
             reservation.user_id,
-            actual as i64
+            actual.min(i64::MAX as u64) as i64,
+            usage.column_tag(),
         )
         .fetch_optional(&mut *conn)
         .await?;
-        if charged.is_some() {
+        if inserted.is_some() {
             return Ok(());
         }
+        return charge(conn, reservation.user_id, usage, actual).await;
     }
-    let held = sqlx::query!("DELETE FROM quota_reservations WHERE id = $1", reservation.id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected()
-        > 0;
-    // A reservation released meanwhile (its owner's lock was lost, or it expired) promises
-    // nothing any more: the whole write must fit now, as a copy would.
-    if !held || actual > reservation.bytes {
-        charge(conn, reservation.user_id, usage, actual).await
-    } else {
-        add_usage(conn, reservation.user_id, usage, actual as i64).await
+    let converted = sqlx::query!(
+        "UPDATE quota_reservations SET bytes = $3, charged = $4, owner = NULL, expires_at = 'infinity'
+         WHERE id = $1 AND user_id = $2 AND charged IS NULL AND bytes >= $3 AND expires_at > now()
+         RETURNING id",
+        reservation.id,
+        reservation.user_id,
+        actual.min(i64::MAX as u64) as i64,
+        usage.column_tag(),
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if converted.is_some() {
+        return Ok(());
     }
+    // The write outgrew its reservation, or the reservation is gone (its owner's lock was lost,
+    // or it expired): under the user's row lock, the whole write must fit now, counting the
+    // reservation's own space if it is still there.
+    let info = locked_info(conn, reservation.user_id).await?;
+    let held = sqlx::query!(
+        r#"DELETE FROM quota_reservations WHERE id = $1 AND charged IS NULL
+           RETURNING bytes, expires_at > now() AS "live!""#,
+        reservation.id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let own = held.filter(|h| h.live).map_or(0, |h| h.bytes.max(0) as u64);
+    let available = info.available().saturating_add(own);
+    if actual > available {
+        return Err(QuotaError::Exceeded {
+            requested: actual,
+            available,
+        });
+    }
+    add_usage(conn, reservation.user_id, usage, actual.min(i64::MAX as u64) as i64).await
+}
+
+/// Fold the charged deltas of `user_ids` into their `users` rows (after their writers
+/// committed; [`warn::after_write`] calls this), so the row's counters are current for every
+/// reader. One round trip, committed without waiting for the WAL flush: the fold moves bytes
+/// from one committed place to another in one transaction, so losing it in a crash leaves the
+/// deltas where they were (folded on the next write, or at daemon start). A user whose row is
+/// locked by another transaction just now is skipped, not waited for: their deltas are counted
+/// wherever usage is read here, and folded next time; so is a delta row another transaction
+/// holds (a refund folding it itself, `add_usage`), so no two folds wait on each other.
+pub async fn fold(db: &PgPool, user_ids: &[i64]) -> Result<(), QuotaError> {
+    if user_ids.is_empty() {
+        return Ok(());
+    }
+    // Integers only, so the list is written into the statement safely; a multi-statement
+    // simple query runs as one implicit transaction, in which SET LOCAL applies to its commit.
+    let ids: Vec<String> = user_ids.iter().map(i64::to_string).collect();
+    let sql = format!(
+        "SET LOCAL synchronous_commit = off;
+         WITH u AS (SELECT id FROM users WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED),
+         f AS (DELETE FROM quota_reservations WHERE id IN (
+                   SELECT q.id FROM quota_reservations q JOIN u ON q.user_id = u.id
+                   WHERE q.charged IS NOT NULL FOR UPDATE OF q SKIP LOCKED)
+               RETURNING user_id, bytes, charged),
+         s AS (SELECT user_id,
+                      coalesce(sum(bytes) FILTER (WHERE charged = 'mail'), 0) AS mail,
+                      coalesce(sum(bytes) FILTER (WHERE charged = 'files'), 0) AS files
+               FROM f GROUP BY user_id)
+         UPDATE users SET mail_bytes = users.mail_bytes + s.mail, file_bytes = users.file_bytes + s.files
+         FROM s WHERE users.id = s.user_id",
+        ids.join(",")
+    );
+    sqlx::raw_sql(&sql).execute(db).await?;
+    Ok(())
+}
+
+/// Fold every user's charged deltas (daemon start, `tinydc quota recalc`).
+pub async fn fold_all(db: &PgPool) -> Result<(), QuotaError> {
+    let users: Vec<i64> = sqlx::query_scalar!(
+        "SELECT DISTINCT user_id FROM quota_reservations WHERE charged IS NOT NULL ORDER BY user_id"
+    )
+    .fetch_all(db)
+    .await?;
+    for chunk in users.chunks(500) {
+        fold(db, chunk).await?;
+    }
+    Ok(())
 }
 
 /// Inside a transaction: charge `bytes` with no reservation (a copy), refused when it does not fit.
@@ -413,6 +567,27 @@ pub async fn refund(conn: &mut PgConnection, user_id: i64, usage: Usage, bytes: 
 
 async fn add_usage(conn: &mut PgConnection, user_id: i64, usage: Usage, delta: i64) -> Result<(), QuotaError> {
     if delta == 0 {
+        return Ok(());
+    }
+    if delta < 0 {
+        // A refund is clamped at zero against the whole usage, so the user's deltas of that
+        // kind are folded into the row in the same statement first: clamped against the row
+        // alone, a refund of bytes still held in a delta would be lost (and usage overcounted).
+        // Dynamic: the column differs by kind and only integers are bound.
+        let column = match usage {
+            Usage::Mail => "mail_bytes",
+            Usage::Files => "file_bytes",
+        };
+        sqlx::query(&format!(
+            "WITH f AS (DELETE FROM quota_reservations WHERE user_id = $1 AND charged = $3 RETURNING bytes)
+             UPDATE users SET {column} = greatest({column} + (SELECT coalesce(sum(bytes), 0) FROM f)::bigint + $2, 0)
+             WHERE id = $1"
+        ))
+        .bind(user_id)
+        .bind(delta)
+        .bind(usage.column_tag())
+        .execute(&mut *conn)
+        .await?;
         return Ok(());
     }
     match usage {
@@ -441,8 +616,10 @@ async fn add_usage(conn: &mut PgConnection, user_id: i64, usage: Usage, delta: i
 /// Inside a transaction: set a user's file usage to `bytes` counted from their tree (davd's
 /// recovery after a crash, when a journaled step could not be told done or redone).
 pub async fn set_file_bytes(conn: &mut PgConnection, user_id: i64, bytes: u64) -> Result<(), QuotaError> {
+    // The count replaces the file deltas charged so far too.
     sqlx::query!(
-        "UPDATE users SET file_bytes = $2 WHERE id = $1",
+        "WITH d AS (DELETE FROM quota_reservations WHERE user_id = $1 AND charged = 'files')
+         UPDATE users SET file_bytes = $2 WHERE id = $1",
         user_id,
         bytes.min(i64::MAX as u64) as i64
     )
@@ -493,11 +670,26 @@ pub async fn recalc(db: &PgPool, user_id: i64, files_root: &std::path::Path) -> 
         .await
         .expect("walking the tree does not panic");
     let mut tx = db.begin().await?;
+    // Writes in progress commit their reservations without the user's row (`commit`): wait for
+    // those that already did so, and hold the others back until the recount is in, so every
+    // message is counted once (by the sum below, or by its delta after we commit). FOR UPDATE
+    // (not the quota's usual NO KEY UPDATE) also waits for, and holds back, the deltas that
+    // writers of a user without a limit insert.
+    sqlx::query!("SELECT id FROM users WHERE id = $1 FOR UPDATE", user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let before = locked_info(&mut tx, user_id).await?;
+    sqlx::query!(
+        "SELECT id FROM quota_reservations WHERE user_id = $1 FOR UPDATE",
+        user_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     // The mail store owns mailboxes and messages; it sums them.
     let mail_after = mailstore::user_mail_bytes(&mut tx, user_id).await?;
     sqlx::query!(
-        "UPDATE users SET mail_bytes = $2, file_bytes = $3 WHERE id = $1",
+        "WITH d AS (DELETE FROM quota_reservations WHERE user_id = $1 AND charged IS NOT NULL)
+         UPDATE users SET mail_bytes = $2, file_bytes = $3 WHERE id = $1",
         user_id,
         mail_after.min(i64::MAX as u64) as i64,
         files_after.min(i64::MAX as u64) as i64
@@ -727,6 +919,8 @@ where
 /// dead process. Returns how many were released.
 pub async fn start_owner(db: &PgPool) -> Result<u64, QuotaError> {
     Owner::of(db).await?.id(db).await?;
+    // Deltas whose fold was lost in a crash (or skipped) are folded now.
+    fold_all(db).await?;
     release_stale(db).await
 }
 

@@ -238,7 +238,7 @@ async fn a_reservation_released_under_its_writer_is_charged_with_a_check_at_comm
 #[tokio::test]
 async fn a_lost_owner_lock_is_renewed_and_never_reused() {
     let env = TestEnv::new().await;
-    let user = env.add_user("frank@example.test", "pw", None).await;
+    let user = env.add_user("frank@example.test", "pw", Some(1_000_000)).await;
     let db = &env.context.db;
     let first = quota::reserve(db, user.id, 10).await.unwrap();
     let owner_of = |id: i64| {
@@ -292,7 +292,7 @@ async fn backends(observer: &mut sqlx::PgConnection) -> i64 {
 async fn the_event_listener_holds_the_owner_lock_on_its_one_connection() {
     use sqlx::Connection as _;
     let env = TestEnv::new().await;
-    let user = env.add_user("grace@example.test", "pw", None).await;
+    let user = env.add_user("grace@example.test", "pw", Some(1_000_000)).await;
     let db = &env.context.db;
     quota::start_owner(db).await.unwrap();
     let first = quota::reserve(db, user.id, 10).await.unwrap();
@@ -354,4 +354,134 @@ async fn the_event_listener_holds_the_owner_lock_on_its_one_connection() {
         "backends beyond the pool"
     );
     quota::release(db, second).await.unwrap();
+}
+
+/// Issue #12: a write that committed its reservation but not yet its transaction (an SMTP
+/// delivery waiting for its WAL flush) must not hold back the account's next reservation. Before
+/// usage deltas (migration 0016), `commit` updated the user's row and every `reserve` of that
+/// user queued behind the whole delivering transaction.
+#[tokio::test]
+async fn a_committing_write_does_not_hold_back_the_accounts_next_reservation() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("dave@example.test", "pw", Some(10_000)).await;
+    let db = &env.context.db;
+    let r = quota::reserve(db, user.id, 4000).await.unwrap();
+    let delivered_id = r.id;
+    let mut writing = db.begin().await.unwrap();
+    quota::commit(&mut writing, r, 3000, Usage::Mail).await.unwrap();
+    // The delivering transaction is still open: the next reservation is granted at once, and
+    // counts the open write at its reserved 4000 (not yet committed), never less.
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), quota::reserve(db, user.id, 6000))
+        .await
+        .expect("reserve waited for another write's transaction")
+        .unwrap();
+    assert!(matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(5), quota::reserve(db, user.id, 1)).await,
+        Ok(Err(QuotaError::Exceeded { available: 0, .. }))
+    ));
+    writing.commit().await.unwrap();
+    // Committed: 3000 used, 6000 reserved, so 1000 left (the write's 1000 unused bytes came back).
+    let info = quota::info(db, user.id).await.unwrap();
+    assert_eq!(
+        (info.mail_bytes, info.reserved_bytes, info.available()),
+        (3000, 6000, 1000)
+    );
+    quota::release(db, next).await.unwrap();
+    // A released reservation is gone, a committed write's usage is not: release never takes a
+    // charged delta, even given its id (a writer that lost the answer to its COMMIT).
+    let committed = quota::Reservation {
+        id: delivered_id,
+        user_id: user.id,
+        bytes: 4000,
+    };
+    quota::release(db, committed).await.unwrap();
+    let info = quota::info(db, user.id).await.unwrap();
+    assert_eq!((info.mail_bytes, info.reserved_bytes), (3000, 0));
+}
+
+/// Deltas are folded into the user's row, by `fold` and by the next `reserve`; `recalc` then
+/// finds nothing to correct, and a recount counts each write once.
+#[tokio::test]
+async fn usage_deltas_fold_into_the_users_row_and_recount_the_same() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("erin@example.test", "pw", Some(100_000)).await;
+    let db = &env.context.db;
+    let row_bytes = |db: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (i64, i64, i64)>(
+            "SELECT mail_bytes, file_bytes,
+                    (SELECT count(*) FROM quota_reservations WHERE user_id = users.id AND charged IS NOT NULL)
+             FROM users WHERE id = $1",
+        )
+        .bind(user.id)
+        .fetch_one(&db)
+        .await
+        .unwrap()
+    };
+    for (bytes, usage) in [(700, Usage::Files), (300, Usage::Files)] {
+        let r = quota::reserve(db, user.id, bytes).await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        quota::commit(&mut tx, r, bytes, usage).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    // The second reserve folded the first delta; the second is still a delta.
+    assert_eq!(row_bytes(db.clone()).await, (0, 700, 1));
+    let info = quota::info(db, user.id).await.unwrap();
+    assert_eq!((info.file_bytes, info.reserved_bytes), (1000, 0));
+    quota::fold(db, &[user.id]).await.unwrap();
+    assert_eq!(row_bytes(db.clone()).await, (0, 1000, 0));
+    // A delta left unfolded (as after a crash) is replaced by a recount, not added to it.
+    let r = quota::reserve(db, user.id, 500).await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    quota::commit(&mut tx, r, 500, Usage::Files).await.unwrap();
+    tx.commit().await.unwrap();
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("a"), vec![0u8; 1500]).unwrap();
+    let recount = quota::recalc(db, user.id, files.path()).await.unwrap();
+    assert!(!recount.corrected(), "{recount:?}");
+    assert_eq!(row_bytes(db.clone()).await, (0, 1500, 0));
+}
+
+/// A user without a limit gets a reservation without a row (no transaction, no lock); a limit
+/// set before such a write commits still holds: the commit checks the whole write.
+#[tokio::test]
+async fn unlimited_users_reserve_without_a_row_and_a_new_limit_still_holds() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("frank@example.test", "pw", None).await;
+    let db = &env.context.db;
+    let rows = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM quota_reservations WHERE user_id = $1")
+            .bind(user.id)
+            .fetch_one(db)
+            .await
+            .unwrap()
+    };
+    let r = quota::reserve(db, user.id, 1000).await.unwrap();
+    assert_eq!(r.id, quota::Reservation::UNLIMITED);
+    assert_eq!(rows().await, 0);
+    quota::set_limit(db, user.id, Some(500)).await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    assert!(matches!(
+        quota::commit(&mut tx, r, 1000, Usage::Mail).await,
+        Err(QuotaError::Exceeded {
+            requested: 1000,
+            available: 500
+        })
+    ));
+    tx.rollback().await.unwrap();
+    quota::set_limit(db, user.id, None).await.unwrap();
+    let r = quota::reserve(db, user.id, 800).await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    quota::commit(&mut tx, r, 800, Usage::Mail).await.unwrap();
+    tx.commit().await.unwrap();
+    // Charged as a delta until folded.
+    assert_eq!(rows().await, 1);
+    let info = quota::info(db, user.id).await.unwrap();
+    assert_eq!((info.mail_bytes, info.reserved_bytes), (800, 0));
+    quota::fold(db, &[user.id]).await.unwrap();
+    assert_eq!(rows().await, 0);
+    assert_eq!(quota::info(db, user.id).await.unwrap().mail_bytes, 800);
+    assert!(matches!(
+        quota::reserve(db, 999_999, 1).await,
+        Err(QuotaError::UnknownUser)
+    ));
 }

@@ -16,18 +16,20 @@
 //! other in a cycle (a PostgreSQL deadlock aborts one of them, which IMAP reported as
 //! `NO [SERVERBUG]`):
 //!
-//! 1. `users` rows, ascending id (this also serialises quota changes: `quota::charge`, `commit`
-//!    and `refund` update the same row);
-//! 2. `mailboxes` rows, ascending id;
-//! 3. `messages` rows (only ever under their mailbox's lock);
-//! 4. `blobs` rows, ascending id (`blobs::lock`);
-//! 5. `quota_reservations` rows (through `quota`: deleted by id, never waited on while holding
-//!    them).
+//! 1. `users` rows, ascending id (this also serialises quota checks: `quota::charge`, `refund`
+//!    and a `commit` that outgrows its reservation update the same row);
+//! 2. `quota_reservations` rows (through `quota`: a `commit` turns its own reservation into a
+//!    charged delta without the user's row, migration 0016; so deliveries call it before they
+//!    lock a mailbox);
+//! 3. `mailboxes` rows, ascending id;
+//! 4. `messages` rows (only ever under their mailbox's lock);
+//! 5. `blobs` rows, ascending id (`blobs::lock`).
 //!
 //! deliver/append, copy, move, expunge, store, create, rename and delete mailbox all follow it.
 //! [`MailStore::claim_recent`] locks one mailbox row in a statement of its own and waits for
 //! nothing while holding it; [`purge_user_mail`] runs under its caller's lock on the user row.
 
+mod group;
 mod import;
 pub mod parsed;
 
@@ -376,6 +378,8 @@ pub struct MailStore {
     db: PgPool,
     blobs: BlobStore,
     limits: MailboxLimits,
+    /// Deliveries waiting to commit together, per mailbox (`group.rs`).
+    groups: Arc<group::Groups>,
 }
 
 /// uid, modseq, flags, internal date, size, blob id, header ([`MailStore::fetch_light`]).
@@ -390,6 +394,7 @@ impl MailStore {
             db,
             blobs,
             limits: MailboxLimits::default(),
+            groups: Arc::default(),
         }
     }
 
@@ -1003,18 +1008,20 @@ impl MailStore {
                 reservation,
             };
             let row = Row {
-                flags: &flags,
+                flags,
                 internal_date,
                 size,
-                blob: &blob,
+                blob,
                 envelope,
                 structure,
                 header,
             };
             // Locks already held: the UID and MODSEQ are taken in command order (RFC 4315 §3).
-            appended.push(deliver_one(&mut tx, target, row).await?);
+            // The quota step touches only this session's own reservation rows (`quota::commit`),
+            // which no other writer locks, so taking them after the mailbox row cannot deadlock.
+            appended.push(deliver_one(&mut tx, target, &row).await?);
             // The blob row is locked by the statement that added the reference.
-            self.blobs.ensure_present(&blob)?;
+            self.blobs.ensure_present(&row.blob)?;
         }
         tx.commit().await?;
         Ok(appended)
@@ -1200,6 +1207,22 @@ impl MailStore {
             DeliveryKind::QuotaWarning(level) => Some(level),
             _ => None,
         };
+        if matches!(kind, DeliveryKind::Normal) && targets.len() == 1 {
+            // The common case (one recipient, one APPEND): the steps of `deliver_one`, in one
+            // transaction with the deliveries into the same mailbox that wait meanwhile (group
+            // commit, `group.rs`).
+            let target = targets.into_iter().next().expect("one target");
+            let row = Row {
+                flags,
+                internal_date,
+                size,
+                blob,
+                envelope,
+                structure,
+                header,
+            };
+            return Ok(Some(vec![self.deliver_grouped(target, row).await?]));
+        }
         let mut tx = self.db.begin().await?;
         if let DeliveryKind::Import(log) = kind
             && !import::log(&mut tx, log).await?
@@ -1208,21 +1231,20 @@ impl MailStore {
             return Ok(None);
         }
         if warning.is_none() && targets.len() == 1 {
-            // The common case (one recipient, one APPEND): the same steps in fewer round
-            // trips, since every statement here runs while the user's row is locked.
+            // One recipient, one imported message: the same steps in fewer round trips.
             let target = targets.into_iter().next().expect("one target");
             let row = Row {
-                flags: &flags,
+                flags,
                 internal_date,
                 size,
-                blob: &blob,
+                blob,
                 envelope,
                 structure,
                 header,
             };
-            let appended = deliver_one(&mut tx, target, row).await?;
+            let appended = deliver_one(&mut tx, target, &row).await?;
             // The blob row is locked by the statement that added the reference.
-            self.blobs.ensure_present(&blob)?;
+            self.blobs.ensure_present(&row.blob)?;
             tx.commit().await?;
             return Ok(Some(vec![appended]));
         }
@@ -1260,20 +1282,25 @@ impl MailStore {
                 }
             }
         }
+        // Then the quota (the reservations' rows come before any mailbox row in the lock order).
         resolved.sort_by_key(|(mailbox_id, _)| *mailbox_id);
-        for (mailbox_id, target) in &resolved {
-            lock_mailbox_row(&mut tx, target.user_id, *mailbox_id).await?;
-        }
-        // Then the blob row (messages reference it).
-        blobs::add_ref(&mut tx, &blob, size, resolved.len() as i64).await?;
-        self.blobs.ensure_present(&blob)?;
-        for (mailbox_id, target) in resolved {
+        let mut targets = Vec::with_capacity(resolved.len());
+        for (mailbox_id, mut target) in resolved {
             let user_id = target.user_id;
-            match target.reservation {
+            match target.reservation.take() {
                 Some(reservation) => quota::commit(&mut tx, reservation, size, Usage::Mail).await?,
                 None if warning.is_some() => quota::warn::charge_warning(&mut tx, user_id, size).await?,
                 None => quota::charge(&mut tx, user_id, Usage::Mail, size).await?,
             }
+            targets.push((mailbox_id, user_id));
+        }
+        for &(mailbox_id, user_id) in &targets {
+            lock_mailbox_row(&mut tx, user_id, mailbox_id).await?;
+        }
+        // Then the blob row (messages reference it).
+        blobs::add_ref(&mut tx, &blob, size, targets.len() as i64).await?;
+        self.blobs.ensure_present(&blob)?;
+        for (mailbox_id, user_id) in targets {
             let (uidvalidity, uid, modseq) = next_uid(&mut tx, user_id, mailbox_id).await?;
             sqlx::query!(
                 "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id, envelope, body_structure, header)
@@ -1719,42 +1746,61 @@ struct Prepared {
 }
 
 /// The columns of one message row, as [`MailStore::deliver_prepared`] writes them.
-struct Row<'a> {
-    flags: &'a [String],
+struct Row {
+    flags: Vec<String>,
     internal_date: DateTime<Utc>,
     size: u64,
-    blob: &'a BlobId,
+    blob: BlobId,
     envelope: serde_json::Value,
     structure: serde_json::Value,
     header: Vec<u8>,
 }
 
-/// One message into one mailbox inside the caller's transaction, in three statements: lock the
-/// user and the mailbox and take the UID and MODSEQ; commit the reservation (or charge the
-/// quota); add the blob reference, the message row and its event. Same lock order as the
-/// general path: the user's row, then the mailbox row, then the blob row.
-async fn deliver_one(conn: &mut PgConnection, target: DeliveryTarget, row: Row<'_>) -> Result<Appended, StoreError> {
-    let user_id = target.user_id;
-    // The user's row is locked by the CTE before the UPDATE can lock the mailbox row: the
-    // UPDATE locks a mailbox row only once the join has produced it, which needs the CTE's
-    // (already locked) row. No mailbox named or no INBOX: no row, NoSuchMailbox.
+/// One message into one mailbox inside the caller's transaction, in three statements: commit
+/// the reservation (or charge the quota); lock the mailbox and take the UID and MODSEQ; add the
+/// blob reference, the message row and its event. Same lock order as the general path: the
+/// quota first (with a reservation that covers the message, only the reservation's own row: the
+/// user's row stays free for the account's other writers, `quota::commit`), then the mailbox
+/// row, then the blob row.
+async fn deliver_one(conn: &mut PgConnection, target: DeliveryTarget, row: &Row) -> Result<Appended, StoreError> {
+    charge_delivery(conn, target.user_id, target.reservation, row.size).await?;
+    insert_message(conn, target.user_id, target.mailbox_id, row).await
+}
+
+/// The quota step of one delivery: commit its reservation, or charge the quota without one.
+async fn charge_delivery(
+    conn: &mut PgConnection,
+    user_id: i64,
+    reservation: Option<Reservation>,
+    size: u64,
+) -> Result<(), StoreError> {
+    match reservation {
+        Some(reservation) => quota::commit(conn, reservation, size, Usage::Mail).await?,
+        None => quota::charge(conn, user_id, Usage::Mail, size).await?,
+    }
+    Ok(())
+}
+
+/// The mailbox step and the row step of one delivery, after its quota step: take the UID and
+/// MODSEQ under the mailbox row's lock; add the blob reference, the message row and its event.
+async fn insert_message(
+    conn: &mut PgConnection,
+    user_id: i64,
+    mailbox_id: Option<i64>,
+    row: &Row,
+) -> Result<Appended, StoreError> {
+    // No mailbox of this user named, or no INBOX: no row, NoSuchMailbox.
     let locked = sqlx::query!(
-        r#"WITH u AS (SELECT id FROM users WHERE id = $1 FOR UPDATE)
-         UPDATE mailboxes m SET uidnext = m.uidnext + 1, highestmodseq = m.highestmodseq + 1
-         FROM u
-         WHERE m.user_id = u.id AND ((m.id = $2) OR ($2::bigint IS NULL AND m.name = 'INBOX'))
+        r#"UPDATE mailboxes m SET uidnext = m.uidnext + 1, highestmodseq = m.highestmodseq + 1
+         WHERE m.user_id = $1 AND ((m.id = $2) OR ($2::bigint IS NULL AND m.name = 'INBOX'))
          RETURNING m.id, m.uidvalidity, m.uidnext - 1 AS "uid!", m.highestmodseq"#,
         user_id,
-        target.mailbox_id,
+        mailbox_id,
     )
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(StoreError::NoSuchMailbox)?;
     let mailbox_id = locked.id;
-    match target.reservation {
-        Some(reservation) => quota::commit(conn, reservation, row.size, Usage::Mail).await?,
-        None => quota::charge(conn, user_id, Usage::Mail, row.size).await?,
-    }
     let payload = events::payload(&Event::Mailbox { user_id, mailbox_id });
     // The blob row first (messages reference it; the foreign key is checked at the end of the
     // statement), then the message, then the event sent at commit (events::notify).
@@ -1771,7 +1817,7 @@ async fn deliver_one(conn: &mut PgConnection, target: DeliveryTarget, row: Row<'
         mailbox_id,
         locked.uid,
         locked.highestmodseq,
-        row.flags,
+        &row.flags,
         row.internal_date,
         row.size as i64,
         row.blob.0,

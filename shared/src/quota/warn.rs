@@ -21,7 +21,8 @@
 //! threshold and come back (an overwrite refunds the old file before charging the new one),
 //! which is no crossing; only committed usage is compared. After each write rather than by a
 //! periodic sweep: idle daemons stay asleep, and the warning arrives with the write that
-//! caused it. The check is one indexed read per write. A crash between a writer's commit and
+//! caused it. The check is one indexed read per write (after the fold of the write's usage
+//! delta, `quota::fold`). A crash between a writer's commit and
 //! its check loses nothing: the check is idempotent, the next write of that user repeats it,
 //! and every daemon runs [`sweep`] at start (davd once more after its journal's recovery,
 //! which may recount usage).
@@ -103,7 +104,12 @@ pub fn level(info: &QuotaInfo) -> Level {
 /// nothing.
 pub(crate) async fn claim(conn: &mut PgConnection, user_id: i64, level: Level) -> Result<bool, QuotaError> {
     let row = sqlx::query!(
-        "SELECT quota_limit, mail_bytes, file_bytes, quota_warned FROM users WHERE id = $1 FOR UPDATE",
+        r#"SELECT quota_limit, quota_warned,
+                mail_bytes + (SELECT coalesce(sum(bytes), 0) FROM quota_reservations
+                              WHERE user_id = users.id AND charged = 'mail')::bigint AS "mail_bytes!",
+                file_bytes + (SELECT coalesce(sum(bytes), 0) FROM quota_reservations
+                              WHERE user_id = users.id AND charged = 'files')::bigint AS "file_bytes!"
+         FROM users WHERE id = $1 FOR UPDATE"#,
         user_id
     )
     .fetch_optional(&mut *conn)
@@ -135,7 +141,12 @@ pub(crate) async fn charge_warning(conn: &mut PgConnection, user_id: i64, bytes:
 async fn rearm(mail: &MailStore, user_id: i64) -> Result<(), QuotaError> {
     let mut tx = mail.db().begin().await?;
     let row = sqlx::query!(
-        "SELECT quota_limit, mail_bytes, file_bytes, quota_warned FROM users WHERE id = $1 FOR UPDATE",
+        r#"SELECT quota_limit, quota_warned,
+                mail_bytes + (SELECT coalesce(sum(bytes), 0) FROM quota_reservations
+                              WHERE user_id = users.id AND charged = 'mail')::bigint AS "mail_bytes!",
+                file_bytes + (SELECT coalesce(sum(bytes), 0) FROM quota_reservations
+                              WHERE user_id = users.id AND charged = 'files')::bigint AS "file_bytes!"
+         FROM users WHERE id = $1 FOR UPDATE"#,
         user_id
     )
     .fetch_optional(&mut *tx)
@@ -177,8 +188,12 @@ pub async fn check(mail: &MailStore, user_ids: &[i64]) -> Result<Vec<(i64, Outco
         return Ok(Vec::new());
     }
     let rows = sqlx::query!(
-        "SELECT u.id, u.address, d.name AS domain, u.quota_limit, u.mail_bytes, u.file_bytes, u.quota_warned
-         FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = ANY($1)",
+        r#"SELECT u.id, u.address, d.name AS domain, u.quota_limit, u.quota_warned,
+                u.mail_bytes + (SELECT coalesce(sum(bytes), 0) FROM quota_reservations
+                                WHERE user_id = u.id AND charged = 'mail')::bigint AS "mail_bytes!",
+                u.file_bytes + (SELECT coalesce(sum(bytes), 0) FROM quota_reservations
+                                WHERE user_id = u.id AND charged = 'files')::bigint AS "file_bytes!"
+         FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = ANY($1)"#,
         user_ids
     )
     .fetch_all(mail.db())
@@ -207,6 +222,14 @@ pub async fn check(mail: &MailStore, user_ids: &[i64]) -> Result<Vec<(i64, Outco
 /// [`check`] after a write that committed: a failure is logged, never passed on (the write
 /// stands; the next write or the next daemon start checks again).
 pub async fn after_write(mail: &MailStore, user_ids: &[i64]) {
+    // The write's usage delta goes into the user's row first, so the check below and every
+    // other reader of the row see it (super::fold).
+    if let Err(e) = super::fold(mail.db(), user_ids).await {
+        tracing::warn!(
+            ?user_ids,
+            "folding usage deltas failed (folded again on the next write): {e}"
+        );
+    }
     if let Err(e) = check(mail, user_ids).await {
         tracing::warn!(
             ?user_ids,

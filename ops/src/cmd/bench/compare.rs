@@ -238,6 +238,8 @@ async fn measure(plan: &Plan<'_>, suite: &Suite, classic: &ClassicStack) -> anyh
     // others put on the machine falls on both columns alike.
     for section in sections {
         for round in 0..args.rounds {
+            // Cycles per second of this round's closed-loop mixed IMAP load, per side.
+            let mut closed_rates: Vec<f64> = Vec::new();
             let order = if round % 2 == 0 {
                 [Side::Tinydc, Side::Classic]
             } else {
@@ -278,9 +280,41 @@ async fn measure(plan: &Plan<'_>, suite: &Suite, classic: &ClassicStack) -> anyh
                                 .await
                                 .with_context(|| format!("IMAP against {label}"))?;
                             table.record(side, &s);
-                            let s = imap_mixed(*imap, &plan.mixed_users, args)
+                            let (s, rate) = imap_mixed(*imap, &plan.mixed_users, args, None)
                                 .await
                                 .with_context(|| format!("the concurrent IMAP workload against {label}"))?;
+                            table.record(side, &s);
+                            closed_rates.push(rate);
+                        }
+                    }
+                    _ => {
+                        if let Ok(dav) = &dav {
+                            let s = webdav(*dav, &root, args, round)
+                                .await
+                                .with_context(|| format!("WebDAV against {label}"))?;
+                            table.record(side, &s);
+                        }
+                    }
+                }
+            }
+            if section == Part::Imap && !closed_rates.is_empty() {
+                // Latencies at equal offered load: both sides again, every client paced to the
+                // same cycle rate, below what the slower side sustained closed-loop (a side
+                // that answers faster would otherwise be measured under a heavier load).
+                let slowest = closed_rates.iter().copied().fold(f64::INFINITY, f64::min);
+                let per_client = PACED_SHARE * slowest / plan.mixed_users.len() as f64;
+                closed_rates.clear();
+                if per_client.is_finite() && per_client > 0.0 {
+                    let interval = Duration::from_secs_f64(1.0 / per_client);
+                    for side in order {
+                        let imap = match side {
+                            Side::Tinydc => Ok(suite.addr_imap()),
+                            Side::Classic => classic.imap.clone(),
+                        };
+                        if let Ok(imap) = imap {
+                            let (s, _) = imap_mixed(imap, &plan.mixed_users, args, Some(interval))
+                                .await
+                                .context("the paced IMAP workload")?;
                             table.record(side, &s);
                             if round + 1 == args.rounds {
                                 memory(
@@ -291,14 +325,6 @@ async fn measure(plan: &Plan<'_>, suite: &Suite, classic: &ClassicStack) -> anyh
                                     "right after the mixed IMAP load",
                                 );
                             }
-                        }
-                    }
-                    _ => {
-                        if let Ok(dav) = &dav {
-                            let s = webdav(*dav, &root, args, round)
-                                .await
-                                .with_context(|| format!("WebDAV against {label}"))?;
-                            table.record(side, &s);
                         }
                     }
                 }
@@ -754,9 +780,18 @@ const MIXED_MAILBOX: usize = 20;
 
 /// `clients` sessions at once for `mixed_secs`, each its own user, each looping: connect and
 /// LOGIN, SELECT INBOX, APPEND one message, FETCH the headers of all, STORE \Deleted on the new
-/// one, EXPUNGE, LOGOUT. Per command: completed per second, median latency, errors (a failed
-/// command ends its session; the client starts a new one).
-async fn imap_mixed(addr: SocketAddr, users: &[String], args: &SuiteArgs) -> anyhow::Result<Vec<Sample>> {
+/// one, EXPUNGE, LOGOUT. A failed command ends its session (the client starts a new one).
+///
+/// Closed loop (`pace` None): each client starts its next cycle as soon as the last one ends;
+/// gives the cycles per second a side sustains (and returns that rate) and the errors. Paced
+/// (`pace` Some): each client starts a cycle every `pace`, so both sides get the same offered
+/// load; gives each command's median and 90th percentile latency at that load, and the errors.
+async fn imap_mixed(
+    addr: SocketAddr,
+    users: &[String],
+    args: &SuiteArgs,
+    pace: Option<Duration>,
+) -> anyhow::Result<(Vec<Sample>, f64)> {
     // Every mailbox starts with the same messages, untimed.
     for user in users {
         let mut imap = Imap::connect(addr, user, PASSWORD).await?;
@@ -776,52 +811,115 @@ async fn imap_mixed(addr: SocketAddr, users: &[String], args: &SuiteArgs) -> any
     for (c, user) in users.iter().enumerate() {
         let user = user.clone();
         let body = message(10_000 + c, args.size, &user);
-        tasks.push(tokio::spawn(
-            async move { mixed_client(addr, &user, &body, deadline).await },
-        ));
+        // Paced clients start spread over one interval, not all at the same instant.
+        let offset = pace.map_or(Duration::ZERO, |p| p.mul_f64(c as f64 / users.len() as f64));
+        tasks.push(tokio::spawn(async move {
+            mixed_client(addr, &user, &body, deadline, pace, offset).await
+        }));
     }
     let mut latencies: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut errors = 0;
+    let mut cycles = 0;
     let mut first_error = None;
     for task in tasks {
-        let (lat, errs, first) = task.await.context("an IMAP client task failed")?;
-        for (cmd, mut l) in lat {
+        let result = task.await.context("an IMAP client task failed")?;
+        for (cmd, mut l) in result.latencies {
             latencies.entry(cmd).or_default().append(&mut l);
         }
-        errors += errs;
-        first_error = first_error.or(first);
+        errors += result.errors;
+        cycles += result.cycles;
+        first_error = first_error.or(result.first_error);
     }
     let elapsed = started.elapsed().as_secs_f64();
     if let Some(e) = first_error {
         println!("  the concurrent IMAP workload had {errors} errors; the first: {e}");
     }
+    let rate = cycles as f64 / elapsed;
     let mut out = Vec::new();
-    let what = format!("IMAP mixed load, {} clients, {} s:", users.len(), args.mixed_secs);
-    for cmd in MIXED {
-        let l = latencies.remove(cmd).unwrap_or_default();
-        out.push(sample(
-            format!("{what} {cmd} per second"),
-            "/s",
-            Better::Higher,
-            l.len() as f64 / elapsed,
-        ));
-        out.push(sample(
-            format!("{what} {cmd} median latency"),
-            "ms",
-            Better::Lower,
-            median(&l).unwrap_or(f64::NAN),
-        ));
+    let what = format!("IMAP mixed load, {} clients, {} s", users.len(), args.mixed_secs);
+    match pace {
+        None => {
+            out.push(sample(
+                format!("{what}, closed loop: cycles per second"),
+                "/s",
+                Better::Higher,
+                rate,
+            ));
+            out.push(sample(
+                format!("{what}, closed loop: errors"),
+                "",
+                Better::Lower,
+                errors as f64,
+            ));
+        }
+        Some(_) => {
+            // The rate is chosen from this run's closed-loop figures, so it may differ from
+            // round to round: the figure names say it is the same on both sides, not its value.
+            let what = format!("{what}, paced to the same cycle rate on both sides:");
+            for cmd in MIXED {
+                let mut l = latencies.remove(cmd).unwrap_or_default();
+                out.push(sample(
+                    format!("{what} {cmd} median latency"),
+                    "ms",
+                    Better::Lower,
+                    median(&l).unwrap_or(f64::NAN),
+                ));
+                out.push(sample(
+                    format!("{what} {cmd} 90th percentile"),
+                    "ms",
+                    Better::Lower,
+                    percentile(&mut l, 0.9).unwrap_or(f64::NAN),
+                ));
+            }
+            out.push(sample(
+                format!("{what} cycles per second (offered)"),
+                "/s",
+                Better::Higher,
+                rate,
+            ));
+            out.push(sample(format!("{what} errors"), "", Better::Lower, errors as f64));
+        }
     }
-    out.push(sample(format!("{what} errors"), "", Better::Lower, errors as f64));
-    Ok(out)
+    Ok((out, rate))
 }
 
-type MixedResult = (BTreeMap<&'static str, Vec<f64>>, usize, Option<String>);
+/// The `q` quantile (0..=1, nearest rank) of `values`, or None when empty.
+fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    Some(values[rank - 1])
+}
 
-async fn mixed_client(addr: SocketAddr, user: &str, body: &[u8], deadline: Instant) -> MixedResult {
-    let mut latencies: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
-    let mut errors = 0;
-    let mut first_error = None;
+/// Share of the slower side's closed-loop cycle rate the paced run offers to both sides: enough
+/// to load them, below saturation so latencies are not queueing times.
+const PACED_SHARE: f64 = 0.7;
+
+/// What one mixed-load client saw.
+struct MixedResult {
+    latencies: BTreeMap<&'static str, Vec<f64>>,
+    /// Complete cycles (LOGIN to LOGOUT without an error).
+    cycles: usize,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+async fn mixed_client(
+    addr: SocketAddr,
+    user: &str,
+    body: &[u8],
+    deadline: Instant,
+    pace: Option<Duration>,
+    offset: Duration,
+) -> MixedResult {
+    let mut result = MixedResult {
+        latencies: BTreeMap::new(),
+        cycles: 0,
+        errors: 0,
+        first_error: None,
+    };
     let mut append = format!("APPEND INBOX {{{}+}}\r\n", body.len()).into_bytes();
     append.extend_from_slice(body);
     let commands: [(&str, &[u8]); 5] = [
@@ -835,7 +933,20 @@ async fn mixed_client(addr: SocketAddr, user: &str, body: &[u8], deadline: Insta
         ("STORE", b"STORE * +FLAGS (\\Deleted)"),
         ("EXPUNGE", b"EXPUNGE"),
     ];
+    // A paced client that falls behind starts its next cycle at once, without bursts to catch up.
+    let mut ticks = pace.map(|p| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + offset, p);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     while Instant::now() < deadline {
+        if let Some(ticks) = &mut ticks {
+            ticks.tick().await;
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        let latencies = &mut result.latencies;
         let session = async {
             let started = Instant::now();
             let mut imap = Imap::connect(addr, user, PASSWORD).await.map_err(|e| ("LOGIN", e))?;
@@ -853,13 +964,16 @@ async fn mixed_client(addr: SocketAddr, user: &str, body: &[u8], deadline: Insta
             }
             imap.logout().await.map_err(|e| ("LOGOUT", e))
         };
-        if let Err((name, e)) = session.await {
-            errors += 1;
-            first_error.get_or_insert_with(|| format!("{name}: {e:#}"));
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        match session.await {
+            Ok(()) => result.cycles += 1,
+            Err((name, e)) => {
+                result.errors += 1;
+                result.first_error.get_or_insert_with(|| format!("{name}: {e:#}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
-    (latencies, errors, first_error)
+    result
 }
 
 /// WebDAV over plain HTTP on one keep-alive connection.
@@ -1013,6 +1127,16 @@ fn expect(response: &super::http::Response, allowed: &[u16], what: &str) -> anyh
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut values: Vec<f64> = (1..=10).rev().map(f64::from).collect();
+        assert_eq!(percentile(&mut values, 0.9), Some(9.0));
+        assert_eq!(percentile(&mut values, 0.5), Some(5.0));
+        assert_eq!(percentile(&mut values, 1.0), Some(10.0));
+        assert_eq!(percentile(&mut [3.0], 0.9), Some(3.0));
+        assert_eq!(percentile(&mut [], 0.9), None);
+    }
 
     #[test]
     fn ratios_say_how_tinydc_fares_either_way() {

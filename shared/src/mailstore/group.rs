@@ -1,0 +1,207 @@
+//! Group commit (issue #12): one-recipient deliveries and APPENDs into the same mailbox that
+//! arrive while an earlier one is committing share the next transaction, so one commit (one
+//! WAL flush) acknowledges them all. Deliveries into one mailbox serialize on its row anyway
+//! (UIDs, RFC 3501 §2.3.1.1), each holding it through its commit's flush; grouped, the flush
+//! is paid once per group instead of once per message.
+//!
+//! Nothing waits to form a group: the first delivery into an idle mailbox starts at once, alone;
+//! those that arrive meanwhile queue and go together next. Durability is unchanged: nobody is
+//! answered before the transaction holding their message has committed (synchronously), and
+//! each body was fsynced before (`MailStore::prepare`).
+//!
+//! The queue is per (user, mailbox) and per process. A group runs in a task of its own, so a
+//! caller that goes away (a dropped connection) never leaves others waiting. When a group's
+//! transaction fails before its commit (one message over quota, a mailbox deleted meanwhile, a
+//! deadlock), it is rolled back and each of its deliveries is run again alone, so one bad
+//! delivery fails only itself.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use super::{Appended, DeliveryTarget, MailStore, Row, StoreError, charge_delivery, deliver_one, insert_message};
+use crate::quota::Reservation;
+
+/// At most this many deliveries share one transaction (bounds its locks' duration).
+const MAX_GROUP: usize = 32;
+
+/// (user, mailbox; None: INBOX)
+type Key = (i64, Option<i64>);
+
+struct Job {
+    target: DeliveryTarget,
+    row: Row,
+    answer: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// The deliveries waiting per mailbox. A key is present while a task runs its groups.
+#[derive(Default)]
+pub(super) struct Groups {
+    waiting: Mutex<HashMap<Key, Vec<Job>>>,
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups").finish_non_exhaustive()
+    }
+}
+
+impl Groups {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Job>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Removes its key if the task running a mailbox's groups panics, so later deliveries start a
+/// new one (the jobs still queued are dropped: their callers get an error, not a hang).
+struct RunnerGuard {
+    groups: Arc<Groups>,
+    key: Key,
+}
+
+impl Drop for RunnerGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.groups.lock().remove(&self.key);
+        }
+    }
+}
+
+impl MailStore {
+    /// Deliver one message into one mailbox in the next group commit of that mailbox.
+    pub(super) async fn deliver_grouped(&self, target: DeliveryTarget, row: Row) -> Result<Appended, StoreError> {
+        let key = (target.user_id, target.mailbox_id);
+        let (answer, answered) = oneshot::channel();
+        let job = Job { target, row, answer };
+        let start = match self.groups.lock().entry(key) {
+            Entry::Occupied(mut queued) => {
+                queued.get_mut().push(job);
+                false
+            }
+            Entry::Vacant(idle) => {
+                idle.insert(vec![job]);
+                true
+            }
+        };
+        if start {
+            let store = self.clone();
+            tokio::spawn(async move { store.run_groups(key).await });
+        }
+        answered.await.map_err(|_| {
+            StoreError::Io(std::io::Error::other(
+                "the delivery's group commit ended without an answer",
+            ))
+        })?
+    }
+
+    /// Commit the mailbox's waiting deliveries, group after group, until none is left.
+    async fn run_groups(&self, key: Key) {
+        let _guard = RunnerGuard {
+            groups: self.groups.clone(),
+            key,
+        };
+        loop {
+            let jobs: Vec<Job> = {
+                let mut waiting = self.groups.lock();
+                let Some(queue) = waiting.get_mut(&key) else { return };
+                if queue.is_empty() {
+                    // Under the lock: the next delivery finds no key and starts a new task.
+                    waiting.remove(&key);
+                    return;
+                }
+                let n = queue.len().min(MAX_GROUP);
+                queue.drain(..n).collect()
+            };
+            self.commit_group(jobs).await;
+        }
+    }
+
+    async fn commit_group(&self, mut jobs: Vec<Job>) {
+        if jobs.len() == 1 {
+            let job = jobs.pop().expect("one job");
+            let result = self.deliver_alone(job.target, &job.row).await;
+            let _ = job.answer.send(result);
+            return;
+        }
+        // Writes without a reservation lock the user's row: before any reservation row.
+        jobs.sort_by_key(|j| j.target.reservation.is_some());
+        // What a retry needs: a rolled-back transaction leaves the reservation rows in place.
+        let held: Vec<Option<(i64, i64, u64)>> = jobs
+            .iter()
+            .map(|j| j.target.reservation.as_ref().map(|r| (r.id, r.user_id, r.bytes)))
+            .collect();
+        match self.try_group(&mut jobs).await {
+            Ok(appended) => {
+                for (job, appended) in jobs.into_iter().zip(appended) {
+                    let _ = job.answer.send(Ok(appended));
+                }
+            }
+            Err(GroupFailed::BeforeCommit(e)) => {
+                tracing::info!(
+                    deliveries = jobs.len(),
+                    "a group commit failed before committing ({e}); each delivery is retried alone"
+                );
+                for (mut job, held) in jobs.into_iter().zip(held) {
+                    job.target.reservation = held.map(|(id, user_id, bytes)| Reservation { id, user_id, bytes });
+                    let result = self.deliver_alone(job.target, &job.row).await;
+                    let _ = job.answer.send(result);
+                }
+            }
+            Err(GroupFailed::AtCommit(e)) => {
+                // The commit's outcome is unknown (the connection broke): retrying could store
+                // every message twice, so each delivery fails as a single one would.
+                tracing::warn!(deliveries = jobs.len(), "a group commit failed: {e}");
+                let reason = e.to_string();
+                for job in jobs {
+                    let _ = job
+                        .answer
+                        .send(Err(StoreError::Io(std::io::Error::other(reason.clone()))));
+                }
+            }
+        }
+    }
+
+    /// Every delivery of the group in one transaction, in the order of `jobs`: the quota steps
+    /// first (lock order, module docs: users and reservations before mailboxes), then the
+    /// messages.
+    async fn try_group(&self, jobs: &mut [Job]) -> Result<Vec<Appended>, GroupFailed> {
+        let before = GroupFailed::BeforeCommit;
+        let mut tx = self.db.begin().await.map_err(|e| before(e.into()))?;
+        for job in jobs.iter_mut() {
+            charge_delivery(&mut tx, job.target.user_id, job.target.reservation.take(), job.row.size)
+                .await
+                .map_err(before)?;
+        }
+        let mut appended = Vec::with_capacity(jobs.len());
+        for job in jobs.iter() {
+            appended.push(
+                insert_message(&mut tx, job.target.user_id, job.target.mailbox_id, &job.row)
+                    .await
+                    .map_err(before)?,
+            );
+            // The blob row is locked by the statement that added the reference.
+            self.blobs.ensure_present(&job.row.blob).map_err(|e| before(e.into()))?;
+        }
+        tx.commit().await.map_err(|e| GroupFailed::AtCommit(e.into()))?;
+        Ok(appended)
+    }
+
+    /// One delivery in its own transaction.
+    async fn deliver_alone(&self, target: DeliveryTarget, row: &Row) -> Result<Appended, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let appended = deliver_one(&mut tx, target, row).await?;
+        // The blob row is locked by the statement that added the reference.
+        self.blobs.ensure_present(&row.blob)?;
+        tx.commit().await?;
+        Ok(appended)
+    }
+}
+
+enum GroupFailed {
+    /// Nothing was committed: each delivery may be tried again.
+    BeforeCommit(StoreError),
+    /// The commit itself failed: its outcome is unknown.
+    AtCommit(StoreError),
+}
