@@ -4,30 +4,6 @@ mod common;
 
 use common::*;
 
-async fn rclone(args: &[String]) -> std::process::Output {
-    let out = tokio::process::Command::new("rclone")
-        .args(args)
-        .args([
-            "--no-check-certificate",
-            "--config",
-            "/dev/null",
-            "--low-level-retries",
-            "1",
-            "--retries",
-            "1",
-        ])
-        .output()
-        .await
-        .expect("run rclone");
-    println!(
-        "rclone {}:\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rclone_copies_a_tree_up_and_back() {
     shared::testing::require_tool("rclone");

@@ -232,3 +232,49 @@ pub async fn binary_env(dav_extra: &str) -> shared::testing::TestEnv {
     std::fs::write(&config, text).unwrap();
     env
 }
+
+/// A PROPFIND of `path` as alice.
+pub async fn propfind(dav: &Dav, path: &str, depth: &str, body: &str) -> Reply {
+    dav.curl(
+        ALICE,
+        &[
+            "-X",
+            "PROPFIND",
+            "-H",
+            &format!("Depth: {depth}"),
+            "-H",
+            "Content-Type: application/xml",
+            "--data-binary",
+            body,
+            &dav.url(path),
+        ],
+    )
+    .await
+}
+
+/// Run rclone with `args` (certificate unchecked, no config, one try), printing what it said.
+pub async fn rclone<S: AsRef<str>>(args: &[S]) -> std::process::Output {
+    shared::testing::require_tool("rclone");
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let out = tokio::process::Command::new("rclone")
+        .args(&args)
+        .args([
+            "--no-check-certificate",
+            "--config",
+            "/dev/null",
+            "--low-level-retries",
+            "1",
+            "--retries",
+            "1",
+        ])
+        .output()
+        .await
+        .expect("run rclone");
+    println!(
+        "rclone {}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
