@@ -35,6 +35,13 @@ async fn put(dav: &Dav, path: &str, data: &[u8], extra: &[&str]) -> Reply {
     dav.curl(ALICE, &args).await
 }
 
+/// A MOVE or COPY (`method`) of `from` to `to`, as alice.
+async fn transfer(dav: &Dav, method: &str, from: &str, to: &str) -> Reply {
+    let destination = format!("Destination: {}", dav.url(to));
+    dav.curl(ALICE, &["-X", method, "-H", &destination, &dav.url(from)])
+        .await
+}
+
 /// The `OC-Checksum` of a HEAD and of a GET of `path` (which must agree), and the body.
 async fn offered(dav: &Dav, path: &str) -> (Option<String>, Vec<u8>) {
     let head = dav.curl(ALICE, &["-I", &dav.url(path)]).await;
@@ -158,62 +165,18 @@ async fn the_hash_follows_move_and_copy_and_an_overwrite_replaces_it() {
     assert_eq!(put(&dav, "/a.txt", &data, &[]).await.status, 201);
     assert_eq!(dav.curl(ALICE, &["-X", "MKCOL", &dav.url("/dir")]).await.status, 201);
 
-    let copy = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "COPY",
-                "-H",
-                &format!("Destination: {}", dav.url("/dir/b.txt")),
-                &dav.url("/a.txt"),
-            ],
-        )
-        .await;
+    let copy = transfer(&dav, "COPY", "/a.txt", "/dir/b.txt").await;
     assert_eq!(copy.status, 201);
-    let moved = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "MOVE",
-                "-H",
-                &format!("Destination: {}", dav.url("/dir/c.txt")),
-                &dav.url("/dir/b.txt"),
-            ],
-        )
-        .await;
+    let moved = transfer(&dav, "MOVE", "/dir/b.txt", "/dir/c.txt").await;
     assert_eq!(moved.status, 201);
     // The folder moves with its files' hashes.
-    let moved = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "MOVE",
-                "-H",
-                &format!("Destination: {}", dav.url("/dir2")),
-                &dav.url("/dir"),
-            ],
-        )
-        .await;
+    let moved = transfer(&dav, "MOVE", "/dir", "/dir2").await;
     assert_eq!(moved.status, 201);
     assert_eq!(offered(&dav, "/dir2/c.txt").await.0, Some(header.clone()));
     let listing = multistatus(&dav, "/dir2/", "1", ASK_CHECKSUMS).await;
     assert_eq!(checksum_in(&listing, "/dir2/c.txt"), Some(both));
     // A folder COPY: each file copied gets its hash.
-    let copied = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "COPY",
-                "-H",
-                &format!("Destination: {}", dav.url("/dir3")),
-                &dav.url("/dir2"),
-            ],
-        )
-        .await;
+    let copied = transfer(&dav, "COPY", "/dir2", "/dir3").await;
     assert_eq!(copied.status, 201);
     assert_eq!(offered(&dav, "/dir3/c.txt").await.0, Some(header.clone()));
 
@@ -231,18 +194,7 @@ async fn the_hash_follows_move_and_copy_and_an_overwrite_replaces_it() {
     assert_eq!(offered(&dav, "/dir2/c.txt").await.0, Some(header.clone()));
 
     // A MOVE over an existing file: the target shows the moved file's hash.
-    let moved = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "MOVE",
-                "-H",
-                &format!("Destination: {}", dav.url("/a.txt")),
-                &dav.url("/dir3/c.txt"),
-            ],
-        )
-        .await;
+    let moved = transfer(&dav, "MOVE", "/dir3/c.txt", "/a.txt").await;
     assert_eq!(moved.status, 204);
     assert_eq!(offered(&dav, "/a.txt").await, (Some(header.clone()), data.clone()));
 
