@@ -376,19 +376,6 @@ fn files_transferred(stats: &str) -> Option<u64> {
     }
 }
 
-async fn remote(dav: &Dav, vendor: &str) -> String {
-    let obscured = tokio::process::Command::new("rclone")
-        .args(["obscure", PW])
-        .output()
-        .await
-        .unwrap();
-    let pass = String::from_utf8_lossy(&obscured.stdout).trim().to_string();
-    format!(
-        ":webdav,url='https://localhost:{}/dav/{ALICE}/',vendor={vendor},user='{ALICE}',pass='{pass}':tree",
-        dav.addr.port()
-    )
-}
-
 fn local_tree(dir: &std::path::Path) {
     for (i, sub) in ["", "docs", "docs/deep", "ünï cödé"].iter().enumerate() {
         let d = dir.join(sub);
@@ -411,7 +398,7 @@ async fn rclone_check_and_sync_checksum_compare_hashes() {
     let up_s = up.to_string_lossy().into_owned();
 
     // nextcloud: SHA-1 (rclone sends it as OC-Checksum with each upload, davd checks it).
-    let nextcloud = remote(&dav, "nextcloud").await;
+    let nextcloud = rclone_remote(&dav, "nextcloud", "tree").await;
     let (ok, out) = rclone_text(&[
         "sync",
         "--checksum",
@@ -456,7 +443,7 @@ async fn rclone_check_and_sync_checksum_compare_hashes() {
     assert_eq!(files_transferred(&out), Some(1), "{out}");
 
     // owncloud: MD5 and SHA-1 (rclone's check uses the first common one).
-    let owncloud = remote(&dav, "owncloud").await;
+    let owncloud = rclone_remote(&dav, "owncloud", "tree").await;
     let (ok, out) = rclone_text(&["check", "-v", &up_s, &owncloud]).await;
     assert!(ok, "{out}");
     assert!(

@@ -549,16 +549,7 @@ async fn rclone_owncloud_sync_twice_transfers_nothing_the_second_time() {
         file.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000 + i as u64 * 86_400))
             .unwrap();
     }
-    let obscured = tokio::process::Command::new("rclone")
-        .args(["obscure", PW])
-        .output()
-        .await
-        .unwrap();
-    let pass = String::from_utf8_lossy(&obscured.stdout).trim().to_string();
-    let remote = format!(
-        ":webdav,url='https://localhost:{}/dav/{ALICE}/',vendor=owncloud,user='{ALICE}',pass='{pass}':photos",
-        dav.addr.port()
-    );
+    let remote = rclone_remote(&dav, "owncloud", "photos").await;
     let up_s = up.to_string_lossy().into_owned();
     let first = rclone(&["sync".into(), "-v".into(), up_s.clone(), remote.clone()]).await;
     assert!(first.status.success());

@@ -278,3 +278,17 @@ pub async fn rclone<S: AsRef<str>>(args: &[S]) -> std::process::Output {
     );
     out
 }
+
+/// An rclone remote for alice's files on `dav` (`vendor` as rclone names it), at `path`.
+pub async fn rclone_remote(dav: &Dav, vendor: &str, path: &str) -> String {
+    let obscured = tokio::process::Command::new("rclone")
+        .args(["obscure", PW])
+        .output()
+        .await
+        .unwrap();
+    let pass = String::from_utf8_lossy(&obscured.stdout).trim().to_string();
+    format!(
+        ":webdav,url='https://localhost:{}/dav/{ALICE}/',vendor={vendor},user='{ALICE}',pass='{pass}':{path}",
+        dav.addr.port()
+    )
+}
