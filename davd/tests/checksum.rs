@@ -35,13 +35,6 @@ async fn put(dav: &Dav, path: &str, data: &[u8], extra: &[&str]) -> Reply {
     dav.curl(ALICE, &args).await
 }
 
-/// A MOVE or COPY (`method`) of `from` to `to`, as alice.
-async fn transfer(dav: &Dav, method: &str, from: &str, to: &str) -> Reply {
-    let destination = format!("Destination: {}", dav.url(to));
-    dav.curl(ALICE, &["-X", method, "-H", &destination, &dav.url(from)])
-        .await
-}
-
 /// The `OC-Checksum` of a HEAD and of a GET of `path` (which must agree), and the body.
 async fn offered(dav: &Dav, path: &str) -> (Option<String>, Vec<u8>) {
     let head = dav.curl(ALICE, &["-I", &dav.url(path)]).await;

@@ -134,36 +134,14 @@ async fn windows_put_lock_proppatch_sequence() {
     assert_eq!(dav.curl(ALICE, &[&url]).await.text(), "document body");
 
     // The properties follow the file.
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "MOVE",
-                "-H",
-                &format!("Destination: {}", dav.url("/Moved.docx")),
-                &url,
-            ],
-        )
-        .await;
+    let r = transfer(&dav, "MOVE", "/Report.docx", "/Moved.docx").await;
     assert_eq!(r.status, 201);
     assert!(
         propfind(&dav, "/Moved.docx")
             .await
             .contains("Win32CreationTime>Tue, 24 Nov 2026 02:00:00 GMT<")
     );
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "COPY",
-                "-H",
-                &format!("Destination: {}", dav.url("/Copy.docx")),
-                &dav.url("/Moved.docx"),
-            ],
-        )
-        .await;
+    let r = transfer(&dav, "COPY", "/Moved.docx", "/Copy.docx").await;
     assert_eq!(r.status, 201);
     assert!(
         propfind(&dav, "/Copy.docx")
@@ -219,31 +197,9 @@ async fn folder_properties_follow_copy_and_move() {
             .await;
         assert_eq!(r.status, 207);
     }
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "COPY",
-                "-H",
-                &format!("Destination: {}", dav.url("/g/")),
-                &dav.url("/f/"),
-            ],
-        )
-        .await;
+    let r = transfer(&dav, "COPY", "/f/", "/g/").await;
     assert_eq!(r.status, 201);
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "MOVE",
-                "-H",
-                &format!("Destination: {}", dav.url("/h/")),
-                &dav.url("/g/"),
-            ],
-        )
-        .await;
+    let r = transfer(&dav, "MOVE", "/g/", "/h/").await;
     assert_eq!(r.status, 201);
     for (path, v) in [
         ("/h/", "top"),

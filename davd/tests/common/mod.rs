@@ -292,3 +292,10 @@ pub async fn rclone_remote(dav: &Dav, vendor: &str, path: &str) -> String {
         dav.addr.port()
     )
 }
+
+/// A MOVE or COPY (`method`) of `from` to `to`, as alice.
+pub async fn transfer(dav: &Dav, method: &str, from: &str, to: &str) -> Reply {
+    let destination = format!("Destination: {}", dav.url(to));
+    dav.curl(ALICE, &["-X", method, "-H", &destination, &dav.url(from)])
+        .await
+}
