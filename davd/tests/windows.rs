@@ -63,6 +63,23 @@ async fn create_and_lock(dav: &Dav, url: &str) -> String {
     r.header("lock-token").expect("Lock-Token header")
 }
 
+/// Explorer setting a locked file's times and attributes (WIN32_PROPPATCH), with the lock's If.
+async fn set_win32_times(dav: &Dav, url: &str, if_header: &str) -> Reply {
+    explorer(
+        dav,
+        &[
+            "-X",
+            "PROPPATCH",
+            "-H",
+            if_header,
+            "--data-binary",
+            WIN32_PROPPATCH,
+            url,
+        ],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_put_lock_proppatch_sequence() {
     let dav = Dav::start(None).await;
@@ -87,19 +104,7 @@ async fn windows_put_lock_proppatch_sequence() {
     )
     .await;
     assert_eq!(r.status, 204);
-    let r = explorer(
-        &dav,
-        &[
-            "-X",
-            "PROPPATCH",
-            "-H",
-            &if_header,
-            "--data-binary",
-            WIN32_PROPPATCH,
-            &url,
-        ],
-    )
-    .await;
+    let r = set_win32_times(&dav, &url, &if_header).await;
     assert_eq!(r.status, 207, "{}", r.text());
     let text = r.text();
     assert!(
@@ -298,19 +303,7 @@ async fn win32_file_attributes_keep_hidden_and_read_only() {
     let if_header = format!("If: ({token})");
     let r = explorer(&dav, &["-X", "PUT", "-H", &if_header, "--data-binary", "cells", &url]).await;
     assert_eq!(r.status, 204);
-    let r = explorer(
-        &dav,
-        &[
-            "-X",
-            "PROPPATCH",
-            "-H",
-            &if_header,
-            "--data-binary",
-            WIN32_PROPPATCH,
-            &url,
-        ],
-    )
-    .await;
+    let r = set_win32_times(&dav, &url, &if_header).await;
     assert_eq!(r.status, 207);
     let r = explorer(&dav, &["-X", "UNLOCK", "-H", &format!("Lock-Token: {token}"), &url]).await;
     assert_eq!(r.status, 204);
