@@ -54,23 +54,9 @@ const ASK_CHECKSUMS: &str = r#"<?xml version="1.0"?>
  <d:prop><d:getcontentlength/><oc:checksums/></d:prop>
 </d:propfind>"#;
 
-async fn propfind(dav: &Dav, path: &str, depth: &str, body: &str) -> String {
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "PROPFIND",
-                "-H",
-                &format!("Depth: {depth}"),
-                "-H",
-                "Content-Type: application/xml",
-                "--data-binary",
-                body,
-                &dav.url(path),
-            ],
-        )
-        .await;
+/// The multistatus of a PROPFIND of `path`, which must be 207.
+async fn multistatus(dav: &Dav, path: &str, depth: &str, body: &str) -> String {
+    let r = propfind(dav, path, depth, body).await;
     assert_eq!(r.status, 207, "PROPFIND {path}: {}", r.text());
     r.text()
 }
@@ -128,7 +114,7 @@ async fn propfind_shows_oc_checksums_by_name_only() {
     assert_eq!(put(&dav, "/docs/b%20c.bin", &b, &[]).await.status, 201);
 
     // Depth 1 (the listing) and Depth 0 (one file) both answer it.
-    let listing = propfind(&dav, "/docs/", "1", ASK_CHECKSUMS).await;
+    let listing = multistatus(&dav, "/docs/", "1", ASK_CHECKSUMS).await;
     assert_eq!(
         checksum_in(&listing, "/docs/a.txt"),
         Some(expected(&a).await.1),
@@ -142,7 +128,7 @@ async fn propfind_shows_oc_checksums_by_name_only() {
     // A folder has none: a 404 propstat for it, not an empty value.
     assert_eq!(checksum_in(&listing, "/docs/sub/"), None, "{listing}");
     assert!(listing.contains("404"), "{listing}");
-    let one = propfind(&dav, "/docs/a.txt", "0", ASK_CHECKSUMS).await;
+    let one = multistatus(&dav, "/docs/a.txt", "0", ASK_CHECKSUMS).await;
     assert_eq!(checksum_in(&one, "/docs/a.txt"), Some(expected(&a).await.1), "{one}");
 
     // allprop and propname show neither the checksums nor davd's stored form of them.
@@ -150,11 +136,11 @@ async fn propfind_shows_oc_checksums_by_name_only() {
         r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:allprop/></d:propfind>"#,
         r#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:propname/></d:propfind>"#,
     ] {
-        let all = propfind(&dav, "/docs/", "1", body).await;
+        let all = multistatus(&dav, "/docs/", "1", body).await;
         assert!(!all.contains("checksum") && !all.contains("content-hash"), "{all}");
     }
     // Nor by its name.
-    let own = propfind(
+    let own = multistatus(
         &dav,
         "/docs/a.txt",
         "0",
@@ -172,62 +158,18 @@ async fn the_hash_follows_move_and_copy_and_an_overwrite_replaces_it() {
     assert_eq!(put(&dav, "/a.txt", &data, &[]).await.status, 201);
     assert_eq!(dav.curl(ALICE, &["-X", "MKCOL", &dav.url("/dir")]).await.status, 201);
 
-    let copy = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "COPY",
-                "-H",
-                &format!("Destination: {}", dav.url("/dir/b.txt")),
-                &dav.url("/a.txt"),
-            ],
-        )
-        .await;
+    let copy = transfer(&dav, "COPY", "/a.txt", "/dir/b.txt").await;
     assert_eq!(copy.status, 201);
-    let moved = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "MOVE",
-                "-H",
-                &format!("Destination: {}", dav.url("/dir/c.txt")),
-                &dav.url("/dir/b.txt"),
-            ],
-        )
-        .await;
+    let moved = transfer(&dav, "MOVE", "/dir/b.txt", "/dir/c.txt").await;
     assert_eq!(moved.status, 201);
     // The folder moves with its files' hashes.
-    let moved = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "MOVE",
-                "-H",
-                &format!("Destination: {}", dav.url("/dir2")),
-                &dav.url("/dir"),
-            ],
-        )
-        .await;
+    let moved = transfer(&dav, "MOVE", "/dir", "/dir2").await;
     assert_eq!(moved.status, 201);
     assert_eq!(offered(&dav, "/dir2/c.txt").await.0, Some(header.clone()));
-    let listing = propfind(&dav, "/dir2/", "1", ASK_CHECKSUMS).await;
+    let listing = multistatus(&dav, "/dir2/", "1", ASK_CHECKSUMS).await;
     assert_eq!(checksum_in(&listing, "/dir2/c.txt"), Some(both));
     // A folder COPY: each file copied gets its hash.
-    let copied = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "COPY",
-                "-H",
-                &format!("Destination: {}", dav.url("/dir3")),
-                &dav.url("/dir2"),
-            ],
-        )
-        .await;
+    let copied = transfer(&dav, "COPY", "/dir2", "/dir3").await;
     assert_eq!(copied.status, 201);
     assert_eq!(offered(&dav, "/dir3/c.txt").await.0, Some(header.clone()));
 
@@ -239,24 +181,13 @@ async fn the_hash_follows_move_and_copy_and_an_overwrite_replaces_it() {
     assert_eq!(r.header("oc-checksum"), Some(new_header.clone()));
     assert_eq!(offered(&dav, "/a.txt").await, (Some(new_header), new.clone()));
     assert_eq!(
-        checksum_in(&propfind(&dav, "/a.txt", "0", ASK_CHECKSUMS).await, "/a.txt"),
+        checksum_in(&multistatus(&dav, "/a.txt", "0", ASK_CHECKSUMS).await, "/a.txt"),
         Some(new_both)
     );
     assert_eq!(offered(&dav, "/dir2/c.txt").await.0, Some(header.clone()));
 
     // A MOVE over an existing file: the target shows the moved file's hash.
-    let moved = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "MOVE",
-                "-H",
-                &format!("Destination: {}", dav.url("/a.txt")),
-                &dav.url("/dir3/c.txt"),
-            ],
-        )
-        .await;
+    let moved = transfer(&dav, "MOVE", "/dir3/c.txt", "/a.txt").await;
     assert_eq!(moved.status, 204);
     assert_eq!(offered(&dav, "/a.txt").await, (Some(header.clone()), data.clone()));
 
@@ -379,7 +310,7 @@ async fn a_hash_is_offered_only_for_the_content_it_was_computed_for() {
     let path = dav.files_dir(ALICE).join("a.txt");
     std::fs::write(&path, b"COMPUTED FOR THIS").unwrap();
     assert_eq!(offered(&dav, "/a.txt").await.0, None);
-    let listing = propfind(&dav, "/", "1", ASK_CHECKSUMS).await;
+    let listing = multistatus(&dav, "/", "1", ASK_CHECKSUMS).await;
     assert_eq!(checksum_in(&listing, "/a.txt"), None, "{listing}");
 }
 
@@ -404,28 +335,14 @@ async fn a_put_interrupted_by_a_crash_offers_the_new_hash_only_once_the_file_is_
 
 // ---- rclone ----
 
-async fn rclone(args: &[&str]) -> (bool, String) {
-    shared::testing::require_tool("rclone");
-    let out = tokio::process::Command::new("rclone")
-        .args(args)
-        .args([
-            "--no-check-certificate",
-            "--config",
-            "/dev/null",
-            "--low-level-retries",
-            "1",
-            "--retries",
-            "1",
-        ])
-        .output()
-        .await
-        .expect("run rclone");
+/// Whether rclone succeeded, and what it printed (stdout then stderr).
+async fn rclone_text(args: &[&str]) -> (bool, String) {
+    let out = rclone(args).await;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    println!("rclone {}:\n{text}", args.join(" "));
     (out.status.success(), text)
 }
 
@@ -452,19 +369,6 @@ fn files_transferred(stats: &str) -> Option<u64> {
     }
 }
 
-async fn remote(dav: &Dav, vendor: &str) -> String {
-    let obscured = tokio::process::Command::new("rclone")
-        .args(["obscure", PW])
-        .output()
-        .await
-        .unwrap();
-    let pass = String::from_utf8_lossy(&obscured.stdout).trim().to_string();
-    format!(
-        ":webdav,url='https://localhost:{}/dav/{ALICE}/',vendor={vendor},user='{ALICE}',pass='{pass}':tree",
-        dav.addr.port()
-    )
-}
-
 fn local_tree(dir: &std::path::Path) {
     for (i, sub) in ["", "docs", "docs/deep", "ünï cödé"].iter().enumerate() {
         let d = dir.join(sub);
@@ -487,8 +391,8 @@ async fn rclone_check_and_sync_checksum_compare_hashes() {
     let up_s = up.to_string_lossy().into_owned();
 
     // nextcloud: SHA-1 (rclone sends it as OC-Checksum with each upload, davd checks it).
-    let nextcloud = remote(&dav, "nextcloud").await;
-    let (ok, out) = rclone(&[
+    let nextcloud = rclone_remote(&dav, "nextcloud", "tree").await;
+    let (ok, out) = rclone_text(&[
         "sync",
         "--checksum",
         "-v",
@@ -506,7 +410,7 @@ async fn rclone_check_and_sync_checksum_compare_hashes() {
     // (Go writes the header name as `Oc-Checksum`.)
     let carried = out.to_ascii_lowercase().matches("oc-checksum: sha1:").count();
     assert_eq!(carried, 24, "12 requests and 12 answers: {out}");
-    let (ok, out) = rclone(&["check", "-v", &up_s, &nextcloud]).await;
+    let (ok, out) = rclone_text(&["check", "-v", &up_s, &nextcloud]).await;
     assert!(ok, "{out}");
     assert!(!out.contains("No common hash"), "rclone compared hashes: {out}");
     assert!(out.contains("Using sha1 for hash comparisons"), "{out}");
@@ -515,7 +419,7 @@ async fn rclone_check_and_sync_checksum_compare_hashes() {
         "{out}"
     );
     // The second sync finds every file equal by its hash and transfers nothing.
-    let (ok, out) = rclone(&["sync", "--checksum", "-v", "--stats", "1h", &up_s, &nextcloud]).await;
+    let (ok, out) = rclone_text(&["sync", "--checksum", "-v", "--stats", "1h", &up_s, &nextcloud]).await;
     assert!(ok, "{out}");
     assert_eq!(files_transferred(&out), Some(0), "{out}");
 
@@ -524,23 +428,23 @@ async fn rclone_check_and_sync_checksum_compare_hashes() {
     let mut data = std::fs::read(&changed).unwrap();
     data[0] ^= 0xff;
     std::fs::write(&changed, &data).unwrap();
-    let (ok, out) = rclone(&["check", &up_s, &nextcloud]).await;
+    let (ok, out) = rclone_text(&["check", &up_s, &nextcloud]).await;
     assert!(!ok, "the difference is found: {out}");
     assert!(out.contains("1 differences found"), "{out}");
-    let (ok, out) = rclone(&["sync", "--checksum", "-v", "--stats", "1h", &up_s, &nextcloud]).await;
+    let (ok, out) = rclone_text(&["sync", "--checksum", "-v", "--stats", "1h", &up_s, &nextcloud]).await;
     assert!(ok, "{out}");
     assert_eq!(files_transferred(&out), Some(1), "{out}");
 
     // owncloud: MD5 and SHA-1 (rclone's check uses the first common one).
-    let owncloud = remote(&dav, "owncloud").await;
-    let (ok, out) = rclone(&["check", "-v", &up_s, &owncloud]).await;
+    let owncloud = rclone_remote(&dav, "owncloud", "tree").await;
+    let (ok, out) = rclone_text(&["check", "-v", &up_s, &owncloud]).await;
     assert!(ok, "{out}");
     assert!(
         !out.contains("No common hash") && out.contains("for hash comparisons"),
         "{out}"
     );
     assert!(out.contains("0 differences found"), "{out}");
-    let (ok, out) = rclone(&["sync", "--checksum", "-v", "--stats", "1h", &up_s, &owncloud]).await;
+    let (ok, out) = rclone_text(&["sync", "--checksum", "-v", "--stats", "1h", &up_s, &owncloud]).await;
     assert!(ok, "{out}");
     assert_eq!(files_transferred(&out), Some(0), "{out}");
 }

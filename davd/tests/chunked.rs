@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const MIB: u64 = 1 << 20;
 const CHUNK: u64 = 5 * MIB;
@@ -560,65 +559,6 @@ async fn an_abandoned_upload_expires_and_its_reservation_goes() {
     let r = as_alice(&["-X", "PROPFIND", "-H", "Depth: 1", &format!("{url}/")]).await;
     assert_eq!(r.status, 404);
     assert_eq!(put_chunk(&url, &chunks[0], "/left.bin").await, 409);
-}
-
-/// The real binary on `env`'s data directory; its HTTPS port once it listens.
-async fn spawn_davd(env: &shared::testing::TestEnv) -> (tokio::process::Child, u16) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tinydc-davd"))
-        .arg("--data")
-        .arg(env.dir.path())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start tinydc-davd");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            eprintln!("{line}");
-            if let Some(rest) = line.split("listening on ").nth(1)
-                && rest.contains("(webdav https)")
-            {
-                let addr: std::net::SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
-                return addr.port();
-            }
-        }
-        panic!("tinydc-davd exited before listening");
-    })
-    .await
-    .expect("tinydc-davd listens within 30 s");
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("{line}");
-        }
-    });
-    (child, port)
-}
-
-/// A test environment whose config the real binary can use (this test's database), with
-/// `dav_extra` added to `[dav]`.
-async fn binary_env(dav_extra: &str) -> shared::testing::TestEnv {
-    let env = shared::testing::TestEnv::new().await;
-    env.add_user(ALICE, PW, None).await;
-    let o = env.context.db.connect_options();
-    let host = match o.get_socket() {
-        Some(dir) => format!(
-            "localhost:{}/{}?host={}",
-            o.get_port(),
-            o.get_database().unwrap(),
-            dir.display()
-        ),
-        None => format!("{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap()),
-    };
-    let config = env.dir.path().join(shared::config::CONFIG_FILE);
-    let mut text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[dav]\n", &format!("[dav]\n{dav_extra}"));
-    text.push_str(&format!(
-        "[database]\nurl = \"postgres://{}@{host}\"\n",
-        o.get_username()
-    ));
-    std::fs::write(&config, text).unwrap();
-    env
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

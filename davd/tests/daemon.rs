@@ -6,56 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_and_stops_on_sigterm() {
-    let env = shared::testing::TestEnv::new().await;
-    env.add_user(ALICE, PW, None).await;
-    // Point the data directory's config at this test's database.
-    let o = env.context.db.connect_options();
-    let host = match o.get_socket() {
-        Some(dir) => format!(
-            "localhost:{}/{}?host={}",
-            o.get_port(),
-            o.get_database().unwrap(),
-            dir.display()
-        ),
-        None => format!("{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap()),
-    };
-    let url = format!("postgres://{}@{host}", o.get_username());
-    let config = env.dir.path().join(shared::config::CONFIG_FILE);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!("[database]\nurl = \"{url}\"\n"));
-    std::fs::write(&config, text).unwrap();
-
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tinydc-davd"))
-        .arg("--data")
-        .arg(env.dir.path())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start tinydc-davd");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            eprintln!("{line}");
-            if let Some(rest) = line.split("listening on ").nth(1)
-                && rest.contains("(webdav https)")
-            {
-                let addr: std::net::SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
-                return addr.port();
-            }
-        }
-        panic!("tinydc-davd exited before listening");
-    })
-    .await
-    .expect("tinydc-davd listens within 30 s");
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("{line}");
-        }
-    });
+    let env = binary_env("").await;
+    let (mut child, port) = spawn_davd(&env).await;
 
     let url = format!("https://localhost:{port}/hello.txt");
     let auth = format!("{ALICE}:{PW}");

@@ -20,24 +20,6 @@ fn propfind_body(props: &str) -> String {
     format!(r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>{props}</D:prop></D:propfind>"#)
 }
 
-async fn propfind(dav: &Dav, path: &str, depth: &str, body: &str) -> Reply {
-    dav.curl(
-        ALICE,
-        &[
-            "-X",
-            "PROPFIND",
-            "-H",
-            &format!("Depth: {depth}"),
-            "-H",
-            "Content-Type: application/xml",
-            "--data-binary",
-            body,
-            &dav.url(path),
-        ],
-    )
-    .await
-}
-
 /// For each response of a multistatus: its href, and per status the properties as
 /// `{namespace}local` with their text.
 type Props = Vec<(String, Vec<(String, Vec<(String, String)>)>)>;
@@ -553,32 +535,6 @@ async fn x_oc_mtime_on_put_is_kept_and_shown() {
     assert_eq!(r.header("x-oc-mtime"), None);
 }
 
-async fn rclone(args: &[String]) -> std::process::Output {
-    shared::testing::require_tool("rclone");
-    let out = tokio::process::Command::new("rclone")
-        .args(args)
-        .args([
-            "--no-check-certificate",
-            "--config",
-            "/dev/null",
-            "--low-level-retries",
-            "1",
-            "--retries",
-            "1",
-            "-v",
-        ])
-        .output()
-        .await
-        .expect("run rclone");
-    println!(
-        "rclone {}:\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rclone_owncloud_sync_twice_transfers_nothing_the_second_time() {
     let dav = Dav::start(None).await;
@@ -593,18 +549,9 @@ async fn rclone_owncloud_sync_twice_transfers_nothing_the_second_time() {
         file.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000 + i as u64 * 86_400))
             .unwrap();
     }
-    let obscured = tokio::process::Command::new("rclone")
-        .args(["obscure", PW])
-        .output()
-        .await
-        .unwrap();
-    let pass = String::from_utf8_lossy(&obscured.stdout).trim().to_string();
-    let remote = format!(
-        ":webdav,url='https://localhost:{}/dav/{ALICE}/',vendor=owncloud,user='{ALICE}',pass='{pass}':photos",
-        dav.addr.port()
-    );
+    let remote = rclone_remote(&dav, "owncloud", "photos").await;
     let up_s = up.to_string_lossy().into_owned();
-    let first = rclone(&["sync".into(), up_s.clone(), remote.clone()]).await;
+    let first = rclone(&["sync".into(), "-v".into(), up_s.clone(), remote.clone()]).await;
     assert!(first.status.success());
     assert_eq!(String::from_utf8_lossy(&first.stderr).matches(": Copied").count(), 3);
     // The times arrived: the stored files and the listing carry them.
@@ -613,14 +560,14 @@ async fn rclone_owncloud_sync_twice_transfers_nothing_the_second_time() {
         stored.modified().unwrap(),
         std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000 + 2 * 86_400)
     );
-    let second = rclone(&["sync".into(), up_s.clone(), remote.clone()]).await;
+    let second = rclone(&["sync".into(), "-v".into(), up_s.clone(), remote.clone()]).await;
     assert!(second.status.success());
     let said = String::from_utf8_lossy(&second.stderr).to_string();
     assert!(!said.contains("Copied"), "the second sync transferred: {said}");
     assert!(said.contains("There was nothing to transfer"), "{said}");
     // A changed file (same size, new time) is sent again, and only it.
     std::fs::write(up.join("a.jpg"), vec![b'z'; 1000]).unwrap();
-    let third = rclone(&["sync".into(), up_s, remote]).await;
+    let third = rclone(&["sync".into(), "-v".into(), up_s, remote]).await;
     assert!(third.status.success());
     assert_eq!(String::from_utf8_lossy(&third.stderr).matches(": Copied").count(), 1);
     assert_eq!(

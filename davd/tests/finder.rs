@@ -64,6 +64,17 @@ async fn finder(dav: &Dav, args: &[&str]) -> Reply {
     dav.curl(ALICE, &all).await
 }
 
+/// A MOVE or COPY (`method`) of `from` to `to` as Finder sends it, with `headers` before the
+/// Destination.
+async fn finder_to(dav: &Dav, method: &str, headers: &[&str], from: &str, to: &str) -> Reply {
+    let destination = format!("Destination: {}", dav.url(to));
+    let from = dav.url(from);
+    let mut args = vec!["-X", method];
+    args.extend_from_slice(headers);
+    args.extend(["-H", &destination, &from]);
+    finder(dav, &args).await
+}
+
 async fn propfind(dav: &Dav, path: &str, depth: &str, body: &str) -> Reply {
     finder(
         dav,
@@ -259,36 +270,14 @@ async fn a_folder_with_side_files_moves_copies_and_deletes() {
     assert_eq!(file_bytes(&dav, ALICE).await, total);
 
     // Rename: one MOVE, no Depth header (RFC 4918 section 9.9.2: the whole tree).
-    let r = finder(
-        &dav,
-        &[
-            "-X",
-            "MOVE",
-            "-H",
-            &format!("Destination: {}", dav.url("/Trip%202026/")),
-            &dav.url("/Trip/"),
-        ],
-    )
-    .await;
+    let r = finder_to(&dav, "MOVE", &[], "/Trip/", "/Trip%202026/").await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(get(&dav, "/Trip%202026/Day%201/._Day%201").await.body, double);
     assert_eq!(get(&dav, "/Trip/.DS_Store").await.status, 404);
     assert_eq!(file_bytes(&dav, ALICE).await, total);
 
     // Copy: the side files are copied and charged too.
-    let r = finder(
-        &dav,
-        &[
-            "-X",
-            "COPY",
-            "-H",
-            "Depth: infinity",
-            "-H",
-            &format!("Destination: {}", dav.url("/Copy/")),
-            &dav.url("/Trip%202026/"),
-        ],
-    )
-    .await;
+    let r = finder_to(&dav, "COPY", &["-H", "Depth: infinity"], "/Trip%202026/", "/Copy/").await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(get(&dav, "/Copy/.DS_Store").await.body, store);
     assert_eq!(get(&dav, "/Copy/._Photo.jpg").await.body, double);

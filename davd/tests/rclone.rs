@@ -4,30 +4,6 @@ mod common;
 
 use common::*;
 
-async fn rclone(args: &[String]) -> std::process::Output {
-    let out = tokio::process::Command::new("rclone")
-        .args(args)
-        .args([
-            "--no-check-certificate",
-            "--config",
-            "/dev/null",
-            "--low-level-retries",
-            "1",
-            "--retries",
-            "1",
-        ])
-        .output()
-        .await
-        .expect("run rclone");
-    println!(
-        "rclone {}:\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rclone_copies_a_tree_up_and_back() {
     shared::testing::require_tool("rclone");
@@ -48,16 +24,7 @@ async fn rclone_copies_a_tree_up_and_back() {
     }
     std::fs::write(up.join("empty.txt"), b"").unwrap();
 
-    let obscured = tokio::process::Command::new("rclone")
-        .args(["obscure", PW])
-        .output()
-        .await
-        .unwrap();
-    let pass = String::from_utf8_lossy(&obscured.stdout).trim().to_string();
-    let remote = format!(
-        ":webdav,url='https://localhost:{}/dav/{ALICE}/',vendor=other,user='{ALICE}',pass='{pass}':tree",
-        dav.addr.port()
-    );
+    let remote = rclone_remote(&dav, "other", "tree").await;
     let up_s = up.to_string_lossy().into_owned();
     assert!(
         rclone(&["copy".into(), up_s.clone(), remote.clone()])

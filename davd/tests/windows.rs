@@ -16,25 +16,68 @@ const WIN32_PROPPATCH: &str = r#"<?xml version="1.0" encoding="utf-8" ?><D:prope
 
 const ALLPROP: &str = r#"<?xml version="1.0" encoding="utf-8" ?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>"#;
 
+/// curl as the Windows redirector: its User-Agent.
+async fn explorer(dav: &Dav, args: &[&str]) -> Reply {
+    let mut all = vec!["-A", UA];
+    all.extend_from_slice(args);
+    dav.curl(ALICE, &all).await
+}
+
 async fn propfind(dav: &Dav, path: &str) -> String {
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-A",
-                UA,
-                "-X",
-                "PROPFIND",
-                "-H",
-                "Depth: 0",
-                "--data-binary",
-                ALLPROP,
-                &dav.url(path),
-            ],
-        )
-        .await;
+    let r = explorer(
+        dav,
+        &[
+            "-X",
+            "PROPFIND",
+            "-H",
+            "Depth: 0",
+            "--data-binary",
+            ALLPROP,
+            &dav.url(path),
+        ],
+    )
+    .await;
     assert_eq!(r.status, 207, "{}", r.text());
     r.text()
+}
+
+/// What Explorer does before it writes a file: PUT it empty, then LOCK it for an hour. The
+/// Lock-Token header of the lock.
+async fn create_and_lock(dav: &Dav, url: &str) -> String {
+    let r = explorer(dav, &["-X", "PUT", "--data-binary", "", url]).await;
+    assert_eq!(r.status, 201);
+    let r = explorer(
+        dav,
+        &[
+            "-X",
+            "LOCK",
+            "-H",
+            "Timeout: Second-3600",
+            "--data-binary",
+            LOCK_BODY,
+            url,
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.header("lock-token").expect("Lock-Token header")
+}
+
+/// Explorer setting a locked file's times and attributes (WIN32_PROPPATCH), with the lock's If.
+async fn set_win32_times(dav: &Dav, url: &str, if_header: &str) -> Reply {
+    explorer(
+        dav,
+        &[
+            "-X",
+            "PROPPATCH",
+            "-H",
+            if_header,
+            "--data-binary",
+            WIN32_PROPPATCH,
+            url,
+        ],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,28 +86,7 @@ async fn windows_put_lock_proppatch_sequence() {
     let url = dav.url("/Report.docx");
 
     // Explorer first creates the file empty, then locks it, writes it, sets its times, unlocks.
-    let r = dav
-        .curl(ALICE, &["-A", UA, "-X", "PUT", "--data-binary", "", &url])
-        .await;
-    assert_eq!(r.status, 201);
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-A",
-                UA,
-                "-X",
-                "LOCK",
-                "-H",
-                "Timeout: Second-3600",
-                "--data-binary",
-                LOCK_BODY,
-                &url,
-            ],
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let token = r.header("lock-token").expect("Lock-Token header");
+    let token = create_and_lock(&dav, &url).await;
     let token = token.trim_matches(|c| c == '<' || c == '>').to_string();
     let if_header = format!("If: (<{token}>)");
 
@@ -76,51 +98,20 @@ async fn windows_put_lock_proppatch_sequence() {
         .await;
     assert_eq!(r.status, 423);
 
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-A",
-                UA,
-                "-X",
-                "PUT",
-                "-H",
-                &if_header,
-                "--data-binary",
-                "document body",
-                &url,
-            ],
-        )
-        .await;
+    let r = explorer(
+        &dav,
+        &["-X", "PUT", "-H", &if_header, "--data-binary", "document body", &url],
+    )
+    .await;
     assert_eq!(r.status, 204);
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-A",
-                UA,
-                "-X",
-                "PROPPATCH",
-                "-H",
-                &if_header,
-                "--data-binary",
-                WIN32_PROPPATCH,
-                &url,
-            ],
-        )
-        .await;
+    let r = set_win32_times(&dav, &url, &if_header).await;
     assert_eq!(r.status, 207, "{}", r.text());
     let text = r.text();
     assert!(
         text.contains("200 OK") && !text.contains("403") && !text.contains("409"),
         "{text}"
     );
-    let r = dav
-        .curl(
-            ALICE,
-            &["-A", UA, "-X", "UNLOCK", "-H", &format!("Lock-Token: <{token}>"), &url],
-        )
-        .await;
+    let r = explorer(&dav, &["-X", "UNLOCK", "-H", &format!("Lock-Token: <{token}>"), &url]).await;
     assert_eq!(r.status, 204);
 
     let props = propfind(&dav, "/Report.docx").await;
@@ -148,36 +139,14 @@ async fn windows_put_lock_proppatch_sequence() {
     assert_eq!(dav.curl(ALICE, &[&url]).await.text(), "document body");
 
     // The properties follow the file.
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "MOVE",
-                "-H",
-                &format!("Destination: {}", dav.url("/Moved.docx")),
-                &url,
-            ],
-        )
-        .await;
+    let r = transfer(&dav, "MOVE", "/Report.docx", "/Moved.docx").await;
     assert_eq!(r.status, 201);
     assert!(
         propfind(&dav, "/Moved.docx")
             .await
             .contains("Win32CreationTime>Tue, 24 Nov 2026 02:00:00 GMT<")
     );
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "COPY",
-                "-H",
-                &format!("Destination: {}", dav.url("/Copy.docx")),
-                &dav.url("/Moved.docx"),
-            ],
-        )
-        .await;
+    let r = transfer(&dav, "COPY", "/Moved.docx", "/Copy.docx").await;
     assert_eq!(r.status, 201);
     assert!(
         propfind(&dav, "/Copy.docx")
@@ -233,31 +202,9 @@ async fn folder_properties_follow_copy_and_move() {
             .await;
         assert_eq!(r.status, 207);
     }
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "COPY",
-                "-H",
-                &format!("Destination: {}", dav.url("/g/")),
-                &dav.url("/f/"),
-            ],
-        )
-        .await;
+    let r = transfer(&dav, "COPY", "/f/", "/g/").await;
     assert_eq!(r.status, 201);
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-X",
-                "MOVE",
-                "-H",
-                &format!("Destination: {}", dav.url("/h/")),
-                &dav.url("/g/"),
-            ],
-        )
-        .await;
+    let r = transfer(&dav, "MOVE", "/g/", "/h/").await;
     assert_eq!(r.status, 201);
     for (path, v) in [
         ("/h/", "top"),
@@ -283,14 +230,10 @@ async fn propfind_status(dav: &Dav, path: &str) -> u16 {
 async fn a_failed_proppatch_applies_no_win32_time() {
     let dav = Dav::start(None).await;
     let url = dav.url("/Notes.txt");
-    let r = dav
-        .curl(ALICE, &["-A", UA, "-X", "PUT", "--data-binary", "notes", &url])
-        .await;
+    let r = explorer(&dav, &["-X", "PUT", "--data-binary", "notes", &url]).await;
     assert_eq!(r.status, 201);
     let body = r#"<?xml version="1.0" encoding="utf-8" ?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop><Z:Win32LastModifiedTime>Tue, 24 Nov 2026 02:02:00 GMT</Z:Win32LastModifiedTime><D:getcontentlength>1</D:getcontentlength></D:prop></D:set></D:propertyupdate>"#;
-    let r = dav
-        .curl(ALICE, &["-A", UA, "-X", "PROPPATCH", "--data-binary", body, &url])
-        .await;
+    let r = explorer(&dav, &["-X", "PROPPATCH", "--data-binary", body, &url]).await;
     assert_eq!(r.status, 207, "{}", r.text());
     assert!(!r.text().contains("200 OK"), "{}", r.text());
     let mtime = std::fs::metadata(dav.files_dir(ALICE).join("Notes.txt"))
@@ -356,77 +299,22 @@ fn value_in(xml: &str, href: &str, name: &str) -> Option<String> {
 async fn win32_file_attributes_keep_hidden_and_read_only() {
     let dav = Dav::start(None).await;
     let url = dav.url("/Budget.xlsx");
-    let r = dav
-        .curl(ALICE, &["-A", UA, "-X", "PUT", "--data-binary", "", &url])
-        .await;
-    assert_eq!(r.status, 201);
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-A",
-                UA,
-                "-X",
-                "LOCK",
-                "-H",
-                "Timeout: Second-3600",
-                "--data-binary",
-                LOCK_BODY,
-                &url,
-            ],
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let token = r.header("lock-token").unwrap();
+    let token = create_and_lock(&dav, &url).await;
     let if_header = format!("If: ({token})");
-    let r = dav
-        .curl(
-            ALICE,
-            &["-A", UA, "-X", "PUT", "-H", &if_header, "--data-binary", "cells", &url],
-        )
-        .await;
+    let r = explorer(&dav, &["-X", "PUT", "-H", &if_header, "--data-binary", "cells", &url]).await;
     assert_eq!(r.status, 204);
-    let r = dav
-        .curl(
-            ALICE,
-            &[
-                "-A",
-                UA,
-                "-X",
-                "PROPPATCH",
-                "-H",
-                &if_header,
-                "--data-binary",
-                WIN32_PROPPATCH,
-                &url,
-            ],
-        )
-        .await;
+    let r = set_win32_times(&dav, &url, &if_header).await;
     assert_eq!(r.status, 207);
-    let r = dav
-        .curl(
-            ALICE,
-            &["-A", UA, "-X", "UNLOCK", "-H", &format!("Lock-Token: {token}"), &url],
-        )
-        .await;
+    let r = explorer(&dav, &["-X", "UNLOCK", "-H", &format!("Lock-Token: {token}"), &url]).await;
     assert_eq!(r.status, 204);
 
     // Hidden (0x2) with Archive (0x20), then Read-only (0x1) as well.
     for hex in ["00000022", "00000023"] {
-        let r = dav
-            .curl(
-                ALICE,
-                &[
-                    "-A",
-                    UA,
-                    "-X",
-                    "PROPPATCH",
-                    "--data-binary",
-                    &attributes_proppatch(hex),
-                    &url,
-                ],
-            )
-            .await;
+        let r = explorer(
+            &dav,
+            &["-X", "PROPPATCH", "--data-binary", &attributes_proppatch(hex), &url],
+        )
+        .await;
         assert_eq!(r.status, 207, "{}", r.text());
         assert!(r.text().contains("200 OK"), "{}", r.text());
         let props = propfind(&dav, "/Budget.xlsx").await;
@@ -458,9 +346,7 @@ async fn win32_file_attributes_keep_hidden_and_read_only() {
         Some("Tue, 24 Nov 2026 02:00:00 GMT")
     );
     // Saving the file again (PUT with a new body) keeps the attributes, as on an NTFS share.
-    let r = dav
-        .curl(ALICE, &["-A", UA, "-X", "PUT", "--data-binary", "more cells", &url])
-        .await;
+    let r = explorer(&dav, &["-X", "PUT", "--data-binary", "more cells", &url]).await;
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(
         value_in(

@@ -293,26 +293,9 @@ async fn searchres_after_expunge_failure_and_reselect() {
 /// (MIN MAX COUNT ALL), RETURN (SAVE) and `$`.
 #[tokio::test]
 async fn imaplib_drives_within_esearch_and_searchres() {
-    shared::testing::require_tool("python3");
     let server = Server::start().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/esearch_searchres.py");
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        tokio::process::Command::new("python3")
-            .arg(script)
-            .arg("127.0.0.1")
-            .arg(server.plain.port().to_string())
-            .arg(USER)
-            .arg(PASS)
-            .output(),
-    )
-    .await
-    .expect("imaplib finished in time")
-    .expect("python3 started");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = server.imaplib(&[script], &[], std::time::Duration::from_secs(60)).await;
+    let text = printed(&out);
     assert!(out.status.success() && text.contains("ALL OK"), "{text}");
 }

@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tokio::process::Command;
 
 /// The number after `name` in a response line (`HIGHESTMODSEQ 7]`, `UIDVALIDITY 3]`).
 fn number_after(text: &str, name: &str) -> u64 {
@@ -401,27 +400,10 @@ async fn expunge_memory_is_bounded() {
 /// exactly up to date (checked against a full fetch), with only the changes on the wire.
 #[tokio::test]
 async fn imaplib_resyncs_a_10000_message_folder_in_one_select() {
-    shared::testing::require_tool("python3");
     let server = Server::start().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/qresync_resync.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(180),
-        Command::new("python3")
-            .arg(script)
-            .arg("127.0.0.1")
-            .arg(server.plain.port().to_string())
-            .arg(USER)
-            .arg(PASS)
-            .output(),
-    )
-    .await
-    .expect("imaplib finished in time")
-    .expect("python3 started");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = server.imaplib(&[script], &[], Duration::from_secs(180)).await;
+    let text = printed(&out);
     println!("{text}");
     assert!(out.status.success() && text.contains("ALL OK"), "{text}");
 }

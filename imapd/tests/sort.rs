@@ -11,7 +11,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tokio::process::Command;
 
 /// A message with the given header fields (`None` leaves a field out) and a body of `body_len`
 /// bytes.
@@ -302,7 +301,6 @@ async fn thread_references_is_bounded_on_hostile_chains() {
 /// python's imaplib drives SORT and THREAD as a client library does.
 #[tokio::test]
 async fn imaplib_sort_and_thread() {
-    shared::testing::require_tool("python3");
     let server = Server::start().await;
     let mut c = mailbox(&server).await;
     c.ok("LOGOUT").await;
@@ -318,20 +316,7 @@ print(m.uid('SORT', '(DISPLAYFROM)', 'UTF-8', 'ALL'))
 print(m.thread('ORDEREDSUBJECT', 'UTF-8', 'ALL'))
 m.logout()
 "#;
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg("127.0.0.1")
-            .arg(server.plain.port().to_string())
-            .arg(USER)
-            .arg(PASS)
-            .output(),
-    )
-    .await
-    .expect("imaplib finished in time")
-    .expect("python3 started");
+    let out = server.imaplib(&["-c", script], &[], Duration::from_secs(30)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tokio::process::Command;
 
 /// python's imaplib writes a synchronizing literal and its closing CRLF as two writes with
 /// Nagle's algorithm on: the CRLF waits until the literal is acknowledged. With the server's
@@ -15,29 +14,13 @@ use tokio::process::Command;
 /// acknowledges at once (TCP_QUICKACK after each read, shared::net::Stream::ack_now).
 #[tokio::test]
 async fn imaplib_synchronizing_appends_do_not_wait_for_delayed_acks() {
-    shared::testing::require_tool("python3");
     let server = Server::start().await;
     let count = 25;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/append_sync.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        Command::new("python3")
-            .arg(script)
-            .arg("127.0.0.1")
-            .arg(server.plain.port().to_string())
-            .arg(USER)
-            .arg(PASS)
-            .arg(count.to_string())
-            .output(),
-    )
-    .await
-    .expect("imaplib finished in time")
-    .expect("python3 started");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = server
+        .imaplib(&[script], &[&count.to_string()], Duration::from_secs(60))
+        .await;
+    let text = printed(&out);
     assert!(out.status.success(), "{text}");
     println!("{text}");
     let extra: f64 = text

@@ -172,3 +172,130 @@ impl std::io::Write for Sink {
         Ok(())
     }
 }
+
+/// The real binary on `env`'s data directory; its HTTPS port once it listens.
+pub async fn spawn_davd(env: &shared::testing::TestEnv) -> (tokio::process::Child, u16) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tinydc-davd"))
+        .arg("--data")
+        .arg(env.dir.path())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start tinydc-davd");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            eprintln!("{line}");
+            if let Some(rest) = line.split("listening on ").nth(1)
+                && rest.contains("(webdav https)")
+            {
+                let addr: std::net::SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                return addr.port();
+            }
+        }
+        panic!("tinydc-davd exited before listening");
+    })
+    .await
+    .expect("tinydc-davd listens within 30 s");
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("{line}");
+        }
+    });
+    (child, port)
+}
+
+/// A test environment whose config the real binary can use (this test's database), with
+/// `dav_extra` added to `[dav]`.
+pub async fn binary_env(dav_extra: &str) -> shared::testing::TestEnv {
+    let env = shared::testing::TestEnv::new().await;
+    env.add_user(ALICE, PW, None).await;
+    let o = env.context.db.connect_options();
+    let host = match o.get_socket() {
+        Some(dir) => format!(
+            "localhost:{}/{}?host={}",
+            o.get_port(),
+            o.get_database().unwrap(),
+            dir.display()
+        ),
+        None => format!("{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap()),
+    };
+    let config = env.dir.path().join(shared::config::CONFIG_FILE);
+    let mut text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[dav]\n", &format!("[dav]\n{dav_extra}"));
+    text.push_str(&format!(
+        "[database]\nurl = \"postgres://{}@{host}\"\n",
+        o.get_username()
+    ));
+    std::fs::write(&config, text).unwrap();
+    env
+}
+
+/// A PROPFIND of `path` as alice.
+pub async fn propfind(dav: &Dav, path: &str, depth: &str, body: &str) -> Reply {
+    dav.curl(
+        ALICE,
+        &[
+            "-X",
+            "PROPFIND",
+            "-H",
+            &format!("Depth: {depth}"),
+            "-H",
+            "Content-Type: application/xml",
+            "--data-binary",
+            body,
+            &dav.url(path),
+        ],
+    )
+    .await
+}
+
+/// Run rclone with `args` (certificate unchecked, no config, one try), printing what it said.
+pub async fn rclone<S: AsRef<str>>(args: &[S]) -> std::process::Output {
+    shared::testing::require_tool("rclone");
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let out = tokio::process::Command::new("rclone")
+        .args(&args)
+        .args([
+            "--no-check-certificate",
+            "--config",
+            "/dev/null",
+            "--low-level-retries",
+            "1",
+            "--retries",
+            "1",
+        ])
+        .output()
+        .await
+        .expect("run rclone");
+    println!(
+        "rclone {}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// An rclone remote for alice's files on `dav` (`vendor` as rclone names it), at `path`.
+pub async fn rclone_remote(dav: &Dav, vendor: &str, path: &str) -> String {
+    let obscured = tokio::process::Command::new("rclone")
+        .args(["obscure", PW])
+        .output()
+        .await
+        .unwrap();
+    let pass = String::from_utf8_lossy(&obscured.stdout).trim().to_string();
+    format!(
+        ":webdav,url='https://localhost:{}/dav/{ALICE}/',vendor={vendor},user='{ALICE}',pass='{pass}':{path}",
+        dav.addr.port()
+    )
+}
+
+/// A MOVE or COPY (`method`) of `from` to `to`, as alice.
+pub async fn transfer(dav: &Dav, method: &str, from: &str, to: &str) -> Reply {
+    let destination = format!("Destination: {}", dav.url(to));
+    dav.curl(ALICE, &["-X", method, "-H", &destination, &dav.url(from)])
+        .await
+}

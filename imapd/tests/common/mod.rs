@@ -59,6 +59,26 @@ impl Server {
         }
     }
 
+    /// Python's imaplib against this server: `python3 ARGS 127.0.0.1 PORT USER PASS EXTRA`
+    /// (ARGS a script path, or `-c` and a script), finished within `limit`.
+    pub async fn imaplib(&self, args: &[&str], extra: &[&str], limit: Duration) -> std::process::Output {
+        shared::testing::require_tool("python3");
+        tokio::time::timeout(
+            limit,
+            tokio::process::Command::new("python3")
+                .args(args)
+                .arg("127.0.0.1")
+                .arg(self.plain.port().to_string())
+                .arg(USER)
+                .arg(PASS)
+                .args(extra)
+                .output(),
+        )
+        .await
+        .expect("imaplib finished in time")
+        .expect("python3 started")
+    }
+
     /// A plain connection, greeting read.
     pub async fn connect(&self) -> Client {
         let stream = TcpStream::connect(self.plain).await.expect("connect");
@@ -279,4 +299,13 @@ pub fn message(subject: &str, body: &str) -> Vec<u8> {
 Date: Tue, 24 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@example.test>\r\n\r\n{body}\r\n"
     )
     .into_bytes()
+}
+
+/// What a client process printed: stdout, then stderr.
+pub fn printed(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
