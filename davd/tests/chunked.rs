@@ -13,6 +13,9 @@ use common::*;
 
 const MIB: u64 = 1 << 20;
 const CHUNK: u64 = 5 * MIB;
+/// A limit far above what any test writes: a user without a limit reserves without a row
+/// (`quota::Reservation::UNLIMITED`), and these tests watch the chunks' reservations.
+const ROOMY: Option<u64> = Some(1 << 40);
 
 fn upload_url(base: &str, id: &str) -> String {
     format!("{base}/remote.php/dav/uploads/{ALICE}/{id}")
@@ -124,6 +127,12 @@ async fn user_id(db: &sqlx::PgPool, address: &str) -> i64 {
     shared::accounts::get_user(db, address).await.unwrap().id
 }
 
+/// Give `address` the [`ROOMY`] limit.
+async fn roomy(db: &sqlx::PgPool, address: &str) {
+    let id = user_id(db, address).await;
+    shared::quota::set_limit(db, id, ROOMY).await.unwrap();
+}
+
 async fn reserved(db: &sqlx::PgPool, address: &str) -> u64 {
     let id = user_id(db, address).await;
     shared::quota::info(db, id).await.unwrap().reserved_bytes
@@ -181,7 +190,7 @@ async fn killed_halfway(url: &str, chunk: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_killed_halfway_resumes_and_the_file_appears_at_move() {
-    let dav = Dav::start(None).await;
+    let dav = Dav::start(ROOMY).await;
     let base = dav.url("");
     let work = tempfile::tempdir().unwrap();
     let data = pseudo_random(21 * MIB + 12345);
@@ -251,7 +260,7 @@ async fn a_client_killed_halfway_resumes_and_the_file_appears_at_move() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_total_places_nothing_and_the_old_file_stays() {
-    let dav = Dav::start(None).await;
+    let dav = Dav::start(ROOMY).await;
     let base = dav.url("");
     let work = tempfile::tempdir().unwrap();
     let data = pseudo_random(6 * MIB);
@@ -365,7 +374,7 @@ async fn chunks_are_charged_as_they_arrive_and_released_on_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_user_cannot_touch_the_upload() {
-    let dav = Dav::start(None).await;
+    let dav = Dav::start(ROOMY).await;
     let base = dav.url("");
     let work = tempfile::tempdir().unwrap();
     let chunks = split(&pseudo_random(MIB), work.path());
@@ -417,7 +426,7 @@ async fn another_user_cannot_touch_the_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_the_protocols_errors() {
-    let dav = Dav::start(None).await;
+    let dav = Dav::start(ROOMY).await;
     let base = dav.url("");
     let work = tempfile::tempdir().unwrap();
     let chunks = split(&pseudo_random(MIB), work.path());
@@ -513,7 +522,7 @@ fn shared_max_open() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nextcloud_files_path_is_the_users_tree() {
-    let dav = Dav::start(None).await;
+    let dav = Dav::start(ROOMY).await;
     let nc = dav.url(&format!("/remote.php/dav/files/{ALICE}/note.txt"));
     assert_eq!(
         dav.curl(ALICE, &["-X", "PUT", "--data-binary", "hi", &nc]).await.status,
@@ -527,7 +536,7 @@ async fn the_nextcloud_files_path_is_the_users_tree() {
 /// A data directory whose config has `[dav] upload_expiry = expiry`, served in-process.
 async fn start_with_expiry(expiry: &str) -> Dav {
     let env = shared::testing::TestEnv::new().await;
-    env.add_user(ALICE, PW, None).await;
+    env.add_user(ALICE, PW, ROOMY).await;
     env.add_user(BOB, PW, None).await;
     let path = env.dir.path().join(shared::config::CONFIG_FILE);
     let text = std::fs::read_to_string(&path)
@@ -565,6 +574,7 @@ async fn an_abandoned_upload_expires_and_its_reservation_goes() {
 async fn an_upload_that_expired_while_davd_was_down_is_removed_at_start() {
     let env = binary_env("upload_expiry = \"2s\"\n").await;
     let db = env.context.db.clone();
+    roomy(&db, ALICE).await;
     let work = tempfile::tempdir().unwrap();
     let chunks = split(&pseudo_random(MIB), work.path());
     let (mut child, port) = spawn_davd(&env).await;
@@ -592,6 +602,7 @@ async fn an_upload_that_expired_while_davd_was_down_is_removed_at_start() {
 async fn davd_killed_halfway_keeps_the_acknowledged_chunks() {
     let env = binary_env("").await;
     let db = env.context.db.clone();
+    roomy(&db, ALICE).await;
 
     let work = tempfile::tempdir().unwrap();
     let data = pseudo_random(20 * MIB + 7);
