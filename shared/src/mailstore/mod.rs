@@ -1201,7 +1201,15 @@ impl MailStore {
             envelope,
             structure,
         } = prepared;
-        let flags = normalize_flags(flags);
+        let row = Row {
+            flags: normalize_flags(flags),
+            internal_date,
+            size,
+            blob,
+            envelope,
+            structure,
+            header,
+        };
 
         let warning = match kind {
             DeliveryKind::QuotaWarning(level) => Some(level),
@@ -1212,15 +1220,6 @@ impl MailStore {
             // transaction with the deliveries into the same mailbox that wait meanwhile (group
             // commit, `group.rs`).
             let target = targets.into_iter().next().expect("one target");
-            let row = Row {
-                flags,
-                internal_date,
-                size,
-                blob,
-                envelope,
-                structure,
-                header,
-            };
             return Ok(Some(vec![self.deliver_grouped(target, row).await?]));
         }
         let mut tx = self.db.begin().await?;
@@ -1233,15 +1232,6 @@ impl MailStore {
         if warning.is_none() && targets.len() == 1 {
             // One recipient, one imported message: the same steps in fewer round trips.
             let target = targets.into_iter().next().expect("one target");
-            let row = Row {
-                flags,
-                internal_date,
-                size,
-                blob,
-                envelope,
-                structure,
-                header,
-            };
             let appended = deliver_one(&mut tx, target, &row).await?;
             // The blob row is locked by the statement that added the reference.
             self.blobs.ensure_present(&row.blob)?;
@@ -1288,9 +1278,9 @@ impl MailStore {
         for (mailbox_id, mut target) in resolved {
             let user_id = target.user_id;
             match target.reservation.take() {
-                Some(reservation) => quota::commit(&mut tx, reservation, size, Usage::Mail).await?,
-                None if warning.is_some() => quota::warn::charge_warning(&mut tx, user_id, size).await?,
-                None => quota::charge(&mut tx, user_id, Usage::Mail, size).await?,
+                Some(reservation) => quota::commit(&mut tx, reservation, row.size, Usage::Mail).await?,
+                None if warning.is_some() => quota::warn::charge_warning(&mut tx, user_id, row.size).await?,
+                None => quota::charge(&mut tx, user_id, Usage::Mail, row.size).await?,
             }
             targets.push((mailbox_id, user_id));
         }
@@ -1298,8 +1288,8 @@ impl MailStore {
             lock_mailbox_row(&mut tx, user_id, mailbox_id).await?;
         }
         // Then the blob row (messages reference it).
-        blobs::add_ref(&mut tx, &blob, size, targets.len() as i64).await?;
-        self.blobs.ensure_present(&blob)?;
+        blobs::add_ref(&mut tx, &row.blob, row.size, targets.len() as i64).await?;
+        self.blobs.ensure_present(&row.blob)?;
         for (mailbox_id, user_id) in targets {
             let (uidvalidity, uid, modseq) = next_uid(&mut tx, user_id, mailbox_id).await?;
             sqlx::query!(
@@ -1308,13 +1298,13 @@ impl MailStore {
                 mailbox_id,
                 uid as i64,
                 modseq as i64,
-                &flags,
-                internal_date,
-                size as i64,
-                blob.0,
-                envelope,
-                structure,
-                header,
+                &row.flags,
+                row.internal_date,
+                row.size as i64,
+                row.blob.0,
+                row.envelope,
+                row.structure,
+                row.header,
             )
             .execute(&mut *tx)
             .await?;
