@@ -340,3 +340,14 @@ async fn a_session_that_falls_behind_gets_notificationoverflow() {
     b.ok("CREATE again").await;
     wait_for(&mut a, "\"again\"").await;
 }
+
+/// python imaplib (a real client) sets NOTIFY, is told of changes by another connection
+/// without asking, and parses what it was told.
+#[tokio::test]
+async fn imaplib_is_told_without_asking() {
+    let server = Server::start().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/notify_watch.py");
+    let out = server.imaplib(&[script], &[], Duration::from_secs(60)).await;
+    let text = printed(&out);
+    assert!(out.status.success() && text.contains("ALL OK"), "{text}");
+}
