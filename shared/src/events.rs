@@ -30,13 +30,50 @@ pub const CHANNEL: &str = "tinydc";
 pub enum Event {
     /// Messages were added, flagged or expunged in a mailbox.
     Mailbox { user_id: i64, mailbox_id: i64 },
+    /// A mailbox was created (CREATE, or a superior name that CREATE or RENAME made).
+    MailboxCreated { user_id: i64, name: String },
+    /// A mailbox was deleted (its inferiors stay).
+    MailboxDeleted { user_id: i64, name: String },
+    /// A mailbox was renamed; its inferiors moved with it (one event for all: RFC 5465 §5.4
+    /// sends no further MailboxName events for the children).
+    MailboxRenamed { user_id: i64, from: String, to: String },
+    /// A name was subscribed (`subscribed`) or unsubscribed.
+    Subscription {
+        user_id: i64,
+        name: String,
+        subscribed: bool,
+    },
     /// A message was queued for outbound delivery.
     Queue,
 }
 
+/// PostgreSQL refuses a NOTIFY payload of 8000 bytes or more (and with it the transaction).
+const MAX_PAYLOAD: usize = 7900;
+
+impl Event {
+    /// The user whose data the event is about (`None`: not one user's, e.g. the queue).
+    pub fn user_id(&self) -> Option<i64> {
+        match self {
+            Event::Mailbox { user_id, .. }
+            | Event::MailboxCreated { user_id, .. }
+            | Event::MailboxDeleted { user_id, .. }
+            | Event::MailboxRenamed { user_id, .. }
+            | Event::Subscription { user_id, .. } => Some(*user_id),
+            Event::Queue => None,
+        }
+    }
+}
+
 /// Send `event` when the transaction `conn` is in commits (or at once outside a transaction).
+/// An event too large for a NOTIFY payload (mailbox names near a raised name length limit) is
+/// dropped with a log line rather than failing the writer's transaction: listeners only miss
+/// a notification, as after a listener reconnect.
 pub async fn notify(conn: &mut sqlx::PgConnection, event: &Event) -> sqlx::Result<()> {
     let payload = payload(event);
+    if payload.len() > MAX_PAYLOAD {
+        tracing::warn!(len = payload.len(), "event too large for NOTIFY, not sent");
+        return Ok(());
+    }
     sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, payload)
         .execute(conn)
         .await?;
@@ -46,7 +83,7 @@ pub async fn notify(conn: &mut sqlx::PgConnection, event: &Event) -> sqlx::Resul
 /// The text an event travels as on [`CHANNEL`], for a writer that sends it inside a statement of
 /// its own (`pg_notify(CHANNEL, payload)`) instead of through [`notify`].
 pub fn payload(event: &Event) -> String {
-    // A plain enum of integers: serializing it cannot fail.
+    // A plain enum of integers, strings and booleans: serializing it cannot fail.
     serde_json::to_string(event).expect("events serialize")
 }
 

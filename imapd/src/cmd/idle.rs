@@ -1,5 +1,6 @@
 //! IDLE (RFC 2177): wait for changes announced through the shared events (a delivery by
-//! smtpd, a change by another session) and report them at once, until DONE.
+//! smtpd, a change by another session) and report them at once, until DONE. In NOTIFY mode
+//! (RFC 5465 §4) each event goes to session/notify.rs, which tells what NOTIFY asked for.
 
 use std::time::Duration;
 
@@ -12,14 +13,22 @@ use crate::wire::response::Response;
 
 impl Session {
     pub(crate) async fn cmd_idle(&mut self) -> CmdResult {
-        // Events from before IDLE are covered by the sync below.
-        while !matches!(
-            self.events.try_recv(),
-            Err(tokio::sync::broadcast::error::TryRecvError::Empty
-                | tokio::sync::broadcast::error::TryRecvError::Closed)
-        ) {}
+        // Events from before IDLE are covered by the sync below (in NOTIFY mode they are
+        // told one by one, below).
+        while self.notify.is_none()
+            && !matches!(
+                self.events.try_recv(),
+                Err(tokio::sync::broadcast::error::TryRecvError::Empty
+                    | tokio::sync::broadcast::error::TryRecvError::Closed)
+            )
+        {}
         self.respond(Response::Continue("idling")).await?;
-        self.sync(true).await?;
+        // RFC 5465 §4: in NOTIFY mode IDLE tells exactly what NOTIFY asked for.
+        if self.notify.is_some() {
+            self.notify_idle_start().await?;
+        } else {
+            self.sync(true).await?;
+        }
         self.conn.flush().await?;
         let timeout = Duration::from_secs(self.ctx.config.imap.idle_timeout_secs);
         let max_line = self.ctx.config.imap.max_line_length as usize;
@@ -39,6 +48,11 @@ impl Session {
                     };
                 }
                 event = self.events.recv() => {
+                    if self.notify.is_some() && !matches!(event, Err(RecvError::Closed)) {
+                        self.notify_event(event, true).await?;
+                        self.conn.flush().await?;
+                        continue;
+                    }
                     let relevant = match event {
                         Ok(Event::Mailbox { user_id, mailbox_id }) => watched == Some((user_id, mailbox_id)),
                         Ok(_) => false,

@@ -17,6 +17,7 @@ mod list;
 mod login;
 mod logout;
 mod namespace;
+mod notify;
 mod quota;
 mod rename;
 mod search;

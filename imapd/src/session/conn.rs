@@ -111,6 +111,16 @@ impl Conn {
         }
     }
 
+    /// Wait until the client has sent something (`Ok(true)`) or the stream ended (`Ok(false)`),
+    /// consuming nothing: lets a session in NOTIFY mode (RFC 5465 §3.1) send notifications
+    /// while no command is in progress. Cancel-safe: bytes read stay in the buffers.
+    pub async fn wait_input(&mut self) -> io::Result<bool> {
+        if self.has_buffered_input() {
+            return Ok(true);
+        }
+        self.fill().await
+    }
+
     /// Read one line (with its LF), at most `max` bytes.
     pub async fn read_line(&mut self, max: usize) -> io::Result<Line> {
         loop {

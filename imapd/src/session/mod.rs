@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod conn;
+pub mod notify;
 pub mod recent;
 mod sync;
 
@@ -286,6 +287,8 @@ pub struct Session {
     pub qresync: bool,
     /// RFC 6855: UTF8=ACCEPT was enabled.
     pub utf8: bool,
+    /// RFC 5465: the NOTIFY SET in force (`None`: none, or NOTIFY NONE, or an overflow).
+    pub notify: Option<notify::Notify>,
     /// Quota reserved for the messages of the APPEND whose literals are being read, one per
     /// message (MULTIAPPEND: the total is charged) (docs/ARCHITECTURE.md, "Contracts": quota,
     /// reserve first).
@@ -317,6 +320,7 @@ impl Session {
             condstore: false,
             qresync: false,
             utf8: false,
+            notify: None,
             reservations: Vec::new(),
             literal_budget,
             literal_held: None,
@@ -372,6 +376,8 @@ impl Session {
                     "SORT=DISPLAY",
                     "THREAD=ORDEREDSUBJECT",
                     "THREAD=REFERENCES",
+                    // RFC 5465.
+                    "NOTIFY",
                 ]);
                 if self.ctx.config.imap.condstore {
                     // RFC 7162 §3.1 and §3.2.
@@ -484,7 +490,20 @@ impl Session {
                 break;
             }
             let shutdown = self.shutdown.clone();
-            let idle_timeout = self.idle_timeout();
+            let deadline = tokio::time::Instant::now() + self.idle_timeout();
+            // RFC 5465 §3.1: in NOTIFY mode, notifications go out while no command is in
+            // progress too.
+            if self.notify.is_some() {
+                match self.notify_between_commands(deadline).await {
+                    Ok(()) => {}
+                    Err(Failure::Io(e)) => {
+                        tracing::debug!(peer = %self.peer, "connection ended: {e}");
+                        break;
+                    }
+                    Err(Failure::Reply(r)) => tracing::warn!(peer = %self.peer, "NOTIFY: {}", r.text),
+                    Err(Failure::Answered) => {}
+                }
+            }
             let read = tokio::select! {
                 _ = shutdown.cancelled() => {
                     // RFC 3501 §7.1.5: BYE before the server closes the connection.
@@ -492,7 +511,7 @@ impl Session {
                     let _ = self.conn.flush().await;
                     break;
                 }
-                read = tokio::time::timeout(idle_timeout, self.read_command()) => read,
+                read = tokio::time::timeout_at(deadline, self.read_command()) => read,
             };
             let input = match read {
                 Err(_) => {
@@ -727,7 +746,8 @@ impl Session {
             | C::Compress(_)
             | C::GetQuota(_)
             | C::GetQuotaRoot(_)
-            | C::Namespace => matches!(self.state, State::Authenticated { .. } | State::Selected { .. }),
+            | C::Namespace
+            | C::Notify(_) => matches!(self.state, State::Authenticated { .. } | State::Selected { .. }),
             C::Check
             | C::Close
             | C::Unselect
@@ -766,6 +786,7 @@ impl Session {
         );
         let mut body = body;
         self.resolve_saved(&mut body);
+        let own = self.own_events(&body);
         let result = self.dispatch(&tag, body).await;
         let reply = match result {
             Ok(reply) => reply,
@@ -778,13 +799,15 @@ impl Session {
         };
         if reply.status != Status::Ok {
             tracing::info!(peer = %self.peer, "{name}: {:?} {}", reply.status, reply.text);
+        } else {
+            self.remember_own(own);
         }
         if matches!(self.state, State::Logout) {
             let _ = self.tagged(&tag, &reply).await;
             return Flow::Close;
         }
         if matches!(self.state, State::Selected { .. })
-            && let Err(e) = self.sync(expunge_ok).await
+            && let Err(e) = self.sync_after_command(expunge_ok, &reply).await
         {
             match e {
                 Failure::Io(_) => return Flow::Close,
@@ -885,6 +908,7 @@ impl Session {
             C::GetQuotaRoot(mailbox) => self.cmd_getquotaroot(&mailbox).await,
             C::Namespace => self.cmd_namespace().await,
             C::Id => self.cmd_id().await,
+            C::Notify(set) => self.cmd_notify(set).await,
         }
     }
 

@@ -80,6 +80,10 @@ pub enum Code {
     CompressionActive,
     /// RFC 7889 §4 (the code of RFC 4469): a literal over the server's limit.
     TooBig,
+    /// RFC 5465 §5.8: notifications were dropped; NOTIFY is off (as after NOTIFY NONE).
+    NotificationOverflow,
+    /// RFC 5465 §3.1: an event the server does not support, with the ones it does.
+    BadEvent(Vec<&'static str>),
 }
 
 impl fmt::Display for Code {
@@ -116,6 +120,8 @@ impl fmt::Display for Code {
             Code::UseAttr => f.write_str("USEATTR"),
             Code::CompressionActive => f.write_str("COMPRESSIONACTIVE"),
             Code::TooBig => f.write_str("TOOBIG"),
+            Code::NotificationOverflow => f.write_str("NOTIFICATIONOVERFLOW"),
+            Code::BadEvent(events) => write!(f, "BADEVENT ({})", events.join(" ")),
         }
     }
 }

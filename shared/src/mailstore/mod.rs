@@ -630,6 +630,11 @@ impl MailStore {
             )
             .execute(&mut *conn)
             .await?;
+            let event = Event::MailboxCreated {
+                user_id,
+                name: parent.clone(),
+            };
+            events::notify(conn, &event).await?;
         }
         Ok(())
     }
@@ -656,7 +661,14 @@ impl MailStore {
         )
         .fetch_optional(&mut *conn)
         .await?;
-        row.map(Mailbox::from).ok_or(StoreError::AlreadyExists)
+        let mailbox = row.map(Mailbox::from).ok_or(StoreError::AlreadyExists)?;
+        // Sent at commit (RFC 5465 §5.4 MailboxName for the sessions of this user).
+        let event = Event::MailboxCreated {
+            user_id,
+            name: mailbox.name.clone(),
+        };
+        events::notify(conn, &event).await?;
+        Ok(mailbox)
     }
 
     /// The superior names of `name` (`a`, `a/b` for `a/b/c`) that do not exist yet.
@@ -737,6 +749,7 @@ impl MailStore {
         sqlx::query!("DELETE FROM mailboxes WHERE id = $1", mailbox_id)
             .execute(&mut *tx)
             .await?;
+        events::notify(&mut tx, &Event::MailboxDeleted { user_id, name }).await?;
         tx.commit().await?;
         if !removed.is_empty() {
             // Usage fell: a quota warning may be armed again.
@@ -828,6 +841,7 @@ impl MailStore {
         )
         .execute(&mut *tx)
         .await?;
+        events::notify(&mut tx, &Event::MailboxRenamed { user_id, from, to }).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -839,13 +853,23 @@ impl MailStore {
     pub async fn set_subscribed(&self, user_id: i64, name: &str, subscribed: bool) -> Result<(), StoreError> {
         let name = normalize_mailbox_name(name);
         if !subscribed {
-            sqlx::query!(
+            let mut conn = self.db.acquire().await?;
+            let removed = sqlx::query!(
                 "DELETE FROM subscriptions WHERE user_id = $1 AND name = $2",
                 user_id,
                 name
             )
-            .execute(&self.db)
+            .execute(&mut *conn)
             .await?;
+            if removed.rows_affected() > 0 {
+                // Outside a transaction: sent at once, after the DELETE (RFC 5465 §5.5).
+                let event = Event::Subscription {
+                    user_id,
+                    name,
+                    subscribed: false,
+                };
+                events::notify(&mut conn, &event).await?;
+            }
             return Ok(());
         }
         // Names stay subscribed after their mailbox is deleted, so subscribe/delete/create
@@ -865,6 +889,7 @@ impl MailStore {
             )));
         }
         // One statement: the mailbox must exist at that moment.
+        let mut conn = self.db.acquire().await?;
         let inserted = sqlx::query!(
             "INSERT INTO subscriptions (user_id, name)
              SELECT user_id, name FROM mailboxes WHERE user_id = $1 AND name = $2
@@ -872,8 +897,17 @@ impl MailStore {
             user_id,
             name
         )
-        .execute(&self.db)
+        .execute(&mut *conn)
         .await?;
+        if inserted.rows_affected() > 0 {
+            let event = Event::Subscription {
+                user_id,
+                name: name.clone(),
+                subscribed: true,
+            };
+            events::notify(&mut conn, &event).await?;
+        }
+        drop(conn);
         if inserted.rows_affected() == 0 {
             let exists: bool = sqlx::query_scalar!(
                 r#"SELECT EXISTS (SELECT 1 FROM mailboxes WHERE user_id = $1 AND name = $2) AS "exists!""#,

@@ -142,7 +142,7 @@ impl Parser<'_> {
         })
     }
 
-    fn fetch_att(&mut self, items: &mut Vec<FetchItem>) -> PResult<()> {
+    pub(super) fn fetch_att(&mut self, items: &mut Vec<FetchItem>) -> PResult<()> {
         let name = self.keyword()?;
         let item = match name.as_str() {
             "ENVELOPE" => FetchItem::Envelope,

@@ -18,6 +18,7 @@ mod copy;
 mod fetch;
 mod id;
 mod mailbox;
+mod notify;
 mod primitives;
 mod search;
 mod sort;
@@ -25,6 +26,7 @@ mod store;
 
 pub use fetch::{FetchItem, Section, SectionText};
 pub use mailbox::{QresyncParams, StatusItem};
+pub use notify::{EventGroup, NotifyEvent, NotifyFilter, NotifySet};
 use primitives::{PResult, Parser};
 pub use primitives::{parse_date, parse_date_time};
 pub use search::{SearchKey, SearchReturn, asks_to_save};
@@ -178,6 +180,8 @@ pub enum CommandBody {
     GetQuotaRoot(String),
     Namespace,
     Id,
+    /// RFC 5465: `NOTIFY SET ...`, or `NOTIFY NONE` (`None`).
+    Notify(Option<NotifySet>),
 }
 
 impl CommandBody {
@@ -220,6 +224,7 @@ impl CommandBody {
             CommandBody::GetQuotaRoot(_) => "GETQUOTAROOT",
             CommandBody::Namespace => "NAMESPACE",
             CommandBody::Id => "ID",
+            CommandBody::Notify(_) => "NOTIFY",
         }
     }
 }
@@ -350,6 +355,7 @@ impl<'a> Parser<'a> {
             }
             "NAMESPACE" => CommandBody::Namespace,
             "ID" => self.id()?,
+            "NOTIFY" => self.notify()?,
             other => return Err(format!("unknown command {other}")),
         };
         Ok(body)
