@@ -372,6 +372,8 @@ impl Session {
                     "SORT=DISPLAY",
                     "THREAD=ORDEREDSUBJECT",
                     "THREAD=REFERENCES",
+                    // RFC 3516 FETCH BINARY[], BINARY.SIZE[] and APPEND of a literal8.
+                    "BINARY",
                 ]);
                 if self.ctx.config.imap.condstore {
                     // RFC 7162 §3.1 and §3.2.

@@ -80,6 +80,8 @@ pub enum Code {
     CompressionActive,
     /// RFC 7889 §4 (the code of RFC 4469): a literal over the server's limit.
     TooBig,
+    /// RFC 3516 §4.3: BINARY of a part whose Content-Transfer-Encoding cannot be decoded.
+    UnknownCte,
 }
 
 impl fmt::Display for Code {
@@ -116,6 +118,7 @@ impl fmt::Display for Code {
             Code::UseAttr => f.write_str("USEATTR"),
             Code::CompressionActive => f.write_str("COMPRESSIONACTIVE"),
             Code::TooBig => f.write_str("TOOBIG"),
+            Code::UnknownCte => f.write_str("UNKNOWN-CTE"),
         }
     }
 }

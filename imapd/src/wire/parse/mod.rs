@@ -23,7 +23,7 @@ mod search;
 mod sort;
 mod store;
 
-pub use fetch::{FetchItem, Section, SectionText};
+pub use fetch::{BinarySection, FetchItem, Section, SectionText, part_spec};
 pub use mailbox::{QresyncParams, StatusItem};
 use primitives::{PResult, Parser};
 pub use primitives::{parse_date, parse_date_time};
