@@ -381,6 +381,8 @@ impl Session {
                     "THREAD=REFERENCES",
                     // RFC 3516 FETCH BINARY[], BINARY.SIZE[] and APPEND of a literal8.
                     "BINARY",
+                    // RFC 4469 APPEND ... CATENATE (TEXT / URL parts).
+                    "CATENATE",
                 ]);
                 if self.ctx.config.imap.condstore {
                     // RFC 7162 §3.1 and §3.2.

@@ -63,6 +63,22 @@ impl BinarySection {
     }
 }
 
+/// A section spec as written inside `BODY[...]` (`1.MIME`, `HEADER.FIELDS (From)`), for the
+/// `;SECTION=` of an IMAP URL (RFC 5092 §3.4 enc-section: RFC 3501's section-spec).
+pub fn section_spec(spec: &[u8]) -> Result<(Vec<u32>, SectionText), String> {
+    let input = [b"[".as_slice(), spec, b"]"].concat();
+    let mut p = Parser {
+        input: &input,
+        pos: 0,
+        depth: 0,
+    };
+    let section = p.section()?;
+    if p.pos != input.len() {
+        return Err("junk after the section".into());
+    }
+    Ok((section.part, section.text))
+}
+
 /// `1.2.3`: a section part as written in a section spec.
 pub fn part_spec(part: &[u32]) -> String {
     part.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(".")
