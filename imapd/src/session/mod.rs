@@ -583,12 +583,14 @@ impl Session {
     async fn read_command(&mut self) -> std::io::Result<Option<Input>> {
         let max_line = self.ctx.config.imap.max_line_length as usize;
         // Before login only small literals (a user name, a password) have any use.
-        let max_literal = match self.state {
-            State::NotAuthenticated => (max_line as u64).max(NON_SYNC_LITERAL_FLOOR),
-            _ => self.ctx.config.imap.max_literal_size.max(NON_SYNC_LITERAL_FLOOR),
+        let configured = match self.state {
+            State::NotAuthenticated => max_line as u64,
+            _ => self.ctx.config.imap.max_literal_size,
         };
-        // The whole command (line, literals, and the lines between them) stays within this.
-        let max_command = max_literal.saturating_add(max_line as u64 * 4);
+        let max_literal = configured.max(NON_SYNC_LITERAL_FLOOR);
+        // The whole command (line, literals, and the lines between them) stays within this
+        // (at least 4096 octets of literal and a line: lines are at least 1024 long).
+        let max_command = configured.saturating_add(max_line as u64 * 4);
         self.literal_held = None;
         // Reservations left by a command refused while its literals were read.
         self.release_reservation().await;
