@@ -202,3 +202,13 @@ async fn too_big_and_over_quota() {
         "{r:#?}"
     );
 }
+
+/// Python's imaplib sends a CATENATE APPEND (URL parts) through its generic command path.
+#[tokio::test]
+async fn imaplib_catenate() {
+    let server = Server::start().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/catenate.py");
+    let out = server.imaplib(&[script], &[], std::time::Duration::from_secs(20)).await;
+    let text = printed(&out);
+    assert!(out.status.success() && text.contains("catenate ok"), "{text}");
+}
