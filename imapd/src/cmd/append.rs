@@ -1,18 +1,38 @@
 //! APPEND (RFC 3501 §6.3.11) and MULTIAPPEND (RFC 3502) with APPENDUID (RFC 4315 §3). The
 //! quota was reserved for each message when its literal was announced (see the connection
-//! loop), so an over-quota message is refused before its bytes cross the network.
+//! loop), so an over-quota message is refused before its bytes cross the network. A CATENATE
+//! message (RFC 4469) is put together first, from its text literals and the sections its IMAP
+//! URLs name, and reserved once its size is known.
 
 use chrono::Utc;
+use shared::auth::AuthedUser;
 use shared::mailstore::{NewMessage, StoreError};
+use shared::quota;
 
-use crate::session::{CmdResult, Code, Reply, Session};
-use crate::wire::parse::AppendMessage;
+use crate::fetch::mime;
+use crate::session::{CmdResult, Code, Failure, Reply, Session};
+use crate::wire::imap_url;
+use crate::wire::parse::{AppendMessage, CatPart, section_spec};
 use crate::wire::sequence::compact;
 
 impl Session {
     pub(crate) async fn cmd_append(&mut self, raw: &str, messages: Vec<AppendMessage>) -> CmdResult {
         let user = self.user()?;
         let name = self.mailbox_in(raw)?;
+        let mut messages = messages;
+        let catenated = messages.iter().any(|m| m.catenate.is_some());
+        if catenated {
+            // RFC 4469 §5: each CATENATE message is built before anything is stored; one bad
+            // URL or one too large refuses the whole command (RFC 3502 §3).
+            for m in &mut messages {
+                if let Some(parts) = m.catenate.take() {
+                    m.message = match self.catenate(&user, parts).await? {
+                        Ok(bytes) => bytes,
+                        Err(refusal) => return Ok(refusal),
+                    };
+                }
+            }
+        }
         // RFC 3502 §3: one message refused refuses them all, so every check comes first.
         if messages.iter().any(|m| m.message.is_empty()) {
             tracing::info!(peer = %self.peer, "APPEND refused: empty message");
@@ -23,6 +43,13 @@ impl Session {
             Err(StoreError::NoSuchMailbox) => return Ok(Reply::no("no such mailbox").code(Code::TryCreate)),
             Err(e) => return Err(e.into()),
         };
+        if catenated {
+            // The literals' reservations were for text parts, not messages: reserve each
+            // message's real size instead (RFC 4469 §5 with the quota, RFC 9208 §4.1).
+            if let Some(refusal) = self.reserve_messages(&user, &messages).await {
+                return Ok(refusal);
+            }
+        }
         // Reserved in message order, one per message literal (session::reserve_for_append).
         // The store consumes them: committed with the rows, or released if the transaction fails.
         let mut reservations = std::mem::take(&mut self.reservations).into_iter();
@@ -64,5 +91,122 @@ impl Session {
             uidvalidity: appended.first().map_or(mailbox.uidvalidity, |a| a.uidvalidity),
             uids: compact(&uids),
         }))
+    }
+}
+
+impl Session {
+    /// A CATENATE message's bytes (RFC 4469 §5): its text parts and the sections its URLs name,
+    /// in order; `Err(reply)` refuses the command: `NO [BADURL url]` for a URL that is invalid
+    /// or names nothing of this user's (§6), `NO [TOOBIG]` past `max_literal_size` (§5).
+    async fn catenate(&self, user: &AuthedUser, parts: Vec<CatPart>) -> Result<Result<Vec<u8>, Reply>, Failure> {
+        let limit = self.ctx.config.imap.max_literal_size;
+        let mut message = Vec::new();
+        for part in parts {
+            let bytes = match part {
+                CatPart::Text(text) => text,
+                CatPart::Url(url) => match self.url_content(user, &url).await? {
+                    Ok(bytes) => bytes,
+                    Err(why) => {
+                        tracing::info!(peer = %self.peer, user_id = user.id, url, "CATENATE refused: {why}");
+                        return Ok(Err(Reply::no(format!("bad URL: {why}")).code(Code::BadUrl(url))));
+                    }
+                },
+            };
+            message.extend_from_slice(&bytes);
+            if message.len() as u64 > limit {
+                tracing::info!(peer = %self.peer, user_id = user.id, "CATENATE refused: over {limit} octets");
+                return Ok(Err(Reply::no("the message would be too large").code(Code::TooBig)));
+            }
+        }
+        Ok(Ok(message))
+    }
+
+    /// The bytes an IMAP URL (RFC 5092) names, read only from `user`'s own mailboxes: a
+    /// relative URL is this session's; an absolute one must name this user.
+    async fn url_content(&self, user: &AuthedUser, url: &str) -> Result<Result<Vec<u8>, &'static str>, Failure> {
+        let url = match imap_url::parse(url) {
+            Ok(url) => url,
+            Err(why) => return Ok(Err(why)),
+        };
+        if url
+            .user
+            .as_ref()
+            .is_some_and(|u| !u.eq_ignore_ascii_case(&user.address))
+        {
+            return Ok(Err("the URL names another user"));
+        }
+        let mailbox = match self.ctx.mail.mailbox(user.id, &url.mailbox).await {
+            Ok(m) => m,
+            Err(StoreError::NoSuchMailbox) => return Ok(Err("no such mailbox")),
+            Err(e) => return Err(e.into()),
+        };
+        if url.uidvalidity.is_some_and(|v| v != mailbox.uidvalidity) {
+            return Ok(Err("UIDVALIDITY does not match"));
+        }
+        let stored = self.ctx.mail.fetch_light(user.id, mailbox.id, &[url.uid]).await?;
+        let Some(stored) = stored.into_iter().find(|m| m.uid == url.uid) else {
+            return Ok(Err("no such message"));
+        };
+        let raw = match self.ctx.blobs.read(&stored.blob).await {
+            Ok(raw) => raw,
+            Err(e) => {
+                tracing::error!(uid = url.uid, "reading message body for CATENATE: {e}");
+                return Err(Reply::no("message body unavailable").code(Code::ServerBug).into());
+            }
+        };
+        let content = match &url.section {
+            None => raw,
+            Some(spec) => {
+                let Ok((part, text)) = section_spec(spec.as_bytes()) else {
+                    return Ok(Err("not a section spec"));
+                };
+                // The BODY[section] reader (RFC 5092 §3.5: the section as in a FETCH).
+                match mime::section(&raw, &part, &text) {
+                    Some(bytes) => bytes,
+                    None => return Ok(Err("no such section")),
+                }
+            }
+        };
+        Ok(Ok(match url.partial {
+            None => content,
+            Some((offset, length)) => {
+                let start = (offset as usize).min(content.len());
+                let end = match length {
+                    Some(l) => start.saturating_add(l as usize).min(content.len()),
+                    None => content.len(),
+                };
+                content[start..end].to_vec()
+            }
+        }))
+    }
+
+    /// Replace the reservations taken while the literals were read by one per message, of its
+    /// size; `Some(reply)` when the quota (or the disk) cannot hold them.
+    async fn reserve_messages(&mut self, user: &AuthedUser, messages: &[AppendMessage]) -> Option<Reply> {
+        let stale: Vec<i64> = self.reservations.drain(..).map(|r| r.id).collect();
+        if let Err(e) = quota::release_ids(&self.ctx.db, &stale).await {
+            tracing::warn!("releasing quota reservations: {e}");
+        }
+        for m in messages {
+            match quota::reserve(&self.ctx.db, user.id, m.message.len() as u64).await {
+                Ok(reservation) => self.reservations.push(reservation),
+                Err(e) => {
+                    // The ones taken so far go back after the command (the session releases
+                    // what is left in `reservations`).
+                    return Some(match e {
+                        quota::QuotaError::Exceeded { .. } => {
+                            tracing::info!(peer = %self.peer, user_id = user.id, "CATENATE refused: over quota");
+                            Reply::no("message does not fit in the quota").code(Code::OverQuota)
+                        }
+                        e if e.is_disk_full() => {
+                            tracing::warn!(peer = %self.peer, user_id = user.id, "CATENATE refused: {e}");
+                            Reply::no("Not enough disk space").code(Code::OverQuota)
+                        }
+                        e => crate::session::store_error(StoreError::Quota(e)),
+                    });
+                }
+            }
+        }
+        None
     }
 }

@@ -4,10 +4,10 @@
 
 use shared::mailstore::{FlagOp, StoredMessage, parsed};
 
-use crate::fetch::mime;
+use crate::fetch::{binary, mime};
 use crate::session::{CmdResult, Code, Failure, Reply, Session, State};
 use crate::wire::fetch_response::{BodyName, FetchAttr, FetchResponse};
-use crate::wire::parse::{FetchItem, Section, SectionText};
+use crate::wire::parse::{FetchItem, Section, SectionText, part_spec};
 use crate::wire::response::Response;
 use crate::wire::sequence::SequenceSet;
 
@@ -77,6 +77,7 @@ impl Session {
         let needs_body = items.iter().any(|i| match i {
             FetchItem::Rfc822Text => true,
             FetchItem::Section(s) => !s.part.is_empty() || matches!(s.text, SectionText::Text),
+            FetchItem::Binary(_) | FetchItem::BinarySize(_) => true,
             _ => false,
         });
         let wants_structure = items
@@ -86,6 +87,8 @@ impl Session {
             && items.iter().any(|i| match i {
                 FetchItem::Rfc822 | FetchItem::Rfc822Text => true,
                 FetchItem::Section(s) => !s.peek,
+                // RFC 3516 §4.1: BINARY sets \Seen like BODY; BINARY.SIZE does not.
+                FetchItem::Binary(b) => !b.peek,
                 _ => false,
             });
         // RFC 7162 §3.1: with CONDSTORE on, a FETCH that sets \Seen carries UID and MODSEQ.
@@ -408,6 +411,32 @@ impl Session {
                     };
                     response.attr(&mut out, attr);
                 }
+                FetchItem::Binary(section) => {
+                    let data = decoded(uid, body.ok_or_else(missing)?, &section.part)?;
+                    let spec = section.spec();
+                    let (origin, data) = match section.partial {
+                        Some((start, len)) => {
+                            let s = (start as usize).min(data.len());
+                            let e = s.saturating_add(len as usize).min(data.len());
+                            (Some(start), &data[s..e])
+                        }
+                        None => (None, &data[..]),
+                    };
+                    let attr = FetchAttr::Literal {
+                        name: BodyName::Binary { spec: &spec, origin },
+                        data,
+                    };
+                    response.attr(&mut out, attr);
+                }
+                FetchItem::BinarySize(part) => {
+                    let data = decoded(uid, body.ok_or_else(missing)?, part)?;
+                    let spec = part_spec(part);
+                    let attr = FetchAttr::BinarySize {
+                        spec: &spec,
+                        size: data.len() as u64,
+                    };
+                    response.attr(&mut out, attr);
+                }
             }
         }
         if add_flags {
@@ -478,6 +507,24 @@ fn is_whole_message(item: &FetchItem) -> bool {
         FetchItem::Rfc822 => true,
         FetchItem::Section(s) => s.part.is_empty() && s.text == SectionText::Full,
         _ => false,
+    }
+}
+
+/// The decoded content of a BINARY section (RFC 3516 §4.1), empty for a part that does not
+/// exist (as BODY[section] answers); a Content-Transfer-Encoding that cannot be decoded fails
+/// the command with `NO [UNKNOWN-CTE]` (RFC 3516 §4.3).
+fn decoded(uid: u32, raw: &[u8], part: &[u32]) -> Result<Vec<u8>, Failure> {
+    match binary::section(raw, part) {
+        Ok(data) => Ok(data.unwrap_or_default()),
+        Err(e) => {
+            tracing::info!(uid, part = %part_spec(part), "BINARY refused: {e}");
+            let what = match part {
+                [] => "the body".to_string(),
+                _ => format!("part {}", part_spec(part)),
+            };
+            let text = format!("cannot decode {what} of UID {uid}: {e}");
+            Err(Failure::Reply(Reply::no(text).code(Code::UnknownCte)))
+        }
     }
 }
 

@@ -33,6 +33,13 @@ const MAX_GARBAGE: u32 = 10;
 /// Messages one APPEND may carry (MULTIAPPEND, RFC 3502); their bytes together are bounded by
 /// the command size limit (`max_literal_size` and a few lines).
 pub(crate) const MAX_APPEND_MESSAGES: usize = 100;
+/// RFC 7888 §5 (LITERAL-) and RFC 9051 §4.3: a non-synchronizing literal of up to 4096 octets
+/// is always accepted, in every state (a LOGIN password before authentication too).
+const NON_SYNC_LITERAL_FLOOR: u64 = 4096;
+/// A refused non-synchronizing literal up to this size is read and dropped, and the connection
+/// goes on; a larger one closes it (RFC 7888 §4's two choices: reading many megabytes only to
+/// throw them away is the worse one).
+const MAX_DISCARDED_LITERAL: u64 = 1 << 20;
 
 /// The selected mailbox as this session sees it: message sequence number `n` is `uids[n-1]`.
 #[derive(Debug)]
@@ -378,6 +385,10 @@ impl Session {
                     "THREAD=REFERENCES",
                     // RFC 5465.
                     "NOTIFY",
+                    // RFC 3516 FETCH BINARY[], BINARY.SIZE[] and APPEND of a literal8.
+                    "BINARY",
+                    // RFC 4469 APPEND ... CATENATE (TEXT / URL parts).
+                    "CATENATE",
                 ]);
                 if self.ctx.config.imap.condstore {
                     // RFC 7162 §3.1 and §3.2.
@@ -591,12 +602,14 @@ impl Session {
     async fn read_command(&mut self) -> std::io::Result<Option<Input>> {
         let max_line = self.ctx.config.imap.max_line_length as usize;
         // Before login only small literals (a user name, a password) have any use.
-        let max_literal = match self.state {
+        let configured = match self.state {
             State::NotAuthenticated => max_line as u64,
             _ => self.ctx.config.imap.max_literal_size,
         };
-        // The whole command (line, literals, and the lines between them) stays within this.
-        let max_command = max_literal.saturating_add(max_line as u64 * 4);
+        let max_literal = configured.max(NON_SYNC_LITERAL_FLOOR);
+        // The whole command (line, literals, and the lines between them) stays within this
+        // (at least 4096 octets of literal and a line: lines are at least 1024 long).
+        let max_command = configured.saturating_add(max_line as u64 * 4);
         self.literal_held = None;
         // Reservations left by a command refused while its literals were read.
         self.release_reservation().await;
@@ -636,6 +649,17 @@ impl Session {
                         .await?;
                     return Ok(Some(Input::Handled));
                 }
+                // RFC 7888 §5: a non-synchronizing literal over the limit is answered with a
+                // tagged response carrying TOOBIG; §4: its bytes are on their way, so the server
+                // either reads and drops them (a small one) or says BYE and closes (a large one).
+                self.garbage += 1;
+                let refusal = Reply::bad("non-synchronizing literal too large").code(Code::TooBig);
+                if literal.size <= MAX_DISCARDED_LITERAL {
+                    self.discard_command(literal.size, max_literal).await?;
+                    self.tagged(&tag, &refusal).await?;
+                    return Ok(Some(Input::Handled));
+                }
+                self.tagged(&tag, &refusal).await?;
                 self.respond(Response::Bye("literal too large")).await?;
                 return Ok(Some(Input::Close));
             }

@@ -24,6 +24,8 @@ pub enum BodyName<'a> {
     /// (`1.2.HEADER.FIELDS (From)`, empty for the whole message); `origin` is the first
     /// octet of a partial fetch, as requested (RFC 3501 §7.4.2).
     Section { spec: &'a str, origin: Option<u32> },
+    /// `BINARY[section]<origin>` (RFC 3516 §4.2): `spec` holds only part numbers.
+    Binary { spec: &'a str, origin: Option<u32> },
 }
 
 impl BodyName<'_> {
@@ -34,6 +36,12 @@ impl BodyName<'_> {
             BodyName::Rfc822Text => out.extend_from_slice(b"RFC822.TEXT"),
             BodyName::Section { spec, origin } => {
                 let _ = write!(out, "BODY[{spec}]");
+                if let Some(origin) = origin {
+                    let _ = write!(out, "<{origin}>");
+                }
+            }
+            BodyName::Binary { spec, origin } => {
+                let _ = write!(out, "BINARY[{spec}]");
                 if let Some(origin) = origin {
                     let _ = write!(out, "<{origin}>");
                 }
@@ -63,8 +71,11 @@ pub enum FetchAttr<'a> {
         extended: bool,
         utf8: bool,
     },
-    /// `name {len}\r\n` followed by `data`.
+    /// `name {len}\r\n` followed by `data`; for BINARY, `~{len}` (literal8) when `data`
+    /// holds a NUL, which a literal may not (RFC 3516 §4.2, RFC 9051 §4.3).
     Literal { name: BodyName<'a>, data: &'a [u8] },
+    /// `BINARY.SIZE[spec] n` (RFC 3516 §4.2): the size of the decoded section.
+    BinarySize { spec: &'a str, size: u64 },
     /// `name {len}\r\n` alone: the caller streams the `len` octets next (never buffered whole).
     LiteralHeader { name: BodyName<'a>, len: u64 },
 }
@@ -121,7 +132,13 @@ impl FetchResponse {
             FetchAttr::Literal { name, data } => {
                 name.write(out);
                 out.push(b' ');
+                if matches!(name, BodyName::Binary { .. }) && data.contains(&0) {
+                    out.push(b'~');
+                }
                 encode::literal(out, data);
+            }
+            FetchAttr::BinarySize { spec, size } => {
+                let _ = write!(out, "BINARY.SIZE[{spec}] {size}");
             }
             FetchAttr::LiteralHeader { name, len } => {
                 name.write(out);
@@ -239,6 +256,43 @@ mod tests {
                 data: b"cd"
             }),
             "* 3 FETCH (BODY[TEXT]<5> {2}\r\ncd)\r\n"
+        );
+    }
+
+    #[test]
+    fn binary() {
+        let name = BodyName::Binary {
+            spec: "1.2",
+            origin: None,
+        };
+        assert_eq!(
+            one(FetchAttr::Literal { name, data: b"ab" }),
+            "* 3 FETCH (BINARY[1.2] {2}\r\nab)\r\n"
+        );
+        assert_eq!(
+            one(FetchAttr::Literal {
+                name: BodyName::Binary {
+                    spec: "1",
+                    origin: Some(4)
+                },
+                data: b"a\0b"
+            }),
+            "* 3 FETCH (BINARY[1]<4> ~{3}\r\na\0b)\r\n"
+        );
+        // A BODY[] literal never becomes a literal8.
+        assert_eq!(
+            one(FetchAttr::Literal {
+                name: BodyName::Section {
+                    spec: "1",
+                    origin: None
+                },
+                data: b"\0"
+            }),
+            "* 3 FETCH (BODY[1] {1}\r\n\0)\r\n"
+        );
+        assert_eq!(
+            one(FetchAttr::BinarySize { spec: "2", size: 17 }),
+            "* 3 FETCH (BINARY.SIZE[2] 17)\r\n"
         );
     }
 

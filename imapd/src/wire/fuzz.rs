@@ -12,6 +12,9 @@ pub fn command(data: &[u8]) {
     {
         let _ = super::mutf7::encode(&decoded);
     }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = super::imap_url::parse(text);
+    }
 }
 
 /// Frame `data` line by line.
@@ -39,6 +42,7 @@ pub fn mime_section(data: &[u8]) {
         _ => SectionText::Mime,
     };
     let _ = crate::fetch::mime::section(message, &part, &text);
+    let _ = crate::fetch::binary::section(message, &part);
     let header = crate::fetch::mime::split(message).header;
     let _ = crate::fetch::mime::filter_header(header, &["subject".into(), "from".into()], selector & 1 == 0);
 }
@@ -56,6 +60,10 @@ mod tests {
             b"a STORE 1,2:4 (UNCHANGEDSINCE 5) +FLAGS.SILENT (\\Seen)\r\n",
             b"a LIST (SPECIAL-USE) \"\" * RETURN (SPECIAL-USE)\r\n",
             b"a CREATE Entw&APw-rfe (USE (\\Drafts))\r\n",
+            b"a FETCH 1 (BINARY.PEEK[1.2]<0.10> BINARY.SIZE[3])\r\n",
+            b"a APPEND INBOX CATENATE (URL \"/INBOX;UIDVALIDITY=3/;UID=2/;SECTION=1.MIME\" TEXT {2+}\r\nhi)\r\n",
+            b"imap://a%40b@h:143/Box/Sub;UIDVALIDITY=1/;UID=2/;SECTION=HEADER/;PARTIAL=1.5",
+            b"Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC=\r\n--q\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\na=3D=\r\n--q--\r\n",
             b"From: a@b\r\nContent-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\n\r\nx\r\n--q--\r\n",
         ];
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;

@@ -84,6 +84,11 @@ pub enum Code {
     NotificationOverflow,
     /// RFC 5465 §3.1: an event the server does not support, with the ones it does.
     BadEvent(Vec<&'static str>),
+    /// RFC 3516 §4.3: BINARY of a part whose Content-Transfer-Encoding cannot be decoded.
+    UnknownCte,
+    /// RFC 4469 §6: a CATENATE URL that is invalid or names nothing this user may read; the URL
+    /// is written as url-resp-text (no `]`, CR or LF).
+    BadUrl(String),
 }
 
 impl fmt::Display for Code {
@@ -122,6 +127,14 @@ impl fmt::Display for Code {
             Code::TooBig => f.write_str("TOOBIG"),
             Code::NotificationOverflow => f.write_str("NOTIFICATIONOVERFLOW"),
             Code::BadEvent(events) => write!(f, "BADEVENT ({})", events.join(" ")),
+            Code::UnknownCte => f.write_str("UNKNOWN-CTE"),
+            Code::BadUrl(url) => {
+                let text: String = url
+                    .chars()
+                    .map(|c| if matches!(c, ']' | '\r' | '\n' | '\0') { '?' } else { c })
+                    .collect();
+                write!(f, "BADURL {text}")
+            }
         }
     }
 }
@@ -605,6 +618,10 @@ mod tests {
             (Code::ReadOnly, "READ-ONLY"),
             (Code::OverQuota, "OVERQUOTA"),
             (Code::TooBig, "TOOBIG"),
+            (Code::UnknownCte, "UNKNOWN-CTE"),
+            (Code::BadUrl("/INBOX/;UID=1".into()), "BADURL /INBOX/;UID=1"),
+            // url-resp-text has no "]" (RFC 4469 §6), nor CR or LF.
+            (Code::BadUrl("/a]b\r\n".into()), "BADURL /a?b??"),
         ];
         for (code, wire) in cases {
             assert_eq!(code.to_string(), wire);

@@ -231,6 +231,14 @@ impl Client {
         }
     }
 
+    /// Exactly `n` raw bytes (a literal's content, byte for byte).
+    pub async fn bytes(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            self.fill().await;
+        }
+        self.buf.drain(..n).collect()
+    }
+
     pub async fn write(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
         self.stream.flush().await.expect("flush");

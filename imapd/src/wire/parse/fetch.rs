@@ -29,7 +29,7 @@ impl Section {
     /// The section spec as a FETCH response names it (`1.HEADER.FIELDS (SUBJECT)`), without
     /// the partial range and the `.PEEK`.
     pub fn spec(&self) -> String {
-        let mut out = self.part.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(".");
+        let mut out = part_spec(&self.part);
         let text = match &self.text {
             SectionText::Full => String::new(),
             SectionText::Header => "HEADER".into(),
@@ -46,7 +46,45 @@ impl Section {
     }
 }
 
-/// FETCH data items (RFC 3501 §6.4.5, RFC 7162 MODSEQ).
+/// `BINARY[1.2]<0.100>` and `BINARY.PEEK[...]` (RFC 3516 §4.1, RFC 9051 §6.4.5): a part's
+/// content with its Content-Transfer-Encoding removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinarySection {
+    /// Empty for the whole message.
+    pub part: Vec<u32>,
+    pub partial: Option<(u32, u32)>,
+    pub peek: bool,
+}
+
+impl BinarySection {
+    /// The section as a FETCH response names it (`1.2`), without the partial range.
+    pub fn spec(&self) -> String {
+        part_spec(&self.part)
+    }
+}
+
+/// A section spec as written inside `BODY[...]` (`1.MIME`, `HEADER.FIELDS (From)`), for the
+/// `;SECTION=` of an IMAP URL (RFC 5092 §3.4 enc-section: RFC 3501's section-spec).
+pub fn section_spec(spec: &[u8]) -> Result<(Vec<u32>, SectionText), String> {
+    let input = [b"[".as_slice(), spec, b"]"].concat();
+    let mut p = Parser {
+        input: &input,
+        pos: 0,
+        depth: 0,
+    };
+    let section = p.section()?;
+    if p.pos != input.len() {
+        return Err("junk after the section".into());
+    }
+    Ok((section.part, section.text))
+}
+
+/// `1.2.3`: a section part as written in a section spec.
+pub fn part_spec(part: &[u32]) -> String {
+    part.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(".")
+}
+
+/// FETCH data items (RFC 3501 §6.4.5, RFC 7162 MODSEQ, RFC 3516 BINARY).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchItem {
     Envelope,
@@ -62,6 +100,10 @@ pub enum FetchItem {
     Uid,
     ModSeq,
     Section(Section),
+    /// `BINARY[...]` / `BINARY.PEEK[...]` (RFC 3516 §4.1).
+    Binary(BinarySection),
+    /// `BINARY.SIZE[...]`: the size of the decoded part (RFC 3516 §4.1), the part numbers.
+    BinarySize(Vec<u32>),
 }
 
 impl Parser<'_> {
@@ -167,10 +209,65 @@ impl Parser<'_> {
                 section.peek = name == "BODY.PEEK";
                 FetchItem::Section(section)
             }
+            // RFC 3516 §4.1: section-binary = "[" [section-part] "]".
+            "BINARY" | "BINARY.PEEK" => {
+                self.expect(b'[')?;
+                let part = self.section_part()?;
+                self.expect(b']')?;
+                let partial = self.partial()?;
+                FetchItem::Binary(BinarySection {
+                    part,
+                    partial,
+                    peek: name == "BINARY.PEEK",
+                })
+            }
+            "BINARY.SIZE" => {
+                self.expect(b'[')?;
+                let part = self.section_part()?;
+                self.expect(b']')?;
+                FetchItem::BinarySize(part)
+            }
             other => return Err(format!("unknown FETCH item {other}")),
         };
         items.push(item);
         Ok(())
+    }
+
+    /// `1.2.3` (or nothing): section-part = nz-number *("." nz-number) (RFC 3501 §9), at
+    /// most 64 levels.
+    fn section_part(&mut self) -> PResult<Vec<u32>> {
+        let mut part = Vec::new();
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            let n = self.number32()?;
+            if n == 0 {
+                return Err("section part numbers start at 1".into());
+            }
+            part.push(n);
+            if part.len() > 64 {
+                return Err("section too deep".into());
+            }
+            if self.peek() != Some(b'.') || !self.rest().get(1).is_some_and(u8::is_ascii_digit) {
+                break;
+            }
+            self.pos += 1;
+        }
+        Ok(part)
+    }
+
+    /// `<start.length>` after a section, if present (RFC 3501 §9 partial).
+    fn partial(&mut self) -> PResult<Option<(u32, u32)>> {
+        if self.peek() != Some(b'<') {
+            return Ok(None);
+        }
+        self.pos += 1;
+        let start = self.number32()?;
+        self.expect(b'.')?;
+        let len = self.number32()?;
+        if len == 0 {
+            return Err("partial length must be positive".into());
+        }
+        self.expect(b'>')?;
+        Ok(Some((start, len)))
     }
 
     fn section(&mut self) -> PResult<Section> {
@@ -233,18 +330,7 @@ impl Parser<'_> {
             }
         }
         self.expect(b']')?;
-        let mut partial = None;
-        if self.peek() == Some(b'<') {
-            self.pos += 1;
-            let start = self.number32()?;
-            self.expect(b'.')?;
-            let len = self.number32()?;
-            if len == 0 {
-                return Err("partial length must be positive".into());
-            }
-            self.expect(b'>')?;
-            partial = Some((start, len));
-        }
+        let partial = self.partial()?;
         Ok(Section {
             part,
             text,

@@ -24,7 +24,7 @@ mod search;
 mod sort;
 mod store;
 
-pub use fetch::{FetchItem, Section, SectionText};
+pub use fetch::{BinarySection, FetchItem, Section, SectionText, part_spec, section_spec};
 pub use mailbox::{QresyncParams, StatusItem};
 pub use notify::{EventGroup, NotifyEvent, NotifyFilter, NotifySet};
 use primitives::{PResult, Parser};
@@ -53,8 +53,23 @@ pub struct ParseError {
 pub struct AppendMessage {
     pub flags: Vec<String>,
     pub date: Option<DateTime<FixedOffset>>,
+    /// The message literal; empty when the message is given by `catenate`.
     pub message: Vec<u8>,
+    /// `CATENATE (...)` (RFC 4469 §5): the parts the message is put together from.
+    pub catenate: Option<Vec<CatPart>>,
 }
+
+/// One part of a CATENATE (RFC 4469 §5: `cat-part = text-literal / url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatPart {
+    /// `TEXT literal`: these bytes.
+    Text(Vec<u8>),
+    /// `URL astring`: an IMAP URL (RFC 5092) to a message or a section of one.
+    Url(String),
+}
+
+/// The parts one CATENATE may have: each URL reads a stored message, so they are bounded.
+pub const MAX_CAT_PARTS: usize = 100;
 
 /// What a command asks.
 #[derive(Debug, Clone, PartialEq)]
@@ -559,7 +574,12 @@ mod tests {
         else {
             panic!()
         };
-        let [AppendMessage { flags, date, message }] = &messages[..] else {
+        let [
+            AppendMessage {
+                flags, date, message, ..
+            },
+        ] = &messages[..]
+        else {
             panic!("one message: {messages:?}")
         };
         assert_eq!(flags, &vec!["\\Seen"]);
@@ -570,6 +590,38 @@ mod tests {
             parse("a APPEND INBOX UTF8 (~{2}\r\nhi)\r\n"),
             CommandBody::Append { .. }
         ));
+    }
+
+    #[test]
+    fn catenate_forms() {
+        // RFC 4469 §5's example.
+        let CommandBody::Append { messages, .. } = parse(
+            "A003 APPEND Drafts (\\Seen \\Draft $MDNSent) CATENATE (URL \"/Drafts;UIDVALIDITY=385759045/;UID=20/;section=HEADER\" TEXT {4}\r\n\r\n-- URL \"/Drafts;UIDVALIDITY=385759045/;UID=20/;section=1.MIME\")\r\n",
+        ) else {
+            panic!()
+        };
+        let [m] = &messages[..] else { panic!() };
+        assert_eq!(m.flags.len(), 3);
+        assert_eq!(
+            m.catenate.as_deref(),
+            Some(
+                &[
+                    CatPart::Url("/Drafts;UIDVALIDITY=385759045/;UID=20/;section=HEADER".into()),
+                    CatPart::Text(b"\r\n--".to_vec()),
+                    CatPart::Url("/Drafts;UIDVALIDITY=385759045/;UID=20/;section=1.MIME".into()),
+                ][..]
+            )
+        );
+        assert!(parse_command(b"a APPEND INBOX CATENATE ()\r\n").is_err());
+        assert!(parse_command(b"a APPEND INBOX CATENATE (FOO x)\r\n").is_err());
+        let many = " URL x".repeat(MAX_CAT_PARTS + 1);
+        assert!(parse_command(format!("a APPEND INBOX CATENATE ({})\r\n", &many[1..]).as_bytes()).is_err());
+        assert_eq!(section_spec(b"1.MIME"), Ok((vec![1], SectionText::Mime)));
+        assert_eq!(
+            section_spec(b"HEADER.FIELDS (From)"),
+            Ok((vec![], SectionText::HeaderFields(vec!["From".into()])))
+        );
+        assert!(section_spec(b"1]<0.1>").is_err());
     }
 
     #[test]
