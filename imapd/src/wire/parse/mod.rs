@@ -6,7 +6,8 @@
 //! arguments are one or two plain words; the rest is split by command, beside `crate::cmd`:
 //! `primitives` (atoms, strings, literals, numbers, flags, sequence sets, dates), `auth`
 //! (AUTHENTICATE, LOGIN), `mailbox` (SELECT/EXAMINE, CREATE, LIST, LSUB, STATUS), `append`,
-//! `fetch` (items and sections), `search` (keys), `store`, `copy` (COPY, MOVE) and `id`.
+//! `fetch` (items and sections), `search` (keys), `store`, `copy` (COPY, MOVE), `id` and
+//! `metadata` (GETMETADATA, SETMETADATA).
 
 use chrono::{DateTime, FixedOffset};
 
@@ -18,6 +19,7 @@ mod copy;
 mod fetch;
 mod id;
 mod mailbox;
+mod metadata;
 mod primitives;
 mod search;
 mod sort;
@@ -25,6 +27,7 @@ mod store;
 
 pub use fetch::{FetchItem, Section, SectionText};
 pub use mailbox::{QresyncParams, StatusItem};
+pub use metadata::MetadataOptions;
 use primitives::{PResult, Parser};
 pub use primitives::{parse_date, parse_date_time};
 pub use search::{SearchKey, SearchReturn, asks_to_save};
@@ -178,6 +181,17 @@ pub enum CommandBody {
     GetQuotaRoot(String),
     Namespace,
     Id,
+    /// RFC 5464 §4.2: entry names checked and lower-cased (`shared::metadata::entry_name`).
+    GetMetadata {
+        mailbox: String,
+        options: MetadataOptions,
+        entries: Vec<String>,
+    },
+    /// RFC 5464 §4.3: each entry's new value, None (NIL) to remove it; never a root name.
+    SetMetadata {
+        mailbox: String,
+        entries: Vec<(String, Option<Vec<u8>>)>,
+    },
 }
 
 impl CommandBody {
@@ -220,6 +234,8 @@ impl CommandBody {
             CommandBody::GetQuotaRoot(_) => "GETQUOTAROOT",
             CommandBody::Namespace => "NAMESPACE",
             CommandBody::Id => "ID",
+            CommandBody::GetMetadata { .. } => "GETMETADATA",
+            CommandBody::SetMetadata { .. } => "SETMETADATA",
         }
     }
 }
@@ -350,6 +366,8 @@ impl<'a> Parser<'a> {
             }
             "NAMESPACE" => CommandBody::Namespace,
             "ID" => self.id()?,
+            "GETMETADATA" => self.getmetadata()?,
+            "SETMETADATA" => self.setmetadata()?,
             other => return Err(format!("unknown command {other}")),
         };
         Ok(body)
