@@ -316,3 +316,24 @@ async fn python_imaplib_raw_commands() {
     );
     let _ = (USER, PASS);
 }
+
+#[tokio::test]
+async fn large_answers_come_in_several_responses() {
+    let server = Server::start().await;
+    let mut c = server.login().await;
+    for name in ["a", "b", "c"] {
+        let value = name.repeat(40_000);
+        c.ok(&format!("SETMETADATA INBOX (/private/{name} \"{value}\")")).await;
+    }
+    let r = c.ok("GETMETADATA INBOX (DEPTH 1) /private").await;
+    // 64 KiB of values at most begin a new line: a and b, then c.
+    assert_eq!(
+        r.lines.len(),
+        2,
+        "{:?}",
+        r.lines.iter().map(|l| &l[..40]).collect::<Vec<_>>()
+    );
+    assert!(r.lines[0].contains("/private/a {40000}") && r.lines[0].contains("/private/b {40000}"));
+    assert!(r.lines[1].starts_with("* METADATA \"INBOX\" (/private/c {40000}"));
+    assert!(r.lines.iter().all(|l| l.ends_with(')')));
+}

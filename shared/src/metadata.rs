@@ -163,32 +163,35 @@ pub async fn get(
     depth: Depth,
     fixed: &[(String, Vec<u8>)],
 ) -> Result<Vec<Answer>, sqlx::Error> {
-    let stored: Vec<(String, Vec<u8>)> = sqlx::query!(
+    let mut all: Vec<(String, Vec<u8>)> = fixed.to_vec();
+    let stored = sqlx::query!(
         "SELECT name, value FROM metadata_entries
          WHERE user_id = $1 AND coalesce(mailbox_id, 0) = $2 ORDER BY name",
         user_id,
         scope.key()
     )
     .fetch_all(db)
-    .await?
-    .into_iter()
-    .map(|r| (r.name, r.value))
-    .collect();
-    let all: Vec<&(String, Vec<u8>)> = fixed.iter().chain(stored.iter()).collect();
-    let mut out: Vec<Answer> = Vec::new();
+    .await?;
+    all.extend(stored.into_iter().map(|r| (r.name, r.value)));
+    // Which entry answers each name, in answer order; each value is then moved, never copied
+    // (an answer may hold `metadata_max_entries` values of `metadata_max_value` bytes).
+    let mut order: Vec<(String, Option<usize>)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for name in requested {
         if !is_root(name) && seen.insert(name.clone()) {
-            let value = all.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-            out.push((name.clone(), value));
+            order.push((name.clone(), all.iter().position(|(n, _)| n == name)));
         }
-        for (n, v) in &all {
+        for (i, (n, _)) in all.iter().enumerate() {
             if n != name && depth.matches(name, n) && seen.insert(n.clone()) {
-                out.push((n.clone(), Some(v.clone())));
+                order.push((n.clone(), Some(i)));
             }
         }
     }
-    Ok(out)
+    let mut values: Vec<Option<Vec<u8>>> = all.into_iter().map(|(_, v)| Some(v)).collect();
+    Ok(order
+        .into_iter()
+        .map(|(name, i)| (name, i.and_then(|i| values[i].take())))
+        .collect())
 }
 
 /// Bytes an entry costs in the quota.

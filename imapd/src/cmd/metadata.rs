@@ -12,6 +12,9 @@ use crate::session::{CmdResult, Code, Failure, Reply, Session};
 use crate::wire::parse::MetadataOptions;
 use crate::wire::response::Response;
 
+/// Value bytes after which a METADATA response line is ended and the next one begun.
+const RESPONSE_VALUE_BYTES: usize = 64 << 10;
+
 impl Session {
     /// The entries' owner named by a command's mailbox argument, and the name to answer with.
     async fn metadata_scope(&self, user_id: i64, raw: &str) -> Result<(Scope, Vec<u8>), Failure> {
@@ -52,12 +55,23 @@ impl Session {
                 _ => true,
             })
             .collect();
-        if !kept.is_empty() {
+        // Several METADATA responses for one mailbox when the values are large (each is a
+        // complete RFC 5464 §4.4.1 response; Dovecot sends one per entry), so the answer goes
+        // out as it is written rather than as one line of up to `metadata_max_entries` values.
+        let mut start = 0;
+        while start < kept.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < kept.len() && (end == start || bytes < RESPONSE_VALUE_BYTES) {
+                bytes += kept[end].1.as_ref().map_or(0, Vec::len);
+                end += 1;
+            }
             self.respond(Response::Metadata {
                 mailbox: &mailbox,
-                entries: &kept,
+                entries: &kept[start..end],
             })
             .await?;
+            start = end;
         }
         let reply = Reply::ok("GETMETADATA completed");
         Ok(match longest {
@@ -71,7 +85,12 @@ impl Session {
         let (scope, _) = self.metadata_scope(user.id, raw).await?;
         let limits = self.ctx.config.imap.metadata_limits();
         let refused = match metadata::set(&self.ctx.db, user.id, scope, &entries, limits).await {
-            Ok(()) => return Ok(Reply::ok("SETMETADATA completed")),
+            Ok(()) => {
+                // The entries' bytes are usage: a warning threshold may have been crossed
+                // either way (shared/src/quota/warn.rs decides), as after any mail write.
+                shared::quota::warn::after_write(&self.ctx.mail, &[user.id]).await;
+                return Ok(Reply::ok("SETMETADATA completed"));
+            }
             Err(MetadataError::ValueTooLarge { max }) => {
                 Reply::no(format!("values are at most {max} bytes")).code(Code::MetadataMaxSize(max))
             }
