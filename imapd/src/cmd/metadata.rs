@@ -111,6 +111,8 @@ impl Session {
     /// client cannot make the server hold `max_literal_size` bytes for an entry. Literals a
     /// value may fit in (a mailbox name, an entry name) are left to the command.
     pub(crate) fn metadata_literal_refusal(&self, buf: &[u8], size: u64) -> Option<Reply> {
+        // Before login the command is refused as a whole (BAD), whatever its literals.
+        self.state.user()?;
         let mut words = buf.splitn(3, |&b| b == b' ');
         let _tag = words.next()?;
         if !words.next()?.eq_ignore_ascii_case(b"SETMETADATA") {
