@@ -337,3 +337,28 @@ async fn large_answers_come_in_several_responses() {
     assert!(r.lines[1].starts_with("* METADATA \"INBOX\" (/private/c {40000}"));
     assert!(r.lines.iter().all(|l| l.ends_with(')')));
 }
+
+#[tokio::test]
+async fn parallel_writers_never_pass_the_entry_limit() {
+    let server = Server::start_with(|config| config.imap.metadata_max_entries = 5, None).await;
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        clients.push(server.login().await);
+    }
+    // Twelve sessions each add a new entry at once: the user's row lock lets exactly five in.
+    let mut writes = tokio::task::JoinSet::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        writes.spawn(async move {
+            c.cmd(&format!("SETMETADATA INBOX (/private/n{i} \"{i}\")"))
+                .await
+                .tagged
+        });
+    }
+    let answers = writes.join_all().await;
+    let ok = answers.iter().filter(|a| a.contains(" OK")).count();
+    let too_many = answers.iter().filter(|a| a.contains("[METADATA TOOMANY]")).count();
+    assert_eq!((ok, too_many), (5, 7), "{answers:#?}");
+    let mut c = server.login().await;
+    let r = c.ok("GETMETADATA INBOX (DEPTH 1) /private").await;
+    assert_eq!(r.all().matches("/private/n").count(), 5, "{r:?}");
+}
