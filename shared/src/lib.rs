@@ -17,6 +17,7 @@ pub mod dkim;
 pub mod events;
 pub mod header;
 pub mod mailstore;
+pub mod metadata;
 pub mod mutf7;
 pub mod net;
 pub mod pg;

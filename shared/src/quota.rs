@@ -198,6 +198,13 @@ async fn locked_info(conn: &mut PgConnection, user_id: i64) -> Result<QuotaInfo,
     })
 }
 
+/// Inside a transaction: lock the user's row as every quota check does and read their quota,
+/// so the caller's own checks (METADATA's entry count, `metadata::set`) are serialised with
+/// the account's other writes until it commits.
+pub async fn lock_usage(conn: &mut PgConnection, user_id: i64) -> Result<QuotaInfo, QuotaError> {
+    locked_info(conn, user_id).await
+}
+
 /// A user's quota and usage now: a plain read that locks nothing (IMAP GETQUOTAROOT and WebDAV
 /// quota properties call this on every request).
 pub async fn info(db: &PgPool, user_id: i64) -> Result<QuotaInfo, QuotaError> {
@@ -685,8 +692,10 @@ pub async fn recalc(db: &PgPool, user_id: i64, files_root: &std::path::Path) -> 
     )
     .fetch_all(&mut *tx)
     .await?;
-    // The mail store owns mailboxes and messages; it sums them.
-    let mail_after = mailstore::user_mail_bytes(&mut tx, user_id).await?;
+    // The mail store owns mailboxes and messages; it sums them. IMAP METADATA entries are
+    // charged as mail too (shared/src/metadata.rs).
+    let mail_after =
+        mailstore::user_mail_bytes(&mut tx, user_id).await? + crate::metadata::user_bytes(&mut tx, user_id).await?;
     sqlx::query!(
         "WITH d AS (DELETE FROM quota_reservations WHERE user_id = $1 AND charged IS NOT NULL)
          UPDATE users SET mail_bytes = $2, file_bytes = $3 WHERE id = $1",

@@ -16,6 +16,7 @@ mod idle;
 mod list;
 mod login;
 mod logout;
+pub(crate) mod metadata;
 mod namespace;
 mod notify;
 mod quota;

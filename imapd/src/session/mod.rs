@@ -389,6 +389,8 @@ impl Session {
                     "BINARY",
                     // RFC 4469 APPEND ... CATENATE (TEXT / URL parts).
                     "CATENATE",
+                    // RFC 5464: server and mailbox entries (METADATA-SERVER is the subset).
+                    "METADATA",
                 ]);
                 if self.ctx.config.imap.condstore {
                     // RFC 7162 §3.1 and §3.2.
@@ -663,6 +665,13 @@ impl Session {
                 self.respond(Response::Bye("literal too large")).await?;
                 return Ok(Some(Input::Close));
             }
+            if let Some(refusal) = self.metadata_literal_refusal(&buf, literal.size) {
+                if !literal.synchronizing {
+                    self.discard_command(literal.size, max_literal).await?;
+                }
+                self.tagged(&tag, &refusal).await?;
+                return Ok(Some(Input::Handled));
+            }
             // The memory budget shared by all connections (session/budget.rs).
             let Some(permit) = self.literal_budget.take(literal.size).await else {
                 tracing::warn!(peer = %self.peer, size = literal.size, "literal refused: literal memory budget spent");
@@ -771,7 +780,9 @@ impl Session {
             | C::GetQuota(_)
             | C::GetQuotaRoot(_)
             | C::Namespace
-            | C::Notify(_) => matches!(self.state, State::Authenticated { .. } | State::Selected { .. }),
+            | C::Notify(_)
+            | C::GetMetadata { .. }
+            | C::SetMetadata { .. } => matches!(self.state, State::Authenticated { .. } | State::Selected { .. }),
             C::Check
             | C::Close
             | C::Unselect
@@ -933,6 +944,12 @@ impl Session {
             C::Namespace => self.cmd_namespace().await,
             C::Id => self.cmd_id().await,
             C::Notify(set) => self.cmd_notify(set).await,
+            C::GetMetadata {
+                mailbox,
+                options,
+                entries,
+            } => self.cmd_getmetadata(&mailbox, options, &entries).await,
+            C::SetMetadata { mailbox, entries } => self.cmd_setmetadata(&mailbox, entries).await,
         }
     }
 

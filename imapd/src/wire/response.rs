@@ -89,6 +89,15 @@ pub enum Code {
     /// RFC 4469 §6: a CATENATE URL that is invalid or names nothing this user may read; the URL
     /// is written as url-resp-text (no `]`, CR or LF).
     BadUrl(String),
+    /// RFC 5530 §3: the user may not do this (the server's /shared METADATA entries).
+    NoPerm,
+    // RFC 5464 §4.2.1 and §4.3.
+    /// The size of the largest value GETMETADATA's MAXSIZE left out.
+    MetadataLongEntries(u64),
+    /// The largest value SETMETADATA accepts, in bytes.
+    MetadataMaxSize(u64),
+    /// The user has as many entries as the server allows.
+    MetadataTooMany,
 }
 
 impl fmt::Display for Code {
@@ -135,6 +144,10 @@ impl fmt::Display for Code {
                     .collect();
                 write!(f, "BADURL {text}")
             }
+            Code::NoPerm => f.write_str("NOPERM"),
+            Code::MetadataLongEntries(n) => write!(f, "METADATA LONGENTRIES {n}"),
+            Code::MetadataMaxSize(n) => write!(f, "METADATA MAXSIZE {n}"),
+            Code::MetadataTooMany => f.write_str("METADATA TOOMANY"),
         }
     }
 }
@@ -219,6 +232,12 @@ pub enum Response<'a> {
     },
     /// `* QUOTAROOT name root ...` (RFC 9208 §5.2); `name` as for `List`.
     QuotaRoot { name: &'a [u8], roots: &'a [&'a str] },
+    /// `* METADATA mailbox (entry value ...)` (RFC 5464 §4.4.1); `mailbox` as for `List`,
+    /// never an empty list of entries. A value holding NUL is sent as a literal8 (§5).
+    Metadata {
+        mailbox: &'a [u8],
+        entries: &'a [(String, Option<Vec<u8>>)],
+    },
     /// `* n FETCH (UID u FLAGS (...) MODSEQ (m))`: a message's flags after a change (RFC 3501
     /// §7.4.2, RFC 7162 §3.2). `flags` `None` leaves FLAGS out (STORE .SILENT with
     /// CONDSTORE); `recent` adds the session flag `\Recent` (RFC 3501 §2.3.2).
@@ -394,6 +413,36 @@ impl Response<'_> {
                     out.push(b' ');
                     encode::string(out, root.as_bytes());
                 }
+                Ok(())
+            }
+            Response::Metadata { mailbox, entries } => {
+                out.extend_from_slice(b"* METADATA ");
+                out.extend_from_slice(mailbox);
+                out.extend_from_slice(b" (");
+                for (i, (name, value)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b' ');
+                    }
+                    // Entry names are printable ASCII (RFC 5464 §3.2): an atom when they can be.
+                    if name
+                        .bytes()
+                        .all(|b| b > 0x20 && b < 0x7f && !b"(){%*\"\\]".contains(&b))
+                    {
+                        out.extend_from_slice(name.as_bytes());
+                    } else {
+                        encode::string(out, name.as_bytes());
+                    }
+                    out.push(b' ');
+                    match value {
+                        None => out.extend_from_slice(b"NIL"),
+                        Some(v) if v.contains(&0) => {
+                            let _ = write!(out, "~{{{}}}\r\n", v.len());
+                            out.extend_from_slice(v);
+                        }
+                        Some(v) => encode::string(out, v),
+                    }
+                }
+                out.push(b')');
                 Ok(())
             }
             Response::FlagsFetch {

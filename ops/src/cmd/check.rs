@@ -91,7 +91,14 @@ async fn check(admin: &Admin, repair: bool, grace: Duration) -> anyhow::Result<(
             refs: blobs::reference_counts(&mut tx, grace).await?,
             counters: mailstore::counter_problems(&mut tx).await?,
             usage: quota::recorded_usage(&mut tx).await?,
-            mail_bytes: mailstore::mail_bytes_by_user(&mut tx).await?,
+            mail_bytes: {
+                // Mail usage is the messages plus the IMAP METADATA entries (shared/src/metadata.rs).
+                let mut bytes = mailstore::mail_bytes_by_user(&mut tx).await?;
+                for (user_id, entries) in shared::metadata::bytes_by_user(&mut tx).await? {
+                    *bytes.entry(user_id).or_default() += entries;
+                }
+                bytes
+            },
         };
         tx.commit().await?;
         snapshot

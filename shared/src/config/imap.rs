@@ -37,6 +37,11 @@ pub struct ImapConfig {
     pub max_mailbox_depth: u64,
     /// Bytes of a mailbox name.
     pub max_mailbox_name_length: u64,
+    /// Bytes of one METADATA entry value (RFC 5464: larger ones get `NO [METADATA MAXSIZE n]`).
+    pub metadata_max_value: u64,
+    /// METADATA entries one user may have, over the server and all their mailboxes (RFC 5464:
+    /// `NO [METADATA TOOMANY]` past it).
+    pub metadata_max_entries: u64,
 }
 
 pub(super) const TEMPLATE: &str = r#"[imap]
@@ -65,6 +70,10 @@ literal_memory = "256M"
 max_mailboxes = 1000
 max_mailbox_depth = 32
 max_mailbox_name_length = 1024
+# Per user: IMAP METADATA (RFC 5464) entries, and bytes of one entry's value. Entries count
+# in the user's quota (name and value bytes).
+metadata_max_entries = 200
+metadata_max_value = "64K"
 "#;
 
 impl ImapConfig {
@@ -85,6 +94,8 @@ impl ImapConfig {
             max_mailboxes: s.number("max_mailboxes", 1000, 10, 1_000_000),
             max_mailbox_depth: s.number("max_mailbox_depth", 32, 1, 1000),
             max_mailbox_name_length: s.number("max_mailbox_name_length", 1024, 16, 65536),
+            metadata_max_value: s.size("metadata_max_value", 64 << 10),
+            metadata_max_entries: s.number("metadata_max_entries", 200, 1, 100_000),
         };
         s.finish();
         config
@@ -92,6 +103,14 @@ impl ImapConfig {
 }
 
 impl ImapConfig {
+    /// The limits of METADATA entries (`shared::metadata::set`).
+    pub fn metadata_limits(&self) -> crate::metadata::Limits {
+        crate::metadata::Limits {
+            max_value: self.metadata_max_value,
+            max_entries: self.metadata_max_entries,
+        }
+    }
+
     /// The mail store's limits on a user's mailbox tree.
     pub fn mailbox_limits(&self) -> crate::mailstore::MailboxLimits {
         crate::mailstore::MailboxLimits {

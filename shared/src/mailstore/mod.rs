@@ -746,6 +746,8 @@ impl MailStore {
         .map(|r| (r.blob_id, r.size))
         .collect();
         release_messages(&mut tx, user_id, &removed).await?;
+        // RFC 5464 §3.2: the mailbox's METADATA entries go with it, their bytes refunded.
+        crate::metadata::drop_mailbox(&mut tx, user_id, mailbox_id).await?;
         sqlx::query!("DELETE FROM mailboxes WHERE id = $1", mailbox_id)
             .execute(&mut *tx)
             .await?;

@@ -6,7 +6,8 @@
 //! arguments are one or two plain words; the rest is split by command, beside `crate::cmd`:
 //! `primitives` (atoms, strings, literals, numbers, flags, sequence sets, dates), `auth`
 //! (AUTHENTICATE, LOGIN), `mailbox` (SELECT/EXAMINE, CREATE, LIST, LSUB, STATUS), `append`,
-//! `fetch` (items and sections), `search` (keys), `store`, `copy` (COPY, MOVE) and `id`.
+//! `fetch` (items and sections), `search` (keys), `store`, `copy` (COPY, MOVE), `id` and
+//! `metadata` (GETMETADATA, SETMETADATA).
 
 use chrono::{DateTime, FixedOffset};
 
@@ -19,6 +20,7 @@ mod fetch;
 mod id;
 mod mailbox;
 mod notify;
+mod metadata;
 mod primitives;
 mod search;
 mod sort;
@@ -27,6 +29,7 @@ mod store;
 pub use fetch::{BinarySection, FetchItem, Section, SectionText, part_spec, section_spec};
 pub use mailbox::{QresyncParams, StatusItem};
 pub use notify::{EventGroup, NotifyEvent, NotifyFilter, NotifySet};
+pub use metadata::MetadataOptions;
 use primitives::{PResult, Parser};
 pub use primitives::{parse_date, parse_date_time};
 pub use search::{SearchKey, SearchReturn, asks_to_save};
@@ -197,6 +200,17 @@ pub enum CommandBody {
     Id,
     /// RFC 5465: `NOTIFY SET ...`, or `NOTIFY NONE` (`None`).
     Notify(Option<NotifySet>),
+    /// RFC 5464 §4.2: entry names checked and lower-cased (`shared::metadata::entry_name`).
+    GetMetadata {
+        mailbox: String,
+        options: MetadataOptions,
+        entries: Vec<String>,
+    },
+    /// RFC 5464 §4.3: each entry's new value, None (NIL) to remove it; never a root name.
+    SetMetadata {
+        mailbox: String,
+        entries: Vec<(String, Option<Vec<u8>>)>,
+    },
 }
 
 impl CommandBody {
@@ -240,6 +254,8 @@ impl CommandBody {
             CommandBody::Namespace => "NAMESPACE",
             CommandBody::Id => "ID",
             CommandBody::Notify(_) => "NOTIFY",
+            CommandBody::GetMetadata { .. } => "GETMETADATA",
+            CommandBody::SetMetadata { .. } => "SETMETADATA",
         }
     }
 }
@@ -371,6 +387,8 @@ impl<'a> Parser<'a> {
             "NAMESPACE" => CommandBody::Namespace,
             "ID" => self.id()?,
             "NOTIFY" => self.notify()?,
+            "GETMETADATA" => self.getmetadata()?,
+            "SETMETADATA" => self.setmetadata()?,
             other => return Err(format!("unknown command {other}")),
         };
         Ok(body)
