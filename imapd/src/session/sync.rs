@@ -86,9 +86,24 @@ impl Session {
             }
             selected.known_modseq = highest;
         }
-        if expunge_ok && !selected.ghosts.is_empty() {
-            let ghosts = std::mem::take(&mut selected.ghosts);
-            remove_announced(selected, &ghosts, self.qresync, &mut out);
+        let expunging = if expunge_ok {
+            std::mem::take(&mut selected.ghosts)
+        } else {
+            Vec::new()
+        };
+        // RFC 5267 §4.3.3, §4.3.4: live searches hear of arrivals after EXISTS and of expunges
+        // before EXPUNGE (session/context.rs).
+        if let Err(e) = self.live_updates(&expunging, &mut out).await {
+            // Announced next time, after the live searches heard of them.
+            if let State::Selected { selected, .. } = &mut self.state {
+                selected.ghosts = expunging;
+            }
+            return Err(e);
+        }
+        if !expunging.is_empty()
+            && let State::Selected { selected, .. } = &mut self.state
+        {
+            remove_announced(selected, &expunging, self.qresync, &mut out);
         }
         if !out.is_empty() {
             self.conn.send(&out).await?;
@@ -103,6 +118,11 @@ impl Session {
         };
         selected.ghosts.retain(|g| uids.binary_search(g).is_err());
         let mut out = Vec::new();
+        // RFC 5267 §4.3.4: REMOVEFROM before the expunge is announced.
+        self.live_updates(uids, &mut out).await?;
+        let State::Selected { selected, .. } = &mut self.state else {
+            return Ok(());
+        };
         remove_announced(selected, uids, self.qresync, &mut out);
         self.conn.send(&out).await?;
         Ok(())

@@ -1,0 +1,342 @@
+//! Searches kept live (RFC 5267 §4.3, CONTEXT=SEARCH and CONTEXT=SORT): after `SEARCH RETURN
+//! (UPDATE)` or `SORT RETURN (UPDATE)` the session tells the client how the result changes, with
+//! unsolicited `* ESEARCH (TAG "t") ADDTO (...)` / `REMOVEFROM (...)`, as messages arrive,
+//! change flags or are expunged, until CANCELUPDATE (§4.3.5) or the mailbox is no longer
+//! selected (the live searches belong to the view, `Selected::live`).
+//!
+//! Changes are noticed where the session notices every change, `sync.rs`, which calls
+//! [`Session::live_updates`] after it has announced new messages (`EXISTS`, §4.3.3: ADDTO comes
+//! after it) and before it announces expunges (§4.3.4: REMOVEFROM comes before them). A message
+//! is re-checked when its MODSEQ passed the one the live search is in step with (every flag
+//! change and every arrival takes a new MODSEQ), so a change costs the evaluation of the changed
+//! messages only, never a new search of the mailbox.
+//!
+//! Limits (bounded memory and CPU): at most [`MAX_LIVE`] live searches per session and
+//! [`MAX_LIVE_RESULTS`] results held by them together; past either, and for a search whose
+//! result would change without any message changing (message numbers, which shift at every
+//! expunge; `UID n:*` or `*`; OLDER / YOUNGER, which change with the clock), the server answers
+//! the search and says it will not update it: `* NO [NOUPDATE "tag"]` (§4.3.1).
+
+use std::collections::HashSet;
+
+use chrono::Utc;
+
+use super::{CmdResult, Failure, Reply, Session};
+use crate::cmd::sort::{Value, compare_keys, value_of};
+use crate::wire::parse::{SearchKey, SortCriterion};
+use crate::wire::response::{Code, Response, Status};
+use crate::wire::sequence::{Bound, compact};
+
+/// Most searches one session keeps live (RFC 5267 §4.3.1: "at least one").
+pub const MAX_LIVE: usize = 5;
+/// Most results all live searches of a session hold together (a SORT result holds its sort
+/// keys, subjects and addresses, beside each UID).
+pub const MAX_LIVE_RESULTS: usize = 100_000;
+/// Messages read per statement when sort keys of arrivals are read.
+const BATCH: usize = 250;
+
+/// One search kept live.
+#[derive(Debug)]
+pub struct Live {
+    /// The tag of the searching command: the ESEARCH correlator (§4.3).
+    tag: String,
+    /// UID SEARCH / UID SORT: changes in UIDs, else in message numbers (§4.3.2).
+    uid: bool,
+    key: SearchKey,
+    /// SORT's criteria; `None` for SEARCH, whose result is in mailbox order and whose changes
+    /// are sent at context position 0 (§4.3.3, §4.3.4).
+    order: Option<Vec<SortCriterion>>,
+    /// The result: UIDs in the command's order, each with its sort keys (empty for SEARCH).
+    results: Vec<(u32, Vec<Value>)>,
+    /// The view's MODSEQ this result is in step with: messages with a higher one are re-checked.
+    seen_modseq: u64,
+}
+
+/// Whether a search's result changes only when messages arrive, change or go: not with message
+/// numbers (they shift at every expunge), `*` (it moves with each arrival) or the clock.
+fn updatable(key: &SearchKey) -> bool {
+    match key {
+        SearchKey::Sequence(_) | SearchKey::Older(_) | SearchKey::Younger(_) => false,
+        SearchKey::Uid(set) => !set.0.iter().any(|&(a, b)| a == Bound::Star || b == Bound::Star),
+        SearchKey::Not(k) => updatable(k),
+        SearchKey::Or(a, b) => updatable(a) && updatable(b),
+        SearchKey::And(keys) => keys.iter().all(updatable),
+        _ => true,
+    }
+}
+
+/// What one live search learned in a sync, before anything is changed.
+struct Learned {
+    /// The re-checked messages (UIDs, ascending) and which of them match now.
+    rechecked: Vec<u32>,
+    matched: HashSet<u32>,
+    /// Messages that match now and were not in the result, with their sort keys, ascending.
+    arriving: Vec<(u32, Vec<Value>)>,
+}
+
+impl Session {
+    /// RFC 5267 §4.3: "An attempt to use UPDATE where a tag is already in use with a previous
+    /// searching command that itself used UPDATE SHALL result in the server rejecting the
+    /// searching command with a BAD response."
+    pub(crate) fn refuse_tag_reuse(&self, tag: &str) -> Option<Reply> {
+        let selected = self.selected().ok()?;
+        if !selected.live.iter().any(|live| live.tag == tag) {
+            return None;
+        }
+        tracing::info!(peer = %self.peer, tag, "UPDATE with the tag of a live search");
+        Some(Reply::bad("tag already in use by a search kept live"))
+    }
+
+    /// Keep a SEARCH result (UIDs, ascending) live.
+    pub(crate) async fn start_live_search(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        key: &SearchKey,
+        uids: Vec<u32>,
+    ) -> Result<(), Failure> {
+        let results = uids.into_iter().map(|u| (u, Vec::new())).collect();
+        self.start_live(tag, uid, key, None, results).await
+    }
+
+    /// Keep a SORT result (UIDs in sort order with their sort keys) live.
+    pub(crate) async fn start_live_sort(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        key: &SearchKey,
+        criteria: &[SortCriterion],
+        results: Vec<(u32, Vec<Value>)>,
+    ) -> Result<(), Failure> {
+        self.start_live(tag, uid, key, Some(criteria.to_vec()), results).await
+    }
+
+    async fn start_live(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        key: &SearchKey,
+        order: Option<Vec<SortCriterion>>,
+        results: Vec<(u32, Vec<Value>)>,
+    ) -> Result<(), Failure> {
+        let refusal = {
+            let selected = self.selected()?;
+            let held: usize = selected.live.iter().map(|live| live.results.len()).sum();
+            if selected.live.len() >= MAX_LIVE {
+                Some(format!("at most {MAX_LIVE} searches are kept live"))
+            } else if held + results.len() > MAX_LIVE_RESULTS {
+                Some(format!("at most {MAX_LIVE_RESULTS} results are kept live"))
+            } else if !updatable(key) {
+                Some("a search by message number, by `*` or by age is not kept live".to_string())
+            } else {
+                None
+            }
+        };
+        if let Some(text) = refusal {
+            // §4.3.1: "an untagged NO is generated during processing of the command with a
+            // response-code of NOUPDATE"; the other return options were honoured.
+            tracing::info!(peer = %self.peer, tag, "UPDATE refused: {text}");
+            let code = Code::NoUpdate(tag.to_string());
+            self.respond(Response::Untagged {
+                status: Status::No,
+                code: Some(&code),
+                text: &text,
+            })
+            .await?;
+            return Ok(());
+        }
+        let selected = self.selected_mut()?;
+        let seen_modseq = selected.known_modseq;
+        selected.live.push(Live {
+            tag: tag.to_string(),
+            uid,
+            key: key.clone(),
+            order,
+            results,
+            seen_modseq,
+        });
+        Ok(())
+    }
+
+    /// CANCELUPDATE (RFC 5267 §4.3.5): the named live searches stop. A tag that names none is
+    /// refused with NO (as Dovecot does) and nothing is cancelled.
+    pub(crate) fn cmd_cancel_update(&mut self, tags: &[String]) -> CmdResult {
+        let peer = self.peer;
+        let selected = self.selected_mut()?;
+        if let Some(unknown) = tags.iter().find(|t| !selected.live.iter().any(|live| &live.tag == *t)) {
+            tracing::info!(%peer, tag = %unknown, "CANCELUPDATE of a tag with no live search");
+            return Ok(Reply::no(format!("no search is kept live under tag {unknown}")));
+        }
+        selected.live.retain(|live| !tags.contains(&live.tag));
+        Ok(Reply::ok("CANCELUPDATE completed"))
+    }
+
+    /// Tell the client how its live searches changed (RFC 5267 §4.3.2 to §4.3.4), writing to
+    /// `out`: `expunging` (UIDs, ascending) are about to be announced as expunged (their
+    /// REMOVEFROM must come first, while their message numbers are valid), and messages whose
+    /// MODSEQ passed a live search's are re-checked against it (arrivals come after their
+    /// EXISTS, which the caller has written). Nothing changes unless every live search could
+    /// be brought up to date (a store error leaves them as they were, for the next sync).
+    pub(crate) async fn live_updates(&mut self, expunging: &[u32], out: &mut Vec<u8>) -> Result<(), Failure> {
+        let Ok(selected) = self.selected_mut() else {
+            return Ok(());
+        };
+        if selected.live.is_empty() {
+            return Ok(());
+        }
+        let mut live = std::mem::take(&mut selected.live);
+        let mut learned = Vec::with_capacity(live.len());
+        let mut failure = None;
+        for one in &live {
+            match self.learn(one, expunging).await {
+                Ok(l) => learned.push(l),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            let selected = self.selected()?;
+            for (one, learned) in live.iter_mut().zip(learned) {
+                let by_uid = one.uid;
+                let changes = one.apply(learned, expunging, |uid| {
+                    if by_uid { Some(uid) } else { selected.seq_of(uid) }
+                });
+                if !changes.is_empty() {
+                    Response::ESearchUpdate {
+                        tag: &one.tag,
+                        uid: one.uid,
+                        changes: &changes,
+                    }
+                    .write(out);
+                }
+                one.seen_modseq = selected.known_modseq;
+            }
+        }
+        if let Ok(selected) = self.selected_mut() {
+            selected.live = live;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Re-check what changed for one live search: the fallible part (store reads).
+    async fn learn(&self, live: &Live, expunging: &[u32]) -> Result<Learned, Failure> {
+        let selected = self.selected()?;
+        let listed: Vec<(u32, u32)> = if selected.known_modseq > live.seen_modseq {
+            selected
+                .uids
+                .iter()
+                .zip(&selected.modseqs)
+                .enumerate()
+                .filter(|(_, (uid, modseq))| **modseq > live.seen_modseq && expunging.binary_search(uid).is_err())
+                .map(|(i, (uid, _))| (i as u32 + 1, *uid))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let matched: HashSet<u32> = if listed.is_empty() {
+            HashSet::new()
+        } else {
+            self.evaluate_listed(&live.key, &listed, Utc::now())
+                .await?
+                .into_iter()
+                .map(|hit| hit.1)
+                .collect()
+        };
+        let members: HashSet<u32> = live.results.iter().map(|r| r.0).collect();
+        let new: Vec<u32> = listed
+            .iter()
+            .map(|l| l.1)
+            .filter(|uid| matched.contains(uid) && !members.contains(uid))
+            .collect();
+        let arriving = match &live.order {
+            Some(criteria) if !new.is_empty() => self.sort_keys(criteria, &new).await?,
+            _ => new.into_iter().map(|uid| (uid, Vec::new())).collect(),
+        };
+        Ok(Learned {
+            rechecked: listed.into_iter().map(|l| l.1).collect(),
+            matched,
+            arriving,
+        })
+    }
+
+    /// The sort keys of these messages (UIDs, ascending); one gone meanwhile is left out.
+    async fn sort_keys(&self, criteria: &[SortCriterion], uids: &[u32]) -> Result<Vec<(u32, Vec<Value>)>, Failure> {
+        let user_id = self.user()?.id;
+        let mailbox_id = self.selected()?.mailbox.id;
+        let mut keyed = Vec::with_capacity(uids.len());
+        for chunk in uids.chunks(BATCH) {
+            for message in self.ctx.mail.fetch_light(user_id, mailbox_id, chunk).await? {
+                let keys = criteria.iter().map(|c| value_of(&message, c.key)).collect();
+                keyed.push((message.uid, keys));
+            }
+        }
+        Ok(keyed)
+    }
+}
+
+impl Live {
+    /// Bring the result up to date and say how, as (added, context position, set) in the order
+    /// the client applies them (§4.3.2): removals first, then additions. `number` gives a
+    /// message's UID or message number in the view as it is now (expunged ones still in it).
+    fn apply(
+        &mut self,
+        learned: Learned,
+        expunging: &[u32],
+        number: impl Fn(u32) -> Option<u32>,
+    ) -> Vec<(bool, u32, String)> {
+        let rechecked: HashSet<u32> = learned.rechecked.into_iter().collect();
+        let leaves = |uid: u32| {
+            expunging.binary_search(&uid).is_ok() || (rechecked.contains(&uid) && !learned.matched.contains(&uid))
+        };
+        let mut changes = Vec::new();
+        match &self.order {
+            None => {
+                // SEARCH: mailbox order, context position 0, the shortest sets (§4.3.3).
+                let (gone, kept): (Vec<_>, Vec<_>) = self.results.drain(..).partition(|r| leaves(r.0));
+                self.results = kept;
+                let gone: Vec<u32> = gone.iter().filter_map(|r| number(r.0)).collect();
+                if !gone.is_empty() {
+                    changes.push((false, 0, compact(&gone)));
+                }
+                let added: Vec<u32> = learned.arriving.iter().filter_map(|a| number(a.0)).collect();
+                self.results.extend(learned.arriving);
+                self.results.sort_unstable_by_key(|r| r.0);
+                if !added.is_empty() {
+                    changes.push((true, 0, compact(&added)));
+                }
+            }
+            Some(criteria) => {
+                // SORT: each change at its context position (1-based), so the client's copy
+                // stays in sort order (§4.3.2); a removal's position is where it is before it
+                // goes, an addition's where it is after it came.
+                let mut kept = Vec::with_capacity(self.results.len());
+                for result in self.results.drain(..) {
+                    if leaves(result.0) {
+                        if let Some(n) = number(result.0) {
+                            changes.push((false, kept.len() as u32 + 1, n.to_string()));
+                        }
+                    } else {
+                        kept.push(result);
+                    }
+                }
+                self.results = kept;
+                for (uid, keys) in learned.arriving {
+                    // Equal keys: UID order, which is message number order (RFC 5256 §3).
+                    let at = self.results.partition_point(|(other, other_keys)| {
+                        compare_keys(criteria, other_keys, &keys).then(other.cmp(&uid)).is_lt()
+                    });
+                    if let Some(n) = number(uid) {
+                        changes.push((true, at as u32 + 1, n.to_string()));
+                    }
+                    self.results.insert(at, (uid, keys));
+                }
+            }
+        }
+        changes
+    }
+}
