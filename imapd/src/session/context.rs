@@ -9,7 +9,8 @@
 //! after it) and before it announces expunges (§4.3.4: REMOVEFROM comes before them). A message
 //! is re-checked when its MODSEQ passed the one the live search is in step with (every flag
 //! change and every arrival takes a new MODSEQ), so a change costs the evaluation of the changed
-//! messages only, never a new search of the mailbox.
+//! messages only, never a new search of the mailbox; a search reading no flags (FROM, BODY, a
+//! date...) re-checks arrivals only.
 //!
 //! Limits (bounded memory and CPU): at most [`MAX_LIVE`] live searches per session and
 //! [`MAX_LIVE_RESULTS`] results held by them together; past either, and for a search whose
@@ -50,6 +51,36 @@ pub struct Live {
     results: Vec<(u32, Vec<Value>)>,
     /// The view's MODSEQ this result is in step with: messages with a higher one are re-checked.
     seen_modseq: u64,
+    /// The highest UID checked: when the key reads nothing that changes on a message (flags,
+    /// MODSEQ), only messages above it (arrivals) are re-checked.
+    checked_uid: u32,
+}
+
+/// Whether a key reads what changes on a message after it arrived: flags, keywords, MODSEQ.
+fn reads_state(key: &SearchKey) -> bool {
+    use SearchKey as K;
+    match key {
+        K::Answered
+        | K::Deleted
+        | K::Draft
+        | K::Flagged
+        | K::Seen
+        | K::Unanswered
+        | K::Undeleted
+        | K::Undraft
+        | K::Unflagged
+        | K::Unseen
+        | K::Keyword(_)
+        | K::Unkeyword(_)
+        | K::New
+        | K::Old
+        | K::Recent
+        | K::ModSeq(_) => true,
+        K::Not(k) => reads_state(k),
+        K::Or(a, b) => reads_state(a) || reads_state(b),
+        K::And(keys) => keys.iter().any(reads_state),
+        _ => false,
+    }
 }
 
 /// Whether a search's result changes only when messages arrive, change or go: not with message
@@ -146,7 +177,7 @@ impl Session {
             return Ok(());
         }
         let selected = self.selected_mut()?;
-        let seen_modseq = selected.known_modseq;
+        let (seen_modseq, checked_uid) = (selected.known_modseq, selected.max_uid());
         selected.live.push(Live {
             tag: tag.to_string(),
             uid,
@@ -154,6 +185,7 @@ impl Session {
             order,
             results,
             seen_modseq,
+            checked_uid,
         });
         Ok(())
     }
@@ -212,6 +244,7 @@ impl Session {
                     .write(out);
                 }
                 one.seen_modseq = selected.known_modseq;
+                one.checked_uid = selected.max_uid();
             }
         }
         if let Ok(selected) = self.selected_mut() {
@@ -226,13 +259,18 @@ impl Session {
     /// Re-check what changed for one live search: the fallible part (store reads).
     async fn learn(&self, live: &Live, expunging: &[u32]) -> Result<Learned, Failure> {
         let selected = self.selected()?;
+        let any_change = reads_state(&live.key);
         let listed: Vec<(u32, u32)> = if selected.known_modseq > live.seen_modseq {
             selected
                 .uids
                 .iter()
                 .zip(&selected.modseqs)
                 .enumerate()
-                .filter(|(_, (uid, modseq))| **modseq > live.seen_modseq && expunging.binary_search(uid).is_err())
+                .filter(|(_, (uid, modseq))| {
+                    **modseq > live.seen_modseq
+                        && (any_change || **uid > live.checked_uid)
+                        && expunging.binary_search(uid).is_err()
+                })
                 .map(|(i, (uid, _))| (i as u32 + 1, *uid))
                 .collect()
         } else {
