@@ -213,7 +213,9 @@ impl Session {
         let Ok(selected) = self.selected_mut() else {
             return Ok(());
         };
-        if selected.live.is_empty() {
+        // Nothing arrived, changed or goes: nothing to tell (the common case, every command).
+        let known = selected.known_modseq;
+        if expunging.is_empty() && selected.live.iter().all(|live| live.seen_modseq >= known) {
             return Ok(());
         }
         let mut live = std::mem::take(&mut selected.live);
@@ -231,6 +233,10 @@ impl Session {
         if failure.is_none() {
             let selected = self.selected()?;
             for (one, learned) in live.iter_mut().zip(learned) {
+                if learned.rechecked.is_empty() && expunging.is_empty() {
+                    one.seen_modseq = selected.known_modseq;
+                    continue;
+                }
                 let by_uid = one.uid;
                 let changes = one.apply(learned, expunging, |uid| {
                     if by_uid { Some(uid) } else { selected.seq_of(uid) }
@@ -276,15 +282,15 @@ impl Session {
         } else {
             Vec::new()
         };
-        let matched: HashSet<u32> = if listed.is_empty() {
-            HashSet::new()
-        } else {
-            self.evaluate_listed(&live.key, &listed, Utc::now())
-                .await?
-                .into_iter()
-                .map(|hit| hit.1)
-                .collect()
-        };
+        if listed.is_empty() {
+            return Ok(Learned {
+                rechecked: Vec::new(),
+                matched: HashSet::new(),
+                arriving: Vec::new(),
+            });
+        }
+        let hits = self.evaluate_listed(&live.key, &listed, Utc::now()).await?;
+        let matched: HashSet<u32> = hits.into_iter().map(|hit| hit.1).collect();
         let members: HashSet<u32> = live.results.iter().map(|r| r.0).collect();
         let new: Vec<u32> = listed
             .iter()
