@@ -274,8 +274,15 @@ async fn cancel_reuse_limits_and_unselect() {
     }
     let r = tagged(&mut a, "L6", "UID SEARCH RETURN (UPDATE COUNT) SEEN").await;
     assert!(r.tagged.starts_with("L6 OK"), "{r:#?}");
-    assert!(r.has("* NO [NOUPDATE \"L6\"]"), "{r:#?}");
+    // As in §4.3.1's example: the NO, then the answer.
+    assert!(r.lines[0].starts_with("* NO [NOUPDATE \"L6\"] "), "{r:#?}");
     assert_eq!(esearches(&r), vec!["* ESEARCH (TAG \"L6\") UID COUNT 2"]);
+    let r = tagged(&mut a, "L6S", "UID SORT RETURN (UPDATE MIN) (SUBJECT) UTF-8 SEEN").await;
+    assert!(
+        r.tagged.starts_with("L6S OK") && r.has("* NO [NOUPDATE \"L6S\"]"),
+        "{r:#?}"
+    );
+    assert_eq!(esearches(&r), vec!["* ESEARCH (TAG \"L6S\") UID MIN 1"]);
     let r = tagged(&mut a, "L7", "CANCELUPDATE \"L1\" \"L2\" \"L3\" \"L4\" \"L5\"").await;
     assert!(r.tagged.starts_with("L7 OK"), "{r:#?}");
     // Message numbers shift at every expunge: not kept live.

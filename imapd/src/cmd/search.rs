@@ -424,10 +424,10 @@ impl Session {
                 {
                     return Ok(refused);
                 }
+                let live = ret.update && self.may_keep_live(tag, key, hits.len()).await?;
                 self.answer_esearch(tag, uid, &hits, ret, modseq_search).await?;
-                if ret.update {
-                    let uids: Vec<u32> = hits.iter().map(|h| h.1).collect();
-                    self.start_live_search(tag, uid, key, uids).await?;
+                if live {
+                    self.keep_search_live(tag, uid, key, hits.iter().map(|h| h.1).collect())?;
                 }
             }
         }

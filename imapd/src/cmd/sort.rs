@@ -308,10 +308,11 @@ impl Session {
                 .map(|k| (k.seq, k.uid, selected.modseqs[k.seq as usize - 1]))
                 .collect()
         };
+        let live = ret.update && self.may_keep_live(tag, key, hits.len()).await?;
         self.answer_esearch(tag, uid, &hits, ret, modseq_search).await?;
-        if ret.update {
+        if live {
             let results = keyed.into_iter().map(|k| (k.uid, k.keys)).collect();
-            self.start_live_sort(tag, uid, key, criteria, results).await?;
+            self.keep_sort_live(tag, uid, key, criteria, results)?;
         }
         Ok(())
     }

@@ -118,44 +118,17 @@ impl Session {
         Some(Reply::bad("tag already in use by a search kept live"))
     }
 
-    /// Keep a SEARCH result (UIDs, ascending) live.
-    pub(crate) async fn start_live_search(
-        &mut self,
-        tag: &str,
-        uid: bool,
-        key: &SearchKey,
-        uids: Vec<u32>,
-    ) -> Result<(), Failure> {
-        let results = uids.into_iter().map(|u| (u, Vec::new())).collect();
-        self.start_live(tag, uid, key, None, results).await
-    }
-
-    /// Keep a SORT result (UIDs in sort order with their sort keys) live.
-    pub(crate) async fn start_live_sort(
-        &mut self,
-        tag: &str,
-        uid: bool,
-        key: &SearchKey,
-        criteria: &[SortCriterion],
-        results: Vec<(u32, Vec<Value>)>,
-    ) -> Result<(), Failure> {
-        self.start_live(tag, uid, key, Some(criteria.to_vec()), results).await
-    }
-
-    async fn start_live(
-        &mut self,
-        tag: &str,
-        uid: bool,
-        key: &SearchKey,
-        order: Option<Vec<SortCriterion>>,
-        results: Vec<(u32, Vec<Value>)>,
-    ) -> Result<(), Failure> {
+    /// Whether a search with UPDATE and `results` results may be kept live; if not, says so:
+    /// "an untagged NO is generated during processing of the command with a response-code of
+    /// NOUPDATE" (§4.3.1), before the answer as in §4.3.1's example; the other return options
+    /// are still honoured.
+    pub(crate) async fn may_keep_live(&mut self, tag: &str, key: &SearchKey, results: usize) -> Result<bool, Failure> {
         let refusal = {
             let selected = self.selected()?;
             let held: usize = selected.live.iter().map(|live| live.results.len()).sum();
             if selected.live.len() >= MAX_LIVE {
                 Some(format!("at most {MAX_LIVE} searches are kept live"))
-            } else if held + results.len() > MAX_LIVE_RESULTS {
+            } else if held + results > MAX_LIVE_RESULTS {
                 Some(format!("at most {MAX_LIVE_RESULTS} results are kept live"))
             } else if !updatable(key) {
                 Some("a search by message number, by `*` or by age is not kept live".to_string())
@@ -163,19 +136,52 @@ impl Session {
                 None
             }
         };
-        if let Some(text) = refusal {
-            // §4.3.1: "an untagged NO is generated during processing of the command with a
-            // response-code of NOUPDATE"; the other return options were honoured.
-            tracing::info!(peer = %self.peer, tag, "UPDATE refused: {text}");
-            let code = Code::NoUpdate(tag.to_string());
-            self.respond(Response::Untagged {
-                status: Status::No,
-                code: Some(&code),
-                text: &text,
-            })
-            .await?;
-            return Ok(());
-        }
+        let Some(text) = refusal else {
+            return Ok(true);
+        };
+        tracing::info!(peer = %self.peer, tag, "UPDATE refused: {text}");
+        let code = Code::NoUpdate(tag.to_string());
+        self.respond(Response::Untagged {
+            status: Status::No,
+            code: Some(&code),
+            text: &text,
+        })
+        .await?;
+        Ok(false)
+    }
+
+    /// Keep a SEARCH result (UIDs, ascending) live ([`Session::may_keep_live`] said yes).
+    pub(crate) fn keep_search_live(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        key: &SearchKey,
+        uids: Vec<u32>,
+    ) -> Result<(), Failure> {
+        let results = uids.into_iter().map(|u| (u, Vec::new())).collect();
+        self.keep_live(tag, uid, key, None, results)
+    }
+
+    /// Keep a SORT result (UIDs in sort order with their sort keys) live.
+    pub(crate) fn keep_sort_live(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        key: &SearchKey,
+        criteria: &[SortCriterion],
+        results: Vec<(u32, Vec<Value>)>,
+    ) -> Result<(), Failure> {
+        self.keep_live(tag, uid, key, Some(criteria.to_vec()), results)
+    }
+
+    fn keep_live(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        key: &SearchKey,
+        order: Option<Vec<SortCriterion>>,
+        results: Vec<(u32, Vec<Value>)>,
+    ) -> Result<(), Failure> {
         let selected = self.selected_mut()?;
         let (seen_modseq, checked_uid) = (selected.known_modseq, selected.max_uid());
         selected.live.push(Live {
