@@ -268,6 +268,9 @@ async fn cancel_reuse_limits_and_unselect() {
     let r = a.ok("NOOP").await;
     assert!(esearches(&r).is_empty(), "cancelled: {r:#?}");
     a.no("CANCELUPDATE \"B01\"").await;
+    // At most 100 tags in one CANCELUPDATE (a session keeps 5 live searches).
+    let many: Vec<String> = (0..101).map(|i| format!("\"x{i}\"")).collect();
+    a.bad(&format!("CANCELUPDATE {}", many.join(" "))).await;
     // Five live searches; the sixth is answered (other options honoured) with NOUPDATE.
     for i in 1..=5 {
         tagged(&mut a, &format!("L{i}"), "UID SEARCH RETURN (UPDATE) SEEN").await;

@@ -82,6 +82,18 @@ async fn esort_answers_in_sort_order() {
     )
     .await;
     assert_eq!(esearch(&r), "* ESEARCH (TAG \"E05\") COUNT 0");
+    // RFC 4731 §3.2 with RFC 7162 §3.1.5: MODSEQ is the highest of the messages returned,
+    // here the MIN one only.
+    let r = c.ok("FETCH 4 (MODSEQ)").await;
+    let modseq = r
+        .find("* 4 FETCH")
+        .split("MODSEQ (")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("))")
+        .to_string();
+    let r = tagged(&mut c, "E06", "SORT RETURN (MIN) (DATE) UTF-8 MODSEQ 1").await;
+    assert_eq!(esearch(&r), format!("* ESEARCH (TAG \"E06\") MIN 4 MODSEQ {modseq}"));
     // Without RETURN, SORT answers as RFC 5256 says.
     let r = c.ok("SORT (DATE) UTF-8 ALL").await;
     assert_eq!(r.find("* SORT"), "* SORT 4 5 3 2 1");
