@@ -236,8 +236,9 @@ impl Session {
                 }
             }
         }
-        if failure.is_none() {
-            let selected = self.selected()?;
+        if failure.is_none()
+            && let Ok(selected) = self.selected()
+        {
             for (one, learned) in live.iter_mut().zip(learned) {
                 if learned.rechecked.is_empty() && expunging.is_empty() {
                     one.seen_modseq = selected.known_modseq;

@@ -93,22 +93,20 @@ impl Session {
         };
         // RFC 5267 §4.3.3, §4.3.4: live searches hear of arrivals after EXISTS and of expunges
         // before EXPUNGE (session/context.rs).
-        if let Err(e) = self.live_updates(&expunging, &mut out).await {
-            // Announced next time, after the live searches heard of them.
-            if let State::Selected { selected, .. } = &mut self.state {
+        let live = self.live_updates(&expunging, &mut out).await;
+        if let State::Selected { selected, .. } = &mut self.state {
+            if live.is_ok() {
+                remove_announced(selected, &expunging, self.qresync, &mut out);
+            } else {
+                // Announced at the next sync, after the live searches have heard of them; what
+                // the view took in already (EXISTS, FETCH) is told now.
                 selected.ghosts = expunging;
             }
-            return Err(e);
-        }
-        if !expunging.is_empty()
-            && let State::Selected { selected, .. } = &mut self.state
-        {
-            remove_announced(selected, &expunging, self.qresync, &mut out);
         }
         if !out.is_empty() {
             self.conn.send(&out).await?;
         }
-        Ok(())
+        live
     }
 
     /// Remove this session's own expunged UIDs (ascending) from the view and announce them.
