@@ -391,3 +391,97 @@ impl Live {
         changes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::parse::SortKey;
+    use crate::wire::sequence::SequenceSet;
+
+    fn live(order: Option<Vec<SortCriterion>>, results: Vec<(u32, Vec<Value>)>) -> Live {
+        Live {
+            tag: "t".into(),
+            uid: true,
+            key: SearchKey::All,
+            order,
+            results,
+            seen_modseq: 0,
+            checked_uid: 0,
+        }
+    }
+
+    fn text(s: &str) -> Vec<Value> {
+        vec![Value::Text(s.into())]
+    }
+
+    #[test]
+    fn search_changes_are_sets_at_position_zero() {
+        let mut one = live(None, vec![(1, vec![]), (3, vec![]), (4, vec![]), (6, vec![])]);
+        let learned = Learned {
+            rechecked: vec![3, 7, 8],
+            matched: [7, 8].into_iter().collect(),
+            arriving: vec![(7, vec![]), (8, vec![])],
+        };
+        let changes = one.apply(learned, &[4, 6], Some);
+        assert_eq!(
+            changes,
+            vec![(false, 0, "3:4,6".to_string()), (true, 0, "7:8".to_string())]
+        );
+        assert_eq!(one.results.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 7, 8]);
+    }
+
+    #[test]
+    fn sort_changes_keep_the_order() {
+        let criteria = vec![SortCriterion {
+            key: SortKey::Subject,
+            reverse: false,
+        }];
+        // b(1) d(2) f(3)
+        let mut one = live(Some(criteria), vec![(1, text("b")), (2, text("d")), (3, text("f"))]);
+        let learned = Learned {
+            rechecked: vec![2, 4, 5],
+            matched: [4, 5].into_iter().collect(),
+            arriving: vec![(4, text("a")), (5, text("d"))],
+        };
+        // d(2) leaves from position 2; a(4) comes first; d(5) equals nothing left: before f.
+        let changes = one.apply(learned, &[], Some);
+        assert_eq!(
+            changes,
+            vec![
+                (false, 2, "2".to_string()),
+                (true, 1, "4".to_string()),
+                (true, 3, "5".to_string())
+            ]
+        );
+        assert_eq!(one.results.iter().map(|r| r.0).collect::<Vec<_>>(), vec![4, 1, 5, 3]);
+        // Equal keys: the lower UID first (RFC 5256 §3: sequence order).
+        let learned = Learned {
+            rechecked: vec![6],
+            matched: [6].into_iter().collect(),
+            arriving: vec![(6, text("b"))],
+        };
+        assert_eq!(
+            one.apply(learned, &[1], Some),
+            vec![(false, 2, "1".to_string()), (true, 2, "6".to_string())]
+        );
+    }
+
+    #[test]
+    fn keys_whose_result_moves_by_itself_are_not_kept_live() {
+        let uid_set = |s: &str| SearchKey::Uid(SequenceSet::parse(s.as_bytes()).unwrap());
+        assert!(updatable(&SearchKey::And(vec![SearchKey::Unseen, uid_set("1:5")])));
+        assert!(!updatable(&SearchKey::Not(Box::new(uid_set("5:*")))));
+        assert!(!updatable(&SearchKey::Sequence(SequenceSet::parse(b"1:2").unwrap())));
+        assert!(!updatable(&SearchKey::Or(
+            Box::new(SearchKey::All),
+            Box::new(SearchKey::Younger(5))
+        )));
+        assert!(reads_state(&SearchKey::Not(Box::new(SearchKey::Keyword(
+            "$Junk".into()
+        )))));
+        assert!(!reads_state(&SearchKey::And(vec![
+            SearchKey::From("a".into()),
+            SearchKey::Larger(5)
+        ])));
+    }
+}
