@@ -139,6 +139,11 @@ async fn esort_saves_the_result() {
     let r = c.ok("SORT RETURN (SAVE) (DATE) UTF-8 OR SUBJECT a SUBJECT e").await;
     assert!(!r.has("* ESEARCH") && !r.has("* SORT"), "{r:#?}");
     assert_eq!(c.ok("SEARCH $").await.find("* SEARCH"), "* SEARCH 1 4");
+    // `$` in SORT's own criteria (RFC 5182 §2.1: wherever a sequence set may be).
+    let r = c.ok("SORT (REVERSE DATE) UTF-8 $").await;
+    assert_eq!(r.find("* SORT"), "* SORT 1 4");
+    let r = tagged(&mut c, "S00", "UID SORT RETURN (ALL) (DATE) UTF-8 UID $").await;
+    assert_eq!(esearch(&r), "* ESEARCH (TAG \"S00\") UID ALL 4,1");
     // MIN with SAVE: the first in sort order (4, sent first), not the lowest number.
     let r = tagged(&mut c, "S01", "SORT RETURN (SAVE MIN) (DATE) UTF-8 ALL").await;
     assert_eq!(esearch(&r), "* ESEARCH (TAG \"S01\") MIN 4");

@@ -288,7 +288,8 @@ fn resolve_saved_key(key: &mut SearchKey, selected: &crate::session::Selected) {
 }
 
 impl Session {
-    /// RFC 5182 §2.1: `$` in FETCH, STORE, COPY, MOVE, UID EXPUNGE and SEARCH stands for the
+    /// RFC 5182 §2.1: `$` in FETCH, STORE, COPY, MOVE, UID EXPUNGE and the search criteria of
+    /// SEARCH, SORT and THREAD stands for the
     /// result the last `SEARCH RETURN (SAVE)` kept; it is replaced here, before the command
     /// runs, so each command reads sets one way. Commands run one after another, so a command
     /// pipelined after a SAVE sees its result (§2.1). Outside a selected mailbox `$` stays
@@ -307,7 +308,9 @@ impl Session {
                 *set = saved_set(selected, *uid);
             }
             CommandBody::UidExpunge(set) if set.is_saved() => *set = saved_set(selected, true),
-            CommandBody::Search { key, .. } => resolve_saved_key(key, selected),
+            CommandBody::Search { key, .. } | CommandBody::Sort { key, .. } | CommandBody::Thread { key, .. } => {
+                resolve_saved_key(key, selected)
+            }
             _ => {}
         }
     }
