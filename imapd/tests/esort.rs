@@ -144,6 +144,8 @@ async fn esort_saves_the_result() {
     assert_eq!(r.find("* SORT"), "* SORT 1 4");
     let r = tagged(&mut c, "S00", "UID SORT RETURN (ALL) (DATE) UTF-8 UID $").await;
     assert_eq!(esearch(&r), "* ESEARCH (TAG \"S00\") UID ALL 4,1");
+    let r = c.ok("THREAD ORDEREDSUBJECT UTF-8 $").await;
+    assert_eq!(r.find("* THREAD"), "* THREAD (4)(1)");
     // MIN with SAVE: the first in sort order (4, sent first), not the lowest number.
     let r = tagged(&mut c, "S01", "SORT RETURN (SAVE MIN) (DATE) UTF-8 ALL").await;
     assert_eq!(esearch(&r), "* ESEARCH (TAG \"S01\") MIN 4");
