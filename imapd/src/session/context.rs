@@ -35,6 +35,9 @@ pub const MAX_LIVE: usize = 5;
 pub const MAX_LIVE_RESULTS: usize = 100_000;
 /// Messages read per statement when sort keys of arrivals are read.
 const BATCH: usize = 250;
+/// Numbers per sequence set and changes per `* ESEARCH` line: a mass change (`STORE 1:*`) is
+/// told in lines a client can take (a few KiB each), in order.
+const PER_LINE: usize = 500;
 
 /// One search kept live.
 #[derive(Debug)]
@@ -248,11 +251,11 @@ impl Session {
                 let changes = one.apply(learned, expunging, |uid| {
                     if by_uid { Some(uid) } else { selected.seq_of(uid) }
                 });
-                if !changes.is_empty() {
+                for changes in changes.chunks(PER_LINE) {
                     Response::ESearchUpdate {
                         tag: &one.tag,
                         uid: one.uid,
-                        changes: &changes,
+                        changes,
                     }
                     .write(out);
                 }
@@ -351,14 +354,14 @@ impl Live {
                 let (gone, kept): (Vec<_>, Vec<_>) = self.results.drain(..).partition(|r| leaves(r.0));
                 self.results = kept;
                 let gone: Vec<u32> = gone.iter().filter_map(|r| number(r.0)).collect();
-                if !gone.is_empty() {
-                    changes.push((false, 0, compact(&gone)));
+                for part in gone.chunks(PER_LINE) {
+                    changes.push((false, 0, compact(part)));
                 }
                 let added: Vec<u32> = learned.arriving.iter().filter_map(|a| number(a.0)).collect();
                 self.results.extend(learned.arriving);
                 self.results.sort_unstable_by_key(|r| r.0);
-                if !added.is_empty() {
-                    changes.push((true, 0, compact(&added)));
+                for part in added.chunks(PER_LINE) {
+                    changes.push((true, 0, compact(part)));
                 }
             }
             Some(criteria) => {
@@ -428,6 +431,27 @@ mod tests {
             vec![(false, 0, "3:4,6".to_string()), (true, 0, "7:8".to_string())]
         );
         assert_eq!(one.results.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 7, 8]);
+    }
+
+    #[test]
+    fn a_mass_change_is_told_in_bounded_sets() {
+        // Every other UID of 2,400 leaves: 1,200 numbers, no ranges, in sets of at most 500.
+        let mut one = live(None, (1..=2400).map(|u| (u, vec![])).collect());
+        let odd: Vec<u32> = (1..=2400).filter(|u| u % 2 == 1).collect();
+        let learned = Learned {
+            rechecked: odd.clone(),
+            matched: HashSet::new(),
+            arriving: vec![],
+        };
+        let changes = one.apply(learned, &[], Some);
+        assert_eq!(changes.len(), 3);
+        assert!(changes.iter().all(|(added, position, _)| !added && *position == 0));
+        let told: Vec<u32> = changes
+            .iter()
+            .flat_map(|c| c.2.split(',').map(|n| n.parse::<u32>().unwrap()))
+            .collect();
+        assert_eq!(told, odd);
+        assert_eq!(one.results.len(), 1200);
     }
 
     #[test]
