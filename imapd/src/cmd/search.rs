@@ -288,7 +288,8 @@ fn resolve_saved_key(key: &mut SearchKey, selected: &crate::session::Selected) {
 }
 
 impl Session {
-    /// RFC 5182 §2.1: `$` in FETCH, STORE, COPY, MOVE, UID EXPUNGE and SEARCH stands for the
+    /// RFC 5182 §2.1: `$` in FETCH, STORE, COPY, MOVE, UID EXPUNGE and the search criteria of
+    /// SEARCH, SORT and THREAD stands for the
     /// result the last `SEARCH RETURN (SAVE)` kept; it is replaced here, before the command
     /// runs, so each command reads sets one way. Commands run one after another, so a command
     /// pipelined after a SAVE sees its result (§2.1). Outside a selected mailbox `$` stays
@@ -307,18 +308,24 @@ impl Session {
                 *set = saved_set(selected, *uid);
             }
             CommandBody::UidExpunge(set) if set.is_saved() => *set = saved_set(selected, true),
-            CommandBody::Search { key, .. } => resolve_saved_key(key, selected),
+            CommandBody::Search { key, .. } | CommandBody::Sort { key, .. } | CommandBody::Thread { key, .. } => {
+                resolve_saved_key(key, selected)
+            }
             _ => {}
         }
     }
 
-    /// RFC 5182 §2: keep the UIDs of a SEARCH as `$`: only the MIN and/or MAX message when
-    /// those are all that was asked besides SAVE, every match otherwise.
-    fn save_result(&mut self, hits: &[(u32, u32, u64)], ret: SearchReturn) {
+    /// RFC 5182 §2: keep the UIDs of a SEARCH (or, §2.4, an extended SORT) as `$`: only the
+    /// MIN and/or MAX message when those are all that was asked besides SAVE, only the PARTIAL
+    /// window's messages when it was asked (as Dovecot does), every match otherwise. `hits` are
+    /// in the command's order (mailbox order, or sort order for SORT: MIN is the first).
+    pub(crate) fn save_result(&mut self, hits: &[(u32, u32, u64)], ret: SearchReturn) {
         let State::Selected { selected, .. } = &mut self.state else {
             return;
         };
-        selected.saved = if (ret.min || ret.max) && !(ret.all || ret.count) {
+        let mut picked: Vec<u32> = if let Some(window) = ret.partial {
+            partial_window(hits, window).iter().map(|h| h.1).collect()
+        } else if (ret.min || ret.max) && !(ret.all || ret.count) {
             let mut picked: Vec<u32> = Vec::new();
             if let Some(h) = hits.first().filter(|_| ret.min) {
                 picked.push(h.1);
@@ -326,11 +333,65 @@ impl Session {
             if let Some(h) = hits.last().filter(|_| ret.max) {
                 picked.push(h.1);
             }
-            picked.dedup();
             picked
         } else {
             hits.iter().map(|h| h.1).collect()
         };
+        // `$` is kept ascending (SORT's order does not matter to a set).
+        picked.sort_unstable();
+        picked.dedup();
+        selected.saved = picked;
+    }
+
+    /// The `* ESEARCH` answer of a SEARCH or SORT with RETURN options (RFC 4731 §3.1, RFC 5267
+    /// §3.1 and §4.4), `hits` in the command's order: mailbox order for SEARCH, sort order for
+    /// SORT, where MIN and MAX are the first and last sorted message and ALL keeps the order.
+    /// Also keeps `$` (SAVE); RFC 5182 §2: SAVE alone is answered with no ESEARCH.
+    pub(crate) async fn answer_esearch(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        hits: &[(u32, u32, u64)],
+        ret: SearchReturn,
+        modseq_search: bool,
+    ) -> Result<(), Failure> {
+        if ret.save {
+            self.save_result(hits, ret);
+            if !(ret.min || ret.max || ret.all || ret.count || ret.partial.is_some() || ret.update) {
+                return Ok(());
+            }
+        }
+        let number = |&(seq, msg_uid, _): &(u32, u32, u64)| if uid { msg_uid } else { seq };
+        // RFC 4731 §3.1: MIN, MAX and ALL are left out when nothing matched; COUNT is then 0.
+        let (first, last) = (hits.first().filter(|_| ret.min), hits.last().filter(|_| ret.max));
+        let window = ret.partial.map(|range| (range, partial_window(hits, range)));
+        // RFC 4731 §3.2 (with RFC 7162 §3.1.5): MODSEQ is the highest of the messages
+        // returned: only the MIN, MAX (and PARTIAL) ones when neither ALL nor COUNT was asked.
+        let highest = if ret.all || ret.count {
+            hits.iter().map(|h| h.2).max()
+        } else {
+            let in_window = window.iter().flat_map(|w| w.1.iter());
+            first.into_iter().chain(last).chain(in_window).map(|h| h.2).max()
+        };
+        let numbers = |list: &[(u32, u32, u64)]| list.iter().map(number).collect::<Vec<u32>>();
+        // RFC 5267 §3.2: a range only where the order ascends by one (`5,4,3`, `3:5`).
+        let all = (ret.all && !hits.is_empty()).then(|| compact(&numbers(hits)));
+        let partial_set = window.as_ref().map(|(range, list)| {
+            let set = (!list.is_empty()).then(|| compact(&numbers(list)));
+            (*range, set)
+        });
+        self.respond(Response::ESearch {
+            tag,
+            uid,
+            min: first.map(number),
+            max: last.map(number),
+            count: ret.count.then_some(hits.len()),
+            all: all.as_deref(),
+            partial: partial_set.as_ref().map(|(range, set)| (*range, set.as_deref())),
+            modseq: highest.filter(|_| modseq_search),
+        })
+        .await?;
+        Ok(())
     }
 
     pub(crate) async fn cmd_search(
@@ -360,35 +421,17 @@ impl Session {
                 })
                 .await?;
             }
-            Some(ret) if ret.save && !(ret.min || ret.max || ret.all || ret.count) => {
-                // RFC 5182 §2: SAVE alone is answered with no ESEARCH.
-                self.save_result(&hits, ret);
-            }
             Some(ret) => {
-                if ret.save {
-                    self.save_result(&hits, ret);
+                if ret.update
+                    && let Some(refused) = self.refuse_tag_reuse(tag)
+                {
+                    return Ok(refused);
                 }
-                // RFC 4731 §3.1: MIN, MAX and ALL are left out when nothing matched; COUNT is
-                // then 0. Hits are in mailbox order, so ascending in sequence number and UID.
-                let (first, last) = (hits.first().filter(|_| ret.min), hits.last().filter(|_| ret.max));
-                // RFC 4731 §3.2 (with RFC 7162 §3.1.5): MODSEQ is the highest of the messages
-                // returned: only the MIN and MAX ones when neither ALL nor COUNT was asked.
-                let highest = if ret.all || ret.count {
-                    hits.iter().map(|h| h.2).max()
-                } else {
-                    first.into_iter().chain(last).map(|h| h.2).max()
-                };
-                let all = (ret.all && !numbers.is_empty()).then(|| compact(&numbers));
-                self.respond(Response::ESearch {
-                    tag,
-                    uid,
-                    min: first.map(number),
-                    max: last.map(number),
-                    count: ret.count.then_some(numbers.len()),
-                    all: all.as_deref(),
-                    modseq: highest.filter(|_| modseq_search),
-                })
-                .await?;
+                let live = ret.update && self.may_keep_live(tag, key, hits.len()).await?;
+                self.answer_esearch(tag, uid, &hits, ret, modseq_search).await?;
+                if live {
+                    self.keep_search_live(tag, uid, key, hits.iter().map(|h| h.1).collect())?;
+                }
             }
         }
         Ok(Reply::ok(if uid {
@@ -458,7 +501,28 @@ impl Session {
                 .map(|(i, u)| (i as u32 + 1, *u))
                 .collect()
         };
-        for chunk in all.chunks(BATCH) {
+        hits.extend(self.evaluate_listed(key, &all, now).await?);
+        Ok(hits)
+    }
+
+    /// The (sequence number, UID, MODSEQ) of the listed (sequence number, UID) messages of the
+    /// view that `key` matches, in the order listed, read in batches (with the body when the key
+    /// needs it). The view is taken as it is (no sync): also what a live search (RFC 5267 §4.3,
+    /// session/context.rs) re-checks when messages arrive or change.
+    pub(crate) async fn evaluate_listed(
+        &self,
+        key: &SearchKey,
+        listed: &[(u32, u32)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(u32, u32, u64)>, Failure> {
+        let (needs_stored, needs_body) = needs(key);
+        let user_id = self.user()?.id;
+        let (mailbox_id, count, max_uid) = {
+            let selected = self.selected()?;
+            (selected.mailbox.id, selected.uids.len() as u32, selected.max_uid())
+        };
+        let mut hits = Vec::new();
+        for chunk in listed.chunks(BATCH) {
             let stored = if needs_stored {
                 let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();
                 self.ctx.mail.fetch_light(user_id, mailbox_id, &uids).await?
@@ -511,6 +575,13 @@ impl Session {
         }
         Ok(hits)
     }
+}
+
+/// RFC 5267 §4.4: the hits at positions `low..=high` (1-based) of the result, or fewer.
+pub(crate) fn partial_window(hits: &[(u32, u32, u64)], (low, high): (u32, u32)) -> &[(u32, u32, u64)] {
+    let start = (low as usize - 1).min(hits.len());
+    let end = (high as usize).min(hits.len());
+    &hits[start..end]
 }
 
 /// RFC 3501 §6.4.4 (and RFC 5256 §3 for SORT and THREAD): a charset other than UTF-8 and

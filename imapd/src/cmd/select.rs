@@ -89,6 +89,7 @@ impl Session {
             recent: Vec::new(),
             keywords,
             saved: Vec::new(),
+            live: Vec::new(),
         });
         // EXAMINE claims nothing (`claim` leaves read-only views alone), but RFC 3501 §6.3.2
         // has it report RECENT like SELECT would: the messages no session has claimed yet.

@@ -12,12 +12,12 @@ use unicode_normalization::UnicodeNormalization;
 use crate::cmd::search::{decode_words, refuse_charset};
 use crate::fetch::mime;
 use crate::session::{CmdResult, Failure, Reply, Session};
-use crate::wire::parse::{SearchKey, SortCriterion, SortKey};
+use crate::wire::parse::{SearchKey, SearchReturn, SortCriterion, SortKey};
 use crate::wire::response::Response;
 
 /// One message's value for one sort key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Value {
+pub(crate) enum Value {
     Number(i64),
     Text(String),
 }
@@ -185,7 +185,7 @@ pub(crate) fn subject_key(stored: &StoredMessage) -> (String, bool) {
     (casemap(&base), reply)
 }
 
-fn value_of(stored: &StoredMessage, key: SortKey) -> Value {
+pub(crate) fn value_of(stored: &StoredMessage, key: SortKey) -> Value {
     match key {
         SortKey::Arrival => Value::Number(stored.internal_date.timestamp()),
         SortKey::Date => Value::Number(sent_date(stored)),
@@ -199,16 +199,21 @@ fn value_of(stored: &StoredMessage, key: SortKey) -> Value {
     }
 }
 
-fn compare(criteria: &[SortCriterion], a: &Keyed<Vec<Value>>, b: &Keyed<Vec<Value>>) -> Ordering {
+/// Two messages' sort keys compared by the criteria (REVERSE applied).
+pub(crate) fn compare_keys(criteria: &[SortCriterion], a: &[Value], b: &[Value]) -> Ordering {
     for (i, criterion) in criteria.iter().enumerate() {
-        let order = a.keys[i].cmp(&b.keys[i]);
+        let order = a[i].cmp(&b[i]);
         let order = if criterion.reverse { order.reverse() } else { order };
         if order != Ordering::Equal {
             return order;
         }
     }
+    Ordering::Equal
+}
+
+fn compare(criteria: &[SortCriterion], a: &Keyed<Vec<Value>>, b: &Keyed<Vec<Value>>) -> Ordering {
     // RFC 5256 §3: messages equal on every key are in sequence order (REVERSE does not apply).
-    a.seq.cmp(&b.seq)
+    compare_keys(criteria, &a.keys, &b.keys).then(a.seq.cmp(&b.seq))
 }
 
 impl Session {
@@ -246,27 +251,70 @@ impl Session {
 
     pub(crate) async fn cmd_sort(
         &mut self,
+        tag: &str,
         uid: bool,
         criteria: &[SortCriterion],
         charset: &str,
         key: &SearchKey,
+        ret: Option<SearchReturn>,
     ) -> CmdResult {
         if let Some(refused) = refuse_charset(charset) {
+            return Ok(refused);
+        }
+        if ret.is_some_and(|r| r.update)
+            && let Some(refused) = self.refuse_tag_reuse(tag)
+        {
             return Ok(refused);
         }
         let (mut keyed, highest) = self
             .keyed_matches(uid, key, |m| criteria.iter().map(|c| value_of(m, c.key)).collect())
             .await?;
         keyed.sort_by(|a, b| compare(criteria, a, b));
-        let numbers: Vec<u32> = keyed.iter().map(|k| if uid { k.uid } else { k.seq }).collect();
-        // RFC 7162 §3.1.5: SORT with MODSEQ reports the highest MODSEQ of the hits, as SEARCH.
-        let modseq = (crate::cmd::search::uses_modseq(key) && !numbers.is_empty()).then_some(highest);
-        self.respond(Response::Sort {
-            numbers: &numbers,
-            modseq,
-        })
-        .await?;
+        let modseq_search = crate::cmd::search::uses_modseq(key);
+        if let Some(ret) = ret {
+            self.answer_sorted(tag, uid, criteria, key, keyed, ret, modseq_search)
+                .await?;
+        } else {
+            let numbers: Vec<u32> = keyed.iter().map(|k| if uid { k.uid } else { k.seq }).collect();
+            // RFC 7162 §3.1.5: SORT with MODSEQ reports the highest MODSEQ of the hits, as SEARCH.
+            let modseq = (modseq_search && !numbers.is_empty()).then_some(highest);
+            self.respond(Response::Sort {
+                numbers: &numbers,
+                modseq,
+            })
+            .await?;
+        }
         Ok(Reply::ok(if uid { "UID SORT completed" } else { "SORT completed" }))
+    }
+
+    /// RFC 5267 §3.1 (ESORT): the sorted matches answered as `* ESEARCH`, MIN and MAX the first
+    /// and last in sort order, ALL and PARTIAL (§4.4) in sort order; SAVE keeps them as `$`
+    /// (RFC 5182 §2.4); UPDATE (§4.3) keeps the sorted result live.
+    #[allow(clippy::too_many_arguments)]
+    async fn answer_sorted(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        criteria: &[SortCriterion],
+        key: &SearchKey,
+        keyed: Vec<Keyed<Vec<Value>>>,
+        ret: SearchReturn,
+        modseq_search: bool,
+    ) -> Result<(), Failure> {
+        let hits: Vec<(u32, u32, u64)> = {
+            let selected = self.selected()?;
+            keyed
+                .iter()
+                .map(|k| (k.seq, k.uid, selected.modseqs[k.seq as usize - 1]))
+                .collect()
+        };
+        let live = ret.update && self.may_keep_live(tag, key, hits.len()).await?;
+        self.answer_esearch(tag, uid, &hits, ret, modseq_search).await?;
+        if live {
+            let results = keyed.into_iter().map(|k| (k.uid, k.keys)).collect();
+            self.keep_sort_live(tag, uid, key, criteria, results)?;
+        }
+        Ok(())
     }
 }
 

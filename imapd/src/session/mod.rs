@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod conn;
 pub mod notify;
+pub mod context;
 pub mod recent;
 mod sync;
 
@@ -63,6 +64,9 @@ pub struct Selected {
     /// Empty at SELECT/EXAMINE; gone with the view at CLOSE/UNSELECT. Kept as UIDs, so an
     /// expunged message drops out of `$` when it is resolved against the view.
     pub saved: Vec<u32>,
+    /// RFC 5267 §4.3: the searches kept live (`RETURN (UPDATE)`), see `context.rs`; they end
+    /// with the view ("when the mailbox is no longer selected") or at CANCELUPDATE.
+    pub live: Vec<context::Live>,
 }
 
 impl Selected {
@@ -381,6 +385,11 @@ impl Session {
                     "SEARCHRES",
                     "SORT",
                     "SORT=DISPLAY",
+                    // RFC 5267 §3 SORT RETURN (...), §4 RETURN (UPDATE PARTIAL CONTEXT) and
+                    // CANCELUPDATE on SEARCH and SORT.
+                    "ESORT",
+                    "CONTEXT=SEARCH",
+                    "CONTEXT=SORT",
                     "THREAD=ORDEREDSUBJECT",
                     "THREAD=REFERENCES",
                     // RFC 5465.
@@ -790,6 +799,7 @@ impl Session {
             | C::UidExpunge(_)
             | C::Search { .. }
             | C::Sort { .. }
+            | C::CancelUpdate(_)
             | C::Thread { .. }
             | C::Fetch { .. }
             | C::Store { .. }
@@ -912,7 +922,19 @@ impl Session {
                 criteria,
                 charset,
                 key,
-            } => self.cmd_sort(uid, &criteria, &charset, &key).await,
+                ret,
+            } => {
+                let result = self.cmd_sort(tag, uid, &criteria, &charset, &key, ret).await;
+                // RFC 5182 §2.4 with §2.1: a SORT with SAVE that fails leaves `$` empty too.
+                if ret.is_some_and(|r| r.save)
+                    && !matches!(&result, Ok(reply) if reply.status == Status::Ok)
+                    && let State::Selected { selected, .. } = &mut self.state
+                {
+                    selected.saved.clear();
+                }
+                result
+            }
+            C::CancelUpdate(tags) => self.cmd_cancel_update(&tags),
             C::Thread {
                 uid,
                 algorithm,

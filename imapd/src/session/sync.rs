@@ -86,14 +86,27 @@ impl Session {
             }
             selected.known_modseq = highest;
         }
-        if expunge_ok && !selected.ghosts.is_empty() {
-            let ghosts = std::mem::take(&mut selected.ghosts);
-            remove_announced(selected, &ghosts, self.qresync, &mut out);
+        let expunging = if expunge_ok {
+            std::mem::take(&mut selected.ghosts)
+        } else {
+            Vec::new()
+        };
+        // RFC 5267 §4.3.3, §4.3.4: live searches hear of arrivals after EXISTS and of expunges
+        // before EXPUNGE (session/context.rs).
+        let live = self.live_updates(&expunging, &mut out).await;
+        if let State::Selected { selected, .. } = &mut self.state {
+            if live.is_ok() {
+                remove_announced(selected, &expunging, self.qresync, &mut out);
+            } else {
+                // Announced at the next sync, after the live searches have heard of them; what
+                // the view took in already (EXISTS, FETCH) is told now.
+                selected.ghosts = expunging;
+            }
         }
         if !out.is_empty() {
             self.conn.send(&out).await?;
         }
-        Ok(())
+        live
     }
 
     /// Remove this session's own expunged UIDs (ascending) from the view and announce them.
@@ -103,6 +116,11 @@ impl Session {
         };
         selected.ghosts.retain(|g| uids.binary_search(g).is_err());
         let mut out = Vec::new();
+        // RFC 5267 §4.3.4: REMOVEFROM before the expunge is announced.
+        self.live_updates(uids, &mut out).await?;
+        let State::Selected { selected, .. } = &mut self.state else {
+            return Ok(());
+        };
         remove_announced(selected, uids, self.qresync, &mut out);
         self.conn.send(&out).await?;
         Ok(())

@@ -98,6 +98,8 @@ pub enum Code {
     MetadataMaxSize(u64),
     /// The user has as many entries as the server allows.
     MetadataTooMany,
+    /// RFC 5267 §4.3.1: the search with this tag is answered but will not be kept live.
+    NoUpdate(String),
 }
 
 impl fmt::Display for Code {
@@ -148,6 +150,8 @@ impl fmt::Display for Code {
             Code::MetadataLongEntries(n) => write!(f, "METADATA LONGENTRIES {n}"),
             Code::MetadataMaxSize(n) => write!(f, "METADATA MAXSIZE {n}"),
             Code::MetadataTooMany => f.write_str("METADATA TOOMANY"),
+            // Tags are atoms (RFC 3501 §9): no quote or backslash to escape.
+            Code::NoUpdate(tag) => write!(f, "NOUPDATE \"{tag}\""),
         }
     }
 }
@@ -209,6 +213,8 @@ pub enum Response<'a> {
     Search { numbers: &'a [u32], modseq: Option<u64> },
     /// `* ESEARCH (TAG "a1") UID MIN 2 MAX 9 COUNT 4 ALL 2:4,9` (RFC 4731 §3.1), with RFC 7162
     /// §3.1.5's `MODSEQ n` last when given; `all` is already a compact sequence set.
+    /// `partial` is RFC 5267 §4.4's `PARTIAL (m:n set)`, the set `None` (NIL) when no result
+    /// falls in the range.
     ESearch {
         tag: &'a str,
         uid: bool,
@@ -216,7 +222,16 @@ pub enum Response<'a> {
         max: Option<u32>,
         count: Option<usize>,
         all: Option<&'a str>,
+        partial: Option<((u32, u32), Option<&'a str>)>,
         modseq: Option<u64>,
+    },
+    /// `* ESEARCH (TAG "B01") UID REMOVEFROM (0 32768) ADDTO (0 32769)` (RFC 5267 §4.3.3,
+    /// §4.3.4): a live search's changes, each (added, context position, sequence set), in the
+    /// order the client applies them; consecutive changes of one kind share one data item.
+    ESearchUpdate {
+        tag: &'a str,
+        uid: bool,
+        changes: &'a [(bool, u32, String)],
     },
     /// `* SORT 5 2 3` (RFC 5256 §4), with RFC 7162 §3.1.5's `(MODSEQ n)` when given.
     Sort { numbers: &'a [u32], modseq: Option<u64> },
@@ -351,6 +366,7 @@ impl Response<'_> {
                 max,
                 count,
                 all,
+                partial,
                 modseq,
             } => {
                 out.extend_from_slice(b"* ESEARCH (TAG ");
@@ -371,10 +387,38 @@ impl Response<'_> {
                 if let Some(set) = all {
                     let _ = write!(out, " ALL {set}");
                 }
+                if let Some(((low, high), set)) = partial {
+                    let _ = write!(out, " PARTIAL ({low}:{high} {})", set.unwrap_or("NIL"));
+                }
                 match modseq {
                     Some(m) => write!(out, " MODSEQ {m}"),
                     None => Ok(()),
                 }
+            }
+            Response::ESearchUpdate { tag, uid, changes } => {
+                out.extend_from_slice(b"* ESEARCH (TAG ");
+                encode::string(out, tag.as_bytes());
+                out.push(b')');
+                if *uid {
+                    out.extend_from_slice(b" UID");
+                }
+                let mut open: Option<bool> = None;
+                for (added, position, set) in changes.iter() {
+                    if open != Some(*added) {
+                        if open.is_some() {
+                            out.push(b')');
+                        }
+                        out.extend_from_slice(if *added { b" ADDTO (" } else { b" REMOVEFROM (" });
+                        open = Some(*added);
+                    } else {
+                        out.push(b' ');
+                    }
+                    let _ = write!(out, "{position} {set}");
+                }
+                if open.is_some() {
+                    out.push(b')');
+                }
+                Ok(())
             }
             Response::Thread(threads) => {
                 // RFC 5256 §5: thread-data = "THREAD" [SP 1*thread-list]
@@ -753,10 +797,39 @@ mod tests {
                 max: Some(9),
                 count: Some(4),
                 all: Some("2:4,9"),
+                partial: None,
                 modseq: Some(12),
             }),
             "* ESEARCH (TAG \"a1\") UID MIN 2 MAX 9 COUNT 4 ALL 2:4,9 MODSEQ 12\r\n"
         );
+        // RFC 5267 §4.4 and §4.3.3, §4.3.4 examples.
+        assert_eq!(
+            text(Response::ESearch {
+                tag: "A04",
+                uid: true,
+                min: None,
+                max: None,
+                count: None,
+                all: None,
+                partial: Some(((24000, 24500), None)),
+                modseq: None,
+            }),
+            "* ESEARCH (TAG \"A04\") UID PARTIAL (24000:24500 NIL)\r\n"
+        );
+        let changes = [
+            (false, 0, "32768".to_string()),
+            (true, 1, "2733".to_string()),
+            (true, 1, "2731:2732".to_string()),
+        ];
+        assert_eq!(
+            text(Response::ESearchUpdate {
+                tag: "C01",
+                uid: true,
+                changes: &changes,
+            }),
+            "* ESEARCH (TAG \"C01\") UID REMOVEFROM (0 32768) ADDTO (1 2733 1 2731:2732)\r\n"
+        );
+        assert_eq!(Code::NoUpdate("B02".into()).to_string(), "NOUPDATE \"B02\"");
         assert_eq!(
             text(Response::Namespace {
                 prefix: "",

@@ -157,7 +157,12 @@ pub enum CommandBody {
         criteria: Vec<SortCriterion>,
         charset: String,
         key: SearchKey,
+        /// RFC 5267 §3 (ESORT) and §4 (CONTEXT=SORT): `RETURN (...)` given, answered with
+        /// ESEARCH in sort order.
+        ret: Option<SearchReturn>,
     },
+    /// RFC 5267 §4.3.5: stop the updates of the searches with these tags.
+    CancelUpdate(Vec<String>),
     /// RFC 5256 §3.
     Thread {
         uid: bool,
@@ -242,6 +247,7 @@ impl CommandBody {
             CommandBody::Search { .. } => "SEARCH",
             CommandBody::Sort { .. } => "SORT",
             CommandBody::Thread { .. } => "THREAD",
+            CommandBody::CancelUpdate(_) => "CANCELUPDATE",
             CommandBody::Fetch { .. } => "FETCH",
             CommandBody::Store { .. } => "STORE",
             CommandBody::Copy { .. } => "COPY",
@@ -340,6 +346,7 @@ impl<'a> Parser<'a> {
             "SEARCH" => self.search(false)?,
             "SORT" => self.sort(false)?,
             "THREAD" => self.thread(false)?,
+            "CANCELUPDATE" => self.cancel_update()?,
             "FETCH" => self.fetch(false)?,
             "STORE" => self.store(false)?,
             "COPY" => self.copy_move(false, false)?,
@@ -544,6 +551,7 @@ mod tests {
             criteria,
             charset,
             key,
+            ret: None,
         } = parse("a UID SORT (REVERSE DATE subject DISPLAYFROM) utf-8 UNDELETED SINCE 1-Feb-2020\r\n")
         else {
             panic!()
@@ -583,6 +591,43 @@ mod tests {
         assert!(parse_command(b"a THREAD JWZ UTF-8 ALL\r\n").is_err());
         let many = format!("a SORT ({}) UTF-8 ALL\r\n", vec!["DATE"; 40].join(" "));
         assert!(parse_command(many.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn return_options_of_rfc_5267() {
+        let ret = |line: &str| match parse(line) {
+            CommandBody::Search { ret, .. } | CommandBody::Sort { ret, .. } => ret.unwrap(),
+            other => panic!("{other:?}"),
+        };
+        // §3.3: `RETURN ()` on SORT is ALL; §4.2: CONTEXT is only a hint.
+        assert!(ret("E01 UID SORT RETURN () (REVERSE DATE) UTF-8 UNDELETED UNKEYWORD $Junk\r\n").all);
+        assert!(ret("A01 SEARCH RETURN (CONTEXT) ALL\r\n").all);
+        let r = ret("A02 UID SEARCH RETURN (COUNT PARTIAL 23500:24000) UNDELETED UNKEYWORD $Junk\r\n");
+        assert_eq!((r.count, r.all, r.partial), (true, false, Some((23500, 24000))));
+        // §4.4: "A range 500:400 is the same as 400:500".
+        assert_eq!(
+            ret("a SEARCH RETURN (PARTIAL 500:400) ALL\r\n").partial,
+            Some((400, 500))
+        );
+        let r = ret("B01 UID SORT RETURN (UPDATE COUNT) (SUBJECT) UTF-8 KEYWORD $Junk\r\n");
+        assert!(r.update && r.count && !r.all);
+        // §4.4: one PARTIAL or ALL at most; the range is two non-zero numbers, no `*`.
+        for bad in [
+            "a SEARCH RETURN (PARTIAL 1:5 ALL) ALL\r\n",
+            "a SEARCH RETURN (PARTIAL 1:5 PARTIAL 6:9) ALL\r\n",
+            "a SEARCH RETURN (PARTIAL 0:5) ALL\r\n",
+            "a SEARCH RETURN (PARTIAL 1:*) ALL\r\n",
+            "a SEARCH RETURN (PARTIAL 5) ALL\r\n",
+            "a SORT RETURN (NOSUCH) (DATE) UTF-8 ALL\r\n",
+        ] {
+            assert!(parse_command(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse("B04 CANCELUPDATE \"B01\" \"B02\"\r\n"),
+            CommandBody::CancelUpdate(vec!["B01".into(), "B02".into()])
+        );
+        assert!(parse_command(b"B04 CANCELUPDATE B01\r\n").is_err());
+        assert!(parse_command(b"B04 CANCELUPDATE\r\n").is_err());
     }
 
     #[test]

@@ -53,7 +53,8 @@ pub enum SearchKey {
     Younger(u64),
 }
 
-/// What `SEARCH RETURN (...)` asked for (RFC 4731 §3.1): answered with `* ESEARCH`.
+/// What `SEARCH RETURN (...)` or `SORT RETURN (...)` asked for (RFC 4731 §3.1, RFC 5267 §3.1
+/// and §4): answered with `* ESEARCH`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SearchReturn {
     pub min: bool,
@@ -62,6 +63,10 @@ pub struct SearchReturn {
     pub count: bool,
     /// RFC 5182: keep the result as `$`.
     pub save: bool,
+    /// RFC 5267 §4.4: the results at these positions (1-based, low first).
+    pub partial: Option<(u32, u32)>,
+    /// RFC 5267 §4.3: keep the result live with ADDTO / REMOVEFROM.
+    pub update: bool,
 }
 
 /// Whether a command line (which may have failed to parse) is a SEARCH or UID SEARCH whose
@@ -73,7 +78,7 @@ pub fn asks_to_save(line: &[u8]) -> bool {
     if words.peek() == Some(&"UID") {
         words.next();
     }
-    if words.next() != Some("SEARCH") || words.next() != Some("RETURN") {
+    if !matches!(words.next(), Some("SEARCH" | "SORT")) || words.next() != Some("RETURN") {
         return false;
     }
     let rest: Vec<&str> = words.collect();
@@ -124,8 +129,10 @@ impl Parser<'_> {
 
     /// RFC 4731 §7: `search-return-opts = SP "RETURN" SP "(" [search-return-opt *(SP
     /// search-return-opt)] ")"`, read with the SP after it; `RETURN ()` means ALL (§3.1).
-    /// An option this server does not know is a syntax error.
-    fn search_return(&mut self) -> PResult<Option<SearchReturn>> {
+    /// An option this server does not know is a syntax error. RFC 5267 §4 adds CONTEXT (a
+    /// hint, §4.2: ignored, so `RETURN (CONTEXT)` is `RETURN ()`), UPDATE (§4.3) and `PARTIAL
+    /// m:n` (§4.4: at most one PARTIAL or ALL; `500:400` is `400:500`; no `*`).
+    pub(super) fn search_return(&mut self) -> PResult<Option<SearchReturn>> {
         let save = self.pos;
         if self.keyword().ok().as_deref() != Some("RETURN") || self.peek() != Some(b' ') {
             self.pos = save;
@@ -145,16 +152,39 @@ impl Parser<'_> {
                 "ALL" => ret.all = true,
                 "COUNT" => ret.count = true,
                 "SAVE" => ret.save = true,
+                "UPDATE" => ret.update = true,
+                "CONTEXT" => {}
+                "PARTIAL" => {
+                    if ret.partial.is_some() {
+                        return Err("PARTIAL can be given only once".into());
+                    }
+                    self.sp()?;
+                    ret.partial = Some(self.partial_range()?);
+                }
                 other => return Err(format!("unknown SEARCH RETURN option {other}")),
             }
             any = true;
         }
         self.expect(b')')?;
         self.sp()?;
-        if !any {
+        if ret.all && ret.partial.is_some() {
+            return Err("PARTIAL conflicts with ALL".into());
+        }
+        if ret == SearchReturn::default() {
             ret.all = true;
         }
         Ok(Some(ret))
+    }
+
+    /// RFC 5267 §5: `partial-range = nz-number ":" nz-number`, the lower first.
+    fn partial_range(&mut self) -> PResult<(u32, u32)> {
+        let a = self.number32()?;
+        self.expect(b':')?;
+        let b = self.number32()?;
+        if a == 0 || b == 0 {
+            return Err("PARTIAL range starts at 1".into());
+        }
+        Ok((a.min(b), a.max(b)))
     }
 
     fn search_string(&mut self) -> PResult<String> {
@@ -308,6 +338,7 @@ mod tests {
     fn save_is_seen_in_lines_that_fail_to_parse() {
         assert!(asks_to_save(b"a SEARCH RETURN (SAVE) NOSUCHKEY"));
         assert!(asks_to_save(b"a uid search return (min save) ALL"));
+        assert!(asks_to_save(b"a SORT RETURN (SAVE) (NOSUCHKEY) UTF-8 ALL"));
         assert!(!asks_to_save(b"a SEARCH RETURN (MIN) SAVE"));
         assert!(!asks_to_save(b"a SEARCH SUBJECT SAVE"));
         assert!(!asks_to_save(b"a FETCH RETURN (SAVE)"));

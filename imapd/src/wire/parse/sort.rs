@@ -7,6 +7,9 @@ use super::primitives::{PResult, Parser};
 /// Most sort criteria in one SORT (there are nine keys; REVERSE may precede each).
 const MAX_CRITERIA: usize = 16;
 
+/// Most tags in one CANCELUPDATE (a session keeps far fewer live searches).
+const MAX_CANCELLED: usize = 100;
+
 /// One sort key (RFC 5256 §3, RFC 5957 §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortKey {
@@ -36,9 +39,11 @@ pub enum ThreadAlgorithm {
 }
 
 impl Parser<'_> {
-    /// `SORT SP sort-criteria SP search-criteria` (after the command name).
+    /// `SORT SP sort-criteria SP search-criteria` (after the command name), or RFC 5267 §3's
+    /// `extended-sort`: `SORT search-return-opts SP sort-criteria SP search-criteria`.
     pub(super) fn sort(&mut self, uid: bool) -> PResult<CommandBody> {
         self.sp()?;
+        let ret = self.search_return()?;
         self.expect(b'(')?;
         let mut criteria = Vec::new();
         loop {
@@ -77,6 +82,7 @@ impl Parser<'_> {
             criteria,
             charset,
             key,
+            ret,
         })
     }
 
@@ -95,6 +101,22 @@ impl Parser<'_> {
             charset,
             key,
         })
+    }
+
+    /// RFC 5267 §5: `"CANCELUPDATE" 1*(SP quoted)`, the tags of searches kept live.
+    pub(super) fn cancel_update(&mut self) -> PResult<CommandBody> {
+        let mut tags = Vec::new();
+        while self.try_sp() {
+            let tag = String::from_utf8(self.quoted()?).map_err(|_| "tag is not UTF-8".to_string())?;
+            tags.push(tag);
+            if tags.len() > MAX_CANCELLED {
+                return Err("too many tags in CANCELUPDATE".into());
+            }
+        }
+        if tags.is_empty() {
+            return Err("CANCELUPDATE needs a quoted tag".into());
+        }
+        Ok(CommandBody::CancelUpdate(tags))
     }
 
     /// `SP charset 1*(SP search-key)`: unlike SEARCH, the charset is not optional.
