@@ -357,10 +357,15 @@ impl Session {
                     "MULTIAPPEND",
                     "UNSELECT",
                     "CHILDREN",
+                    // RFC 5258 and RFC 5819.
+                    "LIST-EXTENDED",
+                    "LIST-STATUS",
                     "SPECIAL-USE",
                     "CREATE-SPECIAL-USE",
                     "QUOTA",
                     "QUOTA=RES-STORAGE",
+                    // RFC 8438 STATUS SIZE.
+                    "STATUS=SIZE",
                     "UTF8=ACCEPT",
                     // RFC 5032 OLDER / YOUNGER search keys.
                     "WITHIN",
@@ -824,14 +829,10 @@ impl Session {
             C::Unsubscribe { mailbox } => self.cmd_subscribe(&mailbox, false).await,
             C::List {
                 reference,
-                pattern,
-                special_use_only,
-                return_special_use,
-            } => {
-                self.cmd_list(&reference, &pattern, false, special_use_only, return_special_use)
-                    .await
-            }
-            C::Lsub { reference, pattern } => self.cmd_list(&reference, &pattern, true, false, false).await,
+                patterns,
+                options,
+            } => self.cmd_list(&reference, &patterns, &options).await,
+            C::Lsub { reference, pattern } => self.cmd_lsub(&reference, &pattern).await,
             C::Status { mailbox, items } => self.cmd_status(&mailbox, &items).await,
             C::Append { mailbox, messages } => self.cmd_append(&mailbox, messages).await,
             C::Close => self.cmd_close(true).await,

@@ -233,6 +233,10 @@ pub struct MailboxStatus {
     /// Messages no session has claimed as \Recent yet (RFC 3501 §2.3.2; see
     /// [`MailStore::claim_recent`]).
     pub recent: u64,
+    /// Messages with `\Deleted` (RFC 9051 §6.3.11 STATUS DELETED).
+    pub deleted: u64,
+    /// The messages' sizes (RFC822.SIZE) added up (RFC 8438 STATUS SIZE).
+    pub size: u64,
 }
 
 /// Where a mailbox stands, for a session to see cheaply whether its view is behind
@@ -493,11 +497,14 @@ impl MailStore {
         // count(*) is never NULL; sqlx cannot see that through the LATERAL subquery.
         let row = sqlx::query!(
             r#"SELECT b.id, b.user_id, b.name, b.uidvalidity, b.uidnext, b.highestmodseq, b.special_use,
-                    b.subscribed, c.messages AS "messages!", c.unseen AS "unseen!", c.recent AS "recent!"
+                    b.subscribed, c.messages AS "messages!", c.unseen AS "unseen!", c.recent AS "recent!",
+                    c.deleted AS "deleted!", c.size AS "size!"
              FROM mailboxes b,
              LATERAL (SELECT count(*) AS messages,
                              count(*) FILTER (WHERE NOT ('\Seen' = ANY(m.flags))) AS unseen,
-                             count(*) FILTER (WHERE m.uid > b.recent_claimed_uid) AS recent
+                             count(*) FILTER (WHERE m.uid > b.recent_claimed_uid) AS recent,
+                             count(*) FILTER (WHERE '\Deleted' = ANY(m.flags)) AS deleted,
+                             COALESCE(sum(m.size), 0)::BIGINT AS size
                       FROM messages m WHERE m.mailbox_id = b.id) c
              WHERE b.user_id = $1 AND b.name = $2"#,
             user_id,
@@ -521,6 +528,8 @@ impl MailStore {
             messages: count(row.messages),
             unseen: count(row.unseen),
             recent: count(row.recent),
+            deleted: count(row.deleted),
+            size: count(row.size),
         })
     }
 
