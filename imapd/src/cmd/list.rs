@@ -150,6 +150,42 @@ impl Session {
         Ok(Reply::ok("LIST completed"))
     }
 
+    /// RFC 9051 §6.3.2: the LIST response an IMAP4rev2 SELECT or EXAMINE gives for the
+    /// mailbox, its attributes as LIST would show them. (OLDNAME is for a name the server
+    /// normalized to another form (RFC 9051 §6.3.2); tinydc stores names as sent, so none.)
+    pub(crate) async fn select_list_line(
+        &self,
+        user_id: i64,
+        mailbox: &shared::mailstore::Mailbox,
+        out: &mut Vec<u8>,
+    ) -> Result<(), crate::session::Failure> {
+        let below = format!("{}{DELIMITER}", mailbox.name);
+        let has_children = self
+            .ctx
+            .mail
+            .list_mailboxes(user_id)
+            .await?
+            .iter()
+            .any(|m| m.name.starts_with(&below));
+        let mut attrs = vec![if has_children {
+            "\\HasChildren"
+        } else {
+            "\\HasNoChildren"
+        }];
+        if let Some(u) = mailbox.special_use {
+            attrs.push(u.as_imap());
+        }
+        Response::List {
+            lsub: false,
+            attributes: &attrs,
+            delimiter: DELIMITER,
+            name: &self.mailbox_out(&mailbox.name),
+            childinfo: &[],
+        }
+        .write(out);
+        Ok(())
+    }
+
     /// LSUB (RFC 3501 §6.3.9): the subscribed names matching `pattern`, whether or not a
     /// mailbox has them now. When `%` stops at a superior of a subscribed name that is not
     /// subscribed itself, that superior is listed with `\Noselect`.

@@ -286,6 +286,9 @@ pub struct Session {
     pub qresync: bool,
     /// RFC 6855: UTF8=ACCEPT was enabled.
     pub utf8: bool,
+    /// RFC 9051: ENABLE IMAP4rev2 was given; the session answers as IMAP4rev2 where it differs
+    /// from IMAP4rev1 (docs/ARCHITECTURE.md lists each difference of RFC 9051 Appendix E).
+    pub rev2: bool,
     /// Quota reserved for the messages of the APPEND whose literals are being read, one per
     /// message (MULTIAPPEND: the total is charged) (docs/ARCHITECTURE.md, "Contracts": quota,
     /// reserve first).
@@ -317,6 +320,7 @@ impl Session {
             condstore: false,
             qresync: false,
             utf8: false,
+            rev2: false,
             reservations: Vec::new(),
             literal_budget,
             literal_held: None,
@@ -338,7 +342,17 @@ impl Session {
     /// The CAPABILITY list for the current state (RFC 3501 §7.2.1). Each extension appears only
     /// when it is implemented and tested.
     pub fn capabilities(&self) -> String {
-        let mut caps = vec!["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE"];
+        // RFC 9051 §7.2.2: IMAP4rev2 beside IMAP4rev1; a client picks it with ENABLE.
+        let mut caps = vec![
+            "IMAP4rev1",
+            "IMAP4rev2",
+            "LITERAL+",
+            "SASL-IR",
+            "ID",
+            "ENABLE",
+            "IDLE",
+            "NAMESPACE",
+        ];
         match &self.state {
             State::NotAuthenticated => {
                 if !self.conn.is_tls() {
