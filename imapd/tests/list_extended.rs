@@ -214,3 +214,34 @@ async fn bad_options() {
     // The session goes on.
     c.ok("LIST \"\" Tofu").await;
 }
+
+/// Hostile patterns are answered at once: a 400 KB run of wildcards in a literal beside another
+/// pattern, and patterns longer than any name (LIST and LSUB).
+#[tokio::test]
+async fn long_patterns() {
+    let server = Server::start().await;
+    let mut c = fruit_and_vegetables(&server).await;
+    let stars = format!("{}Tofu", "*%".repeat(200_000));
+    let tag = c.next_tag();
+    c.write(format!("{tag} LIST \"\" ({{{}+}}\r\n{stars} Fruit)\r\n", stars.len()).as_bytes())
+        .await;
+    let started = std::time::Instant::now();
+    let r = c.until(&tag).await;
+    assert!(r.tagged.contains(" OK"), "{r:#?}");
+    assert_eq!(
+        r.lines,
+        [
+            "* LIST (\\HasChildren) \"/\" \"Fruit\"",
+            "* LIST (\\HasNoChildren) \"/\" \"Tofu\""
+        ]
+    );
+    let long = format!("*{}*", "a".repeat(2000));
+    let tag = c.next_tag();
+    c.write(format!("{tag} LSUB \"\" {{{}+}}\r\n{long}\r\n", long.len()).as_bytes())
+        .await;
+    let r = c.until(&tag).await;
+    assert!(r.tagged.contains(" OK") && r.lines.is_empty(), "{r:#?}");
+    let r = c.ok(&format!("LIST \"\" \"{long}\"")).await;
+    assert!(r.lines.is_empty(), "{r:#?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
