@@ -405,6 +405,12 @@ async fn status_counts_messages_unseen_and_recent() {
     let status = mail.mailbox_status(user.id, "INBOX").await.unwrap();
     assert_eq!((status.messages, status.unseen, status.recent), (2, 1, 0));
     assert_eq!((status.size, status.deleted), (sizes[1] + sizes[2], 0));
+    // All mailboxes at once (LIST-STATUS) say the same, by name.
+    let all = mail.mailbox_statuses(user.id).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].mailbox.name < w[1].mailbox.name));
+    assert_eq!(all.iter().find(|s| s.mailbox.name == "INBOX"), Some(&status));
+    assert_eq!(all.iter().find(|s| s.mailbox.name == "Trash"), Some(&empty));
+    assert_eq!(all.len(), mail.list_mailboxes(user.id).await.unwrap().len());
     assert!(matches!(
         mail.mailbox_status(user.id, "Nowhere").await,
         Err(StoreError::NoSuchMailbox)

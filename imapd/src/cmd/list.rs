@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use shared::mailstore::DELIMITER;
+use shared::mailstore::{DELIMITER, MailboxStatus};
 
 use crate::session::{CmdResult, Reply, Session};
 use crate::wire::parse::ListOptions;
@@ -101,6 +101,18 @@ impl Session {
                 }
             }
         }
+        // LIST-STATUS: every mailbox's counts in one statement, read before the first line.
+        let statuses: BTreeMap<String, MailboxStatus> = match options.status {
+            Some(_) => self
+                .ctx
+                .mail
+                .mailbox_statuses(user.id)
+                .await?
+                .into_iter()
+                .map(|s| (s.mailbox.name.clone(), s))
+                .collect(),
+            None => BTreeMap::new(),
+        };
         let mut listed = 0usize;
         for (name, entry) in &entries {
             let has_childinfo = childinfo.contains_key(name.as_str());
@@ -141,8 +153,9 @@ impl Session {
             if let Some(items) = &options.status
                 && entry.exists
                 && selected(entry)
+                && let Some(status) = statuses.get(name)
             {
-                self.list_status(user.id, name, items).await?;
+                self.send_status(status, items).await?;
             }
             listed += 1;
         }

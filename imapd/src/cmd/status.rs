@@ -2,7 +2,7 @@
 //! DELETED (RFC 9051 §6.3.11); the same answer follows each LIST line of LIST-STATUS
 //! (RFC 5819).
 
-use shared::mailstore::{MailboxStatus, StoreError};
+use shared::mailstore::MailboxStatus;
 
 use crate::session::{CmdResult, Failure, Reply, Session};
 use crate::wire::parse::StatusItem;
@@ -17,19 +17,9 @@ impl Session {
         Ok(Reply::ok("STATUS completed"))
     }
 
-    /// LIST-STATUS (RFC 5819 §2): the STATUS response of a mailbox LIST just showed. One gone
-    /// since (another session deleted it) gets none: RFC 5819 §2 lets the server leave it out
-    /// when it cannot be computed.
-    pub(crate) async fn list_status(&mut self, user_id: i64, name: &str, items: &[StatusItem]) -> Result<(), Failure> {
-        match self.ctx.mail.mailbox_status(user_id, name).await {
-            Ok(status) => self.send_status(&status, items).await,
-            Err(StoreError::NoSuchMailbox) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// `* STATUS name (...)` with the items asked for, in their order.
-    async fn send_status(&mut self, status: &MailboxStatus, items: &[StatusItem]) -> Result<(), Failure> {
+    /// `* STATUS name (...)` with the items asked for, in their order (STATUS, and LIST-STATUS
+    /// after a LIST line).
+    pub(crate) async fn send_status(&mut self, status: &MailboxStatus, items: &[StatusItem]) -> Result<(), Failure> {
         let mailbox = &status.mailbox;
         let mut values = Vec::with_capacity(items.len());
         for &item in items {
