@@ -134,3 +134,23 @@ async fn nonexistent_and_alreadyexists() {
     let r = c.no("CREATE Here").await;
     assert!(r.tagged.contains("[ALREADYEXISTS]"), "{r:#?}");
 }
+
+/// RFC 9051 §5.1: IMAP4rev2 mailbox names are UTF-8, not modified UTF-7: a name created as
+/// UTF-8 is listed as UTF-8, and the same mailbox is shown to an IMAP4rev1 session in modified
+/// UTF-7.
+#[tokio::test]
+async fn mailbox_names_are_utf8() {
+    let server = Server::start().await;
+    let mut c = rev2_session(&server).await;
+    c.ok("CREATE \"Entw\u{fc}rfe/Caf\u{e9}\"").await;
+    let r = c.ok("LIST \"\" \"Entw\u{fc}rfe/*\"").await;
+    assert_eq!(r.lines, ["* LIST (\\HasNoChildren) \"/\" \"Entw\u{fc}rfe/Caf\u{e9}\""]);
+    let r = c.ok("SELECT \"Entw\u{fc}rfe/Caf\u{e9}\"").await;
+    assert!(
+        r.has("* LIST (\\HasNoChildren) \"/\" \"Entw\u{fc}rfe/Caf\u{e9}\""),
+        "{r:#?}"
+    );
+    let mut old = server.login().await;
+    let r = old.ok("LIST \"\" \"Entw&APw-rfe/*\"").await;
+    assert_eq!(r.lines, ["* LIST (\\HasNoChildren) \"/\" \"Entw&APw-rfe/Caf&AOk-\""]);
+}

@@ -23,6 +23,10 @@ impl Session {
                 // the client enables IMAP4rev2.
                 "IMAP4REV2" if !self.rev2 => {
                     self.rev2 = true;
+                    // RFC 9051 §5.1: IMAP4rev2 mailbox names are UTF-8 ("this differs from
+                    // IMAP4rev1"), and strings may carry UTF-8 (§4.3, the ENVELOPE of 8-bit
+                    // headers): what UTF8=ACCEPT turns on in IMAP4rev1.
+                    self.utf8 = true;
                     // Enabled with a mailbox selected: what this view claimed as \Recent is no
                     // longer shown (RFC 9051 has no \Recent).
                     if let State::Selected { selected, .. } = &mut self.state {
