@@ -151,3 +151,15 @@ async fn imaplib_drives_list_status() {
     let text = printed(&out);
     assert!(out.status.success() && text.contains("ALL OK"), "{text}");
 }
+
+/// Without CONDSTORE offered, LIST-STATUS asking HIGHESTMODSEQ is refused alone, before any
+/// LIST line (RFC 7162 §3.1 names STATUS HIGHESTMODSEQ a CONDSTORE enabling command).
+#[tokio::test]
+async fn highestmodseq_without_condstore_is_refused_whole() {
+    let server = Server::start_with(|c| c.imap.condstore = false, None).await;
+    let mut c = server.login().await;
+    let r = c.bad("LIST \"\" * RETURN (STATUS (MESSAGES HIGHESTMODSEQ))").await;
+    assert!(r.lines.is_empty(), "{r:#?}");
+    let r = c.ok("LIST \"\" INBOX RETURN (STATUS (MESSAGES))").await;
+    assert_eq!(r.lines.len(), 2, "{r:#?}");
+}

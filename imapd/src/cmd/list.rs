@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use shared::mailstore::{DELIMITER, MailboxStatus};
 
 use crate::session::{CmdResult, Reply, Session};
-use crate::wire::parse::ListOptions;
+use crate::wire::parse::{ListOptions, StatusItem};
 use crate::wire::response::Response;
 
 /// One name LIST may show: a mailbox, a superior name that only exists through its inferiors,
@@ -100,6 +100,15 @@ impl Session {
                     parent = up;
                 }
             }
+        }
+        // RFC 7162 §3.1: HIGHESTMODSEQ enables CONDSTORE (BAD when it is not offered): done
+        // before the first line, so a refusal comes alone.
+        if options
+            .status
+            .as_ref()
+            .is_some_and(|items| items.contains(&StatusItem::HighestModSeq))
+        {
+            self.enable_condstore().await?;
         }
         // LIST-STATUS: every mailbox's counts in one statement, read before the first line.
         let statuses: BTreeMap<String, MailboxStatus> = match options.status {
