@@ -2,7 +2,7 @@
 //! options, several patterns, `\NonExistent`, `\Subscribed`, CHILDINFO) with CHILDREN
 //! (RFC 3348) and SPECIAL-USE (RFC 6154) attributes, and LIST-STATUS (RFC 5819).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use shared::mailstore::{DELIMITER, MailboxStatus};
 
@@ -88,7 +88,7 @@ impl Session {
         // RFC 5258 §3.5: with RECURSIVEMATCH, the names having a descendant that the selection
         // picks but the patterns do not reach get CHILDINFO (the superiors of every name are in
         // `entries`: both loops above add them).
-        let mut childinfo: BTreeMap<&str, ()> = BTreeMap::new();
+        let mut childinfo: BTreeSet<&str> = BTreeSet::new();
         if options.recursive_match && options.subscribed {
             for (name, entry) in &entries {
                 if !selected(entry) || matches_any(name) {
@@ -96,7 +96,7 @@ impl Session {
                 }
                 let mut parent = name.as_str();
                 while let Some((up, _)) = parent.rsplit_once(DELIMITER) {
-                    childinfo.insert(up, ());
+                    childinfo.insert(up);
                     parent = up;
                 }
             }
@@ -124,13 +124,14 @@ impl Session {
         };
         let mut listed = 0usize;
         for (name, entry) in &entries {
-            let has_childinfo = childinfo.contains_key(name.as_str());
+            let has_childinfo = childinfo.contains(name.as_str());
             if !matches_any(name) || !(selected(entry) || has_childinfo) {
                 continue;
             }
             let mut attrs: Vec<&str> = Vec::new();
             if !entry.exists {
-                // RFC 5258 §3: `\NonExistent` "MUST be accurately computed"; `\Noselect` too for clients of RFC 3501.
+                // RFC 5258 §3: `\NonExistent` "MUST be accurately computed"; `\Noselect` too,
+                // for clients of RFC 3501.
                 attrs.extend(["\\Noselect", "\\NonExistent"]);
             }
             if options.return_subscribed && entry.subscribed {
