@@ -357,7 +357,7 @@ async fn recent_is_claimed_once_across_sessions() {
 }
 
 /// STATUS counts (RFC 3501 §6.3.10): MESSAGES, UNSEEN and RECENT (messages not yet claimed),
-/// with the mailbox's UIDNEXT and HIGHESTMODSEQ from the same snapshot.
+/// DELETED and SIZE, with the mailbox's UIDNEXT and HIGHESTMODSEQ from the same snapshot.
 #[tokio::test]
 async fn status_counts_messages_unseen_and_recent() {
     let env = TestEnv::new().await;
@@ -365,6 +365,7 @@ async fn status_counts_messages_unseen_and_recent() {
     let user = env.add_user("alice@example.test", "pw", None).await;
     let empty = mail.mailbox_status(user.id, "Trash").await.unwrap();
     assert_eq!((empty.messages, empty.unseen, empty.recent), (0, 0, 0));
+    assert_eq!((empty.deleted, empty.size), (0, 0));
     assert_eq!(empty.mailbox.name, "Trash");
     let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
     mail.append(user.id, inbox.id, &message(0), &["\\Seen".into()], Utc::now(), None)
@@ -392,12 +393,24 @@ async fn status_counts_messages_unseen_and_recent() {
         .unwrap();
     let status = mail.mailbox_status(user.id, "INBOX").await.unwrap();
     assert_eq!((status.messages, status.unseen, status.recent), (4, 2, 1));
+    // RFC 8438 SIZE: the messages' sizes added up; RFC 9051 DELETED: those with \Deleted.
+    let sizes: Vec<u64> = (0..4).map(|n| message(n).len() as u64).collect();
+    assert_eq!((status.size, status.deleted), (sizes.iter().sum(), 0));
     mail.store_flags(user.id, inbox.id, &[1, 4], FlagOp::Add, &["\\Deleted".into()], None)
         .await
         .unwrap();
+    let status = mail.mailbox_status(user.id, "INBOX").await.unwrap();
+    assert_eq!((status.size, status.deleted), (sizes.iter().sum(), 2));
     mail.expunge(user.id, inbox.id, None).await.unwrap();
     let status = mail.mailbox_status(user.id, "INBOX").await.unwrap();
     assert_eq!((status.messages, status.unseen, status.recent), (2, 1, 0));
+    assert_eq!((status.size, status.deleted), (sizes[1] + sizes[2], 0));
+    // All mailboxes at once (LIST-STATUS) say the same, by name.
+    let all = mail.mailbox_statuses(user.id).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].mailbox.name < w[1].mailbox.name));
+    assert_eq!(all.iter().find(|s| s.mailbox.name == "INBOX"), Some(&status));
+    assert_eq!(all.iter().find(|s| s.mailbox.name == "Trash"), Some(&empty));
+    assert_eq!(all.len(), mail.list_mailboxes(user.id).await.unwrap().len());
     assert!(matches!(
         mail.mailbox_status(user.id, "Nowhere").await,
         Err(StoreError::NoSuchMailbox)

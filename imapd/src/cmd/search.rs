@@ -411,6 +411,12 @@ impl Session {
         let hits = self.matching(uid, key).await?;
         let number = |&(seq, msg_uid, _): &(u32, u32, u64)| if uid { msg_uid } else { seq };
         let numbers: Vec<u32> = hits.iter().map(number).collect();
+        // RFC 9051 §6.4.4: in IMAP4rev2 a SEARCH without RETURN is RETURN (ALL), answered
+        // with ESEARCH.
+        let ret = ret.or(self.rev2.then_some(SearchReturn {
+            all: true,
+            ..SearchReturn::default()
+        }));
         match ret {
             None => {
                 // RFC 7162 §3.1.5: the highest MODSEQ of the hits, when the search used MODSEQ.

@@ -93,8 +93,14 @@ impl Session {
         });
         // EXAMINE claims nothing (`claim` leaves read-only views alone), but RFC 3501 §6.3.2
         // has it report RECENT like SELECT would: the messages no session has claimed yet.
-        crate::session::recent::claim(&self.ctx.mail, user.id, &mut selected).await?;
-        let recent = if read_only {
+        // IMAP4rev2 has no \Recent (RFC 9051 Appendix E): such a session claims nothing, so the
+        // messages stay \Recent for an IMAP4rev1 session.
+        if !self.rev2 {
+            crate::session::recent::claim(&self.ctx.mail, user.id, &mut selected).await?;
+        }
+        let recent = if self.rev2 {
+            0
+        } else if read_only {
             let unclaimed = self.ctx.mail.mailbox_status(user.id, &name).await?.recent;
             (unclaimed as usize).min(selected.uids.len())
         } else {
@@ -119,9 +125,15 @@ impl Session {
             ok(&mut out, Code::PermanentFlags(permanent), "flags stored");
         }
         Response::Exists(selected.uids.len()).write(&mut out);
-        Response::Recent(recent).write(&mut out);
-        if let Some(seq) = first_unseen {
-            ok(&mut out, Code::Unseen(seq), "first unseen");
+        if self.rev2 {
+            // RFC 9051 §6.3.2: IMAP4rev2 has the mailbox's LIST response instead of RECENT and
+            // UNSEEN (Appendix E: both are gone from SELECT).
+            self.select_list_line(user.id, &selected.mailbox, &mut out).await?;
+        } else {
+            Response::Recent(recent).write(&mut out);
+            if let Some(seq) = first_unseen {
+                ok(&mut out, Code::Unseen(seq), "first unseen");
+            }
         }
         ok(&mut out, Code::UidValidity(mailbox.uidvalidity), "UIDs valid");
         ok(&mut out, Code::UidNext(mailbox.uidnext), "predicted next UID");

@@ -300,6 +300,9 @@ pub struct Session {
     pub utf8: bool,
     /// RFC 5465: the NOTIFY SET in force (`None`: none, or NOTIFY NONE, or an overflow).
     pub notify: Option<notify::Notify>,
+    /// RFC 9051: ENABLE IMAP4rev2 was given; the session answers as IMAP4rev2 where it differs
+    /// from IMAP4rev1 (docs/ARCHITECTURE.md lists each difference of RFC 9051 Appendix E).
+    pub rev2: bool,
     /// Quota reserved for the messages of the APPEND whose literals are being read, one per
     /// message (MULTIAPPEND: the total is charged) (docs/ARCHITECTURE.md, "Contracts": quota,
     /// reserve first).
@@ -332,6 +335,7 @@ impl Session {
             qresync: false,
             utf8: false,
             notify: None,
+            rev2: false,
             reservations: Vec::new(),
             literal_budget,
             literal_held: None,
@@ -353,7 +357,17 @@ impl Session {
     /// The CAPABILITY list for the current state (RFC 3501 §7.2.1). Each extension appears only
     /// when it is implemented and tested.
     pub fn capabilities(&self) -> String {
-        let mut caps = vec!["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE"];
+        // RFC 9051 §7.2.2: IMAP4rev2 beside IMAP4rev1; a client picks it with ENABLE.
+        let mut caps = vec![
+            "IMAP4rev1",
+            "IMAP4rev2",
+            "LITERAL+",
+            "SASL-IR",
+            "ID",
+            "ENABLE",
+            "IDLE",
+            "NAMESPACE",
+        ];
         match &self.state {
             State::NotAuthenticated => {
                 if !self.conn.is_tls() {
@@ -372,10 +386,15 @@ impl Session {
                     "MULTIAPPEND",
                     "UNSELECT",
                     "CHILDREN",
+                    // RFC 5258 and RFC 5819.
+                    "LIST-EXTENDED",
+                    "LIST-STATUS",
                     "SPECIAL-USE",
                     "CREATE-SPECIAL-USE",
                     "QUOTA",
                     "QUOTA=RES-STORAGE",
+                    // RFC 8438 STATUS SIZE.
+                    "STATUS=SIZE",
                     "UTF8=ACCEPT",
                     // RFC 5032 OLDER / YOUNGER search keys.
                     "WITHIN",
@@ -892,14 +911,10 @@ impl Session {
             C::Unsubscribe { mailbox } => self.cmd_subscribe(&mailbox, false).await,
             C::List {
                 reference,
-                pattern,
-                special_use_only,
-                return_special_use,
-            } => {
-                self.cmd_list(&reference, &pattern, false, special_use_only, return_special_use)
-                    .await
-            }
-            C::Lsub { reference, pattern } => self.cmd_list(&reference, &pattern, true, false, false).await,
+                patterns,
+                options,
+            } => self.cmd_list(&reference, &patterns, &options).await,
+            C::Lsub { reference, pattern } => self.cmd_lsub(&reference, &pattern).await,
             C::Status { mailbox, items } => self.cmd_status(&mailbox, &items).await,
             C::Append { mailbox, messages } => self.cmd_append(&mailbox, messages).await,
             C::Close => self.cmd_close(true).await,

@@ -643,6 +643,7 @@ impl Session {
             attributes: &attributes,
             delimiter: DELIMITER,
             name: &self.mailbox_out(name),
+            childinfo: &[],
         }
         .to_bytes();
         if let Some(old) = old {

@@ -76,13 +76,18 @@ impl Session {
                 selected.ghosts = gone;
             }
             if selected.uids.len() != before {
-                // RFC 3501 §2.3.2: new messages nobody has claimed yet are \Recent here.
-                if let Err(e) = super::recent::claim(&self.ctx.mail, user_id, selected).await {
+                // RFC 3501 §2.3.2: new messages nobody has claimed yet are \Recent here; an
+                // IMAP4rev2 session has no \Recent (RFC 9051 Appendix E) and claims nothing.
+                if !self.rev2
+                    && let Err(e) = super::recent::claim(&self.ctx.mail, user_id, selected).await
+                {
                     tracing::warn!("claiming \\Recent messages: {e}");
                 }
                 Response::Exists(selected.uids.len()).write(&mut out);
                 // RFC 3501 §7.3.2: RECENT goes with a change of the mailbox's size.
-                Response::Recent(selected.recent.len()).write(&mut out);
+                if !self.rev2 {
+                    Response::Recent(selected.recent.len()).write(&mut out);
+                }
             }
             selected.known_modseq = highest;
         }

@@ -197,12 +197,14 @@ pub enum Response<'a> {
     /// `* ID ("name" "tinydc" "version" ...)` (RFC 2971 §3.2).
     Id { name: &'a str, version: &'a str },
     /// `* LIST (attributes) "/" name` (RFC 3501 §7.2.2), or LSUB (§7.2.3); `name` is already
-    /// a string in the client's encoding (`Session::mailbox_out`).
+    /// a string in the client's encoding (`Session::mailbox_out`). `childinfo` (RFC 5258 §3.5):
+    /// the selection options some of the name's children match, as `("CHILDINFO" (...))`.
     List {
         lsub: bool,
         attributes: &'a [&'a str],
         delimiter: char,
         name: &'a [u8],
+        childinfo: &'a [&'a str],
     },
     /// `* STATUS name (MESSAGES 3 UIDNEXT 9)` (RFC 3501 §7.2.4); `name` as for `List`.
     Status {
@@ -323,6 +325,7 @@ impl Response<'_> {
                 attributes,
                 delimiter,
                 name,
+                childinfo,
             } => {
                 out.extend_from_slice(if *lsub { b"* LSUB (" } else { b"* LIST (" });
                 out.extend_from_slice(attributes.join(" ").as_bytes());
@@ -330,6 +333,16 @@ impl Response<'_> {
                 encode::string(out, delimiter.encode_utf8(&mut [0; 4]).as_bytes());
                 out.push(b' ');
                 out.extend_from_slice(name);
+                if !childinfo.is_empty() {
+                    out.extend_from_slice(b" (\"CHILDINFO\" (");
+                    for (i, option) in childinfo.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b' ');
+                        }
+                        encode::string(out, option.as_bytes());
+                    }
+                    out.extend_from_slice(b"))");
+                }
                 Ok(())
             }
             Response::Status { name, items } => {
@@ -528,6 +541,8 @@ fn status_item_name(item: StatusItem) -> &'static str {
         StatusItem::UidValidity => "UIDVALIDITY",
         StatusItem::Unseen => "UNSEEN",
         StatusItem::HighestModSeq => "HIGHESTMODSEQ",
+        StatusItem::Size => "SIZE",
+        StatusItem::Deleted => "DELETED",
     }
 }
 
@@ -765,8 +780,19 @@ mod tests {
                 attributes: &["\\HasNoChildren", "\\Sent"],
                 delimiter: '/',
                 name: b"\"Sent\"",
+                childinfo: &[],
             }),
             "* LIST (\\HasNoChildren \\Sent) \"/\" \"Sent\"\r\n"
+        );
+        assert_eq!(
+            text(Response::List {
+                lsub: false,
+                attributes: &["\\NonExistent"],
+                delimiter: '/',
+                name: b"\"Foo\"",
+                childinfo: &["SUBSCRIBED"],
+            }),
+            "* LIST (\\NonExistent) \"/\" \"Foo\" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n"
         );
         assert_eq!(
             text(Response::Status {

@@ -233,6 +233,10 @@ pub struct MailboxStatus {
     /// Messages no session has claimed as \Recent yet (RFC 3501 §2.3.2; see
     /// [`MailStore::claim_recent`]).
     pub recent: u64,
+    /// Messages with `\Deleted` (RFC 9051 §6.3.11 STATUS DELETED).
+    pub deleted: u64,
+    /// The messages' sizes (RFC822.SIZE) added up (RFC 8438 STATUS SIZE).
+    pub size: u64,
 }
 
 /// Where a mailbox stands, for a session to see cheaply whether its view is behind
@@ -488,40 +492,64 @@ impl MailStore {
     /// A mailbox by name with its message counts for STATUS (RFC 3501 §6.3.10), read in one
     /// statement (one snapshot, one round trip).
     pub async fn mailbox_status(&self, user_id: i64, name: &str) -> Result<MailboxStatus, StoreError> {
+        let name = normalize_mailbox_name(name);
+        self.statuses(user_id, Some(&name))
+            .await?
+            .pop()
+            .ok_or(StoreError::NoSuchMailbox)
+    }
+
+    /// Every mailbox of a user with its STATUS counts, by name, in one statement: LIST-STATUS
+    /// (RFC 5819) answers a LIST of many mailboxes with one round trip, not one per mailbox.
+    pub async fn mailbox_statuses(&self, user_id: i64) -> Result<Vec<MailboxStatus>, StoreError> {
+        self.statuses(user_id, None).await
+    }
+
+    /// The one STATUS statement: the user's mailboxes (only `name`, normalized, when given).
+    async fn statuses(&self, user_id: i64, name: Option<&str>) -> Result<Vec<MailboxStatus>, StoreError> {
         // RFC 3501 §2.3.2: RECENT counts the messages above the claim mark, which no session
-        // has claimed yet.
+        // has claimed yet. RFC 8438 SIZE adds up the messages' sizes (RFC822.SIZE); RFC 9051
+        // §6.3.11 DELETED counts \Deleted.
         // count(*) is never NULL; sqlx cannot see that through the LATERAL subquery.
-        let row = sqlx::query!(
+        let rows = sqlx::query!(
             r#"SELECT b.id, b.user_id, b.name, b.uidvalidity, b.uidnext, b.highestmodseq, b.special_use,
-                    b.subscribed, c.messages AS "messages!", c.unseen AS "unseen!", c.recent AS "recent!"
+                    b.subscribed, c.messages AS "messages!", c.unseen AS "unseen!", c.recent AS "recent!",
+                    c.deleted AS "deleted!", c.size AS "size!"
              FROM mailboxes b,
              LATERAL (SELECT count(*) AS messages,
                              count(*) FILTER (WHERE NOT ('\Seen' = ANY(m.flags))) AS unseen,
-                             count(*) FILTER (WHERE m.uid > b.recent_claimed_uid) AS recent
+                             count(*) FILTER (WHERE m.uid > b.recent_claimed_uid) AS recent,
+                             count(*) FILTER (WHERE '\Deleted' = ANY(m.flags)) AS deleted,
+                             COALESCE(sum(m.size), 0)::BIGINT AS size
                       FROM messages m WHERE m.mailbox_id = b.id) c
-             WHERE b.user_id = $1 AND b.name = $2"#,
+             WHERE b.user_id = $1 AND ($2::TEXT IS NULL OR b.name = $2)
+             ORDER BY b.name"#,
             user_id,
-            normalize_mailbox_name(name)
+            name
         )
-        .fetch_optional(&self.db)
+        .fetch_all(&self.db)
         .await?;
-        let row = row.ok_or(StoreError::NoSuchMailbox)?;
         let count = |n: i64| n.max(0) as u64;
-        Ok(MailboxStatus {
-            mailbox: Mailbox::from(MailboxRow {
-                id: row.id,
-                user_id: row.user_id,
-                name: row.name,
-                uidvalidity: row.uidvalidity,
-                uidnext: row.uidnext,
-                highestmodseq: row.highestmodseq,
-                special_use: row.special_use,
-                subscribed: row.subscribed,
-            }),
-            messages: count(row.messages),
-            unseen: count(row.unseen),
-            recent: count(row.recent),
-        })
+        Ok(rows
+            .into_iter()
+            .map(|row| MailboxStatus {
+                mailbox: Mailbox::from(MailboxRow {
+                    id: row.id,
+                    user_id: row.user_id,
+                    name: row.name,
+                    uidvalidity: row.uidvalidity,
+                    uidnext: row.uidnext,
+                    highestmodseq: row.highestmodseq,
+                    special_use: row.special_use,
+                    subscribed: row.subscribed,
+                }),
+                messages: count(row.messages),
+                unseen: count(row.unseen),
+                recent: count(row.recent),
+                deleted: count(row.deleted),
+                size: count(row.size),
+            })
+            .collect())
     }
 
     /// The HIGHESTMODSEQ and message count of a user's mailbox, in one statement: a session

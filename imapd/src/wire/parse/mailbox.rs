@@ -39,7 +39,8 @@ fn enumerate(set: &SequenceSet, limit: u64) -> PResult<Vec<u32>> {
     Ok(out)
 }
 
-/// Status data items (RFC 3501 §6.3.10, RFC 7162 §3.1.9 HIGHESTMODSEQ).
+/// Status data items (RFC 3501 §6.3.10, RFC 7162 §3.1.9 HIGHESTMODSEQ, RFC 8438 SIZE,
+/// RFC 9051 §6.3.11 DELETED).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusItem {
     Messages,
@@ -48,6 +49,29 @@ pub enum StatusItem {
     UidValidity,
     Unseen,
     HighestModSeq,
+    Size,
+    Deleted,
+}
+
+/// Mailbox patterns one LIST may carry (RFC 5258 §3 `patterns`); the command line bounds
+/// their bytes, this bounds the matching work.
+const MAX_LIST_PATTERNS: usize = 64;
+
+/// What an extended LIST (RFC 5258 §3) asks for: its selection options (which names are
+/// listed) and return options (what is said of each).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Selection SUBSCRIBED (RFC 5258 §3.1): the subscribed names, existing or not.
+    pub subscribed: bool,
+    /// Selection SPECIAL-USE (RFC 6154 §5.1): only mailboxes with a special use.
+    pub special_use: bool,
+    /// Selection RECURSIVEMATCH (RFC 5258 §3.1): also the parents of selected names that the
+    /// pattern does not reach, with CHILDINFO.
+    pub recursive_match: bool,
+    /// Return SUBSCRIBED (RFC 5258 §3.2; implied by the selection option): `\Subscribed`.
+    pub return_subscribed: bool,
+    /// Return STATUS (RFC 5819 §2): a STATUS response after each selectable mailbox's LIST.
+    pub status: Option<Vec<StatusItem>>,
 }
 
 fn is_list_char(b: u8) -> bool {
@@ -55,26 +79,57 @@ fn is_list_char(b: u8) -> bool {
 }
 
 impl Parser<'_> {
+    /// RFC 5258 §6: `"LIST" [SP list-select-opts] SP mailbox SP mbox-or-pat
+    /// [SP list-return-opts]`, mbox-or-pat one pattern or a parenthesized list of them.
     pub(super) fn list(&mut self) -> PResult<CommandBody> {
         self.sp()?;
-        let mut special_use_only = false;
-        let mut return_special_use = false;
-        // RFC 5258 selection options; only SPECIAL-USE (RFC 6154 §5.1) and SUBSCRIBED are known.
+        let mut options = ListOptions::default();
+        let mut other_selection = false;
         if self.peek() == Some(b'(') {
-            self.pos += 1;
-            while self.peek() != Some(b')') {
-                self.try_sp();
-                match self.keyword()?.as_str() {
-                    "SPECIAL-USE" => special_use_only = true,
-                    other => return Err(format!("unsupported LIST selection option {other}")),
+            for option in self.option_list()? {
+                match option.as_str() {
+                    "SUBSCRIBED" => {
+                        options.subscribed = true;
+                        other_selection = true;
+                        // RFC 5258 §3.1: SUBSCRIBED implies the SUBSCRIBED return option.
+                        options.return_subscribed = true;
+                    }
+                    "SPECIAL-USE" => {
+                        options.special_use = true;
+                        other_selection = true;
+                    }
+                    // No remote mailboxes here: REMOTE adds nothing (RFC 5258 §3.1).
+                    "REMOTE" => {}
+                    "RECURSIVEMATCH" => options.recursive_match = true,
+                    // RFC 5258 §3: "Server implementations MUST reject unrecognized selection
+                    // options".
+                    other => return Err(format!("unknown LIST selection option {other}")),
                 }
             }
-            self.pos += 1;
+            // RFC 5258 §3.1: RECURSIVEMATCH alone (or with REMOTE only) is a BAD command.
+            if options.recursive_match && !other_selection {
+                return Err("RECURSIVEMATCH needs another selection option".into());
+            }
             self.sp()?;
         }
         let reference = self.mailbox()?;
         self.sp()?;
-        let pattern = self.list_mailbox()?;
+        let mut patterns = Vec::new();
+        if self.peek() == Some(b'(') {
+            self.pos += 1;
+            loop {
+                if patterns.len() == MAX_LIST_PATTERNS {
+                    return Err(format!("at most {MAX_LIST_PATTERNS} patterns in one LIST"));
+                }
+                patterns.push(self.list_mailbox()?);
+                if !self.try_sp() {
+                    break;
+                }
+            }
+            self.expect(b')')?;
+        } else {
+            patterns.push(self.list_mailbox()?);
+        }
         if self.try_sp() {
             if self.keyword()? != "RETURN" {
                 return Err("expected RETURN".into());
@@ -82,23 +137,47 @@ impl Parser<'_> {
             self.sp()?;
             self.expect(b'(')?;
             while self.peek() != Some(b')') {
-                self.try_sp();
                 match self.keyword()?.as_str() {
-                    "SPECIAL-USE" => return_special_use = true,
-                    "CHILDREN" => {}
-                    other => return Err(format!("unsupported LIST return option {other}")),
+                    "SUBSCRIBED" => options.return_subscribed = true,
+                    // Always given here (RFC 5258 §4 allows it without the option); the
+                    // special-use attributes likewise (RFC 6154 §2).
+                    "CHILDREN" | "SPECIAL-USE" => {}
+                    "STATUS" if options.status.is_none() => {
+                        self.sp()?;
+                        options.status = Some(self.status_items()?);
+                    }
+                    other => return Err(format!("unknown LIST return option {other}")),
+                }
+                if !self.try_sp() {
+                    break;
                 }
             }
-            self.pos += 1;
+            self.expect(b')')?;
         }
         Ok(CommandBody::List {
             reference,
-            pattern,
-            special_use_only,
-            return_special_use,
+            patterns,
+            options,
         })
     }
 
+    /// `"(" [atom *(SP atom)] ")"`, upper-cased.
+    fn option_list(&mut self) -> PResult<Vec<String>> {
+        self.expect(b'(')?;
+        let mut out = Vec::new();
+        if self.peek() == Some(b')') {
+            self.pos += 1;
+            return Ok(out);
+        }
+        loop {
+            out.push(self.keyword()?);
+            if !self.try_sp() {
+                break;
+            }
+        }
+        self.expect(b')')?;
+        Ok(out)
+    }
     /// list-mailbox: list-chars (with wildcards) or a string.
     fn list_mailbox(&mut self) -> PResult<String> {
         match self.peek() {
@@ -233,23 +312,36 @@ impl Parser<'_> {
         self.sp()?;
         let mailbox = self.mailbox()?;
         self.sp()?;
+        let items = self.status_items()?;
+        Ok(CommandBody::Status { mailbox, items })
+    }
+
+    /// `"(" status-att *(SP status-att) ")"` (RFC 9051 §9), for STATUS and LIST RETURN
+    /// (STATUS ...) (RFC 5819 §4).
+    fn status_items(&mut self) -> PResult<Vec<StatusItem>> {
         self.expect(b'(')?;
         let mut items = Vec::new();
         loop {
-            items.push(match self.keyword()?.as_str() {
+            let item = match self.keyword()?.as_str() {
                 "MESSAGES" => StatusItem::Messages,
                 "RECENT" => StatusItem::Recent,
                 "UIDNEXT" => StatusItem::UidNext,
                 "UIDVALIDITY" => StatusItem::UidValidity,
                 "UNSEEN" => StatusItem::Unseen,
                 "HIGHESTMODSEQ" => StatusItem::HighestModSeq,
+                "SIZE" => StatusItem::Size,
+                "DELETED" => StatusItem::Deleted,
                 other => return Err(format!("unknown STATUS item {other}")),
-            });
+            };
+            // Eight kinds of item: a repeat adds nothing and is dropped.
+            if !items.contains(&item) {
+                items.push(item);
+            }
             if !self.try_sp() {
                 break;
             }
         }
         self.expect(b')')?;
-        Ok(CommandBody::Status { mailbox, items })
+        Ok(items)
     }
 }

@@ -27,9 +27,9 @@ mod sort;
 mod store;
 
 pub use fetch::{BinarySection, FetchItem, Section, SectionText, part_spec, section_spec};
-pub use mailbox::{QresyncParams, StatusItem};
-pub use notify::{EventGroup, NotifyEvent, NotifyFilter, NotifySet};
+pub use mailbox::{ListOptions, QresyncParams, StatusItem};
 pub use metadata::MetadataOptions;
+pub use notify::{EventGroup, NotifyEvent, NotifyFilter, NotifySet};
 use primitives::{PResult, Parser};
 pub use primitives::{parse_date, parse_date_time};
 pub use search::{SearchKey, SearchReturn, asks_to_save};
@@ -118,13 +118,12 @@ pub enum CommandBody {
     Unsubscribe {
         mailbox: String,
     },
-    /// `special_use_only`: LIST (SPECIAL-USE) selection (RFC 6154 §5.1);
-    /// `return_special_use`: RETURN (SPECIAL-USE).
+    /// LIST, extended (RFC 5258 §3) or not: one pattern or several, with the selection and
+    /// return options.
     List {
         reference: String,
-        pattern: String,
-        special_use_only: bool,
-        return_special_use: bool,
+        patterns: Vec<String>,
+        options: ListOptions,
     },
     Lsub {
         reference: String,
@@ -457,18 +456,59 @@ mod tests {
             parse("a LIST (SPECIAL-USE) \"\" *\r\n"),
             CommandBody::List {
                 reference: "".into(),
-                pattern: "*".into(),
-                special_use_only: true,
-                return_special_use: false
+                patterns: vec!["*".into()],
+                options: ListOptions {
+                    special_use: true,
+                    ..ListOptions::default()
+                }
             }
         );
         assert!(matches!(
             parse("a LIST \"\" % RETURN (SPECIAL-USE)\r\n"),
-            CommandBody::List {
-                return_special_use: true,
-                ..
-            }
+            CommandBody::List { .. }
         ));
+    }
+
+    /// RFC 5258 §6 and RFC 5819 §4: selection options, several patterns, return options with
+    /// STATUS; what the grammar does not allow is BAD.
+    #[test]
+    fn list_extended() {
+        let CommandBody::List {
+            reference,
+            patterns,
+            options,
+        } = parse(
+            "a LIST (SUBSCRIBED RECURSIVEMATCH REMOTE) \"\" (\"INBOX\" Sent* {3+}\r\nA/%) RETURN (CHILDREN STATUS (MESSAGES SIZE DELETED) SPECIAL-USE)\r\n",
+        )
+        else {
+            panic!()
+        };
+        assert_eq!(reference, "");
+        assert_eq!(patterns, vec!["INBOX", "Sent*", "A/%"]);
+        assert!(options.subscribed && options.recursive_match && options.return_subscribed);
+        assert_eq!(
+            options.status,
+            Some(vec![StatusItem::Messages, StatusItem::Size, StatusItem::Deleted])
+        );
+        let CommandBody::List { options, .. } = parse("a LIST () \"\" % RETURN ()\r\n") else {
+            panic!()
+        };
+        assert_eq!(options, ListOptions::default());
+        for bad in [
+            "a LIST (RECURSIVEMATCH) \"\" %\r\n",
+            "a LIST (REMOTE RECURSIVEMATCH) \"\" %\r\n",
+            "a LIST (FOO) \"\" %\r\n",
+            "a LIST \"\" % RETURN (FOO)\r\n",
+            "a LIST \"\" () \r\n",
+            "a LIST \"\" (a b\r\n",
+            "a LIST \"\" % RETURN (STATUS ())\r\n",
+            "a LIST \"\" % RETURN (STATUS (MESSAGES) STATUS (UNSEEN))\r\n",
+            "a LIST \"\" % RETURN CHILDREN\r\n",
+        ] {
+            assert!(parse_command(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let many = format!("a LIST \"\" ({})\r\n", vec!["x"; 65].join(" "));
+        assert!(parse_command(many.as_bytes()).is_err());
     }
 
     #[test]
