@@ -1,4 +1,9 @@
-//! `tinydc`: the admin command line of tinydc.
+//! `tinydc`: the admin command line of tinydc, and the three daemons.
+//!
+//! A multi-call binary: started as `tinydc-smtpd`, `tinydc-imapd` or `tinydc-davd` (a link
+//! under that name, or argv[0] set by `tinydc up`), it runs that daemon exactly as the daemon's
+//! own binary does (`tinydc-imapd --data DIR`); under any other name it is the admin command
+//! line. One executable shared by every process keeps one copy of its code in memory (issue #12).
 //!
 //! Every command works whether or not `tinydc up` is running: with the private cluster, a
 //! command starts PostgreSQL for its own use when it is not running, and stops it afterwards.
@@ -82,6 +87,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if let Some(daemon) = cmd::up::daemon_called_as() {
+        return run_daemon(daemon);
+    }
     let cli = Cli::parse();
     shared::tls::install_crypto_provider();
     // sqlx pool internals (a connection checked while the private cluster stops) are not the admin's business.
@@ -120,6 +128,35 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tinydc: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run daemon `name` as its own `main` does: a default multi-threaded runtime (what
+/// `#[tokio::main]` builds), then the same start-up and server as the daemon's binary.
+fn run_daemon(name: &'static str) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let (context, shutdown) = shared::daemon::start(name).await?;
+        match name {
+            "tinydc-smtpd" => tinydc_smtpd::run(context, shutdown).await,
+            "tinydc-imapd" => tinydc_imapd::run(context, shutdown).await,
+            "tinydc-davd" => davd::run(context, shutdown).await,
+            other => anyhow::bail!("{other} is not a tinydc daemon"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // As `main` returning the error prints it in the daemons' own binaries.
+            eprintln!("Error: {e:?}");
             ExitCode::FAILURE
         }
     }

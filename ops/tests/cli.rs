@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Suite, data_dir, fails, ok, processes_using, require_daemons};
+use common::{Suite, TINYDC, data_dir, fails, ok, processes_using, require_daemons};
 
 #[test]
 fn a_new_admin_sets_up_users_and_quotas() {
@@ -164,6 +164,14 @@ fn up_runs_the_suite_and_ctrl_c_leaves_no_process() {
             running.iter().any(|p| p.contains(daemon)),
             "{daemon} not running: {running:?}"
         );
+        // Each daemon is this very `tinydc` binary under the daemon's name (one copy of the
+        // code in memory for all of them, issue #12), named so in `ps` and `top`.
+        let pids = shared::process::find_by_data_dir(daemon, &data);
+        assert_eq!(pids.len(), 1, "{daemon}: {pids:?} in {running:?}");
+        let exe = std::fs::read_link(format!("/proc/{}/exe", pids[0])).unwrap();
+        assert_eq!(exe, std::fs::canonicalize(TINYDC).unwrap(), "{daemon} runs {exe:?}");
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", pids[0])).unwrap();
+        assert_eq!(comm.trim_end(), daemon);
     }
 
     // Admin commands work while the suite runs, and leave its PostgreSQL running.
@@ -182,4 +190,50 @@ fn up_runs_the_suite_and_ctrl_c_leaves_no_process() {
         "left behind: {:?}",
         processes_using(&data)
     );
+}
+
+/// `tinydc` is a multi-call binary: under a daemon's name (the links the Debian package installs
+/// in /usr/bin) it is that daemon, with the daemon's own arguments; under its own name, or any
+/// other, the admin command line.
+#[test]
+fn the_daemon_names_run_the_daemons() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, args: &[&str]| {
+        let link = dir.path().join(name);
+        if !link.exists() {
+            std::os::unix::fs::symlink(TINYDC, &link).unwrap();
+        }
+        std::process::Command::new(&link)
+            .args(args)
+            .env_remove("TINYDC_DATA")
+            .output()
+            .unwrap()
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    for daemon in ["tinydc-smtpd", "tinydc-imapd", "tinydc-davd"] {
+        let out = run(daemon, &["--version"]);
+        assert!(out.status.success(), "{daemon} --version: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{daemon} {version}\n"));
+        let help = String::from_utf8_lossy(&run(daemon, &["--help"]).stdout).to_string();
+        assert!(help.contains(&format!("Usage: {daemon} --data DIR")), "{help}");
+        // A daemon's own errors, not the admin command line's.
+        let out = run(daemon, &[]);
+        assert_eq!(out.status.code(), Some(1), "{daemon} without a data directory: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("no data directory: pass --data DIR"), "{stderr}");
+        let out = run(daemon, &["user", "list"]);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("unknown argument \"user\""),
+            "{out:?}"
+        );
+    }
+    // Any other name is the admin command line.
+    for name in ["tinydc", "tinydc-imapd.old", "tinydc-smtpd2"] {
+        let out = run(name, &["--version"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("tinydc {version}\n"),
+            "{name}"
+        );
+    }
 }

@@ -82,8 +82,26 @@ pub fn return_large_buffers_to_the_system() {
     }
 }
 
+/// Name this process `name` in /proc/PID/comm, which `ps`, `top` and the kernel's messages show:
+/// started from the multi-call `tinydc` (as `/proc/self/exe`, by `tinydc up`) it would otherwise
+/// be called `exe`. Must run on the main thread (PR_SET_NAME names the calling thread, and the
+/// main thread's name is the process's). Best effort: a name is only cosmetic.
+#[allow(unsafe_code)] // prctl(2): no safe std equivalent for naming the process.
+pub fn name_this_process(name: &str) {
+    #[cfg(target_os = "linux")]
+    if let Ok(name) = std::ffi::CString::new(name) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string (the kernel copies at most 16 bytes,
+        // truncating longer names) from a pointer that stays valid for the call.
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+        }
+    }
+}
+
 /// Everything a daemon needs before binding: logging, crypto, config, database, signals.
+/// Call it on the main thread (`block_on` of the runtime, as `#[tokio::main]` does).
 pub async fn start(name: &str) -> anyhow::Result<(Arc<Context>, Shutdown)> {
+    name_this_process(name);
     return_large_buffers_to_the_system();
     init_logging();
     crate::tls::install_crypto_provider();

@@ -3,7 +3,9 @@
 //! Takes the data directory's single-instance lock (`DATA/tinydc.lock`, held for our lifetime),
 //! stops daemons a killed `up` left behind, starts the private PostgreSQL (or adopts the one a
 //! killed `up` left running), brings the schema up to date, and starts the three daemons as
-//! child processes (each in its own process group, so a terminal's Ctrl-C reaches only us). It
+//! child processes (each in its own process group, so a terminal's Ctrl-C reaches only us). The
+//! daemons are this very binary started under their names (see [`daemon_called_as`]), so the
+//! four processes share one copy of the machine code in memory (issue #12). It
 //! restarts a daemon that dies, and restarts PostgreSQL when its postmaster dies (crash
 //! recovery), logging how long that took. Each daemon's standard input is a pipe whose write end
 //! only we hold: if we are SIGKILLed, the daemons read end of file and shut down by themselves.
@@ -22,7 +24,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// The daemons, by binary name.
+/// The daemons, by the name they run under (argv[0], and the links in /usr/bin).
 pub const DAEMONS: [&str; 3] = ["tinydc-smtpd", "tinydc-imapd", "tinydc-davd"];
 /// How long daemons get to finish after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -53,7 +55,7 @@ pub async fn run(data: &Path, explicit_data: bool) -> anyhow::Result<()> {
     let data = std::path::absolute(data)?;
     let _lock = DataLock::acquire(&data)?;
     let config = Config::load(&data)?;
-    let binaries = find_daemons()?;
+    let exe = multi_call_binary()?;
     stop_leftover_daemons(&data).await;
 
     let cluster = if config.uses_private_cluster() {
@@ -74,7 +76,7 @@ pub async fn run(data: &Path, explicit_data: bool) -> anyhow::Result<()> {
     } else {
         None
     };
-    let result = supervise(&config, &data, &binaries, cluster.clone()).await;
+    let result = supervise(&config, &data, &exe, cluster.clone()).await;
     if let Some(cluster) = cluster {
         match tokio::task::spawn_blocking(move || cluster.stop()).await? {
             Ok(()) => println!("postgres   stopped"),
@@ -109,24 +111,36 @@ async fn stop_leftover_daemons(data: &Path) {
     }
 }
 
-/// The daemon binaries, next to this `tinydc` binary.
-pub fn find_daemons() -> anyhow::Result<Vec<PathBuf>> {
-    let exe = std::env::current_exe().context("locating the tinydc binary")?;
-    let dir = exe.parent().context("the tinydc binary has no folder")?;
-    DAEMONS
-        .iter()
-        .map(|name| {
-            let path = dir.join(name);
-            if path.exists() {
-                Ok(path)
-            } else {
-                bail!(
-                    "{name} not found next to {} (build the whole workspace: cargo build --release)",
-                    exe.display()
-                )
-            }
-        })
-        .collect()
+/// The binary the daemons run from: this one. `tinydc` is a multi-call binary: started under a
+/// daemon's name (a link named `tinydc-imapd`, or argv[0] set by whoever starts it) it is that
+/// daemon. One executable for all four processes means one copy of its code pages in memory,
+/// shared between them (PSS divides it), where three separate binaries share none.
+///
+/// On Linux that is `/proc/self/exe`, which the kernel resolves in the starting process to the
+/// very file it runs, even after a package upgrade replaced `/usr/bin/tinydc`: a daemon `up`
+/// restarts is always the same version as `up` and its siblings.
+pub fn multi_call_binary() -> anyhow::Result<PathBuf> {
+    let own = PathBuf::from("/proc/self/exe");
+    if own.exists() {
+        return Ok(own);
+    }
+    std::env::current_exe().context("locating the tinydc binary")
+}
+
+/// The daemon this process was started as: argv[0]'s file name, when it is one of [`DAEMONS`]
+/// (`/usr/bin/tinydc-smtpd`, a link to `tinydc`, or `up`'s children, started with that argv[0]).
+pub fn daemon_called_as() -> Option<&'static str> {
+    let arg0 = std::env::args_os().next()?;
+    let name = Path::new(&arg0).file_name()?.to_str()?;
+    DAEMONS.into_iter().find(|daemon| *daemon == name)
+}
+
+/// A command that starts daemon `name` from the multi-call binary `exe`: argv[0] is the daemon's
+/// name, which selects it and is what `ps` and [`find_by_data_dir`] see.
+pub fn daemon_command(exe: &Path, name: &str) -> Command {
+    let mut command = Command::new(exe);
+    command.arg0(name);
+    command
 }
 
 fn print_listeners(config: &Config) {
@@ -172,12 +186,7 @@ pub fn client_url(scheme: &str, hostname: &str, addr: std::net::SocketAddr) -> S
     }
 }
 
-async fn supervise(
-    config: &Config,
-    data: &Path,
-    binaries: &[PathBuf],
-    cluster: Option<PrivateCluster>,
-) -> anyhow::Result<()> {
+async fn supervise(config: &Config, data: &Path, exe: &Path, cluster: Option<PrivateCluster>) -> anyhow::Result<()> {
     // Schema first, so three daemons do not race to migrate an empty database.
     let db = shared::db::connect(config, Duration::from_secs(30)).await?;
     db.close().await;
@@ -188,8 +197,8 @@ async fn supervise(
     println!("tinydc is up; Ctrl-C stops everything");
 
     let mut tasks = JoinSet::new();
-    for binary in binaries {
-        tasks.spawn(keep_running(binary.clone(), data.to_path_buf(), stop.clone()));
+    for name in DAEMONS {
+        tasks.spawn(keep_running(exe.to_path_buf(), name, data.to_path_buf(), stop.clone()));
     }
     if let Some(cluster) = cluster {
         tasks.spawn(watch_postgres(cluster, stop.clone()));
@@ -250,8 +259,8 @@ async fn watch_postgres(cluster: PrivateCluster, stop: CancellationToken) {
 
 /// Start a daemon with a supervisor pipe as its standard input: we keep the write end (std
 /// makes our end close-on-exec, so no other child inherits it) and never write to it.
-fn spawn(binary: &Path, data: &Path) -> std::io::Result<Child> {
-    Command::new(binary)
+fn spawn(exe: &Path, name: &str, data: &Path) -> std::io::Result<Child> {
+    daemon_command(exe, name)
         .arg("--data")
         .arg(data)
         .env(SUPERVISOR_ENV, "stdin")
@@ -262,15 +271,11 @@ fn spawn(binary: &Path, data: &Path) -> std::io::Result<Child> {
 }
 
 /// Run one daemon until `stop`, restarting it with a growing delay when it dies.
-async fn keep_running(binary: PathBuf, data: PathBuf, stop: CancellationToken) {
-    let name = binary
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
+async fn keep_running(exe: PathBuf, name: &'static str, data: PathBuf, stop: CancellationToken) {
     let mut delay = Duration::from_secs(1);
     loop {
         let started = Instant::now();
-        let mut child = match spawn(&binary, &data) {
+        let mut child = match spawn(&exe, name, &data) {
             Ok(child) => child,
             Err(e) => {
                 eprintln!("tinydc: cannot start {name}: {e}");
@@ -285,7 +290,7 @@ async fn keep_running(binary: PathBuf, data: PathBuf, stop: CancellationToken) {
         let _supervisor_pipe = child.stdin.take();
         let status = tokio::select! {
             _ = stop.cancelled() => {
-                terminate(&name, &mut child).await;
+                terminate(name, &mut child).await;
                 return;
             }
             status = child.wait() => status,

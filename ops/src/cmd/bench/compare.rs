@@ -22,7 +22,7 @@ use super::smtp::{Port, deliver};
 use super::suite::{DAV_USER, IMAP_USER, PASSWORD, SMTP_USER, Suite};
 use super::{Part, SuiteArgs, message};
 
-/// How the binaries measured were built (the daemons are the ones next to this `tinydc`): a
+/// How the binaries measured were built (the daemons are this `tinydc`, run under their names): a
 /// debug build is several times slower and bigger, so the figures say which it was.
 const BUILD: &str = if cfg!(debug_assertions) { "debug" } else { "release" };
 

@@ -1,9 +1,9 @@
 //! `tinydc bench`: figures anyone can rerun, measured on a throwaway data directory with full
 //! durability (fsync on, as in production). Nothing here touches an existing install.
 //!
-//! `store` drives the mail store in-process. The others ([`suite`]) start the real daemon
-//! binaries found next to `tinydc` on free 127.0.0.1 ports and talk to them over real sockets as
-//! mail and file clients do.
+//! `store` drives the mail store in-process. The others ([`suite`]) start the real daemons (this
+//! `tinydc` under each daemon's name, as `tinydc up` does) on free 127.0.0.1 ports and talk to
+//! them over real sockets as mail and file clients do.
 //!
 //! `all --compare` ([`compare`]) measures the classic stack in the same run: where Debian's
 //! Dovecot, Postfix and Apache (mod_dav) are installed (`scripts/install-bench-deps`), it starts

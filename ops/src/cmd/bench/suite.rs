@@ -1,7 +1,8 @@
 //! A throwaway install for the daemon benchmarks: a data directory in /tmp with a private
 //! PostgreSQL cluster at full durability, a self-signed certificate, a config with free
 //! 127.0.0.1 ports and the per-IP / per-user rate limits raised (the defaults would throttle a
-//! benchmark), three users, and the real daemon binaries started as `tinydc up` starts them.
+//! benchmark), three users, and the real daemons started as `tinydc up` starts them (this
+//! binary under each daemon's name).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use shared::pg::{Durability, PrivateCluster};
 use shared::process::{Signal, send_signal};
 use tokio::process::{Child, Command};
 
-use crate::cmd::up::{DAEMONS, find_daemons};
+use crate::cmd::up::{DAEMONS, daemon_command, multi_call_binary};
 
 pub const DOMAIN: &str = "example.test";
 pub const PASSWORD: &str = "bench password 1";
@@ -64,7 +65,7 @@ impl Suite {
     }
 
     async fn start_with(keep: bool, users: &[String], supervised: bool) -> anyhow::Result<Suite> {
-        let binaries = find_daemons()?;
+        let exe = multi_call_binary()?;
         let dir = tempfile::Builder::new().prefix("tinydc-bench-").tempdir_in("/tmp")?;
         {
             // The private cluster runs as the postgres user when we are root: it must enter here.
@@ -93,7 +94,7 @@ impl Suite {
             let path = dir.keep();
             eprintln!("bench: keeping {}", path.display());
         }
-        if let Err(e) = suite.populate_and_spawn(&binaries, users, supervised).await {
+        if let Err(e) = suite.populate_and_spawn(&exe, users, supervised).await {
             let _ = suite.stop().await;
             return Err(e);
         }
@@ -102,7 +103,7 @@ impl Suite {
 
     async fn populate_and_spawn(
         &mut self,
-        binaries: &[PathBuf],
+        exe: &std::path::Path,
         users: &[String],
         supervised: bool,
     ) -> anyhow::Result<()> {
@@ -119,14 +120,15 @@ impl Suite {
 
         if supervised {
             // up adopts the running cluster and starts the daemons; their logs go to up's.
-            let exe = std::env::current_exe()?;
-            let child = self.spawn_logged(&exe, &["up"], "up").context("starting tinydc up")?;
+            let child = self
+                .spawn_logged(Command::new(exe), &["up"], "up")
+                .context("starting tinydc up")?;
             self.up = Some(child);
         }
-        for (name, binary) in DAEMONS.iter().zip(binaries).filter(|_| !supervised) {
+        for name in DAEMONS.iter().filter(|_| !supervised) {
             let child = self
-                .spawn_logged(binary, &[], name)
-                .with_context(|| format!("starting {}", binary.display()))?;
+                .spawn_logged(daemon_command(exe, name), &[], name)
+                .with_context(|| format!("starting {name} from {}", exe.display()))?;
             let pid = child.id().context("the daemon has no pid")?;
             self.daemons.push(Daemon { name, pid, child });
         }
@@ -166,11 +168,11 @@ impl Suite {
         Ok(())
     }
 
-    /// Start `program --data DATA args…` in its own process group, its output in the log
+    /// Start `command --data DATA args…` in its own process group, its output in the log
     /// `log_name`, killed if the suite is dropped.
-    fn spawn_logged(&self, program: &std::path::Path, args: &[&str], log_name: &str) -> anyhow::Result<Child> {
+    fn spawn_logged(&self, mut command: Command, args: &[&str], log_name: &str) -> anyhow::Result<Child> {
         let log = std::fs::File::create(self.log_path(log_name))?;
-        Ok(Command::new(program)
+        Ok(command
             .arg("--data")
             .arg(&self.data)
             .args(args)
