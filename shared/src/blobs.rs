@@ -102,6 +102,16 @@ impl BlobStore {
         .map_err(std::io::Error::other)?
     }
 
+    /// Start storing `bytes` (whose id the caller computed, [`BlobId::of`]) on the blocking
+    /// pool, for a writer that has other work to do meanwhile (the mail store runs its
+    /// transaction's statements while the body is being fsynced). The blob is durable once
+    /// [`PendingPut::wait`] returns `Ok`; nothing may point at it in a commit before that.
+    /// Must be called inside the tokio runtime (a blocking-pool thread is fine).
+    pub fn start_put(&self, id: BlobId, bytes: Arc<Vec<u8>>) -> PendingPut {
+        let store = self.clone();
+        PendingPut(tokio::task::spawn_blocking(move || store.put_blocking(&id, &bytes)))
+    }
+
     fn put_blocking(&self, id: &BlobId, bytes: &[u8]) -> std::io::Result<()> {
         let target = self.path(id);
         if let Ok(file) = std::fs::File::open(&target) {
@@ -309,6 +319,18 @@ impl BlobStore {
             }
         }
         Ok((orphans, temps))
+    }
+}
+
+/// A blob write in progress ([`BlobStore::start_put`]). Dropped without waiting, the write still
+/// completes on its own; a body nothing references is swept later like any orphan.
+#[derive(Debug)]
+pub struct PendingPut(tokio::task::JoinHandle<std::io::Result<()>>);
+
+impl PendingPut {
+    /// Wait until the blob is durable (written, fsynced, renamed, its folder fsynced).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.0.await.map_err(std::io::Error::other)?
     }
 }
 

@@ -4,8 +4,9 @@
 use std::collections::HashSet;
 
 use chrono::Utc;
+use shared::blobs::BlobStore;
 use shared::events::Event;
-use shared::mailstore::{DeliveryTarget, FlagOp, SpecialUse, StoreError, SyncPoint};
+use shared::mailstore::{DeliveryTarget, FlagOp, MailStore, SpecialUse, StoreError, SyncPoint};
 use shared::quota;
 use shared::testing::TestEnv;
 
@@ -239,6 +240,64 @@ async fn a_failed_delivery_gives_its_reservation_back() {
     );
     let info = quota::info(&env.context.db, user.id).await.unwrap();
     assert_eq!((info.mail_bytes, info.reserved_bytes), (0, 0));
+}
+
+/// A one-recipient delivery runs its statements while its body is being written (group.rs);
+/// when the body cannot be stored (here: the disk's free-space reserve), the delivery fails as
+/// disk full and its transaction commits nothing: no row, no UID used up, no usage, and its
+/// reservation is given back.
+#[tokio::test]
+async fn a_body_that_cannot_be_stored_commits_nothing() {
+    let env = TestEnv::new().await;
+    let db = &env.context.db;
+    let user = env.add_user("alice@example.test", "pw", Some(100_000)).await;
+    let full_disk = MailStore::new(
+        db.clone(),
+        BlobStore::new(env.dir.path().join("full-blobs")).with_min_free(u64::MAX),
+    );
+    for (n, reserved) in [(1, true), (2, false)] {
+        let reservation = if reserved {
+            Some(quota::reserve(db, user.id, 500).await.unwrap())
+        } else {
+            None
+        };
+        let target = DeliveryTarget {
+            user_id: user.id,
+            mailbox_id: None,
+            reservation,
+        };
+        let refused = full_disk
+            .deliver(vec![target], &message(n), &[], Utc::now())
+            .await
+            .unwrap_err();
+        assert!(refused.is_disk_full(), "{refused}");
+    }
+    let info = quota::info(db, user.id).await.unwrap();
+    assert_eq!((info.mail_bytes, info.reserved_bytes), (0, 0));
+    let inbox = env.context.mail.mailbox(user.id, "INBOX").await.unwrap();
+    assert!(
+        env.context
+            .mail
+            .message_states(user.id, inbox.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let target = DeliveryTarget {
+        user_id: user.id,
+        mailbox_id: None,
+        reservation: None,
+    };
+    let stored = env
+        .context
+        .mail
+        .deliver(vec![target], &message(3), &[], Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(stored[0].uid, 1, "the refused deliveries used no UID");
+    let stored = env.context.mail.fetch(user.id, inbox.id, &[1]).await.unwrap();
+    let raw = env.context.mail.blobs().read(&stored[0].blob).await.unwrap();
+    assert_eq!(raw, message(3));
 }
 
 #[tokio::test]

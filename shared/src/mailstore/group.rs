@@ -7,7 +7,14 @@
 //! Nothing waits to form a group: the first delivery into an idle mailbox starts at once, alone;
 //! those that arrive meanwhile queue and go together next. Durability is unchanged: nobody is
 //! answered before the transaction holding their message has committed (synchronously), and
-//! each body was fsynced before (`MailStore::prepare`).
+//! no transaction commits before each body it references was fsynced, and its folder.
+//!
+//! A delivery that finds its mailbox idle does not wait for its body first: its transaction's
+//! statements (quota, UID, rows) run while the body is written and fsynced
+//! (`MailStore::prepare_overlapped`), and the commit waits for the body (issue #12: one APPEND
+//! or one SMTP message then costs the longer of the two, not their sum). A delivery that finds
+//! the mailbox busy waits for its own body before it queues, so a group never waits on a
+//! body's fsync while the mailbox row is locked.
 //!
 //! The queue is per (user, mailbox) and per process. A group runs in a task of its own, so a
 //! caller that goes away (a dropped connection) never leaves others waiting. When a group's
@@ -22,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::{Appended, DeliveryTarget, MailStore, Row, StoreError, charge_delivery, deliver_one, insert_message};
+use crate::blobs::PendingPut;
 use crate::quota::Reservation;
 
 /// At most this many deliveries share one transaction (bounds its locks' duration).
@@ -33,6 +41,8 @@ type Key = (i64, Option<i64>);
 struct Job {
     target: DeliveryTarget,
     row: Row,
+    /// The body's write, when it may still be in progress (only a mailbox's first job).
+    body: Option<PendingPut>,
     answer: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
@@ -70,24 +80,46 @@ impl Drop for RunnerGuard {
 }
 
 impl MailStore {
-    /// Deliver one message into one mailbox in the next group commit of that mailbox.
-    pub(super) async fn deliver_grouped(&self, target: DeliveryTarget, row: Row) -> Result<Appended, StoreError> {
+    /// Deliver one message into one mailbox in the next group commit of that mailbox. `body`:
+    /// the body's write when it may still be in progress (`None`: durable already).
+    pub(super) async fn deliver_grouped(
+        &self,
+        target: DeliveryTarget,
+        row: Row,
+        body: Option<PendingPut>,
+    ) -> Result<Appended, StoreError> {
         let key = (target.user_id, target.mailbox_id);
         let (answer, answered) = oneshot::channel();
-        let job = Job { target, row, answer };
-        let start = match self.groups.lock().entry(key) {
-            Entry::Occupied(mut queued) => {
-                queued.get_mut().push(job);
-                false
-            }
-            Entry::Vacant(idle) => {
-                idle.insert(vec![job]);
-                true
-            }
+        let mut job = Job {
+            target,
+            row,
+            body,
+            answer,
         };
-        if start {
-            let store = self.clone();
-            tokio::spawn(async move { store.run_groups(key).await });
+        loop {
+            let busy_with_pending_body = {
+                let mut waiting = self.groups.lock();
+                match waiting.entry(key) {
+                    Entry::Occupied(_) if job.body.is_some() => true,
+                    Entry::Occupied(mut queued) => {
+                        queued.get_mut().push(job);
+                        break;
+                    }
+                    Entry::Vacant(idle) => {
+                        idle.insert(vec![job]);
+                        let store = self.clone();
+                        tokio::spawn(async move { store.run_groups(key).await });
+                        break;
+                    }
+                }
+            };
+            if busy_with_pending_body {
+                // Others are committing: queue only once this body is durable (module docs).
+                // The mailbox may be idle again by then, so the entry is looked at anew.
+                if let Some(body) = job.body.take() {
+                    body.wait().await?;
+                }
+            }
         }
         answered.await.map_err(|_| {
             StoreError::Io(std::io::Error::other(
@@ -120,9 +152,27 @@ impl MailStore {
 
     async fn commit_group(&self, mut jobs: Vec<Job>) {
         if jobs.len() == 1 {
-            let job = jobs.pop().expect("one job");
-            let result = self.deliver_alone(job.target, &job.row).await;
+            let mut job = jobs.pop().expect("one job");
+            let result = self.deliver_alone(job.target, &job.row, job.body.take()).await;
             let _ = job.answer.send(result);
+            return;
+        }
+        // Only a mailbox's first job can carry a body still being written, and it goes alone;
+        // should one be here all the same, its body is waited for before anything is locked.
+        let mut ready = Vec::with_capacity(jobs.len());
+        for mut job in jobs {
+            match job.body.take() {
+                Some(body) => match body.wait().await {
+                    Ok(()) => ready.push(job),
+                    Err(e) => {
+                        let _ = job.answer.send(Err(e.into()));
+                    }
+                },
+                None => ready.push(job),
+            }
+        }
+        let mut jobs = ready;
+        if jobs.is_empty() {
             return;
         }
         // Writes without a reservation lock the user's row: before any reservation row.
@@ -145,7 +195,7 @@ impl MailStore {
                 );
                 for (mut job, held) in jobs.into_iter().zip(held) {
                     job.target.reservation = held.map(|(id, user_id, bytes)| Reservation { id, user_id, bytes });
-                    let result = self.deliver_alone(job.target, &job.row).await;
+                    let result = self.deliver_alone(job.target, &job.row, None).await;
                     let _ = job.answer.send(result);
                 }
             }
@@ -188,10 +238,20 @@ impl MailStore {
         Ok(appended)
     }
 
-    /// One delivery in its own transaction.
-    async fn deliver_alone(&self, target: DeliveryTarget, row: &Row) -> Result<Appended, StoreError> {
+    /// One delivery in its own transaction. With `body` still being written, the statements
+    /// run meanwhile and the commit waits for it (module docs).
+    async fn deliver_alone(
+        &self,
+        target: DeliveryTarget,
+        row: &Row,
+        body: Option<PendingPut>,
+    ) -> Result<Appended, StoreError> {
         let mut tx = self.db.begin().await?;
         let appended = deliver_one(&mut tx, target, row).await?;
+        if let Some(body) = body {
+            // Durable (fsynced, renamed, folder fsynced) before the commit can reference it.
+            body.wait().await?;
+        }
         // The blob row is locked by the statement that added the reference.
         self.blobs.ensure_present(&row.blob)?;
         tx.commit().await?;

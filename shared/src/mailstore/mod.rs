@@ -1166,6 +1166,16 @@ impl MailStore {
         internal_date: DateTime<Utc>,
         warning: Option<quota::warn::Level>,
     ) -> Result<Vec<Appended>, StoreError> {
+        if warning.is_none() && targets.len() == 1 {
+            // The common case (one recipient, one APPEND): the steps of `deliver_one`, in one
+            // transaction with the deliveries into the same mailbox that wait meanwhile (group
+            // commit, `group.rs`). The body's write and fsync overlap the transaction's
+            // statements; its commit waits for both.
+            let (prepared, body) = self.prepare_overlapped(raw).await?;
+            let target = targets.into_iter().next().expect("one target");
+            let row = prepared.into_row(flags, internal_date);
+            return Ok(vec![self.deliver_grouped(target, row, Some(body)).await?]);
+        }
         let prepared = self.prepare(raw).await?;
         let kind = match warning {
             Some(level) => DeliveryKind::QuotaWarning(level),
@@ -1206,6 +1216,34 @@ impl MailStore {
             envelope,
             structure,
         })
+    }
+
+    /// [`Self::prepare`] that does not wait for the body to be durable: the body is hashed and
+    /// its write started, the message parsed meanwhile, and the write handed back to be waited
+    /// for before the commit that references it ([`crate::blobs::PendingPut`]).
+    async fn prepare_overlapped(&self, raw: Arc<Vec<u8>>) -> Result<(Prepared, blobs::PendingPut), StoreError> {
+        let blobs = self.blobs.clone();
+        let size = raw.len() as u64;
+        // Hashing and parsing up to max_message_size bytes is CPU work: on the blocking pool.
+        let (blob, body, parsed, envelope, structure) = tokio::task::spawn_blocking(move || {
+            let blob = BlobId::of(&raw);
+            let body = blobs.start_put(blob.clone(), raw.clone());
+            let parsed = parsed::parse(&raw);
+            let envelope = serde_json::to_value(&parsed.envelope);
+            let structure = serde_json::to_value(&parsed.body_structure);
+            (blob, body, parsed, envelope, structure)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(format!("message parser task failed: {e}"))))?;
+        let invalid = |e: serde_json::Error| StoreError::Invalid(format!("message metadata: {e}"));
+        let prepared = Prepared {
+            blob,
+            size,
+            header: parsed.header,
+            envelope: envelope.map_err(invalid)?,
+            structure: structure.map_err(invalid)?,
+        };
+        Ok((prepared, body))
     }
 
     /// [`Self::prepare`] of a message already written to the blob store (`size` bytes under
@@ -1258,34 +1296,14 @@ impl MailStore {
         internal_date: DateTime<Utc>,
         kind: DeliveryKind<'_>,
     ) -> Result<Option<Vec<Appended>>, StoreError> {
-        let Prepared {
-            blob,
-            size,
-            header,
-            envelope,
-            structure,
-        } = prepared;
-        let row = Row {
-            flags: normalize_flags(flags),
-            internal_date,
-            size,
-            blob,
-            envelope,
-            structure,
-            header,
-        };
+        let row = prepared.into_row(flags, internal_date);
 
         let warning = match kind {
             DeliveryKind::QuotaWarning(level) => Some(level),
             _ => None,
         };
-        if matches!(kind, DeliveryKind::Normal) && targets.len() == 1 {
-            // The common case (one recipient, one APPEND): the steps of `deliver_one`, in one
-            // transaction with the deliveries into the same mailbox that wait meanwhile (group
-            // commit, `group.rs`).
-            let target = targets.into_iter().next().expect("one target");
-            return Ok(Some(vec![self.deliver_grouped(target, row).await?]));
-        }
+        // (One recipient of a normal delivery never comes here: `deliver_once` sends it to the
+        // group commit.)
         let mut tx = self.db.begin().await?;
         if let DeliveryKind::Import(log) = kind
             && !import::log(&mut tx, log).await?
@@ -1797,6 +1815,28 @@ struct Prepared {
     header: Vec<u8>,
     envelope: serde_json::Value,
     structure: serde_json::Value,
+}
+
+impl Prepared {
+    /// The message row of this body with the client's flags and date.
+    fn into_row(self, flags: &[String], internal_date: DateTime<Utc>) -> Row {
+        let Prepared {
+            blob,
+            size,
+            header,
+            envelope,
+            structure,
+        } = self;
+        Row {
+            flags: normalize_flags(flags),
+            internal_date,
+            size,
+            blob,
+            envelope,
+            structure,
+            header,
+        }
+    }
 }
 
 /// The columns of one message row, as [`MailStore::deliver_prepared`] writes them.

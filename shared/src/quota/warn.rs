@@ -21,8 +21,8 @@
 //! threshold and come back (an overwrite refunds the old file before charging the new one),
 //! which is no crossing; only committed usage is compared. After each write rather than by a
 //! periodic sweep: idle daemons stay asleep, and the warning arrives with the write that
-//! caused it. The check is one indexed read per write (after the fold of the write's usage
-//! delta, `quota::fold`). A crash between a writer's commit and
+//! caused it. The check is one indexed read per write, in the same round trip as the fold of
+//! the write's usage delta (`quota::fold_and_read`). A crash between a writer's commit and
 //! its check loses nothing: the check is idempotent, the next write of that user repeats it,
 //! and every daemon runs [`sweep`] at start (davd once more after its journal's recovery,
 //! which may recount usage).
@@ -181,13 +181,26 @@ pub enum Outcome {
     Rearmed,
 }
 
+/// One user's committed usage as [`check`] compares it: the `users` row with every charged
+/// delta counted.
+pub(crate) struct Committed {
+    pub(crate) id: i64,
+    pub(crate) address: String,
+    pub(crate) domain: String,
+    pub(crate) quota_limit: Option<i64>,
+    pub(crate) quota_warned: i16,
+    pub(crate) mail_bytes: i64,
+    pub(crate) file_bytes: i64,
+}
+
 /// Compare the committed usage of `user_ids` with what they were warned about; store a warning
 /// or re-arm as needed (module docs). Returns what was done, per user.
 pub async fn check(mail: &MailStore, user_ids: &[i64]) -> Result<Vec<(i64, Outcome)>, StoreError> {
     if user_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        Committed,
         r#"SELECT u.id, u.address, d.name AS domain, u.quota_limit, u.quota_warned,
                 u.mail_bytes + (SELECT coalesce(sum(bytes), 0) FROM quota_reservations
                                 WHERE user_id = u.id AND charged = 'mail')::bigint AS "mail_bytes!",
@@ -198,6 +211,11 @@ pub async fn check(mail: &MailStore, user_ids: &[i64]) -> Result<Vec<(i64, Outco
     )
     .fetch_all(mail.db())
     .await?;
+    act_on(mail, rows).await
+}
+
+/// What [`check`] does with the usage it read.
+async fn act_on(mail: &MailStore, rows: Vec<Committed>) -> Result<Vec<(i64, Outcome)>, StoreError> {
     let mut done = Vec::new();
     for row in rows {
         let used = (row.mail_bytes.max(0) as u64).saturating_add(row.file_bytes.max(0) as u64);
@@ -222,15 +240,19 @@ pub async fn check(mail: &MailStore, user_ids: &[i64]) -> Result<Vec<(i64, Outco
 /// [`check`] after a write that committed: a failure is logged, never passed on (the write
 /// stands; the next write or the next daemon start checks again).
 pub async fn after_write(mail: &MailStore, user_ids: &[i64]) {
-    // The write's usage delta goes into the user's row first, so the check below and every
-    // other reader of the row see it (super::fold).
-    if let Err(e) = super::fold(mail.db(), user_ids).await {
-        tracing::warn!(
-            ?user_ids,
-            "folding usage deltas failed (folded again on the next write): {e}"
-        );
-    }
-    if let Err(e) = check(mail, user_ids).await {
+    // The write's usage delta goes into the user's row, so every other reader of the row sees
+    // it, and the usage is read for the check, in one round trip (super::fold_and_read).
+    let rows = match super::fold_and_read(mail.db(), user_ids).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(
+                ?user_ids,
+                "folding usage deltas and reading usage failed (done again on the next write): {e}"
+            );
+            return;
+        }
+    };
+    if let Err(e) = act_on(mail, rows).await {
         tracing::warn!(
             ?user_ids,
             "quota warning check failed (checked again on the next write): {e}"
