@@ -126,7 +126,7 @@ impl BlobStore {
         let temp_dir = self.temp_dir();
         std::fs::create_dir_all(&temp_dir)?;
         let dir = target.parent().expect("blob paths have a parent");
-        std::fs::create_dir_all(dir)?;
+        create_shard_dir(dir)?;
         let mut temp = tempfile::Builder::new().prefix("blob-").tempfile_in(&temp_dir)?;
         temp.write_all(bytes)?;
         temp.as_file().sync_all()?;
@@ -398,7 +398,7 @@ impl BlobWriter {
         }
         temp.as_file().sync_all()?;
         let dir = target.parent().expect("blob paths have a parent");
-        std::fs::create_dir_all(dir)?;
+        create_shard_dir(dir)?;
         temp.persist(&target).map_err(|e| e.error)?;
         sync_dir(dir)?;
         Ok((id, len))
@@ -613,6 +613,20 @@ pub async fn drop_refs(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<
     )
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Make a blob's shard folder (`blobs/ab/`) exist durably: a folder this call creates is
+/// recorded in its parent with an fsync of the parent, or a crash could lose the folder, and with
+/// it the blob renamed into it, although the blob and the shard were fsynced.
+fn create_shard_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
     Ok(())
 }
 
