@@ -1,6 +1,7 @@
 //! Content hashes of files (ownCloud's checksums, as rclone's `owncloud` and `nextcloud`
 //! vendors read them): SHA-1 and MD5 of every file davd writes, computed while the bytes are
-//! written ([`HashingWriter`], under every upload and COPY: no second read of the file).
+//! written (no second read of the file): beside the writer, each on its own thread, for an
+//! upload ([`StreamHash`]); by the writer itself for a COPY ([`HashingWriter`]).
 //!
 //! Where they live: a dead property of the file in davd's reserved namespace [`NS`]
 //! (props.rs), so it follows the file through MOVE, COPY, DELETE, the journal and
@@ -22,9 +23,12 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use dav_server::fs::DavProp;
 use md5::{Digest, Md5};
 use sha1::Sha1;
+
+use crate::stage::Stage;
 
 /// davd's reserved namespace for the stored hash (a dead property clients never see or set).
 pub const NS: &str = "urn:x-tinydc:content-hash";
@@ -103,6 +107,50 @@ impl<W: Write> Write for HashingWriter<W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// SHA-1 and MD5 of a stream (an upload's body), each on its own thread ([`Stage`]) beside
+/// the thread writing the file: together on the writer they cost a PUT two thirds of its
+/// speed, since MD5 alone runs at about the speed a large PUT arrives over loopback.
+#[derive(Debug)]
+pub struct StreamHash {
+    sha1: Stage<Sha1>,
+    md5: Stage<Md5>,
+}
+
+impl StreamHash {
+    pub fn start() -> StreamHash {
+        StreamHash {
+            sha1: Stage::spawn(Sha1::new(), |h: &mut Sha1, buf| {
+                h.update(buf);
+                Ok(())
+            }),
+            md5: Stage::spawn(Md5::new(), |h: &mut Md5, buf| {
+                h.update(buf);
+                Ok(())
+            }),
+        }
+    }
+
+    /// Hash `buf` next (shared, not copied). Waits while both threads are [`crate::stage::DEPTH`]
+    /// buffers behind.
+    pub async fn update(&self, buf: &Bytes) -> std::io::Result<()> {
+        if self.sha1.push(buf.clone()).await && self.md5.push(buf.clone()).await {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("a hashing thread stopped"))
+        }
+    }
+
+    /// The hash of everything given to [`StreamHash::update`].
+    pub async fn finish(self) -> std::io::Result<ContentHash> {
+        let sha1 = self.sha1.finish().await?;
+        let md5 = self.md5.finish().await?;
+        Ok(ContentHash {
+            sha1: sha1.finalize().into(),
+            md5: md5.finalize().into(),
+        })
     }
 }
 
@@ -318,6 +366,20 @@ mod tests {
         assert_eq!(hex::encode(h.sha1), "a9993e364706816aba3e25717850c26c9cd0d89d");
         assert_eq!(hex::encode(h.md5), "900150983cd24fb0d6963f7d28e17f72");
         assert_eq!(h.header_value(), "SHA1:a9993e364706816aba3e25717850c26c9cd0d89d");
+    }
+
+    #[tokio::test]
+    async fn the_threaded_hash_equals_the_writer_s() {
+        // Pieces of uneven sizes, as a body arrives.
+        let data: Vec<u8> = (0..3_000_017u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let stream = StreamHash::start();
+        for piece in data.chunks(65_521) {
+            stream.update(&Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        assert_eq!(stream.finish().await.unwrap(), hash_of(&data));
+        assert_eq!(StreamHash::start().finish().await.unwrap(), hash_of(b""));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod propfind;
 pub mod props;
 pub mod server;
 pub mod share;
+pub mod stage;
 pub mod win32;
 pub mod xmlcheck;
 pub mod xmldoc;

@@ -743,6 +743,7 @@ impl App {
                 .strip_prefix(prefix.clone())
                 .hide_symlinks(true)
                 .autoindex(false)
+                .read_buf_size(crate::fs::READ_CHUNK)
                 .build_handler()
         };
         if method == Method::PUT {

@@ -152,6 +152,7 @@ impl App {
             // A browser opening a folder's link gets a plain listing (dav-server's, names
             // HTML-escaped, with `referrer: no-referrer`).
             .autoindex(true)
+            .read_buf_size(crate::fs::READ_CHUNK)
             .build_handler();
         let req = Request::from_parts(parts, http_body_util::Full::new(body));
         let mut res = handler.handle_guarded(req, owner.address.clone(), owner).await;

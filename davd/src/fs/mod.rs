@@ -51,7 +51,7 @@ mod read;
 mod tree;
 mod upload;
 
-pub use self::read::Meta;
+pub use self::read::{Meta, READ_CHUNK};
 pub use self::upload::sweep_stale_uploads;
 
 /// The authenticated user, handed by dav-server to every file system call.

@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::SystemTime;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use dav_server::davpath::DavPath;
 use dav_server::fs::{DavDirEntry, DavFile, DavMetaData, DavProp, FsError, FsFuture, FsResult, FsStream};
 use futures::FutureExt;
@@ -243,10 +243,15 @@ impl DavDirEntry for Entry {
     }
 }
 
-/// Bytes read from the file at once. dav-server asks for 16 KiB at a time; each read is a
-/// trip to the blocking pool, so a GET reads ahead this much and hands out slices of it (no
-/// copy). Bounded by what is left of the file, so a small file costs no more than its size.
-const READ_AHEAD: usize = 256 * 1024;
+/// Bytes read from the file at once, and the most dav-server asks for at a time (the
+/// handler's `read_buf_size`, [`READ_CHUNK`]): each read is a trip to the blocking pool and
+/// each piece handed out is one frame hyper writes, so a GET of a large file moves 1 MiB per
+/// read and per socket write (dav-server's default is 16 KiB). Bounded by what is left of the
+/// file, so a small file costs no more than its size.
+const READ_AHEAD: usize = 1 << 20;
+
+/// What dav-server reads per `read_bytes` of a GET (server.rs and share.rs set it).
+pub const READ_CHUNK: usize = READ_AHEAD;
 
 /// A file opened for reading (GET, with Range through `seek`).
 #[derive(Debug)]
@@ -302,14 +307,14 @@ impl DavFile for ReadFile {
             return Box::pin(futures::future::ready(Ok(self.ahead.split_to(n))));
         }
         async move {
-            let mut file = self.take()?;
+            let file = self.take()?;
             let left = usize::try_from(self.size.saturating_sub(self.cursor)).unwrap_or(usize::MAX);
             let want = count.max(left.min(READ_AHEAD));
             let (file, mut data) = blocking(move || {
-                let mut buf = BytesMut::zeroed(want);
-                let n = file.read(&mut buf).map_err(io)?;
-                buf.truncate(n);
-                Ok((file, buf.freeze()))
+                // Into spare capacity: no zero-filling of a buffer the read overwrites.
+                let mut buf = Vec::with_capacity(want);
+                (&file).take(want as u64).read_to_end(&mut buf).map_err(io)?;
+                Ok((file, Bytes::from(buf)))
             })
             .await?;
             self.file = Some(file);

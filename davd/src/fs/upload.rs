@@ -1,13 +1,19 @@
 //! A PUT's body on its way in: the temp file `.tinydc-upload-<uuid>` beside the target (never
 //! the target itself, so an aborted PUT leaves the old content), the quota reserved before the
 //! first byte (507 when it cannot fit) and grown while a body of unknown length streams in,
-//! and bounded buffering. Every byte is hashed as it is written (checksum.rs `HashingWriter`),
-//! and a body that does not match the client's `OC-Checksum` is not committed. `flush()` fsyncs the temp file and hands it, with the reservations,
-//! to the journaled commit (commit.rs); an upload dropped before that removes its temp file and
-//! gives its reservations back. Also the sweep of temp files a crash left behind.
+//! and bounded buffering. A body that outgrows one 1 MiB buffer is a pipeline: the request
+//! task gathers it into 1 MiB buffers and hands each to a writer thread and to the two hashing
+//! threads (checksum.rs `StreamHash`), each a bounded stage (stage.rs), so receiving, writing
+//! and hashing overlap (a smaller body is written and hashed in one blocking call at the end);
+//! the writer starts the disk writeback as it goes, so the final fsync has little left to do.
+//! A body that does not match the client's `OC-Checksum` is not committed. `flush()` fsyncs
+//! the temp file and hands it, with the reservations, to the journaled commit (commit.rs); an
+//! upload dropped before that removes its temp file and gives its reservations back. Also the
+//! sweep of temp files a crash left behind.
 
 use std::fs::File;
 use std::io::{SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,12 +29,16 @@ use sqlx::PgPool;
 use super::commit::PlaceCommit;
 use super::read::{ReadFile, stat};
 use super::{TinyFs, User, blocking, db_error, io, parent_of, quota_error, sync_dir};
-use crate::checksum::{HashingWriter, Note, Outcome, Stamp, Stored};
+use crate::checksum::{HashingWriter, Note, Outcome, Stamp, Stored, StreamHash};
 use crate::journal::Journal;
+use crate::stage::Stage;
 use crate::{paths, props};
 
-/// Bytes of an upload buffered before they are written out (bounded memory per upload).
+/// Bytes of an upload gathered before they go to the writer and hashing threads (memory per
+/// upload: about (stage::DEPTH + 2) of these).
 const WRITE_CHUNK: usize = 1 << 20;
+/// Written bytes after which the writer asks the kernel to start writing them to disk.
+const WRITEBACK_STEP: u64 = 8 << 20;
 /// How much more quota an upload of unknown length reserves each time it outgrows its reservation.
 const GROW_STEP: u64 = 64 << 20;
 
@@ -133,7 +143,8 @@ impl TinyFs {
             key: paths::key(path),
             target,
             temp,
-            file: Some(HashingWriter::new(file)),
+            file: Some(file),
+            sink: None,
             pending: BytesMut::with_capacity(WRITE_CHUNK),
             expected: options.size,
             written: 0,
@@ -167,8 +178,12 @@ struct Upload {
     key: String,
     target: PathBuf,
     temp: PathBuf,
-    /// The temp file, hashing what is written to it.
-    file: Option<HashingWriter<File>>,
+    /// The temp file, until the body outgrows one buffer: a body that fits in one is written
+    /// and hashed in one go by `commit` (no threads to start for a small file).
+    file: Option<File>,
+    /// The threads writing the temp file and hashing what goes into it, once the body
+    /// outgrew one buffer.
+    sink: Option<Sink>,
     pending: BytesMut,
     /// Content-Length or X-Expected-Entity-Length, when the client said.
     expected: Option<u64>,
@@ -210,18 +225,26 @@ impl Upload {
         Ok(())
     }
 
+    /// Hand what is gathered to the writer and the hashing threads (waits while they are
+    /// behind).
     async fn write_pending(&mut self) -> FsResult<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let data = self.pending.split().freeze();
-        let mut file = self.file.take().ok_or(FsError::GeneralFailure)?;
-        let file = blocking(move || {
-            file.write_all(&data).map_err(io)?;
-            Ok(file)
-        })
-        .await?;
-        self.file = Some(file);
+        if let Some(file) = self.file.take() {
+            self.sink = Some(Sink::start(file));
+        }
+        let sink = self.sink.as_ref().ok_or(FsError::GeneralFailure)?;
+        if let Err(e) = sink.hash.update(&data).await {
+            tracing::error!("upload: {e}");
+            return Err(FsError::GeneralFailure);
+        }
+        if !sink.writer.push(data).await {
+            // The writer stopped on an error: take it, for the log and the answer.
+            let sink = self.sink.take().ok_or(FsError::GeneralFailure)?;
+            return Err(sink.finish().await.err().unwrap_or(FsError::GeneralFailure));
+        }
         Ok(())
     }
 
@@ -243,7 +266,9 @@ impl Upload {
 
     /// Everything arrived: make it durable and put it in place (docs/ARCHITECTURE.md "Durability").
     async fn commit(&mut self) -> FsResult<()> {
-        self.write_pending().await?;
+        if self.sink.is_some() {
+            self.write_pending().await?;
+        }
         if let Some(expected) = self.expected
             && self.written != expected
         {
@@ -254,7 +279,20 @@ impl Upload {
             );
             return Err(FsError::GeneralFailure);
         }
-        let (file, hash) = self.file.take().ok_or(FsError::GeneralFailure)?.finish();
+        let (file, hash) = match (self.sink.take(), self.file.take()) {
+            (Some(sink), _) => sink.finish().await?,
+            (None, Some(file)) => {
+                // The whole body is in one buffer: written and hashed in one blocking call.
+                let data = self.pending.split().freeze();
+                blocking(move || {
+                    let mut writer = HashingWriter::new(file);
+                    writer.write_all(&data).map_err(io)?;
+                    Ok(writer.finish())
+                })
+                .await?
+            }
+            (None, None) => return Err(FsError::GeneralFailure),
+        };
         if !self.checksum.claims_match(&hash) {
             // The body is not what the client sent: nothing is stored (dropping the upload
             // removes the temp file and gives the reservations back); server.rs answers 400.
@@ -302,6 +340,80 @@ impl Upload {
             Err(FsError::GeneralFailure)
         })?;
         self.checksum.set(Outcome::Known(hash));
+        Ok(())
+    }
+}
+
+/// Where an upload's body goes: the temp file, written on one thread, and its hash, computed
+/// on two others.
+#[derive(Debug)]
+struct Sink {
+    writer: Stage<TempWriter>,
+    hash: StreamHash,
+}
+
+#[derive(Debug)]
+struct TempWriter {
+    file: File,
+    written: u64,
+    /// Bytes from the start whose writeback has been started.
+    started: u64,
+}
+
+impl Sink {
+    fn start(file: File) -> Sink {
+        let writer = TempWriter {
+            file,
+            written: 0,
+            started: 0,
+        };
+        Sink {
+            writer: Stage::spawn(writer, TempWriter::write),
+            hash: StreamHash::start(),
+        }
+    }
+
+    /// Wait for the threads: the file, written in full, and the hash of its content.
+    async fn finish(self) -> FsResult<(File, crate::checksum::ContentHash)> {
+        let hash = self.hash.finish();
+        let writer = self.writer.finish();
+        let (hash, writer) = futures::join!(hash, writer);
+        let writer = writer.map_err(|e| {
+            tracing::error!("writing an upload: {e}");
+            io(e)
+        })?;
+        let hash = hash.map_err(|e| {
+            tracing::error!("hashing an upload: {e}");
+            FsError::GeneralFailure
+        })?;
+        Ok((writer.file, hash))
+    }
+}
+
+impl TempWriter {
+    #[allow(unsafe_code)] // sync_file_range(2): a plain libc call with no safe std equivalent.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(buf)?;
+        self.written += buf.len() as u64;
+        let unstarted = self.written - self.started;
+        if unstarted >= WRITEBACK_STEP {
+            // Start writing these pages to disk now (not waiting for it), so the fsync before
+            // the commit finds most of a large file already written: the disk works while the
+            // body still arrives. Only a hint: the fsync is what makes the file durable.
+            // SAFETY: a plain syscall on a file descriptor this struct owns.
+            let r = unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    self.started as libc::off64_t,
+                    unstarted as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            if r != 0 {
+                tracing::debug!("sync_file_range: {}", std::io::Error::last_os_error());
+            }
+            self.started = self.written;
+        }
         Ok(())
     }
 }

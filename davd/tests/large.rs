@@ -1,0 +1,262 @@
+//! Large files through the fast paths (issue #12): a PUT's body goes through the pipeline of a
+//! writer thread and two hashing threads (fs/upload.rs, checksum.rs `StreamHash`), a GET reads
+//! and sends 1 MiB pieces (fs/read.rs). The hashes, the bytes, ranges across the pieces'
+//! boundaries and the conditional headers stay exactly right, and a davd killed during a large
+//! PUT keeps the old file.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// A body of `len` bytes that repeats nowhere near a 1 MiB period.
+fn body(len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8 ^ (i >> 20) as u8)
+        .collect()
+}
+
+/// `sha1sum`'s or `md5sum`'s hex digest of `file`.
+async fn digest(tool: &str, file: &std::path::Path) -> String {
+    shared::testing::require_tool(tool);
+    let out = tokio::process::Command::new(tool).arg(file).output().await.unwrap();
+    assert!(out.status.success(), "{tool}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+const ASK_CHECKSUMS: &str = r#"<?xml version="1.0"?>
+<d:propfind xmlns:d="DAV:" xmlns:oc="http://owncloud.org/ns">
+ <d:prop><d:getcontentlength/><oc:checksums/></d:prop>
+</d:propfind>"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_put_keeps_its_bytes_and_both_hashes() {
+    let dav = Dav::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Not a multiple of the 1 MiB pieces, and past the 8 MiB writeback step.
+    let data = body((9 << 20) + 12_345);
+    let local = dir.path().join("big.bin");
+    std::fs::write(&local, &data).unwrap();
+    let sha1 = digest("sha1sum", &local).await;
+    let md5 = digest("md5sum", &local).await;
+    let file = local.to_string_lossy().into_owned();
+
+    // With a Content-Length, and chunked (no length: the quota grows as it arrives).
+    for (path, extra) in [
+        ("/sized.bin", None),
+        ("/chunked.bin", Some("Transfer-Encoding: chunked")),
+    ] {
+        let url = dav.url(path);
+        let mut args = vec!["-T", &file];
+        if let Some(h) = extra {
+            args.extend(["-H", h]);
+        }
+        args.push(&url);
+        let r = dav.curl(ALICE, &args).await;
+        assert_eq!(r.status, 201, "PUT {path}: {}", r.text());
+        assert_eq!(r.header("oc-checksum"), Some(format!("SHA1:{sha1}")), "PUT {path}");
+        assert!(
+            std::fs::read(dav.files_dir(ALICE).join(&path[1..])).unwrap() == data,
+            "{path} on disk"
+        );
+
+        let listing = propfind(&dav, path, "0", ASK_CHECKSUMS).await;
+        assert_eq!(listing.status, 207);
+        assert!(
+            listing.text().contains(&format!("SHA1:{sha1} MD5:{md5}")),
+            "{path}: {}",
+            listing.text()
+        );
+        let get = dav.curl(ALICE, &[&dav.url(path)]).await;
+        assert_eq!(get.status, 200);
+        assert!(get.body == data, "GET {path} gives the bytes back");
+        assert_eq!(get.header("oc-checksum"), Some(format!("SHA1:{sha1}")));
+    }
+    // A wrong OC-Checksum on a large body: nothing stored, the old file stays.
+    let url = dav.url("/sized.bin");
+    let wrong = format!("OC-Checksum: MD5:{}", "0".repeat(32));
+    let r = dav.curl(ALICE, &["-T", &file, "-H", &wrong, &url]).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(std::fs::read(dav.files_dir(ALICE).join("sized.bin")).unwrap() == data);
+    assert!(
+        names_in(&dav.files_dir(ALICE))
+            .iter()
+            .all(|n| !n.starts_with(".tinydc-upload-"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_and_conditions_on_a_file_read_in_large_pieces() {
+    let dav = Dav::start(None).await;
+    let data = body((3 << 20) + 777);
+    let len = data.len();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("movie.bin");
+    std::fs::write(&local, &data).unwrap();
+    let url = dav.url("/movie.bin");
+    let put = dav.curl(ALICE, &["-T", &local.to_string_lossy(), &url]).await;
+    assert_eq!(put.status, 201);
+
+    let whole = dav.curl(ALICE, &[&url]).await;
+    assert_eq!(whole.status, 200);
+    assert!(whole.body == data);
+    assert_eq!(whole.header("content-length"), Some(len.to_string()));
+    let etag = whole.header("etag").expect("an ETag");
+    let modified = whole.header("last-modified").expect("a Last-Modified");
+
+    // Single ranges: across the 1 MiB boundaries, open-ended, a suffix, the last byte.
+    let mib = 1usize << 20;
+    for (spec, from, to) in [
+        (format!("{}-{}", mib - 10, mib + 10), mib - 10, mib + 10),
+        (format!("{}-{}", mib - 1, 2 * mib + 1), mib - 1, 2 * mib + 1),
+        (format!("{}-", 3 * mib - 5), 3 * mib - 5, len - 1),
+        ("-1000".to_string(), len - 1000, len - 1),
+        (format!("{}-{}", len - 1, len - 1), len - 1, len - 1),
+        ("0-0".to_string(), 0, 0),
+    ] {
+        let r = dav.curl(ALICE, &["-r", &spec, &url]).await;
+        assert_eq!(r.status, 206, "range {spec}");
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes {from}-{to}/{len}")),
+            "range {spec}"
+        );
+        assert!(r.body == data[from..=to], "range {spec}: the bytes");
+    }
+    // Several ranges: a multipart answer carrying each part.
+    let r = dav
+        .curl(ALICE, &["-r", &format!("5-9,{}-{}", mib + 3, mib + 7), &url])
+        .await;
+    assert_eq!(r.status, 206);
+    assert!(
+        r.header("content-type")
+            .unwrap_or_default()
+            .starts_with("multipart/byteranges")
+    );
+    let text = r.body;
+    for part in [&data[5..=9], &data[mib + 3..=mib + 7]] {
+        assert!(
+            text.windows(part.len()).any(|w| w == part),
+            "a part is in the multipart answer"
+        );
+    }
+    // Past the end: 416.
+    let r = dav.curl(ALICE, &["-r", &format!("{}-", len + 10), &url]).await;
+    assert_eq!(r.status, 416);
+
+    // Conditional GETs (RFC 9110 section 13).
+    let r = dav.curl(ALICE, &["-H", &format!("If-None-Match: {etag}"), &url]).await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    let r = dav
+        .curl(ALICE, &["-H", &format!("If-Modified-Since: {modified}"), &url])
+        .await;
+    assert_eq!(r.status, 304);
+    let r = dav.curl(ALICE, &["-H", "If-Match: \"not-this-one\"", &url]).await;
+    assert_eq!(r.status, 412);
+    let r = dav.curl(ALICE, &["-H", &format!("If-Match: {etag}"), &url]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == data);
+    // If-Range: the range only while the validator still matches.
+    let r = dav
+        .curl(ALICE, &["-r", "100-199", "-H", &format!("If-Range: {etag}"), &url])
+        .await;
+    assert_eq!(r.status, 206);
+    assert!(r.body == data[100..200]);
+    let r = dav
+        .curl(ALICE, &["-r", "100-199", "-H", "If-Range: \"old\"", &url])
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == data);
+    // HEAD: the length, no body.
+    let r = dav.curl(ALICE, &["-I", &url]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some(len.to_string()));
+    // (curl -I writes the header block where the body would go: no file bytes in it.)
+    assert!(r.body.len() < 4096);
+}
+
+/// davd killed (SIGKILL) while a large PUT is being written: the old file is served after the
+/// restart, whole, and the half-written temp file is swept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_large_put_keeps_the_old_file() {
+    let env = binary_env("").await;
+    let (mut child, port) = spawn_davd(&env).await;
+    let url = format!("https://localhost:{port}/doc.bin");
+    let auth = format!("{ALICE}:{PW}");
+    let old = body(200_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (old_file, new_file) = (dir.path().join("old"), dir.path().join("new"));
+    std::fs::write(&old_file, &old).unwrap();
+    std::fs::write(&new_file, body(64 << 20)).unwrap();
+    let r = curl(&[
+        "-u".into(),
+        auth.clone(),
+        "-T".into(),
+        old_file.to_string_lossy().into(),
+        url.clone(),
+    ])
+    .await;
+    assert_eq!(r.status, 201);
+
+    // The new version trickles in: 64 MiB at 8 MiB/s.
+    let args: Vec<String> = vec![
+        "-u".into(),
+        auth.clone(),
+        "--limit-rate".into(),
+        "8M".into(),
+        "-T".into(),
+        new_file.to_string_lossy().into(),
+        url.clone(),
+    ];
+    let upload = tokio::spawn(async move { curl(&args).await });
+    let root = env.context.user_files_dir(ALICE);
+    let temp_size = || {
+        names_in(&root)
+            .iter()
+            .filter(|n| n.starts_with(".tinydc-upload-"))
+            .filter_map(|n| std::fs::metadata(root.join(n)).ok())
+            .map(|m| m.len())
+            .max()
+    };
+    let mut written = None;
+    for _ in 0..200 {
+        if let Some(n) = temp_size()
+            && n >= 4 << 20
+        {
+            written = Some(n);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(written.is_some(), "the upload is being written to a temp file");
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let r = upload.await.unwrap();
+    assert_ne!(r.status, 201, "a killed davd acknowledged nothing");
+    assert_eq!(
+        std::fs::read(root.join("doc.bin")).unwrap(),
+        old,
+        "the old file is in place"
+    );
+
+    let (_child, port) = spawn_davd(&env).await;
+    let url = format!("https://localhost:{port}/doc.bin");
+    let r = curl(&["-u".into(), auth, url]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == old, "the old content is served after the restart");
+    let mut swept = false;
+    for _ in 0..100 {
+        if temp_size().is_none() {
+            swept = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(swept, "the cut upload's temp file is swept at the restart");
+}
