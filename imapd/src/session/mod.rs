@@ -4,8 +4,8 @@
 
 pub mod budget;
 pub mod conn;
-pub mod notify;
 pub mod context;
+pub mod notify;
 pub mod recent;
 mod sync;
 
