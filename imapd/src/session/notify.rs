@@ -506,6 +506,12 @@ impl Session {
                 .collect(),
             _ => return Ok(()),
         };
+        self.fetch_unasked(&seqs, fetch).await
+    }
+
+    /// FETCH `fetch` (and UID) for the messages `seqs` unasked: for NOTIFY's MessageNew
+    /// (RFC 5465 §5.2) and a live search's `UPDATE (fetch-att)` (§7).
+    pub(crate) async fn fetch_unasked(&mut self, seqs: &[u32], fetch: &[FetchItem]) -> Result<(), Failure> {
         if seqs.is_empty() {
             return Ok(());
         }
@@ -522,7 +528,7 @@ impl Session {
             _ => return Ok(()),
         };
         let result = self
-            .cmd_fetch(false, &SequenceSet::from_numbers(&seqs), items, None, false)
+            .fetch_synced(false, &SequenceSet::from_numbers(seqs), items, None, false)
             .await;
         if let State::Selected { selected, .. } = &mut self.state {
             selected.read_only = read_only;
