@@ -322,3 +322,56 @@ async fn imaplib_live_search() {
     let text = printed(&out);
     assert!(out.status.success() && text.contains("ALL OK"), "{text}");
 }
+
+/// RFC 5465 §7 (NOTIFY with CONTEXT=SEARCH/SORT): `UPDATE (fetch-att ...)` asks for a FETCH of
+/// each new message that joins the live result, sent after its EXISTS and before the ADDTO,
+/// and for none that joins by a flag change.
+#[tokio::test]
+async fn update_with_fetch_atts_fetches_new_members() {
+    let server = Server::start().await;
+    server.deliver(&message("old boss", "body")).await;
+    let mut a = server.login().await;
+    a.ok("SELECT INBOX").await;
+    let mut b = server.login().await;
+    b.ok("SELECT INBOX").await;
+    let r = tagged(
+        &mut a,
+        "A00",
+        "SEARCH RETURN (COUNT UPDATE (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])) SUBJECT boss",
+    )
+    .await;
+    assert_eq!(esearches(&r), vec!["* ESEARCH (TAG \"A00\") COUNT 1"]);
+    // §7's example: EXISTS, the FETCH, then ADDTO.
+    assert!(
+        b.append("INBOX", "()", &message("good morning boss", "body"))
+            .await
+            .tagged
+            .contains(" OK")
+    );
+    b.append("INBOX", "()", &message("not this one", "body")).await;
+    let r = a.ok("NOOP").await;
+    let exists = position(&r, "* 3 EXISTS");
+    let fetch = r
+        .lines
+        .iter()
+        .position(|l| l.starts_with("* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT)] {"))
+        .unwrap_or_else(|| panic!("no FETCH of message 2 in {r:#?}"));
+    let added = position(&r, "* ESEARCH (TAG \"A00\") ADDTO (0 2)");
+    assert!(exists < fetch && fetch < added, "{r:#?}");
+    assert!(r.has("Subject: good morning boss"), "{r:#?}");
+    assert!(!r.has("* 3 FETCH"), "{r:#?}");
+    // No \Seen from the unasked FETCH (BODY.PEEK, read as EXAMINE would).
+    let r = a.ok("FETCH 2 (FLAGS)").await;
+    assert!(!r.has("\\Seen"), "{r:#?}");
+    // A message joining by a flag change gets its ADDTO but no FETCH (§7 SHOULD).
+    tagged(&mut a, "A01", "UID SEARCH RETURN (UPDATE (UID FLAGS)) FLAGGED").await;
+    b.ok("STORE 1 +FLAGS.SILENT (\\Flagged)").await;
+    let r = a.ok("NOOP").await;
+    assert!(r.has("* ESEARCH (TAG \"A01\") UID ADDTO (0 1)"), "{r:#?}");
+    // The flag update of RFC 3501 §7.4.2, once: not a second FETCH for the live search.
+    assert_eq!(
+        r.lines.iter().filter(|l| l.starts_with("* 1 FETCH")).count(),
+        1,
+        "{r:#?}"
+    );
+}

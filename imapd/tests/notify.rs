@@ -51,18 +51,20 @@ async fn capability_and_bad_events() {
     let r = a.ok("CAPABILITY").await;
     assert!(r.find("* CAPABILITY").contains(" NOTIFY"), "{r:#?}");
     // §3.1: an unsupported event is NO [BADEVENT (every supported event)], not BAD.
-    for event in [
-        "MailboxMetadataChange",
-        "AnnotationChange MessageNew MessageExpunge",
-        "NoSuchEvent",
-    ] {
+    for event in ["AnnotationChange MessageNew MessageExpunge", "NoSuchEvent"] {
         let r = a.no(&format!("NOTIFY SET (personal ({event}))")).await;
+        // §5.6, §5.7: with METADATA advertised, both metadata events are supported.
         assert!(
-            r.tagged
-                .contains("[BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)]"),
+            r.tagged.contains(
+                "[BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange \
+                 MailboxMetadataChange ServerMetadataChange)]"
+            ),
             "{r:#?}"
         );
     }
+    assert!(r.find("* CAPABILITY").contains(" METADATA"), "{r:#?}");
+    a.ok("NOTIFY SET (personal (MailboxMetadataChange ServerMetadataChange))")
+        .await;
     // §5: MessageNew without MessageExpunge, FlagChange alone, and mailbox events for SELECTED
     // are BAD; fetch-atts only for SELECTED (§8).
     a.bad("NOTIFY SET (selected (MessageNew))").await;

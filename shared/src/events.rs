@@ -43,12 +43,20 @@ pub enum Event {
         name: String,
         subscribed: bool,
     },
+    /// METADATA entries (RFC 5464) were set, changed or removed by SETMETADATA: on the server
+    /// (`mailbox_id` None) or on a mailbox. `entries` names the changed entries (a long list
+    /// travels as several events, each under the payload limit: `metadata::set`).
+    Metadata {
+        user_id: i64,
+        mailbox_id: Option<i64>,
+        entries: Vec<String>,
+    },
     /// A message was queued for outbound delivery.
     Queue,
 }
 
 /// PostgreSQL refuses a NOTIFY payload of 8000 bytes or more (and with it the transaction).
-const MAX_PAYLOAD: usize = 7900;
+pub const MAX_PAYLOAD: usize = 7900;
 
 impl Event {
     /// The user whose data the event is about (`None`: not one user's, e.g. the queue).
@@ -58,7 +66,8 @@ impl Event {
             | Event::MailboxCreated { user_id, .. }
             | Event::MailboxDeleted { user_id, .. }
             | Event::MailboxRenamed { user_id, .. }
-            | Event::Subscription { user_id, .. } => Some(*user_id),
+            | Event::Subscription { user_id, .. }
+            | Event::Metadata { user_id, .. } => Some(*user_id),
             Event::Queue => None,
         }
     }

@@ -3,6 +3,10 @@
 //! [`drop_mailbox`] inside DELETE's transaction; quota recounts and `tinydc check` read
 //! [`user_bytes`] and [`bytes_by_user`].
 //!
+//! Changes: [`set`] publishes an [`Event::Metadata`] naming the entries it changed (through
+//! `shared::events`, in its transaction), which imapd's NOTIFY turns into unsolicited METADATA
+//! responses (RFC 5465 §5.6, §5.7).
+//!
 //! Entries belong to one user, on the server (`""`, [`Scope::Server`]) or on one of the user's
 //! mailboxes. Private (`/private/...`) entries are the user's own. Mailboxes here are never
 //! shared, so a mailbox's `/shared/...` entries are seen by its one owner too; the server's
@@ -18,6 +22,7 @@
 use sqlx::{PgConnection, PgPool};
 use thiserror::Error;
 
+use crate::events::{self, Event};
 use crate::quota::{self, QuotaError, Usage};
 
 /// Longest entry name accepted, in bytes (names are ASCII).
@@ -204,13 +209,17 @@ fn cost(name: &str, value: &[u8]) -> u64 {
 /// the quota check). Names come from [`entry_name`], never a root. Refused: a value over
 /// `limits.max_value` (checked before the database), more than `limits.max_entries` entries
 /// for the user, the server's `/shared` entries, and bytes over the quota (`Quota(Exceeded)`).
+///
+/// Returns the events published with the commit: the entries whose value is now different
+/// (set anew, changed, or removed where one existed; RFC 5465 §5.6: a removed entry is always
+/// named), none when nothing changed.
 pub async fn set(
     db: &PgPool,
     user_id: i64,
     scope: Scope,
     changes: &[(String, Option<Vec<u8>>)],
     limits: Limits,
-) -> Result<(), MetadataError> {
+) -> Result<Vec<Event>, MetadataError> {
     if changes
         .iter()
         .any(|(_, v)| v.as_ref().is_some_and(|v| v.len() as u64 > limits.max_value))
@@ -233,9 +242,9 @@ pub async fn set(
     // The user's row first (lock order of the mail store: users, then mailboxes): every
     // metadata write of this user waits here, so the count below stays true until commit.
     quota::lock_usage(&mut tx, user_id).await?;
-    let old: Vec<(String, i64)> = sqlx::query!(
-        r#"SELECT name, (octet_length(name) + octet_length(value))::bigint AS "cost!" FROM metadata_entries
-           WHERE user_id = $1 AND coalesce(mailbox_id, 0) = $2 AND name = ANY($3)"#,
+    let old: Vec<(String, Vec<u8>)> = sqlx::query!(
+        "SELECT name, value FROM metadata_entries
+         WHERE user_id = $1 AND coalesce(mailbox_id, 0) = $2 AND name = ANY($3)",
         user_id,
         scope.key(),
         &names
@@ -243,7 +252,7 @@ pub async fn set(
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
-    .map(|r| (r.name, r.cost))
+    .map(|r| (r.name, r.value))
     .collect();
     let count: i64 = sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!" FROM metadata_entries WHERE user_id = $1"#,
@@ -259,7 +268,7 @@ pub async fn set(
             max: limits.max_entries,
         });
     }
-    let before: u64 = old.iter().map(|(_, c)| (*c).max(0) as u64).sum();
+    let before: u64 = old.iter().map(|(n, v)| cost(n, v)).sum();
     let after: u64 = last.iter().filter_map(|(n, v)| v.map(|v| cost(n, v))).sum();
     if after > before {
         quota::charge(&mut tx, user_id, Usage::Mail, after - before).await?;
@@ -299,8 +308,51 @@ pub async fn set(
             }
         }
     }
+    let changed: Vec<String> = last
+        .iter()
+        .filter(|(n, v)| {
+            let was = old.iter().find(|(o, _)| o == n).map(|(_, v)| v.as_slice());
+            was != *v
+        })
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let published = change_events(user_id, scope, changed);
+    for event in &published {
+        events::notify(&mut tx, event).await?;
+    }
     tx.commit().await?;
-    Ok(())
+    Ok(published)
+}
+
+/// Entry-name bytes one [`Event::Metadata`] carries: with JSON escaping (at most twice the
+/// bytes of printable ASCII) and the event's other fields, far below `events::MAX_PAYLOAD`.
+const EVENT_NAME_BYTES: usize = events::MAX_PAYLOAD / 2 - 512;
+
+/// The events telling that `changed` entries of `scope` changed, as many as the names need.
+fn change_events(user_id: i64, scope: Scope, changed: Vec<String>) -> Vec<Event> {
+    let mut out = Vec::new();
+    let mut chunk: Vec<String> = Vec::new();
+    let mut bytes = 0;
+    for name in changed {
+        // Quotes and a comma besides the name.
+        let size = name.len() + 3;
+        if !chunk.is_empty() && bytes + size > EVENT_NAME_BYTES {
+            out.push(std::mem::take(&mut chunk));
+            bytes = 0;
+        }
+        bytes += size;
+        chunk.push(name);
+    }
+    if !chunk.is_empty() {
+        out.push(chunk);
+    }
+    out.into_iter()
+        .map(|entries| Event::Metadata {
+            user_id,
+            mailbox_id: scope.mailbox_id(),
+            entries,
+        })
+        .collect()
 }
 
 /// Inside the mail store's DELETE transaction (which holds the user's row): remove a mailbox's
@@ -372,6 +424,40 @@ mod tests {
             assert!(entry_name(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         assert!(entry_name(format!("/private/{}", "a".repeat(MAX_NAME_LENGTH)).as_bytes()).is_err());
+    }
+
+    #[test]
+    fn change_events_fit_a_notify_payload() {
+        assert!(change_events(7, Scope::Server, Vec::new()).is_empty());
+        let one = change_events(7, Scope::Mailbox(3), vec!["/private/comment".into()]);
+        assert_eq!(
+            one,
+            vec![Event::Metadata {
+                user_id: 7,
+                mailbox_id: Some(3),
+                entries: vec!["/private/comment".into()]
+            }]
+        );
+        // The most names one SETMETADATA may change, each as long as allowed and as costly to
+        // escape as can be: every name is told once, each event fits a NOTIFY payload.
+        let names: Vec<String> = (0..MAX_ENTRIES_PER_COMMAND)
+            .map(|i| format!("/private/{i:03}{}", "\\\"".repeat((MAX_NAME_LENGTH - 12) / 2)))
+            .collect();
+        let split = change_events(7, Scope::Server, names.clone());
+        assert!(split.len() > 1);
+        let mut told = Vec::new();
+        for event in &split {
+            assert!(
+                events::payload(event).len() <= events::MAX_PAYLOAD,
+                "{}",
+                events::payload(event).len()
+            );
+            let Event::Metadata { entries, .. } = event else {
+                panic!()
+            };
+            told.extend(entries.iter().cloned());
+        }
+        assert_eq!(told, names);
     }
 
     #[test]

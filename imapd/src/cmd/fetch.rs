@@ -19,7 +19,7 @@ impl Session {
         &mut self,
         uid: bool,
         set: &SequenceSet,
-        mut items: Vec<FetchItem>,
+        items: Vec<FetchItem>,
         changed_since: Option<u64>,
         vanished: bool,
     ) -> CmdResult {
@@ -29,6 +29,19 @@ impl Session {
         }
         // Fresh flags first (untagged updates are allowed here; EXPUNGE only for UID FETCH).
         self.sync(uid).await?;
+        self.fetch_synced(uid, set, items, changed_since, vanished).await
+    }
+
+    /// FETCH against the view as it is, without the sync first: for a FETCH the server sends
+    /// unasked from within a sync (a live search's `UPDATE (fetch-att)`, RFC 5465 §7).
+    pub(crate) async fn fetch_synced(
+        &mut self,
+        uid: bool,
+        set: &SequenceSet,
+        mut items: Vec<FetchItem>,
+        changed_since: Option<u64>,
+        vanished: bool,
+    ) -> CmdResult {
         if changed_since.is_some() || items.contains(&FetchItem::ModSeq) {
             self.enable_condstore().await?;
         }

@@ -3,7 +3,9 @@
 //! postmaster of the user's domain, which every domain here accepts mail for (RFC 5321
 //! §4.5.1, `accounts::resolve_recipient`); the server's other `/shared` entries do not exist
 //! and cannot be set (NO [NOPERM]). Private entries are supported everywhere, so `[METADATA
-//! NOPRIVATE]` is never needed. No unsolicited METADATA responses (§4.4.2) are sent.
+//! NOPRIVATE]` is never needed. Unsolicited METADATA responses (§4.4.2) go to the user's other
+//! sessions that asked NOTIFY for MailboxMetadataChange or ServerMetadataChange (RFC 5465
+//! §5.6, §5.7; session/notify.rs), never back to the session that made the change (§5).
 
 use shared::accounts::domain_of;
 use shared::metadata::{self, MetadataError, Scope};
@@ -85,7 +87,9 @@ impl Session {
         let (scope, _) = self.metadata_scope(user.id, raw).await?;
         let limits = self.ctx.config.imap.metadata_limits();
         let refused = match metadata::set(&self.ctx.db, user.id, scope, &entries, limits).await {
-            Ok(()) => {
+            Ok(published) => {
+                // RFC 5465 §5: the change is this session's own; its echo is not told back.
+                self.remember_own(published);
                 // The entries' bytes are usage: a warning threshold may have been crossed
                 // either way (shared/src/quota/warn.rs decides), as after any mail write.
                 shared::quota::warn::after_write(&self.ctx.mail, &[user.id]).await;

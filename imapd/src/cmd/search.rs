@@ -8,7 +8,7 @@ use shared::mailstore::StoredMessage;
 use crate::fetch::mime;
 use crate::session::{CmdResult, Code, Failure, Reply, Session, State};
 use crate::wire::parse::CommandBody;
-use crate::wire::parse::{SearchKey, SearchReturn};
+use crate::wire::parse::{FetchItem, SearchKey, SearchReturn};
 use crate::wire::response::Response;
 use crate::wire::sequence::{SequenceSet, compact};
 
@@ -401,6 +401,7 @@ impl Session {
         charset: Option<&str>,
         key: &SearchKey,
         ret: Option<SearchReturn>,
+        update_fetch: Vec<FetchItem>,
     ) -> CmdResult {
         if let Some(charset) = charset
             && let Some(refused) = refuse_charset(charset)
@@ -436,7 +437,7 @@ impl Session {
                 let live = ret.update && self.may_keep_live(tag, key, hits.len()).await?;
                 self.answer_esearch(tag, uid, &hits, ret, modseq_search).await?;
                 if live {
-                    self.keep_search_live(tag, uid, key, hits.iter().map(|h| h.1).collect())?;
+                    self.keep_search_live(tag, uid, key, hits.iter().map(|h| h.1).collect(), update_fetch)?;
                 }
             }
         }

@@ -12,7 +12,7 @@ use unicode_normalization::UnicodeNormalization;
 use crate::cmd::search::{decode_words, refuse_charset};
 use crate::fetch::mime;
 use crate::session::{CmdResult, Failure, Reply, Session};
-use crate::wire::parse::{SearchKey, SearchReturn, SortCriterion, SortKey};
+use crate::wire::parse::{FetchItem, SearchKey, SearchReturn, SortCriterion, SortKey};
 use crate::wire::response::Response;
 
 /// One message's value for one sort key.
@@ -249,6 +249,7 @@ impl Session {
         Ok((keyed, highest))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn cmd_sort(
         &mut self,
         tag: &str,
@@ -257,6 +258,7 @@ impl Session {
         charset: &str,
         key: &SearchKey,
         ret: Option<SearchReturn>,
+        update_fetch: Vec<FetchItem>,
     ) -> CmdResult {
         if let Some(refused) = refuse_charset(charset) {
             return Ok(refused);
@@ -272,7 +274,7 @@ impl Session {
         keyed.sort_by(|a, b| compare(criteria, a, b));
         let modseq_search = crate::cmd::search::uses_modseq(key);
         if let Some(ret) = ret {
-            self.answer_sorted(tag, uid, criteria, key, keyed, ret, modseq_search)
+            self.answer_sorted(tag, uid, criteria, key, keyed, ret, modseq_search, update_fetch)
                 .await?;
         } else {
             let numbers: Vec<u32> = keyed.iter().map(|k| if uid { k.uid } else { k.seq }).collect();
@@ -300,6 +302,7 @@ impl Session {
         keyed: Vec<Keyed<Vec<Value>>>,
         ret: SearchReturn,
         modseq_search: bool,
+        update_fetch: Vec<FetchItem>,
     ) -> Result<(), Failure> {
         let hits: Vec<(u32, u32, u64)> = {
             let selected = self.selected()?;
@@ -312,7 +315,7 @@ impl Session {
         self.answer_esearch(tag, uid, &hits, ret, modseq_search).await?;
         if live {
             let results = keyed.into_iter().map(|k| (k.uid, k.keys)).collect();
-            self.keep_sort_live(tag, uid, key, criteria, results)?;
+            self.keep_sort_live(tag, uid, key, criteria, results, update_fetch)?;
         }
         Ok(())
     }

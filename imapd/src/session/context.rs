@@ -2,7 +2,9 @@
 //! (UPDATE)` or `SORT RETURN (UPDATE)` the session tells the client how the result changes, with
 //! unsolicited `* ESEARCH (TAG "t") ADDTO (...)` / `REMOVEFROM (...)`, as messages arrive,
 //! change flags or are expunged, until CANCELUPDATE (§4.3.5) or the mailbox is no longer
-//! selected (the live searches belong to the view, `Selected::live`).
+//! selected (the live searches belong to the view, `Selected::live`). With NOTIFY (RFC 5465
+//! §7), `UPDATE (fetch-att ...)` also gets a FETCH of each new message joining the result,
+//! between its EXISTS and the ADDTO.
 //!
 //! Changes are noticed where the session notices every change, `sync.rs`, which calls
 //! [`Session::live_updates`] after it has announced new messages (`EXISTS`, §4.3.3: ADDTO comes
@@ -24,7 +26,7 @@ use chrono::Utc;
 
 use super::{CmdResult, Failure, Reply, Session};
 use crate::cmd::sort::{Value, compare_keys, value_of};
-use crate::wire::parse::{SearchKey, SortCriterion};
+use crate::wire::parse::{FetchItem, SearchKey, SortCriterion};
 use crate::wire::response::{Code, Response, Status};
 use crate::wire::sequence::{Bound, compact};
 
@@ -57,6 +59,8 @@ pub struct Live {
     /// The highest UID checked: when the key reads nothing that changes on a message (flags,
     /// MODSEQ), only messages above it (arrivals) are re-checked.
     checked_uid: u32,
+    /// RFC 5465 §7: what to FETCH for a new message joining the result (`UPDATE (...)`).
+    fetch: Vec<FetchItem>,
 }
 
 /// Whether a key reads what changes on a message after it arrived: flags, keywords, MODSEQ.
@@ -160,9 +164,10 @@ impl Session {
         uid: bool,
         key: &SearchKey,
         uids: Vec<u32>,
+        fetch: Vec<FetchItem>,
     ) -> Result<(), Failure> {
         let results = uids.into_iter().map(|u| (u, Vec::new())).collect();
-        self.keep_live(tag, uid, key, None, results)
+        self.keep_live(tag, uid, key, None, results, fetch)
     }
 
     /// Keep a SORT result (UIDs in sort order with their sort keys) live.
@@ -173,8 +178,9 @@ impl Session {
         key: &SearchKey,
         criteria: &[SortCriterion],
         results: Vec<(u32, Vec<Value>)>,
+        fetch: Vec<FetchItem>,
     ) -> Result<(), Failure> {
-        self.keep_live(tag, uid, key, Some(criteria.to_vec()), results)
+        self.keep_live(tag, uid, key, Some(criteria.to_vec()), results, fetch)
     }
 
     fn keep_live(
@@ -184,6 +190,7 @@ impl Session {
         key: &SearchKey,
         order: Option<Vec<SortCriterion>>,
         results: Vec<(u32, Vec<Value>)>,
+        fetch: Vec<FetchItem>,
     ) -> Result<(), Failure> {
         let selected = self.selected_mut()?;
         let (seen_modseq, checked_uid) = (selected.known_modseq, selected.max_uid());
@@ -195,6 +202,7 @@ impl Session {
             results,
             seen_modseq,
             checked_uid,
+            fetch,
         });
         Ok(())
     }
@@ -228,6 +236,10 @@ impl Session {
             return Ok(());
         }
         let mut live = std::mem::take(&mut selected.live);
+        // RFC 5465 §7: FETCHes for new messages joining a search with `UPDATE (fetch-att)`,
+        // written after the EXISTS (already in `out`) and before the ADDTO (`updates`).
+        let mut fetches: Vec<(Vec<FetchItem>, Vec<u32>)> = Vec::new();
+        let mut updates = Vec::new();
         let mut learned = Vec::with_capacity(live.len());
         let mut failure = None;
         for one in &live {
@@ -247,6 +259,20 @@ impl Session {
                     one.seen_modseq = selected.known_modseq;
                     continue;
                 }
+                if !one.fetch.is_empty() {
+                    // Arrivals only: §7 "No untagged FETCH response SHOULD be returned if a
+                    // message becomes a member of UPDATE SEARCH due to flag or annotation
+                    // changes".
+                    let seqs: Vec<u32> = learned
+                        .arriving
+                        .iter()
+                        .filter(|a| a.0 > one.checked_uid)
+                        .filter_map(|a| selected.seq_of(a.0))
+                        .collect();
+                    if !seqs.is_empty() {
+                        fetches.push((one.fetch.clone(), seqs));
+                    }
+                }
                 let by_uid = one.uid;
                 let changes = one.apply(learned, expunging, |uid| {
                     if by_uid { Some(uid) } else { selected.seq_of(uid) }
@@ -257,7 +283,7 @@ impl Session {
                         uid: one.uid,
                         changes,
                     }
-                    .write(out);
+                    .write(&mut updates);
                 }
                 one.seen_modseq = selected.known_modseq;
                 one.checked_uid = selected.max_uid();
@@ -266,10 +292,20 @@ impl Session {
         if let Ok(selected) = self.selected_mut() {
             selected.live = live;
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(()),
+        if let Some(e) = failure {
+            return Err(e);
         }
+        if !fetches.is_empty() {
+            // §7: "the EXISTS response MUST precede any FETCH responses, and together they
+            // MUST precede the ESEARCH response".
+            self.conn.send(out).await?;
+            out.clear();
+            for (items, seqs) in fetches {
+                self.fetch_unasked(&seqs, &items).await?;
+            }
+        }
+        out.extend_from_slice(&updates);
+        Ok(())
     }
 
     /// Re-check what changed for one live search: the fallible part (store reads).
@@ -410,6 +446,7 @@ mod tests {
             results,
             seen_modseq: 0,
             checked_uid: 0,
+            fetch: Vec::new(),
         }
     }
 

@@ -921,8 +921,16 @@ impl Session {
             C::Unselect => self.cmd_close(false).await,
             C::Expunge => self.cmd_expunge(None).await,
             C::UidExpunge(set) => self.cmd_expunge(Some(set)).await,
-            C::Search { uid, charset, key, ret } => {
-                let result = self.cmd_search(tag, uid, charset.as_deref(), &key, ret).await;
+            C::Search {
+                uid,
+                charset,
+                key,
+                ret,
+                update_fetch,
+            } => {
+                let result = self
+                    .cmd_search(tag, uid, charset.as_deref(), &key, ret, update_fetch)
+                    .await;
                 // RFC 5182 §2.1: a SEARCH with SAVE that fails leaves `$` empty.
                 if ret.is_some_and(|r| r.save)
                     && !matches!(&result, Ok(reply) if reply.status == Status::Ok)
@@ -938,8 +946,11 @@ impl Session {
                 charset,
                 key,
                 ret,
+                update_fetch,
             } => {
-                let result = self.cmd_sort(tag, uid, &criteria, &charset, &key, ret).await;
+                let result = self
+                    .cmd_sort(tag, uid, &criteria, &charset, &key, ret, update_fetch)
+                    .await;
                 // RFC 5182 §2.4 with §2.1: a SORT with SAVE that fails leaves `$` empty too.
                 if ret.is_some_and(|r| r.save)
                     && !matches!(&result, Ok(reply) if reply.status == Status::Ok)

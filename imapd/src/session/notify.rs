@@ -2,7 +2,8 @@
 //! (shared::events) into responses: `* STATUS` for other mailboxes (§5.1-5.3), EXISTS,
 //! EXPUNGE / VANISHED, flag FETCHes and the asked-for FETCH attributes for the selected one
 //! (§5.1-5.3), `* LIST` for created, deleted, renamed (§5.4) and (un)subscribed (§5.5)
-//! mailboxes. In NOTIFY mode these are sent at any time, also between commands (§3.1); the
+//! mailboxes, `* METADATA mailbox entry...` for changed METADATA entries of a watched mailbox
+//! (§5.6) or of the server (§5.7). In NOTIFY mode these are sent at any time, also between commands (§3.1); the
 //! connection loop and IDLE hand every event here.
 //!
 //! Only the session's own user's events are looked at (every event names its user). The queue
@@ -27,6 +28,9 @@ pub const SUPPORTED_EVENTS: &[&str] = &[
     "FlagChange",
     "MailboxName",
     "SubscriptionChange",
+    // Required with METADATA advertised (§5.6, §5.7).
+    "MailboxMetadataChange",
+    "ServerMetadataChange",
 ];
 
 /// Own changes remembered so their echo is not reported (§5 SHOULD), at most this many, for
@@ -57,6 +61,10 @@ struct Wants {
     flags: bool,
     names: bool,
     subscriptions: bool,
+    /// MailboxMetadataChange (§5.6).
+    mailbox_metadata: bool,
+    /// ServerMetadataChange (§5.7): about no mailbox, so whichever group names it.
+    server_metadata: bool,
 }
 
 impl Wants {
@@ -66,6 +74,8 @@ impl Wants {
             flags: self.flags || other.flags,
             names: self.names || other.names,
             subscriptions: self.subscriptions || other.subscriptions,
+            mailbox_metadata: self.mailbox_metadata || other.mailbox_metadata,
+            server_metadata: self.server_metadata || other.server_metadata,
         }
     }
 }
@@ -121,6 +131,11 @@ impl Notify {
             .fold(Wants::default(), |acc, (_, w)| acc.or(*w))
     }
 
+    /// Whether any group asks for ServerMetadataChange (§5.7: not about a mailbox).
+    fn wants_server_metadata(&self) -> bool {
+        self.groups.iter().any(|(_, w)| w.server_metadata)
+    }
+
     fn needs_subscriptions(&self) -> bool {
         self.groups.iter().any(|(f, _)| matches!(f, Filter::Subscribed))
     }
@@ -156,6 +171,8 @@ impl Session {
                     NotifyEvent::FlagChange => wants.flags = true,
                     NotifyEvent::MailboxName => wants.names = true,
                     NotifyEvent::SubscriptionChange => wants.subscriptions = true,
+                    NotifyEvent::MailboxMetadataChange => wants.mailbox_metadata = true,
+                    NotifyEvent::ServerMetadataChange => wants.server_metadata = true,
                     NotifyEvent::AnnotationChange | NotifyEvent::Other(_) => {}
                 }
             }
@@ -374,6 +391,9 @@ impl Session {
                 self.notify_list(user_id, &to, Some(&from), |w| w.names).await
             }
             Event::Subscription { name, .. } => self.notify_list(user_id, &name, None, |w| w.subscriptions).await,
+            Event::Metadata {
+                mailbox_id, entries, ..
+            } => self.notify_metadata(user_id, mailbox_id, &entries).await,
             Event::Queue => Ok(()),
         }
     }
@@ -486,6 +506,12 @@ impl Session {
                 .collect(),
             _ => return Ok(()),
         };
+        self.fetch_unasked(&seqs, fetch).await
+    }
+
+    /// FETCH `fetch` (and UID) for the messages `seqs` unasked: for NOTIFY's MessageNew
+    /// (RFC 5465 §5.2) and a live search's `UPDATE (fetch-att)` (§7).
+    pub(crate) async fn fetch_unasked(&mut self, seqs: &[u32], fetch: &[FetchItem]) -> Result<(), Failure> {
         if seqs.is_empty() {
             return Ok(());
         }
@@ -502,7 +528,7 @@ impl Session {
             _ => return Ok(()),
         };
         let result = self
-            .cmd_fetch(false, &SequenceSet::from_numbers(&seqs), items, None, false)
+            .fetch_synced(false, &SequenceSet::from_numbers(seqs), items, None, false)
             .await;
         if let State::Selected { selected, .. } = &mut self.state {
             selected.read_only = read_only;
@@ -590,6 +616,52 @@ impl Session {
         self.respond(Response::Status {
             name: &name,
             items: &items,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Changed METADATA entries (RFC 5465 §5.6, §5.7): `* METADATA "" entry...` for the
+    /// server's when a group asks for ServerMetadataChange, `* METADATA mailbox entry...` for a
+    /// mailbox a MailboxMetadataChange group watches (RFC 5464 §4.4.2: names, no values; a
+    /// removed entry is named too, §5.6 MUST).
+    async fn notify_metadata(
+        &mut self,
+        user_id: i64,
+        mailbox_id: Option<i64>,
+        entries: &[String],
+    ) -> Result<(), Failure> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mailbox = match mailbox_id {
+            None => {
+                if !self.notify.as_ref().is_some_and(Notify::wants_server_metadata) {
+                    return Ok(());
+                }
+                b"\"\"".to_vec()
+            }
+            Some(id) => {
+                let mailbox = match self.ctx.mail.mailbox_by_id(user_id, id).await {
+                    Ok(m) => m,
+                    // Deleted since: its entries went with it (and MailboxName tells that).
+                    Err(StoreError::NoSuchMailbox) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                };
+                let subscribed = match &self.notify {
+                    Some(n) if n.needs_subscriptions() => self.ctx.mail.subscriptions(user_id).await?,
+                    _ => Vec::new(),
+                };
+                let wants = self.notify.as_ref().map(|n| n.wants(&mailbox.name, &subscribed));
+                if !wants.is_some_and(|w| w.mailbox_metadata) {
+                    return Ok(());
+                }
+                self.mailbox_out(&mailbox.name)
+            }
+        };
+        self.respond(Response::MetadataChanged {
+            mailbox: &mailbox,
+            entries,
         })
         .await?;
         Ok(())

@@ -255,6 +255,11 @@ pub enum Response<'a> {
         mailbox: &'a [u8],
         entries: &'a [(String, Option<Vec<u8>>)],
     },
+    /// `* METADATA mailbox entry ...`: the unsolicited response naming changed entries without
+    /// their values (RFC 5464 §4.4.2, `entry-list`: no parentheses); sent for NOTIFY's
+    /// MailboxMetadataChange and ServerMetadataChange (RFC 5465 §5.6, §5.7). `mailbox` as for
+    /// `List` (`""` for the server), never an empty list of entries.
+    MetadataChanged { mailbox: &'a [u8], entries: &'a [String] },
     /// `* n FETCH (UID u FLAGS (...) MODSEQ (m))`: a message's flags after a change (RFC 3501
     /// §7.4.2, RFC 7162 §3.2). `flags` `None` leaves FLAGS out (STORE .SILENT with
     /// CONDSTORE); `recent` adds the session flag `\Recent` (RFC 3501 §2.3.2).
@@ -472,6 +477,15 @@ impl Response<'_> {
                 }
                 Ok(())
             }
+            Response::MetadataChanged { mailbox, entries } => {
+                out.extend_from_slice(b"* METADATA ");
+                out.extend_from_slice(mailbox);
+                for name in *entries {
+                    out.push(b' ');
+                    entry_name(out, name);
+                }
+                Ok(())
+            }
             Response::Metadata { mailbox, entries } => {
                 out.extend_from_slice(b"* METADATA ");
                 out.extend_from_slice(mailbox);
@@ -480,15 +494,7 @@ impl Response<'_> {
                     if i > 0 {
                         out.push(b' ');
                     }
-                    // Entry names are printable ASCII (RFC 5464 §3.2): an atom when they can be.
-                    if name
-                        .bytes()
-                        .all(|b| b > 0x20 && b < 0x7f && !b"(){%*\"\\]".contains(&b))
-                    {
-                        out.extend_from_slice(name.as_bytes());
-                    } else {
-                        encode::string(out, name.as_bytes());
-                    }
+                    entry_name(out, name);
                     out.push(b' ');
                     match value {
                         None => out.extend_from_slice(b"NIL"),
@@ -529,6 +535,19 @@ impl Response<'_> {
         let mut out = Vec::new();
         self.write(&mut out);
         out
+    }
+}
+
+/// A METADATA entry name: printable ASCII (RFC 5464 §3.2), an atom when it can be, else a
+/// quoted string.
+fn entry_name(out: &mut Vec<u8>, name: &str) {
+    if name
+        .bytes()
+        .all(|b| b > 0x20 && b < 0x7f && !b"(){%*\"\\]".contains(&b))
+    {
+        out.extend_from_slice(name.as_bytes());
+    } else {
+        encode::string(out, name.as_bytes());
     }
 }
 
@@ -626,6 +645,28 @@ mod tests {
 
     fn text(r: Response<'_>) -> String {
         String::from_utf8(r.to_bytes()).unwrap()
+    }
+
+    #[test]
+    fn unsolicited_metadata_of_rfc_5464_4_4_2() {
+        // RFC 5464 §4.4.2's example: the entry names alone, no parentheses, no values.
+        let entries = ["/shared/comment".to_string(), "/private/comment".to_string()];
+        assert_eq!(
+            text(Response::MetadataChanged {
+                mailbox: b"\"INBOX\"",
+                entries: &entries
+            }),
+            "* METADATA \"INBOX\" /shared/comment /private/comment\r\n"
+        );
+        // RFC 5465 §5.7: the server's entries, mailbox "".
+        let entries = ["/private/a b".to_string()];
+        assert_eq!(
+            text(Response::MetadataChanged {
+                mailbox: b"\"\"",
+                entries: &entries
+            }),
+            "* METADATA \"\" \"/private/a b\"\r\n"
+        );
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub enum CommandBody {
         key: SearchKey,
         /// RFC 4731: `RETURN (...)` given, answered with ESEARCH.
         ret: Option<SearchReturn>,
+        /// RFC 5465 §7: `UPDATE (fetch-att ...)`, fetched for new messages joining the result.
+        update_fetch: Vec<FetchItem>,
     },
     /// RFC 5256 §3 (RFC 5957 for DISPLAYFROM/DISPLAYTO).
     Sort {
@@ -159,6 +161,8 @@ pub enum CommandBody {
         /// RFC 5267 §3 (ESORT) and §4 (CONTEXT=SORT): `RETURN (...)` given, answered with
         /// ESEARCH in sort order.
         ret: Option<SearchReturn>,
+        /// RFC 5465 §7, as for `Search`.
+        update_fetch: Vec<FetchItem>,
     },
     /// RFC 5267 §4.3.5: stop the updates of the searches with these tags.
     CancelUpdate(Vec<String>),
@@ -592,6 +596,7 @@ mod tests {
             charset,
             key,
             ret: None,
+            ..
         } = parse("a UID SORT (REVERSE DATE subject DISPLAYFROM) utf-8 UNDELETED SINCE 1-Feb-2020\r\n")
         else {
             panic!()
@@ -651,6 +656,24 @@ mod tests {
         );
         let r = ret("B01 UID SORT RETURN (UPDATE COUNT) (SUBJECT) UTF-8 KEYWORD $Junk\r\n");
         assert!(r.update && r.count && !r.all);
+        // RFC 5465 §7's example and §8 `modifier-update`: UPDATE with fetch-atts.
+        let fetch = |line: &str| match parse(line) {
+            CommandBody::Search { update_fetch, .. } | CommandBody::Sort { update_fetch, .. } => update_fetch,
+            other => panic!("{other:?}"),
+        };
+        let line = "a00 SEARCH RETURN (COUNT UPDATE (UID BODY[HEADER.FIELDS (TO FROM SUBJECT)])) FROM \"boss\"\r\n";
+        let r = ret(line);
+        assert!(r.update && r.count);
+        let atts = fetch(line);
+        assert_eq!(atts.len(), 2);
+        assert_eq!(atts[0], FetchItem::Uid);
+        assert_eq!(
+            fetch("a SORT RETURN (UPDATE (FLAGS) ALL) (DATE) UTF-8 ALL\r\n").len(),
+            1
+        );
+        assert!(fetch("a SEARCH RETURN (UPDATE) ALL\r\n").is_empty());
+        assert!(parse_command(b"a SEARCH RETURN (UPDATE ()) ALL\r\n").is_err());
+        assert!(parse_command(b"a SEARCH RETURN (UPDATE (NOSUCH)) ALL\r\n").is_err());
         // §4.4: one PARTIAL or ALL at most; the range is two non-zero numbers, no `*`.
         for bad in [
             "a SEARCH RETURN (PARTIAL 1:5 ALL) ALL\r\n",

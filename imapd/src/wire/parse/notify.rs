@@ -49,7 +49,11 @@ pub enum NotifyEvent {
     AnnotationChange,
     MailboxName,
     SubscriptionChange,
-    /// Any other name (`event-ext`, MailboxMetadataChange ...): upper-cased.
+    /// §5.6: METADATA entries of a watched mailbox changed.
+    MailboxMetadataChange,
+    /// §5.7 (`user-event`): the user's server METADATA entries changed.
+    ServerMetadataChange,
+    /// Any other name (`event-ext`): upper-cased.
     Other(String),
 }
 
@@ -183,6 +187,8 @@ impl Parser<'_> {
                 "ANNOTATIONCHANGE" => NotifyEvent::AnnotationChange,
                 "MAILBOXNAME" => NotifyEvent::MailboxName,
                 "SUBSCRIPTIONCHANGE" => NotifyEvent::SubscriptionChange,
+                "MAILBOXMETADATACHANGE" => NotifyEvent::MailboxMetadataChange,
+                "SERVERMETADATACHANGE" => NotifyEvent::ServerMetadataChange,
                 _ => NotifyEvent::Other(name),
             };
             events.push(event);
@@ -320,14 +326,27 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         // Unknown events parse; the command answers NO [BADEVENT].
-        let body = parse("a NOTIFY SET (personal (MailboxMetadataChange))\r\n").unwrap();
+        let body = parse("a NOTIFY SET (personal (VendorEvent))\r\n").unwrap();
+        let CommandBody::Notify(Some(set)) = body else {
+            panic!();
+        };
+        assert_eq!(set.groups[0].events, vec![NotifyEvent::Other("VENDOREVENT".into())]);
+        // §5.6, §5.7 (any case, §8).
+        let body = parse("a NOTIFY SET (personal (mailboxMetadataChange SERVERmetadatachange))\r\n").unwrap();
         let CommandBody::Notify(Some(set)) = body else {
             panic!();
         };
         assert_eq!(
             set.groups[0].events,
-            vec![NotifyEvent::Other("MAILBOXMETADATACHANGE".into())]
+            vec![NotifyEvent::MailboxMetadataChange, NotifyEvent::ServerMetadataChange]
         );
+        // §6.1: not message events, so not for SELECTED.
+        for bad in [
+            "a NOTIFY SET (selected (MailboxMetadataChange))\r\n",
+            "a NOTIFY SET (selected-delayed (MessageNew MessageExpunge ServerMetadataChange))\r\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
         // Bounded.
         let many = "(personal (MailboxName)) ".repeat(40);
         assert!(parse(&format!("a NOTIFY SET {}\r\n", many.trim_end())).is_err());

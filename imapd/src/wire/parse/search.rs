@@ -2,8 +2,8 @@
 
 use chrono::NaiveDate;
 
-use super::CommandBody;
 use super::primitives::{PResult, Parser, parse_date};
+use super::{CommandBody, FetchItem};
 use crate::wire::sequence::SequenceSet;
 
 /// SEARCH keys (RFC 3501 §6.4.4, RFC 7162 §3.1.5 MODSEQ).
@@ -90,13 +90,17 @@ pub fn asks_to_save(line: &[u8]) -> bool {
         .any(|w| w.trim_end() == "SAVE")
 }
 
+/// Most fetch attributes one `UPDATE (...)` may name (RFC 5465 §7).
+const MAX_UPDATE_FETCH: usize = 64;
+
 /// Most nesting of parentheses accepted in SEARCH (bounds recursion on hostile input).
 const MAX_DEPTH: usize = 32;
 
 impl Parser<'_> {
     pub(super) fn search(&mut self, uid: bool) -> PResult<CommandBody> {
         self.sp()?;
-        let ret = self.search_return()?;
+        let (ret, update_fetch) = self.search_return()?.unzip();
+        let update_fetch = update_fetch.unwrap_or_default();
         let mut charset = None;
         let save = self.pos;
         if self.keyword().ok().as_deref() == Some("CHARSET") {
@@ -107,7 +111,13 @@ impl Parser<'_> {
             self.pos = save;
         }
         let key = self.search_keys()?;
-        Ok(CommandBody::Search { uid, charset, key, ret })
+        Ok(CommandBody::Search {
+            uid,
+            charset,
+            key,
+            ret,
+            update_fetch,
+        })
     }
 
     /// One or more search keys separated by spaces, as one key (RFC 3501 §9 `1*(SP
@@ -132,12 +142,16 @@ impl Parser<'_> {
     /// An option this server does not know is a syntax error. RFC 5267 §4 adds CONTEXT (a
     /// hint, §4.2: ignored, so `RETURN (CONTEXT)` is `RETURN ()`), UPDATE (§4.3) and `PARTIAL
     /// m:n` (§4.4: at most one PARTIAL or ALL; `500:400` is `400:500`; no `*`).
-    pub(super) fn search_return(&mut self) -> PResult<Option<SearchReturn>> {
+    ///
+    /// RFC 5465 §7 and §8 (`modifier-update`): with NOTIFY, `UPDATE (fetch-att ...)` names what
+    /// to FETCH for a new message that joins the live result; returned beside the options.
+    pub(super) fn search_return(&mut self) -> PResult<Option<(SearchReturn, Vec<FetchItem>)>> {
         let save = self.pos;
         if self.keyword().ok().as_deref() != Some("RETURN") || self.peek() != Some(b' ') {
             self.pos = save;
             return Ok(None);
         }
+        let mut update_fetch = Vec::new();
         self.sp()?;
         self.expect(b'(')?;
         let mut ret = SearchReturn::default();
@@ -152,7 +166,22 @@ impl Parser<'_> {
                 "ALL" => ret.all = true,
                 "COUNT" => ret.count = true,
                 "SAVE" => ret.save = true,
-                "UPDATE" => ret.update = true,
+                "UPDATE" => {
+                    ret.update = true;
+                    if self.rest().starts_with(b" (") {
+                        self.pos += 2;
+                        loop {
+                            self.fetch_att(&mut update_fetch)?;
+                            if update_fetch.len() > MAX_UPDATE_FETCH {
+                                return Err("too many UPDATE fetch attributes".into());
+                            }
+                            if !self.try_sp() {
+                                break;
+                            }
+                        }
+                        self.expect(b')')?;
+                    }
+                }
                 "CONTEXT" => {}
                 "PARTIAL" => {
                     if ret.partial.is_some() {
@@ -173,7 +202,7 @@ impl Parser<'_> {
         if ret == SearchReturn::default() {
             ret.all = true;
         }
-        Ok(Some(ret))
+        Ok(Some((ret, update_fetch)))
     }
 
     /// RFC 5267 §5: `partial-range = nz-number ":" nz-number`, the lower first.

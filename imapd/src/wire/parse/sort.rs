@@ -43,7 +43,8 @@ impl Parser<'_> {
     /// `extended-sort`: `SORT search-return-opts SP sort-criteria SP search-criteria`.
     pub(super) fn sort(&mut self, uid: bool) -> PResult<CommandBody> {
         self.sp()?;
-        let ret = self.search_return()?;
+        let (ret, update_fetch) = self.search_return()?.unzip();
+        let update_fetch = update_fetch.unwrap_or_default();
         self.expect(b'(')?;
         let mut criteria = Vec::new();
         loop {
@@ -83,6 +84,7 @@ impl Parser<'_> {
             charset,
             key,
             ret,
+            update_fetch,
         })
     }
 
