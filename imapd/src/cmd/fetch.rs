@@ -410,14 +410,7 @@ impl Session {
                 FetchItem::Section(section) => {
                     let data = section_data(section, message.ok_or_else(missing)?, body).unwrap_or_default();
                     let spec = section.spec();
-                    let (origin, data) = match section.partial {
-                        Some((start, len)) => {
-                            let s = (start as usize).min(data.len());
-                            let e = s.saturating_add(len as usize).min(data.len());
-                            (Some(start), &data[s..e])
-                        }
-                        None => (None, &data[..]),
-                    };
+                    let (origin, data) = partial_window(&data, section.partial);
                     let attr = FetchAttr::Literal {
                         name: BodyName::Section { spec: &spec, origin },
                         data,
@@ -427,14 +420,7 @@ impl Session {
                 FetchItem::Binary(section) => {
                     let data = decoded(uid, body.ok_or_else(missing)?, &section.part)?;
                     let spec = section.spec();
-                    let (origin, data) = match section.partial {
-                        Some((start, len)) => {
-                            let s = (start as usize).min(data.len());
-                            let e = s.saturating_add(len as usize).min(data.len());
-                            (Some(start), &data[s..e])
-                        }
-                        None => (None, &data[..]),
-                    };
+                    let (origin, data) = partial_window(&data, section.partial);
                     let attr = FetchAttr::Literal {
                         name: BodyName::Binary { spec: &spec, origin },
                         data,
@@ -512,6 +498,19 @@ fn read_groups(rows: &[(u32, u32, Option<StoredMessage>)]) -> Vec<ReadGroup> {
 enum Piece {
     Bytes(Vec<u8>),
     File { start: u64, len: u64 },
+}
+
+/// The bytes of `<start.len>` (RFC 3501 §6.4.5, RFC 3516 §4.1) within `data`, cut at its end,
+/// with the origin octet the response names; the whole of `data` without a partial.
+fn partial_window(data: &[u8], partial: Option<(u32, u32)>) -> (Option<u32>, &[u8]) {
+    match partial {
+        Some((start, len)) => {
+            let s = (start as usize).min(data.len());
+            let e = s.saturating_add(len as usize).min(data.len());
+            (Some(start), &data[s..e])
+        }
+        None => (None, data),
+    }
 }
 
 /// RFC822 and BODY[] (with or without a partial range): the whole message, streamed.

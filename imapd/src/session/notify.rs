@@ -13,7 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use shared::events::Event;
-use shared::mailstore::{DELIMITER, StoreError, normalize_mailbox_name};
+use shared::mailstore::{DELIMITER, MailboxStatus, StoreError, normalize_mailbox_name};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{Code, Failure, Reply, Session, State, Status};
@@ -111,6 +111,18 @@ struct Known {
     uidvalidity: u32,
     unseen: u64,
     highestmodseq: u64,
+}
+
+impl Known {
+    fn of(status: &MailboxStatus) -> Known {
+        Known {
+            messages: status.messages,
+            uidnext: status.mailbox.uidnext,
+            uidvalidity: status.mailbox.uidvalidity,
+            unseen: status.unseen,
+            highestmodseq: status.mailbox.highestmodseq,
+        }
+    }
 }
 
 /// A session's NOTIFY SET, in force until NOTIFY NONE, the next NOTIFY SET or an overflow.
@@ -241,13 +253,7 @@ impl Session {
                 Err(StoreError::NoSuchMailbox) => continue,
                 Err(e) => return Err(e.into()),
             };
-            let now = Known {
-                messages: status.messages,
-                uidnext: status.mailbox.uidnext,
-                uidvalidity: status.mailbox.uidvalidity,
-                unseen: status.unseen,
-                highestmodseq: status.mailbox.highestmodseq,
-            };
+            let now = Known::of(&status);
             if set.status {
                 // §3.1: MESSAGES, UIDNEXT and UIDVALIDITY for MessageNew; UIDVALIDITY and
                 // HIGHESTMODSEQ for FlagChange when the server offers CONDSTORE.
@@ -566,13 +572,7 @@ impl Session {
             Err(StoreError::NoSuchMailbox) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        let now = Known {
-            messages: status.messages,
-            uidnext: status.mailbox.uidnext,
-            uidvalidity: status.mailbox.uidvalidity,
-            unseen: status.unseen,
-            highestmodseq: status.mailbox.highestmodseq,
-        };
+        let now = Known::of(&status);
         let Some(notify) = self.notify.as_mut() else {
             return Ok(());
         };
