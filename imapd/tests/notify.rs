@@ -9,35 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// The next line that contains `needle`, with the lines read before it; fails after 10 s.
-async fn wait_for(c: &mut Client, needle: &str) -> (String, Vec<String>) {
-    let mut before = Vec::new();
-    let result = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let line = c.line().await;
-            if line.contains(needle) {
-                return line;
-            }
-            before.push(line);
-        }
-    })
-    .await;
-    match result {
-        Ok(line) => (line, before),
-        Err(_) => panic!("no line with {needle:?} within 10 s; read {before:#?}"),
-    }
-}
-
-/// Whatever arrives unasked within `ms` milliseconds.
-async fn unasked(c: &mut Client, ms: u64) -> Vec<String> {
-    let mut lines = Vec::new();
-    let end = tokio::time::Instant::now() + Duration::from_millis(ms);
-    while let Ok(line) = tokio::time::timeout_at(end, c.line()).await {
-        lines.push(line);
-    }
-    lines
-}
-
 async fn login_as(server: &Server, user: &str, pass: &str) -> Client {
     let mut c = server.connect().await;
     c.ok(&format!("LOGIN {user} \"{pass}\"")).await;
@@ -100,18 +71,18 @@ async fn new_message_elsewhere_is_a_status_between_commands_and_in_idle() {
     assert!(!r.has("misc") && !r.has("INBOX"), "{r:#?}");
     // Another session appends: A hears it with no command of its own (§3.1).
     b.append("Lists/Lemonade", "()", &message("new", "x")).await;
-    let (line, _) = wait_for(&mut a, "* STATUS").await;
+    let (line, _) = a.wait_for("* STATUS").await;
     assert_eq!(line, "* STATUS \"Lists/Lemonade\" (MESSAGES 2 UIDNEXT 3 UNSEEN 2)");
     // A mailbox outside the watched ones: nothing.
     b.append("misc", "()", &message("elsewhere", "x")).await;
-    assert!(unasked(&mut a, 700).await.is_empty());
+    assert!(a.unasked(700).await.is_empty());
     // In IDLE the same (§4), and an expunge elsewhere is a STATUS too (§5.3).
     a.write(b"i1 IDLE\r\n").await;
-    wait_for(&mut a, "+ ").await;
+    a.wait_for("+ ").await;
     b.ok("SELECT Lists/Lemonade").await;
     b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)").await;
     b.ok("EXPUNGE").await;
-    let (line, _) = wait_for(&mut a, "* STATUS").await;
+    let (line, _) = a.wait_for("* STATUS").await;
     assert_eq!(line, "* STATUS \"Lists/Lemonade\" (MESSAGES 1 UIDNEXT 3 UNSEEN 1)");
     a.write(b"DONE\r\n").await;
     a.until("i1").await;
@@ -125,9 +96,9 @@ async fn new_message_in_the_selected_mailbox_brings_exists_and_the_fetch_atts() 
     a.ok("NOTIFY SET (selected (MessageNew (UID BODY[HEADER.FIELDS (SUBJECT)] FLAGS) MessageExpunge))")
         .await;
     server.deliver(&message("good morning", "x")).await;
-    let (exists, _) = wait_for(&mut a, "EXISTS").await;
+    let (exists, _) = a.wait_for("EXISTS").await;
     assert_eq!(exists, "* 1 EXISTS");
-    let (fetch, _) = wait_for(&mut a, "FETCH").await;
+    let (fetch, _) = a.wait_for("FETCH").await;
     assert!(
         fetch.starts_with("* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT)] {"),
         "{fetch}"
@@ -141,11 +112,11 @@ async fn new_message_in_the_selected_mailbox_brings_exists_and_the_fetch_atts() 
     let r = a.append("INBOX", "()", &message("mine", "x")).await;
     assert!(r.tagged.contains("OK"), "{r:#?}");
     assert!(r.has("* 2 EXISTS") && !r.has("FETCH"), "{r:#?}");
-    assert!(unasked(&mut a, 500).await.is_empty());
+    assert!(a.unasked(500).await.is_empty());
     // A delivery while A runs a command (its own APPEND, held at the literal): told at the
     // command's end, with the FETCH for the delivered message only.
     a.write(b"x1 APPEND INBOX {5}\r\n").await;
-    wait_for(&mut a, "+ ").await;
+    a.wait_for("+ ").await;
     server.deliver(&message("during", "x")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.write(b"hello\r\n").await;
@@ -174,19 +145,19 @@ async fn flag_changes_here_and_elsewhere() {
     // In the selected mailbox: an unsolicited FETCH with UID and FLAGS (§5.1).
     b.ok("SELECT INBOX").await;
     b.ok("STORE 1 +FLAGS.SILENT (\\Flagged)").await;
-    let (line, _) = wait_for(&mut a, "FETCH").await;
+    let (line, _) = a.wait_for("FETCH").await;
     assert!(line.starts_with("* 1 FETCH (UID 1 FLAGS (\\Flagged"), "{line}");
     assert!(line.contains("MODSEQ ("), "{line}");
     // Elsewhere, with CONDSTORE: STATUS with UIDVALIDITY and HIGHESTMODSEQ (and UNSEEN).
     b.ok("SELECT Other").await;
     b.ok("STORE 1 +FLAGS.SILENT (\\Seen)").await;
-    let (line, _) = wait_for(&mut a, "* STATUS").await;
+    let (line, _) = a.wait_for("* STATUS").await;
     assert!(line.starts_with("* STATUS \"Other\" (UIDVALIDITY "), "{line}");
     assert!(line.contains("UNSEEN 0") && line.contains("HIGHESTMODSEQ "), "{line}");
     // Quiet asked for new and expunged messages only: a flag change there is not told.
     b.ok("SELECT Quiet").await;
     b.ok("STORE 1 +FLAGS.SILENT (\\Seen)").await;
-    assert!(unasked(&mut a, 700).await.is_empty());
+    assert!(a.unasked(700).await.is_empty());
 }
 
 #[tokio::test]
@@ -203,7 +174,7 @@ async fn expunge_in_the_selected_mailbox_at_once_or_delayed() {
     a.ok("NOTIFY SET (selected (MessageNew MessageExpunge))").await;
     b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)").await;
     b.ok("EXPUNGE").await;
-    let (line, before) = wait_for(&mut a, "EXPUNGE").await;
+    let (line, before) = a.wait_for("EXPUNGE").await;
     assert_eq!(line, "* 1 EXPUNGE");
     // FlagChange was not asked for: the \Deleted flag was not told.
     assert!(before.is_empty(), "{before:#?}");
@@ -211,7 +182,7 @@ async fn expunge_in_the_selected_mailbox_at_once_or_delayed() {
     a.ok("NOTIFY SET (selected-delayed (MessageNew MessageExpunge))").await;
     b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)").await;
     b.ok("EXPUNGE").await;
-    assert!(unasked(&mut a, 700).await.is_empty());
+    assert!(a.unasked(700).await.is_empty());
     let r = a.ok("FETCH 1:2 (UID)").await;
     assert!(!r.has("EXPUNGE"), "{r:#?}");
     let r = a.ok("NOOP").await;
@@ -226,32 +197,32 @@ async fn mailbox_names_and_subscriptions_are_list_responses() {
     a.ok("NOTIFY SET (personal (MailboxName SubscriptionChange))").await;
     // §5.4: created (with the superior the store made), renamed with OLDNAME, deleted.
     b.ok("CREATE x/y").await;
-    let (line, _) = wait_for(&mut a, "\"x/y\"").await;
+    let (line, _) = a.wait_for("\"x/y\"").await;
     assert_eq!(line, "* LIST (\\HasNoChildren) \"/\" \"x/y\"");
     b.ok("RENAME x/y x/z").await;
-    let (line, _) = wait_for(&mut a, "OLDNAME").await;
+    let (line, _) = a.wait_for("OLDNAME").await;
     assert_eq!(line, "* LIST (\\HasNoChildren) \"/\" \"x/z\" (\"OLDNAME\" (\"x/y\"))");
     b.ok("DELETE x/z").await;
-    let (line, _) = wait_for(&mut a, "\"x/z\"").await;
+    let (line, _) = a.wait_for("\"x/z\"").await;
     assert_eq!(line, "* LIST (\\NonExistent \\HasNoChildren) \"/\" \"x/z\"");
     // The parent is affected too (§5.4): it has no children now.
-    let (line, _) = wait_for(&mut a, "\"x\"").await;
+    let (line, _) = a.wait_for("\"x\"").await;
     assert_eq!(line, "* LIST (\\HasNoChildren) \"/\" \"x\"");
     // §5.5: \Subscribed if and only if subscribed after the event.
     b.ok("SUBSCRIBE x").await;
-    let (line, _) = wait_for(&mut a, "\"x\"").await;
+    let (line, _) = a.wait_for("\"x\"").await;
     assert_eq!(line, "* LIST (\\HasNoChildren \\Subscribed) \"/\" \"x\"");
     b.ok("UNSUBSCRIBE x").await;
-    let (line, _) = wait_for(&mut a, "\"x\"").await;
+    let (line, _) = a.wait_for("\"x\"").await;
     assert_eq!(line, "* LIST (\\HasNoChildren) \"/\" \"x\"");
     // §5: the session's own change is not told back to it.
     let r = a.ok("CREATE mine").await;
     assert!(!r.has("LIST"), "{r:#?}");
     a.ok("SUBSCRIBE mine").await;
-    assert!(unasked(&mut a, 700).await.is_empty());
+    assert!(a.unasked(700).await.is_empty());
     // And the next change by another session still is.
     b.ok("CREATE theirs").await;
-    let (line, before) = wait_for(&mut a, "\"theirs\"").await;
+    let (line, before) = a.wait_for("\"theirs\"").await;
     assert_eq!(line, "* LIST (\\HasNoChildren) \"/\" \"theirs\"");
     assert!(before.is_empty(), "{before:#?}");
 }
@@ -271,10 +242,10 @@ async fn another_users_changes_are_never_told() {
     bob.append("INBOX", "()", &message("bob's", "x")).await;
     bob.ok("RENAME Shared Shared2").await;
     bob.ok("DELETE Shared2").await;
-    assert!(unasked(&mut a, 1000).await.is_empty());
+    assert!(a.unasked(1000).await.is_empty());
     // Alice's own change right after is the first thing A hears.
     alice2.ok("CREATE marker").await;
-    let (line, before) = wait_for(&mut a, "LIST").await;
+    let (line, before) = a.wait_for("LIST").await;
     assert_eq!(line, "* LIST (\\HasNoChildren) \"/\" \"marker\"");
     assert!(before.is_empty(), "{before:#?}");
 }
@@ -287,18 +258,18 @@ async fn notify_none_stops_the_events() {
     a.ok("NOTIFY SET (personal (MailboxName MessageNew MessageExpunge))")
         .await;
     b.ok("CREATE one").await;
-    wait_for(&mut a, "\"one\"").await;
+    a.wait_for("\"one\"").await;
     a.ok("NOTIFY NONE").await;
     b.ok("CREATE two").await;
     b.append("one", "()", &message("m", "x")).await;
-    assert!(unasked(&mut a, 800).await.is_empty());
+    assert!(a.unasked(800).await.is_empty());
     let r = a.ok("NOOP").await;
     assert!(r.lines.is_empty(), "{r:#?}");
     // IDLE without NOTIFY: nothing about other mailboxes either.
     a.write(b"i1 IDLE\r\n").await;
-    wait_for(&mut a, "+ ").await;
+    a.wait_for("+ ").await;
     b.append("one", "()", &message("m2", "x")).await;
-    assert!(unasked(&mut a, 800).await.is_empty());
+    assert!(a.unasked(800).await.is_empty());
     a.write(b"DONE\r\n").await;
     let r = a.until("i1").await;
     assert!(r.lines.is_empty(), "{r:#?}");
@@ -314,7 +285,7 @@ async fn a_session_that_falls_behind_gets_notificationoverflow() {
     // A is busy in a command (waiting for an APPEND literal) while more changes happen than
     // the event queue holds (shared::events: 1024).
     a.write(b"t1 APPEND INBOX {5}\r\n").await;
-    wait_for(&mut a, "+ ").await;
+    a.wait_for("+ ").await;
     let payloads: Vec<String> = (0..1100)
         .map(|i| {
             shared::events::payload(&shared::events::Event::Mailbox {
@@ -333,14 +304,14 @@ async fn a_session_that_falls_behind_gets_notificationoverflow() {
     a.write(b"hello\r\n").await;
     a.until("t1").await;
     // §5.8: told once, then NOTIFY is off (as after NOTIFY NONE).
-    let (line, _) = wait_for(&mut a, "NOTIFICATIONOVERFLOW").await;
+    let (line, _) = a.wait_for("NOTIFICATIONOVERFLOW").await;
     assert!(line.starts_with("* OK [NOTIFICATIONOVERFLOW]"), "{line}");
     b.ok("CREATE after").await;
-    assert!(unasked(&mut a, 800).await.is_empty());
+    assert!(a.unasked(800).await.is_empty());
     // NOTIFY SET again resumes.
     a.ok("NOTIFY SET (personal (MailboxName))").await;
     b.ok("CREATE again").await;
-    wait_for(&mut a, "\"again\"").await;
+    a.wait_for("\"again\"").await;
 }
 
 /// python imaplib (a real client) sets NOTIFY, is told of changes by another connection

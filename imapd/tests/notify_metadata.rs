@@ -6,38 +6,7 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-
-/// The next line that contains `needle`, with the lines read before it; fails after 10 s.
-async fn wait_for(c: &mut Client, needle: &str) -> (String, Vec<String>) {
-    let mut before = Vec::new();
-    let result = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let line = c.line().await;
-            if line.contains(needle) {
-                return line;
-            }
-            before.push(line);
-        }
-    })
-    .await;
-    match result {
-        Ok(line) => (line, before),
-        Err(_) => panic!("no line with {needle:?} within 10 s; read {before:#?}"),
-    }
-}
-
-/// Whatever arrives unasked within `ms` milliseconds.
-async fn unasked(c: &mut Client, ms: u64) -> Vec<String> {
-    let mut lines = Vec::new();
-    let end = tokio::time::Instant::now() + Duration::from_millis(ms);
-    while let Ok(line) = tokio::time::timeout_at(end, c.line()).await {
-        lines.push(line);
-    }
-    lines
-}
 
 #[tokio::test]
 async fn setmetadata_in_one_session_is_told_to_the_other_between_commands_and_in_idle() {
@@ -49,40 +18,40 @@ async fn setmetadata_in_one_session_is_told_to_the_other_between_commands_and_in
         .await;
     // §5.6: a mailbox entry set in another session, told with no command of A's.
     b.ok("SETMETADATA INBOX (/private/comment \"hello\")").await;
-    let (line, before) = wait_for(&mut a, "* METADATA").await;
+    let (line, before) = a.wait_for("* METADATA").await;
     assert_eq!(line, "* METADATA \"INBOX\" /private/comment");
     assert!(before.is_empty(), "{before:#?}");
     // §5.7: the server's entries, mailbox "", every changed name on one line.
     b.ok("SETMETADATA \"\" (/private/vendor/x \"1\" /private/vendor/y \"2\")")
         .await;
-    let (line, _) = wait_for(&mut a, "* METADATA").await;
+    let (line, _) = a.wait_for("* METADATA").await;
     assert_eq!(line, "* METADATA \"\" /private/vendor/x /private/vendor/y");
     // Only what changed: the same value again and the removal of an entry that is not there
     // change nothing; of a command changing one of two entries, that one is named.
     b.ok("SETMETADATA \"\" (/private/vendor/x \"1\" /private/vendor/none NIL)")
         .await;
     b.ok("SETMETADATA misc (/private/a \"1\" /private/b \"2\")").await;
-    let (line, before) = wait_for(&mut a, "* METADATA").await;
+    let (line, before) = a.wait_for("* METADATA").await;
     assert_eq!(line, "* METADATA \"misc\" /private/a /private/b");
     assert!(before.is_empty(), "{before:#?}");
     b.ok("SETMETADATA misc (/private/a \"1\" /private/b \"3\")").await;
-    let (line, _) = wait_for(&mut a, "* METADATA").await;
+    let (line, _) = a.wait_for("* METADATA").await;
     assert_eq!(line, "* METADATA \"misc\" /private/b");
     // §5.6: a removed entry (set to NIL) is always named.
     a.write(b"i1 IDLE\r\n").await;
-    wait_for(&mut a, "+ ").await;
+    a.wait_for("+ ").await;
     b.ok("SETMETADATA INBOX (/private/comment NIL)").await;
-    let (line, _) = wait_for(&mut a, "* METADATA").await;
+    let (line, _) = a.wait_for("* METADATA").await;
     assert_eq!(line, "* METADATA \"INBOX\" /private/comment");
     // In IDLE a server entry too (RFC 5465 §4: IDLE sends what NOTIFY asked for).
     b.ok("SETMETADATA \"\" (/private/vendor/x NIL)").await;
-    let (line, _) = wait_for(&mut a, "* METADATA").await;
+    let (line, _) = a.wait_for("* METADATA").await;
     assert_eq!(line, "* METADATA \"\" /private/vendor/x");
     a.write(b"DONE\r\n").await;
     a.until("i1").await;
     // A name that is not an atom is a quoted string (RFC 5464 §5 `entry` is an astring).
     b.ok("SETMETADATA misc (\"/private/two words\" \"x\")").await;
-    let (line, _) = wait_for(&mut a, "* METADATA").await;
+    let (line, _) = a.wait_for("* METADATA").await;
     assert_eq!(line, "* METADATA \"misc\" \"/private/two words\"");
 }
 
@@ -98,12 +67,12 @@ async fn the_session_that_changed_an_entry_is_not_told() {
     assert!(!r.has("* METADATA"), "{r:#?}");
     let r = a.ok("SETMETADATA \"\" (/private/comment \"mine\")").await;
     assert!(!r.has("* METADATA"), "{r:#?}");
-    assert!(unasked(&mut a, 700).await.is_empty());
+    assert!(a.unasked(700).await.is_empty());
     let r = a.ok("NOOP").await;
     assert!(!r.has("* METADATA"), "{r:#?}");
     // The same change by another session afterwards is told.
     b.ok("SETMETADATA INBOX (/private/comment \"theirs\")").await;
-    let (line, before) = wait_for(&mut a, "* METADATA").await;
+    let (line, before) = a.wait_for("* METADATA").await;
     assert_eq!(line, "* METADATA \"INBOX\" /private/comment");
     assert!(before.is_empty(), "{before:#?}");
 }
@@ -120,14 +89,14 @@ async fn only_the_asked_events_and_mailboxes_are_told() {
     b.ok("SETMETADATA other (/private/comment \"x\")").await;
     b.ok("SETMETADATA \"\" (/private/comment \"x\")").await;
     b.ok("SETMETADATA misc (/private/comment \"x\")").await;
-    let (line, before) = wait_for(&mut a, "* METADATA").await;
+    let (line, before) = a.wait_for("* METADATA").await;
     assert_eq!(line, "* METADATA \"misc\" /private/comment");
     assert!(before.is_empty(), "{before:#?}");
     // ServerMetadataChange only: mailbox entries are not told.
     a.ok("NOTIFY SET (personal (ServerMetadataChange))").await;
     b.ok("SETMETADATA misc (/private/comment \"y\")").await;
     b.ok("SETMETADATA \"\" (/private/comment \"y\")").await;
-    let (line, before) = wait_for(&mut a, "* METADATA").await;
+    let (line, before) = a.wait_for("* METADATA").await;
     assert_eq!(line, "* METADATA \"\" /private/comment");
     assert!(before.is_empty(), "{before:#?}");
     // §6.1: not message events, so BAD with SELECTED.
@@ -136,7 +105,7 @@ async fn only_the_asked_events_and_mailboxes_are_told() {
     a.ok("NOTIFY NONE").await;
     b.ok("SETMETADATA \"\" (/private/comment \"z\")").await;
     b.ok("SETMETADATA misc (/private/comment \"z\")").await;
-    assert!(unasked(&mut a, 700).await.is_empty());
+    assert!(a.unasked(700).await.is_empty());
     let r = a.ok("NOOP").await;
     assert!(!r.has("* METADATA"), "{r:#?}");
 }
@@ -154,10 +123,10 @@ async fn another_users_entries_are_never_told() {
     // Bob's INBOX has the same name as Alice's: only the user tells them apart.
     bob.ok("SETMETADATA INBOX (/private/comment \"bob's\")").await;
     bob.ok("SETMETADATA \"\" (/private/comment \"bob's\")").await;
-    assert!(unasked(&mut a, 1000).await.is_empty());
+    assert!(a.unasked(1000).await.is_empty());
     // Alice's own change right after is the first thing A hears.
     alice2.ok("SETMETADATA INBOX (/private/marker \"1\")").await;
-    let (line, before) = wait_for(&mut a, "* METADATA").await;
+    let (line, before) = a.wait_for("* METADATA").await;
     assert_eq!(line, "* METADATA \"INBOX\" /private/marker");
     assert!(before.is_empty(), "{before:#?}");
 }

@@ -289,6 +289,35 @@ impl Client {
         r
     }
 
+    /// The next line that contains `needle`, with the lines read before it; fails after 10 s.
+    pub async fn wait_for(&mut self, needle: &str) -> (String, Vec<String>) {
+        let mut before = Vec::new();
+        let result = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let line = self.line().await;
+                if line.contains(needle) {
+                    return line;
+                }
+                before.push(line);
+            }
+        })
+        .await;
+        match result {
+            Ok(line) => (line, before),
+            Err(_) => panic!("no line with {needle:?} within 10 s; read {before:#?}"),
+        }
+    }
+
+    /// Whatever arrives unasked within `ms` milliseconds.
+    pub async fn unasked(&mut self, ms: u64) -> Vec<String> {
+        let mut lines = Vec::new();
+        let end = tokio::time::Instant::now() + Duration::from_millis(ms);
+        while let Ok(line) = tokio::time::timeout_at(end, self.line()).await {
+            lines.push(line);
+        }
+        lines
+    }
+
     /// APPEND with a LITERAL+ literal.
     pub async fn append(&mut self, mailbox: &str, flags: &str, message: &[u8]) -> Response {
         let tag = self.next_tag();
