@@ -354,6 +354,16 @@ impl Session {
         password_may_cross(channel, self.peer.ip(), &self.ctx.config.auth)
     }
 
+    /// RFC 5182 §2.1: a SEARCH (or SORT) with SAVE that fails leaves `$` empty.
+    fn forget_failed_save(&mut self, saves: bool, result: &Result<Reply, Failure>) {
+        if saves
+            && !matches!(result, Ok(reply) if reply.status == Status::Ok)
+            && let State::Selected { selected, .. } = &mut self.state
+        {
+            selected.saved.clear();
+        }
+    }
+
     /// The CAPABILITY list for the current state (RFC 3501 §7.2.1). Each extension appears only
     /// when it is implemented and tested.
     pub fn capabilities(&self) -> String {
@@ -931,13 +941,7 @@ impl Session {
                 let result = self
                     .cmd_search(tag, uid, charset.as_deref(), &key, ret, update_fetch)
                     .await;
-                // RFC 5182 §2.1: a SEARCH with SAVE that fails leaves `$` empty.
-                if ret.is_some_and(|r| r.save)
-                    && !matches!(&result, Ok(reply) if reply.status == Status::Ok)
-                    && let State::Selected { selected, .. } = &mut self.state
-                {
-                    selected.saved.clear();
-                }
+                self.forget_failed_save(ret.is_some_and(|r| r.save), &result);
                 result
             }
             C::Sort {
@@ -951,13 +955,8 @@ impl Session {
                 let result = self
                     .cmd_sort(tag, uid, &criteria, &charset, &key, ret, update_fetch)
                     .await;
-                // RFC 5182 §2.4 with §2.1: a SORT with SAVE that fails leaves `$` empty too.
-                if ret.is_some_and(|r| r.save)
-                    && !matches!(&result, Ok(reply) if reply.status == Status::Ok)
-                    && let State::Selected { selected, .. } = &mut self.state
-                {
-                    selected.saved.clear();
-                }
+                // RFC 5182 §2.4: SORT's SAVE follows the same rule.
+                self.forget_failed_save(ret.is_some_and(|r| r.save), &result);
                 result
             }
             C::CancelUpdate(tags) => self.cmd_cancel_update(&tags),
