@@ -270,65 +270,55 @@ impl Parser<'_> {
         Ok(Some((start, len)))
     }
 
-    fn section(&mut self) -> PResult<Section> {
-        self.expect(b'[')?;
-        let mut part = Vec::new();
-        let mut text = SectionText::Full;
-        loop {
-            match self.peek() {
-                Some(b) if b.is_ascii_digit() => {
-                    let n = self.number32()?;
-                    if n == 0 {
-                        return Err("section part numbers start at 1".into());
+    /// HEADER, TEXT, MIME (only after a part) or HEADER.FIELDS[.NOT] (list), after a section's
+    /// part numbers.
+    fn section_text(&mut self, part: &[u32]) -> PResult<SectionText> {
+        let start = self.pos;
+        while self.peek().is_some_and(|b| b.is_ascii_alphabetic() || b == b'.') {
+            self.pos += 1;
+        }
+        let word = String::from_utf8_lossy(&self.input[start..self.pos]).to_ascii_uppercase();
+        Ok(match word.as_str() {
+            "HEADER" => SectionText::Header,
+            "TEXT" => SectionText::Text,
+            "MIME" if !part.is_empty() => SectionText::Mime,
+            "HEADER.FIELDS" | "HEADER.FIELDS.NOT" => {
+                self.sp()?;
+                self.expect(b'(')?;
+                let mut fields = Vec::new();
+                loop {
+                    let f = self.astring()?;
+                    fields.push(f);
+                    if fields.len() > 200 {
+                        return Err("too many header fields".into());
                     }
-                    part.push(n);
-                    if part.len() > 64 {
-                        return Err("section too deep".into());
+                    if !self.try_sp() {
+                        break;
                     }
-                    if self.peek() == Some(b'.') {
-                        self.pos += 1;
-                        continue;
-                    }
-                    break;
                 }
-                Some(b']') => break,
-                _ => {
-                    let start = self.pos;
-                    while self.peek().is_some_and(|b| b.is_ascii_alphabetic() || b == b'.') {
-                        self.pos += 1;
-                    }
-                    let word = String::from_utf8_lossy(&self.input[start..self.pos]).to_ascii_uppercase();
-                    text = match word.as_str() {
-                        "HEADER" => SectionText::Header,
-                        "TEXT" => SectionText::Text,
-                        "MIME" if !part.is_empty() => SectionText::Mime,
-                        "HEADER.FIELDS" | "HEADER.FIELDS.NOT" => {
-                            self.sp()?;
-                            self.expect(b'(')?;
-                            let mut fields = Vec::new();
-                            loop {
-                                let f = self.astring()?;
-                                fields.push(f);
-                                if fields.len() > 200 {
-                                    return Err("too many header fields".into());
-                                }
-                                if !self.try_sp() {
-                                    break;
-                                }
-                            }
-                            self.expect(b')')?;
-                            if word == "HEADER.FIELDS" {
-                                SectionText::HeaderFields(fields)
-                            } else {
-                                SectionText::HeaderFieldsNot(fields)
-                            }
-                        }
-                        _ => return Err(format!("bad section {word:?}")),
-                    };
-                    break;
+                self.expect(b')')?;
+                if word == "HEADER.FIELDS" {
+                    SectionText::HeaderFields(fields)
+                } else {
+                    SectionText::HeaderFieldsNot(fields)
                 }
             }
-        }
+            _ => return Err(format!("bad section {word:?}")),
+        })
+    }
+
+    fn section(&mut self) -> PResult<Section> {
+        self.expect(b'[')?;
+        // section-spec = section-msgtext / (section-part ["." section-text]) (RFC 3501 §9).
+        let part = self.section_part()?;
+        let text = if self.peek() == Some(b']') {
+            SectionText::Full
+        } else {
+            if !part.is_empty() {
+                self.expect(b'.')?;
+            }
+            self.section_text(&part)?
+        };
         self.expect(b']')?;
         let partial = self.partial()?;
         Ok(Section {

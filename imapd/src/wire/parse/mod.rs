@@ -534,6 +534,24 @@ mod tests {
         assert_eq!(s.part, vec![1, 2]);
         assert_eq!(s.partial, Some((10, 20)));
         assert_eq!(s.spec(), "1.2.MIME");
+        // section-spec = section-msgtext / (section-part ["." section-text]) (RFC 3501 §9).
+        for bad in [
+            "a FETCH 1 BODY[1.]\r\n",
+            "a FETCH 1 BODY[1HEADER]\r\n",
+            "a FETCH 1 BODY[MIME]\r\n",
+            "a FETCH 1 BODY[0]\r\n",
+            "a FETCH 1 BODY[1.0]\r\n",
+        ] {
+            assert!(parse_command(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let CommandBody::Fetch { items, .. } = parse("a FETCH 2 (BODY[3.TEXT] BODY[])\r\n") else {
+            panic!()
+        };
+        let (FetchItem::Section(text), FetchItem::Section(whole)) = (&items[0], &items[1]) else {
+            panic!()
+        };
+        assert_eq!((text.part.as_slice(), text.spec().as_str()), (&[3][..], "3.TEXT"));
+        assert_eq!(whole.spec(), "");
         assert!(matches!(
             parse("a FETCH 1:* (FLAGS) (CHANGEDSINCE 12)\r\n"),
             CommandBody::Fetch {
