@@ -241,7 +241,7 @@ pub async fn set(
     let mut tx = db.begin().await?;
     // The user's row first (lock order of the mail store: users, then mailboxes): every
     // metadata write of this user waits here, so the count below stays true until commit.
-    quota::lock_usage(&mut tx, user_id).await?;
+    quota::locked_info(&mut tx, user_id).await?;
     let old: Vec<(String, Vec<u8>)> = sqlx::query!(
         "SELECT name, value FROM metadata_entries
          WHERE user_id = $1 AND coalesce(mailbox_id, 0) = $2 AND name = ANY($3)",

@@ -173,7 +173,7 @@ impl Reservation {
 /// Two statements, not one: the sums must be read with a snapshot taken after the lock was
 /// granted (READ COMMITTED takes one per statement), or a reservation committed by the
 /// transaction we waited for would be missed and two writers could both pass the limit.
-async fn locked_info(conn: &mut PgConnection, user_id: i64) -> Result<QuotaInfo, QuotaError> {
+pub(crate) async fn locked_info(conn: &mut PgConnection, user_id: i64) -> Result<QuotaInfo, QuotaError> {
     let row = sqlx::query!(
         "SELECT quota_limit, mail_bytes, file_bytes FROM users WHERE id = $1 FOR NO KEY UPDATE",
         user_id
@@ -196,13 +196,6 @@ async fn locked_info(conn: &mut PgConnection, user_id: i64) -> Result<QuotaInfo,
         file_bytes: (row.file_bytes.max(0) as u64).saturating_add(rows.files.max(0) as u64),
         reserved_bytes: rows.reserved.max(0) as u64,
     })
-}
-
-/// Inside a transaction: lock the user's row as every quota check does and read their quota,
-/// so the caller's own checks (METADATA's entry count, `metadata::set`) are serialised with
-/// the account's other writes until it commits.
-pub async fn lock_usage(conn: &mut PgConnection, user_id: i64) -> Result<QuotaInfo, QuotaError> {
-    locked_info(conn, user_id).await
 }
 
 /// A user's quota and usage now: a plain read that locks nothing (IMAP GETQUOTAROOT and WebDAV

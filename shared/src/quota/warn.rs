@@ -98,11 +98,10 @@ pub fn level(info: &QuotaInfo) -> Level {
     level_of(info.used(), info.limit)
 }
 
-/// Inside the transaction storing a warning of `level` for `user_id`: lock the user's row and
-/// record the crossing, if it still stands (usage at `level` or above) and was not warned
-/// about yet (another process may have stored the same warning meanwhile). `false`: store
-/// nothing.
-pub(crate) async fn claim(conn: &mut PgConnection, user_id: i64, level: Level) -> Result<bool, QuotaError> {
+/// Lock the user's row (FOR UPDATE, as every change of `quota_warned` does) and read the level
+/// of their committed usage, unfolded deltas included, and the level last warned about; `None`:
+/// no such user.
+async fn locked_levels(conn: &mut PgConnection, user_id: i64) -> Result<Option<(Level, Level)>, QuotaError> {
     let row = sqlx::query!(
         r#"SELECT quota_limit, quota_warned,
                 mail_bytes + (SELECT coalesce(sum(bytes), 0) FROM quota_reservations
@@ -113,11 +112,23 @@ pub(crate) async fn claim(conn: &mut PgConnection, user_id: i64, level: Level) -
         user_id
     )
     .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(QuotaError::UnknownUser)?;
-    let used = (row.mail_bytes.max(0) as u64).saturating_add(row.file_bytes.max(0) as u64);
-    let now = level_of(used, row.quota_limit.map(|l| l.max(0) as u64));
-    if now < level || Level::from_percent(row.quota_warned) >= level {
+    .await?;
+    Ok(row.map(|row| {
+        let used = (row.mail_bytes.max(0) as u64).saturating_add(row.file_bytes.max(0) as u64);
+        (
+            level_of(used, row.quota_limit.map(|l| l.max(0) as u64)),
+            Level::from_percent(row.quota_warned),
+        )
+    }))
+}
+
+/// Inside the transaction storing a warning of `level` for `user_id`: lock the user's row and
+/// record the crossing, if it still stands (usage at `level` or above) and was not warned
+/// about yet (another process may have stored the same warning meanwhile). `false`: store
+/// nothing.
+pub(crate) async fn claim(conn: &mut PgConnection, user_id: i64, level: Level) -> Result<bool, QuotaError> {
+    let (now, warned) = locked_levels(conn, user_id).await?.ok_or(QuotaError::UnknownUser)?;
+    if now < level || warned >= level {
         return Ok(false);
     }
     sqlx::query!(
@@ -140,21 +151,10 @@ pub(crate) async fn charge_warning(conn: &mut PgConnection, user_id: i64, bytes:
 /// Under the row lock, so it never undoes a warning stored meanwhile.
 async fn rearm(mail: &MailStore, user_id: i64) -> Result<(), QuotaError> {
     let mut tx = mail.db().begin().await?;
-    let row = sqlx::query!(
-        r#"SELECT quota_limit, quota_warned,
-                mail_bytes + (SELECT coalesce(sum(bytes), 0) FROM quota_reservations
-                              WHERE user_id = users.id AND charged = 'mail')::bigint AS "mail_bytes!",
-                file_bytes + (SELECT coalesce(sum(bytes), 0) FROM quota_reservations
-                              WHERE user_id = users.id AND charged = 'files')::bigint AS "file_bytes!"
-         FROM users WHERE id = $1 FOR UPDATE"#,
-        user_id
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else { return Ok(()) };
-    let used = (row.mail_bytes.max(0) as u64).saturating_add(row.file_bytes.max(0) as u64);
-    let now = level_of(used, row.quota_limit.map(|l| l.max(0) as u64));
-    if now < Level::from_percent(row.quota_warned) {
+    let Some((now, warned)) = locked_levels(&mut tx, user_id).await? else {
+        return Ok(());
+    };
+    if now < warned {
         sqlx::query!(
             "UPDATE users SET quota_warned = $2 WHERE id = $1",
             user_id,
