@@ -68,7 +68,12 @@ impl Parser<'_> {
                 return Err(format!("{name} is the root of the entry tree and holds no value"));
             }
             self.sp()?;
-            let value = self.nstring()?;
+            // RFC 5464 §5: value = nstring / literal8.
+            let value = if self.peek() == Some(b'~') {
+                Some(self.literal(true)?)
+            } else {
+                self.nstring()?
+            };
             entries.push((name, value));
             if entries.len() > MAX_ENTRIES_PER_COMMAND {
                 return Err(format!("at most {MAX_ENTRIES_PER_COMMAND} entries in one command"));

@@ -534,6 +534,9 @@ mod tests {
         assert_eq!(s.part, vec![1, 2]);
         assert_eq!(s.partial, Some((10, 20)));
         assert_eq!(s.spec(), "1.2.MIME");
+        // A literal8 stands only where RFC 3516 §4.2 puts it, not as a mailbox name.
+        assert!(parse_command(b"a SELECT ~{5}\r\nINBOX\r\n").is_err());
+        assert!(parse_command(b"a SELECT {5}\r\nINBOX\r\n").is_ok());
         // section-spec = section-msgtext / (section-part ["." section-text]) (RFC 3501 §9).
         for bad in [
             "a FETCH 1 BODY[1.]\r\n",

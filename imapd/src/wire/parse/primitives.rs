@@ -196,10 +196,12 @@ impl<'a> Parser<'a> {
         Ok(rest[..n].to_vec())
     }
 
+    /// A quoted string or a literal; never a literal8, which RFC 3516 §4.2 and RFC 5464 §5 allow
+    /// only where their grammar names it (APPEND, CATENATE's TEXT, a METADATA value).
     pub(super) fn string(&mut self) -> PResult<Vec<u8>> {
         match self.peek() {
             Some(b'"') => self.quoted(),
-            Some(b'{') | Some(b'~') => self.literal(true),
+            Some(b'{') => self.literal(false),
             _ => Err("expected a string".into()),
         }
     }
