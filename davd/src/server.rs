@@ -322,6 +322,10 @@ async fn serve_connection(
         .header_read_timeout(header_timeout)
         .max_header_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADER_FIELDS)
+        // A response's pieces are queued and written with writev, never copied into hyper's
+        // own buffer first: a GET's pieces may be a file's mapped pages (fs/read.rs
+        // `map_piece`), which only the kernel may read.
+        .writev(true)
         .keep_alive(true);
     let mut conn = builder.serve_connection(TokioIo::new(io), service);
     let mut stopping = false;
@@ -863,6 +867,10 @@ impl App {
         }
         let note = Arc::new(crate::checksum::Note::default());
         let mut fs = TinyFs::new(db.clone(), self.journal.clone()).with_checksum(note.clone());
+        if method == Method::GET && channel == Channel::LocalProxy {
+            // Plain TCP: the kernel copies the file's pages to the socket (fs/mod.rs).
+            fs = fs.with_mapped_reads();
+        }
         if method == Method::DELETE {
             // A folder is removed in one journaled step (fs/mod.rs `for_delete`).
             fs = fs.for_delete();

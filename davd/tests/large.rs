@@ -1,6 +1,6 @@
 //! Large files through the fast paths (issue #12): a PUT's body goes through the pipeline of a
 //! writer thread and two hashing threads (fs/upload.rs, checksum.rs `StreamHash`), a GET reads
-//! and sends 1 MiB pieces (fs/read.rs). The hashes, the bytes, ranges across the pieces'
+//! and sends 1 MiB pieces (fs/read.rs), over plain HTTP the file's mapped pages. The hashes, the bytes, ranges across the pieces'
 //! boundaries and the conditional headers stay exactly right, and a davd killed during a large
 //! PUT keeps the old file.
 
@@ -179,6 +179,146 @@ async fn ranges_and_conditions_on_a_file_read_in_large_pieces() {
     assert_eq!(r.header("content-length"), Some(len.to_string()));
     // (curl -I writes the header block where the body would go: no file bytes in it.)
     assert!(r.body.len() < 4096);
+}
+
+/// davd with its loopback plain-HTTP listener (a reverse proxy's side, where a GET sends the
+/// file's mapped pages, fs/read.rs): its base URL, and what stops it.
+async fn plain_listener(
+    env: &shared::testing::TestEnv,
+) -> (String, shared::net::Shutdown, tokio::task::JoinHandle<()>) {
+    let path = env.dir.path().join(shared::config::CONFIG_FILE);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[dav]\n", "[dav]\nhttp_listen = \"127.0.0.1:0\"\n");
+    std::fs::write(&path, text).unwrap();
+    let config = shared::Config::load(env.dir.path()).unwrap();
+    let context = shared::Context::new(config, env.context.db.clone()).await.unwrap();
+    let server = davd::Server::bind(context).await.unwrap();
+    let base = format!(
+        "http://127.0.0.1:{}",
+        server.http_addr().expect("plain listener").port()
+    );
+    let shutdown = shared::net::Shutdown::new();
+    let s = shutdown.clone();
+    let task = tokio::spawn(async move { server.run(s).await.expect("davd runs") });
+    (base, shutdown, task)
+}
+
+/// Over plain HTTP a GET hands hyper the file's mapped pages: whole files, ranges across
+/// the pieces' boundaries, several ranges, conditions and HEAD are exactly as under TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_over_plain_http_sends_exact_bytes_from_mapped_pieces() {
+    let env = shared::testing::TestEnv::new().await;
+    env.add_user(ALICE, PW, None).await;
+    let (base, shutdown, task) = plain_listener(&env).await;
+    let auth = format!("{ALICE}:{PW}");
+    let get = |args: &[&str]| {
+        let mut all = vec!["-u".to_string(), auth.clone()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        async move { curl(&all).await }
+    };
+    let data = body((5 << 20) + 333);
+    let len = data.len();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("video.bin");
+    std::fs::write(&local, &data).unwrap();
+    let url = format!("{base}/video.bin");
+    assert_eq!(get(&["-T", &local.to_string_lossy(), &url]).await.status, 201);
+
+    let whole = get(&[&url]).await;
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.header("content-length"), Some(len.to_string()));
+    assert!(whole.body == data, "the whole file");
+    let etag = whole.header("etag").expect("an ETag");
+    let mib = 1usize << 20;
+    for (from, to) in [(mib - 1, 3 * mib + 1), (4095, 4097), (len - 5, len - 1), (0, len - 1)] {
+        let r = get(&["-r", &format!("{from}-{to}"), &url]).await;
+        assert_eq!(r.status, 206, "range {from}-{to}");
+        assert!(r.body == data[from..=to], "range {from}-{to}: the bytes");
+    }
+    let r = get(&["-r", &format!("7-9,{}-{}", 2 * mib - 2, 2 * mib + 2), &url]).await;
+    assert_eq!(r.status, 206);
+    for part in [&data[7..=9], &data[2 * mib - 2..=2 * mib + 2]] {
+        assert!(
+            r.body.windows(part.len()).any(|w| w == part),
+            "a part of the multipart answer"
+        );
+    }
+    assert_eq!(get(&["-H", &format!("If-None-Match: {etag}"), &url]).await.status, 304);
+    let head = get(&["-I", &url]).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some(len.to_string()));
+    // A small file and an empty one.
+    for content in [&b"tiny"[..], b""] {
+        let f = dir.path().join("small");
+        std::fs::write(&f, content).unwrap();
+        let u = format!("{base}/small-{}.txt", content.len());
+        assert_eq!(get(&["-T", &f.to_string_lossy(), &u]).await.status, 201);
+        let r = get(&[&u]).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body == content);
+    }
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+/// A file shrunk in place behind davd's back (by hand on the server: davd itself only ever
+/// renames new files over old ones) while a GET over plain HTTP sends its mapped pages: that
+/// answer breaks off, and davd (this very process) lives on and serves the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_cut_short_during_a_plain_get_breaks_only_that_answer() {
+    let env = shared::testing::TestEnv::new().await;
+    env.add_user(ALICE, PW, None).await;
+    let (base, shutdown, task) = plain_listener(&env).await;
+    let auth = format!("{ALICE}:{PW}");
+    let data = body(48 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("big.bin");
+    std::fs::write(&local, &data).unwrap();
+    let url = format!("{base}/big.bin");
+    let put = curl(&[
+        "-u".into(),
+        auth.clone(),
+        "-T".into(),
+        local.to_string_lossy().into(),
+        url.clone(),
+    ])
+    .await;
+    assert_eq!(put.status, 201);
+
+    // Read slowly, so the pieces in flight are mapped when the file shrinks.
+    let args: Vec<String> = vec![
+        "-u".into(),
+        auth.clone(),
+        "--limit-rate".into(),
+        "8M".into(),
+        "--max-time".into(),
+        "8".into(),
+        url.clone(),
+    ];
+    let download = tokio::spawn(async move { curl(&args).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stored = env.context.user_files_dir(ALICE).join("big.bin");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&stored)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let r = download.await.unwrap();
+    assert!(
+        r.body.len() < data.len(),
+        "the answer broke off ({} bytes)",
+        r.body.len()
+    );
+    let n = r.body.len().min(1 << 20);
+    assert!(r.body[..n] == data[..n], "what was sent before the cut is the file's");
+
+    let again = curl(&["-u".into(), auth, url]).await;
+    assert_eq!(again.status, 200, "davd still serves");
+    assert!(again.body == data[..1 << 20]);
+    shutdown.cancel();
+    task.await.unwrap();
 }
 
 /// davd killed (SIGKILL) while a large PUT is being written: the old file is served after the

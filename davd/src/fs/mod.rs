@@ -84,6 +84,8 @@ pub struct TinyFs {
     deleting: bool,
     /// The folder this DELETE removed whole, for the `remove_dir` dav-server calls after.
     deleted_tree: Arc<Mutex<Option<PathBuf>>>,
+    /// A GET hands out the file's mapped pages instead of copies (see [`TinyFs::with_mapped_reads`]).
+    mapped_reads: bool,
 }
 
 impl TinyFs {
@@ -97,7 +99,17 @@ impl TinyFs {
             checksum: Arc::default(),
             deleting: false,
             deleted_tree: Arc::new(Mutex::new(None)),
+            mapped_reads: false,
         }
+    }
+
+    /// A GET of this request sends the file's own pages, mapped (fs/read.rs `map_piece`),
+    /// instead of a copy read into a buffer: one copy of every byte fewer. Only for a response
+    /// nothing in davd reads: hyper writing the pieces with writev to a plain socket (the
+    /// loopback HTTP listener, server.rs); under TLS, rustls reads every byte to encrypt it.
+    pub fn with_mapped_reads(mut self) -> TinyFs {
+        self.mapped_reads = true;
+        self
     }
 
     /// Give the file this PUT writes the modification time `mtime`.

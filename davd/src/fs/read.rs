@@ -39,7 +39,9 @@ impl TinyFs {
         {
             self.checksum.set(Outcome::Known(hash));
         }
-        Ok(Box::new(ReadFile::new(file)) as Box<dyn DavFile>)
+        let file = ReadFile::new(file);
+        let file = if self.mapped_reads { file.mapped() } else { file };
+        Ok(Box::new(file) as Box<dyn DavFile>)
     }
 
     /// The content hash stored for `key` (checksum.rs), from the listing cache when its folder
@@ -264,6 +266,9 @@ pub(super) struct ReadFile {
     cursor: u64,
     /// The file's size when opened (files are replaced by rename, so an open one keeps it).
     size: u64,
+    /// Hand out the file's own pages (mapped, [`map_piece`]) instead of copies of them: only
+    /// where nothing in davd reads the pieces, see [`TinyFs::with_mapped_reads`].
+    mapped: bool,
 }
 
 impl ReadFile {
@@ -274,7 +279,14 @@ impl ReadFile {
             ahead: Bytes::new(),
             cursor: 0,
             size,
+            mapped: false,
         }
+    }
+
+    /// Pieces of this file are its mapped pages ([`map_piece`]).
+    pub(super) fn mapped(mut self) -> ReadFile {
+        self.mapped = true;
+        self
     }
 
     fn take(&mut self) -> FsResult<File> {
@@ -310,7 +322,13 @@ impl DavFile for ReadFile {
             let file = self.take()?;
             let left = usize::try_from(self.size.saturating_sub(self.cursor)).unwrap_or(usize::MAX);
             let want = count.max(left.min(READ_AHEAD));
+            let (mapped, at) = (self.mapped, self.cursor);
             let (file, mut data) = blocking(move || {
+                if mapped && let Some(piece) = map_piece(&file, at, want.min(left)) {
+                    // The file's position follows what was handed out, as after a read.
+                    (&file).seek(SeekFrom::Current(piece.len() as i64)).map_err(io)?;
+                    return Ok((file, piece));
+                }
                 // Into spare capacity: no zero-filling of a buffer the read overwrites.
                 let mut buf = Vec::with_capacity(want);
                 (&file).take(want as u64).read_to_end(&mut buf).map_err(io)?;
@@ -348,5 +366,133 @@ impl DavFile for ReadFile {
     }
     fn flush(&'_ mut self) -> FsFuture<'_, ()> {
         Box::pin(futures::future::ready(Ok(())))
+    }
+}
+
+/// `len` bytes of `file` from `offset` as the file's own pages: mapped, and read in here
+/// (MADV_POPULATE_READ, Linux 5.14) on the blocking pool, so the async thread that sends them
+/// never waits for the disk, and the socket write copies straight from the page cache (one
+/// copy fewer than a read into a buffer). Unmapped when hyper drops the piece, so only the
+/// pieces in flight are mapped. `None` when the kernel cannot (an older kernel, a file shrunk
+/// behind davd's back): the caller reads a copy instead.
+#[allow(unsafe_code)] // mmap(2): see SAFETY below.
+fn map_piece(file: &File, offset: u64, len: usize) -> Option<Bytes> {
+    if len == 0 {
+        return None;
+    }
+    // SAFETY: davd never changes a file in place: every PUT, COPY and chunked assembly writes
+    // a temp file and renames it over the old one (fs/upload.rs, fs/tree.rs, chunked.rs), so
+    // the mapped file keeps its bytes, and an unlinked one stays readable until unmapped. A
+    // file truncated behind davd's back (by hand, on the server) would make a read of the
+    // missing pages fault; the pieces are handed only to hyper writing a plain socket with
+    // writev (server.rs: `writev(true)`, never copied in this process), where that fault is
+    // the kernel's and comes back as EFAULT on the write, not as SIGBUS.
+    let map = unsafe { memmap2::MmapOptions::new().offset(offset).len(len).map(file) };
+    let map = match map {
+        Ok(map) => map,
+        Err(e) => {
+            tracing::debug!("mapping a piece of a file: {e}");
+            return None;
+        }
+    };
+    // Read ahead generously behind this piece, then fault its pages in here.
+    if let Err(e) = map.advise(memmap2::Advice::Sequential) {
+        tracing::debug!("madvise(SEQUENTIAL): {e}");
+    }
+    if let Err(e) = map.advise(memmap2::Advice::PopulateRead) {
+        tracing::debug!("madvise(POPULATE_READ): {e}");
+        return None;
+    }
+    Some(Bytes::from_owner(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(len: usize) -> Vec<u8> {
+        (0..len as u64)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+            .collect()
+    }
+
+    /// Whether `ptr` lies in a mapping of `path` (/proc/self/maps).
+    fn mapped_from(ptr: *const u8, path: &Path) -> bool {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let path = path.canonicalize().unwrap();
+        let name = path.to_str().unwrap();
+        maps.lines().filter(|l| l.ends_with(name)).any(|l| {
+            let range = l.split(' ').next().unwrap();
+            let (from, to) = range.split_once('-').unwrap();
+            let (from, to) = (
+                usize::from_str_radix(from, 16).unwrap(),
+                usize::from_str_radix(to, 16).unwrap(),
+            );
+            (from..to).contains(&(ptr as usize))
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mapped_pieces_are_the_file_s_pages_at_any_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        let data = content(READ_AHEAD * 2 + 4321);
+        std::fs::write(&path, &data).unwrap();
+
+        let mut file = ReadFile::new(File::open(&path).unwrap()).mapped();
+        let first = file.read_bytes(READ_CHUNK).await.unwrap();
+        assert!(first[..] == data[..READ_CHUNK]);
+        assert!(mapped_from(first.as_ptr(), &path), "a piece is the file's mapped pages");
+        // Small reads come out of the piece read ahead; a seek to an offset that is not a
+        // page's start maps from there.
+        let at = READ_AHEAD as u64 + 1234;
+        assert_eq!(file.seek(SeekFrom::Start(at)).await.unwrap(), at);
+        let small = file.read_bytes(10).await.unwrap();
+        assert!(small[..] == data[at as usize..at as usize + 10]);
+        assert!(mapped_from(small.as_ptr(), &path));
+        assert_eq!(file.seek(SeekFrom::Current(5)).await.unwrap(), at + 15);
+        let mut rest = Vec::new();
+        loop {
+            let piece = file.read_bytes(READ_CHUNK).await.unwrap();
+            if piece.is_empty() {
+                break;
+            }
+            rest.extend_from_slice(&piece);
+        }
+        assert!(rest[..] == data[at as usize + 15..]);
+        // Unmapped once the pieces are dropped.
+        let ptr = first.as_ptr();
+        drop((first, small, file));
+        assert!(!mapped_from(ptr, &path));
+
+        // Without `mapped`: copies, as under TLS.
+        let mut plain = ReadFile::new(File::open(&path).unwrap());
+        let copy = plain.read_bytes(READ_CHUNK).await.unwrap();
+        assert!(copy[..] == data[..READ_CHUNK]);
+        assert!(!mapped_from(copy.as_ptr(), &path));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_cut_short_behind_davd_is_read_not_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        let data = content(READ_AHEAD * 3);
+        std::fs::write(&path, &data).unwrap();
+        let mut file = ReadFile::new(File::open(&path).unwrap()).mapped();
+        let first = file.read_bytes(READ_CHUNK).await.unwrap();
+        assert!(first[..] == data[..READ_CHUNK]);
+        // Shrunk in place (never by davd itself): the pages past the new end cannot be
+        // faulted in, so the piece is read instead, short, and no SIGBUS ever happens.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(READ_AHEAD as u64 + 100)
+            .unwrap();
+        let next = file.read_bytes(READ_CHUNK).await.unwrap();
+        assert!(next[..] == data[READ_AHEAD..READ_AHEAD + 100]);
+        assert!(!mapped_from(next.as_ptr(), &path));
+        assert!(file.read_bytes(READ_CHUNK).await.unwrap().is_empty());
+        assert!(map_piece(&File::open(&path).unwrap(), 0, 0).is_none());
     }
 }

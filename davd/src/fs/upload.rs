@@ -37,6 +37,9 @@ use crate::{paths, props};
 /// Bytes of an upload gathered before they go to the writer and hashing threads (memory per
 /// upload: about (stage::DEPTH + 2) of these).
 const WRITE_CHUNK: usize = 1 << 20;
+/// A piece of the body at least this large, arriving when nothing is gathered, goes to the
+/// threads as it is (hyper reads a fast body in pieces of up to about 400 KiB).
+const PASS_ON: usize = 64 << 10;
 /// Written bytes after which the writer asks the kernel to start writing them to disk.
 const WRITEBACK_STEP: u64 = 8 << 20;
 /// How much more quota an upload of unknown length reserves each time it outgrows its reservation.
@@ -232,6 +235,11 @@ impl Upload {
             return Ok(());
         }
         let data = self.pending.split().freeze();
+        self.write_piece(data).await
+    }
+
+    /// Hand `data` to the writer and the hashing threads (shared, not copied).
+    async fn write_piece(&mut self, data: Bytes) -> FsResult<()> {
         if let Some(file) = self.file.take() {
             self.sink = Some(Sink::start(file));
         }
@@ -248,7 +256,7 @@ impl Upload {
         Ok(())
     }
 
-    async fn accept(&mut self, data: &[u8]) -> FsResult<()> {
+    async fn accept(&mut self, data: Bytes) -> FsResult<()> {
         self.written += data.len() as u64;
         if let Some(expected) = self.expected
             && self.written > expected
@@ -257,7 +265,14 @@ impl Upload {
             return Err(FsError::TooLarge);
         }
         self.ensure_quota().await?;
-        self.pending.extend_from_slice(data);
+        // A body that fits one buffer is written in one go at the end (`commit`).
+        let large = self.sink.is_some() || self.expected.is_none_or(|n| n > WRITE_CHUNK as u64);
+        if large && self.pending.is_empty() && data.len() >= PASS_ON {
+            // A large piece of a large body as hyper read it: on to the threads as it is,
+            // not copied into the gathering buffer first.
+            return self.write_piece(data).await;
+        }
+        self.pending.extend_from_slice(&data);
         if self.pending.len() >= WRITE_CHUNK {
             self.write_pending().await?;
         }
@@ -459,16 +474,15 @@ impl DavFile for Upload {
     fn write_buf(&'_ mut self, mut buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
         async move {
             while buf.has_remaining() {
-                let chunk = buf.chunk().to_vec();
-                buf.advance(chunk.len());
-                self.accept(&chunk).await?;
+                let chunk = buf.copy_to_bytes(buf.chunk().len());
+                self.accept(chunk).await?;
             }
             Ok(())
         }
         .boxed()
     }
     fn write_bytes(&'_ mut self, buf: Bytes) -> FsFuture<'_, ()> {
-        async move { self.accept(&buf).await }.boxed()
+        async move { self.accept(buf).await }.boxed()
     }
     fn read_bytes(&'_ mut self, _count: usize) -> FsFuture<'_, Bytes> {
         Box::pin(futures::future::ready(Err(FsError::NotImplemented)))
