@@ -257,36 +257,82 @@ impl Tag<'_> {
         }
     }
 
-    /// Push the namespace declarations of this tag onto `scope`.
-    fn declare(&self, scope: &mut Bindings) -> io::Result<()> {
-        let mut rest = self.attributes;
+    /// The attributes of this tag: (name, raw value, the bytes of the whole attribute with the
+    /// white space before it, as a range of `attributes`).
+    fn attributes(&self) -> io::Result<Vec<(&[u8], &[u8], std::ops::Range<usize>)>> {
+        let all = self.attributes;
+        let mut found = Vec::new();
+        let mut at = 0;
         loop {
-            rest = rest.trim_ascii_start();
-            if rest.is_empty() {
-                return Ok(());
+            let from = at;
+            while all.get(at).is_some_and(u8::is_ascii_whitespace) {
+                at += 1;
             }
+            if at >= all.len() {
+                return Ok(found);
+            }
+            let rest = &all[at..];
             let eq = rest
                 .iter()
                 .position(|&b| b == b'=')
                 .ok_or_else(|| bad("an attribute without a value"))?;
             let name = rest[..eq].trim_ascii_end();
-            rest = rest[eq + 1..].trim_ascii_start();
-            let quote = *rest.first().ok_or_else(|| bad("an attribute without a value"))?;
+            let after = &rest[eq + 1..];
+            let skipped = after.len() - after.trim_ascii_start().len();
+            let value_at = at + eq + 1 + skipped;
+            let quote = *all.get(value_at).ok_or_else(|| bad("an attribute without a value"))?;
             if quote != b'"' && quote != b'\'' {
                 return Err(bad("an unquoted attribute value"));
             }
-            let len = rest[1..]
+            let len = all[value_at + 1..]
                 .iter()
                 .position(|&b| b == quote)
                 .ok_or_else(|| bad("an unterminated attribute value"))?;
-            let value = &rest[1..1 + len];
-            rest = &rest[len + 2..];
+            at = value_at + len + 2;
+            found.push((name, &all[value_at + 1..value_at + 1 + len], from..at));
+        }
+    }
+
+    /// Push the namespace declarations of this tag onto `scope`.
+    fn declare(&self, scope: &mut Bindings) -> io::Result<()> {
+        for (name, value, _) in self.attributes()? {
             if name == b"xmlns" {
                 scope.push((Vec::new(), unescape(value)?));
             } else if let Some(prefix) = name.strip_prefix(b"xmlns:") {
                 scope.push((prefix.to_vec(), unescape(value)?));
             }
         }
+        Ok(())
+    }
+
+    /// Write this start tag without the namespace declarations `root` already makes (a stored
+    /// Win32 property declares the prefix dav-server's root binds too: 40 bytes an entry of
+    /// Explorer's listing, whose size is limited). `close`: as a self-closing tag.
+    fn write_lean(&self, out: &mut Vec<u8>, root: &Bindings, close: bool) -> io::Result<()> {
+        out.push(b'<');
+        out.extend_from_slice(self.name);
+        for (name, value, range) in self.attributes()? {
+            let prefix = if name == b"xmlns" {
+                Some(&b""[..])
+            } else {
+                name.strip_prefix(b"xmlns:")
+            };
+            let redundant = match prefix {
+                Some(p) => {
+                    let value = unescape(value)?;
+                    root.iter()
+                        .rev()
+                        .find(|(rp, _)| rp == p)
+                        .is_some_and(|(_, ns)| *ns == value)
+                }
+                None => false,
+            };
+            if !redundant {
+                out.extend_from_slice(&self.attributes[range]);
+            }
+        }
+        out.extend_from_slice(if close { b"/>" } else { b">" });
+        Ok(())
     }
 
     /// The element's expanded name in `scope` (its own declarations already pushed).
@@ -760,7 +806,7 @@ impl<B> Rewrite<B> {
                     for i in kept {
                         let prop = &cut.properties[i];
                         seen.push(&prop.name);
-                        write_property(out, response, prop, &self.asked);
+                        write_property(out, response, prop, &self.asked, &self.root_scope)?;
                     }
                     out.extend_from_slice(&response[p.prop_close_start..p.end]);
                 }
@@ -788,33 +834,31 @@ impl Asked {
     }
 }
 
-/// One property element as kept: names only for `propname`, a quoted `getetag`, else as it is.
-fn write_property(out: &mut Vec<u8>, response: &[u8], prop: &Property, asked: &Asked) {
-    let open = &response[prop.open.clone()];
+/// One property element as kept: names only for `propname`, a quoted `getetag`, else as it is
+/// (its start tag without the declarations the root makes: `root`).
+fn write_property(
+    out: &mut Vec<u8>,
+    response: &[u8],
+    prop: &Property,
+    asked: &Asked,
+    root: &Bindings,
+) -> io::Result<()> {
+    let open = Tag::of(&response[prop.open.clone()]);
     let self_closing = prop.close.is_empty();
-    if *asked == Asked::PropName {
-        if self_closing {
-            out.extend_from_slice(open);
-        } else {
-            out.extend_from_slice(&open[..open.len() - 1]);
-            out.extend_from_slice(b"/>");
-        }
-        return;
+    if *asked == Asked::PropName || self_closing {
+        return open.write_lean(out, root, true);
     }
-    if self_closing {
-        out.extend_from_slice(open);
-        return;
-    }
+    open.write_lean(out, root, false)?;
     let value = &response[prop.open.end..prop.close.start];
     if prop.name.is_dav("getetag") && !value.contains(&b'<') {
         // dav-server writes the entity-tag without its quotes (the text is our own hex).
-        out.extend_from_slice(open);
         let text = String::from_utf8_lossy(value);
         out.extend_from_slice(quoted_etag(&text).as_bytes());
-        out.extend_from_slice(&response[prop.close.clone()]);
-        return;
+    } else {
+        out.extend_from_slice(value);
     }
-    out.extend_from_slice(&response[prop.open.start..prop.close.end]);
+    out.extend_from_slice(&response[prop.close.clone()]);
+    Ok(())
 }
 
 /// RFC 4918 section 9.1: each property asked for by name that the resource lacks, in a
