@@ -236,6 +236,10 @@ fn token_at(input: &[u8], at: usize) -> Option<(Token, usize)> {
 /// default namespace, and an empty namespace undeclares it (XML Namespaces 1.0 section 6).
 type Bindings = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// An attribute of a start tag: its name, its raw value, and where it is (with the white space
+/// before it) in the tag's attributes.
+type Attribute<'a> = (&'a [u8], &'a [u8], std::ops::Range<usize>);
+
 /// A start tag `<name attributes>` or `<name attributes/>`, split.
 struct Tag<'a> {
     name: &'a [u8],
@@ -259,7 +263,7 @@ impl Tag<'_> {
 
     /// The attributes of this tag: (name, raw value, the bytes of the whole attribute with the
     /// white space before it, as a range of `attributes`).
-    fn attributes(&self) -> io::Result<Vec<(&[u8], &[u8], std::ops::Range<usize>)>> {
+    fn attributes(&self) -> io::Result<Vec<Attribute<'_>>> {
         let all = self.attributes;
         let mut found = Vec::new();
         let mut at = 0;
