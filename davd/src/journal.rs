@@ -42,7 +42,8 @@ pub enum Step {
     /// Rename the fsynced temp file `temp` (inode `ino`) over `target` (PUT, COPY).
     Place { temp: PathBuf, target: PathBuf, ino: u64 },
     /// Unlink the file `target` (inode `ino`), or remove the folder `target` with everything
-    /// in it (DELETE; a whole tree is one step, so one transaction and one refund).
+    /// in it (DELETE; a whole tree is one step, so one transaction and one refund; the folder
+    /// is renamed aside and emptied after the answer, see [`Step::apply`]).
     Delete { target: PathBuf, ino: u64 },
     /// Rename `from` (inode `ino`, a file or a folder) to `to` (MOVE).
     Move { from: PathBuf, to: PathBuf, ino: u64 },
@@ -115,25 +116,45 @@ impl Step {
         }
     }
 
-    /// Do the step and make it durable.
-    fn apply(&self) -> std::io::Result<()> {
+    /// Do the step and make it durable. A folder a DELETE removes is renamed aside (a hidden
+    /// name in the same folder) and only that rename is made durable before the answer; its
+    /// contents are removed after it, in the background when `background` (a live request) and
+    /// else at once (recovery).
+    fn apply(&self, background: bool) -> std::io::Result<()> {
         match self {
             Step::Place { temp, target, .. } => {
                 std::fs::rename(temp, target)?;
                 sync_dir(target)
             }
             Step::Delete { target, .. } => {
-                // A folder goes with its contents. A crash half way leaves the folder with its
-                // inode, so replay finishes it (the refund of all of it is committed already).
                 // remove_dir_all does not follow symbolic links.
                 if target.symlink_metadata()?.is_dir() {
-                    std::fs::remove_dir_all(target)?;
+                    // issue #12: a DELETE of a folder of 1000 files waited for 1000 unlinks.
+                    // Once the rename is durable the folder is gone for every client, the
+                    // refund of all of it is committed, and what is inside is unreachable: a
+                    // crash before its removal leaves a hidden folder that no listing shows, no
+                    // usage count includes, and davd's start sweep removes
+                    // (fs/upload.rs `sweep_stale_uploads`). A crash before the rename leaves the
+                    // folder with its inode: recovery finishes the step.
+                    let aside = target.with_file_name(format!(
+                        "{}deleted-{}",
+                        shared::quota::UPLOAD_TEMP_PREFIX,
+                        uuid::Uuid::new_v4().simple()
+                    ));
+                    std::fs::rename(target, &aside)?;
+                    sync_dir(target)?;
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(runtime) if background => {
+                            runtime.spawn_blocking(move || remove_set_aside(&aside));
+                        }
+                        _ => remove_set_aside(&aside),
+                    }
+                    Ok(())
                 } else {
                     std::fs::remove_file(target)?;
+                    // Only the file's entry in its folder needs to be durable.
+                    sync_dir(target)
                 }
-                // Only the folder's entry in its parent needs to be durable: what was inside
-                // is unreachable once it is gone.
-                sync_dir(target)
             }
             Step::Move { from, to, .. } => {
                 std::fs::rename(from, to)?;
@@ -168,7 +189,7 @@ impl Step {
         match self {
             Step::Place { temp, target, .. } => {
                 if temp.symlink_metadata().is_ok_and(|m| m.is_file()) {
-                    self.apply()?;
+                    self.apply(false)?;
                     Ok(Replayed::Finished)
                 } else if has(target, true) {
                     Ok(Replayed::AlreadyDone)
@@ -178,7 +199,7 @@ impl Step {
             }
             Step::Delete { target, .. } => {
                 if has(target, false) {
-                    self.apply()?;
+                    self.apply(false)?;
                     Ok(Replayed::Finished)
                 } else {
                     Ok(Replayed::AlreadyDone)
@@ -186,7 +207,7 @@ impl Step {
             }
             Step::Move { from, to, .. } => {
                 if has(from, false) {
-                    self.apply()?;
+                    self.apply(false)?;
                     Ok(Replayed::Finished)
                 } else if has(to, false) {
                     Ok(Replayed::AlreadyDone)
@@ -195,6 +216,16 @@ impl Step {
                 }
             }
         }
+    }
+}
+
+/// Remove a folder a DELETE set aside, with everything in it (what is already gone, by a
+/// concurrent sweep, is no error). A failure is logged; davd's next start removes the rest.
+pub fn remove_set_aside(aside: &Path) {
+    match std::fs::remove_dir_all(aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %aside.display(), "removing a deleted folder: {e} (removed at the next start)"),
     }
 }
 
@@ -448,7 +479,7 @@ impl UserGuard {
             if fail {
                 return Err(std::io::Error::other("test hook: the step fails"));
             }
-            s.apply()
+            s.apply(true)
         });
         match applied.await {
             Ok(Ok(())) => {

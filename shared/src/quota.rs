@@ -759,7 +759,7 @@ pub async fn recalc(db: &PgPool, user_id: i64, files_root: &std::path::Path) -> 
 }
 
 /// Bytes of regular files under `root`, not following symlinks; temp files of uploads in
-/// progress (`.tinydc-upload-*`) are not counted.
+/// progress (`.tinydc-upload-*`) and folders set aside by a DELETE are not counted.
 pub fn tree_bytes(root: &std::path::Path) -> u64 {
     let mut total = 0;
     for_each_file(root, |entry, meta| {
@@ -772,8 +772,20 @@ pub fn tree_bytes(root: &std::path::Path) -> u64 {
 
 /// Visit every regular file under `root` with its metadata. Symbolic links are not followed
 /// (a link is neither a file nor a directory here) and a directory that cannot be read is
-/// skipped; the walk keeps its own stack, so depth costs no call stack.
-pub fn for_each_file(root: &std::path::Path, mut visit: impl FnMut(&std::fs::DirEntry, &std::fs::Metadata)) {
+/// skipped; the walk keeps its own stack, so depth costs no call stack. A folder named with
+/// [`UPLOAD_TEMP_PREFIX`] (one a DELETE set aside, davd's journal.rs) is not entered.
+pub fn for_each_file(root: &std::path::Path, visit: impl FnMut(&std::fs::DirEntry, &std::fs::Metadata)) {
+    for_each_file_and_set_aside(root, visit, |_| {});
+}
+
+/// [`for_each_file`], and `set_aside` for each folder named with [`UPLOAD_TEMP_PREFIX`] it
+/// meets (not entered): a deleted folder whose contents are still being removed, or were not
+/// by a crash (davd's start sweep removes them).
+pub fn for_each_file_and_set_aside(
+    root: &std::path::Path,
+    mut visit: impl FnMut(&std::fs::DirEntry, &std::fs::Metadata),
+    mut set_aside: impl FnMut(&std::path::Path),
+) {
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
@@ -782,7 +794,15 @@ pub fn for_each_file(root: &std::path::Path, mut visit: impl FnMut(&std::fs::Dir
                 continue;
             };
             if meta.is_dir() {
-                stack.push(entry.path());
+                if entry
+                    .file_name()
+                    .as_encoded_bytes()
+                    .starts_with(UPLOAD_TEMP_PREFIX.as_bytes())
+                {
+                    set_aside(&entry.path());
+                } else {
+                    stack.push(entry.path());
+                }
             } else if meta.is_file() {
                 visit(&entry, &meta);
             }
@@ -790,7 +810,8 @@ pub fn for_each_file(root: &std::path::Path, mut visit: impl FnMut(&std::fs::Dir
     }
 }
 
-/// Name prefix of davd's temporary upload files (not counted as usage until renamed into place).
+/// Name prefix of davd's temporary upload files (not counted as usage until renamed into place),
+/// and of the folders a DELETE set aside while their contents are removed (never counted).
 pub const UPLOAD_TEMP_PREFIX: &str = ".tinydc-upload-";
 
 /// This process's owner identity for one database: the id its reservations carry, and the

@@ -121,7 +121,8 @@ impl TinyFs {
     /// DELETE of a folder (RFC 4918 section 9.6.1), called in place of its listing (see
     /// `TinyFs::for_delete`): one journaled step for the whole tree: one transaction refunds
     /// every file in it and drops the dead properties at or below it, then the folder goes
-    /// (journal.rs `Step::Delete`; a crash half way is finished at restart). `None` for the
+    /// (journal.rs `Step::Delete`: renamed aside, its contents removed after the answer; a
+    /// crash half way is finished at restart). `None` for the
     /// user's root, which is never removed: its members are deleted one by one as before.
     pub(super) async fn do_remove_tree(
         &self,

@@ -519,21 +519,33 @@ pub(super) fn create_temp(path: &Path) -> FsResult<File> {
 /// Remove upload temp files left by a crash or power cut under `files_dir` (all users' trees):
 /// those last written before `started` (when this davd started; its own uploads are newer).
 /// Run after the journal's recovery, which has placed every temp file a committed PUT or
-/// COPY still needed; the rest were never acknowledged, so no content is lost. Returns how
-/// many were removed.
+/// COPY still needed; the rest were never acknowledged, so no content is lost. Also the
+/// folders a DELETE set aside (journal.rs) that a crash left before their removal: their
+/// DELETE was committed and answered. Returns how many were removed.
 pub fn sweep_stale_uploads(files_dir: &Path, started: SystemTime) -> usize {
     let mut removed = 0;
-    shared::quota::for_each_file(files_dir, |entry, meta| {
-        if paths::is_hidden_name(entry.file_name().as_encoded_bytes()) && meta.modified().is_ok_and(|m| m < started) {
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => {
-                    tracing::info!(path = %entry.path().display(), "removed an upload left by a crash");
-                    removed += 1;
+    let mut set_aside = Vec::new();
+    shared::quota::for_each_file_and_set_aside(
+        files_dir,
+        |entry, meta| {
+            if paths::is_hidden_name(entry.file_name().as_encoded_bytes()) && meta.modified().is_ok_and(|m| m < started)
+            {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => {
+                        tracing::info!(path = %entry.path().display(), "removed an upload left by a crash");
+                        removed += 1;
+                    }
+                    Err(e) => tracing::warn!(path = %entry.path().display(), "cannot remove a stale upload: {e}"),
                 }
-                Err(e) => tracing::warn!(path = %entry.path().display(), "cannot remove a stale upload: {e}"),
             }
-        }
-    });
+        },
+        |dir| set_aside.push(dir.to_path_buf()),
+    );
+    for dir in set_aside {
+        tracing::info!(path = %dir.display(), "removing a deleted folder left by a crash");
+        crate::journal::remove_set_aside(&dir);
+        removed += 1;
+    }
     removed
 }
 
@@ -561,8 +573,18 @@ mod tests {
                 .set_modified(two_hours_ago)
                 .unwrap();
         }
+        // A folder a DELETE set aside (journal.rs), its contents not removed yet by a crash.
+        let aside = user.join(format!("{UPLOAD_TEMP_PREFIX}deleted-0123"));
+        std::fs::create_dir_all(aside.join("deep")).unwrap();
+        std::fs::write(aside.join("deep/a.txt"), b"x").unwrap();
+        assert_eq!(
+            shared::quota::tree_bytes(dir.path()),
+            1,
+            "only notes.txt: the folder set aside is not counted"
+        );
         let started = SystemTime::now() - std::time::Duration::from_secs(60);
-        assert_eq!(sweep_stale_uploads(dir.path(), started), 1);
+        assert_eq!(sweep_stale_uploads(dir.path(), started), 2);
         assert!(!old.exists() && fresh.exists() && kept.exists());
+        assert!(!aside.exists());
     }
 }
