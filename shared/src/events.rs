@@ -310,7 +310,9 @@ impl Events {
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {
                 let generation = rx.borrow_and_update().generation;
-                if tx.send(generation).is_err() {
+                // Only a (re)connect counts, not the connection being given up.
+                tx.send_if_modified(|seen| std::mem::replace(seen, generation) != generation);
+                if tx.is_closed() {
                     break;
                 }
             }

@@ -80,6 +80,9 @@ async fn an_idle_listener_gives_up_its_backend_and_returns_on_interest() {
     assert_eq!(listeners(&db).await.0, 1, "an interest keeps the listener");
     drop(interest);
     wait_listeners(&db, (0, 0)).await;
+    // Giving the connection up is no reconnect: waiters are not woken for it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!reconnects.has_changed().unwrap(), "giving up is not a reconnect");
 }
 
 #[tokio::test]
