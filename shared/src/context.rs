@@ -24,8 +24,18 @@ pub struct Context {
 impl Context {
     /// Build a context over an open pool (schema already migrated) and start listening for events.
     pub async fn new(config: Config, db: PgPool) -> anyhow::Result<Arc<Context>> {
+        Context::with_listener_idle(config, db, crate::events::LISTENER_IDLE_RELEASE).await
+    }
+
+    /// [`Context::new`] whose event listener gives its connection up `listener_idle` after the
+    /// last interest in it (tests; daemons use [`crate::events::LISTENER_IDLE_RELEASE`]).
+    pub async fn with_listener_idle(
+        config: Config,
+        db: PgPool,
+        listener_idle: Duration,
+    ) -> anyhow::Result<Arc<Context>> {
         let blobs = BlobStore::new(config.blobs_dir()).with_min_free(config.server.min_free_space);
-        let events = Events::start(&db).await?;
+        let events = Events::start_with(&db, listener_idle).await?;
         crate::quota::guard_disk(
             &db,
             vec![config.data_dir.clone(), config.blobs_dir(), config.files_dir()],

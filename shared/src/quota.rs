@@ -18,8 +18,9 @@
 //! [`warn::after_write`]), by the next [`reserve`] of the user, and at daemon start; every reader here adds the ones not folded yet.
 //!
 //! A reservation left by a crashed process is released by its owner's death: every process that
-//! reserves holds a session-level advisory lock on its own owner id on one connection for its
-//! life (a daemon's event listener connection, see [`Owner`]), and its reservations carry that id. PostgreSQL drops the lock
+//! reserves holds a session-level advisory lock on its own owner id on one connection while it has
+//! reservations outstanding (a daemon's event listener connection, see [`Owner`]), and its
+//! reservations carry that id. PostgreSQL drops the lock
 //! when the process (so its connection) dies; a reservation whose owner no longer holds its lock
 //! in `pg_locks` is stale. [`release_stale`] clears those (daemon start, `tinydc quota recalc`),
 //! and [`reserve`] clears a user's own stale ones before refusing. A live writer's lock is held
@@ -241,6 +242,9 @@ pub async fn reserve(db: &PgPool, user_id: i64, bytes: u64) -> Result<Reservatio
         });
     }
     let owner = Owner::of(db).await?;
+    // Held until the reservation row is committed: the listener holding our owner lock does
+    // not give it up meanwhile (it checks for outstanding reservations before it does).
+    let _listener = owner.interest();
     // Twice at most: a first attempt can find that our own owner lock was lost (the database
     // restarted under us); the owner is then renewed and the reservation made under the new id.
     for _ in 0..2 {
@@ -820,8 +824,10 @@ pub const UPLOAD_TEMP_PREFIX: &str = ".tinydc-upload-";
 /// goes with it.
 ///
 /// In a daemon the lock is held on the event listener's connection (see
-/// [`crate::events::Events::start`]), so a daemon keeps one persistent backend, not two (issue
-/// #12: each idle backend costs a few MiB). The listener publishes the id it holds; when its
+/// [`crate::events::Events::start_with`]), so a daemon keeps one backend besides its pool, not
+/// two, and none while idle (issue #12: each idle backend costs a few MiB): the listener gives its
+/// connection (and with it this lock) up only when no reservation under the id is outstanding,
+/// and a writer takes an [`Owner::interest`] so it is connected again with a new id. The listener publishes the id it holds; when its
 /// connection is lost (a database restart) it publishes nothing until it has reconnected and
 /// taken a fresh id, and writers wait (bounded) for it. A process without a listener (the
 /// `tinydc` CLI, some tests) takes a dedicated connection on first use, on which nothing is sent
@@ -830,6 +836,9 @@ pub struct Owner {
     slot: tokio::sync::Mutex<Option<(i32, PgConnection)>>,
     /// Whether an event listener holds this owner's lock (then `slot` stays empty).
     listened: AtomicBool,
+    /// That listener's demand: a writer that needs the owner id takes an interest in it, which
+    /// connects the listener if it had given its connection up.
+    demand: Mutex<Option<Arc<crate::events::Demand>>>,
     /// The id whose lock the listener holds now (None while it reconnects).
     listener_id: watch::Sender<Option<i32>>,
 }
@@ -865,10 +874,21 @@ impl Owner {
                 Arc::new(Owner {
                     slot: tokio::sync::Mutex::new(None),
                     listened: AtomicBool::new(false),
+                    demand: Mutex::new(None),
                     listener_id: watch::Sender::new(None),
                 })
             })
             .clone()
+    }
+
+    /// Keep the event listener that holds this owner's lock connected (connecting it if it
+    /// had given its connection up) while the guard lives: taken by a writer before it reads
+    /// [`Owner::id`] and until its reservation is committed to the database, so the lock cannot
+    /// be given up in between (the listener gives it up only with none outstanding). None
+    /// without a listener (the dedicated connection is held for the process's life).
+    pub fn interest(&self) -> Option<crate::events::Interest> {
+        let demand = self.demand.lock().unwrap_or_else(|e| e.into_inner());
+        demand.as_ref().map(|d| d.take())
     }
 
     /// The owner id: the one the listener holds (waiting for it while it reconnects), or else
@@ -877,6 +897,8 @@ impl Owner {
         // Bounded: with the database down, writers get an error soon rather than queue here.
         let deadline = tokio::time::Instant::now() + OWNER_CONNECT_TIMEOUT;
         if self.listened.load(Ordering::Acquire) {
+            // A listener that gave its connection up connects again for us.
+            let _wake = self.interest();
             let mut rx = self.listener_id.subscribe();
             let waited = tokio::time::timeout_at(
                 deadline,
@@ -928,10 +950,15 @@ impl Owner {
     /// An event listener offers to hold the lock on its connection. True when it now does (the
     /// first listener of this database in the process); it must then [`Owner::publish`] the id
     /// it holds and [`Owner::detach_listener`] when it stops.
-    pub(crate) fn attach_listener(&self) -> bool {
-        self.listened
+    pub(crate) fn attach_listener(&self, demand: Arc<crate::events::Demand>) -> bool {
+        let attached = self
+            .listened
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .is_ok();
+        if attached {
+            *self.demand.lock().unwrap_or_else(|e| e.into_inner()) = Some(demand);
+        }
+        attached
     }
 
     /// The listener holds the lock on `id` now (None: its connection was lost).
@@ -941,6 +968,7 @@ impl Owner {
 
     /// The listener stops holding the lock: writers fall back to a dedicated connection.
     pub(crate) fn detach_listener(&self) {
+        self.demand.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.listened.store(false, Ordering::Release);
         self.listener_id.send_replace(None);
     }

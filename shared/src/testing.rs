@@ -219,6 +219,12 @@ pub struct TestEnv {
 impl TestEnv {
     /// Build one.
     pub async fn new() -> TestEnv {
+        TestEnv::with_listener_idle(crate::events::LISTENER_IDLE_RELEASE).await
+    }
+
+    /// Build one whose context's event listener gives its connection up `listener_idle` after
+    /// the last interest in it.
+    pub async fn with_listener_idle(listener_idle: Duration) -> TestEnv {
         crate::tls::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp data dir");
         let text = "[server]\nhostname = \"localhost\"\ndomain = \"example.test\"\n\
@@ -237,7 +243,9 @@ impl TestEnv {
         accounts::add_domain(&db, "example.test")
             .await
             .expect("add test domain");
-        let context = Context::new(config, db).await.expect("test context");
+        let context = Context::with_listener_idle(config, db, listener_idle)
+            .await
+            .expect("test context");
         TestEnv { dir, context }
     }
 

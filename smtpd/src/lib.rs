@@ -156,5 +156,8 @@ async fn handle(server: Arc<Server>, kind: ListenerKind, stream: net::Stream, pe
         return;
     }
     tracing::debug!(%peer, kind = kind.name(), "connection");
+    // A message this session queues wakes the queue worker through the process's event
+    // listener: keep it connected while the session lasts (shared::events).
+    let _listener = server.ctx.events.interest();
     Session::new(server, kind, peer, conn, tls, shutdown).run().await;
 }

@@ -526,6 +526,11 @@ impl Session {
 
     /// Serve the connection until LOGOUT, EOF, a fatal error or shutdown.
     pub async fn run(mut self) {
+        // The process's event listener stays connected for this session's life (IDLE, NOTIFY
+        // and the sync after each command hear of other processes' changes through it), and
+        // is connected before the greeting when it had been given up: whatever this session
+        // reads afterwards is either in that read or announced to it (shared::events).
+        let _listening = self.ctx.events.listening().await;
         // RFC 3501 §7.1.1: the greeting, with the capabilities so clients need not ask.
         let code = Code::Capability(self.capabilities());
         let greeting = Response::Untagged {

@@ -38,12 +38,24 @@ impl Server {
 
     /// A server whose config is changed by `edit`, with a quota for the user.
     pub async fn start_with(edit: impl FnOnce(&mut shared::Config), quota: Option<u64>) -> Server {
+        Server::start_with_listener_idle(edit, quota, shared::events::LISTENER_IDLE_RELEASE).await
+    }
+
+    /// [`Server::start_with`] whose event listeners (the server's and the test environment's)
+    /// give their connection up `listener_idle` after the last interest in them.
+    pub async fn start_with_listener_idle(
+        edit: impl FnOnce(&mut shared::Config),
+        quota: Option<u64>,
+        listener_idle: Duration,
+    ) -> Server {
         shared::tls::install_crypto_provider();
-        let env = TestEnv::new().await;
+        let env = TestEnv::with_listener_idle(listener_idle).await;
         let user = env.add_user(USER, PASS, quota).await;
         let mut config = (*env.context.config).clone();
         edit(&mut config);
-        let ctx = Context::new(config, env.context.db.clone()).await.expect("context");
+        let ctx = Context::with_listener_idle(config, env.context.db.clone(), listener_idle)
+            .await
+            .expect("context");
         let listeners = tinydc_imapd::bind(&ctx).await.expect("bind");
         let plain = listeners.plain_addr().expect("plain listener");
         let tls = listeners.tls_addr().expect("tls listener");

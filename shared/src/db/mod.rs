@@ -21,8 +21,9 @@ pub fn connect_options(config: &Config) -> anyhow::Result<PgConnectOptions> {
 
 /// How long a pooled connection may sit unused before it is closed. Each open connection is a
 /// PostgreSQL backend of several MiB, so a daemon's pool shrinks back to nothing within two of
-/// these after a burst (sqlx reaps once per period; min_connections is 0) and an idle install keeps
-/// only the daemons' event listeners (issue #12's memory target). Opening a connection again
+/// these after a burst (sqlx reaps once per period; min_connections is 0) and, with the event
+/// listeners given up too (`shared::events::LISTENER_IDLE_RELEASE`), an idle install keeps no
+/// backend at all (issue #12's memory target). Opening a connection again
 /// over the unix socket costs a few ms, once per burst.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -62,6 +62,11 @@ pub fn retry_delay(first: Duration, attempts: i32) -> Duration {
 /// The queue worker: runs until shutdown.
 pub async fn worker(ctx: Arc<Context>, dns: Arc<Dns>, shutdown: Shutdown) {
     let mut events = ctx.events.subscribe();
+    let mut reconnects = ctx.events.reconnects();
+    // While rows wait in the queue, the event listener stays connected so `tinydc queue retry`
+    // (another process) wakes us; an empty queue lets it go (shared::events), and only this
+    // process's SMTP sessions, which hold their own interest, can fill it again.
+    let mut listener: Option<shared::events::Interest> = None;
     loop {
         loop {
             let batch = match claim(&ctx).await {
@@ -87,6 +92,12 @@ pub async fn worker(ctx: Arc<Context>, dns: Arc<Dns>, shutdown: Shutdown) {
             }
         }
         let next = shared::queue::next_due(&ctx.db).await;
+        match &next {
+            Ok(Some(_)) | Err(_) => {
+                listener.get_or_insert_with(|| ctx.events.interest());
+            }
+            Ok(None) => listener = None,
+        }
         let sleep = match next {
             Ok(Some(t)) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(IDLE),
             Ok(None) => IDLE,
@@ -101,6 +112,14 @@ pub async fn worker(ctx: Arc<Context>, dns: Arc<Dns>, shutdown: Shutdown) {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = &mut timer => break,
+                // The listener (re)connected: a Queue event may have gone by unheard.
+                changed = reconnects.changed() => {
+                    if changed.is_ok() {
+                        break;
+                    }
+                    (&mut timer).await;
+                    break;
+                }
                 event = events.recv() => match event {
                     Ok(Event::Queue) | Err(RecvError::Lagged(_)) => break,
                     Ok(_) => continue,
