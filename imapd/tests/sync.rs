@@ -181,3 +181,55 @@ fn follow(r: &Response, count: &mut usize) {
         }
     }
 }
+
+/// Skipping the sync at the end of SELECT, FETCH and STORE loses nothing another session did
+/// before the command: FETCH reports it (its sync comes first), STORE reads it back because
+/// its own MODSEQ does not follow the view's, and a change made just after either is reported
+/// by the next command.
+#[tokio::test]
+async fn others_changes_still_arrive_around_skipped_syncs() {
+    let server = Server::start().await;
+    server.deliver(&message("one", "body")).await;
+    let mut a = server.login().await;
+    a.ok("SELECT INBOX").await;
+    let mut b = server.login().await;
+    b.ok("SELECT INBOX").await;
+
+    // Before FETCH: a new message and a flag change.
+    b.append("INBOX", "()", &message("two", "body")).await;
+    b.ok("STORE 1 +FLAGS (\\Flagged)").await;
+    let r = a.ok("FETCH 1:* (UID FLAGS)").await;
+    assert!(r.has("* 2 EXISTS"), "{r:#?}");
+    assert!(r.find("* 1 FETCH").contains("\\Flagged"), "{r:#?}");
+
+    // Before STORE: another session's change is read back and reported.
+    b.ok("STORE 2 +FLAGS (\\Answered)").await;
+    let r = a.ok("STORE 1 +FLAGS (\\Seen)").await;
+    assert!(
+        r.lines
+            .iter()
+            .any(|l| l.starts_with("* 2 FETCH") && l.contains("\\Answered")),
+        "{r:#?}"
+    );
+
+    // After STORE (own MODSEQ followed on, sync skipped): the next command reports it.
+    let r = a.ok("STORE 1 -FLAGS (\\Seen)").await;
+    assert!(!r.has("* 2 FETCH"), "{r:#?}");
+    b.ok("STORE 2 +FLAGS (\\Draft)").await;
+    b.append("INBOX", "()", &message("three", "body")).await;
+    let r = a.ok("NOOP").await;
+    assert!(r.has("* 3 EXISTS"), "{r:#?}");
+    assert!(
+        r.lines
+            .iter()
+            .any(|l| l.starts_with("* 2 FETCH") && l.contains("\\Draft")),
+        "{r:#?}"
+    );
+
+    // After SELECT: a message expunged elsewhere right after is announced by the next command.
+    a.ok("SELECT INBOX").await;
+    b.ok("STORE 3 +FLAGS (\\Deleted)").await;
+    b.ok("EXPUNGE").await;
+    let r = a.ok("NOOP").await;
+    assert!(r.has("* 3 EXPUNGE"), "{r:#?}");
+}

@@ -29,6 +29,10 @@ impl Session {
         }
         // Fresh flags first (untagged updates are allowed here; EXPUNGE only for UID FETCH).
         self.sync(uid).await?;
+        // The view is now the mailbox as of this command: unless the FETCH sets \Seen in a way
+        // that does not follow on (advance_known), the sync at its end would find nothing more
+        // than changes made concurrently with it.
+        self.selected_mut()?.current = true;
         self.fetch_synced(uid, set, items, changed_since, vanished).await
     }
 

@@ -90,6 +90,8 @@ impl Session {
             keywords,
             saved: Vec::new(),
             live: Vec::new(),
+            // Just read: the sync after SELECT would only re-read what this SELECT reported.
+            current: true,
         });
         // EXAMINE claims nothing (`claim` leaves read-only views alone), but RFC 3501 §6.3.2
         // has it report RECENT like SELECT would: the messages no session has claimed yet.

@@ -67,6 +67,12 @@ pub struct Selected {
     /// RFC 5267 §4.3: the searches kept live (`RETURN (UPDATE)`), see `context.rs`; they end
     /// with the view ("when the mailbox is no longer selected") or at CANCELUPDATE.
     pub live: Vec<context::Live>,
+    /// The view is the mailbox as it was at a moment within the command now running: SELECT
+    /// has just read it, FETCH synced before reading, or this session's own flag change took
+    /// the MODSEQ right after the one the view knew ([`Selected::advance_known`]). The sync at
+    /// the end of such a command is skipped (`sync.rs`, [`Session::view_is_current`]).
+    /// Cleared when each command starts.
+    pub current: bool,
 }
 
 impl Selected {
@@ -88,11 +94,16 @@ impl Selected {
     /// (every change takes the next MODSEQ under the mailbox's row lock), so the sync after the
     /// command need not read every changed message back (`STORE 1:*` read the whole mailbox
     /// twice).
+    ///
+    /// Such a change also makes the view current as of that change's commit (`current`); a
+    /// change that did not follow directly (or changed nothing) leaves the view to the sync.
     pub fn advance_known(&mut self, changed: &[shared::mailstore::MessageState]) {
+        self.current = false;
         if let Some(modseq) = changed.first().map(|s| s.modseq)
             && self.known_modseq.checked_add(1) == Some(modseq)
         {
             self.known_modseq = modseq;
+            self.current = true;
         }
     }
 
@@ -866,6 +877,9 @@ impl Session {
         let mut body = body;
         self.resolve_saved(&mut body);
         let own = self.own_events(&body);
+        if let State::Selected { selected, .. } = &mut self.state {
+            selected.current = false;
+        }
         let result = self.dispatch(&tag, body).await;
         let reply = match result {
             Ok(reply) => reply,
@@ -886,6 +900,7 @@ impl Session {
             return Flow::Close;
         }
         if matches!(self.state, State::Selected { .. })
+            && !self.view_is_current()
             && let Err(e) = self.sync_after_command(expunge_ok, &reply).await
         {
             match e {

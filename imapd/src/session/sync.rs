@@ -114,6 +114,22 @@ impl Session {
         live
     }
 
+    /// Whether the sync at the end of the command can be skipped: the view is the mailbox as of
+    /// a moment within this command ([`Selected::current`]) and the sync has nothing left to do
+    /// (no expunge waiting to be announced, no live search or NOTIFY to tell). A change another
+    /// session commits after that moment is concurrent with the command; RFC 3501 §5.2 and
+    /// §7.3.1 ask for the changes the server observed while processing it, and the next
+    /// command's sync (or IDLE) reports this one. Saves the `sync_point` round trip of SELECT,
+    /// FETCH (which synced before reading) and STORE.
+    pub(crate) fn view_is_current(&self) -> bool {
+        match &self.state {
+            State::Selected { selected, .. } => {
+                selected.current && selected.ghosts.is_empty() && selected.live.is_empty() && self.notify.is_none()
+            }
+            _ => false,
+        }
+    }
+
     /// Remove this session's own expunged UIDs (ascending) from the view and announce them.
     pub async fn announce_expunged(&mut self, uids: &[u32]) -> Result<(), Failure> {
         let State::Selected { selected, .. } = &mut self.state else {

@@ -1,0 +1,105 @@
+//! What each command of a mail client's everyday cycle (the `tinydc bench --compare` mixed
+//! load: LOGIN, SELECT, APPEND, FETCH headers, STORE, EXPUNGE, LOGOUT) asks of PostgreSQL,
+//! counted from sqlx's own statement log on the real server over a real database. A command
+//! whose count grows (a second sync, a re-read the session could have kept) fails here.
+//! The statement log is process-wide: keep this the only test of this file, so no other test's
+//! statements are counted.
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::*;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+
+/// The statements sqlx ran (its `sqlx::query` events), oldest first.
+static STATEMENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Statements;
+
+struct Summary(String);
+
+impl Visit for Summary {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "summary" {
+            self.0 = value.to_string();
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "summary" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if event.metadata().target() == "sqlx::query" {
+            let mut summary = Summary(String::new());
+            event.record(&mut summary);
+            STATEMENTS.lock().unwrap().push(summary.0);
+        }
+    }
+}
+
+fn taken() -> Vec<String> {
+    std::mem::take(&mut *STATEMENTS.lock().unwrap())
+}
+
+#[tokio::test]
+async fn the_mixed_cycle_asks_postgres_little() {
+    let filter = tracing_subscriber::filter::Targets::new().with_target("sqlx::query", tracing::Level::DEBUG);
+    let subscriber = tracing_subscriber::registry().with(Statements.with_filter(filter));
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this test binary");
+
+    let server = Server::start().await;
+    server.deliver(&message("first", "body")).await;
+    let body = message("cycle", "hello");
+    let mut report = Vec::new();
+    for round in 0..3 {
+        taken();
+        let mut c = server.connect().await;
+        let step = |name: &str, report: &mut Vec<(String, Vec<String>)>| {
+            let statements = taken();
+            if round == 2 {
+                report.push((name.to_string(), statements));
+            }
+        };
+        taken();
+        c.ok(&format!("LOGIN {USER} \"{PASS}\"")).await;
+        step("LOGIN", &mut report);
+        c.ok("SELECT INBOX").await;
+        step("SELECT", &mut report);
+        let r = c.append("INBOX", "()", &body).await;
+        assert!(r.tagged.contains(" OK"), "APPEND: {r:#?}");
+        step("APPEND", &mut report);
+        c.ok("FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From To Subject Date Message-ID)])")
+            .await;
+        step("FETCH", &mut report);
+        c.ok("STORE * +FLAGS (\\Deleted)").await;
+        step("STORE", &mut report);
+        c.ok("EXPUNGE").await;
+        step("EXPUNGE", &mut report);
+        c.ok("LOGOUT").await;
+        step("LOGOUT", &mut report);
+    }
+    for (name, statements) in &report {
+        println!("{name}: {} statements", statements.len());
+        for s in statements {
+            println!("    {s}");
+        }
+    }
+    let of = |name: &str| &report.iter().find(|(n, _)| n == name).expect("measured").1;
+    // SELECT reads the mailbox, its messages and claims \Recent; the view it built is not
+    // read again by a sync at its end.
+    assert!(of("SELECT").len() <= 3, "SELECT: {:#?}", of("SELECT"));
+    // FETCH syncs the view first (fresh flags) and reads the rows: no second sync at its end.
+    assert!(of("FETCH").len() <= 2, "FETCH: {:#?}", of("FETCH"));
+    // STORE's own change follows the MODSEQ the view knew: nothing is read after its commit.
+    let store = of("STORE");
+    let after_commit = store.iter().rev().take_while(|s| !s.starts_with("COMMIT")).count();
+    assert_eq!(after_commit, 0, "STORE: {store:#?}");
+    assert!(of("LOGOUT").is_empty(), "LOGOUT: {:#?}", of("LOGOUT"));
+}
