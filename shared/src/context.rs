@@ -25,6 +25,9 @@ impl Context {
     /// Build a context over an open pool (schema already migrated) and start listening for events.
     pub async fn new(config: Config, db: PgPool) -> anyhow::Result<Arc<Context>> {
         let blobs = BlobStore::new(config.blobs_dir()).with_min_free(config.server.min_free_space);
+        // Before anything reads a blob: bodies a crash left pending get their files back
+        // (blobs.rs module docs).
+        crate::blobs::settle_all(&db, &blobs).await?;
         let events = Events::start(&db).await?;
         crate::quota::guard_disk(
             &db,
