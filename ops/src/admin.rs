@@ -56,6 +56,13 @@ impl Admin {
                 return Err(e);
             }
         };
+        // Before any command reads a blob file: bodies a crash left pending get their files back
+        // (shared/src/blobs.rs module docs). A failure does not keep the admin tools from
+        // running (they may be what frees the disk), but is reported.
+        let blobs = shared::blobs::BlobStore::new(config.blobs_dir());
+        if let Err(e) = shared::blobs::settle_all(&db, &blobs).await {
+            tracing::warn!("message bodies left pending by a crash could not be made durable: {e:#}");
+        }
         Ok(Admin {
             config,
             db,

@@ -4,6 +4,15 @@
 //! directory fsynced, before any metadata points at it: a crash leaves either no blob or a whole
 //! one. References are counted in the `blobs` table inside the same transaction as the message
 //! rows; [`BlobStore::sweep`] removes blobs nobody references and temp files left by crashes.
+//!
+//! A small body (at most [`PENDING_MAX`] bytes, issue #12) takes a shorter way: its file is
+//! written and renamed without an fsync ([`BlobStore::write_unsynced_blocking`]) and the body is
+//! also inserted into `blob_pending` in the transaction that references it (the mail store's
+//! `insert_message`, in the statement that adds its `blobs` reference), so
+//! that commit's one WAL flush makes body and rows durable together. After the commit the file
+//! is fsynced in batches off the writer's path and the row deleted ([`BlobStore::settle_later`]);
+//! after a crash, [`settle_all`] (run by every daemon at start and by the ops commands that read
+//! blobs, before any blob is read) writes each body still listed back to its file first.
 
 use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
@@ -36,6 +45,18 @@ impl std::fmt::Display for BlobId {
     }
 }
 
+/// Bodies up to this many bytes are made durable by the commit of their rows (`blob_pending`)
+/// instead of by fsyncs of their file and folder before it: 64 KiB covers most mail while
+/// keeping the WAL's share of each body small.
+pub const PENDING_MAX: usize = 64 * 1024;
+
+/// At most this many committed bodies wait for their file's fsync per process; a writer that
+/// finds the queue full settles its own body before answering (back-pressure, bounded memory).
+const SETTLE_QUEUE_MAX: usize = 8192;
+
+/// At most this many bodies are settled per round (one statement reads them, one deletes them).
+const SETTLE_BATCH: usize = 256;
+
 /// What a sweep removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
@@ -50,6 +71,20 @@ pub struct BlobStore {
     root: PathBuf,
     /// Bytes a write must leave free on the store's filesystem (`server.min_free_space`).
     min_free: u64,
+    /// Committed small bodies whose files are still to be fsynced ([`Self::settle_later`]).
+    settling: Arc<SettleQueue>,
+}
+
+/// The ids waiting for [`BlobStore::settle_later`]'s task; `running` while one runs.
+#[derive(Debug, Default)]
+struct SettleQueue {
+    state: std::sync::Mutex<(Vec<BlobId>, bool)>,
+}
+
+impl SettleQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<BlobId>, bool)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl BlobStore {
@@ -58,6 +93,7 @@ impl BlobStore {
         BlobStore {
             root: root.into(),
             min_free: 0,
+            settling: Arc::default(),
         }
     }
 
@@ -133,6 +169,154 @@ impl BlobStore {
         temp.persist(&target).map_err(|e| e.error)?;
         sync_dir(dir)?;
         Ok(())
+    }
+
+    /// Write a small body (at most [`PENDING_MAX`] bytes, hashed by the caller) to its file
+    /// WITHOUT making it durable: the caller inserts it into `blob_pending` in the transaction that references it, and after the commit hands it to
+    /// [`Self::settle_later`]. The file goes through a temp file and a rename, so readers (and a
+    /// process killed meanwhile) see the whole body or none. A file already there is kept only
+    /// if it holds exactly these bytes (an operating-system crash can leave a renamed file
+    /// without its data); otherwise it is replaced. Blocking I/O.
+    pub fn write_unsynced_blocking(&self, id: &BlobId, bytes: &[u8]) -> std::io::Result<()> {
+        debug_assert!(bytes.len() <= PENDING_MAX);
+        let target = self.path(id);
+        if same_contents(&target, bytes)? {
+            // As in `put_blocking`: the sweep's grace period starts over.
+            if let Ok(file) = std::fs::File::open(&target)
+                && let Err(e) = file.set_modified(SystemTime::now())
+            {
+                tracing::debug!("refreshing the time of blob {id}: {e}");
+            }
+            return Ok(());
+        }
+        self.check_space(bytes.len() as u64)?;
+        let temp_dir = self.temp_dir();
+        std::fs::create_dir_all(&temp_dir)?;
+        let dir = target.parent().expect("blob paths have a parent");
+        // Durable with the file when it is settled (`settle_files` fsyncs the root too).
+        std::fs::create_dir_all(dir)?;
+        let mut temp = tempfile::Builder::new().prefix("blob-").tempfile_in(&temp_dir)?;
+        temp.write_all(bytes)?;
+        temp.persist(&target).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// After the commit that inserted `id` into `blob_pending`: fsync its file later, in a
+    /// batch with others, then delete the row (a task of this process runs while ids wait).
+    /// When too many wait already, the body is settled here before returning, so a writer
+    /// never outruns the disk by more than [`SETTLE_QUEUE_MAX`] bodies. Errors are logged: the
+    /// row stays and [`settle_all`] settles it at the next start.
+    pub async fn settle_later(&self, db: &PgPool, id: BlobId) {
+        let start = {
+            let mut state = self.settling.lock();
+            if state.0.len() >= SETTLE_QUEUE_MAX {
+                None
+            } else {
+                state.0.push(id.clone());
+                let start = !state.1;
+                state.1 = true;
+                Some(start)
+            }
+        };
+        match start {
+            None => {
+                if let Err(e) = self.settle(db, &[id.0]).await {
+                    tracing::warn!("making a message body's file durable: {e:#}");
+                }
+            }
+            Some(false) => {}
+            Some(true) => {
+                let store = self.clone();
+                let db = db.clone();
+                tokio::spawn(async move { store.run_settler(&db).await });
+            }
+        }
+    }
+
+    async fn run_settler(&self, db: &PgPool) {
+        loop {
+            let batch: Vec<String> = {
+                let mut state = self.settling.lock();
+                if state.0.is_empty() {
+                    // Under the lock: the next `settle_later` finds `false` and starts a task.
+                    state.1 = false;
+                    return;
+                }
+                let n = state.0.len().min(SETTLE_BATCH);
+                state.0.drain(..n).map(|id| id.0).collect()
+            };
+            if let Err(e) = self.settle(db, &batch).await {
+                tracing::warn!(bodies = batch.len(), "making message bodies' files durable: {e:#}");
+            }
+        }
+    }
+
+    /// Settle the pending bodies among `ids`: each file is checked against the body in its row
+    /// (rewritten from it if different or missing), fsynced with its folder and the store's root,
+    /// then the row deleted, in the version read here only (a writer that stored the same body
+    /// again meanwhile keeps it listed; a row another transaction holds locked is left to that
+    /// writer's own settling). Returns how many rows were deleted.
+    async fn settle(&self, db: &PgPool, ids: &[String]) -> anyhow::Result<u64> {
+        let rows = sqlx::query!(
+            r#"SELECT id, xmin::text AS "version!", body FROM blob_pending WHERE id = ANY($1)"#,
+            ids
+        )
+        .fetch_all(db)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let versions: Vec<(String, String)> = rows.iter().map(|r| (r.id.clone(), r.version.clone())).collect();
+        let bodies: Vec<(BlobId, Vec<u8>)> = rows.into_iter().map(|r| (BlobId(r.id), r.body)).collect();
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.settle_files(&bodies)).await??;
+        let (ids, versions): (Vec<String>, Vec<String>) = versions.into_iter().unzip();
+        let deleted = sqlx::query!(
+            "DELETE FROM blob_pending p USING (
+                 SELECT q.id FROM blob_pending q
+                 JOIN unnest($1::text[], $2::text[]) AS u(id, version)
+                   ON q.id = u.id AND q.xmin::text = u.version
+                 FOR UPDATE OF q SKIP LOCKED) s
+             WHERE p.id = s.id",
+            &ids,
+            &versions,
+        )
+        .execute(db)
+        .await?
+        .rows_affected();
+        Ok(deleted)
+    }
+
+    /// The file side of [`Self::settle`]: every body whole in its file, fsynced, each folder
+    /// holding one fsynced once, and the root (a shard folder may be new). Blocking I/O.
+    fn settle_files(&self, bodies: &[(BlobId, Vec<u8>)]) -> std::io::Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for (id, body) in bodies {
+            if BlobId::of(body) != *id {
+                // Never written to a file under a name it does not hash to.
+                return Err(std::io::Error::other(format!(
+                    "pending body {id} does not match its name"
+                )));
+            }
+            let target = self.path(id);
+            if same_contents(&target, body)? {
+                std::fs::File::open(&target)?.sync_all()?;
+            } else {
+                tracing::info!(blob = %id, "rewriting a message body's file from the database");
+                let temp_dir = self.temp_dir();
+                std::fs::create_dir_all(&temp_dir)?;
+                std::fs::create_dir_all(target.parent().expect("blob paths have a parent"))?;
+                let mut temp = tempfile::Builder::new().prefix("blob-").tempfile_in(&temp_dir)?;
+                temp.write_all(body)?;
+                temp.as_file().sync_all()?;
+                temp.persist(&target).map_err(|e| e.error)?;
+            }
+            dirs.insert(target.parent().expect("blob paths have a parent").to_path_buf());
+        }
+        for dir in &dirs {
+            sync_dir(dir)?;
+        }
+        sync_dir(&self.root)
     }
 
     /// Start a blob whose bytes arrive piece by piece (an imported message read from a file):
@@ -482,6 +666,46 @@ impl BlobStore {
         }
         Ok(found)
     }
+}
+
+/// Whether the file at `path` holds exactly `bytes` (a missing file does not).
+fn same_contents(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if file.metadata()?.len() != bytes.len() as u64 {
+        return Ok(false);
+    }
+    let mut existing = Vec::with_capacity(bytes.len());
+    file.read_to_end(&mut existing)?;
+    Ok(existing == bytes)
+}
+
+/// Every body still in `blob_pending` (a crash came before its file was settled) written back
+/// to its file if the file is not whole, fsynced, and its row deleted. Run before blobs are read
+/// after a start: by every daemon ([`crate::context::Context::new`]) and by the ops commands
+/// that read blob files. Safe to run beside writers and other settlers.
+pub async fn settle_all(db: &PgPool, store: &BlobStore) -> anyhow::Result<u64> {
+    let mut settled = 0;
+    let mut after = String::new();
+    loop {
+        let ids: Vec<String> = sqlx::query_scalar!(
+            "SELECT id FROM blob_pending WHERE id > $1 ORDER BY id LIMIT $2",
+            after,
+            SETTLE_BATCH as i64
+        )
+        .fetch_all(db)
+        .await?;
+        let Some(last) = ids.last() else { break };
+        after = last.clone();
+        settled += store.settle(db, &ids).await?;
+    }
+    if settled > 0 {
+        tracing::info!(bodies = settled, "message bodies left pending by a crash made durable");
+    }
+    Ok(settled)
 }
 
 /// Whether the file at `path` was last modified at least `grace` ago.

@@ -35,6 +35,9 @@ impl Context {
         listener_idle: Duration,
     ) -> anyhow::Result<Arc<Context>> {
         let blobs = BlobStore::new(config.blobs_dir()).with_min_free(config.server.min_free_space);
+        // Before anything reads a blob: bodies a crash left pending get their files back
+        // (blobs.rs module docs).
+        crate::blobs::settle_all(&db, &blobs).await?;
         let events = Events::start_with(&db, listener_idle).await?;
         crate::quota::guard_disk(
             &db,

@@ -67,3 +67,59 @@ async fn referenced_blobs_survive_and_unreferenced_ones_go() {
     assert_eq!(report.blobs_removed, 1);
     assert!(!path.exists());
 }
+
+/// A small body is made durable by its commit (`blob_pending`), its file only later. What an
+/// operating-system crash before that can leave of the file (nothing, an empty file, a file cut
+/// short) is written back from the database by `settle_all`, which every daemon runs at start.
+#[tokio::test]
+async fn a_pending_body_whose_file_a_crash_lost_is_written_back() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let db = &env.context.db;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    let bodies: Vec<Vec<u8>> = (0..3)
+        .map(|i| format!("Subject: pending {i}\r\n\r\nbody number {i}\r\n").into_bytes())
+        .collect();
+    for raw in &bodies {
+        mail.append(user.id, inbox.id, raw, &[], Utc::now(), None)
+            .await
+            .unwrap();
+    }
+    // Each appended body was listed; the store's own settling drops the rows shortly after.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pending_count(db).await > 0 {
+        assert!(std::time::Instant::now() < deadline, "bodies still pending after 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The state right after the commits, before the files were settled, and a crash that lost
+    // what was not fsynced.
+    for raw in &bodies {
+        sqlx::query("INSERT INTO blob_pending (id, body) VALUES ($1, $2)")
+            .bind(BlobId::of(raw).0)
+            .bind(raw)
+            .execute(db)
+            .await
+            .unwrap();
+    }
+    let paths: Vec<_> = bodies.iter().map(|raw| mail.blobs().path(&BlobId::of(raw))).collect();
+    std::fs::remove_file(&paths[0]).unwrap();
+    std::fs::write(&paths[1], b"").unwrap();
+    std::fs::write(&paths[2], &bodies[2][..7]).unwrap();
+
+    let settled = shared::blobs::settle_all(db, mail.blobs()).await.unwrap();
+    assert_eq!(settled, 3);
+    assert_eq!(pending_count(db).await, 0);
+    for (path, raw) in paths.iter().zip(&bodies) {
+        assert_eq!(&std::fs::read(path).unwrap(), raw);
+    }
+    // Nothing is left to do the second time.
+    assert_eq!(shared::blobs::settle_all(db, mail.blobs()).await.unwrap(), 0);
+}
+
+async fn pending_count(db: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM blob_pending")
+        .fetch_one(db)
+        .await
+        .unwrap()
+}

@@ -7,10 +7,15 @@
 //! Nothing waits to form a group: the first delivery into an idle mailbox starts at once, alone;
 //! those that arrive meanwhile queue and go together next. Durability is unchanged: nobody is
 //! answered before the transaction holding their message has committed (synchronously), and
-//! no transaction commits before each body it references was fsynced, and its folder.
+//! no transaction commits before each body it references is durable: fsynced with its folder,
+//! or (a small body) inserted into `blob_pending` by that same transaction.
 //!
-//! A delivery that finds its mailbox idle does not wait for its body first: its transaction's
-//! statements (quota, UID, rows) run while the body is written and fsynced
+//! A small body (`blobs::PENDING_MAX`) needs no fsync before the commit: it goes into
+//! `blob_pending` in the same transaction, so the commit's WAL flush is the only one a delivery
+//! waits for (`blobs.rs` module docs); its file is fsynced after the answer, in batches.
+//!
+//! A delivery of a larger body that finds its mailbox idle does not wait for its body first: its
+//! transaction's statements (quota, UID, rows) run while the body is written and fsynced
 //! (`MailStore::prepare_overlapped`), and the commit waits for the body (issue #12: one APPEND
 //! or one SMTP message then costs the longer of the two, not their sum). A delivery that finds
 //! the mailbox busy waits for its own body before it queues, so a group never waits on a
@@ -235,6 +240,9 @@ impl MailStore {
             self.blobs.ensure_present(&job.row.blob).map_err(|e| before(e.into()))?;
         }
         tx.commit().await.map_err(|e| GroupFailed::AtCommit(e.into()))?;
+        for job in jobs.iter() {
+            self.settle_later(&job.row).await;
+        }
         Ok(appended)
     }
 
@@ -255,7 +263,16 @@ impl MailStore {
         // The blob row is locked by the statement that added the reference.
         self.blobs.ensure_present(&row.blob)?;
         tx.commit().await?;
+        self.settle_later(row).await;
         Ok(appended)
+    }
+
+    /// After the commit of `row`: a body the commit made durable through `blob_pending` has its
+    /// file fsynced later (`BlobStore::settle_later`).
+    async fn settle_later(&self, row: &Row) {
+        if row.pending.is_some() {
+            self.blobs.settle_later(&self.db, row.blob.clone()).await;
+        }
     }
 }
 

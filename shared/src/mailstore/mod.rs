@@ -1065,6 +1065,7 @@ impl MailStore {
                 header,
                 envelope,
                 structure,
+                pending,
             } = body;
             let target = DeliveryTarget {
                 user_id,
@@ -1079,6 +1080,7 @@ impl MailStore {
                 envelope,
                 structure,
                 header,
+                pending,
             };
             // Locks already held: the UID and MODSEQ are taken in command order (RFC 4315 §3).
             // The quota step touches only this session's own reservation rows (`quota::commit`),
@@ -1174,7 +1176,7 @@ impl MailStore {
             let (prepared, body) = self.prepare_overlapped(raw).await?;
             let target = targets.into_iter().next().expect("one target");
             let row = prepared.into_row(flags, internal_date);
-            return Ok(vec![self.deliver_grouped(target, row, Some(body)).await?]);
+            return Ok(vec![self.deliver_grouped(target, row, body).await?]);
         }
         let prepared = self.prepare(raw).await?;
         let kind = match warning {
@@ -1215,26 +1217,35 @@ impl MailStore {
             header: parsed.header,
             envelope,
             structure,
+            pending: None,
         })
     }
 
-    /// [`Self::prepare`] that does not wait for the body to be durable: the body is hashed and
-    /// its write started, the message parsed meanwhile, and the write handed back to be waited
-    /// for before the commit that references it ([`crate::blobs::PendingPut`]).
-    async fn prepare_overlapped(&self, raw: Arc<Vec<u8>>) -> Result<(Prepared, blobs::PendingPut), StoreError> {
+    /// [`Self::prepare`] that does not wait for the body to be durable. A small body
+    /// (`blobs::PENDING_MAX`) is written to its file without an fsync and travels in the row
+    /// to `blob_pending`, so the commit makes it durable (`blobs.rs` module docs); a larger one
+    /// has its write started, the message parsed meanwhile, and the write handed back to be
+    /// waited for before the commit that references it ([`crate::blobs::PendingPut`]).
+    async fn prepare_overlapped(&self, raw: Arc<Vec<u8>>) -> Result<(Prepared, Option<blobs::PendingPut>), StoreError> {
         let blobs = self.blobs.clone();
         let size = raw.len() as u64;
+        let small = raw.len() <= blobs::PENDING_MAX;
         // Hashing and parsing up to max_message_size bytes is CPU work: on the blocking pool.
-        let (blob, body, parsed, envelope, structure) = tokio::task::spawn_blocking(move || {
+        let (blob, body, parsed, envelope, structure, pending) = tokio::task::spawn_blocking(move || {
             let blob = BlobId::of(&raw);
-            let body = blobs.start_put(blob.clone(), raw.clone());
+            let (body, pending) = if small {
+                blobs.write_unsynced_blocking(&blob, &raw)?;
+                (None, Some(raw.clone()))
+            } else {
+                (Some(blobs.start_put(blob.clone(), raw.clone())), None)
+            };
             let parsed = parsed::parse(&raw);
             let envelope = serde_json::to_value(&parsed.envelope);
             let structure = serde_json::to_value(&parsed.body_structure);
-            (blob, body, parsed, envelope, structure)
+            Ok::<_, std::io::Error>((blob, body, parsed, envelope, structure, pending))
         })
         .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(format!("message parser task failed: {e}"))))?;
+        .map_err(|e| StoreError::Io(std::io::Error::other(format!("message parser task failed: {e}"))))??;
         let invalid = |e: serde_json::Error| StoreError::Invalid(format!("message metadata: {e}"));
         let prepared = Prepared {
             blob,
@@ -1242,6 +1253,7 @@ impl MailStore {
             header: parsed.header,
             envelope: envelope.map_err(invalid)?,
             structure: structure.map_err(invalid)?,
+            pending,
         };
         Ok((prepared, body))
     }
@@ -1281,6 +1293,7 @@ impl MailStore {
             header,
             envelope: envelope.map_err(invalid)?,
             structure: structure.map_err(invalid)?,
+            pending: None,
         })
     }
 
@@ -1815,6 +1828,8 @@ struct Prepared {
     header: Vec<u8>,
     envelope: serde_json::Value,
     structure: serde_json::Value,
+    /// The body, when its file is not durable yet: the transaction lists it in `blob_pending`.
+    pending: Option<Arc<Vec<u8>>>,
 }
 
 impl Prepared {
@@ -1826,6 +1841,7 @@ impl Prepared {
             header,
             envelope,
             structure,
+            pending,
         } = self;
         Row {
             flags: normalize_flags(flags),
@@ -1835,6 +1851,7 @@ impl Prepared {
             envelope,
             structure,
             header,
+            pending,
         }
     }
 }
@@ -1848,6 +1865,9 @@ struct Row {
     envelope: serde_json::Value,
     structure: serde_json::Value,
     header: Vec<u8>,
+    /// The body, when its file is not durable yet (`Prepared::pending`); after the commit the
+    /// file is settled (`BlobStore::settle_later`).
+    pending: Option<Arc<Vec<u8>>>,
 }
 
 /// One message into one mailbox inside the caller's transaction, in three statements: commit
@@ -1896,13 +1916,18 @@ async fn insert_message(
     .ok_or(StoreError::NoSuchMailbox)?;
     let mailbox_id = locked.id;
     let payload = events::payload(&Event::Mailbox { user_id, mailbox_id });
-    // The blob row first (messages reference it; the foreign key is checked at the end of the
-    // statement), then the message, then the event sent at commit (events::notify).
+    // The blob row first (messages and blob_pending reference it; the foreign keys are checked
+    // at the end of the statement), a body whose file is not durable yet ($13, blobs.rs module
+    // docs) into blob_pending so this commit makes it durable, then the message, then the event
+    // sent at commit (events::notify).
     sqlx::query!(
         "WITH b AS (
              INSERT INTO blobs (id, size, refcount) VALUES ($7, $6, 1)
              ON CONFLICT (id) DO UPDATE SET refcount = blobs.refcount + 1, zero_since = NULL
              RETURNING id),
+         p AS (
+             INSERT INTO blob_pending (id, body) SELECT b.id, $13 FROM b WHERE $13::bytea IS NOT NULL
+             ON CONFLICT (id) DO UPDATE SET body = excluded.body),
          m AS (
              INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id, envelope, body_structure, header)
              SELECT $1, $2, $3, $4, $5, $6, b.id, $8, $9, $10 FROM b
@@ -1920,6 +1945,7 @@ async fn insert_message(
         row.header,
         events::CHANNEL,
         payload,
+        row.pending.as_deref().map(|body| body.as_slice()),
     )
     .execute(&mut *conn)
     .await?;
