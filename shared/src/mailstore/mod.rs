@@ -1620,33 +1620,24 @@ impl MailStore {
             }
         }
         if !updates.is_empty() {
-            // Every changed message's new flags in one flat array, message i's at the 1-based
-            // positions first[i]..=last[i] (an empty slice when first > last): arrays of
-            // scalars bind without an encoding that a keyword's characters could break.
-            let mut changed_uids: Vec<i64> = Vec::with_capacity(updates.len());
-            let mut first: Vec<i32> = Vec::with_capacity(updates.len());
-            let mut last: Vec<i32> = Vec::with_capacity(updates.len());
-            let mut all_flags: Vec<&str> = Vec::new();
-            for (uid, new_flags) in &updates {
-                changed_uids.push(*uid);
-                first.push(all_flags.len() as i32 + 1);
-                all_flags.extend(new_flags.iter().map(String::as_str));
-                last.push(all_flags.len() as i32);
-            }
+            // One row per changed message as JSON: a flat array sliced per row would cost a
+            // walk from its start for every row (text elements have no fixed offsets), O(n²)
+            // for `STORE 1:*`; jsonb_to_recordset reads the rows in one pass.
+            let rows: Vec<serde_json::Value> = updates
+                .iter()
+                .map(|(uid, flags)| serde_json::json!({ "uid": uid, "flags": flags }))
+                .collect();
             let payload = events::payload(&Event::Mailbox { user_id, mailbox_id });
             let modseq: i64 = sqlx::query_scalar!(
                 r#"WITH b AS (
                      UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 RETURNING highestmodseq),
                  u AS (
-                     UPDATE messages m SET flags = ($5::text[])[v.first:v.last], modseq = b.highestmodseq
-                     FROM b, unnest($2::bigint[], $3::int[], $4::int[]) AS v(uid, first, last)
+                     UPDATE messages m SET flags = v.flags, modseq = b.highestmodseq
+                     FROM b, jsonb_to_recordset($2) AS v(uid bigint, flags text[])
                      WHERE m.mailbox_id = $1 AND m.uid = v.uid)
-                 SELECT b.highestmodseq AS "highestmodseq!" FROM b, pg_notify($6, $7)"#,
+                 SELECT b.highestmodseq AS "highestmodseq!" FROM b, pg_notify($3, $4)"#,
                 mailbox_id,
-                &changed_uids,
-                &first,
-                &last,
-                &all_flags as &[&str],
+                serde_json::Value::Array(rows),
                 events::CHANNEL,
                 payload,
             )
