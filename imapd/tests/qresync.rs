@@ -352,10 +352,12 @@ async fn forgotten_expunges_are_answered_from_the_uids_present() {
     assert!(r.lines.contains(&"* VANISHED (EARLIER) 7".to_string()), "{r:#?}");
 }
 
-/// The store keeps at most `EXPUNGED_KEPT` expunged UIDs per mailbox; older removals are
-/// forgotten whole and answered from the UIDs present.
+/// The store's record of expunged UIDs is bounded: it grows to `EXPUNGED_PRUNE_AT` rows per
+/// mailbox without any walk over it, then forgets its oldest removals (whole MODSEQs) down to
+/// at most `EXPUNGED_KEPT`; older removals are answered from the UIDs present.
 #[tokio::test]
 async fn expunge_memory_is_bounded() {
+    use shared::mailstore::{EXPUNGED_KEPT, EXPUNGED_PRUNE_AT};
     let server = server_with(1).await;
     let mut c = qresync_client(&server).await;
     c.ok("SELECT INBOX").await;
@@ -368,30 +370,55 @@ async fn expunge_memory_is_bounded() {
     assert_eq!(number_after(&status, "MESSAGES"), 32768);
     let uidvalidity = number_after(&status, "UIDVALIDITY");
     let before = number_after(&status, "HIGHESTMODSEQ");
-    c.ok("UID STORE 1:5 +FLAGS.SILENT (\\Deleted)").await;
+    let counted = || async {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM expunged")
+            .fetch_one(&server.ctx.db)
+            .await
+            .unwrap();
+        let kept: i64 = sqlx::query_scalar("SELECT expunged_rows FROM mailboxes WHERE name = 'INBOX'")
+            .fetch_one(&server.ctx.db)
+            .await
+            .unwrap();
+        (rows, kept)
+    };
+    let expunge = |from: i64, to: i64| format!("UID STORE {from}:{to} +FLAGS.SILENT (\\Deleted)");
+    // Three removals: 5 UIDs, EXPUNGED_KEPT UIDs (still within the slack: nothing is
+    // forgotten), then enough to pass EXPUNGED_PRUNE_AT.
+    c.ok(&expunge(1, 5)).await;
     c.ok("EXPUNGE").await;
-    let first = number_after(&c.ok("STATUS INBOX (HIGHESTMODSEQ)").await.lines[0], "HIGHESTMODSEQ");
-    let kept = shared::mailstore::EXPUNGED_KEPT as u32;
-    c.ok(&format!("UID STORE 100:{} +FLAGS.SILENT (\\Deleted)", 99 + kept))
-        .await;
+    let second_from = 100;
+    let second_to = second_from + EXPUNGED_KEPT - 1;
+    c.ok(&expunge(second_from, second_to)).await;
     c.ok("EXPUNGE").await;
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM expunged")
-        .fetch_one(&server.ctx.db)
-        .await
-        .unwrap();
-    assert_eq!(rows, i64::from(kept), "the oldest removal (UIDs 1:5) was forgotten");
-    // From before the first removal: answered from the UIDs present (1:5 and 100:20099 are
+    assert_eq!(
+        counted().await,
+        (EXPUNGED_KEPT + 5, EXPUNGED_KEPT + 5),
+        "within the slack"
+    );
+    let after_second = number_after(&c.ok("STATUS INBOX (HIGHESTMODSEQ)").await.lines[0], "HIGHESTMODSEQ");
+    let third_from = second_to + 1;
+    let third_to = third_from + (EXPUNGED_PRUNE_AT - EXPUNGED_KEPT);
+    c.ok(&expunge(third_from, third_to)).await;
+    c.ok("EXPUNGE").await;
+    // Past the bound: the newest EXPUNGED_KEPT rows reach into the second removal, so it is
+    // forgotten whole with the first; only the third is left, and the count is exact again.
+    let third = third_to - third_from + 1;
+    assert!(third <= EXPUNGED_KEPT);
+    assert_eq!(counted().await, (third, third), "pruned down to the newest removal");
+    // From before the first removal: answered from the UIDs present (1:5 and 100:third_to are
     // gone, nothing else), the same set the exact record would have given.
     let r = c
         .ok(&format!("SELECT INBOX (QRESYNC ({uidvalidity} {before} 1:32768))"))
         .await;
-    let expected = format!("* VANISHED (EARLIER) 1:5,100:{}", 99 + kept);
+    let expected = format!("* VANISHED (EARLIER) 1:5,{second_from}:{third_to}");
     assert!(r.lines.contains(&expected), "{:?}", &r.lines[..r.lines.len().min(12)]);
-    // From after it: exact, from the record.
+    // From after the second: exact, from the record.
     let r = c
-        .ok(&format!("SELECT INBOX (QRESYNC ({uidvalidity} {first} 1:32768))"))
+        .ok(&format!(
+            "SELECT INBOX (QRESYNC ({uidvalidity} {after_second} 1:32768))"
+        ))
         .await;
-    let expected = format!("* VANISHED (EARLIER) 100:{}", 99 + kept);
+    let expected = format!("* VANISHED (EARLIER) {third_from}:{third_to}");
     assert!(r.lines.contains(&expected), "{:?}", &r.lines[..r.lines.len().min(12)]);
 }
 

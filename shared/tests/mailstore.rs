@@ -781,3 +781,71 @@ async fn parallel_deliveries_near_the_limit_never_pass_it() {
     let recount = quota::recalc(&env.context.db, user.id, files.path()).await.unwrap();
     assert!(!recount.corrected(), "{recount:?}");
 }
+
+/// STORE reads the flags without row locks (issue #12): the mailbox's row lock alone must keep
+/// concurrent changes of the same messages from losing each other, with deliveries into the
+/// mailbox going on and a keyword spelled with a space or a comma (a flag list that is not an
+/// IMAP atom, as an import may carry) kept intact.
+#[tokio::test]
+async fn concurrent_stores_on_the_same_messages_lose_nothing() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let inbox = env.context.mail.mailbox(user.id, "INBOX").await.unwrap();
+    for n in 0..50 {
+        env.context
+            .mail
+            .append(user.id, inbox.id, &message(n), &[], Utc::now(), None)
+            .await
+            .unwrap();
+    }
+    let uids: Vec<u32> = (1..=50).collect();
+    let mut tasks = Vec::new();
+    for k in 0..16 {
+        let mail = env.context.mail.clone();
+        let uids = uids.clone();
+        tasks.push(tokio::spawn(async move {
+            let keyword = format!("$k{k} x,{{}}");
+            mail.store_flags(user.id, inbox.id, &uids, FlagOp::Add, &[keyword], None)
+                .await
+                .unwrap()
+        }));
+    }
+    for n in 50..58 {
+        let mail = env.context.mail.clone();
+        tasks.push(tokio::spawn(async move {
+            mail.append(user.id, inbox.id, &message(n), &["\\Seen".into()], Utc::now(), None)
+                .await
+                .unwrap();
+            Default::default()
+        }));
+    }
+    let mut modseqs = HashSet::new();
+    for t in tasks {
+        let change = t.await.unwrap();
+        if let Some(first) = change.changed.first() {
+            assert_eq!(change.changed.len(), 50);
+            assert!(modseqs.insert(first.modseq), "two STOREs took one MODSEQ");
+        }
+    }
+    assert_eq!(modseqs.len(), 16);
+    let states = env.context.mail.message_states(user.id, inbox.id).await.unwrap();
+    assert_eq!(states.len(), 58);
+    for state in states.iter().filter(|s| s.uid <= 50) {
+        let mut flags = state.flags.clone();
+        flags.sort();
+        let mut expected: Vec<String> = (0..16).map(|k| format!("$k{k} x,{{}}")).collect();
+        expected.sort();
+        assert_eq!(flags, expected, "uid {}", state.uid);
+    }
+    // An empty flag list is written as one, not as a missing slice.
+    let change = env
+        .context
+        .mail
+        .store_flags(user.id, inbox.id, &[1, 2], FlagOp::Replace, &[], None)
+        .await
+        .unwrap();
+    assert_eq!(change.changed.len(), 2);
+    let states = env.context.mail.message_states(user.id, inbox.id).await.unwrap();
+    assert!(states[0].flags.is_empty() && states[1].flags.is_empty());
+    assert_eq!(states[2].flags.len(), 16);
+}

@@ -5,7 +5,7 @@
 use shared::mailstore::{FlagOp, StoredMessage, parsed};
 
 use crate::fetch::{binary, mime};
-use crate::session::{CmdResult, Code, Failure, Reply, Session, State};
+use crate::session::{CmdResult, Code, Failure, Reply, Selected, Session, State};
 use crate::wire::fetch_response::{BodyName, FetchAttr, FetchResponse};
 use crate::wire::parse::{FetchItem, Section, SectionText, part_spec};
 use crate::wire::response::Response;
@@ -13,6 +13,8 @@ use crate::wire::sequence::SequenceSet;
 
 /// Messages whose metadata is read in one query.
 const BATCH: usize = 250;
+/// FETCH responses from the session's view alone written into one buffer before it is sent.
+const VIEW_BATCH: usize = 1000;
 
 impl Session {
     pub(crate) async fn cmd_fetch(
@@ -118,6 +120,21 @@ impl Session {
             }
         }
 
+        if !needs_stored && !sets_seen {
+            // UID, FLAGS and MODSEQ only (a client's flag resync, `UID FETCH 1:* (UID FLAGS)`):
+            // all of it is in the session's view, so no database read and no buffers per
+            // message, only one per VIEW_BATCH responses.
+            let mut out = Vec::new();
+            for chunk in targets.chunks(VIEW_BATCH) {
+                out.clear();
+                let selected = self.selected()?;
+                for &(seq, msg_uid) in chunk {
+                    view_response(&mut out, selected, seq, msg_uid, &items);
+                }
+                self.conn.send(&out).await?;
+            }
+            return Ok(Reply::ok(if uid { "UID FETCH completed" } else { "FETCH completed" }));
+        }
         for chunk in targets.chunks(BATCH) {
             let stored: Vec<StoredMessage> = if needs_stored {
                 let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();
@@ -449,6 +466,28 @@ impl Session {
         pieces.push(Piece::Bytes(out));
         Ok(pieces)
     }
+}
+
+/// One message's FETCH response of the items the session's view holds (UID, FLAGS, MODSEQ:
+/// the caller checked `items` has no other), appended to `out` (RFC 3501 §7.4.2).
+fn view_response(out: &mut Vec<u8>, selected: &Selected, seq: u32, uid: u32, items: &[FetchItem]) {
+    let i = seq as usize - 1;
+    let mut response = FetchResponse::open(out, seq);
+    for item in items {
+        match item {
+            FetchItem::Uid => response.attr(out, FetchAttr::Uid(uid)),
+            FetchItem::Flags => response.attr(
+                out,
+                FetchAttr::Flags {
+                    flags: &selected.flags[i],
+                    recent: selected.is_recent(uid),
+                },
+            ),
+            FetchItem::ModSeq => response.attr(out, FetchAttr::ModSeq(selected.modseqs[i])),
+            _ => {}
+        }
+    }
+    response.close(out);
 }
 
 /// Message files up to this size are read whole (in groups); larger ones are streamed.

@@ -1588,6 +1588,14 @@ impl MailStore {
 
     /// Change flags (RFC 3501 §6.4.6), honouring UNCHANGEDSINCE (RFC 7162 §3.2) when given.
     /// Messages whose flags end up the same are not touched and keep their MODSEQ.
+    ///
+    /// Four round trips however many messages: BEGIN with the mailbox's row lock, the read of
+    /// the current flags, one statement for the new MODSEQ, every changed row and the event,
+    /// COMMIT. Flags are not usage, so only the mailbox row is locked (step 2 of the lock order,
+    /// never waiting on the user's row after it). That lock is what every writer of a mailbox's
+    /// messages takes first (delivery, STORE, EXPUNGE, COPY/MOVE, DELETE), so the rows read
+    /// cannot change before the update and need no row locks of their own (`FOR UPDATE` on a
+    /// `STORE 1:*` wrote a lock into every row).
     pub async fn store_flags(
         &self,
         user_id: i64,
@@ -1598,12 +1606,17 @@ impl MailStore {
         unchanged_since: Option<u64>,
     ) -> Result<FlagChange, StoreError> {
         let flags = normalize_flags(flags);
+        let uids = uids_param(uids);
         let mut tx = self.db.begin().await?;
-        lock_mailbox(&mut tx, user_id, mailbox_id).await?;
+        lock_mailbox_row(&mut tx, user_id, mailbox_id).await?;
+        // The BETWEEN bounds let the planner range-scan the primary key (as in fetch_light).
         let rows = sqlx::query!(
-            "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) ORDER BY uid FOR UPDATE",
+            "SELECT uid, modseq, flags FROM messages
+             WHERE mailbox_id = $1 AND uid BETWEEN $3 AND $4 AND uid = ANY($2) ORDER BY uid",
             mailbox_id,
-            &uids_param(uids)
+            &uids,
+            uids.iter().min().copied().unwrap_or(0),
+            uids.iter().max().copied().unwrap_or(0)
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -1620,23 +1633,30 @@ impl MailStore {
             }
         }
         if !updates.is_empty() {
-            let modseq = bump_modseq(&mut tx, mailbox_id).await?;
-            // One statement for every changed message (`STORE 1:* +FLAGS (\Seen)` on a big
-            // mailbox must not cost a round trip per message).
+            // One row per changed message as JSON: a flat array sliced per row would cost a
+            // walk from its start for every row (text elements have no fixed offsets), O(n²)
+            // for `STORE 1:*`; jsonb_to_recordset reads the rows in one pass.
             let rows: Vec<serde_json::Value> = updates
                 .iter()
                 .map(|(uid, flags)| serde_json::json!({ "uid": uid, "flags": flags }))
                 .collect();
-            sqlx::query!(
-                "UPDATE messages m SET flags = v.flags, modseq = $3
-                 FROM jsonb_to_recordset($2) AS v(uid bigint, flags text[])
-                 WHERE m.mailbox_id = $1 AND m.uid = v.uid",
+            let payload = events::payload(&Event::Mailbox { user_id, mailbox_id });
+            let modseq: i64 = sqlx::query_scalar!(
+                r#"WITH b AS (
+                     UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 RETURNING highestmodseq),
+                 u AS (
+                     UPDATE messages m SET flags = v.flags, modseq = b.highestmodseq
+                     FROM b, jsonb_to_recordset($2) AS v(uid bigint, flags text[])
+                     WHERE m.mailbox_id = $1 AND m.uid = v.uid)
+                 SELECT b.highestmodseq AS "highestmodseq!" FROM b, pg_notify($3, $4)"#,
                 mailbox_id,
                 serde_json::Value::Array(rows),
-                modseq as i64
+                events::CHANNEL,
+                payload,
             )
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            let modseq = modseq as u64;
             result.changed = updates
                 .into_iter()
                 .map(|(uid, flags)| MessageState {
@@ -1645,7 +1665,6 @@ impl MailStore {
                     flags,
                 })
                 .collect();
-            events::notify(&mut tx, &Event::Mailbox { user_id, mailbox_id }).await?;
         }
         tx.commit().await?;
         Ok(result)
@@ -1736,16 +1755,7 @@ impl MailStore {
             )
             .execute(&mut *tx)
             .await?;
-            let modseq = bump_modseq(&mut tx, from).await?;
-            record_expunged(&mut tx, from, &source_uids, modseq).await?;
-            events::notify(
-                &mut tx,
-                &Event::Mailbox {
-                    user_id,
-                    mailbox_id: from,
-                },
-            )
-            .await?;
+            record_removal(&mut tx, user_id, from, &source_uids).await?;
         } else {
             // One more reference per copy (one id per message); the blob rows locked in id
             // order first.
@@ -1807,10 +1817,8 @@ impl MailStore {
         }
         let released: Vec<(String, i64)> = removed.iter().map(|(_, b, s)| (b.clone(), *s)).collect();
         release_messages(&mut tx, user_id, &released).await?;
-        let modseq = bump_modseq(&mut tx, mailbox_id).await?;
         let gone: Vec<i64> = removed.iter().map(|r| r.0).collect();
-        record_expunged(&mut tx, mailbox_id, &gone, modseq).await?;
-        events::notify(&mut tx, &Event::Mailbox { user_id, mailbox_id }).await?;
+        record_removal(&mut tx, user_id, mailbox_id, &gone).await?;
         tx.commit().await?;
         // Usage fell: a quota warning may be armed again.
         quota::warn::after_write(self, &[user_id]).await;
@@ -2013,55 +2021,73 @@ async fn bump_modseq(conn: &mut PgConnection, mailbox_id: i64) -> Result<u64, St
 }
 
 /// Expunged UIDs each mailbox remembers (RFC 7162 §3.2.5.2 lets a server forget): enough for
-/// a client that was away while thousands of messages were cleaned up, small enough that the
-/// pruning scan after each removal stays cheap.
+/// a client that was away while thousands of messages were cleaned up.
 pub const EXPUNGED_KEPT: i64 = 20_000;
 
-/// Remember that `uids` left `mailbox_id` at `modseq` (the table `expunged`, migration 0013),
-/// for VANISHED (EARLIER) (RFC 7162 §3.2.5, §3.2.6). Beyond [`EXPUNGED_KEPT`] rows the oldest
-/// MODSEQs are forgotten whole and the mailbox's `expunged_floor` rises to the highest of them.
-/// Runs under the mailbox's row lock (the caller bumped its MODSEQ).
-async fn record_expunged(
+/// Rows of `expunged` a mailbox may reach before its record is pruned back to
+/// [`EXPUNGED_KEPT`]: the slack makes the pruning walk (O(EXPUNGED_KEPT)) happen once per
+/// `EXPUNGED_PRUNE_AT - EXPUNGED_KEPT` removals instead of on every EXPUNGE, O(1) per removed
+/// message on average.
+pub const EXPUNGED_PRUNE_AT: i64 = EXPUNGED_KEPT + EXPUNGED_KEPT / 4;
+
+/// Record that `uids` left a user's mailbox, in the caller's transaction (which holds the
+/// mailbox's row lock): a new MODSEQ for the mailbox, the removals remembered at it for
+/// VANISHED (EARLIER) (RFC 7162 §3.2.5, §3.2.6; the table `expunged`, migration 0013), and the
+/// mailbox's event, in one statement. Returns the new MODSEQ.
+///
+/// The mailbox counts its rows of `expunged` (`expunged_rows`, migration 0015); past
+/// [`EXPUNGED_PRUNE_AT`] the oldest MODSEQs are forgotten whole until at most
+/// [`EXPUNGED_KEPT`] rows are left, and the mailbox's `expunged_floor` rises to the highest of
+/// them.
+async fn record_removal(
     conn: &mut PgConnection,
+    user_id: i64,
     mailbox_id: i64,
     uids: &[i64],
-    modseq: u64,
-) -> Result<(), StoreError> {
-    if uids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query!(
-        "INSERT INTO expunged (mailbox_id, uid, modseq) SELECT $1, u, $3 FROM unnest($2::bigint[]) AS u
-         ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = EXCLUDED.modseq",
+) -> Result<u64, StoreError> {
+    let payload = events::payload(&Event::Mailbox { user_id, mailbox_id });
+    // The INSERT sees the new MODSEQ through `b` (the sub-statements of one statement share a
+    // snapshot, so it is handed over, not re-read).
+    let row = sqlx::query!(
+        r#"WITH b AS (
+             UPDATE mailboxes SET highestmodseq = highestmodseq + 1,
+                    expunged_rows = expunged_rows + cardinality($2::bigint[])
+             WHERE id = $1 RETURNING highestmodseq, expunged_rows),
+         e AS (
+             INSERT INTO expunged (mailbox_id, uid, modseq) SELECT $1, u, b.highestmodseq FROM b, unnest($2::bigint[]) AS u
+             ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = EXCLUDED.modseq)
+         SELECT b.highestmodseq, b.expunged_rows FROM b, pg_notify($3, $4)"#,
         mailbox_id,
         uids,
-        modseq as i64
+        events::CHANNEL,
+        payload,
     )
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    let cutoff: Option<i64> = sqlx::query_scalar!(
-        "SELECT modseq FROM expunged WHERE mailbox_id = $1 ORDER BY modseq DESC OFFSET $2 LIMIT 1",
+    if row.expunged_rows > EXPUNGED_PRUNE_AT {
+        prune_expunged(conn, mailbox_id).await?;
+    }
+    Ok(row.highestmodseq as u64)
+}
+
+/// Forget a mailbox's oldest removals, whole MODSEQs at a time, until at most
+/// [`EXPUNGED_KEPT`] rows are left; raise `expunged_floor` to the highest MODSEQ forgotten and
+/// set `expunged_rows` to the true count. Under the mailbox's row lock.
+async fn prune_expunged(conn: &mut PgConnection, mailbox_id: i64) -> Result<(), StoreError> {
+    // Sub-statements share one snapshot: the count is of the rows before the DELETE.
+    sqlx::query!(
+        "WITH c AS (
+             SELECT modseq FROM expunged WHERE mailbox_id = $1 ORDER BY modseq DESC OFFSET $2 LIMIT 1),
+         d AS (
+             DELETE FROM expunged e USING c WHERE e.mailbox_id = $1 AND e.modseq <= c.modseq RETURNING 1)
+         UPDATE mailboxes SET expunged_floor = greatest(expunged_floor, (SELECT modseq FROM c)),
+                expunged_rows = (SELECT count(*) FROM expunged WHERE mailbox_id = $1) - (SELECT count(*) FROM d)
+         WHERE id = $1",
         mailbox_id,
         EXPUNGED_KEPT
     )
-    .fetch_optional(&mut *conn)
+    .execute(&mut *conn)
     .await?;
-    if let Some(cutoff) = cutoff {
-        sqlx::query!(
-            "DELETE FROM expunged WHERE mailbox_id = $1 AND modseq <= $2",
-            mailbox_id,
-            cutoff
-        )
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query!(
-            "UPDATE mailboxes SET expunged_floor = greatest(expunged_floor, $2) WHERE id = $1",
-            mailbox_id,
-            cutoff
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
     Ok(())
 }
 
