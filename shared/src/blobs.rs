@@ -57,6 +57,12 @@ const SETTLE_QUEUE_MAX: usize = 8192;
 /// At most this many bodies are settled per round (one statement reads them, one deletes them).
 const SETTLE_BATCH: usize = 256;
 
+/// How long the settler lets bodies gather before each round, so a stream of APPENDs in one
+/// session shares a round's journal commit and row deletion instead of paying both per body
+/// (issue #12: settled one by one, the file, folder and root fsyncs and the deletion's WAL
+/// flush took the disk from the next message's commit).
+const SETTLE_GATHER: Duration = Duration::from_millis(20);
+
 /// What a sweep removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
@@ -220,7 +226,7 @@ impl BlobStore {
         };
         match start {
             None => {
-                if let Err(e) = self.settle(db, &[id.0]).await {
+                if let Err(e) = self.settle_written(db, &[id.0]).await {
                     tracing::warn!("making a message body's file durable: {e:#}");
                 }
             }
@@ -235,6 +241,7 @@ impl BlobStore {
 
     async fn run_settler(&self, db: &PgPool) {
         loop {
+            tokio::time::sleep(SETTLE_GATHER).await;
             let batch: Vec<String> = {
                 let mut state = self.settling.lock();
                 if state.0.is_empty() {
@@ -245,10 +252,69 @@ impl BlobStore {
                 let n = state.0.len().min(SETTLE_BATCH);
                 state.0.drain(..n).map(|id| id.0).collect()
             };
-            if let Err(e) = self.settle(db, &batch).await {
+            if let Err(e) = self.settle_written(db, &batch).await {
                 tracing::warn!(bodies = batch.len(), "making message bodies' files durable: {e:#}");
             }
         }
+    }
+
+    /// Settle bodies this process wrote itself after their commits ([`Self::settle_later`]):
+    /// `write_unsynced_blocking` left each file whole (written, or found holding exactly the
+    /// body), so unlike [`Self::settle`] the bodies are not read back. Each row's version is
+    /// read before the fsyncs and only that version deleted (as in `settle`); the deletion
+    /// commits without waiting for its WAL flush: lost in a crash, it only leaves rows that
+    /// [`settle_all`] settles again at the next start. A file found missing keeps its row.
+    async fn settle_written(&self, db: &PgPool, ids: &[String]) -> anyhow::Result<u64> {
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, xmin::text FROM blob_pending WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(db)
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let store = self.clone();
+        let synced = tokio::task::spawn_blocking(move || store.sync_written(rows)).await??;
+        if synced.is_empty() {
+            return Ok(0);
+        }
+        let (ids, versions): (Vec<String>, Vec<String>) = synced.into_iter().unzip();
+        let mut tx = db.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        let deleted = delete_settled(&mut tx, &ids, &versions).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// The file side of [`Self::settle_written`]: writeback of every file started first, so the
+    /// fsyncs that follow share journal commits, then each file, each folder once and the root
+    /// (a shard folder may be new). Returns the rows whose files are now durable. Blocking I/O.
+    fn sync_written(&self, rows: Vec<(String, String)>) -> std::io::Result<Vec<(String, String)>> {
+        let mut open = Vec::with_capacity(rows.len());
+        let mut dirs = std::collections::BTreeSet::new();
+        for (id, version) in rows {
+            let path = self.path(&BlobId(id.clone()));
+            match std::fs::File::open(&path) {
+                Ok(file) => {
+                    start_writeback(&file, 0, 0);
+                    dirs.insert(path.parent().expect("blob paths have a parent").to_path_buf());
+                    open.push((id, version, file));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(blob = %id, "a pending body's file is missing: left for the next start to write back");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for (_, _, file) in &open {
+            file.sync_all()?;
+        }
+        for dir in &dirs {
+            sync_dir(dir)?;
+        }
+        sync_dir(&self.root)?;
+        Ok(open.into_iter().map(|(id, version, _)| (id, version)).collect())
     }
 
     /// Settle the pending bodies among `ids`: each file is checked against the body in its row
@@ -271,20 +337,8 @@ impl BlobStore {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.settle_files(&bodies)).await??;
         let (ids, versions): (Vec<String>, Vec<String>) = versions.into_iter().unzip();
-        let deleted = sqlx::query!(
-            "DELETE FROM blob_pending p USING (
-                 SELECT q.id FROM blob_pending q
-                 JOIN unnest($1::text[], $2::text[]) AS u(id, version)
-                   ON q.id = u.id AND q.xmin::text = u.version
-                 FOR UPDATE OF q SKIP LOCKED) s
-             WHERE p.id = s.id",
-            &ids,
-            &versions,
-        )
-        .execute(db)
-        .await?
-        .rows_affected();
-        Ok(deleted)
+        let mut conn = db.acquire().await?;
+        Ok(delete_settled(&mut conn, &ids, &versions).await?)
     }
 
     /// The file side of [`Self::settle`]: every body whole in its file, fsynced, each folder
@@ -852,6 +906,46 @@ fn create_shard_dir(dir: &Path) -> std::io::Result<()> {
         sync_dir(parent)?;
     }
     Ok(())
+}
+
+/// Delete the `blob_pending` rows of settled bodies, each only in the version (`xmin`) read
+/// before its file was fsynced: a writer that stored the same body again meanwhile keeps it
+/// listed, and a row another transaction holds locked is left to that writer's own settling.
+async fn delete_settled(conn: &mut PgConnection, ids: &[String], versions: &[String]) -> sqlx::Result<u64> {
+    Ok(sqlx::query!(
+        // The text as it was first prepared (.sqlx/ is keyed by it): left indented as it was.
+        "DELETE FROM blob_pending p USING (
+                 SELECT q.id FROM blob_pending q
+                 JOIN unnest($1::text[], $2::text[]) AS u(id, version)
+                   ON q.id = u.id AND q.xmin::text = u.version
+                 FOR UPDATE OF q SKIP LOCKED) s
+             WHERE p.id = s.id",
+        ids,
+        versions,
+    )
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+/// Start writing `len` bytes of `file` from `offset` to disk (`len` 0: to the end) without
+/// waiting, so a later fsync finds little left to write (sync_file_range(2),
+/// SYNC_FILE_RANGE_WRITE). Only a hint: the fsync is what makes the file durable.
+#[allow(unsafe_code)] // sync_file_range(2): a plain libc call with no safe std equivalent.
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a file descriptor `file` keeps open for the call.
+    let r = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if r != 0 {
+        tracing::debug!("sync_file_range: {}", std::io::Error::last_os_error());
+    }
 }
 
 /// fsync a directory so a rename inside it is durable.

@@ -123,3 +123,40 @@ async fn pending_count(db: &sqlx::PgPool) -> i64 {
         .await
         .unwrap()
 }
+
+/// The settler of a running process (issue #12): small bodies appended one after another are
+/// made durable by their commits; their files are then fsynced in rounds and their rows leave
+/// `blob_pending` soon after, each file holding its body.
+#[tokio::test]
+async fn appended_small_bodies_are_settled_and_leave_blob_pending() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let user = env.add_user("carol@example.test", "pw", None).await;
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    let mut bodies = Vec::new();
+    for n in 0..40 {
+        let raw = format!("Subject: settle {n}\r\n\r\nbody {n}\r\n").into_bytes();
+        mail.append(user.id, inbox.id, &raw, &[], Utc::now(), None)
+            .await
+            .unwrap();
+        bodies.push((BlobId::of(&raw), raw));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM blob_pending")
+            .fetch_one(&env.context.db)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} bodies still pending after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (id, raw) in &bodies {
+        assert_eq!(&std::fs::read(mail.blobs().path(id)).unwrap(), raw, "{id}");
+    }
+}

@@ -13,7 +13,6 @@
 
 use std::fs::File;
 use std::io::{SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -406,7 +405,6 @@ impl Sink {
 }
 
 impl TempWriter {
-    #[allow(unsafe_code)] // sync_file_range(2): a plain libc call with no safe std equivalent.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
         self.file.write_all(buf)?;
         self.written += buf.len() as u64;
@@ -415,18 +413,7 @@ impl TempWriter {
             // Start writing these pages to disk now (not waiting for it), so the fsync before
             // the commit finds most of a large file already written: the disk works while the
             // body still arrives. Only a hint: the fsync is what makes the file durable.
-            // SAFETY: a plain syscall on a file descriptor this struct owns.
-            let r = unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    self.started as libc::off64_t,
-                    unstarted as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
-            if r != 0 {
-                tracing::debug!("sync_file_range: {}", std::io::Error::last_os_error());
-            }
+            shared::blobs::start_writeback(&self.file, self.started, unstarted);
             self.started = self.written;
         }
         Ok(())
