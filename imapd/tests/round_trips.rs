@@ -34,9 +34,17 @@ impl Visit for Summary {
     }
 }
 
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() == "sqlx::query" {
+impl<S> tracing_subscriber::Layer<S> for Statements
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        // The blob settler's rounds run on their own task after the answers (shared::blobs
+        // `settle_later`), in whichever command they happen to overlap: not a command's cost.
+        let settler = ctx
+            .event_scope(event)
+            .is_some_and(|mut scope| scope.any(|span| span.name() == "settle_bodies"));
+        if event.metadata().target() == "sqlx::query" && !settler {
             let mut summary = Summary(String::new());
             event.record(&mut summary);
             STATEMENTS.lock().unwrap().push(summary.0);
@@ -50,7 +58,9 @@ fn taken() -> Vec<String> {
 
 #[tokio::test]
 async fn the_mixed_cycle_asks_postgres_little() {
-    let filter = tracing_subscriber::filter::Targets::new().with_target("sqlx::query", tracing::Level::DEBUG);
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("sqlx::query", tracing::Level::DEBUG)
+        .with_target("shared::blobs", tracing::Level::DEBUG);
     let subscriber = tracing_subscriber::registry().with(Statements.with_filter(filter));
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this test binary");
 

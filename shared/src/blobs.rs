@@ -234,7 +234,13 @@ impl BlobStore {
             Some(true) => {
                 let store = self.clone();
                 let db = db.clone();
-                tokio::spawn(async move { store.run_settler(&db).await });
+                // In a span of its own, so its statements are told apart from the commands' in
+                // logs (and in imapd/tests/round_trips.rs, which counts each command's).
+                let span = tracing::debug_span!("settle_bodies");
+                tokio::spawn(tracing::Instrument::instrument(
+                    async move { store.run_settler(&db).await },
+                    span,
+                ));
             }
         }
     }
