@@ -202,6 +202,7 @@ fn damage_is_found_and_what_is_safe_repaired() {
     assert_eq!(store.number("SELECT count(*) FROM dav_locks"), 1);
 
     // Damage that cannot be repaired: named with the messages it hurts.
+    store.settled();
     std::fs::remove_file(store.mail.blobs().path(&own_blob)).unwrap();
     let shared_path = store.mail.blobs().path(&shared_blob);
     let len = std::fs::metadata(&shared_path).unwrap().len() as usize;

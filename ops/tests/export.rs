@@ -248,6 +248,7 @@ fn a_missing_body_is_named_and_the_rest_exported() {
             .blob
             .clone()
     });
+    store.settled();
     std::fs::remove_file(store.mail.blobs().path(&blob)).unwrap();
     let out = common::tinydc(
         &data,

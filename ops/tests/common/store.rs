@@ -45,6 +45,25 @@ impl Store {
         }
     }
 
+    /// Wait (up to 10 s) until every small body this store wrote has its file fsynced and has
+    /// left `blob_pending` (`BlobStore::settle_later` runs a few milliseconds after each write):
+    /// a test that damages a body's file must do it after, or the next `tinydc` command writes
+    /// the file back from the database (`blobs::settle_all`).
+    pub fn settled(&self) {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let pending = self.number("SELECT count(*) FROM blob_pending");
+            if pending == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "{pending} bodies still pending after 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A user's id.
     pub fn user_id(&self, address: &str) -> i64 {
         self.rt
