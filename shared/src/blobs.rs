@@ -157,54 +157,54 @@ impl BlobStore {
     fn put_blocking(&self, id: &BlobId, bytes: &[u8]) -> std::io::Result<()> {
         let target = self.path(id);
         if let Ok(file) = std::fs::File::open(&target) {
-            // Stored already (the same body again, or an orphan a crash left): make it young,
-            // so a sweep's grace period starts over instead of taking it from under this write.
-            if let Err(e) = file.set_modified(SystemTime::now()) {
-                tracing::debug!("refreshing the time of blob {id}: {e}");
-            }
+            // Stored already (the same body again, or an orphan a crash left).
+            refresh_time(id, &file);
             return Ok(());
         }
+        self.write_renamed(&target, bytes, true)
+    }
+
+    /// Write `bytes` to `target` through a temp file and a rename, so readers (and a process
+    /// killed meanwhile) see the whole body or none. `durable`: the file is fsynced before the
+    /// rename and its folder after (a new folder recorded in its parent, `create_shard_dir`);
+    /// otherwise both wait for the settler (`settle_written` fsyncs the root too).
+    fn write_renamed(&self, target: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
         self.check_space(bytes.len() as u64)?;
         let temp_dir = self.temp_dir();
         std::fs::create_dir_all(&temp_dir)?;
         let dir = target.parent().expect("blob paths have a parent");
-        create_shard_dir(dir)?;
+        if durable {
+            create_shard_dir(dir)?;
+        } else {
+            std::fs::create_dir_all(dir)?;
+        }
         let mut temp = tempfile::Builder::new().prefix("blob-").tempfile_in(&temp_dir)?;
         temp.write_all(bytes)?;
-        temp.as_file().sync_all()?;
-        temp.persist(&target).map_err(|e| e.error)?;
-        sync_dir(dir)?;
+        if durable {
+            temp.as_file().sync_all()?;
+        }
+        temp.persist(target).map_err(|e| e.error)?;
+        if durable {
+            sync_dir(dir)?;
+        }
         Ok(())
     }
 
     /// Write a small body (at most [`PENDING_MAX`] bytes, hashed by the caller) to its file
-    /// WITHOUT making it durable: the caller inserts it into `blob_pending` in the transaction that references it, and after the commit hands it to
-    /// [`Self::settle_later`]. The file goes through a temp file and a rename, so readers (and a
-    /// process killed meanwhile) see the whole body or none. A file already there is kept only
+    /// WITHOUT making it durable: the caller inserts it into `blob_pending` in the transaction
+    /// that references it, and after the commit hands it to [`Self::settle_later`]. A file already there is kept only
     /// if it holds exactly these bytes (an operating-system crash can leave a renamed file
     /// without its data); otherwise it is replaced. Blocking I/O.
     pub fn write_unsynced_blocking(&self, id: &BlobId, bytes: &[u8]) -> std::io::Result<()> {
         debug_assert!(bytes.len() <= PENDING_MAX);
         let target = self.path(id);
         if same_contents(&target, bytes)? {
-            // As in `put_blocking`: the sweep's grace period starts over.
-            if let Ok(file) = std::fs::File::open(&target)
-                && let Err(e) = file.set_modified(SystemTime::now())
-            {
-                tracing::debug!("refreshing the time of blob {id}: {e}");
+            if let Ok(file) = std::fs::File::open(&target) {
+                refresh_time(id, &file);
             }
             return Ok(());
         }
-        self.check_space(bytes.len() as u64)?;
-        let temp_dir = self.temp_dir();
-        std::fs::create_dir_all(&temp_dir)?;
-        let dir = target.parent().expect("blob paths have a parent");
-        // Durable with the file when it is settled (`settle_files` fsyncs the root too).
-        std::fs::create_dir_all(dir)?;
-        let mut temp = tempfile::Builder::new().prefix("blob-").tempfile_in(&temp_dir)?;
-        temp.write_all(bytes)?;
-        temp.persist(&target).map_err(|e| e.error)?;
-        Ok(())
+        self.write_renamed(&target, bytes, false)
     }
 
     /// After the commit that inserted `id` into `blob_pending`: fsync its file later, in a
@@ -912,6 +912,14 @@ fn create_shard_dir(dir: &Path) -> std::io::Result<()> {
         sync_dir(parent)?;
     }
     Ok(())
+}
+
+/// Make a blob found already stored young again, so a sweep's grace period starts over instead
+/// of taking it from under the write that is about to reference it.
+fn refresh_time(id: &BlobId, file: &std::fs::File) {
+    if let Err(e) = file.set_modified(SystemTime::now()) {
+        tracing::debug!("refreshing the time of blob {id}: {e}");
+    }
 }
 
 /// Delete the `blob_pending` rows of settled bodies, each only in the version (`xmin`) read
