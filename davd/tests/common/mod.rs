@@ -124,16 +124,32 @@ pub async fn curl(args: &[String]) -> Reply {
 }
 
 /// Names in `dir` (to look for leftover temp files).
+///
+/// A folder DELETE is answered once the folder is renamed aside
+/// (`.tinydc-upload-deleted-<uuid>`); its files are removed after the answer. This waits up to
+/// 10 s for such folders to go, so a test sees the tree the DELETE leaves, and still fails on one
+/// that is never removed.
 pub fn names_in(dir: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|it| {
-            it.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    let read = || {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|it| {
+                it.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let set_aside = format!("{}deleted-", shared::quota::UPLOAD_TEMP_PREFIX);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let names = read();
+        if !names.iter().any(|n| n.starts_with(&set_aside)) || std::time::Instant::now() > deadline {
+            return names;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// A user's file usage as stored.
