@@ -39,11 +39,12 @@ where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
-        // The blob settler's rounds run on their own task after the answers (shared::blobs
-        // `settle_later`), in whichever command they happen to overlap: not a command's cost.
+        // The blob settler's rounds and the batched usage folds run on their own tasks after
+        // the answers (shared::blobs `settle_later`, shared::quota `FoldQueue`), in whichever
+        // command they happen to overlap: not a command's cost.
         let settler = ctx
             .event_scope(event)
-            .is_some_and(|mut scope| scope.any(|span| span.name() == "settle_bodies"));
+            .is_some_and(|mut scope| scope.any(|span| matches!(span.name(), "settle_bodies" | "fold_usage")));
         if event.metadata().target() == "sqlx::query" && !settler {
             let mut summary = Summary(String::new());
             event.record(&mut summary);
@@ -107,6 +108,14 @@ async fn the_mixed_cycle_asks_postgres_little() {
     assert!(of("SELECT").len() <= 3, "SELECT: {:#?}", of("SELECT"));
     // FETCH syncs the view first (fresh flags) and reads the rows: no second sync at its end.
     assert!(of("FETCH").len() <= 2, "FETCH: {:#?}", of("FETCH"));
+    // APPEND: the quota read at the literal, the mailbox, the transaction (delta, UID, rows),
+    // and one sync read and the \Recent claim after it; no usage fold or warning read for a
+    // user without a limit (folded later, shared::quota::FoldQueue), no count of the mailbox.
+    assert!(of("APPEND").len() <= 8, "APPEND: {:#?}", of("APPEND"));
+    // EXPUNGE: the user's and the mailbox's locks in one statement, the removal, the refund,
+    // the blob references and the removal record, its commit and the sync read; the warning
+    // check only for a user who was warned (`quota::refund` says).
+    assert!(of("EXPUNGE").len() <= 8, "EXPUNGE: {:#?}", of("EXPUNGE"));
     // STORE's own change follows the MODSEQ the view knew: nothing is read after its commit.
     let store = of("STORE");
     let after_commit = store.iter().rev().take_while(|s| !s.starts_with("COMMIT")).count();

@@ -15,7 +15,9 @@
 //! reservation it replaces, and every check, made under the user's row lock, counts the row
 //! either way. Deltas are folded into the `users` row under its lock right after the write, in
 //! one round trip with the quota warnings' read ([`fold_and_read`], through
-//! [`warn::after_write`]), by the next [`reserve`] of the user, and at daemon start; every reader here adds the ones not folded yet.
+//! [`warn::after_write`]); for a user without a limit, a moment later in a batch off the
+//! writer's path ([`FoldQueue`]); by the next [`reserve`] of the user, and at daemon start;
+//! every reader here adds the ones not folded yet.
 //!
 //! A reservation left by a crashed process is released by its owner's death: every process that
 //! reserves holds a session-level advisory lock on its own owner id on one connection while it has
@@ -505,6 +507,71 @@ pub async fn commit(
     add_usage(conn, reservation.user_id, usage, actual.min(i64::MAX as u64) as i64).await
 }
 
+/// How long the deltas of writes without a limit wait to be folded together ([`FoldQueue`]).
+const FOLD_GATHER: Duration = Duration::from_secs(1);
+
+/// Users of this process whose charged deltas are to be folded in a batch ([`FoldQueue::fold_later`]).
+///
+/// A write by a user without a limit needs no warning check ([`warn::after_unlimited_write`]),
+/// so its delta need not be folded before the answer: a task folds every user's deltas queued
+/// within [`FOLD_GATHER`] in one statement. `info` and every check count deltas not folded
+/// yet, so usage is exact meanwhile; a process that dies first leaves deltas that the next
+/// write's fold or the daemon start fold (issue #12: the fold and read after each write was a
+/// third of PostgreSQL's time per APPEND and SMTP delivery).
+#[derive(Debug, Default)]
+pub struct FoldQueue {
+    /// The users waiting (at most one entry each), and whether a task is running.
+    state: Mutex<(std::collections::BTreeSet<i64>, bool)>,
+}
+
+impl FoldQueue {
+    /// Fold the deltas of `user_ids` within [`FOLD_GATHER`], on a task of this process.
+    pub fn fold_later(self: &Arc<Self>, db: &PgPool, user_ids: &[i64]) {
+        let start = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.0.extend(user_ids.iter().copied());
+            let start = !state.1;
+            state.1 = true;
+            start
+        };
+        if start {
+            let queue = self.clone();
+            let db = db.clone();
+            // A span of its own, so its statement is not counted as the cost of whichever
+            // command it overlaps (imapd/tests/round_trips.rs).
+            let span = tracing::debug_span!("fold_usage");
+            tokio::spawn(tracing::Instrument::instrument(
+                async move { queue.run(&db).await },
+                span,
+            ));
+        }
+    }
+
+    async fn run(&self, db: &PgPool) {
+        loop {
+            tokio::time::sleep(FOLD_GATHER).await;
+            let users: Vec<i64> = {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if state.0.is_empty() {
+                    // Under the lock: the next `fold_later` finds `false` and starts a task.
+                    state.1 = false;
+                    return;
+                }
+                std::mem::take(&mut state.0).into_iter().collect()
+            };
+            // In slices, so one statement never carries an unbounded id list.
+            for chunk in users.chunks(500) {
+                if let Err(e) = fold(db, chunk).await {
+                    tracing::warn!(
+                        users = chunk.len(),
+                        "folding usage deltas (done again on a later write): {e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Fold the charged deltas of `user_ids` into their `users` rows (after their writers
 /// committed; [`warn::after_write`] calls this), so the row's counters are current for every
 /// reader. One round trip, committed without waiting for the WAL flush: the fold moves bytes
@@ -512,7 +579,7 @@ pub async fn commit(
 /// deltas where they were (folded on the next write, or at daemon start). A user whose row is
 /// locked by another transaction just now is skipped, not waited for: their deltas are counted
 /// wherever usage is read here, and folded next time; so is a delta row another transaction
-/// holds (a refund folding it itself, `add_usage`), so no two folds wait on each other.
+/// holds (a refund folding it itself, [`refund`]), so no two folds wait on each other.
 pub async fn fold(db: &PgPool, user_ids: &[i64]) -> Result<(), QuotaError> {
     if user_ids.is_empty() {
         return Ok(());
@@ -614,34 +681,37 @@ pub async fn charge(conn: &mut PgConnection, user_id: i64, usage: Usage, bytes: 
     add_usage(conn, user_id, usage, bytes as i64).await
 }
 
-/// Inside a transaction: give back `bytes` (a delete or an overwrite).
-pub async fn refund(conn: &mut PgConnection, user_id: i64, usage: Usage, bytes: u64) -> Result<(), QuotaError> {
-    add_usage(conn, user_id, usage, -(bytes as i64)).await
+/// Inside a transaction: give back `bytes` (a delete or an overwrite). Returns whether the user
+/// has been warned of a level (`users.quota_warned`): only then can the usage that fell re-arm
+/// a warning, so only then is [`warn::after_write`] due after the commit.
+pub async fn refund(conn: &mut PgConnection, user_id: i64, usage: Usage, bytes: u64) -> Result<bool, QuotaError> {
+    if bytes == 0 {
+        return Ok(false);
+    }
+    // A refund is clamped at zero against the whole usage, so the user's deltas of that kind are
+    // folded into the row in the same statement first: clamped against the row alone, a refund
+    // of bytes still held in a delta would be lost (and usage overcounted). Dynamic: the column
+    // differs by kind and only integers are bound.
+    let column = match usage {
+        Usage::Mail => "mail_bytes",
+        Usage::Files => "file_bytes",
+    };
+    let warned: Option<bool> = sqlx::query_scalar(&format!(
+        "WITH f AS (DELETE FROM quota_reservations WHERE user_id = $1 AND charged = $3 RETURNING bytes)
+         UPDATE users SET {column} = greatest({column} + (SELECT coalesce(sum(bytes), 0) FROM f)::bigint - $2, 0)
+         WHERE id = $1 RETURNING quota_warned > 0"
+    ))
+    .bind(user_id)
+    .bind(bytes.min(i64::MAX as u64) as i64)
+    .bind(usage.column_tag())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(warned.unwrap_or(false))
 }
 
+/// Inside a transaction holding the user's row: add `delta` (> 0) bytes to the user's usage.
 async fn add_usage(conn: &mut PgConnection, user_id: i64, usage: Usage, delta: i64) -> Result<(), QuotaError> {
-    if delta == 0 {
-        return Ok(());
-    }
-    if delta < 0 {
-        // A refund is clamped at zero against the whole usage, so the user's deltas of that
-        // kind are folded into the row in the same statement first: clamped against the row
-        // alone, a refund of bytes still held in a delta would be lost (and usage overcounted).
-        // Dynamic: the column differs by kind and only integers are bound.
-        let column = match usage {
-            Usage::Mail => "mail_bytes",
-            Usage::Files => "file_bytes",
-        };
-        sqlx::query(&format!(
-            "WITH f AS (DELETE FROM quota_reservations WHERE user_id = $1 AND charged = $3 RETURNING bytes)
-             UPDATE users SET {column} = greatest({column} + (SELECT coalesce(sum(bytes), 0) FROM f)::bigint + $2, 0)
-             WHERE id = $1"
-        ))
-        .bind(user_id)
-        .bind(delta)
-        .bind(usage.column_tag())
-        .execute(&mut *conn)
-        .await?;
+    if delta <= 0 {
         return Ok(());
     }
     match usage {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use chrono::Utc;
 use shared::blobs::BlobStore;
 use shared::events::Event;
-use shared::mailstore::{DeliveryTarget, FlagOp, MailStore, SpecialUse, StoreError, SyncPoint};
+use shared::mailstore::{DeliveryTarget, FlagOp, MailStore, MessageState, SpecialUse, StoreError};
 use shared::quota;
 use shared::testing::TestEnv;
 
@@ -187,7 +187,7 @@ async fn one_user_cannot_touch_anothers_mailboxes() {
     // The reads and the \Recent claim that imapd's FETCH, SEARCH, sync and SELECT use.
     assert!(mail.fetch_light(bob.id, alice_inbox.id, &[1]).await.unwrap().is_empty());
     assert!(matches!(
-        mail.sync_point(bob.id, alice_inbox.id).await,
+        mail.changes_since(bob.id, alice_inbox.id, 0).await,
         Err(StoreError::NoSuchMailbox)
     ));
     assert_eq!(mail.claim_recent(bob.id, alice_inbox.id, 1).await.unwrap(), None);
@@ -476,42 +476,91 @@ async fn status_counts_messages_unseen_and_recent() {
     ));
 }
 
-/// The sync point moves with every change a session must catch up on.
+/// What a session must catch up on since its MODSEQ: appends, flag changes and removals, in one
+/// read; removals only while the removal record reaches back that far.
 #[tokio::test]
-async fn sync_point_follows_appends_flags_and_expunges() {
+async fn changes_since_follow_appends_flags_and_expunges() {
     let env = TestEnv::new().await;
     let mail = &env.context.mail;
     let user = env.add_user("alice@example.test", "pw", None).await;
     let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
-    let start = mail.sync_point(user.id, inbox.id).await.unwrap();
-    assert_eq!(
-        start,
-        SyncPoint {
-            highestmodseq: inbox.highestmodseq,
-            messages: 0
-        }
-    );
-    let appended = mail
+    let start = mail
+        .changes_since(user.id, inbox.id, inbox.highestmodseq)
+        .await
+        .unwrap();
+    assert_eq!(start.highestmodseq, inbox.highestmodseq);
+    assert!(start.changed.is_empty());
+    assert_eq!(start.expunged, Some(vec![]));
+    let first = mail
         .append(user.id, inbox.id, &message(1), &[], Utc::now(), None)
         .await
         .unwrap();
-    let after_append = mail.sync_point(user.id, inbox.id).await.unwrap();
-    assert_eq!(after_append.messages, 1);
-    assert_eq!(after_append.highestmodseq, appended.modseq);
-    mail.store_flags(user.id, inbox.id, &[1], FlagOp::Add, &["\\Deleted".into()], None)
+    let second = mail
+        .append(user.id, inbox.id, &message(2), &[], Utc::now(), None)
         .await
         .unwrap();
-    let after_store = mail.sync_point(user.id, inbox.id).await.unwrap();
-    assert_eq!(after_store.messages, 1);
-    assert!(after_store.highestmodseq > after_append.highestmodseq);
+    let after_append = mail
+        .changes_since(user.id, inbox.id, start.highestmodseq)
+        .await
+        .unwrap();
+    assert_eq!(after_append.highestmodseq, second.modseq);
+    let uids: Vec<u32> = after_append.changed.iter().map(|s| s.uid).collect();
+    assert_eq!(uids, vec![first.uid, second.uid]);
+    // Nothing since the newest MODSEQ.
+    let none = mail.changes_since(user.id, inbox.id, second.modseq).await.unwrap();
+    assert!(none.changed.is_empty() && none.expunged == Some(vec![]));
+    mail.store_flags(
+        user.id,
+        inbox.id,
+        &[first.uid],
+        FlagOp::Add,
+        &["\\Deleted".into()],
+        None,
+    )
+    .await
+    .unwrap();
+    let after_store = mail.changes_since(user.id, inbox.id, second.modseq).await.unwrap();
+    assert!(after_store.highestmodseq > second.modseq);
+    assert_eq!(
+        after_store.changed,
+        vec![MessageState {
+            uid: first.uid,
+            modseq: after_store.highestmodseq,
+            flags: vec!["\\Deleted".to_string()]
+        }]
+    );
     mail.expunge(user.id, inbox.id, None).await.unwrap();
-    let after_expunge = mail.sync_point(user.id, inbox.id).await.unwrap();
-    assert_eq!(after_expunge.messages, 0);
+    let after_expunge = mail
+        .changes_since(user.id, inbox.id, after_store.highestmodseq)
+        .await
+        .unwrap();
     assert!(after_expunge.highestmodseq > after_store.highestmodseq);
+    assert!(after_expunge.changed.is_empty());
+    assert_eq!(after_expunge.expunged, Some(vec![first.uid]));
+    // From before the first append: the second message, and the first one's removal.
+    let all = mail
+        .changes_since(user.id, inbox.id, start.highestmodseq)
+        .await
+        .unwrap();
+    assert_eq!(all.changed.iter().map(|s| s.uid).collect::<Vec<_>>(), vec![second.uid]);
+    assert_eq!(all.expunged, Some(vec![first.uid]));
+    // A record pruned past the session's MODSEQ cannot say what went: `None`.
+    sqlx::query("UPDATE mailboxes SET expunged_floor = $1 WHERE id = $2")
+        .bind(after_store.highestmodseq as i64)
+        .bind(inbox.id)
+        .execute(&env.context.db)
+        .await
+        .unwrap();
+    let pruned = mail
+        .changes_since(user.id, inbox.id, start.highestmodseq)
+        .await
+        .unwrap();
+    assert_eq!(pruned.expunged, None);
+    assert_eq!(pruned.changed.len(), 1);
     let projects = mail.create_mailbox(user.id, "Projects", None).await.unwrap();
     mail.delete_mailbox(user.id, "Projects").await.unwrap();
     assert!(matches!(
-        mail.sync_point(user.id, projects.id).await,
+        mail.changes_since(user.id, projects.id, 0).await,
         Err(StoreError::NoSuchMailbox)
     ));
 }

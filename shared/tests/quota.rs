@@ -486,3 +486,47 @@ async fn unlimited_users_reserve_without_a_row_and_a_new_limit_still_holds() {
         Err(QuotaError::UnknownUser)
     ));
 }
+
+/// Writes of a user without a limit are answered without a fold or a warning check: their
+/// deltas count at once wherever usage is read, and this process folds them into the user's row
+/// in a batch a moment later (`quota::FoldQueue`), so they never pile up.
+#[tokio::test]
+async fn unlimited_writes_are_folded_in_a_batch_after_their_answers() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("grace@example.test", "pw", None).await;
+    let db = &env.context.db;
+    let mail = &env.context.mail;
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    let deltas = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM quota_reservations WHERE user_id = $1 AND charged IS NOT NULL",
+        )
+        .bind(user.id)
+        .fetch_one(db)
+        .await
+        .unwrap()
+    };
+    let message = b"Subject: s\r\n\r\nhello\r\n".to_vec();
+    for _ in 0..20 {
+        let r = quota::reserve(db, user.id, message.len() as u64).await.unwrap();
+        assert_eq!(r.id, quota::Reservation::UNLIMITED);
+        mail.append(user.id, inbox.id, &message, &[], chrono::Utc::now(), Some(r))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        quota::info(db, user.id).await.unwrap().mail_bytes,
+        20 * message.len() as u64
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while deltas().await > 0 {
+        assert!(std::time::Instant::now() < deadline, "the deltas were never folded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (row,): (i64,) = sqlx::query_as("SELECT mail_bytes FROM users WHERE id = $1")
+        .bind(user.id)
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(row, 20 * message.len() as i64);
+}

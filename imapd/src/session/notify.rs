@@ -442,21 +442,33 @@ impl Session {
             return Ok(());
         };
         if !spec.flags {
-            // Only new and expunged messages were asked for: a change that leaves the count
-            // and UIDNEXT as the view knows them is a flag change; it waits for a command.
+            // Only new and expunged messages were asked for: a change that brings no UID past
+            // the view's and takes none of the view's away is a flag change; it waits for a
+            // command.
             let State::Selected { user, selected } = &self.state else {
                 return Ok(());
             };
             let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
-            let live = (selected.uids.len() - selected.ghosts.len()) as u64;
-            let max_uid = selected.max_uid();
-            let point = self.ctx.mail.sync_point(user_id, mailbox_id).await?;
-            let uidnext = match self.ctx.mail.mailbox_by_id(user_id, mailbox_id).await {
-                Ok(m) => m.uidnext,
+            let changes = match self
+                .ctx
+                .mail
+                .changes_since(user_id, mailbox_id, selected.known_modseq)
+                .await
+            {
+                Ok(changes) => changes,
                 Err(StoreError::NoSuchMailbox) => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
-            if point.messages == live && uidnext.saturating_sub(1) <= max_uid {
+            let max_uid = selected.max_uid();
+            let arrived = changes.changed.iter().any(|s| s.uid > max_uid);
+            let removed = match &changes.expunged {
+                Some(uids) => uids
+                    .iter()
+                    .any(|uid| selected.uids.binary_search(uid).is_ok() && !selected.ghosts.contains(uid)),
+                // The removal record does not reach back to the view: the sync compares.
+                None => true,
+            };
+            if !arrived && !removed {
                 return Ok(());
             }
         }

@@ -19,24 +19,24 @@ impl Session {
         };
         let user_id = user.id;
         let mailbox_id = selected.mailbox.id;
-        let (highest, count) = match self.ctx.mail.sync_point(user_id, mailbox_id).await {
-            Ok(point) => (point.highestmodseq, point.messages),
+        // Everything since the MODSEQ the view knows, in one statement: usually nothing.
+        let changes = match self
+            .ctx
+            .mail
+            .changes_since(user_id, mailbox_id, selected.known_modseq)
+            .await
+        {
+            Ok(changes) => changes,
             // The mailbox was deleted under us: nothing more to show.
             Err(StoreError::NoSuchMailbox) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
         let mut out: Vec<u8> = Vec::new();
-        let live = selected.uids.len() - selected.ghosts.len();
-        if highest != selected.known_modseq || count as usize != live {
-            let changed = self
-                .ctx
-                .mail
-                .message_states_since(user_id, mailbox_id, selected.known_modseq)
-                .await?;
+        if changes.highestmodseq != selected.known_modseq {
             // Announce new keywords before the FETCH responses that show them.
-            selected.announce_keywords(changed.iter().flat_map(|s| s.flags.iter()), &mut out);
+            selected.announce_keywords(changes.changed.iter().flat_map(|s| s.flags.iter()), &mut out);
             let before = selected.uids.len();
-            for state in changed {
+            for state in changes.changed {
                 if state.uid > selected.max_uid() {
                     selected.uids.push(state.uid);
                     selected.flags.push(state.flags);
@@ -59,21 +59,34 @@ impl Session {
                     .write(&mut out);
                 }
             }
-            let live = selected.uids.len() - selected.ghosts.len();
-            if count as usize != live {
-                // Some messages went away: find which.
-                let all = self.ctx.mail.message_states(user_id, mailbox_id).await?;
-                let mut present = all.iter().map(|m| m.uid).peekable();
-                let mut gone = Vec::new();
-                for &uid in &selected.uids {
-                    while present.peek().is_some_and(|&p| p < uid) {
-                        present.next();
-                    }
-                    if present.peek() != Some(&uid) {
-                        gone.push(uid);
+            match changes.expunged {
+                // Removed by others since: those still in the view wait to be announced
+                // (this session's own are out of the view already, `announce_expunged`).
+                Some(expunged) => {
+                    for uid in expunged {
+                        if selected.uids.binary_search(&uid).is_ok()
+                            && let Err(at) = selected.ghosts.binary_search(&uid)
+                        {
+                            selected.ghosts.insert(at, uid);
+                        }
                     }
                 }
-                selected.ghosts = gone;
+                // The removal record does not reach back to the view's MODSEQ: compare the
+                // whole view with the mailbox.
+                None => {
+                    let all = self.ctx.mail.message_states(user_id, mailbox_id).await?;
+                    let mut present = all.iter().map(|m| m.uid).peekable();
+                    let mut gone = Vec::new();
+                    for &uid in &selected.uids {
+                        while present.peek().is_some_and(|&p| p < uid) {
+                            present.next();
+                        }
+                        if present.peek() != Some(&uid) {
+                            gone.push(uid);
+                        }
+                    }
+                    selected.ghosts = gone;
+                }
             }
             if selected.uids.len() != before {
                 // RFC 3501 §2.3.2: new messages nobody has claimed yet are \Recent here; an
@@ -89,7 +102,7 @@ impl Session {
                     Response::Recent(selected.recent.len()).write(&mut out);
                 }
             }
-            selected.known_modseq = highest;
+            selected.known_modseq = changes.highestmodseq;
         }
         let expunging = if expunge_ok {
             std::mem::take(&mut selected.ghosts)

@@ -239,13 +239,14 @@ pub struct MailboxStatus {
     pub size: u64,
 }
 
-/// Where a mailbox stands, for a session to see cheaply whether its view is behind
-/// (new MODSEQs, or messages gone).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncPoint {
+/// What changed in a mailbox since a MODSEQ ([`MailStore::changes_since`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
     pub highestmodseq: u64,
-    /// Messages in the mailbox.
-    pub messages: u64,
+    /// Messages added or changed since, by UID.
+    pub changed: Vec<MessageState>,
+    /// UIDs removed since, by UID; `None` when the removal record does not reach back that far.
+    pub expunged: Option<Vec<u32>>,
 }
 
 /// A message's stored metadata (everything but the body).
@@ -384,6 +385,8 @@ pub struct MailStore {
     limits: MailboxLimits,
     /// Deliveries waiting to commit together, per mailbox (`group.rs`).
     groups: Arc<group::Groups>,
+    /// Users whose usage deltas this process folds a moment after their writes.
+    usage_folds: Arc<quota::FoldQueue>,
 }
 
 /// uid, modseq, flags, internal date, size, blob id, header ([`MailStore::fetch_light`]).
@@ -399,6 +402,7 @@ impl MailStore {
             blobs,
             limits: MailboxLimits::default(),
             groups: Arc::default(),
+            usage_folds: Arc::default(),
         }
     }
 
@@ -431,6 +435,11 @@ impl MailStore {
     /// The database (quota warnings read usage through it).
     pub(crate) fn db(&self) -> &PgPool {
         &self.db
+    }
+
+    /// This process's batch of usage deltas to fold (`quota::warn::after_unlimited_write`).
+    pub(crate) fn usage_folds(&self) -> &Arc<quota::FoldQueue> {
+        &self.usage_folds
     }
 
     /// The blob store (for reading bodies).
@@ -552,25 +561,59 @@ impl MailStore {
             .collect())
     }
 
-    /// The HIGHESTMODSEQ and message count of a user's mailbox, in one statement: a session
-    /// whose view matches both has nothing to catch up on. `NoSuchMailbox` when the mailbox is
+    /// What changed in a user's mailbox since MODSEQ `since`, in one statement (one snapshot):
+    /// its HIGHESTMODSEQ, the messages added or changed since (their MODSEQ is above it), and
+    /// the UIDs removed since, from the mailbox's removal record (RFC 7162 §3.2.5, the table
+    /// `expunged`); `expunged` is `None` when the record no longer reaches back to `since`
+    /// (pruned past `expunged_floor`): the caller then compares its whole view
+    /// ([`Self::message_states`]). A session whose view is current pays one index probe of
+    /// each table, not a count of the mailbox's messages. `NoSuchMailbox` when the mailbox is
     /// gone or not the user's.
-    pub async fn sync_point(&self, user_id: i64, mailbox_id: i64) -> Result<SyncPoint, StoreError> {
-        let row = sqlx::query!(
-            r#"SELECT b.highestmodseq, (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id) AS "messages!"
-             FROM mailboxes b WHERE b.id = $1 AND b.user_id = $2"#,
+    pub async fn changes_since(&self, user_id: i64, mailbox_id: i64, since: u64) -> Result<Changes, StoreError> {
+        // A client's MODSEQ is at most 63 bits (RFC 7162 §7); a larger one is past every change.
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        let rows = sqlx::query!(
+            r#"SELECT b.highestmodseq, $3 >= b.expunged_floor AS "complete!",
+                      c.uid AS "uid?", c.modseq AS "modseq?", c.flags AS "flags?", c.gone AS "gone?"
+             FROM mailboxes b
+             LEFT JOIN LATERAL (
+                 SELECT m.uid, m.modseq, m.flags, false AS gone FROM messages m
+                 WHERE m.mailbox_id = b.id AND m.modseq > $3
+                 UNION ALL
+                 SELECT e.uid, e.modseq, NULL::text[], true FROM expunged e
+                 WHERE e.mailbox_id = b.id AND e.modseq > $3 AND $3 >= b.expunged_floor
+             ) c ON true
+             WHERE b.id = $1 AND b.user_id = $2
+             ORDER BY c.uid"#,
             mailbox_id,
-            user_id
+            user_id,
+            since
         )
-        .fetch_optional(&self.db)
+        .fetch_all(&self.db)
         .await?;
-        let (highestmodseq, messages) = row
-            .map(|r| (r.highestmodseq, r.messages))
-            .ok_or(StoreError::NoSuchMailbox)?;
-        Ok(SyncPoint {
-            highestmodseq: highestmodseq as u64,
-            messages: messages.max(0) as u64,
-        })
+        let first = rows.first().ok_or(StoreError::NoSuchMailbox)?;
+        let mut changes = Changes {
+            highestmodseq: first.highestmodseq.max(0) as u64,
+            changed: Vec::new(),
+            expunged: first.complete.then(Vec::new),
+        };
+        for row in rows {
+            let (Some(uid), Some(modseq)) = (row.uid, row.modseq) else {
+                continue;
+            };
+            if row.gone == Some(true) {
+                if let Some(expunged) = &mut changes.expunged {
+                    expunged.push(uid as u32);
+                }
+            } else {
+                changes.changed.push(MessageState {
+                    uid: uid as u32,
+                    modseq: modseq as u64,
+                    flags: row.flags.unwrap_or_default(),
+                });
+            }
+        }
+        Ok(changes)
     }
 
     /// Claim the messages of a user's mailbox up to `up_to_uid` as \Recent for the calling
@@ -773,7 +816,7 @@ impl MailStore {
         .into_iter()
         .map(|r| (r.blob_id, r.size))
         .collect();
-        release_messages(&mut tx, user_id, &removed).await?;
+        let warned = release_messages(&mut tx, user_id, &removed).await?;
         // RFC 5464 §3.2: the mailbox's METADATA entries go with it, their bytes refunded.
         crate::metadata::drop_mailbox(&mut tx, user_id, mailbox_id).await?;
         sqlx::query!("DELETE FROM mailboxes WHERE id = $1", mailbox_id)
@@ -781,8 +824,8 @@ impl MailStore {
             .await?;
         events::notify(&mut tx, &Event::MailboxDeleted { user_id, name }).await?;
         tx.commit().await?;
-        if !removed.is_empty() {
-            // Usage fell: a quota warning may be armed again.
+        if warned {
+            // Usage fell: the warning given may be armed again.
             quota::warn::after_write(self, &[user_id]).await;
         }
         Ok(())
@@ -1015,6 +1058,7 @@ impl MailStore {
             .iter()
             .filter_map(|m| m.reservation.as_ref().map(|r| r.id))
             .collect();
+        let unlimited = messages.iter().all(|m| is_unlimited(m.reservation.as_ref()));
         let result = self.append_batch_once(user_id, mailbox_id, messages).await;
         match &result {
             Err(_) => {
@@ -1023,6 +1067,7 @@ impl MailStore {
                     tracing::warn!("releasing reservations after a failed append: {e}");
                 }
             }
+            Ok(_) if unlimited => quota::warn::after_unlimited_write(self, &[user_id]),
             Ok(_) => quota::warn::after_write(self, &[user_id]).await,
         }
         result
@@ -1120,6 +1165,7 @@ impl MailStore {
             .iter()
             .filter_map(|t| t.reservation.as_ref().map(|r| r.id))
             .collect();
+        let unlimited = targets.iter().all(|t| is_unlimited(t.reservation.as_ref()));
         let result = self.deliver_once(targets, raw, flags, internal_date, None).await;
         match &result {
             Err(_) if !reservations.is_empty() => {
@@ -1133,7 +1179,11 @@ impl MailStore {
                 let mut users: Vec<i64> = appended.iter().map(|a| a.user_id).collect();
                 users.sort_unstable();
                 users.dedup();
-                quota::warn::after_write(self, &users).await;
+                if unlimited {
+                    quota::warn::after_unlimited_write(self, &users);
+                } else {
+                    quota::warn::after_write(self, &users).await;
+                }
             }
         }
         result
@@ -1816,12 +1866,14 @@ impl MailStore {
             return Ok(Vec::new());
         }
         let released: Vec<(String, i64)> = removed.iter().map(|(_, b, s)| (b.clone(), *s)).collect();
-        release_messages(&mut tx, user_id, &released).await?;
+        let warned = release_messages(&mut tx, user_id, &released).await?;
         let gone: Vec<i64> = removed.iter().map(|r| r.0).collect();
         record_removal(&mut tx, user_id, mailbox_id, &gone).await?;
         tx.commit().await?;
-        // Usage fell: a quota warning may be armed again.
-        quota::warn::after_write(self, &[user_id]).await;
+        if warned {
+            // Usage fell: the warning given may be armed again.
+            quota::warn::after_write(self, &[user_id]).await;
+        }
         let mut uids: Vec<u32> = removed.iter().map(|r| r.0 as u32).collect();
         uids.sort_unstable();
         Ok(uids)
@@ -1876,6 +1928,12 @@ struct Row {
     /// The body, when its file is not durable yet (`Prepared::pending`); after the commit the
     /// file is settled (`BlobStore::settle_later`).
     pending: Option<Arc<Vec<u8>>>,
+}
+
+/// Whether a write's quota step is a reservation made while the user had no limit (which
+/// `quota::commit` turns into a charged delta): no warning check is due after it.
+fn is_unlimited(reservation: Option<&Reservation>) -> bool {
+    reservation.is_some_and(|r| r.id == Reservation::UNLIMITED)
 }
 
 /// One message into one mailbox inside the caller's transaction, in three statements: commit
@@ -1968,9 +2026,22 @@ async fn insert_message(
 
 /// Lock a mailbox row that must belong to the user. The user's row is locked first: every
 /// transaction that changes usage locks user before mailbox, so none can deadlock another.
+///
+/// One statement: PostgreSQL takes a statement's row locks in the order its `FOR UPDATE OF` list
+/// names the tables (the plan's row marks, walked in that order when each row is returned), so
+/// the user's row is locked before the mailbox's as if by [`lock_user`] then
+/// [`lock_mailbox_row`], one round trip fewer (issue #12). A mailbox that is not the user's
+/// locks nothing and is `NoSuchMailbox`.
 async fn lock_mailbox(conn: &mut PgConnection, user_id: i64, mailbox_id: i64) -> Result<(), StoreError> {
-    lock_user(conn, user_id).await?;
-    lock_mailbox_row(conn, user_id, mailbox_id).await
+    let found: Option<i64> = sqlx::query_scalar!(
+        "SELECT m.id FROM users u, mailboxes m WHERE u.id = $2 AND m.id = $1 AND m.user_id = u.id
+         FOR UPDATE OF u, m",
+        mailbox_id,
+        user_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    found.map(|_| ()).ok_or(StoreError::NoSuchMailbox)
 }
 
 /// Lock a user's row (step 1 of the lock order).
@@ -2092,16 +2163,20 @@ async fn prune_expunged(conn: &mut PgConnection, mailbox_id: i64) -> Result<(), 
 }
 
 /// Refund quota and drop blob references for removed messages (blob id, size).
-async fn release_messages(conn: &mut PgConnection, user_id: i64, removed: &[(String, i64)]) -> Result<(), StoreError> {
+async fn release_messages(
+    conn: &mut PgConnection,
+    user_id: i64,
+    removed: &[(String, i64)],
+) -> Result<bool, StoreError> {
     if removed.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let bytes: i64 = removed.iter().map(|r| r.1).sum();
-    quota::refund(conn, user_id, Usage::Mail, bytes as u64).await?;
+    let warned = quota::refund(conn, user_id, Usage::Mail, bytes as u64).await?;
     let ids: Vec<String> = removed.iter().map(|r| r.0.clone()).collect();
     blobs::lock(conn, &ids).await?;
     blobs::drop_refs(conn, &ids).await?;
-    Ok(())
+    Ok(warned)
 }
 
 // A user's mail as a whole, for the directory (`accounts`) and quota recounts: these run

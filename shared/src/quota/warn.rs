@@ -260,6 +260,16 @@ pub async fn after_write(mail: &MailStore, user_ids: &[i64]) {
     }
 }
 
+/// After a committed write whose every quota step was a reservation made without a limit
+/// (`Reservation::UNLIMITED`, turned into a charged delta by `commit`): no warning level can
+/// have been crossed, so nothing is read before the answer, and the deltas are folded a moment
+/// later in a batch (`FoldQueue`). A limit set between the reservation and the commit is
+/// charged under the user's row lock all the same (`commit`); its warning check comes with
+/// the user's next write, which reserves against the limit, or at the next daemon start.
+pub fn after_unlimited_write(mail: &MailStore, user_ids: &[i64]) {
+    mail.usage_folds().fold_later(mail.db(), user_ids);
+}
+
 /// At daemon start: check every user who has a limit or was warned (a crossing committed just
 /// before a crash whose check never ran). Returns what was done.
 pub async fn sweep(mail: &MailStore) -> Result<Vec<(i64, Outcome)>, StoreError> {
