@@ -584,27 +584,40 @@ pub async fn fold(db: &PgPool, user_ids: &[i64]) -> Result<(), QuotaError> {
     if user_ids.is_empty() {
         return Ok(());
     }
-    // Integers only, so the list is written into the statement safely; a multi-statement
-    // simple query runs as one implicit transaction, in which SET LOCAL applies to its commit.
-    let ids: Vec<String> = user_ids.iter().map(i64::to_string).collect();
-    let sql = format!(
-        "SET LOCAL synchronous_commit = off;
-         WITH u AS (SELECT id FROM users WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED),
+    sqlx::query(concat!(
+        fold_ctes!(),
+        " UPDATE users SET mail_bytes = users.mail_bytes + s.mail, file_bytes = users.file_bytes + s.files
+          FROM s WHERE users.id = s.user_id"
+    ))
+    .bind(user_ids)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The common part of [`fold`] and [`fold_and_read`], for the users in `$1` (a bigint array),
+/// one prepared statement each (its plan is kept, issue #12; the text used to be built per call
+/// and planned every time): `cfg` makes the statement's own implicit transaction commit without
+/// waiting for the WAL flush (`set_config(name, value, true)` is `SET LOCAL`, in force until
+/// that commit); `locked` takes the users' rows that are free (after `cfg`, through its
+/// `EXISTS`); `f` deletes their delta rows that no other transaction holds; `s` sums them per
+/// user.
+macro_rules! fold_ctes {
+    () => {
+        "WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),
+         locked AS (SELECT id FROM users WHERE id = ANY($1) AND EXISTS (SELECT 1 FROM cfg)
+                    ORDER BY id FOR NO KEY UPDATE SKIP LOCKED),
          f AS (DELETE FROM quota_reservations WHERE id IN (
-                   SELECT q.id FROM quota_reservations q JOIN u ON q.user_id = u.id
+                   SELECT q.id FROM quota_reservations q JOIN locked ON q.user_id = locked.id
                    WHERE q.charged IS NOT NULL FOR UPDATE OF q SKIP LOCKED)
                RETURNING user_id, bytes, charged),
          s AS (SELECT user_id,
                       coalesce(sum(bytes) FILTER (WHERE charged = 'mail'), 0) AS mail,
                       coalesce(sum(bytes) FILTER (WHERE charged = 'files'), 0) AS files
-               FROM f GROUP BY user_id)
-         UPDATE users SET mail_bytes = users.mail_bytes + s.mail, file_bytes = users.file_bytes + s.files
-         FROM s WHERE users.id = s.user_id",
-        ids.join(",")
-    );
-    sqlx::raw_sql(&sql).execute(db).await?;
-    Ok(())
+               FROM f GROUP BY user_id)"
+    };
 }
+use fold_ctes;
 
 /// [`fold`], and in the same round trip the committed usage of each of `user_ids` (limit, level
 /// warned about, mail and file bytes with every delta counted), for [`warn::after_write`]: one
@@ -617,30 +630,20 @@ pub(crate) async fn fold_and_read(db: &PgPool, user_ids: &[i64]) -> Result<Vec<w
         return Ok(Vec::new());
     }
     use sqlx::Row as _;
-    // As in `fold`: integers only in the text; SET LOCAL applies to the implicit transaction.
-    let ids: Vec<String> = user_ids.iter().map(i64::to_string).collect();
-    let ids = ids.join(",");
-    let sql = format!(
-        "SET LOCAL synchronous_commit = off;
-         WITH locked AS (SELECT id FROM users WHERE id IN ({ids}) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED),
-         f AS (DELETE FROM quota_reservations WHERE id IN (
-                   SELECT q.id FROM quota_reservations q JOIN locked ON q.user_id = locked.id
-                   WHERE q.charged IS NOT NULL FOR UPDATE OF q SKIP LOCKED)
-               RETURNING user_id, bytes, charged),
-         s AS (SELECT user_id,
-                      coalesce(sum(bytes) FILTER (WHERE charged = 'mail'), 0) AS mail,
-                      coalesce(sum(bytes) FILTER (WHERE charged = 'files'), 0) AS files
-               FROM f GROUP BY user_id),
-         fold_done AS (UPDATE users SET mail_bytes = users.mail_bytes + s.mail, file_bytes = users.file_bytes + s.files
-                    FROM s WHERE users.id = s.user_id RETURNING 1)
+    let rows = sqlx::query(concat!(
+        fold_ctes!(),
+        ", fold_done AS (UPDATE users SET mail_bytes = users.mail_bytes + s.mail, file_bytes = users.file_bytes + s.files
+                         FROM s WHERE users.id = s.user_id RETURNING 1)
          SELECT u.id, u.address, d.name AS domain, u.quota_limit, u.quota_warned,
                 (u.mail_bytes + (SELECT coalesce(sum(bytes), 0) FROM quota_reservations
                                  WHERE user_id = u.id AND charged = 'mail'))::bigint AS mail_bytes,
                 (u.file_bytes + (SELECT coalesce(sum(bytes), 0) FROM quota_reservations
                                  WHERE user_id = u.id AND charged = 'files'))::bigint AS file_bytes
-         FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id IN ({ids})"
-    );
-    let rows = sqlx::raw_sql(&sql).fetch_all(db).await?;
+         FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = ANY($1)"
+    ))
+    .bind(user_ids)
+    .fetch_all(db)
+    .await?;
     let mut read = Vec::with_capacity(rows.len());
     for row in rows {
         read.push(warn::Committed {
