@@ -2,14 +2,16 @@
 //! the target itself, so an aborted PUT leaves the old content), the quota reserved before the
 //! first byte (507 when it cannot fit) and grown while a body of unknown length streams in,
 //! and bounded buffering. A body that outgrows one 1 MiB buffer is a pipeline: the request
-//! task gathers it into 1 MiB buffers and hands each to a writer thread and to the two hashing
-//! threads (checksum.rs `StreamHash`), each a bounded stage (stage.rs), so receiving, writing
-//! and hashing overlap (a smaller body is written and hashed in one blocking call at the end);
-//! the writer starts the disk writeback as it goes, so the final fsync has little left to do.
-//! A body that does not match the client's `OC-Checksum` is not committed. `flush()` fsyncs
-//! the temp file and hands it, with the reservations, to the journaled commit (commit.rs); an
-//! upload dropped before that removes its temp file and gives its reservations back. Also the
-//! sweep of temp files a crash left behind.
+//! task gathers it into 1 MiB buffers and hands each to a writer thread and, when the client
+//! sent `OC-Checksum`, to the two hashing threads (checksum.rs `StreamHash`), each a bounded
+//! stage (stage.rs), so receiving, writing and hashing overlap (a smaller body is written and
+//! hashed in one blocking call at the end); without `OC-Checksum` the large file is hashed
+//! after the answer (checksum.rs `Pending`). The writer starts the disk writeback as it goes,
+//! so the final fsync has little left to do. A body that does not match the client's
+//! `OC-Checksum` is not committed. `flush()` starts the temp file's fsync and hands it, with
+//! the reservations, to the journaled commit (commit.rs), which waits for it before its
+//! COMMIT; an upload dropped before that removes its temp file and gives its reservations
+//! back. Also the sweep of temp files a crash left behind.
 
 use std::fs::File;
 use std::io::{SeekFrom, Write};
@@ -28,7 +30,7 @@ use sqlx::PgPool;
 use super::commit::PlaceCommit;
 use super::read::{ReadFile, stat};
 use super::{TinyFs, User, blocking, db_error, io, parent_of, quota_error, sync_dir};
-use crate::checksum::{HashingWriter, Note, Outcome, Stamp, Stored, StreamHash};
+use crate::checksum::{self, HashingWriter, Note, Outcome, Pending, Stamp, Stored, StreamHash};
 use crate::journal::Journal;
 use crate::stage::Stage;
 use crate::{paths, props};
@@ -240,10 +242,14 @@ impl Upload {
     /// Hand `data` to the writer and the hashing threads (shared, not copied).
     async fn write_piece(&mut self, data: Bytes) -> FsResult<()> {
         if let Some(file) = self.file.take() {
-            self.sink = Some(Sink::start(file));
+            // issue #12: hashed on the way in only when the client's OC-Checksum is to be
+            // checked before the answer; else after it (checksum.rs `Pending`).
+            self.sink = Some(Sink::start(file, self.checksum.has_claims()));
         }
         let sink = self.sink.as_ref().ok_or(FsError::GeneralFailure)?;
-        if let Err(e) = sink.hash.update(&data).await {
+        if let Some(hash) = &sink.hash
+            && let Err(e) = hash.update(&data).await
+        {
             tracing::error!("upload: {e}");
             return Err(FsError::GeneralFailure);
         }
@@ -301,13 +307,16 @@ impl Upload {
                 blocking(move || {
                     let mut writer = HashingWriter::new(file);
                     writer.write_all(&data).map_err(io)?;
-                    Ok(writer.finish())
+                    let (file, hash) = writer.finish();
+                    Ok((file, Some(hash)))
                 })
                 .await?
             }
             (None, None) => return Err(FsError::GeneralFailure),
         };
-        if !self.checksum.claims_match(&hash) {
+        if let Some(hash) = &hash
+            && !self.checksum.claims_match(hash)
+        {
             // The body is not what the client sent: nothing is stored (dropping the upload
             // removes the temp file and gives the reservations back); server.rs answers 400.
             tracing::warn!(
@@ -320,18 +329,20 @@ impl Upload {
             return Err(FsError::GeneralFailure);
         }
         let mtime = self.mtime;
-        let (ino, stamp) = blocking(move || {
+        let (file, ino, stamp) = blocking(move || {
             // Before the fsync: the time is made durable with the content, and the rename
             // keeps it.
             if let Some(t) = mtime {
                 file.set_times(std::fs::FileTimes::new().set_modified(t)).map_err(io)?;
             }
-            file.sync_all().map_err(io)?;
             // The rename keeps size and time: the stamp the hash is stored with (checksum.rs).
             let meta = file.metadata().map_err(io)?;
-            Ok((meta.ino(), Stamp::of(&meta)))
+            Ok((file, meta.ino(), Stamp::of(&meta)))
         })
         .await?;
+        // issue #12: the file's fsync runs while the commit takes the journal lock and sends
+        // its statements; the commit waits for it before its COMMIT (fs/commit.rs).
+        let synced = tokio::task::spawn_blocking(move || file.sync_all());
         // From here the temp file and the reservations belong to the commit task, which runs
         // to its end even if this request is dropped (a client hanging up must not cut a
         // commit between the database and the rename).
@@ -346,24 +357,38 @@ impl Upload {
             written: self.written,
             reservations: std::mem::take(&mut self.reservations),
             props_from: None,
+            synced: Some(synced),
             key: self.key.clone(),
-            hash: Stored { hash, stamp },
+            content_hash: match hash {
+                Some(hash) => Stored { hash, stamp }.to_prop(),
+                None => Pending { stamp, ino }.to_prop(),
+            },
         };
         tokio::spawn(commit.run()).await.unwrap_or_else(|e| {
             tracing::error!("upload commit task failed: {e}");
             Err(FsError::GeneralFailure)
         })?;
-        self.checksum.set(Outcome::Known(hash));
+        match hash {
+            Some(hash) => self.checksum.set(Outcome::Known(hash)),
+            // Placed and answered without its hash, which is computed now (checksum.rs).
+            None => checksum::hash_later(
+                self.db.clone(),
+                self.user_id,
+                self.key.clone(),
+                self.target.clone(),
+                Pending { stamp, ino },
+            ),
+        }
         Ok(())
     }
 }
 
 /// Where an upload's body goes: the temp file, written on one thread, and its hash, computed
-/// on two others.
+/// on two others when the client's `OC-Checksum` is to be checked before the answer.
 #[derive(Debug)]
 struct Sink {
     writer: Stage<TempWriter>,
-    hash: StreamHash,
+    hash: Option<StreamHash>,
 }
 
 #[derive(Debug)]
@@ -375,7 +400,7 @@ struct TempWriter {
 }
 
 impl Sink {
-    fn start(file: File) -> Sink {
+    fn start(file: File, hashed: bool) -> Sink {
         let writer = TempWriter {
             file,
             written: 0,
@@ -383,13 +408,18 @@ impl Sink {
         };
         Sink {
             writer: Stage::spawn(writer, TempWriter::write),
-            hash: StreamHash::start(),
+            hash: hashed.then(StreamHash::start),
         }
     }
 
     /// Wait for the threads: the file, written in full, and the hash of its content.
-    async fn finish(self) -> FsResult<(File, crate::checksum::ContentHash)> {
-        let hash = self.hash.finish();
+    async fn finish(self) -> FsResult<(File, Option<crate::checksum::ContentHash>)> {
+        let hash = async {
+            match self.hash {
+                Some(hash) => hash.finish().await.map(Some),
+                None => Ok(None),
+            }
+        };
         let writer = self.writer.finish();
         let (hash, writer) = futures::join!(hash, writer);
         let writer = writer.map_err(|e| {
