@@ -79,28 +79,38 @@ impl TinyFs {
         prepaid: Vec<(i64, u64)>,
     ) -> FsResult<Box<dyn DavFile>> {
         let target = paths::resolve(&user.root, path)?;
-        let t = target.clone();
-        let existing = blocking(move || match t.symlink_metadata() {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(e)),
+        let parent = parent_of(&target)?.to_path_buf();
+        let create_empty = options.append || !options.truncate;
+        let temp = temp_path_beside(&target)?;
+        let (t, p, tp) = (target.clone(), parent.clone(), temp.clone());
+        let (create, create_new) = (options.create, options.create_new);
+        // One trip to the blocking pool for the checks and the temp file (issue #12: a small
+        // PUT paid three in a row).
+        let (replaces, file) = blocking(move || {
+            let existing = match t.symlink_metadata() {
+                Ok(m) => Some(m),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io(e)),
+            };
+            match &existing {
+                Some(m) if !m.is_file() => return Err(FsError::Forbidden),
+                Some(_) if create_new => return Err(FsError::Exists),
+                None if !create => return Err(FsError::NotFound),
+                _ => {}
+            }
+            if !p.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false) {
+                return Err(FsError::NotFound);
+            }
+            if create_empty {
+                if existing.is_some() {
+                    return Err(FsError::NotImplemented);
+                }
+                return Ok((0, None));
+            }
+            Ok((existing.map(|m| m.len()).unwrap_or(0), Some(create_temp(&tp)?)))
         })
         .await?;
-        match &existing {
-            Some(m) if !m.is_file() => return Err(FsError::Forbidden),
-            Some(_) if options.create_new => return Err(FsError::Exists),
-            None if !options.create => return Err(FsError::NotFound),
-            _ => {}
-        }
-        let parent = parent_of(&target)?.to_path_buf();
-        let p = parent.clone();
-        if !blocking(move || Ok(p.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false))).await? {
-            return Err(FsError::NotFound);
-        }
-        if options.append || !options.truncate {
-            if existing.is_some() {
-                return Err(FsError::NotImplemented);
-            }
+        if create_empty {
             // LOCK on an unmapped URL creates an empty resource (RFC 4918 section 7.3). Under
             // the journal lock with its done rows gone: a new file must never be taken for
             // one an earlier DELETE's row names (inode numbers are reused).
@@ -133,10 +143,7 @@ impl TinyFs {
             tx.commit().await.map_err(db_error)?;
             return Ok(Box::new(ReadFile::new(file)));
         }
-        let replaces = existing.map(|m| m.len()).unwrap_or(0);
-        let temp = temp_path_beside(&target)?;
-        let t = temp.clone();
-        let file = blocking(move || create_temp(&t)).await?;
+        let file = file.ok_or(FsError::GeneralFailure)?;
         // The upload owns its temp file and reservations from here: dropped at any point
         // (a refusal, a client gone), it removes the one and gives the others back.
         let mut upload = Box::new(Upload {
@@ -161,7 +168,15 @@ impl TinyFs {
         // docs/ARCHITECTURE.md "Quota": reserve the announced size before the first byte (507 if it cannot fit).
         if let Some(size) = options.size {
             let need = size.saturating_sub(replaces).saturating_sub(upload.reserved());
-            if need > 0 {
+            if size <= WRITE_CHUNK as u64 && upload.reservations.is_empty() {
+                // issue #12: a body of at most one buffer is held in memory until its end
+                // anyway; it reserves nothing (one round trip less per small PUT) and is
+                // charged by the commit, which checks the limit under the user's row lock
+                // (`quota::commit` with no reservation held), so it is refused with 507 at its
+                // end, before anything is placed. The disk's reserve is checked now.
+                quota::check_disk(&self.db, need).map_err(quota_error)?;
+                upload.reservations.push((Reservation::UNLIMITED, need));
+            } else if need > 0 {
                 let r = quota::reserve(&self.db, user.id, need).await.map_err(quota_error)?;
                 upload.reservations.push((r.id, r.bytes));
             }
@@ -299,16 +314,23 @@ impl Upload {
             );
             return Err(FsError::GeneralFailure);
         }
-        let (file, hash) = match (self.sink.take(), self.file.take()) {
-            (Some(sink), _) => sink.finish().await?,
+        let mtime = self.mtime;
+        let (file, hash, ino, stamp) = match (self.sink.take(), self.file.take()) {
+            (Some(sink), _) => {
+                let (file, hash) = sink.finish().await?;
+                let (file, ino, stamp) = blocking(move || stamp_temp(file, mtime)).await?;
+                (file, hash, ino, stamp)
+            }
             (None, Some(file)) => {
-                // The whole body is in one buffer: written and hashed in one blocking call.
+                // The whole body is in one buffer: written, hashed and stamped in one blocking
+                // call.
                 let data = self.pending.split().freeze();
                 blocking(move || {
                     let mut writer = HashingWriter::new(file);
                     writer.write_all(&data).map_err(io)?;
                     let (file, hash) = writer.finish();
-                    Ok((file, Some(hash)))
+                    let (file, ino, stamp) = stamp_temp(file, mtime)?;
+                    Ok((file, Some(hash), ino, stamp))
                 })
                 .await?
             }
@@ -328,18 +350,6 @@ impl Upload {
             self.checksum.set(Outcome::Mismatch);
             return Err(FsError::GeneralFailure);
         }
-        let mtime = self.mtime;
-        let (file, ino, stamp) = blocking(move || {
-            // Before the fsync: the time is made durable with the content, and the rename
-            // keeps it.
-            if let Some(t) = mtime {
-                file.set_times(std::fs::FileTimes::new().set_modified(t)).map_err(io)?;
-            }
-            // The rename keeps size and time: the stamp the hash is stored with (checksum.rs).
-            let meta = file.metadata().map_err(io)?;
-            Ok((file, meta.ino(), Stamp::of(&meta)))
-        })
-        .await?;
         // issue #12: the file's fsync runs while the commit takes the journal lock and sends
         // its statements; the commit waits for it before its COMMIT (fs/commit.rs).
         let synced = tokio::task::spawn_blocking(move || file.sync_all());
@@ -381,6 +391,17 @@ impl Upload {
         }
         Ok(())
     }
+}
+
+/// The written temp file's modification time set to the client's (`X-OC-Mtime`), before its
+/// fsync so the time is made durable with the content (the rename keeps it); its inode and
+/// stamp, which the rename keeps too: what the hash is stored with (checksum.rs).
+fn stamp_temp(file: File, mtime: Option<SystemTime>) -> FsResult<(File, u64, Stamp)> {
+    if let Some(t) = mtime {
+        file.set_times(std::fs::FileTimes::new().set_modified(t)).map_err(io)?;
+    }
+    let meta = file.metadata().map_err(io)?;
+    Ok((file, meta.ino(), Stamp::of(&meta)))
 }
 
 /// Where an upload's body goes: the temp file, written on one thread, and its hash, computed
