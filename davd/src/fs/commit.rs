@@ -43,11 +43,9 @@ pub(super) struct PlaceCommit {
 
 impl PlaceCommit {
     pub(super) async fn run(mut self) -> FsResult<()> {
+        // Once committed, the file's bytes are charged: it may cross a quota warning threshold
+        // (checked by `commit_apply_and_warn` while the rename is done).
         let result = self.commit().await;
-        if result.is_ok() {
-            // The file's bytes are charged: it may cross a quota warning threshold.
-            self.journal.usage_changed(self.user_id).await;
-        }
         if result.is_err() {
             // Given back whatever happened: a committed reservation is already gone.
             for &(id, bytes) in &self.reservations {
@@ -143,7 +141,7 @@ impl PlaceCommit {
         }
         .await;
         match prepared {
-            Ok((tx, id, step)) => guard.commit_and_apply(tx, id, step).await,
+            Ok((tx, id, step)) => guard.commit_apply_and_warn(tx, id, step).await,
             Err(e) => {
                 // Nothing committed: the old file stays, the temp file goes.
                 let _ = std::fs::remove_file(&self.temp);

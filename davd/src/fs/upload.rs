@@ -28,7 +28,7 @@ use shared::quota::{self, QuotaError, Reservation, UPLOAD_TEMP_PREFIX};
 use sqlx::PgPool;
 
 use super::commit::PlaceCommit;
-use super::read::{ReadFile, stat};
+use super::read::{Meta, ReadFile, stat};
 use super::{TinyFs, User, blocking, db_error, io, parent_of, quota_error, sync_dir};
 use crate::checksum::{self, HashingWriter, Note, Outcome, Pending, Stamp, Stored, StreamHash};
 use crate::journal::Journal;
@@ -162,6 +162,7 @@ impl TinyFs {
             replaces,
             reservations: prepaid,
             committed: false,
+            placed: None,
             mtime: self.mtime,
             checksum: self.checksum.clone(),
         });
@@ -212,6 +213,8 @@ struct Upload {
     /// Quota reservations held: (id, bytes).
     reservations: Vec<(i64, u64)>,
     committed: bool,
+    /// The placed file's metadata, once committed (as the rename left it).
+    placed: Option<std::fs::Metadata>,
     /// The modification time the client gave (`X-OC-Mtime`).
     mtime: Option<std::time::SystemTime>,
     /// The client's `OC-Checksum` to check, and where the hash is told to server.rs.
@@ -315,11 +318,11 @@ impl Upload {
             return Err(FsError::GeneralFailure);
         }
         let mtime = self.mtime;
-        let (file, hash, ino, stamp) = match (self.sink.take(), self.file.take()) {
+        let (file, hash, meta) = match (self.sink.take(), self.file.take()) {
             (Some(sink), _) => {
                 let (file, hash) = sink.finish().await?;
-                let (file, ino, stamp) = blocking(move || stamp_temp(file, mtime)).await?;
-                (file, hash, ino, stamp)
+                let (file, meta) = blocking(move || stamp_temp(file, mtime)).await?;
+                (file, hash, meta)
             }
             (None, Some(file)) => {
                 // The whole body is in one buffer: written, hashed and stamped in one blocking
@@ -329,8 +332,8 @@ impl Upload {
                     let mut writer = HashingWriter::new(file);
                     writer.write_all(&data).map_err(io)?;
                     let (file, hash) = writer.finish();
-                    let (file, ino, stamp) = stamp_temp(file, mtime)?;
-                    Ok((file, Some(hash), ino, stamp))
+                    let (file, meta) = stamp_temp(file, mtime)?;
+                    Ok((file, Some(hash), meta))
                 })
                 .await?
             }
@@ -350,6 +353,7 @@ impl Upload {
             self.checksum.set(Outcome::Mismatch);
             return Err(FsError::GeneralFailure);
         }
+        let (ino, stamp) = (meta.ino(), Stamp::of(&meta));
         // issue #12: the file's fsync runs while the commit takes the journal lock and sends
         // its statements; the commit waits for it before its COMMIT (fs/commit.rs).
         let synced = tokio::task::spawn_blocking(move || file.sync_all());
@@ -378,6 +382,9 @@ impl Upload {
             tracing::error!("upload commit task failed: {e}");
             Err(FsError::GeneralFailure)
         })?;
+        // The rename kept inode, size and times: what the answer's ETag and Last-Modified
+        // are made of, without another stat.
+        self.placed = Some(meta);
         match hash {
             Some(hash) => self.checksum.set(Outcome::Known(hash)),
             // Placed and answered without its hash, which is computed now (checksum.rs).
@@ -396,12 +403,12 @@ impl Upload {
 /// The written temp file's modification time set to the client's (`X-OC-Mtime`), before its
 /// fsync so the time is made durable with the content (the rename keeps it); its inode and
 /// stamp, which the rename keeps too: what the hash is stored with (checksum.rs).
-fn stamp_temp(file: File, mtime: Option<SystemTime>) -> FsResult<(File, u64, Stamp)> {
+fn stamp_temp(file: File, mtime: Option<SystemTime>) -> FsResult<(File, std::fs::Metadata)> {
     if let Some(t) = mtime {
         file.set_times(std::fs::FileTimes::new().set_modified(t)).map_err(io)?;
     }
     let meta = file.metadata().map_err(io)?;
-    Ok((file, meta.ino(), Stamp::of(&meta)))
+    Ok((file, meta))
 }
 
 /// Where an upload's body goes: the temp file, written on one thread, and its hash, computed
@@ -502,6 +509,10 @@ impl Drop for Upload {
 
 impl DavFile for Upload {
     fn metadata(&'_ mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        if let Some(meta) = &self.placed {
+            let meta: Box<dyn DavMetaData> = Box::new(Meta(meta.clone(), None, None));
+            return Box::pin(futures::future::ready(Ok(meta)));
+        }
         let path = if self.committed {
             self.target.clone()
         } else {
