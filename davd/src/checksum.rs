@@ -1,7 +1,9 @@
 //! Content hashes of files (ownCloud's checksums, as rclone's `owncloud` and `nextcloud`
 //! vendors read them): SHA-1 and MD5 of every file davd writes, computed while the bytes are
-//! written (no second read of the file): beside the writer, each on its own thread, for an
-//! upload ([`StreamHash`]); by the writer itself for a COPY ([`HashingWriter`]).
+//! written: beside the writer, each on its own thread, for an upload whose `OC-Checksum` is to
+//! be checked ([`StreamHash`]); by the writer itself for a COPY and a body of at most 1 MiB
+//! ([`HashingWriter`]). A larger upload without `OC-Checksum` is hashed after its answer, by
+//! reading the file back on a background thread ([`Pending`], [`hash_later`]; issue #12).
 //!
 //! Where they live: a dead property of the file in davd's reserved namespace [`NS`]
 //! (props.rs), so it follows the file through MOVE, COPY, DELETE, the journal and
@@ -236,6 +238,236 @@ impl Stored {
     }
 }
 
+/// The place of a hash not computed yet (issue #12): a large PUT without `OC-Checksum` is
+/// answered once its file is durable and placed, and its hash is computed afterwards by the
+/// background hasher ([`hash_later`]), which reads the file back. The commit stores this marker
+/// under the stored hash's name in the transaction that places the file, so the previous
+/// file's hash goes at once (never offered for the new content), and a crash before the hash
+/// is stored leaves the marker, which davd's next start queues again ([`requeue_pending`]).
+/// Until then the file is offered without a hash (what rclone does with a missing hash: it
+/// skips that comparison; rclone itself always sends `OC-Checksum`, so its uploads are hashed
+/// before the answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// The file the hash is to be computed for.
+    pub stamp: Stamp,
+    pub ino: u64,
+}
+
+impl Pending {
+    /// The marker as a dead property (namespace [`NS`], the stored hash's name).
+    pub fn to_prop(&self) -> DavProp {
+        let xml = format!(
+            "<h:{NAME} xmlns:h=\"{NS}\" size=\"{}\" mtime=\"{}.{:09}\" ino=\"{}\" pending=\"1\"></h:{NAME}>",
+            self.stamp.size, self.stamp.mtime_sec, self.stamp.mtime_nsec, self.ino
+        );
+        DavProp {
+            name: NAME.to_string(),
+            prefix: Some("h".to_string()),
+            namespace: Some(NS.to_string()),
+            xml: Some(xml.into_bytes()),
+        }
+    }
+
+    /// Read back what [`Pending::to_prop`] wrote; `None` for anything else (a stored hash).
+    pub fn from_xml(xml: &[u8]) -> Option<Pending> {
+        let text = std::str::from_utf8(xml).ok()?;
+        let attr = |name: &str| {
+            let start = text.find(&format!(" {name}=\""))? + name.len() + 3;
+            let len = text[start..].find('"')?;
+            Some(&text[start..start + len])
+        };
+        if attr("pending")? != "1" {
+            return None;
+        }
+        let (sec, nsec) = attr("mtime")?.split_once('.')?;
+        Some(Pending {
+            stamp: Stamp {
+                size: attr("size")?.parse().ok()?,
+                mtime_sec: sec.parse().ok()?,
+                mtime_nsec: nsec.parse().ok()?,
+            },
+            ino: attr("ino")?.parse().ok()?,
+        })
+    }
+}
+
+/// Files queued for the background hasher at most; a file that finds the queue full keeps its
+/// marker and is hashed at davd's next start (memory stays bounded whatever the load).
+const BACKGROUND_QUEUE: usize = 64;
+/// Bytes read at a time by the background hasher.
+const READ_BACK: usize = 1 << 20;
+/// The background hasher's niceness: foreground requests come first on a Pi's few cores.
+const BACKGROUND_NICE: libc::c_int = 10;
+
+/// A file for the background hasher, and where its hash goes (None: not the file the marker
+/// names any more, or unreadable).
+struct HashJob {
+    path: std::path::PathBuf,
+    pending: Pending,
+    done: tokio::sync::oneshot::Sender<Option<ContentHash>>,
+}
+
+/// The background hasher's queue: one thread of its own for the whole process, started on
+/// first use, reading files back one at a time.
+fn background_queue() -> &'static std::sync::mpsc::SyncSender<HashJob> {
+    static QUEUE: std::sync::OnceLock<std::sync::mpsc::SyncSender<HashJob>> = std::sync::OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<HashJob>(BACKGROUND_QUEUE);
+        let spawned = std::thread::Builder::new().name("davd-hash".into()).spawn(move || {
+            lower_own_priority();
+            while let Ok(job) = rx.recv() {
+                let hash = match hash_file(&job.path, &job.pending) {
+                    Ok(hash) => hash,
+                    Err(e) => {
+                        tracing::warn!(path = %job.path.display(), "hashing a file after its upload: {e}");
+                        None
+                    }
+                };
+                // The waiting task may be gone with its runtime: nothing to store then.
+                let _ = job.done.send(hash);
+            }
+        });
+        if let Err(e) = spawned {
+            // Without the thread every send fails: files stay marked, hashed at the next start.
+            tracing::error!("cannot start the background hasher: {e}");
+        }
+        tx
+    })
+}
+
+/// Lower the calling thread's priority to [`BACKGROUND_NICE`] (Linux: niceness is per thread).
+#[allow(unsafe_code)] // gettid(2), setpriority(2): plain libc calls with no safe std equivalent.
+fn lower_own_priority() {
+    // SAFETY: no memory is passed; the id is this thread's own.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: as above.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_NICE) } != 0 {
+        tracing::debug!(
+            "background hasher: cannot lower its priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The hash of the file at `path` if it is still the one `pending` names (same inode, size
+/// and modification time before and after the read); `None` otherwise.
+fn hash_file(path: &std::path::Path, pending: &Pending) -> std::io::Result<Option<ContentHash>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        // Replaced, moved or deleted since: its own commit took care of the marker.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let is_it =
+        |meta: &std::fs::Metadata| meta.is_file() && meta.ino() == pending.ino && Stamp::of(meta) == pending.stamp;
+    if !is_it(&file.metadata()?) {
+        return Ok(None);
+    }
+    let mut writer = HashingWriter::new(std::io::sink());
+    let mut buf = vec![0u8; READ_BACK];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        writer.write_all(&buf[..n])?;
+    }
+    // Changed while it was read (behind davd's back): its hash is not known.
+    if !is_it(&file.metadata()?) {
+        return Ok(None);
+    }
+    Ok(Some(writer.finish().1))
+}
+
+/// After the answer to the PUT that placed the file `path` (key `key` of `user_id`) with the
+/// marker `pending` ([`Pending`]): compute its hash in the background and store it in the
+/// marker's place, only if the marker is still there (a later PUT, MOVE or DELETE of the key
+/// wins). Never waits: when the queue is full the marker stays for the next start.
+pub fn hash_later(db: sqlx::PgPool, user_id: i64, key: String, path: std::path::PathBuf, pending: Pending) {
+    let (done, hashed) = tokio::sync::oneshot::channel();
+    let job = HashJob { path, pending, done };
+    if let Err(e) = background_queue().try_send(job) {
+        let job = match e {
+            std::sync::mpsc::TrySendError::Full(job) | std::sync::mpsc::TrySendError::Disconnected(job) => job,
+        };
+        tracing::info!(path = %job.path.display(), "background hasher busy: the file is hashed at the next start");
+        return;
+    }
+    tokio::spawn(store_when_hashed(db, user_id, key, pending, hashed));
+}
+
+/// Store the background hasher's result in the place of the marker `pending`, if it is still there.
+async fn store_when_hashed(
+    db: sqlx::PgPool,
+    user_id: i64,
+    key: String,
+    pending: Pending,
+    hashed: tokio::sync::oneshot::Receiver<Option<ContentHash>>,
+) {
+    let Ok(Some(hash)) = hashed.await else {
+        return;
+    };
+    let old = pending.to_prop().xml.unwrap_or_default();
+    let stored = Stored {
+        hash,
+        stamp: pending.stamp,
+    };
+    match crate::props::replace_own(&db, user_id, &key, &old, &stored.to_prop()).await {
+        Ok(true) => tracing::debug!(user_id, key, "content hash stored after the upload"),
+        Ok(false) => tracing::debug!(user_id, key, "file changed meanwhile: its hash is not stored"),
+        // Logged by props; the marker stays and the next start hashes the file again.
+        Err(_) => {}
+    }
+}
+
+/// At davd's start: queue every file whose hash a crash (or a full queue) left uncomputed, in
+/// a task of its own that waits for room in the queue (the daemon serves meanwhile; those
+/// files are offered without a hash until theirs is stored). Returns how many markers it found.
+pub async fn requeue_pending(db: &sqlx::PgPool, files_dir: &std::path::Path) -> Result<usize, sqlx::Error> {
+    let rows = crate::props::own_values(db, NS, NAME, PENDING_MARK).await?;
+    let found = rows.len();
+    let (db, files_dir) = (db.clone(), files_dir.to_path_buf());
+    tokio::spawn(async move {
+        for (user_id, address, key, xml) in rows {
+            let Some(pending) = Pending::from_xml(&xml) else {
+                continue;
+            };
+            let Ok(path) = dav_server::davpath::DavPath::new(&key) else {
+                tracing::warn!(user_id, key, "pending content hash of an unreadable key: left");
+                continue;
+            };
+            let Ok(path) = crate::paths::resolve(&files_dir.join(&address), &path) else {
+                continue;
+            };
+            let (done, hashed) = tokio::sync::oneshot::channel();
+            let job = HashJob { path, pending, done };
+            let sent = tokio::task::spawn_blocking(move || background_queue().send(job).is_ok()).await;
+            if !matches!(sent, Ok(true)) {
+                return;
+            }
+            tokio::spawn(store_when_hashed(db.clone(), user_id, key, pending, hashed));
+        }
+    });
+    Ok(found)
+}
+
+/// What every [`Pending`] marker's text contains (and no stored hash's).
+const PENDING_MARK: &str = " pending=\"1\"";
+
+/// Whether `xml` is a [`Pending`] marker (not an unreadable stored hash).
+pub fn is_pending(xml: &[u8]) -> bool {
+    Pending::from_xml(xml).is_some()
+}
+
 /// Whether `prop` is in davd's reserved namespace.
 pub fn is_reserved(prop: &DavProp) -> bool {
     prop.namespace.as_deref() == Some(NS)
@@ -334,6 +566,11 @@ impl Note {
         }
     }
 
+    /// Whether the client sent checksums to check the body against.
+    pub fn has_claims(&self) -> bool {
+        !self.claims.is_empty()
+    }
+
     /// Whether `hash` agrees with every checksum the client claimed.
     pub fn claims_match(&self, hash: &ContentHash) -> bool {
         self.claims.iter().all(|c| c.matches(hash))
@@ -397,6 +634,29 @@ mod tests {
         assert_eq!(Stored::from_xml(prop.xml.as_deref().unwrap()), Some(stored));
         assert_eq!(Stored::from_xml(b"<h:sha1-md5 size=\"5\">SHA1:00</h:sha1-md5>"), None);
         assert_eq!(Stored::from_xml(b"\xff"), None);
+    }
+
+    #[test]
+    fn a_pending_marker_reads_back_and_is_never_taken_for_a_hash() {
+        let pending = Pending {
+            stamp: Stamp {
+                size: 300 << 20,
+                mtime_sec: 1_700_000_000,
+                mtime_nsec: 7,
+            },
+            ino: 123_456,
+        };
+        let xml = pending.to_prop().xml.unwrap();
+        assert!(is_reserved(&pending.to_prop()));
+        assert_eq!(Pending::from_xml(&xml), Some(pending));
+        assert!(is_pending(&xml));
+        assert_eq!(Stored::from_xml(&xml), None);
+        let stored = Stored {
+            hash: hash_of(b"x"),
+            stamp: pending.stamp,
+        };
+        assert!(!is_pending(&stored.to_prop().xml.unwrap()));
+        assert_eq!(Pending::from_xml(b"\xff"), None);
     }
 
     #[test]

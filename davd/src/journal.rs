@@ -449,7 +449,25 @@ impl UserGuard {
 
     /// Commit the operation's transaction, then do its step. On failure the user is marked
     /// for recovery, which is tried at once (so usage matches the tree again).
-    pub async fn commit_and_apply(mut self, tx: Transaction<'static, Postgres>, id: i64, step: Step) -> FsResult<()> {
+    pub async fn commit_and_apply(self, tx: Transaction<'static, Postgres>, id: i64, step: Step) -> FsResult<()> {
+        self.commit_then_apply(tx, id, step, false).await
+    }
+
+    /// [`UserGuard::commit_and_apply`], and the quota warning check of the committed usage
+    /// ([`Journal::usage_changed`]) while the step is done (issue #12: its round trip overlaps
+    /// the rename and the folder's fsync instead of following them); both are done when this
+    /// returns.
+    pub async fn commit_apply_and_warn(self, tx: Transaction<'static, Postgres>, id: i64, step: Step) -> FsResult<()> {
+        self.commit_then_apply(tx, id, step, true).await
+    }
+
+    async fn commit_then_apply(
+        mut self,
+        tx: Transaction<'static, Postgres>,
+        id: i64,
+        step: Step,
+        warn: bool,
+    ) -> FsResult<()> {
         if let Err(e) = tx.commit().await {
             // Committed or not? The recovery reads the journal and knows.
             tracing::error!(?step, "journaled commit failed: {e}");
@@ -470,6 +488,10 @@ impl UserGuard {
             tracing::warn!(?step, "test hook: crash after commit");
             return Err(FsError::GeneralFailure);
         }
+        let warning = warn.then(|| {
+            let (journal, user_id) = (self.journal.clone(), self.user_id);
+            tokio::spawn(async move { journal.usage_changed(user_id).await })
+        });
         let s = step.clone();
         #[cfg(feature = "crash-hooks")]
         let fail = crashes_here(&self.root, CrashPoint::StepFails);
@@ -481,7 +503,7 @@ impl UserGuard {
             }
             s.apply(true)
         });
-        match applied.await {
+        let result = match applied.await {
             Ok(Ok(())) => {
                 self.log.done.push(id);
                 Ok(())
@@ -494,7 +516,15 @@ impl UserGuard {
                 }
                 Err(FsError::GeneralFailure)
             }
+        };
+        // The user's lock is not held for the warning check.
+        drop(self);
+        if let Some(warning) = warning
+            && let Err(e) = warning.await
+        {
+            tracing::warn!("quota warning check task: {e}");
         }
+        result
     }
 
     /// Finish or settle every row of this user; recount usage if a step was lost.

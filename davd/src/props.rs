@@ -317,3 +317,28 @@ pub async fn all_keys(db: &PgPool) -> Result<Vec<(i64, String)>, sqlx::Error> {
         .await?;
     Ok(rows.into_iter().map(|r| (r.user_id, r.path)).collect())
 }
+
+/// Every value of davd's own property `namespace`:`name` that contains the bytes `containing`,
+/// as (user id, user's address, key, value): checksum.rs finds the content hashes a crash left
+/// uncomputed.
+pub async fn own_values(
+    db: &PgPool,
+    namespace: &str,
+    name: &str,
+    containing: &str,
+) -> Result<Vec<(i64, String, String, Vec<u8>)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT p.user_id, u.address, p.path, p.xml FROM dav_props p JOIN users u ON u.id = p.user_id
+         WHERE p.namespace = $1 AND p.name = $2 AND position($3::bytea IN p.xml) > 0
+         ORDER BY p.user_id, p.path",
+        namespace,
+        name,
+        containing.as_bytes(),
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.user_id, r.address, r.path, r.xml))
+        .collect())
+}

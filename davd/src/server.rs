@@ -187,6 +187,13 @@ impl Server {
         // Before serving: finish file operations a crash interrupted (journal.rs), so usage
         // matches every tree; only then may the sweep remove old temp files.
         journal.recover_all().await?;
+        // Hashes of uploads a crash left uncomputed (checksum.rs `Pending`), computed in the
+        // background from now on (only files recovery has placed are there to be read).
+        match crate::checksum::requeue_pending(&self.context.db, &files_dir).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "computing content hashes a restart left pending"),
+            Err(e) => tracing::warn!("reading pending content hashes: {e} (tried again at the next start)"),
+        }
         // Then the quota warnings a crash cut short, or that the recovered usage calls for.
         if let Err(e) = shared::quota::warn::sweep(&self.context.mail).await {
             tracing::warn!("quota warning sweep after recovery: {e}");

@@ -49,6 +49,13 @@ async fn offered(dav: &Dav, path: &str) -> (Option<String>, Vec<u8>) {
     (get.header("oc-checksum"), get.body)
 }
 
+/// The `OC-Checksum` of a HEAD of `path` (to wait for a hash computed after the answer).
+async fn head_checksum(dav: &Dav, path: &str) -> Option<String> {
+    let head = dav.curl(ALICE, &["-I", &dav.url(path)]).await;
+    assert_eq!(head.status, 200, "HEAD {path}");
+    head.header("oc-checksum")
+}
+
 const ASK_CHECKSUMS: &str = r#"<?xml version="1.0"?>
 <d:propfind xmlns:d="DAV:" xmlns:oc="http://owncloud.org/ns">
  <d:prop><d:getcontentlength/><oc:checksums/></d:prop>
@@ -331,6 +338,69 @@ async fn a_put_interrupted_by_a_crash_offers_the_new_hash_only_once_the_file_is_
     let env = dav.stop().await;
     let dav = Dav::serve(env).await;
     assert_eq!(offered(&dav, "/doc.txt").await, (Some(expected(&new).await.0), new));
+}
+
+/// The state a crash leaves between the answer to a large PUT without `OC-Checksum` and the
+/// background hasher storing its hash (checksum.rs `Pending`): the marker, no hash. The file
+/// is offered without one, and the next start computes it; a file changed behind davd's back
+/// meanwhile gets none, never a wrong one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_left_pending_by_a_crash_is_computed_at_the_next_start() {
+    use std::os::unix::fs::MetadataExt;
+    let dav = Dav::start(None).await;
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    let (header, both) = expected(&data).await;
+    let root = dav.files_dir(ALICE);
+    let user = shared::accounts::get_user(&dav.env.context.db, ALICE).await.unwrap();
+    for path in ["/a-changed.bin", "/big.bin"] {
+        assert_eq!(put(&dav, path, &data, &[]).await.status, 201);
+        // Its hash stored after the answer first (so it cannot land after the marker below).
+        for _ in 0..100 {
+            if head_checksum(&dav, path).await.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(offered(&dav, path).await.0, Some(header.clone()));
+        // As a crash before the hash was stored leaves it.
+        let meta = std::fs::metadata(root.join(&path[1..])).unwrap();
+        let marker = davd::checksum::Pending {
+            stamp: davd::checksum::Stamp::of(&meta),
+            ino: meta.ino(),
+        };
+        let mut conn = dav.env.context.db.acquire().await.unwrap();
+        davd::props::set_own(&mut conn, user.id, path, &marker.to_prop())
+            .await
+            .unwrap();
+        assert_eq!(offered(&dav, path).await.0, None, "{path}: no hash while it is pending");
+    }
+    // Rewritten behind davd's back (same size, another time) while davd was down.
+    let changed = root.join("a-changed.bin");
+    let mut other = data.clone();
+    other[0] ^= 1;
+    std::fs::write(&changed, &other).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&changed)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
+
+    let env = dav.stop().await;
+    let dav = Dav::serve(env).await;
+    let mut got = None;
+    for _ in 0..100 {
+        got = head_checksum(&dav, "/big.bin").await;
+        if got.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(got, Some(header), "computed after the restart");
+    let listing = multistatus(&dav, "/big.bin", "0", ASK_CHECKSUMS).await;
+    assert_eq!(checksum_in(&listing, "/big.bin"), Some(both));
+    // Queued before /big.bin (one hasher, in key order): its turn has passed, and it has none.
+    assert_eq!(offered(&dav, "/a-changed.bin").await, (None, other));
 }
 
 // ---- rclone ----

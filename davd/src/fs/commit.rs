@@ -9,11 +9,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dav_server::fs::{FsError, FsResult};
+use dav_server::fs::{DavProp, FsError, FsResult};
 use shared::quota::{self, Reservation, Usage};
 
 use super::{blocking, db_error, io, quota_error};
-use crate::checksum::Stored;
 use crate::journal::{Journal, Step};
 use crate::props;
 
@@ -31,19 +30,22 @@ pub(super) struct PlaceCommit {
     pub(super) reservations: Vec<(i64, u64)>,
     /// COPY: the dead properties of this key go to the target's key (from, to).
     pub(super) props_from: Option<(String, String)>,
+    /// The temp file's fsync when it is still running (PUT): it overlaps the journal lock and
+    /// the statements, and is waited for before the COMMIT, so nothing is committed (and no
+    /// rename recorded) before the file's bytes are durable.
+    pub(super) synced: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// The target's key (paths::key).
     pub(super) key: String,
-    /// The temp file's content hash, computed as it was written, and its stamp.
-    pub(super) hash: Stored,
+    /// The stored-hash property for the new content (checksum.rs): its hash, computed as it
+    /// was written, or the marker of a hash computed after the answer (`Pending`).
+    pub(super) content_hash: DavProp,
 }
 
 impl PlaceCommit {
-    pub(super) async fn run(self) -> FsResult<()> {
+    pub(super) async fn run(mut self) -> FsResult<()> {
+        // Once committed, the file's bytes are charged: it may cross a quota warning threshold
+        // (checked by `commit_apply_and_warn` while the rename is done).
         let result = self.commit().await;
-        if result.is_ok() {
-            // The file's bytes are charged: it may cross a quota warning threshold.
-            self.journal.usage_changed(self.user_id).await;
-        }
         if result.is_err() {
             // Given back whatever happened: a committed reservation is already gone.
             for &(id, bytes) in &self.reservations {
@@ -60,10 +62,15 @@ impl PlaceCommit {
         result
     }
 
-    async fn commit(&self) -> FsResult<()> {
+    async fn commit(&mut self) -> FsResult<()> {
+        let synced = self.synced.take();
         let mut guard = match self.journal.lock(self.user_id, &self.root).await {
             Ok(g) => g,
             Err(e) => {
+                if let Some(s) = synced {
+                    // Not cut off: its file is removed below, after it.
+                    let _ = s.await;
+                }
                 let _ = std::fs::remove_file(&self.temp);
                 return Err(e);
             }
@@ -109,7 +116,7 @@ impl PlaceCommit {
             }
             // In the transaction of the rename: the old file's hash goes with it, and a crash
             // before the rename (finished by the journal) leaves the hash of what is placed.
-            props::set_own(&mut tx, self.user_id, &self.key, &self.hash.to_prop())
+            props::set_own(&mut tx, self.user_id, &self.key, &self.content_hash)
                 .await
                 .map_err(db_error)?;
             let step = Step::Place {
@@ -118,11 +125,23 @@ impl PlaceCommit {
                 ino: self.ino,
             };
             let id = guard.record(&mut tx, &step).await?;
+            if let Some(synced) = synced {
+                synced
+                    .await
+                    .map_err(|e| {
+                        tracing::error!("fsync task failed: {e}");
+                        FsError::GeneralFailure
+                    })?
+                    .map_err(|e| {
+                        tracing::error!(path = %self.temp.display(), "fsync of an upload: {e}");
+                        io(e)
+                    })?;
+            }
             Ok((tx, id, step))
         }
         .await;
         match prepared {
-            Ok((tx, id, step)) => guard.commit_and_apply(tx, id, step).await,
+            Ok((tx, id, step)) => guard.commit_apply_and_warn(tx, id, step).await,
             Err(e) => {
                 // Nothing committed: the old file stays, the temp file goes.
                 let _ = std::fs::remove_file(&self.temp);

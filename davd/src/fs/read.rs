@@ -65,7 +65,8 @@ impl TinyFs {
         };
         Ok(xml.and_then(|x| {
             let stored = Stored::from_xml(&x);
-            if stored.is_none() {
+            // A hash still being computed after its upload (checksum.rs `Pending`) is no error.
+            if stored.is_none() && !checksum::is_pending(&x) {
                 tracing::warn!(user_id = user.id, key, "unreadable stored content hash: ignored");
             }
             stored

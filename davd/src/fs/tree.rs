@@ -109,8 +109,10 @@ impl TinyFs {
             written: n,
             reservations: vec![(reservation.id, reservation.bytes)],
             props_from: Some((paths::key(from), paths::key(to))),
+            // Fsynced above, with the copy.
+            synced: None,
             key: paths::key(to),
-            hash,
+            content_hash: hash.to_prop(),
         };
         tokio::spawn(commit.run()).await.unwrap_or_else(|e| {
             tracing::error!("copy commit task failed: {e}");

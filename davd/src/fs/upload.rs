@@ -2,14 +2,16 @@
 //! the target itself, so an aborted PUT leaves the old content), the quota reserved before the
 //! first byte (507 when it cannot fit) and grown while a body of unknown length streams in,
 //! and bounded buffering. A body that outgrows one 1 MiB buffer is a pipeline: the request
-//! task gathers it into 1 MiB buffers and hands each to a writer thread and to the two hashing
-//! threads (checksum.rs `StreamHash`), each a bounded stage (stage.rs), so receiving, writing
-//! and hashing overlap (a smaller body is written and hashed in one blocking call at the end);
-//! the writer starts the disk writeback as it goes, so the final fsync has little left to do.
-//! A body that does not match the client's `OC-Checksum` is not committed. `flush()` fsyncs
-//! the temp file and hands it, with the reservations, to the journaled commit (commit.rs); an
-//! upload dropped before that removes its temp file and gives its reservations back. Also the
-//! sweep of temp files a crash left behind.
+//! task gathers it into 1 MiB buffers and hands each to a writer thread and, when the client
+//! sent `OC-Checksum`, to the two hashing threads (checksum.rs `StreamHash`), each a bounded
+//! stage (stage.rs), so receiving, writing and hashing overlap (a smaller body is written and
+//! hashed in one blocking call at the end); without `OC-Checksum` the large file is hashed
+//! after the answer (checksum.rs `Pending`). The writer starts the disk writeback as it goes,
+//! so the final fsync has little left to do. A body that does not match the client's
+//! `OC-Checksum` is not committed. `flush()` starts the temp file's fsync and hands it, with
+//! the reservations, to the journaled commit (commit.rs), which waits for it before its
+//! COMMIT; an upload dropped before that removes its temp file and gives its reservations
+//! back. Also the sweep of temp files a crash left behind.
 
 use std::fs::File;
 use std::io::{SeekFrom, Write};
@@ -26,9 +28,9 @@ use shared::quota::{self, QuotaError, Reservation, UPLOAD_TEMP_PREFIX};
 use sqlx::PgPool;
 
 use super::commit::PlaceCommit;
-use super::read::{ReadFile, stat};
+use super::read::{Meta, ReadFile, stat};
 use super::{TinyFs, User, blocking, db_error, io, parent_of, quota_error, sync_dir};
-use crate::checksum::{HashingWriter, Note, Outcome, Stamp, Stored, StreamHash};
+use crate::checksum::{self, HashingWriter, Note, Outcome, Pending, Stamp, Stored, StreamHash};
 use crate::journal::Journal;
 use crate::stage::Stage;
 use crate::{paths, props};
@@ -77,28 +79,38 @@ impl TinyFs {
         prepaid: Vec<(i64, u64)>,
     ) -> FsResult<Box<dyn DavFile>> {
         let target = paths::resolve(&user.root, path)?;
-        let t = target.clone();
-        let existing = blocking(move || match t.symlink_metadata() {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(e)),
+        let parent = parent_of(&target)?.to_path_buf();
+        let create_empty = options.append || !options.truncate;
+        let temp = temp_path_beside(&target)?;
+        let (t, p, tp) = (target.clone(), parent.clone(), temp.clone());
+        let (create, create_new) = (options.create, options.create_new);
+        // One trip to the blocking pool for the checks and the temp file (issue #12: a small
+        // PUT paid three in a row).
+        let (replaces, file) = blocking(move || {
+            let existing = match t.symlink_metadata() {
+                Ok(m) => Some(m),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io(e)),
+            };
+            match &existing {
+                Some(m) if !m.is_file() => return Err(FsError::Forbidden),
+                Some(_) if create_new => return Err(FsError::Exists),
+                None if !create => return Err(FsError::NotFound),
+                _ => {}
+            }
+            if !p.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false) {
+                return Err(FsError::NotFound);
+            }
+            if create_empty {
+                if existing.is_some() {
+                    return Err(FsError::NotImplemented);
+                }
+                return Ok((0, None));
+            }
+            Ok((existing.map(|m| m.len()).unwrap_or(0), Some(create_temp(&tp)?)))
         })
         .await?;
-        match &existing {
-            Some(m) if !m.is_file() => return Err(FsError::Forbidden),
-            Some(_) if options.create_new => return Err(FsError::Exists),
-            None if !options.create => return Err(FsError::NotFound),
-            _ => {}
-        }
-        let parent = parent_of(&target)?.to_path_buf();
-        let p = parent.clone();
-        if !blocking(move || Ok(p.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false))).await? {
-            return Err(FsError::NotFound);
-        }
-        if options.append || !options.truncate {
-            if existing.is_some() {
-                return Err(FsError::NotImplemented);
-            }
+        if create_empty {
             // LOCK on an unmapped URL creates an empty resource (RFC 4918 section 7.3). Under
             // the journal lock with its done rows gone: a new file must never be taken for
             // one an earlier DELETE's row names (inode numbers are reused).
@@ -131,10 +143,7 @@ impl TinyFs {
             tx.commit().await.map_err(db_error)?;
             return Ok(Box::new(ReadFile::new(file)));
         }
-        let replaces = existing.map(|m| m.len()).unwrap_or(0);
-        let temp = temp_path_beside(&target)?;
-        let t = temp.clone();
-        let file = blocking(move || create_temp(&t)).await?;
+        let file = file.ok_or(FsError::GeneralFailure)?;
         // The upload owns its temp file and reservations from here: dropped at any point
         // (a refusal, a client gone), it removes the one and gives the others back.
         let mut upload = Box::new(Upload {
@@ -153,13 +162,22 @@ impl TinyFs {
             replaces,
             reservations: prepaid,
             committed: false,
+            placed: None,
             mtime: self.mtime,
             checksum: self.checksum.clone(),
         });
         // docs/ARCHITECTURE.md "Quota": reserve the announced size before the first byte (507 if it cannot fit).
         if let Some(size) = options.size {
             let need = size.saturating_sub(replaces).saturating_sub(upload.reserved());
-            if need > 0 {
+            if size <= WRITE_CHUNK as u64 && upload.reservations.is_empty() {
+                // issue #12: a body of at most one buffer is held in memory until its end
+                // anyway; it reserves nothing (one round trip less per small PUT) and is
+                // charged by the commit, which checks the limit under the user's row lock
+                // (`quota::commit` with no reservation held), so it is refused with 507 at its
+                // end, before anything is placed. The disk's reserve is checked now.
+                quota::check_disk(&self.db, need).map_err(quota_error)?;
+                upload.reservations.push((Reservation::UNLIMITED, need));
+            } else if need > 0 {
                 let r = quota::reserve(&self.db, user.id, need).await.map_err(quota_error)?;
                 upload.reservations.push((r.id, r.bytes));
             }
@@ -195,6 +213,8 @@ struct Upload {
     /// Quota reservations held: (id, bytes).
     reservations: Vec<(i64, u64)>,
     committed: bool,
+    /// The placed file's metadata, once committed (as the rename left it).
+    placed: Option<std::fs::Metadata>,
     /// The modification time the client gave (`X-OC-Mtime`).
     mtime: Option<std::time::SystemTime>,
     /// The client's `OC-Checksum` to check, and where the hash is told to server.rs.
@@ -240,10 +260,14 @@ impl Upload {
     /// Hand `data` to the writer and the hashing threads (shared, not copied).
     async fn write_piece(&mut self, data: Bytes) -> FsResult<()> {
         if let Some(file) = self.file.take() {
-            self.sink = Some(Sink::start(file));
+            // issue #12: hashed on the way in only when the client's OC-Checksum is to be
+            // checked before the answer; else after it (checksum.rs `Pending`).
+            self.sink = Some(Sink::start(file, self.checksum.has_claims()));
         }
         let sink = self.sink.as_ref().ok_or(FsError::GeneralFailure)?;
-        if let Err(e) = sink.hash.update(&data).await {
+        if let Some(hash) = &sink.hash
+            && let Err(e) = hash.update(&data).await
+        {
             tracing::error!("upload: {e}");
             return Err(FsError::GeneralFailure);
         }
@@ -293,21 +317,31 @@ impl Upload {
             );
             return Err(FsError::GeneralFailure);
         }
-        let (file, hash) = match (self.sink.take(), self.file.take()) {
-            (Some(sink), _) => sink.finish().await?,
+        let mtime = self.mtime;
+        let (file, hash, meta) = match (self.sink.take(), self.file.take()) {
+            (Some(sink), _) => {
+                let (file, hash) = sink.finish().await?;
+                let (file, meta) = blocking(move || stamp_temp(file, mtime)).await?;
+                (file, hash, meta)
+            }
             (None, Some(file)) => {
-                // The whole body is in one buffer: written and hashed in one blocking call.
+                // The whole body is in one buffer: written, hashed and stamped in one blocking
+                // call.
                 let data = self.pending.split().freeze();
                 blocking(move || {
                     let mut writer = HashingWriter::new(file);
                     writer.write_all(&data).map_err(io)?;
-                    Ok(writer.finish())
+                    let (file, hash) = writer.finish();
+                    let (file, meta) = stamp_temp(file, mtime)?;
+                    Ok((file, Some(hash), meta))
                 })
                 .await?
             }
             (None, None) => return Err(FsError::GeneralFailure),
         };
-        if !self.checksum.claims_match(&hash) {
+        if let Some(hash) = &hash
+            && !self.checksum.claims_match(hash)
+        {
             // The body is not what the client sent: nothing is stored (dropping the upload
             // removes the temp file and gives the reservations back); server.rs answers 400.
             tracing::warn!(
@@ -319,19 +353,10 @@ impl Upload {
             self.checksum.set(Outcome::Mismatch);
             return Err(FsError::GeneralFailure);
         }
-        let mtime = self.mtime;
-        let (ino, stamp) = blocking(move || {
-            // Before the fsync: the time is made durable with the content, and the rename
-            // keeps it.
-            if let Some(t) = mtime {
-                file.set_times(std::fs::FileTimes::new().set_modified(t)).map_err(io)?;
-            }
-            file.sync_all().map_err(io)?;
-            // The rename keeps size and time: the stamp the hash is stored with (checksum.rs).
-            let meta = file.metadata().map_err(io)?;
-            Ok((meta.ino(), Stamp::of(&meta)))
-        })
-        .await?;
+        let (ino, stamp) = (meta.ino(), Stamp::of(&meta));
+        // issue #12: the file's fsync runs while the commit takes the journal lock and sends
+        // its statements; the commit waits for it before its COMMIT (fs/commit.rs).
+        let synced = tokio::task::spawn_blocking(move || file.sync_all());
         // From here the temp file and the reservations belong to the commit task, which runs
         // to its end even if this request is dropped (a client hanging up must not cut a
         // commit between the database and the rename).
@@ -346,24 +371,52 @@ impl Upload {
             written: self.written,
             reservations: std::mem::take(&mut self.reservations),
             props_from: None,
+            synced: Some(synced),
             key: self.key.clone(),
-            hash: Stored { hash, stamp },
+            content_hash: match hash {
+                Some(hash) => Stored { hash, stamp }.to_prop(),
+                None => Pending { stamp, ino }.to_prop(),
+            },
         };
         tokio::spawn(commit.run()).await.unwrap_or_else(|e| {
             tracing::error!("upload commit task failed: {e}");
             Err(FsError::GeneralFailure)
         })?;
-        self.checksum.set(Outcome::Known(hash));
+        // The rename kept inode, size and times: what the answer's ETag and Last-Modified
+        // are made of, without another stat.
+        self.placed = Some(meta);
+        match hash {
+            Some(hash) => self.checksum.set(Outcome::Known(hash)),
+            // Placed and answered without its hash, which is computed now (checksum.rs).
+            None => checksum::hash_later(
+                self.db.clone(),
+                self.user_id,
+                self.key.clone(),
+                self.target.clone(),
+                Pending { stamp, ino },
+            ),
+        }
         Ok(())
     }
 }
 
+/// The written temp file's modification time set to the client's (`X-OC-Mtime`), before its
+/// fsync so the time is made durable with the content (the rename keeps it); its inode and
+/// stamp, which the rename keeps too: what the hash is stored with (checksum.rs).
+fn stamp_temp(file: File, mtime: Option<SystemTime>) -> FsResult<(File, std::fs::Metadata)> {
+    if let Some(t) = mtime {
+        file.set_times(std::fs::FileTimes::new().set_modified(t)).map_err(io)?;
+    }
+    let meta = file.metadata().map_err(io)?;
+    Ok((file, meta))
+}
+
 /// Where an upload's body goes: the temp file, written on one thread, and its hash, computed
-/// on two others.
+/// on two others when the client's `OC-Checksum` is to be checked before the answer.
 #[derive(Debug)]
 struct Sink {
     writer: Stage<TempWriter>,
-    hash: StreamHash,
+    hash: Option<StreamHash>,
 }
 
 #[derive(Debug)]
@@ -375,7 +428,7 @@ struct TempWriter {
 }
 
 impl Sink {
-    fn start(file: File) -> Sink {
+    fn start(file: File, hashed: bool) -> Sink {
         let writer = TempWriter {
             file,
             written: 0,
@@ -383,13 +436,18 @@ impl Sink {
         };
         Sink {
             writer: Stage::spawn(writer, TempWriter::write),
-            hash: StreamHash::start(),
+            hash: hashed.then(StreamHash::start),
         }
     }
 
     /// Wait for the threads: the file, written in full, and the hash of its content.
-    async fn finish(self) -> FsResult<(File, crate::checksum::ContentHash)> {
-        let hash = self.hash.finish();
+    async fn finish(self) -> FsResult<(File, Option<crate::checksum::ContentHash>)> {
+        let hash = async {
+            match self.hash {
+                Some(hash) => hash.finish().await.map(Some),
+                None => Ok(None),
+            }
+        };
         let writer = self.writer.finish();
         let (hash, writer) = futures::join!(hash, writer);
         let writer = writer.map_err(|e| {
@@ -451,6 +509,10 @@ impl Drop for Upload {
 
 impl DavFile for Upload {
     fn metadata(&'_ mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        if let Some(meta) = &self.placed {
+            let meta: Box<dyn DavMetaData> = Box::new(Meta(meta.clone(), None, None));
+            return Box::pin(futures::future::ready(Ok(meta)));
+        }
         let path = if self.committed {
             self.target.clone()
         } else {
