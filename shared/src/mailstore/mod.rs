@@ -637,10 +637,17 @@ impl MailStore {
         // that claim left, and the UPDATE then works on that locked row (the old value comes
         // back). Nothing new to claim: no row matches, nothing is locked or written. Only the
         // mailbox row is locked, alone in its transaction, so the lock order holds.
+        // The claim commits without waiting for the WAL flush (`set_config(.., true)` is SET
+        // LOCAL for the statement's own transaction; claims made visible to others at once
+        // all the same): \Recent is a hint (RFC 3501 §2.3.2), and a claim lost in a database
+        // crash only lets a later session see those messages as \Recent again, while a
+        // synchronous one cost a second WAL flush per APPEND into a selected mailbox.
         let old: Option<i64> = sqlx::query_scalar!(
             r#"UPDATE mailboxes b SET recent_claimed_uid = greatest(old.recent_claimed_uid, $3)
              FROM (SELECT id, recent_claimed_uid FROM mailboxes
-                   WHERE id = $1 AND user_id = $2 AND recent_claimed_uid < $3 FOR UPDATE) old
+                   WHERE id = $1 AND user_id = $2 AND recent_claimed_uid < $3
+                     AND set_config('synchronous_commit', 'off', true) IS NOT NULL
+                   FOR UPDATE) old
              WHERE b.id = old.id
              RETURNING old.recent_claimed_uid AS "old!""#,
             mailbox_id,
