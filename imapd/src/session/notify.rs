@@ -449,15 +449,10 @@ impl Session {
                 return Ok(());
             };
             let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
-            let changes = match self
-                .ctx
-                .mail
-                .changes_since(user_id, mailbox_id, selected.known_modseq)
-                .await
-            {
-                Ok(changes) => changes,
-                Err(StoreError::NoSuchMailbox) => return Ok(()),
-                Err(e) => return Err(e.into()),
+            let Some(changes) =
+                super::sync::changes_of_view(&self.ctx.mail, user_id, mailbox_id, selected.known_modseq).await?
+            else {
+                return Ok(());
             };
             let max_uid = selected.max_uid();
             let arrived = changes.changed.iter().any(|s| s.uid > max_uid);

@@ -4,7 +4,7 @@
 //! only at the moments the RFC allows. Also what a client's cache missed while it was away
 //! (`VANISHED (EARLIER)`, RFC 7162 §3.2.5, §3.2.6).
 
-use shared::mailstore::StoreError;
+use shared::mailstore::{Changes, MailStore, StoreError};
 
 use super::{Failure, Selected, Session, State};
 use crate::wire::response::Response;
@@ -20,16 +20,8 @@ impl Session {
         let user_id = user.id;
         let mailbox_id = selected.mailbox.id;
         // Everything since the MODSEQ the view knows, in one statement: usually nothing.
-        let changes = match self
-            .ctx
-            .mail
-            .changes_since(user_id, mailbox_id, selected.known_modseq)
-            .await
-        {
-            Ok(changes) => changes,
-            // The mailbox was deleted under us: nothing more to show.
-            Err(StoreError::NoSuchMailbox) => return Ok(()),
-            Err(e) => return Err(e.into()),
+        let Some(changes) = changes_of_view(&self.ctx.mail, user_id, mailbox_id, selected.known_modseq).await? else {
+            return Ok(());
         };
         let mut out: Vec<u8> = Vec::new();
         if changes.highestmodseq != selected.known_modseq {
@@ -224,4 +216,19 @@ fn remove_announced(selected: &mut Selected, uids: &[u32], qresync: bool, out: &
 /// Flags equal as sets (case-insensitive).
 pub fn same_flags(a: &[String], b: &[String]) -> bool {
     a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.eq_ignore_ascii_case(y)))
+}
+
+/// What changed in a selected mailbox since the view's MODSEQ (`MailStore::changes_since`);
+/// `None` when the mailbox was deleted under the session: nothing more to show.
+pub(super) async fn changes_of_view(
+    mail: &MailStore,
+    user_id: i64,
+    mailbox_id: i64,
+    known_modseq: u64,
+) -> Result<Option<Changes>, Failure> {
+    match mail.changes_since(user_id, mailbox_id, known_modseq).await {
+        Ok(changes) => Ok(Some(changes)),
+        Err(StoreError::NoSuchMailbox) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
