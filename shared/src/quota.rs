@@ -236,6 +236,24 @@ pub async fn reserve(db: &PgPool, user_id: i64, bytes: u64) -> Result<Reservatio
         .fetch_optional(db)
         .await?
         .ok_or(QuotaError::UnknownUser)?;
+    reserve_under(db, user_id, limit, bytes).await
+}
+
+/// [`reserve`] for a user whose row the caller has just read (SMTP RCPT looks the recipient
+/// up): `limit` is its `quota_limit`, which is not read again. A limit set since is found as
+/// by `reserve` itself: under the user's row lock by the reservation, or by `commit`.
+pub async fn reserve_read(
+    db: &PgPool,
+    user_id: i64,
+    limit: Option<i64>,
+    bytes: u64,
+) -> Result<Reservation, QuotaError> {
+    check_disk(db, bytes)?;
+    reserve_under(db, user_id, limit, bytes).await
+}
+
+/// The part of [`reserve`] after the limit is known (the disk already checked).
+async fn reserve_under(db: &PgPool, user_id: i64, limit: Option<i64>, bytes: u64) -> Result<Reservation, QuotaError> {
     if limit.is_none() {
         return Ok(Reservation {
             id: Reservation::UNLIMITED,

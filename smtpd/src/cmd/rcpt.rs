@@ -34,7 +34,8 @@ impl Session {
                 let mut reservations = Vec::with_capacity(users.len());
                 let bytes = if size > 0 { size } else { SIZE_ESTIMATE };
                 for user in users {
-                    match quota::reserve(db, user.id, bytes).await {
+                    // The lookup just read the user's limit: not read again.
+                    match quota::reserve_read(db, user.id, user.quota_limit, bytes).await {
                         Ok(r) => reservations.push(r),
                         Err(e) => {
                             for r in reservations {
