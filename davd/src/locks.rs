@@ -121,6 +121,13 @@ impl PgLocks {
             .collect())
     }
 
+    /// The live locks reaching the resource of `key` (paths.rs): RFC 4918 section 15.8
+    /// `lockdiscovery`, as `DavLockSystem::discover` and davd's PROPFIND (propfind.rs) list it.
+    pub async fn discover_key(&self, key: &str) -> Vec<DavLock> {
+        let rows = log_db("discover", self.covering_cached(key).await).unwrap_or_default();
+        rows.into_iter().map(|r| self.to_lock(r)).collect()
+    }
+
     fn to_lock(&self, row: Row) -> DavLock {
         let url = format!("{}{}", self.prefix, row.path);
         let mut path = DavPath::new(&url).unwrap_or_else(|_| DavPath::new("/").expect("root is a valid path"));
@@ -445,11 +452,7 @@ impl DavLockSystem for PgLocks {
 
     fn discover(&'_ self, path: &DavPath) -> LsFuture<'_, Vec<DavLock>> {
         let key = paths::key(path);
-        async move {
-            let rows = log_db("discover", self.covering_cached(&key).await).unwrap_or_default();
-            rows.into_iter().map(|r| self.to_lock(r)).collect()
-        }
-        .boxed()
+        async move { self.discover_key(&key).await }.boxed()
     }
 
     fn delete(&'_ self, path: &DavPath) -> LsFuture<'_, Result<(), ()>> {
