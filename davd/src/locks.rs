@@ -57,7 +57,7 @@ pub struct PgLocks {
     prefix: String,
     /// The user's live locks, loaded by the first `discover` of this request (a PROPFIND of a
     /// big folder asks for every entry) and dropped by any change.
-    known: Arc<Mutex<Option<Vec<Row>>>>,
+    known: Arc<Mutex<Option<Arc<Vec<Row>>>>>,
 }
 
 impl std::fmt::Debug for PgLocks {
@@ -110,14 +110,17 @@ impl PgLocks {
                 .bind(self.user_id)
                 .fetch_all(&self.db)
                 .await?;
+                let all = Arc::new(all);
                 *self.known.lock().expect("lock cache") = Some(all.clone());
                 all
             }
         };
-        let chain = paths::ancestors_and_self(key);
+        // A lock on `key` itself, or a deep one on an ancestor (no copy of the list per call:
+        // a PROPFIND asks for every entry of a folder).
         Ok(all
-            .into_iter()
-            .filter(|l| chain.contains(&l.path) && (l.deep || l.path == key))
+            .iter()
+            .filter(|l| l.path == key || (l.deep && paths::is_at_or_below(key, &l.path)))
+            .cloned()
             .collect())
     }
 
