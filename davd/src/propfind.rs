@@ -415,6 +415,13 @@ impl Asked {
         }
     }
 
+    /// Whether the answer needs davd's stored content hashes (checksum.rs): for `oc:checksums`.
+    fn wants_hashes(&self) -> bool {
+        matches!(self, Asked::Prop(list) if list.iter().any(|p| {
+            p.namespace.as_deref() == Some(checksum::OC_NS) && p.local == "checksums"
+        }))
+    }
+
     /// Whether the answer needs the account's quota (RFC 4331): propname names the quota
     /// properties only where they have a value.
     pub fn needs_quota(&self) -> bool {
@@ -990,7 +997,9 @@ pub async fn answer(
     path: &DavPath,
     request: Request<'_>,
 ) -> FsResult<http::Response<Pending>> {
-    let found = fs.for_propfind(path, user, request.depth_one).await?;
+    let found = fs
+        .for_propfind(path, user, request.depth_one, request.asked.wants_hashes())
+        .await?;
     let mut href = path.with_prefix().as_url_string();
     let mut content_location = None;
     if found.meta.is_dir() && !href.ends_with('/') {
@@ -1068,7 +1077,11 @@ async fn write_answer(
                 } else {
                     format!("{key}/{segment}")
                 };
-                let dead = props.remove(&child_key).unwrap_or_default();
+                let dead = if props.is_empty() {
+                    Vec::new()
+                } else {
+                    props.remove(&child_key).unwrap_or_default()
+                };
                 let meta = meta.with_created(win32_created(&dead));
                 child_href.clear();
                 child_href.push_str(&href);

@@ -249,23 +249,28 @@ pub fn created_from(xml: &[u8]) -> Option<std::time::SystemTime> {
 
 /// Every dead property of `key` itself and, with `children`, of the entries directly inside
 /// it, by their key: one query for a whole PROPFIND, Depth 0 or 1 (propfind.rs). davd's own
-/// (the content hash, checksum.rs) are in it: the caller keeps them from the client.
+/// (the content hash of every uploaded file, checksum.rs) only `with_own`, for `oc:checksums`:
+/// the caller keeps them from the client.
 pub async fn list_folder(
     db: &PgPool,
     user_id: i64,
     key: &str,
     children: bool,
+    with_own: bool,
 ) -> Result<std::collections::HashMap<String, Vec<DavProp>>, FsError> {
     let pattern = if key == "/" { "/".to_string() } else { format!("{key}/") };
     let rows = sqlx::query!(
         "SELECT path, namespace, name, prefix, xml FROM dav_props WHERE user_id = $1
          AND (path = $3 OR ($4 AND left(path, length($2)) = $2 AND path <> $3
               AND strpos(substr(path, length($2) + 1), '/') = 0))
+         AND ($5 OR namespace <> $6)
          ORDER BY path, namespace, name",
         user_id,
         pattern,
         key,
         children,
+        with_own,
+        crate::checksum::NS,
     )
     .fetch_all(db)
     .await

@@ -73,11 +73,11 @@ impl TinyFs {
     }
 
     /// What a PROPFIND (propfind.rs) reads, Depth 0 or 1: the resource's metadata, the dead
-    /// properties of it and of its entries in one query (props.rs `list_folder`, davd's own
-    /// content hashes among them), and, for Depth 1 of a folder, its entries, streamed in
-    /// batches while the query runs. An error here is the resource's (not found, forbidden):
-    /// nothing of the answer is written yet.
-    pub async fn for_propfind(&self, path: &DavPath, user: &User, depth_one: bool) -> FsResult<Found> {
+    /// properties of it and of its entries in one query (props.rs `list_folder`; davd's own
+    /// content hashes among them with `hashes`), and, for Depth 1 of a folder, its entries,
+    /// streamed in batches while the query runs. An error here is the resource's (not found,
+    /// forbidden): nothing of the answer is written yet.
+    pub async fn for_propfind(&self, path: &DavPath, user: &User, depth_one: bool, hashes: bool) -> FsResult<Found> {
         let target = paths::resolve(&user.root, path)?;
         let meta = blocking(move || stat(&target)).await?;
         let entries = if depth_one && meta.0.is_dir() {
@@ -85,7 +85,7 @@ impl TinyFs {
         } else {
             None
         };
-        let props = props::list_folder(&self.db, user.id, &paths::key(path), entries.is_some()).await?;
+        let props = props::list_folder(&self.db, user.id, &paths::key(path), entries.is_some(), hashes).await?;
         Ok(Found { meta, props, entries })
     }
 
