@@ -57,7 +57,7 @@ pub struct PgLocks {
     prefix: String,
     /// The user's live locks, loaded by the first `discover` of this request (a PROPFIND of a
     /// big folder asks for every entry) and dropped by any change.
-    known: Arc<Mutex<Option<Vec<Row>>>>,
+    known: Arc<Mutex<Option<Arc<Vec<Row>>>>>,
 }
 
 impl std::fmt::Debug for PgLocks {
@@ -110,15 +110,25 @@ impl PgLocks {
                 .bind(self.user_id)
                 .fetch_all(&self.db)
                 .await?;
+                let all = Arc::new(all);
                 *self.known.lock().expect("lock cache") = Some(all.clone());
                 all
             }
         };
-        let chain = paths::ancestors_and_self(key);
+        // A lock on `key` itself, or a deep one on an ancestor (no copy of the list per call:
+        // a PROPFIND asks for every entry of a folder).
         Ok(all
-            .into_iter()
-            .filter(|l| chain.contains(&l.path) && (l.deep || l.path == key))
+            .iter()
+            .filter(|l| l.path == key || (l.deep && paths::is_at_or_below(key, &l.path)))
+            .cloned()
             .collect())
+    }
+
+    /// The live locks reaching the resource of `key` (paths.rs): RFC 4918 section 15.8
+    /// `lockdiscovery`, as `DavLockSystem::discover` and davd's PROPFIND (propfind.rs) list it.
+    pub async fn discover_key(&self, key: &str) -> Vec<DavLock> {
+        let rows = log_db("discover", self.covering_cached(key).await).unwrap_or_default();
+        rows.into_iter().map(|r| self.to_lock(r)).collect()
     }
 
     fn to_lock(&self, row: Row) -> DavLock {
@@ -445,11 +455,7 @@ impl DavLockSystem for PgLocks {
 
     fn discover(&'_ self, path: &DavPath) -> LsFuture<'_, Vec<DavLock>> {
         let key = paths::key(path);
-        async move {
-            let rows = log_db("discover", self.covering_cached(&key).await).unwrap_or_default();
-            rows.into_iter().map(|r| self.to_lock(r)).collect()
-        }
-        .boxed()
+        async move { self.discover_key(&key).await }.boxed()
     }
 
     fn delete(&'_ self, path: &DavPath) -> LsFuture<'_, Result<(), ()>> {

@@ -51,6 +51,20 @@ pub fn decode_segment(segment: &str) -> Vec<u8> {
     out
 }
 
+/// What a path segment keeps unescaped in an href or key: RFC 3986's unreserved characters
+/// (section 2.3), as dav-server's `DavPath::as_url_string` writes paths.
+const SEGMENT_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encode a raw name as one segment of an href or key (RFC 3986 section 2.1): the
+/// inverse of [`decode_segment`], and what `DavPath::as_url_string` makes of the same name.
+pub fn encode_segment(name: &[u8]) -> String {
+    percent_encoding::percent_encode(name, SEGMENT_KEEP).to_string()
+}
+
 /// Whether `key` is `ancestor` itself or below it.
 pub fn is_at_or_below(key: &str, ancestor: &str) -> bool {
     ancestor == "/" || key == ancestor || (key.starts_with(ancestor) && key.as_bytes()[ancestor.len()] == b'/')
@@ -166,6 +180,25 @@ mod tests {
         // What dav-server encodes decodes back to the name.
         let path = DavPath::new("/a%20b%25c%40d").unwrap();
         assert_eq!(decode_segment(key(&path).trim_start_matches('/')), b"a b%c@d");
+    }
+
+    #[test]
+    fn segments_encode_as_dav_server_writes_paths() {
+        for name in [
+            &b"plain.txt"[..],
+            b"a b&c<d>\"e'f",
+            b"100% sure?#",
+            "caf\u{e9} \u{1f600}".as_bytes(),
+            b"~tilde_-.x",
+            b"\xff\xfe raw",
+            b"semi;colon+plus=eq@at",
+        ] {
+            let encoded = encode_segment(name);
+            let path = DavPath::new(&format!("/dir/{encoded}")).unwrap();
+            assert_eq!(path.as_url_string(), format!("/dir/{encoded}"), "{name:?}");
+            assert_eq!(path.file_name_bytes(), name);
+            assert_eq!(decode_segment(&encoded), name);
+        }
     }
 
     #[test]

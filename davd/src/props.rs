@@ -247,21 +247,30 @@ pub fn created_from(xml: &[u8]) -> Option<std::time::SystemTime> {
     crate::win32::text_of(xml).and_then(|t| crate::win32::parse_time(&t))
 }
 
-/// Every dead property of the entries directly inside `key`, by their key (one query for a
-/// whole folder listing instead of one per entry).
-pub async fn list_children(
+/// Every dead property of `key` itself and, with `children`, of the entries directly inside
+/// it, by their key: one query for a whole PROPFIND, Depth 0 or 1 (propfind.rs). davd's own
+/// (the content hash of every uploaded file, checksum.rs) only `with_own`, for `oc:checksums`:
+/// the caller keeps them from the client.
+pub async fn list_folder(
     db: &PgPool,
     user_id: i64,
     key: &str,
+    children: bool,
+    with_own: bool,
 ) -> Result<std::collections::HashMap<String, Vec<DavProp>>, FsError> {
     let pattern = if key == "/" { "/".to_string() } else { format!("{key}/") };
     let rows = sqlx::query!(
         "SELECT path, namespace, name, prefix, xml FROM dav_props WHERE user_id = $1
-         AND left(path, length($2)) = $2 AND path <> $3 AND strpos(substr(path, length($2) + 1), '/') = 0
+         AND (path = $3 OR ($4 AND left(path, length($2)) = $2 AND path <> $3
+              AND strpos(substr(path, length($2) + 1), '/') = 0))
+         AND ($5 OR namespace <> $6)
          ORDER BY path, namespace, name",
         user_id,
         pattern,
         key,
+        children,
+        with_own,
+        crate::checksum::NS,
     )
     .fetch_all(db)
     .await
@@ -273,14 +282,6 @@ pub async fn list_children(
             .push(to_prop((r.namespace, r.name, r.prefix, r.xml), true));
     }
     Ok(out)
-}
-
-/// The parent key of `key` (`/` for top-level entries and the root).
-pub fn parent_key(key: &str) -> &str {
-    match key.rfind('/') {
-        Some(0) | None => "/",
-        Some(i) => &key[..i],
-    }
 }
 
 /// Inside a transaction: after a COPY of a collection, give the copies the properties of the

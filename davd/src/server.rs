@@ -21,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dav_server::DavHandler;
 use dav_server::body::Body;
+use dav_server::davpath::DavPath;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::{Body as HttpBody, Frame};
 use hyper::body::Incoming;
@@ -593,10 +594,12 @@ fn announced_length(req: &Request<Incoming>) -> Result<Option<u64>, ()> {
     Ok(None)
 }
 
-/// What davd answers with: dav-server's body, or a PROPFIND's put through propfind.rs.
+/// What davd answers with: dav-server's body, davd's own PROPFIND answer (propfind.rs), or a
+/// share link's PROPFIND answer from dav-server put through propfind.rs's rewrite.
 pub enum ResBody {
     Dav(Body),
-    Propfind(Box<propfind::Rewrite<Body>>),
+    Propfind(Box<propfind::AnswerBody>),
+    Rewritten(Box<propfind::Rewrite<Body>>),
 }
 
 impl HttpBody for ResBody {
@@ -610,20 +613,21 @@ impl HttpBody for ResBody {
         match self.get_mut() {
             ResBody::Dav(b) => Pin::new(b).poll_frame(cx),
             ResBody::Propfind(b) => Pin::new(b.as_mut()).poll_frame(cx),
+            ResBody::Rewritten(b) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ResBody::Dav(b) => b.is_end_stream(),
-            ResBody::Propfind(_) => false,
+            ResBody::Propfind(_) | ResBody::Rewritten(_) => false,
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
             ResBody::Dav(b) => b.size_hint(),
-            ResBody::Propfind(_) => http_body::SizeHint::default(),
+            ResBody::Propfind(_) | ResBody::Rewritten(_) => http_body::SizeHint::default(),
         }
     }
 }
@@ -653,11 +657,15 @@ impl App {
             tracing::debug!(%peer, %method, path = uri_path, status = status.as_u16());
         }
         let (mut parts, body) = response.into_parts();
+        if let Some(answer) = parts.extensions.remove::<propfind::Pending>().and_then(|p| p.take()) {
+            // davd's own PROPFIND answer (propfind.rs), streamed: no length known before.
+            return Response::from_parts(parts, ResBody::Propfind(Box::new(answer)));
+        }
         match parts.extensions.remove::<propfind::Asked>() {
             Some(asked) if status == StatusCode::MULTI_STATUS => {
-                // Streamed through the rewrite: its length is not known before.
+                // A share link's PROPFIND (share.rs), dav-server's answer through the rewrite.
                 parts.headers.remove(header::CONTENT_LENGTH);
-                Response::from_parts(parts, ResBody::Propfind(Box::new(propfind::Rewrite::new(body, asked))))
+                Response::from_parts(parts, ResBody::Rewritten(Box::new(propfind::Rewrite::new(body, asked))))
             }
             _ => Response::from_parts(parts, ResBody::Dav(body)),
         }
@@ -854,23 +862,48 @@ impl App {
                 tracing::info!(%peer, user = user.address, path, ?depth, "PROPFIND refused: Depth must be 0 or 1");
                 return res;
             }
-            let asked = propfind::asked(&body).map(|a| propfind::for_client(a, &parts.headers));
-            let mut fs = TinyFs::new(db.clone(), self.journal.clone());
-            // One read of quota and usage for the whole PROPFIND (every collection reports
-            // the account's), so used and available agree with each other.
-            if body.windows(6).any(|w| w == b"quota-") {
-                match shared::quota::info(&db, user.id).await {
-                    Ok(info) => fs = fs.with_quota(info),
-                    Err(e) => tracing::error!("reading quota: {e}"),
+            // davd answers a PROPFIND itself (propfind.rs); dav-server only what davd does not
+            // read (a body that is not a DAV:propfind: 400) and a resource that cannot be
+            // (404, 403), with its own status.
+            let fs = TinyFs::new(db.clone(), self.journal.clone());
+            if let Some(asked) = propfind::asked(&body).map(|a| propfind::for_client(a, &parts.headers))
+                && let Ok(dav_path) = DavPath::new(&path).and_then(|mut p| p.set_prefix(&prefix).map(|()| p))
+            {
+                // One read of quota and usage for the whole answer (every collection reports
+                // the account's), so used and available agree with each other.
+                let quota = if asked.needs_quota() {
+                    match shared::quota::info(&db, user.id).await {
+                        Ok(info) => Some(info),
+                        Err(e) => {
+                            tracing::error!("reading quota: {e}");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let request = propfind::Request {
+                    asked,
+                    depth_one: parts
+                        .headers
+                        .get("depth")
+                        .is_some_and(|d| d.as_bytes().trim_ascii() == b"1"),
+                    headers: &parts.headers,
+                    quota,
+                };
+                let locks = PgLocks::new(db.clone(), user.id, &prefix);
+                match propfind::answer(&fs, locks, &user, &dav_path, request).await {
+                    Ok(res) => {
+                        // handle() takes the body out of the extensions.
+                        let (mut res_parts, pending) = res.into_parts();
+                        res_parts.extensions.insert(pending);
+                        return Response::from_parts(res_parts, Body::empty());
+                    }
+                    Err(e) => tracing::debug!(user = user.address, path, "PROPFIND left to dav-server: {e:?}"),
                 }
             }
             let req = Request::from_parts(parts, http_body_util::Full::new(body));
-            let mut res = build(fs).handle_guarded(req, user.address.clone(), user.clone()).await;
-            if let Some(asked) = asked {
-                // handle() puts the answer through propfind::Rewrite.
-                res.extensions_mut().insert(asked);
-            }
-            return res;
+            return build(fs).handle_guarded(req, user.address.clone(), user.clone()).await;
         }
         let note = Arc::new(crate::checksum::Note::default());
         let mut fs = TinyFs::new(db.clone(), self.journal.clone()).with_checksum(note.clone());

@@ -157,7 +157,7 @@ impl App {
         let req = Request::from_parts(parts, http_body_util::Full::new(body));
         let mut res = handler.handle_guarded(req, owner.address.clone(), owner).await;
         if let Some(asked) = asked {
-            // handle() puts the answer through propfind::Rewrite, as for the owner.
+            // handle() puts dav-server's answer through propfind::Rewrite.
             res.extensions_mut().insert(asked);
         }
         harden(&mut res);

@@ -5,9 +5,9 @@
 //! anything and computes them from the file's metadata on PROPFIND. So davd makes them true:
 //! the times are applied to the file itself (mtime, atime) and all four are kept as dead
 //! properties (which follow the file through MOVE/COPY/DELETE); the creation time, which
-//! Linux cannot set, is reported from that store. dav-server also writes a Win32FileAttributes
-//! of its own (directory or archive, never hidden or read-only) before the stored one: the
-//! PROPFIND rewrite keeps the stored one (propfind.rs, `winners`).
+//! Linux cannot set, is reported from that store. A PROPFIND reports the stored values, not a
+//! reckoning from the file (propfind.rs; a Win32FileAttributes reckoned knows only directory or
+//! archive, never hidden or read-only).
 
 use std::io::Cursor;
 use std::time::SystemTime;

@@ -1,5 +1,5 @@
-//! Large folders: a PROPFIND of many entries answers every one of them (streamed by
-//! dav-server from a streamed directory read).
+//! Large folders: a PROPFIND of many entries answers every one of them (davd's own answer,
+//! propfind.rs, streamed from a streamed directory read).
 
 mod common;
 
@@ -48,8 +48,7 @@ async fn a_folder_of_two_thousand_files() {
                 ],
             )
             .await;
-        // Exactly the one entry carries it (dav-server lists dead properties with every
-        // PROPFIND answer, so a named request shows it twice in that entry).
+        // Exactly the one entry carries it.
         let t = r.text();
         let carriers: Vec<&str> = t.split("<D:response>").filter(|r| r.contains("blue-7")).collect();
         assert_eq!(carriers.len(), 1);

@@ -18,7 +18,7 @@
 //! This file holds the types (`User`, `TinyFs`), the helpers every part shares (errors,
 //! blocking file work, directory fsync) and the `GuardedFileSystem` impl, which only hands
 //! each call to the part that owns it:
-//! - `read.rs`: GET, folder listings (streamed) and their cache of dead properties, metadata
+//! - `read.rs`: GET, folder listings (streamed), what a PROPFIND reads (propfind.rs), metadata
 //!   and the ETag;
 //! - `upload.rs`: a PUT's temp file, its quota reservation and growth, the cleanup of an
 //!   abandoned upload, and the sweep of temp files a crash left;
@@ -41,7 +41,6 @@ use http::StatusCode;
 use shared::quota::{self, QuotaError, QuotaInfo};
 use sqlx::PgPool;
 
-use self::read::Listing;
 use crate::journal::Journal;
 use crate::paths;
 
@@ -51,7 +50,7 @@ mod read;
 mod tree;
 mod upload;
 
-pub use self::read::{Meta, READ_CHUNK};
+pub use self::read::{Found, Meta, READ_CHUNK, stored_hash_in};
 pub use self::upload::sweep_stale_uploads;
 
 /// The authenticated user, handed by dav-server to every file system call.
@@ -64,13 +63,11 @@ pub struct User {
 }
 
 /// The file system of all users; each call acts in the tree of the user it is given. Made
-/// per request: it remembers the dead properties of the last folder listed, so a PROPFIND of
-/// a folder costs one query for all its entries' properties.
+/// per request.
 #[derive(Clone)]
 pub struct TinyFs {
     db: PgPool,
     journal: Arc<Journal>,
-    listing: Arc<Mutex<Option<Listing>>>,
     /// The account's quota and usage, read once when this request (a PROPFIND asking for
     /// quota) needs them: every collection's quota-used-bytes and `get_quota` answer from it.
     quota: Option<QuotaInfo>,
@@ -93,7 +90,6 @@ impl TinyFs {
         TinyFs {
             db,
             journal,
-            listing: Arc::new(Mutex::new(None)),
             quota: None,
             mtime: None,
             checksum: Arc::default(),

@@ -1,5 +1,5 @@
-//! Properties: PROPFIND's dead properties (props.rs, answered from the listing cache of
-//! read.rs when their folder was just listed), PROPPATCH, Windows' Win32 times made true on the
+//! Properties: dead properties as dav-server asks for them (props.rs; davd answers PROPFIND
+//! itself, propfind.rs), PROPPATCH, Windows' Win32 times made true on the
 //! file (win32.rs), and the RFC 4331 quota properties.
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -61,7 +61,7 @@ impl TinyFs {
         if before == after {
             return Ok(());
         }
-        let Some(stored) = self.stored_hash(user, &key, None).await? else {
+        let Some(stored) = self.stored_hash(user, &key).await? else {
             return Ok(());
         };
         if stored.stamp != before {
@@ -87,25 +87,16 @@ impl TinyFs {
         props::patch(&self.db, user.id, &paths::key(path), patch).await
     }
 
-    /// PROPFIND allprop/propname: a resource's dead properties, from the listing cache when its
-    /// folder was just listed.
+    /// dav-server's allprop/propname: a resource's dead properties.
     pub(super) async fn do_get_props(&self, path: &DavPath, do_content: bool, user: &User) -> FsResult<Vec<DavProp>> {
         let key = paths::key(path);
-        let mut all = match self.listed_props(&key) {
-            Some(mut listed) => {
-                if !do_content {
-                    listed.iter_mut().for_each(|p| p.xml = None);
-                }
-                listed
-            }
-            None => props::list(&self.db, user.id, &key, do_content).await?,
-        };
+        let mut all = props::list(&self.db, user.id, &key, do_content).await?;
         // davd's own (the content hash) are not the client's dead properties.
         all.retain(|p| !checksum::is_reserved(p));
         Ok(all)
     }
 
-    /// PROPFIND prop: one dead property, from the listing cache when its folder was just listed.
+    /// dav-server's prop: one dead property.
     pub(super) async fn do_get_prop(&self, path: &DavPath, prop: DavProp, user: &User) -> FsResult<Vec<u8>> {
         let key = paths::key(path);
         if checksum::is_reserved(&prop) {
@@ -114,21 +105,13 @@ impl TinyFs {
         if checksum::is_oc_checksums(&prop) {
             return self.oc_checksums(path, &key, user).await;
         }
-        if let Some(listed) = self.listed_props(&key) {
-            return listed
-                .into_iter()
-                .find(|p| p.name == prop.name && p.namespace == prop.namespace)
-                .and_then(|p| p.xml)
-                .ok_or(FsError::NotFound);
-        }
         props::get(&self.db, user.id, &key, &prop).await
     }
 
     /// ownCloud's live property `oc:checksums`: the stored content hash of a file, if it was
     /// computed for the file that is there now (checksum.rs); else not found (a 404 propstat).
     async fn oc_checksums(&self, path: &DavPath, key: &str, user: &User) -> FsResult<Vec<u8>> {
-        let listed = self.listed_props(key);
-        let Some(stored) = self.stored_hash(user, key, listed.as_deref()).await? else {
+        let Some(stored) = self.stored_hash(user, key).await? else {
             return Err(FsError::NotFound);
         };
         let target = paths::resolve(&user.root, path)?;

@@ -1,7 +1,7 @@
-//! Reading a user's tree: opening a file for GET, listing a folder (streamed, with its
-//! entries' dead properties fetched in one query and cached for the PROPFIND that asked), and
-//! the metadata dav-server turns into live properties (size, times, strong ETag, the
-//! collection's RFC 4331 quota-used-bytes).
+//! Reading a user's tree: opening a file for GET, listing a folder (streamed), what a PROPFIND
+//! reads (metadata, one query for the dead properties of a folder and its entries), and the
+//! metadata live properties are made of (size, times, strong ETag, the collection's RFC 4331
+//! quota-used-bytes).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -33,7 +33,7 @@ impl TinyFs {
         })
         .await?;
         if let Some(hash) = self
-            .stored_hash(user, &paths::key(path), None)
+            .stored_hash(user, &paths::key(path))
             .await?
             .and_then(|s| s.for_file(&meta))
         {
@@ -44,85 +44,49 @@ impl TinyFs {
         Ok(Box::new(file) as Box<dyn DavFile>)
     }
 
-    /// The content hash stored for `key` (checksum.rs), from the listing cache when its folder
-    /// was just listed, else from `props`.
-    pub(super) async fn stored_hash(
-        &self,
-        user: &User,
-        key: &str,
-        listed: Option<&[DavProp]>,
-    ) -> FsResult<Option<Stored>> {
-        let xml = match listed {
-            Some(listed) => listed
-                .iter()
-                .find(|p| checksum::is_reserved(p) && p.name == checksum::NAME)
-                .and_then(|p| p.xml.clone()),
-            None => match props::get(&self.db, user.id, key, &checksum::stored_prop_name()).await {
-                Ok(xml) => Some(xml),
-                Err(FsError::NotFound) => None,
-                Err(e) => return Err(e),
-            },
-        };
-        Ok(xml.and_then(|x| {
-            let stored = Stored::from_xml(&x);
-            // A hash still being computed after its upload (checksum.rs `Pending`) is no error.
-            if stored.is_none() && !checksum::is_pending(&x) {
-                tracing::warn!(user_id = user.id, key, "unreadable stored content hash: ignored");
-            }
-            stored
-        }))
+    /// The content hash stored for `key` (checksum.rs).
+    pub(super) async fn stored_hash(&self, user: &User, key: &str) -> FsResult<Option<Stored>> {
+        match props::get(&self.db, user.id, key, &checksum::stored_prop_name()).await {
+            Ok(xml) => Ok(stored_from(&xml, user.id, key)),
+            Err(FsError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
-    /// A folder's entries (PROPFIND Depth 1), streamed, with their dead properties read in one
-    /// query and kept for `get_props` (the listing cache).
+    /// A folder's entries (what dav-server's COPY and MOVE of a folder walk), streamed.
     pub(super) async fn do_read_dir(&self, path: &DavPath, user: &User) -> FsResult<FsStream<Box<dyn DavDirEntry>>> {
         let dir = paths::resolve(&user.root, path)?;
-        let entries = blocking(move || std::fs::read_dir(&dir).map_err(io)).await?;
-        let dir_key = paths::key(path);
-        let listed = props::list_children(&self.db, user.id, &dir_key).await?;
-        let created: HashMap<Vec<u8>, SystemTime> = listed
-            .iter()
-            .filter_map(|(key, props)| {
-                let p = props
-                    .iter()
-                    .find(|p| p.name == "Win32CreationTime" && p.namespace.as_deref() == Some(crate::win32::NS))?;
-                let name = key.rsplit('/').next().map(paths::decode_segment)?;
-                Some((name, props::created_from(p.xml.as_deref()?)?))
-            })
-            .collect();
-        *self.listing.lock().expect("listing cache lock") = Some(Listing {
-            dir: dir_key,
-            props: listed,
-        });
-        // Streamed: a folder of any size is listed with bounded memory.
-        let dir_len = self.quota.as_ref().map(QuotaInfo::used);
+        let mut batches = list_entries(dir).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<FsResult<Box<dyn DavDirEntry>>>(64);
-        tokio::task::spawn_blocking(move || {
-            for entry in entries {
-                let Ok(entry) = entry else { continue };
-                let name = entry.file_name().into_encoded_bytes();
-                if paths::is_hidden_name(&name) {
-                    continue;
-                }
-                let Ok(meta) = entry.path().symlink_metadata() else {
-                    continue;
-                };
-                // Symlinks, sockets, fifos: not part of the share.
-                if !meta.is_file() && !meta.is_dir() {
-                    continue;
-                }
-                let created = created.get(&name).copied();
-                let item: Box<dyn DavDirEntry> = Box::new(Entry {
-                    name,
-                    meta: Meta(meta, created, dir_len),
-                });
-                if tx.blocking_send(Ok(item)).is_err() {
-                    break;
+        tokio::spawn(async move {
+            while let Some(batch) = batches.recv().await {
+                for (name, meta) in batch {
+                    let item: Box<dyn DavDirEntry> = Box::new(Entry { name, meta });
+                    if tx.send(Ok(item)).await.is_err() {
+                        return;
+                    }
                 }
             }
         });
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
         Ok(Box::pin(stream) as FsStream<Box<dyn DavDirEntry>>)
+    }
+
+    /// What a PROPFIND (propfind.rs) reads, Depth 0 or 1: the resource's metadata, the dead
+    /// properties of it and of its entries in one query (props.rs `list_folder`; davd's own
+    /// content hashes among them with `hashes`), and, for Depth 1 of a folder, its entries,
+    /// streamed in batches while the query runs. An error here is the resource's (not found,
+    /// forbidden): nothing of the answer is written yet.
+    pub async fn for_propfind(&self, path: &DavPath, user: &User, depth_one: bool, hashes: bool) -> FsResult<Found> {
+        let target = paths::resolve(&user.root, path)?;
+        let meta = blocking(move || stat(&target)).await?;
+        let entries = if depth_one && meta.0.is_dir() {
+            Some(list_entries(paths::resolve(&user.root, path)?).await?)
+        } else {
+            None
+        };
+        let props = props::list_folder(&self.db, user.id, &paths::key(path), entries.is_some(), hashes).await?;
+        Ok(Found { meta, props, entries })
     }
 
     /// A file's or folder's metadata, with its Windows creation time and the account's usage.
@@ -137,20 +101,77 @@ impl TinyFs {
         meta.2 = self.quota.as_ref().map(QuotaInfo::used);
         Ok(Box::new(meta) as Box<dyn DavMetaData>)
     }
-
-    /// The dead properties of `key` if its folder was just listed.
-    pub(super) fn listed_props(&self, key: &str) -> Option<Vec<DavProp>> {
-        let listing = self.listing.lock().expect("listing cache lock");
-        let listing = listing.as_ref()?;
-        (key != "/" && listing.dir == props::parent_key(key))
-            .then(|| listing.props.get(key).cloned().unwrap_or_default())
-    }
 }
 
-/// Dead properties of one folder's entries, by key.
-pub(super) struct Listing {
-    dir: String,
-    props: HashMap<String, Vec<DavProp>>,
+/// The content hash among a resource's dead properties as props.rs lists them (checksum.rs).
+pub fn stored_hash_in(listed: &[DavProp], user_id: i64, key: &str) -> Option<Stored> {
+    let prop = listed
+        .iter()
+        .find(|p| checksum::is_reserved(p) && p.name == checksum::NAME)?;
+    stored_from(prop.xml.as_deref()?, user_id, key)
+}
+
+fn stored_from(xml: &[u8], user_id: i64, key: &str) -> Option<Stored> {
+    let stored = Stored::from_xml(xml);
+    // A hash still being computed after its upload (checksum.rs `Pending`) is no error.
+    if stored.is_none() && !checksum::is_pending(xml) {
+        tracing::warn!(user_id, key, "unreadable stored content hash: ignored");
+    }
+    stored
+}
+
+/// What a PROPFIND reads of a resource ([`TinyFs::for_propfind`]).
+pub struct Found {
+    pub meta: Meta,
+    /// Dead properties by key (paths.rs `key`): the resource's and its entries'.
+    pub props: HashMap<String, Vec<DavProp>>,
+    /// The entries of a folder listed with Depth 1.
+    pub entries: Option<Entries>,
+}
+
+/// A folder's entries, name and metadata, in batches as they are read.
+pub type Entries = tokio::sync::mpsc::Receiver<Vec<(Vec<u8>, Meta)>>;
+
+/// Entries of a listing handed on at once, and batches read ahead: a folder of any size is
+/// listed with bounded memory (about `BATCH * (READ_AHEAD_BATCHES + 2)` entries at a time).
+const BATCH: usize = 64;
+const READ_AHEAD_BATCHES: usize = 4;
+
+/// The entries of folder `dir` with their metadata, read (and stat'ed) on the blocking pool
+/// and streamed in batches; upload temp files, symlinks and anything neither file nor folder
+/// are left out (not part of the share, paths.rs).
+async fn list_entries(dir: std::path::PathBuf) -> FsResult<Entries> {
+    let entries = blocking(move || std::fs::read_dir(&dir).map_err(io)).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_BATCHES);
+    tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::with_capacity(BATCH);
+        for entry in entries {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name().into_encoded_bytes();
+            if paths::is_hidden_name(&name) {
+                continue;
+            }
+            // read_dir's DirEntry::metadata is an lstat (fstatat without following).
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if !meta.is_file() && !meta.is_dir() {
+                continue;
+            }
+            batch.push((name, Meta(meta, None, None)));
+            if batch.len() == BATCH
+                && tx
+                    .blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
+    });
+    Ok(rx)
 }
 
 pub(super) fn open_read(path: &Path) -> FsResult<File> {
@@ -220,6 +241,19 @@ impl DavMetaData for Meta {
             m.mtime(),
             m.mtime_nsec()
         ))
+    }
+}
+
+impl Meta {
+    /// The file's own metadata.
+    pub fn metadata(&self) -> &std::fs::Metadata {
+        &self.0
+    }
+
+    /// With the creation time Windows stored for it (win32.rs), if any.
+    pub fn with_created(mut self, created: Option<SystemTime>) -> Meta {
+        self.1 = created;
+        self
     }
 }
 
