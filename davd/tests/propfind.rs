@@ -12,6 +12,10 @@ fn responses(body: &[u8]) -> usize {
 }
 
 /// The peak resident memory of this process so far (VmHWM), in KiB.
+/// The peak memory measured below is this whole test process's: the tests that build large
+/// requests or answers take this lock, so none of them runs beside the measurement.
+static MEMORY_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
@@ -20,6 +24,7 @@ fn peak_rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_davd_cannot_read_get_dav_server_s_400_and_davd_keeps_serving() {
+    let _heavy = MEMORY_HEAVY.lock().await;
     let dav = Dav::start(None).await;
     assert_eq!(
         dav.curl(ALICE, &["-X", "PUT", "--data-binary", "x", &dav.url("/f.txt")])
@@ -68,6 +73,7 @@ async fn bodies_davd_cannot_read_get_dav_server_s_400_and_davd_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_named_properties_each_answered_once() {
+    let _heavy = MEMORY_HEAVY.lock().await;
     let dav = Dav::start(None).await;
     for i in 0..5 {
         let r = dav
@@ -105,6 +111,7 @@ async fn ten_thousand_named_properties_each_answered_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_of_twenty_thousand_entries_is_streamed() {
+    let _heavy = MEMORY_HEAVY.lock().await;
     let dav = Dav::start(None).await;
     assert_eq!(dav.curl(ALICE, &["-X", "MKCOL", &dav.url("/big/")]).await.status, 201);
     let dir = dav.files_dir(ALICE).join("big");
