@@ -1,7 +1,8 @@
 //! `tinydc-imapd --data DIR`: the IMAP daemon (see the library for the server).
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let (ctx, shutdown) = shared::daemon::start("tinydc-imapd").await?;
-    tinydc_imapd::run(ctx, shutdown).await
+fn main() -> anyhow::Result<()> {
+    shared::daemon::runtime()?.block_on(async {
+        let (ctx, shutdown) = shared::daemon::start("tinydc-imapd").await?;
+        tinydc_imapd::run(ctx, shutdown).await
+    })
 }

@@ -133,10 +133,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Run daemon `name` as its own `main` does: a default multi-threaded runtime (what
-/// `#[tokio::main]` builds), then the same start-up and server as the daemon's binary.
+/// Run daemon `name` as its own `main` does: the daemons' runtime (`shared::daemon::runtime`),
+/// then the same start-up and server as the daemon's binary.
 fn run_daemon(name: &'static str) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match shared::daemon::runtime() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("{name}: cannot start the async runtime: {e}");

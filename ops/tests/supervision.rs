@@ -156,6 +156,33 @@ fn sigkill_of_up_leaves_no_daemon_behind_and_a_new_up_serves() {
     assert!(processes_using(&data).is_empty(), "{:?}", processes_using(&data));
 }
 
+/// Issue #12: each daemon runs at most `shared::daemon::MAX_WORKER_THREADS` tokio workers
+/// (each keeps about 100 KiB resident while idle), whatever the cores or TOKIO_WORKER_THREADS
+/// (which tokio's default runtime obeys) say.
+#[test]
+fn each_daemon_runs_at_most_two_runtime_workers() {
+    if !daemons_built() {
+        return;
+    }
+    let (_dir, data) = prepared();
+    let suite = Suite::start_with_env(&data, &[("TOKIO_WORKER_THREADS", "8")]);
+    imap_login(suite.ports.imap).expect("the daemons serve");
+    for pid in daemon_pids(&data) {
+        let names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+            .map(|name| name.trim().to_string())
+            .collect();
+        let workers = names.iter().filter(|n| *n == "tokio-worker").count();
+        assert!(
+            (1..=shared::daemon::MAX_WORKER_THREADS).contains(&workers),
+            "pid {pid} runs {workers} workers: {names:?}"
+        );
+    }
+    suite.stop();
+}
+
 #[test]
 fn a_second_up_on_the_same_data_is_refused_naming_the_first() {
     if !daemons_built() {

@@ -212,6 +212,11 @@ impl Suite {
     /// Give every listener of `data` a free port, start `tinydc up`, and wait until every
     /// listener accepts connections.
     pub fn start(data: &Path) -> Suite {
+        Suite::start_with_env(data, &[])
+    }
+
+    /// [`Suite::start`] with `env` set for `tinydc up` (and so for the daemons it starts).
+    pub fn start_with_env(data: &Path, env: &[(&str, &str)]) -> Suite {
         let keys = [
             "mx_listen",
             "submission_listen",
@@ -246,13 +251,19 @@ impl Suite {
             imaps: numbers[4],
             https: numbers[5],
         };
-        Suite::launch(data, ports)
+        Suite::launch_with_env(data, ports, env)
     }
 
     /// Start `tinydc up` on `data` whose config already names `ports`, and wait until every
     /// listener accepts connections.
     pub fn launch(data: &Path, ports: Ports) -> Suite {
+        Suite::launch_with_env(data, ports, &[])
+    }
+
+    /// [`Suite::launch`] with `env` set for `tinydc up`.
+    pub fn launch_with_env(data: &Path, ports: Ports, env: &[(&str, &str)]) -> Suite {
         let up = Command::new(TINYDC)
+            .envs(env.iter().copied())
             .arg("--data")
             .arg(data)
             .arg("up")
