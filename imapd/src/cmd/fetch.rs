@@ -135,6 +135,9 @@ impl Session {
             }
             return Ok(Reply::ok(if uid { "UID FETCH completed" } else { "FETCH completed" }));
         }
+        // Each item's section spec as the responses name it (`HEADER.FIELDS (From To ...)`),
+        // written once per command instead of once per message.
+        let specs: Vec<String> = items.iter().map(item_spec).collect();
         for chunk in targets.chunks(BATCH) {
             let stored: Vec<StoredMessage> = if needs_stored {
                 let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();
@@ -257,6 +260,7 @@ impl Session {
                         seq,
                         msg_uid,
                         &items,
+                        &specs,
                         message.as_ref(),
                         body.as_deref(),
                         file.as_ref().map(|f| f.1),
@@ -331,6 +335,7 @@ impl Session {
         seq: u32,
         uid: u32,
         items: &[FetchItem],
+        specs: &[String],
         message: Option<&StoredMessage>,
         body: Option<&[u8]>,
         file_len: Option<u64>,
@@ -346,10 +351,11 @@ impl Session {
         };
         // RFC 3501 §7.4.2: `* n FETCH (...)`, written by wire/fetch_response.rs; the literal
         // of a whole message is only announced there and streamed from its file in between.
-        let mut out = Vec::new();
+        // Room for a typical response (flags, size, a header's fields) in one allocation.
+        let mut out = Vec::with_capacity(1024);
         let mut response = FetchResponse::open(&mut out, seq);
         let missing = || Failure::Reply(Reply::no("message metadata unavailable").code(Code::ServerBug));
-        for item in items {
+        for (item, spec) in items.iter().zip(specs) {
             match item {
                 FetchItem::Uid => response.attr(&mut out, FetchAttr::Uid(uid)),
                 FetchItem::Flags => response.attr(&mut out, flags),
@@ -430,29 +436,26 @@ impl Session {
                 }
                 FetchItem::Section(section) => {
                     let data = section_data(section, message.ok_or_else(missing)?, body).unwrap_or_default();
-                    let spec = section.spec();
                     let (origin, data) = partial_window(&data, section.partial);
                     let attr = FetchAttr::Literal {
-                        name: BodyName::Section { spec: &spec, origin },
+                        name: BodyName::Section { spec, origin },
                         data,
                     };
                     response.attr(&mut out, attr);
                 }
                 FetchItem::Binary(section) => {
                     let data = decoded(uid, body.ok_or_else(missing)?, &section.part)?;
-                    let spec = section.spec();
                     let (origin, data) = partial_window(&data, section.partial);
                     let attr = FetchAttr::Literal {
-                        name: BodyName::Binary { spec: &spec, origin },
+                        name: BodyName::Binary { spec, origin },
                         data,
                     };
                     response.attr(&mut out, attr);
                 }
                 FetchItem::BinarySize(part) => {
                     let data = decoded(uid, body.ok_or_else(missing)?, part)?;
-                    let spec = part_spec(part);
                     let attr = FetchAttr::BinarySize {
-                        spec: &spec,
+                        spec,
                         size: data.len() as u64,
                     };
                     response.attr(&mut out, attr);
@@ -470,6 +473,16 @@ impl Session {
 
 /// One message's FETCH response of the items the session's view holds (UID, FLAGS, MODSEQ:
 /// the caller checked `items` has no other), appended to `out` (RFC 3501 §7.4.2).
+/// The section spec a FETCH response names `item` by (empty for items without one).
+fn item_spec(item: &FetchItem) -> String {
+    match item {
+        FetchItem::Section(section) => section.spec(),
+        FetchItem::Binary(section) => section.spec(),
+        FetchItem::BinarySize(part) => part_spec(part),
+        _ => String::new(),
+    }
+}
+
 fn view_response(out: &mut Vec<u8>, selected: &Selected, seq: u32, uid: u32, items: &[FetchItem]) {
     let i = seq as usize - 1;
     let mut response = FetchResponse::open(out, seq);

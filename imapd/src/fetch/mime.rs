@@ -32,7 +32,8 @@ pub fn header_values(header: &[u8], name: &str) -> Vec<String> {
 
 /// HEADER.FIELDS / HEADER.FIELDS.NOT: the chosen fields and the blank line (RFC 3501 §6.4.5).
 pub fn filter_header(header: &[u8], names: &[String], keep: bool) -> Vec<u8> {
-    let mut out = Vec::new();
+    // At most the whole header and the blank line: one allocation.
+    let mut out = Vec::with_capacity(header.len() + 2);
     for field in shared::header::fields(header) {
         let Some(name) = field.name() else {
             continue;
