@@ -13,7 +13,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mail_auth::common::parse::TxtRecordParser;
@@ -92,7 +92,11 @@ pub type PtrCache = Cache<IpAddr, RecordSet<Box<str>>>;
 
 /// The resolver with its caches.
 pub struct Dns {
-    pub authenticator: MessageAuthenticator,
+    /// mail-auth's resolver, built on the first lookup ([`Dns::authenticator`]): an smtpd that
+    /// looks nothing up (idle, or only local submission) never pays for building it (issue #12,
+    /// the daemons' idle memory). Kept once built, or the reason it could not be.
+    authenticator: OnceLock<Result<MessageAuthenticator, String>>,
+    resolver: (ResolverConfig, ResolverOpts),
     pub txt: TxtCache,
     pub mx: MxCache,
     pub ipv4: V4Cache,
@@ -175,10 +179,9 @@ impl Dns {
 
     /// A resolver asking exactly the servers in `config`.
     pub fn with_config(config: ResolverConfig, options: ResolverOpts) -> anyhow::Result<Dns> {
-        let authenticator =
-            MessageAuthenticator::new(config, options).map_err(|e| anyhow::anyhow!("no DNS resolver: {e}"))?;
         Ok(Dns {
-            authenticator,
+            authenticator: OnceLock::new(),
+            resolver: (config, options),
             txt: Cache::new(None),
             mx: Cache::new(None),
             ipv4: Cache::new(None),
@@ -212,11 +215,8 @@ impl Dns {
         Dns {
             // Never used for a query (every lookup is answered by the caches), and it names no
             // server anyway.
-            authenticator: MessageAuthenticator::new(
-                ResolverConfig::from_name_servers(Vec::new()),
-                ResolverOpts::default(),
-            )
-            .expect("a resolver config needs no network"),
+            authenticator: OnceLock::new(),
+            resolver: (ResolverConfig::from_name_servers(Vec::new()), ResolverOpts::default()),
             txt: Cache::new(Some(not_found)),
             mx: Cache::new(Some(empty())),
             ipv4: Cache::new(Some(empty())),
@@ -267,6 +267,18 @@ impl Dns {
     }
 
     /// mail-auth parameters that use these caches.
+    /// mail-auth's resolver, built on the first call; `Err` says why it cannot be built (the
+    /// caller treats it as a temporary DNS failure).
+    pub fn authenticator(&self) -> Result<&MessageAuthenticator, &str> {
+        self.authenticator
+            .get_or_init(|| {
+                let (config, options) = self.resolver.clone();
+                MessageAuthenticator::new(config, options).map_err(|e| format!("no DNS resolver: {e}"))
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
     pub fn params<P>(&self, params: P) -> Parameters<'_, P, TxtCache, MxCache, V4Cache, V6Cache, PtrCache> {
         Parameters::new(params)
             .with_txt_cache(&self.txt)
@@ -278,11 +290,8 @@ impl Dns {
 
     /// The mail exchangers of `domain`, best first; RFC 5321 §5.1: no MX means the domain itself.
     pub async fn mail_hosts(&self, domain: &str) -> anyhow::Result<Vec<String>> {
-        match self
-            .authenticator
-            .mx_lookup(fqdn(domain).as_ref(), Some(&self.mx))
-            .await
-        {
+        let authenticator = self.authenticator().map_err(|why| anyhow::anyhow!("{why}"))?;
+        match authenticator.mx_lookup(fqdn(domain).as_ref(), Some(&self.mx)).await {
             Ok(set) => {
                 let mut records = set.rrset.to_vec();
                 records.sort_by_key(|mx| mx.preference);

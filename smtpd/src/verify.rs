@@ -55,20 +55,26 @@ pub async fn verify(
             suspicious: false,
         };
     };
-    let dkim = dns.authenticator.verify_dkim(dns.params(msg)).await;
+    let authenticator = match dns.authenticator() {
+        Ok(authenticator) => authenticator,
+        Err(why) => {
+            dns.trouble("checking DKIM, SPF and DMARC", &why);
+            return Verdict::temperror(hostname);
+        }
+    };
+    let dkim = authenticator.verify_dkim(dns.params(msg)).await;
     let spf_params = if mail_from.is_empty() {
         SpfParameters::verify_ehlo(ip, helo, hostname)
     } else {
         SpfParameters::verify_mail_from(ip, helo, hostname, mail_from)
     };
-    let spf = dns.authenticator.verify_spf(dns.params(spf_params)).await;
+    let spf = authenticator.verify_spf(dns.params(spf_params)).await;
     if spf.result() == SpfResult::TempError {
         // RFC 7208 §2.6.6: temperror is a DNS failure; said once a minute at most (Dns::trouble).
         dns.trouble(&format!("SPF check of {ip} for {mail_from:?}"), &"temporary DNS error");
     }
     let mail_from_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d).to_lowercase();
-    let dmarc = dns
-        .authenticator
+    let dmarc = authenticator
         .verify_dmarc(dns.params(DmarcParameters::new(msg, &dkim, &mail_from_domain, &spf)))
         .await;
     let header_from = msg.from.first().cloned().unwrap_or_default();
