@@ -522,7 +522,7 @@ pub async fn commit(
             available,
         });
     }
-    add_usage(conn, reservation.user_id, usage, actual.min(i64::MAX as u64) as i64).await
+    add_usage(conn, reservation.user_id, usage, actual).await
 }
 
 /// How long the deltas of writes without a limit wait to be folded together ([`FoldQueue`]).
@@ -699,7 +699,7 @@ pub async fn charge(conn: &mut PgConnection, user_id: i64, usage: Usage, bytes: 
             available: info.available(),
         });
     }
-    add_usage(conn, user_id, usage, bytes as i64).await
+    add_usage(conn, user_id, usage, bytes).await
 }
 
 /// Inside a transaction: give back `bytes` (a delete or an overwrite). Returns whether the user
@@ -730,11 +730,13 @@ pub async fn refund(conn: &mut PgConnection, user_id: i64, usage: Usage, bytes: 
     Ok(warned.unwrap_or(false))
 }
 
-/// Inside a transaction holding the user's row: add `delta` (> 0) bytes to the user's usage.
-async fn add_usage(conn: &mut PgConnection, user_id: i64, usage: Usage, delta: i64) -> Result<(), QuotaError> {
-    if delta <= 0 {
+/// Inside a transaction holding the user's row: add `bytes` to the user's usage (a refund is
+/// [`refund`], which folds the user's deltas first).
+async fn add_usage(conn: &mut PgConnection, user_id: i64, usage: Usage, bytes: u64) -> Result<(), QuotaError> {
+    if bytes == 0 {
         return Ok(());
     }
+    let delta = bytes.min(i64::MAX as u64) as i64;
     match usage {
         Usage::Mail => {
             sqlx::query!(

@@ -144,7 +144,7 @@ pub(crate) async fn claim(conn: &mut PgConnection, user_id: i64, level: Level) -
 /// Inside the warning's transaction: charge its bytes as mail without the limit check (see the
 /// module docs: a warning is never refused by the quota it warns about).
 pub(crate) async fn charge_warning(conn: &mut PgConnection, user_id: i64, bytes: u64) -> Result<(), QuotaError> {
-    add_usage(conn, user_id, Usage::Mail, bytes.min(i64::MAX as u64) as i64).await
+    add_usage(conn, user_id, Usage::Mail, bytes).await
 }
 
 /// Lower `quota_warned` to the level of the user's committed usage, if it is below (re-arm).
