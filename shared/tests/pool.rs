@@ -56,3 +56,27 @@ async fn a_burst_of_connections_is_closed_once_idle() {
     let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&db).await.unwrap();
     assert_eq!(one, 1);
 }
+
+/// Every pooled connection plans a prepared statement once, for any values (a plan showing the
+/// parameter rather than the value it was given), so the write paths' array statements are not
+/// planned again at each execution (`shared::db::pool`, issue #12).
+#[tokio::test]
+async fn pooled_connections_plan_a_prepared_statement_once() {
+    let db = shared::testing::test_db().await;
+    let mut conn = db.acquire().await.unwrap();
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_generic_plan");
+    sqlx::raw_sql("PREPARE by_ids(int[]) AS SELECT n FROM generate_series(1, 10) AS t(n) WHERE n = ANY($1)")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE by_ids('{3}')")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("$1"), "a plan made for the values given: {plan}");
+}
