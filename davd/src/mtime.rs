@@ -14,7 +14,7 @@ use xml::writer::{EmitterConfig, XmlEvent as Out};
 
 use crate::xmldoc::{DAV_NS, is_dav};
 
-const WIN32_MTIME: &str = "Win32LastModifiedTime";
+const WIN32_MTIME: &str = crate::win32::LAST_MODIFIED_TIME;
 
 fn is_win32_mtime(name: &OwnedName) -> bool {
     name.namespace.as_deref() == Some(crate::win32::NS) && name.local_name == WIN32_MTIME

@@ -54,7 +54,7 @@ use xml::reader::{ParserConfig, XmlEvent};
 use crate::fs::{Meta, TinyFs, User};
 use crate::locks::PgLocks;
 use crate::xmldoc::{DAV_NS, escape};
-use crate::{checksum, paths, props};
+use crate::{checksum, paths, win32};
 
 mod rewrite;
 
@@ -117,7 +117,7 @@ const REDIRECTOR_PROPS: [(&str, &str); 7] = [
     (DAV_NS, "creationdate"),
     (DAV_NS, "getetag"),
     (DAV_NS, "lockdiscovery"),
-    (crate::win32::NS, "Win32FileAttributes"),
+    (win32::NS, win32::FILE_ATTRIBUTES),
 ];
 
 /// The User-Agent of Windows' WebDAV redirector (Explorer's mapped drives and `\\host@SSL\`).
@@ -523,7 +523,7 @@ impl Live {
 
     /// Its namespace, the prefix the answer's root binds to it, and its local name.
     fn name(self) -> (&'static str, &'static str, &'static str) {
-        let ms = crate::win32::NS;
+        let ms = win32::NS;
         match self {
             Live::CreationDate => (DAV_NS, "D", "creationdate"),
             Live::GetContentLength => (DAV_NS, "D", "getcontentlength"),
@@ -539,10 +539,10 @@ impl Live {
             // RFC 5397 section 3.
             Live::CurrentUserPrincipal => (DAV_NS, "D", "current-user-principal"),
             Live::Executable => (APACHE_NS, "A", "executable"),
-            Live::Win32CreationTime => (ms, "Z", "Win32CreationTime"),
-            Live::Win32FileAttributes => (ms, "Z", "Win32FileAttributes"),
-            Live::Win32LastAccessTime => (ms, "Z", "Win32LastAccessTime"),
-            Live::Win32LastModifiedTime => (ms, "Z", "Win32LastModifiedTime"),
+            Live::Win32CreationTime => (ms, "Z", win32::CREATION_TIME),
+            Live::Win32FileAttributes => (ms, "Z", win32::FILE_ATTRIBUTES),
+            Live::Win32LastAccessTime => (ms, "Z", win32::LAST_ACCESS_TIME),
+            Live::Win32LastModifiedTime => (ms, "Z", win32::LAST_MODIFIED_TIME),
         }
     }
 
@@ -1053,7 +1053,7 @@ async fn write_answer(
     } = found;
     let wants_locks = writer.wants_locks();
     let dead = props.remove(&key).unwrap_or_default();
-    let meta = meta.with_created(win32_created(&dead));
+    let meta = meta.with_created(win32::created_among(&dead));
     let held = if wants_locks {
         locks.discover_key(&key).await
     } else {
@@ -1082,7 +1082,7 @@ async fn write_answer(
                 } else {
                     props.remove(&child_key).unwrap_or_default()
                 };
-                let meta = meta.with_created(win32_created(&dead));
+                let meta = meta.with_created(win32::created_among(&dead));
                 child_href.clear();
                 child_href.push_str(&href);
                 child_href.push_str(&segment);
@@ -1117,14 +1117,6 @@ async fn send(tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>, out: &mut Vec<u
     tx.send(Ok(frame))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
-}
-
-/// The creation time Windows stored for a resource (win32.rs), among its dead properties.
-fn win32_created(dead: &[DavProp]) -> Option<SystemTime> {
-    let p = dead
-        .iter()
-        .find(|p| p.name == "Win32CreationTime" && p.namespace.as_deref() == Some(crate::win32::NS))?;
-    props::created_from(p.xml.as_deref()?)
 }
 
 #[cfg(test)]

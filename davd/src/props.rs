@@ -231,20 +231,16 @@ pub async fn replace_own(db: &PgPool, user_id: i64, key: &str, old: &[u8], new: 
 /// Windows' stored creation time (see win32.rs) of one resource.
 pub async fn win32_created(db: &PgPool, user_id: i64, key: &str) -> Result<Option<std::time::SystemTime>, FsError> {
     let xml: Option<Vec<u8>> = sqlx::query_scalar!(
-        "SELECT xml FROM dav_props WHERE user_id = $1 AND path = $2 AND namespace = $3 AND name = 'Win32CreationTime'",
+        "SELECT xml FROM dav_props WHERE user_id = $1 AND path = $2 AND namespace = $3 AND name = $4",
         user_id,
         key,
         crate::win32::NS,
+        crate::win32::CREATION_TIME,
     )
     .fetch_optional(db)
     .await
     .map_err(db_error)?;
-    Ok(xml.and_then(|x| created_from(&x)))
-}
-
-/// The time in a stored Win32CreationTime element.
-pub fn created_from(xml: &[u8]) -> Option<std::time::SystemTime> {
-    crate::win32::text_of(xml).and_then(|t| crate::win32::parse_time(&t))
+    Ok(xml.and_then(|x| crate::win32::created_from(&x)))
 }
 
 /// Every dead property of `key` itself and, with `children`, of the entries directly inside

@@ -16,12 +16,11 @@ use dav_server::fs::DavProp;
 
 /// The namespace of Microsoft's properties.
 pub const NS: &str = "urn:schemas-microsoft-com:";
-const NAMES: [&str; 4] = [
-    "Win32CreationTime",
-    "Win32LastAccessTime",
-    "Win32LastModifiedTime",
-    "Win32FileAttributes",
-];
+pub const CREATION_TIME: &str = "Win32CreationTime";
+pub const LAST_ACCESS_TIME: &str = "Win32LastAccessTime";
+pub const LAST_MODIFIED_TIME: &str = "Win32LastModifiedTime";
+pub const FILE_ATTRIBUTES: &str = "Win32FileAttributes";
+const NAMES: [&str; 4] = [CREATION_TIME, LAST_ACCESS_TIME, LAST_MODIFIED_TIME, FILE_ATTRIBUTES];
 
 /// The Win32 properties a PROPPATCH body sets (a parser without I/O; an unparsable body gives
 /// none, and dav-server answers it with 400).
@@ -81,6 +80,19 @@ pub fn time_of(prop: &DavProp, name: &str) -> Option<SystemTime> {
         return None;
     }
     parse_time(&text_of(prop.xml.as_deref()?)?)
+}
+
+/// The time in a stored Win32CreationTime element.
+pub fn created_from(xml: &[u8]) -> Option<SystemTime> {
+    parse_time(&text_of(xml)?)
+}
+
+/// The creation time Windows stored for a resource, among its dead properties.
+pub fn created_among(dead: &[DavProp]) -> Option<SystemTime> {
+    let p = dead
+        .iter()
+        .find(|p| p.name == CREATION_TIME && p.namespace.as_deref() == Some(NS))?;
+    created_from(p.xml.as_deref()?)
 }
 
 #[cfg(test)]

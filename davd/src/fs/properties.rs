@@ -21,10 +21,10 @@ impl TinyFs {
         let target = paths::resolve(&user.root, path)?;
         let modified = sets
             .iter()
-            .find_map(|p| crate::win32::time_of(p, "Win32LastModifiedTime"));
+            .find_map(|p| crate::win32::time_of(p, crate::win32::LAST_MODIFIED_TIME));
         let accessed = sets
             .iter()
-            .find_map(|p| crate::win32::time_of(p, "Win32LastAccessTime"));
+            .find_map(|p| crate::win32::time_of(p, crate::win32::LAST_ACCESS_TIME));
         if modified.is_some() || accessed.is_some() {
             let stamps = blocking(move || {
                 let file = std::fs::OpenOptions::new()
