@@ -152,14 +152,17 @@ impl TinyFs {
             .await?;
             let mut tx = guard.db().begin().await.map_err(db_error)?;
             // DELETE refunds (docs/ARCHITECTURE.md "Quota").
-            quota::refund(&mut tx, user.id, Usage::Files, bytes)
+            let warned = quota::refund(&mut tx, user.id, Usage::Files, bytes)
                 .await
                 .map_err(quota_error)?;
             props::delete_tree(&mut tx, user.id, &key).await.map_err(db_error)?;
             let step = Step::Delete { target, ino };
             let id = guard.record(&mut tx, &step).await?;
             guard.commit_and_apply(tx, id, step).await?;
-            journal.usage_changed(user.id).await;
+            // Usage fell: a warning given may be armed again (none given, none to re-arm).
+            if warned {
+                journal.usage_changed(user.id).await;
+            }
             Ok(())
         };
         tokio::spawn(task).await.unwrap_or_else(|e| {
@@ -188,15 +191,17 @@ impl TinyFs {
             .await?;
             let mut tx = guard.db().begin().await.map_err(db_error)?;
             // DELETE refunds (docs/ARCHITECTURE.md "Quota").
-            quota::refund(&mut tx, user.id, Usage::Files, len)
+            let warned = quota::refund(&mut tx, user.id, Usage::Files, len)
                 .await
                 .map_err(quota_error)?;
             props::delete_tree(&mut tx, user.id, &key).await.map_err(db_error)?;
             let step = Step::Delete { target, ino };
             let id = guard.record(&mut tx, &step).await?;
             guard.commit_and_apply(tx, id, step).await?;
-            // Usage fell: a quota warning may be armed again.
-            journal.usage_changed(user.id).await;
+            // Usage fell: a warning given may be armed again (none given, none to re-arm).
+            if warned {
+                journal.usage_changed(user.id).await;
+            }
             Ok(())
         };
         tokio::spawn(task).await.unwrap_or_else(|e| {
@@ -240,7 +245,7 @@ impl TinyFs {
             })
             .await?;
             let mut tx = guard.db().begin().await.map_err(db_error)?;
-            quota::refund(&mut tx, user.id, Usage::Files, replaced)
+            let warned = quota::refund(&mut tx, user.id, Usage::Files, replaced)
                 .await
                 .map_err(quota_error)?;
             props::move_tree(&mut tx, user.id, &from_key, &to_key)
@@ -253,8 +258,8 @@ impl TinyFs {
             };
             let id = guard.record(&mut tx, &step).await?;
             guard.commit_and_apply(tx, id, step).await?;
-            if replaced > 0 {
-                // Usage fell: a quota warning may be armed again.
+            // Usage fell by the replaced file: a warning given may be armed again.
+            if warned {
                 journal.usage_changed(user.id).await;
             }
             Ok(())
