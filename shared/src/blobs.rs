@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 
+use crate::gather::Gather;
+
 /// A blob's name: the lowercase hex sha256 of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BlobId(pub String);
@@ -78,19 +80,7 @@ pub struct BlobStore {
     /// Bytes a write must leave free on the store's filesystem (`server.min_free_space`).
     min_free: u64,
     /// Committed small bodies whose files are still to be fsynced ([`Self::settle_later`]).
-    settling: Arc<SettleQueue>,
-}
-
-/// The ids waiting for [`BlobStore::settle_later`]'s task; `running` while one runs.
-#[derive(Debug, Default)]
-struct SettleQueue {
-    state: std::sync::Mutex<(Vec<BlobId>, bool)>,
-}
-
-impl SettleQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<BlobId>, bool)> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
+    settling: Arc<Gather<String>>,
 }
 
 impl BlobStore {
@@ -99,7 +89,7 @@ impl BlobStore {
         BlobStore {
             root: root.into(),
             min_free: 0,
-            settling: Arc::default(),
+            settling: Arc::new(Gather::new(SETTLE_GATHER, SETTLE_BATCH, SETTLE_QUEUE_MAX)),
         }
     }
 
@@ -213,54 +203,30 @@ impl BlobStore {
     /// never outruns the disk by more than [`SETTLE_QUEUE_MAX`] bodies. Errors are logged: the
     /// row stays and [`settle_all`] settles it at the next start.
     pub async fn settle_later(&self, db: &PgPool, id: BlobId) {
-        let start = {
-            let mut state = self.settling.lock();
-            if state.0.len() >= SETTLE_QUEUE_MAX {
-                None
-            } else {
-                state.0.push(id.clone());
-                let start = !state.1;
-                state.1 = true;
-                Some(start)
-            }
-        };
-        match start {
-            None => {
-                if let Err(e) = self.settle_written(db, &[id.0]).await {
-                    tracing::warn!("making a message body's file durable: {e:#}");
-                }
-            }
-            Some(false) => {}
-            Some(true) => {
-                let store = self.clone();
-                let db = db.clone();
-                // In a span of its own, so its statements are told apart from the commands' in
-                // logs (and in imapd/tests/round_trips.rs, which counts each command's).
-                let span = tracing::debug_span!("settle_bodies");
-                tokio::spawn(tracing::Instrument::instrument(
-                    async move { store.run_settler(&db).await },
-                    span,
-                ));
-            }
+        let added = self.settling.add([id.0]);
+        if !added.refused.is_empty()
+            && let Err(e) = self.settle_written(db, &added.refused).await
+        {
+            tracing::warn!("making a message body's file durable: {e:#}");
+        }
+        if added.start {
+            let store = self.clone();
+            let db = db.clone();
+            // In a span of its own, so its statements are told apart from the commands' in
+            // logs (and in imapd/tests/round_trips.rs, which counts each command's).
+            let span = tracing::debug_span!("settle_bodies");
+            tokio::spawn(tracing::Instrument::instrument(
+                async move { store.settling.run(|batch| store.settle_batch(&db, batch)).await },
+                span,
+            ));
         }
     }
 
-    async fn run_settler(&self, db: &PgPool) {
-        loop {
-            tokio::time::sleep(SETTLE_GATHER).await;
-            let batch: Vec<String> = {
-                let mut state = self.settling.lock();
-                if state.0.is_empty() {
-                    // Under the lock: the next `settle_later` finds `false` and starts a task.
-                    state.1 = false;
-                    return;
-                }
-                let n = state.0.len().min(SETTLE_BATCH);
-                state.0.drain(..n).map(|id| id.0).collect()
-            };
-            if let Err(e) = self.settle_written(db, &batch).await {
-                tracing::warn!(bodies = batch.len(), "making message bodies' files durable: {e:#}");
-            }
+    /// [`Self::settle_written`] for the settler's task, logging failures (the rows stay for
+    /// [`settle_all`] at the next start).
+    async fn settle_batch(&self, db: &PgPool, batch: Vec<String>) {
+        if let Err(e) = self.settle_written(db, &batch).await {
+            tracing::warn!(bodies = batch.len(), "making message bodies' files durable: {e:#}");
         }
     }
 

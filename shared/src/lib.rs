@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod db;
 pub mod dkim;
 pub mod events;
+pub mod gather;
 pub mod header;
 pub mod mailstore;
 pub mod metadata;

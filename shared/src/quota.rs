@@ -536,56 +536,46 @@ const FOLD_GATHER: Duration = Duration::from_secs(1);
 /// yet, so usage is exact meanwhile; a process that dies first leaves deltas that the next
 /// write's fold or the daemon start fold (issue #12: the fold and read after each write was a
 /// third of PostgreSQL's time per APPEND and SMTP delivery).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FoldQueue {
-    /// The users waiting (at most one entry each), and whether a task is running.
-    state: Mutex<(std::collections::BTreeSet<i64>, bool)>,
+    /// The users waiting; no bound beyond the number of users.
+    users: crate::gather::Gather<i64>,
+}
+
+impl Default for FoldQueue {
+    fn default() -> FoldQueue {
+        FoldQueue {
+            users: crate::gather::Gather::new(FOLD_GATHER, usize::MAX, usize::MAX),
+        }
+    }
 }
 
 impl FoldQueue {
     /// Fold the deltas of `user_ids` within [`FOLD_GATHER`], on a task of this process.
     pub fn fold_later(self: &Arc<Self>, db: &PgPool, user_ids: &[i64]) {
-        let start = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.0.extend(user_ids.iter().copied());
-            let start = !state.1;
-            state.1 = true;
-            start
-        };
-        if start {
+        if self.users.add(user_ids.iter().copied()).start {
             let queue = self.clone();
             let db = db.clone();
             // A span of its own, so its statement is not counted as the cost of whichever
             // command it overlaps (imapd/tests/round_trips.rs).
             let span = tracing::debug_span!("fold_usage");
             tokio::spawn(tracing::Instrument::instrument(
-                async move { queue.run(&db).await },
+                async move { queue.users.run(|users| fold_batch(&db, users)).await },
                 span,
             ));
         }
     }
+}
 
-    async fn run(&self, db: &PgPool) {
-        loop {
-            tokio::time::sleep(FOLD_GATHER).await;
-            let users: Vec<i64> = {
-                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                if state.0.is_empty() {
-                    // Under the lock: the next `fold_later` finds `false` and starts a task.
-                    state.1 = false;
-                    return;
-                }
-                std::mem::take(&mut state.0).into_iter().collect()
-            };
-            // In slices, so one statement never carries an unbounded id list.
-            for chunk in users.chunks(500) {
-                if let Err(e) = fold(db, chunk).await {
-                    tracing::warn!(
-                        users = chunk.len(),
-                        "folding usage deltas (done again on a later write): {e}"
-                    );
-                }
-            }
+/// [`fold`] for any number of users, logging failures (the deltas stay for a later fold).
+async fn fold_batch(db: &PgPool, users: Vec<i64>) {
+    // In slices, so one statement never carries an unbounded id list.
+    for chunk in users.chunks(500) {
+        if let Err(e) = fold(db, chunk).await {
+            tracing::warn!(
+                users = chunk.len(),
+                "folding usage deltas (done again on a later write): {e}"
+            );
         }
     }
 }
