@@ -1,7 +1,8 @@
 //! The real tinydc-smtpd binary is killed with SIGKILL while several clients send: every
 //! message that got 250 is in the store, whole, and nothing half-written is visible, also when
 //! an operating-system crash would have lost the files of the bodies not yet settled (small
-//! bodies are made durable by their commit, `blob_pending`; the restart writes them back).
+//! bodies are made durable by their commit, `blob_pending`; the restart writes them back;
+//! one client sends bodies over that size, whose files are fsynced before their commit).
 //! Then it restarts on the same data and exits 0 on SIGTERM.
 
 mod common;
@@ -65,11 +66,22 @@ async fn spawn(dir: &std::path::Path) -> (Child, std::net::SocketAddr) {
     (child, addr)
 }
 
+/// Lines of a body: about 24 KiB, committed with its bytes in `blob_pending`
+/// (`shared::blobs::PENDING_MAX` is 64 KiB).
 const BODY_LINES: usize = 400;
+/// Lines of the bodies client [`LARGE_CLIENT`] sends: about 96 KiB, over `PENDING_MAX`, so its
+/// file is fsynced before the commit (the other path of a delivery).
+const LARGE_BODY_LINES: usize = 1600;
+const LARGE_CLIENT: usize = 3;
 
 fn message(subject: &str) -> String {
     let mut m = format!("From: <x@example.org>\r\nTo: <alice@example.test>\r\nSubject: {subject}\r\n\r\n");
-    for i in 0..BODY_LINES {
+    let lines = if subject.starts_with(&format!("crash-{LARGE_CLIENT}-")) {
+        LARGE_BODY_LINES
+    } else {
+        BODY_LINES
+    };
+    for i in 0..lines {
         m.push_str(&format!(
             "line {i} of {subject} ........................................\r\n"
         ));
@@ -154,6 +166,11 @@ async fn sigkill_loses_no_acknowledged_message() {
     }
     let acked: Vec<String> = acked.lock().unwrap().clone();
     assert!(acked.len() >= 10, "too few messages before the kill: {}", acked.len());
+    let large = format!("crash-{LARGE_CLIENT}-");
+    assert!(
+        acked.iter().any(|s| s.starts_with(&large)),
+        "no large body acknowledged before the kill"
+    );
 
     // The bodies whose files were not fsynced yet at the kill: what an operating-system crash
     // could leave of each (no file, an empty one, one cut short). Only the database has them.
