@@ -293,8 +293,15 @@ impl Pending {
 }
 
 /// Files queued for the background hasher at most; a file that finds the queue full keeps its
-/// marker and is hashed at davd's next start (memory stays bounded whatever the load).
+/// marker, and the markers are read again once the hasher has caught up (memory stays bounded
+/// whatever the load; [`requeue_pending`]).
 const BACKGROUND_QUEUE: usize = 64;
+/// Files that found the background queue full, ever (in this process).
+static SKIPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Files in the background queue now (a std channel does not tell its length).
+static QUEUED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Signalled by the hasher when its queue ran empty after files were skipped.
+static CAUGHT_UP: tokio::sync::Notify = tokio::sync::Notify::const_new();
 /// Bytes read at a time by the background hasher.
 const READ_BACK: usize = 1 << 20;
 /// The background hasher's niceness: foreground requests come first on a Pi's few cores.
@@ -316,7 +323,9 @@ fn background_queue() -> &'static std::sync::mpsc::SyncSender<HashJob> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<HashJob>(BACKGROUND_QUEUE);
         let spawned = std::thread::Builder::new().name("davd-hash".into()).spawn(move || {
             lower_own_priority();
+            let mut announced = 0;
             while let Ok(job) = rx.recv() {
+                QUEUED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 let hash = match hash_file(&job.path, &job.pending) {
                     Ok(hash) => hash,
                     Err(e) => {
@@ -326,6 +335,12 @@ fn background_queue() -> &'static std::sync::mpsc::SyncSender<HashJob> {
                 };
                 // The waiting task may be gone with its runtime: nothing to store then.
                 let _ = job.done.send(hash);
+                // Every job that was queued is done: files skipped meanwhile are read again.
+                let skipped = SKIPPED.load(std::sync::atomic::Ordering::Relaxed);
+                if skipped != announced && QUEUED.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                    announced = skipped;
+                    CAUGHT_UP.notify_waiters();
+                }
             }
         });
         if let Err(e) = spawned {
@@ -334,6 +349,26 @@ fn background_queue() -> &'static std::sync::mpsc::SyncSender<HashJob> {
         }
         tx
     })
+}
+
+/// Hand `job` to the background hasher, waiting for room in its queue (`wait`) or not;
+/// `Err(job)` when it was not taken. Blocking when `wait`.
+fn enqueue(job: HashJob, wait: bool) -> Result<(), HashJob> {
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc::TrySendError;
+    // Counted before the send, so the hasher never sees the job taken before it was counted.
+    QUEUED.fetch_add(1, Ordering::AcqRel);
+    let sent = if wait {
+        background_queue().send(job).map_err(|e| e.0)
+    } else {
+        background_queue().try_send(job).map_err(|e| match e {
+            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
+        })
+    };
+    if sent.is_err() {
+        QUEUED.fetch_sub(1, Ordering::AcqRel);
+    }
+    sent
 }
 
 /// Lower the calling thread's priority to [`BACKGROUND_NICE`] (Linux: niceness is per thread).
@@ -391,15 +426,14 @@ fn hash_file(path: &std::path::Path, pending: &Pending) -> std::io::Result<Optio
 /// After the answer to the PUT that placed the file `path` (key `key` of `user_id`) with the
 /// marker `pending` ([`Pending`]): compute its hash in the background and store it in the
 /// marker's place, only if the marker is still there (a later PUT, MOVE or DELETE of the key
-/// wins). Never waits: when the queue is full the marker stays for the next start.
+/// wins). Never waits: when the queue is full the marker stays, and is read again once the
+/// hasher has caught up ([`requeue_pending`]).
 pub fn hash_later(db: sqlx::PgPool, user_id: i64, key: String, path: std::path::PathBuf, pending: Pending) {
     let (done, hashed) = tokio::sync::oneshot::channel();
     let job = HashJob { path, pending, done };
-    if let Err(e) = background_queue().try_send(job) {
-        let job = match e {
-            std::sync::mpsc::TrySendError::Full(job) | std::sync::mpsc::TrySendError::Disconnected(job) => job,
-        };
-        tracing::info!(path = %job.path.display(), "background hasher busy: the file is hashed at the next start");
+    if let Err(job) = enqueue(job, false) {
+        SKIPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(path = %job.path.display(), "background hasher busy: the file is hashed once it has caught up");
         return;
     }
     tokio::spawn(store_when_hashed(db, user_id, key, pending, hashed));
@@ -429,35 +463,68 @@ async fn store_when_hashed(
     }
 }
 
-/// At davd's start: queue every file whose hash a crash (or a full queue) left uncomputed, in
-/// a task of its own that waits for room in the queue (the daemon serves meanwhile; those
-/// files are offered without a hash until theirs is stored). Returns how many markers it found.
-pub async fn requeue_pending(db: &sqlx::PgPool, files_dir: &std::path::Path) -> Result<usize, sqlx::Error> {
+/// At davd's start: queue every file whose hash a crash left uncomputed, in a task of its own
+/// that waits for room in the queue (the daemon serves meanwhile; those files are offered
+/// without a hash until theirs is stored); then, until `shutdown`, again each time the hasher
+/// has caught up after uploads found its queue full ([`hash_later`]). Returns how many markers
+/// it found at the start.
+pub async fn requeue_pending(
+    db: &sqlx::PgPool,
+    files_dir: &std::path::Path,
+    shutdown: shared::net::Shutdown,
+) -> Result<usize, sqlx::Error> {
     let rows = crate::props::own_values(db, NS, NAME, PENDING_MARK).await?;
     let found = rows.len();
     let (db, files_dir) = (db.clone(), files_dir.to_path_buf());
     tokio::spawn(async move {
-        for (user_id, address, key, xml) in rows {
-            let Some(pending) = Pending::from_xml(&xml) else {
-                continue;
-            };
-            let Ok(path) = dav_server::davpath::DavPath::new(&key) else {
-                tracing::warn!(user_id, key, "pending content hash of an unreadable key: left");
-                continue;
-            };
-            let Ok(path) = crate::paths::resolve(&files_dir.join(&address), &path) else {
-                continue;
-            };
-            let (done, hashed) = tokio::sync::oneshot::channel();
-            let job = HashJob { path, pending, done };
-            let sent = tokio::task::spawn_blocking(move || background_queue().send(job).is_ok()).await;
-            if !matches!(sent, Ok(true)) {
-                return;
+        // Registered before anything is read, so no catching up is missed.
+        let mut caught_up = std::pin::pin!(CAUGHT_UP.notified());
+        caught_up.as_mut().enable();
+        let mut seen = SKIPPED.load(std::sync::atomic::Ordering::Relaxed);
+        feed(&db, &files_dir, rows).await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = &mut caught_up => {}
             }
-            tokio::spawn(store_when_hashed(db.clone(), user_id, key, pending, hashed));
+            caught_up.set(CAUGHT_UP.notified());
+            caught_up.as_mut().enable();
+            let skipped = SKIPPED.load(std::sync::atomic::Ordering::Relaxed);
+            if skipped == seen {
+                continue;
+            }
+            seen = skipped;
+            match crate::props::own_values(&db, NS, NAME, PENDING_MARK).await {
+                Ok(rows) => feed(&db, &files_dir, rows).await,
+                Err(e) => tracing::warn!("reading pending content hashes: {e} (tried again at the next start)"),
+            }
         }
     });
     Ok(found)
+}
+
+/// Queue the files of the markers `rows` (user, address, key, marker) for the hasher, waiting
+/// for room.
+async fn feed(db: &sqlx::PgPool, files_dir: &std::path::Path, rows: Vec<(i64, String, String, Vec<u8>)>) {
+    for (user_id, address, key, xml) in rows {
+        let Some(pending) = Pending::from_xml(&xml) else {
+            continue;
+        };
+        let Ok(path) = dav_server::davpath::DavPath::new(&key) else {
+            tracing::warn!(user_id, key, "pending content hash of an unreadable key: left");
+            continue;
+        };
+        let Ok(path) = crate::paths::resolve(&files_dir.join(&address), &path) else {
+            continue;
+        };
+        let (done, hashed) = tokio::sync::oneshot::channel();
+        let job = HashJob { path, pending, done };
+        let sent = tokio::task::spawn_blocking(move || enqueue(job, true).is_ok()).await;
+        if !matches!(sent, Ok(true)) {
+            return;
+        }
+        tokio::spawn(store_when_hashed(db.clone(), user_id, key, pending, hashed));
+    }
 }
 
 /// What every [`Pending`] marker's text contains (and no stored hash's).

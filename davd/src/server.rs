@@ -190,7 +190,7 @@ impl Server {
         journal.recover_all().await?;
         // Hashes of uploads a crash left uncomputed (checksum.rs `Pending`), computed in the
         // background from now on (only files recovery has placed are there to be read).
-        match crate::checksum::requeue_pending(&self.context.db, &files_dir).await {
+        match crate::checksum::requeue_pending(&self.context.db, &files_dir, shutdown.clone()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(files = n, "computing content hashes a restart left pending"),
             Err(e) => tracing::warn!("reading pending content hashes: {e} (tried again at the next start)"),

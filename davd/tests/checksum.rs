@@ -403,6 +403,65 @@ async fn a_hash_left_pending_by_a_crash_is_computed_at_the_next_start() {
     assert_eq!(offered(&dav, "/a-changed.bin").await, (None, other));
 }
 
+/// Uploads that find the background hasher's queue full (a burst of large PUTs without
+/// OC-Checksum) keep their marker; once the hasher has caught up they are queued again, without
+/// waiting for a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashes_skipped_by_a_busy_hasher_are_computed_once_it_has_caught_up() {
+    use std::os::unix::fs::MetadataExt;
+    let dav = Dav::start(None).await;
+    let db = dav.env.context.db.clone();
+    let root = dav.files_dir(ALICE);
+    let user = shared::accounts::get_user(&db, ALICE).await.unwrap();
+    // The first upload makes the user's folder.
+    assert_eq!(put(&dav, "/first.txt", b"first", &[]).await.status, 201);
+    // More files than the queue holds (64), handed over at once: most find it full.
+    let files = 120;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut conn = db.acquire().await.unwrap();
+    let mut jobs = Vec::new();
+    for i in 0..files {
+        let key = format!("/burst-{i}.bin");
+        let path = root.join(&key[1..]);
+        std::fs::write(&path, &data).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let marker = davd::checksum::Pending {
+            stamp: davd::checksum::Stamp::of(&meta),
+            ino: meta.ino(),
+        };
+        davd::props::set_own(&mut conn, user.id, &key, &marker.to_prop())
+            .await
+            .unwrap();
+        jobs.push((key, path, marker));
+    }
+    drop(conn);
+    for (key, path, marker) in jobs {
+        davd::checksum::hash_later(db.clone(), user.id, key, path, marker);
+    }
+    let pending = || async {
+        let rows = davd::props::own_values(&db, davd::checksum::NS, davd::checksum::NAME, "")
+            .await
+            .unwrap();
+        rows.iter()
+            .filter(|(id, _, key, xml)| *id == user.id && key.starts_with("/burst-") && davd::checksum::is_pending(xml))
+            .count()
+    };
+    let mut left = pending().await;
+    for _ in 0..300 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = pending().await;
+    }
+    assert_eq!(left, 0, "files still without their hash 30 s after the burst");
+    let (header, _) = expected(&data).await;
+    assert_eq!(
+        head_checksum(&dav, &format!("/burst-{}.bin", files - 1)).await,
+        Some(header)
+    );
+}
+
 // ---- rclone ----
 
 /// Whether rclone succeeded, and what it printed (stdout then stderr).
