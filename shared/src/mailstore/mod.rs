@@ -423,6 +423,8 @@ pub struct MailStore {
     groups: Arc<group::Groups>,
     /// Users whose usage deltas this process folds a moment after their writes.
     usage_folds: Arc<quota::FoldQueue>,
+    /// Users this process has seen without a quota limit (`quota::reserve_known`).
+    known_limits: Arc<quota::KnownLimits>,
 }
 
 /// uid, modseq, flags, internal date, size, blob id, header ([`MailStore::fetch_light`]).
@@ -439,6 +441,7 @@ impl MailStore {
             limits: MailboxLimits::default(),
             groups: Arc::default(),
             usage_folds: Arc::default(),
+            known_limits: Arc::default(),
         }
     }
 
@@ -476,6 +479,11 @@ impl MailStore {
     /// This process's batch of usage deltas to fold (`quota::warn::after_unlimited_write`).
     pub(crate) fn usage_folds(&self) -> &Arc<quota::FoldQueue> {
         &self.usage_folds
+    }
+
+    /// The users this process has seen without a quota limit (`quota::reserve_known`).
+    pub fn known_limits(&self) -> &quota::KnownLimits {
+        &self.known_limits
     }
 
     /// The blob store (for reading bodies).
