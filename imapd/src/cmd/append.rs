@@ -51,8 +51,8 @@ impl Session {
                 return Ok(Reply::bad("APPEND without a message"));
             };
             // Reserved when its literal was announced (session::reserve_for_append); the store
-            // commits it, or releases it if its transaction fails.
-            // The first is the message's; any others go back after the command.
+            // commits it, or releases it if its transaction fails. Any other (the literals and
+            // the message disagree) goes back after the command.
             let reservation = (!self.reservations.is_empty()).then(|| self.reservations.remove(0));
             let view = self.view_for_append(&name);
             let internal_date = date.map(|d| d.with_timezone(&Utc)).unwrap_or_else(Utc::now);
@@ -66,7 +66,10 @@ impl Session {
                 Err(StoreError::NoSuchMailbox) => return Ok(Reply::no("no such mailbox").code(Code::TryCreate)),
                 Err(e) => return Err(e.into()),
             };
-            self.take_in_own_append(&one, &flags).await?;
+            if view.is_some() {
+                // Without a view (a live search or NOTIFY to tell), the sync does it all.
+                self.take_in_own_append(&one, &flags).await?;
+            }
             return Ok(Reply::ok("APPEND completed").code(Code::AppendUid {
                 uidvalidity: one.uidvalidity,
                 uids: one.uid.to_string(),
