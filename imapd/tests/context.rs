@@ -130,6 +130,11 @@ async fn live_search_follows_another_session() {
     let r = a.ok("EXPUNGE").await;
     let removed = "* ESEARCH (TAG \"B01\") UID REMOVEFROM (0 2)";
     assert!(position(&r, removed) < position(&r, "* 2 EXPUNGE"), "{r:#?}");
+    // This session's own APPEND into the selected mailbox: told with the command's answer,
+    // ADDTO after EXISTS.
+    let r = a.append("INBOX", "()", &message("s6", "body")).await;
+    let added = "* ESEARCH (TAG \"B01\") UID ADDTO (0 6)";
+    assert!(position(&r, "* 4 EXISTS") < position(&r, added), "{r:#?}");
 }
 
 /// A live SEARCH by message number: the numbers are valid when sent (ADDTO after EXISTS,

@@ -10,6 +10,52 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A user without a limit: after the first APPEND the process does not read the limit again
+/// (`quota::reserve_known`), yet a limit the admin sets binds at once, at the latest when the
+/// message commits, and before the literal is sent once the limit's event has arrived.
+#[tokio::test]
+async fn a_limit_set_while_a_session_appends_binds() {
+    let server = Server::start_with(|_| {}, None).await;
+    let mut c = server.login().await;
+    for i in 0..3 {
+        let r = c.append("INBOX", "()", &message(&format!("free {i}"), "x")).await;
+        assert!(r.tagged.contains("OK [APPENDUID "), "{r:#?}");
+    }
+    shared::quota::set_limit(&server.ctx.db, server.user_id, Some(10 * 1024))
+        .await
+        .unwrap();
+    let big = "y".repeat(20_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    for attempt in 0.. {
+        let tag = format!("q{attempt}");
+        c.write(format!("{tag} APPEND INBOX {{{}}}\r\n", big.len()).as_bytes())
+            .await;
+        let line = c.raw_line().await;
+        if line.starts_with(&format!("{tag} NO [OVERQUOTA]")) {
+            // The event arrived: refused before the bytes, as for any user with a limit.
+            break;
+        }
+        // Not heard of yet: the commit checks the limit under the user's row lock all the same.
+        assert!(line.starts_with('+'), "{line}");
+        c.write(format!("{big}\r\n").as_bytes()).await;
+        let line = c.raw_line().await;
+        assert!(line.starts_with(&format!("{tag} NO [OVERQUOTA]")), "{line}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the limit's event never reached the session's process"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = c.ok("STATUS INBOX (MESSAGES)").await;
+    assert!(r.has("(MESSAGES 3)"), "{r:#?}");
+    // Cleared again: no limit binds.
+    shared::quota::set_limit(&server.ctx.db, server.user_id, None)
+        .await
+        .unwrap();
+    let r = c.append("INBOX", "()", &message("free again", &big)).await;
+    assert!(r.tagged.contains("OK [APPENDUID "), "{r:#?}");
+}
+
 #[tokio::test]
 async fn quota_root_and_refusals() {
     let server = Server::start_with(|_| {}, Some(10 * 1024)).await;

@@ -186,3 +186,67 @@ async fn append_copy_and_move_make_recent_messages() {
     assert!(r.has("* 2 EXISTS") && r.has("* 2 RECENT"), "{r:#?}");
     assert_eq!(recent_uids(&mut c).await, vec![2, 3]);
 }
+
+/// The APPEND into the selected mailbox claims \Recent in its own transaction and tells the
+/// client from its own answer (`SelectedView`); when someone else changed the mailbox in between,
+/// the sync after the command does it instead. Either way each message is \Recent once.
+#[tokio::test]
+async fn an_own_append_is_recent_in_the_appending_session_only() {
+    let server = Server::start().await;
+    let mut a = server.login().await;
+    let mut b = server.login().await;
+    assert!(a.ok("SELECT INBOX").await.has("* 0 RECENT"));
+    assert!(b.ok("SELECT INBOX").await.has("* 0 RECENT"));
+    // A new keyword is announced before the EXISTS that brings it (RFC 3501 §7.2.6).
+    let r = a.append("INBOX", "($Work)", &message("mine", "1")).await;
+    assert!(r.tagged.contains("OK [APPENDUID "), "{r:#?}");
+    let flags = r
+        .lines
+        .iter()
+        .position(|l| l.starts_with("* FLAGS") && l.contains("$Work"));
+    let exists = r.lines.iter().position(|l| l == "* 1 EXISTS");
+    assert!(flags.is_some() && flags < exists, "{r:#?}");
+    assert!(r.has("* 1 RECENT"), "{r:#?}");
+    let r = a.ok("FETCH 1 (FLAGS)").await;
+    assert!(r.has("* 1 FETCH (FLAGS ($Work \\Recent))"), "{r:#?}");
+    let r = b.ok("NOOP").await;
+    assert!(r.has("* 1 EXISTS") && r.has("* 0 RECENT"), "{r:#?}");
+
+    // A delivery A has not seen yet: A's next APPEND does not follow the MODSEQ A's view knew,
+    // so the sync after it brings both in, and A claims both (it learns of both first).
+    server.deliver(&message("delivered", "2")).await;
+    let r = a.append("INBOX", "()", &message("mine again", "3")).await;
+    assert!(r.has("* 3 EXISTS") && r.has("* 3 RECENT"), "{r:#?}");
+    assert_eq!(recent_uids(&mut a).await, vec![1, 2, 3]);
+    let r = b.ok("NOOP").await;
+    assert!(r.has("* 3 EXISTS") && r.has("* 0 RECENT"), "{r:#?}");
+    assert_eq!(recent_uids(&mut b).await, Vec::<u32>::new());
+
+    // B's own APPEND while A has the mailbox selected too: B's, not A's.
+    let r = b.append("INBOX", "()", &message("b's", "4")).await;
+    assert!(r.has("* 4 EXISTS") && r.has("* 1 RECENT"), "{r:#?}");
+    let r = a.ok("NOOP").await;
+    assert!(r.has("* 4 EXISTS") && r.has("* 3 RECENT"), "{r:#?}");
+    assert_eq!(recent_uids(&mut b).await, vec![4]);
+}
+
+/// The session's selected mailbox was renamed and another created under its old name: an APPEND
+/// to that name goes to the new mailbox (resolved by name in the store's statement) and claims
+/// nothing there for the session, whose view is of the other mailbox.
+#[tokio::test]
+async fn an_append_to_a_name_selected_before_a_rename_claims_nothing() {
+    let server = Server::start().await;
+    let mut a = server.login().await;
+    let mut admin = server.login().await;
+    a.ok("CREATE Work").await;
+    a.ok("SELECT Work").await;
+    admin.ok("RENAME Work Old").await;
+    admin.ok("CREATE Work").await;
+    let r = a.append("Work", "()", &message("into the new Work", "1")).await;
+    assert!(r.tagged.contains("OK [APPENDUID "), "{r:#?}");
+    assert!(!r.has("* 1 EXISTS"), "the selected mailbox got nothing: {r:#?}");
+    let r = admin.ok("STATUS Old (MESSAGES)").await;
+    assert!(r.has("(MESSAGES 0)"), "{r:#?}");
+    let r = admin.ok("SELECT Work").await;
+    assert!(r.has("* 1 EXISTS") && r.has("* 1 RECENT"), "{r:#?}");
+}

@@ -12,6 +12,7 @@
 //! it is closed are missed by design: whoever needs them holds an interest, and every (re)connect
 //! is counted in [`Events::reconnects`] so a waiter can re-read what it watches.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ pub enum Event {
     },
     /// A message was queued for outbound delivery.
     Queue,
+    /// A user's quota limit was set or cleared (`quota::set_limit`): what a process knows of it
+    /// is stale ([`Events::limits_epoch`]).
+    QuotaLimit { user_id: i64 },
 }
 
 /// PostgreSQL refuses a NOTIFY payload of 8000 bytes or more (and with it the transaction).
@@ -69,7 +73,8 @@ impl Event {
             | Event::MailboxDeleted { user_id, .. }
             | Event::MailboxRenamed { user_id, .. }
             | Event::Subscription { user_id, .. }
-            | Event::Metadata { user_id, .. } => Some(*user_id),
+            | Event::Metadata { user_id, .. }
+            | Event::QuotaLimit { user_id } => Some(*user_id),
             Event::Queue => None,
         }
     }
@@ -118,6 +123,8 @@ pub(crate) struct Demand {
     /// How many times the listener has (re)connected and is listening; `listening` is false
     /// while it is closed or reconnecting.
     connected: watch::Sender<Connected>,
+    /// How many [`Event::QuotaLimit`] the listener has passed on ([`Events::limits_epoch`]).
+    limits_changed: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -144,6 +151,7 @@ impl Demand {
             }),
             wake: Notify::new(),
             connected: watch::Sender::new(Connected::default()),
+            limits_changed: AtomicU64::new(0),
         })
     }
 
@@ -324,6 +332,18 @@ impl Events {
     pub fn is_listening(&self) -> bool {
         self.demand.connected.borrow().listening
     }
+
+    /// What a process may remember of quota limits holds while this stays the same: it changes
+    /// with every [`Event::QuotaLimit`] and every (re)connect of the listener (events may have
+    /// been missed before it). `None` while the listener is not connected: nothing can be
+    /// remembered then. Read it before reading a limit; the limit read is good while it is
+    /// unchanged (a change committed after the read comes with a later event).
+    pub fn limits_epoch(&self) -> Option<(u64, u64)> {
+        let connected = *self.demand.connected.borrow();
+        connected
+            .listening
+            .then(|| (connected.generation, self.demand.limits_changed.load(Ordering::Acquire)))
+    }
 }
 
 /// The listener task's state.
@@ -462,6 +482,9 @@ impl Listener {
                             pause = Duration::from_millis(500);
                             match serde_json::from_str::<Event>(notification.payload()) {
                                 Ok(event) => {
+                                    if matches!(event, Event::QuotaLimit { .. }) {
+                                        self.demand.limits_changed.fetch_add(1, Ordering::AcqRel);
+                                    }
                                     let _ = self.tx.send(event);
                                 }
                                 Err(e) => tracing::warn!("ignoring unreadable event {:?}: {e}", notification.payload()),

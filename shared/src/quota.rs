@@ -239,6 +239,58 @@ pub async fn reserve(db: &PgPool, user_id: i64, bytes: u64) -> Result<Reservatio
     reserve_under(db, user_id, limit, bytes).await
 }
 
+/// Users a process has seen without a limit, each as of the [`crate::events::Events::limits_epoch`]
+/// before the read that saw it ([`reserve_known`]). At most [`KNOWN_LIMITS_MAX`] users: when
+/// full, it starts over (each is read again once).
+#[derive(Debug, Default)]
+pub struct KnownLimits {
+    no_limit: Mutex<HashMap<i64, (u64, u64)>>,
+}
+
+/// Users a [`KnownLimits`] remembers at most.
+const KNOWN_LIMITS_MAX: usize = 10_000;
+
+impl KnownLimits {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (u64, u64)>> {
+        self.no_limit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// [`reserve`] that does not read the limit of a user seen without one since no limit changed
+/// (issue #12: one statement less per IMAP APPEND of the common family server). `epoch`: the
+/// process's [`crate::events::Events::limits_epoch`], read by the caller now; `None` (the
+/// listener is not connected, so a change could go unheard) reads the limit as `reserve` does.
+///
+/// A limit set in the moment before its event reaches this process still binds: the write is
+/// reserved as without a limit ([`Reservation::UNLIMITED`]), and [`commit`] finds the limit and
+/// checks the whole write under the user's row lock; only the refusal comes later (after the
+/// bytes, not before), as for a limit set between any reservation and its commit.
+pub async fn reserve_known(
+    db: &PgPool,
+    known: &KnownLimits,
+    epoch: Option<(u64, u64)>,
+    user_id: i64,
+    bytes: u64,
+) -> Result<Reservation, QuotaError> {
+    if epoch.is_some() && known.lock().get(&user_id).copied() == epoch {
+        return reserve_read(db, user_id, None, bytes).await;
+    }
+    let reservation = reserve(db, user_id, bytes).await?;
+    let mut no_limit = known.lock();
+    match epoch {
+        Some(epoch) if reservation.id == Reservation::UNLIMITED => {
+            if no_limit.len() >= KNOWN_LIMITS_MAX {
+                no_limit.clear();
+            }
+            no_limit.insert(user_id, epoch);
+        }
+        _ => {
+            no_limit.remove(&user_id);
+        }
+    }
+    Ok(reservation)
+}
+
 /// [`reserve`] for a user whose row the caller has just read (SMTP RCPT looks the recipient
 /// up): `limit` is its `quota_limit`, which is not read again. A limit set since is found as
 /// by `reserve` itself: under the user's row lock by the reservation, or by `commit`.
@@ -778,6 +830,10 @@ pub async fn set_limit(db: &PgPool, user_id: i64, limit: Option<u64>) -> Result<
     if updated.rows_affected() == 0 {
         return Err(QuotaError::UnknownUser);
     }
+    // Sent at commit: a session that remembers the user had no limit forgets it
+    // (`Events::limits_epoch`); until it hears, `commit` still checks the limit under the
+    // user's row lock.
+    crate::events::notify(&mut tx, &crate::events::Event::QuotaLimit { user_id }).await?;
     tx.commit().await?;
     Ok(())
 }

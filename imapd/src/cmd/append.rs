@@ -6,13 +6,14 @@
 
 use chrono::Utc;
 use shared::auth::AuthedUser;
-use shared::mailstore::{NewMessage, StoreError};
+use shared::mailstore::{Appended, NewMessage, SelectedView, StoreError, normalize_flags};
 use shared::quota;
 
 use crate::fetch::mime;
-use crate::session::{CmdResult, Code, Failure, Reply, Session};
+use crate::session::{CmdResult, Code, Failure, Reply, Session, State, recent};
 use crate::wire::imap_url;
 use crate::wire::parse::{AppendMessage, CatPart, section_spec};
+use crate::wire::response::Response;
 use crate::wire::sequence::compact;
 
 impl Session {
@@ -37,6 +38,42 @@ impl Session {
         if messages.iter().any(|m| m.message.is_empty()) {
             tracing::info!(peer = %self.peer, "APPEND refused: empty message");
             return Ok(Reply::no("empty message"));
+        }
+        if !catenated && messages.len() == 1 {
+            // One message (every APPEND but a MULTIAPPEND and CATENATE): the store's
+            // single-message path, in the fewest round trips: the mailbox is found by name in
+            // the statement that takes its UID, and an APPEND into the selected mailbox
+            // advances the view from that statement's answer (`SelectedView`).
+            let Some(AppendMessage {
+                message, flags, date, ..
+            }) = messages.pop()
+            else {
+                return Ok(Reply::bad("APPEND without a message"));
+            };
+            // Reserved when its literal was announced (session::reserve_for_append); the store
+            // commits it, or releases it if its transaction fails. Any other (the literals and
+            // the message disagree) goes back after the command.
+            let reservation = (!self.reservations.is_empty()).then(|| self.reservations.remove(0));
+            let view = self.view_for_append(&name);
+            let internal_date = date.map(|d| d.with_timezone(&Utc)).unwrap_or_else(Utc::now);
+            let one = match self
+                .ctx
+                .mail
+                .append_named(user.id, &name, view, message, &flags, internal_date, reservation)
+                .await
+            {
+                Ok(one) => one,
+                Err(StoreError::NoSuchMailbox) => return Ok(Reply::no("no such mailbox").code(Code::TryCreate)),
+                Err(e) => return Err(e.into()),
+            };
+            if view.is_some() {
+                // Without a view (a live search or NOTIFY to tell), the sync does it all.
+                self.take_in_own_append(&one, &flags).await?;
+            }
+            return Ok(Reply::ok("APPEND completed").code(Code::AppendUid {
+                uidvalidity: one.uidvalidity,
+                uids: one.uid.to_string(),
+            }));
         }
         let mailbox = match self.ctx.mail.mailbox(user.id, &name).await {
             Ok(m) => m,
@@ -64,28 +101,7 @@ impl Session {
             .collect();
         // None are left over unless the command's literals and messages disagree; give them back.
         self.reservations = reservations.collect();
-        let appended = if batch.len() == 1 {
-            // One message (every APPEND but a MULTIAPPEND): the store's single-message path,
-            // in the fewest round trips.
-            let Some(NewMessage {
-                raw,
-                flags,
-                internal_date,
-                reservation,
-            }) = batch.into_iter().next()
-            else {
-                return Ok(Reply::bad("APPEND without a message"));
-            };
-            // The store commits the reservation, or releases it if its transaction fails.
-            let one = self
-                .ctx
-                .mail
-                .append_owned(user.id, mailbox.id, raw, &flags, internal_date, reservation)
-                .await?;
-            vec![one]
-        } else {
-            self.ctx.mail.append_batch(user.id, mailbox.id, batch).await?
-        };
+        let appended = self.ctx.mail.append_batch(user.id, mailbox.id, batch).await?;
         let uids: Vec<u32> = appended.iter().map(|a| a.uid).collect();
         Ok(Reply::ok("APPEND completed").code(Code::AppendUid {
             uidvalidity: appended.first().map_or(mailbox.uidvalidity, |a| a.uidvalidity),
@@ -95,6 +111,65 @@ impl Session {
 }
 
 impl Session {
+    /// The view to hand the store when `name` is the selected mailbox and the view can take the
+    /// new message in from the store's answer alone: no live search (RFC 5267) or NOTIFY
+    /// (RFC 5465) that the sync would have to tell. \Recent is claimed for a read-write
+    /// IMAP4rev1 view only (RFC 9051 Appendix E: IMAP4rev2 has none).
+    fn view_for_append(&self, name: &str) -> Option<SelectedView> {
+        let State::Selected { selected, .. } = &self.state else {
+            return None;
+        };
+        if selected.mailbox.name != shared::mailstore::normalize_mailbox_name(name)
+            || !selected.live.is_empty()
+            || self.notify.is_some()
+        {
+            return None;
+        }
+        Some(SelectedView {
+            mailbox_id: selected.mailbox.id,
+            known_modseq: selected.known_modseq,
+            claim_recent: !selected.read_only && !self.rev2,
+        })
+    }
+
+    /// After this session's own APPEND into its selected mailbox: when the message took the
+    /// MODSEQ right after the one the view knew, nobody else changed the mailbox in between, so
+    /// the view takes the message in as the store answered it, with the \Recent the same
+    /// statement claimed, and the client hears of it now (RFC 3501 §6.3.11: "the server SHOULD
+    /// notify the client immediately via an untagged EXISTS response"; §7.3.2 RECENT with it).
+    /// The view is then current and the sync after the command reads nothing
+    /// ([`Session::view_is_current`]). Otherwise the sync does all of this as for anyone's
+    /// message.
+    async fn take_in_own_append(&mut self, appended: &Appended, flags: &[String]) -> Result<(), Failure> {
+        let rev2 = self.rev2;
+        let State::Selected { selected, .. } = &mut self.state else {
+            return Ok(());
+        };
+        if selected.mailbox.id != appended.mailbox_id
+            || selected.known_modseq.checked_add(1) != Some(appended.modseq)
+            || appended.uid <= selected.max_uid()
+        {
+            return Ok(());
+        }
+        let flags = normalize_flags(flags);
+        let mut out = Vec::new();
+        selected.announce_keywords(flags.iter(), &mut out);
+        selected.uids.push(appended.uid);
+        selected.flags.push(flags);
+        selected.modseqs.push(appended.modseq);
+        selected.known_modseq = appended.modseq;
+        selected.current = true;
+        if let Some(from) = appended.recent_from {
+            recent::take_won(selected, from);
+        }
+        Response::Exists(selected.uids.len()).write(&mut out);
+        if !rev2 {
+            Response::Recent(selected.recent.len()).write(&mut out);
+        }
+        self.conn.send(&out).await?;
+        Ok(())
+    }
+
     /// A CATENATE message's bytes (RFC 4469 §5): its text parts and the sections its URLs name,
     /// in order; `Err(reply)` refuses the command: `NO [BADURL url]` for a URL that is invalid
     /// or names nothing of this user's (§6), `NO [TOOBIG]` past `max_literal_size` (§5).

@@ -794,7 +794,10 @@ impl Session {
             tracing::info!(peer = %self.peer, user_id, "APPEND refused: more than {MAX_APPEND_MESSAGES} messages");
             return Some(Reply::no(format!("at most {MAX_APPEND_MESSAGES} messages in one APPEND")).code(Code::Limit));
         }
-        match quota::reserve(&self.ctx.db, user_id, size).await {
+        // A user this process saw without a limit, none set since: the limit is not read again.
+        let epoch = self.ctx.events.limits_epoch();
+        let known = self.ctx.mail.known_limits();
+        match quota::reserve_known(&self.ctx.db, known, epoch, user_id, size).await {
             Ok(reservation) => {
                 self.reservations.push(reservation);
                 None

@@ -400,7 +400,7 @@ impl Session {
             Event::Metadata {
                 mailbox_id, entries, ..
             } => self.notify_metadata(user_id, mailbox_id, &entries).await,
-            Event::Queue => Ok(()),
+            Event::Queue | Event::QuotaLimit { .. } => Ok(()),
         }
     }
 

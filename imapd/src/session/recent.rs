@@ -21,8 +21,15 @@ pub async fn claim(mail: &MailStore, user_id: i64, selected: &mut Selected) -> R
     let Some(won) = mail.claim_recent(user_id, selected.mailbox.id, max_uid).await? else {
         return Ok(0);
     };
+    Ok(take_won(selected, *won.start()))
+}
+
+/// The session won the claim of the UIDs from `from` up to the view's last UID (`claim`, or the
+/// APPEND that claimed in its own transaction, `shared::mailstore::SelectedView`): add those of
+/// its view to its \Recent set; returns how many were added.
+pub fn take_won(selected: &mut Selected, from: u32) -> usize {
     // The view is in UID order; the claimed range ends at its last UID.
-    let start = selected.uids.partition_point(|u| u < won.start());
+    let start = selected.uids.partition_point(|&u| u < from);
     let won: Vec<u32> = selected.uids[start..]
         .iter()
         .copied()
@@ -31,5 +38,5 @@ pub async fn claim(mail: &MailStore, user_id: i64, selected: &mut Selected) -> R
     let added = won.len();
     selected.recent.extend(won);
     selected.recent.sort_unstable();
-    Ok(added)
+    added
 }

@@ -33,18 +33,24 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use super::{Appended, DeliveryTarget, MailStore, Row, StoreError, charge_delivery, deliver_one, insert_message};
+use super::{
+    Appended, DeliveryTarget, Destination, MailStore, Row, SelectedView, StoreError, charge_delivery, insert_message,
+};
 use crate::blobs::PendingPut;
 use crate::quota::Reservation;
 
 /// At most this many deliveries share one transaction (bounds its locks' duration).
 const MAX_GROUP: usize = 32;
 
-/// (user, mailbox; None: INBOX)
-type Key = (i64, Option<i64>);
+/// (user, mailbox by id or by name): the same mailbox named both ways queues twice, which only
+/// costs it the sharing (its row lock orders the two).
+type Key = (i64, Destination);
 
 struct Job {
     target: DeliveryTarget,
+    destination: Destination,
+    /// The appending session's view of the mailbox (`SelectedView`).
+    view: Option<SelectedView>,
     row: Row,
     /// The body's write, when it may still be in progress (only a mailbox's first job).
     body: Option<PendingPut>,
@@ -90,13 +96,17 @@ impl MailStore {
     pub(super) async fn deliver_grouped(
         &self,
         target: DeliveryTarget,
+        destination: Destination,
+        view: Option<SelectedView>,
         row: Row,
         body: Option<PendingPut>,
     ) -> Result<Appended, StoreError> {
-        let key = (target.user_id, target.mailbox_id);
+        let key = (target.user_id, destination.clone());
         let (answer, answered) = oneshot::channel();
         let mut job = Job {
             target,
+            destination,
+            view,
             row,
             body,
             answer,
@@ -104,7 +114,7 @@ impl MailStore {
         loop {
             let busy_with_pending_body = {
                 let mut waiting = self.groups.lock();
-                match waiting.entry(key) {
+                match waiting.entry(key.clone()) {
                     Entry::Occupied(_) if job.body.is_some() => true,
                     Entry::Occupied(mut queued) => {
                         queued.get_mut().push(job);
@@ -113,6 +123,7 @@ impl MailStore {
                     Entry::Vacant(idle) => {
                         idle.insert(vec![job]);
                         let store = self.clone();
+                        let key = key.clone();
                         tokio::spawn(async move { store.run_groups(key).await });
                         break;
                     }
@@ -137,7 +148,7 @@ impl MailStore {
     async fn run_groups(&self, key: Key) {
         let _guard = RunnerGuard {
             groups: self.groups.clone(),
-            key,
+            key: key.clone(),
         };
         loop {
             let jobs: Vec<Job> = {
@@ -158,7 +169,10 @@ impl MailStore {
     async fn commit_group(&self, mut jobs: Vec<Job>) {
         if jobs.len() == 1 {
             let mut job = jobs.pop().expect("one job");
-            let result = self.deliver_alone(job.target, &job.row, job.body.take()).await;
+            let body = job.body.take();
+            let result = self
+                .deliver_alone(job.target, &job.destination, job.view, &job.row, body)
+                .await;
             let _ = job.answer.send(result);
             return;
         }
@@ -200,7 +214,9 @@ impl MailStore {
                 );
                 for (mut job, held) in jobs.into_iter().zip(held) {
                     job.target.reservation = held.map(|(id, user_id, bytes)| Reservation { id, user_id, bytes });
-                    let result = self.deliver_alone(job.target, &job.row, None).await;
+                    let result = self
+                        .deliver_alone(job.target, &job.destination, job.view, &job.row, None)
+                        .await;
                     let _ = job.answer.send(result);
                 }
             }
@@ -232,7 +248,7 @@ impl MailStore {
         let mut appended = Vec::with_capacity(jobs.len());
         for job in jobs.iter() {
             appended.push(
-                insert_message(&mut tx, job.target.user_id, job.target.mailbox_id, &job.row)
+                insert_message(&mut tx, job.target.user_id, &job.destination, job.view, &job.row)
                     .await
                     .map_err(before)?,
             );
@@ -251,11 +267,14 @@ impl MailStore {
     async fn deliver_alone(
         &self,
         target: DeliveryTarget,
+        destination: &Destination,
+        view: Option<SelectedView>,
         row: &Row,
         body: Option<PendingPut>,
     ) -> Result<Appended, StoreError> {
         let mut tx = self.db.begin().await?;
-        let appended = deliver_one(&mut tx, target, row).await?;
+        charge_delivery(&mut tx, target.user_id, target.reservation, row.size).await?;
+        let appended = insert_message(&mut tx, target.user_id, destination, view, row).await?;
         if let Some(body) = body {
             // Durable (fsynced, renamed, folder fsynced) before the commit can reference it.
             body.wait().await?;

@@ -305,6 +305,42 @@ pub struct Appended {
     pub uidvalidity: u32,
     pub uid: u32,
     pub modseq: u64,
+    /// RFC 3501 §2.3.2: the \Recent claim made by the same statement that took the UID
+    /// ([`MailStore::append_named`] with a view to advance): the UIDs from this one up to
+    /// [`Self::uid`] are the appending session's. `None`: nothing claimed.
+    pub recent_from: Option<u32>,
+}
+
+/// Where one message goes, as the statement that takes its UID finds the mailbox (under its row
+/// lock, so the mailbox is resolved and locked in one round trip).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Destination {
+    Id(i64),
+    /// A mailbox name, normalized ([`normalize_mailbox_name`]); INBOX for `DeliveryTarget`s
+    /// without a mailbox.
+    Named(String),
+}
+
+impl Destination {
+    fn of(target: &DeliveryTarget) -> Destination {
+        match target.mailbox_id {
+            Some(id) => Destination::Id(id),
+            None => Destination::Named("INBOX".into()),
+        }
+    }
+}
+
+/// The session's view of the mailbox an APPEND goes into, when it has that mailbox selected
+/// (RFC 3501 §6.3.11: "the normal new message actions SHOULD occur"): with it, the statement
+/// that takes the UID also tells whether the view was current (the mailbox's MODSEQ was
+/// `known_modseq` until this append), and, when `claim_recent`, claims \Recent for the session
+/// in that case (RFC 3501 §2.3.2), so no sync read and no separate claim follow the commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SelectedView {
+    /// The selected mailbox: nothing is claimed in another one of the same name.
+    pub mailbox_id: i64,
+    pub known_modseq: u64,
+    pub claim_recent: bool,
 }
 
 /// What a delivery is, beyond storing the message: each kind adds one step to the transaction.
@@ -387,6 +423,8 @@ pub struct MailStore {
     groups: Arc<group::Groups>,
     /// Users whose usage deltas this process folds a moment after their writes.
     usage_folds: Arc<quota::FoldQueue>,
+    /// Users this process has seen without a quota limit (`quota::reserve_known`).
+    known_limits: Arc<quota::KnownLimits>,
 }
 
 /// uid, modseq, flags, internal date, size, blob id, header ([`MailStore::fetch_light`]).
@@ -403,6 +441,7 @@ impl MailStore {
             limits: MailboxLimits::default(),
             groups: Arc::default(),
             usage_folds: Arc::default(),
+            known_limits: Arc::default(),
         }
     }
 
@@ -440,6 +479,11 @@ impl MailStore {
     /// This process's batch of usage deltas to fold (`quota::warn::after_unlimited_write`).
     pub(crate) fn usage_folds(&self) -> &Arc<quota::FoldQueue> {
         &self.usage_folds
+    }
+
+    /// The users this process has seen without a quota limit (`quota::reserve_known`).
+    pub fn known_limits(&self) -> &quota::KnownLimits {
+        &self.known_limits
     }
 
     /// The blob store (for reading bodies).
@@ -1049,6 +1093,34 @@ impl MailStore {
         Ok(appended.remove(0))
     }
 
+    /// Store one message in the user's mailbox named `name` (IMAP APPEND, RFC 3501 §6.3.11):
+    /// [`Self::append_owned`] with the mailbox resolved by the statement that locks it and takes
+    /// the UID (issue #12: no lookup before the transaction); `NoSuchMailbox` when the user has
+    /// none of that name. `view`: the session has this mailbox selected ([`SelectedView`]); the
+    /// answer then says whether \Recent was claimed for it (`Appended::recent_from`).
+    #[allow(clippy::too_many_arguments)] // The APPEND's own parts, each needed once.
+    pub async fn append_named(
+        &self,
+        user_id: i64,
+        name: &str,
+        view: Option<SelectedView>,
+        raw: Vec<u8>,
+        flags: &[String],
+        internal_date: DateTime<Utc>,
+        reservation: Option<Reservation>,
+    ) -> Result<Appended, StoreError> {
+        let target = DeliveryTarget {
+            user_id,
+            mailbox_id: None,
+            reservation,
+        };
+        let into = Some((Destination::Named(normalize_mailbox_name(name)), view));
+        let mut appended = self
+            .deliver_owned_into(vec![target], into, Arc::new(raw), flags, internal_date)
+            .await?;
+        Ok(appended.remove(0))
+    }
+
     /// Store several messages in one mailbox, all or none (IMAP MULTIAPPEND, RFC 3502 §3: "If
     /// the server fails to append any message, none of the messages are appended"). Each body
     /// is prepared like a single APPEND's ([`Self::prepare`]: parsed, written and fsynced), then
@@ -1168,12 +1240,25 @@ impl MailStore {
         flags: &[String],
         internal_date: DateTime<Utc>,
     ) -> Result<Vec<Appended>, StoreError> {
+        self.deliver_owned_into(targets, None, raw, flags, internal_date).await
+    }
+
+    /// [`Self::deliver_owned`]; `into`: the one target's mailbox as the transaction resolves
+    /// it, and the session's view of it (`append_named`), instead of the target's mailbox id.
+    async fn deliver_owned_into(
+        &self,
+        targets: Vec<DeliveryTarget>,
+        into: Option<(Destination, Option<SelectedView>)>,
+        raw: Arc<Vec<u8>>,
+        flags: &[String],
+        internal_date: DateTime<Utc>,
+    ) -> Result<Vec<Appended>, StoreError> {
         let reservations: Vec<i64> = targets
             .iter()
             .filter_map(|t| t.reservation.as_ref().map(|r| r.id))
             .collect();
         let unlimited = targets.iter().all(|t| is_unlimited(t.reservation.as_ref()));
-        let result = self.deliver_once(targets, raw, flags, internal_date, None).await;
+        let result = self.deliver_once(targets, into, raw, flags, internal_date, None).await;
         match &result {
             Err(_) if !reservations.is_empty() => {
                 // The rolled-back transaction left the reservations in place; give the space back.
@@ -1212,7 +1297,7 @@ impl MailStore {
             reservation: None,
         };
         let appended = self
-            .deliver_once(vec![target], Arc::new(raw), &[], Utc::now(), Some(level))
+            .deliver_once(vec![target], None, Arc::new(raw), &[], Utc::now(), Some(level))
             .await?;
         Ok(!appended.is_empty())
     }
@@ -1220,6 +1305,7 @@ impl MailStore {
     async fn deliver_once(
         &self,
         targets: Vec<DeliveryTarget>,
+        into: Option<(Destination, Option<SelectedView>)>,
         raw: Arc<Vec<u8>>,
         flags: &[String],
         internal_date: DateTime<Utc>,
@@ -1233,7 +1319,8 @@ impl MailStore {
             let (prepared, body) = self.prepare_overlapped(raw).await?;
             let target = targets.into_iter().next().expect("one target");
             let row = prepared.into_row(flags, internal_date);
-            return Ok(vec![self.deliver_grouped(target, row, body).await?]);
+            let (destination, view) = into.unwrap_or_else(|| (Destination::of(&target), None));
+            return Ok(vec![self.deliver_grouped(target, destination, view, row, body).await?]);
         }
         let prepared = self.prepare(raw).await?;
         let kind = match warning {
@@ -1467,6 +1554,7 @@ impl MailStore {
                 uidvalidity,
                 uid,
                 modseq,
+                recent_from: None,
             });
         }
         tx.commit().await?;
@@ -1950,8 +2038,9 @@ fn is_unlimited(reservation: Option<&Reservation>) -> bool {
 /// user's row stays free for the account's other writers, `quota::commit`), then the mailbox
 /// row, then the blob row.
 async fn deliver_one(conn: &mut PgConnection, target: DeliveryTarget, row: &Row) -> Result<Appended, StoreError> {
+    let destination = Destination::of(&target);
     charge_delivery(conn, target.user_id, target.reservation, row.size).await?;
-    insert_message(conn, target.user_id, target.mailbox_id, row).await
+    insert_message(conn, target.user_id, &destination, None, row).await
 }
 
 /// The quota step of one delivery: commit its reservation, or charge the quota without one.
@@ -1968,21 +2057,41 @@ async fn charge_delivery(
     Ok(())
 }
 
-/// The mailbox step and the row step of one delivery, after its quota step: take the UID and
-/// MODSEQ under the mailbox row's lock; add the blob reference, the message row and its event.
+/// The mailbox step and the row step of one delivery, after its quota step: resolve the
+/// mailbox and take its UID and MODSEQ under its row lock (with `view`, claim \Recent for that
+/// view when it was current, `SelectedView`); add the blob reference, the message row and its
+/// event.
 async fn insert_message(
     conn: &mut PgConnection,
     user_id: i64,
-    mailbox_id: Option<i64>,
+    destination: &Destination,
+    view: Option<SelectedView>,
     row: &Row,
 ) -> Result<Appended, StoreError> {
-    // No mailbox of this user named, or no INBOX: no row, NoSuchMailbox.
+    let (by_id, by_name) = match destination {
+        Destination::Id(id) => (Some(*id), None),
+        Destination::Named(name) => (None, Some(name.as_str())),
+    };
+    // No mailbox of this user by that id or name: no row, NoSuchMailbox. The subquery locks the
+    // row (FOR UPDATE) and hands the old \Recent mark over (as `claim_recent` does); the SET
+    // sees the row as it was before this statement, so `m.highestmodseq = $3` is "the view knew
+    // the MODSEQ just before this append" and `m.uidnext` the UID taken here.
     let locked = sqlx::query!(
-        r#"UPDATE mailboxes m SET uidnext = m.uidnext + 1, highestmodseq = m.highestmodseq + 1
-         WHERE m.user_id = $1 AND ((m.id = $2) OR ($2::bigint IS NULL AND m.name = 'INBOX'))
-         RETURNING m.id, m.uidvalidity, m.uidnext - 1 AS "uid!", m.highestmodseq"#,
+        r#"UPDATE mailboxes m SET uidnext = m.uidnext + 1, highestmodseq = m.highestmodseq + 1,
+             recent_claimed_uid = CASE WHEN $4 AND m.highestmodseq = $3 AND m.id = $6
+                 THEN greatest(m.recent_claimed_uid, m.uidnext) ELSE m.recent_claimed_uid END
+         FROM (SELECT id, recent_claimed_uid FROM mailboxes
+               WHERE user_id = $1 AND ((id = $2) OR ($2::bigint IS NULL AND name = $5))
+               FOR UPDATE) old
+         WHERE m.id = old.id
+         RETURNING m.id, m.uidvalidity, m.uidnext - 1 AS "uid!", m.highestmodseq,
+             CASE WHEN m.recent_claimed_uid > old.recent_claimed_uid THEN old.recent_claimed_uid END AS recent_before"#,
         user_id,
-        mailbox_id,
+        by_id,
+        view.map(|v| v.known_modseq as i64),
+        view.is_some_and(|v| v.claim_recent),
+        by_name,
+        view.map(|v| v.mailbox_id),
     )
     .fetch_optional(&mut *conn)
     .await?
@@ -2028,6 +2137,8 @@ async fn insert_message(
         uidvalidity: locked.uidvalidity as u32,
         uid: locked.uid as u32,
         modseq: locked.highestmodseq as u64,
+        // Claimed above the old mark: the UIDs after it up to this one (RFC 3501 §2.3.2).
+        recent_from: locked.recent_before.map(|old| (old.max(0) as u32).saturating_add(1)),
     })
 }
 
