@@ -318,11 +318,14 @@ async fn the_event_listener_holds_the_owner_lock_on_its_one_connection() {
     };
     let pids = owner_pid().await;
     assert_eq!(pids.len(), 1, "one owner lock per process: {pids:?}");
-    sqlx::query("SELECT pg_terminate_backend($1)")
+    // Waits (up to 5 s) until the backend is gone: until then its lock still shows as held,
+    // and a reservation made meanwhile rightly carries the old id.
+    let gone: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
         .bind(pids[0])
-        .execute(&mut observer)
+        .fetch_one(&mut observer)
         .await
         .unwrap();
+    assert!(gone, "the listener's backend did not end");
     // The listener notices, reconnects and re-takes a lock; a reservation waits for it.
     let second = tokio::time::timeout(std::time::Duration::from_secs(15), quota::reserve(db, user.id, 10))
         .await
