@@ -2002,8 +2002,9 @@ impl Expunge<'_> {
     ///
     /// The steps are those of the general path, in the lock order: `lk` locks the user's and
     /// the mailbox's rows (steps 1 and 3) when something is to go and HIGHESTMODSEQ is still
-    /// the snapshot's; `d` removes the messages (step 4, after `lk`: its mailbox id comes from
-    /// it); `f` and `q` refund the quota as `quota::refund` does (the user's charged deltas of
+    /// the snapshot's; `d` removes the messages (step 4, after `lk`: `EXISTS` over it is a
+    /// one-time filter evaluated before the scan, which stays an index range on the mailbox
+    /// id; a mailbox id taken from `lk` made a generic plan scan the whole table); `f` and `q` refund the quota as `quota::refund` does (the user's charged deltas of
     /// mail folded into the row first, so the clamp at zero is against the whole usage); `bl`
     /// locks the blob rows in ascending id order (step 5, as `blobs::lock`) and `br` drops one
     /// reference per removed message as `blobs::drop_refs` does (a body whose count reaches
@@ -2026,7 +2027,7 @@ impl Expunge<'_> {
                    AND m.highestmodseq = (SELECT highestmodseq FROM snap) AND (SELECT due FROM due)
                  FOR UPDATE OF u, m),
              d AS (
-                 DELETE FROM messages WHERE mailbox_id = (SELECT id FROM lk) AND '\Deleted' = ANY(flags)
+                 DELETE FROM messages WHERE mailbox_id = $1 AND EXISTS (SELECT 1 FROM lk) AND '\Deleted' = ANY(flags)
                    AND ($3::bigint[] IS NULL OR uid = ANY($3))
                  RETURNING uid, blob_id, size),
              f AS (
