@@ -849,7 +849,9 @@ pub async fn add_refs(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<(
     Ok(())
 }
 
-/// Inside a transaction: drop `count` references to each of `ids` (repeats allowed).
+/// Inside a transaction: drop `count` references to each of `ids` (repeats allowed). An
+/// EXPUNGE does the same (and the [`lock`] before it) in its one statement
+/// (`mailstore::Expunge::run`): keep the two alike.
 pub async fn drop_refs(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<()> {
     if ids.is_empty() {
         return Ok(());

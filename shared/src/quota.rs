@@ -744,7 +744,8 @@ pub async fn charge(conn: &mut PgConnection, user_id: i64, usage: Usage, bytes: 
     add_usage(conn, user_id, usage, bytes).await
 }
 
-/// Inside a transaction: give back `bytes` (a delete or an overwrite). Returns whether the user
+/// Inside a transaction: give back `bytes` (a delete or an overwrite). An EXPUNGE does the
+/// same in its one statement (`mailstore::Expunge::run`): keep the two alike. Returns whether the user
 /// has been warned of a level (`users.quota_warned`): only then can the usage that fell re-arm
 /// a warning, so only then is [`warn::after_write`] due after the commit.
 pub async fn refund(conn: &mut PgConnection, user_id: i64, usage: Usage, bytes: u64) -> Result<bool, QuotaError> {

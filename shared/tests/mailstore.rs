@@ -898,3 +898,227 @@ async fn concurrent_stores_on_the_same_messages_lose_nothing() {
     assert!(states[0].flags.is_empty() && states[1].flags.is_empty());
     assert_eq!(states[2].flags.len(), 16);
 }
+
+/// The flag arithmetic of STORE (RFC 3501 §6.4.6) is done by the store's one statement:
+/// `+FLAGS` appends what is missing, `-FLAGS` drops what is named, `FLAGS` replaces, all
+/// case-insensitively; a change to the same set is no change (no new MODSEQ, no event).
+#[tokio::test]
+async fn store_computes_flags_case_insensitively_and_skips_no_ops() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    for n in 0..2 {
+        mail.append(
+            user.id,
+            inbox.id,
+            &message(n),
+            &["\\Seen".into(), "$Work".into()],
+            Utc::now(),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let strings = |flags: &[&str]| flags.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+    let highest = |mail: &MailStore| {
+        let mail = mail.clone();
+        async move { mail.mailbox_by_id(user.id, inbox.id).await.unwrap().highestmodseq }
+    };
+
+    let before = highest(mail).await;
+    let added = mail
+        .store_flags(
+            user.id,
+            inbox.id,
+            &[1],
+            FlagOp::Add,
+            &strings(&["\\seen", "$work", "\\flagged", "Urgent"]),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(added.changed.len(), 1);
+    assert_eq!(
+        added.changed[0].flags,
+        strings(&["\\Seen", "$Work", "\\Flagged", "Urgent"])
+    );
+    assert_eq!(added.changed[0].modseq, before + 1);
+
+    let removed = mail
+        .store_flags(
+            user.id,
+            inbox.id,
+            &[1, 2],
+            FlagOp::Remove,
+            &strings(&["\\SEEN", "urgent"]),
+            None,
+        )
+        .await
+        .unwrap();
+    let flags: Vec<(u32, Vec<String>)> = removed.changed.iter().map(|s| (s.uid, s.flags.clone())).collect();
+    assert_eq!(
+        flags,
+        vec![(1, strings(&["$Work", "\\Flagged"])), (2, strings(&["$Work"]))]
+    );
+    assert!(removed.changed.iter().all(|s| s.modseq == before + 2));
+
+    // The same set in another order and case: nothing changes, the MODSEQs stay.
+    let _listening = env.context.events.listening().await;
+    let mut events = env.context.events.subscribe();
+    // The events of the changes above may still be on their way.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    while events.try_recv().is_ok() {}
+    let same = mail
+        .store_flags(
+            user.id,
+            inbox.id,
+            &[1],
+            FlagOp::Replace,
+            &strings(&["\\flagged", "$WORK"]),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(same, Default::default());
+    let none_there = mail
+        .store_flags(
+            user.id,
+            inbox.id,
+            &[1, 2],
+            FlagOp::Remove,
+            &strings(&["\\Deleted"]),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(none_there, Default::default());
+    assert_eq!(highest(mail).await, before + 2);
+
+    let replaced = mail
+        .store_flags(
+            user.id,
+            inbox.id,
+            &[2],
+            FlagOp::Replace,
+            &strings(&["\\Answered"]),
+            Some(before + 2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replaced.changed[0].flags, strings(&["\\Answered"]));
+    // Events arrive in commit order: the first is this change's, and none came before it.
+    tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
+        .await
+        .expect("the change's event")
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        events.try_recv().is_err(),
+        "a STORE that changed nothing told the other sessions"
+    );
+    // UIDs that are not there are left out; a mailbox of another user is not found.
+    let missing = mail
+        .store_flags(user.id, inbox.id, &[7, 9], FlagOp::Add, &strings(&["\\Seen"]), None)
+        .await
+        .unwrap();
+    assert_eq!(missing, Default::default());
+    let bob = env.add_user("bob@example.test", "pw", None).await;
+    assert!(matches!(
+        mail.store_flags(bob.id, inbox.id, &[1], FlagOp::Add, &strings(&["\\Seen"]), None)
+            .await,
+        Err(StoreError::NoSuchMailbox)
+    ));
+    let states = mail.message_states(user.id, inbox.id).await.unwrap();
+    assert_eq!(states[0].flags, strings(&["$Work", "\\Flagged"]));
+    assert_eq!(states[1].flags, strings(&["\\Answered"]));
+}
+
+/// Sessions storing and expunging in one mailbox at once (each STORE one statement that sets
+/// its MODSEQ only if nobody got in between, else again under the mailbox lock): no flag is
+/// lost, every change has its own MODSEQ, and the expunges refund and unreference exactly.
+#[tokio::test]
+async fn concurrent_stores_and_expunges_lose_nothing() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    const MESSAGES: u32 = 40;
+    for n in 0..MESSAGES as usize {
+        mail.append(user.id, inbox.id, &message(n), &[], Utc::now(), None)
+            .await
+            .unwrap();
+    }
+    let all: Vec<u32> = (1..=MESSAGES).collect();
+    let mut tasks = Vec::new();
+    for k in 0..8 {
+        let mail = mail.clone();
+        let all = all.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut modseqs = Vec::new();
+            for round in 0..5 {
+                let keyword = format!("k{k}r{round}");
+                let change = mail
+                    .store_flags(user.id, inbox.id, &all, FlagOp::Add, &[keyword], None)
+                    .await
+                    .unwrap();
+                // Less the messages expunged meanwhile.
+                assert!(change.changed.len() >= MESSAGES as usize - 10, "{change:?}");
+                modseqs.push(change.changed[0].modseq);
+            }
+            modseqs
+        }));
+    }
+    // Meanwhile two sessions mark and expunge disjoint halves of the first ten messages.
+    for half in [[1u32, 3, 5, 7, 9], [2, 4, 6, 8, 10]] {
+        let mail = mail.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut modseqs = Vec::new();
+            for uid in half {
+                let change = mail
+                    .store_flags(user.id, inbox.id, &[uid], FlagOp::Add, &["\\Deleted".into()], None)
+                    .await
+                    .unwrap();
+                modseqs.push(change.changed[0].modseq);
+                let gone = mail.expunge_at(user.id, inbox.id, Some(&[uid])).await.unwrap();
+                assert_eq!(gone.uids, vec![uid]);
+                modseqs.push(gone.modseq.expect("a removal takes a MODSEQ"));
+            }
+            modseqs
+        }));
+    }
+    let mut modseqs = Vec::new();
+    for t in tasks {
+        modseqs.extend(t.await.unwrap());
+    }
+    let unique: HashSet<u64> = modseqs.iter().copied().collect();
+    assert_eq!(unique.len(), modseqs.len(), "two changes took one MODSEQ: {modseqs:?}");
+
+    let states = mail.message_states(user.id, inbox.id).await.unwrap();
+    assert_eq!(
+        states.iter().map(|s| s.uid).collect::<Vec<_>>(),
+        (11..=MESSAGES).collect::<Vec<_>>()
+    );
+    for state in &states {
+        assert_eq!(
+            state.flags.len(),
+            40,
+            "UID {} lost a flag: {:?}",
+            state.uid,
+            state.flags
+        );
+    }
+    let size: u64 = (10..MESSAGES as usize).map(|n| message(n).len() as u64).sum();
+    assert_eq!(quota::info(&env.context.db, user.id).await.unwrap().mail_bytes, size);
+    let referenced: i64 = sqlx::query_scalar("SELECT count(*) FROM blobs WHERE refcount > 0")
+        .fetch_one(&env.context.db)
+        .await
+        .unwrap();
+    assert_eq!(referenced, (MESSAGES - 10) as i64);
+    let expunged: Vec<i64> = sqlx::query_scalar("SELECT uid FROM expunged WHERE mailbox_id = $1 ORDER BY uid")
+        .bind(inbox.id)
+        .fetch_all(&env.context.db)
+        .await
+        .unwrap();
+    assert_eq!(expunged, (1..=10).collect::<Vec<i64>>());
+}

@@ -17,7 +17,11 @@ impl Session {
             return Ok(Reply::no("mailbox is read-only").code(Code::ReadOnly));
         }
         let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
-        let removed = self.ctx.mail.expunge(user_id, mailbox_id, uids.as_deref()).await?;
+        let expunged = self.ctx.mail.expunge_at(user_id, mailbox_id, uids.as_deref()).await?;
+        let removed = expunged.uids;
+        // The removal's own MODSEQ: when it follows the view's, the view is current once the
+        // removed messages leave it (no sync read after the command).
+        self.selected_mut()?.advance_to(expunged.modseq);
         self.announce_expunged(&removed).await?;
         let reply = Reply::ok(if set.is_some() {
             "UID EXPUNGE completed"
@@ -27,8 +31,11 @@ impl Session {
         if self.qresync && !removed.is_empty() {
             // RFC 7162 §3.2.10 (EXPUNGE, UID EXPUNGE with QRESYNC): the mailbox's new
             // HIGHESTMODSEQ in the tagged OK. Everything up to it is announced first (others'
-            // changes too), so a client that stores it misses nothing.
-            self.sync(true).await?;
+            // changes too), so a client that stores it misses nothing: the sync reads nothing
+            // when this removal directly followed the view.
+            if !self.view_is_current() {
+                self.sync(true).await?;
+            }
             let highest = self.selected()?.known_modseq;
             return Ok(reply.code(Code::HighestModSeq(highest)));
         }

@@ -98,8 +98,14 @@ impl Selected {
     /// Such a change also makes the view current as of that change's commit (`current`); a
     /// change that did not follow directly (or changed nothing) leaves the view to the sync.
     pub fn advance_known(&mut self, changed: &[shared::mailstore::MessageState]) {
+        self.advance_to(changed.first().map(|s| s.modseq));
+    }
+
+    /// [`Selected::advance_known`] for a change of this session's that took `modseq` (`None`:
+    /// it changed nothing), e.g. an EXPUNGE whose removals the view has already dropped.
+    pub fn advance_to(&mut self, modseq: Option<u64>) {
         self.current = false;
-        if let Some(modseq) = changed.first().map(|s| s.modseq)
+        if let Some(modseq) = modseq
             && self.known_modseq.checked_add(1) == Some(modseq)
         {
             self.known_modseq = modseq;

@@ -40,7 +40,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection, PgPool};
 use thiserror::Error;
 
 use crate::blobs::{self, BlobId, BlobStore};
@@ -389,6 +389,16 @@ pub struct FlagChange {
     pub changed: Vec<MessageState>,
     /// UIDs refused by UNCHANGEDSINCE (RFC 7162 §3.2).
     pub modified: Vec<u32>,
+}
+
+/// What an EXPUNGE removed ([`MailStore::expunge_at`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expunged {
+    /// The removed UIDs, ascending.
+    pub uids: Vec<u32>,
+    /// The MODSEQ the removal took (the mailbox's HIGHESTMODSEQ after it); `None` when nothing
+    /// was removed.
+    pub modseq: Option<u64>,
 }
 
 /// Limits on a user's mailbox tree (`[imap]` max_mailboxes, max_mailbox_depth,
@@ -1732,15 +1742,18 @@ impl MailStore {
     }
 
     /// Change flags (RFC 3501 §6.4.6), honouring UNCHANGEDSINCE (RFC 7162 §3.2) when given.
-    /// Messages whose flags end up the same are not touched and keep their MODSEQ.
+    /// Messages whose flags end up the same are not touched and keep their MODSEQ; when none
+    /// changes, the mailbox keeps its HIGHESTMODSEQ and nobody is told.
     ///
-    /// Four round trips however many messages: BEGIN with the mailbox's row lock, the read of
-    /// the current flags, one statement for the new MODSEQ, every changed row and the event,
-    /// COMMIT. Flags are not usage, so only the mailbox row is locked (step 2 of the lock order,
-    /// never waiting on the user's row after it). That lock is what every writer of a mailbox's
-    /// messages takes first (delivery, STORE, EXPUNGE, COPY/MOVE, DELETE), so the rows read
-    /// cannot change before the update and need no row locks of their own (`FOR UPDATE` on a
-    /// `STORE 1:*` wrote a lock into every row).
+    /// One statement, one round trip however many messages ([`StoreFlags::run`]): it reads the
+    /// flags, computes the new ones in SQL, and takes the new MODSEQ only if the mailbox's
+    /// HIGHESTMODSEQ is still the one its snapshot read (a compare-and-set under the mailbox's
+    /// row lock). Every writer of a mailbox's messages takes that lock and a new MODSEQ, so an
+    /// unchanged HIGHESTMODSEQ means the flags it read are the ones under the lock, and no
+    /// concurrent STORE is lost. When another writer got in between (the set fails), the same
+    /// statement runs again in a transaction that takes the mailbox's row lock first (lock
+    /// order step 3), where its snapshot is taken under the lock and the set cannot fail.
+    /// Flags are not usage: the user's row is not locked.
     pub async fn store_flags(
         &self,
         user_id: i64,
@@ -1752,67 +1765,27 @@ impl MailStore {
     ) -> Result<FlagChange, StoreError> {
         let flags = normalize_flags(flags);
         let uids = uids_param(uids);
-        let mut tx = self.db.begin().await?;
-        lock_mailbox_row(&mut tx, user_id, mailbox_id).await?;
-        // The BETWEEN bounds let the planner range-scan the primary key (as in fetch_light).
-        let rows = sqlx::query!(
-            "SELECT uid, modseq, flags FROM messages
-             WHERE mailbox_id = $1 AND uid BETWEEN $3 AND $4 AND uid = ANY($2) ORDER BY uid",
+        let store = StoreFlags {
+            user_id,
             mailbox_id,
-            &uids,
-            uids.iter().min().copied().unwrap_or(0),
-            uids.iter().max().copied().unwrap_or(0)
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut result = FlagChange::default();
-        let mut updates: Vec<(i64, Vec<String>)> = Vec::new();
-        for (uid, modseq, current) in rows.into_iter().map(|r| (r.uid, r.modseq, r.flags)) {
-            if unchanged_since.is_some_and(|since| modseq as u64 > since) {
-                result.modified.push(uid as u32);
-                continue;
-            }
-            let new_flags = apply_flags(&current, op, &flags);
-            if !same_flags(&current, &new_flags) {
-                updates.push((uid, new_flags));
-            }
+            uids: &uids,
+            op,
+            flags: &flags,
+            unchanged_since,
+        };
+        let mut conn = self.db.acquire().await?;
+        if let Some(change) = store.run(&mut conn).await? {
+            return Ok(change);
         }
-        if !updates.is_empty() {
-            // One row per changed message as JSON: a flat array sliced per row would cost a
-            // walk from its start for every row (text elements have no fixed offsets), O(n²)
-            // for `STORE 1:*`; jsonb_to_recordset reads the rows in one pass.
-            let rows: Vec<serde_json::Value> = updates
-                .iter()
-                .map(|(uid, flags)| serde_json::json!({ "uid": uid, "flags": flags }))
-                .collect();
-            let payload = events::payload(&Event::Mailbox { user_id, mailbox_id });
-            let modseq: i64 = sqlx::query_scalar!(
-                r#"WITH b AS (
-                     UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 RETURNING highestmodseq),
-                 u AS (
-                     UPDATE messages m SET flags = v.flags, modseq = b.highestmodseq
-                     FROM b, jsonb_to_recordset($2) AS v(uid bigint, flags text[])
-                     WHERE m.mailbox_id = $1 AND m.uid = v.uid)
-                 SELECT b.highestmodseq AS "highestmodseq!" FROM b, pg_notify($3, $4)"#,
-                mailbox_id,
-                serde_json::Value::Array(rows),
-                events::CHANNEL,
-                payload,
-            )
-            .fetch_one(&mut *tx)
-            .await?;
-            let modseq = modseq as u64;
-            result.changed = updates
-                .into_iter()
-                .map(|(uid, flags)| MessageState {
-                    uid: uid as u32,
-                    modseq,
-                    flags,
-                })
-                .collect();
-        }
+        let mut tx = conn.begin().await?;
+        lock_mailbox_row(&mut tx, user_id, mailbox_id).await?;
+        let change = store.run(&mut tx).await?.ok_or_else(|| {
+            // Cannot happen: the transaction holds the row lock every other writer needs.
+            tracing::error!("STORE under mailbox {mailbox_id}'s row lock saw a concurrent change");
+            StoreError::Db(sqlx::Error::Protocol("concurrent change under the mailbox lock".into()))
+        })?;
         tx.commit().await?;
-        Ok(result)
+        Ok(change)
     }
 
     /// Copy messages (RFC 3501 §6.4.7); the copies are charged to the quota. Returns
@@ -1933,45 +1906,274 @@ impl MailStore {
     /// Remove messages flagged `\Deleted` (RFC 3501 §6.4.3), only among `uids` when given
     /// (UID EXPUNGE, RFC 4315). Returns the expunged UIDs in ascending order; refunds quota.
     pub async fn expunge(&self, user_id: i64, mailbox_id: i64, uids: Option<&[u32]>) -> Result<Vec<u32>, StoreError> {
-        let mut tx = self.db.begin().await?;
-        lock_mailbox(&mut tx, user_id, mailbox_id).await?;
-        let removed: Vec<(i64, String, i64)> = match uids {
-            Some(uids) => sqlx::query!(
-                "DELETE FROM messages WHERE mailbox_id = $1 AND '\\Deleted' = ANY(flags) AND uid = ANY($2)
-                 RETURNING uid, blob_id, size",
-                mailbox_id,
-                &uids_param(uids)
-            )
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|r| (r.uid, r.blob_id, r.size))
-            .collect(),
-            None => sqlx::query!(
-                "DELETE FROM messages WHERE mailbox_id = $1 AND '\\Deleted' = ANY(flags) RETURNING uid, blob_id, size",
-                mailbox_id
-            )
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|r| (r.uid, r.blob_id, r.size))
-            .collect(),
+        Ok(self.expunge_at(user_id, mailbox_id, uids).await?.uids)
+    }
+
+    /// [`MailStore::expunge`], also saying the MODSEQ the removal took (the mailbox's new
+    /// HIGHESTMODSEQ), so a session's view can follow it without reading the mailbox again.
+    ///
+    /// One statement, one round trip ([`Expunge::run`]): the removal, the quota refund (RFC
+    /// 9208), the blob references and the removal record with its MODSEQ and event, under the
+    /// user's and the mailbox's row locks taken only if the mailbox's HIGHESTMODSEQ is still the
+    /// one the statement's snapshot read (as [`MailStore::store_flags`] does). When another
+    /// writer got in between, the same statement runs again in a transaction that takes those
+    /// locks first. Nothing is locked or written when no message is to go.
+    pub async fn expunge_at(
+        &self,
+        user_id: i64,
+        mailbox_id: i64,
+        uids: Option<&[u32]>,
+    ) -> Result<Expunged, StoreError> {
+        let uids = uids.map(uids_param);
+        let expunge = Expunge {
+            user_id,
+            mailbox_id,
+            uids: uids.as_deref(),
         };
-        if removed.is_empty() {
-            return Ok(Vec::new());
+        let mut conn = self.db.acquire().await?;
+        let done = match expunge.run(&mut conn).await? {
+            Some(done) => done,
+            None => {
+                let mut tx = conn.begin().await?;
+                lock_mailbox(&mut tx, user_id, mailbox_id).await?;
+                let done = expunge.run(&mut tx).await?.ok_or_else(|| {
+                    // Cannot happen: the transaction holds the row locks every other writer needs.
+                    tracing::error!("EXPUNGE under mailbox {mailbox_id}'s row lock saw a concurrent change");
+                    StoreError::Db(sqlx::Error::Protocol("concurrent change under the mailbox lock".into()))
+                })?;
+                tx.commit().await?;
+                done
+            }
+        };
+        if done.prune_due {
+            // Out of the removal's transaction: the record only grows a little past its bound
+            // until this commits (or the next removal prunes it after a crash).
+            let mut tx = conn.begin().await?;
+            lock_mailbox_row(&mut tx, user_id, mailbox_id).await?;
+            prune_expunged(&mut tx, mailbox_id).await?;
+            tx.commit().await?;
         }
-        let released: Vec<(String, i64)> = removed.iter().map(|(_, b, s)| (b.clone(), *s)).collect();
-        let warned = release_messages(&mut tx, user_id, &released).await?;
-        let gone: Vec<i64> = removed.iter().map(|r| r.0).collect();
-        record_removal(&mut tx, user_id, mailbox_id, &gone).await?;
-        tx.commit().await?;
-        if warned {
+        drop(conn);
+        if done.warned {
             // Usage fell: the warning given may be armed again.
             quota::warn::after_write(self, &[user_id]).await;
         }
-        let mut uids: Vec<u32> = removed.iter().map(|r| r.0 as u32).collect();
-        uids.sort_unstable();
-        Ok(uids)
+        Ok(done.expunged)
+    }
+}
+
+/// One STORE's change, as [`MailStore::store_flags`] runs it.
+struct StoreFlags<'a> {
+    user_id: i64,
+    mailbox_id: i64,
+    uids: &'a [i64],
+    op: FlagOp,
+    flags: &'a [String],
+    unchanged_since: Option<u64>,
+}
+
+impl StoreFlags<'_> {
+    /// The change in one statement; `None` when the mailbox changed between the statement's
+    /// snapshot and its row lock (nothing was written: run it again under the lock).
+    ///
+    /// `cur` reads the targets and computes their new flags (RFC 3501 §6.4.6: `+FLAGS` appends
+    /// the ones missing, `-FLAGS` drops the ones named, `FLAGS` replaces; flags compare
+    /// case-insensitively, system flags are stored in their canonical case), `todo`
+    /// keeps those that change and pass UNCHANGEDSINCE, `b` takes the new MODSEQ only if
+    /// something changes and HIGHESTMODSEQ is still the snapshot's, `u` writes the rows (each
+    /// once, so the row versions written are only the changed messages'), `n` tells the other
+    /// sessions. The rows returned are the changed and the refused (`modified`) messages.
+    async fn run(&self, conn: &mut PgConnection) -> Result<Option<FlagChange>, StoreError> {
+        let op = match self.op {
+            FlagOp::Add => 0,
+            FlagOp::Remove => 1,
+            FlagOp::Replace => 2,
+        };
+        let payload = events::payload(&Event::Mailbox {
+            user_id: self.user_id,
+            mailbox_id: self.mailbox_id,
+        });
+        // The BETWEEN bounds let the planner range-scan the primary key (as in fetch_light).
+        let rows = sqlx::query!(
+            r#"WITH snap AS (
+                 SELECT highestmodseq FROM mailboxes WHERE id = $1 AND user_id = $2),
+             given AS (
+                 SELECT $7::text[] AS flags, lower($7::text)::text[] AS lower),
+             cur AS (
+                 SELECT uid, ($8::bigint IS NOT NULL AND modseq > $8) AS refused,
+                        CASE $6::int
+                          WHEN 0 THEN CASE WHEN l @> g.lower THEN NULL ELSE m.flags || ARRAY(
+                              SELECT f FROM unnest(g.flags, g.lower) AS a(f, lf) WHERE NOT lf = ANY(l)) END
+                          WHEN 1 THEN CASE WHEN NOT l && g.lower THEN NULL ELSE ARRAY(
+                              SELECT c FROM unnest(m.flags) AS c WHERE NOT lower(c) = ANY(g.lower)) END
+                          ELSE CASE WHEN l @> g.lower AND g.lower @> l THEN NULL ELSE g.flags END
+                        END AS new_flags
+                 FROM (SELECT uid, modseq, flags, lower(flags::text)::text[] AS l FROM messages
+                       WHERE mailbox_id = $1 AND uid BETWEEN $4 AND $5 AND uid = ANY($3)) m, given g),
+             todo AS (
+                 SELECT uid, new_flags FROM cur WHERE NOT refused AND new_flags IS NOT NULL),
+             b AS (
+                 UPDATE mailboxes SET highestmodseq = highestmodseq + 1
+                 WHERE id = $1 AND highestmodseq = (SELECT highestmodseq FROM snap) AND EXISTS (SELECT 1 FROM todo)
+                 RETURNING highestmodseq),
+             u AS (
+                 UPDATE messages m SET flags = t.new_flags, modseq = b.highestmodseq
+                 FROM b, todo t WHERE m.mailbox_id = $1 AND m.uid = t.uid),
+             n AS (
+                 SELECT pg_notify($9, $10) FROM b)
+             SELECT (SELECT highestmodseq FROM b) AS modseq,
+                    (SELECT count(*) FROM todo) AS "todo!",
+                    (SELECT count(*) FROM n) AS "notified!",
+                    r.uid AS "uid?", r.refused AS "refused?", r.new_flags AS "new_flags?"
+             FROM snap LEFT JOIN (
+                 SELECT uid, refused, new_flags FROM cur WHERE refused OR new_flags IS NOT NULL) r ON true
+             ORDER BY r.uid"#,
+            self.mailbox_id,
+            self.user_id,
+            self.uids,
+            self.uids.iter().min().copied().unwrap_or(0),
+            self.uids.iter().max().copied().unwrap_or(0),
+            op,
+            self.flags,
+            self.unchanged_since.map(|m| m.min(i64::MAX as u64) as i64),
+            events::CHANNEL,
+            payload,
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let Some(first) = rows.first() else {
+            // No row of `snap`: not this user's mailbox.
+            return Err(StoreError::NoSuchMailbox);
+        };
+        let modseq = match first.modseq {
+            Some(modseq) => modseq as u64,
+            None if first.todo > 0 => return Ok(None),
+            None => 0,
+        };
+        let mut result = FlagChange::default();
+        for row in rows {
+            let Some(uid) = row.uid else { continue };
+            if row.refused == Some(true) {
+                result.modified.push(uid as u32);
+            } else if let Some(flags) = row.new_flags {
+                result.changed.push(MessageState {
+                    uid: uid as u32,
+                    modseq,
+                    flags,
+                });
+            }
+        }
+        Ok(Some(result))
+    }
+}
+
+/// One EXPUNGE, as [`MailStore::expunge_at`] runs it.
+struct Expunge<'a> {
+    user_id: i64,
+    mailbox_id: i64,
+    /// UID EXPUNGE's UIDs (RFC 4315 §2.1); `None`: every `\Deleted` message.
+    uids: Option<&'a [i64]>,
+}
+
+/// What one run of [`Expunge`] did.
+struct ExpungeDone {
+    expunged: Expunged,
+    /// The user has been warned of a quota level (`quota::refund` says the same).
+    warned: bool,
+    /// The removal record passed [`EXPUNGED_PRUNE_AT`].
+    prune_due: bool,
+}
+
+impl Expunge<'_> {
+    /// The removal in one statement; `None` when the mailbox changed between the statement's
+    /// snapshot and its row locks (nothing was written: run it again under the locks).
+    ///
+    /// The steps are those of the general path, in the lock order: `lk` locks the user's and
+    /// the mailbox's rows (steps 1 and 3) when something is to go and HIGHESTMODSEQ is still
+    /// the snapshot's; `d` removes the messages (step 4, after `lk`: `EXISTS` over it is a
+    /// one-time filter evaluated before the scan, which stays an index range on the mailbox
+    /// id; a mailbox id taken from `lk` made a generic plan scan the whole table); `f` and `q` refund the quota as `quota::refund` does (the user's charged deltas of
+    /// mail folded into the row first, so the clamp at zero is against the whole usage); `bl`
+    /// locks the blob rows in ascending id order (step 5, as `blobs::lock`) and `br` drops one
+    /// reference per removed message as `blobs::drop_refs` does (a body whose count reaches
+    /// zero is left to the sweep, `zero_since`); `b`, `e` and `n` are `record_removal`: the new
+    /// MODSEQ, the UIDs remembered for VANISHED (EARLIER) (RFC 7162 §3.2.5), the event.
+    async fn run(&self, conn: &mut PgConnection) -> Result<Option<ExpungeDone>, StoreError> {
+        let payload = events::payload(&Event::Mailbox {
+            user_id: self.user_id,
+            mailbox_id: self.mailbox_id,
+        });
+        let row = sqlx::query!(
+            r#"WITH snap AS (
+                 SELECT highestmodseq FROM mailboxes WHERE id = $1 AND user_id = $2),
+             due AS (
+                 SELECT EXISTS (SELECT 1 FROM messages WHERE mailbox_id = $1 AND '\Deleted' = ANY(flags)
+                                AND ($3::bigint[] IS NULL OR uid = ANY($3))) AS due),
+             lk AS (
+                 SELECT m.id FROM users u, mailboxes m
+                 WHERE u.id = $2 AND m.id = $1 AND m.user_id = u.id
+                   AND m.highestmodseq = (SELECT highestmodseq FROM snap) AND (SELECT due FROM due)
+                 FOR UPDATE OF u, m),
+             d AS (
+                 DELETE FROM messages WHERE mailbox_id = $1 AND EXISTS (SELECT 1 FROM lk) AND '\Deleted' = ANY(flags)
+                   AND ($3::bigint[] IS NULL OR uid = ANY($3))
+                 RETURNING uid, blob_id, size),
+             f AS (
+                 DELETE FROM quota_reservations
+                 WHERE user_id = $2 AND charged = 'mail' AND EXISTS (SELECT 1 FROM d)
+                 RETURNING bytes),
+             q AS (
+                 UPDATE users SET mail_bytes = greatest(
+                     mail_bytes + (SELECT coalesce(sum(bytes), 0) FROM f)::bigint - (SELECT sum(size) FROM d)::bigint, 0)
+                 WHERE id = $2 AND EXISTS (SELECT 1 FROM d)
+                 RETURNING quota_warned > 0 AS warned),
+             refs AS (
+                 SELECT blob_id AS id, count(*) AS n FROM d GROUP BY blob_id),
+             bl AS (
+                 SELECT id FROM blobs WHERE id IN (SELECT id FROM refs) ORDER BY id FOR UPDATE),
+             br AS (
+                 UPDATE blobs SET refcount = greatest(blobs.refcount - refs.n, 0),
+                                  zero_since = CASE WHEN blobs.refcount - refs.n <= 0 THEN now() ELSE NULL END
+                 FROM refs, bl WHERE blobs.id = refs.id AND bl.id = refs.id),
+             b AS (
+                 UPDATE mailboxes SET highestmodseq = highestmodseq + 1,
+                        expunged_rows = expunged_rows + (SELECT count(*) FROM d)
+                 WHERE id = $1 AND EXISTS (SELECT 1 FROM d)
+                 RETURNING highestmodseq, expunged_rows),
+             e AS (
+                 INSERT INTO expunged (mailbox_id, uid, modseq) SELECT $1, d.uid, b.highestmodseq FROM b, d
+                 ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = EXCLUDED.modseq),
+             n AS (
+                 SELECT pg_notify($4, $5) FROM b)
+             SELECT (SELECT due FROM due) AS "due!",
+                    (SELECT count(*) FROM lk) AS "locked!",
+                    (SELECT highestmodseq FROM b) AS modseq,
+                    (SELECT expunged_rows FROM b) AS expunged_rows,
+                    (SELECT warned FROM q) AS warned,
+                    (SELECT count(*) FROM n) AS "notified!",
+                    ARRAY(SELECT uid FROM d ORDER BY uid) AS "uids!"
+             FROM snap"#,
+            self.mailbox_id,
+            self.user_id,
+            self.uids,
+            events::CHANNEL,
+            payload,
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        // No row of `snap`: not this user's mailbox.
+        let row = row.ok_or(StoreError::NoSuchMailbox)?;
+        if row.due && row.locked == 0 {
+            return Ok(None);
+        }
+        Ok(Some(ExpungeDone {
+            expunged: Expunged {
+                uids: row.uids.into_iter().map(|uid| uid as u32).collect(),
+                modseq: row.modseq.map(|m| m as u64),
+            },
+            warned: row.warned.unwrap_or(false),
+            prune_due: row.expunged_rows.is_some_and(|rows| rows > EXPUNGED_PRUNE_AT),
+        }))
     }
 }
 
@@ -2500,30 +2702,6 @@ pub fn normalize_flags(flags: &[String]) -> Vec<String> {
     out
 }
 
-fn apply_flags(current: &[String], op: FlagOp, flags: &[String]) -> Vec<String> {
-    match op {
-        FlagOp::Replace => flags.to_vec(),
-        FlagOp::Add => {
-            let mut out = current.to_vec();
-            for f in flags {
-                if !out.iter().any(|c| c.eq_ignore_ascii_case(f)) {
-                    out.push(f.clone());
-                }
-            }
-            out
-        }
-        FlagOp::Remove => current
-            .iter()
-            .filter(|c| !flags.iter().any(|f| f.eq_ignore_ascii_case(c)))
-            .cloned()
-            .collect(),
-    }
-}
-
-fn same_flags(a: &[String], b: &[String]) -> bool {
-    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.eq_ignore_ascii_case(y)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2539,16 +2717,5 @@ mod tests {
         assert_eq!(normalize_mailbox_name("inbox"), "INBOX");
         assert_eq!(normalize_mailbox_name("Inbox/Sub"), "INBOX/Sub");
         assert_eq!(normalize_mailbox_name("Inboxes"), "Inboxes");
-    }
-
-    #[test]
-    fn flag_operations() {
-        let cur = vec!["\\Seen".to_string()];
-        assert_eq!(
-            apply_flags(&cur, FlagOp::Add, &["\\Flagged".into()]),
-            vec!["\\Seen", "\\Flagged"]
-        );
-        assert!(apply_flags(&cur, FlagOp::Remove, &["\\seen".into()]).is_empty());
-        assert_eq!(apply_flags(&cur, FlagOp::Replace, &["\\Draft".into()]), vec!["\\Draft"]);
     }
 }

@@ -1,0 +1,12 @@
+-- Room on each page of `messages` for the next version of its rows (issue #12).
+--
+-- A flag change (STORE) writes a new version of the message's row, and since `modseq` is
+-- indexed (messages_modseq) that update cannot be HOT. When the new version fits on the old
+-- one's page, though, its WAL record carries only the bytes that differ from the old version
+-- (the flags and MODSEQ; the header block and the parsed JSON after them are left out): a
+-- `STORE 1:* +FLAGS` on 2000 messages of 4 KiB wrote 2.9 MB of WAL at the default fillfactor
+-- of 100 and 0.64 MB at 70 (0.85-1.2 MB at 80, 2.9 MB at 90), measured as the WAL insert
+-- position before and after, once the pages had been pruned once. The price is about 1.5x the
+-- heap pages for a mailbox that is never changed. Pages written before this keep their fill
+-- until rows on them are changed.
+ALTER TABLE messages SET (fillfactor = 70);
