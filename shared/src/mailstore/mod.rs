@@ -442,6 +442,15 @@ fn uids_param(uids: &[u32]) -> Vec<i64> {
     uids.iter().map(|&u| u as i64).collect()
 }
 
+/// [`uids_param`] sorted and without repeats, for a statement that joins its targets from the
+/// array (a repeated UID would be a repeated row).
+fn unique_uids_param(uids: &[u32]) -> Vec<i64> {
+    let mut uids = uids_param(uids);
+    uids.sort_unstable();
+    uids.dedup();
+    uids
+}
+
 impl MailStore {
     /// The store over `db` and `blobs`.
     pub fn new(db: PgPool, blobs: BlobStore) -> MailStore {
@@ -1682,13 +1691,17 @@ impl MailStore {
         mailbox_id: i64,
         uids: &[u32],
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let uids = uids_param(uids);
+        let uids = unique_uids_param(uids);
         // The BETWEEN bounds let the planner range-scan the primary key (mailbox_id, uid)
-        // instead of probing it once per element of the array.
+        // instead of probing it once per element of the array; the targets are joined from the
+        // array rather than tested with `uid = ANY($3)`, which PostgreSQL searches linearly per
+        // row for a parameter array (as in `StoreFlags::run`).
         let rows = sqlx::query!(
             "SELECT m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, m.header
-             FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
-             WHERE b.user_id = $1 AND m.mailbox_id = $2 AND m.uid BETWEEN $4 AND $5 AND m.uid = ANY($3)
+             FROM unnest($3::bigint[]) AS t(uid)
+             JOIN messages m ON m.mailbox_id = $2 AND m.uid = t.uid AND m.uid BETWEEN $4 AND $5
+             JOIN mailboxes b ON b.id = m.mailbox_id
+             WHERE b.user_id = $1
              ORDER BY m.uid",
             user_id,
             mailbox_id,
@@ -1764,7 +1777,7 @@ impl MailStore {
         unchanged_since: Option<u64>,
     ) -> Result<FlagChange, StoreError> {
         let flags = normalize_flags(flags);
-        let uids = uids_param(uids);
+        let uids = unique_uids_param(uids);
         let store = StoreFlags {
             user_id,
             mailbox_id,
@@ -1993,7 +2006,10 @@ impl StoreFlags<'_> {
             user_id: self.user_id,
             mailbox_id: self.mailbox_id,
         });
-        // The BETWEEN bounds let the planner range-scan the primary key (as in fetch_light).
+        // The targets are joined from the array, not tested with `uid = ANY($3)`: PostgreSQL
+        // searches a parameter array linearly for every row (only a constant array is hashed),
+        // which made a `STORE 1:*` on 2000 messages spend 17 ms in that test alone (auto_explain
+        // of its generic plan). The BETWEEN bounds also let it range-scan the primary key.
         let rows = sqlx::query!(
             r#"WITH snap AS (
                  SELECT highestmodseq FROM mailboxes WHERE id = $1 AND user_id = $2),
@@ -2008,8 +2024,10 @@ impl StoreFlags<'_> {
                               SELECT c FROM unnest(m.flags) AS c WHERE NOT lower(c) = ANY(g.lower)) END
                           ELSE CASE WHEN l @> g.lower AND g.lower @> l THEN NULL ELSE g.flags END
                         END AS new_flags
-                 FROM (SELECT uid, modseq, flags, lower(flags::text)::text[] AS l FROM messages
-                       WHERE mailbox_id = $1 AND uid BETWEEN $4 AND $5 AND uid = ANY($3)) m, given g),
+                 FROM (SELECT m.uid, m.modseq, m.flags, lower(m.flags::text)::text[] AS l
+                       FROM unnest($3::bigint[]) AS t(uid)
+                       JOIN messages m ON m.mailbox_id = $1 AND m.uid = t.uid AND m.uid BETWEEN $4 AND $5) m,
+                      given g),
              todo AS (
                  SELECT uid, new_flags FROM cur WHERE NOT refused AND new_flags IS NOT NULL),
              b AS (
