@@ -1792,11 +1792,10 @@ impl MailStore {
         }
         let mut tx = conn.begin().await?;
         lock_mailbox_row(&mut tx, user_id, mailbox_id).await?;
-        let change = store.run(&mut tx).await?.ok_or_else(|| {
-            // Cannot happen: the transaction holds the row lock every other writer needs.
-            tracing::error!("STORE under mailbox {mailbox_id}'s row lock saw a concurrent change");
-            StoreError::Db(sqlx::Error::Protocol("concurrent change under the mailbox lock".into()))
-        })?;
+        let change = store
+            .run(&mut tx)
+            .await?
+            .ok_or_else(|| changed_under_lock("STORE", mailbox_id))?;
         tx.commit().await?;
         Ok(change)
     }
@@ -1949,11 +1948,10 @@ impl MailStore {
             None => {
                 let mut tx = conn.begin().await?;
                 lock_mailbox(&mut tx, user_id, mailbox_id).await?;
-                let done = expunge.run(&mut tx).await?.ok_or_else(|| {
-                    // Cannot happen: the transaction holds the row locks every other writer needs.
-                    tracing::error!("EXPUNGE under mailbox {mailbox_id}'s row lock saw a concurrent change");
-                    StoreError::Db(sqlx::Error::Protocol("concurrent change under the mailbox lock".into()))
-                })?;
+                let done = expunge
+                    .run(&mut tx)
+                    .await?
+                    .ok_or_else(|| changed_under_lock("EXPUNGE", mailbox_id))?;
                 tx.commit().await?;
                 done
             }
@@ -1973,6 +1971,14 @@ impl MailStore {
         }
         Ok(done.expunged)
     }
+}
+
+/// A single-statement write ([`StoreFlags::run`], [`Expunge::run`]) run again under the
+/// mailbox's row lock still found the mailbox changed since its snapshot. Cannot happen: the
+/// transaction holds the lock every other writer of the mailbox needs; logged and refused.
+fn changed_under_lock(command: &str, mailbox_id: i64) -> StoreError {
+    tracing::error!("{command} under mailbox {mailbox_id}'s row lock saw a concurrent change");
+    StoreError::Db(sqlx::Error::Protocol("concurrent change under the mailbox lock".into()))
 }
 
 /// One STORE's change, as [`MailStore::store_flags`] runs it.
@@ -2110,8 +2116,9 @@ impl Expunge<'_> {
     /// the mailbox's rows (steps 1 and 3) when something is to go and HIGHESTMODSEQ is still
     /// the snapshot's; `d` removes the messages (step 4, after `lk`: `EXISTS` over it is a
     /// one-time filter evaluated before the scan, which stays an index range on the mailbox
-    /// id; a mailbox id taken from `lk` made a generic plan scan the whole table); `f` and `q` refund the quota as `quota::refund` does (the user's charged deltas of
-    /// mail folded into the row first, so the clamp at zero is against the whole usage); `bl`
+    /// id; a mailbox id taken from `lk` made a generic plan scan the whole table); `f` and `q`
+    /// refund the quota as `quota::refund` does (the user's charged deltas of mail folded into
+    /// the row first, so the clamp at zero is against the whole usage); `bl`
     /// locks the blob rows in ascending id order (step 5, as `blobs::lock`) and `br` drops one
     /// reference per removed message as `blobs::drop_refs` does (a body whose count reaches
     /// zero is left to the sweep, `zero_since`); `b`, `e` and `n` are `record_removal`: the new
