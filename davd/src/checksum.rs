@@ -193,22 +193,13 @@ impl Stored {
             self.stamp.mtime_nsec,
             self.hash.checksums_text()
         );
-        DavProp {
-            name: NAME.to_string(),
-            prefix: Some("h".to_string()),
-            namespace: Some(NS.to_string()),
-            xml: Some(xml.into_bytes()),
-        }
+        own_prop(xml)
     }
 
     /// Read back what [`Stored::to_prop`] wrote; `None` for anything else.
     pub fn from_xml(xml: &[u8]) -> Option<Stored> {
         let text = std::str::from_utf8(xml).ok()?;
-        let attr = |name: &str| {
-            let start = text.find(&format!(" {name}=\""))? + name.len() + 3;
-            let len = text[start..].find('"')?;
-            Some(&text[start..start + len])
-        };
+        let attr = |name: &str| attribute(text, name);
         let size = attr("size")?.parse().ok()?;
         let (sec, nsec) = attr("mtime")?.split_once('.')?;
         let open_end = text.find('>')? + 1;
@@ -261,22 +252,13 @@ impl Pending {
             "<h:{NAME} xmlns:h=\"{NS}\" size=\"{}\" mtime=\"{}.{:09}\" ino=\"{}\" pending=\"1\"></h:{NAME}>",
             self.stamp.size, self.stamp.mtime_sec, self.stamp.mtime_nsec, self.ino
         );
-        DavProp {
-            name: NAME.to_string(),
-            prefix: Some("h".to_string()),
-            namespace: Some(NS.to_string()),
-            xml: Some(xml.into_bytes()),
-        }
+        own_prop(xml)
     }
 
     /// Read back what [`Pending::to_prop`] wrote; `None` for anything else (a stored hash).
     pub fn from_xml(xml: &[u8]) -> Option<Pending> {
         let text = std::str::from_utf8(xml).ok()?;
-        let attr = |name: &str| {
-            let start = text.find(&format!(" {name}=\""))? + name.len() + 3;
-            let len = text[start..].find('"')?;
-            Some(&text[start..start + len])
-        };
+        let attr = |name: &str| attribute(text, name);
         if attr("pending")? != "1" {
             return None;
         }
@@ -388,9 +370,8 @@ fn lower_own_priority() {
 /// The hash of the file at `path` if it is still the one `pending` names (same inode, size
 /// and modification time before and after the read); `None` otherwise.
 fn hash_file(path: &std::path::Path, pending: &Pending) -> std::io::Result<Option<ContentHash>> {
-    use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = match std::fs::OpenOptions::new()
+    let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
@@ -406,16 +387,7 @@ fn hash_file(path: &std::path::Path, pending: &Pending) -> std::io::Result<Optio
         return Ok(None);
     }
     let mut writer = HashingWriter::new(std::io::sink());
-    let mut buf = vec![0u8; READ_BACK];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        writer.write_all(&buf[..n])?;
-    }
+    std::io::copy(&mut std::io::BufReader::with_capacity(READ_BACK, &file), &mut writer)?;
     // Changed while it was read (behind davd's back): its hash is not known.
     if !is_it(&file.metadata()?) {
         return Ok(None);
@@ -525,6 +497,25 @@ async fn feed(db: &sqlx::PgPool, files_dir: &std::path::Path, rows: Vec<(i64, St
         }
         tokio::spawn(store_when_hashed(db.clone(), user_id, key, pending, hashed));
     }
+}
+
+/// davd's own dead property (namespace [`NS`], name [`NAME`]) holding `xml`: a stored hash or a
+/// [`Pending`] marker.
+fn own_prop(xml: String) -> DavProp {
+    DavProp {
+        name: NAME.to_string(),
+        prefix: Some("h".to_string()),
+        namespace: Some(NS.to_string()),
+        xml: Some(xml.into_bytes()),
+    }
+}
+
+/// The value of attribute `name` in the element text davd wrote ([`Stored::to_prop`],
+/// [`Pending::to_prop`]).
+fn attribute<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let start = text.find(&format!(" {name}=\""))? + name.len() + 3;
+    let len = text[start..].find('"')?;
+    Some(&text[start..start + len])
 }
 
 /// What every [`Pending`] marker's text contains (and no stored hash's).
