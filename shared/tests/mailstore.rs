@@ -187,7 +187,7 @@ async fn one_user_cannot_touch_anothers_mailboxes() {
     // The reads and the \Recent claim that imapd's FETCH, SEARCH, sync and SELECT use.
     assert!(mail.fetch_light(bob.id, alice_inbox.id, &[1]).await.unwrap().is_empty());
     assert!(matches!(
-        mail.changes_since(bob.id, alice_inbox.id, 0).await,
+        mail.changes_since(bob.id, alice_inbox.id, 0, 0).await,
         Err(StoreError::NoSuchMailbox)
     ));
     assert_eq!(mail.claim_recent(bob.id, alice_inbox.id, 1).await.unwrap(), None);
@@ -485,7 +485,7 @@ async fn changes_since_follow_appends_flags_and_expunges() {
     let user = env.add_user("alice@example.test", "pw", None).await;
     let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
     let start = mail
-        .changes_since(user.id, inbox.id, inbox.highestmodseq)
+        .changes_since(user.id, inbox.id, inbox.highestmodseq, 0)
         .await
         .unwrap();
     assert_eq!(start.highestmodseq, inbox.highestmodseq);
@@ -500,14 +500,17 @@ async fn changes_since_follow_appends_flags_and_expunges() {
         .await
         .unwrap();
     let after_append = mail
-        .changes_since(user.id, inbox.id, start.highestmodseq)
+        .changes_since(user.id, inbox.id, start.highestmodseq, 0)
         .await
         .unwrap();
     assert_eq!(after_append.highestmodseq, second.modseq);
     let uids: Vec<u32> = after_append.changed.iter().map(|s| s.uid).collect();
     assert_eq!(uids, vec![first.uid, second.uid]);
     // Nothing since the newest MODSEQ.
-    let none = mail.changes_since(user.id, inbox.id, second.modseq).await.unwrap();
+    let none = mail
+        .changes_since(user.id, inbox.id, second.modseq, second.uid)
+        .await
+        .unwrap();
     assert!(none.changed.is_empty() && none.expunged == Some(vec![]));
     mail.store_flags(
         user.id,
@@ -519,7 +522,10 @@ async fn changes_since_follow_appends_flags_and_expunges() {
     )
     .await
     .unwrap();
-    let after_store = mail.changes_since(user.id, inbox.id, second.modseq).await.unwrap();
+    let after_store = mail
+        .changes_since(user.id, inbox.id, second.modseq, second.uid)
+        .await
+        .unwrap();
     assert!(after_store.highestmodseq > second.modseq);
     assert_eq!(
         after_store.changed,
@@ -531,7 +537,7 @@ async fn changes_since_follow_appends_flags_and_expunges() {
     );
     mail.expunge(user.id, inbox.id, None).await.unwrap();
     let after_expunge = mail
-        .changes_since(user.id, inbox.id, after_store.highestmodseq)
+        .changes_since(user.id, inbox.id, after_store.highestmodseq, second.uid)
         .await
         .unwrap();
     assert!(after_expunge.highestmodseq > after_store.highestmodseq);
@@ -539,7 +545,7 @@ async fn changes_since_follow_appends_flags_and_expunges() {
     assert_eq!(after_expunge.expunged, Some(vec![first.uid]));
     // From before the first append: the second message, and the first one's removal.
     let all = mail
-        .changes_since(user.id, inbox.id, start.highestmodseq)
+        .changes_since(user.id, inbox.id, start.highestmodseq, 0)
         .await
         .unwrap();
     assert_eq!(all.changed.iter().map(|s| s.uid).collect::<Vec<_>>(), vec![second.uid]);
@@ -552,7 +558,7 @@ async fn changes_since_follow_appends_flags_and_expunges() {
         .await
         .unwrap();
     let pruned = mail
-        .changes_since(user.id, inbox.id, start.highestmodseq)
+        .changes_since(user.id, inbox.id, start.highestmodseq, 0)
         .await
         .unwrap();
     assert_eq!(pruned.expunged, None);
@@ -560,9 +566,92 @@ async fn changes_since_follow_appends_flags_and_expunges() {
     let projects = mail.create_mailbox(user.id, "Projects", None).await.unwrap();
     mail.delete_mailbox(user.id, "Projects").await.unwrap();
     assert!(matches!(
-        mail.changes_since(user.id, projects.id, 0).await,
+        mail.changes_since(user.id, projects.id, 0, 0).await,
         Err(StoreError::NoSuchMailbox)
     ));
+}
+
+/// Flag changes reach the other sessions through the mailbox's record of them (migration 0021):
+/// only the messages a STORE changed since the session's MODSEQ are read, and once the record
+/// has been emptied past its bound, a session from before compares every message instead.
+#[tokio::test]
+async fn changes_since_read_flag_changes_from_their_record() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let db = &env.context.db;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    let mut uids = Vec::new();
+    for n in 0..3 {
+        let appended = mail
+            .append(user.id, inbox.id, &message(n), &[], Utc::now(), None)
+            .await
+            .unwrap();
+        uids.push(appended.uid);
+    }
+    let known_uid = uids[2];
+    let known = mail.mailbox(user.id, "INBOX").await.unwrap().highestmodseq;
+    let store = |uids: Vec<u32>, op: FlagOp, flag: &'static str| async move {
+        mail.store_flags(user.id, inbox.id, &uids, op, &[flag.to_string()], None)
+            .await
+            .unwrap()
+    };
+    let changed_since = |since: u64| async move {
+        let changes = mail.changes_since(user.id, inbox.id, since, known_uid).await.unwrap();
+        let states: Vec<(u32, Vec<String>)> = changes.changed.into_iter().map(|s| (s.uid, s.flags)).collect();
+        states
+    };
+    let seen = || vec!["\\Seen".to_string()];
+
+    store(vec![uids[0], uids[2]], FlagOp::Add, "\\Seen").await;
+    assert_eq!(changed_since(known).await, vec![(uids[0], seen()), (uids[2], seen())]);
+    // A keyword compares case-insensitively: added in one case, the other case changes nothing
+    // and removes it.
+    store(vec![uids[2]], FlagOp::Add, "$Junk").await;
+    assert!(store(vec![uids[2]], FlagOp::Add, "$JUNK").await.changed.is_empty());
+    let removed = store(vec![uids[2]], FlagOp::Remove, "$junk").await;
+    assert_eq!(removed.changed.len(), 1);
+    let after_keyword = removed.changed[0].modseq;
+    store(vec![uids[2]], FlagOp::Remove, "\\Seen").await;
+    assert_eq!(changed_since(known).await, vec![(uids[0], seen()), (uids[2], vec![])]);
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM flag_changes WHERE mailbox_id = $1")
+        .bind(inbox.id)
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 4, "one row per STORE that changed something");
+
+    // The next STORE passes the record's bound: the record is emptied, the floor rises to it.
+    sqlx::query("UPDATE mailboxes SET flag_log_uids = $1 WHERE id = $2")
+        .bind(shared::mailstore::FLAG_LOG_MAX_UIDS)
+        .bind(inbox.id)
+        .execute(db)
+        .await
+        .unwrap();
+    let reset = store(vec![uids[1]], FlagOp::Add, "\\Flagged").await;
+    let reset_modseq = reset.changed[0].modseq;
+    let (recorded, floor): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM flag_changes WHERE mailbox_id = $1), flag_log_floor FROM mailboxes WHERE id = $1",
+    )
+    .bind(inbox.id)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!((recorded, floor as u64), (0, reset_modseq));
+    // Sessions from before the floor compare every message: nothing is missed.
+    let flagged = vec!["\\Flagged".to_string()];
+    assert_eq!(
+        changed_since(known).await,
+        vec![(uids[0], seen()), (uids[1], flagged.clone()), (uids[2], vec![])]
+    );
+    assert_eq!(
+        changed_since(after_keyword).await,
+        vec![(uids[1], flagged.clone()), (uids[2], vec![])]
+    );
+    assert!(changed_since(reset_modseq).await.is_empty());
+    // And the record starts again after the floor.
+    store(vec![uids[0]], FlagOp::Remove, "\\Seen").await;
+    assert_eq!(changed_since(reset_modseq).await, vec![(uids[0], vec![])]);
 }
 
 /// The light fetch answers the same metadata as the full one, without the parse, in UID order,

@@ -449,8 +449,7 @@ impl Session {
                 return Ok(());
             };
             let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
-            let Some(changes) =
-                super::sync::changes_of_view(&self.ctx.mail, user_id, mailbox_id, selected.known_modseq).await?
+            let Some(changes) = super::sync::changes_of_view(&self.ctx.mail, user_id, mailbox_id, selected).await?
             else {
                 return Ok(());
             };

@@ -20,7 +20,7 @@ impl Session {
         let user_id = user.id;
         let mailbox_id = selected.mailbox.id;
         // Everything since the MODSEQ the view knows, in one statement: usually nothing.
-        let Some(changes) = changes_of_view(&self.ctx.mail, user_id, mailbox_id, selected.known_modseq).await? else {
+        let Some(changes) = changes_of_view(&self.ctx.mail, user_id, mailbox_id, selected).await? else {
             return Ok(());
         };
         let mut out: Vec<u8> = Vec::new();
@@ -224,9 +224,12 @@ pub(super) async fn changes_of_view(
     mail: &MailStore,
     user_id: i64,
     mailbox_id: i64,
-    known_modseq: u64,
+    selected: &Selected,
 ) -> Result<Option<Changes>, Failure> {
-    match mail.changes_since(user_id, mailbox_id, known_modseq).await {
+    match mail
+        .changes_since(user_id, mailbox_id, selected.known_modseq, selected.max_uid())
+        .await
+    {
         Ok(changes) => Ok(Some(changes)),
         Err(StoreError::NoSuchMailbox) => Ok(None),
         Err(e) => Err(e.into()),

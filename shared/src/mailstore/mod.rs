@@ -451,6 +451,27 @@ fn unique_uids_param(uids: &[u32]) -> Vec<i64> {
     uids
 }
 
+/// Sorted, distinct UIDs as the text of a PostgreSQL `int8multirange` (`{[1,2001),[2005,2006)}`):
+/// the record of a STORE's targets (`flag_changes`, migration 0021) in as many ranges as the set
+/// has runs, so `STORE 1:*` records one range whatever the size of the mailbox.
+fn uid_ranges_param(sorted_uids: &[i64]) -> String {
+    let mut text = String::from("{");
+    let mut runs = sorted_uids.iter().copied().peekable();
+    while let Some(first) = runs.next() {
+        let mut last = first;
+        while runs.peek() == Some(&(last + 1)) {
+            last += 1;
+            runs.next();
+        }
+        if text.len() > 1 {
+            text.push(',');
+        }
+        text.push_str(&format!("[{first},{})", last + 1));
+    }
+    text.push('}');
+    text
+}
+
 impl MailStore {
     /// The store over `db` and `blobs`.
     pub fn new(db: PgPool, blobs: BlobStore) -> MailStore {
@@ -624,24 +645,53 @@ impl MailStore {
             .collect())
     }
 
-    /// What changed in a user's mailbox since MODSEQ `since`, in one statement (one snapshot):
-    /// its HIGHESTMODSEQ, the messages added or changed since (their MODSEQ is above it), and
-    /// the UIDs removed since, from the mailbox's removal record (RFC 7162 §3.2.5, the table
-    /// `expunged`); `expunged` is `None` when the record no longer reaches back to `since`
-    /// (pruned past `expunged_floor`): the caller then compares its whole view
-    /// ([`Self::message_states`]). A session whose view is current pays one index probe of
-    /// each table, not a count of the mailbox's messages. `NoSuchMailbox` when the mailbox is
-    /// gone or not the user's.
-    pub async fn changes_since(&self, user_id: i64, mailbox_id: i64, since: u64) -> Result<Changes, StoreError> {
+    /// What changed in a user's mailbox since MODSEQ `since`, for a view of it that holds the
+    /// messages up to UID `known_uid`, in one statement (one snapshot): its HIGHESTMODSEQ, the
+    /// messages added since (above `known_uid`: UIDs and MODSEQs are both taken in ascending
+    /// order under the mailbox's row lock, so whatever came after `since` is above every UID
+    /// the view could know) and those changed since (the record of flag changes,
+    /// `flag_changes`, migration 0021; `modseq` itself is not indexed, so that a STORE's row
+    /// versions can be HOT), and the UIDs removed since, from the mailbox's removal record
+    /// (RFC 7162 §3.2.5, the table `expunged`); `expunged` is `None` when the record no longer
+    /// reaches back to `since` (pruned past `expunged_floor`): the caller then compares its
+    /// whole view ([`Self::message_states`]). When the record of flag changes does not reach
+    /// back to `since` (`flag_log_floor`, [`FLAG_LOG_MAX_UIDS`]) every message of the view is
+    /// compared instead. A session whose view is current pays one index probe of each record
+    /// and of the messages above its UIDs, not a count of the mailbox's messages.
+    /// `NoSuchMailbox` when the mailbox is gone or not the user's.
+    pub async fn changes_since(
+        &self,
+        user_id: i64,
+        mailbox_id: i64,
+        since: u64,
+        known_uid: u32,
+    ) -> Result<Changes, StoreError> {
         // A client's MODSEQ is at most 63 bits (RFC 7162 §7); a larger one is past every change.
         let since = i64::try_from(since).unwrap_or(i64::MAX);
+        // Each branch's test of the floors uses only the mailbox row and parameters: PostgreSQL
+        // evaluates it once, before the branch's scan (a gating "one-time filter"). The UID
+        // ranges are closed on both sides so that a generic plan range-scans the primary key:
+        // with one side open it estimated a third of the table and scanned all of it. The
+        // recorded ranges (merged by `range_agg`) each range-scan it too: `OFFSET 0` keeps that
+        // subquery apart, which the planner otherwise joined the other way round (all of the
+        // table's rows, each tested against the ranges).
         let rows = sqlx::query!(
             r#"SELECT b.highestmodseq, $3 >= b.expunged_floor AS "complete!",
                       c.uid AS "uid?", c.modseq AS "modseq?", c.flags AS "flags?", c.gone AS "gone?"
              FROM mailboxes b
              LEFT JOIN LATERAL (
                  SELECT m.uid, m.modseq, m.flags, false AS gone FROM messages m
-                 WHERE m.mailbox_id = b.id AND m.modseq > $3
+                 WHERE m.mailbox_id = b.id AND m.uid > $4 AND m.uid < b.uidnext
+                 UNION ALL
+                 SELECT m.uid, m.modseq, m.flags, false FROM (
+                     SELECT unnest(range_agg(f.uids)) AS r FROM flag_changes f
+                     WHERE f.mailbox_id = b.id AND f.modseq > $3 AND $3 >= b.flag_log_floor) x,
+                 LATERAL (SELECT m.uid, m.modseq, m.flags FROM messages m
+                          WHERE m.mailbox_id = b.id AND m.uid >= lower(x.r) AND m.uid < upper(x.r)
+                            AND m.uid <= $4 AND m.modseq > $3 OFFSET 0) m
+                 UNION ALL
+                 SELECT m.uid, m.modseq, m.flags, false FROM messages m
+                 WHERE m.mailbox_id = b.id AND m.uid BETWEEN 1 AND $4 AND m.modseq > $3 AND $3 < b.flag_log_floor
                  UNION ALL
                  SELECT e.uid, e.modseq, NULL::text[], true FROM expunged e
                  WHERE e.mailbox_id = b.id AND e.modseq > $3 AND $3 >= b.expunged_floor
@@ -650,7 +700,8 @@ impl MailStore {
              ORDER BY c.uid"#,
             mailbox_id,
             user_id,
-            since
+            since,
+            i64::from(known_uid)
         )
         .fetch_all(&self.db)
         .await?;
@@ -1981,6 +2032,13 @@ fn changed_under_lock(command: &str, mailbox_id: i64) -> StoreError {
     StoreError::Db(sqlx::Error::Protocol("concurrent change under the mailbox lock".into()))
 }
 
+/// UIDs a mailbox's record of flag changes (`flag_changes`, migration 0021) may hold. The STORE
+/// that would pass it empties the record instead and raises the mailbox's `flag_log_floor` to
+/// its own MODSEQ: a session that knew the mailbox before that compares every message once
+/// ([`MailStore::changes_since`]), which costs about what reading that many changes would. The
+/// bound keeps the record at most a few hundred KiB per mailbox.
+pub const FLAG_LOG_MAX_UIDS: i64 = 50_000;
+
 /// One STORE's change, as [`MailStore::store_flags`] runs it.
 struct StoreFlags<'a> {
     user_id: i64,
@@ -1997,11 +2055,17 @@ impl StoreFlags<'_> {
     ///
     /// `cur` reads the targets and computes their new flags (RFC 3501 §6.4.6: `+FLAGS` appends
     /// the ones missing, `-FLAGS` drops the ones named, `FLAGS` replaces; flags compare
-    /// case-insensitively, system flags are stored in their canonical case), `todo`
-    /// keeps those that change and pass UNCHANGEDSINCE, `b` takes the new MODSEQ only if
-    /// something changes and HIGHESTMODSEQ is still the snapshot's, `u` writes the rows (each
-    /// once, so the row versions written are only the changed messages'), `n` tells the other
-    /// sessions. The rows returned are the changed and the refused (`modified`) messages.
+    /// case-insensitively, system flags are stored in their canonical case; a single flag
+    /// added or removed in the case it is stored in, the common STORE, skips the per-row
+    /// subquery: a message's flags hold no two that differ only in case), `todo` keeps those
+    /// that change and pass UNCHANGEDSINCE, `b` takes the new MODSEQ only if something changes
+    /// and HIGHESTMODSEQ is still the snapshot's, `u` writes the rows (each once, so the row
+    /// versions written are only the changed messages'; `modseq` is not indexed, so they are
+    /// HOT where the page has room), `lg` records the targets' UIDs (as ranges: a superset of the
+    /// changed ones, which the reader narrows by MODSEQ) at the new MODSEQ for the other
+    /// sessions' sync ([`MailStore::changes_since`], migration 0021) and `pr` forgets the
+    /// record when `b` emptied it ([`FLAG_LOG_MAX_UIDS`]), `n` tells the other sessions. The
+    /// rows returned are the changed and the refused (`modified`) messages.
     async fn run(&self, conn: &mut PgConnection) -> Result<Option<FlagChange>, StoreError> {
         let op = match self.op {
             FlagOp::Add => 0,
@@ -2020,13 +2084,18 @@ impl StoreFlags<'_> {
             r#"WITH snap AS (
                  SELECT highestmodseq FROM mailboxes WHERE id = $1 AND user_id = $2),
              given AS (
-                 SELECT $7::text[] AS flags, lower($7::text)::text[] AS lower),
+                 SELECT $7::text[] AS flags, lower($7::text)::text[] AS lower,
+                        CASE WHEN cardinality($7::text[]) = 1 THEN $7[1] END AS one),
              cur AS (
                  SELECT uid, ($8::bigint IS NOT NULL AND modseq > $8) AS refused,
                         CASE $6::int
-                          WHEN 0 THEN CASE WHEN l @> g.lower THEN NULL ELSE m.flags || ARRAY(
+                          WHEN 0 THEN CASE WHEN l @> g.lower THEN NULL
+                              WHEN g.one IS NOT NULL THEN m.flags || g.flags
+                              ELSE m.flags || ARRAY(
                               SELECT f FROM unnest(g.flags, g.lower) AS a(f, lf) WHERE NOT lf = ANY(l)) END
-                          WHEN 1 THEN CASE WHEN NOT l && g.lower THEN NULL ELSE ARRAY(
+                          WHEN 1 THEN CASE WHEN NOT l && g.lower THEN NULL
+                              WHEN g.one IS NOT NULL AND m.flags @> g.flags THEN array_remove(m.flags, g.one)
+                              ELSE ARRAY(
                               SELECT c FROM unnest(m.flags) AS c WHERE NOT lower(c) = ANY(g.lower)) END
                           ELSE CASE WHEN l @> g.lower AND g.lower @> l THEN NULL ELSE g.flags END
                         END AS new_flags
@@ -2036,17 +2105,30 @@ impl StoreFlags<'_> {
                       given g),
              todo AS (
                  SELECT uid, new_flags FROM cur WHERE NOT refused AND new_flags IS NOT NULL),
+             k AS (
+                 SELECT count(*) AS changed FROM todo),
              b AS (
-                 UPDATE mailboxes SET highestmodseq = highestmodseq + 1
-                 WHERE id = $1 AND highestmodseq = (SELECT highestmodseq FROM snap) AND EXISTS (SELECT 1 FROM todo)
-                 RETURNING highestmodseq),
+                 UPDATE mailboxes SET highestmodseq = highestmodseq + 1,
+                        flag_log_uids = CASE WHEN flag_log_uids + k.changed > $11 THEN 0
+                                             ELSE flag_log_uids + k.changed END,
+                        flag_log_floor = CASE WHEN flag_log_uids + k.changed > $11 THEN highestmodseq + 1
+                                              ELSE flag_log_floor END
+                 FROM k
+                 WHERE id = $1 AND highestmodseq = (SELECT highestmodseq FROM snap) AND k.changed > 0
+                 RETURNING highestmodseq, flag_log_floor),
              u AS (
                  UPDATE messages m SET flags = t.new_flags, modseq = b.highestmodseq
                  FROM b, todo t WHERE m.mailbox_id = $1 AND m.uid = t.uid),
+             lg AS (
+                 INSERT INTO flag_changes (mailbox_id, modseq, uids)
+                 SELECT $1, b.highestmodseq, $12::text::int8multirange FROM b
+                 WHERE b.highestmodseq > b.flag_log_floor),
+             pr AS (
+                 DELETE FROM flag_changes f USING b WHERE f.mailbox_id = $1 AND f.modseq <= b.flag_log_floor),
              n AS (
                  SELECT pg_notify($9, $10) FROM b)
              SELECT (SELECT highestmodseq FROM b) AS modseq,
-                    (SELECT count(*) FROM todo) AS "todo!",
+                    (SELECT changed FROM k) AS "todo!",
                     (SELECT count(*) FROM n) AS "notified!",
                     r.uid AS "uid?", r.refused AS "refused?", r.new_flags AS "new_flags?"
              FROM snap LEFT JOIN (
@@ -2062,6 +2144,8 @@ impl StoreFlags<'_> {
             self.unchanged_since.map(|m| m.min(i64::MAX as u64) as i64),
             events::CHANNEL,
             payload,
+            FLAG_LOG_MAX_UIDS,
+            uid_ranges_param(self.uids),
         )
         .fetch_all(&mut *conn)
         .await?;
@@ -2730,6 +2814,13 @@ pub fn normalize_flags(flags: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uid_ranges_are_the_runs_of_the_set() {
+        assert_eq!(uid_ranges_param(&[]), "{}");
+        assert_eq!(uid_ranges_param(&[7]), "{[7,8)}");
+        assert_eq!(uid_ranges_param(&[1, 2, 3, 5, 7, 8]), "{[1,4),[5,6),[7,9)}");
+    }
 
     #[test]
     fn flags_are_normalized() {
