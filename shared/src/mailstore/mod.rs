@@ -2212,20 +2212,31 @@ impl Expunge<'_> {
             user_id: self.user_id,
             mailbox_id: self.mailbox_id,
         });
+        // UID EXPUNGE's UIDs bound a range scan of the primary key and are looked up in a
+        // hashed subplan (`IN (SELECT unnest(..))`): `uid = ANY($3)` searched the parameter array
+        // once per message of the mailbox (as in `StoreFlags::run`).
+        let (lowest, highest) = match self.uids {
+            Some(uids) => (
+                uids.iter().min().copied().unwrap_or(0),
+                uids.iter().max().copied().unwrap_or(0),
+            ),
+            None => (0, i64::MAX),
+        };
         let row = sqlx::query!(
             r#"WITH snap AS (
                  SELECT highestmodseq FROM mailboxes WHERE id = $1 AND user_id = $2),
              due AS (
-                 SELECT EXISTS (SELECT 1 FROM messages WHERE mailbox_id = $1 AND '\Deleted' = ANY(flags)
-                                AND ($3::bigint[] IS NULL OR uid = ANY($3))) AS due),
+                 SELECT EXISTS (SELECT 1 FROM messages WHERE mailbox_id = $1 AND uid BETWEEN $6 AND $7
+                                AND '\Deleted' = ANY(flags)
+                                AND ($3::bigint[] IS NULL OR uid IN (SELECT unnest($3::bigint[])))) AS due),
              lk AS (
                  SELECT m.id FROM users u, mailboxes m
                  WHERE u.id = $2 AND m.id = $1 AND m.user_id = u.id
                    AND m.highestmodseq = (SELECT highestmodseq FROM snap) AND (SELECT due FROM due)
                  FOR UPDATE OF u, m),
              d AS (
-                 DELETE FROM messages WHERE mailbox_id = $1 AND EXISTS (SELECT 1 FROM lk) AND '\Deleted' = ANY(flags)
-                   AND ($3::bigint[] IS NULL OR uid = ANY($3))
+                 DELETE FROM messages WHERE mailbox_id = $1 AND uid BETWEEN $6 AND $7 AND EXISTS (SELECT 1 FROM lk)
+                   AND '\Deleted' = ANY(flags) AND ($3::bigint[] IS NULL OR uid IN (SELECT unnest($3::bigint[])))
                  RETURNING uid, blob_id, size),
              f AS (
                  DELETE FROM quota_reservations
@@ -2267,6 +2278,8 @@ impl Expunge<'_> {
             self.uids,
             events::CHANNEL,
             payload,
+            lowest,
+            highest,
         )
         .fetch_optional(&mut *conn)
         .await?;
