@@ -34,7 +34,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::{
-    Appended, DeliveryTarget, Destination, MailStore, Row, SelectedView, StoreError, charge_delivery, insert_message,
+    Appended, DeliveryTarget, Destination, MailStore, Row, SelectedView, StoreError, charge_delivery,
+    fits_one_statement, insert_message, insert_unlimited,
 };
 use crate::blobs::PendingPut;
 use crate::quota::Reservation;
@@ -240,6 +241,32 @@ impl MailStore {
     async fn try_group(&self, jobs: &mut [Job]) -> Result<Vec<Appended>, GroupFailed> {
         let before = GroupFailed::BeforeCommit;
         let mut tx = self.db.begin().await.map_err(|e| before(e.into()))?;
+        if jobs
+            .iter()
+            .all(|j| fits_one_statement(j.target.reservation.as_ref(), &j.row))
+        {
+            // Every delivery of a user without a limit, with a small body: one statement each
+            // (`insert_unlimited`). One that finds a limit set meanwhile fails the group, and
+            // each is retried alone, through the two-step path where needed.
+            let mut appended = Vec::with_capacity(jobs.len());
+            for job in jobs.iter() {
+                match insert_unlimited(&mut *tx, job.target.user_id, &job.destination, job.view, &job.row).await {
+                    Ok(Some(one)) => appended.push(one),
+                    Ok(None) => {
+                        return Err(before(StoreError::Invalid(
+                            "a quota limit was set during the delivery".into(),
+                        )));
+                    }
+                    Err(e) => return Err(before(e)),
+                }
+            }
+            tx.commit().await.map_err(|e| GroupFailed::AtCommit(e.into()))?;
+            for job in jobs.iter() {
+                self.restore_if_swept(&job.row).await;
+                self.settle_later(&job.row).await;
+            }
+            return Ok(appended);
+        }
         for job in jobs.iter_mut() {
             charge_delivery(&mut tx, job.target.user_id, job.target.reservation.take(), job.row.size)
                 .await
@@ -272,6 +299,15 @@ impl MailStore {
         row: &Row,
         body: Option<PendingPut>,
     ) -> Result<Appended, StoreError> {
+        if body.is_none() && fits_one_statement(target.reservation.as_ref(), row) {
+            // One statement, committed on its own: one round trip (`insert_unlimited`).
+            if let Some(appended) = insert_unlimited(self.db(), target.user_id, destination, view, row).await? {
+                self.restore_if_swept(row).await;
+                self.settle_later(row).await;
+                return Ok(appended);
+            }
+            // The user has a limit now: the two-step path checks the write against it.
+        }
         let mut tx = self.db.begin().await?;
         charge_delivery(&mut tx, target.user_id, target.reservation, row.size).await?;
         let appended = insert_message(&mut tx, target.user_id, destination, view, row).await?;
@@ -284,6 +320,31 @@ impl MailStore {
         tx.commit().await?;
         self.settle_later(row).await;
         Ok(appended)
+    }
+
+    /// After a one-statement commit of `row` ([`insert_unlimited`]), which could not check that
+    /// a sweep had not removed the body's file meanwhile (`BlobStore::ensure_present`): a file
+    /// found missing is written again from the body, which the commit holds in `blob_pending`,
+    /// before the delivery is acknowledged. Should that fail, the delivery stays committed and
+    /// durable (its body in `blob_pending`, written back by `blobs::settle_all` at the next
+    /// start): it is logged, not failed, since a failure would make the client store it twice.
+    async fn restore_if_swept(&self, row: &Row) {
+        if self.blobs.ensure_present(&row.blob).is_ok() {
+            return;
+        }
+        let Some(body) = row.pending.clone() else { return };
+        tracing::warn!(blob = %row.blob.0, "a sweep removed a message body's file while it was stored: writing it again");
+        let blobs = self.blobs.clone();
+        let id = row.blob.clone();
+        match tokio::task::spawn_blocking(move || blobs.write_unsynced_blocking(&id, &body)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(blob = %row.blob.0, "writing a swept body's file again (left for the next start): {e}")
+            }
+            Err(e) => {
+                tracing::error!(blob = %row.blob.0, "writing a swept body's file again (left for the next start): {e}")
+            }
+        }
     }
 
     /// After the commit of `row`: a body the commit made durable through `blob_pending` has its
