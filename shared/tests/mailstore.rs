@@ -110,12 +110,22 @@ async fn unlimited_deliveries_in_one_statement_keep_uids_usage_and_events_right(
                 mailbox_id: n.is_multiple_of(2).then_some(inbox.id),
                 reservation: Some(reservation),
             };
-            mail.deliver(vec![target], &raw, &[], Utc::now()).await.unwrap()
+            // Flags of each message (APPEND's), carried per message through a group.
+            let flags: Vec<String> = match n % 3 {
+                0 => vec![],
+                1 => vec!["\\Seen".into()],
+                _ => vec!["\\Flagged".into(), format!("$label{n}")],
+            };
+            let done = mail.deliver(vec![target], &raw, &flags, Utc::now()).await.unwrap();
+            (done, flags)
         }));
     }
     let mut appended = Vec::new();
+    let mut flags_of = std::collections::HashMap::new();
     for t in tasks {
-        appended.extend(t.await.unwrap());
+        let (done, flags) = t.await.unwrap();
+        flags_of.insert(done[0].uid, flags);
+        appended.extend(done);
     }
     let mut uids: Vec<u32> = appended.iter().map(|a| a.uid).collect();
     uids.sort_unstable();
@@ -134,6 +144,7 @@ async fn unlimited_deliveries_in_one_statement_keep_uids_usage_and_events_right(
     for state in &stored {
         let done = appended.iter().find(|a| a.uid == state.uid).expect("answered");
         assert_eq!(state.modseq, done.modseq);
+        assert_eq!(state.flags, flags_of[&state.uid], "flags of UID {}", state.uid);
     }
     let after = env.context.mail.mailbox(user.id, "INBOX").await.unwrap();
     assert_eq!(after.uidnext, 49);

@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 use super::{
     Appended, DeliveryTarget, Destination, MailStore, Row, SelectedView, StoreError, charge_delivery,
-    fits_one_statement, insert_message, insert_unlimited,
+    fits_one_statement, insert_message, insert_unlimited, insert_unlimited_group,
 };
 use crate::blobs::PendingPut;
 use crate::quota::Reservation;
@@ -240,11 +240,30 @@ impl MailStore {
     /// messages.
     async fn try_group(&self, jobs: &mut [Job]) -> Result<Vec<Appended>, GroupFailed> {
         let before = GroupFailed::BeforeCommit;
-        let mut tx = self.db.begin().await.map_err(|e| before(e.into()))?;
-        if jobs
+        let one_statement = jobs
             .iter()
-            .all(|j| fits_one_statement(j.target.reservation.as_ref(), &j.row))
-        {
+            .all(|j| fits_one_statement(j.target.reservation.as_ref(), &j.row));
+        if one_statement && jobs.iter().all(|j| !j.view.is_some_and(|v| v.claim_recent)) {
+            // The whole group in one statement committed on its own: one round trip
+            // (`insert_unlimited_group`; a \Recent claim for a view is made message by message).
+            let (user_id, destination) = (jobs[0].target.user_id, jobs[0].destination.clone());
+            let rows: Vec<&Row> = jobs.iter().map(|j| &j.row).collect();
+            let appended = match insert_unlimited_group(self.db(), user_id, &destination, &rows).await {
+                Ok(Some(appended)) => appended,
+                Ok(None) => return Err(before(limit_set())),
+                // A statement PostgreSQL refused was rolled back: nothing was committed.
+                Err(e) if outcome_known(&e) => return Err(before(e)),
+                // The connection failed while the statement ran: its commit's outcome is unknown.
+                Err(e) => return Err(GroupFailed::AtCommit(e)),
+            };
+            for job in jobs.iter() {
+                self.restore_if_swept(&job.row).await;
+                self.settle_later(&job.row).await;
+            }
+            return Ok(appended);
+        }
+        let mut tx = self.db.begin().await.map_err(|e| before(e.into()))?;
+        if one_statement {
             // Every delivery of a user without a limit, with a small body: one statement each
             // (`insert_unlimited`). One that finds a limit set meanwhile fails the group, and
             // each is retried alone, through the two-step path where needed.
@@ -252,11 +271,7 @@ impl MailStore {
             for job in jobs.iter() {
                 match insert_unlimited(&mut *tx, job.target.user_id, &job.destination, job.view, &job.row).await {
                     Ok(Some(one)) => appended.push(one),
-                    Ok(None) => {
-                        return Err(before(StoreError::Invalid(
-                            "a quota limit was set during the delivery".into(),
-                        )));
-                    }
+                    Ok(None) => return Err(before(limit_set())),
                     Err(e) => return Err(before(e)),
                 }
             }
@@ -353,6 +368,25 @@ impl MailStore {
         if row.pending.is_some() {
             self.blobs.settle_later(&self.db, row.blob.clone()).await;
         }
+    }
+}
+
+/// Why a group of deliveries reserved without a limit is retried one by one: the user has one
+/// now (each retry checks its write against it).
+fn limit_set() -> StoreError {
+    StoreError::Invalid("a quota limit was set during the delivery".into())
+}
+
+/// Whether a failed statement committed nothing for sure: PostgreSQL refused it (its implicit
+/// transaction rolled back), or it never reached the server. A broken connection leaves the
+/// outcome unknown.
+fn outcome_known(e: &StoreError) -> bool {
+    match e {
+        StoreError::Db(e) => matches!(
+            e,
+            sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+        ),
+        _ => true,
     }
 }
 
