@@ -185,6 +185,59 @@ async fn unlimited_deliveries_in_one_statement_keep_uids_usage_and_events_right(
         let raw = env.context.blobs.read(&m.blob).await.unwrap();
         assert_eq!(raw.len() as u64, m.size);
     }
+    // What `tinydc check` looks at: the mailbox counters and the recorded usage agree with
+    // the rows (a recount corrects nothing).
+    let mut conn = db.acquire().await.unwrap();
+    let problems = shared::mailstore::counter_problems(&mut conn).await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    drop(conn);
+    let files = tempfile::tempdir().unwrap();
+    let recount = quota::recalc(db, user.id, files.path()).await.unwrap();
+    assert!(!recount.corrected(), "{recount:?}");
+}
+
+/// APPENDs of sessions that have the mailbox selected and claim \Recent for their view
+/// (`SelectedView`) share group commits as one statement per message in one transaction: each
+/// gets its own UID and MODSEQ, and the \Recent mark never goes backwards.
+#[tokio::test]
+async fn concurrent_appends_claiming_recent_keep_uids_right() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let db = &env.context.db;
+    let inbox = env.context.mail.mailbox(user.id, "INBOX").await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..24 {
+        let mail = env.context.mail.clone();
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let raw = message(n);
+            let reservation = quota::reserve(&db, user.id, raw.len() as u64).await.unwrap();
+            let view = shared::mailstore::SelectedView {
+                mailbox_id: inbox.id,
+                known_modseq: 0,
+                claim_recent: true,
+            };
+            mail.append_named(user.id, "INBOX", Some(view), raw, &[], Utc::now(), Some(reservation))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut uids = Vec::new();
+    for t in tasks {
+        let done = t.await.unwrap();
+        assert!(done.recent_from.is_none_or(|from| from <= done.uid), "{done:?}");
+        uids.push(done.uid);
+    }
+    uids.sort_unstable();
+    assert_eq!(uids, (1..=24).collect::<Vec<u32>>());
+    let states = env.context.mail.message_states(user.id, inbox.id).await.unwrap();
+    let mut modseqs: Vec<u64> = states.iter().map(|m| m.modseq).collect();
+    modseqs.dedup();
+    assert_eq!(modseqs.len(), 24);
+    assert_eq!(
+        quota::info(db, user.id).await.unwrap().mail_bytes,
+        (0..24).map(|n| message(n).len() as u64).sum::<u64>()
+    );
 }
 
 /// A limit set after a write was reserved without one still binds that write: the
