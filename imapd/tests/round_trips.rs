@@ -109,12 +109,13 @@ async fn the_mixed_cycle_asks_postgres_little() {
     // FETCH syncs the view first (fresh flags) and reads the rows: no second sync at its end.
     assert!(of("FETCH").len() <= 2, "FETCH: {:#?}", of("FETCH"));
     // APPEND: no quota read at the literal for a user this process saw without a limit
-    // (`quota::reserve_known`; the first round read it), then one transaction: the quota delta, the
-    // mailbox found by name with its UID, MODSEQ and the \Recent claim in one statement, the
-    // rows, the commit. No mailbox lookup before it, no sync read or claim after it (the view
-    // advances from the store's answer, `SelectedView`); no usage fold or warning read for a
-    // user without a limit (folded later, shared::quota::FoldQueue), no count of the mailbox.
-    assert!(of("APPEND").len() <= 4, "APPEND: {:#?}", of("APPEND"));
+    // (`quota::reserve_known`; the first round read it), then ONE statement committed on its
+    // own (no BEGIN, no COMMIT: shared::mailstore `insert_unlimited`): the quota delta, the
+    // mailbox found by name with its UID, MODSEQ and the \Recent claim, the rows, the event.
+    // No mailbox lookup before it, no sync read or claim after it (the view advances from the
+    // store's answer, `SelectedView`); no usage fold or warning read for a user without a
+    // limit (folded later, shared::quota::FoldQueue), no count of the mailbox.
+    assert!(of("APPEND").len() <= 1, "APPEND: {:#?}", of("APPEND"));
     // EXPUNGE: one statement (the locks, the removal, the refund, the blob references, the
     // removal record and its event, committed on its own), and no sync read after it: the
     // removal's MODSEQ follows the view's. The warning check only for a user who was warned.

@@ -31,7 +31,8 @@ pub const CHANNEL: &str = "tinydc";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
-    /// Messages were added, flagged or expunged in a mailbox.
+    /// Messages were added, flagged or expunged in a mailbox. (The mail store's one-statement
+    /// delivery builds this payload in SQL, `mailstore::insert_unlimited`: keep the two alike.)
     Mailbox { user_id: i64, mailbox_id: i64 },
     /// A mailbox was created (CREATE, or a superior name that CREATE or RENAME made).
     MailboxCreated { user_id: i64, name: String },

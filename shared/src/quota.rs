@@ -523,7 +523,9 @@ pub async fn commit(
         if actual == 0 {
             return Ok(());
         }
-        // Reserved without a limit: the write is a delta as long as there is still none. The
+        // Reserved without a limit: the write is a delta as long as there is still none (the
+        // mail store's one-statement delivery, `mailstore::insert_unlimited`, writes the same
+        // delta under the same condition: keep the two alike). The
         // insert's foreign key check only share-locks the user's row (FOR KEY SHARE), which the
         // quota's own locks (FOR NO KEY UPDATE) do not wait for.
         let inserted = sqlx::query_scalar!(

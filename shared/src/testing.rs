@@ -334,3 +334,67 @@ pub mod certs {
         (tls, cert)
     }
 }
+
+/// The statements sqlx sends to PostgreSQL, as its own statement log names them (the `summary`
+/// of each `sqlx::query` event), for tests that count a command's round trips. Process-wide:
+/// [`statements::capture`] installs the one global subscriber of the test binary, so a test of
+/// this kind is the only test of its file. Statements of the tasks that run after the answers
+/// (the blob settler, `settle_bodies`; the batched usage folds, `fold_usage`) are not counted:
+/// they are no command's cost.
+pub mod statements {
+    use std::sync::Mutex;
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::{Context, SubscriberExt as _};
+
+    static STATEMENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct Statements;
+
+    struct Summary(String);
+
+    impl Visit for Summary {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "summary" {
+                self.0 = value.to_string();
+            }
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "summary" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+
+    impl<S> tracing_subscriber::Layer<S> for Statements
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+            let after_answers = ctx
+                .event_scope(event)
+                .is_some_and(|mut scope| scope.any(|span| matches!(span.name(), "settle_bodies" | "fold_usage")));
+            if event.metadata().target() == "sqlx::query" && !after_answers {
+                let mut summary = Summary(String::new());
+                event.record(&mut summary);
+                STATEMENTS.lock().unwrap_or_else(|e| e.into_inner()).push(summary.0);
+            }
+        }
+    }
+
+    /// Start recording (once per test binary: it sets the global subscriber).
+    pub fn capture() {
+        let filter = tracing_subscriber::filter::Targets::new()
+            .with_target("sqlx::query", tracing::Level::DEBUG)
+            .with_target("shared::blobs", tracing::Level::DEBUG)
+            .with_target("shared::quota", tracing::Level::DEBUG);
+        let subscriber = tracing_subscriber::registry().with(Statements.with_filter(filter));
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this test binary");
+    }
+
+    /// The statements recorded since the last call, oldest first.
+    pub fn taken() -> Vec<String> {
+        std::mem::take(&mut *STATEMENTS.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}

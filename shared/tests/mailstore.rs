@@ -82,6 +82,209 @@ async fn concurrent_deliveries_get_unique_increasing_uids() {
     assert_eq!(info.mail_bytes, total);
 }
 
+/// Deliveries of a user without a limit (reserved as such, `quota::Reservation::UNLIMITED`)
+/// with small bodies take one statement each, alone or in a group commit (issue #12): they
+/// still get unique increasing UIDs and MODSEQs, share transactions when concurrent, charge
+/// every byte, count a body delivered several times once per copy, and wake listeners with
+/// the event of their mailbox (its payload built by the statement itself).
+#[tokio::test]
+async fn unlimited_deliveries_in_one_statement_keep_uids_usage_and_events_right() {
+    let env = TestEnv::new().await;
+    let mut events = env.context.events.subscribe();
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let db = &env.context.db;
+    let inbox = env.context.mail.mailbox(user.id, "INBOX").await.unwrap();
+    // Every fourth message has the same body: one blob, referenced once per copy.
+    let body = |n: usize| if n.is_multiple_of(4) { message(1000) } else { message(n) };
+    let mut tasks = Vec::new();
+    for n in 0..48 {
+        let mail = env.context.mail.clone();
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let raw = body(n);
+            let reservation = quota::reserve(&db, user.id, raw.len() as u64).await.unwrap();
+            assert_eq!(reservation.id, quota::Reservation::UNLIMITED);
+            let target = DeliveryTarget {
+                user_id: user.id,
+                // By name (INBOX) and by id, as SMTP and APPEND name it.
+                mailbox_id: n.is_multiple_of(2).then_some(inbox.id),
+                reservation: Some(reservation),
+            };
+            // Flags of each message (APPEND's), carried per message through a group.
+            let flags: Vec<String> = match n % 3 {
+                0 => vec![],
+                1 => vec!["\\Seen".into()],
+                _ => vec!["\\Flagged".into(), format!("$label{n}")],
+            };
+            let done = mail.deliver(vec![target], &raw, &flags, Utc::now()).await.unwrap();
+            (done, flags)
+        }));
+    }
+    let mut appended = Vec::new();
+    let mut flags_of = std::collections::HashMap::new();
+    for t in tasks {
+        let (done, flags) = t.await.unwrap();
+        flags_of.insert(done[0].uid, flags);
+        appended.extend(done);
+    }
+    let mut uids: Vec<u32> = appended.iter().map(|a| a.uid).collect();
+    uids.sort_unstable();
+    assert_eq!(uids, (1..=48).collect::<Vec<u32>>());
+    let mut modseqs: Vec<u64> = appended.iter().map(|a| a.modseq).collect();
+    modseqs.sort_unstable();
+    modseqs.dedup();
+    assert_eq!(modseqs.len(), 48, "MODSEQs shared: {modseqs:?}");
+    assert!(
+        appended
+            .iter()
+            .all(|a| a.mailbox_id == inbox.id && a.uidvalidity == inbox.uidvalidity)
+    );
+    let stored = env.context.mail.message_states(user.id, inbox.id).await.unwrap();
+    assert_eq!(stored.len(), 48);
+    for state in &stored {
+        let done = appended.iter().find(|a| a.uid == state.uid).expect("answered");
+        assert_eq!(state.modseq, done.modseq);
+        assert_eq!(state.flags, flags_of[&state.uid], "flags of UID {}", state.uid);
+    }
+    let after = env.context.mail.mailbox(user.id, "INBOX").await.unwrap();
+    assert_eq!(after.uidnext, 49);
+    let transactions: i64 = sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM messages WHERE mailbox_id = $1")
+        .bind(inbox.id)
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert!(
+        transactions < 48,
+        "48 concurrent deliveries took {transactions} transactions"
+    );
+    let total: u64 = (0..48).map(|n| body(n).len() as u64).sum();
+    assert_eq!(quota::info(db, user.id).await.unwrap().mail_bytes, total);
+    let shared_refs: i64 = sqlx::query_scalar("SELECT refcount FROM blobs WHERE id = $1")
+        .bind(shared::blobs::BlobId::of(&message(1000)).0)
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(shared_refs, 12);
+    let mut woken = 0;
+    while woken == 0 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if event
+            == (Event::Mailbox {
+                user_id: user.id,
+                mailbox_id: inbox.id,
+            })
+        {
+            woken += 1;
+        }
+    }
+    // Every body is readable from its file.
+    for m in env.context.mail.fetch(user.id, inbox.id, &uids).await.unwrap() {
+        let raw = env.context.blobs.read(&m.blob).await.unwrap();
+        assert_eq!(raw.len() as u64, m.size);
+    }
+    // What `tinydc check` looks at: the mailbox counters and the recorded usage agree with
+    // the rows (a recount corrects nothing).
+    let mut conn = db.acquire().await.unwrap();
+    let problems = shared::mailstore::counter_problems(&mut conn).await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    drop(conn);
+    let files = tempfile::tempdir().unwrap();
+    let recount = quota::recalc(db, user.id, files.path()).await.unwrap();
+    assert!(!recount.corrected(), "{recount:?}");
+}
+
+/// APPENDs of sessions that have the mailbox selected and claim \Recent for their view
+/// (`SelectedView`) share group commits as one statement per message in one transaction: each
+/// gets its own UID and MODSEQ, and the \Recent mark never goes backwards.
+#[tokio::test]
+async fn concurrent_appends_claiming_recent_keep_uids_right() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let db = &env.context.db;
+    let inbox = env.context.mail.mailbox(user.id, "INBOX").await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..24 {
+        let mail = env.context.mail.clone();
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let raw = message(n);
+            let reservation = quota::reserve(&db, user.id, raw.len() as u64).await.unwrap();
+            let view = shared::mailstore::SelectedView {
+                mailbox_id: inbox.id,
+                known_modseq: 0,
+                claim_recent: true,
+            };
+            mail.append_named(user.id, "INBOX", Some(view), raw, &[], Utc::now(), Some(reservation))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut uids = Vec::new();
+    for t in tasks {
+        let done = t.await.unwrap();
+        assert!(done.recent_from.is_none_or(|from| from <= done.uid), "{done:?}");
+        uids.push(done.uid);
+    }
+    uids.sort_unstable();
+    assert_eq!(uids, (1..=24).collect::<Vec<u32>>());
+    let states = env.context.mail.message_states(user.id, inbox.id).await.unwrap();
+    let mut modseqs: Vec<u64> = states.iter().map(|m| m.modseq).collect();
+    modseqs.dedup();
+    assert_eq!(modseqs.len(), 24);
+    assert_eq!(
+        quota::info(db, user.id).await.unwrap().mail_bytes,
+        (0..24).map(|n| message(n).len() as u64).sum::<u64>()
+    );
+}
+
+/// A limit set after a write was reserved without one still binds that write: the
+/// one-statement delivery finds it and writes nothing, and the two-step path refuses the
+/// message over the new limit (nothing stored, no UID used) or charges it when it fits.
+#[tokio::test]
+async fn a_limit_set_after_an_unlimited_reservation_still_binds_the_delivery() {
+    let env = TestEnv::new().await;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let db = &env.context.db;
+    let mail = &env.context.mail;
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    let raw = message_of_size(1, 1000);
+    let reservation = quota::reserve(db, user.id, 1000).await.unwrap();
+    assert_eq!(reservation.id, quota::Reservation::UNLIMITED);
+    quota::set_limit(db, user.id, Some(500)).await.unwrap();
+    let err = mail
+        .append(user.id, inbox.id, &raw, &[], Utc::now(), Some(reservation))
+        .await
+        .unwrap_err();
+    assert!(err.is_over_quota(), "{err}");
+    assert!(mail.message_states(user.id, inbox.id).await.unwrap().is_empty());
+    assert_eq!(mail.mailbox(user.id, "INBOX").await.unwrap().uidnext, 1);
+    assert_eq!(quota::info(db, user.id).await.unwrap().mail_bytes, 0);
+    let reservation = quota::reserve_read(db, user.id, None, 1000).await.unwrap();
+    quota::set_limit(db, user.id, Some(5000)).await.unwrap();
+    let done = mail
+        .append(user.id, inbox.id, &raw, &[], Utc::now(), Some(reservation))
+        .await
+        .unwrap();
+    assert_eq!(done.uid, 1);
+    assert_eq!(quota::info(db, user.id).await.unwrap().mail_bytes, 1000);
+    // Without a limit again, the one-statement path: NoSuchMailbox for a mailbox not the user's.
+    quota::set_limit(db, user.id, None).await.unwrap();
+    let reservation = quota::reserve(db, user.id, 1000).await.unwrap();
+    let target = DeliveryTarget {
+        user_id: user.id,
+        mailbox_id: Some(inbox.id + 1_000_000),
+        reservation: Some(reservation),
+    };
+    assert!(matches!(
+        mail.deliver(vec![target], &raw, &[], Utc::now()).await,
+        Err(StoreError::NoSuchMailbox)
+    ));
+    assert_eq!(quota::info(db, user.id).await.unwrap().mail_bytes, 1000);
+}
+
 #[tokio::test]
 async fn flags_copy_move_expunge_keep_quota_and_modseq_right() {
     let env = TestEnv::new().await;

@@ -172,6 +172,29 @@ async fn sigkill_loses_no_acknowledged_message() {
         "no large body acknowledged before the kill"
     );
 
+    // A killed client's statements already sent still run to their end in PostgreSQL (a
+    // delivery's one statement, the settler's deletion of settled rows after their fsyncs).
+    // Wait for them, so the list below is what the database holds for good: a row deleted
+    // after it was read would be one whose file was fsynced, which the damage below must not
+    // touch (an operating-system crash could not have damaged it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+               AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')",
+        )
+        .fetch_one(&env.context.db)
+        .await
+        .unwrap();
+        if busy == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed daemon's statements never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The bodies whose files were not fsynced yet at the kill: what an operating-system crash
     // could leave of each (no file, an empty one, one cut short). Only the database has them.
     let pending: Vec<String> = sqlx::query_scalar("SELECT id FROM blob_pending")

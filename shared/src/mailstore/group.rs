@@ -34,7 +34,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::{
-    Appended, DeliveryTarget, Destination, MailStore, Row, SelectedView, StoreError, charge_delivery, insert_message,
+    Appended, DeliveryTarget, Destination, MailStore, Row, SelectedView, StoreError, charge_delivery,
+    fits_one_statement, insert_message, insert_unlimited, insert_unlimited_group,
 };
 use crate::blobs::PendingPut;
 use crate::quota::Reservation;
@@ -239,7 +240,48 @@ impl MailStore {
     /// messages.
     async fn try_group(&self, jobs: &mut [Job]) -> Result<Vec<Appended>, GroupFailed> {
         let before = GroupFailed::BeforeCommit;
+        let one_statement = jobs
+            .iter()
+            .all(|j| fits_one_statement(j.target.reservation.as_ref(), &j.row));
+        if one_statement && jobs.iter().all(|j| !j.view.is_some_and(|v| v.claim_recent)) {
+            // The whole group in one statement committed on its own: one round trip
+            // (`insert_unlimited_group`; a \Recent claim for a view is made message by message).
+            let (user_id, destination) = (jobs[0].target.user_id, jobs[0].destination.clone());
+            let rows: Vec<&Row> = jobs.iter().map(|j| &j.row).collect();
+            let appended = match insert_unlimited_group(self.db(), user_id, &destination, &rows).await {
+                Ok(Some(appended)) => appended,
+                Ok(None) => return Err(before(limit_set())),
+                // A statement PostgreSQL refused was rolled back: nothing was committed.
+                Err(e) if outcome_known(&e) => return Err(before(e)),
+                // The connection failed while the statement ran: its commit's outcome is unknown.
+                Err(e) => return Err(GroupFailed::AtCommit(e)),
+            };
+            for job in jobs.iter() {
+                self.restore_if_swept(&job.row).await;
+                self.settle_later(&job.row).await;
+            }
+            return Ok(appended);
+        }
         let mut tx = self.db.begin().await.map_err(|e| before(e.into()))?;
+        if one_statement {
+            // Every delivery of a user without a limit, with a small body: one statement each
+            // (`insert_unlimited`). One that finds a limit set meanwhile fails the group, and
+            // each is retried alone, through the two-step path where needed.
+            let mut appended = Vec::with_capacity(jobs.len());
+            for job in jobs.iter() {
+                match insert_unlimited(&mut *tx, job.target.user_id, &job.destination, job.view, &job.row).await {
+                    Ok(Some(one)) => appended.push(one),
+                    Ok(None) => return Err(before(limit_set())),
+                    Err(e) => return Err(before(e)),
+                }
+            }
+            tx.commit().await.map_err(|e| GroupFailed::AtCommit(e.into()))?;
+            for job in jobs.iter() {
+                self.restore_if_swept(&job.row).await;
+                self.settle_later(&job.row).await;
+            }
+            return Ok(appended);
+        }
         for job in jobs.iter_mut() {
             charge_delivery(&mut tx, job.target.user_id, job.target.reservation.take(), job.row.size)
                 .await
@@ -272,6 +314,15 @@ impl MailStore {
         row: &Row,
         body: Option<PendingPut>,
     ) -> Result<Appended, StoreError> {
+        if body.is_none() && fits_one_statement(target.reservation.as_ref(), row) {
+            // One statement, committed on its own: one round trip (`insert_unlimited`).
+            if let Some(appended) = insert_unlimited(self.db(), target.user_id, destination, view, row).await? {
+                self.restore_if_swept(row).await;
+                self.settle_later(row).await;
+                return Ok(appended);
+            }
+            // The user has a limit now: the two-step path checks the write against it.
+        }
         let mut tx = self.db.begin().await?;
         charge_delivery(&mut tx, target.user_id, target.reservation, row.size).await?;
         let appended = insert_message(&mut tx, target.user_id, destination, view, row).await?;
@@ -286,12 +337,56 @@ impl MailStore {
         Ok(appended)
     }
 
+    /// After a one-statement commit of `row` ([`insert_unlimited`]), which could not check that
+    /// a sweep had not removed the body's file meanwhile (`BlobStore::ensure_present`): a file
+    /// found missing is written again from the body, which the commit holds in `blob_pending`,
+    /// before the delivery is acknowledged. Should that fail, the delivery stays committed and
+    /// durable (its body in `blob_pending`, written back by `blobs::settle_all` at the next
+    /// start): it is logged, not failed, since a failure would make the client store it twice.
+    async fn restore_if_swept(&self, row: &Row) {
+        if self.blobs.ensure_present(&row.blob).is_ok() {
+            return;
+        }
+        let Some(body) = row.pending.clone() else { return };
+        tracing::warn!(blob = %row.blob.0, "a sweep removed a message body's file while it was stored: writing it again");
+        let blobs = self.blobs.clone();
+        let id = row.blob.clone();
+        match tokio::task::spawn_blocking(move || blobs.write_unsynced_blocking(&id, &body)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(blob = %row.blob.0, "writing a swept body's file again (left for the next start): {e}")
+            }
+            Err(e) => {
+                tracing::error!(blob = %row.blob.0, "writing a swept body's file again (left for the next start): {e}")
+            }
+        }
+    }
+
     /// After the commit of `row`: a body the commit made durable through `blob_pending` has its
     /// file fsynced later (`BlobStore::settle_later`).
     async fn settle_later(&self, row: &Row) {
         if row.pending.is_some() {
             self.blobs.settle_later(&self.db, row.blob.clone()).await;
         }
+    }
+}
+
+/// Why a group of deliveries reserved without a limit is retried one by one: the user has one
+/// now (each retry checks its write against it).
+fn limit_set() -> StoreError {
+    StoreError::Invalid("a quota limit was set during the delivery".into())
+}
+
+/// Whether a failed statement committed nothing for sure: PostgreSQL refused it (its implicit
+/// transaction rolled back), or it never reached the server. A broken connection leaves the
+/// outcome unknown.
+fn outcome_known(e: &StoreError) -> bool {
+    match e {
+        StoreError::Db(e) => matches!(
+            e,
+            sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+        ),
+        _ => true,
     }
 }
 

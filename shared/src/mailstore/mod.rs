@@ -2466,6 +2466,237 @@ async fn insert_message(
     })
 }
 
+/// Whether a delivery can be stored by [`insert_unlimited`]: reserved while its user had no
+/// limit, with a small body that its own statement makes durable (`Row::pending`).
+fn fits_one_statement(reservation: Option<&Reservation>, row: &Row) -> bool {
+    is_unlimited(reservation) && row.pending.is_some()
+}
+
+/// One delivery of a user without a limit ([`is_unlimited`] reservation) with a small body
+/// (`Row::pending`), in ONE statement (issue #12): [`charge_delivery`]'s delta and
+/// [`insert_message`]'s two statements together. Run on the pool it is its own transaction, so
+/// a single APPEND or SMTP delivery costs one round trip, its commit (one WAL flush, with the
+/// body in `blob_pending`) included, instead of BEGIN, three statements and COMMIT; inside a
+/// group's transaction it is one statement per message instead of three.
+///
+/// The same lock order as the two-step path: the user's row first (`FOR KEY SHARE`, what the
+/// delta's foreign key check takes anyway; the uncorrelated `EXISTS` runs before the mailbox is
+/// scanned), then the mailbox row, then the blob row. The quota step is `quota::commit`'s for a
+/// reservation made without a limit: a charged delta, written only while the user still has
+/// no limit (keep the two alike). `Ok(None)`: the user has a limit now and nothing was
+/// written; the caller takes the two-step path, whose `quota::commit` checks the write under
+/// the user's row lock.
+///
+/// A body that a sweep removed between its write and this statement is not caught before the
+/// commit (`BlobStore::ensure_present` needs the blob row's lock held): the caller checks it
+/// after the commit and writes the file again from `Row::pending` (the committed
+/// `blob_pending` row holds the same bytes), before the delivery is acknowledged.
+async fn insert_unlimited<'e, E>(
+    conn: E,
+    user_id: i64,
+    destination: &Destination,
+    view: Option<SelectedView>,
+    row: &Row,
+) -> Result<Option<Appended>, StoreError>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let (by_id, by_name) = match destination {
+        Destination::Id(id) => (Some(*id), None),
+        Destination::Named(name) => (None, Some(name.as_str())),
+    };
+    // `u`: the user without a limit, key-share locked first. `locked`: as in `insert_message`
+    // (the SET sees the row as it was before this statement). `q`: the usage delta
+    // (`quota::commit`). `b`, `p`, `m`: the blob reference, the pending body, the message row.
+    // The event's payload is `events::Event::Mailbox` as serde writes it, built here because a
+    // named mailbox's id is only known inside the statement. The foreign keys are checked at
+    // the end of the statement, under locks it already holds.
+    let stored = sqlx::query!(
+        r#"WITH u AS MATERIALIZED (
+             SELECT id FROM users WHERE id = $1 AND quota_limit IS NULL FOR KEY SHARE),
+         locked AS (
+             UPDATE mailboxes m SET uidnext = m.uidnext + 1, highestmodseq = m.highestmodseq + 1,
+                 recent_claimed_uid = CASE WHEN $4 AND m.highestmodseq = $3 AND m.id = $6
+                     THEN greatest(m.recent_claimed_uid, m.uidnext) ELSE m.recent_claimed_uid END
+             FROM (SELECT id, recent_claimed_uid FROM mailboxes
+                   WHERE user_id = $1 AND ((id = $2) OR ($2::bigint IS NULL AND name = $5))
+                     AND EXISTS (SELECT 1 FROM u)
+                   FOR UPDATE) old
+             WHERE m.id = old.id
+             RETURNING m.id, m.uidvalidity, m.uidnext - 1 AS uid, m.highestmodseq,
+                 CASE WHEN m.recent_claimed_uid > old.recent_claimed_uid THEN old.recent_claimed_uid END AS recent_before),
+         q AS (
+             INSERT INTO quota_reservations (user_id, bytes, expires_at, charged)
+             SELECT $1, $8, 'infinity', 'mail' FROM locked),
+         b AS (
+             INSERT INTO blobs (id, size, refcount) SELECT $9, $8, 1 FROM locked
+             ON CONFLICT (id) DO UPDATE SET refcount = blobs.refcount + 1, zero_since = NULL
+             RETURNING id),
+         p AS (
+             INSERT INTO blob_pending (id, body) SELECT b.id, $13 FROM b WHERE $13::bytea IS NOT NULL
+             ON CONFLICT (id) DO UPDATE SET body = excluded.body),
+         m AS (
+             INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id, envelope, body_structure, header)
+             SELECT l.id, l.uid, l.highestmodseq, $7, $14, $8, b.id, $10, $11, $12 FROM locked l, b
+             RETURNING mailbox_id),
+         n AS MATERIALIZED (
+             SELECT pg_notify($15, json_build_object('kind', 'mailbox', 'user_id', $1::bigint, 'mailbox_id', m.mailbox_id)::text)
+             FROM m)
+         SELECT EXISTS (SELECT 1 FROM u) AS "no_limit!", l.id AS "id?", l.uidvalidity AS "uidvalidity?",
+             l.uid AS "uid?", l.highestmodseq AS "modseq?", l.recent_before, (SELECT count(*) FROM n) AS "events!"
+         FROM (SELECT 1) one LEFT JOIN locked l ON true"#,
+        user_id,
+        by_id,
+        view.map(|v| v.known_modseq as i64),
+        view.is_some_and(|v| v.claim_recent),
+        by_name,
+        view.map(|v| v.mailbox_id),
+        &row.flags,
+        row.size as i64,
+        row.blob.0,
+        row.envelope,
+        row.structure,
+        row.header,
+        row.pending.as_deref().map(|body| body.as_slice()),
+        row.internal_date,
+        events::CHANNEL,
+    )
+    .fetch_one(conn)
+    .await?;
+    if !stored.no_limit {
+        return Ok(None);
+    }
+    let (Some(mailbox_id), Some(uidvalidity), Some(uid), Some(modseq)) =
+        (stored.id, stored.uidvalidity, stored.uid, stored.modseq)
+    else {
+        return Err(StoreError::NoSuchMailbox);
+    };
+    Ok(Some(Appended {
+        user_id,
+        mailbox_id,
+        uidvalidity: uidvalidity as u32,
+        uid: uid as u32,
+        modseq: modseq as u64,
+        // Claimed above the old mark: the UIDs after it up to this one (RFC 3501 §2.3.2).
+        recent_from: stored.recent_before.map(|old| (old.max(0) as u32).saturating_add(1)),
+    }))
+}
+
+/// Several deliveries of a user without a limit into one mailbox (a group commit's, `group.rs`),
+/// each with a small body and none claiming \Recent for a view: [`insert_unlimited`] for all of
+/// them in ONE statement, committed on its own when run on the pool (issue #12: one round trip
+/// for the group instead of BEGIN, one statement per message and COMMIT). The mailbox row gives
+/// `rows.len()` UIDs and MODSEQs at once, handed out in the order of `rows` (RFC 4315 §3
+/// ascending, RFC 7162 §3.1 one MODSEQ per message), as the statements one by one would; the
+/// usage is one delta of their sum; each distinct body is one blob row, its references counted
+/// once per message, blob rows taken in ascending id (the module's lock order); one event tells
+/// the mailbox's listeners. `Ok(None)`: the user has a limit now, and nothing was written.
+async fn insert_unlimited_group<'e, E>(
+    conn: E,
+    user_id: i64,
+    destination: &Destination,
+    rows: &[&Row],
+) -> Result<Option<Vec<Appended>>, StoreError>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let (by_id, by_name) = match destination {
+        Destination::Id(id) => (Some(*id), None),
+        Destination::Named(name) => (None, Some(name.as_str())),
+    };
+    let count = rows.len() as i64;
+    let sizes: Vec<i64> = rows.iter().map(|r| r.size as i64).collect();
+    let blob_ids: Vec<&str> = rows.iter().map(|r| r.blob.0.as_str()).collect();
+    // Each message's flags as a JSON array (PostgreSQL arrays cannot be ragged).
+    let flags: Vec<serde_json::Value> = rows.iter().map(|r| serde_json::json!(r.flags)).collect();
+    let dates: Vec<DateTime<Utc>> = rows.iter().map(|r| r.internal_date).collect();
+    let envelopes: Vec<&serde_json::Value> = rows.iter().map(|r| &r.envelope).collect();
+    let structures: Vec<&serde_json::Value> = rows.iter().map(|r| &r.structure).collect();
+    let headers: Vec<&[u8]> = rows.iter().map(|r| r.header.as_slice()).collect();
+    let bodies: Vec<Option<&[u8]>> = rows
+        .iter()
+        .map(|r| r.pending.as_deref().map(|b| b.as_slice()))
+        .collect();
+    // As in `insert_unlimited`; `r`: the messages in order (`ord` from 1); `locked` returns the
+    // first UID taken and the MODSEQ before this statement.
+    let stored = sqlx::query!(
+        r#"WITH u AS MATERIALIZED (
+             SELECT id FROM users WHERE id = $1 AND quota_limit IS NULL FOR KEY SHARE),
+         locked AS (
+             UPDATE mailboxes m SET uidnext = m.uidnext + $4, highestmodseq = m.highestmodseq + $4
+             FROM (SELECT id FROM mailboxes
+                   WHERE user_id = $1 AND ((id = $2) OR ($2::bigint IS NULL AND name = $3))
+                     AND EXISTS (SELECT 1 FROM u)
+                   FOR UPDATE) old
+             WHERE m.id = old.id
+             RETURNING m.id, m.uidvalidity, m.uidnext - $4 AS first_uid, m.highestmodseq - $4 AS modseq_before),
+         r AS MATERIALIZED (
+             SELECT * FROM unnest($5::bigint[], $6::text[], $7::jsonb[], $8::timestamptz[], $9::jsonb[],
+                                  $10::jsonb[], $11::bytea[], $12::bytea[])
+                 WITH ORDINALITY AS r(size, blob, flags, internal_date, envelope, structure, header, body, ord)),
+         q AS (
+             INSERT INTO quota_reservations (user_id, bytes, expires_at, charged)
+             SELECT $1, s.total, 'infinity', 'mail' FROM (SELECT sum(size)::bigint AS total FROM r) s, locked),
+         b AS (
+             INSERT INTO blobs (id, size, refcount)
+             SELECT r.blob, min(r.size), count(*) FROM r, locked GROUP BY r.blob ORDER BY r.blob
+             ON CONFLICT (id) DO UPDATE SET refcount = blobs.refcount + excluded.refcount, zero_since = NULL),
+         p AS (
+             INSERT INTO blob_pending (id, body)
+             SELECT DISTINCT ON (r.blob) r.blob, r.body FROM r, locked WHERE r.body IS NOT NULL ORDER BY r.blob
+             ON CONFLICT (id) DO UPDATE SET body = excluded.body),
+         m AS (
+             INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id, envelope, body_structure, header)
+             SELECT l.id, l.first_uid + r.ord - 1, l.modseq_before + r.ord,
+                    ARRAY(SELECT jsonb_array_elements_text(r.flags)), r.internal_date, r.size, r.blob,
+                    r.envelope, r.structure, r.header
+             FROM r, locked l ORDER BY r.ord
+             RETURNING 1),
+         n AS MATERIALIZED (
+             SELECT pg_notify($13, json_build_object('kind', 'mailbox', 'user_id', $1::bigint, 'mailbox_id', l.id)::text)
+             FROM locked l WHERE EXISTS (SELECT 1 FROM m))
+         SELECT EXISTS (SELECT 1 FROM u) AS "no_limit!", l.id AS "id?", l.uidvalidity AS "uidvalidity?",
+             l.first_uid AS "first_uid?", l.modseq_before AS "modseq_before?",
+             (SELECT count(*) FROM m) AS "messages!", (SELECT count(*) FROM n) AS "events!"
+         FROM (SELECT 1) one LEFT JOIN locked l ON true"#,
+        user_id,
+        by_id,
+        by_name,
+        count,
+        &sizes as &[i64],
+        &blob_ids as &[&str],
+        &flags as &[serde_json::Value],
+        &dates as &[DateTime<Utc>],
+        &envelopes as &[&serde_json::Value],
+        &structures as &[&serde_json::Value],
+        &headers as &[&[u8]],
+        &bodies as &[Option<&[u8]>],
+        events::CHANNEL,
+    )
+    .fetch_one(conn)
+    .await?;
+    if !stored.no_limit {
+        return Ok(None);
+    }
+    let (Some(mailbox_id), Some(uidvalidity), Some(first_uid), Some(modseq_before)) =
+        (stored.id, stored.uidvalidity, stored.first_uid, stored.modseq_before)
+    else {
+        return Err(StoreError::NoSuchMailbox);
+    };
+    Ok(Some(
+        (0..count)
+            .map(|i| Appended {
+                user_id,
+                mailbox_id,
+                uidvalidity: uidvalidity as u32,
+                uid: (first_uid + i) as u32,
+                modseq: (modseq_before + 1 + i) as u64,
+                recent_from: None,
+            })
+            .collect(),
+    ))
+}
+
 /// Lock a mailbox row that must belong to the user. The user's row is locked first: every
 /// transaction that changes usage locks user before mailbox, so none can deadlock another.
 ///
