@@ -233,3 +233,80 @@ async fn others_changes_still_arrive_around_skipped_syncs() {
     let r = a.ok("NOOP").await;
     assert!(r.has("* 3 EXPUNGE"), "{r:#?}");
 }
+
+/// The subject each `* n FETCH` line of `r` shows, by sequence number.
+fn subjects(r: &Response) -> Vec<(u32, String)> {
+    r.lines
+        .iter()
+        .filter_map(|l| {
+            let seq = l.strip_prefix("* ")?.split(' ').next()?.parse().ok()?;
+            let subject = l.split("Subject: ").nth(1)?.split('\r').next()?.to_string();
+            l.contains(" FETCH (").then_some((seq, subject))
+        })
+        .collect()
+}
+
+/// FETCH reads its first rows in the statement of its sync (as the view named them before it):
+/// what another session changed just before still shows, and the rows are the mailbox's as of
+/// then: a message that arrived is answered with its own data, one expunged is skipped by
+/// sequence number and announced by UID FETCH, and a first batch the sync shifted (more than
+/// 250 messages, one of the first gone) is read again.
+#[tokio::test]
+async fn fetch_reads_its_first_rows_with_its_sync() {
+    let server = Server::start().await;
+    for n in 1..=3 {
+        server.deliver(&message(&format!("m{n}"), "x")).await;
+    }
+    let mut a = server.login().await;
+    a.ok("SELECT INBOX").await;
+    let mut b = server.login().await;
+    b.ok("SELECT INBOX").await;
+    b.append("INBOX", "()", &message("m4", "x")).await;
+    b.ok("STORE 1 +FLAGS (\\Flagged)").await;
+    b.ok("STORE 2 +FLAGS (\\Deleted)").await;
+    b.ok("EXPUNGE").await;
+    let headers = "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)])";
+    // The rows read ahead (1:3) are the batch after the sync too.
+    let r = a.ok(&format!("FETCH 1:3 {headers}")).await;
+    assert!(r.has("* 4 EXISTS"), "{r:#?}");
+    assert!(!r.has("EXPUNGE"), "{r:#?}");
+    assert!(r.find("* 1 FETCH").contains("\\Flagged"), "{r:#?}");
+    // Message 2 was expunged elsewhere: still numbered, not answered (RFC 3501 §7.4.1).
+    let want: Vec<(u32, String)> = [(1, "m1"), (3, "m3")]
+        .iter()
+        .map(|&(seq, s)| (seq, s.to_string()))
+        .collect();
+    assert_eq!(subjects(&r), want, "{r:#?}");
+    // A message the sync adds to the batch: read with the batch after it.
+    b.append("INBOX", "()", &message("m5", "x")).await;
+    let r = a.ok(&format!("FETCH 3:* {headers}")).await;
+    assert!(r.has("* 5 EXISTS"), "{r:#?}");
+    let want: Vec<(u32, String)> = [(3, "m3"), (4, "m4"), (5, "m5")]
+        .iter()
+        .map(|&(seq, s)| (seq, s.to_string()))
+        .collect();
+    assert_eq!(subjects(&r), want, "{r:#?}");
+    let r = a.ok(&format!("UID FETCH 1:* {headers}")).await;
+    assert!(r.has("* 2 EXPUNGE"), "{r:#?}");
+    let want: Vec<(u32, String)> = [(1, "m1"), (2, "m3"), (3, "m4"), (4, "m5")]
+        .iter()
+        .map(|&(seq, s)| (seq, s.to_string()))
+        .collect();
+    assert_eq!(subjects(&r), want, "{r:#?}");
+
+    // More than one batch: the first batch after the sync is not the one read ahead.
+    for n in 6..=300 {
+        server.deliver(&message(&format!("m{n}"), "x")).await;
+    }
+    a.ok("NOOP").await;
+    b.ok("STORE 1 +FLAGS (\\Deleted)").await;
+    b.ok("EXPUNGE").await;
+    let r = a.ok(&format!("UID FETCH 1:* {headers}")).await;
+    assert!(r.has("* 1 EXPUNGE"), "{r:#?}");
+    let got = subjects(&r);
+    let want: Vec<(u32, String)> = (3..=300)
+        .enumerate()
+        .map(|(i, n)| (i as u32 + 1, format!("m{n}")))
+        .collect();
+    assert_eq!(got, want);
+}

@@ -892,6 +892,64 @@ async fn fetch_light_is_fetch_without_the_parse() {
     assert!(mail.fetch_light(user.id, inbox.id, &[]).await.unwrap().is_empty());
 }
 
+/// Runs of consecutive UIDs and single ones, asked out of order and repeated, come back once
+/// each in UID order; the light read with the changes agrees with `changes_since` and
+/// `fetch_light` read apart, and shows nothing of another user's mailbox.
+#[tokio::test]
+async fn light_reads_by_runs_and_with_the_changes() {
+    let env = TestEnv::new().await;
+    let mail = &env.context.mail;
+    let user = env.add_user("alice@example.test", "pw", None).await;
+    let bob = env.add_user("bob@example.test", "pw", None).await;
+    let inbox = mail.mailbox(user.id, "INBOX").await.unwrap();
+    let start = inbox.highestmodseq;
+    for n in 0..12 {
+        mail.append(user.id, inbox.id, &message(n), &[], Utc::now(), None)
+            .await
+            .unwrap();
+    }
+    mail.store_flags(user.id, inbox.id, &[4, 9], FlagOp::Add, &["\\Deleted".into()], None)
+        .await
+        .unwrap();
+    mail.expunge(user.id, inbox.id, None).await.unwrap();
+    // Runs 1-6 (4 gone), 8-10 (9 gone), 12, and 20 never used.
+    let asked = [12, 3, 1, 2, 5, 6, 4, 10, 8, 9, 20, 3, 12];
+    let light = mail.fetch_light(user.id, inbox.id, &asked).await.unwrap();
+    let uids: Vec<u32> = light.iter().map(|m| m.uid).collect();
+    assert_eq!(uids, [1, 2, 3, 5, 6, 8, 10, 12]);
+    let (changes, with_changes) = mail
+        .changes_and_light(user.id, inbox.id, start, 0, &asked)
+        .await
+        .unwrap();
+    assert_eq!(changes, mail.changes_since(user.id, inbox.id, start, 0).await.unwrap());
+    assert_eq!(changes.expunged, Some(vec![4, 9]));
+    assert_eq!(with_changes.len(), light.len());
+    for (w, l) in with_changes.iter().zip(&light) {
+        assert_eq!(
+            (w.uid, w.modseq, w.internal_date, w.size, &w.blob, &w.header),
+            (l.uid, l.modseq, l.internal_date, l.size, &l.blob, &l.header)
+        );
+        // The session's view has the flags: not read again.
+        assert!(w.flags.is_empty());
+    }
+    // Nothing asked: the changes alone; nothing changed: the rows alone.
+    let (alone, none) = mail.changes_and_light(user.id, inbox.id, start, 0, &[]).await.unwrap();
+    assert_eq!(alone, changes);
+    assert!(none.is_empty());
+    let (nothing, rows) = mail
+        .changes_and_light(user.id, inbox.id, changes.highestmodseq, 12, &[1, 2])
+        .await
+        .unwrap();
+    assert!(nothing.changed.is_empty() && nothing.expunged == Some(vec![]));
+    assert_eq!(rows.iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 2]);
+    // Another user's mailbox: nothing, whatever the UIDs.
+    assert!(mail.fetch_light(bob.id, inbox.id, &asked).await.unwrap().is_empty());
+    assert!(matches!(
+        mail.changes_and_light(bob.id, inbox.id, start, 0, &asked).await,
+        Err(StoreError::NoSuchMailbox)
+    ));
+}
+
 /// Deleting a user with --purge removes their mailboxes and messages and drops exactly the
 /// blob references their messages held: a body shared with another user stays referenced.
 #[tokio::test]

@@ -29,13 +29,31 @@ impl Session {
         if vanished && !self.qresync {
             return Ok(Reply::bad("ENABLE QRESYNC first"));
         }
-        // Fresh flags first (untagged updates are allowed here; EXPUNGE only for UID FETCH).
-        self.sync(uid).await?;
+        // Fresh flags first (untagged updates are allowed here; EXPUNGE only for UID FETCH),
+        // read with the first batch of rows as the view names them now: one round trip.
+        let ahead = self.rows_ahead(uid, set, &items);
+        let rows = self.sync_reading(uid, &ahead).await?;
         // The view is now the mailbox as of this command: unless the FETCH sets \Seen in a way
         // that does not follow on (advance_known), the sync at its end would find nothing more
         // than changes made concurrently with it.
         self.selected_mut()?.current = true;
-        self.fetch_synced(uid, set, items, changed_since, vanished).await
+        let read = ReadAhead { uids: ahead, rows };
+        self.fetch_read(uid, set, items, changed_since, vanished, read).await
+    }
+
+    /// The UIDs of the first batch a FETCH reads with `MailStore::fetch_light`, as the view
+    /// resolves `set` before the sync (none when the items need the parse or no stored data,
+    /// or the set does not resolve yet). The sync only appends to the view or, for UID FETCH,
+    /// drops expunged UIDs, so the batch after it is usually the same or a part of it
+    /// ([`ReadAhead::rows_for`] checks).
+    fn rows_ahead(&self, uid: bool, set: &SequenceSet, items: &[FetchItem]) -> Vec<u32> {
+        if !needs_stored(items) || needs_parse(items) {
+            return Vec::new();
+        }
+        match self.resolve(uid, set) {
+            Ok(targets) => targets.iter().take(BATCH).map(|&(_, uid)| uid).collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// FETCH against the view as it is, without the sync first: for a FETCH the server sends
@@ -44,9 +62,23 @@ impl Session {
         &mut self,
         uid: bool,
         set: &SequenceSet,
+        items: Vec<FetchItem>,
+        changed_since: Option<u64>,
+        vanished: bool,
+    ) -> CmdResult {
+        self.fetch_read(uid, set, items, changed_since, vanished, ReadAhead::default())
+            .await
+    }
+
+    /// FETCH against the view as it is; `read` holds rows read already with the sync.
+    async fn fetch_read(
+        &mut self,
+        uid: bool,
+        set: &SequenceSet,
         mut items: Vec<FetchItem>,
         changed_since: Option<u64>,
         vanished: bool,
+        mut read: ReadAhead,
     ) -> CmdResult {
         if changed_since.is_some() || items.contains(&FetchItem::ModSeq) {
             self.enable_condstore().await?;
@@ -83,14 +115,8 @@ impl Session {
             let selected = self.selected()?;
             targets.retain(|(seq, _)| selected.modseqs[*seq as usize - 1] > since);
         }
-        let needs_stored = items
-            .iter()
-            .any(|i| !matches!(i, FetchItem::Flags | FetchItem::Uid | FetchItem::ModSeq));
-        // ENVELOPE and BODYSTRUCTURE need the stored parse; Thunderbird's header download
-        // (sizes, flags, header fields) does not, and skips decoding it.
-        let needs_parse = items
-            .iter()
-            .any(|i| matches!(i, FetchItem::Envelope | FetchItem::Body | FetchItem::BodyStructure));
+        let needs_stored = needs_stored(&items);
+        let needs_parse = needs_parse(&items);
         // The whole message is streamed from its file; only parts need it in memory.
         let needs_file = items.iter().any(is_whole_message);
         let needs_body = items.iter().any(|i| match i {
@@ -141,7 +167,9 @@ impl Session {
         for chunk in targets.chunks(BATCH) {
             let stored: Vec<StoredMessage> = if needs_stored {
                 let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();
-                if needs_parse {
+                if let Some(rows) = read.rows_for(&uids) {
+                    rows
+                } else if needs_parse {
                     self.ctx.mail.fetch(user_id, mailbox_id, &uids).await?
                 } else {
                     self.ctx.mail.fetch_light(user_id, mailbox_id, &uids).await?
@@ -566,6 +594,44 @@ fn partial_window(data: &[u8], partial: Option<(u32, u32)>) -> (Option<u32>, &[u
             (Some(start), &data[s..e])
         }
         None => (None, data),
+    }
+}
+
+/// Whether any item needs the message's stored data (not only the view's UID, FLAGS, MODSEQ).
+fn needs_stored(items: &[FetchItem]) -> bool {
+    items
+        .iter()
+        .any(|i| !matches!(i, FetchItem::Flags | FetchItem::Uid | FetchItem::ModSeq))
+}
+
+/// Whether any item needs the stored parse: ENVELOPE and BODYSTRUCTURE do; Thunderbird's header
+/// download (sizes, flags, header fields) does not, and skips decoding it.
+fn needs_parse(items: &[FetchItem]) -> bool {
+    items
+        .iter()
+        .any(|i| matches!(i, FetchItem::Envelope | FetchItem::Body | FetchItem::BodyStructure))
+}
+
+/// Rows read without their parse together with the sync ([`Session::sync_reading`]): those
+/// found of `uids` (ascending), in UID order, as of the moment the sync read the changes.
+#[derive(Default)]
+struct ReadAhead {
+    uids: Vec<u32>,
+    rows: Vec<StoredMessage>,
+}
+
+impl ReadAhead {
+    /// The rows of `batch` (ascending UIDs), taken out, when every UID of it was read ahead;
+    /// `None` otherwise (a message the sync added to the view: the batch is read now). A UID
+    /// read ahead without a row was expunged by then, as `fetch_light` would have found.
+    fn rows_for(&mut self, batch: &[u32]) -> Option<Vec<StoredMessage>> {
+        if self.uids.is_empty() || !batch.iter().all(|uid| self.uids.binary_search(uid).is_ok()) {
+            return None;
+        }
+        self.uids.clear();
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.retain(|m| batch.binary_search(&m.uid).is_ok());
+        Some(rows)
     }
 }
 

@@ -4,7 +4,7 @@
 //! only at the moments the RFC allows. Also what a client's cache missed while it was away
 //! (`VANISHED (EARLIER)`, RFC 7162 §3.2.5, §3.2.6).
 
-use shared::mailstore::{Changes, MailStore, StoreError};
+use shared::mailstore::{Changes, MailStore, StoreError, StoredMessage};
 
 use super::{Failure, Selected, Session, State};
 use crate::wire::response::Response;
@@ -14,14 +14,42 @@ impl Session {
     /// Bring the view up to date and tell the client; `expunge_ok` says whether EXPUNGE
     /// responses may be sent now.
     pub async fn sync(&mut self, expunge_ok: bool) -> Result<(), Failure> {
+        self.sync_reading(expunge_ok, &[]).await.map(drop)
+    }
+
+    /// [`Session::sync`] that also reads the messages `uids` without their parse, in the same
+    /// statement as the changes (`MailStore::changes_and_light`): FETCH's sync read and its
+    /// first rows in one round trip, both as of one moment. Returns the rows found, in UID
+    /// order (none for a UID expunged meanwhile).
+    pub async fn sync_reading(&mut self, expunge_ok: bool, uids: &[u32]) -> Result<Vec<StoredMessage>, Failure> {
         let State::Selected { user, selected } = &mut self.state else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let user_id = user.id;
         let mailbox_id = selected.mailbox.id;
         // Everything since the MODSEQ the view knows, in one statement: usually nothing.
-        let Some(changes) = changes_of_view(&self.ctx.mail, user_id, mailbox_id, selected).await? else {
-            return Ok(());
+        let (since, known_uid) = (selected.known_modseq, selected.max_uid());
+        let read = if uids.is_empty() {
+            changes_of_view(&self.ctx.mail, user_id, mailbox_id, selected)
+                .await?
+                .map(|changes| (changes, Vec::new()))
+        } else {
+            match self
+                .ctx
+                .mail
+                .changes_and_light(user_id, mailbox_id, since, known_uid, uids)
+                .await
+            {
+                Ok(read) => Some(read),
+                Err(StoreError::NoSuchMailbox) => None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let Some((changes, rows)) = read else {
+            return Ok(Vec::new());
+        };
+        let State::Selected { user: _, selected } = &mut self.state else {
+            return Ok(Vec::new());
         };
         let mut out: Vec<u8> = Vec::new();
         if changes.highestmodseq != selected.known_modseq {
@@ -116,7 +144,7 @@ impl Session {
         if !out.is_empty() {
             self.conn.send(&out).await?;
         }
-        live
+        live.map(|()| rows)
     }
 
     /// Whether the sync at the end of the command can be skipped: the view is the mailbox as of

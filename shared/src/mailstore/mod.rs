@@ -249,6 +249,37 @@ pub struct Changes {
     pub expunged: Option<Vec<u32>>,
 }
 
+impl Changes {
+    /// No change yet, as of the mailbox's `highestmodseq`; `complete` says whether the removal
+    /// record reaches back to the MODSEQ asked about.
+    fn new(highestmodseq: i64, complete: bool) -> Changes {
+        Changes {
+            highestmodseq: highestmodseq.max(0) as u64,
+            changed: Vec::new(),
+            expunged: complete.then(Vec::new),
+        }
+    }
+
+    /// One row of a changes statement (`gone`: from the removal record); a row without a
+    /// message (the mailbox unchanged: the outer join's empty side) adds nothing.
+    fn add(&mut self, uid: Option<i64>, modseq: Option<i64>, flags: Option<Vec<String>>, gone: Option<bool>) {
+        let (Some(uid), Some(modseq)) = (uid, modseq) else {
+            return;
+        };
+        if gone == Some(true) {
+            if let Some(expunged) = &mut self.expunged {
+                expunged.push(uid as u32);
+            }
+        } else {
+            self.changed.push(MessageState {
+                uid: uid as u32,
+                modseq: modseq as u64,
+                flags: flags.unwrap_or_default(),
+            });
+        }
+    }
+}
+
 /// A message's stored metadata (everything but the body).
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
@@ -451,25 +482,21 @@ fn unique_uids_param(uids: &[u32]) -> Vec<i64> {
     uids
 }
 
-/// Sorted, distinct UIDs as the text of a PostgreSQL `int8multirange` (`{[1,2001),[2005,2006)}`):
-/// the record of a STORE's targets (`flag_changes`, migration 0021) in as many ranges as the set
-/// has runs, so `STORE 1:*` records one range whatever the size of the mailbox.
-fn uid_ranges_param(sorted_uids: &[i64]) -> String {
-    let mut text = String::from("{");
-    let mut runs = sorted_uids.iter().copied().peekable();
-    while let Some(first) = runs.next() {
-        let mut last = first;
-        while runs.peek() == Some(&(last + 1)) {
-            last += 1;
-            runs.next();
+/// [`unique_uids_param`] as runs of consecutive UIDs: the first and the last UID of each run,
+/// ascending, for a statement that range-scans the primary key once per run
+/// ([`MailStore::fetch_light`], STORE's [`StoreFlags`]): `1:*` is one run however long.
+fn uid_runs_param(uids: &[u32]) -> (Vec<i64>, Vec<i64>) {
+    let (mut first, mut last) = (Vec::new(), Vec::<i64>::new());
+    for uid in unique_uids_param(uids) {
+        match last.last_mut() {
+            Some(end) if *end + 1 == uid => *end = uid,
+            _ => {
+                first.push(uid);
+                last.push(uid);
+            }
         }
-        if text.len() > 1 {
-            text.push(',');
-        }
-        text.push_str(&format!("[{first},{})", last + 1));
     }
-    text.push('}');
-    text
+    (first, last)
 }
 
 impl MailStore {
@@ -666,68 +693,111 @@ impl MailStore {
         since: u64,
         known_uid: u32,
     ) -> Result<Changes, StoreError> {
+        let (changes, _) = self
+            .changes_and_light(user_id, mailbox_id, since, known_uid, &[])
+            .await?;
+        Ok(changes)
+    }
+
+    /// [`Self::changes_since`] and [`Self::fetch_light`] of `uids` in one statement: one round
+    /// trip and one snapshot for FETCH's sync read and its first batch of rows (issue #12: the
+    /// mixed load's FETCH paid two). The rows are as of the same moment as the changes, so a
+    /// view brought up to date with the changes agrees with them. The rows' flags are left
+    /// empty (the session's view has them, as for [`Self::scan_light`]). With no `uids` it is
+    /// [`Self::changes_since`].
+    pub async fn changes_and_light(
+        &self,
+        user_id: i64,
+        mailbox_id: i64,
+        since: u64,
+        known_uid: u32,
+        uids: &[u32],
+    ) -> Result<(Changes, Vec<StoredMessage>), StoreError> {
         // A client's MODSEQ is at most 63 bits (RFC 7162 §7); a larger one is past every change.
         let since = i64::try_from(since).unwrap_or(i64::MAX);
-        // Each branch's test of the floors uses only the mailbox row and parameters: PostgreSQL
-        // evaluates it once, before the branch's scan (a gating "one-time filter"). The UID
-        // ranges are closed on both sides so that a generic plan range-scans the primary key:
-        // with one side open it estimated a third of the table and scanned all of it. The
-        // recorded ranges (merged by `range_agg`) each range-scan it too: `OFFSET 0` keeps that
-        // subquery apart, which the planner otherwise joined the other way round (all of the
-        // table's rows, each tested against the ranges).
+        let (first, last) = uid_runs_param(uids);
+        // `kind` 0: added since (above the view's UIDs), changed since (the record of flag
+        // changes; or every message of the view when that record does not reach back to
+        // `since`); 1: removed since; 2: a row asked for (as in `fetch_light`: one primary key
+        // range scan per run of UIDs). Each branch's test of the floors uses only the mailbox
+        // row and parameters: PostgreSQL evaluates it once, before the branch's scan (a gating
+        // "one-time filter"). The UID ranges are closed on both sides so that a generic plan
+        // range-scans the primary key: with one side open it estimated a third of the table and
+        // scanned all of it. The recorded ranges (merged by `range_agg`) and the runs asked for
+        // each range-scan it too, behind `OFFSET 0` (never pulled up into the join, so always
+        // the inner side of a nested loop driven by the ranges).
         let rows = sqlx::query!(
             r#"SELECT b.highestmodseq, $3 >= b.expunged_floor AS "complete!",
-                      c.uid AS "uid?", c.modseq AS "modseq?", c.flags AS "flags?", c.gone AS "gone?"
+                      c.kind AS "kind?", c.uid AS "uid?", c.modseq AS "modseq?", c.flags AS "flags?",
+                      c.internal_date AS "internal_date?", c.size AS "size?", c.blob_id AS "blob_id?",
+                      c.header AS "header?"
              FROM mailboxes b
              LEFT JOIN LATERAL (
-                 SELECT m.uid, m.modseq, m.flags, false AS gone FROM messages m
-                 WHERE m.mailbox_id = b.id AND m.uid > $4 AND m.uid < b.uidnext
+                 SELECT 0 AS kind, m.uid, m.modseq, m.flags, NULL::timestamptz AS internal_date,
+                        NULL::bigint AS size, NULL::text AS blob_id, NULL::bytea AS header
+                 FROM messages m
+                 WHERE m.mailbox_id = b.id AND m.uid > $6 AND m.uid < b.uidnext
                  UNION ALL
-                 SELECT m.uid, m.modseq, m.flags, false FROM (
+                 SELECT 0, m.uid, m.modseq, m.flags, NULL, NULL, NULL, NULL FROM (
                      SELECT unnest(range_agg(f.uids)) AS r FROM flag_changes f
-                     WHERE f.mailbox_id = b.id AND f.modseq > $3 AND $3 >= b.flag_log_floor) x,
-                 LATERAL (SELECT m.uid, m.modseq, m.flags FROM messages m
-                          WHERE m.mailbox_id = b.id AND m.uid >= lower(x.r) AND m.uid < upper(x.r)
-                            AND m.uid <= $4 AND m.modseq > $3 OFFSET 0) m
+                     WHERE f.mailbox_id = b.id AND f.modseq > $3 AND $3 >= b.flag_log_floor) x
+                 CROSS JOIN LATERAL (
+                     SELECT m.uid, m.modseq, m.flags FROM messages m
+                     WHERE m.mailbox_id = b.id AND m.uid >= lower(x.r) AND m.uid < upper(x.r)
+                       AND m.uid <= $6 AND m.modseq > $3
+                     OFFSET 0) m
                  UNION ALL
-                 SELECT m.uid, m.modseq, m.flags, false FROM messages m
-                 WHERE m.mailbox_id = b.id AND m.uid BETWEEN 1 AND $4 AND m.modseq > $3 AND $3 < b.flag_log_floor
+                 SELECT 0, m.uid, m.modseq, m.flags, NULL, NULL, NULL, NULL FROM messages m
+                 WHERE m.mailbox_id = b.id AND m.uid BETWEEN 1 AND $6 AND m.modseq > $3 AND $3 < b.flag_log_floor
                  UNION ALL
-                 SELECT e.uid, e.modseq, NULL::text[], true FROM expunged e
+                 SELECT 1, e.uid, e.modseq, NULL, NULL, NULL, NULL, NULL FROM expunged e
                  WHERE e.mailbox_id = b.id AND e.modseq > $3 AND $3 >= b.expunged_floor
+                 UNION ALL
+                 SELECT 2, m.uid, m.modseq, NULL, m.internal_date, m.size, m.blob_id, m.header
+                 FROM unnest($4::bigint[], $5::bigint[]) AS r(first_uid, last_uid)
+                 CROSS JOIN LATERAL (
+                     SELECT m.uid, m.modseq, m.internal_date, m.size, m.blob_id, m.header
+                     FROM messages m
+                     WHERE m.mailbox_id = b.id AND m.uid BETWEEN r.first_uid AND r.last_uid
+                     OFFSET 0) m
              ) c ON true
              WHERE b.id = $1 AND b.user_id = $2
-             ORDER BY c.uid"#,
+             ORDER BY c.kind, c.uid"#,
             mailbox_id,
             user_id,
             since,
+            &first,
+            &last,
             i64::from(known_uid)
         )
         .fetch_all(&self.db)
         .await?;
         let first = rows.first().ok_or(StoreError::NoSuchMailbox)?;
-        let mut changes = Changes {
-            highestmodseq: first.highestmodseq.max(0) as u64,
-            changed: Vec::new(),
-            expunged: first.complete.then(Vec::new),
-        };
+        let mut changes = Changes::new(first.highestmodseq, first.complete);
+        let mut light = Vec::new();
         for row in rows {
-            let (Some(uid), Some(modseq)) = (row.uid, row.modseq) else {
-                continue;
-            };
-            if row.gone == Some(true) {
-                if let Some(expunged) = &mut changes.expunged {
-                    expunged.push(uid as u32);
-                }
-            } else {
-                changes.changed.push(MessageState {
-                    uid: uid as u32,
-                    modseq: modseq as u64,
-                    flags: row.flags.unwrap_or_default(),
-                });
+            if row.kind != Some(2) {
+                changes.add(row.uid, row.modseq, row.flags, row.kind.map(|kind| kind == 1));
+            } else if let (Some(uid), Some(modseq), Some(internal_date), Some(size), Some(blob_id), Some(header)) = (
+                row.uid,
+                row.modseq,
+                row.internal_date,
+                row.size,
+                row.blob_id,
+                row.header,
+            ) {
+                light.push(StoredMessage::light(
+                    uid,
+                    modseq,
+                    Vec::new(),
+                    internal_date,
+                    size,
+                    blob_id,
+                    header,
+                ));
             }
         }
-        Ok(changes)
+        Ok((changes, light))
     }
 
     /// Claim the messages of a user's mailbox up to `up_to_uid` as \Recent for the calling
@@ -1742,23 +1812,32 @@ impl MailStore {
         mailbox_id: i64,
         uids: &[u32],
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let uids = unique_uids_param(uids);
-        // The BETWEEN bounds let the planner range-scan the primary key (mailbox_id, uid)
-        // instead of probing it once per element of the array; the targets are joined from the
-        // array rather than tested with `uid = ANY($3)`, which PostgreSQL searches linearly per
-        // row for a parameter array (as in `StoreFlags::run`).
+        // One range scan of the primary key (mailbox_id, uid) per run of consecutive UIDs, the
+        // runs read one after the other: the same plan whatever the table's statistics say.
+        // `OFFSET 0` keeps the planner from pulling the subquery up into the join (it does not
+        // for a subquery with LIMIT or OFFSET), so, referring to the runs (LATERAL), it stays
+        // the inner side of a nested loop driven by them. Joined freely, the generic plan (`shared::db`) once estimated the mailbox's
+        // range at one row and ran the array's unnest again for every message: 250 × 250
+        // comparisons per batch, 20-30 ms instead of under 1 (issue #12: the second bench round
+        // downloaded headers at half the speed of the first). The mailbox's owner is checked
+        // once, not per row.
+        let (first, last) = uid_runs_param(uids);
         let rows = sqlx::query!(
-            "SELECT m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, m.header
-             FROM unnest($3::bigint[]) AS t(uid)
-             JOIN messages m ON m.mailbox_id = $2 AND m.uid = t.uid AND m.uid BETWEEN $4 AND $5
-             JOIN mailboxes b ON b.id = m.mailbox_id
-             WHERE b.user_id = $1
-             ORDER BY m.uid",
+            r#"SELECT m.uid AS "uid!", m.modseq AS "modseq!", m.flags AS "flags!",
+                      m.internal_date AS "internal_date!", m.size AS "size!", m.blob_id AS "blob_id!",
+                      m.header AS "header!"
+             FROM unnest($3::bigint[], $4::bigint[]) AS r(first_uid, last_uid)
+             CROSS JOIN LATERAL (
+                 SELECT m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob_id, m.header
+                 FROM messages m
+                 WHERE m.mailbox_id = $2 AND m.uid BETWEEN r.first_uid AND r.last_uid
+                 OFFSET 0) m
+             WHERE EXISTS (SELECT FROM mailboxes b WHERE b.id = $2 AND b.user_id = $1)
+             ORDER BY m.uid"#,
             user_id,
             mailbox_id,
-            &uids,
-            uids.iter().min().copied().unwrap_or(0),
-            uids.iter().max().copied().unwrap_or(0)
+            &first,
+            &last
         )
         .fetch_all(&self.db)
         .await?;
@@ -1780,10 +1859,12 @@ impl MailStore {
         mut each: impl FnMut(StoredMessage),
     ) -> Result<(), StoreError> {
         use futures::TryStreamExt;
+        // The mailbox's owner is checked once (a one-time filter), not joined per row.
         let mut rows = sqlx::query!(
             "SELECT m.uid, m.modseq, m.internal_date, m.size, m.blob_id, m.header
-             FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
-             WHERE b.user_id = $1 AND m.mailbox_id = $2 AND m.uid BETWEEN $3 AND $4
+             FROM messages m
+             WHERE m.mailbox_id = $2 AND m.uid BETWEEN $3 AND $4
+               AND EXISTS (SELECT FROM mailboxes b WHERE b.id = $2 AND b.user_id = $1)
              ORDER BY m.uid",
             user_id,
             mailbox_id,
@@ -1828,11 +1909,12 @@ impl MailStore {
         unchanged_since: Option<u64>,
     ) -> Result<FlagChange, StoreError> {
         let flags = normalize_flags(flags);
-        let uids = unique_uids_param(uids);
+        let (first_uids, last_uids) = uid_runs_param(uids);
         let store = StoreFlags {
             user_id,
             mailbox_id,
-            uids: &uids,
+            first_uids: &first_uids,
+            last_uids: &last_uids,
             op,
             flags: &flags,
             unchanged_since,
@@ -2043,7 +2125,9 @@ pub const FLAG_LOG_MAX_UIDS: i64 = 50_000;
 struct StoreFlags<'a> {
     user_id: i64,
     mailbox_id: i64,
-    uids: &'a [i64],
+    /// The targets as runs of consecutive UIDs: each run's first and last ([`uid_runs_param`]).
+    first_uids: &'a [i64],
+    last_uids: &'a [i64],
     op: FlagOp,
     flags: &'a [String],
     unchanged_since: Option<u64>,
@@ -2076,19 +2160,21 @@ impl StoreFlags<'_> {
             user_id: self.user_id,
             mailbox_id: self.mailbox_id,
         });
-        // The targets are joined from the array, not tested with `uid = ANY($3)`: PostgreSQL
-        // searches a parameter array linearly for every row (only a constant array is hashed),
-        // which made a `STORE 1:*` on 2000 messages spend 17 ms in that test alone (auto_explain
-        // of its generic plan). The BETWEEN bounds also let it range-scan the primary key.
+        // The targets are read as runs of consecutive UIDs, one range scan of the primary key
+        // per run (as `MailStore::fetch_light`): not tested with `uid = ANY(..)`, which
+        // PostgreSQL searches linearly for every row for a parameter array (a `STORE 1:*` on
+        // 2000 messages spent 17 ms in that test alone), nor joined freely from an array, which
+        // a generic plan can turn quadratic when the table's statistics are small. The same runs
+        // are the record of the STORE's targets (`lg`): `STORE 1:*` is one range.
         let rows = sqlx::query!(
             r#"WITH snap AS (
                  SELECT highestmodseq FROM mailboxes WHERE id = $1 AND user_id = $2),
              given AS (
-                 SELECT $7::text[] AS flags, lower($7::text)::text[] AS lower,
-                        CASE WHEN cardinality($7::text[]) = 1 THEN $7[1] END AS one),
+                 SELECT $6::text[] AS flags, lower($6::text)::text[] AS lower,
+                        CASE WHEN cardinality($6::text[]) = 1 THEN $6[1] END AS one),
              cur AS (
-                 SELECT uid, ($8::bigint IS NOT NULL AND modseq > $8) AS refused,
-                        CASE $6::int
+                 SELECT uid, ($7::bigint IS NOT NULL AND modseq > $7) AS refused,
+                        CASE $5::int
                           WHEN 0 THEN CASE WHEN l @> g.lower THEN NULL
                               WHEN g.one IS NOT NULL THEN m.flags || g.flags
                               ELSE m.flags || ARRAY(
@@ -2100,8 +2186,11 @@ impl StoreFlags<'_> {
                           ELSE CASE WHEN l @> g.lower AND g.lower @> l THEN NULL ELSE g.flags END
                         END AS new_flags
                  FROM (SELECT m.uid, m.modseq, m.flags, lower(m.flags::text)::text[] AS l
-                       FROM unnest($3::bigint[]) AS t(uid)
-                       JOIN messages m ON m.mailbox_id = $1 AND m.uid = t.uid AND m.uid BETWEEN $4 AND $5) m,
+                       FROM unnest($3::bigint[], $4::bigint[]) AS r(first_uid, last_uid)
+                       CROSS JOIN LATERAL (
+                           SELECT m.uid, m.modseq, m.flags FROM messages m
+                           WHERE m.mailbox_id = $1 AND m.uid BETWEEN r.first_uid AND r.last_uid
+                           OFFSET 0) m) m,
                       given g),
              todo AS (
                  SELECT uid, new_flags FROM cur WHERE NOT refused AND new_flags IS NOT NULL),
@@ -2109,9 +2198,9 @@ impl StoreFlags<'_> {
                  SELECT count(*) AS changed FROM todo),
              b AS (
                  UPDATE mailboxes SET highestmodseq = highestmodseq + 1,
-                        flag_log_uids = CASE WHEN flag_log_uids + k.changed > $11 THEN 0
+                        flag_log_uids = CASE WHEN flag_log_uids + k.changed > $10 THEN 0
                                              ELSE flag_log_uids + k.changed END,
-                        flag_log_floor = CASE WHEN flag_log_uids + k.changed > $11 THEN highestmodseq + 1
+                        flag_log_floor = CASE WHEN flag_log_uids + k.changed > $10 THEN highestmodseq + 1
                                               ELSE flag_log_floor END
                  FROM k
                  WHERE id = $1 AND highestmodseq = (SELECT highestmodseq FROM snap) AND k.changed > 0
@@ -2121,12 +2210,15 @@ impl StoreFlags<'_> {
                  FROM b, todo t WHERE m.mailbox_id = $1 AND m.uid = t.uid),
              lg AS (
                  INSERT INTO flag_changes (mailbox_id, modseq, uids)
-                 SELECT $1, b.highestmodseq, $12::text::int8multirange FROM b
+                 SELECT $1, b.highestmodseq,
+                        (SELECT range_agg(int8range(r.first_uid, r.last_uid, '[]'))
+                         FROM unnest($3::bigint[], $4::bigint[]) AS r(first_uid, last_uid))
+                 FROM b
                  WHERE b.highestmodseq > b.flag_log_floor),
              pr AS (
                  DELETE FROM flag_changes f USING b WHERE f.mailbox_id = $1 AND f.modseq <= b.flag_log_floor),
              n AS (
-                 SELECT pg_notify($9, $10) FROM b)
+                 SELECT pg_notify($8, $9) FROM b)
              SELECT (SELECT highestmodseq FROM b) AS modseq,
                     (SELECT changed FROM k) AS "todo!",
                     (SELECT count(*) FROM n) AS "notified!",
@@ -2136,16 +2228,14 @@ impl StoreFlags<'_> {
              ORDER BY r.uid"#,
             self.mailbox_id,
             self.user_id,
-            self.uids,
-            self.uids.iter().min().copied().unwrap_or(0),
-            self.uids.iter().max().copied().unwrap_or(0),
+            self.first_uids,
+            self.last_uids,
             op,
             self.flags,
             self.unchanged_since.map(|m| m.min(i64::MAX as u64) as i64),
             events::CHANNEL,
             payload,
             FLAG_LOG_MAX_UIDS,
-            uid_ranges_param(self.uids),
         )
         .fetch_all(&mut *conn)
         .await?;
@@ -3058,13 +3148,6 @@ pub fn normalize_flags(flags: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uid_ranges_are_the_runs_of_the_set() {
-        assert_eq!(uid_ranges_param(&[]), "{}");
-        assert_eq!(uid_ranges_param(&[7]), "{[7,8)}");
-        assert_eq!(uid_ranges_param(&[1, 2, 3, 5, 7, 8]), "{[1,4),[5,6),[7,9)}");
-    }
 
     #[test]
     fn flags_are_normalized() {
