@@ -26,3 +26,9 @@ pub mod xmlcheck;
 pub mod xmldoc;
 
 pub use server::{Server, run};
+
+/// davd's event broadcast ring (`shared::events::BACKLOG`): davd sends events (through
+/// PostgreSQL) but nothing in it receives them, so the smallest ring does (issue #12: the
+/// default's 80 KiB, written at start, were an idle daemon's largest allocation). A receiver
+/// added here must raise it.
+pub const EVENT_BACKLOG: usize = 1;

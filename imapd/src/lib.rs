@@ -112,5 +112,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) -> anyhow::Result<()> {
     serve(ctx, listeners, shutdown).await
 }
 
+/// imapd's event broadcast ring: every IDLE and NOTIFY session receives from it, and a NOTIFY
+/// session that falls behind loses its notifications (RFC 5465 §5.8), so it keeps the default.
+pub const EVENT_BACKLOG: usize = shared::events::BACKLOG;
+
 /// The TLS acceptor type sessions use (re-exported for tests).
 pub type Acceptor = TlsAcceptor;

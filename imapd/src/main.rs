@@ -2,7 +2,7 @@
 
 fn main() -> anyhow::Result<()> {
     shared::daemon::runtime()?.block_on(async {
-        let (ctx, shutdown) = shared::daemon::start("tinydc-imapd").await?;
+        let (ctx, shutdown) = shared::daemon::start("tinydc-imapd", tinydc_imapd::EVENT_BACKLOG).await?;
         tinydc_imapd::run(ctx, shutdown).await
     })
 }

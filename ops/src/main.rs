@@ -143,8 +143,14 @@ fn run_daemon(name: &'static str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let event_backlog = match name {
+        "tinydc-smtpd" => tinydc_smtpd::EVENT_BACKLOG,
+        "tinydc-imapd" => tinydc_imapd::EVENT_BACKLOG,
+        "tinydc-davd" => davd::EVENT_BACKLOG,
+        _ => shared::events::BACKLOG,
+    };
     let result = runtime.block_on(async move {
-        let (context, shutdown) = shared::daemon::start(name).await?;
+        let (context, shutdown) = shared::daemon::start(name, event_backlog).await?;
         match name {
             "tinydc-smtpd" => tinydc_smtpd::run(context, shutdown).await,
             "tinydc-imapd" => tinydc_imapd::run(context, shutdown).await,

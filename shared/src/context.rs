@@ -34,11 +34,20 @@ impl Context {
         db: PgPool,
         listener_idle: Duration,
     ) -> anyhow::Result<Arc<Context>> {
+        Context::build(config, db, listener_idle, crate::events::BACKLOG).await
+    }
+
+    async fn build(
+        config: Config,
+        db: PgPool,
+        listener_idle: Duration,
+        event_backlog: usize,
+    ) -> anyhow::Result<Arc<Context>> {
         let blobs = BlobStore::new(config.blobs_dir()).with_min_free(config.server.min_free_space);
         // Before anything reads a blob: bodies a crash left pending get their files back
         // (blobs.rs module docs).
         crate::blobs::settle_all(&db, &blobs).await?;
-        let events = Events::start_with(&db, listener_idle).await?;
+        let events = Events::start_with_backlog(&db, listener_idle, event_backlog).await?;
         crate::quota::guard_disk(
             &db,
             vec![config.data_dir.clone(), config.blobs_dir(), config.files_dir()],
@@ -56,8 +65,18 @@ impl Context {
 
     /// Connect to the configured database (waiting up to `wait` for it), migrate, and build.
     pub async fn open(config: Config, wait: Duration) -> anyhow::Result<Arc<Context>> {
+        Context::open_with_event_backlog(config, wait, crate::events::BACKLOG).await
+    }
+
+    /// [`Context::open`] whose event broadcast holds `event_backlog` events
+    /// ([`crate::events::BACKLOG`]: what a daemon's receivers need).
+    pub async fn open_with_event_backlog(
+        config: Config,
+        wait: Duration,
+        event_backlog: usize,
+    ) -> anyhow::Result<Arc<Context>> {
         let db = crate::db::connect(&config, wait).await?;
-        Context::new(config, db).await
+        Context::build(config, db, crate::events::LISTENER_IDLE_RELEASE, event_backlog).await
     }
 
     /// `DATA/files/<address>`: a user's WebDAV tree.

@@ -131,15 +131,16 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Everything a daemon needs before binding: logging, crypto, config, database, signals.
-/// Call it on the main thread (`block_on` of [`runtime`]).
-pub async fn start(name: &str) -> anyhow::Result<(Arc<Context>, Shutdown)> {
+/// `event_backlog`: the events its receivers may fall behind by (`crate::events::BACKLOG`; each
+/// daemon's `EVENT_BACKLOG`). Call it on the main thread (`block_on` of [`runtime`]).
+pub async fn start(name: &str, event_backlog: usize) -> anyhow::Result<(Arc<Context>, Shutdown)> {
     name_this_process(name);
     return_large_buffers_to_the_system();
     init_logging();
     crate::tls::install_crypto_provider();
     let data = data_dir_from_args(name)?;
     let config = Config::load(&data)?;
-    let context = Context::open(config, Duration::from_secs(30)).await?;
+    let context = Context::open_with_event_backlog(config, Duration::from_secs(30), event_backlog).await?;
     // Take this process's quota owner lock and give back what crashed writers had reserved.
     crate::quota::start_owner(&context.db).await?;
     // Quota warnings whose check a crash cut short (after the write's commit) are sent now.

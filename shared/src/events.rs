@@ -109,6 +109,13 @@ pub fn payload(event: &Event) -> String {
 /// like the pool's own connections (`shared::db::POOL_IDLE_TIMEOUT`).
 pub const LISTENER_IDLE_RELEASE: Duration = Duration::from_secs(15);
 
+/// Events a receiver may fall behind by before its next `recv` says `Lagged` (an IMAP session
+/// with NOTIFY then turns notifications off, RFC 5465 §5.8). The broadcast ring holds this many
+/// slots from the start, written in full (about 80 bytes each: 80 KiB at 1024), whether or not
+/// anything ever subscribes: a daemon whose receivers tolerate lagging passes a smaller one to
+/// [`Events::start_with_backlog`] (issue #12, idle memory).
+pub const BACKLOG: usize = 1024;
+
 /// How long a caller of [`Events::listening`] waits for the listener to be (re)connected before
 /// it goes on without (as while the database restarts: it may then miss events).
 const LISTENING_WAIT: Duration = Duration::from_secs(10);
@@ -251,7 +258,13 @@ impl Events {
     /// ended, exactly as when a process dies, which is why the connection is only given up with
     /// no reservation of this owner outstanding.
     pub async fn start_with(pool: &PgPool, idle_release: Duration) -> sqlx::Result<Events> {
-        let (sender, _) = broadcast::channel(1024);
+        Events::start_with_backlog(pool, idle_release, BACKLOG).await
+    }
+
+    /// [`Events::start_with`] with a broadcast ring of `backlog` events (at least 1; see
+    /// [`BACKLOG`]).
+    pub async fn start_with_backlog(pool: &PgPool, idle_release: Duration, backlog: usize) -> sqlx::Result<Events> {
+        let (sender, _) = broadcast::channel(backlog.max(1));
         let demand = Demand::new();
         let mut conn = Connection::open(pool).await?;
         let owner = Owner::for_db(pool);

@@ -132,3 +132,51 @@ async fn a_password_changed_while_the_listener_was_away_is_not_served_from_the_c
     );
     auth.login("alice@example.test", "new password", ip).await.unwrap();
 }
+
+/// A daemon whose receivers tolerate falling behind (smtpd's queue worker re-reads the queue)
+/// starts its events with a short ring (issue #12: the default's 80 KiB are written at start):
+/// a receiver that misses more than the ring holds is told so, and hears what came after.
+#[tokio::test]
+async fn a_short_event_ring_tells_a_receiver_that_fell_behind() {
+    let env = TestEnv::new().await;
+    let db = env.context.db.clone();
+    let events = events::Events::start_with_backlog(&db, IDLE, 2).await.unwrap();
+    let mut rx = events.subscribe();
+    let _interest = events.listening().await;
+    let mut conn = db.acquire().await.unwrap();
+    for user_id in 1..=5 {
+        events::notify(&mut conn, &Event::QuotaLimit { user_id }).await.unwrap();
+    }
+    drop(conn);
+    // Nothing received while the five arrive (`len` counts what was sent since the receiver's
+    // position, lost or not): the ring keeps the last two.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while rx.len() < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 5 events arrived",
+            rx.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut missed = 0;
+    let mut heard = Vec::new();
+    while heard.last() != Some(&Event::QuotaLimit { user_id: 5 }) {
+        match tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("events in time")
+        {
+            Ok(event) => heard.push(event),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => missed += n,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        missed, 3,
+        "a receiver five events behind a ring of two lost three: heard {heard:?}"
+    );
+    assert_eq!(
+        heard,
+        [Event::QuotaLimit { user_id: 4 }, Event::QuotaLimit { user_id: 5 }]
+    );
+}

@@ -63,6 +63,11 @@ pub struct Server {
     pub cpu: limits::Cpu,
 }
 
+/// smtpd's event broadcast ring (`shared::events::BACKLOG`): its one receiver, the queue
+/// worker, treats falling behind as a wake-up that re-reads the queue, so a short ring loses
+/// nothing (issue #12: the default's 80 KiB were written at start).
+pub const EVENT_BACKLOG: usize = 16;
+
 /// The addresses actually bound (useful with port 0).
 #[derive(Debug, Clone, Default)]
 pub struct Bound {

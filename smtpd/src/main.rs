@@ -2,7 +2,7 @@
 
 fn main() -> anyhow::Result<()> {
     shared::daemon::runtime()?.block_on(async {
-        let (ctx, shutdown) = shared::daemon::start("tinydc-smtpd").await?;
+        let (ctx, shutdown) = shared::daemon::start("tinydc-smtpd", tinydc_smtpd::EVENT_BACKLOG).await?;
         tinydc_smtpd::run(ctx, shutdown).await
     })
 }
