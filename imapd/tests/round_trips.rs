@@ -7,63 +7,12 @@
 
 mod common;
 
-use std::sync::Mutex;
-
 use common::*;
-use tracing::field::{Field, Visit};
-use tracing_subscriber::Layer as _;
-use tracing_subscriber::layer::{Context, SubscriberExt};
-
-/// The statements sqlx ran (its `sqlx::query` events), oldest first.
-static STATEMENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Statements;
-
-struct Summary(String);
-
-impl Visit for Summary {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "summary" {
-            self.0 = value.to_string();
-        }
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "summary" {
-            self.0 = format!("{value:?}");
-        }
-    }
-}
-
-impl<S> tracing_subscriber::Layer<S> for Statements
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
-        // The blob settler's rounds and the batched usage folds run on their own tasks after
-        // the answers (shared::blobs `settle_later`, shared::quota `FoldQueue`), in whichever
-        // command they happen to overlap: not a command's cost.
-        let settler = ctx
-            .event_scope(event)
-            .is_some_and(|mut scope| scope.any(|span| matches!(span.name(), "settle_bodies" | "fold_usage")));
-        if event.metadata().target() == "sqlx::query" && !settler {
-            let mut summary = Summary(String::new());
-            event.record(&mut summary);
-            STATEMENTS.lock().unwrap().push(summary.0);
-        }
-    }
-}
-
-fn taken() -> Vec<String> {
-    std::mem::take(&mut *STATEMENTS.lock().unwrap())
-}
+use shared::testing::statements::{self, taken};
 
 #[tokio::test]
 async fn the_mixed_cycle_asks_postgres_little() {
-    let filter = tracing_subscriber::filter::Targets::new()
-        .with_target("sqlx::query", tracing::Level::DEBUG)
-        .with_target("shared::blobs", tracing::Level::DEBUG);
-    let subscriber = tracing_subscriber::registry().with(Statements.with_filter(filter));
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this test binary");
+    statements::capture();
 
     let server = Server::start().await;
     server.deliver(&message("first", "body")).await;
