@@ -721,7 +721,9 @@ impl MailStore {
         // `since`); 1: removed since; 2: a row asked for (as in `fetch_light`: one primary key
         // range scan per run of UIDs). Each branch's test of the floors uses only the mailbox
         // row and parameters: PostgreSQL evaluates it once, before the branch's scan (a gating
-        // "one-time filter"). The UID ranges are closed on both sides so that a generic plan
+        // "one-time filter"); so does the test that the mailbox changed at all since `since`
+        // (every change takes a new HIGHESTMODSEQ), which spares a view that is current (a
+        // NOOP, an IDLE wake-up for another mailbox, a FETCH) every scan but the rows'. The UID ranges are closed on both sides so that a generic plan
         // range-scans the primary key: with one side open it estimated a third of the table and
         // scanned all of it. The recorded ranges (merged by `range_agg`) and the runs asked for
         // each range-scan it too, behind `OFFSET 0` (never pulled up into the join, so always
@@ -736,11 +738,11 @@ impl MailStore {
                  SELECT 0 AS kind, m.uid, m.modseq, m.flags, NULL::timestamptz AS internal_date,
                         NULL::bigint AS size, NULL::text AS blob_id, NULL::bytea AS header
                  FROM messages m
-                 WHERE m.mailbox_id = b.id AND m.uid > $6 AND m.uid < b.uidnext
+                 WHERE m.mailbox_id = b.id AND m.uid > $6 AND m.uid < b.uidnext AND b.highestmodseq > $3
                  UNION ALL
                  SELECT 0, m.uid, m.modseq, m.flags, NULL, NULL, NULL, NULL FROM (
                      SELECT unnest(range_agg(f.uids)) AS r FROM flag_changes f
-                     WHERE f.mailbox_id = b.id AND f.modseq > $3 AND $3 >= b.flag_log_floor) x
+                     WHERE f.mailbox_id = b.id AND f.modseq > $3 AND $3 >= b.flag_log_floor AND b.highestmodseq > $3) x
                  CROSS JOIN LATERAL (
                      SELECT m.uid, m.modseq, m.flags FROM messages m
                      WHERE m.mailbox_id = b.id AND m.uid >= lower(x.r) AND m.uid < upper(x.r)
@@ -749,9 +751,10 @@ impl MailStore {
                  UNION ALL
                  SELECT 0, m.uid, m.modseq, m.flags, NULL, NULL, NULL, NULL FROM messages m
                  WHERE m.mailbox_id = b.id AND m.uid BETWEEN 1 AND $6 AND m.modseq > $3 AND $3 < b.flag_log_floor
+                   AND b.highestmodseq > $3
                  UNION ALL
                  SELECT 1, e.uid, e.modseq, NULL, NULL, NULL, NULL, NULL FROM expunged e
-                 WHERE e.mailbox_id = b.id AND e.modseq > $3 AND $3 >= b.expunged_floor
+                 WHERE e.mailbox_id = b.id AND e.modseq > $3 AND $3 >= b.expunged_floor AND b.highestmodseq > $3
                  UNION ALL
                  SELECT 2, m.uid, m.modseq, NULL, m.internal_date, m.size, m.blob_id, m.header
                  FROM unnest($4::bigint[], $5::bigint[]) AS r(first_uid, last_uid)
