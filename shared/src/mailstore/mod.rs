@@ -2151,8 +2151,10 @@ impl StoreFlags<'_> {
     /// HOT where the page has room), `lg` records the targets' UIDs (as ranges: a superset of the
     /// changed ones, which the reader narrows by MODSEQ) at the new MODSEQ for the other
     /// sessions' sync ([`MailStore::changes_since`], migration 0021) and `pr` forgets the
-    /// record when `b` emptied it ([`FLAG_LOG_MAX_UIDS`]), `n` tells the other sessions. The
-    /// rows returned are the changed and the refused (`modified`) messages.
+    /// record when `b` emptied it ([`FLAG_LOG_MAX_UIDS`]; `flag_log_uids` is 0 after a STORE
+    /// that changed something only then, so other STOREs do not even probe the record), `n`
+    /// tells the other sessions. The rows returned are the changed and the refused (`modified`)
+    /// messages.
     async fn run(&self, conn: &mut PgConnection) -> Result<Option<FlagChange>, StoreError> {
         let op = match self.op {
             FlagOp::Add => 0,
@@ -2207,7 +2209,7 @@ impl StoreFlags<'_> {
                                               ELSE flag_log_floor END
                  FROM k
                  WHERE id = $1 AND highestmodseq = (SELECT highestmodseq FROM snap) AND k.changed > 0
-                 RETURNING highestmodseq, flag_log_floor),
+                 RETURNING highestmodseq, flag_log_floor, flag_log_uids),
              u AS (
                  UPDATE messages m SET flags = t.new_flags, modseq = b.highestmodseq
                  FROM b, todo t WHERE m.mailbox_id = $1 AND m.uid = t.uid),
@@ -2219,7 +2221,8 @@ impl StoreFlags<'_> {
                  FROM b
                  WHERE b.highestmodseq > b.flag_log_floor),
              pr AS (
-                 DELETE FROM flag_changes f USING b WHERE f.mailbox_id = $1 AND f.modseq <= b.flag_log_floor),
+                 DELETE FROM flag_changes f USING b
+                 WHERE b.flag_log_uids = 0 AND f.mailbox_id = $1 AND f.modseq <= b.flag_log_floor),
              n AS (
                  SELECT pg_notify($8, $9) FROM b)
              SELECT (SELECT highestmodseq FROM b) AS modseq,
