@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 use super::{
     Appended, DeliveryTarget, Destination, MailStore, Row, SelectedView, StoreError, charge_delivery,
-    fits_one_statement, insert_message, insert_unlimited, insert_unlimited_group,
+    fits_one_statement, insert_message, insert_unlimited,
 };
 use crate::blobs::PendingPut;
 use crate::quota::Reservation;
@@ -240,15 +240,15 @@ impl MailStore {
     /// messages.
     async fn try_group(&self, jobs: &mut [Job]) -> Result<Vec<Appended>, GroupFailed> {
         let before = GroupFailed::BeforeCommit;
-        let one_statement = jobs
+        if jobs
             .iter()
-            .all(|j| fits_one_statement(j.target.reservation.as_ref(), &j.row));
-        if one_statement && jobs.iter().all(|j| !j.view.is_some_and(|v| v.claim_recent)) {
+            .all(|j| fits_one_statement(j.target.reservation.as_ref(), &j.row))
+        {
             // The whole group in one statement committed on its own: one round trip
-            // (`insert_unlimited_group`; a \Recent claim for a view is made message by message).
+            // (`insert_unlimited`). Only the first job's view can claim \Recent (its docs).
             let (user_id, destination) = (jobs[0].target.user_id, jobs[0].destination.clone());
             let rows: Vec<&Row> = jobs.iter().map(|j| &j.row).collect();
-            let appended = match insert_unlimited_group(self.db(), user_id, &destination, &rows).await {
+            let appended = match insert_unlimited(self.db(), user_id, &destination, jobs[0].view, &rows).await {
                 Ok(Some(appended)) => appended,
                 Ok(None) => return Err(before(limit_set())),
                 // A statement PostgreSQL refused was rolled back: nothing was committed.
@@ -263,25 +263,6 @@ impl MailStore {
             return Ok(appended);
         }
         let mut tx = self.db.begin().await.map_err(|e| before(e.into()))?;
-        if one_statement {
-            // Every delivery of a user without a limit, with a small body: one statement each
-            // (`insert_unlimited`). One that finds a limit set meanwhile fails the group, and
-            // each is retried alone, through the two-step path where needed.
-            let mut appended = Vec::with_capacity(jobs.len());
-            for job in jobs.iter() {
-                match insert_unlimited(&mut *tx, job.target.user_id, &job.destination, job.view, &job.row).await {
-                    Ok(Some(one)) => appended.push(one),
-                    Ok(None) => return Err(before(limit_set())),
-                    Err(e) => return Err(before(e)),
-                }
-            }
-            tx.commit().await.map_err(|e| GroupFailed::AtCommit(e.into()))?;
-            for job in jobs.iter() {
-                self.restore_if_swept(&job.row).await;
-                self.settle_later(&job.row).await;
-            }
-            return Ok(appended);
-        }
         for job in jobs.iter_mut() {
             charge_delivery(&mut tx, job.target.user_id, job.target.reservation.take(), job.row.size)
                 .await
@@ -316,10 +297,10 @@ impl MailStore {
     ) -> Result<Appended, StoreError> {
         if body.is_none() && fits_one_statement(target.reservation.as_ref(), row) {
             // One statement, committed on its own: one round trip (`insert_unlimited`).
-            if let Some(appended) = insert_unlimited(self.db(), target.user_id, destination, view, row).await? {
+            if let Some(mut appended) = insert_unlimited(self.db(), target.user_id, destination, view, &[row]).await? {
                 self.restore_if_swept(row).await;
                 self.settle_later(row).await;
-                return Ok(appended);
+                return Ok(appended.remove(0));
             }
             // The user has a limit now: the two-step path checks the write against it.
         }

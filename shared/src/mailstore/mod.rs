@@ -2568,20 +2568,28 @@ fn fits_one_statement(reservation: Option<&Reservation>, row: &Row) -> bool {
     is_unlimited(reservation) && row.pending.is_some()
 }
 
-/// One delivery of a user without a limit ([`is_unlimited`] reservation) with a small body
-/// (`Row::pending`), in ONE statement (issue #12): [`charge_delivery`]'s delta and
-/// [`insert_message`]'s two statements together. Run on the pool it is its own transaction, so
-/// a single APPEND or SMTP delivery costs one round trip, its commit (one WAL flush, with the
-/// body in `blob_pending`) included, instead of BEGIN, three statements and COMMIT; inside a
-/// group's transaction it is one statement per message instead of three.
+/// Deliveries of a user without a limit ([`is_unlimited`] reservations) into one mailbox, each
+/// with a small body (`Row::pending`), in ONE statement (issue #12): [`charge_delivery`]'s
+/// delta and [`insert_message`]'s two statements for all of them. Run on the pool it is its own
+/// transaction, so a single APPEND or SMTP delivery, or a group commit of several
+/// (`group.rs`), costs one round trip, its commit (one WAL flush, the bodies in
+/// `blob_pending`) included, instead of BEGIN, three statements per message and COMMIT.
 ///
-/// The same lock order as the two-step path: the user's row first (`FOR KEY SHARE`, what the
-/// delta's foreign key check takes anyway; the uncorrelated `EXISTS` runs before the mailbox is
-/// scanned), then the mailbox row, then the blob row. The quota step is `quota::commit`'s for a
-/// reservation made without a limit: a charged delta, written only while the user still has
-/// no limit (keep the two alike). `Ok(None)`: the user has a limit now and nothing was
-/// written; the caller takes the two-step path, whose `quota::commit` checks the write under
-/// the user's row lock.
+/// The mailbox row gives `rows.len()` UIDs and MODSEQs at once, in the order of `rows` (RFC
+/// 4315 §3 ascending, RFC 7162 §3.1 one MODSEQ per message), as statements one by one would;
+/// the usage is one delta of their sum; each distinct body is one blob row, its references
+/// counted once per message; one event tells the mailbox's listeners. The same lock order as
+/// the two-step path: the user's row first (`FOR KEY SHARE`, what the delta's foreign key check
+/// takes anyway; the uncorrelated `EXISTS` runs before the mailbox is scanned), then the
+/// mailbox row, then the blob rows by ascending id. The quota step is `quota::commit`'s for a
+/// reservation made without a limit: a charged delta, written only while the user still has no
+/// limit (keep the two alike). `Ok(None)`: the user has a limit now and nothing was written;
+/// the caller takes the two-step path, whose `quota::commit` checks the write against it.
+///
+/// `view`: the appending session's view when it is the first row's (`SelectedView`). Its
+/// \Recent claim (RFC 3501 §2.3.2) can only succeed for the first row: a later row's session
+/// cannot have seen the rows before it, so the mailbox's MODSEQ before that row is never its
+/// view's, exactly as if the rows were inserted one by one.
 ///
 /// A body that a sweep removed between its write and this statement is not caught before the
 /// commit (`BlobStore::ensure_present` needs the blob row's lock held): the caller checks it
@@ -2592,105 +2600,6 @@ async fn insert_unlimited<'e, E>(
     user_id: i64,
     destination: &Destination,
     view: Option<SelectedView>,
-    row: &Row,
-) -> Result<Option<Appended>, StoreError>
-where
-    E: sqlx::PgExecutor<'e>,
-{
-    let (by_id, by_name) = match destination {
-        Destination::Id(id) => (Some(*id), None),
-        Destination::Named(name) => (None, Some(name.as_str())),
-    };
-    // `u`: the user without a limit, key-share locked first. `locked`: as in `insert_message`
-    // (the SET sees the row as it was before this statement). `q`: the usage delta
-    // (`quota::commit`). `b`, `p`, `m`: the blob reference, the pending body, the message row.
-    // The event's payload is `events::Event::Mailbox` as serde writes it, built here because a
-    // named mailbox's id is only known inside the statement. The foreign keys are checked at
-    // the end of the statement, under locks it already holds.
-    let stored = sqlx::query!(
-        r#"WITH u AS MATERIALIZED (
-             SELECT id FROM users WHERE id = $1 AND quota_limit IS NULL FOR KEY SHARE),
-         locked AS (
-             UPDATE mailboxes m SET uidnext = m.uidnext + 1, highestmodseq = m.highestmodseq + 1,
-                 recent_claimed_uid = CASE WHEN $4 AND m.highestmodseq = $3 AND m.id = $6
-                     THEN greatest(m.recent_claimed_uid, m.uidnext) ELSE m.recent_claimed_uid END
-             FROM (SELECT id, recent_claimed_uid FROM mailboxes
-                   WHERE user_id = $1 AND ((id = $2) OR ($2::bigint IS NULL AND name = $5))
-                     AND EXISTS (SELECT 1 FROM u)
-                   FOR UPDATE) old
-             WHERE m.id = old.id
-             RETURNING m.id, m.uidvalidity, m.uidnext - 1 AS uid, m.highestmodseq,
-                 CASE WHEN m.recent_claimed_uid > old.recent_claimed_uid THEN old.recent_claimed_uid END AS recent_before),
-         q AS (
-             INSERT INTO quota_reservations (user_id, bytes, expires_at, charged)
-             SELECT $1, $8, 'infinity', 'mail' FROM locked),
-         b AS (
-             INSERT INTO blobs (id, size, refcount) SELECT $9, $8, 1 FROM locked
-             ON CONFLICT (id) DO UPDATE SET refcount = blobs.refcount + 1, zero_since = NULL
-             RETURNING id),
-         p AS (
-             INSERT INTO blob_pending (id, body) SELECT b.id, $13 FROM b WHERE $13::bytea IS NOT NULL
-             ON CONFLICT (id) DO UPDATE SET body = excluded.body),
-         m AS (
-             INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id, envelope, body_structure, header)
-             SELECT l.id, l.uid, l.highestmodseq, $7, $14, $8, b.id, $10, $11, $12 FROM locked l, b
-             RETURNING mailbox_id),
-         n AS MATERIALIZED (
-             SELECT pg_notify($15, json_build_object('kind', 'mailbox', 'user_id', $1::bigint, 'mailbox_id', m.mailbox_id)::text)
-             FROM m)
-         SELECT EXISTS (SELECT 1 FROM u) AS "no_limit!", l.id AS "id?", l.uidvalidity AS "uidvalidity?",
-             l.uid AS "uid?", l.highestmodseq AS "modseq?", l.recent_before, (SELECT count(*) FROM n) AS "events!"
-         FROM (SELECT 1) one LEFT JOIN locked l ON true"#,
-        user_id,
-        by_id,
-        view.map(|v| v.known_modseq as i64),
-        view.is_some_and(|v| v.claim_recent),
-        by_name,
-        view.map(|v| v.mailbox_id),
-        &row.flags,
-        row.size as i64,
-        row.blob.0,
-        row.envelope,
-        row.structure,
-        row.header,
-        row.pending.as_deref().map(|body| body.as_slice()),
-        row.internal_date,
-        events::CHANNEL,
-    )
-    .fetch_one(conn)
-    .await?;
-    if !stored.no_limit {
-        return Ok(None);
-    }
-    let (Some(mailbox_id), Some(uidvalidity), Some(uid), Some(modseq)) =
-        (stored.id, stored.uidvalidity, stored.uid, stored.modseq)
-    else {
-        return Err(StoreError::NoSuchMailbox);
-    };
-    Ok(Some(Appended {
-        user_id,
-        mailbox_id,
-        uidvalidity: uidvalidity as u32,
-        uid: uid as u32,
-        modseq: modseq as u64,
-        // Claimed above the old mark: the UIDs after it up to this one (RFC 3501 §2.3.2).
-        recent_from: stored.recent_before.map(|old| (old.max(0) as u32).saturating_add(1)),
-    }))
-}
-
-/// Several deliveries of a user without a limit into one mailbox (a group commit's, `group.rs`),
-/// each with a small body and none claiming \Recent for a view: [`insert_unlimited`] for all of
-/// them in ONE statement, committed on its own when run on the pool (issue #12: one round trip
-/// for the group instead of BEGIN, one statement per message and COMMIT). The mailbox row gives
-/// `rows.len()` UIDs and MODSEQs at once, handed out in the order of `rows` (RFC 4315 §3
-/// ascending, RFC 7162 §3.1 one MODSEQ per message), as the statements one by one would; the
-/// usage is one delta of their sum; each distinct body is one blob row, its references counted
-/// once per message, blob rows taken in ascending id (the module's lock order); one event tells
-/// the mailbox's listeners. `Ok(None)`: the user has a limit now, and nothing was written.
-async fn insert_unlimited_group<'e, E>(
-    conn: E,
-    user_id: i64,
-    destination: &Destination,
     rows: &[&Row],
 ) -> Result<Option<Vec<Appended>>, StoreError>
 where
@@ -2713,19 +2622,28 @@ where
         .iter()
         .map(|r| r.pending.as_deref().map(|b| b.as_slice()))
         .collect();
-    // As in `insert_unlimited`; `r`: the messages in order (`ord` from 1); `locked` returns the
-    // first UID taken and the MODSEQ before this statement.
+    // `u`: the user without a limit, key-share locked first. `locked`: as in `insert_message`
+    // (the SET sees the row as it was before this statement), returning the first UID taken,
+    // the MODSEQ before this statement and the \Recent mark before a claim. `r`: the messages
+    // in order (`ord` from 1). `q`: the usage delta (`quota::commit`). `b`, `p`, `m`: the blob
+    // references, the pending bodies, the message rows. The event's payload is
+    // `events::Event::Mailbox` as serde writes it, built here because a named mailbox's id is
+    // only known inside the statement. The foreign keys are checked at the end of the
+    // statement, under locks it already holds.
     let stored = sqlx::query!(
         r#"WITH u AS MATERIALIZED (
              SELECT id FROM users WHERE id = $1 AND quota_limit IS NULL FOR KEY SHARE),
          locked AS (
-             UPDATE mailboxes m SET uidnext = m.uidnext + $4, highestmodseq = m.highestmodseq + $4
-             FROM (SELECT id FROM mailboxes
+             UPDATE mailboxes m SET uidnext = m.uidnext + $4, highestmodseq = m.highestmodseq + $4,
+                 recent_claimed_uid = CASE WHEN $14 AND m.highestmodseq = $15 AND m.id = $16
+                     THEN greatest(m.recent_claimed_uid, m.uidnext) ELSE m.recent_claimed_uid END
+             FROM (SELECT id, recent_claimed_uid FROM mailboxes
                    WHERE user_id = $1 AND ((id = $2) OR ($2::bigint IS NULL AND name = $3))
                      AND EXISTS (SELECT 1 FROM u)
                    FOR UPDATE) old
              WHERE m.id = old.id
-             RETURNING m.id, m.uidvalidity, m.uidnext - $4 AS first_uid, m.highestmodseq - $4 AS modseq_before),
+             RETURNING m.id, m.uidvalidity, m.uidnext - $4 AS first_uid, m.highestmodseq - $4 AS modseq_before,
+                 CASE WHEN m.recent_claimed_uid > old.recent_claimed_uid THEN old.recent_claimed_uid END AS recent_before),
          r AS MATERIALIZED (
              SELECT * FROM unnest($5::bigint[], $6::text[], $7::jsonb[], $8::timestamptz[], $9::jsonb[],
                                   $10::jsonb[], $11::bytea[], $12::bytea[])
@@ -2752,7 +2670,7 @@ where
              SELECT pg_notify($13, json_build_object('kind', 'mailbox', 'user_id', $1::bigint, 'mailbox_id', l.id)::text)
              FROM locked l WHERE EXISTS (SELECT 1 FROM m))
          SELECT EXISTS (SELECT 1 FROM u) AS "no_limit!", l.id AS "id?", l.uidvalidity AS "uidvalidity?",
-             l.first_uid AS "first_uid?", l.modseq_before AS "modseq_before?",
+             l.first_uid AS "first_uid?", l.modseq_before AS "modseq_before?", l.recent_before,
              (SELECT count(*) FROM m) AS "messages!", (SELECT count(*) FROM n) AS "events!"
          FROM (SELECT 1) one LEFT JOIN locked l ON true"#,
         user_id,
@@ -2768,6 +2686,9 @@ where
         &headers as &[&[u8]],
         &bodies as &[Option<&[u8]>],
         events::CHANNEL,
+        view.is_some_and(|v| v.claim_recent),
+        view.map(|v| v.known_modseq as i64),
+        view.map(|v| v.mailbox_id),
     )
     .fetch_one(conn)
     .await?;
@@ -2779,6 +2700,8 @@ where
     else {
         return Err(StoreError::NoSuchMailbox);
     };
+    // Claimed above the old mark: the UIDs after it up to the first row's (RFC 3501 §2.3.2).
+    let recent_from = stored.recent_before.map(|old| (old.max(0) as u32).saturating_add(1));
     Ok(Some(
         (0..count)
             .map(|i| Appended {
@@ -2787,7 +2710,7 @@ where
                 uidvalidity: uidvalidity as u32,
                 uid: (first_uid + i) as u32,
                 modseq: (modseq_before + 1 + i) as u64,
-                recent_from: None,
+                recent_from: if i == 0 { recent_from } else { None },
             })
             .collect(),
     ))
