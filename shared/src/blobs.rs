@@ -197,6 +197,18 @@ impl BlobStore {
         self.write_renamed(&target, bytes, false)
     }
 
+    /// Start [`Self::write_unsynced_blocking`] on the blocking pool for a writer that sends its
+    /// statement meanwhile: the commit makes the body durable through `blob_pending` whether
+    /// its file is written yet or not, and the writer waits for the file after the commit and
+    /// before it answers ([`UnsyncedPut::wait`]), so nobody is told of a message whose file is
+    /// not there. Must be called inside the tokio runtime.
+    pub fn start_unsynced(&self, id: BlobId, bytes: Arc<Vec<u8>>) -> UnsyncedPut {
+        let store = self.clone();
+        UnsyncedPut(tokio::task::spawn_blocking(move || {
+            store.write_unsynced_blocking(&id, &bytes)
+        }))
+    }
+
     /// After the commit that inserted `id` into `blob_pending`: fsync its file later, in a
     /// batch with others, then delete the row (a task of this process runs while ids wait).
     /// When too many wait already, the body is settled here before returning, so a writer
@@ -396,7 +408,7 @@ impl BlobStore {
 
     /// `ENOSPC` when `len` more bytes would go into the reserve (statvfs of the store, or of
     /// the nearest folder above it that exists).
-    fn check_space(&self, len: u64) -> std::io::Result<()> {
+    pub fn check_space(&self, len: u64) -> std::io::Result<()> {
         let Some(dir) = self.root.ancestors().find(|d| d.exists()) else {
             return Ok(());
         };
@@ -539,6 +551,19 @@ pub struct PendingPut(tokio::task::JoinHandle<std::io::Result<()>>);
 
 impl PendingPut {
     /// Wait until the blob is durable (written, fsynced, renamed, its folder fsynced).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.0.await.map_err(std::io::Error::other)?
+    }
+}
+
+/// A small body's file being written without an fsync ([`BlobStore::start_unsynced`]).
+/// Dropped without waiting, the write still completes on its own; a file nothing references
+/// is swept later like any orphan.
+#[derive(Debug)]
+pub struct UnsyncedPut(tokio::task::JoinHandle<std::io::Result<()>>);
+
+impl UnsyncedPut {
+    /// Wait until the file is written and renamed to its name (not fsynced).
     pub async fn wait(self) -> std::io::Result<()> {
         self.0.await.map_err(std::io::Error::other)?
     }

@@ -100,6 +100,7 @@ async fn unlimited_deliveries_in_one_statement_keep_uids_usage_and_events_right(
     for n in 0..48 {
         let mail = env.context.mail.clone();
         let db = db.clone();
+        let blobs = env.context.blobs.clone();
         tasks.push(tokio::spawn(async move {
             let raw = body(n);
             let reservation = quota::reserve(&db, user.id, raw.len() as u64).await.unwrap();
@@ -117,6 +118,14 @@ async fn unlimited_deliveries_in_one_statement_keep_uids_usage_and_events_right(
                 _ => vec!["\\Flagged".into(), format!("$label{n}")],
             };
             let done = mail.deliver(vec![target], &raw, &flags, Utc::now()).await.unwrap();
+            // Answered only once the body's file (written while the statement ran) is whole.
+            let path = blobs.path(&shared::blobs::BlobId::of(&raw));
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                raw,
+                "{} after the delivery's answer",
+                path.display()
+            );
             (done, flags)
         }));
     }

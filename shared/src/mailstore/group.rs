@@ -12,7 +12,8 @@
 //!
 //! A small body (`blobs::PENDING_MAX`) needs no fsync before the commit: it goes into
 //! `blob_pending` in the same transaction, so the commit's WAL flush is the only one a delivery
-//! waits for (`blobs.rs` module docs); its file is fsynced after the answer, in batches.
+//! waits for (`blobs.rs` module docs). Its file is written (unsynced) while the statements run
+//! and waited for after the commit, before the answer; it is fsynced later, in batches.
 //!
 //! A delivery of a larger body that finds its mailbox idle does not wait for its body first: its
 //! transaction's statements (quota, UID, rows) run while the body is written and fsynced
@@ -276,6 +277,7 @@ impl MailStore {
                     .map_err(before)?,
             );
             // The blob row is locked by the statement that added the reference.
+            job.row.wait_written().await.map_err(|e| before(e.into()))?;
             self.blobs.ensure_present(&job.row.blob).map_err(|e| before(e.into()))?;
         }
         tx.commit().await.map_err(|e| GroupFailed::AtCommit(e.into()))?;
@@ -312,33 +314,44 @@ impl MailStore {
             body.wait().await?;
         }
         // The blob row is locked by the statement that added the reference.
+        row.wait_written().await?;
         self.blobs.ensure_present(&row.blob)?;
         tx.commit().await?;
         self.settle_later(row).await;
         Ok(appended)
     }
 
-    /// After a one-statement commit of `row` ([`insert_unlimited`]), which could not check that
-    /// a sweep had not removed the body's file meanwhile (`BlobStore::ensure_present`): a file
-    /// found missing is written again from the body, which the commit holds in `blob_pending`,
-    /// before the delivery is acknowledged. Should that fail, the delivery stays committed and
-    /// durable (its body in `blob_pending`, written back by `blobs::settle_all` at the next
-    /// start): it is logged, not failed, since a failure would make the client store it twice.
+    /// After a one-statement commit of `row` ([`insert_unlimited`]): its body's file, written
+    /// while the statement ran (`BodyWrite::AfterCommit`), is waited for, and one that is not
+    /// there (its write failed, or a sweep removed a file the statement could not check,
+    /// `BlobStore::ensure_present`) is written again from the body, which the commit holds in
+    /// `blob_pending`, before the delivery is acknowledged. Should that fail, the delivery stays
+    /// committed and durable (its body in `blob_pending`, written back by `blobs::settle_all`
+    /// at the next start): it is logged, not failed, since a failure would make the client
+    /// store it twice.
     async fn restore_if_swept(&self, row: &Row) {
-        if self.blobs.ensure_present(&row.blob).is_ok() {
+        let written = row.wait_written().await;
+        if written.is_ok() && self.blobs.ensure_present(&row.blob).is_ok() {
             return;
         }
         let Some(body) = row.pending.clone() else { return };
-        tracing::warn!(blob = %row.blob.0, "a sweep removed a message body's file while it was stored: writing it again");
+        match written {
+            Err(e) => {
+                tracing::warn!(blob = %row.blob.0, "writing a message body's file failed ({e}): writing it again")
+            }
+            Ok(()) => {
+                tracing::warn!(blob = %row.blob.0, "a sweep removed a message body's file while it was stored: writing it again")
+            }
+        }
         let blobs = self.blobs.clone();
         let id = row.blob.clone();
         match tokio::task::spawn_blocking(move || blobs.write_unsynced_blocking(&id, &body)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::error!(blob = %row.blob.0, "writing a swept body's file again (left for the next start): {e}")
+                tracing::error!(blob = %row.blob.0, "writing a message body's file again (left for the next start): {e}")
             }
             Err(e) => {
-                tracing::error!(blob = %row.blob.0, "writing a swept body's file again (left for the next start): {e}")
+                tracing::error!(blob = %row.blob.0, "writing a message body's file again (left for the next start): {e}")
             }
         }
     }

@@ -1348,6 +1348,7 @@ impl MailStore {
                 structure,
                 header,
                 pending,
+                written: std::sync::Mutex::new(None),
             };
             // Locks already held: the UID and MODSEQ are taken in command order (RFC 4315 §3).
             // The quota step touches only this session's own reservation rows (`quota::commit`),
@@ -1457,11 +1458,18 @@ impl MailStore {
         if warning.is_none() && targets.len() == 1 {
             // The common case (one recipient, one APPEND): the steps of `deliver_one`, in one
             // transaction with the deliveries into the same mailbox that wait meanwhile (group
-            // commit, `group.rs`). The body's write and fsync overlap the transaction's
-            // statements; its commit waits for both.
-            let (prepared, body) = self.prepare_overlapped(raw).await?;
+            // commit, `group.rs`). The body's write overlaps the transaction's statements: a
+            // large body's commit waits for its fsyncs, a small body's answer for its file.
+            let (prepared, write) = self.prepare_overlapped(raw).await?;
             let target = targets.into_iter().next().expect("one target");
             let row = prepared.into_row(flags, internal_date);
+            let body = match write {
+                BodyWrite::BeforeCommit(body) => Some(body),
+                BodyWrite::AfterCommit(written) => {
+                    *row.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(written);
+                    None
+                }
+            };
             let (destination, view) = into.unwrap_or_else(|| (Destination::of(&target), None));
             return Ok(vec![self.deliver_grouped(target, destination, view, row, body).await?]);
         }
@@ -1482,67 +1490,52 @@ impl MailStore {
         // Parsing up to max_message_size bytes is CPU work: on the blocking pool, not on an
         // async worker thread every other session shares.
         let for_parse = raw.clone();
-        let parse = tokio::task::spawn_blocking(move || {
-            let parsed = parsed::parse(&for_parse);
-            let envelope = serde_json::to_value(&parsed.envelope);
-            let structure = serde_json::to_value(&parsed.body_structure);
-            (parsed, envelope, structure)
-        });
+        let parse = tokio::task::spawn_blocking(move || Analysed::of(&for_parse));
         // The parse and the body's write and fsync run side by side on the blocking pool; the
         // transaction below starts only when both are done (the body is durable before any row
         // points at it). A body written for a message that then fails is swept later.
         let (parse, blob) = tokio::join!(parse, self.blobs.put_shared(raw.clone()));
-        let (parsed, envelope, structure) =
-            parse.map_err(|e| StoreError::Io(std::io::Error::other(format!("message parser task failed: {e}"))))?;
-        let invalid = |e: serde_json::Error| StoreError::Invalid(format!("message metadata: {e}"));
-        let envelope = envelope.map_err(invalid)?;
-        let structure = structure.map_err(invalid)?;
-        let blob = blob?;
-        Ok(Prepared {
-            blob,
-            size: raw.len() as u64,
-            header: parsed.header,
-            envelope,
-            structure,
-            pending: None,
-        })
+        let analysed = parse.map_err(parser_failed)?;
+        analysed.prepared(blob?, raw.len() as u64, None)
     }
 
-    /// [`Self::prepare`] that does not wait for the body to be durable. A small body
-    /// (`blobs::PENDING_MAX`) is written to its file without an fsync and travels in the row
-    /// to `blob_pending`, so the commit makes it durable (`blobs.rs` module docs); a larger one
-    /// has its write started, the message parsed meanwhile, and the write handed back to be
-    /// waited for before the commit that references it ([`crate::blobs::PendingPut`]).
-    async fn prepare_overlapped(&self, raw: Arc<Vec<u8>>) -> Result<(Prepared, Option<blobs::PendingPut>), StoreError> {
-        let blobs = self.blobs.clone();
+    /// [`Self::prepare`] that does not wait for the body's file. A small body
+    /// (`blobs::PENDING_MAX`) travels in the row to `blob_pending`, so the commit makes it
+    /// durable (`blobs.rs` module docs); its file is written without an fsync while the
+    /// statements run ([`BodyWrite::AfterCommit`]), and hashed and parsed here first. A larger
+    /// one has its write (with its fsyncs) started, the message parsed meanwhile, and the write
+    /// handed back to be waited for before the commit that references it
+    /// ([`BodyWrite::BeforeCommit`]).
+    async fn prepare_overlapped(&self, raw: Arc<Vec<u8>>) -> Result<(Prepared, BodyWrite), StoreError> {
         let size = raw.len() as u64;
+        if raw.len() <= INLINE_PARSE_MAX {
+            // Hashed and parsed on this thread: a handful of microseconds for a body this
+            // size, cheaper than handing it to a blocking-pool thread and back before the
+            // statement can go out (issue #12: the APPEND's path).
+            let blob = BlobId::of(&raw);
+            self.blobs.check_space(size)?;
+            let written = self.blobs.start_unsynced(blob.clone(), raw.clone());
+            let prepared = Analysed::of(&raw).prepared(blob, size, Some(raw))?;
+            return Ok((prepared, BodyWrite::AfterCommit(written)));
+        }
+        let blobs = self.blobs.clone();
         let small = raw.len() <= blobs::PENDING_MAX;
         // Hashing and parsing up to max_message_size bytes is CPU work: on the blocking pool.
-        let (blob, body, parsed, envelope, structure, pending) = tokio::task::spawn_blocking(move || {
+        let (blob, write, analysed) = tokio::task::spawn_blocking(move || {
             let blob = BlobId::of(&raw);
-            let (body, pending) = if small {
-                blobs.write_unsynced_blocking(&blob, &raw)?;
-                (None, Some(raw.clone()))
+            let write = if small {
+                blobs.check_space(size)?;
+                BodyWrite::AfterCommit(blobs.start_unsynced(blob.clone(), raw.clone()))
             } else {
-                (Some(blobs.start_put(blob.clone(), raw.clone())), None)
+                BodyWrite::BeforeCommit(blobs.start_put(blob.clone(), raw.clone()))
             };
-            let parsed = parsed::parse(&raw);
-            let envelope = serde_json::to_value(&parsed.envelope);
-            let structure = serde_json::to_value(&parsed.body_structure);
-            Ok::<_, std::io::Error>((blob, body, parsed, envelope, structure, pending))
+            let analysed = Analysed::of(&raw);
+            Ok::<_, std::io::Error>((blob, write, (analysed, small.then_some(raw))))
         })
         .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(format!("message parser task failed: {e}"))))??;
-        let invalid = |e: serde_json::Error| StoreError::Invalid(format!("message metadata: {e}"));
-        let prepared = Prepared {
-            blob,
-            size,
-            header: parsed.header,
-            envelope: envelope.map_err(invalid)?,
-            structure: structure.map_err(invalid)?,
-            pending,
-        };
-        Ok((prepared, body))
+        .map_err(parser_failed)??;
+        let (analysed, pending) = analysed;
+        Ok((analysed.prepared(blob, size, pending)?, write))
     }
 
     /// [`Self::prepare`] of a message already written to the blob store (`size` bytes under
@@ -1550,7 +1543,7 @@ impl MailStore {
     /// blocking pool and parsed there, so the message is never copied into one heap buffer.
     async fn prepare_stored(&self, blob: BlobId, size: u64) -> Result<Prepared, StoreError> {
         let path = self.blobs.path(&blob);
-        let parsed = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let analysed = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             let file = std::fs::File::open(&path)?;
             let len = file.metadata()?.len();
             if len != size {
@@ -1565,23 +1558,11 @@ impl MailStore {
             // pages readable (an unlinked file stays until unmapped).
             #[allow(unsafe_code)] // mmap(2) of an immutable file: see SAFETY above.
             let map = unsafe { memmap2::Mmap::map(&file)? };
-            let parsed = parsed::parse(&map);
-            let envelope = serde_json::to_value(&parsed.envelope);
-            let structure = serde_json::to_value(&parsed.body_structure);
-            Ok((parsed.header, envelope, structure))
+            Ok(Analysed::of(&map))
         })
         .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(format!("message parser task failed: {e}"))))??;
-        let (header, envelope, structure) = parsed;
-        let invalid = |e: serde_json::Error| StoreError::Invalid(format!("message metadata: {e}"));
-        Ok(Prepared {
-            blob,
-            size,
-            header,
-            envelope: envelope.map_err(invalid)?,
-            structure: structure.map_err(invalid)?,
-            pending: None,
-        })
+        .map_err(parser_failed)??;
+        analysed.prepared(blob, size, None)
     }
 
     /// One transaction adding a prepared message to every target. For an import, the resume
@@ -2395,6 +2376,54 @@ impl Expunge<'_> {
     }
 }
 
+/// Bodies up to this many bytes are hashed and parsed on the async thread that received them
+/// ([`MailStore::prepare_overlapped`]); larger ones on the blocking pool.
+const INLINE_PARSE_MAX: usize = 16 * 1024;
+
+/// What the message rows need from a body's bytes: its header block, envelope and structure.
+struct Analysed {
+    header: Vec<u8>,
+    envelope: serde_json::Result<serde_json::Value>,
+    structure: serde_json::Result<serde_json::Value>,
+}
+
+impl Analysed {
+    fn of(raw: &[u8]) -> Analysed {
+        let parsed = parsed::parse(raw);
+        Analysed {
+            envelope: serde_json::to_value(&parsed.envelope),
+            structure: serde_json::to_value(&parsed.body_structure),
+            header: parsed.header,
+        }
+    }
+
+    fn prepared(self, blob: BlobId, size: u64, pending: Option<Arc<Vec<u8>>>) -> Result<Prepared, StoreError> {
+        let invalid = |e: serde_json::Error| StoreError::Invalid(format!("message metadata: {e}"));
+        Ok(Prepared {
+            blob,
+            size,
+            header: self.header,
+            envelope: self.envelope.map_err(invalid)?,
+            structure: self.structure.map_err(invalid)?,
+            pending,
+        })
+    }
+}
+
+fn parser_failed(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Io(std::io::Error::other(format!("message parser task failed: {e}")))
+}
+
+/// A body's write in progress, as [`MailStore::prepare_overlapped`] started it.
+enum BodyWrite {
+    /// A large body's durable write: the commit that references it waits for it.
+    BeforeCommit(blobs::PendingPut),
+    /// A small body's file, written without an fsync: the commit makes the body durable
+    /// through `blob_pending` without it; the delivery waits for it after the commit, before
+    /// its answer (`Row::wait_written`).
+    AfterCommit(blobs::UnsyncedPut),
+}
+
 /// A parsed message whose body is already in the blob store ([`MailStore::prepare`]).
 #[derive(Clone)]
 struct Prepared {
@@ -2427,6 +2456,7 @@ impl Prepared {
             structure,
             header,
             pending,
+            written: std::sync::Mutex::new(None),
         }
     }
 }
@@ -2443,6 +2473,20 @@ struct Row {
     /// The body, when its file is not durable yet (`Prepared::pending`); after the commit the
     /// file is settled (`BlobStore::settle_later`).
     pending: Option<Arc<Vec<u8>>>,
+    /// The pending body's file while it is still being written ([`BodyWrite::AfterCommit`]).
+    written: std::sync::Mutex<Option<blobs::UnsyncedPut>>,
+}
+
+impl Row {
+    /// Wait for the pending body's file if it is still being written: before anything checks
+    /// the file (`BlobStore::ensure_present`) or settles it. Its outcome is told once.
+    async fn wait_written(&self) -> std::io::Result<()> {
+        let written = self.written.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match written {
+            Some(written) => written.wait().await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// Whether a write's quota step is a reservation made while the user had no limit (which
