@@ -155,25 +155,43 @@ impl BlobStore {
     }
 
     /// Write `bytes` to `target` through a temp file and a rename, so readers (and a process
-    /// killed meanwhile) see the whole body or none. `durable`: the file is fsynced before the
-    /// rename and its folder after (a new folder recorded in its parent, `create_shard_dir`);
-    /// otherwise both wait for the settler (`settle_written` fsyncs the root too).
+    /// killed meanwhile) see the whole body or none. `durable`: the free space is checked, the
+    /// file is fsynced before the rename and its folder after (a new folder recorded in its
+    /// parent, `create_shard_dir`); otherwise the caller checked the space
+    /// ([`Self::start_unsynced`]'s, or a committed body's file written again, which must not be
+    /// refused) and both fsyncs wait for the settler (`settle_written` fsyncs the root too).
+    /// The folders are made only when missing (the first write into each), not looked for on
+    /// every write.
     fn write_renamed(&self, target: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
-        self.check_space(bytes.len() as u64)?;
-        let temp_dir = self.temp_dir();
-        std::fs::create_dir_all(&temp_dir)?;
-        let dir = target.parent().expect("blob paths have a parent");
         if durable {
-            create_shard_dir(dir)?;
-        } else {
-            std::fs::create_dir_all(dir)?;
+            self.check_space(bytes.len() as u64)?;
         }
-        let mut temp = tempfile::Builder::new().prefix("blob-").tempfile_in(&temp_dir)?;
+        let temp_dir = self.temp_dir();
+        let temp_file = || tempfile::Builder::new().prefix("blob-").tempfile_in(&temp_dir);
+        let mut temp = match temp_file() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&temp_dir)?;
+                temp_file()?
+            }
+            other => other?,
+        };
         temp.write_all(bytes)?;
         if durable {
             temp.as_file().sync_all()?;
         }
-        temp.persist(target).map_err(|e| e.error)?;
+        let dir = target.parent().expect("blob paths have a parent");
+        match temp.persist(target) {
+            Ok(_) => {}
+            Err(e) if e.error.kind() == std::io::ErrorKind::NotFound => {
+                if durable {
+                    create_shard_dir(dir)?;
+                } else {
+                    std::fs::create_dir_all(dir)?;
+                }
+                e.file.persist(target).map_err(|e| e.error)?;
+            }
+            Err(e) => return Err(e.error),
+        }
         if durable {
             sync_dir(dir)?;
         }
@@ -184,7 +202,8 @@ impl BlobStore {
     /// WITHOUT making it durable: the caller inserts it into `blob_pending` in the transaction
     /// that references it, and after the commit hands it to [`Self::settle_later`]. A file already there is kept only
     /// if it holds exactly these bytes (an operating-system crash can leave a renamed file
-    /// without its data); otherwise it is replaced. Blocking I/O.
+    /// without its data); otherwise it is replaced. The free space is not checked here (see
+    /// `write_renamed`). Blocking I/O.
     pub fn write_unsynced_blocking(&self, id: &BlobId, bytes: &[u8]) -> std::io::Result<()> {
         debug_assert!(bytes.len() <= PENDING_MAX);
         let target = self.path(id);
@@ -201,7 +220,8 @@ impl BlobStore {
     /// statement meanwhile: the commit makes the body durable through `blob_pending` whether
     /// its file is written yet or not, and the writer waits for the file after the commit and
     /// before it answers ([`UnsyncedPut::wait`]), so nobody is told of a message whose file is
-    /// not there. Must be called inside the tokio runtime.
+    /// not there. The caller checks the free space first ([`Self::check_space`]). Must be
+    /// called inside the tokio runtime.
     pub fn start_unsynced(&self, id: BlobId, bytes: Arc<Vec<u8>>) -> UnsyncedPut {
         let store = self.clone();
         UnsyncedPut(tokio::task::spawn_blocking(move || {
