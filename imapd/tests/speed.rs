@@ -95,6 +95,47 @@ async fn body_fetch_of_mixed_sizes_gives_each_message_its_bytes() {
     }
 }
 
+/// FETCH reads the next batch's rows (250 messages each) while it writes the responses of this
+/// one: across batches every message still gets its own size, header fields and body, in order.
+#[tokio::test]
+async fn fetch_across_batches_gives_each_message_its_own_rows() {
+    let server = Server::start().await;
+    let count = 620;
+    let mut messages = Vec::new();
+    for n in 0..count {
+        let raw = sized_message(n, 100 + (n * 37) % 3000);
+        server.deliver(&raw).await;
+        messages.push(raw);
+    }
+    let mut c = server.login().await;
+    c.ok("SELECT INBOX").await;
+    let r = c
+        .ok("UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        .await;
+    assert_eq!(r.lines.len(), count, "one response per message");
+    for (i, raw) in messages.iter().enumerate() {
+        let subject = format!("Subject: sized {i}\r\n\r\n");
+        let expected = format!(
+            "* {seq} FETCH (UID {seq} RFC822.SIZE {len} BODY[HEADER.FIELDS (SUBJECT)] {{{hlen}}}\r\n{subject})",
+            seq = i + 1,
+            len = raw.len(),
+            hlen = subject.len(),
+        );
+        assert_eq!(r.lines[i], expected);
+    }
+    let r = c.ok("FETCH 1:* (BODY.PEEK[])").await;
+    assert_eq!(r.lines.len(), count, "one response per message");
+    for (i, raw) in messages.iter().enumerate() {
+        let expected = format!(
+            "* {seq} FETCH (BODY[] {{{len}}}\r\n{whole})",
+            seq = i + 1,
+            len = raw.len(),
+            whole = String::from_utf8_lossy(raw),
+        );
+        assert!(r.lines[i] == expected, "message {} differs", i + 1);
+    }
+}
+
 /// A client that logs in again and again with the right password (a phone polling every
 /// minute, Thunderbird's several connections) pays argon2id once; a wrong password over the
 /// same socket protocol is still checked in full (shared/src/auth/cache.rs).

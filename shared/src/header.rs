@@ -51,7 +51,21 @@ impl<'a> Field<'a> {
 /// Unfold (RFC 5322 §2.2.3): remove the line breaks, keeping the blanks that follow them.
 /// Invalid UTF-8 is replaced (U+FFFD); header fields are ASCII or UTF-8 (RFC 6532).
 pub fn unfold(value: &[u8]) -> String {
-    String::from_utf8_lossy(value).replace("\r\n", "").replace('\n', "")
+    // One pass and one allocation: every LF goes, and the CR just before one (as replacing
+    // "\r\n" and then "\n" would do).
+    let text = String::from_utf8_lossy(value);
+    if memchr::memchr(b'\n', text.as_bytes()).is_none() {
+        return text.into_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_ref();
+    while let Some(lf) = memchr::memchr(b'\n', rest.as_bytes()) {
+        let line = &rest[..lf];
+        out.push_str(line.strip_suffix('\r').unwrap_or(line));
+        rest = &rest[lf + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The fields of the header section at the start of `message` (or of a header block alone).
@@ -80,10 +94,7 @@ impl Fields<'_> {
 
     /// The end of the line starting at `at` (after its LF, or the end of the input).
     fn line_end(&self, at: usize) -> usize {
-        self.message[at..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(self.message.len(), |p| at + p + 1)
+        memchr::memchr(b'\n', &self.message[at..]).map_or(self.message.len(), |p| at + p + 1)
     }
 }
 
@@ -110,7 +121,7 @@ impl<'a> Iterator for Fields<'a> {
         self.pos = end;
         Some(Field {
             raw: &self.message[start..end],
-            colon: first.iter().position(|&b| b == b':'),
+            colon: memchr::memchr(b':', first),
         })
     }
 }
@@ -144,6 +155,15 @@ mod tests {
         assert_eq!(iter.by_ref().count(), 3);
         // The empty line belongs to the header section; the body is never read.
         assert_eq!(iter.consumed(), message.len() - b"Body: no\r\n".len());
+    }
+
+    #[test]
+    fn unfolding_drops_line_breaks_only() {
+        assert_eq!(unfold(b" a\r\n b\n\tc"), " a b\tc");
+        // A CR is dropped only right before its LF.
+        assert_eq!(unfold(b"a\rb\r\r\n c"), "a\rb\r c");
+        assert_eq!(unfold(b"plain"), "plain");
+        assert_eq!(unfold(b"\xff\r\n x"), "\u{fffd} x");
     }
 
     #[test]

@@ -160,3 +160,38 @@ async fn appended_small_bodies_are_settled_and_leave_blob_pending() {
         assert_eq!(&std::fs::read(mail.blobs().path(id)).unwrap(), raw, "{id}");
     }
 }
+
+/// A FETCH reads small bodies by their recorded size (one read, no stat): the bytes are the
+/// file's whatever the recorded size says (a wrong one only costs reads), and a store whose
+/// folder was replaced since it was first opened (a restore) reads the new folder's files.
+#[tokio::test]
+async fn bodies_read_by_known_size_are_the_whole_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("blobs");
+    let store = BlobStore::new(&root);
+    let body: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let id = store.put(&body).await.unwrap();
+    for recorded in [5000, 0, 1, 4999, 5001, 1 << 40] {
+        assert_eq!(
+            store.read_known_size_blocking(&id, recorded).unwrap(),
+            body,
+            "recorded size {recorded}"
+        );
+    }
+    let empty = store.put(b"").await.unwrap();
+    assert_eq!(store.read_known_size_blocking(&empty, 0).unwrap(), b"");
+    assert_eq!(store.read_known_size_blocking(&empty, 7).unwrap(), b"");
+    let missing = BlobId::of(b"never stored");
+    let e = store.read_known_size_blocking(&missing, 3).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+
+    // The folder moved away and a new one in its place: the old handle no longer finds the
+    // blob, the whole path does.
+    std::fs::rename(&root, dir.path().join("old-blobs")).unwrap();
+    let fresh = BlobStore::new(&root);
+    let other = fresh.put(b"written after the move").await.unwrap();
+    assert_eq!(
+        store.read_known_size_blocking(&other, 22).unwrap(),
+        b"written after the move"
+    );
+}

@@ -90,15 +90,18 @@ fn contains(haystack: &str, needle: &str) -> bool {
 }
 
 /// A header field's values, raw and decoded (RFC 2047), for substring matching.
+/// Each field is unfolded only when it has the name; its encoded words are decoded only when it
+/// has any (a value without them decodes to itself).
 fn header_matches(stored: &StoredMessage, name: &str, needle: &str) -> bool {
-    let values = mime::header_values(&stored.header, name);
+    let mut fields = shared::header::fields(&stored.header).filter(|field| field.is(name));
     if needle.is_empty() {
         // RFC 3501: HEADER name "" matches every message that has the field.
-        return !values.is_empty();
+        return fields.any(|field| field.value().is_some());
     }
-    values
-        .iter()
-        .any(|v| contains(v, needle) || contains(&decode_words(v), needle))
+    fields.filter_map(|field| field.unfolded()).any(|value| {
+        let value = value.trim();
+        contains(value, needle) || (value.contains("=?") && contains(&decode_words(value), needle))
+    })
 }
 
 /// FROM, TO, CC and BCC: RFC 3501 §6.4.4 matches "the envelope structure's FROM field", so, as

@@ -19,7 +19,10 @@ pub fn string(out: &mut Vec<u8>, s: &[u8]) {
 
 /// Append `s` as a literal.
 pub fn literal(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(format!("{{{}}}\r\n", s.len()).as_bytes());
+    use std::io::Write as _;
+    // Written in place: no string made per literal (one per message of a header download).
+    out.reserve(s.len() + 24);
+    let _ = write!(out, "{{{}}}\r\n", s.len());
     out.extend_from_slice(s);
 }
 
