@@ -98,11 +98,12 @@ impl HttpClient for AcmeHttps {
             let uri = req.uri().clone();
             match tokio::time::timeout(REQUEST_TIMEOUT, send(tls, req)).await {
                 Ok(Ok(rsp)) => Ok(rsp),
+                // The whole chain in one message: instant-acme shows this error's text only.
                 Ok(Err(e)) => Err(instant_acme::Error::Other(
-                    e.context(format!("ACME request to {uri}")).into(),
+                    format!("ACME request to {uri}: {e:#}").into(),
                 )),
                 Err(_) => Err(instant_acme::Error::Other(
-                    anyhow::anyhow!("ACME request to {uri}: no answer within {REQUEST_TIMEOUT:?}").into(),
+                    format!("ACME request to {uri}: no answer within {REQUEST_TIMEOUT:?}").into(),
                 )),
             }
         })
@@ -172,6 +173,75 @@ mod tests {
         assert_eq!(target(&uri).unwrap().2.as_str(), "/");
         assert!(target(&"http://acme.example.org/directory".parse().unwrap()).is_err());
         assert!(target(&"/directory".parse().unwrap()).is_err());
+    }
+
+    /// A TLS server on 127.0.0.1 for "localhost" that answers one request per connection with
+    /// `body`; returns its port and the CA file (its self-signed certificate).
+    async fn https_server(dir: &Path, body: Vec<u8>) -> (u16, std::path::PathBuf) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        crate::tls::generate_self_signed(&["localhost".to_string()], &cert, &key).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&cert, &key).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = Arc::new(body);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, body) = (acceptor.clone(), body.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = vec![0u8; 4096];
+                    let _ = tls.read(&mut head).await;
+                    let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.write_all(&body).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (port, cert)
+    }
+
+    fn get(port: u16) -> Request<BodyWrapper<Bytes>> {
+        Request::get(format!("https://localhost:{port}/directory"))
+            .body(BodyWrapper::from(Vec::new()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_from_a_trusted_server_up_to_the_limit() {
+        crate::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let (port, ca) = https_server(dir.path(), b"{\"newNonce\":\"x\"}".to_vec()).await;
+        let client = AcmeHttps::new(Some(&ca)).unwrap();
+        let rsp = client.request(get(port)).await.unwrap();
+        assert_eq!(rsp.parts.status, 200);
+        let mut body = rsp.body;
+        assert_eq!(&body.into_bytes().await.unwrap()[..], b"{\"newNonce\":\"x\"}");
+
+        // A server whose certificate the CA file does not hold is refused.
+        let other = tempfile::tempdir().unwrap();
+        let (_, other_ca) = https_server(other.path(), Vec::new()).await;
+        let err = AcmeHttps::new(Some(&other_ca))
+            .unwrap()
+            .request(get(port))
+            .await
+            .err()
+            .unwrap();
+        assert!(format!("{err}").contains("TLS handshake"), "{err}");
+
+        // An answer longer than MAX_RESPONSE_BYTES is an error, not a buffer that grows.
+        let big = tempfile::tempdir().unwrap();
+        let (port, ca) = https_server(big.path(), vec![b'x'; MAX_RESPONSE_BYTES + 1]).await;
+        let err = AcmeHttps::new(Some(&ca))
+            .unwrap()
+            .request(get(port))
+            .await
+            .err()
+            .unwrap();
+        assert!(format!("{err}").contains("at most"), "{err}");
     }
 
     #[test]
