@@ -30,6 +30,7 @@ use instant_acme::{
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use crate::acme_https::AcmeHttps;
 use crate::context::Context;
 use crate::net::Shutdown;
 use crate::tls::CertStore;
@@ -156,11 +157,10 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
 /// The ACME account: loaded from `DATA/acme/account.json`, or registered and saved there.
 async fn account(ctx: &Context) -> anyhow::Result<Account> {
     let tls = &ctx.config.tls;
+    // The CA's HTTPS: the system's CA certificates, or only `acme_ca_file`'s (a test CA).
     let builder = || -> anyhow::Result<_> {
-        Ok(match &tls.acme_ca_file {
-            Some(ca) => Account::builder_with_root(ca)?,
-            None => Account::builder()?,
-        })
+        let http = AcmeHttps::new(tls.acme_ca_file.as_deref())?;
+        Ok(Account::builder_with_http(Box::new(http)))
     };
     let file = ctx.config.data_dir.join("acme/account.json");
     if let Ok(text) = std::fs::read_to_string(&file) {

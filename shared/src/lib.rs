@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod acme;
+pub mod acme_https;
 pub mod auth;
 pub mod blobs;
 pub mod config;
