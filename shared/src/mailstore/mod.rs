@@ -458,6 +458,9 @@ impl Default for MailboxLimits {
 #[derive(Debug, Clone)]
 pub struct MailStore {
     db: PgPool,
+    /// Connections kept between the statements of the everyday commands (`db::KeptConnections`:
+    /// no round trip to PostgreSQL when each goes back).
+    kept: crate::db::KeptConnections,
     blobs: BlobStore,
     limits: MailboxLimits,
     /// Deliveries waiting to commit together, per mailbox (`group.rs`).
@@ -503,6 +506,7 @@ impl MailStore {
     /// The store over `db` and `blobs`.
     pub fn new(db: PgPool, blobs: BlobStore) -> MailStore {
         MailStore {
+            kept: crate::db::KeptConnections::new(db.clone()),
             db,
             blobs,
             limits: MailboxLimits::default(),
@@ -716,6 +720,7 @@ impl MailStore {
         // A client's MODSEQ is at most 63 bits (RFC 7162 §7); a larger one is past every change.
         let since = i64::try_from(since).unwrap_or(i64::MAX);
         let (first, last) = uid_runs_param(uids);
+        let mut conn = self.kept.take().await?;
         // `kind` 0: added since (above the view's UIDs), changed since (the record of flag
         // changes; or every message of the view when that record does not reach back to
         // `since`); 1: removed since; 2: a row asked for (as in `fetch_light`: one primary key
@@ -773,8 +778,9 @@ impl MailStore {
             &last,
             i64::from(known_uid)
         )
-        .fetch_all(&self.db)
+        .fetch_all(&mut *conn)
         .await?;
+        conn.done();
         let first = rows.first().ok_or(StoreError::NoSuchMailbox)?;
         let mut changes = Changes::new(first.highestmodseq, first.complete);
         let mut light = Vec::new();
@@ -1922,8 +1928,9 @@ impl MailStore {
             flags: &flags,
             unchanged_since,
         };
-        let mut conn = self.db.acquire().await?;
+        let mut conn = self.kept.take().await?;
         if let Some(change) = store.run(&mut conn).await? {
+            conn.done();
             return Ok(change);
         }
         let mut tx = conn.begin().await?;
@@ -1933,6 +1940,7 @@ impl MailStore {
             .await?
             .ok_or_else(|| changed_under_lock("STORE", mailbox_id))?;
         tx.commit().await?;
+        conn.done();
         Ok(change)
     }
 
@@ -2078,7 +2086,7 @@ impl MailStore {
             mailbox_id,
             uids: uids.as_deref(),
         };
-        let mut conn = self.db.acquire().await?;
+        let mut conn = self.kept.take().await?;
         let done = match expunge.run(&mut conn).await? {
             Some(done) => done,
             None => {
@@ -2100,7 +2108,7 @@ impl MailStore {
             prune_expunged(&mut tx, mailbox_id).await?;
             tx.commit().await?;
         }
-        drop(conn);
+        conn.done();
         if done.warned {
             // Usage fell: the warning given may be armed again.
             quota::warn::after_write(self, &[user_id]).await;
