@@ -116,9 +116,11 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 pub const KEEP_MAX: usize = 4;
 
 /// How long a kept connection waits for its next statement before it goes back to the pool: a
-/// connection is back within twice this, so within [`POOL_CHECK_AFTER_IDLE`], and the pool's
-/// idle release ([`POOL_IDLE_TIMEOUT`]) still shrinks an idle process to no backend.
-pub const KEEP_FOR: Duration = Duration::from_millis(500);
+/// connection is back within twice this, so well within [`POOL_CHECK_AFTER_IDLE`], and the
+/// pool's idle release ([`POOL_IDLE_TIMEOUT`]) still shrinks an idle process to no backend.
+/// Short, because a statement that does not use kept connections and finds the pool at its
+/// maximum waits for them (the mixed IMAP load runs a statement every few ms).
+pub const KEEP_FOR: Duration = Duration::from_millis(200);
 
 /// Pooled connections kept out of the pool between the statements of the commands that run
 /// most often (an IMAP session's FETCH, STORE, EXPUNGE, APPEND).

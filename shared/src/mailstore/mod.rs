@@ -576,27 +576,31 @@ impl MailStore {
 
     /// A mailbox by name (`INBOX` in any case).
     pub async fn mailbox(&self, user_id: i64, name: &str) -> Result<Mailbox, StoreError> {
+        let mut conn = self.kept.take().await?;
         let row = sqlx::query_as!(
             MailboxRow,
             "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed FROM mailboxes WHERE user_id = $1 AND name = $2",
             user_id,
             normalize_mailbox_name(name)
         )
-        .fetch_optional(&self.db)
+        .fetch_optional(&mut *conn)
         .await?;
+        conn.done();
         row.map(Mailbox::from).ok_or(StoreError::NoSuchMailbox)
     }
 
     /// A mailbox by id, if it is the user's.
     pub async fn mailbox_by_id(&self, user_id: i64, mailbox_id: i64) -> Result<Mailbox, StoreError> {
+        let mut conn = self.kept.take().await?;
         let row = sqlx::query_as!(
             MailboxRow,
             "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed FROM mailboxes WHERE user_id = $1 AND id = $2",
             user_id,
             mailbox_id
         )
-        .fetch_optional(&self.db)
+        .fetch_optional(&mut *conn)
         .await?;
+        conn.done();
         row.map(Mailbox::from).ok_or(StoreError::NoSuchMailbox)
     }
 
@@ -826,6 +830,7 @@ impl MailStore {
         mailbox_id: i64,
         up_to_uid: u32,
     ) -> Result<Option<RangeInclusive<u32>>, StoreError> {
+        let mut conn = self.kept.take().await?;
         // FOR UPDATE in the subquery: it waits for a concurrent claim and re-reads the value
         // that claim left, and the UPDATE then works on that locked row (the old value comes
         // back). Nothing new to claim: no row matches, nothing is locked or written. Only the
@@ -847,8 +852,9 @@ impl MailStore {
             user_id,
             i64::from(up_to_uid)
         )
-        .fetch_optional(&self.db)
+        .fetch_optional(&mut *conn)
         .await?;
+        conn.done();
         // The old mark is below `up_to_uid` (the WHERE above), so it fits a u32.
         Ok(old.map(|old| (old.max(0) as u32 + 1)..=up_to_uid))
     }
@@ -1762,6 +1768,7 @@ impl MailStore {
         mailbox_id: i64,
         modseq: u64,
     ) -> Result<Vec<MessageState>, StoreError> {
+        let mut conn = self.kept.take().await?;
         let rows = sqlx::query!(
             "SELECT m.uid, m.modseq, m.flags FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
              WHERE b.user_id = $1 AND m.mailbox_id = $2 AND m.modseq > $3 ORDER BY m.uid",
@@ -1769,8 +1776,9 @@ impl MailStore {
             mailbox_id,
             modseq as i64
         )
-        .fetch_all(&self.db)
+        .fetch_all(&mut *conn)
         .await?;
+        conn.done();
         Ok(rows
             .into_iter()
             .map(|r| MessageState {
