@@ -63,10 +63,11 @@ const SETTLE_BATCH: usize = 256;
 /// session shares a round's journal commit and row deletion instead of paying both per body
 /// (issue #12: settled one by one, the file, folder and root fsyncs and the deletion's WAL
 /// flush took the disk from the next message's commit).
-/// Under the mixed IMAP load (10 sessions, an APPEND every 40 ms between them) 20 ms gathered
-/// one body per round: each round's fsyncs and statements then fell among the next commands of
-/// the sessions (FETCH, STORE, EXPUNGE), whose commits waited behind the round's journal
-/// commits; 100 ms gathers two to three there and one round per stream of APPENDs.
+/// In the paced mixed IMAP load of `tinydc bench imap --compare` (10 sessions, 17-23 cycles/s,
+/// an APPEND every 40-60 ms between them) 20 ms gathered one body per round, so every APPEND was
+/// followed by a round of fsyncs and statements among the next commands of the sessions (FETCH,
+/// STORE, EXPUNGE, whose commits' WAL flushes share the disk's journal with those fsyncs);
+/// 100 ms gathers about two there.
 const SETTLE_GATHER: Duration = Duration::from_millis(100);
 
 /// What a sweep removed.
