@@ -89,3 +89,43 @@ async fn no_more_than_keep_max_are_kept() {
     assert_eq!(pool.num_idle(), 2);
     assert_eq!(pool.size() as usize, KEEP_MAX + 2);
 }
+
+/// A pool at its maximum keeps nothing, even with an idle connection of its own: statements
+/// that acquire from the pool (a LOGIN's) would otherwise wait for a kept connection to go back.
+#[tokio::test]
+async fn nothing_is_kept_while_the_pool_is_at_its_maximum() {
+    let big = test_db().await;
+    let pool = shared::db::pool((*big.connect_options()).clone(), 2, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let kept = KeptConnections::new(pool.clone());
+    // One kept (the pool could still open another)...
+    let mut a = kept.take().await.unwrap();
+    let first = backend_pid(&mut a).await;
+    a.done();
+    // ...another opened and given back by a statement outside the kept connections...
+    let mut b = pool.acquire().await.unwrap();
+    backend_pid(&mut b).await;
+    drop(b);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pool.num_idle() == 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pool.size(), 2);
+    // ...now the pool is at its maximum: the kept one, used again, goes back to the pool.
+    let mut a = kept.take().await.unwrap();
+    assert_eq!(backend_pid(&mut a).await, first);
+    a.done();
+    // Two statements from the pool at once get both connections without waiting for KEEP_FOR.
+    let both = async {
+        let x = pool.acquire().await.unwrap();
+        let y = pool.acquire().await.unwrap();
+        (x, y)
+    };
+    let (mut x, mut y) = tokio::time::timeout(KEEP_FOR / 2, both)
+        .await
+        .expect("a statement outside the kept connections waited for a kept one");
+    backend_pid(&mut x).await;
+    backend_pid(&mut y).await;
+}
