@@ -46,7 +46,7 @@ impl Store {
     }
 
     /// Wait (up to 10 s) until every small body this store wrote has its file fsynced and has
-    /// left `blob_pending` (`BlobStore::settle_later` runs a few milliseconds after each write):
+    /// left `blob_pending` (`BlobStore::settle_later` runs about 100 ms after each write):
     /// a test that damages a body's file must do it after, or the next `tinydc` command writes
     /// the file back from the database (`blobs::settle_all`).
     pub fn settled(&self) {

@@ -2,11 +2,13 @@
 //! migrations, which every daemon and `tinydc` run at start.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
 
 use crate::config::Config;
 use crate::pg::PrivateCluster;
@@ -106,4 +108,145 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     let mut migrator = sqlx::migrate!("./migrations");
     migrator.set_ignore_missing(true);
     migrator.run(pool).await.context("applying database migrations")
+}
+
+/// At most this many connections a process keeps out of its pool between statements
+/// ([`KeptConnections`]): about as many statements as run at once on a small machine, and
+/// none while the pool is at its maximum (the rest of the process acquires from the pool).
+pub const KEEP_MAX: usize = 4;
+
+/// How long a kept connection waits for its next statement before it goes back to the pool: a
+/// connection is back within twice this, so well within [`POOL_CHECK_AFTER_IDLE`], and the
+/// pool's idle release ([`POOL_IDLE_TIMEOUT`]) still shrinks an idle process to no backend.
+/// Short, because a statement that does not use kept connections and finds the pool at its
+/// maximum waits for them (the mixed IMAP load runs a statement every few ms).
+pub const KEEP_FOR: Duration = Duration::from_millis(200);
+
+/// Pooled connections kept out of the pool between the statements of the commands that run
+/// most often (an IMAP session's FETCH, STORE, EXPUNGE, APPEND).
+///
+/// sqlx 0.8 sends every connection it takes back into its pool a round trip to PostgreSQL
+/// (Sync, then wait for ReadyForQuery: sqlx-core `pool/connection.rs`, `return_to_pool`), in a
+/// task of its own, with no option to leave it out: one more wake-up of a PostgreSQL backend
+/// and of a worker per command, on a machine of two cores that the commands' own statements
+/// share (issue #12). A connection whose statement ended well is known to be idle at a
+/// statement boundary, so [`Kept::done`] keeps it here for the next statement instead; one
+/// that failed or whose future was dropped mid-statement goes back through the pool as before
+/// (dropping a [`Kept`] without `done`), which flushes or closes it. A kept connection unused
+/// for [`KEEP_FOR`] goes back to the pool (with that round trip, once per burst).
+#[derive(Debug, Clone)]
+pub struct KeptConnections {
+    inner: std::sync::Arc<KeptInner>,
+}
+
+#[derive(Debug)]
+struct KeptInner {
+    pool: PgPool,
+    state: std::sync::Mutex<KeptState>,
+}
+
+/// The kept connections with the moment each was last used, the one used last at the end, and
+/// whether a task runs that sends the ones unused for [`KEEP_FOR`] back to the pool.
+type KeptState = (Vec<(PoolConnection<Postgres>, Instant)>, bool);
+
+/// A connection from [`KeptConnections::take`]; derefs to the connection. Dropped without
+/// [`Kept::done`] (an error, a future dropped mid-statement) it goes back through the pool.
+#[derive(Debug)]
+pub struct Kept {
+    conn: PoolConnection<Postgres>,
+    home: std::sync::Arc<KeptInner>,
+}
+
+impl KeptConnections {
+    pub fn new(pool: PgPool) -> KeptConnections {
+        KeptConnections {
+            inner: std::sync::Arc::new(KeptInner {
+                pool,
+                state: std::sync::Mutex::new((Vec::new(), false)),
+            }),
+        }
+    }
+
+    /// The pool the connections come from.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// A kept connection, or one from the pool.
+    pub async fn take(&self) -> Result<Kept, sqlx::Error> {
+        let kept = self.inner.lock().0.pop().map(|(conn, _)| conn);
+        let conn = match kept {
+            Some(conn) => conn,
+            None => self.inner.pool.acquire().await?,
+        };
+        Ok(Kept {
+            conn,
+            home: self.inner.clone(),
+        })
+    }
+}
+
+impl KeptInner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeptState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Until none is kept: every [`KEEP_FOR`], send back to the pool those unused for as long.
+    async fn send_back_unused(self: std::sync::Arc<Self>) {
+        loop {
+            tokio::time::sleep(KEEP_FOR).await;
+            let (unused, finished) = {
+                let mut state = self.lock();
+                let (kept, running) = &mut *state;
+                // Ascending by last use: `done` pushes at the end, `take` pops from it.
+                let cut = kept.partition_point(|(_, since)| since.elapsed() >= KEEP_FOR);
+                let unused: Vec<PoolConnection<Postgres>> = kept.drain(..cut).map(|(conn, _)| conn).collect();
+                // Under the lock: the next `done` finds no task running and starts one.
+                *running = !kept.is_empty();
+                (unused, kept.is_empty())
+            };
+            // Dropped outside the lock: each goes back to the pool (sqlx's round trip).
+            drop(unused);
+            if finished {
+                return;
+            }
+        }
+    }
+}
+
+impl Kept {
+    /// The statements on this connection ended well: keep it for the next one (or give it back
+    /// to the pool when [`KEEP_MAX`] are kept or the pool is at its maximum).
+    pub fn done(self) {
+        let Kept { conn, home } = self;
+        let pool = &home.pool;
+        // Kept only while the pool may still open a connection for a statement that does not
+        // use kept ones (a LOGIN's): at its maximum, such a statement would wait for a kept
+        // connection to go back (10 IMAP sessions in a closed loop made a third fewer cycles).
+        let spare = pool.size() < pool.options().get_max_connections();
+        let mut state = home.lock();
+        if !spare || state.0.len() >= KEEP_MAX {
+            drop(state);
+            drop(conn);
+            return;
+        }
+        state.0.push((conn, Instant::now()));
+        if !state.1 {
+            state.1 = true;
+            tokio::spawn(home.clone().send_back_unused());
+        }
+    }
+}
+
+impl std::ops::Deref for Kept {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Kept {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
 }

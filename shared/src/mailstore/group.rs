@@ -299,7 +299,10 @@ impl MailStore {
     ) -> Result<Appended, StoreError> {
         if body.is_none() && fits_one_statement(target.reservation.as_ref(), row) {
             // One statement, committed on its own: one round trip (`insert_unlimited`).
-            if let Some(mut appended) = insert_unlimited(self.db(), target.user_id, destination, view, &[row]).await? {
+            let mut conn = self.kept.take().await?;
+            let inserted = insert_unlimited(&mut *conn, target.user_id, destination, view, &[row]).await?;
+            conn.done();
+            if let Some(mut appended) = inserted {
                 self.restore_if_swept(row).await;
                 self.settle_later(row).await;
                 return Ok(appended.remove(0));

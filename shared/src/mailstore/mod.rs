@@ -458,6 +458,9 @@ impl Default for MailboxLimits {
 #[derive(Debug, Clone)]
 pub struct MailStore {
     db: PgPool,
+    /// Connections kept between the statements of the everyday commands (`db::KeptConnections`:
+    /// no round trip to PostgreSQL when each goes back).
+    kept: crate::db::KeptConnections,
     blobs: BlobStore,
     limits: MailboxLimits,
     /// Deliveries waiting to commit together, per mailbox (`group.rs`).
@@ -503,6 +506,7 @@ impl MailStore {
     /// The store over `db` and `blobs`.
     pub fn new(db: PgPool, blobs: BlobStore) -> MailStore {
         MailStore {
+            kept: crate::db::KeptConnections::new(db.clone()),
             db,
             blobs,
             limits: MailboxLimits::default(),
@@ -572,27 +576,31 @@ impl MailStore {
 
     /// A mailbox by name (`INBOX` in any case).
     pub async fn mailbox(&self, user_id: i64, name: &str) -> Result<Mailbox, StoreError> {
+        let mut conn = self.kept.take().await?;
         let row = sqlx::query_as!(
             MailboxRow,
             "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed FROM mailboxes WHERE user_id = $1 AND name = $2",
             user_id,
             normalize_mailbox_name(name)
         )
-        .fetch_optional(&self.db)
+        .fetch_optional(&mut *conn)
         .await?;
+        conn.done();
         row.map(Mailbox::from).ok_or(StoreError::NoSuchMailbox)
     }
 
     /// A mailbox by id, if it is the user's.
     pub async fn mailbox_by_id(&self, user_id: i64, mailbox_id: i64) -> Result<Mailbox, StoreError> {
+        let mut conn = self.kept.take().await?;
         let row = sqlx::query_as!(
             MailboxRow,
             "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed FROM mailboxes WHERE user_id = $1 AND id = $2",
             user_id,
             mailbox_id
         )
-        .fetch_optional(&self.db)
+        .fetch_optional(&mut *conn)
         .await?;
+        conn.done();
         row.map(Mailbox::from).ok_or(StoreError::NoSuchMailbox)
     }
 
@@ -716,6 +724,7 @@ impl MailStore {
         // A client's MODSEQ is at most 63 bits (RFC 7162 §7); a larger one is past every change.
         let since = i64::try_from(since).unwrap_or(i64::MAX);
         let (first, last) = uid_runs_param(uids);
+        let mut conn = self.kept.take().await?;
         // `kind` 0: added since (above the view's UIDs), changed since (the record of flag
         // changes; or every message of the view when that record does not reach back to
         // `since`); 1: removed since; 2: a row asked for (as in `fetch_light`: one primary key
@@ -773,8 +782,9 @@ impl MailStore {
             &last,
             i64::from(known_uid)
         )
-        .fetch_all(&self.db)
+        .fetch_all(&mut *conn)
         .await?;
+        conn.done();
         let first = rows.first().ok_or(StoreError::NoSuchMailbox)?;
         let mut changes = Changes::new(first.highestmodseq, first.complete);
         let mut light = Vec::new();
@@ -820,6 +830,7 @@ impl MailStore {
         mailbox_id: i64,
         up_to_uid: u32,
     ) -> Result<Option<RangeInclusive<u32>>, StoreError> {
+        let mut conn = self.kept.take().await?;
         // FOR UPDATE in the subquery: it waits for a concurrent claim and re-reads the value
         // that claim left, and the UPDATE then works on that locked row (the old value comes
         // back). Nothing new to claim: no row matches, nothing is locked or written. Only the
@@ -841,8 +852,9 @@ impl MailStore {
             user_id,
             i64::from(up_to_uid)
         )
-        .fetch_optional(&self.db)
+        .fetch_optional(&mut *conn)
         .await?;
+        conn.done();
         // The old mark is below `up_to_uid` (the WHERE above), so it fits a u32.
         Ok(old.map(|old| (old.max(0) as u32 + 1)..=up_to_uid))
     }
@@ -1737,6 +1749,7 @@ impl MailStore {
         mailbox_id: i64,
         modseq: u64,
     ) -> Result<Vec<MessageState>, StoreError> {
+        let mut conn = self.kept.take().await?;
         let rows = sqlx::query!(
             "SELECT m.uid, m.modseq, m.flags FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
              WHERE b.user_id = $1 AND m.mailbox_id = $2 AND m.modseq > $3 ORDER BY m.uid",
@@ -1744,8 +1757,9 @@ impl MailStore {
             mailbox_id,
             modseq as i64
         )
-        .fetch_all(&self.db)
+        .fetch_all(&mut *conn)
         .await?;
+        conn.done();
         Ok(rows
             .into_iter()
             .map(|r| MessageState {
@@ -1925,8 +1939,9 @@ impl MailStore {
             flags: &flags,
             unchanged_since,
         };
-        let mut conn = self.db.acquire().await?;
+        let mut conn = self.kept.take().await?;
         if let Some(change) = store.run(&mut conn).await? {
+            conn.done();
             return Ok(change);
         }
         let mut tx = conn.begin().await?;
@@ -1936,6 +1951,7 @@ impl MailStore {
             .await?
             .ok_or_else(|| changed_under_lock("STORE", mailbox_id))?;
         tx.commit().await?;
+        conn.done();
         Ok(change)
     }
 
@@ -2081,7 +2097,7 @@ impl MailStore {
             mailbox_id,
             uids: uids.as_deref(),
         };
-        let mut conn = self.db.acquire().await?;
+        let mut conn = self.kept.take().await?;
         let done = match expunge.run(&mut conn).await? {
             Some(done) => done,
             None => {
@@ -2103,7 +2119,7 @@ impl MailStore {
             prune_expunged(&mut tx, mailbox_id).await?;
             tx.commit().await?;
         }
-        drop(conn);
+        conn.done();
         if done.warned {
             // Usage fell: the warning given may be armed again.
             quota::warn::after_write(self, &[user_id]).await;
