@@ -13,7 +13,7 @@
 //!
 //! Bodies are streamed from their blobs through a bounded buffer, never held whole in memory.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, FileTimes};
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
@@ -109,8 +109,16 @@ pub async fn run(data: &Path, args: ExportArgs) -> anyhow::Result<()> {
                 Format::Maildir => Folder::maildir(&dir, &mailbox, &mut used_names, keywords, &host)?,
                 Format::Mbox => Folder::mbox(&dir, &mailbox, &mut used_names)?,
             };
+            // `fetch_light` leaves the flags out (an IMAP session has them in its view): the
+            // export takes them from the states it read first.
+            let flags_of: HashMap<u32, &Vec<String>> = states.iter().map(|s| (s.uid, &s.flags)).collect();
             for batch in uids.chunks(BATCH) {
-                let messages = store.fetch_light(user.id, mailbox.id, batch).await?;
+                let mut messages = store.fetch_light(user.id, mailbox.id, batch).await?;
+                for message in &mut messages {
+                    if let Some(flags) = flags_of.get(&message.uid) {
+                        message.flags = (*flags).clone();
+                    }
+                }
                 tokio::task::block_in_place(|| -> anyhow::Result<()> {
                     for message in &messages {
                         match folder.write(store.blobs(), message) {
