@@ -214,6 +214,21 @@ impl KeptInner {
     }
 }
 
+impl Drop for KeptInner {
+    /// Outside a tokio runtime (the runtime of a command or a test ended before its mail store),
+    /// giving a connection back to the pool would panic: sqlx spawns its release. The pool is
+    /// going away with the process or the test then, so the kept connections are only closed.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return;
+        }
+        let kept = std::mem::take(&mut self.state.get_mut().unwrap_or_else(|e| e.into_inner()).0);
+        for (conn, _) in kept {
+            drop(conn.detach());
+        }
+    }
+}
+
 impl Kept {
     /// The statements on this connection ended well: keep it for the next one (or give it back
     /// to the pool when [`KEEP_MAX`] are kept or the pool is at its maximum).
