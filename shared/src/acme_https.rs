@@ -25,8 +25,7 @@ use http::{Request, Response, Uri};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::rt::TokioIo;
 use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 /// Longest a request may take, connection and TLS handshake included: a CA that stops
@@ -48,29 +47,10 @@ impl AcmeHttps {
         let mut roots = rustls::RootCertStore::empty();
         match ca_file {
             Some(path) => {
-                let pem =
-                    std::fs::read(path).with_context(|| format!("reading tls.acme_ca_file {}", path.display()))?;
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert =
-                        cert.with_context(|| format!("tls.acme_ca_file {}: not a PEM certificate", path.display()))?;
-                    roots
-                        .add(cert)
-                        .with_context(|| format!("tls.acme_ca_file {}: unusable certificate", path.display()))?;
-                }
-                if roots.is_empty() {
-                    bail!("tls.acme_ca_file {}: no certificate in it", path.display());
-                }
+                crate::tls::add_pem_roots(&mut roots, path, "tls.acme_ca_file")?;
             }
             None => {
-                let native = rustls_native_certs::load_native_certs();
-                for error in &native.errors {
-                    tracing::warn!("ACME: reading the system's CA certificates: {error}");
-                }
-                let (_, ignored) = roots.add_parsable_certificates(native.certs);
-                if ignored > 0 {
-                    tracing::warn!("ACME: {ignored} of the system's CA certificates do not parse");
-                }
-                if roots.is_empty() {
+                if crate::tls::add_system_roots(&mut roots, "ACME") == 0 {
                     bail!("no CA certificates on this system to check the ACME server's (install ca-certificates)");
                 }
             }

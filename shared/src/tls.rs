@@ -71,6 +71,40 @@ pub fn suites_for(aes_hardware: bool) -> Vec<SupportedCipherSuite> {
     suites
 }
 
+/// Add the system's CA certificates (rustls-native-certs: the distribution's bundle, or
+/// `SSL_CERT_FILE` / `SSL_CERT_DIR`) to `roots`, for a client of this suite (ACME, `tinydc
+/// import`). Those that cannot be read or parsed are logged, naming `purpose`; the answer is how
+/// many were added.
+pub fn add_system_roots(roots: &mut rustls::RootCertStore, purpose: &str) -> usize {
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::warn!("{purpose}: reading the system's CA certificates: {error}");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    if ignored > 0 {
+        tracing::warn!("{purpose}: {ignored} of the system's CA certificates do not parse");
+    }
+    added
+}
+
+/// Add every certificate of the PEM file `path` to `roots`; `setting` is how the user named it
+/// (`--ca-file`, `tls.acme_ca_file`). An error when one does not parse or there is none.
+pub fn add_pem_roots(roots: &mut rustls::RootCertStore, path: &Path, setting: &str) -> anyhow::Result<usize> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {setting} {}", path.display()))?;
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.with_context(|| format!("{setting} {}: not a PEM certificate", path.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("{setting} {}: unusable certificate", path.display()))?;
+        count += 1;
+    }
+    if count == 0 {
+        bail!("{setting} {}: no certificate in it", path.display());
+    }
+    Ok(count)
+}
+
 /// The crypto provider every listener uses: ring with the suites ordered for this CPU.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(CryptoProvider {

@@ -132,25 +132,9 @@ pub struct Session {
 
 fn tls_config(ca_file: Option<&PathBuf>) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for error in &native.errors {
-        tracing::warn!(%error, "reading the system's CA certificates");
-    }
-    let (_added, _ignored) = roots.add_parsable_certificates(native.certs);
+    shared::tls::add_system_roots(&mut roots, "import");
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).with_context(|| format!("reading --ca-file {}", path.display()))?;
-        let mut count = 0;
-        for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
-            let cert: rustls_pki_types::CertificateDer<'static> =
-                cert.with_context(|| format!("--ca-file {}: not a PEM certificate", path.display()))?;
-            roots
-                .add(cert)
-                .with_context(|| format!("--ca-file {}: unusable certificate", path.display()))?;
-            count += 1;
-        }
-        if count == 0 {
-            bail!("--ca-file {}: no certificate in it", path.display());
-        }
+        shared::tls::add_pem_roots(&mut roots, path, "--ca-file")?;
     }
     if roots.is_empty() {
         bail!("no CA certificates: the system has none (install ca-certificates) and no --ca-file was given");
