@@ -477,7 +477,12 @@ impl BlobStore {
         };
         bytes.truncate(n);
         if n != expected {
-            // Shorter (or longer) than recorded: read on to the end, as std::fs::read would.
+            // Larger than the first read (over PENDING_MAX), or shorter or longer than recorded:
+            // read on to the end, as std::fs::read would, into room for the rest as the file's own size says
+            // (a body of megabytes is not grown by doubling, copying itself each time).
+            if let Ok(meta) = file.metadata() {
+                bytes.reserve_exact(usize::try_from(meta.len()).unwrap_or(0).saturating_sub(n));
+            }
             file.read_to_end(&mut bytes)?;
         }
         Ok(bytes)
@@ -493,17 +498,13 @@ impl BlobStore {
                 .ok()
                 .map(|dir| self.root_dir.get_or_init(|| dir)),
         };
-        if let Some(dir) = dir
-            && let Ok(relative) = std::ffi::CString::new(format!("{}/{}", &id.0[..2], id.0))
-        {
-            match open_at(dir, &relative) {
+        if let Some(dir) = dir {
+            match open_at(dir, &format!("{}/{}", &id.0[..2], id.0)) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 opened => return opened,
             }
         }
-        let path = self.path(id);
-        let file = std::fs::File::open(&path)?;
-        Ok(file)
+        std::fs::File::open(self.path(id))
     }
 
     /// Open a blob for streaming.
@@ -1051,22 +1052,13 @@ pub async fn referenced(conn: &mut PgConnection) -> sqlx::Result<Vec<(BlobId, u6
 
 /// openat(2) of `relative` under `dir` for reading, with O_NOATIME, without it when the file's
 /// owner is another user (EPERM). std opens by whole path only.
-#[allow(unsafe_code)]
-fn open_at(dir: &std::fs::File, relative: &std::ffi::CStr) -> std::io::Result<std::fs::File> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    let open = |flags: i32| {
-        // SAFETY: `relative` is NUL-terminated and outlives the call, and `dir` is an open
-        // descriptor for the call; openat only reads them.
-        let fd = unsafe { libc::openat(dir.as_raw_fd(), relative.as_ptr(), flags) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a new descriptor, owned by nothing else: the File closes it.
-        Ok(unsafe { std::fs::File::from_raw_fd(fd) })
-    };
-    let flags = libc::O_RDONLY | libc::O_CLOEXEC;
-    match open(flags | libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(flags),
+fn open_at(dir: &std::fs::File, relative: &str) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let open = |flags: OFlags| rustix::fs::openat(dir, relative, flags, Mode::empty());
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    let fd = match open(flags | OFlags::NOATIME) {
+        Err(rustix::io::Errno::PERM) => open(flags),
         opened => opened,
-    }
+    }?;
+    Ok(std::fs::File::from(fd))
 }

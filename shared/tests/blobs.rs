@@ -178,6 +178,13 @@ async fn bodies_read_by_known_size_are_the_whole_file() {
             "recorded size {recorded}"
         );
     }
+    // A body past the first read's 64 KiB, read on to its end in room its size gives.
+    let large: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let large_id = store.put(&large).await.unwrap();
+    for recorded in [300_000, 70_000, 5000] {
+        let read = store.read_known_size_blocking(&large_id, recorded).unwrap();
+        assert!(read == large, "recorded size {recorded}: {} bytes read", read.len());
+    }
     let empty = store.put(b"").await.unwrap();
     assert_eq!(store.read_known_size_blocking(&empty, 0).unwrap(), b"");
     assert_eq!(store.read_known_size_blocking(&empty, 7).unwrap(), b"");
