@@ -189,9 +189,9 @@ impl Session {
                     (None, Some(reading)) => reading
                         .await
                         .map_err(|e| std::io::Error::other(format!("row reader failed: {e}")))??,
-                    (None, None) => read_rows(uids)
-                        .await
-                        .map_err(|e| std::io::Error::other(format!("row reader failed: {e}")))??,
+                    // The first batch the sync's read did not bring: read here, not in a task.
+                    (None, None) if needs_parse => self.ctx.mail.fetch(user_id, mailbox_id, &uids).await?,
+                    (None, None) => self.ctx.mail.fetch_light(user_id, mailbox_id, &uids).await?,
                 };
                 if let Some(next) = chunks.get(c + 1) {
                     next_rows = Some(read_rows(next.iter().map(|c| c.1).collect()));
