@@ -301,3 +301,57 @@ async fn repeated_logins_skip_argon2_but_failures_and_changed_passwords_do_not()
     assert_eq!(off.verifications(), 2);
     assert_eq!(off.cache_hits(), 0);
 }
+
+/// A refund locks the address's row before the account's, as a charge does, whatever order the
+/// rows lie in on disk: here the account's row comes first and a "charge" holds the address's
+/// row and then asks for the account's. Before, the refund's one UPDATE locked the account's row
+/// first and the two waited for each other until PostgreSQL's deadlock check failed one (seen as
+/// a WebDAV 503 under parallel uploads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_takes_the_rows_in_the_order_a_charge_does() {
+    use shared::auth::gate::Gate;
+    let env = TestEnv::new().await;
+    let ip: IpAddr = "192.0.2.77".parse().unwrap();
+    // The account's row first in the heap, then the address's.
+    for (scope, key) in [("account", "alice@example.test"), ("ip", "192.0.2.77")] {
+        sqlx::query(
+            "INSERT INTO login_gate (scope, key, tat, allowed, expires)
+             VALUES ($1, $2, now() + interval '1 minute', true, now() + interval '1 minute')",
+        )
+        .bind(scope)
+        .bind(key)
+        .execute(&env.context.db)
+        .await
+        .unwrap();
+    }
+    let mut charge = env.context.db.begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '5s'")
+        .execute(&mut *charge)
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1 FROM login_gate WHERE scope = 'ip' AND key = '192.0.2.77' FOR UPDATE")
+        .execute(&mut *charge)
+        .await
+        .unwrap();
+    let gate = Gate::new(env.context.db.clone(), 10, 10);
+    let refund = tokio::spawn(async move { gate.refund(ip, Some("alice@example.test")).await });
+    // Time for the refund to take whatever it takes before it waits.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let account =
+        sqlx::query("SELECT 1 FROM login_gate WHERE scope = 'account' AND key = 'alice@example.test' FOR UPDATE")
+            .execute(&mut *charge)
+            .await;
+    assert!(
+        account.is_ok(),
+        "the charge could not lock the account's row: {account:?}"
+    );
+    charge.commit().await.unwrap();
+    refund.await.unwrap();
+    // The refund went through after the charge: both rows gave one interval back.
+    let ahead: Vec<f64> =
+        sqlx::query_scalar("SELECT extract(epoch FROM tat - now())::float8 FROM login_gate ORDER BY scope")
+            .fetch_all(&env.context.db)
+            .await
+            .unwrap();
+    assert!(ahead.iter().all(|&s| s < 55.0), "{ahead:?}");
+}

@@ -160,11 +160,21 @@ impl Gate {
 
     /// Give back an attempt's charge (a success, or an attempt that could not be checked). Best
     /// effort: a lost refund only makes the gate stricter for a while.
+    ///
+    /// The address's row is locked before the account's, as [`Gate::charge`] locks them: one
+    /// UPDATE of both rows locked them in the order its scan met them, so a refund and a
+    /// charge of the same address and account could each hold the row the other waited for
+    /// (PostgreSQL's deadlock check then failed one of them, and a charge that fails is a login
+    /// answered "try again later"). `ip` runs first: the account's UPDATE tests it in a
+    /// one-time filter, evaluated before its scan.
     pub async fn refund(&self, ip: IpAddr, account: Option<&str>) {
         let result = sqlx::query!(
-            "UPDATE login_gate SET tat = tat - make_interval(secs => CASE scope WHEN 'ip' THEN $3::float8 ELSE $4::float8 END)
-             WHERE ((scope = 'ip' AND key = $1) OR (scope = 'account' AND key = $2))
-               AND set_config('synchronous_commit', 'off', true) IS NOT NULL",
+            "WITH ip AS (
+                 UPDATE login_gate SET tat = tat - make_interval(secs => $3::float8)
+                 WHERE scope = 'ip' AND key = $1 AND set_config('synchronous_commit', 'off', true) IS NOT NULL
+                 RETURNING 1)
+             UPDATE login_gate SET tat = tat - make_interval(secs => $4::float8)
+             WHERE scope = 'account' AND key = $2 AND (SELECT count(*) FROM ip) >= 0",
             address_key(ip),
             account,
             self.ip_interval.as_secs_f64(),
@@ -195,10 +205,17 @@ impl Gate {
 
     /// Delete the rows that no longer matter (budget restored, no longer suspect), through the
     /// `expires` index. Returns how many went.
+    ///
+    /// Rows locked by a login in progress are skipped (SKIP LOCKED; the next prune takes them):
+    /// the prune never waits for a row lock, so it cannot close a lock cycle with a charge, which
+    /// locks an address's row and then its account's.
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query!("DELETE FROM login_gate WHERE expires < now()")
-            .execute(&self.db)
-            .await?;
+        let done = sqlx::query!(
+            "DELETE FROM login_gate WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM login_gate WHERE expires < now() FOR UPDATE SKIP LOCKED))"
+        )
+        .execute(&self.db)
+        .await?;
         Ok(done.rows_affected())
     }
 
