@@ -203,6 +203,11 @@ async fn sigkill_loses_no_acknowledged_message() {
         .unwrap();
     for (i, id) in pending.iter().enumerate() {
         let path = env.context.blobs.path(&shared::blobs::BlobId(id.clone()));
+        // A small body's file is written beside its commit (shared::blobs `start_unsynced`):
+        // the kill may have come before it was, which is the first kind of damage already.
+        if !path.exists() {
+            continue;
+        }
         match i % 3 {
             0 => std::fs::remove_file(&path).unwrap(),
             1 => std::fs::write(&path, b"").unwrap(),
