@@ -310,3 +310,64 @@ async fn fetch_reads_its_first_rows_with_its_sync() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// A session whose view the change clock vouches for (`shared::mailstore::clock`: no sync
+/// before its commands) still hears of every change: one made by another process of the
+/// install (its own mail store over the same data directory, so the same clock and not the
+/// same header-row cache) at its next command, with the new message's own header; one by a
+/// writer that does not tick this clock (a store over another data directory stands for a
+/// process that could not map it) once the clock's trust has run out.
+#[tokio::test]
+async fn a_view_the_clock_vouches_for_still_hears_of_every_change() {
+    use shared::blobs::BlobStore;
+    use shared::mailstore::{FlagOp, MailStore, clock};
+    let server = Server::start().await;
+    server.deliver(&message("one", "body")).await;
+    let mut a = server.login().await;
+    a.ok("SELECT INBOX").await;
+    // The sync of this NOOP vouches for the view.
+    a.ok("NOOP").await;
+    let other = MailStore::new(server.ctx.db.clone(), BlobStore::new(server.ctx.config.blobs_dir()));
+    other
+        .deliver(
+            vec![shared::mailstore::DeliveryTarget {
+                user_id: server.user_id,
+                mailbox_id: None,
+                reservation: None,
+            }],
+            &message("two", "body"),
+            &[],
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    let r = a.ok("FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (Subject)])").await;
+    assert!(r.has("* 2 EXISTS"), "{r:#?}");
+    assert_eq!(subjects(&r), [(1, "one".to_string()), (2, "two".to_string())], "{r:#?}");
+
+    // Vouched for again by that FETCH's sync; now a writer that does not tick this clock.
+    a.ok("NOOP").await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let blind = MailStore::new(server.ctx.db.clone(), BlobStore::new(elsewhere.path().join("blobs")));
+    let inbox = blind.mailbox(server.user_id, "INBOX").await.unwrap();
+    let first_uid = blind.message_states(server.user_id, inbox.id).await.unwrap()[0].uid;
+    blind
+        .store_flags(
+            server.user_id,
+            inbox.id,
+            &[first_uid],
+            FlagOp::Add,
+            &["\\Flagged".into()],
+            None,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(clock::TRUST_FOR + Duration::from_millis(200)).await;
+    let r = a.ok("NOOP").await;
+    assert!(
+        r.lines
+            .iter()
+            .any(|l| l.starts_with("* 1 FETCH") && l.contains("\\Flagged")),
+        "{r:#?}"
+    );
+}

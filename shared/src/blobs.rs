@@ -111,6 +111,11 @@ impl BlobStore {
         self
     }
 
+    /// The store's folder (`DATA/blobs`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Where a blob's file is.
     pub fn path(&self, id: &BlobId) -> PathBuf {
         self.root.join(&id.0[..2]).join(&id.0)

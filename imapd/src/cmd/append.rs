@@ -55,6 +55,7 @@ impl Session {
             // the message disagree) goes back after the command.
             let reservation = (!self.reservations.is_empty()).then(|| self.reservations.remove(0));
             let view = self.view_for_append(&name);
+            let clock_before = self.clock_reading();
             let internal_date = date.map(|d| d.with_timezone(&Utc)).unwrap_or_else(Utc::now);
             let one = match self
                 .ctx
@@ -69,6 +70,7 @@ impl Session {
             if view.is_some() {
                 // Without a view (a live search or NOTIFY to tell), the sync does it all.
                 self.take_in_own_append(&one, &flags).await?;
+                self.own_change_ticked(clock_before);
             }
             return Ok(Reply::ok("APPEND completed").code(Code::AppendUid {
                 uidvalidity: one.uidvalidity,

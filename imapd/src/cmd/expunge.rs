@@ -17,11 +17,13 @@ impl Session {
             return Ok(Reply::no("mailbox is read-only").code(Code::ReadOnly));
         }
         let (user_id, mailbox_id) = (user.id, selected.mailbox.id);
+        let clock_before = self.clock_reading();
         let expunged = self.ctx.mail.expunge_at(user_id, mailbox_id, uids.as_deref()).await?;
         let removed = expunged.uids;
         // The removal's own MODSEQ: when it follows the view's, the view is current once the
         // removed messages leave it (no sync read after the command).
         self.selected_mut()?.advance_to(expunged.modseq);
+        self.own_change_ticked(clock_before);
         self.announce_expunged(&removed).await?;
         let reply = Reply::ok(if set.is_some() {
             "UID EXPUNGE completed"

@@ -33,7 +33,17 @@ impl Session {
         // Fresh flags first (untagged updates are allowed here; EXPUNGE only for UID FETCH),
         // read with the first batch of rows as the view names them now: one round trip.
         let ahead = self.rows_ahead(uid, set, &items);
-        let rows = self.sync_reading(uid, &ahead).await?;
+        // A view the change clock vouches for needs no sync; its rows may be kept already
+        // (`MailStore::cached_light`): then the FETCH is answered without PostgreSQL.
+        let kept = match (&self.state, self.view_is_current()) {
+            (State::Selected { .. }, true) if ahead.is_empty() => Some(Vec::new()),
+            (State::Selected { selected, .. }, true) => self.ctx.mail.cached_light(selected.mailbox.id, &ahead),
+            _ => None,
+        };
+        let rows = match kept {
+            Some(rows) => rows,
+            None => self.sync_reading(uid, &ahead).await?,
+        };
         // The view is now the mailbox as of this command: unless the FETCH sets \Seen in a way
         // that does not follow on (advance_known), the sync at its end would find nothing more
         // than changes made concurrently with it.

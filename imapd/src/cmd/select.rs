@@ -92,6 +92,8 @@ impl Session {
             live: Vec::new(),
             // Just read: the sync after SELECT would only re-read what this SELECT reported.
             current: true,
+            // The mailbox row and the messages are two reads: the first sync vouches.
+            verified: None,
         });
         // EXAMINE claims nothing (`claim` leaves read-only views alone), but RFC 3501 §6.3.2
         // has it report RECENT like SELECT would: the messages no session has claimed yet.

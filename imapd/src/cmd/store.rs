@@ -37,6 +37,7 @@ impl Session {
             StoreOp::Replace => FlagOp::Replace,
         };
         let uids: Vec<u32> = targets.iter().map(|t| t.1).collect();
+        let clock_before = self.clock_reading();
         let change = self
             .ctx
             .mail
@@ -54,6 +55,8 @@ impl Session {
             }
         }
         selected.advance_known(&change.changed);
+        self.own_change_ticked(clock_before);
+        let selected = self.selected_mut()?;
         let modified: HashSet<u32> = change.modified.iter().copied().collect();
         let mut out = Vec::new();
         selected.announce_keywords(change.changed.iter().flat_map(|s| s.flags.iter()), &mut out);

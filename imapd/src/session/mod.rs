@@ -71,8 +71,15 @@ pub struct Selected {
     /// has just read it, FETCH synced before reading, or this session's own flag change took
     /// the MODSEQ right after the one the view knew ([`Selected::advance_known`]). The sync at
     /// the end of such a command is skipped (`sync.rs`, [`Session::view_is_current`]).
-    /// Cleared when each command starts.
+    /// Cleared when each command starts, unless the change clock vouches for the view
+    /// ([`Selected::verified`]).
     pub current: bool,
+    /// The change clock's reading for this mailbox (`shared::mailstore::clock`) taken before
+    /// the view was last found to be the whole mailbox (a sync's read, or this session's own
+    /// change that took the next MODSEQ), and when. While the clock still reads the same, no
+    /// change answered since has touched the mailbox: a command starts with the view current
+    /// and needs no sync (for at most `clock::TRUST_FOR`).
+    pub verified: Option<(u64, std::time::Instant)>,
 }
 
 impl Selected {
@@ -886,10 +893,9 @@ impl Session {
         let mut body = body;
         self.resolve_saved(&mut body);
         let own = self.own_events(&body);
-        if let State::Selected { selected, .. } = &mut self.state {
-            selected.current = false;
-        }
+        self.trust_clock();
         let result = self.dispatch(&tag, body).await;
+        self.recheck_clock();
         let reply = match result {
             Ok(reply) => reply,
             Err(Failure::Reply(reply)) => reply,

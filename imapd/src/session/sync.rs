@@ -4,7 +4,7 @@
 //! only at the moments the RFC allows. Also what a client's cache missed while it was away
 //! (`VANISHED (EARLIER)`, RFC 7162 §3.2.5, §3.2.6).
 
-use shared::mailstore::{Changes, MailStore, StoreError, StoredMessage};
+use shared::mailstore::{Changes, MailStore, StoreError, StoredMessage, clock};
 
 use super::{Failure, Selected, Session, State};
 use crate::wire::response::Response;
@@ -27,6 +27,8 @@ impl Session {
         };
         let user_id = user.id;
         let mailbox_id = selected.mailbox.id;
+        // Read before the database is: every change answered before this is in what it reads.
+        let clock = self.ctx.mail.clock().read(mailbox_id);
         // Everything since the MODSEQ the view knows, in one statement: usually nothing.
         let (since, known_uid) = (selected.known_modseq, selected.max_uid());
         let read = if uids.is_empty() {
@@ -51,6 +53,7 @@ impl Session {
         let State::Selected { user: _, selected } = &mut self.state else {
             return Ok(Vec::new());
         };
+        selected.verified = clock.map(|c| (c, std::time::Instant::now()));
         let mut out: Vec<u8> = Vec::new();
         if changes.highestmodseq != selected.known_modseq {
             // Announce new keywords before the FETCH responses that show them.
@@ -152,6 +155,55 @@ impl Session {
             self.conn.send(&out).await?;
         }
         live.map(|()| rows)
+    }
+
+    /// The change clock's reading for the selected mailbox (`None`: no clock, or none
+    /// selected). Read before a change of this session's, for [`Session::own_change_ticked`].
+    pub(crate) fn clock_reading(&self) -> Option<u64> {
+        match &self.state {
+            State::Selected { selected, .. } => self.ctx.mail.clock().read(selected.mailbox.id),
+            _ => None,
+        }
+    }
+
+    /// After this session's own change to the selected mailbox (the clock read `before` it):
+    /// when the change took the MODSEQ right after the view's (the view is current) and it is
+    /// the only tick since, the clock vouches for the view again.
+    pub(crate) fn own_change_ticked(&mut self, before: Option<u64>) {
+        let now = self.clock_reading();
+        if let State::Selected { selected, .. } = &mut self.state
+            && selected.current
+            && let (Some(before), Some(now)) = (before, now)
+            && now == before + 1
+        {
+            selected.verified = Some((now, std::time::Instant::now()));
+        }
+    }
+
+    /// When a command starts: the view is current if the clock has not moved since the view
+    /// was verified (within `clock::TRUST_FOR`; a writer that does not tick is seen by then).
+    pub(crate) fn trust_clock(&mut self) {
+        let now = self.clock_reading();
+        if let State::Selected { selected, .. } = &mut self.state {
+            selected.current = matches!(
+                (selected.verified, now),
+                (Some((seen, at)), Some(now)) if seen == now && at.elapsed() < clock::TRUST_FOR
+            );
+        }
+    }
+
+    /// When a command has run: a change the command made without taking it into the view
+    /// (a COPY into the selected mailbox) or anyone else's moved the clock: the sync after
+    /// the command reads it.
+    pub(crate) fn recheck_clock(&mut self) {
+        let now = self.clock_reading();
+        if let State::Selected { selected, .. } = &mut self.state
+            && selected.current
+            && let Some((seen, _)) = selected.verified
+            && Some(seen) != now
+        {
+            selected.current = false;
+        }
     }
 
     /// Whether the sync at the end of the command can be skipped: the view is the mailbox as of

@@ -29,8 +29,10 @@
 //! [`MailStore::claim_recent`] locks one mailbox row in a statement of its own and waits for
 //! nothing while holding it; [`purge_user_mail`] runs under its caller's lock on the user row.
 
+pub mod clock;
 mod group;
 mod import;
+mod light_cache;
 pub mod parsed;
 
 pub use import::{ImportOutcome, Imported, PreparedImport};
@@ -469,6 +471,10 @@ pub struct MailStore {
     usage_folds: Arc<quota::FoldQueue>,
     /// Users this process has seen without a quota limit (`quota::reserve_known`).
     known_limits: Arc<quota::KnownLimits>,
+    /// Ticked after each committed change to a mailbox's messages (`clock.rs`).
+    clock: Arc<clock::ChangeClock>,
+    /// Header FETCH rows of messages this process stored or read (`light_cache.rs`).
+    light: Arc<light_cache::LightCache>,
 }
 
 /// uid, modseq, flags, internal date, size, blob id, header ([`MailStore::fetch_light`]).
@@ -505,6 +511,7 @@ fn uid_runs_param(uids: &[u32]) -> (Vec<i64>, Vec<i64>) {
 impl MailStore {
     /// The store over `db` and `blobs`.
     pub fn new(db: PgPool, blobs: BlobStore) -> MailStore {
+        let clock = clock::ChangeClock::open(&blobs.root().with_file_name(clock::FILE_NAME));
         MailStore {
             kept: crate::db::KeptConnections::new(db.clone()),
             db,
@@ -513,6 +520,8 @@ impl MailStore {
             groups: Arc::default(),
             usage_folds: Arc::default(),
             known_limits: Arc::default(),
+            clock: Arc::new(clock),
+            light: Arc::default(),
         }
     }
 
@@ -555,6 +564,39 @@ impl MailStore {
     /// The users this process has seen without a quota limit (`quota::reserve_known`).
     pub fn known_limits(&self) -> &quota::KnownLimits {
         &self.known_limits
+    }
+
+    /// The change clock this store ticks (`clock.rs`).
+    pub fn clock(&self) -> &clock::ChangeClock {
+        &self.clock
+    }
+
+    /// The header FETCH rows of `uids` (ascending) in `mailbox_id` when this process keeps every
+    /// one of them (`light_cache.rs`): as [`Self::fetch_light`] reads them, without its round
+    /// trip.
+    pub fn cached_light(&self, mailbox_id: i64, uids: &[u32]) -> Option<Vec<StoredMessage>> {
+        self.light.get_all(mailbox_id, uids)
+    }
+
+    /// Keep the rows of a small read (a FETCH of a few messages, as a mail client's after new
+    /// mail) for the next FETCH of them; a large one (a whole mailbox's headers) would only
+    /// push those out and cost its copy.
+    fn keep_light(&self, mailbox_id: i64, rows: &[StoredMessage]) {
+        if rows.len() <= KEEP_LIGHT_READ_MAX {
+            for m in rows {
+                self.light.insert(mailbox_id, m);
+            }
+        }
+    }
+
+    /// Tick the clock once for each mailbox `appended` went into (after their commit).
+    fn tick_appended(&self, appended: &[Appended]) {
+        let mut ids: Vec<i64> = appended.iter().map(|a| a.mailbox_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            self.clock.tick(id);
+        }
     }
 
     /// The blob store (for reading bodies).
@@ -810,6 +852,7 @@ impl MailStore {
                 ));
             }
         }
+        self.keep_light(mailbox_id, &light);
         Ok((changes, light))
     }
 
@@ -1030,6 +1073,8 @@ impl MailStore {
             .await?;
         events::notify(&mut tx, &Event::MailboxDeleted { user_id, name }).await?;
         tx.commit().await?;
+        // A session with it selected finds it gone at its next command.
+        self.clock.tick(mailbox_id);
         if warned {
             // Usage fell: the warning given may be armed again.
             quota::warn::after_write(self, &[user_id]).await;
@@ -1301,8 +1346,14 @@ impl MailStore {
                     tracing::warn!("releasing reservations after a failed append: {e}");
                 }
             }
-            Ok(_) if unlimited => quota::warn::after_unlimited_write(self, &[user_id]),
-            Ok(_) => quota::warn::after_write(self, &[user_id]).await,
+            Ok(appended) if unlimited => {
+                self.tick_appended(appended);
+                quota::warn::after_unlimited_write(self, &[user_id]);
+            }
+            Ok(appended) => {
+                self.tick_appended(appended);
+                quota::warn::after_write(self, &[user_id]).await;
+            }
         }
         result
     }
@@ -1483,7 +1534,13 @@ impl MailStore {
                 }
             };
             let (destination, view) = into.unwrap_or_else(|| (Destination::of(&target), None));
-            return Ok(vec![self.deliver_grouped(target, destination, view, row, body).await?]);
+            let (internal_date, size, blob, header) =
+                (row.internal_date, row.size, row.blob.clone(), row.header.clone());
+            let appended = self.deliver_grouped(target, destination, view, row, body).await?;
+            self.clock.tick(appended.mailbox_id);
+            self.light
+                .insert_parts(appended.mailbox_id, appended.uid, internal_date, size, &blob, &header);
+            return Ok(vec![appended]);
         }
         let prepared = self.prepare(raw).await?;
         let kind = match warning {
@@ -1611,6 +1668,7 @@ impl MailStore {
             // The blob row is locked by the statement that added the reference.
             self.blobs.ensure_present(&row.blob)?;
             tx.commit().await?;
+            self.tick_appended(std::slice::from_ref(&appended));
             return Ok(Some(vec![appended]));
         }
         let mut appended = Vec::with_capacity(targets.len());
@@ -1694,6 +1752,7 @@ impl MailStore {
             });
         }
         tx.commit().await?;
+        self.tick_appended(&appended);
         Ok(Some(appended))
     }
 
@@ -1863,6 +1922,7 @@ impl MailStore {
         if !messages.is_sorted_by_key(|m| m.uid) {
             messages.sort_unstable_by_key(|m| m.uid);
         }
+        self.keep_light(mailbox_id, &messages);
         Ok(messages)
     }
 
@@ -1940,18 +2000,23 @@ impl MailStore {
             unchanged_since,
         };
         let mut conn = self.kept.take().await?;
-        if let Some(change) = store.run(&mut conn).await? {
-            conn.done();
-            return Ok(change);
-        }
-        let mut tx = conn.begin().await?;
-        lock_mailbox_row(&mut tx, user_id, mailbox_id).await?;
-        let change = store
-            .run(&mut tx)
-            .await?
-            .ok_or_else(|| changed_under_lock("STORE", mailbox_id))?;
-        tx.commit().await?;
+        let change = match store.run(&mut conn).await? {
+            Some(change) => change,
+            None => {
+                let mut tx = conn.begin().await?;
+                lock_mailbox_row(&mut tx, user_id, mailbox_id).await?;
+                let change = store
+                    .run(&mut tx)
+                    .await?
+                    .ok_or_else(|| changed_under_lock("STORE", mailbox_id))?;
+                tx.commit().await?;
+                change
+            }
+        };
         conn.done();
+        if !change.changed.is_empty() {
+            self.clock.tick(mailbox_id);
+        }
         Ok(change)
     }
 
@@ -2063,7 +2128,10 @@ impl MailStore {
         )
         .await?;
         tx.commit().await?;
-        if !remove {
+        self.clock.tick(to);
+        if remove {
+            self.clock.tick(from);
+        } else {
             // A copy is charged: it may cross a warning threshold.
             quota::warn::after_write(self, &[user_id]).await;
         }
@@ -2111,6 +2179,9 @@ impl MailStore {
                 done
             }
         };
+        if !done.expunged.uids.is_empty() {
+            self.clock.tick(mailbox_id);
+        }
         if done.prune_due {
             // Out of the removal's transaction: the record only grows a little past its bound
             // until this commits (or the next removal prunes it after a crash).
@@ -2413,6 +2484,9 @@ impl Expunge<'_> {
         }))
     }
 }
+
+/// The most rows of one read kept in the header row cache ([`MailStore::keep_light`]).
+const KEEP_LIGHT_READ_MAX: usize = 64;
 
 /// Bodies up to this many bytes are hashed and parsed on the async thread that received them
 /// ([`MailStore::prepare_overlapped`]); larger ones on the blocking pool.

@@ -1,0 +1,109 @@
+//! What a header FETCH needs of a message that never changes once stored (its date, size, body
+//! file and header block), kept in memory by (mailbox id, UID) for a while: an APPEND's own
+//! message and the rows FETCH has read, so a FETCH of a view the change clock says is current
+//! is answered without a round trip to PostgreSQL (issue #12). Mailbox ids are never reused and
+//! a UID names one message forever (RFC 3501 §2.3.1.1), so an entry is never wrong; the oldest
+//! go first once the headers pass [`BUDGET`] bytes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+
+use super::StoredMessage;
+use crate::blobs::BlobId;
+
+/// Header bytes kept per process.
+pub const BUDGET: usize = 1 << 20;
+
+struct Light {
+    internal_date: DateTime<Utc>,
+    size: u64,
+    blob: BlobId,
+    header: Arc<[u8]>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<(i64, u32), Light>,
+    order: VecDeque<(i64, u32)>,
+    bytes: usize,
+}
+
+#[derive(Default)]
+pub struct LightCache {
+    inner: Mutex<Inner>,
+}
+
+impl LightCache {
+    pub fn insert(&self, mailbox_id: i64, m: &StoredMessage) {
+        self.insert_parts(mailbox_id, m.uid, m.internal_date, m.size, &m.blob, &m.header);
+    }
+
+    pub fn insert_parts(
+        &self,
+        mailbox_id: i64,
+        uid: u32,
+        internal_date: DateTime<Utc>,
+        size: u64,
+        blob: &BlobId,
+        header: &[u8],
+    ) {
+        let cost = header.len() + 128;
+        if cost > BUDGET / 16 {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.entries.contains_key(&(mailbox_id, uid)) {
+            return;
+        }
+        while inner.bytes + cost > BUDGET {
+            let Some(oldest) = inner.order.pop_front() else { break };
+            if let Some(gone) = inner.entries.remove(&oldest) {
+                inner.bytes -= gone.header.len() + 128;
+            }
+        }
+        inner.entries.insert(
+            (mailbox_id, uid),
+            Light {
+                internal_date,
+                size,
+                blob: blob.clone(),
+                header: header.into(),
+            },
+        );
+        inner.order.push_back((mailbox_id, uid));
+        inner.bytes += cost;
+    }
+
+    /// The rows of `uids` (ascending) in `mailbox_id`, when every one of them is kept; as
+    /// `MailStore::fetch_light` gives them (no flags: the session's view has them).
+    pub fn get_all(&self, mailbox_id: i64, uids: &[u32]) -> Option<Vec<StoredMessage>> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        uids.iter()
+            .map(|&uid| {
+                inner.entries.get(&(mailbox_id, uid)).map(|l| {
+                    StoredMessage::light(
+                        i64::from(uid),
+                        0,
+                        Vec::new(),
+                        l.internal_date,
+                        l.size as i64,
+                        l.blob.0.clone(),
+                        l.header.to_vec(),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for LightCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f.debug_struct("LightCache")
+            .field("entries", &inner.entries.len())
+            .field("bytes", &inner.bytes)
+            .finish()
+    }
+}
