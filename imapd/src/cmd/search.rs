@@ -459,7 +459,14 @@ impl Session {
         if uses_modseq(key) {
             self.enable_condstore().await?;
         }
-        self.sync(uid).await?;
+        // A view the change clock vouches for needs no sync (`session/sync.rs`); one synced
+        // here is the mailbox as of this command, so the sync at its end is skipped too.
+        if !self.view_is_current() {
+            self.sync(uid).await?;
+            if let State::Selected { selected, .. } = &mut self.state {
+                selected.current = true;
+            }
+        }
         let (needs_stored, needs_body) = needs(key);
         let now = Utc::now();
         let State::Selected { user, selected } = &self.state else {
