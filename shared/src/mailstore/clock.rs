@@ -85,3 +85,29 @@ impl ChangeClock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_processes_mapping_the_file_see_each_others_ticks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let (a, b) = (ChangeClock::open(&path), ChangeClock::open(&path));
+        let before = b.read(7).unwrap();
+        a.tick(7);
+        assert_eq!(b.read(7), Some(before + 1));
+        // Another mailbox's slot did not move; one sharing the slot did (a sync, nothing worse).
+        assert_eq!(b.read(8), Some(0));
+        assert_eq!(b.read(7 + SLOTS as i64), Some(before + 1));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), (SLOTS * 8) as u64);
+    }
+
+    #[test]
+    fn without_the_file_nothing_ticks_and_nothing_is_read() {
+        let clock = ChangeClock::open(Path::new("/nonexistent/dir/mailbox-clock"));
+        clock.tick(1);
+        assert_eq!(clock.read(1), None);
+    }
+}

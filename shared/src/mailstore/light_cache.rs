@@ -1,6 +1,6 @@
 //! What a header FETCH needs of a message that never changes once stored (its date, size, body
 //! file and header block), kept in memory by (mailbox id, UID) for a while: an APPEND's own
-//! message and the rows FETCH has read, so a FETCH of a view the change clock says is current
+//! message and the rows of FETCH's small reads, so a FETCH of a view the change clock says is current
 //! is answered without a round trip to PostgreSQL (issue #12). Mailbox ids are never reused and
 //! a UID names one message forever (RFC 3501 §2.3.1.1), so an entry is never wrong; the oldest
 //! go first once the headers pass [`BUDGET`] bytes.
@@ -105,5 +105,40 @@ impl std::fmt::Debug for LightCache {
             .field("entries", &inner.entries.len())
             .field("bytes", &inner.bytes)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(n: usize) -> Vec<u8> {
+        vec![b'h'; n]
+    }
+
+    #[test]
+    fn rows_come_back_only_all_together_and_the_oldest_go_past_the_budget() {
+        let cache = LightCache::default();
+        let blob = BlobId("0".repeat(64));
+        for uid in 1..=3 {
+            cache.insert_parts(5, uid, Utc::now(), 100, &blob, &header(10));
+        }
+        let rows = cache.get_all(5, &[1, 2, 3]).unwrap();
+        assert_eq!(rows.iter().map(|r| r.uid).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(rows[0].header, header(10));
+        assert!(cache.get_all(5, &[1, 4]).is_none(), "one missing: none");
+        assert!(
+            cache.get_all(6, &[1]).is_none(),
+            "another mailbox's UID 1 is another message"
+        );
+        // Past the budget the first ones go.
+        let big = BUDGET / 32;
+        for uid in 10..(10 + 40) {
+            cache.insert_parts(5, uid, Utc::now(), 100, &blob, &header(big));
+        }
+        assert!(cache.get_all(5, &[1]).is_none());
+        assert!(cache.get_all(5, &[49]).is_some());
+        let bytes = cache.inner.lock().unwrap().bytes;
+        assert!(bytes <= BUDGET, "{bytes}");
     }
 }

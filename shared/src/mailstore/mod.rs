@@ -1533,13 +1533,18 @@ impl MailStore {
                     None
                 }
             };
+            // An IMAP APPEND's message (named mailbox) is kept for the FETCH that usually follows
+            // it; a delivery's (smtpd) is not: that process never reads it back.
+            let keep = into
+                .is_some()
+                .then(|| (row.internal_date, row.size, row.blob.clone(), row.header.clone()));
             let (destination, view) = into.unwrap_or_else(|| (Destination::of(&target), None));
-            let (internal_date, size, blob, header) =
-                (row.internal_date, row.size, row.blob.clone(), row.header.clone());
             let appended = self.deliver_grouped(target, destination, view, row, body).await?;
             self.clock.tick(appended.mailbox_id);
-            self.light
-                .insert_parts(appended.mailbox_id, appended.uid, internal_date, size, &blob, &header);
+            if let Some((internal_date, size, blob, header)) = keep {
+                self.light
+                    .insert_parts(appended.mailbox_id, appended.uid, internal_date, size, &blob, &header);
+            }
             return Ok(vec![appended]);
         }
         let prepared = self.prepare(raw).await?;
