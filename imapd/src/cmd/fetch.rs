@@ -35,10 +35,12 @@ impl Session {
         let ahead = self.rows_ahead(uid, set, &items);
         // A view the change clock vouches for needs no sync; its rows may be kept already
         // (`MailStore::cached_light`): then the FETCH is answered without PostgreSQL.
-        let kept = match (&self.state, self.view_is_current()) {
-            (State::Selected { .. }, true) if ahead.is_empty() => Some(Vec::new()),
-            (State::Selected { selected, .. }, true) => self.ctx.mail.cached_light(selected.mailbox.id, &ahead),
-            _ => None,
+        let kept = if !self.view_is_current() {
+            None
+        } else if ahead.is_empty() {
+            Some(Vec::new())
+        } else {
+            self.ctx.mail.cached_light(self.selected()?.mailbox.id, &ahead)
         };
         let rows = match kept {
             Some(rows) => rows,

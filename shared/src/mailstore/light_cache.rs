@@ -13,8 +13,12 @@ use chrono::{DateTime, Utc};
 use super::StoredMessage;
 use crate::blobs::BlobId;
 
-/// Header bytes kept per process.
+/// Bytes kept per process: the headers and [`ENTRY_OVERHEAD`] per row.
 pub const BUDGET: usize = 1 << 20;
+
+/// What a kept row costs besides its header (the key, the date, size and body file name, the
+/// map's and the queue's slots), counted against [`BUDGET`].
+const ENTRY_OVERHEAD: usize = 128;
 
 struct Light {
     internal_date: DateTime<Utc>,
@@ -36,10 +40,17 @@ pub struct LightCache {
 }
 
 impl LightCache {
+    /// Keep a row read from the database (its header copied only if it is not kept yet).
     pub fn insert(&self, mailbox_id: i64, m: &StoredMessage) {
-        self.insert_parts(mailbox_id, m.uid, m.internal_date, m.size, &m.blob, &m.header);
+        self.insert_with(mailbox_id, m.uid, m.header.len(), || Light {
+            internal_date: m.internal_date,
+            size: m.size,
+            blob: m.blob.clone(),
+            header: m.header.as_slice().into(),
+        });
     }
 
+    /// Keep the row of a message this process just stored.
     pub fn insert_parts(
         &self,
         mailbox_id: i64,
@@ -47,9 +58,20 @@ impl LightCache {
         internal_date: DateTime<Utc>,
         size: u64,
         blob: &BlobId,
-        header: &[u8],
+        header: Arc<[u8]>,
     ) {
-        let cost = header.len() + 128;
+        self.insert_with(mailbox_id, uid, header.len(), || Light {
+            internal_date,
+            size,
+            blob: blob.clone(),
+            header,
+        });
+    }
+
+    /// One lock: nothing when the row is kept already (or its header alone is past a 16th of
+    /// the budget), else the oldest out until the new one fits.
+    fn insert_with(&self, mailbox_id: i64, uid: u32, header_len: usize, light: impl FnOnce() -> Light) {
+        let cost = header_len + ENTRY_OVERHEAD;
         if cost > BUDGET / 16 {
             return;
         }
@@ -60,18 +82,10 @@ impl LightCache {
         while inner.bytes + cost > BUDGET {
             let Some(oldest) = inner.order.pop_front() else { break };
             if let Some(gone) = inner.entries.remove(&oldest) {
-                inner.bytes -= gone.header.len() + 128;
+                inner.bytes -= gone.header.len() + ENTRY_OVERHEAD;
             }
         }
-        inner.entries.insert(
-            (mailbox_id, uid),
-            Light {
-                internal_date,
-                size,
-                blob: blob.clone(),
-                header: header.into(),
-            },
-        );
+        inner.entries.insert((mailbox_id, uid), light());
         inner.order.push_back((mailbox_id, uid));
         inner.bytes += cost;
     }
@@ -121,7 +135,7 @@ mod tests {
         let cache = LightCache::default();
         let blob = BlobId("0".repeat(64));
         for uid in 1..=3 {
-            cache.insert_parts(5, uid, Utc::now(), 100, &blob, &header(10));
+            cache.insert_parts(5, uid, Utc::now(), 100, &blob, header(10).into());
         }
         let rows = cache.get_all(5, &[1, 2, 3]).unwrap();
         assert_eq!(rows.iter().map(|r| r.uid).collect::<Vec<_>>(), [1, 2, 3]);
@@ -134,7 +148,7 @@ mod tests {
         // Past the budget the first ones go.
         let big = BUDGET / 32;
         for uid in 10..(10 + 40) {
-            cache.insert_parts(5, uid, Utc::now(), 100, &blob, &header(big));
+            cache.insert_parts(5, uid, Utc::now(), 100, &blob, header(big).into());
         }
         assert!(cache.get_all(5, &[1]).is_none());
         assert!(cache.get_all(5, &[49]).is_some());

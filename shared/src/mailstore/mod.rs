@@ -1339,6 +1339,9 @@ impl MailStore {
             .collect();
         let unlimited = messages.iter().all(|m| is_unlimited(m.reservation.as_ref()));
         let result = self.append_batch_once(user_id, mailbox_id, messages).await;
+        if result.is_ok() {
+            self.clock.tick(mailbox_id);
+        }
         match &result {
             Err(_) => {
                 // The rolled-back transaction left the reservations in place; give the space back.
@@ -1346,14 +1349,8 @@ impl MailStore {
                     tracing::warn!("releasing reservations after a failed append: {e}");
                 }
             }
-            Ok(appended) if unlimited => {
-                self.tick_appended(appended);
-                quota::warn::after_unlimited_write(self, &[user_id]);
-            }
-            Ok(appended) => {
-                self.tick_appended(appended);
-                quota::warn::after_write(self, &[user_id]).await;
-            }
+            Ok(_) if unlimited => quota::warn::after_unlimited_write(self, &[user_id]),
+            Ok(_) => quota::warn::after_write(self, &[user_id]).await,
         }
         result
     }
@@ -1535,15 +1532,20 @@ impl MailStore {
             };
             // An IMAP APPEND's message (named mailbox) is kept for the FETCH that usually follows
             // it; a delivery's (smtpd) is not: that process never reads it back.
-            let keep = into
-                .is_some()
-                .then(|| (row.internal_date, row.size, row.blob.clone(), row.header.clone()));
+            let keep = into.is_some().then(|| {
+                (
+                    row.internal_date,
+                    row.size,
+                    row.blob.clone(),
+                    Arc::<[u8]>::from(&row.header[..]),
+                )
+            });
             let (destination, view) = into.unwrap_or_else(|| (Destination::of(&target), None));
             let appended = self.deliver_grouped(target, destination, view, row, body).await?;
             self.clock.tick(appended.mailbox_id);
             if let Some((internal_date, size, blob, header)) = keep {
                 self.light
-                    .insert_parts(appended.mailbox_id, appended.uid, internal_date, size, &blob, &header);
+                    .insert_parts(appended.mailbox_id, appended.uid, internal_date, size, &blob, header);
             }
             return Ok(vec![appended]);
         }
