@@ -256,6 +256,57 @@ async fn search_keys() {
     c.bad("SEARCH BOGUS").await;
 }
 
+/// SUBJECT matches the envelope's subject (RFC 9051 §6.4.4: the last Subject field, unfolded),
+/// as written or decoded, in any letter case; PostgreSQL leaves out only what cannot match
+/// (`MailStore::scan_light`), so each of these must still be found through that filter.
+#[tokio::test]
+async fn search_subject_is_the_envelope_subject_through_the_database_filter() {
+    let server = Server::start().await;
+    let mut c = server.login().await;
+    // 1: folded; 2: encoded words only ("Invoice 42" in base64, "Réport" in Q); 3: two Subject
+    // fields (the envelope has the last); 4: none.
+    let raw = |subject: &str| {
+        format!("From: Bob <bob@example.test>\r\n{subject}Date: Tue, 24 Nov 2026 10:00:00 +0000\r\n\r\nbody\r\n")
+    };
+    c.append("INBOX", "()", raw("Subject: Weekly\r\n  Team Notes\r\n").as_bytes())
+        .await;
+    c.append(
+        "INBOX",
+        "()",
+        raw("Subject: =?utf-8?b?SW52b2ljZSA0Mg==?= =?utf-8?q?R=C3=A9port?=\r\n").as_bytes(),
+    )
+    .await;
+    c.append(
+        "INBOX",
+        "()",
+        raw("Subject: Old words\r\nSubject: New words\r\n").as_bytes(),
+    )
+    .await;
+    c.append("INBOX", "()", raw("").as_bytes()).await;
+    c.ok("SELECT INBOX").await;
+    let s = |r: Response| r.find("* SEARCH").to_string();
+    assert_eq!(s(c.ok("SEARCH SUBJECT \"weekly  team\"").await), "* SEARCH 1");
+    assert_eq!(s(c.ok("SEARCH SUBJECT wEEKLY").await), "* SEARCH 1");
+    assert_eq!(s(c.ok("SEARCH SUBJECT \"invoice 42\"").await), "* SEARCH 2");
+    assert_eq!(s(c.ok("SEARCH SUBJECT utf-8").await), "* SEARCH 2", "as written");
+    assert_eq!(
+        s(c.ok("SEARCH CHARSET UTF-8 SUBJECT {7+}\r\nRÉPORT").await),
+        "* SEARCH 2"
+    );
+    assert_eq!(s(c.ok("SEARCH SUBJECT new").await), "* SEARCH 3");
+    assert_eq!(s(c.ok("SEARCH SUBJECT old").await), "* SEARCH", "not the envelope's");
+    assert_eq!(s(c.ok("SEARCH SUBJECT notes SUBJECT weekly").await), "* SEARCH 1");
+    assert_eq!(s(c.ok("SEARCH SUBJECT weekly FROM nobody").await), "* SEARCH");
+    assert_eq!(s(c.ok("SEARCH NOT SUBJECT weekly").await), "* SEARCH 2 3 4");
+    assert_eq!(
+        s(c.ok("SEARCH OR SUBJECT weekly SUBJECT invoice").await),
+        "* SEARCH 1 2"
+    );
+    assert_eq!(s(c.ok("SEARCH SUBJECT \"\"").await), "* SEARCH 1 2 3");
+    // The body path reads whole rows; SUBJECT beside BODY is the same test.
+    assert_eq!(s(c.ok("SEARCH SUBJECT invoice BODY body").await), "* SEARCH 2");
+}
+
 /// Not a pass/fail test: times the open and header download of a big INBOX, as Thunderbird
 /// does it. Run with `cargo test -p tinydc-imapd --release --test messages -- --ignored
 /// --nocapture header_download` (IMAPD_BENCH_MESSAGES sets the count, default 2000).

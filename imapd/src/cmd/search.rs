@@ -104,6 +104,30 @@ fn header_matches(stored: &StoredMessage, name: &str, needle: &str) -> bool {
     })
 }
 
+/// SUBJECT: RFC 9051 §6.4.4 matches "the envelope structure's SUBJECT field" (the last Subject
+/// field, unfolded), as written or with its encoded words decoded. `MailStore::scan_light`
+/// leaves out in PostgreSQL what this cannot match ([`subject_prefilter`]).
+fn subject_matches(subject: Option<&str>, needle: &str) -> bool {
+    let Some(subject) = subject else {
+        return false;
+    };
+    contains(subject, needle) || (subject.contains("=?") && contains(&decode_words(subject), needle))
+}
+
+/// Text that every message `key` matches has in its envelope subject, for PostgreSQL to filter
+/// on (`MailStore::scan_light`): a SUBJECT key at the top level or in a conjunction there, in
+/// lower case. Only an ASCII one: [`contains`] compares those letter by letter, ignoring ASCII
+/// case, which PostgreSQL's `lower` under the "C" collation reproduces; other text is
+/// lower-cased by Unicode rules and found here only.
+fn subject_prefilter(key: &SearchKey) -> Option<String> {
+    match key {
+        SearchKey::Subject(s) if !s.is_empty() && s.is_ascii() => Some(s.to_ascii_lowercase()),
+        // The longest leaves the fewest rows.
+        SearchKey::And(keys) => keys.iter().filter_map(subject_prefilter).max_by_key(String::len),
+        _ => None,
+    }
+}
+
 /// FROM, TO, CC and BCC: RFC 3501 §6.4.4 matches "the envelope structure's FROM field", so, as
 /// Dovecot does, each address is matched as read for ENVELOPE and written back plainly
 /// (`"Name" <@route:local@domain>`, decoded name, comments left out): `<user-from (comment)@
@@ -211,7 +235,7 @@ fn eval(key: &SearchKey, c: &Candidate<'_>) -> bool {
         K::Cc(s) => stored.is_some_and(|m| address_matches(m, "Cc", s)),
         K::From(s) => stored.is_some_and(|m| address_matches(m, "From", s)),
         K::To(s) => stored.is_some_and(|m| address_matches(m, "To", s)),
-        K::Subject(s) => stored.is_some_and(|m| header_matches(m, "Subject", s)),
+        K::Subject(s) => stored.is_some_and(|m| subject_matches(m.envelope.subject.as_deref(), s)),
         K::Header(name, s) => stored.is_some_and(|m| header_matches(m, name, s)),
         K::Before(d) => internal().is_some_and(|x| x < *d),
         K::On(d) => internal().is_some_and(|x| x == *d),
@@ -483,28 +507,34 @@ impl Session {
             if let (Some(&first), Some(&last)) = (selected.uids.first(), selected.uids.last()) {
                 let ctx = self.ctx.clone();
                 ctx.mail
-                    .scan_light(user_id, mailbox_id, first..=last, |m| {
-                        // A message the view does not have yet (arrived since) is not searched.
-                        let Some(seq) = selected.seq_of(m.uid) else {
-                            return;
-                        };
-                        let i = seq as usize - 1;
-                        let candidate = Candidate {
-                            seq,
-                            uid: m.uid,
-                            count,
-                            max_uid,
-                            flags: &selected.flags[i],
-                            recent: selected.is_recent(m.uid),
-                            modseq: selected.modseqs[i],
-                            now,
-                            stored: Some(&m),
-                            body_text: None,
-                        };
-                        if eval(key, &candidate) {
-                            hits.push((seq, m.uid, selected.modseqs[i]));
-                        }
-                    })
+                    .scan_light(
+                        user_id,
+                        mailbox_id,
+                        first..=last,
+                        subject_prefilter(key).as_deref(),
+                        |m| {
+                            // A message the view does not have yet (arrived since) is not searched.
+                            let Some(seq) = selected.seq_of(m.uid) else {
+                                return;
+                            };
+                            let i = seq as usize - 1;
+                            let candidate = Candidate {
+                                seq,
+                                uid: m.uid,
+                                count,
+                                max_uid,
+                                flags: &selected.flags[i],
+                                recent: selected.is_recent(m.uid),
+                                modseq: selected.modseqs[i],
+                                now,
+                                stored: Some(&m),
+                                body_text: None,
+                            };
+                            if eval(key, &candidate) {
+                                hits.push((seq, m.uid, selected.modseqs[i]));
+                            }
+                        },
+                    )
                     .await?;
             }
         }
@@ -542,12 +572,14 @@ impl Session {
         for chunk in listed.chunks(BATCH) {
             let stored = if needs_stored {
                 let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();
-                self.ctx.mail.fetch_light(user_id, mailbox_id, &uids).await?
+                // Whole rows: SUBJECT needs the envelope. This path reads bodies or re-checks
+                // the few messages a live search learns of, so the JSON decoded is a small part.
+                self.ctx.mail.fetch(user_id, mailbox_id, &uids).await?
             } else {
                 Vec::new()
             };
             for &(seq, msg_uid) in chunk {
-                // fetch_light answers in UID order: a binary search, not a scan per message.
+                // fetch answers in UID order: a binary search, not a scan per message.
                 let message = stored
                     .binary_search_by_key(&msg_uid, |m| m.uid)
                     .ok()

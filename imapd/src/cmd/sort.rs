@@ -235,7 +235,7 @@ impl Session {
         let mut keyed = Vec::with_capacity(hits.len());
         self.ctx
             .mail
-            .scan_light(user_id, mailbox_id, first..=last, |m| {
+            .scan_light(user_id, mailbox_id, first..=last, None, |m| {
                 // Hits are in sequence order, which is UID order.
                 if let Ok(i) = hits.binary_search_by_key(&m.uid, |h| h.1) {
                     keyed.push(Keyed {

@@ -1937,30 +1937,45 @@ impl MailStore {
     /// PostgreSQL sends it: one statement for the whole mailbox, and only one row in memory at a
     /// time (SEARCH, SORT and THREAD over headers, dates and sizes). Like
     /// [`Self::fetch_light`] without the blob: its id is left empty (what is scanned never reads
-    /// the body; sending it was a seventh of the bytes of each row).
+    /// the body; sending it was a seventh of the bytes of each row). Of the envelope, the
+    /// subject is there (SEARCH SUBJECT matches it, RFC 9051 §6.4.4).
+    ///
+    /// With `subject_contains` (lower-case ASCII), PostgreSQL leaves out the messages whose
+    /// envelope subject cannot contain it: those without the text in any letter case and
+    /// without an encoded word (RFC 2047) that might decode to it. What comes is a superset of
+    /// SEARCH SUBJECT's matches, for the caller's own check; a search for one subject then
+    /// moves one row instead of every header block of the mailbox (issue #12).
     pub async fn scan_light(
         &self,
         user_id: i64,
         mailbox_id: i64,
         uids: RangeInclusive<u32>,
+        subject_contains: Option<&str>,
         mut each: impl FnMut(StoredMessage),
     ) -> Result<(), StoreError> {
         use futures::TryStreamExt;
-        // The mailbox's owner is checked once (a one-time filter), not joined per row.
+        // The mailbox's owner is checked once (a one-time filter), not joined per row. Lower
+        // case under the "C" collation changes ASCII letters only, whatever the database's own
+        // collation (a Turkish one would turn `I` into a dotless i), as the caller's
+        // ASCII-case-insensitive match does.
         let mut rows = sqlx::query!(
-            "SELECT m.uid, m.modseq, m.internal_date, m.size, m.header
+            r#"SELECT m.uid, m.modseq, m.internal_date, m.size, m.header, m.envelope ->> 'subject' AS subject
              FROM messages m
              WHERE m.mailbox_id = $2 AND m.uid BETWEEN $3 AND $4
+               AND ($5::text IS NULL
+                    OR strpos(lower((m.envelope ->> 'subject') COLLATE "C"), $5) > 0
+                    OR strpos(m.envelope ->> 'subject', '=?') > 0)
                AND EXISTS (SELECT FROM mailboxes b WHERE b.id = $2 AND b.user_id = $1)
-             ORDER BY m.uid",
+             ORDER BY m.uid"#,
             user_id,
             mailbox_id,
             i64::from(*uids.start()),
-            i64::from(*uids.end())
+            i64::from(*uids.end()),
+            subject_contains
         )
         .fetch(&self.db);
         while let Some(r) = rows.try_next().await? {
-            each(StoredMessage::light(
+            let mut message = StoredMessage::light(
                 r.uid,
                 r.modseq,
                 Vec::new(),
@@ -1968,7 +1983,9 @@ impl MailStore {
                 r.size,
                 String::new(),
                 r.header,
-            ));
+            );
+            message.envelope.subject = r.subject;
+            each(message);
         }
         Ok(())
     }
