@@ -291,8 +291,10 @@ pub struct StoredMessage {
     pub internal_date: DateTime<Utc>,
     pub size: u64,
     pub blob: BlobId,
-    pub envelope: parsed::Envelope,
-    pub body_structure: parsed::BodyStructure,
+    /// Boxed, as the body structure: together they were five sixths of this struct's 648
+    /// bytes, moved with every row of a header download that never reads them (issue #12).
+    pub envelope: Box<parsed::Envelope>,
+    pub body_structure: Box<parsed::BodyStructure>,
     pub header: Vec<u8>,
 }
 
@@ -316,7 +318,7 @@ impl StoredMessage {
             size: size as u64,
             blob: BlobId(blob_id),
             envelope: Default::default(),
-            body_structure: parsed::BodyStructure::Multipart {
+            body_structure: Box::new(parsed::BodyStructure::Multipart {
                 parts: Vec::new(),
                 media_subtype: String::new(),
                 params: Vec::new(),
@@ -324,7 +326,7 @@ impl StoredMessage {
                 language: Vec::new(),
                 location: None,
                 model: parsed::MIME_MODEL,
-            },
+            }),
             header,
         }
     }
