@@ -14,6 +14,11 @@ use crate::wire::sequence::SequenceSet;
 
 /// Messages whose metadata is read in one query.
 const BATCH: usize = 250;
+/// The first batch is smaller: it is read before anything is written (with the sync's
+/// statement), so its size is the wait for the first response; the next, full one is read
+/// while it is written. More than `KEEP_LIGHT_READ_MAX` (64), so a header download's first rows
+/// do not crowd the header row cache kept for new-mail FETCHes.
+const FIRST_BATCH: usize = 100;
 /// FETCH responses from the session's view alone written into one buffer before it is sent.
 const VIEW_BATCH: usize = 1000;
 
@@ -64,7 +69,7 @@ impl Session {
             return Vec::new();
         }
         match self.resolve(uid, set) {
-            Ok(targets) => targets.iter().take(BATCH).map(|&(_, uid)| uid).collect(),
+            Ok(targets) => targets.iter().take(FIRST_BATCH).map(|&(_, uid)| uid).collect(),
             Err(_) => Vec::new(),
         }
     }
@@ -191,7 +196,7 @@ impl Session {
                 }
             })
         };
-        let chunks: Vec<&[(u32, u32)]> = targets.chunks(BATCH).collect();
+        let chunks = batches(&targets);
         let mut next_rows: Option<tokio::task::JoinHandle<Result<Vec<StoredMessage>, StoreError>>> = None;
         for (c, &chunk) in chunks.iter().enumerate() {
             let stored: Vec<StoredMessage> = if needs_stored {
@@ -241,9 +246,9 @@ impl Session {
                 }
             }
             // The chunk's messages with their metadata, in UID order; one expunged meanwhile
-            // is skipped.
-            let mut rows: Vec<(u32, u32, Option<StoredMessage>)> = Vec::with_capacity(chunk.len());
-            let mut stored_iter = stored.into_iter().peekable();
+            // is skipped. The rows stay where they were read (no copy per message).
+            let mut rows: Vec<(u32, u32, Option<&StoredMessage>)> = Vec::with_capacity(chunk.len());
+            let mut stored_iter = stored.iter().peekable();
             for &(seq, msg_uid) in chunk {
                 if !needs_stored {
                     rows.push((seq, msg_uid, None));
@@ -324,7 +329,7 @@ impl Session {
                         msg_uid,
                         &items,
                         &specs,
-                        message.as_ref(),
+                        *message,
                         body.as_deref(),
                         file.as_ref().map(|f| f.1),
                         add_flags,
@@ -348,6 +353,11 @@ impl Session {
                     }
                 }
             }
+            // The client reads one batch while the next is written (the last goes out with
+            // the tagged reply).
+            if c + 1 < chunks.len() {
+                self.conn.flush().await?;
+            }
         }
         Ok(Reply::ok(if uid { "UID FETCH completed" } else { "FETCH completed" }))
     }
@@ -357,7 +367,7 @@ impl Session {
     fn read_ahead(
         &self,
         group: &ReadGroup,
-        rows: &[(u32, u32, Option<StoredMessage>)],
+        rows: &[(u32, u32, Option<&StoredMessage>)],
     ) -> Option<tokio::task::JoinHandle<Vec<std::io::Result<Vec<u8>>>>> {
         if !group.whole {
             return None;
@@ -594,7 +604,7 @@ struct ReadGroup {
 
 /// Split the chunk into groups of small files (at most GROUP_BYTES together, by their stored
 /// sizes) and single large files.
-fn read_groups(rows: &[(u32, u32, Option<StoredMessage>)]) -> Vec<ReadGroup> {
+fn read_groups(rows: &[(u32, u32, Option<&StoredMessage>)]) -> Vec<ReadGroup> {
     let mut groups: Vec<ReadGroup> = Vec::new();
     let mut bytes = 0u64;
     for (i, (_, _, message)) in rows.iter().enumerate() {
@@ -674,6 +684,15 @@ impl ReadAhead {
     }
 }
 
+/// `targets` in the batches read one query each: [`FIRST_BATCH`], then [`BATCH`] at a time.
+fn batches(targets: &[(u32, u32)]) -> Vec<&[(u32, u32)]> {
+    let (first, rest) = targets.split_at(targets.len().min(FIRST_BATCH));
+    std::iter::once(first)
+        .filter(|f| !f.is_empty())
+        .chain(rest.chunks(BATCH))
+        .collect()
+}
+
 /// RFC822 and BODY[] (with or without a partial range): the whole message, streamed.
 fn is_whole_message(item: &FetchItem) -> bool {
     match item {
@@ -714,4 +733,22 @@ fn section_data(section: &Section, message: &StoredMessage, body: Option<&[u8]>)
         }
     }
     mime::section(body?, &section.part, &section.text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_start_small_then_cover_every_target_once_in_order() {
+        for n in [0, 1, FIRST_BATCH, FIRST_BATCH + 1, FIRST_BATCH + BATCH, 2000] {
+            let targets: Vec<(u32, u32)> = (1..=n as u32).map(|i| (i, i * 2)).collect();
+            let split = batches(&targets);
+            assert_eq!(split.concat(), targets, "{n} targets");
+            assert!(split.iter().all(|b| !b.is_empty()), "{n} targets");
+            assert!(split.first().is_none_or(|b| b.len() <= FIRST_BATCH), "{n} targets");
+            assert!(split.iter().all(|b| b.len() <= BATCH), "{n} targets");
+        }
+        assert_eq!(batches(&[(1, 1); 2000]).len(), 1 + (2000 - FIRST_BATCH).div_ceil(BATCH));
+    }
 }
