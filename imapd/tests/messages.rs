@@ -303,6 +303,8 @@ async fn search_subject_is_the_envelope_subject_through_the_database_filter() {
         "* SEARCH 1 2"
     );
     assert_eq!(s(c.ok("SEARCH SUBJECT \"\"").await), "* SEARCH 1 2 3");
+    // A NUL (not an IMAP CHAR8, but a literal can carry one) is not sent to PostgreSQL.
+    assert_eq!(s(c.ok("SEARCH SUBJECT {3+}\r\nw\0e").await), "* SEARCH");
     // The body path reads whole rows; SUBJECT beside BODY is the same test.
     assert_eq!(s(c.ok("SEARCH SUBJECT invoice BODY body").await), "* SEARCH 2");
 }

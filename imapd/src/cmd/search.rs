@@ -118,10 +118,11 @@ fn subject_matches(subject: Option<&str>, needle: &str) -> bool {
 /// on (`MailStore::scan_light`): a SUBJECT key at the top level or in a conjunction there, in
 /// lower case. Only an ASCII one: [`contains`] compares those letter by letter, ignoring ASCII
 /// case, which PostgreSQL's `lower` under the "C" collation reproduces; other text is
-/// lower-cased by Unicode rules and found here only.
+/// lower-cased by Unicode rules and found here only. Nor one with a NUL, which PostgreSQL's text
+/// cannot hold (the statement would fail; here it simply matches nothing).
 fn subject_prefilter(key: &SearchKey) -> Option<String> {
     match key {
-        SearchKey::Subject(s) if !s.is_empty() && s.is_ascii() => Some(s.to_ascii_lowercase()),
+        SearchKey::Subject(s) if !s.is_empty() && s.is_ascii() && !s.contains('\0') => Some(s.to_ascii_lowercase()),
         // The longest leaves the fewest rows.
         SearchKey::And(keys) => keys.iter().filter_map(subject_prefilter).max_by_key(String::len),
         _ => None,
