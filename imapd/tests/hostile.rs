@@ -77,6 +77,25 @@ async fn deeply_nested_mime_can_be_fetched_and_searched() {
     c.ok("NOOP").await;
 }
 
+/// A NUL byte in header fields the envelope and body structure quote (not valid mail, but it
+/// arrives): the message is stored and shown, the NUL as U+FFFD, instead of an APPEND that
+/// fails with SERVERBUG because PostgreSQL's jsonb refuses `\u0000`.
+#[tokio::test]
+async fn a_nul_in_quoted_header_fields_is_stored_not_refused() {
+    let server = Server::start().await;
+    let mut c = server.login().await;
+    let message = b"From: Bob\0Smith <bob@example.test>\r\nSubject: half\0way\r\n\
+Content-Type: text/plain; name=\"a\0b.txt\"\r\n\r\nbody\r\n";
+    let r = c.append("INBOX", "()", message).await;
+    assert!(r.tagged.contains(" OK"), "{r:#?}");
+    c.ok("SELECT INBOX").await;
+    let r = c.ok("FETCH 1 (ENVELOPE BODYSTRUCTURE)").await;
+    assert_eq!(r.lines.len(), 1, "{r:#?}");
+    // "half\u{FFFD}way", encoded for a client that has not enabled UTF8=ACCEPT.
+    assert!(r.all().contains("\"=?utf-8?b?aGFsZu+/vXdheQ==?=\""), "{r:#?}");
+    assert_eq!(c.ok("SEARCH SUBJECT half").await.find("* SEARCH"), "* SEARCH 1");
+}
+
 #[tokio::test]
 async fn failed_create_leaves_nothing_behind_and_limits_hold() {
     let server = Server::start_with(

@@ -433,3 +433,23 @@ async fn helo_and_ehlo_reset() {
         "the dropped transaction released its reservation"
     );
 }
+
+/// A NUL byte in the Subject (not valid mail, but it arrives): delivered, not answered 451 for
+/// ever (PostgreSQL's jsonb refuses `\u0000` in the stored envelope; the mail store writes the
+/// NUL as U+FFFD there and keeps the message's bytes as they came).
+#[tokio::test]
+async fn a_nul_in_the_subject_is_delivered() {
+    let h = start().await;
+    let alice = h.add_user("alice@example.test", "pw-alice", None).await;
+    let mut c = Client::connect(h.mx()).await;
+    c.expect("EHLO client.example.org", 250).await;
+    c.expect("MAIL FROM:<bob@example.org>", 250).await;
+    c.expect("RCPT TO:<alice@example.test>", 250).await;
+    let done = c
+        .data(&message("bob@example.org", "alice@example.test", "half\0way"))
+        .await;
+    assert_eq!(done.code, 250, "{done:?}");
+    let inbox = h.inbox(alice).await;
+    assert_eq!(inbox.len(), 1);
+    assert!(inbox[0].contains("Subject: half\0way\r\n"), "{}", inbox[0]);
+}

@@ -2529,8 +2529,8 @@ impl Analysed {
     fn of(raw: &[u8]) -> Analysed {
         let parsed = parsed::parse(raw);
         Analysed {
-            envelope: serde_json::to_value(&parsed.envelope),
-            structure: serde_json::to_value(&parsed.body_structure),
+            envelope: serde_json::to_value(&parsed.envelope).map(without_nul),
+            structure: serde_json::to_value(&parsed.body_structure).map(without_nul),
             header: parsed.header,
         }
     }
@@ -2545,6 +2545,25 @@ impl Analysed {
             structure: self.structure.map_err(invalid)?,
             pending,
         })
+    }
+}
+
+/// `value` with every NUL in its strings replaced by U+FFFD: PostgreSQL's jsonb refuses `\u0000`
+/// (PostgreSQL 15 documentation, 8.14 "JSON Types"), so a message with a NUL byte in a header
+/// field the envelope or body structure quotes (a Subject, a display name, a parameter) could
+/// not be stored at all. IMAP cannot send a NUL in a string anyway (RFC 9051 §4.3: CHAR8).
+fn without_nul(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "\u{FFFD}")),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nul).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), without_nul(v)))
+                .collect(),
+        ),
+        other => other,
     }
 }
 
