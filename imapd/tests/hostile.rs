@@ -96,6 +96,15 @@ Content-Type: text/plain; name=\"a\0b.txt\"\r\n\r\nbody\r\n";
     assert_eq!(c.ok("SEARCH SUBJECT half").await.find("* SEARCH"), "* SEARCH 1");
 }
 
+/// A NUL in the login name: invalid credentials like any unknown name, not UNAVAILABLE.
+#[tokio::test]
+async fn a_nul_in_the_login_name_is_invalid_credentials() {
+    let server = Server::start().await;
+    let mut c = server.connect().await;
+    let r = c.no("LOGIN {5+}\r\nb\0b@x \"pw\"").await;
+    assert!(r.tagged.contains("[AUTHENTICATIONFAILED]"), "{r:#?}");
+}
+
 #[tokio::test]
 async fn failed_create_leaves_nothing_behind_and_limits_hold() {
     let server = Server::start_with(

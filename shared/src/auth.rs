@@ -226,6 +226,12 @@ impl Auth {
             tracing::warn!(%ip, len = trimmed.len(), "login failed: name longer than any address");
             return Err(AuthError::Invalid);
         }
+        // No address has a NUL, and PostgreSQL's text cannot hold one: the gate's statement
+        // failed, so the attempt was answered UNAVAILABLE and logged as an error.
+        if trimmed.contains('\0') {
+            tracing::warn!(%ip, "login failed: name with a NUL, which no address has");
+            return Err(AuthError::Invalid);
+        }
         let account = trimmed.to_lowercase();
         let waited_since = Instant::now();
         let charged_account = loop {
