@@ -42,6 +42,14 @@ pub fn parse_command(line: &[u8]) -> Result<Request<String>, CommandError> {
     if !line.is_ascii() && std::str::from_utf8(line).is_err() {
         return Err(CommandError::Syntax("command is not valid UTF-8".into()));
     }
+    // RFC 5321 §4.1.2: a command's words are printable characters and spaces. A control
+    // character (a NUL, a lone CR) would otherwise reach the replies (EHLO echoes its name)
+    // and the Received header written from the EHLO name.
+    let words = line.strip_suffix(b"\n").unwrap_or(line);
+    let words = words.strip_suffix(b"\r").unwrap_or(words);
+    if words.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(CommandError::Syntax("control character in the command".into()));
+    }
     match Request::parse(&mut line.iter()) {
         Ok(request) => Ok(request),
         Err(ProtoError::UnknownCommand) => Err(CommandError::Unknown),
@@ -185,6 +193,15 @@ mod tests {
     #[test]
     fn commands() {
         assert!(matches!(parse_command(b"EHLO x\r\n"), Ok(Request::Ehlo { .. })));
+        for line in [
+            &b"EHLO a\0b\r\n"[..],
+            b"HELO a\rb\r\n",
+            b"EHLO a\x7fb\r\n",
+            b"NOOP \x01\r\n",
+        ] {
+            assert!(matches!(parse_command(line), Err(CommandError::Syntax(_))), "{line:?}");
+        }
+        assert!(matches!(parse_command(b"EHLO x\n"), Ok(Request::Ehlo { .. })));
         assert!(matches!(
             parse_command(b"MAIL FROM:<a@b.c> SIZE=10\r\n"),
             Ok(Request::Mail { from }) if from.size == 10 && from.address == "a@b.c"
