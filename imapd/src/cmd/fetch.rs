@@ -16,9 +16,10 @@ use crate::wire::sequence::SequenceSet;
 const BATCH: usize = 250;
 /// The first batch is smaller: it is read before anything is written (with the sync's
 /// statement), so its size is the wait for the first response; the next, full one is read
-/// while it is written. More than `KEEP_LIGHT_READ_MAX` (64), so a header download's first rows
-/// do not crowd the header row cache kept for new-mail FETCHes.
+/// while it is written. More than `KEEP_LIGHT_READ_MAX`, so a header download's first rows do
+/// not crowd the header row cache kept for new-mail FETCHes.
 const FIRST_BATCH: usize = 100;
+const _: () = assert!(FIRST_BATCH > shared::mailstore::KEEP_LIGHT_READ_MAX);
 /// FETCH responses from the session's view alone written into one buffer before it is sent.
 const VIEW_BATCH: usize = 1000;
 

@@ -49,13 +49,18 @@ fn needs(key: &SearchKey) -> (bool, bool) {
 }
 
 pub(crate) fn uses_modseq(key: &SearchKey) -> bool {
-    match key {
-        SearchKey::ModSeq(_) => true,
-        SearchKey::Not(k) => uses_modseq(k),
-        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
-        SearchKey::And(keys) => keys.iter().any(uses_modseq),
-        _ => false,
-    }
+    has_key(key, &|k| matches!(k, SearchKey::ModSeq(_)))
+}
+
+/// Whether `key` or any key inside it is one `is` picks.
+fn has_key(key: &SearchKey, is: &impl Fn(&SearchKey) -> bool) -> bool {
+    is(key)
+        || match key {
+            SearchKey::Not(k) => has_key(k, is),
+            SearchKey::Or(a, b) => has_key(a, is) || has_key(b, is),
+            SearchKey::And(keys) => keys.iter().any(|k| has_key(k, is)),
+            _ => false,
+        }
 }
 
 /// One message as the evaluator sees it.
@@ -564,6 +569,7 @@ impl Session {
         now: DateTime<Utc>,
     ) -> Result<Vec<(u32, u32, u64)>, Failure> {
         let (needs_stored, needs_body) = needs(key);
+        let needs_envelope = has_key(key, &|k| matches!(k, SearchKey::Subject(_)));
         let user_id = self.user()?.id;
         let (mailbox_id, count, max_uid) = {
             let selected = self.selected()?;
@@ -573,14 +579,17 @@ impl Session {
         for chunk in listed.chunks(BATCH) {
             let stored = if needs_stored {
                 let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();
-                // Whole rows: SUBJECT needs the envelope. This path reads bodies or re-checks
-                // the few messages a live search learns of, so the JSON decoded is a small part.
-                self.ctx.mail.fetch(user_id, mailbox_id, &uids).await?
+                // SUBJECT needs the envelope: whole rows then, light ones otherwise.
+                if needs_envelope {
+                    self.ctx.mail.fetch(user_id, mailbox_id, &uids).await?
+                } else {
+                    self.ctx.mail.fetch_light(user_id, mailbox_id, &uids).await?
+                }
             } else {
                 Vec::new()
             };
             for &(seq, msg_uid) in chunk {
-                // fetch answers in UID order: a binary search, not a scan per message.
+                // Both reads answer in UID order: a binary search, not a scan per message.
                 let message = stored
                     .binary_search_by_key(&msg_uid, |m| m.uid)
                     .ok()

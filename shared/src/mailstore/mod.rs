@@ -2512,7 +2512,7 @@ impl Expunge<'_> {
 }
 
 /// The most rows of one read kept in the header row cache ([`MailStore::keep_light`]).
-const KEEP_LIGHT_READ_MAX: usize = 64;
+pub const KEEP_LIGHT_READ_MAX: usize = 64;
 
 /// Bodies up to this many bytes are hashed and parsed on the async thread that received them
 /// ([`MailStore::prepare_overlapped`]); larger ones on the blocking pool.
@@ -2528,9 +2528,17 @@ struct Analysed {
 impl Analysed {
     fn of(raw: &[u8]) -> Analysed {
         let parsed = parsed::parse(raw);
+        // Only a message with a NUL byte somewhere can have one in what the parse quotes.
+        let nul = memchr::memchr(0, raw).is_some();
+        let storable = |mut value: serde_json::Value| {
+            if nul {
+                replace_nul(&mut value);
+            }
+            value
+        };
         Analysed {
-            envelope: serde_json::to_value(&parsed.envelope).map(without_nul),
-            structure: serde_json::to_value(&parsed.body_structure).map(without_nul),
+            envelope: serde_json::to_value(&parsed.envelope).map(storable),
+            structure: serde_json::to_value(&parsed.body_structure).map(storable),
             header: parsed.header,
         }
     }
@@ -2548,22 +2556,18 @@ impl Analysed {
     }
 }
 
-/// `value` with every NUL in its strings replaced by U+FFFD: PostgreSQL's jsonb refuses `\u0000`
+/// Every NUL in `value`'s strings replaced by U+FFFD: PostgreSQL's jsonb refuses `\u0000`
 /// (PostgreSQL 15 documentation, 8.14 "JSON Types"), so a message with a NUL byte in a header
 /// field the envelope or body structure quotes (a Subject, a display name, a parameter) could
-/// not be stored at all. IMAP cannot send a NUL in a string anyway (RFC 9051 §4.3: CHAR8).
-fn without_nul(value: serde_json::Value) -> serde_json::Value {
+/// not be stored at all. IMAP cannot send a NUL in a string anyway (RFC 9051 §4.3: CHAR8). The
+/// keys are the parse's field names (it has no map keyed by the message's text).
+fn replace_nul(value: &mut serde_json::Value) {
     use serde_json::Value;
     match value {
-        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "\u{FFFD}")),
-        Value::Array(items) => Value::Array(items.into_iter().map(without_nul).collect()),
-        Value::Object(fields) => Value::Object(
-            fields
-                .into_iter()
-                .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), without_nul(v)))
-                .collect(),
-        ),
-        other => other,
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+        Value::Array(items) => items.iter_mut().for_each(replace_nul),
+        Value::Object(fields) => fields.values_mut().for_each(replace_nul),
+        _ => {}
     }
 }
 
