@@ -9,16 +9,27 @@ use serde::{Deserialize, Serialize};
 
 /// An address as IMAP's ENVELOPE lists it (RFC 3501 §7.4.2, "address structure"). A group is
 /// a start marker (`mailbox` = group name, `host` = None) and an end marker (all None).
+///
+/// Stored as jsonb in every message row, so what is absent is left out of it (issue #12: a
+/// narrower row puts more of a mailbox on each page a header download reads); a row written
+/// with `null`s reads the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct EnvelopeAddress {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adl: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
 }
 
 /// RFC 3501 ENVELOPE. Sender and Reply-To default to From, as §7.4.2 requires.
+///
+/// Stored as [`StoredEnvelope`]: a Sender or Reply-To equal to From is not written twice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(into = "StoredEnvelope", from = "StoredEnvelope")]
 pub struct Envelope {
     pub date: Option<String>,
     pub subject: Option<String>,
@@ -32,14 +43,82 @@ pub struct Envelope {
     pub message_id: Option<String>,
 }
 
+/// An [`Envelope`] as the message row's jsonb holds it: absent fields and empty lists left out,
+/// Sender and Reply-To left out when they equal From (most messages; together about a third of
+/// an envelope's bytes). Rows written before this, with every field, read the same: a present
+/// `sender` or `reply_to` is taken as it is, even when empty.
+#[derive(Serialize, Deserialize)]
+struct StoredEnvelope {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    date: Option<String>,
+    /// Kept under this name: SEARCH's filter reads `envelope ->> 'subject'` in SQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    from: Vec<EnvelopeAddress>,
+    /// `None`: the same as `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sender: Option<Vec<EnvelopeAddress>>,
+    /// `None`: the same as `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reply_to: Option<Vec<EnvelopeAddress>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    to: Vec<EnvelopeAddress>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    cc: Vec<EnvelopeAddress>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    bcc: Vec<EnvelopeAddress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    in_reply_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message_id: Option<String>,
+}
+
+impl From<Envelope> for StoredEnvelope {
+    fn from(e: Envelope) -> StoredEnvelope {
+        let unless_from = |list: Vec<EnvelopeAddress>| (list != e.from).then_some(list);
+        StoredEnvelope {
+            sender: unless_from(e.sender),
+            reply_to: unless_from(e.reply_to),
+            date: e.date,
+            subject: e.subject,
+            from: e.from,
+            to: e.to,
+            cc: e.cc,
+            bcc: e.bcc,
+            in_reply_to: e.in_reply_to,
+            message_id: e.message_id,
+        }
+    }
+}
+
+impl From<StoredEnvelope> for Envelope {
+    fn from(s: StoredEnvelope) -> Envelope {
+        Envelope {
+            sender: s.sender.unwrap_or_else(|| s.from.clone()),
+            reply_to: s.reply_to.unwrap_or_else(|| s.from.clone()),
+            date: s.date,
+            subject: s.subject,
+            from: s.from,
+            to: s.to,
+            cc: s.cc,
+            bcc: s.bcc,
+            in_reply_to: s.in_reply_to,
+            message_id: s.message_id,
+        }
+    }
+}
+
 /// Content-Disposition: value and parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disposition {
     pub kind: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<(String, String)>,
 }
 
-/// RFC 3501 BODYSTRUCTURE, with the extension data.
+/// RFC 3501 BODYSTRUCTURE, with the extension data. Stored as jsonb like [`Envelope`], what is
+/// absent left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BodyStructure {
@@ -47,20 +126,29 @@ pub enum BodyStructure {
         /// Lowercase media type and subtype (`text`, `plain`).
         media_type: String,
         media_subtype: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         params: Vec<(String, String)>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         description: Option<String>,
         /// Content-Transfer-Encoding, `7BIT` when absent.
         encoding: String,
         /// Octets of the body as stored (still transfer-encoded).
         size: u64,
         /// Lines of the body, for `text/*` and `message/rfc822`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         lines: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         md5: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         disposition: Option<Disposition>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         language: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         location: Option<String>,
         /// For `message/rfc822`: the enclosed message's envelope and structure.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<Box<(Envelope, BodyStructure)>>,
         /// See [`MIME_MODEL`]; set on the outermost structure only.
         #[serde(default, skip_serializing_if = "is_zero")]
@@ -69,9 +157,13 @@ pub enum BodyStructure {
     Multipart {
         parts: Vec<BodyStructure>,
         media_subtype: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         params: Vec<(String, String)>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         disposition: Option<Disposition>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         language: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         location: Option<String>,
         /// See [`MIME_MODEL`]; set on the outermost structure only.
         #[serde(default, skip_serializing_if = "is_zero")]
@@ -1019,6 +1111,67 @@ mod address_tests {
         let e: Envelope = serde_json::from_str(old).unwrap();
         assert_eq!(e.from[0].adl, None);
         assert_eq!(e.from[0].mailbox.as_deref(), Some("a"));
+    }
+
+    /// The stored form leaves out what is absent and a Sender or Reply-To equal to From, and
+    /// reads back equal; one written with every field (before issue #12's narrower rows) reads
+    /// the same as the narrow one.
+    #[test]
+    fn the_stored_parse_leaves_out_what_is_absent_and_reads_back_equal() {
+        let raw = b"From: Ann <ann@a.test>\r\nTo: bob@b.test\r\nSubject: hi\r\n\r\nbody\r\n";
+        let p = parse(raw);
+        assert_eq!(p.envelope.sender, p.envelope.from);
+        assert_eq!(p.envelope.reply_to, p.envelope.from);
+        let envelope = serde_json::to_value(&p.envelope).unwrap();
+        assert_eq!(
+            envelope,
+            serde_json::json!({
+                "subject": "hi",
+                "from": [{"name": "Ann", "mailbox": "ann", "host": "a.test"}],
+                "to": [{"mailbox": "bob", "host": "b.test"}],
+            })
+        );
+        assert_eq!(serde_json::from_value::<Envelope>(envelope).unwrap(), p.envelope);
+        let wide = r#"{"date":null,"subject":"hi",
+            "from":[{"name":"Ann","adl":null,"mailbox":"ann","host":"a.test"}],
+            "sender":[{"name":"Ann","adl":null,"mailbox":"ann","host":"a.test"}],
+            "reply_to":[{"name":"Ann","adl":null,"mailbox":"ann","host":"a.test"}],
+            "to":[{"name":null,"adl":null,"mailbox":"bob","host":"b.test"}],
+            "cc":[],"bcc":[],"in_reply_to":null,"message_id":null}"#;
+        assert_eq!(serde_json::from_str::<Envelope>(wide).unwrap(), p.envelope);
+
+        let structure = serde_json::to_value(&p.body_structure).unwrap();
+        assert_eq!(
+            structure,
+            serde_json::json!({
+                "kind": "single", "media_type": "text", "media_subtype": "plain",
+                "params": [["charset", "us-ascii"]], "encoding": "7BIT", "size": 6, "lines": 1,
+                "model": MIME_MODEL,
+            })
+        );
+        assert_eq!(
+            serde_json::from_value::<BodyStructure>(structure).unwrap(),
+            p.body_structure
+        );
+        let wide = r#"{"kind":"single","media_type":"text","media_subtype":"plain",
+            "params":[["charset","us-ascii"]],"id":null,"description":null,"encoding":"7BIT",
+            "size":6,"lines":1,"md5":null,"disposition":null,"language":[],"location":null,
+            "message":null,"model":1}"#;
+        assert_eq!(serde_json::from_str::<BodyStructure>(wide).unwrap(), p.body_structure);
+
+        // A Sender or Reply-To that differs from From is kept, an empty one too.
+        let p = parse(b"From: ann@a.test\r\nSender: sec@a.test\r\nReply-To: list@l.test\r\n\r\nx\r\n");
+        let back: Envelope = serde_json::from_value(serde_json::to_value(&p.envelope).unwrap()).unwrap();
+        assert_eq!(back, p.envelope);
+        assert_eq!(back.sender[0].mailbox.as_deref(), Some("sec"));
+        assert_eq!(back.reply_to[0].mailbox.as_deref(), Some("list"));
+        let odd = Envelope {
+            from: p.envelope.from.clone(),
+            ..Envelope::default()
+        };
+        let back: Envelope = serde_json::from_value(serde_json::to_value(&odd).unwrap()).unwrap();
+        assert_eq!(back, odd);
+        assert!(back.sender.is_empty() && back.reply_to.is_empty());
     }
 }
 
