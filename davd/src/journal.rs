@@ -122,8 +122,8 @@ impl Step {
     /// else at once (recovery).
     fn apply(&self, background: bool) -> std::io::Result<()> {
         match self {
-            Step::Place { temp, target, .. } => {
-                std::fs::rename(temp, target)?;
+            Step::Place { target, .. } => {
+                self.place_unsynced()?;
                 sync_dir(target)
             }
             Step::Delete { target, .. } => {
@@ -167,6 +167,23 @@ impl Step {
         }
     }
 
+    /// A Place's rename, visible at once; its folder's fsync ([`Step::sync_place`]) makes it
+    /// durable. Any other step is applied whole.
+    fn place_unsynced(&self) -> std::io::Result<()> {
+        match self {
+            Step::Place { temp, target, .. } => std::fs::rename(temp, target),
+            other => other.apply(true),
+        }
+    }
+
+    /// The fsync of the folder a Place renamed into.
+    fn sync_place(&self) -> std::io::Result<()> {
+        match self {
+            Step::Place { target, .. } => sync_dir(target),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the step has not happened yet (what [`Step::replay`] would still do).
     pub fn pending(&self) -> bool {
         let has = |p: &Path, file_only: bool| {
@@ -192,6 +209,9 @@ impl Step {
                     self.apply(false)?;
                     Ok(Replayed::Finished)
                 } else if has(target, true) {
+                    // Renamed, but a live request answers before the folder's fsync
+                    // (`commit_then_apply`): made durable here before the row is forgotten.
+                    sync_dir(target)?;
                     Ok(Replayed::AlreadyDone)
                 } else {
                     Ok(Replayed::Lost)
@@ -397,6 +417,21 @@ impl Journal {
     }
 }
 
+/// What follows a committed change of a user's file usage (fs/commit.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageAfter {
+    /// No usage changed.
+    Unchanged,
+    /// The quota warning check of the committed usage (`shared::quota::warn::after_write`),
+    /// while the step is done (issue #12: its round trip overlaps the rename instead of
+    /// following it); done before the answer.
+    Check,
+    /// Charged without a limit (`shared::quota::Committed::WithoutLimit`): no warning level can
+    /// have been crossed; the usage delta is folded a moment later, nothing is read before the
+    /// answer (`shared::quota::warn::after_unlimited_write`).
+    FoldLater,
+}
+
 /// A user's journal lock: held from before the transaction until the step is done.
 pub struct UserGuard {
     journal: Arc<Journal>,
@@ -450,15 +485,18 @@ impl UserGuard {
     /// Commit the operation's transaction, then do its step. On failure the user is marked
     /// for recovery, which is tried at once (so usage matches the tree again).
     pub async fn commit_and_apply(self, tx: Transaction<'static, Postgres>, id: i64, step: Step) -> FsResult<()> {
-        self.commit_then_apply(tx, id, step, false).await
+        self.commit_then_apply(tx, id, step, UsageAfter::Unchanged).await
     }
 
-    /// [`UserGuard::commit_and_apply`], and the quota warning check of the committed usage
-    /// ([`Journal::usage_changed`]) while the step is done (issue #12: its round trip overlaps
-    /// the rename and the folder's fsync instead of following them); both are done when this
-    /// returns.
-    pub async fn commit_apply_and_warn(self, tx: Transaction<'static, Postgres>, id: i64, step: Step) -> FsResult<()> {
-        self.commit_then_apply(tx, id, step, true).await
+    /// [`UserGuard::commit_and_apply`] of a change of usage, followed as `after` says.
+    pub async fn commit_apply_and_warn(
+        self,
+        tx: Transaction<'static, Postgres>,
+        id: i64,
+        step: Step,
+        after: UsageAfter,
+    ) -> FsResult<()> {
+        self.commit_then_apply(tx, id, step, after).await
     }
 
     async fn commit_then_apply(
@@ -466,7 +504,7 @@ impl UserGuard {
         tx: Transaction<'static, Postgres>,
         id: i64,
         step: Step,
-        warn: bool,
+        after: UsageAfter,
     ) -> FsResult<()> {
         if let Err(e) = tx.commit().await {
             // Committed or not? The recovery reads the journal and knows.
@@ -488,24 +526,41 @@ impl UserGuard {
             tracing::warn!(?step, "test hook: crash after commit");
             return Err(FsError::GeneralFailure);
         }
-        let warning = warn.then(|| {
-            let (journal, user_id) = (self.journal.clone(), self.user_id);
-            tokio::spawn(async move { journal.usage_changed(user_id).await })
-        });
+        let warning = match after {
+            UsageAfter::Check => {
+                let (journal, user_id) = (self.journal.clone(), self.user_id);
+                Some(tokio::spawn(async move { journal.usage_changed(user_id).await }))
+            }
+            UsageAfter::FoldLater => {
+                shared::quota::warn::after_unlimited_write(&self.journal.mail, &[self.user_id]);
+                None
+            }
+            UsageAfter::Unchanged => None,
+        };
         let s = step.clone();
         #[cfg(feature = "crash-hooks")]
         let fail = crashes_here(&self.root, CrashPoint::StepFails);
         #[cfg(not(feature = "crash-hooks"))]
         let fail = false;
+        // issue #12: a Place is answered once its rename is visible; the folder's fsync follows
+        // under the user's journal lock, and the row is forgotten only after it. A crash in
+        // between leaves the committed row, which the recovery (at davd's start, before
+        // anything is served) redoes or confirms and makes durable (`Step::replay`).
+        let sync_later = matches!(step, Step::Place { .. });
         let applied = tokio::task::spawn_blocking(move || {
             if fail {
                 return Err(std::io::Error::other("test hook: the step fails"));
             }
-            s.apply(true)
+            if sync_later { s.place_unsynced() } else { s.apply(true) }
         });
         let result = match applied.await {
+            Ok(Ok(())) if sync_later => {
+                tokio::spawn(self.sync_then_forget(id, step));
+                Ok(())
+            }
             Ok(Ok(())) => {
                 self.log.done.push(id);
+                drop(self);
                 Ok(())
             }
             outcome => {
@@ -514,17 +569,33 @@ impl UserGuard {
                 if let Err(e) = self.recover().await {
                     tracing::error!(user_id = self.user_id, "journal recovery: {e}");
                 }
+                drop(self);
                 Err(FsError::GeneralFailure)
             }
         };
         // The user's lock is not held for the warning check.
-        drop(self);
         if let Some(warning) = warning
             && let Err(e) = warning.await
         {
             tracing::warn!("quota warning check task: {e}");
         }
         result
+    }
+
+    /// After a Place's rename: its folder's fsync, then its row is known done. Holds the
+    /// user's journal lock until then (the user's next journaled operation waits for it).
+    async fn sync_then_forget(mut self, id: i64, step: Step) {
+        let s = step.clone();
+        match tokio::task::spawn_blocking(move || s.sync_place()).await {
+            Ok(Ok(())) => self.log.done.push(id),
+            outcome => {
+                tracing::error!(?step, "fsync of the folder after a rename failed: {outcome:?}");
+                self.journal.set_dirty(self.user_id, true);
+                if let Err(e) = self.recover().await {
+                    tracing::error!(user_id = self.user_id, "journal recovery: {e}");
+                }
+            }
+        }
     }
 
     /// Finish or settle every row of this user; recount usage if a step was lost.

@@ -502,6 +502,16 @@ pub async fn release_ids(db: &PgPool, ids: &[i64]) -> Result<(), QuotaError> {
     Ok(())
 }
 
+/// How [`commit`] charged a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// Reserved without a limit and still without one at the commit: a charged delta, no
+    /// warning level can have been crossed ([`warn::after_unlimited_write`] is enough).
+    WithoutLimit,
+    /// Against a limit (or one found set since the reservation): [`warn::after_write`] is due.
+    AgainstLimit,
+}
+
 /// Inside the writer's transaction: turn the reservation into `actual` bytes of usage. When
 /// `actual` is more than was reserved, the excess must fit too, else `Exceeded` (and the caller
 /// rolls back).
@@ -513,7 +523,7 @@ pub async fn commit(
     reservation: Reservation,
     actual: u64,
     usage: Usage,
-) -> Result<(), QuotaError> {
+) -> Result<Committed, QuotaError> {
     // The common case touches the reservation's own row only, not the user's: the reservation
     // becomes a charged delta of `actual` bytes in place (migration 0016). Every other writer's
     // check counts that row either way (as the reservation before our commit, as usage after),
@@ -521,7 +531,7 @@ pub async fn commit(
     // transaction holds no lock another writer of the account waits for through its commit.
     if reservation.id == Reservation::UNLIMITED {
         if actual == 0 {
-            return Ok(());
+            return Ok(Committed::WithoutLimit);
         }
         // Reserved without a limit: the write is a delta as long as there is still none (the
         // mail store's one-statement delivery, `mailstore::insert_unlimited`, writes the same
@@ -539,9 +549,10 @@ pub async fn commit(
         .fetch_optional(&mut *conn)
         .await?;
         if inserted.is_some() {
-            return Ok(());
+            return Ok(Committed::WithoutLimit);
         }
-        return charge(conn, reservation.user_id, usage, actual).await;
+        charge(conn, reservation.user_id, usage, actual).await?;
+        return Ok(Committed::AgainstLimit);
     }
     let converted = sqlx::query!(
         "UPDATE quota_reservations SET bytes = $3, charged = $4, owner = NULL, expires_at = 'infinity'
@@ -555,7 +566,7 @@ pub async fn commit(
     .fetch_optional(&mut *conn)
     .await?;
     if converted.is_some() {
-        return Ok(());
+        return Ok(Committed::AgainstLimit);
     }
     // The write outgrew its reservation, or the reservation is gone (its owner's lock was lost,
     // or it expired): under the user's row lock, the whole write must fit now, counting the
@@ -576,7 +587,8 @@ pub async fn commit(
             available,
         });
     }
-    add_usage(conn, reservation.user_id, usage, actual).await
+    add_usage(conn, reservation.user_id, usage, actual).await?;
+    Ok(Committed::AgainstLimit)
 }
 
 /// How long the deltas of writes without a limit wait to be folded together ([`FoldQueue`]).

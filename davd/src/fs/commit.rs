@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dav_server::fs::{DavProp, FsError, FsResult};
-use shared::quota::{self, Reservation, Usage};
+use shared::quota::{self, Committed, Reservation, Usage};
 
 use super::{blocking, db_error, io, quota_error};
-use crate::journal::{Journal, Step};
+use crate::journal::{Journal, Step, UsageAfter};
 use crate::props;
 
 /// Putting a finished temp file in place (PUT, COPY), through the journal (journal.rs).
@@ -43,8 +43,8 @@ pub(super) struct PlaceCommit {
 
 impl PlaceCommit {
     pub(super) async fn run(mut self) -> FsResult<()> {
-        // Once committed, the file's bytes are charged: it may cross a quota warning threshold
-        // (checked by `commit_apply_and_warn` while the rename is done).
+        // Once committed, the file's bytes are charged: against a limit it may cross a quota
+        // warning threshold (checked by `commit_apply_and_warn` while the rename is done).
         let result = self.commit().await;
         if result.is_err() {
             // Given back whatever happened: a committed reservation is already gone.
@@ -88,7 +88,8 @@ impl PlaceCommit {
                 existing_file_len(&target)
             })
             .await?;
-            quota::refund(&mut tx, self.user_id, Usage::Files, old)
+            // A refund can re-arm a warning only for a user who was warned (`quota::refund`).
+            let mut check = quota::refund(&mut tx, self.user_id, Usage::Files, old)
                 .await
                 .map_err(quota_error)?;
             // The whole size is charged on the first reservation, after the others are gone:
@@ -100,15 +101,22 @@ impl PlaceCommit {
                     bytes,
                 };
                 let actual = if i == 0 { self.written } else { 0 };
-                quota::commit(&mut tx, r, actual, Usage::Files)
+                let committed = quota::commit(&mut tx, r, actual, Usage::Files)
                     .await
                     .map_err(quota_error)?;
+                check |= committed == Committed::AgainstLimit;
             }
             if self.reservations.is_empty() {
                 quota::charge(&mut tx, self.user_id, Usage::Files, self.written)
                     .await
                     .map_err(quota_error)?;
+                check = true;
             }
+            let after = if check {
+                UsageAfter::Check
+            } else {
+                UsageAfter::FoldLater
+            };
             if let Some((from, to)) = &self.props_from {
                 props::copy_one(&mut tx, self.user_id, from, to)
                     .await
@@ -137,11 +145,11 @@ impl PlaceCommit {
                         io(e)
                     })?;
             }
-            Ok((tx, id, step))
+            Ok((tx, id, step, after))
         }
         .await;
         match prepared {
-            Ok((tx, id, step)) => guard.commit_apply_and_warn(tx, id, step).await,
+            Ok((tx, id, step, after)) => guard.commit_apply_and_warn(tx, id, step, after).await,
             Err(e) => {
                 // Nothing committed: the old file stays, the temp file goes.
                 let _ = std::fs::remove_file(&self.temp);

@@ -1720,7 +1720,9 @@ impl MailStore {
         for (mailbox_id, mut target) in resolved {
             let user_id = target.user_id;
             match target.reservation.take() {
-                Some(reservation) => quota::commit(&mut tx, reservation, row.size, Usage::Mail).await?,
+                Some(reservation) => {
+                    quota::commit(&mut tx, reservation, row.size, Usage::Mail).await?;
+                }
                 None if warning.is_some() => quota::warn::charge_warning(&mut tx, user_id, row.size).await?,
                 None => quota::charge(&mut tx, user_id, Usage::Mail, row.size).await?,
             }
@@ -2676,7 +2678,9 @@ async fn charge_delivery(
     size: u64,
 ) -> Result<(), StoreError> {
     match reservation {
-        Some(reservation) => quota::commit(conn, reservation, size, Usage::Mail).await?,
+        Some(reservation) => {
+            quota::commit(conn, reservation, size, Usage::Mail).await?;
+        }
         None => quota::charge(conn, user_id, Usage::Mail, size).await?,
     }
     Ok(())
