@@ -123,7 +123,7 @@ impl Step {
     fn apply(&self, background: bool) -> std::io::Result<()> {
         match self {
             Step::Place { target, .. } => {
-                self.place_unsynced()?;
+                self.apply_visible()?;
                 sync_dir(target)
             }
             Step::Delete { target, .. } => {
@@ -167,9 +167,9 @@ impl Step {
         }
     }
 
-    /// A Place's rename, visible at once; its folder's fsync ([`Step::sync_place`]) makes it
-    /// durable. Any other step is applied whole.
-    fn place_unsynced(&self) -> std::io::Result<()> {
+    /// The step made visible: a Place's rename, whose folder's fsync ([`Step::sync_place`])
+    /// still has to make it durable; any other step whole, its fsyncs included.
+    fn apply_visible(&self) -> std::io::Result<()> {
         match self {
             Step::Place { temp, target, .. } => std::fs::rename(temp, target),
             other => other.apply(true),
@@ -432,7 +432,7 @@ pub enum UsageAfter {
     FoldLater,
 }
 
-/// A user's journal lock: held from before the transaction until the step is done.
+/// A user's journal lock: held from before the transaction until the step is done and durable.
 pub struct UserGuard {
     journal: Arc<Journal>,
     user_id: i64,
@@ -489,7 +489,7 @@ impl UserGuard {
     }
 
     /// [`UserGuard::commit_and_apply`] of a change of usage, followed as `after` says.
-    pub async fn commit_apply_and_warn(
+    pub async fn commit_usage_and_apply(
         self,
         tx: Transaction<'static, Postgres>,
         id: i64,
@@ -551,7 +551,7 @@ impl UserGuard {
             if fail {
                 return Err(std::io::Error::other("test hook: the step fails"));
             }
-            if sync_later { s.place_unsynced() } else { s.apply(true) }
+            if sync_later { s.apply_visible() } else { s.apply(true) }
         });
         let result = match applied.await {
             Ok(Ok(())) if sync_later => {
