@@ -95,8 +95,9 @@ async fn body_fetch_of_mixed_sizes_gives_each_message_its_bytes() {
     }
 }
 
-/// FETCH reads the next batch's rows (250 messages each) while it writes the responses of this
-/// one: across batches every message still gets its own size, header fields and body, in order.
+/// FETCH reads the next two batches' rows (100, then 250 messages each) while it writes the
+/// responses of this one: across four batches, two reads in flight at once, every message still
+/// gets its own size, header fields and body, in order.
 #[tokio::test]
 async fn fetch_across_batches_gives_each_message_its_own_rows() {
     let server = Server::start().await;

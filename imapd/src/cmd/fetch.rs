@@ -2,6 +2,8 @@
 //! §3.1.4). Metadata comes from the database in batches; the body file is read only for
 //! sections that need it; responses are written message by message (never built whole).
 
+use std::collections::VecDeque;
+
 use shared::blobs::BlobId;
 use shared::mailstore::{FlagOp, StoreError, StoredMessage, parsed};
 
@@ -19,6 +21,9 @@ const BATCH: usize = 250;
 /// while it is written. More than `KEEP_LIGHT_READ_MAX`, so a header download's first rows do
 /// not crowd the header row cache kept for new-mail FETCHes.
 const FIRST_BATCH: usize = 100;
+/// Batches read ahead of the one being written, each on a pooled connection of its own: with
+/// one, a batch's responses often waited for its read (issue #12).
+const READS_AHEAD: usize = 2;
 const _: () = assert!(FIRST_BATCH > shared::mailstore::KEEP_LIGHT_READ_MAX);
 /// FETCH responses from the session's view alone written into one buffer before it is sent.
 const VIEW_BATCH: usize = 1000;
@@ -198,11 +203,15 @@ impl Session {
             })
         };
         let chunks = batches(&targets);
-        let mut next_rows: Option<tokio::task::JoinHandle<Result<Vec<StoredMessage>, StoreError>>> = None;
+        // Reads of the batches after the current one, in order (at most READS_AHEAD), and the
+        // index of the first batch not asked for yet (batch 0 is read with the sync or here).
+        let mut reading: VecDeque<tokio::task::JoinHandle<Result<Vec<StoredMessage>, StoreError>>> = VecDeque::new();
+        let mut next_to_read = 1;
         for (c, &chunk) in chunks.iter().enumerate() {
             let stored: Vec<StoredMessage> = if needs_stored {
                 let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();
-                let rows = match (read.rows_for(&uids), next_rows.take()) {
+                let mine = if c > 0 { reading.pop_front() } else { None };
+                let rows = match (read.rows_for(&uids), mine) {
                     (Some(rows), _) => rows,
                     (None, Some(reading)) => reading
                         .await
@@ -211,8 +220,9 @@ impl Session {
                     (None, None) if needs_parse => self.ctx.mail.fetch(user_id, mailbox_id, &uids).await?,
                     (None, None) => self.ctx.mail.fetch_light(user_id, mailbox_id, &uids).await?,
                 };
-                if let Some(next) = chunks.get(c + 1) {
-                    next_rows = Some(read_rows(next.iter().map(|c| c.1).collect()));
+                while next_to_read < chunks.len() && next_to_read <= c + READS_AHEAD {
+                    reading.push_back(read_rows(chunks[next_to_read].iter().map(|c| c.1).collect()));
+                    next_to_read += 1;
                 }
                 rows
             } else {
