@@ -122,8 +122,8 @@ impl Step {
     /// else at once (recovery).
     fn apply(&self, background: bool) -> std::io::Result<()> {
         match self {
-            Step::Place { target, .. } => {
-                self.apply_visible()?;
+            Step::Place { temp, target, .. } => {
+                std::fs::rename(temp, target)?;
                 sync_dir(target)
             }
             Step::Delete { target, .. } => {
@@ -167,23 +167,6 @@ impl Step {
         }
     }
 
-    /// The step made visible: a Place's rename, whose folder's fsync ([`Step::sync_place`])
-    /// still has to make it durable; any other step whole, its fsyncs included.
-    fn apply_visible(&self) -> std::io::Result<()> {
-        match self {
-            Step::Place { temp, target, .. } => std::fs::rename(temp, target),
-            other => other.apply(true),
-        }
-    }
-
-    /// The fsync of the folder a Place renamed into.
-    fn sync_place(&self) -> std::io::Result<()> {
-        match self {
-            Step::Place { target, .. } => sync_dir(target),
-            _ => Ok(()),
-        }
-    }
-
     /// Whether the step has not happened yet (what [`Step::replay`] would still do).
     pub fn pending(&self) -> bool {
         let has = |p: &Path, file_only: bool| {
@@ -209,8 +192,8 @@ impl Step {
                     self.apply(false)?;
                     Ok(Replayed::Finished)
                 } else if has(target, true) {
-                    // Renamed, but a live request answers before the folder's fsync
-                    // (`commit_then_apply`): made durable here before the row is forgotten.
+                    // Renamed, but davd may have stopped before the folder's fsync: made
+                    // durable here before the row is forgotten.
                     sync_dir(target)?;
                     Ok(Replayed::AlreadyDone)
                 } else {
@@ -432,7 +415,7 @@ pub enum UsageAfter {
     FoldLater,
 }
 
-/// A user's journal lock: held from before the transaction until the step is done and durable.
+/// A user's journal lock: held from before the transaction until the step is done.
 pub struct UserGuard {
     journal: Arc<Journal>,
     user_id: i64,
@@ -542,25 +525,17 @@ impl UserGuard {
         let fail = crashes_here(&self.root, CrashPoint::StepFails);
         #[cfg(not(feature = "crash-hooks"))]
         let fail = false;
-        // issue #12: a Place is answered once its rename is visible; the folder's fsync follows
-        // under the user's journal lock, and the row is forgotten only after it. A crash in
-        // between leaves the committed row, which the recovery (at davd's start, before
-        // anything is served) redoes or confirms and makes durable (`Step::replay`).
-        let sync_later = matches!(step, Step::Place { .. });
+        // The folder's fsync is part of the step, before the answer: it also makes durable
+        // the temp file's own entry in that folder, which nothing fsynced before.
         let applied = tokio::task::spawn_blocking(move || {
             if fail {
                 return Err(std::io::Error::other("test hook: the step fails"));
             }
-            if sync_later { s.apply_visible() } else { s.apply(true) }
+            s.apply(true)
         });
         let result = match applied.await {
-            Ok(Ok(())) if sync_later => {
-                tokio::spawn(self.sync_then_forget(id, step));
-                Ok(())
-            }
             Ok(Ok(())) => {
                 self.log.done.push(id);
-                drop(self);
                 Ok(())
             }
             outcome => {
@@ -569,33 +544,17 @@ impl UserGuard {
                 if let Err(e) = self.recover().await {
                     tracing::error!(user_id = self.user_id, "journal recovery: {e}");
                 }
-                drop(self);
                 Err(FsError::GeneralFailure)
             }
         };
         // The user's lock is not held for the warning check.
+        drop(self);
         if let Some(warning) = warning
             && let Err(e) = warning.await
         {
             tracing::warn!("quota warning check task: {e}");
         }
         result
-    }
-
-    /// After a Place's rename: its folder's fsync, then its row is known done. Holds the
-    /// user's journal lock until then (the user's next journaled operation waits for it).
-    async fn sync_then_forget(mut self, id: i64, step: Step) {
-        let s = step.clone();
-        match tokio::task::spawn_blocking(move || s.sync_place()).await {
-            Ok(Ok(())) => self.log.done.push(id),
-            outcome => {
-                tracing::error!(?step, "fsync of the folder after a rename failed: {outcome:?}");
-                self.journal.set_dirty(self.user_id, true);
-                if let Err(e) = self.recover().await {
-                    tracing::error!(user_id = self.user_id, "journal recovery: {e}");
-                }
-            }
-        }
     }
 
     /// Finish or settle every row of this user; recount usage if a step was lost.
