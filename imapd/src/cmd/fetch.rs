@@ -203,15 +203,14 @@ impl Session {
             })
         };
         let chunks = batches(&targets);
-        // Reads of the batches after the current one, in order (at most READS_AHEAD), and the
-        // index of the first batch not asked for yet (batch 0 is read with the sync or here).
+        // Reads of the batches from the current one on, in order (at most READS_AHEAD ahead),
+        // and the first batch not asked for yet (batch 0 is read with the sync or here).
         let mut reading: VecDeque<tokio::task::JoinHandle<Result<Vec<StoredMessage>, StoreError>>> = VecDeque::new();
         let mut next_to_read = 1;
         for (c, &chunk) in chunks.iter().enumerate() {
             let stored: Vec<StoredMessage> = if needs_stored {
                 let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();
-                let mine = if c > 0 { reading.pop_front() } else { None };
-                let rows = match (read.rows_for(&uids), mine) {
+                let rows = match (read.rows_for(&uids), reading.pop_front()) {
                     (Some(rows), _) => rows,
                     (None, Some(reading)) => reading
                         .await
