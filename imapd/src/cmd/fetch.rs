@@ -18,13 +18,11 @@ use crate::wire::sequence::SequenceSet;
 const BATCH: usize = 250;
 /// The first batch is smaller: it is read before anything is written (with the sync's
 /// statement), so its size is the wait for the first response; the next, full one is read
-/// while it is written. More than `KEEP_LIGHT_READ_MAX`, so a header download's first rows do
-/// not crowd the header row cache kept for new-mail FETCHes.
+/// while it is written.
 const FIRST_BATCH: usize = 100;
 /// Batches read ahead of the one being written, each on a pooled connection of its own: with
 /// one, a batch's responses often waited for its read (issue #12).
 const READS_AHEAD: usize = 2;
-const _: () = assert!(FIRST_BATCH > shared::mailstore::KEEP_LIGHT_READ_MAX);
 /// FETCH responses from the session's view alone written into one buffer before it is sent.
 const VIEW_BATCH: usize = 1000;
 
@@ -44,17 +42,21 @@ impl Session {
         // Fresh flags first (untagged updates are allowed here; EXPUNGE only for UID FETCH),
         // read with the first batch of rows as the view names them now: one round trip.
         let ahead = self.rows_ahead(uid, set, &items);
-        // A view the change clock vouches for needs no sync; its rows may be kept already
-        // (`MailStore::cached_light`): then the FETCH is answered without PostgreSQL.
-        let kept = if !self.view_is_current() {
-            None
-        } else if ahead.is_empty() {
+        // The rows may be kept already (`MailStore::cached_light`); a view the change clock
+        // vouches for needs no sync: then the FETCH is answered without PostgreSQL. Otherwise
+        // the sync reads the rows that are not kept with it; kept rows of messages the sync
+        // finds expunged are dropped with the batch (`ReadAhead::rows_for`).
+        let kept = if ahead.is_empty() {
             Some(Vec::new())
         } else {
             self.ctx.mail.cached_light(self.selected()?.mailbox.id, &ahead)
         };
         let rows = match kept {
-            Some(rows) => rows,
+            Some(rows) if self.view_is_current() => rows,
+            Some(rows) => {
+                self.sync_reading(uid, &[]).await?;
+                rows
+            }
             None => self.sync_reading(uid, &ahead).await?,
         };
         // The view is now the mailbox as of this command: unless the FETCH sets \Seen in a way
@@ -191,33 +193,46 @@ impl Session {
         // The next batch's rows are read (on another pooled connection) while this batch's
         // responses are written, so PostgreSQL and this session work at the same time instead of
         // in turn (issue #12: the header download of 2000 messages waited for 7 reads in turn).
+        //
+        // A batch whose rows the header-row cache holds every one of is taken from it instead
+        // (`MailStore::cached_light`; the rows of a message never change). Unlike the first
+        // batch's (`cmd_fetch`), this needs no current view: the view was synced when the
+        // command began, and a message expunged since by another session may still be answered
+        // with the data it had (RFC 2180 §4.1.1), as the client's view still holds it.
         let store = self.ctx.mail.clone();
         let read_rows = |uids: Vec<u32>| {
+            if !needs_parse && let Some(rows) = store.cached_light(mailbox_id, &uids) {
+                return RowRead::Kept(rows);
+            }
             let mail = store.clone();
-            tokio::spawn(async move {
+            RowRead::Reading(tokio::spawn(async move {
                 if needs_parse {
                     mail.fetch(user_id, mailbox_id, &uids).await
                 } else {
                     mail.fetch_light(user_id, mailbox_id, &uids).await
                 }
-            })
+            }))
         };
         let chunks = batches(&targets);
         // Reads of the batches from the current one on, in order (at most READS_AHEAD ahead),
         // and the first batch not asked for yet (batch 0 is read with the sync or here).
-        let mut reading: VecDeque<tokio::task::JoinHandle<Result<Vec<StoredMessage>, StoreError>>> = VecDeque::new();
+        let mut reading: VecDeque<RowRead> = VecDeque::new();
         let mut next_to_read = 1;
         for (c, &chunk) in chunks.iter().enumerate() {
             let stored: Vec<StoredMessage> = if needs_stored {
                 let uids: Vec<u32> = chunk.iter().map(|c| c.1).collect();
                 let rows = match (read.rows_for(&uids), reading.pop_front()) {
                     (Some(rows), _) => rows,
-                    (None, Some(reading)) => reading
+                    (None, Some(RowRead::Kept(rows))) => rows,
+                    (None, Some(RowRead::Reading(reading))) => reading
                         .await
                         .map_err(|e| std::io::Error::other(format!("row reader failed: {e}")))??,
                     // The first batch the sync's read did not bring: read here, not in a task.
                     (None, None) if needs_parse => self.ctx.mail.fetch(user_id, mailbox_id, &uids).await?,
-                    (None, None) => self.ctx.mail.fetch_light(user_id, mailbox_id, &uids).await?,
+                    (None, None) => match self.ctx.mail.cached_light(mailbox_id, &uids) {
+                        Some(rows) => rows,
+                        None => self.ctx.mail.fetch_light(user_id, mailbox_id, &uids).await?,
+                    },
                 };
                 while next_to_read < chunks.len() && next_to_read <= c + READS_AHEAD {
                     reading.push_back(read_rows(chunks[next_to_read].iter().map(|c| c.1).collect()));
@@ -677,6 +692,12 @@ fn needs_parse(items: &[FetchItem]) -> bool {
 struct ReadAhead {
     uids: Vec<u32>,
     rows: Vec<StoredMessage>,
+}
+
+/// The rows of one batch after the current: taken from the header-row cache, or being read.
+enum RowRead {
+    Kept(Vec<StoredMessage>),
+    Reading(tokio::task::JoinHandle<Result<Vec<StoredMessage>, StoreError>>),
 }
 
 impl ReadAhead {

@@ -580,14 +580,11 @@ impl MailStore {
         self.light.get_all(mailbox_id, uids)
     }
 
-    /// Keep the rows of a small read (a FETCH of a few messages, as a mail client's after new
-    /// mail) for the next FETCH of them; a large one (a whole mailbox's headers) would only
-    /// push those out and cost its copy.
+    /// Keep the rows of a read for the next FETCH of them: a client's FETCH of its new mail, or
+    /// the same headers downloaded again (Thunderbird's other connections, a phone's next sync).
     fn keep_light(&self, mailbox_id: i64, rows: &[StoredMessage]) {
-        if rows.len() <= KEEP_LIGHT_READ_MAX {
-            for m in rows {
-                self.light.insert(mailbox_id, m);
-            }
+        for m in rows {
+            self.light.insert(mailbox_id, m);
         }
     }
 
@@ -2512,9 +2509,6 @@ impl Expunge<'_> {
         }))
     }
 }
-
-/// The most rows of one read kept in the header row cache ([`MailStore::keep_light`]).
-pub const KEEP_LIGHT_READ_MAX: usize = 64;
 
 /// Bodies up to this many bytes are hashed and parsed on the async thread that received them
 /// ([`MailStore::prepare_overlapped`]); larger ones on the blocking pool.
