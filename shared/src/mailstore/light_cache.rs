@@ -44,14 +44,18 @@ pub struct LightCache {
 }
 
 impl LightCache {
-    /// Keep a row read from the database (its header copied only if it is not kept yet).
-    pub fn insert(&self, mailbox_id: i64, m: &StoredMessage) {
-        self.insert_with(mailbox_id, m.uid, m.header.len(), || Light {
-            internal_date: m.internal_date,
-            size: m.size,
-            blob: m.blob.clone(),
-            header: m.header.as_slice().into(),
-        });
+    /// Keep the rows of a read from the database (a header copied only if its row is not kept
+    /// yet), under one lock for the whole read.
+    pub fn insert_all(&self, mailbox_id: i64, rows: &[StoredMessage]) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for m in rows {
+            inner.insert_with(mailbox_id, m.uid, m.header.len(), || Light {
+                internal_date: m.internal_date,
+                size: m.size,
+                blob: m.blob.clone(),
+                header: m.header.as_slice().into(),
+            });
+        }
     }
 
     /// Keep the row of a message this process just stored.
@@ -64,34 +68,13 @@ impl LightCache {
         blob: &BlobId,
         header: Arc<[u8]>,
     ) {
-        self.insert_with(mailbox_id, uid, header.len(), || Light {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.insert_with(mailbox_id, uid, header.len(), || Light {
             internal_date,
             size,
             blob: blob.clone(),
             header,
         });
-    }
-
-    /// One lock: nothing when the row is kept already (or its header alone is past a 16th of
-    /// the budget), else the oldest out until the new one fits.
-    fn insert_with(&self, mailbox_id: i64, uid: u32, header_len: usize, light: impl FnOnce() -> Light) {
-        let cost = header_len + ENTRY_OVERHEAD;
-        if cost > BUDGET / 16 {
-            return;
-        }
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.entries.contains_key(&(mailbox_id, uid)) {
-            return;
-        }
-        while inner.bytes + cost > BUDGET {
-            let Some(oldest) = inner.order.pop_front() else { break };
-            if let Some(gone) = inner.entries.remove(&oldest) {
-                inner.bytes -= gone.header.len() + ENTRY_OVERHEAD;
-            }
-        }
-        inner.entries.insert((mailbox_id, uid), light());
-        inner.order.push_back((mailbox_id, uid));
-        inner.bytes += cost;
     }
 
     /// The rows of `uids` (ascending) in `mailbox_id`, when every one of them is kept; as
@@ -113,6 +96,26 @@ impl LightCache {
                 })
             })
             .collect()
+    }
+}
+
+impl Inner {
+    /// Nothing when the row is kept already (or its header alone is past a 16th of the
+    /// budget), else the oldest out until the new one fits.
+    fn insert_with(&mut self, mailbox_id: i64, uid: u32, header_len: usize, light: impl FnOnce() -> Light) {
+        let cost = header_len + ENTRY_OVERHEAD;
+        if cost > BUDGET / 16 || self.entries.contains_key(&(mailbox_id, uid)) {
+            return;
+        }
+        while self.bytes + cost > BUDGET {
+            let Some(oldest) = self.order.pop_front() else { break };
+            if let Some(gone) = self.entries.remove(&oldest) {
+                self.bytes -= gone.header.len() + ENTRY_OVERHEAD;
+            }
+        }
+        self.entries.insert((mailbox_id, uid), light());
+        self.order.push_back((mailbox_id, uid));
+        self.bytes += cost;
     }
 }
 
@@ -158,5 +161,22 @@ mod tests {
         assert!(cache.get_all(5, &[49]).is_some());
         let bytes = cache.inner.lock().unwrap().bytes;
         assert!(bytes <= BUDGET, "{bytes}");
+    }
+
+    #[test]
+    fn a_read_is_kept_whole_and_a_kept_row_is_not_counted_twice() {
+        let cache = LightCache::default();
+        let row = |uid: i64| StoredMessage::light(uid, 0, Vec::new(), Utc::now(), 100, "0".repeat(64), header(10));
+        let rows: Vec<StoredMessage> = (1..=3).map(row).collect();
+        cache.insert_all(7, &rows);
+        let once = cache.inner.lock().unwrap().bytes;
+        cache.insert_all(7, &rows);
+        assert_eq!(cache.inner.lock().unwrap().bytes, once, "kept rows are not added again");
+        assert_eq!(once, 3 * (10 + ENTRY_OVERHEAD));
+        let back = cache.get_all(7, &[1, 2, 3]).unwrap();
+        assert_eq!(
+            back.iter().map(|r| (r.uid, r.size)).collect::<Vec<_>>(),
+            [(1, 100), (2, 100), (3, 100)]
+        );
     }
 }

@@ -583,9 +583,7 @@ impl MailStore {
     /// Keep the rows of a read for the next FETCH of them: a client's FETCH of its new mail, or
     /// the same headers downloaded again (Thunderbird's other connections, a phone's next sync).
     fn keep_light(&self, mailbox_id: i64, rows: &[StoredMessage]) {
-        for m in rows {
-            self.light.insert(mailbox_id, m);
-        }
+        self.light.insert_all(mailbox_id, rows);
     }
 
     /// Tick the clock once for each mailbox `appended` went into (after their commit).
