@@ -465,24 +465,10 @@ impl UserGuard {
         Ok(())
     }
 
-    /// Commit the operation's transaction, then do its step. On failure the user is marked
+    /// Commit the operation's transaction, then do its step, with what follows the change of
+    /// usage as `after` says (`UsageAfter::Unchanged` for none). On failure the user is marked
     /// for recovery, which is tried at once (so usage matches the tree again).
-    pub async fn commit_and_apply(self, tx: Transaction<'static, Postgres>, id: i64, step: Step) -> FsResult<()> {
-        self.commit_then_apply(tx, id, step, UsageAfter::Unchanged).await
-    }
-
-    /// [`UserGuard::commit_and_apply`] of a change of usage, followed as `after` says.
-    pub async fn commit_usage_and_apply(
-        self,
-        tx: Transaction<'static, Postgres>,
-        id: i64,
-        step: Step,
-        after: UsageAfter,
-    ) -> FsResult<()> {
-        self.commit_then_apply(tx, id, step, after).await
-    }
-
-    async fn commit_then_apply(
+    pub async fn commit_and_apply(
         mut self,
         tx: Transaction<'static, Postgres>,
         id: i64,

@@ -44,7 +44,7 @@ pub(super) struct PlaceCommit {
 impl PlaceCommit {
     pub(super) async fn run(mut self) -> FsResult<()> {
         // Once committed, the file's bytes are charged: against a limit it may cross a quota
-        // warning threshold (checked by `commit_usage_and_apply` while the rename is done).
+        // warning threshold (checked by `UserGuard::commit_and_apply` while the rename is done).
         let result = self.commit().await;
         if result.is_err() {
             // Given back whatever happened: a committed reservation is already gone.
@@ -149,7 +149,7 @@ impl PlaceCommit {
         }
         .await;
         match prepared {
-            Ok((tx, id, step, after)) => guard.commit_usage_and_apply(tx, id, step, after).await,
+            Ok((tx, id, step, after)) => guard.commit_and_apply(tx, id, step, after).await,
             Err(e) => {
                 // Nothing committed: the old file stays, the temp file goes.
                 let _ = std::fs::remove_file(&self.temp);

@@ -14,7 +14,7 @@ use super::read::{open_read, stat};
 use super::upload::{create_temp, temp_path_beside};
 use super::{TinyFs, User, blocking, db_error, io, parent_of, quota_error, sync_dir};
 use crate::checksum::{HashingWriter, Stamp, Stored};
-use crate::journal::Step;
+use crate::journal::{Step, UsageAfter};
 use crate::{paths, props};
 
 impl TinyFs {
@@ -158,7 +158,7 @@ impl TinyFs {
             props::delete_tree(&mut tx, user.id, &key).await.map_err(db_error)?;
             let step = Step::Delete { target, ino };
             let id = guard.record(&mut tx, &step).await?;
-            guard.commit_and_apply(tx, id, step).await?;
+            guard.commit_and_apply(tx, id, step, UsageAfter::Unchanged).await?;
             // Usage fell: a warning given may be armed again (none given, none to re-arm).
             if warned {
                 journal.usage_changed(user.id).await;
@@ -197,7 +197,7 @@ impl TinyFs {
             props::delete_tree(&mut tx, user.id, &key).await.map_err(db_error)?;
             let step = Step::Delete { target, ino };
             let id = guard.record(&mut tx, &step).await?;
-            guard.commit_and_apply(tx, id, step).await?;
+            guard.commit_and_apply(tx, id, step, UsageAfter::Unchanged).await?;
             // Usage fell: a warning given may be armed again (none given, none to re-arm).
             if warned {
                 journal.usage_changed(user.id).await;
@@ -257,7 +257,7 @@ impl TinyFs {
                 ino,
             };
             let id = guard.record(&mut tx, &step).await?;
-            guard.commit_and_apply(tx, id, step).await?;
+            guard.commit_and_apply(tx, id, step, UsageAfter::Unchanged).await?;
             // Usage fell by the replaced file: a warning given may be armed again.
             if warned {
                 journal.usage_changed(user.id).await;
